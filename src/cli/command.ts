@@ -1,0 +1,29 @@
+import type { Logger } from 'pino';
+import type { Argv, ArgumentsCamelCase } from 'yargs';
+import type { Io } from './io.js';
+import type { GlobalArgs } from './global-options.js';
+
+/** What a command handler gets besides its parsed flags. */
+export interface CommandContext {
+  readonly io: Io;
+  /** The store root directory, resolved from --root / TSBUILD_ROOT / XDG. */
+  readonly root: string;
+  /** Created on first use so that commands which never log pay nothing. */
+  logger(): Logger;
+}
+
+/**
+ * One CLI command. `run` returns the exit code; errors it throws are rendered by main().
+ * Keeping the shape this small keeps yargs inside cli/ (DESIGN.md import rules).
+ */
+export interface CommandSpec<A> {
+  readonly command: string | readonly string[];
+  readonly describe: string;
+  builder(y: Argv<GlobalArgs>): Argv<A>;
+  run(args: ArgumentsCamelCase<A>, ctx: CommandContext): Promise<number>;
+}
+
+/** Identity helper that keeps the flag types of `builder` and `run` tied together. */
+export function defineCommand<A>(spec: CommandSpec<A>): CommandSpec<A> {
+  return spec;
+}

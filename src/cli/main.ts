@@ -1,0 +1,96 @@
+import { readFileSync } from 'node:fs';
+import yargs from 'yargs';
+import type { Logger } from 'pino';
+import { TsbuildError, EXIT } from '../errors.js';
+import type { Io } from './io.js';
+import { LOG_LEVELS, createLogger, resolveRoot, type GlobalArgs } from './global-options.js';
+import { renderError } from './render-error.js';
+import type { CommandContext, CommandSpec } from './command.js';
+import { commands } from './commands/index.js';
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/**
+ * The CLI: argv in, exit code out. Flags are parsed by yargs; each command's `run` does
+ * the work; every error is rendered here and nowhere else.
+ */
+export async function main(argv: readonly string[], io: Io): Promise<number> {
+  let exitCode: number = EXIT.ok;
+  let handled = false;
+  let logger: Logger | undefined;
+
+  const fail = (err: unknown): void => {
+    const { text, exitCode: code } = renderError(err);
+    io.stderr.write(text);
+    exitCode = code;
+  };
+
+  let parser = yargs([...argv])
+    .scriptName('tsbuild')
+    .usage('$0 <command> [options]\n\nA daemon-free OCI image builder.')
+    .option('root', {
+      type: 'string',
+      describe: 'Directory of the local image store (default $TSBUILD_ROOT, else $XDG_DATA_HOME/tsbuild, else ~/.local/share/tsbuild)',
+      global: true,
+    })
+    .option('log-level', {
+      choices: LOG_LEVELS,
+      default: 'warn' as const,
+      describe: 'Log level of the structured log on stderr',
+      global: true,
+    })
+    .strict()
+    .showHelpOnFail(false)
+    .demandCommand(1, 'Name a command; see tsbuild --help')
+    .recommendCommands()
+    .exitProcess(false)
+    .version(packageVersion())
+    .help()
+    .alias('h', 'help')
+    .wrap(Math.min(110, process.stdout.columns || 100));
+
+  for (const spec of commands as readonly CommandSpec<unknown>[]) {
+    parser = parser.command({
+      command: spec.command as string | string[],
+      describe: spec.describe,
+      builder: (y) => spec.builder(y as never) as never,
+      handler: async (args) => {
+        handled = true;
+        const a = args as unknown as GlobalArgs;
+        const ctx: CommandContext = {
+          io,
+          root: resolveRoot(a.root, io),
+          logger: () => (logger ??= createLogger(a['log-level'])),
+        };
+        try {
+          exitCode = await spec.run(args as never, ctx);
+        } catch (err) {
+          fail(err);
+        }
+      },
+    });
+  }
+
+  try {
+    await parser.parseAsync([...argv], {}, (err, _args, output) => {
+      if (err && !handled) {
+        io.stderr.write(`error: ${err.message}\nSee 'tsbuild --help'.\n`);
+        exitCode = EXIT.usage;
+        return;
+      }
+      if (output) io.stdout.write(output.endsWith('\n') ? output : `${output}\n`);
+    });
+  } catch (err) {
+    // yargs rethrows handler-independent failures (unknown flags, validation).
+    if (!handled) {
+      fail(err instanceof TsbuildError ? err : new TsbuildError('USAGE', (err as Error)?.message ?? String(err)));
+    } else {
+      fail(err);
+    }
+  }
+  logger?.flush();
+  return exitCode;
+}

@@ -1,0 +1,102 @@
+/**
+ * The one error type tsbuild raises for anything a user can cause or fix.
+ *
+ * Contract (STYLE.md 7): every error carries a stable `code` (tests assert on it, never
+ * on message text), an optional `hint` saying what to do, an optional `cause`, and, for
+ * Dockerfile problems, the `location` it came from. Only `cli/` turns errors into text.
+ * Anything thrown that is not a TsbuildError (or an abort) is a bug: exit code 70.
+ */
+
+/** A place in a source file; lines are 1-based and inclusive. */
+export interface SourceLocation {
+  readonly file: string;
+  readonly startLine: number;
+  readonly endLine: number;
+}
+
+/**
+ * Stable error codes. Grouped by the folder that raises them; add new codes here so the
+ * set stays reviewable in one place.
+ */
+export type ErrorCode =
+  // usage
+  | 'USAGE'
+  // dockerfile/
+  | 'DOCKERFILE_SYNTAX'
+  | 'DOCKERFILE_EMPTY'
+  | 'DOCKERFILE_NOT_FOUND'
+  | 'DOCKERFILE_INSTRUCTION'
+  | 'DOCKERFILE_EXPANSION'
+  // plan/
+  | 'STAGE_NOT_FOUND'
+  | 'STAGE_CYCLE'
+  | 'BUILD_ARG'
+  // context/
+  | 'CONTEXT_NOT_FOUND'
+  | 'CONTEXT_SOURCE_MISSING'
+  | 'CONTEXT_SOURCE_EXCLUDED'
+  | 'CONTEXT_ESCAPE'
+  | 'DOCKERIGNORE_INVALID'
+  // oci/
+  | 'REFERENCE_INVALID'
+  | 'DIGEST_INVALID'
+  | 'DIGEST_MISMATCH'
+  | 'MANIFEST_INVALID'
+  // store/
+  | 'IMAGE_NOT_FOUND'
+  | 'BLOB_NOT_FOUND'
+  | 'STORE_LOCKED'
+  | 'STORE_CORRUPT'
+  | 'ARCHIVE_INVALID'
+  // layer/
+  | 'LAYER_INVALID'
+  | 'LAYER_UNSAFE'
+  // build/
+  | 'BUILD_STEP_FAILED'
+  | 'OUTPUT_INVALID'
+  | 'FETCH_FAILED'
+  | 'CHECKSUM_MISMATCH'
+  | 'UNSUPPORTED';
+
+export interface TsbuildErrorOptions {
+  readonly hint?: string;
+  readonly cause?: unknown;
+  readonly location?: SourceLocation;
+  /** Exit code override; defaults to 2 for USAGE and 1 for everything else. */
+  readonly exitCode?: number;
+}
+
+export class TsbuildError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+  readonly location: SourceLocation | undefined;
+  readonly exitCode: number;
+
+  constructor(code: ErrorCode, message: string, opts: TsbuildErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'TsbuildError';
+    this.code = code;
+    this.hint = opts.hint;
+    this.location = opts.location;
+    this.exitCode = opts.exitCode ?? (code === 'USAGE' ? 2 : 1);
+  }
+}
+
+export function isTsbuildError(e: unknown): e is TsbuildError {
+  return e instanceof TsbuildError;
+}
+
+/** True for the errors an AbortSignal produces (DOMException AbortError or Node's ABORT_ERR). */
+export function isAbortError(e: unknown): boolean {
+  if (typeof e !== 'object' || e === null) return false;
+  const err = e as { name?: unknown; code?: unknown };
+  return err.name === 'AbortError' || err.code === 'ABORT_ERR';
+}
+
+export const EXIT = {
+  ok: 0,
+  failed: 1,
+  usage: 2,
+  internal: 70,
+  cancelled: 130,
+} as const;
