@@ -1,0 +1,1 @@
+export { cacheKeyFor, type StepKeyInput } from './cache-key.js';
