@@ -1,0 +1,37 @@
+/**
+ * What `tsbuild build` is asked to do, after the CLI has turned flags into values.
+ * Small, typed, no yargs in sight (STYLE.md 10).
+ */
+export type Compression = 'gzip' | 'zstd' | 'uncompressed';
+
+export type OutputSpec =
+  | { readonly type: 'image' } // the local store, under the request's tags
+  | { readonly type: 'oci'; readonly dest: string; readonly compression: Compression }
+  | { readonly type: 'oci-layout'; readonly dest: string; readonly compression: Compression }
+  | { readonly type: 'docker'; readonly dest: string; readonly compression: Compression }
+  | { readonly type: 'local'; readonly dest: string }
+  | { readonly type: 'tar'; readonly dest: string };
+
+export interface DockerfileSource {
+  /** Shown in errors, e.g. "Dockerfile" or "ci/Dockerfile.release". */
+  readonly name: string;
+  /** Absolute path, when the Dockerfile is a file (used for NAME.dockerignore). */
+  readonly path?: string;
+  readonly text: Buffer;
+}
+
+export interface BuildRequest {
+  readonly contextDir: string;
+  readonly dockerfile: DockerfileSource;
+  /** Full references, e.g. docker.io/library/app:v2. */
+  readonly tags: readonly string[];
+  readonly target?: string;
+  readonly buildArgs: ReadonlyMap<string, string>;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly noCache: boolean;
+  readonly outputs: readonly OutputSpec[];
+  readonly iidFile?: string;
+  readonly metadataFile?: string;
+  /** Seconds since the epoch; clamps file mtimes and sets `created`. */
+  readonly sourceDateEpoch?: number;
+}

@@ -1,0 +1,55 @@
+import path from 'node:path';
+import { TsbuildError } from '../errors.js';
+import type { Compression, OutputSpec } from '../build/request.js';
+
+const COMPRESSIONS: readonly Compression[] = ['gzip', 'zstd', 'uncompressed'];
+
+/**
+ * Parses one `--output` value as buildx does: `type=oci,dest=out.tar` in CSV form, or a bare
+ * path as the shorthand for `type=local,dest=PATH` (buildx: "-o DIR").
+ * https://github.com/docker/buildx/blob/master/docs/reference/buildx_build.md#output
+ */
+export function parseOutputFlag(value: string, cwd: string): OutputSpec {
+  if (!value.includes('=')) {
+    return { type: 'local', dest: path.resolve(cwd, value) };
+  }
+  const fields = new Map<string, string>();
+  for (const part of value.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw usage(`invalid --output field ${JSON.stringify(part)} in ${JSON.stringify(value)}`);
+    fields.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1).trim());
+  }
+  const type = fields.get('type');
+  const dest = fields.get('dest');
+  const compression = (fields.get('compression') ?? 'gzip') as Compression;
+  if (!COMPRESSIONS.includes(compression)) {
+    throw usage(`unknown compression ${JSON.stringify(compression)}; use one of ${COMPRESSIONS.join(', ')}`);
+  }
+  const needDest = (): string => {
+    if (!dest) throw usage(`--output type=${type} needs dest=PATH`);
+    return path.resolve(cwd, dest);
+  };
+  switch (type) {
+    case 'image':
+    case 'store':
+      return { type: 'image' };
+    case 'oci':
+      return { type: 'oci', dest: needDest(), compression };
+    case 'oci-layout':
+      return { type: 'oci-layout', dest: needDest(), compression };
+    case 'docker':
+      return { type: 'docker', dest: needDest(), compression };
+    case 'local':
+      return { type: 'local', dest: needDest() };
+    case 'tar':
+      return { type: 'tar', dest: needDest() };
+    case undefined:
+      throw usage(`--output ${JSON.stringify(value)} has no type=`);
+    default:
+      throw usage(`unknown output type ${JSON.stringify(type)}; use image, oci, oci-layout, docker, local or tar`);
+  }
+}
+
+function usage(message: string): TsbuildError {
+  return new TsbuildError('USAGE', message);
+}
