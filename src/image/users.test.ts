@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { resolveChown, parseIdFile } from './users.js';
+import { TsbuildError } from '../errors.js';
+
+const files: Record<string, string> = {
+  '/etc/passwd': 'root:x:0:0:root:/root:/bin/sh\n# comment\napp:x:1000:1001::/home/app:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n',
+  '/etc/group': 'root:x:0:\nstaff:x:50:app\napp:x:1001:\n',
+};
+const read = async (p: string) => files[p];
+const none = async () => undefined;
+
+describe('resolveChown', () => {
+  it.each([
+    ['0', { uid: 0, gid: 0 }],
+    ['55:66', { uid: 55, gid: 66 }],
+    ['1234', { uid: 1234, gid: 1234 }],
+    ['app', { uid: 1000, gid: 1000 }],
+    ['app:staff', { uid: 1000, gid: 50 }],
+    ['app:7', { uid: 1000, gid: 7 }],
+    ['8:staff', { uid: 8, gid: 50 }],
+  ])('%s', async (spec, want) => {
+    expect(await resolveChown(spec, read)).toEqual(want);
+  });
+
+  it('numeric ids need no passwd file', async () => {
+    expect(await resolveChown('10:20', none)).toEqual({ uid: 10, gid: 20 });
+  });
+
+  it.each(['ghost', 'app:ghosts', ':1', '1:', 'a:b:c'])('rejects %s', async (spec) => {
+    await expect(resolveChown(spec, read)).rejects.toBeInstanceOf(TsbuildError);
+  });
+
+  it('names the missing file', async () => {
+    await expect(resolveChown('app', none)).rejects.toThrow(/\/etc\/passwd/);
+  });
+
+  it('first entry wins', () => {
+    expect(parseIdFile('a:x:1:1\na:x:2:2\n').get('a')).toBe(1);
+  });
+});
