@@ -1,0 +1,104 @@
+import path from 'node:path/posix';
+import type fs from 'node:fs';
+import type { IndexedEntry, RootfsView } from '../image/rootfs-view.js';
+import { normalize } from '../image/rootfs-view.js';
+import type { IdPair } from '../image/users.js';
+import { walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
+
+/** One entry of the layer a COPY/ADD writes. */
+export interface PlannedEntry extends IndexedEntry {
+  /** Host path of the content (files) — absent for directories and created parents. */
+  readonly srcAbs?: string;
+}
+
+export interface CopyPlanOptions {
+  readonly dest: string;
+  readonly workdir: string;
+  /** More than one source argument (the destination is then a directory). */
+  readonly view: RootfsView;
+  /** --chown; undefined = 0:0 from the context, the source's owner from a stage. */
+  readonly chown?: IdPair | undefined;
+  /** --chmod, already parsed. */
+  readonly chmod?: number | undefined;
+  /** mtime for directories the copy creates (seconds). */
+  readonly createdMtime: number;
+}
+
+/** `COPY x .`, `COPY x dir/`, `COPY x dir/.` name a directory. */
+function namesDirectory(dest: string): boolean {
+  return dest.endsWith('/') || dest === '.' || dest.endsWith('/.') || dest === '..' || dest.endsWith('/..');
+}
+
+/**
+ * Where each source lands and with which metadata, following the Dockerfile reference
+ * (https://docs.docker.com/reference/dockerfile/#copy): a directory's contents rather than
+ * the directory; a file into `dest/` when dest names or is a directory, else to dest itself;
+ * several sources need a directory. Parents missing in the image are created (0755, owned
+ * by the --chown user as BuildKit does); existing parents appear with their own metadata,
+ * as an overlay diff would show them.
+ */
+export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[], opts: CopyPlanOptions): Promise<PlannedEntry[]> {
+  const destAbs = path.isAbsolute(opts.dest) ? opts.dest : path.join('/', opts.workdir, opts.dest);
+  const multiple = sources.length > 1 || sources.some((s) => s.wildcard && s.matches.length > 1);
+  const destRel = normalize(destAbs);
+  const resolvedDest = opts.view.resolve(destRel);
+  const destIsDir = namesDirectory(opts.dest) || multiple || resolvedDest.entry?.type === 'dir';
+  const planned = new Map<string, PlannedEntry>();
+
+  const owner = (st: fs.Stats): { uid: number; gid: number } =>
+    opts.chown ?? (root.kind === 'context' ? { uid: 0, gid: 0 } : { uid: st.uid, gid: st.gid });
+  const modeOf = (st: fs.Stats): number => (opts.chmod !== undefined ? opts.chmod : st.mode & 0o7777);
+  const put = (e: PlannedEntry) => {
+    planned.set(e.path, e);
+  };
+
+  for (const src of sources) {
+    for (const m of src.matches) {
+      if (m.stat.isDirectory()) {
+        const target = resolvedDest.path;
+        if (target !== '' && !planned.has(target) && resolvedDest.entry?.type !== 'dir') {
+          put({ path: target, type: 'dir', mode: opts.chmod ?? 0o755, ...(opts.chown ?? { uid: 0, gid: 0 }), mtime: opts.createdMtime, size: 0 });
+        }
+        for await (const e of walkSourceDir(root, m)) {
+          const p = target === '' ? e.inner : `${target}/${e.inner}`;
+          put(entryFor(p, e.abs, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined));
+        }
+        continue;
+      }
+      const target = destIsDir ? (resolvedDest.path === '' ? m.name : `${resolvedDest.path}/${m.name}`) : resolvedDest.path;
+      put(entryFor(target, m.abs, m.stat, owner(m.stat), modeOf(m.stat), undefined));
+    }
+  }
+
+  // Parents of everything written: from the image when they exist there, else created.
+  for (const p of [...planned.keys()]) {
+    for (let dir = path.dirname(p); dir !== '.' && dir !== '/' && dir !== ''; dir = path.dirname(dir)) {
+      if (planned.has(dir)) continue;
+      const existing = opts.view.lstat(dir);
+      if (existing?.type === 'dir') {
+        const { layer: _layer, ...meta } = existing;
+        planned.set(dir, meta);
+      } else {
+        planned.set(dir, { path: dir, type: 'dir', mode: 0o755, ...(opts.chown ?? { uid: 0, gid: 0 }), mtime: opts.createdMtime, size: 0 });
+      }
+    }
+  }
+  return [...planned.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+async function readLink(abs: string): Promise<string> {
+  const { readlink } = await import('node:fs/promises');
+  return readlink(abs);
+}
+
+function entryFor(p: string, abs: string, st: fs.Stats, ids: { uid: number; gid: number }, mode: number, linkTarget: string | undefined): PlannedEntry {
+  const mtime = Math.floor(st.mtimeMs) / 1000;
+  if (st.isSymbolicLink()) {
+    return { path: p, type: 'symlink', mode: 0o777, ...ids, mtime, size: 0, linkTarget: linkTarget ?? '' };
+  }
+  if (st.isDirectory()) return { path: p, type: 'dir', mode, ...ids, mtime, size: 0 };
+  if (st.isFile()) return { path: p, type: 'file', mode, ...ids, mtime, size: st.size, srcAbs: abs };
+  // Sockets, fifos and devices in a build context are not copied content; keep them visible
+  // as 'other' so the writer can skip them explicitly.
+  return { path: p, type: 'other', mode, ...ids, mtime, size: 0 };
+}
