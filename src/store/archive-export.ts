@@ -1,0 +1,228 @@
+import { createWriteStream } from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { pack as tarPack, type Header, type Pack as TarPack } from 'tar-stream';
+
+type TarHeaders = Partial<Header> & Pick<Header, 'name'>;
+import { TsbuildError } from '../errors.js';
+import { canonicalJson } from '../oci/canonical-json.js';
+import { digestHex, isDigest, type Digest } from '../oci/digest.js';
+import {
+  DOCKER_IMAGE_CONFIG,
+  DOCKER_LAYER_TAR,
+  OCI_IMAGE_INDEX,
+  OCI_IMAGE_MANIFEST,
+  layerMediaType,
+  type LayerCompression,
+} from '../oci/media-types.js';
+import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
+import type { Store } from './store.js';
+
+/** An image of the store to export, with the names it is exported under. */
+export interface ExportImage {
+  readonly manifest: ImageManifest;
+  readonly config: ImageConfig;
+  /** Full references (docker.io/library/app:v2); may be empty. */
+  readonly names: readonly string[];
+}
+
+export interface ExportOptions {
+  readonly compression: LayerCompression;
+  readonly level?: number | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** One file of an archive: bytes in memory (small JSON) or a blob of the store. */
+type ArchiveFile = { readonly name: string; readonly bytes: Buffer } | { readonly name: string; readonly blob: Digest; readonly size: number };
+
+/**
+ * The compressed form of a stored (uncompressed) layer, made once and remembered
+ * (diff ID + compression -> blob digest in meta/), so an export or push never compresses
+ * the same layer twice (DESIGN.md "Compress late").
+ *
+ * DEBT: one layer compresses on one core (zlib runs on the libuv pool, so several layers
+ * do use both cores); a parallel gzip of one big layer is future work.
+ */
+export async function compressedLayer(store: Store, layer: Descriptor, compression: LayerCompression, opts: ExportOptions): Promise<{ digest: Digest; size: number }> {
+  if (compression === 'uncompressed') return { digest: layer.digest, size: layer.size };
+  if (compression === 'zstd') {
+    throw new TsbuildError('UNSUPPORTED', 'zstd compression needs Node.js 22.15 or newer (node:zlib has no zstd in Node 20)', {
+      hint: 'use compression=gzip or compression=uncompressed',
+    });
+  }
+  const metaName = `compressed.${digestHex(layer.digest)}`;
+  const level = opts.level ?? 6;
+  const known = (await store.readMeta(metaName)) as Record<string, { digest: string; size: number }> | undefined;
+  const hit = known?.[`gzip-${level}`];
+  if (hit && isDigest(hit.digest) && (await store.blobs.hasBlob(hit.digest))) return { digest: hit.digest, size: hit.size };
+  // zlib's gzip header has mtime 0 and no file name: the same input gives the same bytes.
+  const source = await store.blobs.openBlob(layer.digest, { signal: opts.signal });
+  const gzip = createGzip({ level });
+  source.pipe(gzip);
+  source.on('error', (e) => gzip.destroy(e));
+  const info = await store.blobs.putBlob(gzip, { signal: opts.signal });
+  await store.updateMeta(metaName, (cur) => ({ ...((cur as object | undefined) ?? {}), [`gzip-${level}`]: { digest: info.digest, size: info.size } }));
+  return info;
+}
+
+/** The manifest of `image` with its layers in the requested compression. */
+async function exportManifest(store: Store, image: ExportImage, opts: ExportOptions): Promise<{ manifest: ImageManifest; bytes: Buffer; descriptor: Descriptor }> {
+  const layers: Descriptor[] = [];
+  for (const l of image.manifest.layers) {
+    const c = await compressedLayer(store, l, opts.compression, opts);
+    layers.push({ mediaType: layerMediaType('oci', opts.compression), digest: c.digest, size: c.size });
+  }
+  const manifest: ImageManifest = { ...image.manifest, mediaType: OCI_IMAGE_MANIFEST, layers };
+  const bytes = canonicalJson(manifest);
+  const info = await store.blobs.putBytes(bytes, { signal: opts.signal });
+  return { manifest, bytes, descriptor: { mediaType: OCI_IMAGE_MANIFEST, digest: info.digest, size: info.size } };
+}
+
+/** Tag part of a full reference, as BuildKit writes org.opencontainers.image.ref.name. */
+function tagOf(name: string): string | undefined {
+  const at = name.indexOf('@');
+  const base = at >= 0 ? name.slice(0, at) : name;
+  const colon = base.lastIndexOf(':');
+  return colon > base.lastIndexOf('/') ? base.slice(colon + 1) : undefined;
+}
+
+/** docker.io/library/app:v2 -> app:v2, as `docker images` shows it. */
+export function familiar(name: string): string {
+  return name.replace(/^docker\.io\/library\//, '').replace(/^docker\.io\//, '');
+}
+
+/** The OCI layout files (oci-layout, index.json, blobs) of the images. */
+async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts: ExportOptions): Promise<{ files: ArchiveFile[]; manifests: Descriptor[] }> {
+  const blobs = new Map<string, ArchiveFile>();
+  const manifests: Descriptor[] = [];
+  for (const image of images) {
+    const m = await exportManifest(store, image, opts);
+    const cfg = image.manifest.config;
+    blobs.set(cfg.digest, { name: `blobs/sha256/${digestHex(cfg.digest)}`, blob: cfg.digest, size: cfg.size });
+    for (const l of m.manifest.layers) blobs.set(l.digest, { name: `blobs/sha256/${digestHex(l.digest)}`, blob: l.digest, size: l.size });
+    blobs.set(m.descriptor.digest, { name: `blobs/sha256/${digestHex(m.descriptor.digest)}`, bytes: m.bytes });
+    const names = image.names.length > 0 ? image.names : [undefined];
+    for (const name of names) {
+      const annotations: Record<string, string> = {};
+      if (name) {
+        annotations['io.containerd.image.name'] = name;
+        const tag = tagOf(name);
+        if (tag) annotations['org.opencontainers.image.ref.name'] = tag;
+      }
+      manifests.push({ ...m.descriptor, ...(name ? { annotations } : {}) });
+    }
+  }
+  const index: ImageIndex = { schemaVersion: 2, mediaType: OCI_IMAGE_INDEX, manifests };
+  const files: ArchiveFile[] = [
+    { name: 'oci-layout', bytes: Buffer.from('{"imageLayoutVersion":"1.0.0"}') },
+    { name: 'index.json', bytes: canonicalJson(index) },
+    ...[...blobs.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
+  ];
+  return { files, manifests };
+}
+
+/** `--output type=oci,dest=FILE` and `save --format oci`: an OCI image layout in a tar. */
+export async function exportOciArchive(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<void> {
+  const { files } = await ociLayoutFiles(store, images, opts);
+  await writeArchive(store, files, dest, opts.signal);
+}
+
+/** `--output type=oci-layout,dest=DIR`: the same layout as a directory. */
+export async function exportOciLayout(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<void> {
+  const { files } = await ociLayoutFiles(store, images, opts);
+  await fsp.mkdir(path.join(dest, 'blobs', 'sha256'), { recursive: true });
+  for (const f of files) {
+    const target = path.join(dest, f.name);
+    const tmp = `${target}.tmp-${process.pid}`;
+    if ('bytes' in f) await fsp.writeFile(tmp, f.bytes);
+    else await pipeline(await store.blobs.openBlob(f.blob, { signal: opts.signal }), createWriteStream(tmp), { signal: opts.signal });
+    await fsp.rename(tmp, target);
+  }
+}
+
+/**
+ * `--output type=docker,dest=FILE` and `save --format docker`: what `docker load` and
+ * `podman load` read. Written as Docker 25+ writes `docker save`: manifest.json and
+ * repositories for old loaders, and an OCI layout around the same blobs for new ones.
+ * Layers are uncompressed, as in `docker save`, so their digests are the config's diff IDs.
+ */
+export async function exportDockerArchive(store: Store, images: readonly ExportImage[], dest: string, opts: Omit<ExportOptions, 'compression'>): Promise<void> {
+  const { files } = await ociLayoutFiles(store, images, { ...opts, compression: 'uncompressed' });
+  const manifestJson = images.map((image) => ({
+    Config: `blobs/sha256/${digestHex(image.manifest.config.digest)}`,
+    RepoTags: image.names.filter((n) => tagOf(n) !== undefined && !n.includes('@')).map(familiar),
+    Layers: image.manifest.layers.map((l) => `blobs/sha256/${digestHex(l.digest)}`),
+  }));
+  const repositories: Record<string, Record<string, string>> = {};
+  for (const image of images) {
+    const top = image.manifest.layers.at(-1);
+    for (const n of image.names) {
+      const tag = tagOf(n);
+      if (!tag || !top) continue;
+      const repo = familiar(n).slice(0, -(tag.length + 1));
+      (repositories[repo] ??= {})[tag] = digestHex(top.digest);
+    }
+  }
+  await writeArchive(
+    store,
+    [...files, { name: 'manifest.json', bytes: Buffer.from(JSON.stringify(manifestJson)) }, { name: 'repositories', bytes: Buffer.from(JSON.stringify(repositories)) }],
+    dest,
+    opts.signal,
+  );
+}
+
+/** Media types of a Docker-format config and layer, for callers that need schema2. */
+export const DOCKER_TYPES = { config: DOCKER_IMAGE_CONFIG, layer: DOCKER_LAYER_TAR } as const;
+
+/**
+ * Writes a deterministic tar (fixed owner, mode and mtime; directories first) to dest through
+ * a temp file renamed into place, so a failed export never leaves a half-written archive.
+ * dest "-" writes to stdout.
+ */
+async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: string, signal: AbortSignal | undefined): Promise<void> {
+  const pack = tarPack();
+  const toStdout = dest === '-';
+  const tmp = toStdout ? '' : `${dest}.tmp-${process.pid}`;
+  const out = toStdout ? process.stdout : createWriteStream(tmp);
+  const done = pipeline(pack, out, { signal, end: !toStdout });
+  try {
+    const header = { mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '' };
+    const dirs = new Set<string>();
+    for (const f of files) {
+      const parts = f.name.split('/');
+      for (let i = 1; i < parts.length; i++) {
+        const d = parts.slice(0, i).join('/');
+        if (dirs.has(d)) continue;
+        dirs.add(d);
+        await entry(pack, { ...header, name: `${d}/`, type: 'directory', mode: 0o755 });
+      }
+      if ('bytes' in f) {
+        await entry(pack, { ...header, name: f.name, mode: 0o644, size: f.bytes.length }, f.bytes);
+      } else {
+        const src = await store.blobs.openBlob(f.blob, { signal });
+        await new Promise<void>((resolve, reject) => {
+          const sink = pack.entry({ ...header, name: f.name, mode: 0o644, size: f.size }, (err) => (err ? reject(err) : resolve()));
+          src.on('error', reject);
+          src.pipe(sink);
+        });
+      }
+    }
+    pack.finalize();
+    await done;
+    if (!toStdout) await fsp.rename(tmp, dest);
+  } catch (e) {
+    pack.destroy();
+    if (!toStdout) await fsp.rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+function entry(pack: TarPack, header: TarHeaders, body?: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cb = (err?: Error | null) => (err ? reject(err) : resolve());
+    if (body) pack.entry(header, body, cb);
+    else pack.entry(header, cb);
+  });
+}
