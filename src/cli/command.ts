@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Store } from '../store/index.js';
 import type { Argv, ArgumentsCamelCase } from 'yargs';
 import type { Io } from './io.js';
 import type { GlobalArgs } from './global-options.js';
@@ -10,6 +11,8 @@ export interface CommandContext {
   readonly root: string;
   /** Created on first use so that commands which never log pay nothing. */
   logger(): Logger;
+  /** Opens (creating if needed) the store at `root`; the same Store on every call. */
+  store(): Promise<Store>;
 }
 
 /**

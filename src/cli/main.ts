@@ -7,6 +7,7 @@ import { LOG_LEVELS, createLogger, resolveRoot, type GlobalArgs } from './global
 import { renderError } from './render-error.js';
 import type { CommandContext, CommandSpec } from './command.js';
 import { commands } from './commands/index.js';
+import { openStore, type Store } from '../store/index.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -60,10 +61,13 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       handler: async (args) => {
         handled = true;
         const a = args as unknown as GlobalArgs;
+        const root = resolveRoot(a.root, io);
+        let store: Promise<Store> | undefined;
         const ctx: CommandContext = {
           io,
-          root: resolveRoot(a.root, io),
+          root,
           logger: () => (logger ??= createLogger(a['log-level'])),
+          store: () => (store ??= openStore(root, { signal: io.signal })),
         };
         try {
           exitCode = await spec.run(args as never, ctx);

@@ -1,0 +1,42 @@
+import fs from 'node:fs/promises';
+import { defineCommand } from '../command.js';
+import { TsbuildError } from '../../errors.js';
+import { importRootfsTar } from '../../image/import-rootfs.js';
+import { normalizeName } from '../../image/local-image.js';
+import { hostPlatform } from '../../oci/platform.js';
+import { createdTime } from '../source-date.js';
+
+export const importCommand = defineCommand({
+  command: 'import <file> <name>',
+  describe: 'Create an image from a root filesystem tarball (plain or gzip), like docker import',
+  builder: (y) =>
+    y
+      .positional('file', { type: 'string', demandOption: true, describe: 'Root filesystem tarball' })
+      .positional('name', { type: 'string', demandOption: true, describe: 'Name of the new image, e.g. busybox:latest' })
+      .option('cmd', { type: 'string', array: true, describe: 'CMD of the new image (exec form words)' })
+      .option('env', { type: 'string', array: true, describe: 'ENV entries NAME=VALUE' })
+      .option('message', { alias: 'm', type: 'string', describe: 'Comment for the history entry' }),
+  run: async (args, ctx) => {
+    const name = normalizeName(args.name);
+    try {
+      await fs.access(args.file);
+    } catch {
+      throw new TsbuildError('CONTEXT_NOT_FOUND', `cannot read ${args.file}: no such file`);
+    }
+    const store = await ctx.store();
+    const created = createdTime(ctx.io.env);
+    const sealed = await importRootfsTar(store, args.file, {
+      platform: hostPlatform(),
+      created,
+      config: {
+        ...(args.cmd ? { Cmd: args.cmd } : {}),
+        ...(args.env ? { Env: args.env } : {}),
+      },
+      ...(args.message ? { comment: args.message } : {}),
+      signal: ctx.io.signal,
+    });
+    await store.setTag(name, sealed.manifestDescriptor, { signal: ctx.io.signal });
+    ctx.io.stdout.write(`${sealed.configDescriptor.digest}\n`);
+    return 0;
+  },
+});

@@ -1,0 +1,98 @@
+import { TsbuildError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { isIndexMediaType } from '../oci/media-types.js';
+import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseImageConfig, parseManifestOrIndex } from '../oci/parse-documents.js';
+import { formatReference, parseReference, withDefaultTag } from '../oci/reference.js';
+import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/types.js';
+import type { Store } from '../store/index.js';
+
+/** An image of the local store, with its documents read and checked. */
+export interface LocalImage {
+  /** The full reference it was found under, if found by name. */
+  readonly name?: string;
+  readonly manifestDescriptor: Descriptor;
+  readonly manifest: ImageManifest;
+  readonly config: ImageConfig;
+  /** The image ID: the config digest, as in Docker. */
+  readonly id: Digest;
+}
+
+/** `busybox` -> `docker.io/library/busybox:latest`; throws REFERENCE_INVALID. */
+export function normalizeName(name: string): string {
+  return formatReference(withDefaultTag(parseReference(name)));
+}
+
+/**
+ * Finds an image in the store by reference (familiar or full), by image ID or a unique
+ * prefix of it (as `docker image inspect 3f5a` does), or by manifest digest.
+ * Returns undefined when nothing matches.
+ */
+export async function findLocalImage(store: Store, nameOrId: string, opts: { platform?: Platform; signal?: AbortSignal } = {}): Promise<LocalImage | undefined> {
+  const tags = await store.listTags({ signal: opts.signal });
+  let name: string | undefined;
+  try {
+    name = normalizeName(nameOrId);
+  } catch {
+    name = undefined;
+  }
+  if (name !== undefined) {
+    const hit = tags.find((t) => t.name === name);
+    if (hit) return readLocalImage(store, hit.descriptor, { ...opts, name });
+  }
+  const idPrefix = nameOrId.replace(/^sha256:/, '');
+  if (/^[a-f0-9]{4,64}$/.test(idPrefix)) {
+    const found = new Map<string, LocalImage>();
+    for (const t of tags) {
+      const image = await readLocalImage(store, t.descriptor, opts).catch(() => undefined);
+      if (!image) continue;
+      if (image.id.slice(7).startsWith(idPrefix) || t.descriptor.digest.slice(7).startsWith(idPrefix)) found.set(image.id, image);
+    }
+    if (found.size > 1) {
+      throw new TsbuildError('IMAGE_NOT_FOUND', `image ID prefix ${JSON.stringify(nameOrId)} is ambiguous: it matches ${found.size} images`, {
+        hint: 'give more characters of the ID, or the image name',
+      });
+    }
+    const only = [...found.values()][0];
+    if (only) return only;
+  }
+  return undefined;
+}
+
+/** Like findLocalImage, but a missing image is an error naming it. */
+export async function getLocalImage(store: Store, nameOrId: string, opts: { platform?: Platform; signal?: AbortSignal } = {}): Promise<LocalImage> {
+  const image = await findLocalImage(store, nameOrId, opts);
+  if (!image) {
+    throw new TsbuildError('IMAGE_NOT_FOUND', `image ${JSON.stringify(nameOrId)} not found in the local store`, {
+      hint: 'list images with `tsbuild images`; load one with `tsbuild load -i FILE` or `tsbuild import ROOTFS.tar NAME`',
+    });
+  }
+  return image;
+}
+
+/** Reads a manifest (choosing a platform from an index) and its config from the store. */
+export async function readLocalImage(store: Store, desc: Descriptor, opts: { name?: string; platform?: Platform; signal?: AbortSignal } = {}, depth = 0): Promise<LocalImage> {
+  const bytes = await store.blobs.readBlobBytes(desc.digest, { maxBytes: MAX_MANIFEST_BYTES, signal: opts.signal });
+  const parsed = parseManifestOrIndex(bytes, desc.mediaType, { what: `manifest ${desc.digest}` });
+  if (parsed.kind === 'index') {
+    if (depth > 4) throw new TsbuildError('MANIFEST_INVALID', `image index ${desc.digest} nests too deeply`);
+    const want = opts.platform;
+    const candidates = parsed.index.manifests.filter((m) => m.platform?.os !== 'unknown');
+    const pick =
+      (want && candidates.find((m) => m.platform?.os === want.os && m.platform?.architecture === want.architecture && (!want.variant || !m.platform?.variant || m.platform.variant === want.variant))) ??
+      (want ? undefined : candidates.find((m) => !isIndexMediaType(m.mediaType)));
+    if (!pick) {
+      throw new TsbuildError('IMAGE_NOT_FOUND', `image ${opts.name ?? desc.digest} has no manifest for ${want ? `${want.os}/${want.architecture}` : 'any platform'}`);
+    }
+    return readLocalImage(store, pick, opts, depth + 1);
+  }
+  const manifest = parsed.manifest;
+  const configBytes = await store.blobs.readBlobBytes(manifest.config.digest, { maxBytes: MAX_CONFIG_BYTES, signal: opts.signal });
+  const config = parseImageConfig(configBytes);
+  return {
+    ...(opts.name ? { name: opts.name } : {}),
+    manifestDescriptor: { mediaType: parsed.mediaType, digest: desc.digest, size: desc.size },
+    manifest,
+    config,
+    id: manifest.config.digest,
+  };
+}

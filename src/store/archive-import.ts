@@ -1,0 +1,238 @@
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { extract as tarExtract } from 'tar-stream';
+import { TsbuildError } from '../errors.js';
+import { canonicalJson } from '../oci/canonical-json.js';
+import { isDigest, type Digest } from '../oci/digest.js';
+import { OCI_IMAGE_MANIFEST, OCI_LAYER_TAR, isIndexMediaType } from '../oci/media-types.js';
+import { parseImageConfig, parseManifestOrIndex, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from '../oci/parse-documents.js';
+import { formatReference, parseReference, withDefaultTag } from '../oci/reference.js';
+import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/types.js';
+import type { Store } from './store.js';
+
+const SMALL_FILE_MAX = 8 * 1024 * 1024;
+
+export interface LoadedImage {
+  /** Full references the archive names the image by (may be empty). */
+  readonly names: readonly string[];
+  /** Digest of the store's manifest (uncompressed layers). */
+  readonly manifest: Descriptor;
+  readonly configDigest: Digest;
+}
+
+export interface LoadOptions {
+  readonly signal?: AbortSignal | undefined;
+  /** Platform to pick from an index with several images (default: the first). */
+  readonly platform?: Platform | undefined;
+}
+
+/**
+ * `tsbuild load -i FILE`: imports an OCI archive (oci-layout + index.json + blobs) or a
+ * docker archive (manifest.json, classic or Docker 25+ layout), optionally gzipped.
+ *
+ * Every blob is verified against its name while it streams; layers are stored uncompressed
+ * (their digest is then their diff ID, checked against the config's rootfs.diff_ids).
+ * Tags are written only after everything verified, so a corrupt or truncated archive
+ * leaves the store's images unchanged (verified blobs it wrote are unreferenced and gc
+ * removes them).
+ */
+export async function loadArchive(store: Store, file: string, opts: LoadOptions = {}): Promise<LoadedImage[]> {
+  const files = new Map<string, { digest: Digest; size: number } | Buffer>();
+  await readArchive(store, file, files, opts.signal);
+  const get = (name: string) => files.get(normalizeName(name));
+  const images: LoadedImage[] = [];
+  const dockerManifest = get('manifest.json');
+  const ociIndex = get('index.json');
+  if (Buffer.isBuffer(dockerManifest)) {
+    const items = parseJson(dockerManifest, 'manifest.json') as Array<{ Config?: unknown; RepoTags?: unknown; Layers?: unknown }>;
+    if (!Array.isArray(items)) throw invalid('manifest.json is not a list');
+    for (const item of items) {
+      if (typeof item.Config !== 'string' || !Array.isArray(item.Layers)) throw invalid('manifest.json entry without Config or Layers');
+      const cfg = get(item.Config);
+      if (!cfg) throw invalid(`manifest.json names ${item.Config}, which the archive does not contain`);
+      const configInfo = Buffer.isBuffer(cfg) ? await store.blobs.putBytes(cfg, { signal: opts.signal }) : cfg;
+      const layerBlobs = (item.Layers as unknown[]).map((l) => {
+        const f = typeof l === 'string' ? get(l) : undefined;
+        if (!f || Buffer.isBuffer(f)) throw invalid(`manifest.json names layer ${String(l)}, which the archive does not contain`);
+        return f;
+      });
+      const names = Array.isArray(item.RepoTags) ? (item.RepoTags as unknown[]).filter((t): t is string => typeof t === 'string').map(fullName) : [];
+      images.push(await adoptImage(store, configInfo, layerBlobs, names, opts));
+    }
+  } else if (Buffer.isBuffer(ociIndex)) {
+    const parsed = parseManifestOrIndex(ociIndex, undefined, { what: 'index.json' });
+    if (parsed.kind !== 'index') throw invalid('index.json is not an image index');
+    for (const desc of parsed.index.manifests) {
+      const names = namesOf(desc);
+      const manifest = await resolveManifest(store, desc, opts);
+      const layerBlobs = manifest.layers.map((l) => ({ digest: l.digest, size: l.size }));
+      images.push(await adoptImage(store, { digest: manifest.config.digest, size: manifest.config.size }, layerBlobs, names, opts));
+    }
+  } else {
+    throw invalid('neither index.json (OCI archive) nor manifest.json (docker archive) found');
+  }
+  for (const image of images) {
+    for (const name of image.names) await store.setTag(name, image.manifest, { signal: opts.signal });
+  }
+  return images;
+}
+
+async function resolveManifest(store: Store, desc: Descriptor, opts: LoadOptions, depth = 0): Promise<ImageManifest> {
+  if (depth > 4) throw invalid('image indexes nested too deeply');
+  if (!(await store.blobs.hasBlob(desc.digest))) throw invalid(`index.json names ${desc.digest}, which the archive does not contain`);
+  const bytes = await store.blobs.readBlobBytes(desc.digest, { maxBytes: MAX_MANIFEST_BYTES, signal: opts.signal });
+  const parsed = parseManifestOrIndex(bytes, desc.mediaType, { what: `manifest ${desc.digest}` });
+  if (parsed.kind === 'manifest') return parsed.manifest;
+  if (parsed.kind !== 'index') throw invalid(`${desc.digest} is a schema1 manifest, which tsbuild does not support`);
+  const want = opts.platform;
+  const candidates = parsed.index.manifests.filter((m) => m.platform?.os !== 'unknown' && !isIndexMediaType(m.mediaType));
+  const pick =
+    (want && candidates.find((m) => m.platform?.os === want.os && m.platform?.architecture === want.architecture)) ?? candidates[0] ?? parsed.index.manifests[0];
+  if (!pick) throw invalid(`the image index ${desc.digest} lists no manifests`);
+  return resolveManifest(store, pick, opts, depth + 1);
+}
+
+/**
+ * Makes a store image from a config and layer blobs: each layer decompressed into an
+ * uncompressed blob whose digest must equal the config's diff ID for that position.
+ */
+async function adoptImage(
+  store: Store,
+  configInfo: { digest: Digest; size: number },
+  layerBlobs: ReadonlyArray<{ digest: Digest; size: number }>,
+  names: readonly string[],
+  opts: LoadOptions,
+): Promise<LoadedImage> {
+  const configBytes = await store.blobs.readBlobBytes(configInfo.digest, { maxBytes: MAX_CONFIG_BYTES, signal: opts.signal });
+  const config: ImageConfig = parseImageConfig(configBytes);
+  const diffIds = config.rootfs.diff_ids;
+  if (diffIds.length !== layerBlobs.length) {
+    throw invalid(`the config lists ${diffIds.length} layers but the manifest ${layerBlobs.length}`);
+  }
+  const layers: Descriptor[] = [];
+  for (const [i, blob] of layerBlobs.entries()) {
+    const diffId = diffIds[i]!;
+    let size: number;
+    if (blob.digest === diffId) {
+      size = blob.size;
+    } else if (await store.blobs.hasBlob(diffId)) {
+      size = (await store.blobs.statBlob(diffId))!.size;
+    } else {
+      const src = await store.blobs.openBlob(blob.digest, { signal: opts.signal });
+      const gunzip = createGunzip();
+      src.on('error', (e) => gunzip.destroy(e));
+      src.pipe(gunzip);
+      try {
+        size = (await store.blobs.putBlob(gunzip, { expected: { digest: diffId }, signal: opts.signal })).size;
+      } catch (e) {
+        if (e instanceof TsbuildError) throw e;
+        throw invalid(`layer ${blob.digest} is neither the uncompressed layer ${diffId} nor a gzip of it`, e);
+      }
+    }
+    layers.push({ mediaType: OCI_LAYER_TAR, digest: diffId, size });
+  }
+  const manifest: ImageManifest = {
+    schemaVersion: 2,
+    mediaType: OCI_IMAGE_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configInfo.digest, size: configInfo.size },
+    layers,
+  };
+  const info = await store.blobs.putBytes(canonicalJson(manifest), { signal: opts.signal });
+  return { names, manifest: { mediaType: OCI_IMAGE_MANIFEST, digest: info.digest, size: info.size }, configDigest: configInfo.digest };
+}
+
+function namesOf(desc: Descriptor): string[] {
+  const a = desc.annotations ?? {};
+  for (const candidate of [a['io.containerd.image.name'], a['org.opencontainers.image.ref.name']]) {
+    if (!candidate) continue;
+    try {
+      return [fullName(candidate)];
+    } catch {
+      // A bare tag ("v1") names no repository; such an image is loaded untagged.
+    }
+  }
+  return [];
+}
+
+function fullName(name: string): string {
+  return formatReference(withDefaultTag(parseReference(name)));
+}
+
+function normalizeName(name: string): string {
+  return name.replace(/^\.\//, '').replace(/^\/+/, '');
+}
+
+/**
+ * Streams the archive once: blobs/<alg>/<hex> entries are verified against their name while
+ * they are stored; other big entries (classic docker `ID/layer.tar`) are stored and named by
+ * their digest; small JSON files are kept in memory (capped).
+ */
+async function readArchive(store: Store, file: string, files: Map<string, { digest: Digest; size: number } | Buffer>, signal?: AbortSignal): Promise<void> {
+  const ex = tarExtract();
+  const head = await peek(file);
+  const source: Readable = createReadStream(file);
+  const input = head[0] === 0x1f && head[1] === 0x8b ? source.pipe(createGunzip()) : source;
+  const consume = async () => {
+    for await (const entry of ex) {
+      const name = normalizeName(entry.header.name);
+      if (entry.header.type !== 'file' && entry.header.type !== 'contiguous-file') {
+        entry.resume();
+        continue;
+      }
+      const m = /^blobs\/(sha256|sha512)\/([a-f0-9]+)$/.exec(name);
+      if (m) {
+        const digest = `${m[1]}:${m[2]}`;
+        if (!isDigest(digest)) throw invalid(`entry ${name} is not named by a valid digest`);
+        const info = await store.blobs.putBlob(entry as unknown as AsyncIterable<Uint8Array>, { expected: { digest, size: entry.header.size ?? 0 }, signal });
+        files.set(name, info);
+      } else if (/\.json$|^repositories$|^oci-layout$/.test(name) && (entry.header.size ?? 0) <= SMALL_FILE_MAX) {
+        const chunks: Buffer[] = [];
+        for await (const c of entry) chunks.push(c as Buffer);
+        files.set(name, Buffer.concat(chunks));
+      } else {
+        files.set(name, await store.blobs.putBlob(entry as unknown as AsyncIterable<Uint8Array>, { signal }));
+      }
+    }
+  };
+  try {
+    await Promise.all([pipeline(input, ex, { signal }), consume()]);
+  } catch (e) {
+    if (e instanceof TsbuildError || (e as { name?: string }).name === 'AbortError') throw e;
+    throw invalid(`cannot read ${file}: ${(e as Error).message}`, e);
+  }
+  // Config files of classic docker archives are named ID.json: keep them as blobs too.
+  for (const [name, v] of files) {
+    if (Buffer.isBuffer(v) && /^[a-f0-9]{64}\.json$/.test(name)) files.set(name, await store.blobs.putBytes(v, { signal }));
+  }
+}
+
+async function peek(file: string): Promise<Buffer> {
+  const { open } = await import('node:fs/promises');
+  let h;
+  try {
+    h = await open(file, 'r');
+  } catch (e) {
+    throw new TsbuildError('ARCHIVE_INVALID', `cannot open ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    const buf = Buffer.alloc(2);
+    await h.read(buf, 0, 2, 0);
+    return buf;
+  } finally {
+    await h.close();
+  }
+}
+
+function parseJson(bytes: Buffer, what: string): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw invalid(`${what} is not valid JSON`, e);
+  }
+}
+
+function invalid(message: string, cause?: unknown): TsbuildError {
+  return new TsbuildError('ARCHIVE_INVALID', message, { cause, hint: 'the archive is damaged or not an OCI or docker image archive' });
+}
