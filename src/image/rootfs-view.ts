@@ -1,28 +1,8 @@
 import path from 'node:path/posix';
 
-/**
- * Metadata of one tar entry of a layer, as kept in the layer index (no content).
- * Paths are relative, slash-separated, without leading "/" or "./" and without a trailing "/".
- */
-export interface IndexedEntry {
-  readonly path: string;
-  readonly type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'other';
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly mtime: number;
-  readonly size: number;
-  readonly linkTarget?: string;
-}
+import type { IndexedEntry, LayerIndex } from '../layer/layer-index.js';
 
-/** Everything the merged view needs to know about one layer. */
-export interface LayerIndex {
-  readonly entries: readonly IndexedEntry[];
-  /** Paths removed by `.wh.NAME` entries (the NAME paths, not the marker paths). */
-  readonly whiteouts: readonly string[];
-  /** Directories made opaque by `.wh..wh..opq`. */
-  readonly opaqueDirs: readonly string[];
-}
+export type { IndexedEntry, LayerIndex };
 
 export interface ViewEntry extends IndexedEntry {
   /** Which layer (0 = bottom) holds this entry's content. */
