@@ -99,34 +99,43 @@ export async function indexLayer(tar: Readable, opts: { signal?: AbortSignal | u
 }
 
 /**
- * The content of one regular file of an uncompressed layer tar (hard links followed within
- * the layer), or undefined when the layer has no such file. Capped at maxBytes.
+ * The content of one regular file of an uncompressed layer tar, or undefined when the layer
+ * has no such file. A hard link is followed to its target within the layer, which needs a
+ * second read when the target came first (tar links always point backwards), hence `open`.
+ * Capped at maxBytes.
  */
-export async function readLayerFile(tar: Readable, filePath: string, maxBytes: number): Promise<Buffer | undefined> {
-  let want = cleanTarPath(filePath);
+export async function readLayerFile(open: () => Readable | Promise<Readable>, filePath: string, maxBytes: number): Promise<Buffer | undefined> {
+  const want = cleanTarPath(filePath);
+  const first = await scanFor(await open(), want, maxBytes);
+  if (first.kind === 'content') return first.content;
+  if (first.kind === 'link') {
+    const second = await scanFor(await open(), first.target, maxBytes);
+    return second.kind === 'content' ? second.content : undefined;
+  }
+  return undefined;
+}
+
+type Scan = { kind: 'content'; content: Buffer } | { kind: 'link'; target: string } | { kind: 'none' };
+
+async function scanFor(tar: Readable, want: string, maxBytes: number): Promise<Scan> {
   const ex = tarExtract();
   tar.on('error', (e) => ex.destroy(e));
   tar.pipe(ex as unknown as NodeJS.WritableStream);
-  const seen = new Map<string, Buffer>();
-  let found: Buffer | undefined;
+  let result: Scan = { kind: 'none' };
   for await (const entry of ex) {
     const p = cleanTarPath(entry.header.name);
-    if (entry.header.type === 'link' && p === want) {
-      want = cleanTarPath(entry.header.linkname ?? '');
-      const earlier = seen.get(want);
-      if (earlier) found = earlier;
-      entry.resume();
-      continue;
-    }
-    if (p === want && (entry.header.type === 'file' || entry.header.type === 'contiguous-file')) {
-      if ((entry.header.size ?? 0) > maxBytes) throw new TsbuildError('LAYER_INVALID', `${filePath} in the layer is larger than ${maxBytes} bytes`);
+    if (p === want && entry.header.type === 'link') {
+      result = { kind: 'link', target: cleanTarPath(entry.header.linkname ?? '') };
+    } else if (p === want && (entry.header.type === 'file' || entry.header.type === 'contiguous-file')) {
+      if ((entry.header.size ?? 0) > maxBytes) throw new TsbuildError('LAYER_INVALID', `${want} in the layer is larger than ${maxBytes} bytes`);
       const chunks: Buffer[] = [];
       for await (const c of entry) chunks.push(c as Buffer);
-      found = Buffer.concat(chunks);
-      seen.set(p, found);
+      result = { kind: 'content', content: Buffer.concat(chunks) };
       continue;
+    } else if (p === want) {
+      result = { kind: 'none' };
     }
     entry.resume();
   }
-  return found;
+  return result;
 }
