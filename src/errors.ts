@@ -42,12 +42,15 @@ export type ErrorCode =
   | 'DIGEST_INVALID'
   | 'DIGEST_MISMATCH'
   | 'MANIFEST_INVALID'
+  | 'PLATFORM_INVALID'
   // store/
   | 'IMAGE_NOT_FOUND'
   | 'BLOB_NOT_FOUND'
   | 'STORE_LOCKED'
   | 'STORE_CORRUPT'
   | 'ARCHIVE_INVALID'
+  | 'BLOB_TOO_LARGE'
+  | 'STORE_IO'
   // layer/
   | 'LAYER_INVALID'
   | 'LAYER_UNSAFE'

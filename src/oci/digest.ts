@@ -40,6 +40,14 @@ export function sha256Digest(data: Uint8Array | string): Digest {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
+/**
+ * The digest of bytes in memory with a chosen algorithm: for checking a digest we were given
+ * (which may be sha512), where `sha256Digest` is for digests we produce.
+ */
+export function digestBytes(data: Uint8Array | string, algorithm: 'sha256' | 'sha512'): Digest {
+  return `${algorithm}:${createHash(algorithm).update(data).digest('hex')}`;
+}
+
 /** An incremental sha256 hasher that also counts bytes. */
 export class Digester {
   #hash: Hash = createHash('sha256');
