@@ -1,0 +1,116 @@
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm, unlink, link, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TsbuildError } from '../errors.js';
+import { ownerTag } from './process-owner.js';
+
+/**
+ * Small file-system primitives the store is built from. The pattern everywhere is the one
+ * containerd and pnpm use: write to a temp file in the store's own tmp/ (same file system,
+ * so rename(2) is atomic), fsync it, rename it into place, fsync the directory so the rename
+ * itself survives a crash. Readers therefore see either the old file or the new one.
+ */
+
+/** A fresh temp path under `tmpDir` whose name records this process (see process-owner.ts). */
+export function tempPath(tmpDir: string, kind: string): string {
+  // The kind must keep the name parseable (parseTempOwner), or gc would treat a live
+  // writer's file as foreign and remove it once it is an hour old.
+  if (!/^[a-z][a-z-]{0,31}$/.test(kind)) throw new Error(`temp kind ${JSON.stringify(kind)} must be lowercase letters and dashes`);
+  return join(tmpDir, `${ownerTag()}-${randomBytes(6).toString('hex')}.${kind}`);
+}
+
+/** fsync a directory so a rename or unlink in it is durable (POSIX leaves this to the caller). */
+export async function fsyncDir(dir: string): Promise<void> {
+  let h: FileHandle | undefined;
+  try {
+    h = await open(dir, 'r');
+    await h.sync();
+  } catch (e) {
+    // Some file systems refuse fsync on a directory (EINVAL/EISDIR/EPERM); the rename is still
+    // atomic there, only its durability across power loss is weaker.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'EPERM' && code !== 'EBADF') throw e;
+  } finally {
+    await h?.close();
+  }
+}
+
+/** Write `data` to a new temp file and fsync it; returns the temp path. */
+async function writeTemp(tmpDir: string, data: Uint8Array | string, mode: number, signal?: AbortSignal): Promise<string> {
+  signal?.throwIfAborted();
+  const tmp = tempPath(tmpDir, 'write');
+  const h = await open(tmp, 'wx', mode);
+  try {
+    await h.writeFile(data, signal ? { signal } : {});
+    await h.sync();
+  } catch (e) {
+    await h.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await h.close();
+  return tmp;
+}
+
+/** Replace `dest` atomically with `data` (temp + fsync + rename + fsync dir). */
+export async function writeFileAtomic(
+  dest: string,
+  data: Uint8Array | string,
+  opts: { tmpDir: string; mode?: number; signal?: AbortSignal | undefined },
+): Promise<void> {
+  const tmp = await writeTemp(opts.tmpDir, data, opts.mode ?? 0o644, opts.signal);
+  try {
+    await rename(tmp, dest);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fsyncDir(join(dest, '..'));
+}
+
+/**
+ * Create `dest` with `data` only if it does not exist, atomically and with full content
+ * (link(2) fails with EEXIST instead of replacing). Returns false if it already existed.
+ * Used to initialise a layout that two processes may be creating at the same moment.
+ */
+export async function createFileIfAbsent(
+  dest: string,
+  data: Uint8Array | string,
+  opts: { tmpDir: string; mode?: number },
+): Promise<boolean> {
+  const tmp = await writeTemp(opts.tmpDir, data, opts.mode ?? 0o644);
+  try {
+    await link(tmp, dest);
+    await fsyncDir(join(dest, '..'));
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+}
+
+/**
+ * File-system failures a user can fix (permissions, read-only or full disk, a file where the
+ * store expects a directory) become STORE_IO with the path, instead of surfacing as an
+ * "internal error". Anything else is rethrown unchanged.
+ */
+const USER_FIXABLE = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'EDQUOT', 'ENOTDIR', 'EMFILE', 'ENFILE']);
+
+export function storeIoError(e: unknown, action: string): unknown {
+  const code = errnoCode(e);
+  if (code === undefined || !USER_FIXABLE.has(code)) return e;
+  const path = (e as NodeJS.ErrnoException).path;
+  const hint =
+    code === 'ENOSPC' || code === 'EDQUOT'
+      ? 'free disk space (tsbuild gc removes unreferenced blobs) or move the store with --root'
+      : code === 'EMFILE' || code === 'ENFILE'
+        ? 'raise the open-file limit (ulimit -n)'
+        : 'check that the store directory (--root) is a directory you can write to';
+  return new TsbuildError('STORE_IO', `cannot ${action}: ${code}${path ? ` on ${path}` : ''}`, { hint, cause: e });
+}
+
+export function errnoCode(e: unknown): string | undefined {
+  return typeof e === 'object' && e !== null ? ((e as NodeJS.ErrnoException).code ?? undefined) : undefined;
+}

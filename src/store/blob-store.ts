@@ -1,0 +1,333 @@
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { TsbuildError } from '../errors.js';
+import {
+  digestAlgorithm,
+  digestBytes,
+  digestHex,
+  Digester,
+  DigestStream,
+  isDigest,
+  sha256Digest,
+  type Digest,
+} from '../oci/index.js';
+import { errnoCode, fsyncDir, storeIoError, tempPath } from './atomic-file.js';
+
+/** What a stored blob is: its digest and length in bytes. */
+export interface BlobInfo {
+  readonly digest: Digest;
+  readonly size: number;
+}
+
+/** The digest (and, when known, size) a blob must have, usually from a descriptor. */
+export interface ExpectedBlob {
+  readonly digest: Digest;
+  readonly size?: number | undefined;
+}
+
+export interface PutBlobOptions {
+  readonly expected?: ExpectedBlob | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface ReadBlobOptions {
+  /** Refuse (BLOB_TOO_LARGE) a blob bigger than this; the caller knows what it expects. */
+  readonly maxBytes: number;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/**
+ * Content-addressed blobs under `blobs/<alg>/<hex>` of an OCI image layout
+ * (image-layout.md#blobs).
+ *
+ * Write path (STYLE.md 5, as containerd's content store and pnpm's CAFS): stream into a temp
+ * file in the store's tmp/ while hashing, verify against the expected digest and size, fsync,
+ * rename into place, fsync the directory. Nothing is visible under blobs/ until verified; on
+ * error or abort the temp file is removed. Two writers of the same digest are not an error:
+ * both renames put identical bytes in place, the last one wins. Blob writes take no lock.
+ *
+ * Blob files are created read-only (0444): they are immutable by name, and this keeps a
+ * stray `>` or an editor from silently corrupting one.
+ *
+ * Only sha256 blobs are written (node:crypto via oci/digest.ts); sha512 names are accepted
+ * for reading because the layout allows them.
+ */
+export class BlobStore {
+  readonly #blobsDir: string;
+  readonly #tmpDir: string;
+
+  constructor(paths: { readonly blobsDir: string; readonly tmpDir: string }) {
+    this.#blobsDir = paths.blobsDir;
+    this.#tmpDir = paths.tmpDir;
+  }
+
+  /** Where a blob lives (whether or not it exists). */
+  blobPath(d: Digest): string {
+    return join(this.#blobsDir, digestAlgorithm(d), digestHex(d));
+  }
+
+  async hasBlob(d: Digest): Promise<boolean> {
+    return (await this.statBlob(d)) !== undefined;
+  }
+
+  /** Size and modification time, or undefined if the blob is not in the store. */
+  async statBlob(d: Digest): Promise<{ size: number; mtimeMs: number } | undefined> {
+    try {
+      const st = await stat(this.blobPath(d));
+      return st.isFile() ? { size: st.size, mtimeMs: st.mtimeMs } : undefined;
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /**
+   * Store the bytes of `source`, verifying them against `opts.expected` if given.
+   * Consumes `source` to its end (or destroys it on error/abort). Callers that only want to
+   * avoid a download check `hasBlob` first.
+   */
+  async putBlob(source: Readable | AsyncIterable<Uint8Array>, opts: PutBlobOptions = {}): Promise<BlobInfo> {
+    const { expected, signal } = opts;
+    if (expected) assertWritable(expected.digest);
+    signal?.throwIfAborted();
+
+    const tmp = tempPath(this.#tmpDir, 'blob');
+    let h: FileHandle | undefined = await open(tmp, 'wx', 0o444).catch((e: unknown) => {
+      throw storeIoError(e, 'store a blob');
+    });
+    try {
+      const hasher = new DigestStream();
+      let written = 0;
+      let sinkError: TsbuildError | undefined;
+      await pipeline(
+        source,
+        hasher,
+        async (chunks: AsyncIterable<Buffer>) => {
+          for await (const chunk of chunks) {
+            written += chunk.byteLength;
+            // Stop early rather than download gigabytes for a descriptor that says 1 KiB.
+            if (expected?.size !== undefined && written > expected.size) {
+              // Remembered: pipeline may report the AbortError of tearing down the other
+              // stages instead of the error that caused it.
+              sinkError = mismatch(expected, `more than ${expected.size} bytes`);
+              throw sinkError;
+            }
+            await writeAll(h as FileHandle, chunk);
+          }
+        },
+        signal ? { signal } : {},
+      ).catch((e: unknown) => {
+        throw sinkError ?? e;
+      });
+      const got = hasher.result();
+      if (expected && (got.digest !== expected.digest || (expected.size !== undefined && got.size !== expected.size))) {
+        throw mismatch(expected, `${got.digest} (${got.size} bytes)`);
+      }
+      await h.sync();
+      await h.close();
+      h = undefined;
+      await this.#commit(tmp, got.digest);
+      return got;
+    } catch (e) {
+      await h?.close().catch(() => undefined);
+      await rm(tmp, { force: true });
+      throw storeIoError(e, 'store a blob');
+    }
+  }
+
+  /** Store a small in-memory blob (manifests, configs). Same guarantees as putBlob. */
+  async putBytes(bytes: Uint8Array | string, opts: PutBlobOptions = {}): Promise<BlobInfo> {
+    const { expected, signal } = opts;
+    if (expected) assertWritable(expected.digest);
+    signal?.throwIfAborted();
+    const data = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
+    const got: BlobInfo = { digest: sha256Digest(data), size: data.byteLength };
+    if (expected && (got.digest !== expected.digest || (expected.size !== undefined && got.size !== expected.size))) {
+      throw mismatch(expected, `${got.digest} (${got.size} bytes)`);
+    }
+    const tmp = tempPath(this.#tmpDir, 'blob');
+    try {
+      const h = await open(tmp, 'wx', 0o444);
+      try {
+        await h.writeFile(data, signal ? { signal } : {});
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+      await this.#commit(tmp, got.digest);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw storeIoError(e, 'store a blob');
+    }
+    return got;
+  }
+
+  async #commit(tmp: string, d: Digest): Promise<void> {
+    const dest = this.blobPath(d);
+    const dir = join(dest, '..');
+    try {
+      await rename(tmp, dest);
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT') throw e;
+      // blobs/<alg>/ missing (first sha512 blob, or removed by hand): create and retry once.
+      await mkdir(dir, { recursive: true });
+      await rename(tmp, dest);
+    }
+    await fsyncDir(dir);
+  }
+
+  /**
+   * A stream of the blob's bytes. The file is opened before this returns, so a missing blob
+   * is reported here (BLOB_NOT_FOUND) and a concurrent gc unlinking it cannot cut the read
+   * short. The caller must consume or destroy the stream.
+   */
+  async openBlob(d: Digest, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<Readable> {
+    opts.signal?.throwIfAborted();
+    const h = await this.#open(d);
+    return h.createReadStream({ autoClose: true });
+  }
+
+  /**
+   * The whole blob in memory, for small JSON documents only. Refuses blobs over
+   * `maxBytes` (BLOB_TOO_LARGE) and re-checks the digest, since these bytes are about to be
+   * trusted as a manifest or config (STORE_CORRUPT if the file does not match its name).
+   */
+  async readBlobBytes(d: Digest, opts: ReadBlobOptions): Promise<Buffer> {
+    opts.signal?.throwIfAborted();
+    const h = await this.#open(d);
+    let data: Buffer;
+    try {
+      const { size } = await h.stat();
+      if (size > opts.maxBytes) {
+        throw new TsbuildError('BLOB_TOO_LARGE', `blob ${d} is ${size} bytes, more than the ${opts.maxBytes} allowed here`, {
+          hint: 'manifests and configs are small JSON documents; this blob is probably not one',
+        });
+      }
+      data = await h.readFile(opts.signal ? { signal: opts.signal } : {});
+    } finally {
+      await h.close();
+    }
+    if (digestBytes(data, digestAlgorithm(d)) !== d) {
+      throw new TsbuildError('STORE_CORRUPT', `blob ${d} does not match its digest`, {
+        hint: `the file ${this.blobPath(d)} was modified or damaged; run fsck, delete it and pull or build again`,
+      });
+    }
+    return data;
+  }
+
+  /** readBlobBytes + JSON.parse; invalid JSON is MANIFEST_INVALID. */
+  async readBlobJson(d: Digest, opts: ReadBlobOptions): Promise<unknown> {
+    const bytes = await this.readBlobBytes(d, opts);
+    try {
+      return JSON.parse(bytes.toString('utf8')) as unknown;
+    } catch (e) {
+      throw new TsbuildError('MANIFEST_INVALID', `blob ${d} is not valid JSON`, { cause: e });
+    }
+  }
+
+  /** Re-hash a stored blob. `ok` is false when the content does not match the name. */
+  async verifyBlob(
+    d: Digest,
+    opts: { readonly signal?: AbortSignal | undefined } = {},
+  ): Promise<{ ok: boolean; actual: Digest; size: number }> {
+    if (digestAlgorithm(d) !== 'sha256') {
+      throw new TsbuildError('UNSUPPORTED', `cannot verify ${d}: only sha256 blobs can be hashed`);
+    }
+    const stream = await this.openBlob(d, opts);
+    const digester = new Digester();
+    await pipeline(
+      stream,
+      async (chunks: AsyncIterable<Buffer>) => {
+        for await (const c of chunks) digester.update(c);
+      },
+      opts.signal ? { signal: opts.signal } : {},
+    );
+    const actual = digester.digest();
+    return { ok: actual === d, actual, size: digester.size };
+  }
+
+  /** Remove a blob; false if it was not there. Not locked: gc and callers own that decision. */
+  async deleteBlob(d: Digest): Promise<boolean> {
+    try {
+      await unlink(this.blobPath(d));
+      return true;
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Every blob whose file name is a valid digest, sorted. Files with other names under
+   * blobs/ are not blobs (fsck reports them).
+   */
+  async listBlobs(): Promise<Digest[]> {
+    const out: Digest[] = [];
+    for (const alg of ['sha256', 'sha512'] as const) {
+      for (const name of await readdirOrEmpty(join(this.#blobsDir, alg))) {
+        const d = `${alg}:${name}`;
+        if (isDigest(d)) out.push(d);
+      }
+    }
+    return out.sort();
+  }
+
+  /** Names under blobs/<alg>/ that are not valid digests (fsck). */
+  async listStrayBlobFiles(): Promise<string[]> {
+    const out: string[] = [];
+    for (const alg of ['sha256', 'sha512'] as const) {
+      for (const name of await readdirOrEmpty(join(this.#blobsDir, alg))) {
+        if (!isDigest(`${alg}:${name}`)) out.push(join(this.#blobsDir, alg, name));
+      }
+    }
+    return out;
+  }
+
+  async #open(d: Digest): Promise<FileHandle> {
+    try {
+      return await open(this.blobPath(d), 'r');
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') {
+        throw new TsbuildError('BLOB_NOT_FOUND', `blob ${d} is not in the store`, {
+          hint: 'pull or build the image again',
+          cause: e,
+        });
+      }
+      throw e;
+    }
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+async function writeAll(h: FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0;
+  while (off < chunk.byteLength) {
+    const { bytesWritten } = await h.write(chunk, off, chunk.byteLength - off);
+    off += bytesWritten;
+  }
+}
+
+function assertWritable(d: Digest): void {
+  if (digestAlgorithm(d) !== 'sha256') {
+    throw new TsbuildError('UNSUPPORTED', `cannot store blob ${d}: only sha256 digests are supported`, {
+      hint: 'tsbuild verifies blobs with sha256; sha512 content is not supported yet',
+    });
+  }
+}
+
+function mismatch(expected: ExpectedBlob, got: string): TsbuildError {
+  const want = expected.size === undefined ? expected.digest : `${expected.digest} (${expected.size} bytes)`;
+  return new TsbuildError('DIGEST_MISMATCH', `content does not match its descriptor: expected ${want}, got ${got}`, {
+    hint: 'the source sent different bytes than its descriptor names; nothing was stored',
+  });
+}

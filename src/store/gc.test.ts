@@ -1,0 +1,199 @@
+import { spawnSync } from 'node:child_process';
+import { chmod, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isTsbuildError } from '../errors.js';
+import { OCI_IMAGE_CONFIG, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, sha256Digest, type Descriptor, type Digest } from '../oci/index.js';
+import { collectGarbage, fsckStore, openStore, type Store } from './index.js';
+
+let dir: string;
+let store: Store;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'tsbuild-gc-'));
+  store = await openStore(join(dir, 'root'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+interface TestImage {
+  readonly manifest: Descriptor;
+  readonly config: Digest;
+  readonly layers: Digest[];
+}
+
+/** A small image by hand: layer blobs (uncompressed, so digest = diff ID), config, manifest. */
+async function putImage(s: Store, name: string, layerTexts: readonly string[]): Promise<TestImage> {
+  const layers: Digest[] = [];
+  for (const t of layerTexts) layers.push((await s.blobs.putBytes(t)).digest);
+  const config = await s.blobs.putBytes(
+    JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers }, config: {} }),
+  );
+  const manifest = await s.blobs.putBytes(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_IMAGE_MANIFEST,
+      config: { mediaType: OCI_IMAGE_CONFIG, ...config },
+      layers: layers.map((digest, i) => ({
+        mediaType: 'application/vnd.oci.image.layer.v1.tar',
+        digest,
+        size: Buffer.byteLength(layerTexts[i] ?? ''),
+      })),
+    }),
+  );
+  const desc: Descriptor = { mediaType: OCI_IMAGE_MANIFEST, ...manifest };
+  await s.setTag(name, desc);
+  return { manifest: desc, config: config.digest, layers };
+}
+
+async function makeSnapshot(s: Store, diffId: Digest): Promise<void> {
+  const work = await s.makeTempDir('snapshot');
+  await writeFile(join(work, 'f'), diffId);
+  await s.commitSnapshot(work, diffId);
+}
+
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  return Number(r.stdout);
+}
+
+describe('collectGarbage', () => {
+  it('removes unreferenced blobs and keeps referenced ones', async () => {
+    const img = await putImage(store, 'example.com/app:v1', ['layer-a', 'layer-b']);
+    const junk = await store.blobs.putBytes('unreferenced junk');
+
+    const dry = await collectGarbage(store, { graceMs: 0, dryRun: true });
+    expect(dry).toMatchObject({ removedBlobs: 1, freedBytes: junk.size });
+    expect(await store.blobs.hasBlob(junk.digest)).toBe(true);
+
+    const res = await collectGarbage(store, { graceMs: 0 });
+    expect(res).toEqual({ removedBlobs: 1, freedBytes: junk.size, removedTemps: 0, removedSnapshots: 0, keptYoung: 0 });
+    expect(await store.blobs.hasBlob(junk.digest)).toBe(false);
+    for (const d of [img.manifest.digest, img.config, ...img.layers]) expect(await store.blobs.hasBlob(d)).toBe(true);
+
+    // Untagging makes the whole image garbage.
+    await store.removeTag('example.com/app:v1');
+    expect((await collectGarbage(store, { graceMs: 0 })).removedBlobs).toBe(4);
+    expect(await store.blobs.listBlobs()).toEqual([]);
+  });
+
+  it('follows image indexes to their manifests', async () => {
+    const img = await putImage(store, 'example.com/tmp:x', ['only-layer']);
+    const absent = sha256Digest('a platform that was never pulled');
+    const index = await store.blobs.putBytes(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_IMAGE_INDEX,
+        manifests: [
+          { ...img.manifest, platform: { architecture: 'amd64', os: 'linux' } },
+          { mediaType: OCI_IMAGE_MANIFEST, digest: absent, size: 10, platform: { architecture: 'arm64', os: 'linux' } },
+        ],
+      }),
+    );
+    await store.setTag('example.com/multi:latest', { mediaType: OCI_IMAGE_INDEX, ...index });
+    await store.removeTag('example.com/tmp:x');
+    expect((await collectGarbage(store, { graceMs: 0 })).removedBlobs).toBe(0);
+    expect(await store.blobs.listBlobs()).toHaveLength(4);
+    expect(await fsckStore(store)).toEqual([]); // a missing platform of an index is normal
+  });
+
+  it('keeps young unreferenced blobs and extra roots', async () => {
+    const young = await store.blobs.putBytes('just written, not yet tagged');
+    const cached = await store.blobs.putBytes('a cached layer');
+    const cachedConfigLayer = await store.blobs.putBytes('layer named by a cached config');
+    const cachedConfig = await store.blobs.putBytes(JSON.stringify({ rootfs: { type: 'layers', diff_ids: [cachedConfigLayer.digest] } }));
+    let res = await collectGarbage(store); // default grace: 1 h
+    expect(res).toMatchObject({ removedBlobs: 0, keptYoung: 4 });
+    res = await collectGarbage(store, {
+      graceMs: 0,
+      extraRoots: [cached.digest, { mediaType: OCI_IMAGE_CONFIG, ...cachedConfig }],
+    });
+    // The config's diff IDs name snapshots, not blobs: the layer blob itself is not kept by it.
+    expect(res.removedBlobs).toBe(2);
+    expect(await store.blobs.hasBlob(young.digest)).toBe(false);
+    expect(await store.blobs.hasBlob(cached.digest)).toBe(true);
+    expect(await store.blobs.hasBlob(cachedConfig.digest)).toBe(true);
+  });
+
+  it('removes snapshots no kept config names', async () => {
+    const img = await putImage(store, 'example.com/app:v1', ['l1', 'l2']);
+    const orphan = sha256Digest('orphan layer');
+    const pinned = sha256Digest('pinned layer');
+    for (const d of [...img.layers, orphan, pinned]) await makeSnapshot(store, d);
+    expect((await collectGarbage(store, { graceMs: 60_000 })).removedSnapshots).toBe(0);
+    const res = await collectGarbage(store, { graceMs: 0, keepSnapshots: [pinned] });
+    expect(res.removedSnapshots).toBe(1);
+    expect(await store.listSnapshots()).toEqual([...img.layers, pinned].sort());
+    expect(await readdir(store.paths.tmp)).toEqual([]);
+  });
+
+  it('removes temp entries of dead processes and old foreign ones, keeps live and young ones', async () => {
+    const dead = deadPid();
+    await writeFile(join(store.paths.tmp, `${dead}-x-abc123.blob`), 'partial');
+    await writeFile(join(store.paths.tmp, `${dead}-12345-def456.write`), 'partial');
+    const deadDir = join(store.paths.tmp, `${dead}-x-0d1e2f.snapshot`);
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(join(deadDir, 'sub'), { recursive: true });
+    const mine = store.tempPath('blob');
+    await writeFile(mine, 'in progress');
+    await writeFile(join(store.paths.tmp, 'foreign-old'), 'x');
+    const old = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    await utimes(join(store.paths.tmp, 'foreign-old'), old, old);
+    await writeFile(join(store.paths.tmp, 'foreign-young'), 'x');
+
+    expect((await collectGarbage(store, { dryRun: true })).removedTemps).toBe(4);
+    expect(await readdir(store.paths.tmp)).toHaveLength(6);
+    expect((await collectGarbage(store)).removedTemps).toBe(4);
+    expect((await readdir(store.paths.tmp)).sort()).toEqual([mine.slice(store.paths.tmp.length + 1), 'foreign-young'].sort());
+  });
+
+  it('stops before removing anything when a referenced manifest is damaged', async () => {
+    const img = await putImage(store, 'example.com/app:v1', ['l1']);
+    const junk = await store.blobs.putBytes('junk');
+    const path = store.blobs.blobPath(img.manifest.digest);
+    await chmod(path, 0o644);
+    await writeFile(path, '{not json');
+    const err = await collectGarbage(store, { graceMs: 0 }).catch((e: unknown) => e);
+    expect(isTsbuildError(err) && err.code).toBe('STORE_CORRUPT');
+    expect(await store.blobs.hasBlob(junk.digest)).toBe(true);
+    expect(await store.blobs.hasBlob(img.layers[0] as Digest)).toBe(true);
+  });
+});
+
+describe('fsckStore', () => {
+  it('finds nothing wrong in a healthy store', async () => {
+    await putImage(store, 'example.com/app:v1', ['l1', 'l2']);
+    expect(await fsckStore(store)).toEqual([]);
+  });
+
+  it('finds a corrupted blob, missing blobs, stray files and stale temps', async () => {
+    const img = await putImage(store, 'example.com/app:v1', ['l1', 'l2']);
+    const other = await putImage(store, 'example.com/other:v1', ['l3']);
+
+    const layer = img.layers[0] as Digest;
+    await chmod(store.blobs.blobPath(layer), 0o644);
+    await writeFile(store.blobs.blobPath(layer), 'tampered');
+    await store.blobs.deleteBlob(img.layers[1] as Digest);
+    await store.blobs.deleteBlob(other.manifest.digest);
+    await writeFile(join(store.paths.blobs, 'sha256', 'not-a-digest'), 'x');
+    await writeFile(join(store.paths.tmp, `${deadPid()}-x-abc.blob`), 'partial');
+
+    const problems = await fsckStore(store);
+    expect(problems).toContainEqual({ kind: 'blob-corrupt', digest: layer, actual: sha256Digest('tampered'), path: store.blobs.blobPath(layer) });
+    expect(problems).toContainEqual({ kind: 'missing-blob', digest: img.layers[1], referencedBy: img.manifest.digest });
+    expect(problems).toContainEqual({ kind: 'tag-missing-blob', name: 'example.com/other:v1', digest: other.manifest.digest });
+    expect(problems).toContainEqual({ kind: 'stray-file', path: join(store.paths.blobs, 'sha256', 'not-a-digest') });
+    expect(problems.filter((p) => p.kind === 'stale-temp')).toHaveLength(1);
+    expect(problems).toHaveLength(5);
+
+    // Structure-only mode skips re-hashing.
+    expect((await fsckStore(store, { verifyContent: false })).some((p) => p.kind === 'blob-corrupt')).toBe(false);
+  });
+
+  it('reports a stale lock file', async () => {
+    const { hostname } = await import('node:os');
+    await writeFile(store.paths.lock, JSON.stringify({ pid: deadPid(), host: hostname(), token: 't', acquiredAt: 'then' }));
+    expect(await fsckStore(store)).toEqual([expect.objectContaining({ kind: 'stale-lock' })]);
+  });
+});
