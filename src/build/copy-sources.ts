@@ -23,6 +23,12 @@ export interface SourceRoot {
   readonly filter?: PathFilter | undefined;
   /** Name of the ignore file the filter came from, for messages. */
   readonly filterFile?: string | undefined;
+  /**
+   * The exact walk of the whole root (BuildKit's fsutil walker for a context): when given,
+   * directory sources take their entries from it, so COPY sees precisely what BuildKit
+   * would send. DEBT: a subdirectory source walks the whole context and keeps its part.
+   */
+  readonly walk?: (() => AsyncIterable<{ readonly relPath: string; readonly absPath: string; readonly stat: fs.Stats }>) | undefined;
 }
 
 export interface SourceFile {
@@ -206,6 +212,15 @@ function missing(root: SourceRoot, arg: string, rel: string, opts: ResolveOption
  * Yields paths relative to the directory together with their root-relative path.
  */
 export async function* walkSourceDir(root: SourceRoot, dir: SourceFile): AsyncGenerator<SourceFile & { readonly inner: string }> {
+  if (root.walk) {
+    const prefix = dir.rel === '' ? '' : `${dir.rel}/`;
+    for await (const e of root.walk()) {
+      if (prefix !== '' && !e.relPath.startsWith(prefix)) continue;
+      const inner = e.relPath.slice(prefix.length);
+      yield { abs: e.absPath, rel: e.relPath, stat: e.stat, inner, name: path.posix.basename(e.relPath) };
+    }
+    return;
+  }
   const stack: Array<{ abs: string; inner: string }> = [{ abs: dir.abs, inner: '' }];
   // Depth-first in sorted order: entries are yielded parents first.
   async function* visit(abs: string, inner: string): AsyncGenerator<SourceFile & { readonly inner: string }> {
