@@ -1,8 +1,9 @@
 import type { CommandSpec } from '../command.js';
 import { importCommand } from './import.js';
+import { imagesCommand } from './images.js';
 import { loadCommand } from './load.js';
 import { parseCommand } from './parse.js';
 import { saveCommand } from './save.js';
 
 /** Every command the CLI offers, in the order `--help` lists them. */
-export const commands: readonly CommandSpec<any>[] = [parseCommand, importCommand, loadCommand, saveCommand];
+export const commands: readonly CommandSpec<any>[] = [parseCommand, importCommand, loadCommand, saveCommand, imagesCommand];
