@@ -1,0 +1,40 @@
+/**
+ * The Dockerfile front end: text -> syntax tree with line ranges -> typed instructions ->
+ * stages, and BuildKit's parse dump. Pure: nothing here touches files, network or processes.
+ */
+export { parseDockerfile, MAX_LINE_BYTES } from './parser.js';
+export type { Node, ParsedDockerfile, ParseOptions, Directives, EscapeToken, Heredoc } from './parser.js';
+export { dumpDockerfile, dumpNode } from './dump.js';
+export { chompHeredocContent, parseHeredocWord } from './heredoc.js';
+export type { HeredocMarker } from './heredoc.js';
+export { toInstruction, toInstructions, INSTRUCTION_KINDS } from './instructions.js';
+export type {
+  Instruction,
+  InstructionKind,
+  CommandForm,
+  FromInstruction,
+  RunInstruction,
+  CmdInstruction,
+  EntrypointInstruction,
+  ShellInstruction,
+  EnvInstruction,
+  LabelInstruction,
+  KeyValuePair,
+  ArgInstruction,
+  ArgDefinition,
+  CopyInstruction,
+  AddInstruction,
+  HeredocSource,
+  WorkdirInstruction,
+  UserInstruction,
+  VolumeInstruction,
+  ExposeInstruction,
+  StopSignalInstruction,
+  HealthcheckInstruction,
+  HealthcheckTest,
+  OnbuildInstruction,
+  MaintainerInstruction,
+} from './instructions.js';
+export { splitStages } from './stages.js';
+export type { Stage, SplitStages } from './stages.js';
+export * from './shell-lex.js';
