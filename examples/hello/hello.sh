@@ -1,3 +1,3 @@
 #!/bin/sh
-echo "Hello from tsbuild!"
-echo "This image was built without a daemon."
+echo "$GREETING"
+echo "This image was built without a daemon, by $(cat /app/builder 2>/dev/null || echo tsbuild)."

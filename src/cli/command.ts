@@ -30,3 +30,13 @@ export interface CommandSpec<A> {
 export function defineCommand<A>(spec: CommandSpec<A>): CommandSpec<A> {
   return spec;
 }
+
+/**
+ * For flags that may be given several times (-t a -t b). yargs' `array: true` would also
+ * swallow the positional arguments that follow (`-t x CONTEXT`), so repeated flags are
+ * collected by yargs' duplicate handling and flattened here.
+ */
+export function repeatable(value: unknown): string[] {
+  if (value === undefined) return [];
+  return (Array.isArray(value) ? value : [value]).map((v) => String(v));
+}

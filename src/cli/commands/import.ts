@@ -1,5 +1,5 @@
 import fs from 'node:fs/promises';
-import { defineCommand } from '../command.js';
+import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { importRootfsTar } from '../../image/import-rootfs.js';
 import { normalizeName } from '../../image/local-image.js';
@@ -13,8 +13,8 @@ export const importCommand = defineCommand({
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'Root filesystem tarball' })
       .positional('name', { type: 'string', demandOption: true, describe: 'Name of the new image, e.g. busybox:latest' })
-      .option('cmd', { type: 'string', array: true, describe: 'CMD of the new image (exec form words)' })
-      .option('env', { type: 'string', array: true, describe: 'ENV entries NAME=VALUE' })
+      .option('cmd', { type: 'string', coerce: repeatable, describe: 'CMD of the new image (exec form words)' })
+      .option('env', { type: 'string', coerce: repeatable, describe: 'ENV entries NAME=VALUE' })
       .option('message', { alias: 'm', type: 'string', describe: 'Comment for the history entry' }),
   run: async (args, ctx) => {
     const name = normalizeName(args.name);

@@ -1,4 +1,5 @@
 import type { CommandSpec } from '../command.js';
+import { buildCommand } from './build.js';
 import { importCommand } from './import.js';
 import { imagesCommand } from './images.js';
 import { loadCommand } from './load.js';
@@ -6,4 +7,4 @@ import { parseCommand } from './parse.js';
 import { saveCommand } from './save.js';
 
 /** Every command the CLI offers, in the order `--help` lists them. */
-export const commands: readonly CommandSpec<any>[] = [parseCommand, importCommand, loadCommand, saveCommand, imagesCommand];
+export const commands: readonly CommandSpec<any>[] = [buildCommand, parseCommand, importCommand, loadCommand, saveCommand, imagesCommand];

@@ -1,0 +1,191 @@
+import { createReadStream } from 'node:fs';
+import { PassThrough } from 'node:stream';
+import type { SourceLocation } from '../errors.js';
+import { TsbuildError } from '../errors.js';
+import { cacheKeyFor } from '../cache/index.js';
+import { layerIndexOf, rememberLayerIndex } from '../image/layer-index-cache.js';
+import { addHistory } from '../image/config-edit.js';
+import { resolveChown, type IdPair } from '../image/users.js';
+import { readLayerFile, type LayerIndex } from '../layer/layer-index.js';
+import { writeLayer, type LayerEntry } from '../layer/index.js';
+import { isDigest, type Digest } from '../oci/digest.js';
+import type { Store } from '../store/index.js';
+import type { FileDigests } from './file-digests.js';
+import { planCopy, type PlannedEntry } from './copy-plan.js';
+import { resolveSources, type SourceRoot } from './copy-sources.js';
+import { viewOf, type StageState } from './stage-state.js';
+
+/** A COPY or ADD, expanded, with where its sources come from. */
+export interface CopyRequest {
+  readonly instruction: 'COPY' | 'ADD';
+  readonly sources: readonly string[];
+  readonly dest: string;
+  readonly chown?: string | undefined;
+  readonly chmod?: string | undefined;
+  /** The expanded instruction text, for history and the cache key. */
+  readonly text: string;
+  readonly location: SourceLocation;
+  readonly root: SourceRoot;
+  /** Identity of the source root when it is a stage or image (its key), else undefined = context. */
+  readonly rootKey?: string | undefined;
+  readonly workdir: string;
+}
+
+export interface StepEnv {
+  readonly store: Store;
+  readonly digests: FileDigests;
+  readonly platform: string;
+  readonly noCache: boolean;
+  readonly sourceDateEpoch?: number | undefined;
+  readonly created: string;
+  readonly signal?: AbortSignal | undefined;
+}
+
+const MAX_ID_FILE = 4 * 1024 * 1024;
+
+/** Reads a file of the image being built (for --chown names), following the merged view. */
+export function imageFileReader(env: StepEnv, state: StageState): (p: string) => Promise<string | undefined> {
+  return async (p) => {
+    const { entry } = viewOf(state).resolve(p);
+    if (!entry || (entry.type !== 'file' && entry.type !== 'hardlink')) return undefined;
+    const layer = state.layers[entry.layer];
+    if (!layer) return undefined;
+    const buf = await readLayerFile(() => env.store.blobs.openBlob(layer.diffId, { signal: env.signal }), entry.path, MAX_ID_FILE);
+    return buf?.toString('utf8');
+  };
+}
+
+function parseChmod(s: string, location: SourceLocation): number {
+  if (!/^[0-7]{3,4}$/.test(s)) {
+    throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid --chmod value ${JSON.stringify(s)}`, { location, hint: 'use an octal mode such as 0755 or 644' });
+  }
+  return parseInt(s, 8);
+}
+
+interface CachedStep {
+  readonly diffId: string;
+  readonly size: number;
+}
+
+function stepMeta(key: Digest): string {
+  return `step.${key.slice(7)}`;
+}
+
+/**
+ * Runs a COPY/ADD: resolves sources, plans the destination, computes the cache key from
+ * the content and metadata of what is copied (never timestamps), and either reuses the
+ * cached layer or writes a new one into the store. Returns the new state and whether it
+ * was cached.
+ */
+export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv): Promise<{ state: StageState; cached: boolean }> {
+  const chmod = req.chmod === undefined ? undefined : parseChmod(req.chmod, req.location);
+  let chown: IdPair | undefined;
+  if (req.chown !== undefined) {
+    try {
+      chown = await resolveChown(req.chown, imageFileReader(env, state));
+    } catch (e) {
+      if (e instanceof TsbuildError && !e.location) throw new TsbuildError(e.code, e.message, { location: req.location, hint: e.hint, cause: e });
+      throw e;
+    }
+  }
+  const matches = await withLocation(req.location, () => resolveSources(req.root, req.sources, { instruction: req.instruction, location: req.location }));
+  const epoch = env.sourceDateEpoch;
+  const planned = await planCopy(req.root, matches, {
+    dest: req.dest,
+    workdir: req.workdir,
+    view: viewOf(state),
+    chown,
+    chmod,
+    createdMtime: epoch ?? Math.floor(Date.parse(env.created) / 1000),
+  });
+
+  // Inputs of the key: every entry's path and metadata and, for files, the content digest.
+  // mtimes are left out on purpose: a touched but unchanged file must not miss the cache.
+  const inputs: string[] = [];
+  if (req.rootKey) inputs.push(`root:${req.rootKey}`);
+  const contentDigests = new Map<string, Digest>();
+  for (const e of planned) {
+    let content = '';
+    if (e.type === 'file' && e.srcAbs) {
+      const { lstat } = await import('node:fs/promises');
+      const d = await env.digests.digestOf(e.srcAbs, await lstat(e.srcAbs, { bigint: true }), env.signal);
+      contentDigests.set(e.path, d);
+      content = d;
+    }
+    inputs.push(`${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${content}`);
+  }
+  const key = cacheKeyFor({ parent: state.key, kind: req.instruction, instruction: req.text, inputs, platform: env.platform });
+
+  const history = (cfgState: StageState) => addHistory(cfgState.config, { createdBy: `${req.text} # buildkit`, emptyLayer: false, created: env.created });
+  if (!env.noCache) {
+    const hit = (await env.store.readMeta(stepMeta(key))) as CachedStep | undefined;
+    if (hit && isDigest(hit.diffId) && (await env.store.blobs.hasBlob(hit.diffId))) {
+      const index = await layerIndexOf(env.store, hit.diffId, { signal: env.signal });
+      return { state: appendLayer(state, { diffId: hit.diffId, size: hit.size }, index, key, history), cached: true };
+    }
+  }
+
+  const entries: LayerEntry[] = planned.filter((e) => e.type !== 'other').map((e) => toLayerEntry(e));
+  const pass = new PassThrough();
+  const put = env.store.blobs.putBlob(pass, { signal: env.signal });
+  let written: { diffId: Digest; size: number };
+  try {
+    written = await writeLayer(entries, pass, { ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}), ...(env.signal ? { signal: env.signal } : {}) });
+  } catch (e) {
+    pass.destroy(e as Error);
+    await put.catch(() => undefined);
+    throw e;
+  }
+  const stored = await put;
+  if (stored.digest !== written.diffId) {
+    throw new TsbuildError('DIGEST_MISMATCH', `layer digest ${stored.digest} differs from the written diff ID ${written.diffId}`);
+  }
+  const index: LayerIndex = {
+    entries: planned
+      .filter((e) => e.type !== 'other')
+      .map((e) => ({ path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: epoch !== undefined ? Math.min(e.mtime, epoch) : e.mtime, size: e.size, ...(e.linkTarget !== undefined ? { linkTarget: e.linkTarget } : {}) })),
+    whiteouts: [],
+    opaqueDirs: [],
+  };
+  await rememberLayerIndex(env.store, stored.digest, index);
+  await env.store.writeMeta(stepMeta(key), { diffId: stored.digest, size: stored.size } satisfies CachedStep);
+  return { state: appendLayer(state, { diffId: stored.digest, size: stored.size }, index, key, history), cached: false };
+}
+
+function appendLayer(state: StageState, layer: { diffId: Digest; size: number }, index: LayerIndex, key: string, history: (s: StageState) => StageState['config']): StageState {
+  const config = history(state);
+  return {
+    ...state,
+    config: { ...config, rootfs: { type: 'layers', diff_ids: [...config.rootfs.diff_ids, layer.diffId] } },
+    layers: [...state.layers, layer],
+    indexes: [...state.indexes, index],
+    key,
+  };
+}
+
+function toLayerEntry(e: PlannedEntry): LayerEntry {
+  const base = { path: e.path, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime };
+  switch (e.type) {
+    case 'dir':
+      return { ...base, type: 'dir' };
+    case 'symlink':
+      return { ...base, type: 'symlink', linkTarget: e.linkTarget ?? '' };
+    case 'hardlink':
+      return { ...base, type: 'hardlink', linkTarget: e.linkTarget ?? '' };
+    case 'file': {
+      const src = e.srcAbs;
+      return { ...base, type: 'file', size: e.size, ...(src ? { source: () => createReadStream(src) } : {}) };
+    }
+    case 'other':
+      throw new Error('unreachable: other entries are filtered out');
+  }
+}
+
+async function withLocation<T>(location: SourceLocation, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof TsbuildError && !e.location) throw new TsbuildError(e.code, e.message, { location, hint: e.hint, cause: e });
+    throw e;
+  }
+}

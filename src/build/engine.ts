@@ -1,0 +1,204 @@
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { TsbuildError, type SourceLocation } from '../errors.js';
+import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
+import { parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
+import { sealImage, type SealedImage } from '../image/seal.js';
+import type { ImageConfig, Platform } from '../oci/types.js';
+import { formatPlatform } from '../oci/platform.js';
+import type { Store } from '../store/index.js';
+import { scratchState, stateFromImage } from './base-image.js';
+import { dispatchInstruction, type StageContext } from './dispatch.js';
+import type { BuildReporter } from './events.js';
+import { FileDigests } from './file-digests.js';
+import { buildMetadata, writeOutputs } from './outputs.js';
+import { planStages } from './stage-plan.js';
+import type { BuildRequest } from './request.js';
+import { materializeRootfs } from './rootfs-output.js';
+import type { SourceRoot } from './copy-sources.js';
+import type { StageState } from './stage-state.js';
+import { setLabels } from '../image/config-edit.js';
+import { getLocalImage } from '../image/local-image.js';
+
+export interface BuildEnv {
+  readonly store: Store;
+  readonly signal: AbortSignal;
+  readonly report: BuildReporter;
+  readonly platform: Platform;
+  /** RFC 3339 time stamped on the image and its history (SOURCE_DATE_EPOCH when set). */
+  readonly created: string;
+  readonly logger: Logger;
+}
+
+export interface BuildResult {
+  readonly image: SealedImage;
+  readonly names: readonly string[];
+}
+
+/**
+ * `tsbuild build`: parse, plan, run the stages the target needs in dependency order, seal
+ * the target's image and write it to every requested output.
+ */
+export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResult> {
+  const file = req.dockerfile.name;
+  const parsed = parseDockerfile(req.dockerfile.text, { file });
+  const split = splitStages(toInstructions(parsed));
+  if (split.stages.length === 0) {
+    throw new TsbuildError('DOCKERFILE_INSTRUCTION', 'the Dockerfile has no FROM instruction', {
+      location: { file, startLine: 1, endLine: 1 },
+      hint: 'start a stage with FROM IMAGE (or FROM scratch)',
+    });
+  }
+  const lex = new ShellLex(parsed.directives.escape);
+  const plan = planStages(split, { target: req.target, buildArgs: req.buildArgs, platform: env.platform, lex, file });
+  for (const name of plan.unusedBuildArgs) {
+    env.report({ type: 'warning', message: `build argument ${JSON.stringify(name)} was not consumed by any ARG in the stages built` });
+  }
+
+  const ignore = await readDockerignore(req.contextDir, req.dockerfile.path);
+  const matcher = new IgnoreMatcher(ignore.patterns);
+  const contextRoot: SourceRoot = {
+    dir: req.contextDir,
+    kind: 'context',
+    label: 'build context',
+    filter: matcher,
+    filterFile: ignore.file ? path.basename(ignore.file) : '.dockerignore',
+    walk: () => walkContext(req.contextDir, matcher, { signal: env.signal }),
+  };
+
+  const digests = new FileDigests(env.store);
+  const states = new Map<number, StageState>();
+  const tempDirs: string[] = [];
+  const materialized = new Map<string, Promise<SourceRoot>>();
+  let stepId = 0;
+
+  const materialize = (key: string, label: string, diffIds: readonly StageState['layers'][number]['diffId'][]): Promise<SourceRoot> => {
+    let p = materialized.get(key);
+    if (!p) {
+      p = (async () => {
+        const dir = await env.store.makeTempDir('from');
+        tempDirs.push(dir);
+        await materializeRootfs(env.store, diffIds, dir, { signal: env.signal });
+        return { dir, kind: 'stage', label } satisfies SourceRoot;
+      })();
+      materialized.set(key, p);
+    }
+    return p;
+  };
+
+  const total = plan.stages.length;
+  try {
+    for (const ps of plan.stages) {
+      const stage = ps.stage;
+      const stageLabel = stage.name ?? `stage-${stage.index}`;
+      let state: StageState;
+      const id = ++stepId;
+      const fromText = `FROM ${ps.base.kind === 'image' ? ps.base.ref : ps.base.kind === 'stage' ? `stage ${ps.base.index}` : 'scratch'}`;
+      env.report({ type: 'step-start', id, name: `[${total > 1 ? `${stageLabel} ` : ''}1/${stage.instructions.length + 1}] ${fromText}`, location: stage.from.location });
+      const t0 = Date.now();
+      switch (ps.base.kind) {
+        case 'scratch':
+          state = scratchState(env.platform);
+          break;
+        case 'stage': {
+          const from = states.get(ps.base.index);
+          if (!from) throw new Error(`internal: stage ${ps.base.index} not built before ${stage.index}`);
+          state = { ...from, cmdSet: false };
+          break;
+        }
+        case 'image':
+          state = await stateFromImage(env.store, ps.base.ref, env.platform, stage.from.location, env.signal);
+          break;
+      }
+      env.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+
+      const ctx: StageContext = {
+        file,
+        lex,
+        store: env.store,
+        platform: formatPlatform(env.platform),
+        globalArgs: plan.globalArgs,
+        buildArgs: req.buildArgs,
+        usedArgs: plan.usedArgs,
+        noCache: req.noCache,
+        created: env.created,
+        sourceDateEpoch: req.sourceDateEpoch,
+        digests,
+        signal: env.signal,
+        contextRoot,
+        fromRoot: async (ref: string, location: SourceLocation) => {
+          const byName = plan.stageByRef(ref);
+          if (byName !== undefined) {
+            const s = states.get(byName);
+            if (!s) throw new TsbuildError('STAGE_NOT_FOUND', `stage ${JSON.stringify(ref)} is not built before this step`, { location });
+            return { root: await materialize(`stage:${s.key}`, `stage ${ref}`, s.layers.map((l) => l.diffId)), key: s.key };
+          }
+          const image = await getLocalImage(env.store, ref, { platform: env.platform, signal: env.signal }).catch((e: unknown) => {
+            if (e instanceof TsbuildError) throw new TsbuildError(e.code, `COPY --from=${ref}: ${e.message}`, { location, hint: e.hint });
+            throw e;
+          });
+          return { root: await materialize(`image:${image.manifestDescriptor.digest}`, `image ${ref}`, image.config.rootfs.diff_ids), key: `image:${image.manifestDescriptor.digest}` };
+        },
+        tempDir: async () => {
+          const d = await env.store.makeTempDir('heredoc');
+          tempDirs.push(d);
+          return d;
+        },
+      };
+
+      // ONBUILD triggers of the base run first, then are cleared (reference: ONBUILD).
+      const triggers = state.config.config?.OnBuild ?? [];
+      let scope = plan.stageScope(stage);
+      if (triggers.length > 0) {
+        state = { ...state, config: { ...state.config, config: { ...(state.config.config ?? {}), OnBuild: null } } };
+        for (const trigger of triggers) {
+          const ins = parseTrigger(trigger, stage.from.location, parsed.directives.escape);
+          ({ state, scope } = await runStep(ins, `ONBUILD ${trigger}`));
+        }
+      }
+
+      for (const [i, ins] of stage.instructions.entries()) {
+        const name = `[${total > 1 ? `${stageLabel} ` : ''}${i + 2}/${stage.instructions.length + 1}] ${ins.original.replace(/\s+/g, ' ').trim()}`;
+        ({ state, scope } = await runStep(ins, name));
+      }
+      states.set(stage.index, state);
+
+      async function runStep(ins: Instruction, name: string): Promise<{ state: StageState; scope: typeof scope }> {
+        const sid = ++stepId;
+        env.report({ type: 'step-start', id: sid, name, location: ins.location });
+        const started = Date.now();
+        try {
+          const r = await dispatchInstruction(ins, state, scope, ctx);
+          env.report(r.cached ? { type: 'step-cached', id: sid, name } : { type: 'step-done', id: sid, durationMs: Date.now() - started });
+          return { state: r.state, scope: r.scope };
+        } catch (e) {
+          env.report({ type: 'step-error', id: sid, message: e instanceof Error ? e.message : String(e) });
+          throw e;
+        }
+      }
+    }
+
+    const final = states.get(plan.target);
+    if (!final) throw new Error('internal: target stage missing');
+    let config: ImageConfig = { ...final.config, created: env.created };
+    if (Object.keys(req.labels).length > 0) config = setLabels(config, Object.entries(req.labels));
+    const image = await sealImage(env.store, config, final.layers, { signal: env.signal });
+    await writeOutputs(image, req.tags, req.outputs, { store: env.store, signal: env.signal, sourceDateEpoch: req.sourceDateEpoch });
+    if (req.iidFile) await fsp.writeFile(req.iidFile, image.configDescriptor.digest);
+    if (req.metadataFile) await fsp.writeFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags), null, 2)}\n`);
+    await digests.save();
+    return { image, names: req.tags };
+  } finally {
+    for (const d of tempDirs) await env.store.removeTree(d).catch(() => undefined);
+  }
+}
+
+function parseTrigger(trigger: string, location: SourceLocation, escape: '\\' | '`'): Instruction {
+  const p = parseDockerfile(`${escape === '`' ? '# escape=`\n' : ''}${trigger}\n`, { file: `${location.file} (ONBUILD of the base image)` });
+  const list = toInstructions(p);
+  if (list.length !== 1) throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid ONBUILD trigger ${JSON.stringify(trigger)} in the base image`, { location });
+  return { ...list[0]!, location } as Instruction;
+}
+
+export type { Stage };

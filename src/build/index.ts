@@ -1,0 +1,3 @@
+export { build, type BuildEnv, type BuildResult } from './engine.js';
+export type { BuildRequest, OutputSpec, Compression, DockerfileSource } from './request.js';
+export type { BuildEvent, BuildReporter } from './events.js';

@@ -1,0 +1,50 @@
+import { PassThrough } from 'node:stream';
+import { cacheKeyFor } from '../cache/index.js';
+import { rememberLayerIndex } from '../image/layer-index-cache.js';
+import { addHistory } from '../image/config-edit.js';
+import { normalize } from '../image/rootfs-view.js';
+import type { LayerIndex } from '../layer/layer-index.js';
+import { writeLayer, type LayerEntry } from '../layer/index.js';
+import type { StepEnv } from './copy-step.js';
+import { viewOf, type StageState } from './stage-state.js';
+
+/**
+ * WORKDIR creates its directory (and missing parents) as a layer, as BuildKit's mkdir file
+ * op does; when the directory already exists the step adds no layer.
+ */
+export async function runMkdir(dir: string, text: string, state: StageState, env: StepEnv): Promise<StageState> {
+  const view = viewOf(state);
+  const rel = normalize(dir);
+  const resolved = view.resolve(rel);
+  const key = cacheKeyFor({ parent: state.key, kind: 'WORKDIR', instruction: text, platform: env.platform });
+  if (rel === '' || resolved.entry?.type === 'dir') {
+    return { ...state, key, config: addHistory(state.config, { createdBy: text, emptyLayer: true, created: env.created }) };
+  }
+  const mtime = env.sourceDateEpoch ?? Math.floor(Date.parse(env.created) / 1000);
+  const entries: LayerEntry[] = [];
+  const parts = resolved.path.split('/');
+  for (let i = 1; i <= parts.length; i++) {
+    const p = parts.slice(0, i).join('/');
+    const existing = view.lstat(p);
+    if (existing?.type === 'dir') entries.push({ path: p, type: 'dir', mode: existing.mode, uid: existing.uid, gid: existing.gid, mtime: existing.mtime });
+    else entries.push({ path: p, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
+  }
+  const pass = new PassThrough();
+  const put = env.store.blobs.putBlob(pass, { signal: env.signal });
+  await writeLayer(entries, pass, { ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}), ...(env.signal ? { signal: env.signal } : {}) });
+  const stored = await put;
+  const index: LayerIndex = {
+    entries: entries.map((e) => ({ path: e.path, type: 'dir' as const, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, size: 0 })),
+    whiteouts: [],
+    opaqueDirs: [],
+  };
+  await rememberLayerIndex(env.store, stored.digest, index);
+  const config = addHistory(state.config, { createdBy: text, emptyLayer: false, created: env.created });
+  return {
+    ...state,
+    key,
+    config: { ...config, rootfs: { type: 'layers', diff_ids: [...config.rootfs.diff_ids, stored.digest] } },
+    layers: [...state.layers, { diffId: stored.digest, size: stored.size }],
+    indexes: [...state.indexes, index],
+  };
+}

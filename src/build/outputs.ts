@@ -1,0 +1,70 @@
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { TsbuildError } from '../errors.js';
+import type { SealedImage } from '../image/seal.js';
+import type { Store } from '../store/index.js';
+import { exportDockerArchive, exportOciArchive, exportOciLayout, type ExportImage } from '../store/archive-export.js';
+import { materializeRootfs, writeRootfsTar } from './rootfs-output.js';
+import type { OutputSpec } from './request.js';
+
+export interface OutputEnv {
+  readonly store: Store;
+  readonly signal?: AbortSignal | undefined;
+  readonly sourceDateEpoch?: number | undefined;
+}
+
+/**
+ * Writes the built image where the request asked: the local store under its tags, an OCI
+ * archive or layout, a docker archive, or the root filesystem as a directory or tar.
+ * Each file output is written through a temp name and renamed, so a failure leaves no
+ * half-written archive behind.
+ */
+export async function writeOutputs(image: SealedImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<void> {
+  const exportImage: ExportImage = { manifest: image.manifest, config: image.config, names };
+  for (const out of outputs) {
+    switch (out.type) {
+      case 'image':
+        for (const name of names) await env.store.setTag(name, image.manifestDescriptor, { signal: env.signal });
+        break;
+      case 'oci':
+        await ensureParent(out.dest);
+        await exportOciArchive(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal });
+        break;
+      case 'oci-layout':
+        await exportOciLayout(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal });
+        break;
+      case 'docker':
+        await ensureParent(out.dest);
+        await exportDockerArchive(env.store, [exportImage], out.dest, { signal: env.signal });
+        break;
+      case 'local':
+        await materializeRootfs(env.store, image.manifest.layers.map((l) => l.digest), out.dest, { signal: env.signal });
+        break;
+      case 'tar':
+        await ensureParent(out.dest);
+        await writeRootfsTar(env.store, image.manifest.layers.map((l) => l.digest), out.dest, { signal: env.signal, sourceDateEpoch: env.sourceDateEpoch });
+        break;
+      default:
+        out satisfies never;
+    }
+  }
+}
+
+async function ensureParent(dest: string): Promise<void> {
+  if (dest === '-') return;
+  try {
+    await fsp.mkdir(path.dirname(dest), { recursive: true });
+  } catch (e) {
+    throw new TsbuildError('OUTPUT_INVALID', `cannot create the directory of ${dest}: ${(e as Error).message}`);
+  }
+}
+
+/** buildx's --metadata-file keys for an image build. */
+export function buildMetadata(image: SealedImage, names: readonly string[]): Record<string, unknown> {
+  return {
+    'containerimage.config.digest': image.configDescriptor.digest,
+    'containerimage.digest': image.manifestDescriptor.digest,
+    'containerimage.descriptor': image.manifestDescriptor,
+    ...(names.length > 0 ? { 'image.name': names.join(',') } : {}),
+  };
+}

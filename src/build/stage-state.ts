@@ -1,0 +1,41 @@
+import type { LayerIndex } from '../layer/layer-index.js';
+import type { ImageConfig } from '../oci/types.js';
+import type { StoredLayer } from '../image/seal.js';
+import { RootfsView } from '../image/rootfs-view.js';
+
+/**
+ * The running state of a stage between two steps: an immutable value, replaced by each
+ * step (no 30-field mutable dispatcher state, STYLE.md).
+ */
+export interface StageState {
+  readonly config: ImageConfig;
+  readonly layers: readonly StoredLayer[];
+  readonly indexes: readonly LayerIndex[];
+  /** Cache key of the state: the base image's identity, then one key per step. */
+  readonly key: string;
+  /** CMD was set in this stage (ENTRYPOINT then keeps it). */
+  readonly cmdSet: boolean;
+}
+
+const views = new WeakMap<StageState, RootfsView>();
+
+/** The merged filesystem of the state's layers, built once per state. */
+export function viewOf(state: StageState): RootfsView {
+  let v = views.get(state);
+  if (!v) {
+    v = new RootfsView(state.indexes);
+    views.set(state, v);
+  }
+  return v;
+}
+
+export function emptyConfig(platform: { architecture: string; os: string; variant?: string }): ImageConfig {
+  return {
+    architecture: platform.architecture,
+    os: platform.os,
+    ...(platform.variant ? { variant: platform.variant } : {}),
+    config: {},
+    rootfs: { type: 'layers', diff_ids: [] },
+    history: [],
+  };
+}

@@ -1,0 +1,124 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { defineCommand, repeatable } from '../command.js';
+import { TsbuildError } from '../../errors.js';
+import { build } from '../../build/index.js';
+import type { BuildRequest, OutputSpec } from '../../build/request.js';
+import { normalizeName } from '../../image/local-image.js';
+import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/platform.js';
+import { parseOutputFlag } from '../parse-output.js';
+import { createReporter, type ProgressMode } from '../progress.js';
+import { createdTime, sourceDateEpoch } from '../source-date.js';
+
+/** Reads `--build-arg NAME=VALUE` or `--build-arg NAME` (value from the environment, as docker does). */
+export function parseBuildArgs(list: readonly string[], env: NodeJS.ProcessEnv): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const item of list) {
+    const eq = item.indexOf('=');
+    if (eq === 0) throw new TsbuildError('USAGE', `invalid --build-arg ${JSON.stringify(item)}: the name is empty`);
+    if (eq < 0) {
+      const v = env[item];
+      if (v !== undefined) out.set(item, v);
+      continue;
+    }
+    out.set(item.slice(0, eq), item.slice(eq + 1));
+  }
+  return out;
+}
+
+function parseLabels(list: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of list) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new TsbuildError('USAGE', `invalid --label ${JSON.stringify(item)}: use KEY=VALUE`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+async function readStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stdin) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+  return Buffer.concat(chunks);
+}
+
+export const buildCommand = defineCommand({
+  command: 'build [context]',
+  describe: 'Build an image from a Dockerfile',
+  builder: (y) =>
+    y
+      .positional('context', { type: 'string', default: '.', describe: 'Build context directory' })
+      .option('file', { alias: 'f', type: 'string', describe: 'Dockerfile (default: CONTEXT/Dockerfile; "-" reads stdin)' })
+      .option('tag', { alias: 't', type: 'string', default: [] as string[], coerce: repeatable, describe: 'Name the image (repeatable)' })
+      .option('target', { type: 'string', describe: 'Build this stage (and what it needs) only' })
+      .option('build-arg', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Build argument NAME=VALUE, or NAME to take it from the environment' })
+      .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
+      .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
+      .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]' })
+      .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
+      .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
+      .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
+      .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
+      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' }),
+  run: async (args, ctx) => {
+    const io = ctx.io;
+    const contextDir = path.resolve(io.cwd, args.context);
+    const st = await fs.stat(contextDir).catch(() => undefined);
+    if (!st?.isDirectory()) {
+      throw new TsbuildError('CONTEXT_NOT_FOUND', `build context ${JSON.stringify(args.context)} is not a directory`, { hint: 'pass the directory holding your sources, e.g. `tsbuild build .`' });
+    }
+    let dockerfile: BuildRequest['dockerfile'];
+    if (args.file === '-') {
+      dockerfile = { name: 'Dockerfile', text: await readStdin(io.stdin) };
+    } else {
+      const p = args.file ? path.resolve(io.cwd, args.file) : path.join(contextDir, 'Dockerfile');
+      let text: Buffer;
+      try {
+        text = await fs.readFile(p);
+      } catch {
+        throw new TsbuildError('DOCKERFILE_NOT_FOUND', `cannot read the Dockerfile ${args.file ?? path.relative(io.cwd, p) ?? 'Dockerfile'}`, {
+          hint: args.file ? undefined : 'put a Dockerfile in the context or name one with -f',
+        });
+      }
+      dockerfile = { name: args.file ?? (path.relative(io.cwd, p) || 'Dockerfile'), path: p, text };
+    }
+    if (args.platform) {
+      const want = parsePlatform(args.platform);
+      if (!platformMatches(want, hostPlatform())) {
+        throw new TsbuildError('UNSUPPORTED', `building for ${formatPlatform(want)} needs emulation, which is not available yet; this host builds ${formatPlatform(hostPlatform())}`);
+      }
+    }
+    const tags = args.tag.map((t) => normalizeName(t));
+    const outputs: OutputSpec[] = args.output.map((o) => parseOutputFlag(o, io.cwd));
+    if (outputs.length === 0 || (tags.length > 0 && !outputs.some((o) => o.type === 'image'))) {
+      // Tags go to the local store, as `buildah build -t` and `docker build -t` do.
+      if (tags.length > 0 || outputs.length === 0) outputs.unshift({ type: 'image' });
+    }
+    const epoch = sourceDateEpoch(io.env);
+    const req: BuildRequest = {
+      contextDir,
+      dockerfile,
+      tags,
+      ...(args.target ? { target: args.target } : {}),
+      buildArgs: parseBuildArgs(args['build-arg'], io.env),
+      labels: parseLabels(args.label),
+      noCache: args['no-cache'],
+      outputs,
+      ...(args.iidfile ? { iidFile: path.resolve(io.cwd, args.iidfile) } : {}),
+      ...(args['metadata-file'] ? { metadataFile: path.resolve(io.cwd, args['metadata-file']) } : {}),
+      ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
+    };
+    const store = await ctx.store();
+    const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
+    const result = await build(req, {
+      store,
+      signal: io.signal,
+      report: createReporter(progress, io.stderr),
+      platform: hostPlatform(),
+      created: createdTime(io.env),
+      logger: ctx.logger(),
+    });
+    io.stdout.write(`${result.image.configDescriptor.digest}\n`);
+    return 0;
+  },
+});

@@ -1,0 +1,72 @@
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const bin = path.join(repoRoot, 'dist', 'cmd', 'tsbuild.js');
+
+export interface RunResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs the compiled CLI (npm run build made it) as a user would, with its own store.
+ * Resolves with the exit code; never rejects for a non-zero exit.
+ */
+export function tsbuild(args: readonly string[], opts: { root?: string; cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, ...args], {
+      cwd: opts.cwd ?? repoRoot,
+      env: { ...process.env, ...(opts.root ? { TSBUILD_ROOT: opts.root } : {}), ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Runs a host tool (skopeo, umoci, podman, tar); rejects with its stderr on failure. */
+export function tool(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${cmd} ${args.join(' ')} failed: ${stderr || err.message}`));
+      else resolve({ stdout, stderr });
+    });
+  });
+}
+
+/** Fails loudly when a component the test needs is not installed (CI installs it). */
+export async function requireTool(cmd: string): Promise<void> {
+  try {
+    await tool('sh', ['-c', `command -v ${cmd}`]);
+  } catch {
+    throw new Error(`${cmd} is not installed; run scripts/setup`);
+  }
+}
+
+export async function tempDir(prefix: string): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), `tsbuild-${prefix}-`));
+}
+
+/** Writes a tree of files: { 'a/b.txt': 'content' }. */
+export async function writeTree(root: string, files: Record<string, string>): Promise<void> {
+  for (const [rel, content] of Object.entries(files)) {
+    const p = path.join(root, rel);
+    await fs.mkdir(path.dirname(p), { recursive: true });
+    await fs.writeFile(p, content);
+  }
+}
+
+/** A store with the busybox base image in it (scripts/make-busybox-image). */
+export async function storeWithBusybox(root: string): Promise<void> {
+  await tool(path.join(repoRoot, 'scripts', 'make-busybox-image'), [], { env: { TSBUILD_ROOT: root } });
+}
