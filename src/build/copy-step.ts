@@ -103,6 +103,8 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   // mtimes are left out on purpose: a touched but unchanged file must not miss the cache.
   const inputs: string[] = [];
   if (req.rootKey) inputs.push(`root:${req.rootKey}`);
+  // SOURCE_DATE_EPOCH changes the layer's bytes (mtimes are clamped), so it is an input.
+  if (epoch !== undefined) inputs.push(`epoch:${epoch}`);
   const contentDigests = new Map<string, Digest>();
   for (const e of planned) {
     let content = '';

@@ -16,7 +16,7 @@ export async function runMkdir(dir: string, text: string, state: StageState, env
   const view = viewOf(state);
   const rel = normalize(dir);
   const resolved = view.resolve(rel);
-  const key = cacheKeyFor({ parent: state.key, kind: 'WORKDIR', instruction: text, platform: env.platform });
+  const key = cacheKeyFor({ parent: state.key, kind: 'WORKDIR', instruction: text, inputs: env.sourceDateEpoch === undefined ? [] : [`epoch:${env.sourceDateEpoch}`], platform: env.platform });
   if (rel === '' || resolved.entry?.type === 'dir') {
     return { ...state, key, config: addHistory(state.config, { createdBy: text, emptyLayer: true, created: env.created }) };
   }

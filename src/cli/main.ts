@@ -44,6 +44,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       global: true,
     })
     .strict()
+    // docker's flags --no-cache and --no-trunc are flags of their own, not negations.
+    .parserConfiguration({ 'boolean-negation': false })
     .showHelpOnFail(false)
     .demandCommand(1, 'Name a command; see tsbuild --help')
     .recommendCommands()
