@@ -5,6 +5,11 @@ import { imagesCommand } from './images.js';
 import { loadCommand } from './load.js';
 import { parseCommand } from './parse.js';
 import { saveCommand } from './save.js';
+import { pullCommand } from './pull.js';
+import { pushCommand } from './push.js';
+import { tagCommand } from './tag.js';
+import { loginCommand } from './login.js';
+import { logoutCommand } from './logout.js';
 
 /** Every command the CLI offers, in the order `--help` lists them. */
-export const commands: readonly CommandSpec<any>[] = [buildCommand, parseCommand, importCommand, loadCommand, saveCommand, imagesCommand];
+export const commands: readonly CommandSpec<any>[] = [buildCommand, parseCommand, importCommand, loadCommand, saveCommand, imagesCommand, pullCommand, pushCommand, tagCommand, loginCommand, logoutCommand];
