@@ -22,8 +22,10 @@ export interface CopyRequest {
   readonly dest: string;
   readonly chown?: string | undefined;
   readonly chmod?: string | undefined;
-  /** The expanded instruction text, for history and the cache key. */
+  /** The expanded instruction text, for history. */
   readonly text: string;
+  /** The step's canonical key text (the plan's keyText); defaults to `text`. */
+  readonly keyText?: string | undefined;
   readonly location: SourceLocation;
   readonly root: SourceRoot;
   /** Identity of the source root when it is a stage or image (its key), else undefined = context. */
@@ -116,7 +118,7 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
     }
     inputs.push(`${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${content}`);
   }
-  const key = cacheKeyFor({ parent: state.key, kind: req.instruction, instruction: req.text, inputs, platform: env.platform });
+  const key = cacheKeyFor({ parent: state.key, kind: req.instruction, instruction: req.keyText ?? req.text, inputs, platform: env.platform });
 
   const history = (cfgState: StageState) => addHistory(cfgState.config, { createdBy: `${req.text} # buildkit`, emptyLayer: false, created: env.created });
   if (!env.noCache) {

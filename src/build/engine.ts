@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
 import { parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
+import { DEFAULT_PATH_ENV } from '../plan/index.js';
 import { sealImage, type SealedImage } from '../image/seal.js';
 import type { ImageConfig, Platform } from '../oci/types.js';
 import { formatPlatform } from '../oci/platform.js';
@@ -13,7 +14,7 @@ import { dispatchInstruction, type StageContext } from './dispatch.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
 import { buildMetadata, writeOutputs } from './outputs.js';
-import { planStages } from './stage-plan.js';
+import { initialStageScope, planBuild, type StageScope } from '../plan/index.js';
 import type { BuildRequest } from './request.js';
 import { materializeRootfs } from './rootfs-output.js';
 import type { SourceRoot } from './copy-sources.js';
@@ -51,7 +52,13 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
     });
   }
   const lex = new ShellLex(parsed.directives.escape);
-  const plan = planStages(split, { target: req.target, buildArgs: req.buildArgs, platform: env.platform, lex, file });
+  const plan = planBuild(split, {
+    ...(req.target !== undefined ? { target: req.target } : {}),
+    buildArgs: req.buildArgs,
+    targetPlatform: env.platform,
+    buildPlatform: env.platform,
+    escapeToken: parsed.directives.escape,
+  });
   for (const name of plan.unusedBuildArgs) {
     env.report({ type: 'warning', message: `build argument ${JSON.stringify(name)} was not consumed by any ARG in the stages built` });
   }
@@ -69,6 +76,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
 
   const digests = new FileDigests(env.store);
   const states = new Map<number, StageState>();
+  const scopes = new Map<number, StageScope>();
   const tempDirs: string[] = [];
   const materialized = new Map<string, Promise<SourceRoot>>();
   let stepId = 0;
@@ -111,6 +119,10 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
           state = await stateFromImage(env.store, ps.base.ref, env.platform, stage.from.location, env.signal);
           break;
       }
+      // An image without PATH gets the default one, as BuildKit does (scratch included).
+      if (!(state.config.config?.Env ?? []).some((e) => e.startsWith('PATH='))) {
+        state = { ...state, config: { ...state.config, config: { ...(state.config.config ?? {}), Env: [`PATH=${DEFAULT_PATH_ENV}`, ...(state.config.config?.Env ?? [])] } } };
+      }
       env.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
 
       const ctx: StageContext = {
@@ -118,22 +130,24 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
         lex,
         store: env.store,
         platform: formatPlatform(env.platform),
-        globalArgs: plan.globalArgs,
-        buildArgs: req.buildArgs,
-        usedArgs: plan.usedArgs,
         noCache: req.noCache,
         created: env.created,
         sourceDateEpoch: req.sourceDateEpoch,
         digests,
         signal: env.signal,
         contextRoot,
-        fromRoot: async (ref: string, location: SourceLocation) => {
-          const byName = plan.stageByRef(ref);
-          if (byName !== undefined) {
-            const s = states.get(byName);
-            if (!s) throw new TsbuildError('STAGE_NOT_FOUND', `stage ${JSON.stringify(ref)} is not built before this step`, { location });
-            return { root: await materialize(`stage:${s.key}`, `stage ${ref}`, s.layers.map((l) => l.diffId)), key: s.key };
+        fromRoot: async (source, location: SourceLocation) => {
+          if (source.kind === 'scratch' || source.kind === 'context') {
+            const dir = await env.store.makeTempDir('scratch');
+            tempDirs.push(dir);
+            return { root: { dir, kind: 'stage', label: 'scratch' }, key: 'scratch' };
           }
+          if (source.kind === 'stage') {
+            const s = states.get(source.index);
+            if (!s) throw new TsbuildError('STAGE_NOT_FOUND', `stage ${source.index} is not built before this step`, { location });
+            return { root: await materialize(`stage:${s.key}`, `stage ${source.index}`, s.layers.map((l) => l.diffId)), key: s.key };
+          }
+          const ref = source.ref;
           const image = await getLocalImage(env.store, ref, { platform: env.platform, signal: env.signal }).catch((e: unknown) => {
             if (e instanceof TsbuildError) throw new TsbuildError(e.code, `COPY --from=${ref}: ${e.message}`, { location, hint: e.hint });
             throw e;
@@ -149,7 +163,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
 
       // ONBUILD triggers of the base run first, then are cleared (reference: ONBUILD).
       const triggers = state.config.config?.OnBuild ?? [];
-      let scope = plan.stageScope(stage);
+      let scope = initialStageScope(plan, ps, ps.base.kind === 'stage' ? scopes.get(ps.base.index) : undefined);
       if (triggers.length > 0) {
         state = { ...state, config: { ...state.config, config: { ...(state.config.config ?? {}), OnBuild: null } } };
         for (const trigger of triggers) {
@@ -163,6 +177,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
         ({ state, scope } = await runStep(ins, name));
       }
       states.set(stage.index, state);
+      scopes.set(stage.index, scope);
 
       async function runStep(ins: Instruction, name: string): Promise<{ state: StageState; scope: typeof scope }> {
         const sid = ++stepId;
