@@ -22,6 +22,8 @@ export interface CopyPlanOptions {
   readonly chmod?: number | undefined;
   /** mtime for directories the copy creates (seconds). */
   readonly createdMtime: number;
+  /** Sources of the same instruction planned in other groups (ADD of URLs and archives). */
+  readonly otherSources?: number;
 }
 
 /** `COPY x .`, `COPY x dir/`, `COPY x dir/.` name a directory. */
@@ -39,7 +41,7 @@ function namesDirectory(dest: string): boolean {
  */
 export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[], opts: CopyPlanOptions): Promise<PlannedEntry[]> {
   const destAbs = path.isAbsolute(opts.dest) ? opts.dest : path.join('/', opts.workdir, opts.dest);
-  const multiple = sources.length > 1 || sources.some((s) => s.wildcard && s.matches.length > 1);
+  const multiple = sources.length + (opts.otherSources ?? 0) > 1 || sources.some((s) => s.wildcard && s.matches.length > 1);
   const destRel = normalize(destAbs);
   const resolvedDest = opts.view.resolve(destRel);
   const destIsDir = namesDirectory(opts.dest) || multiple || resolvedDest.entry?.type === 'dir';

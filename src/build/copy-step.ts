@@ -13,6 +13,7 @@ import type { Store } from '../store/index.js';
 import type { FileDigests } from './file-digests.js';
 import { planCopy, type PlannedEntry } from './copy-plan.js';
 import { resolveSources, type SourceRoot } from './copy-sources.js';
+import { archiveKind, unpackArchive } from './add-sources.js';
 import { viewOf, type StageState } from './stage-state.js';
 
 /** A COPY or ADD, expanded, with where its sources come from. */
@@ -30,6 +31,10 @@ export interface CopyRequest {
   readonly root: SourceRoot;
   /** Identity of the source root when it is a stage or image (its key), else undefined = context. */
   readonly rootKey?: string | undefined;
+  /** More sources of the same instruction from other roots (ADD <url>), already fetched. */
+  readonly extraGroups?: ReadonlyArray<{ readonly root: SourceRoot; readonly sources: readonly string[]; readonly key: string }>;
+  /** ADD: unpack local tar archives into the destination instead of copying them. */
+  readonly unpackArchives?: boolean;
   readonly workdir: string;
 }
 
@@ -41,6 +46,8 @@ export interface StepEnv {
   readonly sourceDateEpoch?: number | undefined;
   readonly created: string;
   readonly signal?: AbortSignal | undefined;
+  /** A private temporary directory, removed when the build ends. */
+  tempDir(): Promise<string>;
 }
 
 const MAX_ID_FILE = 4 * 1024 * 1024;
@@ -92,19 +99,43 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   }
   const matches = await withLocation(req.location, () => resolveSources(req.root, req.sources, { instruction: req.instruction, location: req.location }));
   const epoch = env.sourceDateEpoch;
-  const planned = await planCopy(req.root, matches, {
-    dest: req.dest,
-    workdir: req.workdir,
-    view: viewOf(state),
-    chown,
-    chmod,
-    createdMtime: epoch ?? Math.floor(Date.parse(env.created) / 1000),
-  });
+  // Groups of sources by root: the main root, fetched URLs, unpacked archives.
+  const groups: Array<{ root: SourceRoot; matches: typeof matches; key?: string }> = [];
+  const plain: typeof matches = [];
+  for (const m of matches) {
+    const kept: (typeof m)['matches'][number][] = [];
+    for (const f of m.matches) {
+      const kind = req.unpackArchives && f.stat.isFile() ? await archiveKind(f.abs) : undefined;
+      if (!kind) {
+        kept.push(f);
+        continue;
+      }
+      const dir = await env.tempDir();
+      await unpackArchive(f.abs, kind, dir, req.location, env.signal);
+      const { stat } = await import('node:fs/promises');
+      const content = await env.digests.digestOf(f.abs, await stat(f.abs, { bigint: true }), env.signal);
+      groups.push({ root: { dir, kind: 'stage', label: `archive ${f.rel}` }, matches: [{ arg: m.arg, wildcard: false, matches: [{ abs: dir, rel: '', stat: await stat(dir), name: f.name }] }], key: `archive:${f.rel}:${content}` });
+    }
+    if (kept.length > 0 || !m.wildcard) plain.push({ ...m, matches: kept });
+  }
+  for (const g of req.extraGroups ?? []) {
+    groups.push({ root: g.root, matches: await resolveSources(g.root, g.sources, { instruction: req.instruction, location: req.location }), key: g.key });
+  }
+  const total = plain.filter((m) => m.matches.length > 0 || !m.wildcard).length + groups.length;
+  const planOpts = { dest: req.dest, workdir: req.workdir, view: viewOf(state), chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(env.created) / 1000) };
+  const byPath = new Map<string, PlannedEntry>();
+  const plannedMain = await planCopy(req.root, plain.filter((m) => m.matches.length > 0), { ...planOpts, otherSources: total - plain.filter((m) => m.matches.length > 0).length });
+  for (const e of plannedMain) byPath.set(e.path, e);
+  for (const g of groups) {
+    for (const e of await planCopy(g.root, g.matches, { ...planOpts, otherSources: total - 1 })) byPath.set(e.path, e);
+  }
+  const planned = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 
   // Inputs of the key: every entry's path and metadata and, for files, the content digest.
   // mtimes are left out on purpose: a touched but unchanged file must not miss the cache.
   const inputs: string[] = [];
   if (req.rootKey) inputs.push(`root:${req.rootKey}`);
+  for (const g of groups) if (g.key) inputs.push(`group:${g.key}`);
   // SOURCE_DATE_EPOCH changes the layer's bytes (mtimes are clamped), so it is an input.
   if (epoch !== undefined) inputs.push(`epoch:${epoch}`);
   const contentDigests = new Map<string, Digest>();

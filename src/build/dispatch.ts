@@ -25,6 +25,7 @@ import { runCopy, type StepEnv } from './copy-step.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { FileDigests } from './file-digests.js';
 import { runMkdir } from './mkdir-step.js';
+import { fetchUrl, isRemoteSource } from './add-sources.js';
 import type { StageState } from './stage-state.js';
 
 export interface StageContext {
@@ -66,6 +67,7 @@ function stepEnv(ctx: StageContext): StepEnv {
     sourceDateEpoch: ctx.sourceDateEpoch,
     created: ctx.created,
     signal: ctx.signal,
+    tempDir: () => ctx.tempDir(),
   };
 }
 
@@ -142,8 +144,15 @@ function located<T>(location: SourceLocation, fn: () => T): T {
 }
 
 async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: StageScope, ctx: StageContext): Promise<DispatchResult> {
-  if (step.kind === 'ADD' && step.sources.some((s) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || s.startsWith('git@'))) {
-    throw new TsbuildError('UNSUPPORTED', 'ADD of a URL or git repository is not supported yet', { location: step.location, hint: 'download it in an earlier stage, or COPY it from the context' });
+  const remote = step.kind === 'ADD' ? step.sources.filter((s) => isRemoteSource(s)) : [];
+  if (step.kind === 'ADD' && step.sources.some((s) => s.startsWith('git@') || /^git:\/\//.test(s) || /\.git(#.*)?$/.test(s) && isRemoteSource(s))) {
+    throw new TsbuildError('UNSUPPORTED', 'ADD of a git repository is not supported yet', { location: step.location, hint: 'clone it in an earlier stage, or COPY it from the context' });
+  }
+  const extraGroups: Array<{ root: SourceRoot; sources: string[]; key: string }> = [];
+  for (const url of remote) {
+    const dir = await ctx.tempDir();
+    const got = await fetchUrl(url, dir, { checksum: step.kind === 'ADD' ? step.checksum : undefined, location: step.location, signal: ctx.signal });
+    extraGroups.push({ root: { dir, kind: 'context', label: url }, sources: [got.name], key: `url:${url}:${got.digest}` });
   }
   if (step.exclude.length > 0) {
     throw new TsbuildError('UNSUPPORTED', `${step.kind} --exclude is not supported yet`, { location: step.location });
@@ -153,7 +162,7 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
   }
   let root = ctx.contextRoot;
   let rootKey: string | undefined;
-  let sources: readonly string[] = step.sources;
+  let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s));
   if (step.kind === 'COPY' && step.source.kind !== 'context') {
     ({ root, key: rootKey } = await ctx.fromRoot(step.source, step.location));
   }
@@ -185,6 +194,8 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
       location: step.location,
       root,
       rootKey,
+      extraGroups,
+      unpackArchives: step.kind === 'ADD' && step.unpack !== false,
       workdir: state.config.config?.WorkingDir || '/',
     },
     state,

@@ -74,7 +74,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
     walk: () => walkContext(req.contextDir, matcher, { signal: env.signal }),
   };
 
-  const digests = new FileDigests(env.store);
+  const digests = new FileDigests(env.store, req.contextDir);
   const states = new Map<number, StageState>();
   const scopes = new Map<number, StageScope>();
   const tempDirs: string[] = [];

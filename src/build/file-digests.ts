@@ -28,8 +28,12 @@ export class FileDigests {
   /** Files read (not answered from the index) during this build: for tests and logs. */
   hashedFiles = 0;
 
-  constructor(store: Store) {
+  readonly #persistUnder: string;
+
+  /** Only files under `persistUnder` (the build context) are remembered across builds. */
+  constructor(store: Store, persistUnder: string) {
     this.#store = store;
+    this.#persistUnder = persistUnder.endsWith('/') ? persistUnder : `${persistUnder}/`;
   }
 
   async #load(): Promise<void> {
@@ -50,9 +54,11 @@ export class FileDigests {
     }, signal ? { signal } : {});
     this.hashedFiles++;
     const d = digester.digest();
-    this.#known.delete(abs);
-    this.#known.set(abs, { k: key, d });
-    this.#dirty = true;
+    if (abs.startsWith(this.#persistUnder)) {
+      this.#known.delete(abs);
+      this.#known.set(abs, { k: key, d });
+      this.#dirty = true;
+    }
     return d;
   }
 

@@ -1,0 +1,104 @@
+import { spawn } from 'node:child_process';
+import { createReadStream, createWriteStream } from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { TsbuildError, type SourceLocation } from '../errors.js';
+import { applyLayer } from '../layer/index.js';
+import { DigestStream, isDigest } from '../oci/digest.js';
+
+/** Is this a URL ADD fetches (http/https), as opposed to a context path? */
+export function isRemoteSource(s: string): boolean {
+  return /^https?:\/\//i.test(s);
+}
+
+type ArchiveKind = 'tar' | 'gzip' | 'bzip2' | 'xz';
+
+/**
+ * Detects the local archives ADD unpacks (reference: "Adding local tar archives"): tar,
+ * optionally gzip, bzip2 or xz compressed, recognised by content, never by name.
+ */
+export async function archiveKind(file: string): Promise<ArchiveKind | undefined> {
+  const h = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(512);
+    const { bytesRead } = await h.read(buf, 0, 512, 0);
+    const b = buf.subarray(0, bytesRead);
+    if (b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b) return 'gzip';
+    if (b.length >= 3 && b.subarray(0, 3).toString('latin1') === 'BZh') return 'bzip2';
+    if (b.length >= 6 && b.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return 'xz';
+    if (b.length >= 262 && b.subarray(257, 262).toString('latin1') === 'ustar') return 'tar';
+    return undefined;
+  } finally {
+    await h.close();
+  }
+}
+
+/** A stream of the archive's tar, decompressed by the system's bzip2/xz where zlib cannot. */
+function tarStream(file: string, kind: ArchiveKind, signal?: AbortSignal): Readable {
+  if (kind === 'tar' || kind === 'gzip') return createReadStream(file); // applyLayer gunzips
+  const tool = kind === 'bzip2' ? 'bzip2' : 'xz';
+  const child = spawn(tool, ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.on('error', (e) => child.stdout.destroy(new TsbuildError('UNSUPPORTED', `cannot run ${tool} to unpack ${path.basename(file)}: ${e.message}`, { hint: 'install it (scripts/setup does)' })));
+  child.on('close', (code) => {
+    if (code !== 0) child.stdout.destroy(new TsbuildError('ARCHIVE_INVALID', `${tool} failed on ${path.basename(file)}: ${stderr.trim() || `exit ${code}`}`));
+  });
+  return child.stdout;
+}
+
+/**
+ * Unpacks a local archive into `dir` with the safe applier (no escapes from `dir`).
+ * Ownership in the archive is kept when running as root, as ADD does.
+ */
+export async function unpackArchive(file: string, kind: ArchiveKind, dir: string, location: SourceLocation, signal?: AbortSignal): Promise<void> {
+  try {
+    await applyLayer(tarStream(file, kind, signal), dir, { sameOwner: process.getuid?.() === 0, ...(signal ? { signal } : {}) });
+  } catch (e) {
+    if (e instanceof TsbuildError) throw new TsbuildError(e.code, `ADD ${path.basename(file)}: ${e.message}`, { location, hint: e.hint });
+    throw e;
+  }
+}
+
+/**
+ * ADD <url>: downloads into `dir` under the name the destination gets, checking
+ * --checksum while streaming (nothing is kept when it does not match). The file gets mode
+ * 0600 and the Last-Modified time, as BuildKit does. Returns the file name.
+ */
+export async function fetchUrl(url: string, dir: string, opts: { checksum?: string | undefined; location: SourceLocation; signal?: AbortSignal | undefined }): Promise<{ name: string; digest: string }> {
+  if (opts.checksum !== undefined && !isDigest(opts.checksum)) {
+    throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid --checksum ${JSON.stringify(opts.checksum)}`, { location: opts.location, hint: 'use --checksum=sha256:<64 hex characters>' });
+  }
+  let res: Response;
+  try {
+    res = await fetch(url, { redirect: 'follow', ...(opts.signal ? { signal: opts.signal } : {}) });
+  } catch (e) {
+    throw new TsbuildError('FETCH_FAILED', `ADD ${url}: ${(e as Error).message}${(e as { cause?: Error }).cause ? ` (${(e as { cause: Error }).cause.message})` : ''}`, { location: opts.location });
+  }
+  if (!res.ok || !res.body) {
+    throw new TsbuildError('FETCH_FAILED', `ADD ${url}: the server answered ${res.status} ${res.statusText}`, { location: opts.location });
+  }
+  const urlPath = new URL(res.url || url).pathname;
+  const name = decodeURIComponent(path.posix.basename(urlPath)) || 'download';
+  const safeName = name === '.' || name === '..' || name.includes('/') ? 'download' : name;
+  const target = path.join(dir, safeName);
+  const hasher = new DigestStream();
+  try {
+    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>), hasher, createWriteStream(target, { mode: 0o600 }), opts.signal ? { signal: opts.signal } : {});
+  } catch (e) {
+    await fsp.rm(target, { force: true });
+    throw new TsbuildError('FETCH_FAILED', `ADD ${url}: the download failed: ${(e as Error).message}`, { location: opts.location });
+  }
+  const got = hasher.result().digest;
+  if (opts.checksum !== undefined && got !== opts.checksum) {
+    await fsp.rm(target, { force: true });
+    throw new TsbuildError('CHECKSUM_MISMATCH', `ADD ${url}: the content has digest ${got}, not the --checksum ${opts.checksum}`, { location: opts.location });
+  }
+  await fsp.chmod(target, 0o600);
+  const lm = res.headers.get('last-modified');
+  const t = lm ? new Date(lm) : undefined;
+  if (t && !Number.isNaN(t.getTime())) await fsp.utimes(target, t, t);
+  return { name: safeName, digest: got };
+}
