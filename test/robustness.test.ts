@@ -61,6 +61,31 @@ describe('a build killed at random moments', () => {
   });
 });
 
+describe('Ctrl-C during a build', () => {
+  it('exits 130 and leaves no temporary files', async () => {
+    const fresh = path.join(work, 'sigint-store');
+    await storeWithBusybox(fresh);
+    const code = await new Promise<number | null>((resolve) => {
+      const child = spawn(process.execPath, [bin, 'build', '--progress', 'plain', '--no-cache', '-t', 'sigint:1', ctx], {
+        env: { ...process.env, TSBUILD_ROOT: fresh },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      // Interrupt in the middle of the big COPY, once the build has said it started it.
+      let sent = false;
+      child.stderr.on('data', (d: Buffer) => {
+        if (!sent && d.toString().includes('COPY big.bin')) {
+          sent = true;
+          setTimeout(() => child.kill('SIGINT'), 50);
+        }
+      });
+      child.on('exit', (c) => resolve(c));
+    });
+    expect(code).toBe(130);
+    expect(await fs.readdir(path.join(fresh, 'tmp'))).toEqual([]);
+    expect((await tsbuild(['fsck'], { root: fresh })).code).toBe(0);
+  });
+});
+
 describe('load of a bad archive', () => {
   it('rejects a truncated archive and leaves the store images as they were', async () => {
     const archive = path.join(work, 'good.tar');
