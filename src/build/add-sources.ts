@@ -35,18 +35,25 @@ export async function archiveKind(file: string): Promise<ArchiveKind | undefined
   }
 }
 
-/** A stream of the archive's tar, decompressed by the system's bzip2/xz where zlib cannot. */
-function tarStream(file: string, kind: ArchiveKind, signal?: AbortSignal): Readable {
-  if (kind === 'tar' || kind === 'gzip') return createReadStream(file); // applyLayer gunzips
+/**
+ * Decompresses a bzip2/xz archive with the system tool into a temp tar next to `dir`
+ * (zlib has neither). Going through a file keeps the tool's exit status authoritative:
+ * a failed decompression is an error, never a silently short tar.
+ */
+async function decompressToFile(file: string, kind: 'bzip2' | 'xz', out: string, signal?: AbortSignal): Promise<void> {
   const tool = kind === 'bzip2' ? 'bzip2' : 'xz';
-  const child = spawn(tool, ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  child.on('error', (e) => child.stdout.destroy(new TsbuildError('UNSUPPORTED', `cannot run ${tool} to unpack ${path.basename(file)}: ${e.message}`, { hint: 'install it (scripts/setup does)' })));
-  child.on('close', (code) => {
-    if (code !== 0) child.stdout.destroy(new TsbuildError('ARCHIVE_INVALID', `${tool} failed on ${path.basename(file)}: ${stderr.trim() || `exit ${code}`}`));
-  });
-  return child.stdout;
+  const fh = await fsp.open(out, 'w', 0o600);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(tool, ['-dc', file], { stdio: ['ignore', fh.fd, 'pipe'], ...(signal ? { signal } : {}) });
+      let stderr = '';
+      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('error', (e) => reject(new TsbuildError('UNSUPPORTED', `cannot run ${tool} to unpack ${path.basename(file)}: ${e.message}`, { hint: 'install it (scripts/setup does)' })));
+      child.on('close', (code) => (code === 0 ? resolve() : reject(new TsbuildError('ARCHIVE_INVALID', `${tool} failed on ${path.basename(file)}: ${stderr.trim() || `exit ${code}`}`))));
+    });
+  } finally {
+    await fh.close();
+  }
 }
 
 /**
@@ -54,11 +61,19 @@ function tarStream(file: string, kind: ArchiveKind, signal?: AbortSignal): Reada
  * Ownership in the archive is kept when running as root, as ADD does.
  */
 export async function unpackArchive(file: string, kind: ArchiveKind, dir: string, location: SourceLocation, signal?: AbortSignal): Promise<void> {
+  const tmpTar = `${dir}.tar`;
   try {
-    await applyLayer(tarStream(file, kind, signal), dir, { sameOwner: process.getuid?.() === 0, ...(signal ? { signal } : {}) });
+    let source = file;
+    if (kind === 'bzip2' || kind === 'xz') {
+      await decompressToFile(file, kind, tmpTar, signal);
+      source = tmpTar;
+    }
+    await applyLayer(createReadStream(source), dir, { sameOwner: process.getuid?.() === 0, ...(signal ? { signal } : {}) });
   } catch (e) {
     if (e instanceof TsbuildError) throw new TsbuildError(e.code, `ADD ${path.basename(file)}: ${e.message}`, { location, hint: e.hint });
     throw e;
+  } finally {
+    await fsp.rm(tmpTar, { force: true });
   }
 }
 
