@@ -1,0 +1,127 @@
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+import type { RunResult } from './types.js';
+
+export interface ChildOptions {
+  readonly signal?: AbortSignal | undefined;
+  readonly cwd?: string;
+  /** Environment of the host-side process (not of the step). Defaults to a minimal PATH only. */
+  readonly env?: NodeJS.ProcessEnv;
+  readonly stdout?: (chunk: Buffer) => void;
+  readonly stderr?: (chunk: Buffer) => void;
+  /** Called after the child exited or was killed, before the promise settles (runc delete). */
+  readonly cleanup?: () => Promise<void>;
+  /** Called on abort before the process group is killed (runc kill). */
+  readonly onAbort?: () => void;
+  /** Open a 4th pipe as the child's fd 3 and deliver what is written to it (bwrap --info-fd 3). */
+  readonly fd3?: (chunk: Buffer) => void;
+  /** Run the host process as this uid/gid (isolation none only). */
+  readonly uid?: number;
+  readonly gid?: number;
+}
+
+export const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * Run a host command (argv array, never a shell string) in its own process group and wait
+ * for it and its pipes to close. On abort the whole group gets SIGKILL and the promise
+ * rejects with the signal's reason. After exit the group is killed again, so a helper that
+ * double-forked out of the sandbox's PID namespace (it cannot, but belt and braces) dies too.
+ */
+export function runChild(cmd: string, args: readonly string[], opts: ChildOptions = {}): Promise<RunResult> {
+  return new Promise<RunResult>((resolve, reject) => {
+    const signal = opts.signal;
+    if (signal?.aborted) {
+      reject(abortReason(signal));
+      return;
+    }
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: opts.env ?? { PATH: HOST_PATH },
+      stdio: opts.fd3 ? ['ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'],
+      // A new process group: kill(-pid) reaches every process of the chain (unshare, sh,
+      // setpriv, bwrap and bwrap's init) at once.
+      detached: true,
+      ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+    });
+    let settled = false;
+    const killGroup = (): void => {
+      if (child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // ESRCH: already gone.
+      }
+    };
+    const onAbort = (): void => {
+      opts.onAbort?.();
+      killGroup();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    child.stdout?.on('data', (c: Buffer) => opts.stdout?.(c));
+    child.stderr?.on('data', (c: Buffer) => opts.stderr?.(c));
+    const fd3 = child.stdio[3];
+    if (opts.fd3 && fd3 && 'on' in fd3) fd3.on('data', (c: Buffer) => opts.fd3?.(c));
+    const finish = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      killGroup();
+      const done = opts.cleanup ? opts.cleanup().catch(() => undefined) : Promise.resolve();
+      void done.then(fn);
+    };
+    child.on('error', (e) => finish(() => reject(e)));
+    // When the main process exits, whatever it left in its group goes too: without a PID
+    // namespace (chroot, none) a `sleep 1000 &` would otherwise survive the step and hold
+    // the output pipes open.
+    child.on('exit', killGroup);
+    // 'close' waits for stdout/stderr to close too: a background process that kept the pipes
+    // open would hold it, which is why the sandbox must kill its whole PID namespace.
+    child.on('close', (code, sig) => {
+      finish(() => {
+        if (signal?.aborted) reject(abortReason(signal));
+        else resolve(sig !== null ? { exitCode: 128 + signalNumber(sig), signal: sig } : { exitCode: code ?? 1 });
+      });
+    });
+  });
+}
+
+/** Run a short host command and collect its output (probes, getfattr, runc state). */
+export async function captureChild(
+  cmd: string,
+  args: readonly string[],
+  opts: Omit<ChildOptions, 'stdout' | 'stderr'> = {},
+): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const r = await runChild(cmd, args, { ...opts, stdout: (c) => out.push(c), stderr: (c) => err.push(c) });
+  return { exitCode: r.exitCode, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+}
+
+function abortReason(signal: AbortSignal): unknown {
+  const r: unknown = signal.reason;
+  if (r instanceof Error) return r;
+  return new DOMException('The operation was aborted', 'AbortError');
+}
+
+function signalNumber(sig: NodeJS.Signals): number {
+  return constants.signals[sig] ?? 0;
+}
+
+/** Keeps the last `max` bytes written to it: the tail of a failed sandbox's stderr. */
+export class Tail {
+  #chunks: Buffer[] = [];
+  #size = 0;
+  constructor(readonly max = 8192) {}
+  push(c: Buffer): void {
+    this.#chunks.push(c);
+    this.#size += c.length;
+    while (this.#size - (this.#chunks[0]?.length ?? 0) >= this.max && this.#chunks.length > 1) {
+      this.#size -= this.#chunks.shift()?.length ?? 0;
+    }
+  }
+  text(): string {
+    return Buffer.concat(this.#chunks).toString('utf8').slice(-this.max).trim();
+  }
+}

@@ -1,0 +1,350 @@
+import { lstat, mkdir, symlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { join, posix } from 'node:path';
+import { TsbuildError } from '../errors.js';
+import type { SandboxCapabilities } from './probe.js';
+import { hostToContainer, runInUserNamespace } from './user-namespace.js';
+import type { OverlayRootfs } from './types.js';
+
+/**
+ * Overlay mounts and upper-directory capture.
+ * Reference: https://docs.kernel.org/filesystems/overlayfs.html
+ */
+
+/** The kernel copies mount data into one page; leave room for the fixed options. */
+const MAX_MOUNT_DATA = 4000;
+/** Kernel limit on stacked lower layers (OVL_MAX_STACK). */
+const MAX_LOWER_LAYERS = 500;
+
+export interface PreparedOverlay {
+  /** Run `mount -t overlay overlay -o <options> <merged>` with this cwd: the paths are relative. */
+  readonly cwd: string;
+  readonly options: string;
+  /** Relative to cwd. */
+  readonly merged: string;
+}
+
+/**
+ * Lays out short names for an overlay mount in `stepDir` (a fresh private temp dir):
+ * `l/0..N` symlinks to the lower dirs, `u`, `w` to upper and work, `m` the mount point. The
+ * mount data is then `lowerdir=l/N:...:l/0,upperdir=u,workdir=w`: a few bytes per layer
+ * whatever the store path (the option string is limited to one page; containerd and Docker's
+ * overlay2 use short names for the same reason), and no user path can inject a `,` or `:`.
+ *
+ * Options: `redirect_dir=nofollow` and `metacopy=off` so a renamed directory or a chmod-ed
+ * file is fully copied into the upper dir (redirects/metacopy would make the upper dir depend
+ * on the lower ones, so it would not be a self-contained change); `userxattr` in a user
+ * namespace, where trusted.* xattrs cannot be written.
+ */
+export async function prepareOverlay(rootfs: OverlayRootfs, stepDir: string, opts: { userxattr: boolean }): Promise<PreparedOverlay> {
+  const lowers = rootfs.lowerDirs.length > 0 ? rootfs.lowerDirs : [join(stepDir, 'empty')];
+  if (lowers.length > MAX_LOWER_LAYERS) {
+    throw new TsbuildError('UNSUPPORTED', `overlay supports at most ${MAX_LOWER_LAYERS} layers, the step has ${lowers.length}`, {
+      hint: 'squash the base image or use fewer RUN/COPY steps',
+    });
+  }
+  if (rootfs.lowerDirs.length === 0) await mkdir(join(stepDir, 'empty'));
+  await mkdir(join(stepDir, 'l'));
+  for (const [i, dir] of lowers.entries()) {
+    if (!dir.startsWith('/')) throw new TsbuildError('SANDBOX_FAILED', `lower dir must be absolute: ${dir}`);
+    await symlink(dir, join(stepDir, 'l', String(i)));
+  }
+  await symlink(rootfs.upperDir, join(stepDir, 'u'));
+  await symlink(rootfs.workDir, join(stepDir, 'w'));
+  await mkdir(join(stepDir, 'm'));
+  // overlay's lowerdir lists the top layer first.
+  const lowerdir = lowers.map((_, i) => `l/${lowers.length - 1 - i}`).join(':');
+  const options = `lowerdir=${lowerdir},upperdir=u,workdir=w,redirect_dir=nofollow,metacopy=off${opts.userxattr ? ',userxattr' : ''}`;
+  if (options.length > MAX_MOUNT_DATA) {
+    throw new TsbuildError('UNSUPPORTED', `overlay mount options too long (${options.length} bytes)`, { hint: 'use fewer layers' });
+  }
+  return { cwd: stepDir, options, merged: 'm' };
+}
+
+/**
+ * One change found in an upper dir. Paths are relative, slash-separated, no leading "/"
+ * (the same form as layer/ IndexedEntry). IDs are container IDs (already mapped back from
+ * the user namespace). Entries come parents first, siblings sorted by name (byte order).
+ */
+export type ChangeEntry =
+  | {
+      readonly kind: 'file' | 'dir' | 'symlink' | 'other';
+      readonly path: string;
+      /** Host path to read the content from. */
+      readonly sourcePath: string;
+      readonly mode: number;
+      readonly uid: number;
+      readonly gid: number;
+      readonly size: number;
+      readonly mtimeMs: number;
+      /** For hard-link detection within the layer: same ino and nlink > 1 = same file. */
+      readonly ino: number;
+      readonly nlink: number;
+      readonly linkTarget?: string;
+    }
+  /** `path` was deleted: the layer gets `.wh.<name>` in its parent. */
+  | { readonly kind: 'whiteout'; readonly path: string }
+  /** Directory `path` replaces the lower one wholesale: the layer gets `path/.wh..wh..opq` (after the dir entry). */
+  | { readonly kind: 'opaque'; readonly path: string };
+
+export interface CaptureOptions {
+  readonly signal?: AbortSignal | undefined;
+  readonly capabilities: SandboxCapabilities;
+  /** The lower dirs of the step (bottom first), to tell mount points bwrap created from files that were there. */
+  readonly lowerDirs: readonly string[];
+  /**
+   * Paths the sandbox mounted over (absolute, in the container). When a path did not exist
+   * in the lower layers, the runtime created an empty file or directory in the upper dir as
+   * the mount point: those (and parents created only for them) are dropped.
+   */
+  readonly mountPoints?: readonly string[];
+}
+
+/** Mount points every runner creates. */
+export const DEFAULT_MOUNT_POINTS = ['/dev', '/proc', '/sys', '/etc/resolv.conf', '/etc/hosts', '/etc/hostname'] as const;
+
+/** One line of the `find -printf` listing (container IDs when rootless). */
+export interface RawEntry {
+  type: string;
+  ctimeMs: number;
+  path: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  nlink: number;
+  linkTarget: string;
+}
+
+/**
+ * The change a step made, read from its overlay upper dir (DESIGN.md "Snapshots come from
+ * overlayfs"): 0/0 character devices become whiteouts, directories with the opaque xattr
+ * (`trusted.overlay.opaque`, or `user.overlay.opaque` under userxattr) become opaque
+ * markers, overlay's own xattrs are not reported.
+ *
+ * The listing is made by GNU find (and the xattrs by getfattr, package `attr`: node has no
+ * xattr API) run inside the build's user namespace when rootless. There, directories owned by
+ * subordinate IDs with mode 0700 are readable and find reports container IDs directly; and
+ * since mknod of devices is impossible in a user namespace, every character device in a
+ * rootless upper dir is a whiteout. As root, a character device is a whiteout only if it is
+ * 0/0 (checked with lstat), so a RUN that mknods a real device keeps it.
+ */
+export async function* captureUpperDir(upperDir: string, opts: CaptureOptions): AsyncIterable<ChangeEntry> {
+  const caps = opts.capabilities;
+  const { entries, opaque, dropped } = await analyseUpperDir(upperDir, opts);
+  for (const e of entries) {
+    opts.signal?.throwIfAborted();
+    if (dropped.has(e.path)) continue;
+    if (e.type === 'c' && (await isWhiteout(upperDir, e, caps))) {
+      yield { kind: 'whiteout', path: e.path };
+      continue;
+    }
+    const kind = e.type === 'f' ? 'file' : e.type === 'd' ? 'dir' : e.type === 'l' ? 'symlink' : 'other';
+    yield {
+      kind,
+      path: e.path,
+      sourcePath: join(upperDir, e.path),
+      mode: e.mode,
+      uid: e.uid,
+      gid: e.gid,
+      size: kind === 'file' ? e.size : 0,
+      mtimeMs: e.mtimeMs,
+      ino: e.ino,
+      nlink: e.nlink,
+      ...(kind === 'symlink' ? { linkTarget: e.linkTarget } : {}),
+    };
+    if (kind === 'dir' && opaque.has(e.path)) yield { kind: 'opaque', path: e.path };
+  }
+}
+
+async function analyseUpperDir(upperDir: string, opts: CaptureOptions): Promise<{ entries: RawEntry[]; opaque: Set<string>; dropped: Set<string> }> {
+  const caps = opts.capabilities;
+  const entries = await listTree(upperDir, caps, opts.signal);
+  const opaque = await listOpaqueDirs(upperDir, caps, opts.signal);
+  const dropped = await syntheticMountPoints(entries, opts.lowerDirs, opts.mountPoints ?? DEFAULT_MOUNT_POINTS, opaque, caps);
+  return { entries, opaque, dropped };
+}
+
+/**
+ * Deletes from the upper dir the mount points captureUpperDir leaves out, so an upper dir
+ * kept as the next snapshot (a lower dir of later steps) holds exactly what its layer holds.
+ * Runs inside the user namespace when rootless. Call after capturing, before committing.
+ */
+export async function pruneMountPoints(upperDir: string, opts: CaptureOptions): Promise<string[]> {
+  const { dropped } = await analyseUpperDir(upperDir, opts);
+  // Only the topmost dropped paths: rm -rf takes their (dropped) children along.
+  const top = [...dropped].filter((p) => ![...dropped].some((q) => p.startsWith(`${q}/`))).sort();
+  if (top.length === 0) return [];
+  const err: Buffer[] = [];
+  const r = await runInUserNamespace('rm', ['-rf', '--', ...top.map((p) => join(upperDir, p))], { capabilities: opts.capabilities, signal: opts.signal, stderr: (c) => err.push(c) });
+  if (r.exitCode !== 0) throw new TsbuildError('SANDBOX_FAILED', `cannot prune mount points in ${upperDir}: ${Buffer.concat(err).toString('utf8').trim()}`);
+  return top;
+}
+
+async function inNamespace(caps: SandboxCapabilities, cmd: string, args: readonly string[], signal: AbortSignal | undefined): Promise<{ exitCode: number; stdout: Buffer; stderr: string }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const r = await runInUserNamespace(cmd, args, { capabilities: caps, signal, stdout: (c) => out.push(c), stderr: (c) => err.push(c) });
+  return { exitCode: r.exitCode, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') };
+}
+
+const FIND_FIELDS = 11;
+
+/** Every entry below `dir` (not `dir` itself), parents first, listed inside the user namespace. */
+export async function listTree(upperDir: string, caps: SandboxCapabilities, signal: AbortSignal | undefined): Promise<RawEntry[]> {
+  // %y type, %m permission bits incl. setuid/setgid/sticky, %U/%G numeric ids, %s size,
+  // %T@ mtime (seconds.fraction), %i inode, %n links, %l link target, %P path below the start.
+  const fmt = '%y\\0%m\\0%U\\0%G\\0%s\\0%T@\\0%i\\0%n\\0%l\\0%C@\\0%P\\0';
+  const r = await inNamespace(caps, 'find', [upperDir, '-mindepth', '1', '-printf', fmt], signal);
+  if (r.exitCode !== 0) throw new TsbuildError('SANDBOX_FAILED', `cannot list the upper dir ${upperDir}: ${r.stderr.trim()}`);
+  const f = r.stdout.toString('utf8').split('\0');
+  const entries: RawEntry[] = [];
+  for (let i = 0; i + FIND_FIELDS <= f.length; i += FIND_FIELDS) {
+    const at = (k: number): string => f[i + k] ?? '';
+    entries.push({
+      type: at(0),
+      mode: parseInt(at(1), 8),
+      uid: Number(at(2)),
+      gid: Number(at(3)),
+      size: Number(at(4)),
+      mtimeMs: Number(at(5)) * 1000,
+      ino: Number(at(6)),
+      nlink: Number(at(7)),
+      linkTarget: at(8),
+      ctimeMs: Number(at(9)) * 1000,
+      path: at(10),
+    });
+  }
+  // Byte order of path components, parents first: compare component-wise.
+  entries.sort((a, b) => comparePaths(a.path, b.path));
+  return entries;
+}
+
+function comparePaths(a: string, b: string): number {
+  const pa = a.split('/');
+  const pb = b.split('/');
+  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
+    const x = Buffer.from(pa[i] ?? '');
+    const y = Buffer.from(pb[i] ?? '');
+    const c = Buffer.compare(x, y);
+    if (c !== 0) return c;
+  }
+  return pa.length - pb.length;
+}
+
+export async function listOpaqueDirs(upperDir: string, caps: SandboxCapabilities, signal: AbortSignal | undefined): Promise<Set<string>> {
+  const getfattr = caps.tools.getfattr;
+  if (!getfattr) {
+    throw new TsbuildError('SANDBOX_UNAVAILABLE', 'getfattr is not installed: opaque directories in the overlay upper dir cannot be read', {
+      hint: 'apt-get install attr',
+    });
+  }
+  // As root overlay writes trusted.overlay.opaque; under userxattr user.overlay.opaque.
+  // getfattr exits 1 when some file has no matching attribute; output is still complete.
+  const r = await inNamespace(caps, getfattr, ['-R', '-P', '--absolute-names', '-d', '-m', '^(trusted|user)\\.overlay\\.opaque$', '--', upperDir], signal);
+  if (r.exitCode > 1) throw new TsbuildError('SANDBOX_FAILED', `getfattr failed on ${upperDir}: ${r.stderr.trim()}`);
+  const dirs = new Set<string>();
+  let current: string | undefined;
+  for (const line of r.stdout.toString('utf8').split('\n')) {
+    if (line.startsWith('# file: ')) current = unescapeGetfattr(line.slice('# file: '.length));
+    else if (current !== undefined && /^(trusted|user)\.overlay\.opaque="y"$/.test(line)) {
+      const rel = posix.relative(upperDir, current);
+      if (rel !== '' && !rel.startsWith('..')) dirs.add(rel);
+    }
+  }
+  return dirs;
+}
+
+/** getfattr escapes control characters, `\` and non-ASCII bytes as `\ooo` octal (attr's quote()). */
+function unescapeGetfattr(s: string): string {
+  const bytes: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] === '\\' && /^[0-7]{3}$/.test(s.slice(i + 1, i + 4))) {
+      bytes.push(parseInt(s.slice(i + 1, i + 4), 8));
+      i += 3;
+    } else {
+      for (const b of Buffer.from(s[i] ?? '', 'utf8')) bytes.push(b);
+    }
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+async function isWhiteout(upperDir: string, e: RawEntry, caps: SandboxCapabilities): Promise<boolean> {
+  if (!caps.isRoot) return true;
+  const st = await lstat(join(upperDir, e.path));
+  return st.isCharacterDevice() && st.rdev === 0;
+}
+
+/** lstat of `rel` in the merged view of `lowerDirs`, undefined when absent or whited out. */
+async function lowerStat(rel: string, lowerDirs: readonly string[]): Promise<Stats | undefined> {
+  for (let i = lowerDirs.length - 1; i >= 0; i--) {
+    const st = await lstat(join(lowerDirs[i] ?? '', rel)).catch(() => undefined);
+    if (!st) continue;
+    return st.isCharacterDevice() && st.rdev === 0 ? undefined : st;
+  }
+  return undefined;
+}
+
+/** True when `rel` exists in the merged view of `lowerDirs` (top layer first; a 0/0 char device hides it). */
+async function existsInLowers(rel: string, lowerDirs: readonly string[]): Promise<boolean> {
+  for (let i = lowerDirs.length - 1; i >= 0; i--) {
+    const st = await lstat(join(lowerDirs[i] ?? '', rel)).catch(() => undefined);
+    if (!st) continue;
+    return !(st.isCharacterDevice() && st.rdev === 0);
+  }
+  return false;
+}
+
+/**
+ * Upper-dir entries that are only mount points the runtime created: an empty dir or an empty
+ * regular file at a mount target that no lower layer has, plus parent dirs that exist only to
+ * hold such mount points. A step that really created /proc/x keeps /proc.
+ */
+export async function syntheticMountPoints(
+  entries: readonly RawEntry[],
+  lowerDirs: readonly string[],
+  mountPoints: readonly string[],
+  opaque: ReadonlySet<string>,
+  caps: SandboxCapabilities,
+): Promise<Set<string>> {
+  const byPath = new Map(entries.map((e) => [e.path, e]));
+  const children = new Map<string, string[]>();
+  for (const e of entries) {
+    const parent = posix.dirname(e.path);
+    const key = parent === '.' ? '' : parent;
+    let list = children.get(key);
+    if (!list) children.set(key, (list = []));
+    list.push(e.path);
+  }
+  const dropped = new Set<string>();
+  const emptyAfterDrop = (p: string): boolean => (children.get(p) ?? []).every((c) => dropped.has(c));
+  for (const target of mountPoints) {
+    let rel = posix.normalize(target).replace(/^\/+/, '').replace(/\/+$/, '');
+    const e = byPath.get(rel);
+    if (!e || rel === '') continue;
+    const isEmptyMountPoint = (e.type === 'd' && emptyAfterDrop(rel)) || (e.type === 'f' && e.size === 0);
+    if (!isEmptyMountPoint || (await existsInLowers(rel, lowerDirs))) continue;
+    dropped.add(rel);
+    // Parents created only to hold the mount point (e.g. /etc in an image without /etc).
+    for (let parent = posix.dirname(rel); parent !== '.'; parent = posix.dirname(parent)) {
+      rel = parent;
+      const pe = byPath.get(rel);
+      if (!pe || pe.type !== 'd' || !emptyAfterDrop(rel)) break;
+      // A lower dir copied up only because a mount point was created in it: drop it when
+      // the copy-up changed nothing but its mtime (and it is not opaque: then it is a change).
+      const lower = await lowerStat(rel, lowerDirs);
+      if (lower && !(lower.isDirectory() && (lower.mode & 0o7777) === pe.mode && hostToContainer(caps.idMapping.uids, lower.uid) === pe.uid && hostToContainer(caps.idMapping.gids, lower.gid) === pe.gid && !opaque.has(rel))) break;
+      dropped.add(rel);
+    }
+  }
+  return dropped;
+}
+
+/** Collect a capture into an array (tests, small steps). */
+export async function collectChanges(changes: AsyncIterable<ChangeEntry>): Promise<ChangeEntry[]> {
+  const out: ChangeEntry[] = [];
+  for await (const c of changes) out.push(c);
+  return out;
+}

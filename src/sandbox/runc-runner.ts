@@ -1,0 +1,166 @@
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { TsbuildError } from '../errors.js';
+import { captureChild, runChild, Tail } from './child.js';
+import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
+import { prepareOverlay } from './overlay.js';
+import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
+import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
+import { assertMapped } from './user-namespace.js';
+
+export interface RuncRunnerOptions {
+  readonly capabilities: SandboxCapabilities;
+  /** Where per-step bundles (config.json, runc state, overlay short names) are made. */
+  readonly tmpDir?: string;
+}
+
+/** Same constant wrapper idea as the bwrap runner: mount overlay in a private mount namespace, exec the rest. */
+const MOUNT_WRAPPER = 'set -e\nif [ -n "$1" ]; then mount -t overlay overlay -o "$1" "$2"; fi\nshift 2\nexec "$@"';
+
+/** A subset of the OCI runtime spec config (https://github.com/opencontainers/runtime-spec/blob/main/config.md). */
+interface OciMount {
+  destination: string;
+  type: string;
+  source: string;
+  options?: string[];
+}
+
+/**
+ * `--runtime runc`: writes an OCI runtime bundle (config.json, root = the merged overlay) and
+ * runs `runc run` in the foreground as a child process. runc state lives in the step's own
+ * directory (`runc --root`), so nothing is left in /run/runc; the container is always
+ * `runc delete --force`d afterwards (kills what is left, removes its cgroup).
+ *
+ * Rootless: runc runs inside our user namespace (subordinate map) with `--rootless true` and
+ * no cgroup; the config has no uidMappings because the namespace already exists.
+ * The process's user (uid, gid, additionalGids) is set by runc itself: no setpriv needed.
+ * No rlimits in the config: runc then leaves the caller's limits alone (TESTING.md: this host
+ * lacks CAP_SYS_RESOURCE, so asking for more than the hard limit fails).
+ */
+export function createRuncRunner(opts: RuncRunnerOptions): Runner {
+  const caps = opts.capabilities;
+  const tools = caps.tools;
+  return {
+    kind: 'runc',
+    async run(step: RunSpec, runOpts: RunOptions): Promise<RunResult> {
+      const signal = runOpts.signal;
+      signal?.throwIfAborted();
+      if (!caps.runc.ok || !tools.runc || !tools.unshare || !tools.sh) {
+        throw new TsbuildError('SANDBOX_UNAVAILABLE', `runc unavailable: ${caps.runc.reason ?? 'runc/unshare/sh missing'}`, {
+          ...(caps.runc.hint ? { hint: caps.runc.hint } : {}),
+        });
+      }
+      assertMapped(caps.idMapping, step.user.uid, [step.user.gid, ...(step.user.additionalGids ?? [])], caps);
+      const runc = tools.runc;
+      const stepDir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'tsbuild-runc-'));
+      const id = `tsbuild-${basename(stepDir).slice('tsbuild-runc-'.length)}-${process.pid}`;
+      const state = join(stepDir, 'state');
+      const rootless = !caps.isRoot;
+      const runcGlobal = ['--root', state, ...(rootless ? ['--rootless', 'true'] : [])];
+      const ns = userNamespaceArgs(caps.idMapping);
+      try {
+        await chmod(stepDir, 0o711);
+        await mkdir(state);
+        let mountOptions = '';
+        let root: string;
+        if (isOverlayRootfs(step.rootfs)) {
+          const prepared = await prepareOverlay(step.rootfs, stepDir, { userxattr: rootless });
+          mountOptions = prepared.options;
+          root = join(stepDir, prepared.merged);
+        } else {
+          root = step.rootfs.dir;
+        }
+        const bundle = join(stepDir, 'bundle');
+        await mkdir(bundle);
+        await writeFile(join(bundle, 'config.json'), JSON.stringify(runtimeConfig(step, root, rootless)));
+
+        const errTail = new Tail();
+        const deleteContainer = async (): Promise<void> => {
+          // Runs after the process group is gone; idempotent. In the same user namespace kind
+          // as `run` so a rootless container's state is readable.
+          const del = ns.length > 0 ? [tools.unshare ?? 'unshare', [...ns, '--', runc, ...runcGlobal, 'delete', '--force', id]] as const : [runc, [...runcGlobal, 'delete', '--force', id]] as const;
+          await captureChild(del[0], del[1]).catch(() => undefined);
+        };
+        const result = await runChild(
+          tools.unshare,
+          [...ns, '--mount', '--propagation', 'private', '--', tools.sh, '-c', MOUNT_WRAPPER, 'tsbuild-sandbox', mountOptions, root, runc, ...runcGlobal, 'run', '--bundle', bundle, id],
+          {
+            signal,
+            cwd: stepDir,
+            stdout: (c) => step.stdout?.(c),
+            stderr: (c) => {
+              errTail.push(c);
+              step.stderr?.(c);
+            },
+            cleanup: deleteContainer,
+          },
+        );
+        // runc reports its own failures (before the process starts) on stderr with exit 1,
+        // with its log prefix. A command that cannot be executed is the step's failure,
+        // reported like a shell does: 127 not found, 126 not executable.
+        const tail = errTail.text();
+        if (result.exitCode !== 0 && /level=error msg="runc run failed/.test(tail)) {
+          if (/exec: .*(no such file or directory|executable file not found)/.test(tail)) return { exitCode: 127 };
+          if (/exec: .*permission denied/.test(tail)) return { exitCode: 126 };
+          throw new TsbuildError('SANDBOX_FAILED', `runc could not start the step: ${tail.split('\n').slice(-3).join(' | ')}`, {
+            hint: 'check that the mount sources exist and the probe output',
+          });
+        }
+        return result;
+      } finally {
+        await rm(stepDir, { recursive: true, force: true }).catch(async () => {
+          // Rootless runc state may be owned by subordinate IDs.
+          if (ns.length > 0) await captureChild(tools.unshare ?? 'unshare', [...ns, '--', 'rm', '-rf', '--', stepDir]);
+        });
+      }
+    },
+  };
+}
+
+/** The OCI runtime config for one step; exported for tests. */
+export function runtimeConfig(step: RunSpec, root: string, rootless: boolean): Record<string, unknown> {
+  const mounts: OciMount[] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    // runc creates the default devices (null, zero, full, random, urandom, tty, ptmx) in /dev.
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/etc/resolv.conf', type: 'bind', source: '/etc/resolv.conf', options: ['rbind', 'ro', 'nosuid', 'nodev'] },
+    { destination: '/etc/hosts', type: 'bind', source: '/etc/hosts', options: ['rbind', 'ro', 'nosuid', 'nodev'] },
+  ];
+  for (const m of step.mounts ?? []) {
+    if (m.type === 'bind') {
+      if (!m.source) throw new TsbuildError('SANDBOX_FAILED', `bind mount to ${m.target} has no source`);
+      mounts.push({ destination: m.target, type: 'bind', source: m.source, options: ['rbind', m.readonly ? 'ro' : 'rw'] });
+    } else {
+      mounts.push({ destination: m.target, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', m.readonly ? 'ro' : 'rw'] });
+    }
+  }
+  const namespaces: Array<{ type: string }> = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
+  if (step.network === 'none') namespaces.push({ type: 'network' });
+  const capsList = step.user.uid === 0 ? [...DEFAULT_CAPABILITIES] : [];
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: step.user.uid, gid: step.user.gid, ...(step.user.additionalGids?.length ? { additionalGids: [...step.user.additionalGids] } : {}) },
+      args: [...step.args],
+      env: [...step.env],
+      cwd: step.cwd,
+      capabilities: { bounding: [...DEFAULT_CAPABILITIES], effective: capsList, permitted: capsList },
+      noNewPrivileges: false,
+    },
+    root: { path: root, readonly: false },
+    hostname: step.hostname ?? 'tsbuild',
+    mounts,
+    linux: {
+      namespaces,
+      // Docker's defaults: hide host kernel interfaces that /proc would otherwise expose.
+      maskedPaths: ['/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware'],
+      readonlyPaths: ['/proc/asound', '/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      ...(rootless ? {} : { resources: { devices: [{ allow: false, access: 'rwm' }] } }),
+    },
+  };
+}

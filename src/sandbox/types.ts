@@ -1,0 +1,101 @@
+/**
+ * The sandbox contract: one RUN step in, an exit code out. The engine (build/) owns
+ * everything around it (cache keys, snapshots in the store, turning the upper directory into
+ * a layer); a Runner only executes.
+ */
+
+/** An overlay of layer snapshots: the step writes into `upperDir`, which then *is* the change. */
+export interface OverlayRootfs {
+  /** Unpacked layer directories, bottom first (base image layer 0 ... top), absolute paths. */
+  readonly lowerDirs: readonly string[];
+  /** Empty directory that receives the step's changes (overlayfs upperdir). */
+  readonly upperDir: string;
+  /** Empty directory on the same file system as upperDir (overlayfs workdir). */
+  readonly workDir: string;
+}
+
+/** A plain directory used as the root, written in place (copy-and-walk fallback, chroot, none). */
+export interface DirRootfs {
+  readonly dir: string;
+}
+
+export type StepRootfs = OverlayRootfs | DirRootfs;
+
+export function isOverlayRootfs(r: StepRootfs): r is OverlayRootfs {
+  return 'upperDir' in r;
+}
+
+export interface StepUser {
+  readonly uid: number;
+  readonly gid: number;
+  readonly additionalGids?: readonly number[];
+}
+
+export interface StepMount {
+  readonly type: 'bind' | 'tmpfs';
+  /** Host path for bind mounts. */
+  readonly source?: string;
+  /** Absolute path inside the root. */
+  readonly target: string;
+  readonly readonly: boolean;
+}
+
+export interface RunSpec {
+  readonly rootfs: StepRootfs;
+  /** argv, already including the shell for the shell form (`["/bin/sh", "-c", "..."]`). */
+  readonly args: readonly string[];
+  /** `KEY=value` strings, exactly the environment the process gets (nothing inherited). */
+  readonly env: readonly string[];
+  /** Absolute working directory inside the root; must exist (WORKDIR creates it). */
+  readonly cwd: string;
+  readonly user: StepUser;
+  readonly network: 'host' | 'none';
+  readonly mounts?: readonly StepMount[];
+  readonly hostname?: string;
+  readonly stdout?: (chunk: Buffer) => void;
+  readonly stderr?: (chunk: Buffer) => void;
+}
+
+export interface RunResult {
+  readonly exitCode: number;
+  /** Set when the top process died of a signal the runtime did not turn into an exit code. */
+  readonly signal?: string;
+}
+
+export interface RunOptions {
+  readonly signal?: AbortSignal | undefined;
+}
+
+export type RunnerKind = 'bwrap' | 'runc' | 'chroot' | 'none';
+
+/**
+ * Executes one step. Contract: when `run` settles (resolved or rejected, including on abort),
+ * no process of the step is alive and no mount of the step exists on the host.
+ * A non-zero exit code is a result, not an error; errors are for a sandbox that could not
+ * start (SANDBOX_FAILED, SANDBOX_ID_MAPPING) or an abort (AbortError).
+ */
+export interface Runner {
+  readonly kind: RunnerKind;
+  run(step: RunSpec, opts: RunOptions): Promise<RunResult>;
+}
+
+/** One contiguous range of an ID map: container IDs [containerId, containerId+size) -> host IDs. */
+export interface IdRange {
+  readonly containerId: number;
+  readonly hostId: number;
+  readonly size: number;
+}
+
+/**
+ * How container IDs map to host IDs. `identity` when running as root (no user namespace).
+ * Rootless, as podman and `unshare --map-auto --map-root-user` do: container 0 is the
+ * invoking user, container 1.. are the subordinate range (so container uid N>0 is host
+ * subuid_base + N - 1).
+ */
+export interface IdMapping {
+  readonly kind: 'identity' | 'subordinate' | 'single';
+  readonly uids: readonly IdRange[];
+  readonly gids: readonly IdRange[];
+}
+
+export type Isolation = 'auto' | 'sandbox' | 'chroot' | 'none';
