@@ -1,3 +1,17 @@
-export { indexLayer, readLayerFile, cleanTarPath, type IndexedEntry, type LayerIndex } from './layer-index.js';
-export { writeLayer, layerFromDirectory, compareLayerPaths, type LayerEntry, type WriteLayerOptions } from './tar-write.js';
-export { applyLayer, type ApplyOptions } from './tar-apply.js';
+/**
+ * layer/: deterministic layer tars (write), compression, and the safe applier.
+ * Only this folder and store/ import tar-stream (DESIGN.md).
+ */
+export { writeLayer, layerTarStream, normaliseLayerPath, compareLayerPaths, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
+export type { LayerEntry, LayerEntryType, WriteLayerOptions, WrittenLayer } from './write-layer.js';
+export { layerFromDirectory } from './layer-from-directory.js';
+export type { LayerFromDirectoryOptions } from './layer-from-directory.js';
+export { compressLayer, writeCompressedLayer, sniffLayerCompression } from './compress.js';
+export type { CompressLayerOptions, CompressedLayer, LayerCompression } from './compress.js';
+export { applyLayer } from './apply-layer.js';
+export type { ApplyLayerOptions, AppliedLayer, ApplyLayerOptions as ApplyOptions } from './apply-layer.js';
+export { snapshotTree } from './tree-snapshot.js';
+export type { TreeNode } from './tree-snapshot.js';
+export { cleanEntryName, resolveInRoot } from './root-path.js';
+export { indexLayer, readLayerFile, cleanTarPath } from './layer-index.js';
+export type { IndexedEntry, LayerIndex } from './layer-index.js';

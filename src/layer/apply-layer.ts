@@ -1,0 +1,423 @@
+import { execFile } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import { extract as tarExtract, type Extract, type Header } from 'tar-stream';
+import { TsbuildError, isAbortError } from '../errors.js';
+import { DigestStream, type Digest } from '../oci/digest.js';
+import { sniffLayerCompression, type LayerCompression } from './compress.js';
+import { cleanEntryName, joinInRoot, resolveInRoot } from './root-path.js';
+import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './write-layer.js';
+
+const execFileAsync = promisify(execFile);
+
+export interface ApplyLayerOptions {
+  readonly signal?: AbortSignal | undefined;
+  /** chown every entry to the tar's uid/gid (default: true when running as root). */
+  readonly sameOwner?: boolean | undefined;
+  /**
+   * Create character and block devices (default: true when running as root). Node has no
+   * mknod, so devices and FIFOs are made by the `mknod`/`mkfifo` programs; when not allowed, or
+   * when that fails (no CAP_MKNOD in a user namespace), the device is skipped with a warning.
+   */
+  readonly allowDevices?: boolean | undefined;
+  /** Called for each thing that could not be applied exactly (skipped devices, xattrs, ...). */
+  readonly onWarning?: ((message: string) => void) | undefined;
+}
+
+export interface AppliedLayer {
+  /** sha256 of the uncompressed tar, computed while applying. */
+  readonly diffId: Digest;
+  /** Bytes of the uncompressed tar. */
+  readonly size: number;
+  /** Tar entries read (whiteouts and skipped entries included). */
+  readonly entries: number;
+  readonly compression: LayerCompression;
+  /** How many warnings were reported through onWarning. */
+  readonly warnings: number;
+}
+
+/** Tar headers as tar-stream gives them, with the PAX records it keeps but does not type. */
+type TarHeader = Omit<Header, 'type' | 'pax'> & { type: Header['type'] | null; pax?: Record<string, string> | null };
+/** One entry from tar-stream's extract (a streamx Readable, consumed as an async iterable). */
+type Entry = AsyncIterable<unknown> & { readonly header: Header };
+
+const KNOWN_TYPES: ReadonlySet<string> = new Set(['file', 'contiguous-file', 'directory', 'symlink', 'link', 'character-device', 'block-device', 'fifo']);
+
+interface DeferredDir {
+  readonly mode: number;
+  readonly mtime: number;
+}
+
+/**
+ * Applies a layer (gzip, zstd where node has it, or plain tar — sniffed by magic bytes) on top
+ * of the tree at `root`, the way containerd's applyNaive does (archive/tar.go), and never
+ * writes outside `root`:
+ *
+ * - Entry names are cleaned (leading "/" dropped with a warning, "." dropped, ".." popped); a name
+ *   that climbs above the root is LAYER_UNSAFE and stops the apply.
+ * - The parent of every entry is resolved chroot-style (resolveInRoot, a port of continuity's
+ *   RootPath): symlinks in parents are followed but can never lead out of root. The last
+ *   component is never followed: whatever is there (file, symlink, directory) is removed
+ *   first, unless both old and new are directories.
+ * - `.wh.NAME` removes NAME; `.wh..wh..opq` empties its directory of everything this layer has
+ *   not itself put there (so the marker works wherever it sorts, as in containerd).
+ * - Hard links must name something inside the root that exists already (from this layer or
+ *   one below) and is not a directory; otherwise LAYER_INVALID (or LAYER_UNSAFE when the
+ *   target name climbs out).
+ * - Regular files are written to a temporary name in their directory and renamed into place
+ *   once complete, so a failed apply never leaves a truncated file under the final name.
+ * - Ownership (lchown) first, then mode (chown clears setuid/setgid), then times; symlinks get
+ *   lchown and lutimes. Directory modes and times are set after the whole layer is written
+ *   (children change a directory's mtime; a read-only directory would block its children).
+ *
+ * DEBT(xattrs): PAX `SCHILY.xattr.*` records (security.capability, user.*, ACLs) are not applied:
+ * node has no setxattr without a native addon. Each entry carrying them is reported once
+ * through onWarning. A `setfattr` child process per entry would work but is slow.
+ * DEBT(perf): one lstat per new path component; resolved parents are cached until the layer
+ * removes something or creates a link.
+ */
+export async function applyLayer(tarStream: Readable, root: string, opts: ApplyLayerOptions = {}): Promise<AppliedLayer> {
+  const signal = opts.signal;
+  const rootAbs = path.resolve(root);
+  await fsp.mkdir(rootAbs, { recursive: true });
+  const { raw, decompressor, compression } = await sniffLayerCompression(tarStream, { signal });
+  const digest = new DigestStream();
+  const extract = tarExtract();
+  const sink = extractSink(extract);
+  const piped = decompressor
+    ? pipeline(raw, decompressor, digest, sink, signal ? { signal } : {})
+    : pipeline(raw, digest, sink, signal ? { signal } : {});
+  piped.catch(() => undefined); // awaited below; this only keeps an early rejection handled
+  const applier = new Applier(rootAbs, opts);
+  let entries = 0;
+  try {
+    for await (const entry of extract) {
+      signal?.throwIfAborted();
+      entries++;
+      await applier.apply(entry);
+    }
+    await piped;
+    await applier.finish();
+  } catch (e) {
+    extract.destroy();
+    raw.destroy();
+    tarStream.destroy();
+    const pipeErr = await piped.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    // A tar/gzip error surfaces in both; prefer ours (it names the entry) unless it is secondary.
+    throw mapApplyError(e instanceof TsbuildError ? e : (pipeErr ?? e), applier.current);
+  }
+  const r = digest.result();
+  return { diffId: r.digest, size: r.size, entries, compression, warnings: applier.warnings };
+}
+
+function mapApplyError(e: unknown, entry: string | undefined): unknown {
+  if (e instanceof TsbuildError || isAbortError(e)) return e;
+  const err = e as NodeJS.ErrnoException;
+  const where = entry === undefined ? '' : ` (at or after entry ${JSON.stringify(entry)})`;
+  if (typeof err.code === 'string' && /^E[A-Z]+$/.test(err.code) && typeof err.syscall === 'string') {
+    return new TsbuildError('LAYER_IO', `applying the layer failed${where}: ${err.message}`, { cause: e });
+  }
+  return new TsbuildError('LAYER_INVALID', `the layer is not a valid tar${where}: ${err.message ?? String(e)}`, {
+    cause: e,
+    hint: 'the blob may be truncated or corrupt; pull it again',
+  });
+}
+
+/**
+ * A node Writable feeding tar-stream's (streamx) extract with backpressure, so node's pipeline
+ * can end in it. Ending it ends the extract; the extract's own end-of-data check then surfaces
+ * through its async iterator.
+ */
+function extractSink(extract: Extract): Writable {
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      if (extract.write(chunk)) cb();
+      else extract.once('drain', () => cb());
+    },
+    final(cb) {
+      (extract as unknown as { end(): unknown }).end(); // streamx types demand an argument it does not need
+      cb();
+    },
+    destroy(err, cb) {
+      if (err) extract.destroy(err);
+      cb(err);
+    },
+  });
+  extract.on('error', (e: Error) => sink.destroy(e));
+  return sink;
+}
+
+async function drain(entry: Entry): Promise<void> {
+  for await (const chunk of entry) void chunk;
+}
+
+class Applier {
+  readonly #root: string;
+  readonly #opts: ApplyLayerOptions;
+  readonly #sameOwner: boolean;
+  readonly #allowDevices: boolean;
+  /** Paths this layer created, plus their ancestors (what an opaque marker must keep). */
+  readonly #unpacked = new Set<string>();
+  readonly #deferred = new Map<string, DeferredDir>();
+  readonly #parentCache = new Map<string, string>();
+  #tmpCounter = 0;
+  #warnedAbsolute = false;
+  warnings = 0;
+  /** The entry being applied, for error messages. */
+  current: string | undefined;
+
+  constructor(root: string, opts: ApplyLayerOptions) {
+    this.#root = root;
+    this.#opts = opts;
+    const isRoot = process.getuid?.() === 0;
+    this.#sameOwner = opts.sameOwner ?? isRoot;
+    this.#allowDevices = opts.allowDevices ?? isRoot;
+  }
+
+  #warn(msg: string): void {
+    this.warnings++;
+    this.#opts.onWarning?.(msg);
+  }
+
+  async #resolveParent(parentRel: string, what: string): Promise<string> {
+    if (parentRel === '') return '';
+    const cached = this.#parentCache.get(parentRel);
+    if (cached !== undefined) return cached;
+    const r = await resolveInRoot(this.#root, parentRel, what);
+    this.#parentCache.set(parentRel, r);
+    return r;
+  }
+
+  /** Something was removed or linked: cached resolutions may be stale. */
+  #invalidate(): void {
+    this.#parentCache.clear();
+  }
+
+  #markUnpacked(rel: string): void {
+    let p = rel;
+    while (p !== '' && !this.#unpacked.has(p)) {
+      this.#unpacked.add(p);
+      const i = p.lastIndexOf('/');
+      p = i < 0 ? '' : p.slice(0, i);
+    }
+  }
+
+  async #ensureDir(rel: string, what: string): Promise<void> {
+    if (rel === '') return;
+    try {
+      await fsp.mkdir(joinInRoot(this.#root, rel), { recursive: true, mode: 0o755 });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOTDIR' || code === 'EEXIST') {
+        throw new TsbuildError('LAYER_INVALID', `tar entry ${JSON.stringify(what)}: a parent directory is not a directory`, { cause: e });
+      }
+      throw e;
+    }
+  }
+
+  async apply(entry: Entry): Promise<void> {
+    const h = entry.header as TarHeader;
+    const name = h.name;
+    this.current = name;
+    const { rel, absolute } = cleanEntryName(name);
+    if (absolute && !this.#warnedAbsolute) {
+      this.#warnedAbsolute = true;
+      this.#warn(`layer has absolute names (first: ${JSON.stringify(name)}); applied relative to the root`);
+    }
+    if (rel === '') {
+      // The root itself ("./"): its owner and mode belong to whoever made `root`.
+      await drain(entry);
+      if (h.type !== 'directory') throw new TsbuildError('LAYER_INVALID', `tar entry ${JSON.stringify(name)} names the root but is not a directory`);
+      return;
+    }
+    const slash = rel.lastIndexOf('/');
+    const parentRel = slash < 0 ? '' : rel.slice(0, slash);
+    const base = slash < 0 ? rel : rel.slice(slash + 1);
+    const parent = await this.#resolveParent(parentRel, name);
+
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      await drain(entry);
+      if (base === OPAQUE_WHITEOUT) return this.#opaque(parent);
+      const victim = base.slice(WHITEOUT_PREFIX.length);
+      if (victim === '' || victim === '.' || victim === '..') {
+        throw new TsbuildError('LAYER_INVALID', `tar entry ${JSON.stringify(name)} is a whiteout without a valid name`);
+      }
+      await fsp.rm(joinInRoot(this.#root, join(parent, victim)), { recursive: true, force: true });
+      this.#invalidate();
+      return;
+    }
+
+    const targetRel = join(parent, base);
+    const abs = joinInRoot(this.#root, targetRel);
+    const pax = h.pax ?? {};
+    const uid = pax['uid'] !== undefined ? Number(pax['uid']) : (h.uid ?? 0);
+    const gid = pax['gid'] !== undefined ? Number(pax['gid']) : (h.gid ?? 0);
+    const mtime = pax['mtime'] !== undefined ? Number(pax['mtime']) : (h.mtime?.getTime() ?? 0) / 1000;
+    const mode = (h.mode ?? 0) & 0o7777;
+    if (!Number.isFinite(uid) || !Number.isFinite(gid) || !Number.isFinite(mtime) || uid < 0 || gid < 0) {
+      throw new TsbuildError('LAYER_INVALID', `tar entry ${JSON.stringify(name)} has invalid owner or time`);
+    }
+    if (Object.keys(pax).some((k) => k.startsWith('SCHILY.xattr.') || k.startsWith('LIBARCHIVE.xattr.'))) {
+      this.#warn(`extended attributes of ${JSON.stringify(rel)} were not applied (node cannot set xattrs)`);
+    }
+
+    if (!KNOWN_TYPES.has(h.type ?? '')) {
+      // tar-stream reports typeflags it does not know (GNU sparse 'S', volume labels, ...) as null.
+      await drain(entry);
+      this.#warn(`tar entry ${JSON.stringify(name)} of an unsupported type skipped`);
+      return;
+    }
+
+    // Hard link target: checked before anything at the link's own path is removed.
+    let linkAbs: string | undefined;
+    if (h.type === 'link') {
+      const target = cleanEntryName(h.linkname ?? '', name).rel;
+      if (target === '') throw new TsbuildError('LAYER_INVALID', `hard link ${JSON.stringify(name)} has no target`);
+      const ts = target.lastIndexOf('/');
+      const tParent = await this.#resolveParent(ts < 0 ? '' : target.slice(0, ts), name);
+      const tRel = join(tParent, ts < 0 ? target : target.slice(ts + 1));
+      linkAbs = joinInRoot(this.#root, tRel);
+      const st = await fsp.lstat(linkAbs).catch(() => undefined);
+      if (!st || st.isDirectory()) {
+        throw new TsbuildError('LAYER_INVALID', `hard link ${JSON.stringify(name)} points at ${JSON.stringify(h.linkname)}, which is ${st ? 'a directory' : 'not in the layer or below it'}`);
+      }
+      if (tRel === targetRel) {
+        await drain(entry);
+        return;
+      }
+    }
+
+    await this.#ensureDir(parent, name);
+    const existing = await fsp.lstat(abs).catch(() => undefined);
+    if (existing && !(existing.isDirectory() && h.type === 'directory')) {
+      await fsp.rm(abs, { recursive: true, force: true });
+      this.#invalidate();
+    }
+    this.#markUnpacked(targetRel);
+
+    switch (h.type) {
+      case 'directory':
+        await drain(entry);
+        if (!existing?.isDirectory()) await fsp.mkdir(abs, { mode: 0o700 });
+        if (this.#sameOwner) await fsp.lchown(abs, uid, gid);
+        this.#deferred.set(targetRel, { mode, mtime });
+        return;
+      case 'file':
+      case 'contiguous-file': {
+        const tmp = joinInRoot(this.#root, join(parent, `.tsbuild-apply-${process.pid}-${this.#tmpCounter++}`));
+        try {
+          // 'wx' = O_CREAT|O_EXCL: never opens through a symlink. Not node's pipeline: the
+          // entry is a streamx stream, which node's end-of-stream detection does not understand.
+          const fh = await fsp.open(tmp, 'wx', 0o600);
+          try {
+            for await (const chunk of entry) {
+              this.#opts.signal?.throwIfAborted();
+              const buf = chunk as Buffer;
+              let off = 0;
+              while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+            }
+            if (this.#sameOwner) await fh.chown(uid, gid);
+            await fh.chmod(mode); // after chown: chown clears setuid/setgid
+            await fh.utimes(mtime, mtime);
+          } finally {
+            await fh.close();
+          }
+          await fsp.rename(tmp, abs);
+        } catch (e) {
+          await fsp.rm(tmp, { force: true });
+          throw e;
+        }
+        return;
+      }
+      case 'symlink':
+        await drain(entry);
+        await fsp.symlink(h.linkname ?? '', abs);
+        this.#invalidate();
+        if (this.#sameOwner) await fsp.lchown(abs, uid, gid);
+        await fsp.lutimes(abs, mtime, mtime);
+        return;
+      case 'link':
+        await drain(entry);
+        await fsp.link(linkAbs as string, abs);
+        this.#invalidate();
+        return;
+      case 'character-device':
+      case 'block-device':
+      case 'fifo': {
+        await drain(entry);
+        const kind = h.type === 'fifo' ? 'fifo' : h.type === 'character-device' ? 'c' : 'b';
+        if (kind !== 'fifo' && !this.#allowDevices) {
+          this.#warn(`device ${JSON.stringify(rel)} skipped (devices are created only as root)`);
+          return;
+        }
+        const args = kind === 'fifo' ? ['mkfifo', ['-m', '600', '--', abs]] : ['mknod', ['-m', '600', '--', abs, kind, String(h.devmajor ?? 0), String(h.devminor ?? 0)]];
+        try {
+          await execFileAsync(args[0] as string, args[1] as string[], this.#opts.signal ? { signal: this.#opts.signal } : {});
+        } catch (e) {
+          if (isAbortError(e)) throw e;
+          this.#warn(`${kind === 'fifo' ? 'fifo' : 'device'} ${JSON.stringify(rel)} skipped: ${(e as Error).message.split('\n')[0] ?? ''}`);
+          return;
+        }
+        await this.#setMeta(abs, uid, gid, mode, mtime);
+        return;
+      }
+      default:
+        await drain(entry); // unreachable: filtered by KNOWN_TYPES above
+        return;
+    }
+  }
+
+  async #setMeta(abs: string, uid: number, gid: number, mode: number, mtime: number): Promise<void> {
+    if (this.#sameOwner) await fsp.lchown(abs, uid, gid);
+    await fsp.chmod(abs, mode); // after chown: chown clears setuid/setgid
+    await fsp.utimes(abs, mtime, mtime);
+  }
+
+  /** `.wh..wh..opq` in `dirRel`: remove what lower layers put there, keep this layer's own. */
+  async #opaque(dirRel: string): Promise<void> {
+    const abs = joinInRoot(this.#root, dirRel);
+    const st = await fsp.lstat(abs).catch(() => undefined);
+    if (!st?.isDirectory()) return;
+    this.#markUnpacked(dirRel);
+    const walk = async (rel: string): Promise<void> => {
+      for (const name of await fsp.readdir(joinInRoot(this.#root, rel))) {
+        const child = join(rel, name);
+        const childAbs = joinInRoot(this.#root, child);
+        if (!this.#unpacked.has(child)) {
+          await fsp.rm(childAbs, { recursive: true, force: true });
+          continue;
+        }
+        const cs = await fsp.lstat(childAbs);
+        if (cs.isDirectory()) await walk(child);
+      }
+    };
+    await walk(dirRel);
+    this.#invalidate();
+  }
+
+  /** Directory modes and times, deepest first, only where the path is still that directory. */
+  async finish(): Promise<void> {
+    this.current = undefined;
+    const dirs = [...this.#deferred].sort((a, b) => b[0].split('/').length - a[0].split('/').length);
+    for (const [rel, d] of dirs) {
+      this.#opts.signal?.throwIfAborted();
+      // A later entry may have replaced a parent with a symlink: never follow it.
+      if ((await resolveInRoot(this.#root, rel, rel)) !== rel) continue;
+      const abs = joinInRoot(this.#root, rel);
+      const st = await fsp.lstat(abs).catch(() => undefined);
+      if (!st?.isDirectory()) continue;
+      await fsp.chmod(abs, d.mode);
+      await fsp.utimes(abs, d.mtime, d.mtime);
+    }
+  }
+}
+
+function join(parent: string, name: string): string {
+  return parent === '' ? name : `${parent}/${name}`;
+}
