@@ -25,6 +25,7 @@ import { runCopy, type StepEnv } from './copy-step.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { FileDigests } from './file-digests.js';
 import { runMkdir } from './mkdir-step.js';
+import { runRun, type RunEnv } from './run-step.js';
 import { fetchUrl, isRemoteSource } from './add-sources.js';
 import type { StageState } from './stage-state.js';
 
@@ -42,6 +43,7 @@ export interface StageContext {
   /** The files of another stage or an image, for COPY --from. */
   fromRoot(source: CopyStep['source'], location: SourceLocation): Promise<{ root: SourceRoot; key: string | undefined }>;
   tempDir(): Promise<string>;
+  sandbox: RunEnv['sandbox'];
 }
 
 export interface DispatchResult {
@@ -75,7 +77,13 @@ function stepEnv(ctx: StageContext): StepEnv {
  * Runs one instruction of a stage against its state: the plan expands it into a typed step
  * (BuildKit's expansion rules), and the step edits the config or writes a layer.
  */
-export async function dispatchInstruction(ins: Instruction, state: StageState, scope: StageScope, ctx: StageContext): Promise<DispatchResult> {
+export async function dispatchInstruction(
+  ins: Instruction,
+  state: StageState,
+  scope: StageScope,
+  ctx: StageContext,
+  onOutput: (stream: 'stdout' | 'stderr', text: string) => void = () => undefined,
+): Promise<DispatchResult> {
   const cfg = state.config.config ?? {};
   const step = expandInstruction(ins, { env: cfg.Env ?? [], scope, lex: ctx.lex, workdir: cfg.WorkingDir || '/', shell: cfg.Shell ?? [] });
   const at = <T>(fn: () => T): T => located(ins.location, fn);
@@ -124,11 +132,10 @@ export async function dispatchInstruction(ins: Instruction, state: StageState, s
     case 'COPY':
     case 'ADD':
       return copyOrAdd(step, state, scope, ctx);
-    case 'RUN':
-      throw new TsbuildError('UNSUPPORTED', 'RUN steps need the build sandbox, which is not wired into builds yet', {
-        location: ins.location,
-        hint: 'this version builds Dockerfiles made of COPY, ADD and config instructions; RUN support is tracked in the build-engine issue',
-      });
+    case 'RUN': {
+      const r = await runRun(step, state, { ...stepEnv(ctx), sandbox: ctx.sandbox, onOutput });
+      return { state: r.state, scope, cached: r.cached };
+    }
     default:
       return step satisfies never;
   }

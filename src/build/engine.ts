@@ -11,6 +11,7 @@ import { formatPlatform } from '../oci/platform.js';
 import type { Store } from '../store/index.js';
 import { scratchState, stateFromImage } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';
+import { lazySandbox } from './run-step.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
 import { buildMetadata, writeOutputs } from './outputs.js';
@@ -96,6 +97,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   };
 
   const total = plan.stages.length;
+  const sandbox = lazySandbox({ signal: env.signal, warn: (message) => env.report({ type: 'warning', message }) });
   try {
     for (const ps of plan.stages) {
       const stage = ps.stage;
@@ -154,6 +156,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
           });
           return { root: await materialize(`image:${image.manifestDescriptor.digest}`, `image ${ref}`, image.config.rootfs.diff_ids), key: `image:${image.manifestDescriptor.digest}` };
         },
+        sandbox,
         tempDir: async () => {
           const d = await env.store.makeTempDir('heredoc');
           tempDirs.push(d);
@@ -184,7 +187,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
         env.report({ type: 'step-start', id: sid, name, location: ins.location });
         const started = Date.now();
         try {
-          const r = await dispatchInstruction(ins, state, scope, ctx);
+          const r = await dispatchInstruction(ins, state, scope, ctx, (stream, text) => env.report({ type: 'step-log', id: sid, stream, text }));
           env.report(r.cached ? { type: 'step-cached', id: sid, name } : { type: 'step-done', id: sid, durationMs: Date.now() - started });
           return { state: r.state, scope: r.scope };
         } catch (e) {

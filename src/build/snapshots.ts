@@ -1,0 +1,55 @@
+import { sha256Digest, type Digest } from '../oci/digest.js';
+import { applyLayer } from '../layer/index.js';
+import type { LayerIndex } from '../layer/layer-index.js';
+import type { Store } from '../store/index.js';
+import type { StoredLayer } from '../image/seal.js';
+
+/**
+ * Overlay lower directories for a stack of layers (DESIGN.md "Snapshots come from
+ * overlayfs"), built once and kept in the store's snapshots/:
+ *  - a layer with no whiteouts is unpacked alone into snapshots/<diffId>;
+ *  - a RUN layer's snapshot is the overlay upper dir of the step itself (kept by runRun),
+ *    whose whiteouts are overlay's own 0/0 devices and opaque xattrs;
+ *  - a layer with OCI whiteouts and no snapshot (a pulled or loaded layer) cannot stand
+ *    alone as a lower dir, so everything up to it is flattened into one snapshot named by
+ *    the chain of diff IDs.
+ * DEBT: as an unprivileged user the unpacking must happen inside the user namespace; the
+ * engine runs RUN steps as root only for now.
+ */
+export async function lowerDirsFor(store: Store, layers: readonly StoredLayer[], indexes: readonly LayerIndex[], signal?: AbortSignal): Promise<string[]> {
+  let lowers: string[] = [];
+  for (let i = 0; i < layers.length; i++) {
+    const layer = layers[i]!;
+    if (await store.hasSnapshot(layer.diffId)) {
+      lowers.push(store.snapshotPath(layer.diffId));
+      continue;
+    }
+    const index = indexes[i];
+    const clean = index !== undefined && index.whiteouts.length === 0 && index.opaqueDirs.length === 0;
+    if (clean) {
+      lowers.push(await unpackInto(store, [layer.diffId], layer.diffId, signal));
+      continue;
+    }
+    const chain = chainId(layers.slice(0, i + 1).map((l) => l.diffId));
+    lowers = [await unpackInto(store, layers.slice(0, i + 1).map((l) => l.diffId), chain, signal)];
+  }
+  return lowers;
+}
+
+/** A name for a stack of layers (like containerd's chain ID; not a layer digest). */
+export function chainId(diffIds: readonly Digest[]): Digest {
+  return sha256Digest(`tsbuild-chain:${diffIds.join(',')}`);
+}
+
+async function unpackInto(store: Store, diffIds: readonly Digest[], name: Digest, signal?: AbortSignal): Promise<string> {
+  if (await store.hasSnapshot(name)) return store.snapshotPath(name);
+  const tmp = await store.makeTempDir('snapshot');
+  try {
+    for (const d of diffIds) await applyLayer(await store.blobs.openBlob(d, { signal }), tmp, { sameOwner: true, ...(signal ? { signal } : {}) });
+    await store.commitSnapshot(tmp, name, { signal });
+  } catch (e) {
+    await store.removeTree(tmp).catch(() => undefined);
+    throw e;
+  }
+  return store.snapshotPath(name);
+}
