@@ -105,4 +105,59 @@ describe('RUN', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/Dockerfile:2: .*code 127/);
   });
+
+  it('supports cache, bind, tmpfs and secret mounts, and no secret reaches the store or the output', async () => {
+    const secretValue = `tsbuild-secret-${process.pid}-${Date.now()}`;
+    const ctx = await ctxWith({
+      Dockerfile: [
+        'FROM busybox',
+        'RUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log | tr -d " " > /count',
+        'RUN --mount=type=secret,id=tok test -s /run/secrets/tok && cat /run/secrets/tok | wc -c > /secret-size',
+        'RUN --mount=type=secret,id=tok,env=TOK test -n "$TOK" && echo env-ok',
+        'RUN --mount=type=bind,source=src,target=/src cp /src/b.txt /b.txt',
+        'RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /scratch-list',
+        '',
+      ].join('\n'),
+      'src/b.txt': 'bound',
+    });
+    const secretFile = path.join(work, 'secret.txt');
+    await fs.writeFile(secretFile, secretValue);
+    const mroot = path.join(work, 'mount-store');
+    await storeWithBusybox(mroot);
+    const outs: string[] = [];
+    for (const i of [1, 2]) {
+      const out = path.join(work, `mounts-${i}`);
+      const r = await tsbuild(['build', '--no-cache', '--progress', 'plain', '--secret', `id=tok,src=${secretFile}`, '--output', `type=local,dest=${out}`, ctx], { root: mroot });
+      expect(r.stderr).not.toMatch(/error/i);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toContain('env-ok');
+      expect(r.stderr + r.stdout).not.toContain(secretValue);
+      outs.push(out);
+    }
+    expect(await fs.readFile(path.join(outs[0]!, 'count'), 'utf8')).toBe('1\n');
+    expect(await fs.readFile(path.join(outs[1]!, 'count'), 'utf8')).toBe('2\n'); // the cache mount persisted
+    expect((await fs.readFile(path.join(outs[1]!, 'secret-size'), 'utf8')).trim()).toBe(String(secretValue.length));
+    expect(await fs.readFile(path.join(outs[1]!, 'b.txt'), 'utf8')).toBe('bound');
+    expect(await fs.readFile(path.join(outs[1]!, 'scratch-list'), 'utf8')).toBe('x\n');
+    for (const gone of ['cache', 'src', 'scratch', 'run']) await expect(fs.access(path.join(outs[1]!, gone))).rejects.toThrow();
+    // grep the whole store (blobs, meta, snapshots) for the secret
+    const found = await tool('grep', ['-rl', '--', secretValue, path.join(mroot, 'blobs'), path.join(mroot, 'meta'), path.join(mroot, 'snapshots'), outs[1]!]).catch(() => ({ stdout: '' }));
+    expect(found.stdout).toBe('');
+  });
+
+  it('refuses a missing required secret with the hint how to pass it', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN --mount=type=secret,id=nope,required=true true\n' });
+    const r = await tsbuild(['build', ctx], { root });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/Dockerfile:2: .*secret "nope" is required/);
+    expect(r.stderr).toMatch(/--secret id=nope/);
+  });
+
+  it('runs RUN without network with --network none', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN ls /sys/class/net > /ifaces || cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " " > /ifaces\n' });
+    const out = path.join(work, 'nonet');
+    const r = await tsbuild(['build', '--network', 'none', '--output', `type=local,dest=${out}`, ctx], { root });
+    expect(r.code).toBe(0);
+    expect((await fs.readFile(path.join(out, 'ifaces'), 'utf8')).trim()).toBe('lo');
+  });
 });

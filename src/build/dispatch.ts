@@ -44,6 +44,8 @@ export interface StageContext {
   fromRoot(source: CopyStep['source'], location: SourceLocation): Promise<{ root: SourceRoot; key: string | undefined }>;
   tempDir(): Promise<string>;
   sandbox: RunEnv['sandbox'];
+  readonly mountEnv: RunEnv['mountEnv'];
+  readonly defaultNetwork: 'host' | 'none';
 }
 
 export interface DispatchResult {
@@ -133,7 +135,7 @@ export async function dispatchInstruction(
     case 'ADD':
       return copyOrAdd(step, state, scope, ctx);
     case 'RUN': {
-      const r = await runRun(step, state, { ...stepEnv(ctx), sandbox: ctx.sandbox, onOutput });
+      const r = await runRun(step.network === undefined && ctx.defaultNetwork === 'none' ? { ...step, network: 'none' } : step, state, { ...stepEnv(ctx), sandbox: ctx.sandbox, mountEnv: ctx.mountEnv, onOutput });
       return { state: r.state, scope, cached: r.cached };
     }
     default:

@@ -12,6 +12,7 @@ import type { Store } from '../store/index.js';
 import { scratchState, stateFromImage } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';
 import { lazySandbox } from './run-step.js';
+import { digestTree } from './tree-digest.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
 import { buildMetadata, writeOutputs } from './outputs.js';
@@ -157,6 +158,22 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
           return { root: await materialize(`image:${image.manifestDescriptor.digest}`, `image ${ref}`, image.config.rootfs.diff_ids), key: `image:${image.manifestDescriptor.digest}` };
         },
         sandbox,
+        defaultNetwork: req.network ?? 'host',
+        mountEnv: {
+          store: env.store,
+          contextDir: req.contextDir,
+          secrets: req.secrets ?? new Map(),
+          sourceDir: async (from, location) => {
+            const r = await ctx.fromRoot(from, location);
+            return { dir: r.root.dir, key: r.key };
+          },
+          tempDir: async () => {
+            const d = await env.store.makeTempDir('mount');
+            tempDirs.push(d);
+            return d;
+          },
+          digestTree: async (dir) => digestTree(dir, digests, env.signal),
+        },
         tempDir: async () => {
           const d = await env.store.makeTempDir('heredoc');
           tempDirs.push(d);

@@ -1,3 +1,5 @@
+import type { BuildSecret } from './run-mounts.js';
+
 /**
  * What `tsbuild build` is asked to do, after the CLI has turned flags into values.
  * Small, typed, no yargs in sight (STYLE.md 10).
@@ -32,6 +34,10 @@ export interface BuildRequest {
   readonly outputs: readonly OutputSpec[];
   readonly iidFile?: string;
   readonly metadataFile?: string;
+  /** `--secret id=...`: for RUN --mount=type=secret; never in a layer, key, history or log. */
+  readonly secrets?: ReadonlyMap<string, BuildSecret>;
+  /** `--network`: the default network of RUN steps. */
+  readonly network?: 'host' | 'none';
   /** Seconds since the epoch; clamps file mtimes and sets `created`. */
   readonly sourceDateEpoch?: number;
 }

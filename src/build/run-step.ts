@@ -9,12 +9,14 @@ import type { LayerIndex } from '../layer/layer-index.js';
 import { writeLayer, type LayerEntry } from '../layer/index.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import type { RunStep } from '../plan/index.js';
-import { captureUpperDir, probeSandbox, pruneMountPoints, selectRunner, type ChangeEntry, type Runner, type SandboxCapabilities } from '../sandbox/index.js';
+import { DEFAULT_MOUNT_POINTS, captureUpperDir, probeSandbox, pruneMountPoints, selectRunner, type ChangeEntry, type Runner, type SandboxCapabilities } from '../sandbox/index.js';
 import { imageFileReader, type StepEnv } from './copy-step.js';
 import { lowerDirsFor } from './snapshots.js';
+import { prepareMounts, type MountEnv, type PreparedMounts } from './run-mounts.js';
 import type { StageState } from './stage-state.js';
 
 export interface RunEnv extends StepEnv {
+  readonly mountEnv: MountEnv;
   /** Sandbox runner and capabilities, probed once per build. */
   sandbox(): Promise<{ runner: Runner; capabilities: SandboxCapabilities }>;
   /** Output of the running step (for progress). */
@@ -76,18 +78,24 @@ async function resolveUser(user: string | undefined, readFile: (p: string) => Pr
  * directory becomes the layer (and the next snapshot).
  */
 export async function runRun(step: RunStep, state: StageState, env: RunEnv): Promise<{ state: StageState; cached: boolean }> {
-  if (step.mounts.length > 0) {
-    throw new TsbuildError('UNSUPPORTED', `RUN --mount=type=${step.mounts[0]!.type} is not supported yet`, { location: step.location });
-  }
   if (step.security !== undefined && step.security !== 'sandbox') {
     throw new TsbuildError('UNSUPPORTED', `RUN --security=${step.security} is not supported`, { location: step.location });
   }
+  const prepared = await prepareMounts(step.mounts, env.mountEnv, step.location);
+  try {
+    return await runWithMounts(step, state, env, prepared);
+  } finally {
+    prepared.release();
+  }
+}
+
+async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prepared: PreparedMounts): Promise<{ state: StageState; cached: boolean }> {
   const key = cacheKeyFor({
     parent: state.key,
     kind: 'RUN',
     instruction: step.keyText,
     visible: step.visible,
-    inputs: env.sourceDateEpoch === undefined ? [] : [`epoch:${env.sourceDateEpoch}`],
+    inputs: [...(env.sourceDateEpoch === undefined ? [] : [`epoch:${env.sourceDateEpoch}`]), ...prepared.keyInputs],
     platform: env.platform,
   });
   const history = step.history ?? `RUN ${step.args.join(' ')}`;
@@ -132,7 +140,8 @@ export async function runRun(step: RunStep, state: StageState, env: RunEnv): Pro
       {
         rootfs: { lowerDirs, upperDir, workDir },
         args: step.args,
-        env: step.env,
+        env: [...step.env, ...prepared.env],
+        mounts: prepared.mounts,
         cwd: state.config.config?.WorkingDir || '/',
         user,
         network: step.network === 'none' ? 'none' : 'host',
@@ -148,7 +157,7 @@ export async function runRun(step: RunStep, state: StageState, env: RunEnv): Pro
         { location: step.location },
       );
     }
-    const captureOpts = { capabilities, lowerDirs, ...(env.signal ? { signal: env.signal } : {}) };
+    const captureOpts = { capabilities, lowerDirs, mountPoints: [...DEFAULT_MOUNT_POINTS, ...prepared.targets], ...(env.signal ? { signal: env.signal } : {}) };
     const changes: ChangeEntry[] = [];
     for await (const c of captureUpperDir(upperDir, captureOpts)) changes.push(c);
     const { entries, index } = toLayer(changes);

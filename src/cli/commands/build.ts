@@ -4,6 +4,7 @@ import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { build } from '../../build/index.js';
 import type { BuildRequest, OutputSpec } from '../../build/request.js';
+import type { BuildSecret } from '../../build/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
 import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/platform.js';
 import { parseOutputFlag } from '../parse-output.js';
@@ -22,6 +23,41 @@ export function parseBuildArgs(list: readonly string[], env: NodeJS.ProcessEnv):
       continue;
     }
     out.set(item.slice(0, eq), item.slice(eq + 1));
+  }
+  return out;
+}
+
+/**
+ * `--secret id=ID,src=FILE` or `id=ID,env=VAR` (buildx's forms; `type=file|env` accepted).
+ * Values stay out of logs and errors: a missing file is named, its content never shown.
+ */
+export async function parseSecrets(list: readonly string[], env: NodeJS.ProcessEnv, cwd: string): Promise<Map<string, BuildSecret>> {
+  const out = new Map<string, BuildSecret>();
+  for (const item of list) {
+    const fields = new Map<string, string>();
+    for (const part of item.split(',')) {
+      const eq = part.indexOf('=');
+      if (eq <= 0) throw new TsbuildError('USAGE', `invalid --secret field ${JSON.stringify(part)}: use id=ID,src=FILE or id=ID,env=VAR`);
+      fields.set(part.slice(0, eq).toLowerCase(), part.slice(eq + 1));
+    }
+    const id = fields.get('id');
+    if (!id) throw new TsbuildError('USAGE', '--secret needs id=ID');
+    const src = fields.get('src') ?? fields.get('source');
+    const envName = fields.get('env');
+    if (src !== undefined) {
+      const file = path.resolve(cwd, src);
+      try {
+        await fs.access(file);
+      } catch {
+        throw new TsbuildError('USAGE', `--secret id=${id}: cannot read ${src}`);
+      }
+      out.set(id, { id, file });
+    } else {
+      const name = envName ?? id;
+      const value = env[name];
+      if (value === undefined) throw new TsbuildError('USAGE', `--secret id=${id}: the environment variable ${name} is not set`);
+      out.set(id, { id, value });
+    }
   }
   return out;
 }
@@ -58,6 +94,8 @@ export const buildCommand = defineCommand({
       .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
       .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
       .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
+      .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
+      .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
       .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' }),
   run: async (args, ctx) => {
@@ -107,6 +145,8 @@ export const buildCommand = defineCommand({
       ...(args.iidfile ? { iidFile: path.resolve(io.cwd, args.iidfile) } : {}),
       ...(args['metadata-file'] ? { metadataFile: path.resolve(io.cwd, args['metadata-file']) } : {}),
       ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
+      secrets: await parseSecrets(args.secret, io.env, io.cwd),
+      network: args.network === 'none' ? 'none' : 'host',
     };
     const store = await ctx.store();
     const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
