@@ -69,7 +69,9 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
         const fresh = await fsp.mkdir(dir, { recursive: true, mode: m.mode ?? 0o755 });
         if (fresh !== undefined) {
           await fsp.chmod(dir, m.mode ?? 0o755);
-          await fsp.chown(dir, m.uid ?? 0, m.gid ?? 0);
+          // DEBT: as an ordinary user the cache dir belongs to the user (container root);
+          // uid=/gid= of other IDs would need a chown inside the user namespace.
+          if (process.getuid?.() === 0) await fsp.chown(dir, m.uid ?? 0, m.gid ?? 0);
         }
         if (m.sharing === 'locked') {
           const prev = locks.get(dir) ?? Promise.resolve();

@@ -9,9 +9,10 @@ import type { LayerIndex } from '../layer/layer-index.js';
 import { writeLayer, type LayerEntry } from '../layer/index.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import type { RunStep } from '../plan/index.js';
-import { DEFAULT_MOUNT_POINTS, captureUpperDir, probeSandbox, pruneMountPoints, selectRunner, type ChangeEntry, type Runner, type SandboxCapabilities } from '../sandbox/index.js';
+import { DEFAULT_MOUNT_POINTS, captureUpperDir, probeSandbox, userNamespaceRemoveTree, pruneMountPoints, selectRunner, type ChangeEntry, type Runner, type SandboxCapabilities } from '../sandbox/index.js';
 import { imageFileReader, type StepEnv } from './copy-step.js';
 import { lowerDirsFor } from './snapshots.js';
+import { writeLayerInNamespace, type NamespaceEntry } from './rootless.js';
 import { prepareMounts, type MountEnv, type PreparedMounts } from './run-mounts.js';
 import type { StageState } from './stage-state.js';
 
@@ -30,11 +31,6 @@ export function lazySandbox(opts: { signal?: AbortSignal | undefined; warn: (m: 
     (p ??= (async () => {
       const capabilities = await probeSandbox({ signal: opts.signal });
       const sel = selectRunner({ capabilities, isolation: 'auto', warn: opts.warn, ...(opts.tmpDir ? { tmpDir: opts.tmpDir } : {}) });
-      if (!capabilities.isRoot) {
-        throw new TsbuildError('SANDBOX_UNAVAILABLE', 'RUN steps as an unprivileged user are not wired into builds yet', {
-          hint: 'run tsbuild as root for Dockerfiles with RUN; the rootless sandbox exists (src/sandbox) and is being connected',
-        });
-      }
       if (sel.snapshots !== 'overlay') {
         throw new TsbuildError('SANDBOX_UNAVAILABLE', 'RUN steps need overlay snapshots on this host, which are unavailable', { hint: 'install attr (getfattr) and use a kernel with overlayfs' });
       }
@@ -124,7 +120,9 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
   const user = await resolveUser(state.config.config?.User, imageFileReader(env, state)).catch((e: unknown) => {
     throw e instanceof TsbuildError ? new TsbuildError(e.code, e.message, { location: step.location }) : e;
   });
-  const lowerDirs = await lowerDirsFor(env.store, state.layers, state.indexes, env.signal);
+  const rootless = capabilities.isRoot ? undefined : capabilities;
+  const removeTree = rootless ? userNamespaceRemoveTree(rootless) : (p: string) => env.store.removeTree(p);
+  const lowerDirs = await lowerDirsFor(env.store, state.layers, state.indexes, env.signal, rootless);
   const upperDir = await env.store.makeTempDir('upper');
   const workDir = await env.store.makeTempDir('work');
   const tail: string[] = [];
@@ -160,20 +158,25 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
     const captureOpts = { capabilities, lowerDirs, mountPoints: [...DEFAULT_MOUNT_POINTS, ...prepared.targets], ...(env.signal ? { signal: env.signal } : {}) };
     const changes: ChangeEntry[] = [];
     for await (const c of captureUpperDir(upperDir, captureOpts)) changes.push(c);
-    const { entries, index } = toLayer(changes);
+    const { entries, index, sources } = toLayer(changes);
     if (entries.length === 0) {
       await env.store.writeMeta(metaName, { empty: true });
       return { state: emptyStep(), cached: false };
     }
-    const pass = new PassThrough();
-    const put = env.store.blobs.putBlob(pass, { signal: env.signal });
-    const written = await writeLayer(entries, pass, { ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}), ...(env.signal ? { signal: env.signal } : {}) }).catch(async (e: unknown) => {
-      pass.destroy(e as Error);
-      await put.catch(() => undefined);
-      throw e;
-    });
-    const stored = await put;
-    if (stored.digest !== written.diffId) throw new TsbuildError('DIGEST_MISMATCH', `RUN layer ${stored.digest} differs from its diff ID ${written.diffId}`);
+    let stored: { digest: Digest; size: number };
+    if (rootless) {
+      stored = await writeLayerInNamespace(rootless, env.store, entries.map(({ source: _s, ...e }, i) => ({ ...e, type: e.type as NamespaceEntry['type'], ...(sources[i] ? { sourcePath: sources[i] } : {}) })), env.sourceDateEpoch, env.signal);
+    } else {
+      const pass = new PassThrough();
+      const put = env.store.blobs.putBlob(pass, { signal: env.signal });
+      const written = await writeLayer(entries, pass, { ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}), ...(env.signal ? { signal: env.signal } : {}) }).catch(async (e: unknown) => {
+        pass.destroy(e as Error);
+        await put.catch(() => undefined);
+        throw e;
+      });
+      stored = await put;
+      if (stored.digest !== written.diffId) throw new TsbuildError('DIGEST_MISMATCH', `RUN layer ${stored.digest} differs from its diff ID ${written.diffId}`);
+    }
     await rememberLayerIndex(env.store, stored.digest, index);
     // The upper dir is the next steps' lower dir: keep it as this layer's snapshot.
     await pruneMountPoints(upperDir, captureOpts);
@@ -182,14 +185,15 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
     await env.store.writeMeta(metaName, { diffId: stored.digest, size: stored.size });
     return { state: withLayer({ diffId: stored.digest, size: stored.size }, index), cached: false };
   } finally {
-    if (!committed) await env.store.removeTree(upperDir).catch(() => undefined);
-    await env.store.removeTree(workDir).catch(() => undefined);
+    if (!committed) await removeTree(upperDir).catch(() => undefined);
+    await removeTree(workDir).catch(() => undefined);
   }
 }
 
 /** Change entries of the upper dir -> layer entries (hard links within the layer kept) and its index. */
-function toLayer(changes: readonly ChangeEntry[]): { entries: LayerEntry[]; index: LayerIndex } {
+function toLayer(changes: readonly ChangeEntry[]): { entries: LayerEntry[]; index: LayerIndex; sources: Array<string | undefined> } {
   const entries: LayerEntry[] = [];
+  const sources: Array<string | undefined> = [];
   const index: { entries: LayerIndex['entries'][number][]; whiteouts: string[]; opaqueDirs: string[] } = { entries: [], whiteouts: [], opaqueDirs: [] };
   const inodes = new Map<number, string>();
   for (const c of changes) {
@@ -220,11 +224,12 @@ function toLayer(changes: readonly ChangeEntry[]): { entries: LayerEntry[]; inde
         if (c.nlink > 1) inodes.set(c.ino, c.path);
         const src = c.sourcePath;
         entries.push({ ...meta, type: 'file', size: c.size, source: () => createReadStream(src) });
+        sources[entries.length - 1] = src;
         index.entries.push({ ...meta, type: 'file', size: c.size });
       }
     }
     // 'other' (devices, fifos, sockets made by the step): DEBT, not written yet.
   }
-  return { entries, index };
+  return { entries, index, sources };
 }
 

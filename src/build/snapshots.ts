@@ -3,6 +3,8 @@ import { applyLayer } from '../layer/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { Store } from '../store/index.js';
 import type { StoredLayer } from '../image/seal.js';
+import { userNamespaceRemoveTree, type SandboxCapabilities } from '../sandbox/index.js';
+import { unpackInNamespace } from './rootless.js';
 
 /**
  * Overlay lower directories for a stack of layers (DESIGN.md "Snapshots come from
@@ -13,10 +15,16 @@ import type { StoredLayer } from '../image/seal.js';
  *  - a layer with OCI whiteouts and no snapshot (a pulled or loaded layer) cannot stand
  *    alone as a lower dir, so everything up to it is flattened into one snapshot named by
  *    the chain of diff IDs.
- * DEBT: as an unprivileged user the unpacking must happen inside the user namespace; the
- * engine runs RUN steps as root only for now.
+ * As an unprivileged user (`rootless` given) layers are unpacked inside the user namespace,
+ * where their owners are real (DESIGN.md "Rootless").
  */
-export async function lowerDirsFor(store: Store, layers: readonly StoredLayer[], indexes: readonly LayerIndex[], signal?: AbortSignal): Promise<string[]> {
+export async function lowerDirsFor(
+  store: Store,
+  layers: readonly StoredLayer[],
+  indexes: readonly LayerIndex[],
+  signal?: AbortSignal,
+  rootless?: SandboxCapabilities,
+): Promise<string[]> {
   let lowers: string[] = [];
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i]!;
@@ -27,11 +35,11 @@ export async function lowerDirsFor(store: Store, layers: readonly StoredLayer[],
     const index = indexes[i];
     const clean = index !== undefined && index.whiteouts.length === 0 && index.opaqueDirs.length === 0;
     if (clean) {
-      lowers.push(await unpackInto(store, [layer.diffId], layer.diffId, signal));
+      lowers.push(await unpackInto(store, [layer.diffId], layer.diffId, signal, rootless));
       continue;
     }
     const chain = chainId(layers.slice(0, i + 1).map((l) => l.diffId));
-    lowers = [await unpackInto(store, layers.slice(0, i + 1).map((l) => l.diffId), chain, signal)];
+    lowers = [await unpackInto(store, layers.slice(0, i + 1).map((l) => l.diffId), chain, signal, rootless)];
   }
   return lowers;
 }
@@ -41,14 +49,17 @@ export function chainId(diffIds: readonly Digest[]): Digest {
   return sha256Digest(`tsbuild-chain:${diffIds.join(',')}`);
 }
 
-async function unpackInto(store: Store, diffIds: readonly Digest[], name: Digest, signal?: AbortSignal): Promise<string> {
+async function unpackInto(store: Store, diffIds: readonly Digest[], name: Digest, signal?: AbortSignal, rootless?: SandboxCapabilities): Promise<string> {
   if (await store.hasSnapshot(name)) return store.snapshotPath(name);
   const tmp = await store.makeTempDir('snapshot');
   try {
-    for (const d of diffIds) await applyLayer(await store.blobs.openBlob(d, { signal }), tmp, { sameOwner: true, ...(signal ? { signal } : {}) });
+    for (const d of diffIds) {
+      if (rootless) await unpackInNamespace(rootless, store, d, tmp, signal);
+      else await applyLayer(await store.blobs.openBlob(d, { signal }), tmp, { sameOwner: true, ...(signal ? { signal } : {}) });
+    }
     await store.commitSnapshot(tmp, name, { signal });
   } catch (e) {
-    await store.removeTree(tmp).catch(() => undefined);
+    await (rootless ? userNamespaceRemoveTree(rootless)(tmp) : store.removeTree(tmp)).catch(() => undefined);
     throw e;
   }
   return store.snapshotPath(name);
