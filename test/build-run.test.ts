@@ -67,6 +67,16 @@ describe('RUN', () => {
     expect(run.stdout).toBe('greetings, built, uid 1234\n1234\n');
   });
 
+  it('runs the same steps with --runtime runc', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo runc > /via && rm /etc/group\n' });
+    const out = path.join(work, 'runc-out');
+    const r = await tsbuild(['build', '--runtime', 'runc', '--output', `type=local,dest=${out}`, ctx], { root });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    expect(await fs.readFile(path.join(out, 'via'), 'utf8')).toBe('runc\n');
+    await expect(fs.access(path.join(out, 'etc/group'))).rejects.toThrow();
+  });
+
   it('reuses RUN results from the cache, and reruns after an input changes', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy.txt\n', 'a.txt': 'one' });
     expect((await tsbuild(['build', ctx], { root })).code).toBe(0);

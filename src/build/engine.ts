@@ -98,7 +98,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   };
 
   const total = plan.stages.length;
-  const sandbox = lazySandbox({ signal: env.signal, warn: (message) => env.report({ type: 'warning', message }) });
+  const sandbox = lazySandbox({ signal: env.signal, warn: (message) => env.report({ type: 'warning', message }), runtime: req.runtime, isolation: req.isolation });
   try {
     for (const ps of plan.stages) {
       const stage = ps.stage;

@@ -36,6 +36,10 @@ export interface BuildRequest {
   readonly metadataFile?: string;
   /** `--secret id=...`: for RUN --mount=type=secret; never in a layer, key, history or log. */
   readonly secrets?: ReadonlyMap<string, BuildSecret>;
+  /** `--runtime`: the sandbox of RUN steps. */
+  readonly runtime?: 'bwrap' | 'runc';
+  /** `--isolation`: auto steps down where the host does not allow the sandbox. */
+  readonly isolation?: 'auto' | 'sandbox' | 'chroot' | 'none';
   /** `--network`: the default network of RUN steps. */
   readonly network?: 'host' | 'none';
   /** Seconds since the epoch; clamps file mtimes and sets `created`. */

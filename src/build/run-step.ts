@@ -25,14 +25,29 @@ export interface RunEnv extends StepEnv {
 }
 
 /** The sandbox of a build: probed lazily, so a COPY-only build never probes. */
-export function lazySandbox(opts: { signal?: AbortSignal | undefined; warn: (m: string) => void; tmpDir?: string }): () => Promise<{ runner: Runner; capabilities: SandboxCapabilities }> {
+export function lazySandbox(opts: {
+  signal?: AbortSignal | undefined;
+  warn: (m: string) => void;
+  tmpDir?: string;
+  runtime?: 'bwrap' | 'runc' | undefined;
+  isolation?: 'auto' | 'sandbox' | 'chroot' | 'none' | undefined;
+}): () => Promise<{ runner: Runner; capabilities: SandboxCapabilities }> {
   let p: Promise<{ runner: Runner; capabilities: SandboxCapabilities }> | undefined;
   return () =>
     (p ??= (async () => {
       const capabilities = await probeSandbox({ signal: opts.signal });
-      const sel = selectRunner({ capabilities, isolation: 'auto', warn: opts.warn, ...(opts.tmpDir ? { tmpDir: opts.tmpDir } : {}) });
+      const sel = selectRunner({
+        capabilities,
+        isolation: opts.isolation ?? 'auto',
+        warn: opts.warn,
+        ...(opts.runtime ? { runtime: opts.runtime } : {}),
+        ...(opts.tmpDir ? { tmpDir: opts.tmpDir } : {}),
+      });
       if (sel.snapshots !== 'overlay') {
-        throw new TsbuildError('SANDBOX_UNAVAILABLE', 'RUN steps need overlay snapshots on this host, which are unavailable', { hint: 'install attr (getfattr) and use a kernel with overlayfs' });
+        // DEBT: the copy-and-walk snapshots of src/sandbox (chroot, none, no overlay) are not wired yet.
+        throw new TsbuildError('SANDBOX_UNAVAILABLE', `RUN steps with isolation ${sel.isolation} need copy snapshots, which builds do not use yet`, {
+          hint: 'use --isolation=sandbox on a host with overlayfs and getfattr (package attr)',
+        });
       }
       return { runner: sel.runner, capabilities };
     })());

@@ -96,6 +96,8 @@ export const buildCommand = defineCommand({
       .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
       .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
       .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
+      .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
+      .option('isolation', { choices: ['auto', 'sandbox', 'chroot', 'none'] as const, default: 'auto' as const, describe: 'auto steps down with a warning where the sandbox is not allowed' })
       .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' }),
   run: async (args, ctx) => {
@@ -147,6 +149,8 @@ export const buildCommand = defineCommand({
       ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
       secrets: await parseSecrets(args.secret, io.env, io.cwd),
       network: args.network === 'none' ? 'none' : 'host',
+      runtime: args.runtime,
+      isolation: args.isolation,
     };
     const store = await ctx.store();
     const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
