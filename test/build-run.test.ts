@@ -67,6 +67,35 @@ describe('RUN', () => {
     expect(run.stdout).toBe('greetings, built, uid 1234\n1234\n');
   });
 
+  it('runs independent stages in parallel and stops the others when one fails', async () => {
+    const ok = await ctxWith({
+      Dockerfile: 'FROM busybox AS a\nRUN echo a > /a\nFROM busybox AS b\nRUN echo b > /b\nFROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n',
+    });
+    const out = path.join(work, 'par');
+    const r = await tsbuild(['build', '--progress', 'json', '--output', `type=local,dest=${out}`, ok], { root });
+    expect(r.code).toBe(0);
+    expect(await fs.readFile(path.join(out, 'a'), 'utf8')).toBe('a\n');
+    expect(await fs.readFile(path.join(out, 'b'), 'utf8')).toBe('b\n');
+    // both RUN steps started before either finished: they ran side by side
+    const events = r.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; name?: string; id: number });
+    const runIds = events.filter((e) => e.type === 'step-start' && /RUN echo/.test(e.name ?? '')).map((e) => e.id);
+    const firstDone = events.findIndex((e) => e.type === 'step-done' && runIds.includes(e.id));
+    const secondStart = events.findIndex((e) => e.type === 'step-start' && e.id === runIds[1]);
+    expect(runIds).toHaveLength(2);
+    expect(secondStart).toBeLessThan(firstDone);
+
+    const failing = await ctxWith({
+      Dockerfile: 'FROM busybox AS slow\nRUN sleep 60\nFROM busybox AS bad\nRUN exit 4\nFROM scratch\nCOPY --from=slow /bin/busybox /x\nCOPY --from=bad /bin/busybox /y\n',
+    });
+    const f = await tsbuild(['build', '--progress', 'plain', failing], { root });
+    expect(f.code).toBe(1);
+    expect(f.stderr).toMatch(/Dockerfile:4: .*exited with code 4/);
+    const sleepId = /#(\d+) \[slow 2\/2\] RUN sleep 60/.exec(f.stderr)?.[1];
+    expect(sleepId).toBeDefined();
+    expect(f.stderr).not.toContain(`#${sleepId} DONE`); // cancelled, not waited for
+    expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
+  });
+
   it('runs the same steps with --runtime runc', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo runc > /via && rm /etc/group\n' });
     const out = path.join(work, 'runc-out');

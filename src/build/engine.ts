@@ -1,7 +1,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { TsbuildError, type SourceLocation } from '../errors.js';
+import { TsbuildError, isAbortError, type SourceLocation } from '../errors.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
 import { parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
 import { DEFAULT_PATH_ENV } from '../plan/index.js';
@@ -16,7 +16,9 @@ import { digestTree } from './tree-digest.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
 import { buildMetadata, writeOutputs } from './outputs.js';
-import { initialStageScope, planBuild, type StageScope } from '../plan/index.js';
+import os from 'node:os';
+import pLimit from 'p-limit';
+import { initialStageScope, planBuild, type PlannedStage, type StageScope } from '../plan/index.js';
 import type { BuildRequest } from './request.js';
 import { materializeRootfs } from './rootfs-output.js';
 import type { SourceRoot } from './copy-sources.js';
@@ -43,7 +45,10 @@ export interface BuildResult {
  * `tsbuild build`: parse, plan, run the stages the target needs in dependency order, seal
  * the target's image and write it to every requested output.
  */
-export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResult> {
+export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<BuildResult> {
+  // One failing stage stops its siblings that run in parallel (fail fast, as BuildKit does).
+  const failFast = new AbortController();
+  const env: BuildEnv = { ...outerEnv, signal: AbortSignal.any([outerEnv.signal, failFast.signal]) };
   const file = req.dockerfile.name;
   const parsed = parseDockerfile(req.dockerfile.text, { file });
   const split = splitStages(toInstructions(parsed));
@@ -100,7 +105,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   const total = plan.stages.length;
   const sandbox = lazySandbox({ signal: env.signal, warn: (message) => env.report({ type: 'warning', message }), runtime: req.runtime, isolation: req.isolation });
   try {
-    for (const ps of plan.stages) {
+    const runStage = async (ps: PlannedStage): Promise<void> => {
       const stage = ps.stage;
       const stageLabel = stage.name ?? `stage-${stage.index}`;
       let state: StageState;
@@ -212,7 +217,30 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
           throw e;
         }
       }
-    }
+    };
+
+    // Independent stages run in parallel, each as soon as the stages it needs are done.
+    const limit = pLimit(Math.max(1, Math.min(4, os.availableParallelism())));
+    const byIndex = new Map(plan.stages.map((ps) => [ps.stage.index, ps]));
+    const started = new Map<number, Promise<void>>();
+    const schedule = (ps: PlannedStage): Promise<void> => {
+      let p = started.get(ps.stage.index);
+      if (!p) {
+        p = (async () => {
+          await Promise.all(ps.dependsOn.filter((d) => byIndex.has(d)).map((d) => schedule(byIndex.get(d)!)));
+          env.signal.throwIfAborted();
+          await limit(() => runStage(ps));
+        })();
+        p.catch(() => failFast.abort());
+        started.set(ps.stage.index, p);
+      }
+      return p;
+    };
+    const results = await Promise.allSettled(plan.stages.map(schedule));
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !(outerEnv.signal.aborted === false && isAbortError(r.reason)));
+    if (failure) throw failure.reason;
+    const anyFailure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (anyFailure) throw anyFailure.reason;
 
     const final = states.get(plan.target);
     if (!final) throw new Error('internal: target stage missing');
