@@ -96,6 +96,15 @@ describe('RUN', () => {
     expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
   });
 
+  it('--no-cache-filter reruns only the named stage', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox AS one\nRUN date +%N > /t\nFROM one AS two\nRUN date +%N > /u\n' });
+    expect((await tsbuild(['build', ctx], { root })).code).toBe(0);
+    const r = await tsbuild(['build', '--progress', 'plain', '--no-cache-filter', 'two', ctx], { root });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/\[one 2\/2\] RUN date[^\n]*\n#\d+ CACHED/);
+    expect(r.stderr).not.toMatch(/\[two 2\/2\] RUN date[^\n]*\n#\d+ CACHED/);
+  });
+
   it('runs the same steps with --runtime runc', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo runc > /via && rm /etc/group\n' });
     const out = path.join(work, 'runc-out');

@@ -138,7 +138,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
         lex,
         store: env.store,
         platform: formatPlatform(env.platform),
-        noCache: req.noCache,
+        noCache: req.noCache || (stage.name !== undefined && (req.noCacheFilter ?? []).includes(stage.name)) || (req.noCacheFilter ?? []).includes(String(stage.index)),
         created: env.created,
         sourceDateEpoch: req.sourceDateEpoch,
         digests,

@@ -31,6 +31,8 @@ export interface BuildRequest {
   readonly buildArgs: ReadonlyMap<string, string>;
   readonly labels: Readonly<Record<string, string>>;
   readonly noCache: boolean;
+  /** `--no-cache-filter`: stages (names or indexes) whose steps never use the cache. */
+  readonly noCacheFilter?: readonly string[];
   readonly outputs: readonly OutputSpec[];
   readonly iidFile?: string;
   readonly metadataFile?: string;

@@ -90,6 +90,7 @@ export const buildCommand = defineCommand({
       .option('build-arg', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Build argument NAME=VALUE, or NAME to take it from the environment' })
       .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
       .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
+      .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
       .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]' })
       .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
       .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
@@ -143,6 +144,7 @@ export const buildCommand = defineCommand({
       buildArgs: parseBuildArgs(args['build-arg'], io.env),
       labels: parseLabels(args.label),
       noCache: args['no-cache'],
+      noCacheFilter: args['no-cache-filter'].flatMap((s) => s.split(',')).map((s) => s.trim().toLowerCase()).filter(Boolean),
       outputs,
       ...(args.iidfile ? { iidFile: path.resolve(io.cwd, args.iidfile) } : {}),
       ...(args['metadata-file'] ? { metadataFile: path.resolve(io.cwd, args['metadata-file']) } : {}),
