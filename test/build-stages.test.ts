@@ -101,6 +101,26 @@ describe('multi-stage builds', () => {
   });
 });
 
+describe('COPY --exclude', () => {
+  it('leaves out what the patterns match, relative to each source', async () => {
+    const r = await buildLocal({
+      Dockerfile: 'FROM scratch\nCOPY --exclude=*.log --exclude=tmp src/ /d/\nCOPY --exclude=*.md *.txt *.md /top/\n',
+      'src/keep.txt': 'k',
+      'src/drop.log': 'l',
+      'src/sub/also.log': 'l',
+      'src/sub/keep2.txt': 'k2',
+      'src/tmp/x.txt': 'x',
+      'a.txt': 'a',
+      'b.md': 'b',
+    });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    const list = async (d: string): Promise<string[]> => (await fs.readdir(d, { recursive: true })).map(String).sort();
+    expect(await list(path.join(r.out, 'd'))).toEqual(['keep.txt', 'sub', 'sub/also.log', 'sub/keep2.txt']);
+    expect(await list(path.join(r.out, 'top'))).toEqual(['a.txt']);
+  });
+});
+
 describe('ADD', () => {
   it('unpacks local tar, tar.gz, tar.bz2 and tar.xz archives, and copies other files', async () => {
     const ctx = await fs.mkdtemp(path.join(work, 'add-'));

@@ -24,6 +24,8 @@ export interface CopyPlanOptions {
   readonly createdMtime: number;
   /** Sources of the same instruction planned in other groups (ADD of URLs and archives). */
   readonly otherSources?: number;
+  /** `--exclude` patterns, matched against paths relative to each source (BuildKit). */
+  readonly exclude?: { matches(relPath: string): boolean; mustDescend?(relDir: string): boolean } | undefined;
 }
 
 /** `COPY x .`, `COPY x dir/`, `COPY x dir/.` name a directory. */
@@ -61,12 +63,21 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
         if (target !== '' && !planned.has(target) && resolvedDest.entry?.type !== 'dir') {
           put({ path: target, type: 'dir', mode: opts.chmod ?? 0o755, ...(opts.chown ?? { uid: 0, gid: 0 }), mtime: opts.createdMtime, size: 0 });
         }
+        const skipped: string[] = [];
         for await (const e of walkSourceDir(root, m)) {
+          if (opts.exclude) {
+            if (skipped.some((d) => e.inner.startsWith(`${d}/`))) continue;
+            if (opts.exclude.matches(e.inner)) {
+              if (e.stat.isDirectory() && !opts.exclude.mustDescend?.(e.inner)) skipped.push(e.inner);
+              continue;
+            }
+          }
           const p = target === '' ? e.inner : `${target}/${e.inner}`;
           put(entryFor(p, e.abs, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined));
         }
         continue;
       }
+      if (opts.exclude?.matches(m.name)) continue;
       const target = destIsDir ? (resolvedDest.path === '' ? m.name : `${resolvedDest.path}/${m.name}`) : resolvedDest.path;
       put(entryFor(target, m.abs, m.stat, owner(m.stat), modeOf(m.stat), undefined));
     }

@@ -14,6 +14,7 @@ import type { FileDigests } from './file-digests.js';
 import { planCopy, type PlannedEntry } from './copy-plan.js';
 import { resolveSources, type SourceRoot } from './copy-sources.js';
 import { archiveKind, unpackArchive } from './add-sources.js';
+import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { viewOf, type StageState } from './stage-state.js';
 
 /** A COPY or ADD, expanded, with where its sources come from. */
@@ -33,6 +34,8 @@ export interface CopyRequest {
   readonly rootKey?: string | undefined;
   /** More sources of the same instruction from other roots (ADD <url>), already fetched. */
   readonly extraGroups?: ReadonlyArray<{ readonly root: SourceRoot; readonly sources: readonly string[]; readonly key: string }>;
+  /** `--exclude` patterns. */
+  readonly exclude?: readonly string[];
   /** ADD: unpack local tar archives into the destination instead of copying them. */
   readonly unpackArchives?: boolean;
   readonly workdir: string;
@@ -122,7 +125,8 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
     groups.push({ root: g.root, matches: await resolveSources(g.root, g.sources, { instruction: req.instruction, location: req.location }), key: g.key });
   }
   const total = plain.filter((m) => m.matches.length > 0 || !m.wildcard).length + groups.length;
-  const planOpts = { dest: req.dest, workdir: req.workdir, view: viewOf(state), chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(env.created) / 1000) };
+  const exclude = req.exclude && req.exclude.length > 0 ? new IgnoreMatcher(patternsFromList([...req.exclude], '--exclude')) : undefined;
+  const planOpts = { dest: req.dest, workdir: req.workdir, view: viewOf(state), chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(env.created) / 1000), exclude };
   const byPath = new Map<string, PlannedEntry>();
   const plannedMain = await planCopy(req.root, plain.filter((m) => m.matches.length > 0), { ...planOpts, otherSources: total - plain.filter((m) => m.matches.length > 0).length });
   for (const e of plannedMain) byPath.set(e.path, e);

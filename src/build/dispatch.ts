@@ -163,9 +163,6 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
     const got = await fetchUrl(url, dir, { checksum: step.kind === 'ADD' ? step.checksum : undefined, location: step.location, signal: ctx.signal });
     extraGroups.push({ root: { dir, kind: 'context', label: url }, sources: [got.name], key: `url:${url}:${got.digest}` });
   }
-  if (step.exclude.length > 0) {
-    throw new TsbuildError('UNSUPPORTED', `${step.kind} --exclude is not supported yet`, { location: step.location });
-  }
   if (step.kind === 'COPY' && step.parents) {
     throw new TsbuildError('UNSUPPORTED', 'COPY --parents is not supported yet', { location: step.location });
   }
@@ -204,6 +201,7 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
       root,
       rootKey,
       extraGroups,
+      exclude: step.exclude,
       unpackArchives: step.kind === 'ADD' && step.unpack !== false,
       workdir: state.config.config?.WorkingDir || '/',
     },
