@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import { applyLayer } from '../layer/index.js';
-import { DigestStream, isDigest } from '../oci/digest.js';
+import { DigestStream, isDigest } from '../oci/index.js';
 
 /** Is this a URL ADD fetches (http/https), as opposed to a context path? */
 export function isRemoteSource(s: string): boolean {

@@ -1,7 +1,7 @@
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import { viewOfLayers } from '../image/layer-index-cache.js';
 import { findLocalImage } from '../image/local-image.js';
-import type { Platform } from '../oci/types.js';
+import type { Platform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { emptyConfig, type StageState } from './stage-state.js';
 

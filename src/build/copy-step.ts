@@ -8,7 +8,7 @@ import { addHistory } from '../image/config-edit.js';
 import { resolveChown, type IdPair } from '../image/users.js';
 import { readLayerFile, type LayerIndex } from '../layer/layer-index.js';
 import { writeLayer, type LayerEntry } from '../layer/index.js';
-import { isDigest, type Digest } from '../oci/digest.js';
+import { isDigest, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { FileDigests } from './file-digests.js';
 import { planCopy, type PlannedEntry } from './copy-plan.js';

@@ -19,7 +19,7 @@ import {
   setUser,
   setWorkdir,
 } from '../image/config-edit.js';
-import type { ImageConfig } from '../oci/types.js';
+import type { ImageConfig } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { runCopy, type StepEnv } from './copy-step.js';
 import type { SourceRoot } from './copy-sources.js';

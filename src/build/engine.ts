@@ -6,8 +6,8 @@ import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.j
 import { parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
 import { DEFAULT_PATH_ENV } from '../plan/index.js';
 import { sealImage, type SealedImage } from '../image/seal.js';
-import type { ImageConfig, Platform } from '../oci/types.js';
-import { formatPlatform } from '../oci/platform.js';
+import type { ImageConfig, Platform } from '../oci/index.js';
+import { formatPlatform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { scratchState, stateFromImage } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
-import { Digester, type Digest } from '../oci/digest.js';
+import { Digester, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 
 /**

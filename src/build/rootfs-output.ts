@@ -1,7 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { applyLayer, layerFromDirectory, writeLayer } from '../layer/index.js';
-import type { Digest } from '../oci/digest.js';
+import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 
 /**

@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TsbuildError } from '../errors.js';
-import type { Digest } from '../oci/digest.js';
+import type { Digest } from '../oci/index.js';
 import { runInUserNamespace, type SandboxCapabilities } from '../sandbox/index.js';
 import type { Store } from '../store/index.js';
 

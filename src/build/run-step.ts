@@ -7,7 +7,7 @@ import { layerIndexOf, rememberLayerIndex } from '../image/layer-index-cache.js'
 import { parseIdFile } from '../image/users.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import { writeLayer, type LayerEntry } from '../layer/index.js';
-import { isDigest, type Digest } from '../oci/digest.js';
+import { isDigest, type Digest } from '../oci/index.js';
 import type { RunStep } from '../plan/index.js';
 import { DEFAULT_MOUNT_POINTS, captureUpperDir, probeSandbox, userNamespaceRemoveTree, pruneMountPoints, selectRunner, type ChangeEntry, type Runner, type SandboxCapabilities } from '../sandbox/index.js';
 import { imageFileReader, type StepEnv } from './copy-step.js';

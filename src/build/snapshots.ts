@@ -1,4 +1,4 @@
-import { sha256Digest, type Digest } from '../oci/digest.js';
+import { sha256Digest, type Digest } from '../oci/index.js';
 import { applyLayer } from '../layer/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { Store } from '../store/index.js';

@@ -1,5 +1,5 @@
 import type { LayerIndex } from '../layer/layer-index.js';
-import type { ImageConfig } from '../oci/types.js';
+import type { ImageConfig } from '../oci/index.js';
 import type { StoredLayer } from '../image/seal.js';
 import { RootfsView } from '../image/rootfs-view.js';
 

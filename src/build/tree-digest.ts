@@ -1,6 +1,6 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { sha256Digest } from '../oci/digest.js';
+import { sha256Digest } from '../oci/index.js';
 import type { FileDigests } from './file-digests.js';
 
 /**

@@ -1,5 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import type { ContainerConfig, Healthcheck, HistoryEntry, ImageConfig } from '../oci/types.js';
+import type { ContainerConfig, Healthcheck, HistoryEntry, ImageConfig } from '../oci/index.js';
 
 /**
  * Edits of an image config, one per config instruction, on values that are already

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import type { ContainerConfig, ImageConfig, Platform } from '../oci/types.js';
+import type { ContainerConfig, ImageConfig, Platform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { sealImage, type SealedImage } from './seal.js';
 

@@ -1,4 +1,4 @@
-import { digestHex, type Digest } from '../oci/digest.js';
+import { digestHex, type Digest } from '../oci/index.js';
 import { indexLayer, type LayerIndex } from '../layer/layer-index.js';
 import type { Store } from '../store/index.js';
 import { RootfsView } from './rootfs-view.js';

@@ -1,9 +1,9 @@
 import { TsbuildError } from '../errors.js';
-import type { Digest } from '../oci/digest.js';
-import { isIndexMediaType } from '../oci/media-types.js';
-import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseImageConfig, parseManifestOrIndex } from '../oci/parse-documents.js';
-import { formatReference, parseReference, withDefaultTag } from '../oci/reference.js';
-import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/types.js';
+import type { Digest } from '../oci/index.js';
+import { isIndexMediaType } from '../oci/index.js';
+import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseImageConfig, parseManifestOrIndex } from '../oci/index.js';
+import { formatReference, parseReference, withDefaultTag } from '../oci/index.js';
+import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 
 /** An image of the local store, with its documents read and checked. */

@@ -1,6 +1,6 @@
-import { canonicalJson } from '../oci/canonical-json.js';
-import { OCI_IMAGE_CONFIG, OCI_IMAGE_MANIFEST, OCI_LAYER_TAR } from '../oci/media-types.js';
-import type { Descriptor, ImageConfig, ImageManifest } from '../oci/types.js';
+import { canonicalJson } from '../oci/index.js';
+import { OCI_IMAGE_CONFIG, OCI_IMAGE_MANIFEST, OCI_LAYER_TAR } from '../oci/index.js';
+import type { Descriptor, ImageConfig, ImageManifest } from '../oci/index.js';
 import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 

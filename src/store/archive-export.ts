@@ -7,8 +7,8 @@ import { pack as tarPack, type Header, type Pack as TarPack } from 'tar-stream';
 
 type TarHeaders = Partial<Header> & Pick<Header, 'name'>;
 import { TsbuildError } from '../errors.js';
-import { canonicalJson } from '../oci/canonical-json.js';
-import { digestHex, isDigest, type Digest } from '../oci/digest.js';
+import { canonicalJson } from '../oci/index.js';
+import { digestHex, isDigest, type Digest } from '../oci/index.js';
 import {
   DOCKER_IMAGE_CONFIG,
   DOCKER_LAYER_TAR,
@@ -16,8 +16,8 @@ import {
   OCI_IMAGE_MANIFEST,
   layerMediaType,
   type LayerCompression,
-} from '../oci/media-types.js';
-import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/types.js';
+} from '../oci/index.js';
+import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/index.js';
 import type { Store } from './store.js';
 
 /** An image of the store to export, with the names it is exported under. */

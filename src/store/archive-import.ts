@@ -4,12 +4,12 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract as tarExtract } from 'tar-stream';
 import { TsbuildError } from '../errors.js';
-import { canonicalJson } from '../oci/canonical-json.js';
-import { isDigest, type Digest } from '../oci/digest.js';
-import { OCI_IMAGE_MANIFEST, OCI_LAYER_TAR, isIndexMediaType } from '../oci/media-types.js';
-import { parseImageConfig, parseManifestOrIndex, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from '../oci/parse-documents.js';
-import { formatReference, parseReference, withDefaultTag } from '../oci/reference.js';
-import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/types.js';
+import { canonicalJson } from '../oci/index.js';
+import { isDigest, type Digest } from '../oci/index.js';
+import { OCI_IMAGE_MANIFEST, OCI_LAYER_TAR, isIndexMediaType } from '../oci/index.js';
+import { parseImageConfig, parseManifestOrIndex, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from '../oci/index.js';
+import { formatReference, parseReference, withDefaultTag } from '../oci/index.js';
+import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/index.js';
 import type { Store } from './store.js';
 
 const SMALL_FILE_MAX = 8 * 1024 * 1024;
