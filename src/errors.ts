@@ -79,7 +79,9 @@ export type ErrorCode =
   // sandbox/
   | 'SANDBOX_UNAVAILABLE'
   | 'SANDBOX_FAILED'
-  | 'SANDBOX_ID_MAPPING';
+  | 'SANDBOX_ID_MAPPING'
+  // cli/ (rmi)
+  | 'IMAGE_IN_USE';
 
 export interface TsbuildErrorOptions {
   readonly hint?: string;

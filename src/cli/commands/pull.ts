@@ -1,0 +1,74 @@
+import os from 'node:os';
+import type { Argv } from 'yargs';
+import { defineCommand, repeatable, type CommandContext } from '../command.js';
+import { TsbuildError } from '../../errors.js';
+import { defaultTargetPlatform, parsePlatform, parseReference } from '../../oci/index.js';
+import { pullImage, registryClientFromEnvironment, type PullProgress, type RegistryClient } from '../../registry/index.js';
+
+/** Flags shared by the commands that talk to registries (pull, push, login). */
+export function registryOptions<T>(y: Argv<T>) {
+  return y
+    .option('insecure-registry', {
+      type: 'string',
+      default: [] as string[],
+      coerce: repeatable,
+      describe: 'Registry host[:port] to reach without TLS verification, or over plain HTTP (repeatable; loopback registries always are)',
+    })
+    .option('tls-ca-file', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Extra CA certificate (PEM) to trust (repeatable; SSL_CERT_FILE too)' });
+}
+
+/** The registry client of a command, from its flags and the environment (credentials, CAs). */
+export function registryClientFor(args: { readonly 'insecure-registry': readonly string[]; readonly 'tls-ca-file': readonly string[] }, ctx: CommandContext): Promise<RegistryClient> {
+  return registryClientFromEnvironment({
+    env: ctx.io.env,
+    home: ctx.io.env.HOME || os.homedir(),
+    insecureRegistries: args['insecure-registry'],
+    caFiles: args['tls-ca-file'],
+    logger: ctx.logger(),
+    signal: ctx.io.signal,
+  });
+}
+
+export function short(digest: string): string {
+  return digest.slice(digest.indexOf(':') + 1, digest.indexOf(':') + 13);
+}
+
+export const pullCommand = defineCommand({
+  command: 'pull <image>',
+  describe: 'Pull an image from a registry into the local store',
+  builder: (y) =>
+    registryOptions(y)
+      .positional('image', { type: 'string', demandOption: true, describe: 'Image reference, e.g. localhost:5000/app:v1' })
+      .option('platform', { type: 'string', describe: 'Platform to pull from a multi-platform image (default: linux on this CPU)' })
+      .option('max-concurrent-downloads', { type: 'number', default: 4, describe: 'Layers downloaded at once' })
+      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' }),
+  run: async (args, ctx) => {
+    const ref = parseReference(args.image);
+    const platform = args.platform !== undefined ? parsePlatform(args.platform) : defaultTargetPlatform();
+    const concurrency = args['max-concurrent-downloads'];
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new TsbuildError('USAGE', '--max-concurrent-downloads must be a positive integer');
+    const store = await ctx.store();
+    const client = await registryClientFor(args, ctx);
+    const err = ctx.io.stderr;
+    const onProgress = args.quiet
+      ? undefined
+      : (p: PullProgress): void => {
+          if (p.type === 'resolved') err.write(`Pulling ${p.reference}${p.platform !== undefined ? ` (${p.platform})` : ''}\n`);
+          else if (p.type === 'layer' && p.status === 'exists') err.write(`${short(p.digest)}: Already exists\n`);
+          else if (p.type === 'layer' && p.status === 'downloading') err.write(`${short(p.digest)}: Downloading (${p.size} bytes)\n`);
+          else if (p.type === 'layer' && p.status === 'done') err.write(`${short(p.digest)}: Pull complete\n`);
+        };
+    try {
+      const pulled = await pullImage(client, store, ref, { platform, signal: ctx.io.signal, concurrency, ...(onProgress ? { onProgress } : {}) });
+      if (!args.quiet) {
+        err.write(`Digest: ${pulled.repoDigest.slice(pulled.repoDigest.indexOf('@') + 1)}\n`);
+        const fresh = pulled.layers.some((l) => l.status === 'downloaded');
+        err.write(`Status: ${fresh ? 'Downloaded newer image' : 'Image is up to date'} for ${pulled.name}\n`);
+      }
+      ctx.io.stdout.write(`${pulled.configDigest}\n`);
+      return 0;
+    } finally {
+      await client.close();
+    }
+  },
+});

@@ -1,0 +1,63 @@
+import { defineCommand } from '../command.js';
+import { TsbuildError } from '../../errors.js';
+import { getLocalImage } from '../../image/local-image.js';
+import { parseReference } from '../../oci/index.js';
+import { pushImage, type PushProgress } from '../../registry/index.js';
+import { registryClientFor, registryOptions, short } from './pull.js';
+
+export const pushCommand = defineCommand({
+  command: 'push <image> [destination]',
+  describe: 'Push an image from the local store to a registry; prints the manifest digest',
+  builder: (y) =>
+    registryOptions(y)
+      .positional('image', { type: 'string', demandOption: true, describe: 'Image in the local store (name or ID)' })
+      .positional('destination', { type: 'string', describe: 'Where to push (default: the image name)' })
+      .option('compression', { choices: ['gzip', 'uncompressed'] as const, default: 'gzip' as const, describe: 'Layer compression on the wire' })
+      .option('compression-level', { type: 'number', describe: 'gzip level 1-9 for layers compressed for this push (default 6; lower is faster, other digests)' })
+      .option('chunk-size', { type: 'number', describe: 'Upload in chunks of this many bytes (for registries that cap request size)' })
+      .option('max-concurrent-uploads', { type: 'number', default: 4, describe: 'Blobs uploaded at once' })
+      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' }),
+  run: async (args, ctx) => {
+    const concurrency = args['max-concurrent-uploads'];
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new TsbuildError('USAGE', '--max-concurrent-uploads must be a positive integer');
+    const chunkSize = args['chunk-size'];
+    if (chunkSize !== undefined && (!Number.isInteger(chunkSize) || chunkSize < 1)) throw new TsbuildError('USAGE', '--chunk-size must be a positive number of bytes');
+    const level = args['compression-level'];
+    if (level !== undefined && (!Number.isInteger(level) || level < 1 || level > 9)) throw new TsbuildError('USAGE', '--compression-level must be 1 to 9');
+    const store = await ctx.store();
+    const image = await getLocalImage(store, args.image, { signal: ctx.io.signal });
+    const destText = args.destination ?? image.name;
+    if (destText === undefined) {
+      throw new TsbuildError('USAGE', `image ${args.image} has no name to push to`, { hint: 'name the destination: tsbuild push IMAGE REGISTRY/REPOSITORY:TAG' });
+    }
+    const dest = parseReference(destText);
+    const client = await registryClientFor(args, ctx);
+    const err = ctx.io.stderr;
+    const onProgress = args.quiet
+      ? undefined
+      : (p: PushProgress): void => {
+          if (p.type === 'layer') {
+            const label = { preparing: 'Compressing', exists: 'Layer already exists', mounted: 'Mounted from another repository', uploading: 'Pushing', uploaded: 'Pushed' }[p.status];
+            err.write(`${short(p.digest)}: ${label}\n`);
+          } else if (p.type === 'config') {
+            err.write(`${short(p.digest)}: ${p.status === 'exists' ? 'Config already exists' : 'Config pushed'}\n`);
+          } else {
+            err.write(`${p.reference}: digest: ${p.digest}\n`);
+          }
+        };
+    try {
+      const pushed = await pushImage(client, store, image, dest, {
+        compression: args.compression,
+        signal: ctx.io.signal,
+        concurrency,
+        ...(chunkSize !== undefined ? { chunkSize } : {}),
+        ...(level !== undefined ? { level } : {}),
+        ...(onProgress ? { onProgress } : {}),
+      });
+      ctx.io.stdout.write(`${pushed.digest}\n`);
+      return 0;
+    } finally {
+      await client.close();
+    }
+  },
+});

@@ -1,0 +1,25 @@
+import { defineCommand } from '../command.js';
+import { getLocalImage, normalizeName } from '../../image/local-image.js';
+
+export const tagCommand = defineCommand({
+  command: 'tag <source> <target>',
+  describe: 'Give an image of the local store another name (no registry involved)',
+  builder: (y) =>
+    y
+      .positional('source', { type: 'string', demandOption: true, describe: 'Image name or ID' })
+      .positional('target', { type: 'string', demandOption: true, describe: 'New name, e.g. localhost:5000/app:v2' }),
+  run: async (args, ctx) => {
+    const target = normalizeName(args.target);
+    const store = await ctx.store();
+    // A tag names what the source tag names (an index stays an index); an ID names its manifest.
+    let source;
+    try {
+      source = await store.getTag(normalizeName(args.source), { signal: ctx.io.signal });
+    } catch {
+      source = undefined;
+    }
+    const desc = source ?? (await getLocalImage(store, args.source, { signal: ctx.io.signal })).manifestDescriptor;
+    await store.setTag(target, desc, { signal: ctx.io.signal });
+    return 0;
+  },
+});

@@ -1,0 +1,294 @@
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { TsbuildError, isAbortError } from '../errors.js';
+import { findLocalImage, readLocalImage, type LocalImage } from '../image/local-image.js';
+import {
+  Digester,
+  MAX_CONFIG_BYTES,
+  layerCompression,
+  choosePlatform,
+  defaultTargetPlatform,
+  formatPlatform,
+  formatReference,
+  parseImageConfig,
+  parseManifestOrIndex,
+  platformMatches,
+  repositoryName,
+  withDefaultTag,
+  type Descriptor,
+  type Digest,
+  type ImageManifest,
+  type Platform,
+  type Reference,
+} from '../oci/index.js';
+import type { Store } from '../store/index.js';
+import type { RegistryClient, Repository } from './client.js';
+import { RegistryError } from './errors.js';
+import { mapParallel } from './parallel.js';
+import { withRetries } from './retry.js';
+import { recordLayerVariant, recordRepoDigest, storeUncompressedLayer, writeStoreManifest } from './store-layers.js';
+
+/** What a pull reports as it goes (the CLI renders these on stderr). */
+export type PullProgress =
+  | { readonly type: 'resolved'; readonly reference: string; readonly digest: Digest; readonly platform: string | undefined }
+  | { readonly type: 'layer'; readonly digest: Digest; readonly size: number; readonly status: 'exists' | 'downloading' | 'downloaded' | 'done' }
+  | { readonly type: 'config'; readonly digest: Digest; readonly status: 'exists' | 'downloaded' };
+
+export interface PullOptions {
+  /** Platform to choose from an index. Default: linux on the host's CPU. */
+  readonly platform?: Platform | undefined;
+  readonly signal?: AbortSignal | undefined;
+  readonly onProgress?: (p: PullProgress) => void;
+  /** Layers downloaded at once. Default 4. */
+  readonly concurrency?: number | undefined;
+}
+
+export interface PulledImage {
+  /** The store tag: the full reference pulled (`localhost:5000/app:v1`). */
+  readonly name: string;
+  /** The store's manifest (uncompressed layers). */
+  readonly manifest: Descriptor;
+  /** The image ID. */
+  readonly configDigest: Digest;
+  /** `registry/repository@digest` of what the registry served (index or manifest). */
+  readonly repoDigest: string;
+  /** Layers by blob digest and whether they were downloaded or already present. */
+  readonly layers: readonly { readonly digest: Digest; readonly status: 'exists' | 'downloaded' }[];
+}
+
+const MAX_INDEX_DEPTH = 2;
+
+/**
+ * Pull an image into the store (`tsbuild pull`, and FROM with --pull).
+ *
+ * Manifest negotiation (OCI and Docker schema 2; schema 1 refused), a platform chosen from an
+ * index, the config and then the layers in parallel (p-limit), each verified while it streams
+ * (putBlob with the descriptor's digest and size) and decompressed into the store's
+ * uncompressed form, verified against the config's diff IDs. Layers whose diff ID is already in
+ * the store are not downloaded. The tag is set last, so a failed pull changes no image; the
+ * verified blobs it stored are unreferenced and gc removes them.
+ */
+export async function pullImage(client: RegistryClient, store: Store, reference: Reference, opts: PullOptions = {}): Promise<PulledImage> {
+  const ref = withDefaultTag(reference);
+  const name = formatReference(ref);
+  const repoName = repositoryName(ref);
+  const signal = opts.signal;
+  const want = opts.platform ?? defaultTargetPlatform();
+
+  const top = await client.getManifest(ref, { signal });
+  let parsed = parseManifestOrIndex(top.bytes, top.contentType, { what: `manifest ${name}` });
+  let platformName: string | undefined;
+  for (let depth = 0; parsed.kind === 'index'; depth++) {
+    if (depth >= MAX_INDEX_DEPTH) throw new TsbuildError('MANIFEST_INVALID', `image index ${name} nests indexes too deeply`);
+    const chosen = choosePlatform(parsed.index, want);
+    if (chosen === undefined) {
+      const available = parsed.index.manifests.flatMap((m) => (m.platform !== undefined && m.platform.os !== 'unknown' ? [formatPlatform(m.platform)] : []));
+      throw new TsbuildError('PLATFORM_UNAVAILABLE', `${name} has no image for ${formatPlatform(want)} (registry ${ref.registry})`, {
+        hint: available.length > 0 ? `it has ${[...new Set(available)].join(', ')}; choose one with --platform` : 'the index lists no platforms',
+      });
+    }
+    platformName = chosen.platform !== undefined ? formatPlatform(chosen.platform) : undefined;
+    const child = await client.getManifest({ ...ref, digest: chosen.digest }, { signal, what: `manifest ${repoName}@${chosen.digest} (${platformName ?? 'from the index'})` });
+    parsed = parseManifestOrIndex(child.bytes, chosen.mediaType, { what: `manifest ${repoName}@${chosen.digest}` });
+  }
+  const manifest: ImageManifest = parsed.manifest;
+  opts.onProgress?.({ type: 'resolved', reference: name, digest: top.digest, platform: platformName });
+
+  // Config: small, capped, verified.
+  const cfg = manifest.config;
+  if (cfg.size > MAX_CONFIG_BYTES) {
+    throw new TsbuildError('MANIFEST_INVALID', `the config of ${name} is ${cfg.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit`);
+  }
+  const haveConfig = await store.blobs.hasBlob(cfg.digest);
+  if (!haveConfig) await downloadBlob(client, store, ref, cfg, signal);
+  opts.onProgress?.({ type: 'config', digest: cfg.digest, status: haveConfig ? 'exists' : 'downloaded' });
+  const config = parseImageConfig(await store.blobs.readBlobBytes(cfg.digest, { maxBytes: MAX_CONFIG_BYTES, signal }), { what: `config of ${name}` });
+  const diffIds = config.rootfs.diff_ids;
+  if (diffIds.length !== manifest.layers.length) {
+    throw new TsbuildError('MANIFEST_INVALID', `${name}: the config lists ${diffIds.length} layers but the manifest ${manifest.layers.length} (registry ${ref.registry})`);
+  }
+
+  const results = await mapParallel(manifest.layers, opts.concurrency ?? 4, signal, async (layer, i, s) => {
+    const diffId = diffIds[i] as Digest;
+    if (await store.blobs.hasBlob(diffId)) {
+      const size = (await store.blobs.statBlob(diffId))?.size ?? 0;
+      opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'exists' });
+      await recordLayerVariant(store, diffId, layer, repoName, { signal: s }).catch(() => undefined);
+      return { diffId, size, digest: layer.digest, status: 'exists' as const };
+    }
+    let status: 'exists' | 'downloaded' = 'exists';
+    let size: number;
+    if (await store.blobs.hasBlob(layer.digest)) {
+      // The compressed blob is here (an archive, an older pull): unpack it locally.
+      size = (await storeUncompressedLayer(store, layer, diffId, { signal: s })).size;
+    } else {
+      opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'downloading' });
+      size = await downloadLayer(client, store, ref, layer, diffId, s);
+      status = 'downloaded';
+      opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'downloaded' });
+    }
+    await recordLayerVariant(store, diffId, layer, repoName, { signal: s });
+    opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'done' });
+    return { diffId, size, digest: layer.digest, status };
+  });
+
+  const stored = await writeStoreManifest(store, cfg, results, { signal });
+  await store.setTag(name, stored, { signal });
+  const repoDigest = `${repoName}@${top.digest}`;
+  await recordRepoDigest(store, stored.digest, repoDigest, { signal });
+  return { name, manifest: stored, configDigest: cfg.digest, repoDigest, layers: results.map((r) => ({ digest: r.digest, status: r.status })) };
+}
+
+/**
+ * Download one blob into the store, verified against the descriptor while it streams. A digest
+ * mismatch (bytes corrupted in transit) is retried like a broken connection, within the client's
+ * retry budget; the store never keeps the bad bytes.
+ */
+async function downloadBlob(client: RegistryClient, store: Store, repo: Repository, desc: Descriptor, signal: AbortSignal | undefined): Promise<void> {
+  await withRetries(
+    client.retry,
+    async () => {
+      try {
+        await store.blobs.putBlob(client.blobChunks(repo, desc.digest, desc.size, { signal }), { expected: { digest: desc.digest, size: desc.size }, signal });
+      } catch (e) {
+        if (e instanceof RegistryError || isAbortError(e)) throw e;
+        if (e instanceof TsbuildError && e.code === 'DIGEST_MISMATCH') {
+          throw new RegistryError('DIGEST_MISMATCH', `blob ${desc.digest} of ${repo.registry}/${repo.repository}: ${e.message}`, {
+            temporary: true,
+            hint: 'the registry (or something between it and us) sent bytes that do not match the digest; nothing was stored',
+            cause: e,
+          });
+        }
+        throw e;
+      }
+    },
+    { signal },
+  );
+}
+
+/**
+ * Download a layer straight into the store's uncompressed form, in one pass: the bytes the
+ * registry sends are hashed (and size-capped) against the layer descriptor while they are
+ * decompressed into a blob verified against the config's diff ID. The compressed blob is not
+ * kept (as Docker does); its digest is remembered (layer sources) so a push to the same
+ * registry can skip or mount it. Returns the uncompressed size.
+ */
+async function downloadLayer(client: RegistryClient, store: Store, repo: Repository, layer: Descriptor, diffId: Digest, signal: AbortSignal | undefined): Promise<number> {
+  const compression = layerCompression(layer.mediaType);
+  const where = `layer ${layer.digest} of ${repo.registry}/${repo.repository}`;
+  if (compression === 'uncompressed') {
+    if (layer.digest !== diffId) {
+      throw new TsbuildError('MANIFEST_INVALID', `${where}: uncompressed layer does not match its diff ID ${diffId}`);
+    }
+    await downloadBlob(client, store, repo, layer, signal);
+    return layer.size;
+  }
+  if (compression !== 'gzip') {
+    throw new TsbuildError('UNSUPPORTED', `${where} has media type ${layer.mediaType}, which tsbuild cannot unpack${compression === 'zstd' ? ' on Node.js 20 (no zstd in node:zlib)' : ''}`);
+  }
+  return withRetries(
+    client.retry,
+    async () => {
+      const wire = Readable.from(client.blobChunks(repo, layer.digest, layer.size, { signal }));
+      const check = new VerifyingStream(layer.size);
+      const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
+      wire.on('error', (e) => check.destroy(e));
+      check.on('error', (e) => gunzip.destroy(e));
+      wire.pipe(check).pipe(gunzip);
+      let size: number;
+      try {
+        size = (await store.blobs.putBlob(gunzip, { expected: { digest: diffId }, signal })).size;
+      } catch (e) {
+        if (e instanceof RegistryError || isAbortError(e)) throw e;
+        if (e instanceof TsbuildError && e.code !== 'DIGEST_MISMATCH') throw e;
+        // Bad gzip or a wrong diff ID: either the bytes were damaged on the way (then the
+        // layer digest will not match either: worth another try) or the image is broken.
+        throw new RegistryError('DIGEST_MISMATCH', `${where}: the layer does not decompress to its diff ID ${diffId} (${(e as Error).message})`, {
+          temporary: true,
+          hint: 'the bytes were damaged on the way or the image is broken; nothing was stored',
+          cause: e,
+        });
+      } finally {
+        wire.destroy();
+        check.destroy();
+      }
+      const got = check.result();
+      if (got === undefined || got.digest !== layer.digest || got.size !== layer.size) {
+        throw new RegistryError('DIGEST_MISMATCH', `${where}: the registry sent ${got === undefined ? 'an incomplete blob' : `${got.digest} (${got.size} bytes)`}, expected ${layer.digest} (${layer.size} bytes)`, {
+          temporary: true,
+          hint: 'the registry (or something between it and us) sent bytes that do not match the digest',
+        });
+      }
+      return size;
+    },
+    { signal },
+  );
+}
+
+/** Hashes what passes through and fails as soon as more than `limit` bytes arrive. */
+class VerifyingStream extends Transform {
+  readonly #digester = new Digester();
+  readonly #limit: number;
+  #result: { digest: Digest; size: number } | undefined;
+
+  constructor(limit: number) {
+    super();
+    this.#limit = limit;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.#digester.update(chunk);
+    if (this.#digester.size > this.#limit) {
+      cb(new TsbuildError('DIGEST_MISMATCH', `more than the ${this.#limit} bytes the descriptor names`));
+      return;
+    }
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.#result = { digest: this.#digester.digest(), size: this.#digester.size };
+    cb();
+  }
+
+  result(): { digest: Digest; size: number } | undefined {
+    return this.#result;
+  }
+}
+
+export type PullPolicy = 'missing' | 'always' | 'never';
+
+/**
+ * The base image for FROM under a pull policy, as docker and podman resolve it:
+ * `missing` (default) uses the store's image when it has one for the platform, else pulls;
+ * `always` pulls (layers already present are not downloaded again); `never` uses the store only.
+ */
+export async function resolveBaseImage(
+  store: Store,
+  client: RegistryClient | undefined,
+  reference: Reference,
+  policy: PullPolicy,
+  platform: Platform | undefined,
+  opts: Omit<PullOptions, 'platform'> = {},
+): Promise<LocalImage> {
+  const ref = withDefaultTag(reference);
+  const name = formatReference(ref);
+  const want = platform ?? defaultTargetPlatform();
+  if (policy !== 'always') {
+    const local = await findLocalImage(store, name, { platform: want, ...(opts.signal ? { signal: opts.signal } : {}) }).catch((e: unknown) => {
+      if (e instanceof TsbuildError && e.code === 'IMAGE_NOT_FOUND') return undefined;
+      throw e;
+    });
+    const fits =
+      local !== undefined &&
+      platformMatches(want, { os: local.config.os, architecture: local.config.architecture, ...(local.config.variant !== undefined ? { variant: local.config.variant } : {}) });
+    if (local !== undefined && fits) return local;
+    if (policy === 'never') {
+      throw new TsbuildError('IMAGE_NOT_FOUND', `image ${name} ${local === undefined ? 'is not in the local store' : `in the local store is not for ${formatPlatform(want)}`} and --pull=never forbids pulling it`, {
+        hint: 'pull it first with `tsbuild pull`, or use --pull=missing',
+      });
+    }
+  }
+  if (client === undefined) throw new TsbuildError('USAGE', `cannot pull ${name}: no registry client`);
+  const pulled = await pullImage(client, store, ref, { ...opts, platform: want });
+  return readLocalImage(store, pulled.manifest, { name: pulled.name, ...(opts.signal ? { signal: opts.signal } : {}) });
+}

@@ -1,0 +1,272 @@
+import { createReadStream } from 'node:fs';
+import { PassThrough, Readable } from 'node:stream';
+import { createGzip } from 'node:zlib';
+import { TsbuildError, isAbortError } from '../errors.js';
+import type { LocalImage } from '../image/local-image.js';
+import {
+  OCI_IMAGE_CONFIG,
+  OCI_IMAGE_MANIFEST,
+  canonicalJson,
+  digestHex,
+  isDigest,
+  formatReference,
+  isNondistributableLayer,
+  layerCompression,
+  layerMediaType,
+  normalizeRegistry,
+  repositoryName,
+  withDefaultTag,
+  type Descriptor,
+  type Digest,
+  type ImageManifest,
+  type LayerCompression,
+  type Reference,
+} from '../oci/index.js';
+import type { Store } from '../store/index.js';
+import type { BlobSource, RegistryClient, Repository, UploadResult } from './client.js';
+import { RegistryError } from './errors.js';
+import { mapParallel } from './parallel.js';
+import { readLayerVariants, recordLayerVariant, recordRepoDigest, type LayerVariant } from './store-layers.js';
+
+export type PushProgress =
+  | { readonly type: 'layer'; readonly digest: Digest; readonly size: number; readonly status: 'preparing' | 'exists' | 'mounted' | 'uploading' | 'uploaded' }
+  | { readonly type: 'config'; readonly digest: Digest; readonly status: 'exists' | 'uploaded' }
+  | { readonly type: 'manifest'; readonly digest: Digest; readonly reference: string };
+
+export interface PushOptions {
+  /** Layer compression on the wire. Default gzip (what every registry and runtime accepts). */
+  readonly compression?: LayerCompression;
+  readonly signal?: AbortSignal | undefined;
+  readonly onProgress?: (p: PushProgress) => void;
+  /** Blobs uploaded at once. Default 4. */
+  readonly concurrency?: number | undefined;
+  /**
+   * gzip level 1-9 for layers compressed for this push (default 6, as exports and Docker). Each
+   * level gives other bytes, so other digests; lower is faster (zlib level 6 is the push's
+   * bottleneck on two cores).
+   */
+  readonly level?: number | undefined;
+  /** Upload in PATCH chunks of this size (registries that cap request size); default monolithic. */
+  readonly chunkSize?: number | undefined;
+}
+
+export interface PushedImage {
+  /** The full destination reference. */
+  readonly reference: string;
+  /** Digest of the manifest as the registry stores it. */
+  readonly digest: Digest;
+  readonly size: number;
+}
+
+/**
+ * Push a store image to a registry (`tsbuild push`, `build --push`; call once per tag): layers
+ * first, in parallel: a compressed form the registry already has is skipped (HEAD) or mounted
+ * from another repository of the same registry; else a compressed form the store has is
+ * uploaded; else the layer is compressed while it uploads (once: remembered in the record
+ * store/archive-export.ts compressedLayer keeps). Then the config, then the manifest (OCI media
+ * types). Returns the manifest digest.
+ */
+export async function pushImage(client: RegistryClient, store: Store, image: LocalImage, destination: Reference, opts: PushOptions = {}): Promise<PushedImage> {
+  const dest = withDefaultTag(destination);
+  if (dest.digest !== undefined && dest.tag === undefined) {
+    throw new TsbuildError('REFERENCE_INVALID', `cannot push to ${formatReference(dest)}: the destination needs a tag, not a digest`);
+  }
+  const compression = opts.compression ?? 'gzip';
+  const signal = opts.signal;
+  const repo: Repository = dest;
+  const repoName = repositoryName(dest);
+  const registry = normalizeRegistry(dest.registry);
+  const layers = await mapParallel(image.manifest.layers, opts.concurrency ?? 4, signal, async (layer, _i, s) => {
+    if (isNondistributableLayer(layer.mediaType)) return layer; // never pushed (media-types.ts)
+    return pushLayer(client, store, repo, registry, repoName, layer, compression, { ...opts, signal: s });
+  });
+
+  const cfg = image.manifest.config;
+  const cfgResult = await uploadFromStore(client, store, repo, cfg.digest, cfg.size, [], opts);
+  opts.onProgress?.({ type: 'config', digest: cfg.digest, status: cfgResult === 'uploaded' ? 'uploaded' : 'exists' });
+
+  const manifest: ImageManifest = {
+    schemaVersion: 2,
+    mediaType: OCI_IMAGE_MANIFEST,
+    config: { mediaType: OCI_IMAGE_CONFIG, digest: cfg.digest, size: cfg.size },
+    layers,
+    ...(image.manifest.annotations !== undefined ? { annotations: image.manifest.annotations } : {}),
+  };
+  const bytes = canonicalJson(manifest);
+  const digest = await client.putManifest(repo, dest.tag ?? 'latest', bytes, OCI_IMAGE_MANIFEST, { signal });
+  const reference = formatReference(dest);
+  opts.onProgress?.({ type: 'manifest', digest, reference });
+  await recordRepoDigest(store, image.manifestDescriptor.digest, `${repoName}@${digest}`, { signal }).catch(() => undefined);
+  return { reference, digest, size: bytes.byteLength };
+}
+
+async function pushLayer(
+  client: RegistryClient,
+  store: Store,
+  repo: Repository,
+  registry: string,
+  repoName: string,
+  layer: Descriptor,
+  compression: LayerCompression,
+  opts: PushOptions,
+): Promise<Descriptor> {
+  const { signal } = opts;
+  const report = (digest: Digest, size: number, status: 'preparing' | 'exists' | 'mounted' | 'uploading' | 'uploaded'): void =>
+    opts.onProgress?.({ type: 'layer', digest, size, status });
+  const stored = layerCompression(layer.mediaType);
+  if (stored !== 'uncompressed') {
+    // Not a store-made layer: push the blob as it is.
+    await uploadFromStore(client, store, repo, layer.digest, layer.size, [], opts);
+    return layer;
+  }
+  const diffId = layer.digest;
+  const wire = (v: { digest: Digest; size: number }): Descriptor => ({ mediaType: layerMediaType('oci', compression), digest: v.digest, size: v.size });
+
+  if (compression !== 'uncompressed') {
+    const variants = (await readLayerVariants(store, diffId, { signal })).filter((v) => layerCompression(v.mediaType) === compression);
+    // 1. A form this registry already has: in this repository, or mountable from another.
+    for (const v of variants) {
+      const here = v.repositories.filter((r) => sameRegistry(r, registry));
+      if (here.length === 0) continue;
+      if ((await client.blobSize(repo, v.digest, { signal, forPush: true })) !== undefined) {
+        report(v.digest, v.size, 'exists');
+        await remember(store, diffId, v, repoName, signal);
+        return wire(v);
+      }
+      for (const r of here) {
+        const from = r.slice(registry.length + 1);
+        if (from === repo.repository) continue;
+        if (await client.mountBlob(repo, v.digest, from, { signal })) {
+          report(v.digest, v.size, 'mounted');
+          await remember(store, diffId, v, repoName, signal);
+          return wire(v);
+        }
+      }
+    }
+    // 2. The original compressed blob of a pulled layer, if the store still has it.
+    for (const v of variants) {
+      if ((await store.blobs.statBlob(v.digest))?.size === v.size) {
+        const result = await uploadFromStore(client, store, repo, v.digest, v.size, [], opts);
+        report(v.digest, v.size, result === 'uploaded' ? 'uploaded' : result);
+        await remember(store, diffId, v, repoName, signal);
+        return wire(v);
+      }
+    }
+  }
+  if (compression === 'uncompressed') {
+    const result = await uploadFromStore(client, store, repo, diffId, layer.size, [], opts);
+    report(diffId, layer.size, result === 'uploaded' ? 'uploaded' : result);
+    return wire(layer);
+  }
+  // 3. Compressed before (by an export or an earlier push): upload that.
+  const known = await knownGzip(store, diffId, opts.level ?? DEFAULT_GZIP_LEVEL, signal);
+  if (known !== undefined) {
+    const v = { ...known, mediaType: layerMediaType('oci', compression) };
+    report(v.digest, v.size, 'uploading');
+    const result = await uploadFromStore(client, store, repo, v.digest, v.size, [], opts);
+    report(v.digest, v.size, result === 'uploaded' ? 'uploaded' : result);
+    await remember(store, diffId, v, repoName, signal);
+    return wire(v);
+  }
+  // 4. Compress here, streaming: the gzip output goes to the store and to the registry at once,
+  // so compressing and uploading overlap; the digest is known when the stream ends.
+  report(diffId, layer.size, 'preparing');
+  const v = await compressAndUpload(client, store, repo, layer, opts);
+  report(v.digest, v.size, 'uploaded');
+  await remember(store, diffId, v, repoName, signal);
+  return wire(v);
+}
+
+/**
+ * The gzip settings of store/archive-export.ts compressedLayer (level 6, zlib defaults), so a
+ * layer compressed here has the same bytes and digest as one compressed for an export; only the
+ * output buffer is larger (fewer, bigger writes; the deflate stream does not depend on it).
+ */
+const DEFAULT_GZIP_LEVEL = 6;
+
+async function knownGzip(store: Store, diffId: Digest, level: number, signal: AbortSignal | undefined): Promise<{ digest: Digest; size: number } | undefined> {
+  // DEBT: reads the record compressedLayer keeps (meta compressed.<hex>); store/ should export
+  // a lookup for it.
+  const known = (await store.readMeta(`compressed.${digestHex(diffId)}`, { signal })) as Record<string, { digest?: unknown; size?: unknown }> | undefined;
+  const hit = known?.[`gzip-${level}`];
+  if (hit === undefined || typeof hit.digest !== 'string' || !isDigest(hit.digest) || typeof hit.size !== 'number') return undefined;
+  return (await store.blobs.statBlob(hit.digest))?.size === hit.size ? { digest: hit.digest, size: hit.size } : undefined;
+}
+
+async function compressAndUpload(client: RegistryClient, store: Store, repo: Repository, layer: Descriptor, opts: PushOptions): Promise<{ digest: Digest; size: number; mediaType: string }> {
+  const { signal } = opts;
+  const mediaType = layerMediaType('oci', 'gzip');
+  // Read in 1 MiB pieces (the fs default is 64 KiB): each write to zlib is one job on the libuv
+  // pool, which it shares with the store's file I/O; fewer, bigger jobs mean fewer hand-offs.
+  if (!(await store.blobs.hasBlob(layer.digest))) throw new TsbuildError('BLOB_NOT_FOUND', `layer ${layer.digest} is not in the store`, { hint: 'build or pull the image again' });
+  const src = createReadStream(store.blobs.blobPath(layer.digest), { highWaterMark: 1024 * 1024, ...(signal ? { signal } : {}) });
+  const level = opts.level ?? DEFAULT_GZIP_LEVEL;
+  const gzip = createGzip({ level, chunkSize: 1024 * 1024 });
+  const toStore = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+  const toWire = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+  src.on('error', (e) => gzip.destroy(e));
+  gzip.on('error', (e) => {
+    toStore.destroy(e);
+    toWire.destroy(e);
+  });
+  src.pipe(gzip);
+  gzip.pipe(toStore);
+  gzip.pipe(toWire);
+  const stored = store.blobs.putBlob(toStore, { signal });
+  stored.catch(() => undefined);
+  let uploaded: { digest: Digest; size: number } | undefined;
+  try {
+    uploaded = await client.uploadStreamed(repo, toWire, () => stored, { signal });
+  } catch (e) {
+    // Let the store side finish on its own, then upload the stored copy with retries.
+    gzip.unpipe(toWire);
+    toWire.destroy();
+    if (isAbortError(e)) {
+      src.destroy();
+      throw e;
+    }
+    if (e instanceof TsbuildError && !(e instanceof RegistryError && e.temporary)) {
+      // A permanent refusal (denied, unauthorised): retrying with the same bytes cannot help.
+      src.destroy();
+      throw e;
+    }
+  }
+  const info = await stored;
+  await store.updateMeta(`compressed.${digestHex(layer.digest)}`, (cur) => ({ ...((cur as object | undefined) ?? {}), [`gzip-${level}`]: { digest: info.digest, size: info.size } }), { signal });
+  if (uploaded === undefined) await uploadFromStore(client, store, repo, info.digest, info.size, [], opts);
+  return { digest: info.digest, size: info.size, mediaType };
+}
+
+function sameRegistry(repoName: string, registry: string): boolean {
+  return repoName.startsWith(`${registry}/`);
+}
+
+async function remember(store: Store, diffId: Digest, v: { digest: Digest; size: number; mediaType: string }, repoName: string, signal: AbortSignal | undefined): Promise<void> {
+  await recordLayerVariant(store, diffId, { digest: v.digest, size: v.size, mediaType: v.mediaType }, repoName, { signal });
+}
+
+/** HEAD, then upload from the store if the repository lacks the blob. */
+async function uploadFromStore(
+  client: RegistryClient,
+  store: Store,
+  repo: Repository,
+  digest: Digest,
+  size: number,
+  mountFrom: readonly string[],
+  opts: PushOptions,
+): Promise<UploadResult> {
+  if ((await client.blobSize(repo, digest, { signal: opts.signal, forPush: true })) !== undefined) return 'exists';
+  const path = store.blobs.blobPath(digest);
+  const source: BlobSource = async (start, end, signal) => {
+    signal?.throwIfAborted();
+    if (end <= start) return Readable.from([]);
+    return createReadStream(path, { start, end: end - 1, highWaterMark: 1024 * 1024 });
+  };
+  return client.uploadBlob(repo, digest, size, source, {
+    signal: opts.signal,
+    chunkSize: opts.chunkSize,
+    mountFrom,
+  });
+}
+
+

@@ -1,0 +1,121 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tool, tsbuild, type RunResult } from './support/cli.js';
+import { startRegistry, type RunningRegistry } from './support/registry.js';
+import { startTokenIssuer, type TokenIssuer } from './support/token-issuer.js';
+
+// The compiled CLI (npx tsc -p . first) against the real registry with token auth:
+// login/logout, push, pull, tag, and secrets never in the output.
+let tmp: string;
+let issuer: TokenIssuer;
+let reg: RunningRegistry;
+let env: NodeJS.ProcessEnv;
+let rootfsTar: string;
+const PASSWORD = 'pw-s3cret-bob';
+const BASIC = Buffer.from(`bob:${PASSWORD}`).toString('base64');
+
+beforeAll(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tsbuild-regcli-'));
+  issuer = await startTokenIssuer({ dir: tmp, users: { bob: PASSWORD }, acl: (user, repo) => (user === 'bob' ? ['pull', 'push'] : repo.startsWith('public/') ? ['pull'] : []) });
+  reg = await startRegistry({ mode: { kind: 'token', realm: issuer.realm, service: issuer.service, issuer: issuer.issuer, rootCertBundle: issuer.rootCertBundle } });
+  env = { DOCKER_CONFIG: path.join(tmp, 'docker'), REGISTRY_AUTH_FILE: '', XDG_RUNTIME_DIR: path.join(tmp, 'xdg') };
+  const rootfs = path.join(tmp, 'rootfs');
+  await fs.mkdir(path.join(rootfs, 'etc'), { recursive: true });
+  await fs.writeFile(path.join(rootfs, 'etc', 'hello'), 'hello from the registry test\n');
+  rootfsTar = path.join(tmp, 'rootfs.tar');
+  await tool('tar', ['-C', rootfs, '-cf', rootfsTar, '.']);
+});
+
+afterAll(async () => {
+  await reg?.stop();
+  await issuer?.stop();
+  if (tmp) await fs.rm(tmp, { recursive: true, force: true });
+});
+
+function noSecrets(r: RunResult): void {
+  const all = r.stdout + r.stderr;
+  expect(all).not.toContain(PASSWORD);
+  expect(all).not.toContain(BASIC);
+  expect(all).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}/); // a JWT
+  expect(all).not.toMatch(/\n\s+at /); // no stack trace
+}
+
+const root = (name: string) => path.join(tmp, `root-${name}`);
+
+describe('tsbuild login, push, pull, tag, logout', () => {
+  it('round-trips an image through the registry with stored credentials', async () => {
+    const bad = await tsbuild(['login', reg.host, '-u', 'bob', '--password-stdin'], { env, input: 'wrong\n' });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^error: /);
+    noSecrets(bad);
+
+    const login = await tsbuild(['login', reg.host, '-u', 'bob', '--password-stdin'], { env, input: `${PASSWORD}\n` });
+    expect(login.code, login.stderr).toBe(0);
+    expect(login.stdout).toContain('Login Succeeded');
+    noSecrets(login);
+    const configFile = path.join(tmp, 'docker', 'config.json');
+    expect((await fs.stat(configFile)).mode & 0o777).toBe(0o600);
+    const config = JSON.parse(await fs.readFile(configFile, 'utf8')) as { auths: Record<string, { auth: string }> };
+    expect(config.auths[reg.host]?.auth).toBe(BASIC);
+
+    const imported = await tsbuild(['import', rootfsTar, 'hello:v1'], { root: root('a'), env });
+    expect(imported.code, imported.stderr).toBe(0);
+    const id = imported.stdout.trim();
+
+    const push = await tsbuild(['push', 'hello:v1', `${reg.host}/private/hello:v1`, '--log-level', 'debug'], { root: root('a'), env });
+    expect(push.code, push.stderr).toBe(0);
+    expect(push.stdout.trim()).toMatch(/^sha256:[a-f0-9]{64}$/);
+    expect(push.stderr).toContain('Pushed');
+    noSecrets(push);
+
+    const pull = await tsbuild(['pull', `${reg.host}/private/hello:v1`, '--log-level', 'debug'], { root: root('b'), env });
+    expect(pull.code, pull.stderr).toBe(0);
+    expect(pull.stdout.trim()).toBe(id);
+    expect(pull.stderr).toContain('Pull complete');
+    expect(pull.stderr).toContain(`Digest: ${push.stdout.trim()}`);
+    noSecrets(pull);
+
+    const again = await tsbuild(['pull', `${reg.host}/private/hello:v1`], { root: root('b'), env });
+    expect(again.stderr).toContain('Already exists');
+
+    const tag = await tsbuild(['tag', `${reg.host}/private/hello:v1`, 'mine:latest'], { root: root('b'), env });
+    expect(tag.code, tag.stderr).toBe(0);
+    const images = await tsbuild(['images'], { root: root('b'), env });
+    expect(images.stdout).toContain('mine');
+
+    const logout = await tsbuild(['logout', reg.host], { env });
+    expect(logout.code, logout.stderr).toBe(0);
+    const after = JSON.parse(await fs.readFile(configFile, 'utf8')) as { auths: Record<string, unknown> };
+    expect(after.auths[reg.host]).toBeUndefined();
+    const denied = await tsbuild(['pull', `${reg.host}/private/hello:v1`], { root: root('c'), env });
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toMatch(/^error: .*private\/hello/);
+    noSecrets(denied);
+    const again2 = await tsbuild(['logout', reg.host], { env });
+    expect(again2.code).toBe(1);
+  });
+
+  it('pulls what skopeo pushed from a tsbuild OCI archive', async () => {
+    const imported = await tsbuild(['import', rootfsTar, 'sk:v1'], { root: root('d'), env });
+    expect(imported.code, imported.stderr).toBe(0);
+    const archive = path.join(tmp, 'sk.tar');
+    const save = await tsbuild(['save', '--format', 'oci', '-o', archive, 'sk:v1'], { root: root('d'), env });
+    expect(save.code, save.stderr).toBe(0);
+    await tool('skopeo', ['copy', '--dest-tls-verify=false', '--dest-creds', `bob:${PASSWORD}`, `oci-archive:${archive}`, `docker://${reg.host}/public/sk:v1`]);
+    const pull = await tsbuild(['pull', `${reg.host}/public/sk:v1`], { root: root('e'), env });
+    expect(pull.code, pull.stderr).toBe(0);
+    expect(pull.stdout.trim()).toBe(imported.stdout.trim());
+  });
+
+  it('exit 1 with a clear message for an unreachable registry and a bad reference', async () => {
+    const r = await tsbuild(['pull', '127.0.0.1:1/x/y:z'], { root: root('f'), env });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: manifest 127\.0\.0\.1:1\/x\/y:z: .*127\.0\.0\.1:1/);
+    noSecrets(r);
+    const bad = await tsbuild(['pull', 'team/App:v1'], { root: root('f'), env });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^error: invalid reference/);
+  });
+});

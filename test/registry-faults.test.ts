@@ -1,0 +1,252 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TsbuildError } from '../src/errors.js';
+import type { LocalImage } from '../src/image/local-image.js';
+import { DOCKER_SCHEMA1_SIGNED_MANIFEST, OCI_IMAGE_MANIFEST, parseReference } from '../src/oci/index.js';
+import { RegistryClient, pullImage, pushImage } from '../src/registry/index.js';
+import { openStore, type Store } from '../src/store/index.js';
+import { startFaultProxy, type FaultKind, type FaultProxy } from './support/fault-proxy.js';
+import { freePort, startRegistry, type RunningRegistry } from './support/registry.js';
+import { makeStoreImage } from './support/images.js';
+
+// The real registry behind a fault-injecting proxy: every pull and push either succeeds with
+// verified content or fails with a coded error; the store never keeps a blob that does not
+// match its digest and never a half-written image.
+let registry: RunningRegistry;
+let proxy: FaultProxy;
+let tmp: string;
+let direct: RegistryClient;
+let source: Store;
+let image: LocalImage;
+
+const ALL_FAULTS: FaultKind[] = ['500', '503', '429', 'reset', 'truncate', 'corrupt', 'slow', 'redirect'];
+
+beforeAll(async () => {
+  registry = await startRegistry({ mode: { kind: 'open' } });
+  proxy = await startFaultProxy({ upstream: `http://${registry.host}` });
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tsbuild-faults-'));
+  direct = new RegistryClient();
+  source = await openStore(path.join(tmp, 'source'));
+  image = await makeStoreImage(source, 'docker.io/library/faulty:v1', [Buffer.from('small'), 400_000, 150_000, 1_200_000]);
+  await pushImage(direct, source, image, parseReference(`${registry.host}/faults/base:v1`));
+});
+
+afterAll(async () => {
+  await direct?.close();
+  await proxy?.stop();
+  await registry?.stop();
+  if (tmp) await fs.rm(tmp, { recursive: true, force: true });
+});
+
+let n = 0;
+async function freshStore(): Promise<Store> {
+  return openStore(path.join(tmp, `s${++n}`));
+}
+
+function proxied(): RegistryClient {
+  return new RegistryClient({ retry: { baseDelayMs: 5, maxDelayMs: 50, attempts: 6 } });
+}
+
+/** Every blob in the store matches its name, and no temp file is left behind. */
+async function assertStoreClean(store: Store): Promise<void> {
+  for (const d of await store.blobs.listBlobs()) expect((await store.blobs.verifyBlob(d)).ok, d).toBe(true);
+  expect(await fs.readdir(store.paths.tmp)).toEqual([]);
+}
+
+function expectCoded(e: unknown): asserts e is TsbuildError {
+  expect(e, e instanceof Error ? (e.stack ?? e.message) : String(e)).toBeInstanceOf(TsbuildError);
+  expect((e as TsbuildError).code).toMatch(/^[A-Z_]+$/);
+}
+
+describe('through the fault proxy', () => {
+  it('pulls succeed or fail with a coded error, and never store a bad blob', async () => {
+    let ok = 0;
+    for (let seed = 1; seed <= 12; seed++) {
+      proxy.setFaults(0.4, ALL_FAULTS, seed);
+      const store = await freshStore();
+      const client = proxied();
+      try {
+        const pulled = await pullImage(client, store, parseReference(`${proxy.host}/faults/base:v1`));
+        expect(pulled.configDigest).toBe(image.id);
+        ok++;
+      } catch (e) {
+        expectCoded(e);
+        expect(await store.listTags()).toEqual([]);
+      } finally {
+        await client.close();
+      }
+      await assertStoreClean(store);
+    }
+    proxy.setFaults(0, []);
+    // Retries (bounded per failure streak) make nearly all of these succeed; a few may fail cleanly.
+    expect(ok).toBeGreaterThanOrEqual(10);
+    expect(Object.keys(proxy.stats.faults).length).toBeGreaterThanOrEqual(6);
+  });
+
+  it('pushes succeed or fail with a coded error; what succeeded pulls back intact', async () => {
+    let ok = 0;
+    for (let seed = 1; seed <= 8; seed++) {
+      proxy.setFaults(0.4, ['500', '503', 'reset', 'truncate', 'slow'], 100 + seed);
+      const client = proxied();
+      const dest = `faults/push${seed}:v1`;
+      // Odd seeds: a new image, so layers are compressed while they upload (streamed);
+      // even seeds: known compressed blobs, uploaded in chunks that resume.
+      const fresh = seed % 2 === 1;
+      const pushStore = fresh ? await freshStore() : source;
+      const pushed = fresh ? await makeStoreImage(pushStore, `docker.io/library/fresh${seed}:v1`, [300_000, 90_000]) : image;
+      try {
+        await pushImage(client, pushStore, pushed, parseReference(`${proxy.host}/${dest}`), { chunkSize: fresh ? undefined : 128 * 1024 });
+        ok++;
+        proxy.setFaults(0, []);
+        const check = await freshStore();
+        const pulled = await pullImage(direct, check, parseReference(`${registry.host}/${dest}`));
+        expect(pulled.configDigest).toBe(pushed.id);
+      } catch (e) {
+        expectCoded(e);
+      } finally {
+        await client.close();
+      }
+    }
+    proxy.setFaults(0, []);
+    expect(ok).toBeGreaterThanOrEqual(7);
+  });
+
+  it('follows redirects to blob storage on another host', async () => {
+    proxy.setFaults(1, ['redirect'], 7);
+    const before = proxy.stats.redirectsServed;
+    const store = await freshStore();
+    const client = proxied();
+    try {
+      const pulled = await pullImage(client, store, parseReference(`${proxy.host}/faults/base:v1`));
+      expect(pulled.configDigest).toBe(image.id);
+    } finally {
+      await client.close();
+      proxy.setFaults(0, []);
+    }
+    expect(proxy.stats.redirectsServed - before).toBeGreaterThanOrEqual(5);
+    expect(proxy.stats.authorizationLeaks).toBe(0);
+  });
+});
+
+describe('bad input: each a clear, coded error naming the registry, nothing half-written', () => {
+  async function pullError(reference: string, client: RegistryClient = direct): Promise<{ err: TsbuildError; store: Store }> {
+    const store = await freshStore();
+    const err = await pullImage(client, store, parseReference(reference)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expectCoded(err);
+    expect(await store.listTags()).toEqual([]);
+    await assertStoreClean(store);
+    return { err, store };
+  }
+
+  it('unknown host', async () => {
+    const { err } = await pullError('no-such-registry.invalid/a/b:c', new RegistryClient({ retry: { attempts: 1 } }));
+    expect(err.code).toBe('REGISTRY_UNREACHABLE');
+    expect(err.message).toContain('no-such-registry.invalid');
+  });
+
+  it('refused connection', async () => {
+    const port = await freePort();
+    const { err } = await pullError(`127.0.0.1:${port}/a/b:c`);
+    expect(err.code).toBe('REGISTRY_UNREACHABLE');
+    expect(err.message).toContain(`127.0.0.1:${port}`);
+  });
+
+  it('missing manifest and missing repository', async () => {
+    const tag = await pullError(`${registry.host}/faults/base:nope`);
+    expect(tag.err.code).toBe('REGISTRY_MANIFEST_UNKNOWN');
+    expect(tag.err.message).toContain(`${registry.host}/faults/base:nope`);
+    const repo = await pullError(`${registry.host}/faults/never-pushed:v1`);
+    expect(['REGISTRY_NAME_UNKNOWN', 'REGISTRY_MANIFEST_UNKNOWN']).toContain(repo.err.code);
+  });
+
+  it('a manifest listing a blob the registry lacks', async () => {
+    const layer = image.manifest.layers[2]!;
+    // The registry's own check refuses to store such a manifest...
+    const bad = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_IMAGE_MANIFEST, config: image.manifest.config, layers: [{ ...layer, digest: `sha256:${'0'.repeat(64)}` }] }));
+    const putErr = await direct.putManifest(parseReference(`${registry.host}/faults/bad`), 'v1', bad, OCI_IMAGE_MANIFEST).catch((e: unknown) => e);
+    expectCoded(putErr);
+    expect((putErr as TsbuildError).code).toBe('REGISTRY_BLOB_UNKNOWN');
+    // ...so serve one whose blob the registry does not have.
+    const pushed = await direct.headManifest(parseReference(`${registry.host}/faults/base:v1`));
+    const manifest = await direct.getManifest(parseReference(`${registry.host}/faults/base:v1`));
+    const doc = JSON.parse(manifest.bytes.toString()) as { layers: { digest: string }[] };
+    const missing = doc.layers[3]!.digest;
+    proxy.setRules([{ path: new RegExp(`/blobs/${missing}`), respond: { status: 404, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown to registry' }] }) } }]);
+    try {
+      const { err } = await pullError(`${proxy.host}/faults/base:v1`, proxied());
+      expect(err.code).toBe('REGISTRY_BLOB_UNKNOWN');
+      expect(err.message).toContain(missing);
+      expect(pushed?.digest).toBe(manifest.digest);
+    } finally {
+      proxy.setRules([]);
+    }
+  });
+
+  it('bytes that do not match their digest', async () => {
+    const manifest = await direct.getManifest(parseReference(`${registry.host}/faults/base:v1`));
+    const doc = JSON.parse(manifest.bytes.toString()) as { layers: { digest: string }[] };
+    const target = doc.layers[1]!.digest;
+    proxy.setRules([{ path: new RegExp(`/blobs/${target}`), fault: 'corrupt' }]);
+    try {
+      const { err, store } = await pullError(`${proxy.host}/faults/base:v1`, proxied());
+      expect(err.code).toBe('DIGEST_MISMATCH');
+      expect(await store.blobs.hasBlob(target as `sha256:${string}`)).toBe(false);
+    } finally {
+      proxy.setRules([]);
+    }
+    // A manifest served with wrong bytes for its digest.
+    proxy.setRules([{ path: /\/manifests\/sha256:/, fault: 'corrupt' }]);
+    try {
+      const { err } = await pullError(`${proxy.host}/faults/base@${manifest.digest}`, proxied());
+      expect(err.code).toBe('DIGEST_MISMATCH');
+    } finally {
+      proxy.setRules([]);
+    }
+  });
+
+  it('oversized, malformed and schema 1 manifests', async () => {
+    const big = Buffer.alloc(5 * 1024 * 1024, 0x20);
+    const cases: { body: Buffer | string; type: string }[] = [
+      { body: big, type: OCI_IMAGE_MANIFEST },
+      { body: '{"schemaVersion": 2, "mediaType": ', type: OCI_IMAGE_MANIFEST },
+      { body: JSON.stringify({ schemaVersion: 1, name: 'x', tag: 'y', fsLayers: [], history: [], signatures: [] }), type: DOCKER_SCHEMA1_SIGNED_MANIFEST },
+    ];
+    for (const c of cases) {
+      proxy.setRules([{ path: /\/manifests\//, respond: { status: 200, headers: { 'content-type': c.type }, body: c.body } }]);
+      try {
+        const { err } = await pullError(`${proxy.host}/faults/base:v1`, proxied());
+        expect(err.code).toBe('MANIFEST_INVALID');
+      } finally {
+        proxy.setRules([]);
+      }
+    }
+  });
+
+  it('403 from the registry', async () => {
+    proxy.setRules([{ path: /\/manifests\//, respond: { status: 403, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ errors: [{ code: 'DENIED', message: 'requested access to the resource is denied' }] }) } }]);
+    try {
+      const { err } = await pullError(`${proxy.host}/faults/base:v1`, proxied());
+      expect(err.code).toBe('REGISTRY_DENIED');
+      expect(err.message).toContain(proxy.host);
+    } finally {
+      proxy.setRules([]);
+    }
+  });
+
+  it('a registry that keeps failing: bounded retries, then a temporary-failure error', async () => {
+    proxy.setFaults(1, ['503'], 3);
+    try {
+      const started = Date.now();
+      const { err } = await pullError(`${proxy.host}/faults/base:v1`, proxied());
+      expect(err.code).toBe('REGISTRY_UNAVAILABLE');
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      proxy.setFaults(0, []);
+    }
+  });
+});
