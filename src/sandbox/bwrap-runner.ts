@@ -152,6 +152,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
         const result = await runChild(tools.unshare, argv, {
           signal,
           cwd: stepDir,
+          ...(step.stdin ? { stdin: step.stdin } : {}),
           stdout: (c) => step.stdout?.(c),
           stderr: (c) => {
             errTail.push(c);
@@ -200,6 +201,8 @@ function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = 
       if (m.readonly) a.push('--remount-ro', m.target);
     }
   }
+  // Read-only after the mount points above were made in it (`tsbuild run --read-only`).
+  if (step.readonlyRoot) a.push('--remount-ro', '/');
   a.push('--unshare-pid', '--unshare-ipc', '--unshare-uts', '--hostname', step.hostname ?? 'tsbuild');
   if (step.network === 'none') a.push('--unshare-net');
   a.push('--die-with-parent');

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
+import type { Readable } from 'node:stream';
 import type { RunResult } from './types.js';
 
 export interface ChildOptions {
@@ -9,6 +10,8 @@ export interface ChildOptions {
   readonly env?: NodeJS.ProcessEnv;
   readonly stdout?: (chunk: Buffer) => void;
   readonly stderr?: (chunk: Buffer) => void;
+  /** Piped to the child's stdin (unpiped when the child is gone); without it stdin is /dev/null. */
+  readonly stdin?: Readable;
   /** Called after the child exited or was killed, before the promise settles (runc delete). */
   readonly cleanup?: () => Promise<void>;
   /** Called on abort before the process group is killed (runc kill). */
@@ -38,7 +41,7 @@ export function runChild(cmd: string, args: readonly string[], opts: ChildOption
     const child = spawn(cmd, args, {
       cwd: opts.cwd,
       env: opts.env ?? { PATH: HOST_PATH },
-      stdio: opts.fd3 ? ['ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'],
+      stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(opts.fd3 ? (['pipe'] as const) : [])],
       // A new process group: kill(-pid) reaches every process of the chain (unshare, sh,
       // setpriv, bwrap and bwrap's init) at once.
       detached: true,
@@ -59,6 +62,12 @@ export function runChild(cmd: string, args: readonly string[], opts: ChildOption
       killGroup();
     };
     signal?.addEventListener('abort', onAbort, { once: true });
+    const input = opts.stdin;
+    if (input && child.stdin) {
+      // EPIPE when the process exits without reading all of its input is not our error.
+      child.stdin.on('error', () => undefined);
+      input.pipe(child.stdin);
+    }
     child.stdout?.on('data', (c: Buffer) => opts.stdout?.(c));
     child.stderr?.on('data', (c: Buffer) => opts.stderr?.(c));
     const fd3 = child.stdio[3];
@@ -67,6 +76,11 @@ export function runChild(cmd: string, args: readonly string[], opts: ChildOption
       if (settled) return;
       settled = true;
       signal?.removeEventListener('abort', onAbort);
+      if (input && child.stdin) {
+        input.unpipe(child.stdin);
+        // A paused stream no longer keeps the event loop alive (process.stdin).
+        input.pause();
+      }
       killGroup();
       const done = opts.cleanup ? opts.cleanup().catch(() => undefined) : Promise.resolve();
       void done.then(fn);

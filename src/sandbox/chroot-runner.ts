@@ -57,7 +57,7 @@ export function createChrootRunner(opts: ChrootRunnerOptions): Runner {
         '--',
         ...step.args,
       ];
-      return runChild(setpriv, args, { signal: runOpts.signal, env: envObject(step.env), stdout: (c) => step.stdout?.(c), stderr: (c) => step.stderr?.(c) });
+      return runChild(setpriv, args, { signal: runOpts.signal, env: envObject(step.env), ...(step.stdin ? { stdin: step.stdin } : {}), stdout: (c) => step.stdout?.(c), stderr: (c) => step.stderr?.(c) });
     },
   };
 }
@@ -81,6 +81,7 @@ export function createHostRunner(_opts: ChrootRunnerOptions): Runner {
         signal: runOpts.signal,
         cwd: join(root, step.cwd),
         env: envObject(step.env),
+        ...(step.stdin ? { stdin: step.stdin } : {}),
         stdout: (c) => step.stdout?.(c),
         stderr: (c) => step.stderr?.(c),
         ...(me === step.user.uid ? {} : { uid: step.user.uid, gid: step.user.gid }),

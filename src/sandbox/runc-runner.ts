@@ -88,6 +88,7 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
           {
             signal,
             cwd: stepDir,
+            ...(step.stdin ? { stdin: step.stdin } : {}),
             stdout: (c) => step.stdout?.(c),
             stderr: (c) => {
               errTail.push(c);
@@ -152,7 +153,7 @@ export function runtimeConfig(step: RunSpec, root: string, rootless: boolean): R
       capabilities: { bounding: [...DEFAULT_CAPABILITIES], effective: capsList, permitted: capsList },
       noNewPrivileges: false,
     },
-    root: { path: root, readonly: false },
+    root: { path: root, readonly: step.readonlyRoot ?? false },
     hostname: step.hostname ?? 'tsbuild',
     mounts,
     linux: {

@@ -1,3 +1,5 @@
+import type { Readable } from 'node:stream';
+
 /**
  * The sandbox contract: one RUN step in, an exit code out. The engine (build/) owns
  * everything around it (cache keys, snapshots in the store, turning the upper directory into
@@ -54,6 +56,10 @@ export interface RunSpec {
   readonly hostname?: string;
   readonly stdout?: (chunk: Buffer) => void;
   readonly stderr?: (chunk: Buffer) => void;
+  /** Piped to the process's stdin (`tsbuild run -i`); without it stdin is /dev/null. */
+  readonly stdin?: Readable;
+  /** Mount the root read-only (`tsbuild run --read-only`); RUN steps never set it. */
+  readonly readonlyRoot?: boolean;
 }
 
 export interface RunResult {

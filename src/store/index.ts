@@ -22,7 +22,7 @@ export { collectGarbage, type GcOptions, type GcResult } from './gc.js';
 export { fsckStore, type FsckOptions, type FsckProblem } from './fsck.js';
 export { StoreLock, readLockHolder, type LockHolder, type LockOptions, type StoreLockOptions } from './lock.js';
 export { type LayoutIndex, assertRefName } from './layout-index.js';
-export { type RootRef } from './reachability.js';
+export { findReachable, type Reachable, type RootRef } from './reachability.js';
 export { LAYOUT_VERSION, storePaths, type StorePaths } from './store-layout.js';
 export { Store, openStore, removeTreeDefault, type OpenStoreOptions, type SignalOption, type TagEntry } from './store.js';
 export { REF_NAME_ANNOTATION } from './types.js';

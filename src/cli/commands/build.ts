@@ -6,7 +6,7 @@ import { build } from '../../build/index.js';
 import type { BuildRequest, OutputSpec } from '../../build/request.js';
 import type { BuildSecret } from '../../build/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
-import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/platform.js';
+import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/index.js';
 import { parseOutputFlag } from '../parse-output.js';
 import { createReporter, type ProgressMode } from '../progress.js';
 import { createdTime, sourceDateEpoch } from '../source-date.js';

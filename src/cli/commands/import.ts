@@ -3,7 +3,7 @@ import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { importRootfsTar } from '../../image/import-rootfs.js';
 import { normalizeName } from '../../image/local-image.js';
-import { hostPlatform } from '../../oci/platform.js';
+import { hostPlatform } from '../../oci/index.js';
 import { createdTime } from '../source-date.js';
 
 export const importCommand = defineCommand({

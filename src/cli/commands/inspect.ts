@@ -1,0 +1,71 @@
+import { isTsbuildError } from '../../errors.js';
+import { readRepoDigests } from '../../registry/index.js';
+import type { Store } from '../../store/index.js';
+import { defineCommand } from '../command.js';
+import { parseFormatFlag, parseGoTemplate } from '../go-template.js';
+import { familiarTag, resolveImageArg, type StoreImage } from '../local-images.js';
+import { renderError } from '../render-error.js';
+
+/** The document `docker image inspect` prints for one image (the fields a daemon-free store has). */
+export async function inspectDocument(store: Store, img: StoreImage, signal?: AbortSignal): Promise<Record<string, unknown>> {
+  const { image } = img;
+  const repoDigests = await readRepoDigests(store, image.manifestDescriptor.digest, { signal }).catch(() => [] as string[]);
+  const c = image.config;
+  return {
+    Id: image.id,
+    RepoTags: img.tags.map(familiarTag),
+    RepoDigests: repoDigests.map((rd) => {
+      const at = rd.indexOf('@');
+      return `${familiarTag(rd.slice(0, at)).replace(/:latest$/, '')}${rd.slice(at)}`;
+    }),
+    Parent: '',
+    Comment: c.history?.at(-1)?.comment ?? '',
+    Created: c.created ?? '',
+    DockerVersion: '',
+    Author: c.author ?? '',
+    Config: c.config ?? null,
+    Architecture: c.architecture,
+    ...(c.variant ? { Variant: c.variant } : {}),
+    Os: c.os,
+    ...(c['os.version'] ? { OsVersion: c['os.version'] } : {}),
+    Size: img.size,
+    RootFS: { Type: c.rootfs.type, Layers: [...c.rootfs.diff_ids] },
+    // The store does not record when a tag was set; Go's zero time, as docker shows for an
+    // image that was never tagged locally.
+    Metadata: { LastTagTime: '0001-01-01T00:00:00Z' },
+    // Not docker's: the store manifest (uncompressed layers) the image ID belongs to.
+    Descriptor: image.manifestDescriptor,
+  };
+}
+
+export const inspectCommand = defineCommand({
+  command: 'inspect <images..>',
+  describe: 'Show the details of images as a JSON array, like docker image inspect',
+  builder: (y) =>
+    y
+      .positional('images', { type: 'string', array: true, demandOption: true, describe: 'Image names or IDs' })
+      .option('format', { alias: 'f', type: 'string', describe: "Go template, e.g. '{{.Config.Cmd}}' or '{{json .RootFS}}'" }),
+  run: async (args, ctx) => {
+    const signal = ctx.io.signal;
+    const store = await ctx.store();
+    // Parse the template before looking anything up: a bad template is a usage error.
+    const template = args.format !== undefined ? parseGoTemplate(parseFormatFlag(args.format).template) : undefined;
+    const docs: Array<Record<string, unknown>> = [];
+    let failed = false;
+    for (const name of args.images.map(String)) {
+      try {
+        docs.push(await inspectDocument(store, await resolveImageArg(store, name, { signal }), signal));
+      } catch (e) {
+        if (!isTsbuildError(e)) throw e;
+        ctx.io.stderr.write(renderError(e).text);
+        failed = true;
+      }
+    }
+    if (template) {
+      for (const d of docs) ctx.io.stdout.write(`${template.render(d)}\n`);
+    } else {
+      ctx.io.stdout.write(`${JSON.stringify(docs, null, 4)}\n`);
+    }
+    return failed ? 1 : 0;
+  },
+});

@@ -1,0 +1,148 @@
+import { TsbuildError, isTsbuildError } from '../errors.js';
+import { findLocalImage, normalizeName, readLocalImage, type LocalImage } from '../image/local-image.js';
+import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, parseReference, familiarName, type Descriptor, type Digest } from '../oci/index.js';
+import type { Store } from '../store/index.js';
+
+/**
+ * The images of the store as the docker-like commands see them: every tagged image and every
+ * dangling one (a manifest no tag reaches, e.g. the previous build of a moved tag). An image
+ * appears once per image ID, with all its tags.
+ */
+export interface StoreImage {
+  readonly image: LocalImage;
+  /** Full references (docker.io/library/x:tag), sorted. Empty for a dangling image. */
+  readonly tags: readonly string[];
+  /** Digest of the tagged descriptor (an index for a multi-platform pull) or of the manifest. */
+  readonly rootDigests: readonly Digest[];
+  /** Uncompressed size of its layers (docker's SIZE). */
+  readonly size: number;
+}
+
+interface Options {
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** All images of the store, tagged first (by name), then dangling (newest first). */
+export async function listStoreImages(store: Store, opts: Options = {}): Promise<StoreImage[]> {
+  const signal = opts.signal;
+  const tags = await store.listTags({ signal });
+  const byId = new Map<Digest, { image: LocalImage; tags: string[]; roots: Digest[] }>();
+  const reached = new Set<Digest>();
+  for (const t of tags) {
+    reached.add(t.descriptor.digest);
+    const image = await readLocalImage(store, t.descriptor, { signal }).catch(() => undefined);
+    if (!image) continue;
+    reached.add(image.manifestDescriptor.digest);
+    if (isIndexMediaType(t.descriptor.mediaType)) for (const d of await indexChildren(store, t.descriptor, signal)) reached.add(d);
+    const e = byId.get(image.id) ?? { image, tags: [], roots: [] };
+    e.tags.push(t.name);
+    if (!e.roots.includes(t.descriptor.digest)) e.roots.push(t.descriptor.digest);
+    byId.set(image.id, e);
+  }
+  const dangling: StoreImage[] = [];
+  for (const desc of await untaggedManifests(store, reached, signal)) {
+    const image = await readLocalImage(store, desc, { signal }).catch(() => undefined);
+    if (!image || byId.has(image.id) || dangling.some((d) => d.image.id === image.id)) continue;
+    dangling.push({ image, tags: [], rootDigests: [desc.digest], size: imageSize(image) });
+  }
+  dangling.sort((a, b) => Date.parse(b.image.config.created ?? '') - Date.parse(a.image.config.created ?? '') || 0);
+  const tagged = [...byId.values()].map((e) => ({ image: e.image, tags: e.tags.sort(), rootDigests: e.roots, size: imageSize(e.image) }));
+  return [...tagged, ...dangling];
+}
+
+export function imageSize(image: LocalImage): number {
+  return image.manifest.layers.reduce((n, l) => n + l.size, 0);
+}
+
+async function indexChildren(store: Store, desc: Descriptor, signal: AbortSignal | undefined): Promise<Digest[]> {
+  const doc = (await store.blobs.readBlobJson(desc.digest, { maxBytes: MAX_MANIFEST_BYTES, signal }).catch(() => undefined)) as { manifests?: Array<{ digest?: Digest }> } | undefined;
+  return (doc?.manifests ?? []).flatMap((m) => (typeof m.digest === 'string' ? [m.digest] : []));
+}
+
+/**
+ * Image manifests among the store's blobs that `reached` does not contain. The store keeps no
+ * list of them, so small blobs are sniffed: a manifest is a JSON object with a manifest media
+ * type and a config. Layers (large, or not starting with `{`) are skipped after a stat.
+ */
+async function untaggedManifests(store: Store, reached: ReadonlySet<Digest>, signal: AbortSignal | undefined): Promise<Descriptor[]> {
+  const out: Descriptor[] = [];
+  for (const d of await store.blobs.listBlobs()) {
+    if (reached.has(d)) continue;
+    const st = await store.blobs.statBlob(d);
+    if (!st || st.size > 64 * 1024 || st.size < 20) continue;
+    const bytes = await store.blobs.readBlobBytes(d, { maxBytes: MAX_MANIFEST_BYTES, signal }).catch(() => undefined);
+    if (!bytes || bytes[0] !== 0x7b) continue;
+    let doc: unknown;
+    try {
+      doc = JSON.parse(bytes.toString('utf8'));
+    } catch {
+      continue;
+    }
+    const o = doc as { mediaType?: unknown; config?: unknown; layers?: unknown };
+    if (typeof o.mediaType === 'string' && isManifestMediaType(o.mediaType) && typeof o.config === 'object' && Array.isArray(o.layers)) {
+      out.push({ mediaType: o.mediaType, digest: d, size: st.size });
+    }
+  }
+  return out;
+}
+
+/** `docker.io/library/busybox:latest` -> ['busybox', 'latest']; other names as they are. */
+export function splitTag(name: string): { repository: string; tag: string } {
+  try {
+    const ref = parseReference(name);
+    return { repository: familiarName({ registry: ref.registry, repository: ref.repository }), tag: ref.tag ?? '<none>' };
+  } catch {
+    return { repository: name, tag: '<none>' };
+  }
+}
+
+/** `docker.io/library/busybox:latest` -> `busybox:latest`, as docker prints RepoTags. */
+export function familiarTag(name: string): string {
+  const { repository, tag } = splitTag(name);
+  return tag === '<none>' ? repository : `${repository}:${tag}`;
+}
+
+/** `sha256:0123456789ab...` -> `0123456789ab`, docker's short ID. */
+export function shortId(d: string): string {
+  return d.replace(/^sha256:/, '').slice(0, 12);
+}
+
+/**
+ * Finds the image an argument names: a reference (familiar or full), an image ID or a unique
+ * prefix of one (4+ hex digits), including dangling images. A malformed reference, an
+ * ambiguous prefix and an unknown image are each a clear TsbuildError (exit 1).
+ */
+export async function resolveImageArg(store: Store, arg: string, opts: Options = {}): Promise<StoreImage> {
+  const hex = arg.replace(/^sha256:/, '');
+  const isHex = /^[a-f0-9]{4,64}$/.test(hex);
+  let name: string | undefined;
+  try {
+    name = normalizeName(arg);
+  } catch (e) {
+    if (!isHex) {
+      throw new TsbuildError('REFERENCE_INVALID', `invalid reference format: ${JSON.stringify(arg)}${isTsbuildError(e) ? ` (${e.message})` : ''}`, {
+        hint: 'name an image as NAME[:TAG] (lowercase), or by its image ID',
+      });
+    }
+  }
+  const all = await listStoreImages(store, opts);
+  if (name !== undefined) {
+    const byName = all.find((i) => i.tags.includes(name));
+    if (byName) return byName;
+  }
+  if (isHex) {
+    const hits = all.filter((i) => i.image.id.slice(7).startsWith(hex) || i.rootDigests.some((d) => d.slice(7).startsWith(hex)));
+    if (hits.length > 1) {
+      throw new TsbuildError('IMAGE_NOT_FOUND', `image ID prefix ${JSON.stringify(arg)} is ambiguous: it matches ${hits.length} images`, {
+        hint: 'give more characters of the ID, or the image name',
+      });
+    }
+    if (hits[0]) return hits[0];
+  }
+  // Same rules and messages as the rest of the CLI for what is left (e.g. a platform miss).
+  const found = await findLocalImage(store, arg, opts.signal ? { signal: opts.signal } : {});
+  if (found) return { image: found, tags: found.name ? [found.name] : [], rootDigests: [found.manifestDescriptor.digest], size: imageSize(found) };
+  throw new TsbuildError('IMAGE_NOT_FOUND', `No such image: ${arg}`, {
+    hint: 'list images with `tsbuild images`; build, pull or load one first',
+  });
+}

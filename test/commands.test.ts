@@ -1,0 +1,352 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { repoRoot, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { PassThrough, Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { openStore } from '../src/store/index.js';
+import { canonicalJson, OCI_IMAGE_CONFIG, OCI_IMAGE_MANIFEST } from '../src/oci/index.js';
+
+// The docker-like commands (images, history, inspect, rmi, prune, df, run) against a real
+// store: busybox from scripts/make-busybox-image, images built with `tsbuild build`, and
+// `run` in the real sandbox (bubblewrap, as root). One store is set up once; the destructive
+// commands (rmi, prune) work on a copy of it.
+let work: string;
+let root: string;
+let appId: string;
+let busyboxId: string;
+
+const DOCKERFILE = `FROM busybox
+LABEL com.example.role=app
+ENV GREETING=hi-from-app
+COPY msg.txt /msg.txt
+RUN echo built > /built.txt
+CMD ["cat", "/msg.txt"]
+`;
+
+async function build(ctx: string, tag: string, r = root): Promise<string> {
+  const b = await tsbuild(['build', '-q', '-t', tag, ctx], { root: r });
+  expect(b.code, b.stderr).toBe(0);
+  return b.stdout.trim().split('\n').at(-1) ?? '';
+}
+
+/**
+ * The CLI in this process (main() with its own streams): the same code as the binary without
+ * a node start per call. Builds and the exit-code checks of `run` use the real binary.
+ */
+async function cli(args: readonly string[], opts: { root?: string; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const stdout = new PassThrough().on('data', (c: Buffer) => out.push(c));
+  const stderr = new PassThrough().on('data', (c: Buffer) => err.push(c));
+  // The compiled CLI (main() finds package.json relative to dist/), as the binary loads it.
+  const { main } = (await import(pathToFileURL(path.join(repoRoot, 'dist', 'src', 'cli', 'index.js')).href)) as typeof import('../src/cli/index.js');
+  const code = await main(args, {
+    stdout,
+    stderr,
+    stdin: Readable.from([Buffer.from(opts.input ?? '')]),
+    env: { ...process.env, TSBUILD_ROOT: opts.root ?? root },
+    cwd: work,
+    signal: new AbortController().signal,
+  });
+  return { code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+}
+
+/** Column start offsets of a docker-style table line (cells separated by 3+ spaces). */
+function columnStarts(line: string): number[] {
+  const starts = [0];
+  for (const m of line.matchAll(/ {2,}(?=\S)/g)) starts.push((m.index ?? 0) + m[0].length);
+  return starts;
+}
+
+beforeAll(async () => {
+  if (process.getuid?.() !== 0) throw new Error('tsbuild run needs root; run the suite as root (CI does)');
+  for (const t of ['bwrap', 'getfattr']) await requireTool(t);
+  work = await tempDir('e2e-commands');
+  root = path.join(work, 'store');
+  await storeWithBusybox(root);
+  await writeTree(path.join(work, 'app'), { Dockerfile: DOCKERFILE, 'msg.txt': 'hello from app\n' });
+  // Two builds at once on one store (the store is made for that); hello is the README's example.
+  await Promise.all([build(path.join(work, 'app'), 'app:latest'), build(path.join(repoRoot, 'examples', 'hello'), 'hello:latest')]);
+  appId = (await cli(['images', '-q', '--no-trunc', '--filter', 'reference=app'], { root })).stdout.trim();
+  busyboxId = (await cli(['images', '-q', '--no-trunc', '--filter', 'reference=busybox'], { root })).stdout.trim();
+  expect(appId).toMatch(/^sha256:[a-f0-9]{64}$/);
+});
+afterAll(async () => {
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+describe('images', () => {
+  it('lists REPOSITORY TAG IMAGE ID CREATED SIZE in aligned columns like docker', async () => {
+    const r = await cli(['images'], { root });
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^REPOSITORY {3,}TAG {3,}IMAGE ID {3,}CREATED {3,}SIZE$/);
+    const app = lines.find((l) => l.startsWith('app '));
+    expect(app).toMatch(/^app +latest +[a-f0-9]{12} +(\d+ seconds|Less than a second|About a minute) ago +\d[\d.]*[kM]?B$/);
+    // Cells start where their headers start (tabwriter alignment).
+    const hdr = columnStarts(lines[0]!);
+    for (const l of lines.slice(1)) expect(columnStarts(l)).toEqual(hdr);
+    expect(lines.some((l) => /^busybox +latest /.test(l))).toBe(true);
+  });
+
+  it('-q, --no-trunc, --digests', async () => {
+    const q = await cli(['images', '-q'], { root });
+    const short = q.stdout.trim().split('\n');
+    expect(short).toHaveLength(3); // app, busybox, hello
+    expect(short).toEqual(expect.arrayContaining([appId.slice(7, 19), busyboxId.slice(7, 19)]));
+    const d = await cli(['images', '--digests', '--no-trunc'], { root });
+    expect(d.stdout.split('\n')[0]).toMatch(/^REPOSITORY +TAG +DIGEST +IMAGE ID +CREATED +SIZE$/);
+    expect(d.stdout).toContain(appId);
+  });
+
+  it('--filter reference, label, dangling, before, since', async () => {
+    const ids = async (...f: string[]): Promise<string[]> => {
+      const r = await cli(['images', '-q', '--no-trunc', ...f.flatMap((x) => ['--filter', x])], { root });
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.trim().split('\n').filter(Boolean);
+    };
+    expect(await ids('reference=ap*')).toEqual([appId]);
+    expect(await ids('reference=busybox:latest')).toEqual([busyboxId]);
+    expect(await ids('label=com.example.role=app')).toEqual([appId]);
+    expect(await ids('label=com.example.role=other')).toEqual([]);
+    expect(await ids('dangling=true')).toEqual([]);
+    const since = await ids('since=busybox');
+    expect(since).toContain(appId);
+    expect(since).not.toContain(busyboxId);
+    const before = await ids('before=app');
+    expect(before).toContain(busyboxId);
+    expect(before).not.toContain(appId);
+    const bad = await cli(['images', '--filter', 'color=red'], { root });
+    expect(bad.code).toBe(2);
+  });
+
+  it('--format with Go template fields, table and json', async () => {
+    const t = await cli(['images', '--format', '{{.Repository}}:{{.Tag}}'], { root });
+    expect(t.stdout.trim().split('\n').sort()).toEqual(['app:latest', 'busybox:latest', 'hello:latest']);
+    const tbl = await cli(['images', '--format', 'table {{.ID}}\\t{{.Repository}}', '--filter', 'reference=app'], { root });
+    expect(tbl.stdout).toMatch(new RegExp(`^IMAGE ID {7}REPOSITORY\\n${appId.slice(7, 19)}   app\\n$`));
+    const j = await cli(['images', '--format', 'json', '--filter', 'reference=app'], { root });
+    expect(JSON.parse(j.stdout)).toMatchObject({ Repository: 'app', Tag: 'latest', ID: appId.slice(7, 19) });
+  });
+});
+
+describe('history', () => {
+  it('shows one row per step, newest first, image ID on top and <missing> below', async () => {
+    const r = await cli(['history', 'app'], { root });
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^IMAGE {3,}CREATED {3,}CREATED BY {3,}SIZE {3,}COMMENT$/);
+    expect(lines[1]).toMatch(new RegExp(`^${appId.slice(7, 19)} +.* ago +CMD \\["cat" "/msg.txt"\\] +0B +buildkit.dockerfile.v0$`));
+    expect(lines.slice(2).every((l) => l.startsWith('<missing>'))).toBe(true);
+    expect(lines.some((l) => /RUN \/bin\/sh -c echo built > \/built.txt.* \d[\d.]*kB /.test(l))).toBe(true);
+    expect(lines.at(-1)).toMatch(/tsbuild import/);
+    expect(lines).toHaveLength(1 + 6);
+  });
+
+  it('-q, --no-trunc, -H=false, --format', async () => {
+    const q = await cli(['history', '-q', 'app'], { root });
+    expect(q.stdout.split('\n')[0]).toBe(appId.slice(7, 19));
+    const full = await cli(['history', '--no-trunc', '--human=false', 'app'], { root });
+    expect(full.stdout.split('\n')[1]).toMatch(new RegExp(`^${appId} +\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ +CMD`));
+    expect(full.stdout).toMatch(/ \d{4,} +buildkit/); // raw byte sizes
+    const f = await cli(['history', '--format', '{{.CreatedBy}}|{{.Size}}', 'busybox'], { root });
+    expect(f.stdout).toMatch(/^tsbuild import\|\d[\d.]*MB\n$/);
+  });
+
+  it('unknown image and malformed reference: exit 1 with a clear message', async () => {
+    const u = await cli(['history', 'nosuchimage'], { root });
+    expect(u.code).toBe(1);
+    expect(u.stderr).toMatch(/No such image: nosuchimage/);
+    const m = await cli(['history', 'UPPER:case'], { root });
+    expect(m.code).toBe(1);
+    expect(m.stderr).toMatch(/invalid reference format/);
+  });
+});
+
+describe('inspect', () => {
+  it('prints a docker-style JSON array', async () => {
+    const r = await cli(['inspect', 'app', busyboxId.slice(7, 15)], { root });
+    expect(r.code, r.stderr).toBe(0);
+    const docs = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
+    expect(docs).toHaveLength(2);
+    const [app, bb] = docs;
+    expect(app).toMatchObject({ Id: appId, RepoTags: ['app:latest'], RepoDigests: [], Architecture: expect.any(String), Os: 'linux' });
+    expect(app!.Config).toMatchObject({ Cmd: ['cat', '/msg.txt'], Labels: { 'com.example.role': 'app' } });
+    const rootfs = app!.RootFS as { Type: string; Layers: string[] };
+    expect(rootfs.Type).toBe('layers');
+    expect(rootfs.Layers).toHaveLength(3); // busybox, COPY, RUN
+    expect(typeof app!.Size).toBe('number');
+    expect(app!.Metadata).toHaveProperty('LastTagTime');
+    expect(bb).toMatchObject({ Id: busyboxId, RepoTags: ['busybox:latest'] });
+  });
+
+  it('--format selects with a Go template', async () => {
+    const r = await cli(['inspect', '--format', '{{.Config.Cmd}} {{json .Config.Env}} {{len .RootFS.Layers}}', 'app'], { root });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^\[cat \/msg.txt\] \[.*"GREETING=hi-from-app"\] 3\n$/);
+    const bad = await cli(['inspect', '--format', '{{.Config', 'app'], { root });
+    expect(bad.code).toBe(2);
+  });
+
+  it('unknown image: exit 1, the others still printed', async () => {
+    const r = await cli(['inspect', 'app', 'nosuch'], { root });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/No such image: nosuch/);
+    expect(JSON.parse(r.stdout)).toHaveLength(1);
+  });
+});
+
+describe('df', () => {
+  it('TYPE TOTAL ACTIVE SIZE RECLAIMABLE; -v per image', async () => {
+    const r = await cli(['df'], { root });
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^TYPE {3,}TOTAL {3,}ACTIVE {3,}SIZE {3,}RECLAIMABLE$/);
+    expect(lines[1]).toMatch(/^Images +3 +3 +\d[\d.]*MB +0B \(0%\)$/);
+    expect(lines[2]).toMatch(/^Build Cache +4 +4 +/); // COPY and RUN of app and hello
+    expect(lines[3]).toMatch(/^Snapshots +\d+ +\d+ +/);
+    const v = await cli(['df', '-v'], { root });
+    expect(v.stdout).toMatch(/^Images space usage:\n\nREPOSITORY +TAG +IMAGE ID +CREATED +SIZE +SHARED SIZE +UNIQUE SIZE +CONTAINERS\n/);
+    expect(v.stdout).toMatch(/\napp +latest +[a-f0-9]{12} .* \d[\d.]*MB +\d[\d.]*MB +\d[\d.]*kB +0\n/);
+    expect(v.stdout).toMatch(/Build cache usage: /);
+  });
+});
+
+describe('run', () => {
+  it('runs a command in the sandbox and passes its output and exit code through', async () => {
+    const hi = await tsbuild(['run', '--rm', 'busybox', 'echo', 'hi'], { root });
+    expect(hi).toMatchObject({ code: 0, stdout: 'hi\n' });
+    const seven = await tsbuild(['run', '--rm', 'busybox', 'sh', '-c', 'exit 7'], { root });
+    expect(seven.code).toBe(7);
+  });
+
+  it("runs the image's CMD with its ENV; -e, -w, -u, -i, --entrypoint, -v, --read-only", async () => {
+    const app = await cli(['run', 'app'], { root });
+    expect(app).toMatchObject({ code: 0, stdout: 'hello from app\n' });
+    const env = await cli(['run', '-e', 'X=1', '-w', '/made', '-u', 'nobody', 'app', 'sh', '-c', 'echo $GREETING $X $(pwd) $(id -u); touch /tmp/kept'], { root });
+    expect(env.stdout).toBe('hi-from-app 1 /made 65534\n');
+    const stdin = await cli(['run', '-i', 'busybox', 'tr', 'a-z', 'A-Z'], { root, input: 'piped\n' });
+    expect(stdin.stdout).toBe('PIPED\n');
+    const ep = await cli(['run', '--entrypoint', 'echo', 'app', 'from', 'entrypoint'], { root });
+    expect(ep.stdout).toBe('from entrypoint\n');
+    await writeTree(path.join(work, 'vol'), { 'f.txt': 'from host\n' });
+    const vol = await cli(['run', '-v', `${path.join(work, 'vol')}:/data:ro`, '--read-only', 'busybox', 'sh', '-c', 'cat /data/f.txt; touch /data/x 2>/dev/null || echo ro; touch /y 2>/dev/null || echo rootro'], { root });
+    expect(vol.stdout).toBe('from host\nro\nrootro\n');
+    // Nothing the command wrote is kept: the overlay is thrown away.
+    const gone = await cli(['run', 'app', 'ls', '/tmp/kept'], { root });
+    expect(gone.code).not.toBe(0);
+    expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
+  });
+
+  it('runs the README hello example', async () => {
+    const r = await cli(['run', '--rm', 'hello'], { root });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Hello from tsbuild!/);
+  });
+
+  it('unknown image: exit 1', async () => {
+    const r = await cli(['run', 'nosuch'], { root });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/No such image/);
+  });
+});
+
+describe('rmi and prune', () => {
+  let r2: string;
+  beforeAll(async () => {
+    r2 = path.join(work, 'store2');
+    await tool('cp', ['-a', root, r2]);
+  });
+
+  it('removing one of several names only untags', async () => {
+    expect((await cli(['tag', 'app', 'app:v2'], { root: r2 })).code).toBe(0);
+    const r = await cli(['rmi', 'app:v2'], { root: r2 });
+    expect(r).toMatchObject({ code: 0, stdout: 'Untagged: app:v2\n' });
+    const still = await cli(['inspect', 'app'], { root: r2 });
+    expect(still.code, still.stderr).toBe(0);
+  });
+
+  it('refuses an image another tag or a child needs unless -f; never deletes what others need', async () => {
+    await cli(['tag', 'app', 'app:v3'], { root: r2 });
+    const byId = await cli(['rmi', appId.slice(7, 19)], { root: r2 });
+    expect(byId.code).toBe(1);
+    expect(byId.stderr).toMatch(/must be forced.*referenced in multiple repositories/);
+    const parent = await cli(['rmi', 'busybox'], { root: r2 });
+    expect(parent.code).toBe(1);
+    expect(parent.stderr).toMatch(/dependent child images: (app|hello)/);
+    expect(new Set((await cli(['images', '-q'], { root: r2 })).stdout.split('\n').filter(Boolean)).size).toBe(3);
+
+    const forced = await cli(['rmi', '-f', appId.slice(7, 19)], { root: r2 });
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(forced.stdout).toMatch(/^Untagged: app:latest\nUntagged: app:v3\nDeleted: /);
+    expect(forced.stdout).toContain(`Deleted: ${appId}\n`);
+    // busybox's layer is still there and runs; the build cache kept the RUN layer.
+    expect(forced.stdout).not.toContain(busyboxId);
+    expect((await cli(['run', 'busybox', 'true'], { root: r2 })).code).toBe(0);
+    for (const f of (await fs.readdir(path.join(r2, 'meta'))).filter((n) => n.startsWith('step.'))) {
+      const entry = JSON.parse(await fs.readFile(path.join(r2, 'meta', f), 'utf8')) as { diffId?: string };
+      if (entry.diffId) await fs.access(path.join(r2, 'blobs', 'sha256', entry.diffId.slice(7)));
+    }
+  });
+
+  it('malformed reference and ambiguous short ID: exit 1, nothing removed', async () => {
+    const bad = await cli(['rmi', 'Bad:Name'], { root: r2 });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/invalid reference format/);
+    // Two images whose IDs share a 4-digit prefix, made directly in the store.
+    const store = await openStore(r2);
+    const byPrefix = new Map<string, number>();
+    let pair: [number, number] | undefined;
+    const configOf = (n: number): string => canonicalJson({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, config: { Labels: { n: String(n) } } }).toString();
+    for (let n = 0; !pair; n++) {
+      const p = createHash('sha256').update(configOf(n)).digest('hex').slice(0, 4);
+      const seen = byPrefix.get(p);
+      if (seen !== undefined) pair = [seen, n];
+      else byPrefix.set(p, n);
+    }
+    let prefix = '';
+    for (const n of pair) {
+      const c = await store.blobs.putBytes(configOf(n));
+      prefix = c.digest.slice(7, 11);
+      const m = await store.blobs.putBytes(canonicalJson({ schemaVersion: 2, mediaType: OCI_IMAGE_MANIFEST, config: { mediaType: OCI_IMAGE_CONFIG, digest: c.digest, size: c.size }, layers: [] }));
+      await store.setTag(`docker.io/library/twin${n}:latest`, { mediaType: OCI_IMAGE_MANIFEST, digest: m.digest, size: m.size });
+    }
+    const amb = await cli(['rmi', prefix], { root: r2 });
+    expect(amb.code).toBe(1);
+    expect(amb.stderr).toMatch(/ambiguous/);
+    expect((await cli(['images', '-q', '--filter', 'reference=twin*'], { root: r2 })).stdout.trim().split('\n')).toHaveLength(2);
+  });
+
+  it('prune removes dangling images; --all the build cache too', async () => {
+    const oldId = await build(path.join(work, 'app'), 'app:latest', r2);
+    await fs.writeFile(path.join(work, 'app', 'msg.txt'), 'changed\n');
+    await build(path.join(work, 'app'), 'app:latest', r2);
+    const dangling = await cli(['images', '--filter', 'dangling=true'], { root: r2 });
+    expect(dangling.stdout).toMatch(new RegExp(`\\n<none> +<none> +${oldId.slice(7, 19)} `));
+    // The default grace period (1 h) protects what a running build just wrote.
+    const young = await cli(['prune'], { root: r2 });
+    expect(young.stdout).toMatch(/^Total reclaimed space: 0B\n$/);
+    const p = await cli(['prune', '--filter', 'until=0s'], { root: r2 });
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stdout).toContain(`Deleted Images:\ndeleted: ${oldId}\n`);
+    expect(p.stdout).toMatch(/Total reclaimed space: \d[\d.]*k?B\n$/);
+    expect((await cli(['images', '-q', '--filter', 'dangling=true'], { root: r2 })).stdout).toBe('');
+
+    const all = await cli(['prune', '--all', '--filter', 'until=0s'], { root: r2 });
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout).toMatch(/Deleted build cache entries: [1-9]/);
+    // A RUN --mount=type=cache directory (build/run-mounts.ts keeps them in ROOT/cache-mounts).
+    await writeTree(path.join(r2, 'cache-mounts', 'c0ffee'), { 'pkg.bin': 'x'.repeat(5000) });
+    expect((await cli(['df'], { root: r2 })).stdout).toMatch(/\nCache Mounts +1 +0 +5kB +5kB \(100%\)/);
+    const mounts = await cli(['prune', '--cache-mounts', '--filter', 'until=0s'], { root: r2 });
+    expect(mounts.stdout).toMatch(/Total reclaimed space: 5kB\n$/);
+    const df = await cli(['df'], { root: r2 });
+    expect(df.stdout).toMatch(/\nBuild Cache +0 +0 +0B +0B\n/);
+    expect(df.stdout).toMatch(/\nCache Mounts +0 +0 +0B /);
+    // Tagged images are intact.
+    expect((await cli(['run', 'app'], { root: r2 })).stdout).toBe('changed\n');
+    expect((await cli(['run', 'hello'], { root: r2 })).code).toBe(0);
+  });
+});
