@@ -1,30 +1,60 @@
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import { viewOfLayers } from '../image/layer-index-cache.js';
-import { findLocalImage } from '../image/local-image.js';
+import { findLocalImage, type LocalImage } from '../image/local-image.js';
+import { parseReference } from '../oci/index.js';
+import { resolveBaseImage, type RegistryClient } from '../registry/index.js';
 import type { Platform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { emptyConfig, type StageState } from './stage-state.js';
 
+export type PullPolicy = 'missing' | 'always' | 'never';
+
+export interface ImageSource {
+  readonly store: Store;
+  readonly platform: Platform;
+  readonly pull: PullPolicy;
+  /** The registry client, created on first use (a build from local images never makes one). */
+  registry(): Promise<RegistryClient>;
+  readonly signal?: AbortSignal | undefined;
+}
+
 /**
- * The start state of a stage FROM an image of the local store. Images resolve locally
- * first (pull policy "missing", as docker and podman do).
- * DEBT(issue 4): a missing image is pulled from its registry once the registry client lands;
- * until then the error says how to get the image into the store.
+ * An image for FROM or COPY --from: the local store first (pull policy "missing", as docker
+ * and podman do), else pulled from its registry; "always" pulls, "never" never does.
+ * Errors keep the Dockerfile location.
  */
-export async function stateFromImage(store: Store, ref: string, platform: Platform, location: SourceLocation, signal?: AbortSignal): Promise<StageState> {
-  let image;
+export async function resolveImage(src: ImageSource, ref: string, location: SourceLocation): Promise<LocalImage> {
   try {
-    image = await findLocalImage(store, ref, { platform, ...(signal ? { signal } : {}) });
+    if (src.pull !== 'always') {
+      const local = await findLocalImage(src.store, ref, { platform: src.platform, ...(src.signal ? { signal: src.signal } : {}) });
+      if (local) return local;
+      if (/^[a-f0-9]{12,64}$/.test(ref.replace(/^sha256:/, '')) && src.pull === 'never') {
+        throw new TsbuildError('IMAGE_NOT_FOUND', `image ${JSON.stringify(ref)} is not in the local store`);
+      }
+    }
+    if (src.pull === 'never') {
+      throw new TsbuildError('IMAGE_NOT_FOUND', `image ${JSON.stringify(ref)} is not in the local store and --pull=never forbids pulling it`, {
+        hint: 'add it with `tsbuild pull`, `tsbuild load -i IMAGE.tar` or `tsbuild import ROOTFS.tar NAME`',
+      });
+    }
+    return await resolveBaseImage(src.store, await src.registry(), parseReference(ref), src.pull, src.platform, src.signal ? { signal: src.signal } : {});
   } catch (e) {
-    if (e instanceof TsbuildError && !e.location) throw new TsbuildError(e.code, e.message, { location, hint: e.hint, cause: e });
+    if (e instanceof TsbuildError && !e.location) {
+      throw new TsbuildError(e.code, `FROM ${ref}: ${e.message}`, {
+        location,
+        hint: e.hint ?? 'add it with `tsbuild load -i IMAGE.tar`, `tsbuild import ROOTFS.tar NAME` or `tsbuild pull NAME`',
+        cause: e,
+      });
+    }
     throw e;
   }
-  if (!image) {
-    throw new TsbuildError('IMAGE_NOT_FOUND', `base image ${JSON.stringify(ref)} is not in the local store`, {
-      location,
-      hint: 'add it with `tsbuild load -i IMAGE.tar`, `tsbuild import ROOTFS.tar NAME` or `tsbuild pull NAME`',
-    });
-  }
+}
+
+/** The start state of a stage FROM an image (local, or pulled as the policy says). */
+export async function stateFromImage(src: ImageSource, ref: string, location: SourceLocation): Promise<StageState> {
+  const store = src.store;
+  const signal = src.signal;
+  const image = await resolveImage(src, ref, location);
   const layers = image.manifest.layers.map((l, i) => {
     const diffId = image.config.rootfs.diff_ids[i];
     if (!diffId || diffId !== l.digest) {

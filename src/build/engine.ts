@@ -9,7 +9,7 @@ import { sealImage, type SealedImage } from '../image/seal.js';
 import type { ImageConfig, Platform } from '../oci/index.js';
 import { formatPlatform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
-import { scratchState, stateFromImage } from './base-image.js';
+import { resolveImage, scratchState, stateFromImage, type ImageSource } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';
 import { lazySandbox } from './run-step.js';
 import { digestTree } from './tree-digest.js';
@@ -24,7 +24,9 @@ import { materializeRootfs } from './rootfs-output.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { StageState } from './stage-state.js';
 import { setLabels } from '../image/config-edit.js';
-import { getLocalImage } from '../image/local-image.js';
+import { readLocalImage } from '../image/local-image.js';
+import { parseReference } from '../oci/index.js';
+import { pushImage, type RegistryClient } from '../registry/index.js';
 
 export interface BuildEnv {
   readonly store: Store;
@@ -34,6 +36,8 @@ export interface BuildEnv {
   /** RFC 3339 time stamped on the image and its history (SOURCE_DATE_EPOCH when set). */
   readonly created: string;
   readonly logger: Logger;
+  /** The registry client for pulls and pushes, created on first use. */
+  readonly registry?: () => Promise<RegistryClient>;
 }
 
 export interface BuildResult {
@@ -103,6 +107,16 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   };
 
   const total = plan.stages.length;
+  const images: ImageSource = {
+    store: env.store,
+    platform: env.platform,
+    pull: req.pull ?? 'missing',
+    registry: () => {
+      if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
+      return env.registry();
+    },
+    signal: env.signal,
+  };
   const sandbox = lazySandbox({ signal: env.signal, warn: (message) => env.report({ type: 'warning', message }), runtime: req.runtime, isolation: req.isolation });
   try {
     const runStage = async (ps: PlannedStage): Promise<void> => {
@@ -124,7 +138,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
           break;
         }
         case 'image':
-          state = await stateFromImage(env.store, ps.base.ref, env.platform, stage.from.location, env.signal);
+          state = await stateFromImage(images, ps.base.ref, stage.from.location);
           break;
       }
       // An image without PATH gets the default one, as BuildKit does (scratch included).
@@ -156,10 +170,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
             return { root: await materialize(`stage:${s.key}`, `stage ${source.index}`, s.layers.map((l) => l.diffId)), key: s.key };
           }
           const ref = source.ref;
-          const image = await getLocalImage(env.store, ref, { platform: env.platform, signal: env.signal }).catch((e: unknown) => {
-            if (e instanceof TsbuildError) throw new TsbuildError(e.code, `COPY --from=${ref}: ${e.message}`, { location, hint: e.hint });
-            throw e;
-          });
+          const image = await resolveImage(images, ref, location);
           return { root: await materialize(`image:${image.manifestDescriptor.digest}`, `image ${ref}`, image.config.rootfs.diff_ids), key: `image:${image.manifestDescriptor.digest}` };
         },
         sandbox,
@@ -248,6 +259,19 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     if (Object.keys(req.labels).length > 0) config = setLabels(config, Object.entries(req.labels));
     const image = await sealImage(env.store, config, final.layers, { signal: env.signal });
     await writeOutputs(image, req.tags, req.outputs, { store: env.store, signal: env.signal, sourceDateEpoch: req.sourceDateEpoch });
+    if (req.push && req.tags.length > 0) {
+      if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
+      const client = await env.registry();
+      const local = await readLocalImage(env.store, image.manifestDescriptor, { signal: env.signal });
+      for (const name of req.tags) {
+        const id = ++stepId;
+        env.report({ type: 'step-start', id, name: `pushing ${name}` });
+        const t0 = Date.now();
+        const pushed = await pushImage(client, env.store, local, parseReference(name), { signal: env.signal });
+        env.report({ type: 'step-log', id, stream: 'stdout', text: `${pushed.reference}: digest: ${pushed.digest}\n` });
+        env.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+      }
+    }
     if (req.iidFile) await fsp.writeFile(req.iidFile, image.configDescriptor.digest);
     if (req.metadataFile) await fsp.writeFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags), null, 2)}\n`);
     await digests.save();

@@ -31,6 +31,10 @@ export interface BuildRequest {
   readonly buildArgs: ReadonlyMap<string, string>;
   readonly labels: Readonly<Record<string, string>>;
   readonly noCache: boolean;
+  /** `--pull`: base images from the store first (missing), always from the registry, or never. */
+  readonly pull?: 'missing' | 'always' | 'never';
+  /** `--push`: push every tag after the build. */
+  readonly push?: boolean;
   /** `--no-cache-filter`: stages (names or indexes) whose steps never use the cache. */
   readonly noCacheFilter?: readonly string[];
   readonly outputs: readonly OutputSpec[];

@@ -9,6 +9,7 @@ import { normalizeName } from '../../image/local-image.js';
 import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/index.js';
 import { parseOutputFlag } from '../parse-output.js';
 import { createReporter, type ProgressMode } from '../progress.js';
+import { registryClientFor, registryOptions } from './pull.js';
 import { createdTime, sourceDateEpoch } from '../source-date.js';
 
 /** Reads `--build-arg NAME=VALUE` or `--build-arg NAME` (value from the environment, as docker does). */
@@ -82,7 +83,7 @@ export const buildCommand = defineCommand({
   command: 'build [context]',
   describe: 'Build an image from a Dockerfile',
   builder: (y) =>
-    y
+    registryOptions(y)
       .positional('context', { type: 'string', default: '.', describe: 'Build context directory' })
       .option('file', { alias: 'f', type: 'string', describe: 'Dockerfile (default: CONTEXT/Dockerfile; "-" reads stdin)' })
       .option('tag', { alias: 't', type: 'string', default: [] as string[], coerce: repeatable, describe: 'Name the image (repeatable)' })
@@ -99,6 +100,16 @@ export const buildCommand = defineCommand({
       .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
       .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
       .option('isolation', { choices: ['auto', 'sandbox', 'chroot', 'none'] as const, default: 'auto' as const, describe: 'auto steps down with a warning where the sandbox is not allowed' })
+      .option('pull', {
+        type: 'string',
+        describe: 'Base images: missing (default: the store first), always, never; --pull alone means always',
+        coerce: (v: unknown) => {
+          const s = v === true || v === '' || v === 'true' ? 'always' : v === false || v === 'false' ? 'missing' : String(v);
+          if (!['missing', 'always', 'never'].includes(s)) throw new TsbuildError('USAGE', `--pull must be missing, always or never, not ${JSON.stringify(s)}`);
+          return s as 'missing' | 'always' | 'never';
+        },
+      })
+      .option('push', { type: 'boolean', default: false, describe: 'Push every tag to its registry after the build' })
       .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' }),
   run: async (args, ctx) => {
@@ -144,6 +155,8 @@ export const buildCommand = defineCommand({
       buildArgs: parseBuildArgs(args['build-arg'], io.env),
       labels: parseLabels(args.label),
       noCache: args['no-cache'],
+      pull: args.pull ?? 'missing',
+      push: args.push,
       noCacheFilter: args['no-cache-filter'].flatMap((s) => s.split(',')).map((s) => s.trim().toLowerCase()).filter(Boolean),
       outputs,
       ...(args.iidfile ? { iidFile: path.resolve(io.cwd, args.iidfile) } : {}),
@@ -154,6 +167,8 @@ export const buildCommand = defineCommand({
       runtime: args.runtime,
       isolation: args.isolation,
     };
+    if (args.push && tags.length === 0) throw new TsbuildError('USAGE', '--push needs at least one -t NAME to push to');
+    let registry: ReturnType<typeof registryClientFor> | undefined;
     const store = await ctx.store();
     const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
     const result = await build(req, {
@@ -163,6 +178,7 @@ export const buildCommand = defineCommand({
       platform: hostPlatform(),
       created: createdTime(io.env),
       logger: ctx.logger(),
+      registry: () => (registry ??= registryClientFor(args, ctx)),
     });
     io.stdout.write(`${result.image.configDescriptor.digest}\n`);
     return 0;
