@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
+import type { CommandModule } from 'yargs';
 import type { Logger } from 'pino';
 import { TsbuildError, EXIT } from '../errors.js';
 import type { Io } from './io.js';
 import { LOG_LEVELS, createLogger, resolveRoot, type GlobalArgs } from './global-options.js';
 import { renderError } from './render-error.js';
 import type { CommandContext, CommandSpec } from './command.js';
-import { commands } from './commands/index.js';
+import { commandGroups, commands } from './commands/index.js';
 import { openStore, type Store } from '../store/index.js';
 
 function packageVersion(): string {
@@ -55,28 +56,41 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     .alias('h', 'help')
     .wrap(Math.min(110, process.stdout.columns || 100));
 
-  for (const spec of commands as readonly CommandSpec<unknown>[]) {
+  const toModule = (spec: CommandSpec<unknown>): CommandModule => ({
+    command: spec.command as string | string[],
+    describe: spec.describe,
+    builder: (y) => spec.builder(y as never) as never,
+    handler: async (args) => {
+      handled = true;
+      const a = args as unknown as GlobalArgs;
+      const root = resolveRoot(a.root, io);
+      let store: Promise<Store> | undefined;
+      const ctx: CommandContext = {
+        io,
+        root,
+        logger: () => (logger ??= createLogger(a['log-level'])),
+        store: () => (store ??= openStore(root, { signal: io.signal })),
+      };
+      try {
+        exitCode = await spec.run(args as never, ctx);
+      } catch (err) {
+        fail(err);
+      }
+    },
+  });
+
+  for (const spec of commands as readonly CommandSpec<unknown>[]) parser = parser.command(toModule(spec));
+  // docker's management-command spellings: `image ls`, `image inspect`, ...
+  for (const group of commandGroups) {
     parser = parser.command({
-      command: spec.command as string | string[],
-      describe: spec.describe,
-      builder: (y) => spec.builder(y as never) as never,
-      handler: async (args) => {
-        handled = true;
-        const a = args as unknown as GlobalArgs;
-        const root = resolveRoot(a.root, io);
-        let store: Promise<Store> | undefined;
-        const ctx: CommandContext = {
-          io,
-          root,
-          logger: () => (logger ??= createLogger(a['log-level'])),
-          store: () => (store ??= openStore(root, { signal: io.signal })),
-        };
-        try {
-          exitCode = await spec.run(args as never, ctx);
-        } catch (err) {
-          fail(err);
-        }
+      command: `${group.name} <command>`,
+      describe: group.describe,
+      builder: (y) => {
+        let g = y;
+        for (const [alias, spec] of group.commands) g = g.command({ ...toModule(spec as CommandSpec<unknown>), command: String(spec.command).replace(/^\S+/, alias) });
+        return g.demandCommand(1);
       },
+      handler: () => undefined,
     });
   }
 

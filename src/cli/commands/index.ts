@@ -20,3 +20,25 @@ import { logoutCommand } from './logout.js';
 
 /** Every command the CLI offers, in the order `--help` lists them. */
 export const commands: readonly CommandSpec<any>[] = [buildCommand, parseCommand, importCommand, loadCommand, saveCommand, imagesCommand, historyCommand, inspectCommand, rmiCommand, pruneCommand, dfCommand, runCommand, pullCommand, pushCommand, tagCommand, loginCommand, logoutCommand, fsckCommand];
+
+/** docker's management-command spellings (`tsbuild image ls`, `tsbuild system df`). */
+export const commandGroups: ReadonlyArray<{ readonly name: string; readonly describe: string; readonly commands: ReadonlyArray<readonly [string, CommandSpec<any>]> }> = [
+  {
+    name: 'image',
+    describe: 'Manage images (image ls, inspect, history, rm, prune, tag, pull, push, save, load, import)',
+    commands: [
+      ['ls', imagesCommand],
+      ['inspect', inspectCommand],
+      ['history', historyCommand],
+      ['rm', rmiCommand],
+      ['prune', pruneCommand],
+      ['tag', tagCommand],
+      ['pull', pullCommand],
+      ['push', pushCommand],
+      ['save', saveCommand],
+      ['load', loadCommand],
+      ['import', importCommand],
+    ],
+  },
+  { name: 'system', describe: 'Store-wide information and cleanup (system df, prune)', commands: [['df', dfCommand], ['prune', pruneCommand]] },
+];
