@@ -58,4 +58,13 @@ describe('tsbuild CLI shell', () => {
       expect(r.stdout, name).toContain(`tsbuild ${name}`);
     }
   });
+
+  it('answers to docker's management spellings (image ls, system df)', async () => {
+    const root = await import('node:fs/promises').then((fs) => fs.mkdtemp('/tmp/tsbuild-cli-'));
+    const ls = await run(process.execPath, [bin, '--root', root, 'image', 'ls']);
+    expect(ls.stdout).toMatch(/^REPOSITORY\s+TAG\s+IMAGE ID/);
+    const df = await run(process.execPath, [bin, '--root', root, 'system', 'df']);
+    expect(df.stdout).toMatch(/^TYPE\s+TOTAL/);
+    await import('node:fs/promises').then((fs) => fs.rm(root, { recursive: true, force: true }));
+  });
 });
