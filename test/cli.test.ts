@@ -59,7 +59,7 @@ describe('tsbuild CLI shell', () => {
     }
   });
 
-  it('answers to docker's management spellings (image ls, system df)', async () => {
+  it("answers to docker's management spellings (image ls, system df)", async () => {
     const root = await import('node:fs/promises').then((fs) => fs.mkdtemp('/tmp/tsbuild-cli-'));
     const ls = await run(process.execPath, [bin, '--root', root, 'image', 'ls']);
     expect(ls.stdout).toMatch(/^REPOSITORY\s+TAG\s+IMAGE ID/);
