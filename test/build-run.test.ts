@@ -105,6 +105,28 @@ describe('RUN', () => {
     expect(r.stderr).not.toMatch(/\[two 2\/2\] RUN date[^\n]*\n#\d+ CACHED/);
   });
 
+  it('Ctrl-C during a RUN exits 130 and leaves no process, mount or temp dir', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo started && sleep 300\n' });
+    const { spawn } = await import('node:child_process');
+    const { bin } = await import('./support/cli.js');
+    const code = await new Promise<number | null>((resolve) => {
+      const child = spawn(process.execPath, [bin, 'build', '--progress', 'plain', '--no-cache', ctx], { env: { ...process.env, TSBUILD_ROOT: root }, stdio: ['ignore', 'ignore', 'pipe'] });
+      let sent = false;
+      child.stderr.on('data', (d: Buffer) => {
+        if (!sent && d.toString().includes('started')) {
+          sent = true;
+          child.kill('SIGINT');
+        }
+      });
+      child.on('exit', (c) => resolve(c));
+    });
+    expect(code).toBe(130);
+    const ps = await tool('ps', ['-eo', 'args']);
+    expect(ps.stdout).not.toMatch(/sleep 300/);
+    expect(await fs.readFile('/proc/mounts', 'utf8')).not.toContain(root);
+    expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
+  });
+
   it('runs the same steps with --runtime runc', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo runc > /via && rm /etc/group\n' });
     const out = path.join(work, 'runc-out');
