@@ -50,7 +50,7 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
   const planned = new Map<string, PlannedEntry>();
 
   const owner = (st: fs.Stats): { uid: number; gid: number } =>
-    opts.chown ?? (root.kind === 'context' ? { uid: 0, gid: 0 } : { uid: st.uid, gid: st.gid });
+    opts.chown ?? (root.kind === 'context' ? { uid: 0, gid: 0 } : root.mapOwner ? root.mapOwner(st.uid, st.gid) : { uid: st.uid, gid: st.gid });
   const modeOf = (st: fs.Stats): number => (opts.chmod !== undefined ? opts.chmod : st.mode & 0o7777);
   const put = (e: PlannedEntry) => {
     planned.set(e.path, e);

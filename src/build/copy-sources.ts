@@ -23,6 +23,8 @@ export interface SourceRoot {
   readonly filter?: PathFilter | undefined;
   /** Name of the ignore file the filter came from, for messages. */
   readonly filterFile?: string | undefined;
+  /** Host owner -> image owner, for trees unpacked in a user namespace (rootless). */
+  readonly mapOwner?: ((uid: number, gid: number) => { uid: number; gid: number }) | undefined;
   /**
    * The exact walk of the whole root (BuildKit's fsutil walker for a context): when given,
    * directory sources take their entries from it, so COPY sees precisely what BuildKit

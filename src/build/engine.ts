@@ -12,6 +12,8 @@ import type { Store } from '../store/index.js';
 import { resolveImage, scratchState, stateFromImage, type ImageSource } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';
 import { lazySandbox } from './run-step.js';
+import { unpackInNamespace } from './rootless.js';
+import { hostToContainer, probeSandbox, userNamespaceRemoveTree, type SandboxCapabilities } from '../sandbox/index.js';
 import { digestTree } from './tree-digest.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
@@ -90,6 +92,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   const scopes = new Map<number, StageScope>();
   const tempDirs: string[] = [];
   const materialized = new Map<string, Promise<SourceRoot>>();
+  const rootlessDirs: Array<{ dir: string; caps: SandboxCapabilities }> = [];
   let stepId = 0;
 
   const materialize = (key: string, label: string, diffIds: readonly StageState['layers'][number]['diffId'][]): Promise<SourceRoot> => {
@@ -97,6 +100,20 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     if (!p) {
       p = (async () => {
         const dir = await env.store.makeTempDir('from');
+        const caps = process.getuid?.() === 0 ? undefined : await probeSandbox({ signal: env.signal }).catch(() => undefined);
+        if (caps && caps.userNamespaces.ok && caps.idMapping.kind !== 'identity') {
+          // As an ordinary user the stage is unpacked in the user namespace, so its owners are
+          // real there; on the host they show as subordinate IDs, mapped back for COPY --from.
+          rootlessDirs.push({ dir, caps });
+          for (const d of diffIds) await unpackInNamespace(caps, env.store, d, dir, env.signal);
+          const map = caps.idMapping;
+          return {
+            dir,
+            kind: 'stage',
+            label,
+            mapOwner: (uid: number, gid: number) => ({ uid: hostToContainer(map.uids, uid) ?? 0, gid: hostToContainer(map.gids, gid) ?? 0 }),
+          } satisfies SourceRoot;
+        }
         tempDirs.push(dir);
         await materializeRootfs(env.store, diffIds, dir, { signal: env.signal });
         return { dir, kind: 'stage', label } satisfies SourceRoot;
@@ -278,6 +295,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     return { image, names: req.tags };
   } finally {
     for (const d of tempDirs) await env.store.removeTree(d).catch(() => undefined);
+    for (const { dir, caps } of rootlessDirs) await userNamespaceRemoveTree(caps)(dir).catch(() => undefined);
   }
 }
 
