@@ -110,9 +110,10 @@ describe('COPY-only builds', () => {
   });
 
   it('reuses every step on an unchanged rebuild and says so', async () => {
-    await tsbuild(['build', '-t', 'cachetest:1', ctx], { root });
+    const first = await tsbuild(['build', '-t', 'cachetest:1', ctx], { root });
     const r = await tsbuild(['build', '--progress', 'plain', '-t', 'cachetest:1', ctx], { root });
     expect(r.code).toBe(0);
+    expect(r.stdout).toBe(first.stdout); // the same image ID, not one that differs in time stamps
     const copies = r.stderr.split('\n').filter((l) => / COPY /.test(l));
     expect(copies.length).toBe(3);
     const cached = r.stderr.split('\n').filter((l) => /CACHED/.test(l));

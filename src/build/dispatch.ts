@@ -97,8 +97,8 @@ export async function dispatchInstruction(
     case 'ARG':
       return configStep(state, scope, step, ctx, (c) => c);
     case 'WORKDIR': {
-      const withDir = await runMkdir(step.path, step.history ?? `WORKDIR ${step.path}`, state, stepEnv(ctx));
-      return { state: { ...withDir, config: setWorkdir(withDir.config, step.path) }, scope, cached: false };
+      const r = await runMkdir(step.path, step.history ?? `WORKDIR ${step.path}`, state, stepEnv(ctx));
+      return { state: { ...r.state, config: setWorkdir(r.state.config, step.path) }, scope, cached: r.cached };
     }
     case 'USER':
       return configStep(state, scope, step, ctx, (c) => setUser(c, step.user));

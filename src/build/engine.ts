@@ -27,7 +27,8 @@ import type { SourceRoot } from './copy-sources.js';
 import type { StageState } from './stage-state.js';
 import { setLabels } from '../image/config-edit.js';
 import { readLocalImage } from '../image/local-image.js';
-import { parseReference } from '../oci/index.js';
+import { OCI_IMAGE_MANIFEST, isDigest, parseReference } from '../oci/index.js';
+import { cacheKeyFor } from '../cache/index.js';
 import { pushImage, type RegistryClient } from '../registry/index.js';
 
 export interface BuildEnv {
@@ -274,7 +275,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     if (!final) throw new Error('internal: target stage missing');
     let config: ImageConfig = { ...final.config, created: env.created };
     if (Object.keys(req.labels).length > 0) config = setLabels(config, Object.entries(req.labels));
-    const image = await sealImage(env.store, config, final.layers, { signal: env.signal });
+    const image = await sealOrReuse(env, config, final, req);
     await writeOutputs(image, req.tags, req.outputs, { store: env.store, signal: env.signal, sourceDateEpoch: req.sourceDateEpoch });
     if (req.push && req.tags.length > 0) {
       if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
@@ -297,6 +298,32 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     for (const d of tempDirs) await env.store.removeTree(d).catch(() => undefined);
     for (const { dir, caps } of rootlessDirs) await userNamespaceRemoveTree(caps)(dir).catch(() => undefined);
   }
+}
+
+/**
+ * Seals the target image, or reuses the image an earlier build sealed from the same steps
+ * with the same layers, so an unchanged rebuild gives the same image ID (as buildah and
+ * docker do) instead of a new one that differs only in its time stamps.
+ */
+async function sealOrReuse(env: BuildEnv, config: ImageConfig, final: StageState, req: BuildRequest): Promise<SealedImage> {
+  const key = cacheKeyFor({
+    parent: final.key,
+    kind: 'SEAL',
+    instruction: JSON.stringify(req.labels),
+    inputs: [...final.layers.map((l) => l.diffId), `epoch:${req.sourceDateEpoch ?? ''}`],
+    platform: formatPlatform(env.platform),
+  });
+  const meta = `image.${key.slice(7)}`;
+  const known = (await env.store.readMeta(meta)) as { mediaType?: string; digest?: string; size?: number } | undefined;
+  if (known?.digest && isDigest(known.digest) && typeof known.size === 'number' && (await env.store.blobs.hasBlob(known.digest))) {
+    const local = await readLocalImage(env.store, { mediaType: known.mediaType ?? OCI_IMAGE_MANIFEST, digest: known.digest, size: known.size }, { signal: env.signal }).catch(() => undefined);
+    if (local && local.manifest.layers.every((l, i) => l.digest === final.layers[i]?.diffId) && (await Promise.all(local.manifest.layers.map((l) => env.store.blobs.hasBlob(l.digest)))).every(Boolean)) {
+      return { manifest: local.manifest, config: local.config, configDescriptor: local.manifest.config, manifestDescriptor: local.manifestDescriptor };
+    }
+  }
+  const image = await sealImage(env.store, config, final.layers, { signal: env.signal });
+  await env.store.writeMeta(meta, image.manifestDescriptor);
+  return image;
 }
 
 function parseTrigger(trigger: string, location: SourceLocation, escape: '\\' | '`'): Instruction {
