@@ -2,7 +2,7 @@ import { TsbuildError, type SourceLocation } from '../errors.js';
 import { viewOfLayers } from '../image/layer-index-cache.js';
 import { findLocalImage, type LocalImage } from '../image/local-image.js';
 import { parseReference } from '../oci/index.js';
-import { resolveBaseImage, type RegistryClient } from '../registry/index.js';
+import type { RegistryClient } from '../registry/index.js';
 import type { Platform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { emptyConfig, type StageState } from './stage-state.js';
@@ -37,6 +37,8 @@ export async function resolveImage(src: ImageSource, ref: string, location: Sour
         hint: 'add it with `tsbuild pull`, `tsbuild load -i IMAGE.tar` or `tsbuild import ROOTFS.tar NAME`',
       });
     }
+    // undici and the registry client load only when a pull is needed (start-up time).
+    const { resolveBaseImage } = await import('../registry/index.js');
     return await resolveBaseImage(src.store, await src.registry(), parseReference(ref), src.pull, src.platform, src.signal ? { signal: src.signal } : {});
   } catch (e) {
     if (e instanceof TsbuildError && !e.location) {

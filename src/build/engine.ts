@@ -29,7 +29,7 @@ import { setLabels } from '../image/config-edit.js';
 import { readLocalImage } from '../image/local-image.js';
 import { OCI_IMAGE_MANIFEST, isDigest, parseReference } from '../oci/index.js';
 import { cacheKeyFor } from '../cache/index.js';
-import { pushImage, type RegistryClient } from '../registry/index.js';
+import type { RegistryClient } from '../registry/index.js';
 
 export interface BuildEnv {
   readonly store: Store;
@@ -280,6 +280,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     if (req.push && req.tags.length > 0) {
       if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
       const client = await env.registry();
+      const { pushImage } = await import('../registry/index.js');
       const local = await readLocalImage(env.store, image.manifestDescriptor, { signal: env.signal });
       for (const name of req.tags) {
         const id = ++stepId;

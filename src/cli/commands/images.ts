@@ -1,5 +1,6 @@
 import { TsbuildError } from '../../errors.js';
-import { readRepoDigests } from '../../registry/index.js';
+// store-layers.ts, not the registry's front door: listing images must not load undici.
+import { readRepoDigests } from '../../registry/store-layers.js';
 import { defineCommand, repeatable } from '../command.js';
 import { createdAt, createdSince, humanSize, writeListing, type Listing } from '../format-output.js';
 import { listStoreImages, resolveImageArg, shortId, splitTag, type StoreImage } from '../local-images.js';

@@ -1,5 +1,6 @@
 import { isTsbuildError } from '../../errors.js';
-import { readRepoDigests } from '../../registry/index.js';
+// store-layers.ts, not the registry's front door: listing images must not load undici.
+import { readRepoDigests } from '../../registry/store-layers.js';
 import type { Store } from '../../store/index.js';
 import { defineCommand } from '../command.js';
 import { parseFormatFlag, parseGoTemplate } from '../go-template.js';

@@ -2,7 +2,6 @@ import os from 'node:os';
 import { defineCommand } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { normalizeRegistry, parseReference } from '../../oci/index.js';
-import { dockerConfigPath, registryClientFromEnvironment, saveCredential, staticCredentials } from '../../registry/index.js';
 import { registryOptions } from './pull.js';
 
 /** `https://host:5000/v1/` or `host:5000` -> `host:5000`; `index.docker.io` -> `docker.io`. */
@@ -40,6 +39,7 @@ export const loginCommand = defineCommand({
     if (args['password-stdin']) password = (await readAll(ctx.io.stdin)).replace(/\r?\n$/, '');
     if (password === undefined || password === '') throw new TsbuildError('USAGE', 'login needs a password: --password-stdin (recommended) or -p');
     if (args.password !== undefined) ctx.io.stderr.write('WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n');
+    const { dockerConfigPath, registryClientFromEnvironment, saveCredential, staticCredentials } = await import('../../registry/index.js');
     const client = await registryClientFromEnvironment({
       env: ctx.io.env,
       home: ctx.io.env.HOME || os.homedir(),

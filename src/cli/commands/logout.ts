@@ -1,7 +1,6 @@
 import os from 'node:os';
 import { defineCommand } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { authFilesFromEnv, removeCredential } from '../../registry/index.js';
 import { registryArgument } from './login.js';
 
 export const logoutCommand = defineCommand({
@@ -11,6 +10,7 @@ export const logoutCommand = defineCommand({
   run: async (args, ctx) => {
     const registry = registryArgument(args.registry);
     let removed = false;
+    const { authFilesFromEnv, removeCredential } = await import('../../registry/index.js');
     for (const file of authFilesFromEnv(ctx.io.env, ctx.io.env.HOME || os.homedir())) {
       if (await removeCredential(file, registry, { signal: ctx.io.signal })) removed = true;
     }

@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { defineCommand, repeatable, type CommandContext } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { defaultTargetPlatform, parsePlatform, parseReference } from '../../oci/index.js';
-import { pullImage, registryClientFromEnvironment, type PullProgress, type RegistryClient } from '../../registry/index.js';
+import type { PullProgress, RegistryClient } from '../../registry/index.js';
 
 /** Flags shared by the commands that talk to registries (pull, push, login). */
 export function registryOptions<T>(y: Argv<T>) {
@@ -18,7 +18,9 @@ export function registryOptions<T>(y: Argv<T>) {
 }
 
 /** The registry client of a command, from its flags and the environment (credentials, CAs). */
-export function registryClientFor(args: { readonly 'insecure-registry': readonly string[]; readonly 'tls-ca-file': readonly string[] }, ctx: CommandContext): Promise<RegistryClient> {
+export async function registryClientFor(args: { readonly 'insecure-registry': readonly string[]; readonly 'tls-ca-file': readonly string[] }, ctx: CommandContext): Promise<RegistryClient> {
+  // Loaded on first use: undici and the client cost ~0.2 s of start-up for every command.
+  const { registryClientFromEnvironment } = await import('../../registry/index.js');
   return registryClientFromEnvironment({
     env: ctx.io.env,
     home: ctx.io.env.HOME || os.homedir(),
@@ -59,6 +61,7 @@ export const pullCommand = defineCommand({
           else if (p.type === 'layer' && p.status === 'done') err.write(`${short(p.digest)}: Pull complete\n`);
         };
     try {
+      const { pullImage } = await import('../../registry/index.js');
       const pulled = await pullImage(client, store, ref, { platform, signal: ctx.io.signal, concurrency, ...(onProgress ? { onProgress } : {}) });
       if (!args.quiet) {
         err.write(`Digest: ${pulled.repoDigest.slice(pulled.repoDigest.indexOf('@') + 1)}\n`);

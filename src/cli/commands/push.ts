@@ -2,7 +2,7 @@ import { defineCommand } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { getLocalImage } from '../../image/local-image.js';
 import { parseReference } from '../../oci/index.js';
-import { pushImage, type PushProgress } from '../../registry/index.js';
+import type { PushProgress } from '../../registry/index.js';
 import { registryClientFor, registryOptions, short } from './pull.js';
 
 export const pushCommand = defineCommand({
@@ -46,6 +46,7 @@ export const pushCommand = defineCommand({
           }
         };
     try {
+      const { pushImage } = await import('../../registry/index.js');
       const pushed = await pushImage(client, store, image, dest, {
         compression: args.compression,
         signal: ctx.io.signal,
