@@ -205,7 +205,7 @@ describe('df', () => {
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^TYPE {3,}TOTAL {3,}ACTIVE {3,}SIZE {3,}RECLAIMABLE$/);
     expect(lines[1]).toMatch(/^Images +3 +3 +\d[\d.]*MB +0B \(0%\)$/);
-    expect(lines[2]).toMatch(/^Build Cache +4 +4 +/); // COPY and RUN of app and hello
+    expect(lines[2]).toMatch(/^Build Cache +5 +5 +/); // COPY and RUN of app and hello, and hello's WORKDIR layer
     expect(lines[3]).toMatch(/^Snapshots +\d+ +\d+ +/);
     const v = await cli(['df', '-v'], { root });
     expect(v.stdout).toMatch(/^Images space usage:\n\nREPOSITORY +TAG +IMAGE ID +CREATED +SIZE +SHARED SIZE +UNIQUE SIZE +CONTAINERS\n/);
