@@ -3,12 +3,11 @@ import { PassThrough } from 'node:stream';
 import type { SourceLocation } from '../errors.js';
 import { TsbuildError } from '../errors.js';
 import { cacheKeyFor } from '../cache/index.js';
-import { layerIndexOf, rememberLayerIndex } from '../image/layer-index-cache.js';
-import { addHistory } from '../image/config-edit.js';
+import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { resolveChown, type IdPair } from '../image/users.js';
 import { readLayerFile, type LayerIndex } from '../layer/layer-index.js';
 import { writeLayer, type LayerEntry } from '../layer/index.js';
-import { isDigest, type Digest } from '../oci/index.js';
+import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { FileDigests } from './file-digests.js';
 import { planCopy, type PlannedEntry } from './copy-plan.js';
@@ -16,6 +15,7 @@ import { resolveSources, type SourceRoot } from './copy-sources.js';
 import { archiveKind, unpackArchive } from './add-sources.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { viewOf, type StageState } from './stage-state.js';
+import { lookupStep, recordStep, withLayer } from './step-cache.js';
 
 /** A COPY or ADD, expanded, with where its sources come from. */
 export interface CopyRequest {
@@ -72,15 +72,6 @@ function parseChmod(s: string, location: SourceLocation): number {
     throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid --chmod value ${JSON.stringify(s)}`, { location, hint: 'use an octal mode such as 0755 or 644' });
   }
   return parseInt(s, 8);
-}
-
-interface CachedStep {
-  readonly diffId: string;
-  readonly size: number;
-}
-
-function stepMeta(key: Digest): string {
-  return `step.${key.slice(7)}`;
 }
 
 /**
@@ -155,14 +146,9 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   }
   const key = cacheKeyFor({ parent: state.key, kind: req.instruction, instruction: req.keyText ?? req.text, inputs, platform: env.platform });
 
-  const history = (cfgState: StageState) => addHistory(cfgState.config, { createdBy: `${req.text} # buildkit`, emptyLayer: false, created: env.created });
-  if (!env.noCache) {
-    const hit = (await env.store.readMeta(stepMeta(key))) as CachedStep | undefined;
-    if (hit && isDigest(hit.diffId) && (await env.store.blobs.hasBlob(hit.diffId))) {
-      const index = await layerIndexOf(env.store, hit.diffId, { signal: env.signal });
-      return { state: appendLayer(state, { diffId: hit.diffId, size: hit.size }, index, key, history), cached: true };
-    }
-  }
+  const history = { createdBy: `${req.text} # buildkit`, created: env.created };
+  const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal });
+  if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, history), cached: true };
 
   const entries: LayerEntry[] = planned.filter((e) => e.type !== 'other').map((e) => toLayerEntry(e));
   const pass = new PassThrough();
@@ -187,19 +173,8 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
     opaqueDirs: [],
   };
   await rememberLayerIndex(env.store, stored.digest, index);
-  await env.store.writeMeta(stepMeta(key), { diffId: stored.digest, size: stored.size } satisfies CachedStep);
-  return { state: appendLayer(state, { diffId: stored.digest, size: stored.size }, index, key, history), cached: false };
-}
-
-function appendLayer(state: StageState, layer: { diffId: Digest; size: number }, index: LayerIndex, key: string, history: (s: StageState) => StageState['config']): StageState {
-  const config = history(state);
-  return {
-    ...state,
-    config: { ...config, rootfs: { type: 'layers', diff_ids: [...config.rootfs.diff_ids, layer.diffId] } },
-    layers: [...state.layers, layer],
-    indexes: [...state.indexes, index],
-    key,
-  };
+  await recordStep(env.store, key, { diffId: stored.digest, size: stored.size });
+  return { state: withLayer(state, key, { diffId: stored.digest, size: stored.size }, index, history), cached: false };
 }
 
 function toLayerEntry(e: PlannedEntry): LayerEntry {

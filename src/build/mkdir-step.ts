@@ -1,13 +1,12 @@
 import { PassThrough } from 'node:stream';
 import { cacheKeyFor } from '../cache/index.js';
-import { layerIndexOf, rememberLayerIndex } from '../image/layer-index-cache.js';
-import { isDigest, type Digest } from '../oci/index.js';
-import { addHistory } from '../image/config-edit.js';
+import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { normalize } from '../image/rootfs-view.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import { writeLayer, type LayerEntry } from '../layer/index.js';
 import type { StepEnv } from './copy-step.js';
 import { viewOf, type StageState } from './stage-state.js';
+import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js';
 
 /**
  * WORKDIR creates its directory (and missing parents) as a layer, as BuildKit's mkdir file
@@ -19,27 +18,13 @@ export async function runMkdir(dir: string, text: string, state: StageState, env
   const resolved = view.resolve(rel);
   const key = cacheKeyFor({ parent: state.key, kind: 'WORKDIR', instruction: text, inputs: env.sourceDateEpoch === undefined ? [] : [`epoch:${env.sourceDateEpoch}`], platform: env.platform });
   if (rel === '' || resolved.entry?.type === 'dir') {
-    return { state: { ...state, key, config: addHistory(state.config, { createdBy: text, emptyLayer: true, created: env.created }) }, cached: false };
+    return { state: withoutLayer(state, key, { createdBy: text, created: env.created }), cached: false };
   }
-  const withLayer = (layer: { diffId: Digest; size: number }, index: LayerIndex): StageState => {
-    const config = addHistory(state.config, { createdBy: text, emptyLayer: false, created: env.created });
-    return {
-      ...state,
-      key,
-      config: { ...config, rootfs: { type: 'layers', diff_ids: [...config.rootfs.diff_ids, layer.diffId] } },
-      layers: [...state.layers, layer],
-      indexes: [...state.indexes, index],
-    };
-  };
   // The directory's layer is cached like any step (its mtime would otherwise make every
   // rebuild a new layer, and a new image).
-  const metaName = `step.${key.slice(7)}`;
-  if (!env.noCache) {
-    const hit = (await env.store.readMeta(metaName)) as { diffId?: string; size?: number } | undefined;
-    if (hit?.diffId && isDigest(hit.diffId) && typeof hit.size === 'number' && (await env.store.blobs.hasBlob(hit.diffId))) {
-      return { state: withLayer({ diffId: hit.diffId, size: hit.size }, await layerIndexOf(env.store, hit.diffId, { signal: env.signal })), cached: true };
-    }
-  }
+  const history = { createdBy: text, created: env.created };
+  const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal });
+  if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, history), cached: true };
   const mtime = env.sourceDateEpoch ?? Math.floor(Date.parse(env.created) / 1000);
   const entries: LayerEntry[] = [];
   const parts = resolved.path.split('/');
@@ -59,6 +44,6 @@ export async function runMkdir(dir: string, text: string, state: StageState, env
     opaqueDirs: [],
   };
   await rememberLayerIndex(env.store, stored.digest, index);
-  await env.store.writeMeta(metaName, { diffId: stored.digest, size: stored.size });
-  return { state: withLayer({ diffId: stored.digest, size: stored.size }, index), cached: false };
+  await recordStep(env.store, key, { diffId: stored.digest, size: stored.size });
+  return { state: withLayer(state, key, { diffId: stored.digest, size: stored.size }, index, history), cached: false };
 }

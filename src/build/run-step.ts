@@ -2,16 +2,16 @@ import { createReadStream } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import { cacheKeyFor } from '../cache/index.js';
-import { addHistory } from '../image/config-edit.js';
-import { layerIndexOf, rememberLayerIndex } from '../image/layer-index-cache.js';
+import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { parseIdFile } from '../image/users.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import { writeLayer, type LayerEntry } from '../layer/index.js';
-import { isDigest, type Digest } from '../oci/index.js';
+import type { Digest } from '../oci/index.js';
 import type { RunStep } from '../plan/index.js';
 import { DEFAULT_MOUNT_POINTS, captureUpperDir, probeSandbox, userNamespaceRemoveTree, pruneMountPoints, selectRunner, type ChangeEntry, type Runner, type SandboxCapabilities } from '../sandbox/index.js';
 import { imageFileReader, type StepEnv } from './copy-step.js';
 import { lowerDirsFor } from './snapshots.js';
+import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js';
 import { writeLayerInNamespace, type NamespaceEntry } from './rootless.js';
 import { prepareMounts, type MountEnv, type PreparedMounts } from './run-mounts.js';
 import type { StageState } from './stage-state.js';
@@ -110,26 +110,11 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
     platform: env.platform,
   });
   const history = step.history ?? `RUN ${step.args.join(' ')}`;
-  const withLayer = (layer: { diffId: Digest; size: number }, index: LayerIndex): StageState => {
-    const config = addHistory(state.config, { createdBy: history, emptyLayer: false, created: env.created });
-    return {
-      ...state,
-      key,
-      config: { ...config, rootfs: { type: 'layers', diff_ids: [...config.rootfs.diff_ids, layer.diffId] } },
-      layers: [...state.layers, layer],
-      indexes: [...state.indexes, index],
-    };
-  };
-  const metaName = `step.${key.slice(7)}`;
+  const hist = { createdBy: history, created: env.created };
   // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
-  const emptyStep = (): StageState => ({ ...state, key, config: addHistory(state.config, { createdBy: history, emptyLayer: true, created: env.created }) });
-  if (!env.noCache) {
-    const hit = (await env.store.readMeta(metaName)) as { diffId?: string; size?: number; empty?: boolean } | undefined;
-    if (hit?.empty) return { state: emptyStep(), cached: true };
-    if (hit?.diffId && isDigest(hit.diffId) && typeof hit.size === 'number' && (await env.store.blobs.hasBlob(hit.diffId))) {
-      return { state: withLayer({ diffId: hit.diffId, size: hit.size }, await layerIndexOf(env.store, hit.diffId, { signal: env.signal })), cached: true };
-    }
-  }
+  const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal });
+  if (hit?.kind === 'empty') return { state: withoutLayer(state, key, hist), cached: true };
+  if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, hist), cached: true };
 
   const { runner, capabilities } = await env.sandbox();
   const user = await resolveUser(state.config.config?.User, imageFileReader(env, state)).catch((e: unknown) => {
@@ -175,8 +160,8 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
     for await (const c of captureUpperDir(upperDir, captureOpts)) changes.push(c);
     const { entries, index, sources } = toLayer(changes);
     if (entries.length === 0) {
-      await env.store.writeMeta(metaName, { empty: true });
-      return { state: emptyStep(), cached: false };
+      await recordStep(env.store, key, 'empty');
+      return { state: withoutLayer(state, key, hist), cached: false };
     }
     let stored: { digest: Digest; size: number };
     if (rootless) {
@@ -197,8 +182,8 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
     await pruneMountPoints(upperDir, captureOpts);
     await env.store.commitSnapshot(upperDir, stored.digest, { signal: env.signal });
     committed = true;
-    await env.store.writeMeta(metaName, { diffId: stored.digest, size: stored.size });
-    return { state: withLayer({ diffId: stored.digest, size: stored.size }, index), cached: false };
+    await recordStep(env.store, key, { diffId: stored.digest, size: stored.size });
+    return { state: withLayer(state, key, { diffId: stored.digest, size: stored.size }, index, hist), cached: false };
   } finally {
     if (!committed) await removeTree(upperDir).catch(() => undefined);
     await removeTree(workDir).catch(() => undefined);
