@@ -72,6 +72,20 @@ const isSpecialParam = (ch: string): boolean => '@*#?-$!0'.includes(ch);
 /** Internal failure carrying BuildKit's inner message; wrapped once at the top like Go's errors.Wrapf. */
 class LexError extends Error {}
 
+/**
+ * Bounds on one word's expansion (not in BuildKit, where Go grows until the machine runs out):
+ * a chain of `ENV A2=${A1}${A1}` doubles per line and killed the process with an out-of-memory
+ * abort, and `${a:-${b:-...}}` nested thousands deep overflowed the stack (scripts/torture).
+ */
+export const MAX_EXPANSION_CHARS = 16 * 1024 * 1024;
+export const MAX_SUBSTITUTION_DEPTH = 256;
+
+function checkLength(result: string): void {
+  if (result.length > MAX_EXPANSION_CHARS) {
+    throw new LexError(`expansion result is longer than ${MAX_EXPANSION_CHARS} characters`);
+  }
+}
+
 /** Builds a getter from a `NAME=VALUE` list (BuildKit EnvsFromSlice: no `=` means empty value). */
 export function envFromList(list: readonly string[]): EnvGetter {
   const map = new Map<string, string>();
@@ -170,6 +184,7 @@ class ShellWord {
   private readonly scanner: RuneScanner;
   private readonly wordsBuffer = new SharedBuffer();
   private rawEscapes: boolean;
+  private depth = 0;
   readonly matched = new Set<string>();
   readonly unmatched = new Set<string>();
 
@@ -194,6 +209,10 @@ class ShellWord {
     const words = new Words(this.wordsBuffer);
     const saved = this.rawEscapes;
     this.rawEscapes = rawEscapes;
+    if (++this.depth > MAX_SUBSTITUTION_DEPTH) {
+      this.depth--;
+      throw new LexError(`substitutions nested more than ${MAX_SUBSTITUTION_DEPTH} deep`);
+    }
     try {
       for (let ch = this.scanner.peek(); ch !== undefined; ch = this.scanner.peek()) {
         if (stopChar !== undefined && ch === stopChar) {
@@ -204,6 +223,7 @@ class ShellWord {
         if (special !== undefined) {
           const tmp = special();
           result += tmp;
+          checkLength(result);
           // Expanded values are split on spaces; quoted text is one piece.
           if (ch === '$') words.addString(tmp);
           else words.addRawString(tmp);
@@ -231,6 +251,7 @@ class ShellWord {
       return { result, words: words.getWords() };
     } finally {
       this.rawEscapes = saved;
+      this.depth--;
     }
   }
 
@@ -282,6 +303,7 @@ class ShellWord {
       }
       if (peek === '$') {
         result += this.processDollar();
+        checkLength(result);
         continue;
       }
       let ch = this.scanner.next() as string;
