@@ -1,0 +1,774 @@
+#!/usr/bin/env node
+// Reliability and security suite (issue 7). Runs the compiled CLI (dist/) end to end and prints
+// figures. Usage: scripts/torture [SECTION...]   sections: crash concurrency layers contexts sandbox secrets
+// Env: TORTURE_QUICK=1 (small counts), TORTURE_SEED=N, TORTURE_KILLS=N, TORTURE_ROUNDS=N,
+//      TORTURE_MUTANTS=N, TORTURE_KEEP=1 (keep the work directory).
+// Exit code: 0 when every check held, 1 otherwise.
+import { spawn, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(repo, 'dist', 'cmd', 'tsbuild.js');
+const QUICK = process.env.TORTURE_QUICK === '1';
+const SEED = Number(process.env.TORTURE_SEED ?? 0x70127);
+const KILLS = Number(process.env.TORTURE_KILLS ?? (QUICK ? 20 : 100));
+const ROUNDS = Number(process.env.TORTURE_ROUNDS ?? (QUICK ? 3 : 25));
+const MUTANTS = Number(process.env.TORTURE_MUTANTS ?? 10_000);
+const MARK = `torture-mark-${process.pid}`;
+
+function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rand = prng(SEED);
+
+const figures = []; // [section, figure, value, ok]
+const findings = [];
+let failed = false;
+function fig(section, name, value, ok = true) {
+  figures.push([section, name, String(value), ok]);
+  if (!ok) failed = true;
+  console.log(`  ${ok ? 'ok  ' : 'FAIL'} ${name}: ${value}`);
+}
+function note(s) {
+  findings.push(s);
+  console.log(`  note: ${s}`);
+}
+
+/** Runs the CLI; never rejects. timeout kills with SIGKILL and sets timedOut. */
+function tsbuild(args, { root, cwd, env, timeout = 300_000, killAfter } = {}) {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: cwd ?? repo,
+      env: { ...process.env, ...(root ? { TSBUILD_ROOT: root } : {}), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    let killed = false;
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeout);
+    const k = killAfter !== undefined ? setTimeout(() => ((killed = true), child.kill('SIGKILL')), killAfter) : undefined;
+    child.on('close', (code, signal) => {
+      clearTimeout(t);
+      if (k) clearTimeout(k);
+      resolve({ code: code ?? -1, signal, stdout, stderr, timedOut, killed, ms: Date.now() - t0, pid: child.pid });
+    });
+  });
+}
+
+function sh(cmd) {
+  return execFileSync('bash', ['-c', cmd], { encoding: 'utf8', maxBuffer: 256 << 20 });
+}
+
+async function writeTree(root, files) {
+  for (const [rel, content] of Object.entries(files)) {
+    const p = path.join(root, rel);
+    await fsp.mkdir(path.dirname(p), { recursive: true });
+    await fsp.writeFile(p, content);
+  }
+}
+
+async function bigFile(file, mib, salt) {
+  const fh = await fsp.open(file, 'w');
+  const chunk = Buffer.alloc(1 << 20);
+  for (let i = 0; i < mib; i++) {
+    for (let j = 0; j < chunk.length; j += 4) chunk.writeUInt32LE(((i * chunk.length + j + salt) * 2654435761) >>> 0, j);
+    await fh.write(chunk);
+  }
+  await fh.close();
+}
+
+async function storeWithBusybox(root) {
+  sh(`TSBUILD_ROOT='${root}' '${repo}/scripts/make-busybox-image' >/dev/null`);
+}
+
+function mountsUnder(p) {
+  return fs.readFileSync('/proc/mounts', 'utf8').split('\n').filter((l) => l.includes(p)).length;
+}
+
+/** Processes that belong to our builds: marked RUN commands, or sandbox tools rooted in our dirs. */
+function strays(before, dirs) {
+  const out = [];
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid) || before.has(pid) || Number(pid) === process.pid) continue;
+    let comm = '';
+    let cmd = '';
+    try {
+      comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    } catch {
+      continue;
+    }
+    if (comm === 'node' || comm === 'bash' && !cmd.includes(MARK)) continue;
+    let linked = '';
+    for (const l of ['cwd', 'root']) {
+      try {
+        linked += fs.readlinkSync(`/proc/${pid}/${l}`) + ' ';
+      } catch {}
+    }
+    const ours = cmd.includes(MARK) || dirs.some((d) => cmd.includes(d) || linked.includes(d));
+    if (ours || (['bwrap', 'runc', 'unshare'].includes(comm) && dirs.some((d) => cmd.includes(d)))) out.push({ pid, comm, cmd: cmd.slice(0, 120) });
+  }
+  return out;
+}
+function pidSet() {
+  return new Set(fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)));
+}
+function liveCmdlines() {
+  let all = '';
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try { all += fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8') + '\n'; } catch {}
+  }
+  return all;
+}
+function tmpLeftovers(before) {
+  return fs.readdirSync(os.tmpdir()).filter((n) => /^tsbuild-(run|runc|probe)-/.test(n) && !before.has(n));
+}
+
+const work = fs.mkdtempSync(path.join('/work', `.torture-${process.pid}-`));
+const sentinelDir = path.join(work, 'sentinel');
+const sentinel = path.join(sentinelDir, 'sentinel.txt');
+const SENTINEL_TEXT = `sentinel ${crypto.randomBytes(8).toString('hex')}\n`;
+const rootSentinel = `/root/.torture-sentinel-${process.pid}`;
+fs.mkdirSync(sentinelDir, { recursive: true });
+fs.writeFileSync(sentinel, SENTINEL_TEXT);
+fs.writeFileSync(rootSentinel, SENTINEL_TEXT);
+function sentinelIntact() {
+  const names = fs.readdirSync(sentinelDir).sort().join(',');
+  return fs.readFileSync(sentinel, 'utf8') === SENTINEL_TEXT && names === 'sentinel.txt' && fs.readFileSync(rootSentinel, 'utf8') === SENTINEL_TEXT;
+}
+
+// ---------------------------------------------------------------- 1. crashes
+async function crashes() {
+  console.log(`\n== 1. crashes: ${KILLS} SIGKILLs at seeded random moments (seed ${SEED})`);
+  const root = path.join(work, 'crash-store');
+  await storeWithBusybox(root);
+  const ctxs = {};
+  ctxs.big = path.join(work, 'crash-big');
+  await writeTree(ctxs.big, { Dockerfile: 'FROM busybox\nCOPY big.bin /big.bin\nCOPY small.txt /small.txt\nRUN cat /small.txt > /copied\n', 'small.txt': 'small\n' });
+  await bigFile(path.join(ctxs.big, 'big.bin'), 32, 1);
+  ctxs.run = path.join(work, 'crash-run');
+  await writeTree(ctxs.run, {
+    Dockerfile: `FROM busybox\nRUN echo ${MARK} && dd if=/dev/urandom of=/r1 bs=1M count=8 2>/dev/null && sleep 0.3\nRUN sh -c 'echo ${MARK}; for i in 1 2 3 4 5; do head -c 1048576 /dev/urandom > /f$i; done; sleep 0.2'\nCOPY . /ctx\nRUN (sleep 5; echo ${MARK}) & echo bg\n`,
+    'a.txt': 'a\n',
+  });
+  ctxs.multi = path.join(work, 'crash-multi');
+  await writeTree(ctxs.multi, {
+    Dockerfile: `FROM busybox AS a\nRUN echo ${MARK} && mkdir -p /o && seq 1 50000 > /o/seq\nFROM busybox\nCOPY --from=a /o /o\nCOPY big2.bin /b\nRUN wc -l /o/seq > /count\n`,
+  });
+  await bigFile(path.join(ctxs.multi, 'big2.bin'), 24, 7);
+  const kinds = [
+    ['big', 'cold', ['--no-cache']],
+    ['big', 'cached', []],
+    ['run', 'cold', ['--no-cache']],
+    ['run', 'cached', []],
+    ['multi', 'cold', ['--no-cache']],
+    ['multi', 'cached', []],
+  ];
+  // Calibrate: how long does each kind take uncancelled?
+  const dur = {};
+  for (const [c, label, extra] of kinds) {
+    const r = await tsbuild(['build', ...extra, '-t', `crash-${c}:1`, ctxs[c]], { root });
+    if (r.code !== 0) throw new Error(`calibration build ${c} failed: ${r.stderr}`);
+    dur[`${c}/${label}`] = r.ms;
+  }
+  console.log(`  build times (ms): ${JSON.stringify(dur)}`);
+  const tmpBefore = new Set(fs.readdirSync(os.tmpdir()));
+  let fsckOk = 0, nextOk = 0, mountsLeft = 0, procsLeft = 0, tmpLeft = 0, killedMid = 0, finishedBeforeKill = 0;
+  const strayExamples = [];
+  const failures = [];
+  // Until KILLS builds were killed mid-build (a kill that comes after the build finished does not
+  // count), at most 2 x KILLS attempts.
+  let i = 0;
+  for (; killedMid < KILLS && i < 2 * KILLS; i++) {
+    const [c, label, extra] = kinds[i % kinds.length];
+    const before = pidSet();
+    const delay = Math.floor(rand() * dur[`${c}/${label}`] * 0.8) + 5;
+    const r = await tsbuild(['build', ...extra, '-t', `crash-${c}:1`, ctxs[c]], { root, killAfter: delay });
+    if (r.killed && r.signal === 'SIGKILL') killedMid++;
+    else finishedBeforeKill++;
+    await new Promise((res) => setTimeout(res, 150));
+    const m = mountsUnder(root) + mountsUnder(work);
+    mountsLeft += m;
+    const s = strays(before, [root, work]);
+    procsLeft += s.length;
+    if (s.length && strayExamples.length < 5) strayExamples.push(`${c}/${label}@${delay}ms: ${s.map((p) => `${p.comm}(${p.cmd})`).join('; ')}`);
+    for (const p of s) try { process.kill(Number(p.pid), 'SIGKILL'); } catch {}
+    // Step directories in /tmp no live process refers to (other builds on this machine may be
+    // running: count only, never delete).
+    const live = liveCmdlines();
+    const tl = tmpLeftovers(tmpBefore).filter((n) => !live.includes(n));
+    tmpLeft += tl.length;
+    for (const n of tl) tmpBefore.add(n);
+    const f = await tsbuild(['fsck'], { root });
+    if (f.code === 0 && /consistent/.test(f.stdout)) fsckOk++;
+    else failures.push(`kill ${i} (${c}/${label} @${delay}ms): fsck ${f.code}: ${(f.stdout + f.stderr).slice(0, 300)}`);
+    const n = await tsbuild(['build', '-t', `crash-${c}:1`, ctxs[c]], { root });
+    if (n.code === 0) nextOk++;
+    else failures.push(`kill ${i} (${c}/${label} @${delay}ms): next build ${n.code}: ${n.stderr.slice(-300)}`);
+    if ((i + 1) % 20 === 0) console.log(`  ... ${i + 1} attempts, ${killedMid} killed mid-build`);
+  }
+  const fin = await tsbuild(['fsck'], { root });
+  fig('crashes', 'builds SIGKILLed mid-build / finished before the kill', `${killedMid} / ${finishedBeforeKill}`, killedMid >= KILLS);
+  fig('crashes', 'fsck consistent after kill', `${fsckOk}/${i}`, fsckOk === i);
+  fig('crashes', 'next build succeeded', `${nextOk}/${i}`, nextOk === i);
+  fig('crashes', 'leftover mounts (sum over kills)', mountsLeft, mountsLeft === 0);
+  fig('crashes', 'leftover processes (sum over kills)', procsLeft, procsLeft === 0);
+  fig('crashes', 'leftover tsbuild-run-* temp dirs in /tmp (sum)', tmpLeft, true);
+  fig('crashes', 'final fsck', fin.code === 0 ? 'consistent' : fin.stdout + fin.stderr, fin.code === 0);
+  if (tmpLeft) note(`${tmpLeft} sandbox step directories (${os.tmpdir()}/tsbuild-run-*) were left behind by SIGKILLed builds; fsck does not see them (outside the store).`);
+  for (const e of strayExamples) note(`stray process after kill: ${e}`);
+  for (const e of failures.slice(0, 10)) note(e);
+}
+
+// ---------------------------------------------------------------- 2. concurrency
+async function concurrency() {
+  console.log(`\n== 2. concurrency: 4 builds at once on one store, ${ROUNDS} rounds (+ a prune alongside)`);
+  const root = path.join(work, 'conc-store');
+  await storeWithBusybox(root);
+  let ok = 0, total = 0, right = 0, sameId = 0, fsckOk = 0, pruneOk = 0;
+  const problems = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const jobs = [];
+    const shared = path.join(work, `conc-shared-${round % 3}`);
+    await writeTree(shared, { Dockerfile: `FROM busybox\nCOPY s.txt /s.txt\nRUN cat /s.txt > /t.txt && echo shared >> /t.txt\n`, 's.txt': `shared ${round % 3}\n` });
+    for (let k = 0; k < 2; k++) {
+      const ctx = path.join(work, `conc-${round}-${k}`);
+      const val = `round ${round} build ${k} ${crypto.randomBytes(4).toString('hex')}`;
+      await writeTree(ctx, { Dockerfile: `FROM busybox\nCOPY v.txt /v.txt\nRUN cp /v.txt /w.txt && echo ${k} >> /w.txt\nCOPY common.txt /c\n`, 'v.txt': val + '\n', 'common.txt': 'common\n' });
+      const out = path.join(work, `conc-out-${round}-${k}`);
+      jobs.push(tsbuild(['build', '-t', `conc${k}:${round}`, '--output', `type=local,dest=${out}`, ctx], { root }).then(async (r) => {
+        total++;
+        if (r.code !== 0) return problems.push(`round ${round} build ${k}: ${r.stderr.slice(-300)}`);
+        ok++;
+        const w = await fsp.readFile(path.join(out, 'w.txt'), 'utf8').catch(() => '');
+        if (w === `${val}\n${k}\n`) right++;
+        else problems.push(`round ${round} build ${k}: wrong /w.txt ${JSON.stringify(w)}`);
+      }));
+    }
+    const ids = [];
+    for (let k = 0; k < 2; k++) {
+      const iid = path.join(work, `conc-iid-${round}-${k}`);
+      // SOURCE_DATE_EPOCH: identical inputs give one image ID (else "created" differs by the second).
+      jobs.push(tsbuild(['build', '-t', `shared:${round}`, '--iidfile', iid, shared], { root, env: { SOURCE_DATE_EPOCH: '1700000000' } }).then(async (r) => {
+        total++;
+        if (r.code !== 0) return problems.push(`round ${round} shared ${k}: ${r.stderr.slice(-300)}`);
+        ok++;
+        ids.push(await fsp.readFile(iid, 'utf8'));
+      }));
+    }
+    if (round % 5 === 4) jobs.push(tsbuild(['prune', '--all', '-f'], { root }).then((r) => { if (r.code === 0) pruneOk++; else problems.push(`prune: ${r.stderr.slice(-300)}`); }));
+    await Promise.all(jobs);
+    if (ids.length === 2 && ids[0] === ids[1]) { sameId++; right += 2; }
+    else problems.push(`round ${round}: identical builds gave ${ids.join(' / ')}`);
+    const f = await tsbuild(['fsck'], { root });
+    if (f.code === 0) fsckOk++;
+    else problems.push(`round ${round}: fsck ${f.stdout}${f.stderr}`);
+  }
+  // Same check across rounds: shared:N for rounds with the same input must have the same ID.
+  fig('concurrency', 'builds succeeded', `${ok}/${total}`, ok === total);
+  fig('concurrency', 'right contents / image IDs', `${right}/${total}`, right === total);
+  fig('concurrency', 'identical builds gave one image ID', `${sameId}/${ROUNDS}`, sameId === ROUNDS);
+  fig('concurrency', 'prunes alongside succeeded', `${pruneOk}/${Math.floor(ROUNDS / 5)}`, pruneOk === Math.floor(ROUNDS / 5));
+  fig('concurrency', 'fsck clean after round', `${fsckOk}/${ROUNDS}`, fsckOk === ROUNDS);
+  for (const p of problems.slice(0, 10)) note(p);
+}
+
+// ---------------------------------------------------------------- 3. hostile layers
+// A minimal tar writer with full control over every header field.
+function octal(n, len) {
+  return n.toString(8).padStart(len - 1, '0') + '\0';
+}
+function tarHeader({ name, size = 0, type = '0', mode = 0o644, linkname = '', devmajor = 0, devminor = 0, rawSize }) {
+  const h = Buffer.alloc(512);
+  const nb = Buffer.from(name);
+  let prefix = '';
+  if (nb.length > 100) throw new Error('name too long for the tiny writer: ' + name);
+  nb.copy(h, 0);
+  h.write(octal(mode, 8), 100);
+  h.write(octal(0, 8), 108);
+  h.write(octal(0, 8), 116);
+  if (rawSize) rawSize.copy(h, 124);
+  else h.write(octal(size, 12), 124);
+  h.write(octal(0, 12), 136);
+  h.write('        ', 148);
+  h.write(type, 156);
+  Buffer.from(linkname).copy(h, 157);
+  h.write('ustar\0', 257);
+  h.write('00', 263);
+  h.write(octal(devmajor, 8), 329);
+  h.write(octal(devminor, 8), 337);
+  h.write(prefix, 345);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(octal(sum, 7) + ' ', 148);
+  return h;
+}
+function pad(len) {
+  return Buffer.alloc((512 - (len % 512)) % 512);
+}
+function paxRecords(rec) {
+  let body = '';
+  for (const [k, v] of Object.entries(rec)) {
+    const tail = ` ${k}=${v}\n`;
+    let n = tail.length + 1;
+    while (String(n).length + tail.length !== n) n = String(n).length + tail.length;
+    body += n + tail;
+  }
+  return Buffer.from(body);
+}
+/** entries: {name, type, body, mode, linkname, pax, gpax, devmajor, devminor, rawSize, noPadBody} */
+function makeTar(entries) {
+  const parts = [];
+  for (const e of entries) {
+    for (const [kind, rec] of [['g', e.gpax], ['x', e.pax]]) {
+      if (!rec) continue;
+      const b = paxRecords(rec);
+      parts.push(tarHeader({ name: `PaxHeaders/${kind}`, size: b.length, type: kind }), b, pad(b.length));
+    }
+    const body = e.body === undefined ? Buffer.alloc(0) : Buffer.from(e.body);
+    parts.push(tarHeader({ ...e, size: e.declared ?? body.length }), body, pad(body.length));
+  }
+  parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
+}
+const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
+const GOARCH = { x64: 'amd64', arm64: 'arm64' }[process.arch] ?? process.arch;
+
+/** An OCI image layout tar around the given layers ({tar: Buffer} or {gz, diffId}). */
+function ociArchive(layers, refName) {
+  const blobs = new Map();
+  const layerDescs = [];
+  const diffIds = [];
+  for (const l of layers) {
+    const gz = l.gz ?? zlib.gzipSync(l.tar);
+    const d = sha(gz);
+    blobs.set(d, gz);
+    layerDescs.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${d}`, size: gz.length });
+    diffIds.push(`sha256:${l.diffId ?? sha(l.tar)}`);
+  }
+  const config = Buffer.from(JSON.stringify({ architecture: GOARCH, os: 'linux', config: { Cmd: ['sh'] }, rootfs: { type: 'layers', diff_ids: diffIds }, history: layers.map(() => ({ created_by: 'torture' })) }));
+  blobs.set(sha(config), config);
+  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${sha(config)}`, size: config.length }, layers: layerDescs }));
+  blobs.set(sha(manifest), manifest);
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${sha(manifest)}`, size: manifest.length, annotations: { 'io.containerd.image.name': `docker.io/library/${refName}`, 'org.opencontainers.image.ref.name': refName.split(':')[1] } }] }));
+  const entries = [
+    { name: 'oci-layout', body: '{"imageLayoutVersion":"1.0.0"}' },
+    { name: 'index.json', body: index },
+    { name: 'blobs/', type: '5', mode: 0o755 },
+    { name: 'blobs/sha256/', type: '5', mode: 0o755 },
+  ];
+  for (const [d, b] of blobs) entries.push({ name: `blobs/sha256/${d}`, body: b });
+  return makeTar(entries);
+}
+
+async function gzipBomb(gib) {
+  // One file of `gib` GiB of zeros, streamed through gzip (never held in memory uncompressed).
+  const total = gib * 1024 * 1024 * 1024;
+  const hash = crypto.createHash('sha256');
+  const gz = zlib.createGzip({ level: 9 });
+  const chunks = [];
+  gz.on('data', (c) => chunks.push(c));
+  const done = new Promise((res) => gz.on('end', res));
+  const write = (b) => {
+    hash.update(b);
+    return gz.write(b) ? undefined : new Promise((r) => gz.once('drain', r));
+  };
+  await write(tarHeader({ name: 'zeros', size: total }));
+  const zero = Buffer.alloc(1 << 20);
+  for (let i = 0; i < total / zero.length; i++) await write(zero);
+  await write(Buffer.alloc(1024));
+  gz.end();
+  await done;
+  return { gz: Buffer.concat(chunks), diffId: hash.digest('hex') };
+}
+
+async function hostileLayers() {
+  console.log('\n== 3. hostile layers: load + build FROM + --output type=local');
+  const root = path.join(work, 'layers-store');
+  await storeWithBusybox(root);
+  const S = sentinelDir; // absolute host path
+  const up = '../'.repeat(12);
+  const esc = (n) => `/tmp/torture-escape-${process.pid}-${n}`;
+  const bigSize = Buffer.alloc(12);
+  bigSize[0] = 0x80;
+  bigSize.writeBigUInt64BE(1n << 50n, 4); // base-256: 1 PiB
+  const base = makeTar([{ name: 'etc/', type: '5', mode: 0o755 }, { name: 'etc/hostname', body: 'base\n' }, { name: 'keep.txt', body: 'keep\n' }, { name: 'bin/', type: '5', mode: 0o755 }]);
+  const cases = [
+    ['dotdot', [{ name: `${up}tmp/torture-escape-${process.pid}-dotdot`, body: 'x' }, { name: `a/../../${up}${S.slice(1)}/sentinel.txt`, body: 'pwned' }]],
+    ['absolute', [{ name: `${esc('abs')}`, body: 'x' }, { name: `${S}/sentinel.txt`, body: 'pwned' }]],
+    ['symlink-write-through', [{ name: 'link', type: '2', linkname: S }, { name: 'link/sentinel.txt', body: 'pwned' }, { name: 'link/new.txt', body: 'pwned' }]],
+    ['relative-symlink-write-through', [{ name: 'd/', type: '5', mode: 0o755 }, { name: 'd/up', type: '2', linkname: `../${up}${S.slice(1)}` }, { name: 'd/up/sentinel.txt', body: 'pwned' }]],
+    ['symlink-chain', [{ name: 'a', type: '2', linkname: 'b' }, { name: 'b', type: '2', linkname: `/${up}${S.slice(1)}` }, { name: 'a/sentinel.txt', body: 'pwned' }]],
+    ['hardlink-outside', [{ name: 'hl', type: '1', linkname: sentinel }, { name: 'hl2', type: '1', linkname: `${up}${sentinel.slice(1)}` }]],
+    ['hardlink-then-write', [{ name: 'hl', type: '1', linkname: sentinel }, { name: 'hl', body: 'pwned' }]],
+    ['hardlink-via-symlink', [{ name: 's', type: '2', linkname: sentinel }, { name: 'h', type: '1', linkname: 's' }, { name: 'h', body: 'pwned' }]],
+    ['device-nodes', [{ name: 'dev/', type: '5', mode: 0o755 }, { name: 'dev/mem', type: '3', devmajor: 1, devminor: 1, mode: 0o666 }, { name: 'dev/sda', type: '4', devmajor: 8, devminor: 0, mode: 0o666 }, { name: 'fifo', type: '6' }]],
+    ['file-dir-file', [{ name: 'x', body: 'file1' }, { name: 'x/', type: '5', mode: 0o755 }, { name: 'x/y', body: 'inner' }, { name: 'x', body: 'file2' }]],
+    ['huge-declared-size', [{ name: 'huge', rawSize: bigSize, body: 'short' }]],
+    ['declared-size-past-end', [{ name: 'big', declared: 1 << 30, body: 'short' }]],
+    ['pax-path-dotdot', [{ name: 'innocent', pax: { path: `${up}tmp/torture-escape-${process.pid}-pax` }, body: 'x' }, { name: 'innocent2', pax: { path: `${S}/sentinel.txt` }, body: 'pwned' }]],
+    ['pax-linkpath', [{ name: 'l', type: '2', linkname: 'ok', pax: { linkpath: S } }, { name: 'l/new.txt', body: 'pwned' }]],
+    ['pax-global-path', [{ name: 'g1', gpax: { path: `${up}tmp/torture-escape-${process.pid}-gpax` }, body: 'x' }]],
+    ['pax-size-override', [{ name: 'ps', pax: { size: '99999999999' }, body: 'short' }]],
+    ['pax-bad-records', [{ name: 'pb', pax: { path: 'a\0/../../x', 'SCHILY.xattr.security.capability': 'AAAA', uid: '-1', mtime: 'nan' }, body: 'x' }]],
+    ['whiteout-escape', [{ name: `${up}tmp/.wh.torture`, body: '' }, { name: `.wh.${up}${S.slice(1)}/sentinel.txt`, body: '' }, { name: '.wh...', body: '' }]],
+    ['opaque-whiteout-root', [{ name: '.wh..wh..opq', body: '' }, { name: 'after.txt', body: 'after' }]],
+    ['setuid-and-modes', [{ name: 'suid', body: '#!/bin/sh\n', mode: 0o6777 }, { name: 'nodir/', type: '5', mode: 0 }, { name: 'nodir/f', body: 'x' }]],
+    ['long-name-pax', [{ name: 'ln', pax: { path: 'a/'.repeat(3000) + 'f' }, body: 'x' }]],
+  ];
+  const results = [];
+  const dockerfileCtx = path.join(work, 'layers-ctx');
+  await writeTree(dockerfileCtx, { 'f.txt': 'f\n' });
+  const mk = async (name, layers) => {
+    const archive = path.join(work, `hostile-${name}.tar`);
+    fs.writeFileSync(archive, ociArchive(layers, `hostile-${name}:latest`));
+    return archive;
+  };
+  const caseList = cases.map(([n, e]) => [n, async () => mk(n, [{ tar: base }, { tar: makeTar(e) }])]);
+  caseList.push(['gzip-bomb-1gib', async () => mk('gzip-bomb-1gib', [{ tar: base }, await gzipBomb(1)])]);
+  for (const [name, make] of caseList) {
+    const archive = await make();
+    const before = fs.readdirSync('/tmp').filter((n) => n.startsWith(`torture-escape-${process.pid}`)).length;
+    const l = await tsbuild(['load', '-i', archive], { root, timeout: 180_000 });
+    let outcome;
+    let b = { code: -2, stderr: '' };
+    const out = path.join(work, `hostile-out-${name}`);
+    if (l.code !== 0) outcome = `refused at load: ${firstLine(l.stderr)}`;
+    else {
+      await fsp.writeFile(path.join(dockerfileCtx, 'Dockerfile'), `FROM hostile-${name}:latest\nCOPY f.txt /f.txt\n`);
+      b = await tsbuild(['build', '--pull', 'never', '-t', `built-${name}:1`, '--output', `type=local,dest=${out}`, dockerfileCtx], { root, timeout: 240_000 });
+      outcome = b.code === 0 ? `loaded, built: contained` : `loaded; build refused: ${firstLine(b.stderr)}`;
+    }
+    const escapes = fs.readdirSync('/tmp').filter((n) => n.startsWith(`torture-escape-${process.pid}`)).length - before;
+    const intact = sentinelIntact();
+    // Inside the output, nothing may be a device node, nothing may be linked to the sentinel.
+    let outProblems = [];
+    if (fs.existsSync(out)) {
+      const sentinelIno = fs.statSync(sentinel).ino;
+      for (const f of walk(out)) {
+        const st = fs.lstatSync(f);
+        if (st.isCharacterDevice() || st.isBlockDevice()) outProblems.push(`device ${path.relative(out, f)}`);
+        if (st.ino === sentinelIno) outProblems.push(`hard link to sentinel ${path.relative(out, f)}`);
+        if (st.isFile() && st.mode & 0o6000) outProblems.push(`setuid file ${path.relative(out, f)}`);
+      }
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+    const f = await tsbuild(['fsck'], { root });
+    const ok = intact && escapes === 0 && f.code === 0 && !l.timedOut && !b.timedOut;
+    results.push({ name, outcome, ok });
+    fig('layers', name, `${outcome}${outProblems.length ? ` [output: ${outProblems.join(', ')}]` : ''}; sentinel ${intact ? 'unchanged' : 'CHANGED'}; escapes ${escapes}; fsck ${f.code === 0 ? 'ok' : 'FAIL'}`, ok);
+    if (outProblems.length) note(`hostile layer ${name}: --output type=local wrote ${outProblems.join(', ')}`);
+    if (!intact) {
+      fs.rmSync(sentinelDir, { recursive: true, force: true });
+      fs.mkdirSync(sentinelDir);
+      fs.writeFileSync(sentinel, SENTINEL_TEXT);
+      fs.writeFileSync(rootSentinel, SENTINEL_TEXT);
+    }
+    fs.rmSync(archive, { force: true });
+  }
+  for (const n of fs.readdirSync('/tmp').filter((n) => n.startsWith(`torture-escape-${process.pid}`))) fs.rmSync(path.join('/tmp', n), { recursive: true, force: true });
+  fig('layers', 'hostile layers refused or contained', `${results.filter((r) => r.ok).length}/${results.length}`, results.every((r) => r.ok));
+}
+function firstLine(s) {
+  return (s.split('\n').find((l) => /error|Error|refus|invalid|unsafe/.test(l)) ?? s.split('\n')[0] ?? '').trim().slice(0, 140);
+}
+function* walk(dir) {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    yield p;
+    if (e.isDirectory()) yield* walk(p);
+  }
+}
+
+// ---------------------------------------------------------------- 4. hostile contexts and Dockerfiles
+async function contexts() {
+  console.log('\n== 4. hostile contexts and Dockerfiles');
+  const root = path.join(work, 'ctx-store');
+  await storeWithBusybox(root);
+  const build = async (name, files, extra = [], opts = {}) => {
+    const ctx = path.join(work, `ctx-${name}`);
+    await writeTree(ctx, files);
+    if (opts.prepare) await opts.prepare(ctx);
+    const out = path.join(work, `ctx-out-${name}`);
+    const r = await tsbuild(['build', ...extra, '--output', `type=local,dest=${out}`, ctx], { root, timeout: opts.timeout ?? 120_000 });
+    let leaked = false;
+    if (fs.existsSync(out)) {
+      for (const f of walk(out)) {
+        const st = fs.lstatSync(f);
+        if (st.isFile() && fs.readFileSync(f, 'utf8').includes(SENTINEL_TEXT.trim())) leaked = true;
+      }
+    }
+    return { ...r, out, leaked };
+  };
+  const linkCtx = async (ctx) => {
+    fs.symlinkSync(sentinelDir, path.join(ctx, 'outdir'));
+    fs.symlinkSync(sentinel, path.join(ctx, 'outfile'));
+    fs.symlinkSync('../'.repeat(10) + sentinel.slice(1), path.join(ctx, 'relout'));
+  };
+  const cases = [
+    ['COPY through a symlinked dir out of the context', { Dockerfile: 'FROM busybox\nCOPY outdir/sentinel.txt /s\n' }, linkCtx],
+    ['COPY a symlink to a file out of the context', { Dockerfile: 'FROM busybox\nCOPY outfile /s\n' }, linkCtx],
+    ['COPY . with symlinks out of the context', { Dockerfile: 'FROM busybox\nCOPY . /c/\n' }, linkCtx],
+    ['COPY relative symlink out', { Dockerfile: 'FROM busybox\nCOPY relout /s\n' }, linkCtx],
+    ['COPY ../', { Dockerfile: 'FROM busybox\nCOPY ../ /up/\n' }],
+    ['COPY ../../sentinel path', { Dockerfile: `FROM busybox\nCOPY ../sentinel/sentinel.txt /s\n` }],
+    ['ADD absolute host path', { Dockerfile: `FROM busybox\nADD ${sentinel} /s\n` }],
+    ['COPY --from=absolute path', { Dockerfile: `FROM busybox\nCOPY --from=busybox ${sentinel} /s\n` }],
+    ['RUN --mount=type=bind,source=..', { Dockerfile: 'FROM busybox\nRUN --mount=type=bind,source=../sentinel,target=/m cat /m/sentinel.txt > /s || true\n' }],
+  ];
+  let contained = 0;
+  for (const [name, files, prepare] of cases) {
+    const r = await build(name.replace(/[^a-z0-9]+/gi, '-'), files, [], { prepare });
+    const ok = !r.leaked && !r.timedOut && sentinelIntact();
+    if (ok) contained++;
+    fig('contexts', name, `${r.code === 0 ? 'built, no host content' : `refused: ${firstLine(r.stderr)}`}${r.leaked ? ' — SENTINEL CONTENT IN IMAGE' : ''}`, ok);
+  }
+  // .dockerignore excluding the Dockerfile: BuildKit still reads it, and it is not in COPY .
+  {
+    const r = await build('ignore-dockerfile', { Dockerfile: 'FROM busybox\nCOPY . /c/\n', '.dockerignore': 'Dockerfile\n.dockerignore\n', 'a.txt': 'a\n' });
+    const ok = r.code === 0 && fs.existsSync(path.join(r.out, 'c/a.txt')) && !fs.existsSync(path.join(r.out, 'c/Dockerfile'));
+    fig('contexts', '.dockerignore excludes the Dockerfile', ok ? 'built; Dockerfile read, not copied' : `code ${r.code} ${firstLine(r.stderr)}`, ok);
+  }
+  // Enormous Dockerfiles
+  {
+    const lines = ['FROM busybox'];
+    for (let i = 0; i < 10_000; i++) lines.push(i % 3 === 0 ? `ENV V${i}=value${i}` : i % 3 === 1 ? `LABEL l${i}="x ${i}"` : `ARG A${i}=${i}`);
+    const ctx = path.join(work, 'ctx-enormous');
+    await writeTree(ctx, { Dockerfile: lines.join('\n') + '\n' });
+    const p = await tsbuild(['parse', path.join(ctx, 'Dockerfile')], { root, timeout: 60_000 });
+    fig('contexts', '10,000-instruction Dockerfile: parse', `${p.code === 0 ? 'ok' : `code ${p.code} ${firstLine(p.stderr)}`} in ${p.ms} ms`, p.code === 0 && !p.timedOut);
+    const b = await tsbuild(['build', '-q', ctx], { root, timeout: 300_000 });
+    fig('contexts', '10,000-instruction Dockerfile: build', `${b.code === 0 ? 'ok' : `code ${b.code} ${b.timedOut ? 'TIMEOUT' : firstLine(b.stderr)}`} in ${b.ms} ms`, b.code === 0 && !b.timedOut);
+    const runs = ['FROM busybox'];
+    for (let i = 0; i < 2000; i++) runs.push(`RUN echo ${i}`);
+    const hugeLine = `FROM busybox\nRUN echo ${'x'.repeat(1 << 20)} > /dev/null\n`;
+    const ctx2 = path.join(work, 'ctx-hugeline');
+    await writeTree(ctx2, { Dockerfile: hugeLine });
+    const h = await tsbuild(['build', '-q', ctx2], { root, timeout: 120_000 });
+    fig('contexts', '1 MiB single-line RUN', `${h.code === 0 ? 'ok' : `refused: ${firstLine(h.stderr)}`} in ${h.ms} ms`, !h.timedOut && (h.code === 0 || /line|long|arg/i.test(h.stderr)));
+  }
+  // Deep ARG/ENV recursion: doubling chains (exponential growth) and deep nesting.
+  {
+    const dbl = ['ARG A0=xxxxxxxxxxxxxxxx', 'FROM busybox', 'ARG A0'];
+    for (let i = 1; i <= 40; i++) dbl.push(`ENV A${i}=\${A${i - 1}}\${A${i - 1}}`);
+    dbl.push('RUN echo done');
+    const ctx = path.join(work, 'ctx-doubling');
+    await writeTree(ctx, { Dockerfile: dbl.join('\n') + '\n' });
+    const r = await tsbuild(['build', '-q', ctx], { root, timeout: 120_000, env: { NODE_OPTIONS: '--max-old-space-size=2048' } });
+    const clean = r.code !== 0 && !r.timedOut && /error/i.test(r.stderr) && !/FATAL ERROR|heap out of memory|RangeError/.test(r.stderr);
+    fig('contexts', 'ENV doubling chain (2^40 x 16 bytes)', r.code === 0 ? `built?! ${r.ms} ms` : `${r.timedOut ? 'TIMEOUT' : firstLine(r.stderr)} (${r.ms} ms)`, clean);
+    if (!clean) note(`ENV doubling chain: exit ${r.code}${r.timedOut ? ' (timeout)' : ''}: ${r.stderr.slice(-400)}`);
+    let nest = 'x';
+    for (let i = 0; i < 5000; i++) nest = `\${U${i}:-${nest}}`;
+    const ctx3 = path.join(work, 'ctx-nesting');
+    await writeTree(ctx3, { Dockerfile: `FROM busybox\nENV N=${nest}\nRUN test "$N" = x\n` });
+    const n = await tsbuild(['build', '-q', ctx3], { root, timeout: 120_000 });
+    const nclean = !n.timedOut && (n.code === 0 || (/error/i.test(n.stderr) && !/Maximum call stack|RangeError|FATAL/.test(n.stderr)));
+    fig('contexts', '5,000-deep ${a:-${b:-...}} nesting', n.code === 0 ? `built in ${n.ms} ms` : `${n.timedOut ? 'TIMEOUT' : firstLine(n.stderr)}`, nclean);
+    if (!nclean) note(`nested expansion: exit ${n.code}: ${n.stderr.slice(-400)}`);
+  }
+  // Mutated Dockerfiles through parseDockerfile + splitStages + toInstructions + planBuild, in a child.
+  {
+    const r = await runChild(path.join(repo, 'scripts', 'torture-fuzz.mjs'), [String(MUTANTS), String(SEED)], 600_000);
+    let res;
+    try { res = JSON.parse(r.stdout.trim().split('\n').pop()); } catch { res = null; }
+    if (!res) fig('contexts', `${MUTANTS} mutated Dockerfiles`, `driver failed: ${r.timedOut ? 'TIMEOUT' : r.stderr.slice(-300)}`, false);
+    else {
+      fig('contexts', `mutated Dockerfiles through parse+plan`, `${res.total} inputs: ${res.planned} planned, ${res.located} located errors, ${res.unlocated} unlocated errors, ${res.crashes} crashes; slowest ${res.slowestMs} ms`, res.crashes === 0 && res.slowestMs < 5000);
+      for (const c of res.examples) note(`fuzz: ${c}`);
+    }
+  }
+}
+function runChild(script, args, timeout) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [script, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '', timedOut = false;
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => ((timedOut = true), child.kill('SIGKILL')), timeout);
+    child.on('close', (code) => { clearTimeout(t); resolve({ code, stdout, stderr, timedOut }); });
+  });
+}
+
+// ---------------------------------------------------------------- 5. sandbox escapes
+async function sandbox() {
+  console.log('\n== 5. sandbox escapes through RUN steps');
+  const root = path.join(work, 'sb-store');
+  await storeWithBusybox(root);
+  const hostTarget = path.join(sentinelDir, 'written-by-run');
+  const procTarget = `/tmp/torture-escape-${process.pid}-procroot`;
+  const mountsBefore = fs.readFileSync('/proc/mounts', 'utf8').split('\n').length;
+  const before = pidSet();
+  const df = `FROM busybox
+RUN mkdir -p /res
+RUN cat ${sentinel} > /res/read-work 2>/dev/null; cat ${rootSentinel} > /res/read-root 2>/dev/null; cat /proc/1/root${sentinel} > /res/read-proc1 2>/dev/null; true
+RUN echo pwned > ${hostTarget} 2>/dev/null; echo pwned > /proc/1/root${procTarget} 2>/dev/null; echo pwned > ${sentinel} 2>/dev/null; true
+RUN ls /proc | grep -E '^[0-9]+$' | wc -l > /res/nproc; ps -o pid,comm > /res/ps 2>&1 || ps > /res/ps 2>&1; cat /proc/1/cmdline | tr '\\0' ' ' > /res/pid1
+RUN (mount -t tmpfs none /mnt && echo mounted > /res/mount-tmpfs || echo refused > /res/mount-tmpfs) 2>/dev/null; (mount -o remount,rw / 2>/dev/null && echo remounted > /res/remount || echo refused > /res/remount); (mount --bind /proc/1/root /mnt 2>/dev/null && ls /mnt > /res/bind-host || echo refused > /res/bind-host); true
+RUN (sleep 987 &) ; nohup sleep 988 >/dev/null 2>&1 & setsid sleep 989 >/dev/null 2>&1 < /dev/null & echo ${MARK} started
+RUN (chroot /proc/1/root cat ${sentinel} > /res/chroot 2>/dev/null || echo refused > /res/chroot); (nsenter -t 1 -m cat ${sentinel} > /res/nsenter 2>/dev/null || echo refused > /res/nsenter); true
+RUN (ls /sys/fs/cgroup > /dev/null 2>&1; echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo wrote > /res/sysctl || echo refused > /res/sysctl); (echo c > /proc/sysrq-trigger 2>/dev/null && echo wrote > /res/sysrq || echo refused > /res/sysrq); (mknod /res/mem c 1 1 2>/dev/null && head -c 16 /res/mem > /res/mem-read 2>/dev/null; rm -f /res/mem); true
+`;
+  const variants = [['root, bwrap', []], ['root, runc', ['--runtime', 'runc']]];
+  for (const [label, extra] of variants) {
+    const ctx = path.join(work, `sb-ctx-${label.replace(/\W+/g, '-')}`);
+    await writeTree(ctx, { Dockerfile: df });
+    const out = path.join(work, `sb-out-${label.replace(/\W+/g, '-')}`);
+    const r = await tsbuild(['build', '--no-cache', ...extra, '--output', `type=local,dest=${out}`, ctx], { root, timeout: 180_000 });
+    if (r.code !== 0) { fig('sandbox', `${label}: build`, `failed: ${r.stderr.slice(-300)}`, false); continue; }
+    const rd = (n) => { try { return fs.readFileSync(path.join(out, 'res', n), 'utf8').trim(); } catch { return ''; } };
+    const readHost = ['read-work', 'read-root', 'read-proc1', 'chroot', 'nsenter'].filter((n) => rd(n).includes(SENTINEL_TEXT.trim()));
+    fig('sandbox', `${label}: read host files (${sentinel}, ${rootSentinel}, /proc/1/root, chroot, nsenter)`, readHost.length ? `READ via ${readHost.join(',')}` : 'none readable', readHost.length === 0);
+    const wrote = fs.existsSync(hostTarget) || fs.existsSync(procTarget) || !sentinelIntact();
+    fig('sandbox', `${label}: write host paths`, wrote ? 'HOST WRITTEN' : 'nothing written', !wrote);
+    const nproc = Number(rd('nproc'));
+    const pid1 = rd('pid1');
+    const hostProcs = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).length;
+    const psLines = rd('ps').split('\n').filter((l) => /\d/.test(l)).length;
+    fig('sandbox', `${label}: processes visible to a step`, `${nproc} (/proc) / ${psLines} (ps), pid 1 = "${pid1.slice(0, 40)}"; host has ${hostProcs}`, nproc <= 6 && nproc < hostProcs);
+    fig('sandbox', `${label}: mount tmpfs / remount / bind host root`, `${rd('mount-tmpfs')} / ${rd('remount')} / ${rd('bind-host') ? (rd('bind-host') === 'refused' ? 'refused' : 'bound (inside the step)') : '?'}`, !(rd('bind-host') && rd('bind-host') !== 'refused' && rd('bind-host').includes(path.basename(work))));
+    fig('sandbox', `${label}: sysctl / sysrq / mknod mem read`, `${rd('sysctl')} / ${rd('sysrq')} / ${rd('mem-read') ? 'READ /dev/mem' : 'no'}`, rd('sysctl') !== 'wrote' && rd('sysrq') !== 'wrote' && !rd('mem-read'));
+    await new Promise((res) => setTimeout(res, 300));
+    const sleepers = [];
+    for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && !before.has(p))) {
+      try { const c = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '); if (/sleep 98[789]/.test(c)) sleepers.push(pid); } catch {}
+    }
+    fig('sandbox', `${label}: background processes alive after the step`, sleepers.length, sleepers.length === 0);
+    for (const p of sleepers) try { process.kill(Number(p), 'SIGKILL'); } catch {}
+    fs.rmSync(hostTarget, { force: true });
+    fs.rmSync(procTarget, { force: true });
+  }
+  const mountsAfter = fs.readFileSync('/proc/mounts', 'utf8').split('\n').length;
+  fig('sandbox', 'host mount table grew by', mountsAfter - mountsBefore, mountsAfter - mountsBefore <= 0);
+  // Rootless, when a user with subordinate IDs exists.
+  const user = rootlessUser();
+  if (user) {
+    fig('sandbox', 'rootless variant', `user ${user}: not run by this driver (see docs)`, true);
+  }
+}
+function rootlessUser() {
+  try { return fs.readFileSync('/etc/subuid', 'utf8').split('\n')[0].split(':')[0] || ''; } catch { return ''; }
+}
+
+// ---------------------------------------------------------------- 6. secrets
+async function secrets() {
+  console.log('\n== 6. secrets: no trace in the store, logs or errors');
+  const root = path.join(work, 'secret-store');
+  await storeWithBusybox(root);
+  const value = `S3CR3T-${crypto.randomBytes(12).toString('hex')}`;
+  const envValue = `ENVS3CR3T-${crypto.randomBytes(12).toString('hex')}`;
+  const secretFile = path.join(work, 'secret-src', 'tok');
+  await writeTree(path.dirname(secretFile), { tok: value });
+  const ctx = path.join(work, 'secret-ctx');
+  await writeTree(ctx, {
+    Dockerfile: `FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok | sha256sum > /tok.sha\nRUN --mount=type=secret,id=env,env=E test -n "$E" && echo -n "$E" | wc -c > /env.len\nRUN --mount=type=secret,id=tok,target=/etc/tok cp /etc/tok /tmp/copy && rm /tmp/copy\nCOPY a.txt /a\n`,
+    'a.txt': 'a\n',
+  });
+  const failCtx = path.join(work, 'secret-fail');
+  await writeTree(failCtx, { Dockerfile: `FROM busybox\nRUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = nope\n` });
+  const secretArgs = ['--secret', `id=tok,src=${secretFile}`, '--secret', 'id=env,env=TORTURE_SECRET'];
+  const env = { TORTURE_SECRET: envValue };
+  const logs = [];
+  const out = path.join(work, 'secret-out');
+  const r1 = await tsbuild(['build', '--log-level', 'trace', '--progress', 'plain', ...secretArgs, '-t', 'secret:1', '--output', `type=local,dest=${out}`, ctx], { root, env });
+  logs.push(r1.stdout, r1.stderr);
+  const r2 = await tsbuild(['build', '--log-level', 'trace', '--progress', 'plain', ...secretArgs, '-t', 'secret:1', ctx], { root, env });
+  logs.push(r2.stdout, r2.stderr);
+  const r3 = await tsbuild(['build', '--log-level', 'trace', '--progress', 'plain', ...secretArgs, failCtx], { root, env });
+  logs.push(r3.stdout, r3.stderr);
+  const r4 = await tsbuild(['build', '--log-level', 'trace', '--progress', 'json', ...secretArgs, '--no-cache', '-t', 'secret:2', ctx], { root, env });
+  logs.push(r4.stdout, r4.stderr);
+  for (const fmt of ['oci', 'docker']) {
+    const a = path.join(work, `secret-${fmt}.tar`);
+    const s = await tsbuild(['build', ...secretArgs, '--output', `type=${fmt},dest=${a}`, ctx], { root, env });
+    logs.push(s.stdout, s.stderr);
+  }
+  const h = await tsbuild(['history', '--no-trunc', 'secret:1'], { root });
+  const ins = await tsbuild(['inspect', 'secret:1'], { root });
+  logs.push(h.stdout, ins.stdout);
+  fig('secrets', 'builds with secrets', `${[r1, r2, r4].filter((r) => r.code === 0).length}/3 ok; failing step exit ${r3.code}`, r1.code === 0 && r2.code === 0 && r4.code === 0 && r3.code !== 0);
+  const sha = fs.existsSync(path.join(out, 'tok.sha')) ? fs.readFileSync(path.join(out, 'tok.sha'), 'utf8').split(' ')[0] : '';
+  const want = crypto.createHash('sha256').update(value).digest('hex');
+  fig('secrets', 'the step saw the secret (sha256 matches)', sha === want ? 'yes' : `no (${sha})`, sha === want);
+  // Search: every file of the store, decompressed where gzip or zstd; the archives; the logs; /tmp.
+  let files = 0, hits = [];
+  const search = (p, label) => {
+    let buf = fs.readFileSync(p);
+    files++;
+    try {
+      if (buf[0] === 0x1f && buf[1] === 0x8b) buf = zlib.gunzipSync(buf);
+      else if (buf.readUInt32LE(0) === 0xfd2fb528) buf = execFileSync('zstd', ['-dc', p], { maxBuffer: 1 << 30 });
+    } catch {}
+    const s = buf.toString('latin1');
+    if (s.includes(value) || s.includes(envValue)) hits.push(label);
+  };
+  for (const f of walk(root)) if (fs.lstatSync(f).isFile()) search(f, path.relative(work, f));
+  for (const fmt of ['oci', 'docker']) {
+    const a = path.join(work, `secret-${fmt}.tar`);
+    if (!fs.existsSync(a)) continue;
+    const d = path.join(work, `secret-x-${fmt}`);
+    fs.mkdirSync(d);
+    sh(`tar -xf '${a}' -C '${d}'`);
+    for (const f of walk(d)) if (fs.lstatSync(f).isFile()) search(f, `${fmt} archive ${path.relative(d, f)}`);
+  }
+  for (const f of walk(out)) if (fs.lstatSync(f).isFile()) search(f, `local output ${path.relative(out, f)}`);
+  fig('secrets', 'store + archives + output files searched (decompressed)', `${files} files, ${hits.length} hits${hits.length ? ': ' + hits.slice(0, 5).join(', ') : ''}`, hits.length === 0);
+  const logHits = logs.filter((l) => l.includes(value) || l.includes(envValue)).length;
+  const logBytes = logs.reduce((n, l) => n + l.length, 0);
+  fig('secrets', 'logs (trace level, plain+json progress), errors, history, inspect', `${logBytes} bytes, ${logHits} hits`, logHits === 0);
+  let tmpHits = '';
+  try { tmpHits = sh(`grep -rlsF --binary-files=text -e '${value}' -e '${envValue}' /tmp 2>/dev/null || true`).trim(); } catch {}
+  fig('secrets', 'left in /tmp', tmpHits ? tmpHits.split('\n').length + ' files: ' + tmpHits.slice(0, 200) : 'none', tmpHits === '');
+  if (r3.code !== 0) console.log(`  (failing step's error: ${firstLine(r3.stderr)})`);
+}
+
+// ---------------------------------------------------------------- main
+const all = { crash: crashes, concurrency, layers: hostileLayers, contexts, sandbox, secrets };
+const chosen = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(all);
+const t0 = Date.now();
+console.log(`tsbuild torture: ${new Date().toISOString()} on ${os.hostname()} (${os.cpus().length} cpu, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.release()}), node ${process.version}, seed ${SEED}${QUICK ? ', QUICK' : ''}`);
+console.log(`work directory ${work}; sentinels ${sentinel}, ${rootSentinel}`);
+try {
+  for (const s of chosen) {
+    if (!all[s]) throw new Error(`unknown section ${s}; sections: ${Object.keys(all).join(' ')}`);
+    const ts = Date.now();
+    try {
+      await all[s]();
+    } catch (e) {
+      fig(s, 'section crashed', e.stack ?? String(e), false);
+    }
+    console.log(`  (${s}: ${((Date.now() - ts) / 1000).toFixed(1)} s)`);
+  }
+} finally {
+  if (process.env.TORTURE_KEEP !== '1') fs.rmSync(work, { recursive: true, force: true });
+  fs.rmSync(rootSentinel, { force: true });
+}
+console.log(`\n== summary (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
+console.log('| section | figure | value | ok |\n| --- | --- | --- | --- |');
+for (const [s, n, v, ok] of figures) console.log(`| ${s} | ${n} | ${v.replace(/\|/g, '\\|').replace(/\n/g, ' ')} | ${ok ? 'yes' : '**NO**'} |`);
+if (findings.length) {
+  console.log('\nnotes:');
+  for (const f of findings) console.log(`- ${f}`);
+}
+process.exit(failed ? 1 : 0);
