@@ -26,7 +26,8 @@ import type { RegistryClient, Repository } from './client.js';
 import { RegistryError } from './errors.js';
 import { mapParallel } from './parallel.js';
 import { withRetries } from './retry.js';
-import { recordLayerVariant, recordRepoDigest, storeUncompressedLayer, writeStoreManifest } from './store-layers.js';
+import { storeUncompressedLayer, writeStoreManifest } from '../store/index.js';
+import { recordLayerVariant, recordRepoDigest } from './store-layers.js';
 
 /** What a pull reports as it goes (the CLI renders these on stderr). */
 export type PullProgress =

@@ -4,13 +4,26 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract as tarExtract } from 'tar-stream';
 import { TsbuildError } from '../errors.js';
-import { canonicalJson } from '../oci/index.js';
-import { isDigest, type Digest } from '../oci/index.js';
-import { OCI_IMAGE_MANIFEST, OCI_LAYER_TAR, isIndexMediaType } from '../oci/index.js';
-import { parseImageConfig, parseManifestOrIndex, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from '../oci/index.js';
-import { formatReference, parseReference, withDefaultTag } from '../oci/index.js';
-import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/index.js';
+import {
+  MAX_CONFIG_BYTES,
+  MAX_MANIFEST_BYTES,
+  OCI_LAYER_TAR,
+  OCI_LAYER_TAR_GZIP,
+  formatReference,
+  isDigest,
+  isIndexMediaType,
+  parseImageConfig,
+  parseManifestOrIndex,
+  parseReference,
+  withDefaultTag,
+  type Descriptor,
+  type Digest,
+  type ImageConfig,
+  type ImageManifest,
+  type Platform,
+} from '../oci/index.js';
 import type { Store } from './store.js';
+import { storeUncompressedLayer, writeStoreManifest } from './adopt-layers.js';
 
 const SMALL_FILE_MAX = 8 * 1024 * 1024;
 
@@ -67,7 +80,7 @@ export async function loadArchive(store: Store, file: string, opts: LoadOptions 
     for (const desc of parsed.index.manifests) {
       const names = namesOf(desc);
       const manifest = await resolveManifest(store, desc, opts);
-      const layerBlobs = manifest.layers.map((l) => ({ digest: l.digest, size: l.size }));
+      const layerBlobs = manifest.layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType }));
       images.push(await adoptImage(store, { digest: manifest.config.digest, size: manifest.config.size }, layerBlobs, names, opts));
     }
   } else {
@@ -101,7 +114,7 @@ async function resolveManifest(store: Store, desc: Descriptor, opts: LoadOptions
 async function adoptImage(
   store: Store,
   configInfo: { digest: Digest; size: number },
-  layerBlobs: ReadonlyArray<{ digest: Digest; size: number }>,
+  layerBlobs: ReadonlyArray<{ digest: Digest; size: number; mediaType?: string }>,
   names: readonly string[],
   opts: LoadOptions,
 ): Promise<LoadedImage> {
@@ -111,36 +124,15 @@ async function adoptImage(
   if (diffIds.length !== layerBlobs.length) {
     throw invalid(`the config lists ${diffIds.length} layers but the manifest ${layerBlobs.length}`);
   }
-  const layers: Descriptor[] = [];
+  const layers: Array<{ diffId: Digest; size: number }> = [];
   for (const [i, blob] of layerBlobs.entries()) {
     const diffId = diffIds[i]!;
-    let size: number;
-    if (blob.digest === diffId) {
-      size = blob.size;
-    } else if (await store.blobs.hasBlob(diffId)) {
-      size = (await store.blobs.statBlob(diffId))!.size;
-    } else {
-      const src = await store.blobs.openBlob(blob.digest, { signal: opts.signal });
-      const gunzip = createGunzip();
-      src.on('error', (e) => gunzip.destroy(e));
-      src.pipe(gunzip);
-      try {
-        size = (await store.blobs.putBlob(gunzip, { expected: { digest: diffId }, signal: opts.signal })).size;
-      } catch (e) {
-        if (e instanceof TsbuildError) throw e;
-        throw invalid(`layer ${blob.digest} is neither the uncompressed layer ${diffId} nor a gzip of it`, e);
-      }
-    }
-    layers.push({ mediaType: OCI_LAYER_TAR, digest: diffId, size });
+    // Docker archives name no media type: a layer that is not its diff ID must be a gzip of it.
+    const desc = { mediaType: blob.mediaType ?? (blob.digest === diffId ? OCI_LAYER_TAR : OCI_LAYER_TAR_GZIP), digest: blob.digest, size: blob.size };
+    layers.push({ diffId, size: (await storeUncompressedLayer(store, desc, diffId, { signal: opts.signal })).size });
   }
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: OCI_IMAGE_MANIFEST,
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configInfo.digest, size: configInfo.size },
-    layers,
-  };
-  const info = await store.blobs.putBytes(canonicalJson(manifest), { signal: opts.signal });
-  return { names, manifest: { mediaType: OCI_IMAGE_MANIFEST, digest: info.digest, size: info.size }, configDigest: configInfo.digest };
+  const manifest = await writeStoreManifest(store, configInfo, layers, { signal: opts.signal });
+  return { names, manifest, configDigest: configInfo.digest };
 }
 
 function namesOf(desc: Descriptor): string[] {

@@ -26,3 +26,4 @@ export { findReachable, type Reachable, type RootRef } from './reachability.js';
 export { LAYOUT_VERSION, storePaths, type StorePaths } from './store-layout.js';
 export { Store, openStore, removeTreeDefault, type OpenStoreOptions, type SignalOption, type TagEntry } from './store.js';
 export { REF_NAME_ANNOTATION } from './types.js';
+export { storeUncompressedLayer, writeStoreManifest } from './adopt-layers.js';

@@ -1,0 +1,91 @@
+import { createGunzip } from 'node:zlib';
+import { TsbuildError } from '../errors.js';
+import {
+  OCI_IMAGE_CONFIG,
+  OCI_IMAGE_MANIFEST,
+  OCI_LAYER_TAR,
+  canonicalJson,
+  layerCompression,
+  type Descriptor,
+  type Digest,
+  type ImageManifest,
+} from '../oci/index.js';
+import type { Store } from './store.js';
+
+/**
+ * How an image from elsewhere (a registry pull, a loaded archive) becomes a store image: its
+ * layers stored uncompressed under their diff IDs, verified while they stream, and the store's
+ * own manifest listing them. Shared by registry/pull.ts and store/archive-import.ts.
+ */
+
+/**
+ * Make sure the store has the uncompressed layer `diffId`, from the blob `blob` (already in the
+ * store). Returns its size and whether it had to be made.
+ */
+export async function storeUncompressedLayer(
+  store: Store,
+  blob: Descriptor,
+  diffId: Digest,
+  opts: { readonly signal?: AbortSignal | undefined } = {},
+): Promise<{ size: number; created: boolean }> {
+  const have = await store.blobs.statBlob(diffId);
+  if (have !== undefined) return { size: have.size, created: false };
+  const compression = layerCompression(blob.mediaType);
+  if (blob.digest === diffId) {
+    const st = await store.blobs.statBlob(blob.digest);
+    if (st === undefined) throw new TsbuildError('BLOB_NOT_FOUND', `layer ${blob.digest} is not in the store`);
+    return { size: st.size, created: false };
+  }
+  switch (compression) {
+    case 'gzip':
+      break;
+    case 'uncompressed':
+      throw new TsbuildError('DIGEST_MISMATCH', `uncompressed layer ${blob.digest} does not match its diff ID ${diffId}`, {
+        hint: 'the image config and manifest disagree; the image is broken',
+      });
+    case 'zstd':
+      throw new TsbuildError('UNSUPPORTED', `layer ${blob.digest} is zstd-compressed, which Node.js 20 cannot decompress`, {
+        hint: 'use an image with gzip layers, or run tsbuild on Node.js 22.15 or newer once zstd support lands',
+      });
+    case undefined:
+      throw new TsbuildError('UNSUPPORTED', `layer ${blob.digest} has media type ${blob.mediaType}, which tsbuild cannot unpack`);
+  }
+  const src = await store.blobs.openBlob(blob.digest, { signal: opts.signal });
+  const gunzip = createGunzip();
+  src.on('error', (e) => gunzip.destroy(e));
+  src.pipe(gunzip);
+  try {
+    const info = await store.blobs.putBlob(gunzip, { expected: { digest: diffId }, signal: opts.signal });
+    return { size: info.size, created: true };
+  } catch (e) {
+    src.destroy();
+    if (e instanceof TsbuildError) {
+      if (e.code === 'DIGEST_MISMATCH') {
+        throw new TsbuildError('DIGEST_MISMATCH', `layer ${blob.digest} does not decompress to its diff ID ${diffId}`, {
+          hint: 'the image config and the layer disagree; the image is broken',
+          cause: e,
+        });
+      }
+      throw e;
+    }
+    throw new TsbuildError('LAYER_INVALID', `layer ${blob.digest} is not valid gzip (${(e as Error).message})`, { cause: e });
+  }
+}
+
+/** Write the store's manifest (OCI, uncompressed layers) for a config and its layers. */
+export async function writeStoreManifest(
+  store: Store,
+  config: { readonly digest: Digest; readonly size: number },
+  layers: readonly { readonly diffId: Digest; readonly size: number }[],
+  opts: { readonly signal?: AbortSignal | undefined } = {},
+): Promise<Descriptor> {
+  const manifest: ImageManifest = {
+    schemaVersion: 2,
+    mediaType: OCI_IMAGE_MANIFEST,
+    config: { mediaType: OCI_IMAGE_CONFIG, digest: config.digest, size: config.size },
+    layers: layers.map((l) => ({ mediaType: OCI_LAYER_TAR, digest: l.diffId, size: l.size })),
+  };
+  const info = await store.blobs.putBytes(canonicalJson(manifest), { signal: opts.signal });
+  return { mediaType: OCI_IMAGE_MANIFEST, digest: info.digest, size: info.size };
+}
+
