@@ -210,8 +210,13 @@ async function downloadLayer(client: RegistryClient, store: Store, repo: Reposit
           cause: e,
         });
       } finally {
+        // The attempt's outcome is decided (putBlob settled): an error the wire raises later
+        // (a 404 from the registry after a sibling layer aborted us) has nowhere useful to go
+        // and must not become an uncaught exception.
+        for (const st of [wire, check, gunzip]) st.on('error', () => undefined);
         wire.destroy();
         check.destroy();
+        gunzip.destroy();
       }
       const got = check.result();
       if (got === undefined || got.digest !== layer.digest || got.size !== layer.size) {
