@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isAbortError, isTsbuildError } from '../errors.js';
 import { sha256Digest, type Digest } from '../oci/index.js';
@@ -156,6 +156,17 @@ describe('BlobStore', () => {
     );
     await expect(store.blobs.putBlob(source)).rejects.toThrow('connection reset');
     expect(await entries('blobs/sha256')).toEqual([]);
+    expect(await entries('tmp')).toEqual([]);
+  });
+
+  it('a stream that fails before it is read is a rejection, not an uncaught exception', async () => {
+    // As in a pull: the registry's 404 reaches a piped stream while the temp file is opened.
+    const wire = new PassThrough();
+    const piped = new PassThrough();
+    wire.pipe(piped);
+    const put = store.blobs.putBlob(piped);
+    piped.destroy(new Error('blob unknown to registry'));
+    await expect(put).rejects.toThrow('blob unknown to registry');
     expect(await entries('tmp')).toEqual([]);
   });
 

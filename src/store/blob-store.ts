@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TsbuildError } from '../errors.js';
 import {
@@ -90,13 +90,25 @@ export class BlobStore {
    */
   async putBlob(source: Readable | AsyncIterable<Uint8Array>, opts: PutBlobOptions = {}): Promise<BlobInfo> {
     const { expected, signal } = opts;
-    if (expected) assertWritable(expected.digest);
-    signal?.throwIfAborted();
+    // A stream may fail while the temp file is being opened, before pipeline listens: that
+    // error must reach pipeline (which reads the stream's errored state), not become an
+    // uncaught exception. Seen in CI: a registry's 404 arriving during the open.
+    if (source instanceof Readable) source.on('error', ignoreError);
+    const abandon = (e: unknown): never => {
+      if (source instanceof Readable) source.destroy();
+      throw e;
+    };
+    if (expected) {
+      try {
+        assertWritable(expected.digest);
+      } catch (e) {
+        abandon(e);
+      }
+    }
+    if (signal?.aborted === true) abandon(signal.reason);
 
     const tmp = tempPath(this.#tmpDir, 'blob');
-    let h: FileHandle | undefined = await open(tmp, 'wx', 0o444).catch((e: unknown) => {
-      throw storeIoError(e, 'store a blob');
-    });
+    let h: FileHandle | undefined = await open(tmp, 'wx', 0o444).catch((e: unknown) => abandon(storeIoError(e, 'store a blob')));
     try {
       const hasher = new DigestStream();
       let written = 0;
@@ -331,3 +343,7 @@ function mismatch(expected: ExpectedBlob, got: string): TsbuildError {
     hint: 'the source sent different bytes than its descriptor names; nothing was stored',
   });
 }
+
+/** An error listener that only keeps a stream's error from being uncaught; the error itself
+ *  reaches whoever consumes the stream (pipeline reads the errored state). */
+function ignoreError(): void {}
