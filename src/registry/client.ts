@@ -583,23 +583,29 @@ export class RegistryClient {
       if (res.status === 201) return 'mounted';
       session = locationOf(res, ctx);
     }
-    for (let attempt = 1; ; attempt++) {
+    // The budget bounds failures in a row: a chunked attempt that got chunks accepted before it
+    // failed starts the count afresh (as downloads do), within an overall cap on sessions.
+    let streak = 0;
+    const maxSessions = this.retry.attempts * 3;
+    for (let sessions = 1; ; sessions++) {
+      const progress = { accepted: 0 };
       try {
         let minChunk: number | undefined;
         if (session === undefined) ({ url: session, minChunk } = await this.#openSession(repo, what, opts.signal));
         if (opts.chunkSize !== undefined && opts.chunkSize > 0) {
           // OCI-Chunk-Min-Length (distribution spec v1.1): chunks smaller than this are refused.
-          await this.#chunked(repo, session, digest, size, source, Math.max(opts.chunkSize, minChunk ?? 0), ctx, opts);
+          await this.#chunked(repo, session, digest, size, source, Math.max(opts.chunkSize, minChunk ?? 0), ctx, opts, progress);
         } else {
           await this.#monolithic(repo, session, digest, size, source, ctx, opts);
         }
         return 'uploaded';
       } catch (e) {
         session = undefined;
+        streak = progress.accepted > 0 ? 1 : streak + 1;
         // A lost session (the registry forgot or cancelled it) is worth a new one.
-        const wait = retryDelayMs(this.retry, attempt, sessionLost(e) ? asTemporary(e) : e);
+        const wait = sessions >= maxSessions ? undefined : retryDelayMs(this.retry, streak, sessionLost(e) ? asTemporary(e) : e);
         if (wait === undefined) throw e;
-        this.#onRetry('PUT', what)(e, attempt, wait);
+        this.#onRetry('PUT', what)(e, streak, wait);
         await sleep(wait, opts.signal);
         // The failed attempt may have landed (a lost response): do not upload twice.
         if ((await this.blobSize(repo, digest, { signal: opts.signal, forPush: true }).catch(() => undefined)) !== undefined) return 'exists';
@@ -700,7 +706,17 @@ export class RegistryClient {
     checkUploadedDigest(res, digest, ctx);
   }
 
-  async #chunked(repo: Repository, session: URL, digest: Digest, size: number, source: BlobSource, chunkSize: number, ctx: ExchangeContext, opts: UploadOptions): Promise<void> {
+  async #chunked(
+    repo: Repository,
+    session: URL,
+    digest: Digest,
+    size: number,
+    source: BlobSource,
+    chunkSize: number,
+    ctx: ExchangeContext,
+    opts: UploadOptions,
+    progress: { accepted: number },
+  ): Promise<void> {
     let location = session;
     let offset = 0;
     let failures = 0;
@@ -724,6 +740,7 @@ export class RegistryClient {
         const reported = rangeEnd(header(res.headers, 'range'));
         offset = reported !== undefined && reported + 1 > start ? reported + 1 : end;
         failures = 0; // the budget bounds failures in a row, not over a long upload
+        progress.accepted++;
       } catch (e) {
         if (!isTemporary(e) || ++failures >= this.retry.attempts) throw e;
         await sleep(retryDelayMs(this.retry, failures, e) ?? 0, opts.signal);
