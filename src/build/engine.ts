@@ -197,6 +197,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
           store: env.store,
           contextDir: req.contextDir,
           secrets: req.secrets ?? new Map(),
+          ...(req.sshSockets ? { sshSockets: req.sshSockets } : {}),
           sourceDir: async (from, location) => {
             const r = await ctx.fromRoot(from, location);
             return { dir: r.root.dir, key: r.key };

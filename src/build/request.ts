@@ -42,6 +42,8 @@ export interface BuildRequest {
   readonly metadataFile?: string;
   /** `--secret id=...`: for RUN --mount=type=secret; never in a layer, key, history or log. */
   readonly secrets?: ReadonlyMap<string, BuildSecret>;
+  /** `--ssh ID[=...]`: host agent sockets per id, for RUN --mount=type=ssh. */
+  readonly sshSockets?: ReadonlyMap<string, string>;
   /** `--runtime`: the sandbox of RUN steps. */
   readonly runtime?: 'bwrap' | 'runc';
   /** `--isolation`: auto steps down where the host does not allow the sandbox. */

@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { RunMount, SourceRef } from '../plan/index.js';
 import type { StepMount } from '../sandbox/index.js';
 import type { Store } from '../store/index.js';
 import { resolveInRoot } from './copy-sources.js';
+import { proxyAgent } from './ssh.js';
 
 /** A build secret: a file, or a value taken from the environment (`--secret id=,src=|env=`). */
 export interface BuildSecret {
@@ -18,6 +21,8 @@ export interface MountEnv {
   readonly store: Store;
   readonly contextDir: string;
   readonly secrets: ReadonlyMap<string, BuildSecret>;
+  /** `--ssh`: host agent sockets per id, for RUN --mount=type=ssh. */
+  readonly sshSockets?: ReadonlyMap<string, string>;
   /** The files of a stage or image on disk (materialized once per build). */
   sourceDir(from: SourceRef, location: SourceLocation): Promise<{ dir: string; key: string | undefined }>;
   tempDir(): Promise<string>;
@@ -48,8 +53,8 @@ function cacheDir(store: Store, id: string): string {
  * cache (persistent per id in the store; sharing=locked serialises steps of this process),
  * bind (from the context or a stage, read-only unless rw, where writes go to a throwaway
  * copy), tmpfs, and secret (a read-only file or an env variable; never in a layer, a key or
- * a log). DEBT: sharing=private uses a fresh directory; locked is per process only; ssh
- * mounts are not supported.
+ * a log), and ssh (a proxy socket to the agent given with --ssh; SSH_AUTH_SOCK points at the
+ * first). DEBT: sharing=private uses a fresh directory; locked is per process only.
  */
 export async function prepareMounts(list: readonly RunMount[], env: MountEnv, location: SourceLocation): Promise<PreparedMounts> {
   const mounts: StepMount[] = [];
@@ -57,103 +62,134 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
   const targets: string[] = [];
   const keyInputs: string[] = [];
   const releases: Array<() => void> = [];
+  let sshIndex = 0;
   const fail = (msg: string, hint?: string) => new TsbuildError('DOCKERFILE_INSTRUCTION', msg, { location, ...(hint ? { hint } : {}) });
-  for (const m of list) {
-    switch (m.type) {
-      case 'cache': {
-        const target = m.target;
-        if (!target) throw fail('cache mount needs a target');
-        const id = m.id ?? target;
-        let dir = cacheDir(env.store, id);
-        if (m.sharing === 'private') dir = await env.tempDir();
-        const fresh = await fsp.mkdir(dir, { recursive: true, mode: m.mode ?? 0o755 });
-        if (fresh !== undefined) {
-          await fsp.chmod(dir, m.mode ?? 0o755);
-          // DEBT: as an ordinary user the cache dir belongs to the user (container root);
-          // uid=/gid= of other IDs would need a chown inside the user namespace.
-          if (process.getuid?.() === 0) await fsp.chown(dir, m.uid ?? 0, m.gid ?? 0);
-        }
-        if (m.sharing === 'locked') {
-          const prev = locks.get(dir) ?? Promise.resolve();
-          let release!: () => void;
-          const mine = new Promise<void>((r) => (release = r));
-          locks.set(dir, prev.then(() => mine));
-          await prev;
-          releases.push(release);
-        }
-        mounts.push({ type: 'bind', source: dir, target, readonly: m.readOnly });
-        targets.push(target);
-        break;
-      }
-      case 'tmpfs':
-        if (!m.target) throw fail('tmpfs mount needs a target');
-        mounts.push({ type: 'tmpfs', target: m.target, readonly: false });
-        targets.push(m.target);
-        break;
-      case 'bind': {
-        if (!m.target) throw fail('bind mount needs a target');
-        const from = m.from ?? { kind: 'context' as const };
-        let rootDir: string;
-        if (from.kind === 'context') {
-          rootDir = env.contextDir;
-        } else {
-          const s = await env.sourceDir(from, location);
-          rootDir = s.dir;
-          keyInputs.push(`bind-from:${s.key ?? 'scratch'}`);
-        }
-        const rel = (m.source ?? '').replace(/^\/+/, '');
-        const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`);
-        if (src === undefined) throw fail(`bind mount source ${JSON.stringify(m.source ?? '/')} not found`);
-        let source = src;
-        if (!m.readOnly) {
-          // Writes to a rw bind mount are discarded after the step, as in BuildKit.
-          const copy = await env.tempDir();
-          await fsp.cp(src, path.join(copy, 'x'), { recursive: true, verbatimSymlinks: true });
-          source = path.join(copy, 'x');
-        }
-        // BuildKit keys a bind mount on the content it exposes: so do we.
-        if (from.kind === 'context') keyInputs.push(`bind-context:${rel}:${await env.digestTree(src)}`);
-        mounts.push({ type: 'bind', source, target: m.target, readonly: m.readOnly });
-        targets.push(m.target);
-        break;
-      }
-      case 'secret': {
-        const id = m.id ?? (m.target ? path.posix.basename(m.target) : undefined);
-        if (!id) throw fail('secret mount needs an id or a target');
-        const secret = env.secrets.get(id);
-        if (!secret) {
-          if (m.required) throw fail(`secret ${JSON.stringify(id)} is required but was not given`, `pass it with --secret id=${id},src=FILE or --secret id=${id},env=VAR`);
+  const releaseAll = (): void => {
+    for (const r of releases) r();
+  };
+  try {
+    await addMounts();
+  } catch (e) {
+    // A later mount failed: free what the earlier ones took (locks, agent proxies).
+    releaseAll();
+    throw e;
+  }
+  return { mounts, env: extraEnv, targets, keyInputs, release: releaseAll };
+
+  async function addMounts(): Promise<void> {
+    for (const m of list) {
+      switch (m.type) {
+        case 'cache': {
+          const target = m.target;
+          if (!target) throw fail('cache mount needs a target');
+          const id = m.id ?? target;
+          let dir = cacheDir(env.store, id);
+          if (m.sharing === 'private') dir = await env.tempDir();
+          const fresh = await fsp.mkdir(dir, { recursive: true, mode: m.mode ?? 0o755 });
+          if (fresh !== undefined) {
+            await fsp.chmod(dir, m.mode ?? 0o755);
+            // DEBT: as an ordinary user the cache dir belongs to the user (container root);
+            // uid=/gid= of other IDs would need a chown inside the user namespace.
+            if (process.getuid?.() === 0) await fsp.chown(dir, m.uid ?? 0, m.gid ?? 0);
+          }
+          if (m.sharing === 'locked') {
+            const prev = locks.get(dir) ?? Promise.resolve();
+            let release!: () => void;
+            const mine = new Promise<void>((r) => (release = r));
+            locks.set(dir, prev.then(() => mine));
+            await prev;
+            releases.push(release);
+          }
+          mounts.push({ type: 'bind', source: dir, target, readonly: m.readOnly });
+          targets.push(target);
           break;
         }
-        if (m.env !== undefined) {
-          const value = secret.value ?? (secret.file ? await fsp.readFile(secret.file, 'utf8') : '');
-          extraEnv.push(`${m.env}=${value}`);
-          if (m.target === undefined) break;
+        case 'tmpfs':
+          if (!m.target) throw fail('tmpfs mount needs a target');
+          mounts.push({ type: 'tmpfs', target: m.target, readonly: false });
+          targets.push(m.target);
+          break;
+        case 'bind': {
+          if (!m.target) throw fail('bind mount needs a target');
+          const from = m.from ?? { kind: 'context' as const };
+          let rootDir: string;
+          if (from.kind === 'context') {
+            rootDir = env.contextDir;
+          } else {
+            const s = await env.sourceDir(from, location);
+            rootDir = s.dir;
+            keyInputs.push(`bind-from:${s.key ?? 'scratch'}`);
+          }
+          const rel = (m.source ?? '').replace(/^\/+/, '');
+          const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`);
+          if (src === undefined) throw fail(`bind mount source ${JSON.stringify(m.source ?? '/')} not found`);
+          let source = src;
+          if (!m.readOnly) {
+            // Writes to a rw bind mount are discarded after the step, as in BuildKit.
+            const copy = await env.tempDir();
+            await fsp.cp(src, path.join(copy, 'x'), { recursive: true, verbatimSymlinks: true });
+            source = path.join(copy, 'x');
+          }
+          // BuildKit keys a bind mount on the content it exposes: so do we.
+          if (from.kind === 'context') keyInputs.push(`bind-context:${rel}:${await env.digestTree(src)}`);
+          mounts.push({ type: 'bind', source, target: m.target, readonly: m.readOnly });
+          targets.push(m.target);
+          break;
         }
-        let file = secret.file;
-        if (!file) {
-          const dir = await env.tempDir();
-          file = path.join(dir, 'secret');
-          await fsp.writeFile(file, secret.value ?? '', { mode: 0o400 });
+        case 'secret': {
+          const id = m.id ?? (m.target ? path.posix.basename(m.target) : undefined);
+          if (!id) throw fail('secret mount needs an id or a target');
+          const secret = env.secrets.get(id);
+          if (!secret) {
+            if (m.required) throw fail(`secret ${JSON.stringify(id)} is required but was not given`, `pass it with --secret id=${id},src=FILE or --secret id=${id},env=VAR`);
+            break;
+          }
+          if (m.env !== undefined) {
+            const value = secret.value ?? (secret.file ? await fsp.readFile(secret.file, 'utf8') : '');
+            extraEnv.push(`${m.env}=${value}`);
+            if (m.target === undefined) break;
+          }
+          let file = secret.file;
+          if (!file) {
+            const dir = await env.tempDir();
+            file = path.join(dir, 'secret');
+            await fsp.writeFile(file, secret.value ?? '', { mode: 0o400 });
+          }
+          const target = m.target ?? `/run/secrets/${id}`;
+          mounts.push({ type: 'bind', source: file, target, readonly: true });
+          targets.push(target);
+          break;
         }
-        const target = m.target ?? `/run/secrets/${id}`;
-        mounts.push({ type: 'bind', source: file, target, readonly: true });
-        targets.push(target);
-        break;
+        case 'ssh': {
+          const id = m.id ?? 'default';
+          const upstream = env.sshSockets?.get(id);
+          // BuildKit's default target counts every ssh mount of the step, present or not.
+          const target = m.target ?? `/run/buildkit/ssh_agent.${sshIndex}`;
+          sshIndex++;
+          if (upstream === undefined) {
+            if (m.required) throw fail(`ssh agent ${JSON.stringify(id)} is required but was not given`, `pass it with --ssh ${id} (uses $SSH_AUTH_SOCK) or --ssh ${id}=/path/to/agent.sock`);
+            break;
+          }
+          // Not under the store: the sandbox resolves a bind source as the step's USER, and the
+          // store usually sits in a home directory closed to other users. The proxy socket's own
+          // mode and owner decide who may use it.
+          const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `tsbuild-agent-${process.pid}-`));
+          let stop: (() => void) | undefined;
+          releases.push(() => {
+            stop?.();
+            rmSync(dir, { recursive: true, force: true });
+          });
+          await fsp.chmod(dir, 0o711);
+          const sock = path.join(dir, 'agent.sock');
+          stop = await proxyAgent(upstream, sock, m.mode ?? 0o600, m.uid ?? 0, m.gid ?? 0);
+          if (!extraEnv.some((e) => e.startsWith('SSH_AUTH_SOCK='))) extraEnv.push(`SSH_AUTH_SOCK=${target}`);
+          mounts.push({ type: 'bind', source: sock, target, readonly: false });
+          targets.push(target);
+          break;
+        }
+        default:
+          m.type satisfies never;
       }
-      case 'ssh':
-        throw new TsbuildError('UNSUPPORTED', 'RUN --mount=type=ssh is not supported yet', { location });
-      default:
-        m.type satisfies never;
     }
   }
-  return {
-    mounts,
-    env: extraEnv,
-    targets,
-    keyInputs,
-    release: () => {
-      for (const r of releases) r();
-    },
-  };
 }

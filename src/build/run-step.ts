@@ -138,7 +138,8 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
       {
         rootfs: { lowerDirs, upperDir, workDir },
         args: step.args,
-        env: [...step.env, ...prepared.env],
+        // SSH_AUTH_SOCK from an ssh mount only when the stage did not set its own (BuildKit).
+        env: [...step.env, ...prepared.env.filter((e) => !(e.startsWith('SSH_AUTH_SOCK=') && step.env.some((v) => v.startsWith('SSH_AUTH_SOCK='))))],
         mounts: prepared.mounts,
         cwd: state.config.config?.WorkingDir || '/',
         user,

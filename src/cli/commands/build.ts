@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { build } from '../../build/index.js';
+import { build, openSshSources } from '../../build/index.js';
 import type { BuildRequest, OutputSpec } from '../../build/request.js';
 import type { BuildSecret } from '../../build/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
@@ -97,6 +97,7 @@ export const buildCommand = defineCommand({
       .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
       .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
       .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
+      .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
       .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
       .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
       .option('isolation', { choices: ['auto', 'sandbox', 'chroot', 'none'] as const, default: 'auto' as const, describe: 'auto steps down with a warning where the sandbox is not allowed' })
@@ -171,15 +172,24 @@ export const buildCommand = defineCommand({
     let registry: ReturnType<typeof registryClientFor> | undefined;
     const store = await ctx.store();
     const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
-    const result = await build(req, {
-      store,
-      signal: io.signal,
-      report: createReporter(progress, io.stderr),
-      platform: hostPlatform(),
-      created: createdTime(io.env),
-      logger: ctx.logger(),
-      registry: () => (registry ??= registryClientFor(args, ctx)),
-    });
+    const ssh = await openSshSources(args.ssh, io.env, io.cwd);
+    let result: Awaited<ReturnType<typeof build>>;
+    try {
+      result = await build(
+        { ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) },
+        {
+          store,
+          signal: io.signal,
+          report: createReporter(progress, io.stderr),
+          platform: hostPlatform(),
+          created: createdTime(io.env),
+          logger: ctx.logger(),
+          registry: () => (registry ??= registryClientFor(args, ctx)),
+        },
+      );
+    } finally {
+      await ssh.close();
+    }
     io.stdout.write(`${result.image.configDescriptor.digest}\n`);
     return 0;
   },
