@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { repoRoot as repoRootDir, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 
 // RUN --mount=type=ssh against a real ssh-agent: the host's ssh-add (with its shared libraries)
 // is copied into the image so a step can ask the forwarded agent for its keys.
@@ -61,9 +61,14 @@ describe('RUN --mount=type=ssh', () => {
       'USER 1000',
       'RUN --mount=type=ssh,id=keys,uid=1000,target=/home/agent ssh-add -l > /home/user-keys && echo "$SSH_AUTH_SOCK" > /home/user-sock',
       'RUN --mount=type=ssh,id=absent echo optional > /home/optional',
+      // Default targets under /run, which the image lacks: the USER must be able to reach them.
+      'RUN --mount=type=ssh,uid=1000 --mount=type=secret,id=tok,uid=1000 ssh-add -l > /home/user-keys2 && cat /run/secrets/tok > /home/tok',
     ]);
     const out = path.join(work, 'out');
-    const r = await tsbuild(['build', '--progress', 'plain', '--ssh', `default=${agentSock}`, '--ssh', `keys=${keyFile}`, '--output', `type=local,dest=${out}`, ctx], { root });
+    // In a 0700 directory (mkdtemp): the step's USER could not reach it there.
+    const tok = path.join(work, 'token');
+    await fs.writeFile(tok, 'tok-value\n');
+    const r = await tsbuild(['build', '--progress', 'plain', '--ssh', `default=${agentSock}`, '--ssh', `keys=${keyFile}`, '--secret', `id=tok,src=${tok}`, '--output', `type=local,dest=${out}`, ctx], { root });
     expect(r.stderr).not.toContain('OPENSSH PRIVATE KEY');
     expect(r.code, r.stderr).toBe(0);
     expect(await fs.readFile(path.join(out, 'root-keys'), 'utf8')).toContain(fingerprint);
@@ -72,10 +77,46 @@ describe('RUN --mount=type=ssh', () => {
     expect((await fs.readFile(path.join(out, 'home/user-sock'), 'utf8')).trim()).toBe('/home/agent');
     expect(await fs.readFile(path.join(out, 'home/optional'), 'utf8')).toBe('optional\n');
     // Neither the sockets nor their mount points end up in the image.
-    expect(await listTree(path.join(out, 'home'))).toEqual(['optional', 'user-keys', 'user-sock']);
+    expect(await fs.readFile(path.join(out, 'home/user-keys2'), 'utf8')).toContain(fingerprint);
+    expect(await fs.readFile(path.join(out, 'home/tok'), 'utf8')).toBe('tok-value\n');
+    expect(await listTree(path.join(out, 'home'))).toEqual(['optional', 'tok', 'user-keys', 'user-keys2', 'user-sock']);
     expect(await fs.stat(path.join(out, 'run/buildkit')).catch(() => undefined)).toBeUndefined();
     // The private agent tsbuild started for the key file is gone.
     expect((await fs.readdir('/tmp')).filter((f) => f.startsWith('tsbuild-ssh-') || f.startsWith('tsbuild-agent-'))).toEqual([]);
+  });
+
+  it('works for an ordinary user (rootless), with a secret and an agent for a non-root USER', async () => {
+    await tool('id', ['tsbuild-test']).catch(() => {
+      throw new Error('user tsbuild-test missing: run scripts/setup');
+    });
+    const dir = await fs.mkdtemp(path.join('/tmp', 'tsbuild-rootless-ssh-'));
+    try {
+      await fs.cp(path.join(work, 'bits'), path.join(dir, 'ctx', 'bits'), { recursive: true });
+      await writeTree(path.join(dir, 'ctx'), {
+        Dockerfile: [
+          'FROM busybox',
+          'COPY bits/ /',
+          'RUN --mount=type=ssh ssh-add -l > /root-keys',
+          'USER 1000',
+          'RUN --mount=type=ssh,uid=1000 --mount=type=secret,id=tok,uid=1000 ssh-add -l > /tmp/user-keys && cat /run/secrets/tok > /tmp/tok',
+          '',
+        ].join('\n'),
+      });
+      await fs.writeFile(path.join(dir, 'token'), 'rootless-tok\n');
+      await fs.copyFile(keyFile, path.join(dir, 'key'));
+      await tool('chown', ['-R', 'tsbuild-test:', dir]);
+      await fs.chmod(dir, 0o700);
+      const cli = path.join(repoRootDir, 'dist/cmd/tsbuild.js');
+      const script = `${path.join(repoRootDir, 'scripts/make-busybox-image')} >/dev/null && node ${cli} build --progress plain --ssh default=${dir}/key --secret id=tok,src=${dir}/token --output type=local,dest=${dir}/out ${dir}/ctx`;
+      await tool('runuser', ['-u', 'tsbuild-test', '--', 'env', `HOME=${dir}`, `TSBUILD_ROOT=${dir}/store`, 'sh', '-c', script], { cwd: dir });
+      expect(await fs.readFile(path.join(dir, 'out/root-keys'), 'utf8')).toContain(fingerprint);
+      expect(await fs.readFile(path.join(dir, 'out/tmp/user-keys'), 'utf8')).toContain(fingerprint);
+      expect(await fs.readFile(path.join(dir, 'out/tmp/tok'), 'utf8')).toBe('rootless-tok\n');
+      expect(await fs.stat(path.join(dir, 'out/run')).catch(() => undefined)).toBeUndefined();
+    } finally {
+      await tool('runuser', ['-u', 'tsbuild-test', '--', 'sh', '-c', `unshare --map-auto --map-root-user rm -rf ${dir}/store 2>/dev/null; true`]).catch(() => undefined);
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('a required agent that was not given: a located error, exit 1', async () => {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -180,8 +180,16 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
             rmSync(dir, { recursive: true, force: true });
           });
           await fsp.chmod(dir, 0o711);
-          const sock = path.join(dir, 'agent.sock');
-          stop = await proxyAgent(upstream, sock, m.mode ?? 0o600, m.uid ?? 0, m.gid ?? 0);
+          // An unguessable name in a directory nobody else can list: other host users cannot
+          // reach the socket even where its mode has to be open (below).
+          const sock = path.join(dir, `${randomBytes(16).toString('hex')}.sock`);
+          const uid = m.uid ?? 0;
+          const gid = m.gid ?? 0;
+          let mode = m.mode ?? 0o600;
+          // As an ordinary user tsbuild cannot give the socket to another ID of the namespace:
+          // open it to everyone in the sandbox instead, so uid=/gid= still reach the agent.
+          if (process.getuid?.() !== 0 && (uid !== 0 || gid !== 0)) mode |= 0o666;
+          stop = await proxyAgent(upstream, sock, mode, uid, gid);
           if (!extraEnv.some((e) => e.startsWith('SSH_AUTH_SOCK='))) extraEnv.push(`SSH_AUTH_SOCK=${target}`);
           mounts.push({ type: 'bind', source: sock, target, readonly: false });
           targets.push(target);

@@ -1,4 +1,4 @@
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
@@ -55,7 +55,12 @@ const MOUNT_WRAPPER = [
   // paths safely; the user's bwrap could not create them in root-owned directories. Its argv
   // comes NUL-separated from a file (xargs -0), so no value is ever parsed by the shell.
   'if [ -n "$3" ]; then xargs -0 -a "$3" -- "$4" >/dev/null 2>&1 || true; fi',
-  'shift 4',
+  // Bind sources staged for a non-root USER: root (of the namespace) can reach a source in a
+  // directory closed to that user (a store in a home directory, a 0700 temp dir); the user's
+  // bwrap then binds the staged copy from the step dir, which it may traverse. Pairs SRC DST,
+  // NUL-separated, from a file: never parsed by the shell.
+  'if [ -n "$5" ]; then xargs -0 -n 2 -a "$5" -- mount --bind; fi',
+  'shift 5',
   'exec "$@"',
 ].join('\n');
 
@@ -115,11 +120,14 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
         }
 
         let prepFile = '';
+        let stageFile = '';
+        let sources: string[] | undefined;
         if (nonRootUser) {
+          ({ file: stageFile, sources } = await stageBindSources(step, stepDir));
           prepFile = 'prep';
           // The command is /dev/null: exec fails (EACCES) after the mounts are made, so no code
           // of the image runs with root's privileges for this pass.
-          await writeFile(join(stepDir, prepFile), [...bwrapArgs(step, root, false, true), '--', '/dev/null'].join('\0'));
+          await writeFile(join(stepDir, prepFile), [...bwrapArgs(step, root, false, true, sources), '--', '/dev/null'].join('\0'));
         }
         const argv: string[] = [
           ...userNamespaceArgs(caps.idMapping),
@@ -135,6 +143,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
           root,
           prepFile,
           tools.bwrap,
+          stageFile,
         ];
         const needsIds = nonRootUser || step.user.gid !== 0 || extraGids.length > 0;
         if (needsIds && tools.setpriv) {
@@ -145,7 +154,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
           if (caps.idMapping.kind !== 'single') argv.push(...(extraGids.length > 0 ? ['--groups', extraGids.join(',')] : ['--clear-groups']));
           argv.push('--');
         }
-        argv.push(tools.bwrap, ...bwrapArgs(step, root, nonRootUser), '--', ...step.args);
+        argv.push(tools.bwrap, ...bwrapArgs(step, root, nonRootUser, false, sources), '--', ...step.args);
 
         const errTail = new Tail();
         let started = false;
@@ -184,7 +193,33 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
   };
 }
 
-function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = false): string[] {
+/**
+ * Mount points in the step dir for each bind mount's source (`stage/N`, a file or a directory
+ * like the source), and the SRC/DST pairs MOUNT_WRAPPER binds there. Returns the file's name
+ * (relative to the step dir, the wrapper's cwd) and the staged sources in mount order.
+ */
+async function stageBindSources(step: RunSpec, stepDir: string): Promise<{ file: string; sources: string[] | undefined }> {
+  const binds = (step.mounts ?? []).filter((m) => m.type === 'bind');
+  if (binds.length === 0) return { file: '', sources: undefined };
+  const dir = join(stepDir, 'stage');
+  await mkdir(dir, { mode: 0o711 });
+  await chmod(dir, 0o711);
+  const pairs: string[] = [];
+  const sources: string[] = [];
+  for (const [i, m] of binds.entries()) {
+    if (!m.source) throw new TsbuildError('SANDBOX_FAILED', `bind mount to ${m.target} has no source`);
+    const at = join(dir, String(i));
+    const st = await stat(m.source).catch(() => undefined);
+    if (st?.isDirectory()) await mkdir(at, { mode: 0o755 });
+    else await writeFile(at, '', { mode: 0o644 });
+    pairs.push(m.source, at);
+    sources.push(at);
+  }
+  await writeFile(join(stepDir, 'binds'), pairs.join('\0'));
+  return { file: 'binds', sources };
+}
+
+function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = false, stagedSources?: readonly string[]): string[] {
   const a: string[] = prepass ? [] : ['--info-fd', '3'];
   if (nonRootUser) a.push('--unshare-user', '--uid', String(step.user.uid), '--gid', String(step.user.gid));
   a.push('--bind', root, '/');
@@ -192,10 +227,25 @@ function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = 
   // The host's resolver config, read-only, mounted over the image's (an empty mount point is
   // created when the image has none: captureUpperDir drops it).
   a.push('--ro-bind-try', '/etc/resolv.conf', '/etc/resolv.conf', '--ro-bind-try', '/etc/hosts', '/etc/hosts');
+  if (prepass) {
+    // bwrap makes the missing parents of a mount point 0700, which the USER could not cross:
+    // create them first, 0755, the way --dir does (an existing directory is left as it is).
+    const made = new Set<string>();
+    for (const m of step.mounts ?? []) {
+      const parts = m.target.split('/').filter((p) => p !== '');
+      for (let i = 1; i < parts.length; i++) {
+        const dir = `/${parts.slice(0, i).join('/')}`;
+        if (!made.has(dir)) a.push('--dir', dir);
+        made.add(dir);
+      }
+    }
+  }
+  let bindIndex = 0;
   for (const m of step.mounts ?? []) {
     if (m.type === 'bind') {
       if (!m.source) throw new TsbuildError('SANDBOX_FAILED', `bind mount to ${m.target} has no source`);
-      a.push(m.readonly ? '--ro-bind' : '--bind', m.source, m.target);
+      a.push(m.readonly ? '--ro-bind' : '--bind', stagedSources?.[bindIndex] ?? m.source, m.target);
+      bindIndex++;
     } else {
       a.push('--tmpfs', m.target);
       if (m.readonly) a.push('--remount-ro', m.target);
