@@ -1,8 +1,8 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { Io } from '../io.js';
 import { renderError } from '../render-error.js';
 import { parseCommand } from './parse.js';
@@ -48,8 +48,14 @@ async function run(
   }
 }
 
+const dirs: string[] = [];
+afterAll(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
 async function dockerfile(content: string | Buffer): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'tsbuild-parse-'));
+  dirs.push(dir);
   const file = path.join(dir, 'Dockerfile');
   await writeFile(file, content);
   return file;
