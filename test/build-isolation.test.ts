@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { repoRoot, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 
 // --isolation=sandbox|chroot|none and the copy-and-walk snapshots (TSBUILD_SNAPSHOTTER=copy),
 // through the CLI, as root. The same Dockerfile must give the same layers (diff IDs) whichever
@@ -162,6 +162,40 @@ describe('--isolation and copy-and-walk snapshots', () => {
     expect(listings[2]).toMatch(/ d\/b$/m);
     expect(listings[2]).toMatch(/ e$/m);
     expect(listings[2]).not.toMatch(/ c$/m);
+  });
+
+  it('gives the same layers rootless (user namespace) with copy snapshots as with overlay', async () => {
+    // The suite runs as root; these builds run as the tsbuild-test user scripts/setup creates.
+    await tool('id', ['tsbuild-test']).catch(() => {
+      throw new Error('user tsbuild-test missing: run scripts/setup');
+    });
+    const dir = await fs.mkdtemp(path.join('/tmp', 'tsbuild-rootless-copy-'));
+    try {
+      await writeTree(path.join(dir, 'ctx'), {
+        Dockerfile: [
+          'FROM busybox',
+          'RUN mkdir /d && echo x > /d/f && chown -R 1234:2345 /d && chmod 0700 /d && rm /etc/group && mkdir -p /app/sub && echo a > /app/sub/a',
+          'RUN --mount=type=cache,target=/var/cache/thing echo c > /var/cache/thing/c && rm -rf /app/sub && mkdir /app/sub && echo b > /app/sub/b && echo more >> /d/f',
+          '',
+        ].join('\n'),
+      });
+      await tool('chown', ['-R', 'tsbuild-test:', dir]);
+      const diffIds: string[][] = [];
+      for (const snapshotter of ['overlay', 'copy']) {
+        const out = path.join(dir, `${snapshotter}.tar`);
+        const script = `${path.join(repoRoot, 'scripts/make-busybox-image')} >/dev/null && node ${path.join(repoRoot, 'dist/cmd/tsbuild.js')} build --no-cache -o type=oci,dest=${out} ${dir}/ctx`;
+        await tool('runuser', ['-u', 'tsbuild-test', '--', 'env', `HOME=${dir}`, `TSBUILD_ROOT=${dir}/store`, 'SOURCE_DATE_EPOCH=1700000000', `TSBUILD_SNAPSHOTTER=${snapshotter}`, 'sh', '-c', script], { cwd: dir });
+        const { diffIds: ids, listings } = await readArchive(out);
+        diffIds.push(ids);
+        expect(listings[0]).toMatch(/^drwx------ 1234\/2345 .* d\/$/m);
+        expect(listings[1]).toMatch(/ app\/sub\/\.wh\.\.wh\.\.opq$/m);
+      }
+      expect(diffIds[1]).toEqual(diffIds[0]);
+      expect(await fs.readdir(path.join(dir, 'store', 'tmp'))).toEqual([]);
+    } finally {
+      await tool('runuser', ['-u', 'tsbuild-test', '--', 'sh', '-c', `unshare --map-auto --map-root-user rm -rf ${dir}/store 2>/dev/null; true`]).catch(() => undefined);
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it.each(WAYS)('a failing RUN under $name leaves no mount, work dir or process behind', async (way) => {
