@@ -1,7 +1,7 @@
 import { lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { DEFAULT_MOUNT_POINTS, listOpaqueDirs, listTree, type ChangeEntry, type RawEntry } from './overlay.js';
+import { DEFAULT_MOUNT_POINTS, listOpaqueDirs, listTree, sortByPath, type ChangeEntry, type RawEntry } from './overlay.js';
 import type { SandboxCapabilities } from './probe.js';
 import { runInUserNamespace } from './user-namespace.js';
 
@@ -164,7 +164,7 @@ export async function diffCopyRootfs(
     if (recreated.has(path)) out.push({ kind: 'opaque', path });
   }
   for (const p of whiteouts) out.push({ kind: 'whiteout', path: p });
-  return { changes: out.sort((a, b) => comparePath(a.path, b.path) || order(a) - order(b)), after: afterMap };
+  return { changes: sortByPath(out, (c) => c.path, (a, b) => order(a) - order(b)), after: afterMap };
 }
 
 /** Mount points made in a copy rootfs before a step (makeMountPoints). */
@@ -290,14 +290,4 @@ function isUnder(p: string, dirs: ReadonlySet<string>): boolean {
 /** Same entry path: the dir entry before its opaque marker. */
 function order(e: ChangeEntry): number {
   return e.kind === 'opaque' ? 1 : 0;
-}
-
-function comparePath(a: string, b: string): number {
-  const pa = a.split('/');
-  const pb = b.split('/');
-  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
-    const c = Buffer.compare(Buffer.from(pa[i] ?? ''), Buffer.from(pb[i] ?? ''));
-    if (c !== 0) return c;
-  }
-  return pa.length - pb.length;
 }
