@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { runChild } from './child.js';
+import { containerToHost } from './user-namespace.js';
 import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import type { SandboxCapabilities } from './probe.js';
 import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
@@ -78,8 +79,8 @@ async function runChrooted(caps: SandboxCapabilities, step: RunSpec, runOpts: Ru
  *    nothing mounted): like chroot, minus the capability limit.
  *  - As an ordinary user, who cannot chroot: the step runs directly on the host, with the
  *    tree joined with its cwd as working directory; absolute paths (including /bin/sh) are the
- *    host's, so only commands that work relative to WORKDIR make sense. For builds inside a
- *    throwaway container. uid/gid applied through Node's spawn (no supplementary groups).
+ *    host's, so only commands that work relative to WORKDIR make sense; the step runs as the
+ *    invoking user, which is container root (another USER is an error).
  * Trade-off (README "Isolation"): nothing protects the host from the step.
  */
 export function createHostRunner(opts: ChrootRunnerOptions): Runner {
@@ -93,7 +94,15 @@ export function createHostRunner(opts: ChrootRunnerOptions): Runner {
       noMounts(step, 'none');
       const [cmd, ...rest] = step.args;
       if (cmd === undefined) throw new TsbuildError('SANDBOX_FAILED', 'empty argv');
-      const me = process.getuid?.();
+      // Container IDs -> host IDs (container root is the invoking user); an ordinary user can
+      // become no other ID.
+      const uid = containerToHost(caps.idMapping.uids, step.user.uid);
+      const gid = containerToHost(caps.idMapping.gids, step.user.gid);
+      if (uid !== caps.uid || gid !== caps.gid) {
+        throw new TsbuildError('SANDBOX_UNAVAILABLE', `--isolation=none as ${caps.user} cannot run a step as uid ${step.user.uid} gid ${step.user.gid}: only as the invoking user (container root)`, {
+          hint: 'use --isolation=sandbox (user namespaces), or run as root',
+        });
+      }
       return runChild(cmd, rest, {
         signal: runOpts.signal,
         cwd: join(root, step.cwd),
@@ -101,7 +110,6 @@ export function createHostRunner(opts: ChrootRunnerOptions): Runner {
         ...(step.stdin ? { stdin: step.stdin } : {}),
         stdout: (c) => step.stdout?.(c),
         stderr: (c) => step.stderr?.(c),
-        ...(me === step.user.uid ? {} : { uid: step.user.uid, gid: step.user.gid }),
       });
     },
   };
