@@ -41,6 +41,8 @@ export interface BuildEnv {
   readonly logger: Logger;
   /** The registry client for pulls and pushes, created on first use. */
   readonly registry?: () => Promise<RegistryClient>;
+  /** The caller's PATH: where the sandbox looks for bwrap, runc and the other host tools. */
+  readonly toolPath?: string;
 }
 
 export interface BuildResult {
@@ -135,7 +137,14 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     },
     signal: env.signal,
   };
-  const sandbox = lazySandbox({ signal: env.signal, warn: (message) => env.report({ type: 'warning', message }), runtime: req.runtime, isolation: req.isolation });
+  const sandbox = lazySandbox({
+    signal: env.signal,
+    warn: (message) => env.report({ type: 'warning', message }),
+    runtime: req.runtime,
+    isolation: req.isolation,
+    snapshotter: req.snapshotter,
+    path: env.toolPath,
+  });
   try {
     const runStage = async (ps: PlannedStage): Promise<void> => {
       const stage = ps.stage;

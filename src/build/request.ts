@@ -48,6 +48,8 @@ export interface BuildRequest {
   readonly runtime?: 'bwrap' | 'runc';
   /** `--isolation`: auto steps down where the host does not allow the sandbox. */
   readonly isolation?: 'auto' | 'sandbox' | 'chroot' | 'none';
+  /** `TSBUILD_SNAPSHOTTER`: force overlay or copy-and-walk snapshots for RUN (default auto). */
+  readonly snapshotter?: 'auto' | 'overlay' | 'copy';
   /** `--network`: the default network of RUN steps. */
   readonly network?: 'host' | 'none';
   /** Seconds since the epoch; clamps file mtimes and sets `created`. */

@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { PassThrough } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import { cacheKeyFor } from '../cache/index.js';
@@ -8,7 +9,24 @@ import type { LayerIndex } from '../layer/layer-index.js';
 import { writeLayer, type LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import type { RunStep } from '../plan/index.js';
-import { DEFAULT_MOUNT_POINTS, captureUpperDir, probeSandbox, userNamespaceRemoveTree, pruneMountPoints, selectRunner, type ChangeEntry, type Runner, type SandboxCapabilities } from '../sandbox/index.js';
+import {
+  DEFAULT_MOUNT_POINTS,
+  captureUpperDir,
+  diffCopyRootfs,
+  probeSandbox,
+  makeMountPoints,
+  removeMountPoints,
+  userNamespaceRemoveTree,
+  pruneMountPoints,
+  selectRunner,
+  type ChangeEntry,
+  type Runner,
+  type RunSpec,
+  type SandboxCapabilities,
+  type Snapshotter,
+  type StatIndex,
+} from '../sandbox/index.js';
+import { claimRootfs, keepRootfs, type CopyRootfs } from './copy-snapshots.js';
 import { imageFileReader, type StepEnv } from './copy-step.js';
 import { lowerDirsFor } from './snapshots.js';
 import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js';
@@ -16,10 +34,18 @@ import { writeLayerInNamespace, type NamespaceEntry } from './rootless.js';
 import { prepareMounts, type MountEnv, type PreparedMounts } from './run-mounts.js';
 import type { StageState } from './stage-state.js';
 
+/** What RUN steps run with: probed and selected once per build. */
+export interface BuildSandbox {
+  readonly runner: Runner;
+  readonly capabilities: SandboxCapabilities;
+  /** overlay: upper dir = change; copy: the tree is written in place and walked (copy-snapshots.ts). */
+  readonly snapshots: 'overlay' | 'copy';
+}
+
 export interface RunEnv extends StepEnv {
   readonly mountEnv: MountEnv;
   /** Sandbox runner and capabilities, probed once per build. */
-  sandbox(): Promise<{ runner: Runner; capabilities: SandboxCapabilities }>;
+  sandbox(): Promise<BuildSandbox>;
   /** Output of the running step (for progress). */
   readonly onOutput: (stream: 'stdout' | 'stderr', text: string) => void;
 }
@@ -31,25 +57,23 @@ export function lazySandbox(opts: {
   tmpDir?: string;
   runtime?: 'bwrap' | 'runc' | undefined;
   isolation?: 'auto' | 'sandbox' | 'chroot' | 'none' | undefined;
-}): () => Promise<{ runner: Runner; capabilities: SandboxCapabilities }> {
-  let p: Promise<{ runner: Runner; capabilities: SandboxCapabilities }> | undefined;
+  snapshotter?: Snapshotter | undefined;
+  /** The caller's PATH, where host tools (bwrap, runc, ...) are looked up. */
+  path?: string | undefined;
+}): () => Promise<BuildSandbox> {
+  let p: Promise<BuildSandbox> | undefined;
   return () =>
     (p ??= (async () => {
-      const capabilities = await probeSandbox({ signal: opts.signal });
+      const capabilities = await probeSandbox({ signal: opts.signal, path: opts.path });
       const sel = selectRunner({
         capabilities,
         isolation: opts.isolation ?? 'auto',
         warn: opts.warn,
         ...(opts.runtime ? { runtime: opts.runtime } : {}),
         ...(opts.tmpDir ? { tmpDir: opts.tmpDir } : {}),
+        ...(opts.snapshotter ? { snapshotter: opts.snapshotter } : {}),
       });
-      if (sel.snapshots !== 'overlay') {
-        // DEBT: the copy-and-walk snapshots of src/sandbox (chroot, none, no overlay) are not wired yet.
-        throw new TsbuildError('SANDBOX_UNAVAILABLE', `RUN steps with isolation ${sel.isolation} need copy snapshots, which builds do not use yet`, {
-          hint: 'use --isolation=sandbox on a host with overlayfs and getfattr (package attr)',
-        });
-      }
-      return { runner: sel.runner, capabilities };
+      return { runner: sel.runner, capabilities, snapshots: sel.snapshots };
     })());
 }
 
@@ -116,15 +140,13 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
   if (hit?.kind === 'empty') return { state: withoutLayer(state, key, hist), cached: true };
   if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, hist), cached: true };
 
-  const { runner, capabilities } = await env.sandbox();
+  const sandbox = await env.sandbox();
+  const { runner, capabilities } = sandbox;
   const user = await resolveUser(state.config.config?.User, imageFileReader(env, state)).catch((e: unknown) => {
     throw e instanceof TsbuildError ? new TsbuildError(e.code, e.message, { location: step.location }) : e;
   });
   const rootless = capabilities.isRoot ? undefined : capabilities;
   const removeTree = rootless ? userNamespaceRemoveTree(rootless) : (p: string) => env.store.removeTree(p);
-  const lowerDirs = await lowerDirsFor(env.store, state.layers, state.indexes, env.signal, rootless);
-  const upperDir = await env.store.makeTempDir('upper');
-  const workDir = await env.store.makeTempDir('work');
   const tail: string[] = [];
   const collect = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
     const text = chunk.toString('utf8');
@@ -132,11 +154,11 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
     tail.push(...text.split('\n').filter((l) => l !== ''));
     if (tail.length > TAIL_LINES) tail.splice(0, tail.length - TAIL_LINES);
   };
-  let committed = false;
-  try {
+  const mountPoints = [...DEFAULT_MOUNT_POINTS, ...prepared.targets];
+  const execute = async (rootfs: RunSpec['rootfs']): Promise<void> => {
     const result = await runner.run(
       {
-        rootfs: { lowerDirs, upperDir, workDir },
+        rootfs,
         args: step.args,
         // SSH_AUTH_SOCK from an ssh mount only when the stage did not set its own (BuildKit).
         env: [...step.env, ...prepared.env.filter((e) => !(e.startsWith('SSH_AUTH_SOCK=') && step.env.some((v) => v.startsWith('SSH_AUTH_SOCK='))))],
@@ -156,14 +178,11 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
         { location: step.location },
       );
     }
-    const captureOpts = { capabilities, lowerDirs, mountPoints: [...DEFAULT_MOUNT_POINTS, ...prepared.targets], ...(env.signal ? { signal: env.signal } : {}) };
-    const changes: ChangeEntry[] = [];
-    for await (const c of captureUpperDir(upperDir, captureOpts)) changes.push(c);
+  };
+  /** The change as a layer in the store; undefined when the step changed nothing. */
+  const storeChanges = async (changes: readonly ChangeEntry[]): Promise<{ layer: { diffId: Digest; size: number }; index: LayerIndex } | undefined> => {
     const { entries, index, sources } = toLayer(changes);
-    if (entries.length === 0) {
-      await recordStep(env.store, key, 'empty');
-      return { state: withoutLayer(state, key, hist), cached: false };
-    }
+    if (entries.length === 0) return undefined;
     let stored: { digest: Digest; size: number };
     if (rootless) {
       stored = await writeLayerInNamespace(rootless, env.store, entries.map(({ source: _s, ...e }, i) => ({ ...e, type: e.type as NamespaceEntry['type'], ...(sources[i] ? { sourcePath: sources[i] } : {}) })), env.sourceDateEpoch, env.signal);
@@ -179,16 +198,76 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
       if (stored.digest !== written.diffId) throw new TsbuildError('DIGEST_MISMATCH', `RUN layer ${stored.digest} differs from its diff ID ${written.diffId}`);
     }
     await rememberLayerIndex(env.store, stored.digest, index);
-    // The upper dir is the next steps' lower dir: keep it as this layer's snapshot.
-    await pruneMountPoints(upperDir, captureOpts);
-    await env.store.commitSnapshot(upperDir, stored.digest, { signal: env.signal });
-    committed = true;
-    await recordStep(env.store, key, { diffId: stored.digest, size: stored.size });
-    return { state: withLayer(state, key, { diffId: stored.digest, size: stored.size }, index, hist), cached: false };
+    return { layer: { diffId: stored.digest, size: stored.size }, index };
+  };
+  const finish = async (made: { layer: { diffId: Digest; size: number }; index: LayerIndex } | undefined): Promise<{ state: StageState; cached: boolean }> => {
+    if (!made) {
+      await recordStep(env.store, key, 'empty');
+      return { state: withoutLayer(state, key, hist), cached: false };
+    }
+    await recordStep(env.store, key, made.layer);
+    return { state: withLayer(state, key, made.layer, made.index, hist), cached: false };
+  };
+
+  if (sandbox.snapshots === 'copy') {
+    // Copy-and-walk: the step writes the stage's tree in place; the walk finds the change.
+    const chain = state.layers.map((l) => l.diffId);
+    const tree: CopyRootfs = await claimRootfs(env.store, chain, { capabilities, signal: env.signal });
+    let kept = false;
+    try {
+      const copyOpts = { capabilities, signal: env.signal };
+      // Mount points made here, not by the runtime, so their parents' mtimes can be put back.
+      const namespaced = runner.kind === 'bwrap' || runner.kind === 'runc'; // chroot and none mount nothing
+      const made = await makeMountPoints(tree.root, namespaced ? await mountPointKinds(mountPoints, prepared) : [], copyOpts);
+      await execute({ dir: tree.root });
+      const touched = await removeMountPoints(tree.root, made, tree.index, copyOpts);
+      const { changes, after } = await diffCopyRootfs(tree.root, tree.index, { ...copyOpts, mountPoints, ignoreCtime: touched });
+      const layer = await storeChanges(changes);
+      await keepRootfs(env.store, tree, after as StatIndex, layer ? [...chain, layer.layer.diffId] : chain, env.signal);
+      kept = true;
+      return await finish(layer);
+    } finally {
+      // A failed or cancelled step leaves a half-written tree: it goes.
+      if (!kept) await removeTree(tree.container).catch(() => undefined);
+    }
+  }
+
+  const lowerDirs = await lowerDirsFor(env.store, state.layers, state.indexes, env.signal, rootless);
+  const upperDir = await env.store.makeTempDir('upper');
+  const workDir = await env.store.makeTempDir('work');
+  let committed = false;
+  try {
+    await execute({ lowerDirs, upperDir, workDir });
+    const captureOpts = { capabilities, lowerDirs, mountPoints, ...(env.signal ? { signal: env.signal } : {}) };
+    const changes: ChangeEntry[] = [];
+    for await (const c of captureUpperDir(upperDir, captureOpts)) changes.push(c);
+    const made = await storeChanges(changes);
+    if (made) {
+      // The upper dir is the next steps' lower dir: keep it as this layer's snapshot.
+      await pruneMountPoints(upperDir, captureOpts);
+      await env.store.commitSnapshot(upperDir, made.layer.diffId, { signal: env.signal });
+      committed = true;
+    }
+    return await finish(made);
   } finally {
     if (!committed) await removeTree(upperDir).catch(() => undefined);
     await removeTree(workDir).catch(() => undefined);
   }
+}
+
+/** Which mount points are files (the resolver files, a bind of a file) and which directories. */
+async function mountPointKinds(targets: readonly string[], prepared: PreparedMounts): Promise<Array<{ path: string; dir: boolean }>> {
+  const files = new Set(['/etc/resolv.conf', '/etc/hosts']);
+  const out: Array<{ path: string; dir: boolean }> = [];
+  for (const t of targets) {
+    if (t === '/etc/hostname') continue; // never mounted by our runners
+    const m = prepared.mounts.find((x) => x.target === t);
+    const dir = m?.source ? await stat(m.source).then((s) => s.isDirectory(), () => true) : !files.has(t);
+    // The resolver files are bound only where the host has them (bwrap's --ro-bind-try).
+    if (files.has(t) && !m && !(await stat(t).then(() => true, () => false))) continue;
+    out.push({ path: t, dir });
+  }
+  return out;
 }
 
 /** Change entries of the upper dir -> layer entries (hard links within the layer kept) and its index. */

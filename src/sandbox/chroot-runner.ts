@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { runChild } from './child.js';
+import { containerToHost } from './user-namespace.js';
 import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import type { SandboxCapabilities } from './probe.js';
 import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
@@ -18,6 +19,15 @@ function dirRootfs(step: RunSpec, kind: string): string {
   return step.rootfs.dir;
 }
 
+function noMounts(step: RunSpec, kind: string): void {
+  const m = step.mounts ?? [];
+  if (m.length > 0) {
+    throw new TsbuildError('UNSUPPORTED', `RUN --mount (${m.map((x) => x.target).join(', ')}) needs a mount namespace, which --isolation=${kind} does not use`, {
+      hint: 'use --isolation=sandbox, or drop the --mount option',
+    });
+  }
+}
+
 /**
  * `--isolation=chroot`: for root where namespaces are not allowed (an unprivileged container
  * with CAP_SYS_CHROOT but no CAP_SYS_ADMIN, where kaniko runs). No namespaces at all: the step
@@ -27,56 +37,72 @@ function dirRootfs(step: RunSpec, kind: string): string {
  * groups and gid set first with setpriv (which keeps uid 0 and thus the right to chroot),
  * the capability bounding set cut to Docker's defaults, and finally `--setuid`.
  * Known gaps: a step that daemonizes (setsid) escapes the process-group kill; the host's
- * resolver config is not provided.
+ * resolver config is not provided; RUN --mount is refused (no mount namespace).
  */
 export function createChrootRunner(opts: ChrootRunnerOptions): Runner {
-  const caps = opts.capabilities;
-  return {
-    kind: 'chroot',
-    async run(step: RunSpec, runOpts: RunOptions): Promise<RunResult> {
-      runOpts.signal?.throwIfAborted();
-      const root = dirRootfs(step, 'chroot');
-      if (!caps.isRoot) {
-        throw new TsbuildError('SANDBOX_UNAVAILABLE', '--isolation=chroot needs root (CAP_SYS_CHROOT)', { hint: 'run as root, or use --isolation=sandbox or none' });
-      }
-      const { setpriv, unshare } = caps.tools;
-      if (!setpriv || !unshare) throw new TsbuildError('SANDBOX_UNAVAILABLE', 'setpriv/unshare (util-linux) are not installed', { hint: 'apt-get install util-linux' });
-      const groups = step.user.additionalGids ?? [];
-      const bounding = `-all,${DEFAULT_CAPABILITIES.map((c) => `+${c.slice('CAP_'.length).toLowerCase()}`).join(',')}`;
-      const args = [
-        '--regid',
-        String(step.user.gid),
-        ...(groups.length > 0 ? ['--groups', groups.join(',')] : ['--clear-groups']),
-        '--bounding-set',
-        bounding,
-        '--',
-        unshare,
-        `--root=${root}`,
-        `--wd=${step.cwd}`,
-        ...(step.user.uid !== 0 ? ['--setuid', String(step.user.uid)] : []),
-        '--',
-        ...step.args,
-      ];
-      return runChild(setpriv, args, { signal: runOpts.signal, env: envObject(step.env), ...(step.stdin ? { stdin: step.stdin } : {}), stdout: (c) => step.stdout?.(c), stderr: (c) => step.stderr?.(c) });
-    },
-  };
+  return { kind: 'chroot', run: (step, runOpts) => runChrooted(opts.capabilities, step, runOpts, 'chroot') };
+}
+
+async function runChrooted(caps: SandboxCapabilities, step: RunSpec, runOpts: RunOptions, kind: 'chroot' | 'none'): Promise<RunResult> {
+  runOpts.signal?.throwIfAborted();
+  const root = dirRootfs(step, kind);
+  noMounts(step, kind);
+  if (!caps.isRoot) {
+    throw new TsbuildError('SANDBOX_UNAVAILABLE', `--isolation=${kind} needs root to chroot (CAP_SYS_CHROOT)`, { hint: 'run as root, or use --isolation=sandbox' });
+  }
+  const { setpriv, unshare } = caps.tools;
+  if (!setpriv || !unshare) throw new TsbuildError('SANDBOX_UNAVAILABLE', 'setpriv/unshare (util-linux) are not installed', { hint: 'apt-get install util-linux' });
+  const groups = step.user.additionalGids ?? [];
+  // chroot keeps Docker's default capabilities; none keeps root's own (kaniko does the same).
+  const bounding = kind === 'chroot' ? ['--bounding-set', `-all,${DEFAULT_CAPABILITIES.map((c) => `+${c.slice('CAP_'.length).toLowerCase()}`).join(',')}`] : [];
+  const args = [
+    '--regid',
+    String(step.user.gid),
+    ...(groups.length > 0 ? ['--groups', groups.join(',')] : ['--clear-groups']),
+    ...bounding,
+    '--',
+    unshare,
+    `--root=${root}`,
+    `--wd=${step.cwd}`,
+    ...(step.user.uid !== 0 ? ['--setuid', String(step.user.uid)] : []),
+    '--',
+    ...step.args,
+  ];
+  const r = await runChild(setpriv, args, { signal: runOpts.signal, env: envObject(step.env), ...(step.stdin ? { stdin: step.stdin } : {}), stdout: (c) => step.stdout?.(c), stderr: (c) => step.stderr?.(c) });
+  return r;
 }
 
 /**
- * `--isolation=none`: the step runs as a plain host process (only with the explicit flag),
- * with the rootfs directory joined with the step's cwd as its working directory. For builds
- * inside a throwaway container whose own root *is* the image root (kaniko's model, dir "/").
- * uid/gid applied through Node's spawn (supplementary groups are not set); nothing else.
+ * `--isolation=none` (only with the explicit flag), kaniko's model: no namespaces, no
+ * sandbox, the step runs on the unpacked tree itself.
+ *  - As root: chroot(2) into the tree with root's full capabilities (no bounding set cut,
+ *    nothing mounted): like chroot, minus the capability limit.
+ *  - As an ordinary user, who cannot chroot: the step runs directly on the host, with the
+ *    tree joined with its cwd as working directory; absolute paths (including /bin/sh) are the
+ *    host's, so only commands that work relative to WORKDIR make sense; the step runs as the
+ *    invoking user, which is container root (another USER is an error).
+ * Trade-off (README "Isolation"): nothing protects the host from the step.
  */
-export function createHostRunner(_opts: ChrootRunnerOptions): Runner {
+export function createHostRunner(opts: ChrootRunnerOptions): Runner {
+  const caps = opts.capabilities;
   return {
     kind: 'none',
     async run(step: RunSpec, runOpts: RunOptions): Promise<RunResult> {
       runOpts.signal?.throwIfAborted();
+      if (caps.isRoot) return runChrooted(caps, step, runOpts, 'none');
       const root = dirRootfs(step, 'none');
+      noMounts(step, 'none');
       const [cmd, ...rest] = step.args;
       if (cmd === undefined) throw new TsbuildError('SANDBOX_FAILED', 'empty argv');
-      const me = process.getuid?.();
+      // Container IDs -> host IDs (container root is the invoking user); an ordinary user can
+      // become no other ID.
+      const uid = containerToHost(caps.idMapping.uids, step.user.uid);
+      const gid = containerToHost(caps.idMapping.gids, step.user.gid);
+      if (uid !== caps.uid || gid !== caps.gid) {
+        throw new TsbuildError('SANDBOX_UNAVAILABLE', `--isolation=none as ${caps.user} cannot run a step as uid ${step.user.uid} gid ${step.user.gid}: only as the invoking user (container root)`, {
+          hint: 'use --isolation=sandbox (user namespaces), or run as root',
+        });
+      }
       return runChild(cmd, rest, {
         signal: runOpts.signal,
         cwd: join(root, step.cwd),
@@ -84,7 +110,6 @@ export function createHostRunner(_opts: ChrootRunnerOptions): Runner {
         ...(step.stdin ? { stdin: step.stdin } : {}),
         stdout: (c) => step.stdout?.(c),
         stderr: (c) => step.stderr?.(c),
-        ...(me === step.user.uid ? {} : { uid: step.user.uid, gid: step.user.gid }),
       });
     },
   };

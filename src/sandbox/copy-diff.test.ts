@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createChrootRunner, createHostRunner, diffCopyRootfs, indexTree, parseStatIndex, prepareCopyRootfs, serializeStatIndex, probeSandbox, type Runner, type SandboxCapabilities } from './index.js';
+import { createChrootRunner, createHostRunner, diffCopyRootfs, indexTree, makeMountPoints, parseStatIndex, prepareCopyRootfs, removeMountPoints, serializeStatIndex, probeSandbox, type Runner, type SandboxCapabilities } from './index.js';
 import { makeBusyboxRootfs, processesMatching } from './test-fixture.js';
 
 const exec = promisify(execFile);
@@ -112,9 +112,42 @@ describe('copy-and-walk snapshots', () => {
     expect(await processesMatching(`sleep ${marker}`)).toEqual([]);
   });
 
-  it('none runner runs on the host in the rootfs dir', async () => {
+  it('none runner, as root, chroots into the tree', async () => {
     const dir = await rootfs();
-    const r = await run(createHostRunner({ capabilities: caps }), dir, 'pwd; echo $X');
-    expect(r.stdout).toBe(`${join(dir, 'tmp')}\n1\n`);
+    const r = await run(createHostRunner({ capabilities: caps }), dir, 'pwd; echo $X; head -1 /etc/passwd');
+    expect(r.stdout).toBe('/tmp\n1\nroot:x:0:0:root:/root:/bin/sh\n');
+  });
+
+  it('lists the parents of a change, and a directory replaced by a file needs no whiteouts below it', async () => {
+    const dir = await rootfs();
+    await run(createChrootRunner({ capabilities: caps }), dir, 'mkdir -p /usr/local/share/x/y && echo f > /usr/local/share/x/y/f');
+    const before = await indexTree(dir, { capabilities: caps });
+    await run(createChrootRunner({ capabilities: caps }), dir, 'echo g > /usr/local/share/x/y/g && rm -rf /data/old && echo file > /data/old');
+    const { changes } = await diffCopyRootfs(dir, before, { capabilities: caps });
+    expect(changes.map((c) => `${c.kind} ${c.path}`)).toEqual(['dir data', 'file data/old', 'dir usr', 'dir usr/local', 'dir usr/local/share', 'dir usr/local/share/x', 'dir usr/local/share/x/y', 'file usr/local/share/x/y/g']);
+  });
+
+  it('removes the mount points it made and puts back the mtime of a parent the step did not write in', async () => {
+    const dir = await rootfs();
+    const opts = { capabilities: caps };
+    const before = await indexTree(dir, opts);
+    const targets = [
+      { path: '/etc/resolv.conf', dir: false },
+      { path: '/etc/hosts', dir: false },
+      { path: '/data/cache/deep', dir: true },
+    ];
+    const made = await makeMountPoints(dir, targets, opts);
+    expect(made.created).toEqual(['etc/resolv.conf', 'etc/hosts', 'data/cache']);
+    await new Promise((r) => setTimeout(r, 20)); // so a write by the step gets a later mtime
+    await run(createChrootRunner({ capabilities: caps }), dir, 'echo x > /data/x');
+    const touched = await removeMountPoints(dir, made, before, opts);
+    expect([...touched].sort()).toEqual(['data', 'etc']);
+    const { changes } = await diffCopyRootfs(dir, before, { ...opts, ignoreCtime: touched });
+    expect(changes.map((c) => `${c.kind} ${c.path}`)).toEqual(['dir data', 'file data/x']);
+    // /data keeps the mtime the step gave it, /etc the one it had.
+    const data = changes.find((c) => c.path === 'data');
+    expect(data?.kind === 'dir' && data.mtimeMs).toBeGreaterThan(before.get('data')!.mtimeMs);
+    expect((await stat(join(dir, 'etc'))).mtimeMs).toBeCloseTo(before.get('etc')!.mtimeMs, 2);
+    await expect(stat(join(dir, 'data/cache'))).rejects.toThrow();
   });
 });

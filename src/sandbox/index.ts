@@ -21,8 +21,9 @@
  *    Inside, supplementary groups are effective but `id` shows them as 65534 (bwrap's nested
  *    user namespace maps only the user's own gid). runc has neither limitation.
  *  - /sys is not mounted in the bwrap and runc sandboxes.
- *  - chroot isolation: no /proc, no resolv.conf, no PID namespace (setsid daemons escape).
- *  - Copy-and-walk: stat index not persisted; xattr-only changes not detected.
+ *  - chroot and none isolation: no /proc, no /dev, no resolv.conf, no PID namespace (setsid
+ *    daemons escape), no RUN --mount.
+ *  - Copy-and-walk: xattrs are not written to layers (nor by the overlay capture).
  *  - Rootless capture lists the upper dir inside the namespace, but ChangeEntry.sourcePath is
  *    a host path: a file of another ID with mode 0600 must be read inside the namespace too
  *    (the layer writer should run there, e.g. runInUserNamespace(process.execPath, [...])).
@@ -35,6 +36,6 @@ export { captureUpperDir, collectChanges, DEFAULT_MOUNT_POINTS, prepareOverlay, 
 export { createBwrapRunner, DEFAULT_CAPABILITIES, type BwrapRunnerOptions } from './bwrap-runner.js';
 export { createRuncRunner, runtimeConfig, type RuncRunnerOptions } from './runc-runner.js';
 export { createChrootRunner, createHostRunner, type ChrootRunnerOptions } from './chroot-runner.js';
-export { selectRunner, type RunnerSelection, type SelectRunnerOptions } from './select-runner.js';
-export { diffCopyRootfs, indexTree, parseStatIndex, prepareCopyRootfs, serializeStatIndex, type CopyOptions, type StatIndex } from './copy-diff.js';
+export { selectRunner, type RunnerSelection, type SelectRunnerOptions, type Snapshotter } from './select-runner.js';
+export { diffCopyRootfs, indexTree, makeMountPoints, parseStatIndex, prepareCopyRootfs, removeMountPoints, serializeStatIndex, type CopyOptions, type MadeMountPoints, type StatIndex } from './copy-diff.js';
 export type { RawEntry } from './overlay.js';

@@ -217,21 +217,25 @@ export async function listTree(upperDir: string, caps: SandboxCapabilities, sign
       path: at(10),
     });
   }
-  // Byte order of path components, parents first: compare component-wise.
-  entries.sort((a, b) => comparePaths(a.path, b.path));
-  return entries;
+  return sortByPath(entries, (e) => e.path);
 }
 
-function comparePaths(a: string, b: string): number {
-  const pa = a.split('/');
-  const pb = b.split('/');
-  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
-    const x = Buffer.from(pa[i] ?? '');
-    const y = Buffer.from(pb[i] ?? '');
-    const c = Buffer.compare(x, y);
-    if (c !== 0) return c;
-  }
-  return pa.length - pb.length;
+/**
+ * Sorts by path in the byte order of path components, parents first (the order of layer
+ * entries). Component-wise order is the byte order of the UTF-8 path with `/` as NUL (no name
+ * holds NUL, so a parent sorts before its children and `a/b` before `a-b`). The key is a
+ * string with one char per UTF-8 byte (latin1), so plain string comparison is byte order and
+ * each entry is encoded once, not once per comparison.
+ */
+export function sortByPath<T>(items: T[], path: (item: T) => string, tieBreak?: (a: T, b: T) => number): T[] {
+  const keyed = items.map((item) => {
+    const p = path(item).replaceAll('/', '\0');
+    // eslint-disable-next-line no-control-regex
+    return { item, key: /^[\x00-\x7f]*$/.test(p) ? p : Buffer.from(p, 'utf8').toString('latin1') };
+  });
+  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : tieBreak ? tieBreak(a.item, b.item) : 0));
+  for (let i = 0; i < keyed.length; i++) items[i] = keyed[i]!.item;
+  return items;
 }
 
 export async function listOpaqueDirs(upperDir: string, caps: SandboxCapabilities, signal: AbortSignal | undefined): Promise<Set<string>> {

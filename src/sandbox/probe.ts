@@ -54,9 +54,16 @@ export interface ProbeOptions {
   readonly signal?: AbortSignal | undefined;
   /** Probe again instead of returning the per-process cached result. */
   readonly refresh?: boolean;
+  /**
+   * The caller's PATH (the CLI passes its environment's): host tools are looked up there,
+   * then in the sbin directories, which an ordinary user's PATH often lacks (runc is in
+   * /usr/sbin). Default: a standard root PATH.
+   */
+  readonly path?: string | undefined;
 }
 
-let cached: Promise<SandboxCapabilities> | undefined;
+/** One probe per search path (in practice one per process). */
+const cached = new Map<string, Promise<SandboxCapabilities>>();
 
 /**
  * What this host allows, probed once per process (each probe is a real child process:
@@ -64,23 +71,26 @@ let cached: Promise<SandboxCapabilities> | undefined;
  * hint; `selectRunner` turns them into errors and warnings.
  */
 export function probeSandbox(opts: ProbeOptions = {}): Promise<SandboxCapabilities> {
-  if (cached === undefined || opts.refresh === true) {
-    const p = probeUncached(opts.signal);
-    cached = p;
+  const key = opts.path ?? '';
+  let p = cached.get(key);
+  if (p === undefined || opts.refresh === true) {
+    const fresh = probeUncached(opts.signal, opts.path);
+    p = fresh;
+    cached.set(key, fresh);
     // A failed or aborted probe is not cached.
-    p.catch(() => {
-      if (cached === p) cached = undefined;
+    fresh.catch(() => {
+      if (cached.get(key) === fresh) cached.delete(key);
     });
   }
-  return cached;
+  return p;
 }
 
-async function probeUncached(signal: AbortSignal | undefined): Promise<SandboxCapabilities> {
+async function probeUncached(signal: AbortSignal | undefined, path: string | undefined): Promise<SandboxCapabilities> {
   const uid = process.getuid?.() ?? -1;
   const gid = process.getgid?.() ?? -1;
   const user = safeUserName(uid);
   const isRoot = uid === 0;
-  const tools = await findTools();
+  const tools = await findTools(searchDirs(path));
   const opt = { signal };
 
   const userNamespaces = await probeUserNamespaces(tools, opt);
@@ -103,10 +113,14 @@ function safeUserName(uid: number): string {
   }
 }
 
-const SEARCH_DIRS = HOST_PATH.split(':');
+function searchDirs(path: string | undefined): string[] {
+  if (path === undefined) return HOST_PATH.split(':');
+  const sbin = HOST_PATH.split(':').filter((d) => d.endsWith('/sbin'));
+  return [...new Set([...path.split(':').filter((d) => d.startsWith('/')), ...sbin])];
+}
 
-async function which(name: string): Promise<string | undefined> {
-  for (const d of SEARCH_DIRS) {
+async function which(name: string, dirs: readonly string[]): Promise<string | undefined> {
+  for (const d of dirs) {
     const p = join(d, name);
     try {
       await access(p, constants.X_OK);
@@ -118,9 +132,9 @@ async function which(name: string): Promise<string | undefined> {
   return undefined;
 }
 
-async function findTools(): Promise<HostTools> {
+async function findTools(dirs: readonly string[]): Promise<HostTools> {
   const names = ['bwrap', 'runc', 'unshare', 'setpriv', 'mount', 'newuidmap', 'newgidmap', 'getfattr', 'sh'] as const;
-  const found = await Promise.all(names.map((n) => which(n)));
+  const found = await Promise.all(names.map((n) => which(n, dirs)));
   const tools: Record<string, string> = {};
   names.forEach((n, i) => {
     const p = found[i];

@@ -67,4 +67,20 @@ describe('selectRunner', () => {
     expect(s.snapshots).toBe('copy');
     expect(warnings[0]).toContain('copy-and-walk');
   });
+
+  it('TSBUILD_SNAPSHOTTER forces copy without a warning, and overlay only where it can be mounted', () => {
+    const warnings: string[] = [];
+    const copy = selectRunner({ capabilities: host({}), isolation: 'sandbox', snapshotter: 'copy', warn: (m) => warnings.push(m) });
+    expect([copy.runner.kind, copy.snapshots, warnings]).toEqual(['bwrap', 'copy', []]);
+    expect(() => selectRunner({ capabilities: host({ overlay: { ok: false, reason: 'overlayfs cannot be mounted' } }), isolation: 'sandbox', snapshotter: 'overlay' })).toThrow(/overlay snapshots are unavailable/);
+    expect(() => selectRunner({ capabilities: host({ isRoot: true, uid: 0 }), isolation: 'chroot', snapshotter: 'overlay' })).toThrow(/cannot use overlay/);
+  });
+
+  it('auto as root where bwrap is missing warns once, naming the fix', () => {
+    const warnings: string[] = [];
+    const s = selectRunner({ capabilities: host({ isRoot: true, uid: 0, bwrap: { ok: false, reason: 'bwrap (bubblewrap) is not installed', hint: 'apt-get install bubblewrap' } }), isolation: 'auto', warn: (m) => warnings.push(m) });
+    expect([s.isolation, s.snapshots]).toEqual(['chroot', 'copy']);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/bubblewrap.*apt-get install bubblewrap/);
+  });
 });

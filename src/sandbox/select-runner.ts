@@ -13,7 +13,14 @@ export interface SelectRunnerOptions {
   readonly tmpDir?: string;
   /** Called once with a warning when `auto` steps down, or overlay is unavailable. */
   readonly warn?: (message: string) => void;
+  /**
+   * How snapshots are made: `auto` (overlay where the sandbox can mount it, else copy),
+   * or forced (`TSBUILD_SNAPSHOTTER=overlay|copy`; tests use `copy` to compare both).
+   */
+  readonly snapshotter?: Snapshotter;
 }
+
+export type Snapshotter = 'auto' | 'overlay' | 'copy';
 
 export interface RunnerSelection {
   readonly runner: Runner;
@@ -49,12 +56,25 @@ export function selectRunner(opts: SelectRunnerOptions): RunnerSelection {
   const c = opts.capabilities;
   const runtime = opts.runtime ?? 'bwrap';
   const base = { capabilities: c, ...(opts.tmpDir ? { tmpDir: opts.tmpDir } : {}) };
+  const snapshotter = opts.snapshotter ?? 'auto';
   const sandbox = (): RunnerSelection => {
-    const snapshots = c.overlay.ok && c.xattrReader.ok ? 'overlay' : 'copy';
-    if (snapshots === 'copy') {
-      opts.warn?.(`overlay snapshots unavailable (${!c.overlay.ok ? missing('overlay', c.overlay) : missing('getfattr', c.xattrReader)}); using copy-and-walk snapshots, slower for big images`);
+    const runner = runtime === 'runc' ? createRuncRunner(base) : createBwrapRunner(base);
+    if (snapshotter === 'copy') return { runner, isolation: 'sandbox', snapshots: 'copy' };
+    const overlayProblem = !c.overlay.ok ? missing('overlay', c.overlay) : !c.xattrReader.ok ? missing('getfattr', c.xattrReader) : undefined;
+    if (overlayProblem === undefined) return { runner, isolation: 'sandbox', snapshots: 'overlay' };
+    if (snapshotter === 'overlay') {
+      throw new TsbuildError('SANDBOX_UNAVAILABLE', `overlay snapshots are unavailable: ${overlayProblem}`, { hint: 'unset TSBUILD_SNAPSHOTTER to use copy-and-walk snapshots' });
     }
-    return { runner: runtime === 'runc' ? createRuncRunner(base) : createBwrapRunner(base), isolation: 'sandbox', snapshots };
+    opts.warn?.(`overlay snapshots unavailable (${overlayProblem}); using copy-and-walk snapshots, slower for big images`);
+    return { runner, isolation: 'sandbox', snapshots: 'copy' };
+  };
+  const plain = (isolation: 'chroot' | 'none'): RunnerSelection => {
+    if (snapshotter === 'overlay') {
+      throw new TsbuildError('SANDBOX_UNAVAILABLE', `--isolation=${isolation} cannot use overlay snapshots: mounting overlay needs the sandbox's mount namespace`, {
+        hint: 'unset TSBUILD_SNAPSHOTTER, or use --isolation=sandbox',
+      });
+    }
+    return { runner: isolation === 'chroot' ? createChrootRunner(base) : createHostRunner(base), isolation, snapshots: 'copy' };
   };
   switch (opts.isolation) {
     case 'sandbox': {
@@ -66,17 +86,19 @@ export function selectRunner(opts: SelectRunnerOptions): RunnerSelection {
       const p = sandboxProblem(c, runtime);
       if (!p) return sandbox();
       if (c.isRoot) {
-        opts.warn?.(`the RUN sandbox is unavailable (${p.message}); falling back to --isolation=chroot: steps share the host's PID, network and IPC namespaces`);
-        return { runner: createChrootRunner(base), isolation: 'chroot', snapshots: 'copy' };
+        opts.warn?.(
+          `the RUN sandbox is unavailable (${p.message}); falling back to --isolation=chroot with copy-and-walk snapshots: steps share the host's PID, network and IPC namespaces and get no /proc (pass --isolation=chroot to silence this, or fix: ${p.hint})`,
+        );
+        return plain('chroot');
       }
       throw new TsbuildError('SANDBOX_UNAVAILABLE', `RUN steps cannot be isolated here: ${p.message}`, {
         hint: `${p.hint}; or run as root for --isolation=chroot, or pass --isolation=none to run steps unisolated on this host`,
       });
     }
     case 'chroot':
-      if (!c.isRoot) throw new TsbuildError('SANDBOX_UNAVAILABLE', '--isolation=chroot needs root', { hint: 'use --isolation=sandbox, or none' });
-      return { runner: createChrootRunner(base), isolation: 'chroot', snapshots: 'copy' };
+      if (!c.isRoot) throw new TsbuildError('SANDBOX_UNAVAILABLE', '--isolation=chroot needs root (chroot(2) needs CAP_SYS_CHROOT)', { hint: 'run as root, or use --isolation=sandbox or none' });
+      return plain('chroot');
     case 'none':
-      return { runner: createHostRunner(base), isolation: 'none', snapshots: 'copy' };
+      return plain('none');
   }
 }

@@ -79,6 +79,17 @@ async function readStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/**
+ * `TSBUILD_SNAPSHOTTER=overlay|copy` forces how RUN snapshots are made (default: overlay
+ * where the sandbox can mount it, else copy-and-walk); tests use it to compare the two.
+ */
+export function snapshotterFromEnv(env: NodeJS.ProcessEnv): 'auto' | 'overlay' | 'copy' {
+  const v = env.TSBUILD_SNAPSHOTTER;
+  if (v === undefined || v === '' || v === 'auto') return 'auto';
+  if (v === 'overlay' || v === 'copy') return v;
+  throw new TsbuildError('USAGE', `TSBUILD_SNAPSHOTTER must be overlay, copy or auto, not ${JSON.stringify(v)}`);
+}
+
 export const buildCommand = defineCommand({
   command: 'build [context]',
   describe: 'Build an image from a Dockerfile',
@@ -100,7 +111,11 @@ export const buildCommand = defineCommand({
       .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
       .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
       .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
-      .option('isolation', { choices: ['auto', 'sandbox', 'chroot', 'none'] as const, default: 'auto' as const, describe: 'auto steps down with a warning where the sandbox is not allowed' })
+      .option('isolation', {
+        choices: ['auto', 'sandbox', 'chroot', 'none'] as const,
+        default: 'auto' as const,
+        describe: 'How RUN steps are isolated: sandbox (bwrap/runc), chroot (root), none (no isolation); auto steps down to chroot with a warning where namespaces are blocked',
+      })
       .option('pull', {
         type: 'string',
         describe: 'Base images: missing (default: the store first), always, never; --pull alone means always',
@@ -167,6 +182,7 @@ export const buildCommand = defineCommand({
       network: args.network === 'none' ? 'none' : 'host',
       runtime: args.runtime,
       isolation: args.isolation,
+      snapshotter: snapshotterFromEnv(io.env),
     };
     if (args.push && tags.length === 0) throw new TsbuildError('USAGE', '--push needs at least one -t NAME to push to');
     let registry: ReturnType<typeof registryClientFor> | undefined;
@@ -185,6 +201,7 @@ export const buildCommand = defineCommand({
           created: createdTime(io.env),
           logger: ctx.logger(),
           registry: () => (registry ??= registryClientFor(args, ctx)),
+          ...(io.env.PATH !== undefined ? { toolPath: io.env.PATH } : {}),
         },
       );
     } finally {
