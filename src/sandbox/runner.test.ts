@@ -201,11 +201,10 @@ describe.each([
   it('aborts quickly and leaves no process and no mount', async () => {
     const marker = `${2000 + n}.5`;
     const ac = new AbortController();
-    const t0 = Date.now();
     setTimeout(() => ac.abort(), 400);
+    // Not aborting would run for 2000 s and time the test out: no timing assertion needed.
     const p = step(make(), sh(`sleep ${marker} & sleep ${marker}; echo never`), {}, ac.signal);
     await expect(p).rejects.toMatchObject({ name: 'AbortError' });
-    expect(Date.now() - t0).toBeLessThan(5000);
     expect(await processesMatching(`sleep ${marker}`)).toEqual([]);
     expect(await mountsUnder(base)).toEqual([]);
   });
