@@ -222,6 +222,21 @@ describe('run', () => {
     expect(seven.code).toBe(7);
   });
 
+  it('gives every word after IMAGE to the command, as docker does', async () => {
+    const ls = await cli(['run', '--rm', 'busybox', 'ls', '-l', '/etc/passwd'], { root });
+    expect(ls.stdout).toMatch(/^-rw-r--r-- .* \/etc\/passwd\n$/);
+    // run's own flags after IMAGE are the command's: --rm is $0 here, -e an argument of echo.
+    const dollar0 = await cli(['run', 'busybox', 'sh', '-c', 'echo $0', '--rm'], { root });
+    expect(dollar0.stdout).toBe('--rm\n');
+    const e = await cli(['run', '-e', 'A=1', 'busybox', 'echo', '-e', '007', '--', 'x'], { root });
+    expect(e.stdout).toBe('007 -- x\n');
+    // A `--` right after IMAGE (older tsbuild needed it) is dropped; one before IMAGE ends run's flags.
+    const dd = await cli(['run', '--rm', '--', 'busybox', '--', 'sh', '-c', 'echo $0 $1', 'a', 'b'], { root });
+    expect(dd.stdout).toBe('a b\n');
+    const help = await cli(['run', '--help'], { root });
+    expect(help.stdout).toMatch(/tsbuild run <image> \[command\.\.\]/);
+  });
+
   it("runs the image's CMD with its ENV; -e, -w, -u, -i, --entrypoint, -v, --read-only", async () => {
     const app = await cli(['run', 'app'], { root });
     expect(app).toMatchObject({ code: 0, stdout: 'hello from app\n' });

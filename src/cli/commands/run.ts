@@ -91,13 +91,46 @@ async function parseVolume(spec: string, cwd: string): Promise<StepMount> {
   return { type: 'bind', source, target, readonly: mode === 'ro' };
 }
 
+/** run's flags that take a value (`-e K=V`, `--env K=V`), and the global ones. */
+const VALUE_FLAGS = new Set(['e', 'env', 'env-file', 'w', 'workdir', 'u', 'user', 'entrypoint', 'v', 'volume', 'network', 'root', 'log-level']);
+
+/**
+ * As `docker run`: run's own flags come before IMAGE; from IMAGE on, every word belongs to the
+ * command (`run IMAGE ls -l /`, `run IMAGE sh -c 'echo $0' --rm`). Returns the words for yargs
+ * as `FLAGS... IMAGE -- COMMAND...`. A `--` right after IMAGE is dropped (older tsbuild
+ * needed it; no one means to exec `--`); any later `--` is the command's. A `--` before
+ * IMAGE ends run's flags (`run --rm -- IMAGE`). Without IMAGE (`run --help`) nothing changes.
+ */
+export function splitRunArgs(words: readonly string[]): string[] {
+  const flags: string[] = [];
+  let i = 0;
+  for (; i < words.length; i++) {
+    const w = words[i]!;
+    if (w === '--') {
+      i++;
+      break;
+    }
+    if (!w.startsWith('-') || w === '-') break;
+    flags.push(w);
+    // --env K=V, -e K=V, -ie K=V take the next word; --env=K=V and -eK=V do not.
+    const takesNext = w.startsWith('--') ? !w.includes('=') && VALUE_FLAGS.has(w.slice(2)) : VALUE_FLAGS.has(w.at(-1)!) && !w.includes('=');
+    if (takesNext && i + 1 < words.length) flags.push(words[++i]!);
+  }
+  if (i >= words.length) return flags;
+  const image = words[i]!;
+  const rest = words.slice(i + 1);
+  if (rest[0] === '--') rest.shift();
+  return [...flags, image, '--', ...rest];
+}
+
 export const runCommand = defineCommand({
   command: 'run <image> [command..]',
+  splitArgs: splitRunArgs,
   describe: "Run an image's command in the build sandbox on a throwaway overlay (no daemon, no detach)",
   builder: (y) =>
     y
-      // `tsbuild run busybox sh -c 'exit 7'`: everything after IMAGE belongs to the command.
-      .parserConfiguration({ 'boolean-negation': false, 'unknown-options-as-args': true })
+      // The words of the command arrive after `--` (splitRunArgs): kept as written ("007" stays).
+      .parserConfiguration({ 'boolean-negation': false, 'parse-positional-numbers': false })
       .positional('image', { type: 'string', demandOption: true, describe: 'Image name or ID' })
       .positional('command', { type: 'string', array: true, describe: 'Command and arguments (replace the image CMD)' })
       .option('rm', { type: 'boolean', default: false, describe: 'Accepted for docker compatibility: the overlay is always removed' })
@@ -119,7 +152,7 @@ export const runCommand = defineCommand({
     const cfg = image.config.config ?? {};
 
     const entrypoint = args.entrypoint !== undefined ? (args.entrypoint === '' ? [] : [args.entrypoint]) : [...(cfg.Entrypoint ?? [])];
-    // After `--` (tsbuild run IMAGE -- sh -e -c ...) yargs puts the words in `_` after `run`.
+    // splitRunArgs put the command after `--`, where yargs leaves the words in `_` after `run`.
     const command = [...(args.command ?? []), ...args._.slice(1)].map(String);
     const cmd = command.length > 0 ? command : args.entrypoint !== undefined ? [] : [...(cfg.Cmd ?? [])];
     const argv = [...entrypoint, ...cmd];
