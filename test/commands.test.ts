@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { repoRoot, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { spawn } from 'node:child_process';
+import { bin, repoRoot, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 import { PassThrough, Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { openStore } from '../src/store/index.js';
@@ -51,6 +52,26 @@ async function cli(args: readonly string[], opts: { root?: string; input?: strin
     signal: new AbortController().signal,
   });
   return { code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+}
+
+/** Starts `tsbuild run ARGS`, sends `sig` to tsbuild once the command printed "ready", waits for the end. */
+function runUntilSignal(args: readonly string[], sig: NodeJS.Signals): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, 'run', ...args], { env: { ...process.env, TSBUILD_ROOT: root }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let sent = false;
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      if (!sent && stdout.includes('ready\n')) {
+        sent = true;
+        child.kill(sig);
+      }
+    });
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }
 
 /** Column start offsets of a docker-style table line (cells separated by 3+ spaces). */
@@ -235,6 +256,23 @@ describe('run', () => {
     expect(dd.stdout).toBe('a b\n');
     const help = await cli(['run', '--help'], { root });
     expect(help.stdout).toMatch(/tsbuild run <image> \[command\.\.\]/);
+  });
+
+  it('forwards signals to the command and passes its exit code through (128+N when killed)', async () => {
+    // The marker names the processes of this test, so the check below sees only them.
+    const marker = 4242 + Math.floor(Math.random() * 1000);
+    const trap = await runUntilSignal(['busybox', 'sh', '-c', `trap 'echo got TERM; exit 3' TERM; echo ready; sleep ${marker} & wait`], 'SIGTERM');
+    expect(trap).toMatchObject({ code: 3, stdout: 'ready\ngot TERM\n' });
+    // sleep has no handler: it dies of SIGINT (it is not PID 1, which would ignore it).
+    const sleep = await runUntilSignal(['busybox', 'sh', '-c', `echo ready; exec sleep ${marker}`], 'SIGINT');
+    expect(sleep.code).toBe(130);
+    const usr = await runUntilSignal(['-u', 'nobody', 'busybox', 'sh', '-c', `trap 'echo usr1; exit 0' USR1; echo ready; sleep ${marker} & wait`], 'SIGUSR1');
+    expect(usr).toMatchObject({ code: 0, stdout: 'ready\nusr1\n' });
+    // Nothing left behind: no process, no mount, no temp dir.
+    const ps = await tool('ps', ['-eo', 'args']);
+    expect(ps.stdout).not.toContain(`sleep ${marker}`);
+    expect(await fs.readFile('/proc/mounts', 'utf8')).not.toContain(root);
+    expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
   });
 
   it("runs the image's CMD with its ENV; -e, -w, -u, -i, --entrypoint, -v, --read-only", async () => {

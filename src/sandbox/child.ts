@@ -18,6 +18,8 @@ export interface ChildOptions {
   readonly onAbort?: () => void;
   /** Open a 4th pipe as the child's fd 3 and deliver what is written to it (bwrap --info-fd 3). */
   readonly fd3?: (chunk: Buffer) => void;
+  /** Called with the pid once the process is spawned (signal forwarding). */
+  readonly onSpawn?: (pid: number) => void;
   /** Run the host process as this uid/gid (isolation none only). */
   readonly uid?: number;
   readonly gid?: number;
@@ -48,6 +50,7 @@ export function runChild(cmd: string, args: readonly string[], opts: ChildOption
       ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
       ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
     });
+    if (child.pid !== undefined) opts.onSpawn?.(child.pid);
     let settled = false;
     const killGroup = (): void => {
       if (child.pid === undefined) return;

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { captureChild, runChild, Tail } from './child.js';
+import { SignalForwarder, signalProcess } from './signal-forward.js';
 import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import { prepareOverlay } from './overlay.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
@@ -82,6 +83,10 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
           const del = ns.length > 0 ? [tools.unshare ?? 'unshare', [...ns, '--', runc, ...runcGlobal, 'delete', '--force', id]] as const : [runc, [...runcGlobal, 'delete', '--force', id]] as const;
           await captureChild(del[0], del[1]).catch(() => undefined);
         };
+        // `runc run` in the foreground forwards the signals it gets to the container's process
+        // (unshare and sh exec'd into runc, so the child's pid is runc's). That process is the
+        // container's PID 1: as with docker, a signal it has no handler for is ignored.
+        const forwarder = new SignalForwarder(runOpts.forwardSignals);
         const result = await runChild(
           tools.unshare,
           [...ns, '--mount', '--propagation', 'private', '--', tools.sh, '-c', MOUNT_WRAPPER, 'tsbuild-sandbox', mountOptions, root, runc, ...runcGlobal, 'run', '--bundle', bundle, id],
@@ -95,8 +100,9 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
               step.stderr?.(c);
             },
             cleanup: deleteContainer,
+            onSpawn: (pid) => forwarder.target((sig) => signalProcess(pid, sig)),
           },
-        );
+        ).finally(() => forwarder.stop());
         // runc reports its own failures (before the process starts) on stderr with exit 1,
         // with its log prefix. A command that cannot be executed is the step's failure,
         // reported like a shell does: 127 not found, 126 not executable.

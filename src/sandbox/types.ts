@@ -68,8 +68,22 @@ export interface RunResult {
   readonly signal?: string;
 }
 
+/**
+ * Signals received by tsbuild that belong to the step's process (`tsbuild run`, as docker's
+ * sig-proxy): while subscribed, the listener gets them instead of tsbuild acting on them.
+ */
+export interface SignalSource {
+  /** Returns the unsubscribe function. */
+  subscribe(listener: (sig: NodeJS.Signals) => void): () => void;
+}
+
 export interface RunOptions {
   readonly signal?: AbortSignal | undefined;
+  /**
+   * Deliver these to the step's main process, which then decides: the run ends when it exits
+   * (its exit code, 128+N when signal N killed it). Without it only `signal` (abort) stops a step.
+   */
+  readonly forwardSignals?: SignalSource | undefined;
 }
 
 export type RunnerKind = 'bwrap' | 'runc' | 'chroot' | 'none';

@@ -216,7 +216,7 @@ export const runCommand = defineCommand({
           stdout: (c) => io.stdout.write(c),
           stderr: (c) => io.stderr.write(c),
         },
-        { signal },
+        { signal, forwardSignals: io.signals },
       );
       return result.exitCode;
     } finally {
