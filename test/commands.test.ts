@@ -74,6 +74,27 @@ function runUntilSignal(args: readonly string[], sig: NodeJS.Signals): Promise<{
   });
 }
 
+/** `tsbuild ARGS` on a terminal made by script(1); types `input` once the command printed "ready". */
+function inTerminal(args: string, input: string): Promise<{ code: number | null; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('script', ['--quiet', '--return', '--command', `${process.execPath} ${bin} ${args}`, '/dev/null'], {
+      env: { ...process.env, TSBUILD_ROOT: root },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    let stdout = '';
+    let sent = false;
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      if (!sent && stdout.includes('ready')) {
+        sent = true;
+        child.stdin.write(input);
+      }
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout }));
+  });
+}
+
 /** Column start offsets of a docker-style table line (cells separated by 3+ spaces). */
 function columnStarts(line: string): number[] {
   const starts = [0];
@@ -273,6 +294,27 @@ describe('run', () => {
     expect(ps.stdout).not.toContain(`sleep ${marker}`);
     expect(await fs.readFile('/proc/mounts', 'utf8')).not.toContain(root);
     expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
+  });
+
+  it('-t gives the command a terminal; -it needs one', async () => {
+    const noTty = await tsbuild(['run', '-it', 'busybox', 'true'], { root });
+    expect(noTty.code).toBe(1);
+    expect(noTty.stderr).toMatch(/the input device is not a TTY/);
+    // -t alone: a pseudo-terminal even when tsbuild has none (as docker); its output is ours.
+    const t = await tsbuild(['run', '-t', 'busybox', 'sh', '-c', '[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty; exit 4'], { root });
+    expect(t).toMatchObject({ code: 4, stdout: 'tty\r\n' });
+    const plain = await tsbuild(['run', 'busybox', 'sh', '-c', '[ -t 0 ] || [ -t 1 ] || echo none'], { root });
+    expect(plain.stdout).toBe('none\n');
+  });
+
+  it('-it shares a real terminal: input reaches the command, Ctrl-C interrupts it', async () => {
+    await requireTool('script');
+    const read = await inTerminal(`run -it busybox sh -c '[ -t 0 ] && echo ready; read x; echo got:$x; exit 6'`, 'hello\n');
+    expect(read.code).toBe(6);
+    expect(read.stdout).toContain('got:hello\r\n');
+    const ctrlC = await inTerminal(`run -it busybox sh -c 'echo ready; exec sleep 4545'`, '\x03');
+    expect(ctrlC.code).toBe(130);
+    expect((await tool('ps', ['-eo', 'args'])).stdout).not.toContain('sleep 4545');
   });
 
   it("runs the image's CMD with its ENV; -e, -w, -u, -i, --entrypoint, -v, --read-only", async () => {

@@ -2,7 +2,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { runChild, Tail } from './child.js';
+import { runChild, Tail, terminalTool } from './child.js';
 import { childrenOf, SignalForwarder, signalProcess } from './signal-forward.js';
 import { prepareOverlay } from './overlay.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
@@ -158,7 +158,12 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
           signal,
           cwd: stepDir,
           ...(step.stdin ? { stdin: step.stdin } : {}),
-          stdout: (c) => step.stdout?.(c),
+          ...(step.tty ? { terminal: { script: terminalTool(tools.script), input: step.stdin } } : {}),
+          stdout: (c) => {
+            // On a terminal the sandbox's own messages arrive here too.
+            if (step.tty) errTail.push(c);
+            step.stdout?.(c);
+          },
           stderr: (c) => {
             errTail.push(c);
             step.stderr?.(c);

@@ -2,7 +2,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { captureChild, runChild, Tail } from './child.js';
+import { captureChild, runChild, Tail, terminalTool } from './child.js';
 import { SignalForwarder, signalProcess } from './signal-forward.js';
 import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import { prepareOverlay } from './overlay.js';
@@ -94,7 +94,12 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
             signal,
             cwd: stepDir,
             ...(step.stdin ? { stdin: step.stdin } : {}),
-            stdout: (c) => step.stdout?.(c),
+            ...(step.tty ? { terminal: { script: terminalTool(tools.script), input: step.stdin } } : {}),
+            stdout: (c) => {
+              // On a terminal the sandbox's own messages arrive here too.
+              if (step.tty) errTail.push(c);
+              step.stdout?.(c);
+            },
             stderr: (c) => {
               errTail.push(c);
               step.stderr?.(c);

@@ -58,6 +58,12 @@ export interface RunSpec {
   readonly stderr?: (chunk: Buffer) => void;
   /** Piped to the process's stdin (`tsbuild run -i`); without it stdin is /dev/null. */
   readonly stdin?: Readable;
+  /**
+   * Give the process a pseudo-terminal as stdin, stdout and stderr (`tsbuild run -t`, made by
+   * script(1)); all its output then arrives on `stdout`. `stdin`, if given, must be a TTY
+   * stream: the terminal is shared with the process, not piped.
+   */
+  readonly tty?: boolean;
   /** Mount the root read-only (`tsbuild run --read-only`); RUN steps never set it. */
   readonly readonlyRoot?: boolean;
 }

@@ -142,11 +142,15 @@ export const runCommand = defineCommand({
       .option('volume', { alias: 'v', type: 'string', describe: 'HOST:CONTAINER[:ro] bind mount, repeatable' })
       .option('network', { choices: ['host', 'none'] as const, default: 'host' as const, describe: 'Network namespace' })
       .option('interactive', { alias: 'i', type: 'boolean', default: false, describe: 'Pass stdin to the command' })
-      .option('tty', { alias: 't', type: 'boolean', default: false, describe: 'Accepted; no pseudo-terminal is allocated yet' })
+      .option('tty', { alias: 't', type: 'boolean', default: false, describe: 'Give the command a pseudo-terminal (with -i, stdin must be a terminal)' })
       .option('read-only', { type: 'boolean', default: false, describe: 'Mount the root file system read-only' }),
   run: async (args, ctx) => {
     const signal = ctx.io.signal;
     const io = ctx.io;
+    // docker's check: -it shares our terminal with the command, so there must be one.
+    if (args.tty && args.interactive && (io.stdin as { isTTY?: boolean }).isTTY !== true) {
+      throw new TsbuildError('USAGE', 'the input device is not a TTY', { hint: 'drop -t, or run from a terminal', exitCode: 1 });
+    }
     const store = await ctx.store();
     const { image } = await resolveImageArg(store, args.image, { signal });
     const cfg = image.config.config ?? {};
@@ -175,7 +179,6 @@ export const runCommand = defineCommand({
       throw new TsbuildError('SANDBOX_UNAVAILABLE', 'tsbuild run needs overlay snapshots on this host, which are unavailable', { hint: 'install attr (getfattr) and use a kernel with overlayfs' });
     }
     if (image.manifest.layers.length === 0) throw new TsbuildError('UNSUPPORTED', `image ${args.image} has no layers: nothing to run`);
-    if (args.tty) io.stderr.write('warning: -t: tsbuild run allocates no pseudo-terminal; the command runs without one\n');
 
     const layers = image.manifest.layers.map((l) => ({ diffId: l.digest, size: l.size }));
     const indexes = await Promise.all(layers.map((l) => layerIndexOf(store, l.diffId, { signal })));
@@ -212,6 +215,7 @@ export const runCommand = defineCommand({
           network: args.network,
           mounts,
           ...(args.interactive ? { stdin: io.stdin } : {}),
+          ...(args.tty ? { tty: true } : {}),
           ...(args['read-only'] ? { readonlyRoot: true } : {}),
           stdout: (c) => io.stdout.write(c),
           stderr: (c) => io.stderr.write(c),
