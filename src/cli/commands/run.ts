@@ -4,7 +4,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { lowerDirsFor } from '../../build/index.js';
 import { TsbuildError } from '../../errors.js';
 import { layerIndexOf } from '../../image/layer-index-cache.js';
-import { probeSandbox, selectRunner, type StepMount, type StepUser } from '../../sandbox/index.js';
+import { probeSandbox, selectRunner, userNamespaceRemoveTree, type StepMount, type StepUser } from '../../sandbox/index.js';
 import { defineCommand, repeatable } from '../command.js';
 import { resolveImageArg } from '../local-images.js';
 
@@ -169,11 +169,10 @@ export const runCommand = defineCommand({
     const flagEnv = repeatable(args.env).flatMap((e) => envEntry(e, io.env) ?? []);
 
     const capabilities = await probeSandbox({ signal });
-    if (!capabilities.isRoot) {
-      throw new TsbuildError('SANDBOX_UNAVAILABLE', 'tsbuild run needs root for now (its overlay is mounted as on a RUN step as root)', {
-        hint: 'run it with sudo, or try the image with `tsbuild build` and a RUN step',
-      });
-    }
+    // As an ordinary user, as RUN steps do (build/run-step.ts): layers unpacked and the
+    // overlay's trees removed inside the user namespace of the subordinate ID range.
+    const rootless = capabilities.isRoot ? undefined : capabilities;
+    const removeTree = rootless ? userNamespaceRemoveTree(rootless) : (p: string) => store.removeTree(p);
     const sel = selectRunner({ capabilities, isolation: 'auto', warn: (m) => io.stderr.write(`warning: ${m}\n`) });
     if (sel.snapshots !== 'overlay') {
       throw new TsbuildError('SANDBOX_UNAVAILABLE', 'tsbuild run needs overlay snapshots on this host, which are unavailable', { hint: 'install attr (getfattr) and use a kernel with overlayfs' });
@@ -184,7 +183,7 @@ export const runCommand = defineCommand({
     const indexes = await Promise.all(layers.map((l) => layerIndexOf(store, l.diffId, { signal })));
     // DEBT: a flattened (chain) snapshot older than gc's grace period is not protected from a
     // concurrent `prune` while it is mounted; a lease would fix that (store/index.ts gaps).
-    const lowerDirs = await lowerDirsFor(store, layers, indexes, signal);
+    const lowerDirs = await lowerDirsFor(store, layers, indexes, signal, rootless);
     const user = await resolveUser(args.user ?? cfg.User ?? '', lowerDirs);
     const cwd = args.workdir ?? (cfg.WorkingDir || '/');
     if (!isAbsolute(cwd)) throw new TsbuildError('USAGE', `the working directory ${JSON.stringify(cwd)} is not absolute`);
@@ -224,8 +223,8 @@ export const runCommand = defineCommand({
       );
       return result.exitCode;
     } finally {
-      await store.removeTree(upperDir).catch(() => undefined);
-      await store.removeTree(workDir).catch(() => undefined);
+      await removeTree(upperDir).catch(() => undefined);
+      await removeTree(workDir).catch(() => undefined);
     }
   },
 });
