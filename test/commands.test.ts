@@ -476,3 +476,67 @@ describe('rmi and prune', () => {
     expect((await cli(['run', 'hello'], { root: r2 })).code).toBe(0);
   });
 });
+
+// A build or run in progress holds what it uses in a lease (store/lease.ts): rmi and prune in
+// another process meanwhile must not take it. Each test pauses the build or run at a point
+// where it has resolved busybox, removes busybox with rmi, prunes everything, then lets it go on.
+describe('leases: rmi and prune during a build or run', () => {
+  let fresh: string;
+  beforeAll(async () => {
+    fresh = path.join(work, 'lease-base');
+    await storeWithBusybox(fresh);
+  }, 120_000);
+
+  async function removeBusybox(r: string): Promise<void> {
+    const rmi = await cli(['rmi', 'busybox'], { root: r });
+    expect(rmi.code, rmi.stderr).toBe(0);
+    const prune = await cli(['prune', '--all', '--filter', 'until=0s'], { root: r });
+    expect(prune.code, prune.stderr).toBe(0);
+  }
+
+  it('a running image keeps its layers and mounted snapshots', async () => {
+    const r = path.join(work, 'lease-run');
+    await tool('cp', ['-a', fresh, r]);
+    const child = spawn(process.execPath, [bin, 'run', '-i', 'busybox', 'sh', '-c', 'echo ready; read x; head -n1 /etc/passwd; ls /bin/busybox'], {
+      env: { ...process.env, TSBUILD_ROOT: r },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    await new Promise<void>((resolve) => child.stdout.on('data', (c: Buffer) => ((stdout += c.toString()), stdout.includes('ready') && resolve())));
+    await removeBusybox(r);
+    child.stdin.end('go\n');
+    expect(await closed, stderr).toBe(0);
+    expect(stdout).toBe('ready\nroot:x:0:0:root:/root:/bin/sh\n/bin/busybox\n');
+    // Released with the run: now prune takes what nothing else needs.
+    expect(await fs.readdir(path.join(r, 'leases'))).toEqual([]);
+    await cli(['prune', '--all', '--filter', 'until=0s'], { root: r });
+    expect(await fs.readdir(path.join(r, 'snapshots'))).toEqual([]);
+    expect(await fs.readdir(path.join(r, 'blobs', 'sha256'))).toEqual([]);
+  });
+
+  it('a build keeps its base layers until its image is tagged', async () => {
+    const r = path.join(work, 'lease-build');
+    await tool('cp', ['-a', fresh, r]);
+    const ctx = path.join(work, 'lease-ctx');
+    // The RUN step waits (in a cache mount, a host directory) until the test says go.
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nRUN --mount=type=cache,target=/c touch /c/waiting; while [ ! -f /c/go ]; do sleep 0.1; done; echo built > /built\n' });
+    const built = tsbuild(['build', '-q', '-t', 'leased:1', ctx], { root: r });
+    const mounts = path.join(r, 'cache-mounts');
+    let dir: string | undefined;
+    while (!dir) {
+      for (const d of await fs.readdir(mounts).catch(() => [] as string[])) if (await fs.stat(path.join(mounts, d, 'waiting')).catch(() => undefined)) dir = d;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    await removeBusybox(r);
+    await fs.writeFile(path.join(mounts, dir, 'go'), '');
+    const b = await built;
+    expect(b.code, b.stderr).toBe(0);
+    // Every blob the new image names is there, and it runs.
+    const fsck = await cli(['fsck'], { root: r });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+    expect((await cli(['run', 'leased:1', 'cat', '/built'], { root: r })).stdout).toBe('built\n');
+  });
+});

@@ -1,4 +1,4 @@
 export { build, type BuildEnv, type BuildResult } from './engine.js';
 export type { BuildRequest, OutputSpec, Compression, DockerfileSource } from './request.js';
 export type { BuildEvent, BuildReporter } from './events.js';
-export { lowerDirsFor } from './snapshots.js';
+export { leaseLayers, lowerDirsFor } from './snapshots.js';

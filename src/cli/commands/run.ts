@@ -1,8 +1,8 @@
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
-// DEBT: build/ exports no lowerDirsFor from its front door yet; ask its owner to add it.
-import { lowerDirsFor } from '../../build/index.js';
+import { leaseLayers, lowerDirsFor } from '../../build/index.js';
 import { TsbuildError } from '../../errors.js';
+import { Lease } from '../../store/index.js';
 import { layerIndexOf } from '../../image/layer-index-cache.js';
 import { probeSandbox, selectRunner, userNamespaceRemoveTree, type StepMount, type StepUser } from '../../sandbox/index.js';
 import { defineCommand, repeatable } from '../command.js';
@@ -180,51 +180,57 @@ export const runCommand = defineCommand({
     if (image.manifest.layers.length === 0) throw new TsbuildError('UNSUPPORTED', `image ${args.image} has no layers: nothing to run`);
 
     const layers = image.manifest.layers.map((l) => ({ diffId: l.digest, size: l.size }));
-    const indexes = await Promise.all(layers.map((l) => layerIndexOf(store, l.diffId, { signal })));
-    // DEBT: a flattened (chain) snapshot older than gc's grace period is not protected from a
-    // concurrent `prune` while it is mounted; a lease would fix that (store/index.ts gaps).
-    const lowerDirs = await lowerDirsFor(store, layers, indexes, signal, rootless);
-    const user = await resolveUser(args.user ?? cfg.User ?? '', lowerDirs);
-    const cwd = args.workdir ?? (cfg.WorkingDir || '/');
-    if (!isAbsolute(cwd)) throw new TsbuildError('USAGE', `the working directory ${JSON.stringify(cwd)} is not absolute`);
-
-    const imageEnv = [...(cfg.Env ?? [])];
-    const base = mergeEnv(
-      [DEFAULT_PATH, `HOSTNAME=tsbuild`, `HOME=${user.home}`],
-      imageEnv,
-      fileEnv,
-      flagEnv,
-    );
-
-    const upperDir = await store.makeTempDir('upper');
-    const workDir = await store.makeTempDir('work');
+    // Held until the run ends: a concurrent rmi or prune keeps the layers and the snapshots
+    // mounted as lower dirs (store/lease.ts).
+    const lease = new Lease(store);
     try {
-      // docker creates a missing working directory; a RUN step's WORKDIR always exists.
-      let exists = false;
-      for (const d of lowerDirs) if (await stat(join(d, cwd)).catch(() => undefined)) exists = true;
-      if (!exists) await mkdir(join(upperDir, cwd), { recursive: true, mode: 0o755 });
+      await leaseLayers(lease, store, layers, `image ${args.image}`, signal);
+      const indexes = await Promise.all(layers.map((l) => layerIndexOf(store, l.diffId, { signal })));
+      const lowerDirs = await lowerDirsFor(store, layers, indexes, signal, rootless);
+      const user = await resolveUser(args.user ?? cfg.User ?? '', lowerDirs);
+      const cwd = args.workdir ?? (cfg.WorkingDir || '/');
+      if (!isAbsolute(cwd)) throw new TsbuildError('USAGE', `the working directory ${JSON.stringify(cwd)} is not absolute`);
 
-      const result = await sel.runner.run(
-        {
-          rootfs: { lowerDirs, upperDir, workDir },
-          args: argv,
-          env: base,
-          cwd,
-          user: { uid: user.uid, gid: user.gid },
-          network: args.network,
-          mounts,
-          ...(args.interactive ? { stdin: io.stdin } : {}),
-          ...(args.tty ? { tty: true } : {}),
-          ...(args['read-only'] ? { readonlyRoot: true } : {}),
-          stdout: (c) => io.stdout.write(c),
-          stderr: (c) => io.stderr.write(c),
-        },
-        { signal, forwardSignals: io.signals },
+      const imageEnv = [...(cfg.Env ?? [])];
+      const base = mergeEnv(
+        [DEFAULT_PATH, `HOSTNAME=tsbuild`, `HOME=${user.home}`],
+        imageEnv,
+        fileEnv,
+        flagEnv,
       );
-      return result.exitCode;
+
+      const upperDir = await store.makeTempDir('upper');
+      const workDir = await store.makeTempDir('work');
+      try {
+        // docker creates a missing working directory; a RUN step's WORKDIR always exists.
+        let exists = false;
+        for (const d of lowerDirs) if (await stat(join(d, cwd)).catch(() => undefined)) exists = true;
+        if (!exists) await mkdir(join(upperDir, cwd), { recursive: true, mode: 0o755 });
+
+        const result = await sel.runner.run(
+          {
+            rootfs: { lowerDirs, upperDir, workDir },
+            args: argv,
+            env: base,
+            cwd,
+            user: { uid: user.uid, gid: user.gid },
+            network: args.network,
+            mounts,
+            ...(args.interactive ? { stdin: io.stdin } : {}),
+            ...(args.tty ? { tty: true } : {}),
+            ...(args['read-only'] ? { readonlyRoot: true } : {}),
+            stdout: (c) => io.stdout.write(c),
+            stderr: (c) => io.stderr.write(c),
+          },
+          { signal, forwardSignals: io.signals },
+        );
+        return result.exitCode;
+      } finally {
+        await removeTree(upperDir).catch(() => undefined);
+        await removeTree(workDir).catch(() => undefined);
+      }
     } finally {
-      await removeTree(upperDir).catch(() => undefined);
-      await removeTree(workDir).catch(() => undefined);
+      await lease.release();
     }
   },
 });
