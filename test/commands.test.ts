@@ -275,6 +275,10 @@ describe('run', () => {
     // A `--` right after IMAGE (older tsbuild needed it) is dropped; one before IMAGE ends run's flags.
     const dd = await cli(['run', '--rm', '--', 'busybox', '--', 'sh', '-c', 'echo $0 $1', 'a', 'b'], { root });
     expect(dd.stdout).toBe('a b\n');
+    // An unknown flag before IMAGE is reported as such; it does not eat IMAGE as its value.
+    const bogus = await cli(['run', '--bogus', 'busybox', 'true'], { root });
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr).toMatch(/Unknown argument: bogus/);
     const help = await cli(['run', '--help'], { root });
     expect(help.stdout).toMatch(/tsbuild run <image> \[command\.\.\]/);
   });

@@ -93,6 +93,7 @@ async function parseVolume(spec: string, cwd: string): Promise<StepMount> {
 
 /** run's flags that take a value (`-e K=V`, `--env K=V`), and the global ones. */
 const VALUE_FLAGS = new Set(['e', 'env', 'env-file', 'w', 'workdir', 'u', 'user', 'entrypoint', 'v', 'volume', 'network', 'root', 'log-level']);
+const BOOLEAN_FLAGS = new Set(['rm', 'i', 'interactive', 't', 'tty', 'read-only', 'h', 'help', 'version']);
 
 /**
  * As `docker run`: run's own flags come before IMAGE; from IMAGE on, every word belongs to the
@@ -111,6 +112,13 @@ export function splitRunArgs(words: readonly string[]): string[] {
       break;
     }
     if (!w.startsWith('-') || w === '-') break;
+    const names = w.startsWith('--') ? [w.slice(2).split('=')[0]!] : [...w.slice(1).split('=')[0]!];
+    if (!names.every((n) => VALUE_FLAGS.has(n) || BOOLEAN_FLAGS.has(n))) {
+      // An unknown flag must not take IMAGE as its value: given a value of its own, it is
+      // reported by yargs' strict mode ("Unknown argument").
+      flags.push(`--${w.replace(/^--?/, '').split('=')[0]!}=`);
+      continue;
+    }
     flags.push(w);
     // --env K=V, -e K=V, -ie K=V take the next word; --env=K=V and -eK=V do not.
     const takesNext = w.startsWith('--') ? !w.includes('=') && VALUE_FLAGS.has(w.slice(2)) : VALUE_FLAGS.has(w.at(-1)!) && !w.includes('=');
