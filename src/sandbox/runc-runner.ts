@@ -86,6 +86,7 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
         // `runc run` in the foreground forwards the signals it gets to the container's process
         // (unshare and sh exec'd into runc, so the child's pid is runc's). That process is the
         // container's PID 1: as with docker, a signal it has no handler for is ignored.
+        // DEBT: with `tty` the spawned process is script(1), not runc, and gets the signal.
         const forwarder = new SignalForwarder(runOpts.forwardSignals);
         const result = await runChild(
           tools.unshare,
