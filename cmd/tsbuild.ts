@@ -1,16 +1,23 @@
 #!/usr/bin/env node
-// The process edge: signals become one AbortSignal, main() returns the exit code.
+// The process edge: signals become one AbortSignal (or go to `run`'s process), main() returns the exit code.
 import { main } from '../src/cli/index.js';
 
 const controller = new AbortController();
 let interrupted = 0;
+// `tsbuild run` forwards these to the container's process while it runs (docker's sig-proxy).
+const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const;
+const forwardTo = new Set<(sig: NodeJS.Signals) => void>();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
+    if (forwardTo.size > 0) return; // the forwarding listener below has it
     interrupted++;
     if (interrupted > 1) process.exit(130); // second Ctrl-C: give up on cleanup
     controller.abort(new DOMException(`received ${sig}`, 'AbortError'));
   });
 }
+const forward = (sig: NodeJS.Signals): void => {
+  for (const l of forwardTo) l(sig);
+};
 
 const code = await main(process.argv.slice(2), {
   stdout: process.stdout,
@@ -19,5 +26,16 @@ const code = await main(process.argv.slice(2), {
   env: process.env,
   cwd: process.cwd(),
   signal: controller.signal,
+  signals: {
+    subscribe(listener) {
+      // SIGHUP, SIGQUIT and SIGUSR1/2 keep their default action (terminate) when nobody forwards.
+      if (forwardTo.size === 0) for (const sig of FORWARDED) process.on(sig, forward);
+      forwardTo.add(listener);
+      return () => {
+        if (!forwardTo.delete(listener) || forwardTo.size > 0) return;
+        for (const sig of FORWARDED) process.off(sig, forward);
+      };
+    },
+  },
 });
 process.exitCode = code;

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { repoRoot, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { spawn } from 'node:child_process';
+import { bin, repoRoot, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 import { PassThrough, Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { openStore } from '../src/store/index.js';
@@ -51,6 +52,47 @@ async function cli(args: readonly string[], opts: { root?: string; input?: strin
     signal: new AbortController().signal,
   });
   return { code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+}
+
+/** Starts `tsbuild run ARGS`, sends `sig` to tsbuild once the command printed "ready", waits for the end. */
+function runUntilSignal(args: readonly string[], sig: NodeJS.Signals): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, 'run', ...args], { env: { ...process.env, TSBUILD_ROOT: root }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let sent = false;
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      if (!sent && stdout.includes('ready\n')) {
+        sent = true;
+        child.kill(sig);
+      }
+    });
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** `tsbuild ARGS` on a terminal made by script(1); types `input` once the command printed "ready". */
+function inTerminal(args: string, input: string): Promise<{ code: number | null; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('script', ['--quiet', '--return', '--command', `${process.execPath} ${bin} ${args}`, '/dev/null'], {
+      env: { ...process.env, TSBUILD_ROOT: root },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    let stdout = '';
+    let sent = false;
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      if (!sent && stdout.includes('ready')) {
+        sent = true;
+        child.stdin.write(input);
+      }
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout }));
+  });
 }
 
 /** Column start offsets of a docker-style table line (cells separated by 3+ spaces). */
@@ -222,6 +264,63 @@ describe('run', () => {
     expect(seven.code).toBe(7);
   });
 
+  it('gives every word after IMAGE to the command, as docker does', async () => {
+    const ls = await cli(['run', '--rm', 'busybox', 'ls', '-l', '/etc/passwd'], { root });
+    expect(ls.stdout).toMatch(/^-rw-r--r-- .* \/etc\/passwd\n$/);
+    // run's own flags after IMAGE are the command's: --rm is $0 here, -e an argument of echo.
+    const dollar0 = await cli(['run', 'busybox', 'sh', '-c', 'echo $0', '--rm'], { root });
+    expect(dollar0.stdout).toBe('--rm\n');
+    const e = await cli(['run', '-e', 'A=1', 'busybox', 'echo', '-e', '007', '--', 'x'], { root });
+    expect(e.stdout).toBe('007 -- x\n');
+    // A `--` right after IMAGE (older tsbuild needed it) is dropped; one before IMAGE ends run's flags.
+    const dd = await cli(['run', '--rm', '--', 'busybox', '--', 'sh', '-c', 'echo $0 $1', 'a', 'b'], { root });
+    expect(dd.stdout).toBe('a b\n');
+    // An unknown flag before IMAGE is reported as such; it does not eat IMAGE as its value.
+    const bogus = await cli(['run', '--bogus', 'busybox', 'true'], { root });
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr).toMatch(/Unknown argument: bogus/);
+    const help = await cli(['run', '--help'], { root });
+    expect(help.stdout).toMatch(/tsbuild run <image> \[command\.\.\]/);
+  });
+
+  it('forwards signals to the command and passes its exit code through (128+N when killed)', async () => {
+    // The marker names the processes of this test, so the check below sees only them.
+    const marker = 4242 + Math.floor(Math.random() * 1000);
+    const trap = await runUntilSignal(['busybox', 'sh', '-c', `trap 'echo got TERM; exit 3' TERM; echo ready; sleep ${marker} & wait`], 'SIGTERM');
+    expect(trap).toMatchObject({ code: 3, stdout: 'ready\ngot TERM\n' });
+    // sleep has no handler: it dies of SIGINT (it is not PID 1, which would ignore it).
+    const sleep = await runUntilSignal(['busybox', 'sh', '-c', `echo ready; exec sleep ${marker}`], 'SIGINT');
+    expect(sleep.code).toBe(130);
+    const usr = await runUntilSignal(['-u', 'nobody', 'busybox', 'sh', '-c', `trap 'echo usr1; exit 0' USR1; echo ready; sleep ${marker} & wait`], 'SIGUSR1');
+    expect(usr).toMatchObject({ code: 0, stdout: 'ready\nusr1\n' });
+    // Nothing left behind: no process, no mount, no temp dir.
+    const ps = await tool('ps', ['-eo', 'args']);
+    expect(ps.stdout).not.toContain(`sleep ${marker}`);
+    expect(await fs.readFile('/proc/mounts', 'utf8')).not.toContain(root);
+    expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
+  });
+
+  it('-t gives the command a terminal; -it needs one', async () => {
+    const noTty = await tsbuild(['run', '-it', 'busybox', 'true'], { root });
+    expect(noTty.code).toBe(1);
+    expect(noTty.stderr).toMatch(/the input device is not a TTY/);
+    // -t alone: a pseudo-terminal even when tsbuild has none (as docker); its output is ours.
+    const t = await tsbuild(['run', '-t', 'busybox', 'sh', '-c', '[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty; exit 4'], { root });
+    expect(t).toMatchObject({ code: 4, stdout: 'tty\r\n' });
+    const plain = await tsbuild(['run', 'busybox', 'sh', '-c', '[ -t 0 ] || [ -t 1 ] || echo none'], { root });
+    expect(plain.stdout).toBe('none\n');
+  });
+
+  it('-it shares a real terminal: input reaches the command, Ctrl-C interrupts it', async () => {
+    await requireTool('script');
+    const read = await inTerminal(`run -it busybox sh -c '[ -t 0 ] && echo ready; read x; echo got:$x; exit 6'`, 'hello\n');
+    expect(read.code).toBe(6);
+    expect(read.stdout).toContain('got:hello\r\n');
+    const ctrlC = await inTerminal(`run -it busybox sh -c 'echo ready; exec sleep 4545'`, '\x03');
+    expect(ctrlC.code).toBe(130);
+    expect((await tool('ps', ['-eo', 'args'])).stdout).not.toContain('sleep 4545');
+  });
+
   it("runs the image's CMD with its ENV; -e, -w, -u, -i, --entrypoint, -v, --read-only", async () => {
     const app = await cli(['run', 'app'], { root });
     expect(app).toMatchObject({ code: 0, stdout: 'hello from app\n' });
@@ -238,6 +337,37 @@ describe('run', () => {
     const gone = await cli(['run', 'app', 'ls', '/tmp/kept'], { root });
     expect(gone.code).not.toBe(0);
     expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
+  });
+
+  it('runs as an ordinary user (rootless, in the user namespace of its subordinate IDs)', async () => {
+    await tool('id', ['tsbuild-test']).catch(() => {
+      throw new Error('user tsbuild-test missing: run scripts/setup');
+    });
+    const dir = await fs.mkdtemp(path.join('/tmp', 'tsbuild-rootless-run-'));
+    try {
+      await tool('chown', ['tsbuild-test:', dir]);
+      const store = path.join(dir, 'store');
+      const as = (cmd: string): Promise<{ code: number; stdout: string; stderr: string }> =>
+        new Promise((resolve, reject) => {
+          const c = spawn('runuser', ['-u', 'tsbuild-test', '--', 'env', `HOME=${dir}`, `TSBUILD_ROOT=${store}`, 'sh', '-c', cmd], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+          let stdout = '';
+          let stderr = '';
+          c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+          c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          c.on('error', reject);
+          c.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+        });
+      const made = await as(`${path.join(repoRoot, 'scripts/make-busybox-image')} >/dev/null`);
+      expect(made.code, made.stderr).toBe(0);
+      const r = await as(`${process.execPath} ${bin} run --rm busybox sh -c 'echo hi from $(id -u); stat -c %u /etc/passwd; exit 9'`);
+      expect(r).toMatchObject({ code: 9, stdout: 'hi from 0\n0\n' });
+      const nobody = await as(`${process.execPath} ${bin} run -u nobody busybox id -u`);
+      expect(nobody).toMatchObject({ code: 0, stdout: '65534\n' });
+      expect(await fs.readdir(path.join(store, 'tmp'))).toEqual([]);
+    } finally {
+      await tool('runuser', ['-u', 'tsbuild-test', '--', 'sh', '-c', `unshare --map-auto --map-root-user rm -rf ${dir}/store 2>/dev/null; true`]).catch(() => undefined);
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('runs the README hello example', async () => {
@@ -348,5 +478,69 @@ describe('rmi and prune', () => {
     // Tagged images are intact.
     expect((await cli(['run', 'app'], { root: r2 })).stdout).toBe('changed\n');
     expect((await cli(['run', 'hello'], { root: r2 })).code).toBe(0);
+  });
+});
+
+// A build or run in progress holds what it uses in a lease (store/lease.ts): rmi and prune in
+// another process meanwhile must not take it. Each test pauses the build or run at a point
+// where it has resolved busybox, removes busybox with rmi, prunes everything, then lets it go on.
+describe('leases: rmi and prune during a build or run', () => {
+  let fresh: string;
+  beforeAll(async () => {
+    fresh = path.join(work, 'lease-base');
+    await storeWithBusybox(fresh);
+  }, 120_000);
+
+  async function removeBusybox(r: string): Promise<void> {
+    const rmi = await cli(['rmi', 'busybox'], { root: r });
+    expect(rmi.code, rmi.stderr).toBe(0);
+    const prune = await cli(['prune', '--all', '--filter', 'until=0s'], { root: r });
+    expect(prune.code, prune.stderr).toBe(0);
+  }
+
+  it('a running image keeps its layers and mounted snapshots', async () => {
+    const r = path.join(work, 'lease-run');
+    await tool('cp', ['-a', fresh, r]);
+    const child = spawn(process.execPath, [bin, 'run', '-i', 'busybox', 'sh', '-c', 'echo ready; read x; head -n1 /etc/passwd; ls /bin/busybox'], {
+      env: { ...process.env, TSBUILD_ROOT: r },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    await new Promise<void>((resolve) => child.stdout.on('data', (c: Buffer) => ((stdout += c.toString()), stdout.includes('ready') && resolve())));
+    await removeBusybox(r);
+    child.stdin.end('go\n');
+    expect(await closed, stderr).toBe(0);
+    expect(stdout).toBe('ready\nroot:x:0:0:root:/root:/bin/sh\n/bin/busybox\n');
+    // Released with the run: now prune takes what nothing else needs.
+    expect(await fs.readdir(path.join(r, 'leases'))).toEqual([]);
+    await cli(['prune', '--all', '--filter', 'until=0s'], { root: r });
+    expect(await fs.readdir(path.join(r, 'snapshots'))).toEqual([]);
+    expect(await fs.readdir(path.join(r, 'blobs', 'sha256'))).toEqual([]);
+  });
+
+  it('a build keeps its base layers until its image is tagged', async () => {
+    const r = path.join(work, 'lease-build');
+    await tool('cp', ['-a', fresh, r]);
+    const ctx = path.join(work, 'lease-ctx');
+    // The RUN step waits (in a cache mount, a host directory) until the test says go.
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nRUN --mount=type=cache,target=/c touch /c/waiting; while [ ! -f /c/go ]; do sleep 0.1; done; echo built > /built\n' });
+    const built = tsbuild(['build', '-q', '-t', 'leased:1', ctx], { root: r });
+    const mounts = path.join(r, 'cache-mounts');
+    let dir: string | undefined;
+    while (!dir) {
+      for (const d of await fs.readdir(mounts).catch(() => [] as string[])) if (await fs.stat(path.join(mounts, d, 'waiting')).catch(() => undefined)) dir = d;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    await removeBusybox(r);
+    await fs.writeFile(path.join(mounts, dir, 'go'), '');
+    const b = await built;
+    expect(b.code, b.stderr).toBe(0);
+    // Every blob the new image names is there, and it runs.
+    const fsck = await cli(['fsck'], { root: r });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+    expect((await cli(['run', 'leased:1', 'cat', '/built'], { root: r })).stdout).toBe('built\n');
   });
 });

@@ -8,7 +8,7 @@ import { DEFAULT_PATH_ENV } from '../plan/index.js';
 import { sealImage, type SealedImage } from '../image/seal.js';
 import type { ImageConfig, Platform } from '../oci/index.js';
 import { formatPlatform } from '../oci/index.js';
-import type { Store } from '../store/index.js';
+import { Lease, type Store } from '../store/index.js';
 import { resolveImage, scratchState, stateFromImage, type ImageSource } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';
 import { lazySandbox } from './run-step.js';
@@ -25,6 +25,7 @@ import type { BuildRequest } from './request.js';
 import { materializeRootfs } from './rootfs-output.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { StageState } from './stage-state.js';
+import { leaseLayers } from './snapshots.js';
 import { setLabels } from '../image/config-edit.js';
 import { readLocalImage } from '../image/local-image.js';
 import { OCI_IMAGE_MANIFEST, isDigest, parseReference } from '../oci/index.js';
@@ -137,6 +138,10 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     },
     signal: env.signal,
   };
+  // What this build uses and makes (base layers, step layers and their snapshots, the sealed
+  // image until it is tagged) stays out of a concurrent rmi's and prune's reach (store/lease.ts).
+  const lease = new Lease(env.store);
+  const hold = (s: StageState, what: string): Promise<void> => leaseLayers(lease, env.store, s.layers, what, env.signal);
   const sandbox = lazySandbox({
     signal: env.signal,
     warn: (message) => env.report({ type: 'warning', message }),
@@ -168,6 +173,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
           state = await stateFromImage(images, ps.base.ref, stage.from.location);
           break;
       }
+      await hold(state, fromText);
       // An image without PATH gets the default one, as BuildKit does (scratch included).
       if (!(state.config.config?.Env ?? []).some((e) => e.startsWith('PATH='))) {
         state = { ...state, config: { ...state.config, config: { ...(state.config.config ?? {}), Env: [`PATH=${DEFAULT_PATH_ENV}`, ...(state.config.config?.Env ?? [])] } } };
@@ -198,6 +204,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
           }
           const ref = source.ref;
           const image = await resolveImage(images, ref, location);
+          await leaseLayers(lease, env.store, image.config.rootfs.diff_ids.map((diffId) => ({ diffId, size: 0 })), `image ${ref}`, env.signal);
           return { root: await materialize(`image:${image.manifestDescriptor.digest}`, `image ${ref}`, image.config.rootfs.diff_ids), key: `image:${image.manifestDescriptor.digest}` };
         },
         sandbox,
@@ -249,6 +256,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
         const started = Date.now();
         try {
           const r = await dispatchInstruction(ins, state, scope, ctx, (stream, text) => env.report({ type: 'step-log', id: sid, stream, text }));
+          await hold(r.state, name);
           env.report(r.cached ? { type: 'step-cached', id: sid, name } : { type: 'step-done', id: sid, durationMs: Date.now() - started });
           return { state: r.state, scope: r.scope };
         } catch (e) {
@@ -286,6 +294,10 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     let config: ImageConfig = { ...final.config, created: env.created };
     if (Object.keys(req.labels).length > 0) config = setLabels(config, Object.entries(req.labels));
     const image = await sealOrReuse(env, config, final, req);
+    await lease.hold({ roots: [image.manifestDescriptor] }, { signal: env.signal });
+    for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
+      if (!(await env.store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
+    }
     await writeOutputs(image, req.tags, req.outputs, { store: env.store, signal: env.signal, sourceDateEpoch: req.sourceDateEpoch });
     if (req.push && req.tags.length > 0) {
       if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
@@ -306,6 +318,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     await digests.save();
     return { image, names: req.tags };
   } finally {
+    await lease.release().catch(() => undefined);
     for (const d of tempDirs) await env.store.removeTree(d).catch(() => undefined);
     for (const { dir, caps } of rootlessDirs) await userNamespaceRemoveTree(caps)(dir).catch(() => undefined);
   }

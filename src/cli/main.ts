@@ -10,6 +10,19 @@ import type { CommandContext, CommandSpec } from './command.js';
 import { commandGroups, commands } from './commands/index.js';
 import { openStore, type Store } from '../store/index.js';
 
+/** Global options that take a value (they may come before the command's name). */
+const GLOBAL_VALUE_OPTIONS = new Set(['--root', '--log-level']);
+
+/** Lets a command with `splitArgs` (run) rewrite the words after its name; see CommandSpec. */
+function splitCommandArgs(argv: readonly string[]): readonly string[] {
+  let i = 0;
+  while (i < argv.length && argv[i]!.startsWith('-')) i += GLOBAL_VALUE_OPTIONS.has(argv[i]!) ? 2 : 1;
+  const name = argv[i];
+  const spec = (commands as readonly CommandSpec<unknown>[]).find((c) => String(c.command).split(' ')[0] === name);
+  if (!spec?.splitArgs) return argv;
+  return [...argv.slice(0, i + 1), ...spec.splitArgs(argv.slice(i + 1))];
+}
+
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
@@ -19,7 +32,8 @@ function packageVersion(): string {
  * The CLI: argv in, exit code out. Flags are parsed by yargs; each command's `run` does
  * the work; every error is rendered here and nowhere else.
  */
-export async function main(argv: readonly string[], io: Io): Promise<number> {
+export async function main(rawArgv: readonly string[], io: Io): Promise<number> {
+  const argv = splitCommandArgs(rawArgv);
   let exitCode: number = EXIT.ok;
   let handled = false;
   let logger: Logger | undefined;

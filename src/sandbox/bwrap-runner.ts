@@ -2,7 +2,8 @@ import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { runChild, Tail } from './child.js';
+import { runChild, Tail, terminalTool } from './child.js';
+import { childrenOf, SignalForwarder, signalProcess } from './signal-forward.js';
 import { prepareOverlay } from './overlay.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
 import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
@@ -158,21 +159,38 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
 
         const errTail = new Tail();
         let started = false;
+        let info = '';
+        // bwrap's init (PID 1 of the step) reaps; the step's main process is its child. Signals
+        // go to that child: PID 1 itself would ignore every signal it has no handler for.
+        const forwarder = new SignalForwarder(runOpts.forwardSignals);
         const result = await runChild(tools.unshare, argv, {
           signal,
           cwd: stepDir,
           ...(step.stdin ? { stdin: step.stdin } : {}),
-          stdout: (c) => step.stdout?.(c),
+          ...(step.tty ? { terminal: { script: terminalTool(tools.script), input: step.stdin } } : {}),
+          stdout: (c) => {
+            // On a terminal the sandbox's own messages arrive here too.
+            if (step.tty) errTail.push(c);
+            step.stdout?.(c);
+          },
           stderr: (c) => {
             errTail.push(c);
             step.stderr?.(c);
           },
           // bwrap writes {"child-pid": N} to the info fd once the sandbox is set up: without it,
           // a non-zero exit is the sandbox failing, not the step.
-          fd3: () => {
+          fd3: (c) => {
             started = true;
+            info += c.toString('utf8');
+            const m = /"child-pid":\s*(\d+)/.exec(info);
+            if (m) {
+              const init = Number(m[1]);
+              forwarder.target((sig) => {
+                for (const pid of childrenOf(init)) signalProcess(pid, sig);
+              });
+            }
           },
-        });
+        }).finally(() => forwarder.stop());
         if (result.exitCode !== 0) {
           const last = errTail.text().split('\n').at(-1) ?? '';
           // bwrap's own messages start with "bwrap: ". A command that cannot be executed is

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import type { Readable } from 'node:stream';
+import { TsbuildError } from '../errors.js';
 import type { RunResult } from './types.js';
 
 export interface ChildOptions {
@@ -18,6 +19,17 @@ export interface ChildOptions {
   readonly onAbort?: () => void;
   /** Open a 4th pipe as the child's fd 3 and deliver what is written to it (bwrap --info-fd 3). */
   readonly fd3?: (chunk: Buffer) => void;
+  /**
+   * Run the command on a new pseudo-terminal made by script(1) (`tsbuild run -t`): its stdin,
+   * stdout and stderr are the terminal, and what it writes there arrives on `stdout`. With
+   * `input` (a TTY stream: its fd is shared, not piped) the child stays in our process group,
+   * the terminal's foreground group, so that script may read it and put it in raw mode
+   * (Ctrl-C then reaches the command as a byte, through its own terminal); without it the
+   * terminal gets no input. `stdin` is ignored.
+   */
+  readonly terminal?: { readonly script: string; readonly input?: Readable | undefined };
+  /** Called with the pid once the process is spawned (signal forwarding). */
+  readonly onSpawn?: (pid: number) => void;
   /** Run the host process as this uid/gid (isolation none only). */
   readonly uid?: number;
   readonly gid?: number;
@@ -38,20 +50,31 @@ export function runChild(cmd: string, args: readonly string[], opts: ChildOption
       reject(abortReason(signal));
       return;
     }
-    const child = spawn(cmd, args, {
+    const term = opts.terminal;
+    // In the terminal's foreground group (see `terminal`), the chain is not a group of its own.
+    const detached = term?.input === undefined;
+    const child = spawn(term ? term.script : cmd, term ? ['--quiet', '--return', '--flush', '--command', shellWords([cmd, ...args]), '/dev/null'] : args, {
       cwd: opts.cwd,
       env: opts.env ?? { PATH: HOST_PATH },
-      stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(opts.fd3 ? (['pipe'] as const) : [])],
+      stdio: [term ? (term.input ?? 'ignore') : opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(opts.fd3 ? (['pipe'] as const) : [])],
       // A new process group: kill(-pid) reaches every process of the chain (unshare, sh,
       // setpriv, bwrap and bwrap's init) at once.
-      detached: true,
+      detached,
       ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
       ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
     });
+    if (child.pid !== undefined) opts.onSpawn?.(child.pid);
     let settled = false;
+    let exited = false;
     const killGroup = (): void => {
       if (child.pid === undefined) return;
       try {
+        // Not a group of our own: script(1) gets SIGTERM, restores the terminal and hangs up
+        // its pseudo-terminal, which ends the sandbox (bwrap --die-with-parent, runc delete).
+        if (!detached) {
+          if (!exited) process.kill(child.pid, 'SIGTERM');
+          return;
+        }
         process.kill(-child.pid, 'SIGKILL');
       } catch {
         // ESRCH: already gone.
@@ -62,7 +85,7 @@ export function runChild(cmd: string, args: readonly string[], opts: ChildOption
       killGroup();
     };
     signal?.addEventListener('abort', onAbort, { once: true });
-    const input = opts.stdin;
+    const input = term ? undefined : opts.stdin;
     if (input && child.stdin) {
       // EPIPE when the process exits without reading all of its input is not our error.
       child.stdin.on('error', () => undefined);
@@ -89,7 +112,10 @@ export function runChild(cmd: string, args: readonly string[], opts: ChildOption
     // When the main process exits, whatever it left in its group goes too: without a PID
     // namespace (chroot, none) a `sleep 1000 &` would otherwise survive the step and hold
     // the output pipes open.
-    child.on('exit', killGroup);
+    child.on('exit', () => {
+      exited = true;
+      killGroup();
+    });
     // 'close' waits for stdout/stderr to close too: a background process that kept the pipes
     // open would hold it, which is why the sandbox must kill its whole PID namespace.
     child.on('close', (code, sig) => {
@@ -111,6 +137,17 @@ export async function captureChild(
   const err: Buffer[] = [];
   const r = await runChild(cmd, args, { ...opts, stdout: (c) => out.push(c), stderr: (c) => err.push(c) });
   return { exitCode: r.exitCode, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+}
+
+/** The script(1) path for `terminal`, or SANDBOX_UNAVAILABLE. */
+export function terminalTool(script: string | undefined): string {
+  if (!script) throw new TsbuildError('SANDBOX_UNAVAILABLE', 'a pseudo-terminal (-t) needs script(1), which is not installed', { hint: 'apt-get install util-linux (bsdutils)' });
+  return script;
+}
+
+/** argv as one sh(1) command line (script(1) takes a string): every word single-quoted. */
+export function shellWords(argv: readonly string[]): string {
+  return argv.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
 }
 
 function abortReason(signal: AbortSignal): unknown {

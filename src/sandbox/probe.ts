@@ -22,6 +22,8 @@ export interface HostTools {
   readonly newgidmap?: string;
   readonly getfattr?: string;
   readonly sh?: string;
+  /** util-linux script(1): the pseudo-terminal of `tsbuild run -t`. */
+  readonly script?: string;
 }
 
 export interface SubordinateRange {
@@ -133,7 +135,7 @@ async function which(name: string, dirs: readonly string[]): Promise<string | un
 }
 
 async function findTools(dirs: readonly string[]): Promise<HostTools> {
-  const names = ['bwrap', 'runc', 'unshare', 'setpriv', 'mount', 'newuidmap', 'newgidmap', 'getfattr', 'sh'] as const;
+  const names = ['bwrap', 'runc', 'unshare', 'setpriv', 'mount', 'newuidmap', 'newgidmap', 'getfattr', 'sh', 'script'] as const;
   const found = await Promise.all(names.map((n) => which(n, dirs)));
   const tools: Record<string, string> = {};
   names.forEach((n, i) => {

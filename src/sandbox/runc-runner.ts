@@ -2,7 +2,8 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { captureChild, runChild, Tail } from './child.js';
+import { captureChild, runChild, Tail, terminalTool } from './child.js';
+import { SignalForwarder, signalProcess } from './signal-forward.js';
 import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import { prepareOverlay } from './overlay.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
@@ -82,6 +83,11 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
           const del = ns.length > 0 ? [tools.unshare ?? 'unshare', [...ns, '--', runc, ...runcGlobal, 'delete', '--force', id]] as const : [runc, [...runcGlobal, 'delete', '--force', id]] as const;
           await captureChild(del[0], del[1]).catch(() => undefined);
         };
+        // `runc run` in the foreground forwards the signals it gets to the container's process
+        // (unshare and sh exec'd into runc, so the child's pid is runc's). That process is the
+        // container's PID 1: as with docker, a signal it has no handler for is ignored.
+        // DEBT: with `tty` the spawned process is script(1), not runc, and gets the signal.
+        const forwarder = new SignalForwarder(runOpts.forwardSignals);
         const result = await runChild(
           tools.unshare,
           [...ns, '--mount', '--propagation', 'private', '--', tools.sh, '-c', MOUNT_WRAPPER, 'tsbuild-sandbox', mountOptions, root, runc, ...runcGlobal, 'run', '--bundle', bundle, id],
@@ -89,14 +95,20 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
             signal,
             cwd: stepDir,
             ...(step.stdin ? { stdin: step.stdin } : {}),
-            stdout: (c) => step.stdout?.(c),
+            ...(step.tty ? { terminal: { script: terminalTool(tools.script), input: step.stdin } } : {}),
+            stdout: (c) => {
+              // On a terminal the sandbox's own messages arrive here too.
+              if (step.tty) errTail.push(c);
+              step.stdout?.(c);
+            },
             stderr: (c) => {
               errTail.push(c);
               step.stderr?.(c);
             },
             cleanup: deleteContainer,
+            onSpawn: (pid) => forwarder.target((sig) => signalProcess(pid, sig)),
           },
-        );
+        ).finally(() => forwarder.stop());
         // runc reports its own failures (before the process starts) on stderr with exit 1,
         // with its log prefix. A command that cannot be executed is the step's failure,
         // reported like a shell does: 127 not found, 126 not executable.

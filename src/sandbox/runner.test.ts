@@ -193,6 +193,31 @@ describe.each([
     expect(await processesMatching(`sleep ${marker}`)).toEqual([]);
   });
 
+  it('forwards signals to the main process and waits for it', async () => {
+    const [upper, work] = await freshDirs(base, `u${++n}`, `w${n}`);
+    let listener: ((sig: NodeJS.Signals) => void) | undefined;
+    let out = '';
+    const r = await make().run(
+      {
+        rootfs: { lowerDirs: [lower], upperDir: upper!, workDir: work! },
+        // runc's process is PID 1 of the container: it must handle the signal itself (docker alike).
+        args: sh("trap 'echo got TERM; exit 3' TERM; echo ready; sleep 4343 & wait"),
+        env: ['PATH=/bin'],
+        cwd: '/',
+        user: { uid: 0, gid: 0 },
+        network: 'host',
+        stdout: (c) => {
+          out += c.toString();
+          if (out === 'ready\n') listener?.('SIGTERM');
+        },
+      },
+      { forwardSignals: { subscribe: (l) => ((listener = l), () => (listener = undefined)) } },
+    );
+    expect({ exitCode: r.exitCode, out }).toEqual({ exitCode: 3, out: 'ready\ngot TERM\n' });
+    expect(listener).toBeUndefined();
+    expect(await processesMatching('sleep 4343')).toEqual([]);
+  });
+
   it('a missing command is a failed step, not a crash', async () => {
     const r = await step(make(), ['/bin/does-not-exist']);
     expect(r.exitCode).toBe(127);

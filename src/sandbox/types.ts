@@ -58,6 +58,12 @@ export interface RunSpec {
   readonly stderr?: (chunk: Buffer) => void;
   /** Piped to the process's stdin (`tsbuild run -i`); without it stdin is /dev/null. */
   readonly stdin?: Readable;
+  /**
+   * Give the process a pseudo-terminal as stdin, stdout and stderr (`tsbuild run -t`, made by
+   * script(1)); all its output then arrives on `stdout`. `stdin`, if given, must be a TTY
+   * stream: the terminal is shared with the process, not piped.
+   */
+  readonly tty?: boolean;
   /** Mount the root read-only (`tsbuild run --read-only`); RUN steps never set it. */
   readonly readonlyRoot?: boolean;
 }
@@ -68,8 +74,22 @@ export interface RunResult {
   readonly signal?: string;
 }
 
+/**
+ * Signals received by tsbuild that belong to the step's process (`tsbuild run`, as docker's
+ * sig-proxy): while subscribed, the listener gets them instead of tsbuild acting on them.
+ */
+export interface SignalSource {
+  /** Returns the unsubscribe function. */
+  subscribe(listener: (sig: NodeJS.Signals) => void): () => void;
+}
+
 export interface RunOptions {
   readonly signal?: AbortSignal | undefined;
+  /**
+   * Deliver these to the step's main process, which then decides: the run ends when it exits
+   * (its exit code, 128+N when signal N killed it). Without it only `signal` (abort) stops a step.
+   */
+  readonly forwardSignals?: SignalSource | undefined;
 }
 
 export type RunnerKind = 'bwrap' | 'runc' | 'chroot' | 'none';

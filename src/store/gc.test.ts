@@ -1,11 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { chmod, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isTsbuildError } from '../errors.js';
 import { OCI_IMAGE_CONFIG, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, sha256Digest, type Descriptor, type Digest } from '../oci/index.js';
-import { collectGarbage, fsckStore, openStore, type Store } from './index.js';
+import { collectGarbage, fsckStore, Lease, openStore, type Store } from './index.js';
 
 let dir: string;
 let store: Store;
@@ -195,5 +195,40 @@ describe('fsckStore', () => {
     const { hostname } = await import('node:os');
     await writeFile(store.paths.lock, JSON.stringify({ pid: deadPid(), host: hostname(), token: 't', acquiredAt: 'then' }));
     expect(await fsckStore(store)).toEqual([expect.objectContaining({ kind: 'stale-lock' })]);
+  });
+});
+
+describe('leases', () => {
+  it('a live lease keeps an untagged image and its snapshots; released or dead, it does not', async () => {
+    const img = await putImage(store, 'docker.io/library/leased:1', ['leased layer']);
+    await makeSnapshot(store, img.layers[0]!);
+    await store.removeTag('docker.io/library/leased:1');
+    const lease = new Lease(store);
+    await lease.hold({ roots: [img.manifest], snapshots: [img.layers[0]!] });
+    const kept = await collectGarbage(store, { graceMs: 0 });
+    expect(kept).toMatchObject({ removedBlobs: 0, removedSnapshots: 0 });
+    expect(await store.blobs.hasBlob(img.layers[0]!)).toBe(true);
+
+    // A lease left by a process that is gone is ignored, and gc removes its file.
+    const leases = join(store.paths.root, 'leases');
+    const [name] = await readdir(leases);
+    const stale = name!.replace(/^\d+-(\d+|x)-/, `${deadPid()}-x-`);
+    await rename(join(leases, name!), join(leases, stale));
+    const swept = await collectGarbage(store, { graceMs: 0 });
+    expect(swept).toMatchObject({ removedBlobs: 3, removedSnapshots: 1 });
+    expect(await readdir(leases)).toEqual([]);
+    await lease.release();
+  });
+
+  it('holds from parallel tasks all land in the lease file', async () => {
+    const a = await putImage(store, 'docker.io/library/a:1', ['a']);
+    const b = await putImage(store, 'docker.io/library/b:1', ['b']);
+    await store.removeTag('docker.io/library/a:1');
+    await store.removeTag('docker.io/library/b:1');
+    const lease = new Lease(store);
+    await Promise.all([lease.hold({ roots: [a.manifest] }), lease.hold({ roots: [b.manifest] })]);
+    expect(await collectGarbage(store, { graceMs: 0 })).toMatchObject({ removedBlobs: 0 });
+    await lease.release();
+    expect(await collectGarbage(store, { graceMs: 0 })).toMatchObject({ removedBlobs: 6 });
   });
 });

@@ -4,6 +4,7 @@ import { TsbuildError } from '../errors.js';
 import type { Digest } from '../oci/index.js';
 import { errnoCode } from './atomic-file.js';
 import { ownerState, parseTempOwner } from './process-owner.js';
+import { liveLeases } from './lease.js';
 import { findReachable, type RootRef } from './reachability.js';
 import type { Store } from './store.js';
 
@@ -43,7 +44,7 @@ const HOUR = 60 * 60 * 1000;
 
 /**
  * Mark and sweep, under the store lock (so no tag changes in between):
- *  mark: everything reachable from index.json and `extraRoots` (reachability.ts);
+ *  mark: everything reachable from index.json, `extraRoots` and live leases (reachability.ts, lease.ts);
  *  sweep: unreferenced blobs, snapshots whose diff ID no kept config lists, and temp entries
  *  of processes that are gone.
  * A manifest or config that cannot be read or parsed stops gc with STORE_CORRUPT before anything
@@ -55,7 +56,9 @@ export async function collectGarbage(store: Store, opts: GcOptions = {}): Promis
   const grace = opts.graceMs ?? HOUR;
   return store.withLock(async () => {
     const index = await store.readIndex({ signal });
-    const reach = await findReachable(store, [...index.manifests, ...(opts.extraRoots ?? [])], { signal });
+    // What running builds and runs hold (lease.ts) is live, however old or untagged.
+    const leased = await liveLeases(store, { removeStale: !dryRun });
+    const reach = await findReachable(store, [...index.manifests, ...(opts.extraRoots ?? []), ...leased.roots], { signal });
     const first = reach.invalid[0];
     if (first) {
       throw new TsbuildError('STORE_CORRUPT', `gc stopped: referenced blob ${first.digest} cannot be read`, {
@@ -82,7 +85,7 @@ export async function collectGarbage(store: Store, opts: GcOptions = {}): Promis
       }
     }
 
-    const keepSnaps = new Set<Digest>([...reach.diffIds, ...(opts.keepSnapshots ?? [])]);
+    const keepSnaps = new Set<Digest>([...reach.diffIds, ...(opts.keepSnapshots ?? []), ...leased.snapshots]);
     let removedSnapshots = 0;
     for (const id of await store.listSnapshots()) {
       signal?.throwIfAborted();

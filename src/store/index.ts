@@ -5,10 +5,9 @@
  * Front door (STYLE.md 2): other folders import from here only.
  *
  * Known gaps (marked here so they are not forgotten):
- *  - No leases: gc protects unreferenced blobs and snapshots only by age (`graceMs`, 1 h).
- *    A build that runs longer than that between writing a blob and tagging it, or that
- *    uses a snapshot as an overlay lower dir while gc runs, must pass them as
- *    `extraRoots`/`keepSnapshots` or not run gc concurrently.
+ *  - Leases (lease.ts) protect what a build or `run` holds; what a process wrote and has
+ *    not yet held (a blob between putBlob and Lease.hold) is protected only by gc's age
+ *    grace (`graceMs`, 1 h), so `prune --filter until=0s` can still take it in that window.
  *  - A store shared by several hosts (NFS) is not supported: temp names carry no host, and
  *    a lock from another host is only ever waited for.
  *  - Snapshot trees are not fsynced on commit; after a power loss a snapshot may be
@@ -22,6 +21,7 @@ export { collectGarbage, type GcOptions, type GcResult } from './gc.js';
 export { fsckStore, type FsckOptions, type FsckProblem } from './fsck.js';
 export { StoreLock, readLockHolder, type LockHolder, type LockOptions, type StoreLockOptions } from './lock.js';
 export { type LayoutIndex, assertRefName } from './layout-index.js';
+export { Lease, liveLeases } from './lease.js';
 export { findReachable, type Reachable, type RootRef } from './reachability.js';
 export { LAYOUT_VERSION, storePaths, type StorePaths } from './store-layout.js';
 export { Store, openStore, removeTreeDefault, type OpenStoreOptions, type SignalOption, type TagEntry } from './store.js';

@@ -10,6 +10,7 @@ import { join } from 'node:path';
  *     tmp/              temp files and dirs, named <pid>-<start>-<random>.<kind>
  *     snapshots/<hex>/  unpacked layers, one directory per layer diff ID
  *     meta/<name>.json  small JSON state of other components (step cache index, ...)
+ *     leases/<pid>-<start>-<random>.json  what a running build or run holds (lease.ts)
  *     lock              the cross-process lock file (lock.ts); lock.steal is its guard
  *
  * Why this shape:

@@ -340,7 +340,7 @@ async function openStoreUnwrapped(root: string, opts: OpenStoreOptions): Promise
 
   const hasLayout = await exists(paths.ociLayout);
   if (!hasLayout && !(await exists(paths.index))) {
-    const known = new Set(['tmp', 'blobs', 'snapshots', 'meta', 'lock', 'lock.steal', 'lost+found']);
+    const known = new Set(['tmp', 'blobs', 'snapshots', 'meta', 'leases', 'lock', 'lock.steal', 'lost+found']);
     const foreign = (await readdir(abs)).filter((n) => !known.has(n));
     if (foreign.length > 0) {
       throw new TsbuildError('STORE_CORRUPT', `${abs} is not empty and is not a tsbuild store`, {

@@ -1,7 +1,7 @@
 import { TsbuildError, isTsbuildError } from '../../errors.js';
 import { normalizeName } from '../../image/local-image.js';
 import type { Digest } from '../../oci/index.js';
-import { findReachable, type RootRef, type Store } from '../../store/index.js';
+import { findReachable, liveLeases, type RootRef, type Store } from '../../store/index.js';
 import { listStepCache } from '../build-cache.js';
 import { defineCommand } from '../command.js';
 import { familiarTag, listStoreImages, resolveImageArg, shortId, type StoreImage } from '../local-images.js';
@@ -20,18 +20,18 @@ function childrenOf(img: StoreImage, all: readonly StoreImage[]): StoreImage[] {
 
 /**
  * Deletes the blobs of an untagged image that nothing else needs: not reachable from any tag
- * (index.json) nor from the build cache (meta/step.*, whose layers later builds reuse).
- * Decided and done under the store lock, so no tag can appear in between. Snapshots are left
- * to `prune` (a running build or `run` may have them mounted as lower dirs).
- * DEBT: no leases (store/index.ts): a build that is reading this image as its FROM right now
- * can lose its blobs, as with `docker rmi` during a legacy build.
+ * (index.json) nor from the build cache (meta/step.*, whose layers later builds reuse),
+ * nor from a live lease (a build or `run` using it now). Decided and done under the store
+ * lock, so no tag or lease can appear in between. Snapshots are left to `prune`.
  */
 async function deleteUnneeded(store: Store, img: StoreImage, signal: AbortSignal): Promise<Digest[]> {
   const cacheRoots: RootRef[] = (await listStepCache(store, signal)).flatMap((e) => (e.diffId ? [e.diffId] : []));
   const candidates: Digest[] = [img.image.id, ...img.rootDigests, img.image.manifestDescriptor.digest, ...img.image.manifest.layers.map((l) => l.digest)];
   return store.withLock(async () => {
     const index = await store.readIndex({ signal });
-    const reach = await findReachable(store, [...index.manifests, ...cacheRoots], { signal });
+    // A build or `run` using this image right now holds it in a lease (store/lease.ts).
+    const leased = await liveLeases(store);
+    const reach = await findReachable(store, [...index.manifests, ...cacheRoots, ...leased.roots], { signal });
     const deleted: Digest[] = [];
     for (const d of new Set(candidates)) {
       if (reach.blobs.has(d)) continue;

@@ -1,10 +1,10 @@
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
-// DEBT: build/ exports no lowerDirsFor from its front door yet; ask its owner to add it.
-import { lowerDirsFor } from '../../build/index.js';
+import { leaseLayers, lowerDirsFor } from '../../build/index.js';
 import { TsbuildError } from '../../errors.js';
+import { Lease } from '../../store/index.js';
 import { layerIndexOf } from '../../image/layer-index-cache.js';
-import { probeSandbox, selectRunner, type StepMount, type StepUser } from '../../sandbox/index.js';
+import { probeSandbox, selectRunner, userNamespaceRemoveTree, type StepMount, type StepUser } from '../../sandbox/index.js';
 import { defineCommand, repeatable } from '../command.js';
 import { resolveImageArg } from '../local-images.js';
 
@@ -91,13 +91,54 @@ async function parseVolume(spec: string, cwd: string): Promise<StepMount> {
   return { type: 'bind', source, target, readonly: mode === 'ro' };
 }
 
+/** run's flags that take a value (`-e K=V`, `--env K=V`), and the global ones. */
+const VALUE_FLAGS = new Set(['e', 'env', 'env-file', 'w', 'workdir', 'u', 'user', 'entrypoint', 'v', 'volume', 'network', 'root', 'log-level']);
+const BOOLEAN_FLAGS = new Set(['rm', 'i', 'interactive', 't', 'tty', 'read-only', 'h', 'help', 'version']);
+
+/**
+ * As `docker run`: run's own flags come before IMAGE; from IMAGE on, every word belongs to the
+ * command (`run IMAGE ls -l /`, `run IMAGE sh -c 'echo $0' --rm`). Returns the words for yargs
+ * as `FLAGS... IMAGE -- COMMAND...`. A `--` right after IMAGE is dropped (older tsbuild
+ * needed it; no one means to exec `--`); any later `--` is the command's. A `--` before
+ * IMAGE ends run's flags (`run --rm -- IMAGE`). Without IMAGE (`run --help`) nothing changes.
+ */
+export function splitRunArgs(words: readonly string[]): string[] {
+  const flags: string[] = [];
+  let i = 0;
+  for (; i < words.length; i++) {
+    const w = words[i]!;
+    if (w === '--') {
+      i++;
+      break;
+    }
+    if (!w.startsWith('-') || w === '-') break;
+    const names = w.startsWith('--') ? [w.slice(2).split('=')[0]!] : [...w.slice(1).split('=')[0]!];
+    if (!names.every((n) => VALUE_FLAGS.has(n) || BOOLEAN_FLAGS.has(n))) {
+      // An unknown flag must not take IMAGE as its value: given a value of its own, it is
+      // reported by yargs' strict mode ("Unknown argument").
+      flags.push(`--${w.replace(/^--?/, '').split('=')[0]!}=`);
+      continue;
+    }
+    flags.push(w);
+    // --env K=V, -e K=V, -ie K=V take the next word; --env=K=V and -eK=V do not.
+    const takesNext = w.startsWith('--') ? !w.includes('=') && VALUE_FLAGS.has(w.slice(2)) : VALUE_FLAGS.has(w.at(-1)!) && !w.includes('=');
+    if (takesNext && i + 1 < words.length) flags.push(words[++i]!);
+  }
+  if (i >= words.length) return flags;
+  const image = words[i]!;
+  const rest = words.slice(i + 1);
+  if (rest[0] === '--') rest.shift();
+  return [...flags, image, '--', ...rest];
+}
+
 export const runCommand = defineCommand({
   command: 'run <image> [command..]',
+  splitArgs: splitRunArgs,
   describe: "Run an image's command in the build sandbox on a throwaway overlay (no daemon, no detach)",
   builder: (y) =>
     y
-      // `tsbuild run busybox sh -c 'exit 7'`: everything after IMAGE belongs to the command.
-      .parserConfiguration({ 'boolean-negation': false, 'unknown-options-as-args': true })
+      // The words of the command arrive after `--` (splitRunArgs): kept as written ("007" stays).
+      .parserConfiguration({ 'boolean-negation': false, 'parse-positional-numbers': false })
       .positional('image', { type: 'string', demandOption: true, describe: 'Image name or ID' })
       .positional('command', { type: 'string', array: true, describe: 'Command and arguments (replace the image CMD)' })
       .option('rm', { type: 'boolean', default: false, describe: 'Accepted for docker compatibility: the overlay is always removed' })
@@ -109,17 +150,21 @@ export const runCommand = defineCommand({
       .option('volume', { alias: 'v', type: 'string', describe: 'HOST:CONTAINER[:ro] bind mount, repeatable' })
       .option('network', { choices: ['host', 'none'] as const, default: 'host' as const, describe: 'Network namespace' })
       .option('interactive', { alias: 'i', type: 'boolean', default: false, describe: 'Pass stdin to the command' })
-      .option('tty', { alias: 't', type: 'boolean', default: false, describe: 'Accepted; no pseudo-terminal is allocated yet' })
+      .option('tty', { alias: 't', type: 'boolean', default: false, describe: 'Give the command a pseudo-terminal (with -i, stdin must be a terminal)' })
       .option('read-only', { type: 'boolean', default: false, describe: 'Mount the root file system read-only' }),
   run: async (args, ctx) => {
     const signal = ctx.io.signal;
     const io = ctx.io;
+    // docker's check: -it shares our terminal with the command, so there must be one.
+    if (args.tty && args.interactive && (io.stdin as { isTTY?: boolean }).isTTY !== true) {
+      throw new TsbuildError('USAGE', 'the input device is not a TTY', { hint: 'drop -t, or run from a terminal', exitCode: 1 });
+    }
     const store = await ctx.store();
     const { image } = await resolveImageArg(store, args.image, { signal });
     const cfg = image.config.config ?? {};
 
     const entrypoint = args.entrypoint !== undefined ? (args.entrypoint === '' ? [] : [args.entrypoint]) : [...(cfg.Entrypoint ?? [])];
-    // After `--` (tsbuild run IMAGE -- sh -e -c ...) yargs puts the words in `_` after `run`.
+    // splitRunArgs put the command after `--`, where yargs leaves the words in `_` after `run`.
     const command = [...(args.command ?? []), ...args._.slice(1)].map(String);
     const cmd = command.length > 0 ? command : args.entrypoint !== undefined ? [] : [...(cfg.Cmd ?? [])];
     const argv = [...entrypoint, ...cmd];
@@ -132,63 +177,68 @@ export const runCommand = defineCommand({
     const flagEnv = repeatable(args.env).flatMap((e) => envEntry(e, io.env) ?? []);
 
     const capabilities = await probeSandbox({ signal });
-    if (!capabilities.isRoot) {
-      throw new TsbuildError('SANDBOX_UNAVAILABLE', 'tsbuild run needs root for now (its overlay is mounted as on a RUN step as root)', {
-        hint: 'run it with sudo, or try the image with `tsbuild build` and a RUN step',
-      });
-    }
+    // As an ordinary user, as RUN steps do (build/run-step.ts): layers unpacked and the
+    // overlay's trees removed inside the user namespace of the subordinate ID range.
+    const rootless = capabilities.isRoot ? undefined : capabilities;
+    const removeTree = rootless ? userNamespaceRemoveTree(rootless) : (p: string) => store.removeTree(p);
     const sel = selectRunner({ capabilities, isolation: 'auto', warn: (m) => io.stderr.write(`warning: ${m}\n`) });
     if (sel.snapshots !== 'overlay') {
       throw new TsbuildError('SANDBOX_UNAVAILABLE', 'tsbuild run needs overlay snapshots on this host, which are unavailable', { hint: 'install attr (getfattr) and use a kernel with overlayfs' });
     }
     if (image.manifest.layers.length === 0) throw new TsbuildError('UNSUPPORTED', `image ${args.image} has no layers: nothing to run`);
-    if (args.tty) io.stderr.write('warning: -t: tsbuild run allocates no pseudo-terminal; the command runs without one\n');
 
     const layers = image.manifest.layers.map((l) => ({ diffId: l.digest, size: l.size }));
-    const indexes = await Promise.all(layers.map((l) => layerIndexOf(store, l.diffId, { signal })));
-    // DEBT: a flattened (chain) snapshot older than gc's grace period is not protected from a
-    // concurrent `prune` while it is mounted; a lease would fix that (store/index.ts gaps).
-    const lowerDirs = await lowerDirsFor(store, layers, indexes, signal);
-    const user = await resolveUser(args.user ?? cfg.User ?? '', lowerDirs);
-    const cwd = args.workdir ?? (cfg.WorkingDir || '/');
-    if (!isAbsolute(cwd)) throw new TsbuildError('USAGE', `the working directory ${JSON.stringify(cwd)} is not absolute`);
-
-    const imageEnv = [...(cfg.Env ?? [])];
-    const base = mergeEnv(
-      [DEFAULT_PATH, `HOSTNAME=tsbuild`, `HOME=${user.home}`],
-      imageEnv,
-      fileEnv,
-      flagEnv,
-    );
-
-    const upperDir = await store.makeTempDir('upper');
-    const workDir = await store.makeTempDir('work');
+    // Held until the run ends: a concurrent rmi or prune keeps the layers and the snapshots
+    // mounted as lower dirs (store/lease.ts).
+    const lease = new Lease(store);
     try {
-      // docker creates a missing working directory; a RUN step's WORKDIR always exists.
-      let exists = false;
-      for (const d of lowerDirs) if (await stat(join(d, cwd)).catch(() => undefined)) exists = true;
-      if (!exists) await mkdir(join(upperDir, cwd), { recursive: true, mode: 0o755 });
+      await leaseLayers(lease, store, layers, `image ${args.image}`, signal);
+      const indexes = await Promise.all(layers.map((l) => layerIndexOf(store, l.diffId, { signal })));
+      const lowerDirs = await lowerDirsFor(store, layers, indexes, signal, rootless);
+      const user = await resolveUser(args.user ?? cfg.User ?? '', lowerDirs);
+      const cwd = args.workdir ?? (cfg.WorkingDir || '/');
+      if (!isAbsolute(cwd)) throw new TsbuildError('USAGE', `the working directory ${JSON.stringify(cwd)} is not absolute`);
 
-      const result = await sel.runner.run(
-        {
-          rootfs: { lowerDirs, upperDir, workDir },
-          args: argv,
-          env: base,
-          cwd,
-          user: { uid: user.uid, gid: user.gid },
-          network: args.network,
-          mounts,
-          ...(args.interactive ? { stdin: io.stdin } : {}),
-          ...(args['read-only'] ? { readonlyRoot: true } : {}),
-          stdout: (c) => io.stdout.write(c),
-          stderr: (c) => io.stderr.write(c),
-        },
-        { signal },
+      const imageEnv = [...(cfg.Env ?? [])];
+      const base = mergeEnv(
+        [DEFAULT_PATH, `HOSTNAME=tsbuild`, `HOME=${user.home}`],
+        imageEnv,
+        fileEnv,
+        flagEnv,
       );
-      return result.exitCode;
+
+      const upperDir = await store.makeTempDir('upper');
+      const workDir = await store.makeTempDir('work');
+      try {
+        // docker creates a missing working directory; a RUN step's WORKDIR always exists.
+        let exists = false;
+        for (const d of lowerDirs) if (await stat(join(d, cwd)).catch(() => undefined)) exists = true;
+        if (!exists) await mkdir(join(upperDir, cwd), { recursive: true, mode: 0o755 });
+
+        const result = await sel.runner.run(
+          {
+            rootfs: { lowerDirs, upperDir, workDir },
+            args: argv,
+            env: base,
+            cwd,
+            user: { uid: user.uid, gid: user.gid },
+            network: args.network,
+            mounts,
+            ...(args.interactive ? { stdin: io.stdin } : {}),
+            ...(args.tty ? { tty: true } : {}),
+            ...(args['read-only'] ? { readonlyRoot: true } : {}),
+            stdout: (c) => io.stdout.write(c),
+            stderr: (c) => io.stderr.write(c),
+          },
+          { signal, forwardSignals: io.signals },
+        );
+        return result.exitCode;
+      } finally {
+        await removeTree(upperDir).catch(() => undefined);
+        await removeTree(workDir).catch(() => undefined);
+      }
     } finally {
-      await store.removeTree(upperDir).catch(() => undefined);
-      await store.removeTree(workDir).catch(() => undefined);
+      await lease.release();
     }
   },
 });

@@ -1,0 +1,112 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isDigest, type Descriptor, type Digest } from '../oci/index.js';
+import { errnoCode, writeFileAtomic } from './atomic-file.js';
+import { ownerState, ownerTag, parseTempOwner } from './process-owner.js';
+import type { RootRef } from './reachability.js';
+import type { Store } from './store.js';
+
+/**
+ * Leases: what a running build or `run` is using, so that `rmi` and `prune` (gc) in another
+ * process do not delete it. gc protects unreferenced data only by age, and `rmi` deletes an
+ * untagged image's blobs at once: without a lease, `rmi busybox` during a build FROM busybox
+ * removes the layers the build's result will name, and `prune` removes the snapshots a
+ * running overlay uses as lower dirs.
+ *
+ * One file per lease, ROOT/leases/<pid>-<start>-<random>.json, listing gc roots (descriptors,
+ * followed like tags, or bare digests) and snapshot names. Written under the store lock: gc
+ * and rmi hold that lock from reading the leases to their last deletion, so once `hold`
+ * returns, no gc that missed the lease is still running, and every later one sees it. Data
+ * found before `hold` may have been deleted just before it: callers check that what they hold
+ * still exists. A lease whose process is gone (pid and start time, process-owner.ts) is stale:
+ * ignored, and removed by gc. Release removes the file; a crash leaves it stale, never stuck.
+ */
+export class Lease {
+  readonly #store: Store;
+  readonly #path: string;
+  readonly #roots = new Map<Digest, RootRef>();
+  readonly #snapshots = new Set<Digest>();
+  #written = false;
+
+  constructor(store: Store) {
+    this.#store = store;
+    this.#path = join(leaseDir(store), `${ownerTag()}-${randomBytes(6).toString('hex')}.json`);
+  }
+
+  /** Adds to what the lease holds (nothing is written when nothing is new). */
+  async hold(what: { readonly roots?: readonly RootRef[]; readonly snapshots?: readonly Digest[] }, opts: { signal?: AbortSignal | undefined } = {}): Promise<void> {
+    let added = false;
+    for (const r of what.roots ?? []) {
+      const d = typeof r === 'string' ? r : r.digest;
+      if (this.#roots.has(d)) continue;
+      this.#roots.set(d, typeof r === 'string' ? r : { mediaType: r.mediaType, digest: r.digest, size: r.size });
+      added = true;
+    }
+    for (const s of what.snapshots ?? []) {
+      if (this.#snapshots.has(s)) continue;
+      this.#snapshots.add(s);
+      added = true;
+    }
+    if (!added) return;
+    await this.#store.withLock(async () => {
+      // Made under the lock: concurrent holds of one lease (parallel stages) write in turn,
+      // and the last write carries everything.
+      const doc = `${JSON.stringify({ roots: [...this.#roots.values()], snapshots: [...this.#snapshots] })}\n`;
+      await mkdir(leaseDir(this.#store), { recursive: true });
+      await writeFileAtomic(this.#path, doc, { tmpDir: this.#store.paths.tmp, signal: opts.signal });
+      this.#written = true;
+    }, { signal: opts.signal });
+  }
+
+  /** Idempotent; needs no lock (dropping protection early is never unsafe for others). */
+  async release(): Promise<void> {
+    if (this.#written) await rm(this.#path, { force: true });
+    this.#written = false;
+  }
+}
+
+function leaseDir(store: Store): string {
+  return join(store.paths.root, 'leases');
+}
+
+/**
+ * What the live leases hold (call under the store lock). With `removeStale`, lease files of
+ * processes that are gone are deleted on the way.
+ */
+export async function liveLeases(store: Store, opts: { readonly removeStale?: boolean } = {}): Promise<{ roots: RootRef[]; snapshots: Digest[] }> {
+  let names: string[];
+  try {
+    names = await readdir(leaseDir(store));
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return { roots: [], snapshots: [] };
+    throw e;
+  }
+  const roots: RootRef[] = [];
+  const snapshots: Digest[] = [];
+  for (const name of names) {
+    if (!name.endsWith('.json')) continue;
+    const path = join(leaseDir(store), name);
+    const owner = parseTempOwner(name.slice(0, -'.json'.length));
+    if (owner && ownerState(owner) === 'dead') {
+      if (opts.removeStale) await rm(path, { force: true });
+      continue;
+    }
+    const doc = (await readFile(path, 'utf8').then(
+      (t) => JSON.parse(t) as unknown,
+      () => undefined,
+    )) as { roots?: unknown; snapshots?: unknown } | undefined;
+    for (const r of Array.isArray(doc?.roots) ? doc.roots : []) {
+      if (typeof r === 'string' && isDigest(r)) roots.push(r);
+      else if (isDescriptorLike(r)) roots.push({ mediaType: r.mediaType, digest: r.digest, size: r.size });
+    }
+    for (const s of Array.isArray(doc?.snapshots) ? doc.snapshots : []) if (typeof s === 'string' && isDigest(s)) snapshots.push(s);
+  }
+  return { roots, snapshots };
+}
+
+function isDescriptorLike(v: unknown): v is Descriptor {
+  if (typeof v !== 'object' || v === null) return false;
+  const o = v as Record<string, unknown>;
+  return typeof o.mediaType === 'string' && typeof o.digest === 'string' && isDigest(o.digest) && typeof o.size === 'number';
+}
