@@ -16,12 +16,11 @@ export interface CommandContext {
 }
 
 /**
- * One CLI command. `run` returns the exit code; errors it throws are rendered by main().
+ * One CLI command's flags and handler (its name and summary are in commands/index.ts, so that
+ * start-up needs no command module). `run` returns the exit code; errors it throws are rendered by main().
  * Keeping the shape this small keeps yargs inside cli/ (DESIGN.md import rules).
  */
 export interface CommandSpec<A> {
-  readonly command: string | readonly string[];
-  readonly describe: string;
   builder(y: Argv<GlobalArgs>): Argv<A>;
   run(args: ArgumentsCamelCase<A>, ctx: CommandContext): Promise<number>;
 }

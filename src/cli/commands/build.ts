@@ -80,8 +80,6 @@ async function readStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 export const buildCommand = defineCommand({
-  command: 'build [context]',
-  describe: 'Build an image from a Dockerfile',
   builder: (y) =>
     registryOptions(y)
       .positional('context', { type: 'string', default: '.', describe: 'Build context directory' })
@@ -177,7 +175,7 @@ export const buildCommand = defineCommand({
       report: createReporter(progress, io.stderr),
       platform: hostPlatform(),
       created: createdTime(io.env),
-      logger: ctx.logger(),
+      logger: ctx.logger,
       registry: () => (registry ??= registryClientFor(args, ctx)),
     });
     io.stdout.write(`${result.image.configDescriptor.digest}\n`);

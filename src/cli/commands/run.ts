@@ -92,8 +92,6 @@ async function parseVolume(spec: string, cwd: string): Promise<StepMount> {
 }
 
 export const runCommand = defineCommand({
-  command: 'run <image> [command..]',
-  describe: "Run an image's command in the build sandbox on a throwaway overlay (no daemon, no detach)",
   builder: (y) =>
     y
       // `tsbuild run busybox sh -c 'exit 7'`: everything after IMAGE belongs to the command.
