@@ -6,7 +6,7 @@ import { cacheKeyFor } from '../cache/index.js';
 import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { resolveChown, type IdPair } from '../image/users.js';
 import { readLayerFile, type LayerIndex } from '../layer/layer-index.js';
-import { writeLayer, type LayerEntry } from '../layer/index.js';
+import type { LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { FileDigests } from './file-digests.js';
@@ -151,6 +151,7 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, history), cached: true };
 
   const entries: LayerEntry[] = planned.filter((e) => e.type !== 'other').map((e) => toLayerEntry(e));
+  const { writeLayer } = await import('../layer/index.js'); // not needed on a cache hit
   const pass = new PassThrough();
   const put = env.store.blobs.putBlob(pass, { signal: env.signal });
   let written: { diffId: Digest; size: number };

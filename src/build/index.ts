@@ -1,4 +1,9 @@
 export { build, type BuildEnv, type BuildResult } from './engine.js';
 export type { BuildRequest, OutputSpec, Compression, DockerfileSource } from './request.js';
 export type { BuildEvent, BuildReporter } from './events.js';
-export { lowerDirsFor } from './snapshots.js';
+import type { lowerDirsFor as LowerDirsFor } from './snapshots.js';
+
+/** Overlay lower dirs for a layer stack (snapshots.ts); loaded on use, as it pulls in the layer and sandbox code. */
+export async function lowerDirsFor(...args: Parameters<typeof LowerDirsFor>): ReturnType<typeof LowerDirsFor> {
+  return (await import('./snapshots.js')).lowerDirsFor(...args);
+}

@@ -5,14 +5,13 @@ import { cacheKeyFor } from '../cache/index.js';
 import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { parseIdFile } from '../image/users.js';
 import type { LayerIndex } from '../layer/layer-index.js';
-import { writeLayer, type LayerEntry } from '../layer/index.js';
+import type { LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import type { RunStep } from '../plan/index.js';
-import { DEFAULT_MOUNT_POINTS, captureUpperDir, probeSandbox, userNamespaceRemoveTree, pruneMountPoints, selectRunner, type ChangeEntry, type Runner, type SandboxCapabilities } from '../sandbox/index.js';
+import type { ChangeEntry, Runner, SandboxCapabilities } from '../sandbox/index.js';
 import { imageFileReader, type StepEnv } from './copy-step.js';
-import { lowerDirsFor } from './snapshots.js';
 import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js';
-import { writeLayerInNamespace, type NamespaceEntry } from './rootless.js';
+import type { NamespaceEntry } from './rootless.js';
 import { prepareMounts, type MountEnv, type PreparedMounts } from './run-mounts.js';
 import type { StageState } from './stage-state.js';
 
@@ -35,6 +34,7 @@ export function lazySandbox(opts: {
   let p: Promise<{ runner: Runner; capabilities: SandboxCapabilities }> | undefined;
   return () =>
     (p ??= (async () => {
+      const { probeSandbox, selectRunner } = await import('../sandbox/index.js');
       const capabilities = await probeSandbox({ signal: opts.signal });
       const sel = selectRunner({
         capabilities,
@@ -117,6 +117,13 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
   if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, hist), cached: true };
 
   const { runner, capabilities } = await env.sandbox();
+  // Loaded here, not at start-up: a fully cached build never executes a step.
+  const [{ DEFAULT_MOUNT_POINTS, captureUpperDir, userNamespaceRemoveTree, pruneMountPoints }, { writeLayer }, { lowerDirsFor }, { writeLayerInNamespace }] = await Promise.all([
+    import('../sandbox/index.js'),
+    import('../layer/index.js'),
+    import('./snapshots.js'),
+    import('./rootless.js'),
+  ]);
   const user = await resolveUser(state.config.config?.User, imageFileReader(env, state)).catch((e: unknown) => {
     throw e instanceof TsbuildError ? new TsbuildError(e.code, e.message, { location: step.location }) : e;
   });
