@@ -70,7 +70,9 @@ export class ReadAhead {
     })();
   }
 
-  #pump(upTo: number): void {
+  /** Starts reading files `from`..`upTo`; files skipped over (opened out of order) are read when opened. */
+  #pump(from: number, upTo: number): void {
+    this.#next = Math.max(this.#next, from);
     while (this.#next < this.#ids.length && this.#next <= upTo) {
       const i = this.#next++;
       const p = this.#load(i);
@@ -82,7 +84,7 @@ export class ReadAhead {
   async #open(id: string): Promise<Readable> {
     const f = this.#files.get(id);
     if (!f) throw new Error(`read-ahead: no file ${id}`);
-    this.#pump(f.index + WINDOW);
+    this.#pump(f.index, f.index + WINDOW);
     const slot = this.#slots.get(f.index) ?? this.#load(f.index);
     this.#slots.delete(f.index);
     const loaded = await slot;
