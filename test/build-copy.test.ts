@@ -109,6 +109,41 @@ describe('COPY-only builds', () => {
     expect(a.equals(c)).toBe(true);
   });
 
+  it('reads each file once with --no-cache and still records the same step key and stat index', async () => {
+    // --no-cache takes the content digests of the cache key from the bytes written to the
+    // layer (one read per file); a build with the cache on digests first. Both must agree
+    // on the layer, the step key and what the stat index learns, for small files read
+    // ahead, an empty one and one large enough to be streamed.
+    const big = path.join(work, 'ctx-once');
+    const files: Record<string, string> = { 'Dockerfile': 'FROM busybox\nCOPY . /data/\n', 'empty': '', 'large.bin': 'x'.repeat(3 * 1024 * 1024 + 7) };
+    for (let i = 0; i < 60; i++) files[`d${i % 3}/f${i}.txt`] = `file ${i}\n`.repeat(i * 37);
+    await writeTree(big, files);
+    const stores: string[] = [];
+    const ids: string[] = [];
+    for (const extra of [[], ['--no-cache']]) {
+      const r2 = path.join(work, `store-once-${stores.length}`);
+      await storeWithBusybox(r2);
+      const r = await tsbuild(['build', ...extra, '-t', 'once:1', big], { root: r2, env: { SOURCE_DATE_EPOCH: '1700000000' } });
+      expect(r.code).toBe(0);
+      stores.push(r2);
+      ids.push(r.stdout);
+    }
+    expect(ids[1]).toBe(ids[0]);
+    const metaOf = async (r2: string) => {
+      const names = (await fs.readdir(path.join(r2, 'meta'))).filter((n) => n.startsWith('step.')).sort();
+      const index = JSON.parse(await fs.readFile(path.join(r2, 'meta', 'context-stat-index.json'), 'utf8')) as Record<string, unknown>;
+      return { names, index: Object.fromEntries(Object.entries(index).sort()) };
+    };
+    const [a, b] = [await metaOf(stores[0]!), await metaOf(stores[1]!)];
+    expect(b.names).toEqual(a.names);
+    expect(Object.keys(a.index).length).toBe(63);
+    expect(b.index).toEqual(a.index);
+    // And the store that built with --no-cache now finds the step without --no-cache.
+    const again = await tsbuild(['build', '--progress', 'plain', '-t', 'once:1', big], { root: stores[1]!, env: { SOURCE_DATE_EPOCH: '1700000000' } });
+    expect(again.stdout).toBe(ids[0]);
+    expect(again.stderr).toMatch(/COPY \. \/data\/\n#\d+ CACHED/);
+  });
+
   it('reuses every step on an unchanged rebuild and says so', async () => {
     const first = await tsbuild(['build', '-t', 'cachetest:1', ctx], { root });
     const r = await tsbuild(['build', '--progress', 'plain', '-t', 'cachetest:1', ctx], { root });

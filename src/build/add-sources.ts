@@ -5,7 +5,6 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TsbuildError, type SourceLocation } from '../errors.js';
-import { applyLayer } from '../layer/index.js';
 import { DigestStream, isDigest } from '../oci/index.js';
 
 /** Is this a URL ADD fetches (http/https), as opposed to a context path? */
@@ -68,6 +67,7 @@ export async function unpackArchive(file: string, kind: ArchiveKind, dir: string
       await decompressToFile(file, kind, tmpTar, signal);
       source = tmpTar;
     }
+    const { applyLayer } = await import('../layer/index.js');
     await applyLayer(createReadStream(source), dir, { sameOwner: process.getuid?.() === 0, ...(signal ? { signal } : {}) });
   } catch (e) {
     if (e instanceof TsbuildError) throw new TsbuildError(e.code, `ADD ${path.basename(file)}: ${e.message}`, { location, hint: e.hint });

@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import type { SourceLocation } from '../errors.js';
 import { TsbuildError } from '../errors.js';
@@ -6,7 +6,7 @@ import { cacheKeyFor } from '../cache/index.js';
 import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { resolveChown, type IdPair } from '../image/users.js';
 import { readLayerFile, type LayerIndex } from '../layer/layer-index.js';
-import { writeLayer, type LayerEntry } from '../layer/index.js';
+import type { LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { FileDigests } from './file-digests.js';
@@ -16,6 +16,10 @@ import { archiveKind, unpackArchive } from './add-sources.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { viewOf, type StageState } from './stage-state.js';
 import { lookupStep, recordStep, withLayer } from './step-cache.js';
+import { ReadAhead, mapLimit } from './read-ahead.js';
+
+/** Context files hashed at once for a COPY's cache key (libuv's pool has 4 threads; the rest queue). */
+const DIGEST_CONCURRENCY = 16;
 
 /** A COPY or ADD, expanded, with where its sources come from. */
 export interface CopyRequest {
@@ -133,24 +137,33 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   for (const g of groups) if (g.key) inputs.push(`group:${g.key}`);
   // SOURCE_DATE_EPOCH changes the layer's bytes (mtimes are clamped), so it is an input.
   if (epoch !== undefined) inputs.push(`epoch:${epoch}`);
-  const contentDigests = new Map<string, Digest>();
-  for (const e of planned) {
-    let content = '';
-    if (e.type === 'file' && e.srcAbs) {
-      const { lstat } = await import('node:fs/promises');
-      const d = await env.digests.digestOf(e.srcAbs, await lstat(e.srcAbs, { bigint: true }), env.signal);
-      contentDigests.set(e.path, d);
-      content = d;
-    }
-    inputs.push(`${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${content}`);
-  }
-  const key = cacheKeyFor({ parent: state.key, kind: req.instruction, instruction: req.keyText ?? req.text, inputs, platform: env.platform });
-
+  const files = planned.filter((e): e is PlannedEntry & { srcAbs: string } => e.type === 'file' && e.srcAbs !== undefined);
+  const keyOf = (content: ReadonlyMap<string, Digest>): Digest => {
+    const all = [...inputs];
+    for (const e of planned) all.push(`${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${content.get(e.path) ?? ''}`);
+    return cacheKeyFor({ parent: state.key, kind: req.instruction, instruction: req.keyText ?? req.text, inputs: all, platform: env.platform });
+  };
   const history = { createdBy: `${req.text} # buildkit`, created: env.created };
-  const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal });
-  if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, history), cached: true };
 
-  const entries: LayerEntry[] = planned.filter((e) => e.type !== 'other').map((e) => toLayerEntry(e));
+  // With the cache on, the key (and so every file's content digest) is needed before the
+  // layer: the digests come from the stat index or are read, several files at once. With
+  // --no-cache nothing is looked up, so each file is read once, for the layer, and its
+  // digest taken from the same bytes (ReadAhead); the key follows the layer.
+  let key: Digest | undefined;
+  if (!env.noCache) {
+    const { lstat } = await import('node:fs/promises');
+    const digests = await mapLimit(files, DIGEST_CONCURRENCY, async (e) => env.digests.digestOf(e.srcAbs, await lstat(e.srcAbs, { bigint: true }), env.signal));
+    key = keyOf(new Map(files.map((e, i) => [e.path, digests[i]!])));
+    const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal });
+    if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, history), cached: true };
+  }
+
+  // What the stat index would have learnt from reading each file for the key.
+  if (key === undefined) await env.digests.ready();
+  const learn = key === undefined ? (_id: string, abs: string, st: BigIntStats, d: Digest) => env.digests.learn(abs, st, d) : undefined;
+  const ahead = new ReadAhead(files.map((e) => ({ id: e.path, abs: e.srcAbs, size: e.size ?? 0 })), { onStat: learn, signal: env.signal });
+  const entries: LayerEntry[] = planned.filter((e) => e.type !== 'other').map((e) => toLayerEntry(e, ahead));
+  const { writeLayer } = await import('../layer/index.js'); // not needed on a cache hit
   const pass = new PassThrough();
   const put = env.store.blobs.putBlob(pass, { signal: env.signal });
   let written: { diffId: Digest; size: number };
@@ -165,6 +178,20 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   if (stored.digest !== written.diffId) {
     throw new TsbuildError('DIGEST_MISMATCH', `layer digest ${stored.digest} differs from the written diff ID ${written.diffId}`);
   }
+  if (key === undefined) {
+    const content = new Map<string, Digest>();
+    for (const e of files) {
+      const d = ahead.digest(e.path);
+      if (d === undefined) {
+        // Not read for the layer (cannot happen for a file entry; kept as a safe fallback).
+        const { lstat } = await import('node:fs/promises');
+        content.set(e.path, await env.digests.digestOf(e.srcAbs, await lstat(e.srcAbs, { bigint: true }), env.signal));
+        continue;
+      }
+      content.set(e.path, d);
+    }
+    key = keyOf(content);
+  }
   const index: LayerIndex = {
     entries: planned
       .filter((e) => e.type !== 'other')
@@ -177,7 +204,7 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   return { state: withLayer(state, key, { diffId: stored.digest, size: stored.size }, index, history), cached: false };
 }
 
-function toLayerEntry(e: PlannedEntry): LayerEntry {
+function toLayerEntry(e: PlannedEntry, ahead: ReadAhead): LayerEntry {
   const base = { path: e.path, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime };
   switch (e.type) {
     case 'dir':
@@ -186,10 +213,8 @@ function toLayerEntry(e: PlannedEntry): LayerEntry {
       return { ...base, type: 'symlink', linkTarget: e.linkTarget ?? '' };
     case 'hardlink':
       return { ...base, type: 'hardlink', linkTarget: e.linkTarget ?? '' };
-    case 'file': {
-      const src = e.srcAbs;
-      return { ...base, type: 'file', size: e.size, ...(src ? { source: () => createReadStream(src) } : {}) };
-    }
+    case 'file':
+      return { ...base, type: 'file', size: e.size, ...(e.srcAbs ? { source: ahead.source(e.path) } : {}) };
     case 'other':
       throw new Error('unreachable: other entries are filtered out');
   }

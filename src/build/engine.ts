@@ -12,9 +12,7 @@ import { Lease, type Store } from '../store/index.js';
 import { resolveImage, scratchState, stateFromImage, type ImageSource } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';
 import { lazySandbox } from './run-step.js';
-import { unpackInNamespace } from './rootless.js';
-import { hostToContainer, probeSandbox, userNamespaceRemoveTree, type SandboxCapabilities } from '../sandbox/index.js';
-import { digestTree } from './tree-digest.js';
+import type { SandboxCapabilities } from '../sandbox/index.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
 import { buildMetadata, writeOutputs } from './outputs.js';
@@ -22,7 +20,6 @@ import os from 'node:os';
 import pLimit from 'p-limit';
 import { initialStageScope, planBuild, type PlannedStage, type StageScope } from '../plan/index.js';
 import type { BuildRequest } from './request.js';
-import { materializeRootfs } from './rootfs-output.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { StageState } from './stage-state.js';
 import { leaseLayers } from './snapshots.js';
@@ -39,7 +36,8 @@ export interface BuildEnv {
   readonly platform: Platform;
   /** RFC 3339 time stamped on the image and its history (SOURCE_DATE_EPOCH when set). */
   readonly created: string;
-  readonly logger: Logger;
+  /** The structured log, created on first use (a cached build logs nothing and loads no pino). */
+  readonly logger: () => Logger;
   /** The registry client for pulls and pushes, created on first use. */
   readonly registry?: () => Promise<RegistryClient>;
   /** The caller's PATH: where the sandbox looks for bwrap, runc and the other host tools. */
@@ -104,6 +102,12 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     if (!p) {
       p = (async () => {
         const dir = await env.store.makeTempDir('from');
+        // The sandbox and layer code load on first use: a fully cached build needs neither.
+        const [{ hostToContainer, probeSandbox }, { unpackInNamespace }, { materializeRootfs }] = await Promise.all([
+          import('../sandbox/index.js'),
+          import('./rootless.js'),
+          import('./rootfs-output.js'),
+        ]);
         const caps = process.getuid?.() === 0 ? undefined : await probeSandbox({ signal: env.signal }).catch(() => undefined);
         if (caps && caps.userNamespaces.ok && caps.idMapping.kind !== 'identity') {
           // As an ordinary user the stage is unpacked in the user namespace, so its owners are
@@ -223,7 +227,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
             tempDirs.push(d);
             return d;
           },
-          digestTree: async (dir) => digestTree(dir, digests, env.signal),
+          digestTree: async (dir) => (await import('./tree-digest.js')).digestTree(dir, digests, env.signal),
         },
         tempDir: async () => {
           const d = await env.store.makeTempDir('heredoc');
@@ -320,7 +324,10 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   } finally {
     await lease.release().catch(() => undefined);
     for (const d of tempDirs) await env.store.removeTree(d).catch(() => undefined);
-    for (const { dir, caps } of rootlessDirs) await userNamespaceRemoveTree(caps)(dir).catch(() => undefined);
+    if (rootlessDirs.length > 0) {
+      const { userNamespaceRemoveTree } = await import('../sandbox/index.js');
+      for (const { dir, caps } of rootlessDirs) await userNamespaceRemoveTree(caps)(dir).catch(() => undefined);
+    }
   }
 }
 

@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
 import { Digester, type Digest } from '../oci/index.js';
@@ -23,7 +24,7 @@ const MAX_RECORDS = 200_000;
 export class FileDigests {
   #known = new Map<string, StatRecord>();
   #dirty = false;
-  #loaded = false;
+  #loaded: Promise<void> | undefined;
   readonly #store: Store;
   /** Files read (not answered from the index) during this build: for tests and logs. */
   hashedFiles = 0;
@@ -36,30 +37,51 @@ export class FileDigests {
     this.#persistUnder = persistUnder.endsWith('/') ? persistUnder : `${persistUnder}/`;
   }
 
-  async #load(): Promise<void> {
-    if (this.#loaded) return;
-    this.#loaded = true;
-    const doc = (await this.#store.readMeta(META)) as Record<string, StatRecord> | undefined;
-    if (doc && typeof doc === 'object') this.#known = new Map(Object.entries(doc));
+  /** Loaded once; callers running in parallel share the one read. */
+  #load(): Promise<void> {
+    return (this.#loaded ??= (async () => {
+      const doc = (await this.#store.readMeta(META)) as Record<string, StatRecord> | undefined;
+      if (doc && typeof doc === 'object') this.#known = new Map(Object.entries(doc));
+    })());
+  }
+
+  /** The digest the index knows for this file as it is now (same stat data), else undefined. */
+  async known(abs: string, st: fs.BigIntStats | fs.Stats): Promise<Digest | undefined> {
+    await this.#load();
+    const hit = this.#known.get(abs);
+    return hit && hit.k === statKey(st) ? hit.d : undefined;
   }
 
   async digestOf(abs: string, st: fs.BigIntStats | fs.Stats, signal?: AbortSignal): Promise<Digest> {
-    await this.#load();
-    const key = statKey(st);
+    const hit = await this.known(abs, st);
+    if (hit) return hit;
+    const d = st.size <= SMALL_FILE ? await digestSmallFile(abs, Number(st.size), signal) : await digestStream(abs, signal);
+    this.#remember(abs, st, d);
+    return d;
+  }
+
+  /** Resolves once the persisted index is loaded (before calling learn()). */
+  ready(): Promise<void> {
+    return this.#load();
+  }
+
+  /**
+   * Takes in a digest computed from the file's bytes elsewhere (a layer written in the same
+   * pass), as digestOf would have; a record the index already holds is left as it is.
+   */
+  learn(abs: string, st: fs.BigIntStats | fs.Stats, d: Digest): void {
     const hit = this.#known.get(abs);
-    if (hit && hit.k === key) return hit.d;
-    const digester = new Digester();
-    await pipeline(createReadStream(abs), async (chunks: AsyncIterable<Buffer>) => {
-      for await (const c of chunks) digester.update(c);
-    }, signal ? { signal } : {});
+    if (hit && hit.d === d && hit.k === statKey(st)) return;
+    this.#remember(abs, st, d);
+  }
+
+  #remember(abs: string, st: fs.BigIntStats | fs.Stats, d: Digest): void {
     this.hashedFiles++;
-    const d = digester.digest();
     if (abs.startsWith(this.#persistUnder)) {
       this.#known.delete(abs);
-      this.#known.set(abs, { k: key, d });
+      this.#known.set(abs, { k: statKey(st), d });
       this.#dirty = true;
     }
-    return d;
   }
 
   /** Persists what was learnt; keeps the most recently used records. */
@@ -75,6 +97,49 @@ export class FileDigests {
     });
     this.#dirty = false;
   }
+}
+
+/** Files up to this size are hashed from one read into one buffer (open, read, close). */
+export const SMALL_FILE = 1024 * 1024;
+
+async function digestStream(abs: string, signal?: AbortSignal): Promise<Digest> {
+  const digester = new Digester();
+  await pipeline(createReadStream(abs), async (chunks: AsyncIterable<Buffer>) => {
+    for await (const c of chunks) digester.update(c);
+  }, signal ? { signal } : {});
+  return digester.digest();
+}
+
+/**
+ * A small file's content from one open, read and close: the buffer is one byte larger than
+ * the stat size, so the first read normally comes back short, which on a regular file means
+ * its end; a file that grew meanwhile is read on to its end.
+ */
+export async function readSmallFile(abs: string, size: number, signal?: AbortSignal): Promise<Buffer> {
+  signal?.throwIfAborted();
+  const fh = await open(abs, 'r');
+  try {
+    let buf = Buffer.allocUnsafe(size + 1);
+    let len = 0;
+    for (;;) {
+      const want = buf.length - len;
+      const { bytesRead } = await fh.read(buf, len, want, null);
+      len += bytesRead;
+      if (bytesRead < want) break;
+      const bigger = Buffer.allocUnsafe(buf.length * 2);
+      buf.copy(bigger, 0, 0, len);
+      buf = bigger;
+    }
+    return buf.subarray(0, len);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function digestSmallFile(abs: string, size: number, signal?: AbortSignal): Promise<Digest> {
+  const d = new Digester();
+  d.update(await readSmallFile(abs, size, signal));
+  return d.digest();
 }
 
 function statKey(st: fs.BigIntStats | fs.Stats): string {

@@ -3,7 +3,7 @@ import { cacheKeyFor } from '../cache/index.js';
 import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { normalize } from '../image/rootfs-view.js';
 import type { LayerIndex } from '../layer/layer-index.js';
-import { writeLayer, type LayerEntry } from '../layer/index.js';
+import type { LayerEntry } from '../layer/index.js';
 import type { StepEnv } from './copy-step.js';
 import { viewOf, type StageState } from './stage-state.js';
 import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js';
@@ -34,6 +34,7 @@ export async function runMkdir(dir: string, text: string, state: StageState, env
     if (existing?.type === 'dir') entries.push({ path: p, type: 'dir', mode: existing.mode, uid: existing.uid, gid: existing.gid, mtime: existing.mtime });
     else entries.push({ path: p, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
   }
+  const { writeLayer } = await import('../layer/index.js'); // not needed on a cache hit
   const pass = new PassThrough();
   const put = env.store.blobs.putBlob(pass, { signal: env.signal });
   await writeLayer(entries, pass, { ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}), ...(env.signal ? { signal: env.signal } : {}) });

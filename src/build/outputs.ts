@@ -3,8 +3,7 @@ import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import type { SealedImage } from '../image/seal.js';
 import type { Store } from '../store/index.js';
-import { exportDockerArchive, exportOciArchive, exportOciLayout, type ExportImage } from '../store/archive-export.js';
-import { materializeRootfs, writeRootfsTar } from './rootfs-output.js';
+import type { ExportImage } from '../store/archive-export.js';
 import type { OutputSpec } from './request.js';
 
 export interface OutputEnv {
@@ -26,24 +25,34 @@ export async function writeOutputs(image: SealedImage, names: readonly string[],
       case 'image':
         for (const name of names) await env.store.setTag(name, image.manifestDescriptor, { signal: env.signal });
         break;
-      case 'oci':
+      case 'oci': {
         await ensureParent(out.dest);
+        const { exportOciArchive } = await import('../store/archive-export.js');
         await exportOciArchive(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal });
         break;
-      case 'oci-layout':
+      }
+      case 'oci-layout': {
+        const { exportOciLayout } = await import('../store/archive-export.js');
         await exportOciLayout(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal });
         break;
-      case 'docker':
+      }
+      case 'docker': {
         await ensureParent(out.dest);
+        const { exportDockerArchive } = await import('../store/archive-export.js');
         await exportDockerArchive(env.store, [exportImage], out.dest, { signal: env.signal });
         break;
-      case 'local':
+      }
+      case 'local': {
+        const { materializeRootfs } = await import('./rootfs-output.js');
         await materializeRootfs(env.store, image.manifest.layers.map((l) => l.digest), out.dest, { signal: env.signal });
         break;
-      case 'tar':
+      }
+      case 'tar': {
         await ensureParent(out.dest);
+        const { writeRootfsTar } = await import('./rootfs-output.js');
         await writeRootfsTar(env.store, image.manifest.layers.map((l) => l.digest), out.dest, { signal: env.signal, sourceDateEpoch: env.sourceDateEpoch });
         break;
+      }
       default:
         out satisfies never;
     }

@@ -6,31 +6,14 @@ import { cacheKeyFor } from '../cache/index.js';
 import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { parseIdFile } from '../image/users.js';
 import type { LayerIndex } from '../layer/layer-index.js';
-import { writeLayer, type LayerEntry } from '../layer/index.js';
+import type { LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import type { RunStep } from '../plan/index.js';
-import {
-  DEFAULT_MOUNT_POINTS,
-  captureUpperDir,
-  diffCopyRootfs,
-  probeSandbox,
-  makeMountPoints,
-  removeMountPoints,
-  userNamespaceRemoveTree,
-  pruneMountPoints,
-  selectRunner,
-  type ChangeEntry,
-  type Runner,
-  type RunSpec,
-  type SandboxCapabilities,
-  type Snapshotter,
-  type StatIndex,
-} from '../sandbox/index.js';
-import { claimRootfs, keepRootfs, type CopyRootfs } from './copy-snapshots.js';
+import type { ChangeEntry, Runner, RunSpec, SandboxCapabilities, Snapshotter, StatIndex } from '../sandbox/index.js';
+import type { CopyRootfs } from './copy-snapshots.js';
 import { imageFileReader, type StepEnv } from './copy-step.js';
-import { lowerDirsFor } from './snapshots.js';
 import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js';
-import { writeLayerInNamespace, type NamespaceEntry } from './rootless.js';
+import type { NamespaceEntry } from './rootless.js';
 import { prepareMounts, type MountEnv, type PreparedMounts } from './run-mounts.js';
 import type { StageState } from './stage-state.js';
 
@@ -64,6 +47,7 @@ export function lazySandbox(opts: {
   let p: Promise<BuildSandbox> | undefined;
   return () =>
     (p ??= (async () => {
+      const { probeSandbox, selectRunner } = await import('../sandbox/index.js');
       const capabilities = await probeSandbox({ signal: opts.signal, path: opts.path });
       const sel = selectRunner({
         capabilities,
@@ -142,6 +126,14 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
 
   const sandbox = await env.sandbox();
   const { runner, capabilities } = sandbox;
+  // Loaded here, not at start-up: a fully cached build never executes a step.
+  const [
+    { DEFAULT_MOUNT_POINTS, captureUpperDir, diffCopyRootfs, makeMountPoints, removeMountPoints, userNamespaceRemoveTree, pruneMountPoints },
+    { writeLayer },
+    { lowerDirsFor },
+    { writeLayerInNamespace },
+    { claimRootfs, keepRootfs },
+  ] = await Promise.all([import('../sandbox/index.js'), import('../layer/index.js'), import('./snapshots.js'), import('./rootless.js'), import('./copy-snapshots.js')]);
   const user = await resolveUser(state.config.config?.User, imageFileReader(env, state)).catch((e: unknown) => {
     throw e instanceof TsbuildError ? new TsbuildError(e.code, e.message, { location: step.location }) : e;
   });

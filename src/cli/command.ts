@@ -16,20 +16,12 @@ export interface CommandContext {
 }
 
 /**
- * One CLI command. `run` returns the exit code; errors it throws are rendered by main().
+ * One CLI command's flags and handler (its name and summary are in commands/index.ts, so that
+ * start-up needs no command module). `run` returns the exit code; errors it throws are rendered by main().
  * Keeping the shape this small keeps yargs inside cli/ (DESIGN.md import rules).
  */
 export interface CommandSpec<A> {
-  readonly command: string | readonly string[];
-  readonly describe: string;
   builder(y: Argv<GlobalArgs>): Argv<A>;
-  /**
-   * For a command whose trailing words belong to someone else (`run IMAGE CMD...`): gets the
-   * words after the command's name and returns them rewritten for yargs, typically with a
-   * `--` where the command's own flags end. yargs alone cannot stop at the first positional
-   * of one command (its halt-at-non-option stops at the command's name).
-   */
-  splitArgs?(words: readonly string[]): string[];
   run(args: ArgumentsCamelCase<A>, ctx: CommandContext): Promise<number>;
 }
 

@@ -1,31 +1,44 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
-import type { CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import type { Logger } from 'pino';
 import { TsbuildError, EXIT } from '../errors.js';
 import type { Io } from './io.js';
 import { LOG_LEVELS, createLogger, resolveRoot, type GlobalArgs } from './global-options.js';
 import { renderError } from './render-error.js';
 import type { CommandContext, CommandSpec } from './command.js';
-import { commandGroups, commands } from './commands/index.js';
-import { openStore, type Store } from '../store/index.js';
+import { commandGroups, commands, type CommandEntry } from './commands/index.js';
+import type { Store } from '../store/index.js';
 
 /** Global options that take a value (they may come before the command's name). */
 const GLOBAL_VALUE_OPTIONS = new Set(['--root', '--log-level']);
 
-/** Lets a command with `splitArgs` (run) rewrite the words after its name; see CommandSpec. */
+/** Lets a command with `splitArgs` (run) rewrite the words after its name; see CommandEntry. */
 function splitCommandArgs(argv: readonly string[]): readonly string[] {
   let i = 0;
   while (i < argv.length && argv[i]!.startsWith('-')) i += GLOBAL_VALUE_OPTIONS.has(argv[i]!) ? 2 : 1;
   const name = argv[i];
-  const spec = (commands as readonly CommandSpec<unknown>[]).find((c) => String(c.command).split(' ')[0] === name);
-  if (!spec?.splitArgs) return argv;
-  return [...argv.slice(0, i + 1), ...spec.splitArgs(argv.slice(i + 1))];
+  const entry = commands.find((c) => c.command.split(' ')[0] === name);
+  if (!entry?.splitArgs) return argv;
+  return [...argv.slice(0, i + 1), ...entry.splitArgs(argv.slice(i + 1))];
 }
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
+}
+
+/**
+ * Before it runs a command's handler, yargs formats that command's whole help text and keeps it
+ * in case the handler later asks for it (string-width, cliui: ~30 ms of a ~0.3 s cached build).
+ * tsbuild never shows help after parsing (its errors are rendered by main()), so the command's
+ * builder turns that cache off. This reaches into yargs' internal methods: if they change, the
+ * guard leaves yargs as it is, which is only slower.
+ */
+function skipHelpCache(y: unknown): void {
+  const internal = (y as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } }).getInternalMethods?.();
+  const usage = internal?.getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => undefined;
 }
 
 /**
@@ -70,53 +83,65 @@ export async function main(rawArgv: readonly string[], io: Io): Promise<number> 
     .alias('h', 'help')
     .wrap(Math.min(110, process.stdout.columns || 100));
 
-  const toModule = (spec: CommandSpec<unknown>): CommandModule => ({
-    command: spec.command as string | string[],
-    describe: spec.describe,
-    builder: (y) => spec.builder(y as never) as never,
-    handler: async (args) => {
-      handled = true;
-      const a = args as unknown as GlobalArgs;
-      const root = resolveRoot(a.root, io);
-      let store: Promise<Store> | undefined;
-      const ctx: CommandContext = {
-        io,
-        root,
-        logger: () => (logger ??= createLogger(a['log-level'])),
-        store: () => (store ??= openStore(root, { signal: io.signal })),
-      };
-      try {
-        exitCode = await spec.run(args as never, ctx);
-      } catch (err) {
-        fail(err);
-      }
-    },
-  });
+  // The command yargs chose, recorded by its builder: yargs runs only the chosen command's
+  // builder (or, for --help, the one whose help it prints), and that is when the command's
+  // module is loaded. The command runs after parsing, outside yargs.
+  let chosen: CommandSpec<unknown> | undefined;
+  const choose = (entry: CommandEntry) => async (y: Argv<GlobalArgs>) => {
+    const spec = (await entry.load()) as CommandSpec<unknown>;
+    chosen = spec;
+    skipHelpCache(y);
+    return spec.builder(y);
+  };
 
-  for (const spec of commands as readonly CommandSpec<unknown>[]) parser = parser.command(toModule(spec));
+  for (const entry of commands) parser = parser.command(entry.command, entry.describe, choose(entry));
   // docker's management-command spellings: `image ls`, `image inspect`, ...
   for (const group of commandGroups) {
-    parser = parser.command({
-      command: `${group.name} <command>`,
-      describe: group.describe,
-      builder: (y) => {
-        let g = y;
-        for (const [alias, spec] of group.commands) g = g.command({ ...toModule(spec as CommandSpec<unknown>), command: String(spec.command).replace(/^\S+/, alias) });
-        return g.demandCommand(1);
-      },
-      handler: () => undefined,
+    parser = parser.command(`${group.name} <command>`, group.describe, (y) => {
+      let g = y;
+      for (const [alias, name] of group.commands) {
+        const entry = commands.find((c) => c.command.split(' ')[0] === name)!;
+        g = g.command(entry.command.replace(/^\S+/, alias), entry.describe, choose(entry));
+      }
+      return g.demandCommand(1);
     });
   }
 
+  const runChosen = async (spec: CommandSpec<unknown>, args: unknown): Promise<void> => {
+    handled = true;
+    const a = args as GlobalArgs;
+    const root = resolveRoot(a.root, io);
+    let store: Promise<Store> | undefined;
+    const ctx: CommandContext = {
+      io,
+      root,
+      logger: () => (logger ??= createLogger(a['log-level'])),
+      store: () => (store ??= import('../store/index.js').then((m) => m.openStore(root, { signal: io.signal }))),
+    };
+    try {
+      exitCode = await spec.run(args as never, ctx);
+    } catch (err) {
+      fail(err);
+    }
+  };
+
   try {
-    await parser.parseAsync([...argv], {}, (err, _args, output) => {
-      if (err && !handled) {
+    let usageError = false;
+    let printed = false;
+    const args = await parser.parseAsync([...argv], {}, (err, _args, output) => {
+      if (err) {
         io.stderr.write(`error: ${err.message}\nSee 'tsbuild --help'.\n`);
         exitCode = EXIT.usage;
+        usageError = true;
         return;
       }
-      if (output) io.stdout.write(output.endsWith('\n') ? output : `${output}\n`);
+      if (output) {
+        printed = true;
+        io.stdout.write(output.endsWith('\n') ? output : `${output}\n`);
+      }
     });
+    // --help / --version print and stop; a usage error was reported above.
+    if (chosen !== undefined && !usageError && !printed) await runChosen(chosen, args);
   } catch (err) {
     // yargs rethrows handler-independent failures (unknown flags, validation).
     if (!handled) {

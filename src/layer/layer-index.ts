@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { extract as tarExtract } from 'tar-stream';
+import type { Extract } from 'tar-stream';
 import { TsbuildError } from '../errors.js';
 
 /**
@@ -64,9 +64,7 @@ export async function indexLayer(tar: Readable, opts: { signal?: AbortSignal | u
   const entries: IndexedEntry[] = [];
   const whiteouts: string[] = [];
   const opaqueDirs: string[] = [];
-  const ex = tarExtract();
-  tar.on('error', (e) => ex.destroy(e));
-  tar.pipe(ex as unknown as NodeJS.WritableStream);
+  const ex = await extractFrom(tar);
   try {
     for await (const entry of ex) {
       opts.signal?.throwIfAborted();
@@ -117,10 +115,26 @@ export async function readLayerFile(open: () => Readable | Promise<Readable>, fi
 
 type Scan = { kind: 'content'; content: Buffer } | { kind: 'link'; target: string } | { kind: 'none' };
 
-async function scanFor(tar: Readable, want: string, maxBytes: number): Promise<Scan> {
-  const ex = tarExtract();
+/**
+ * A tar-stream extractor fed by `tar`. tar-stream loads when a layer is first read (a cached
+ * build reads layer indexes from meta/ instead); an error of `tar` while it loads is kept.
+ */
+async function extractFrom(tar: Readable): Promise<Extract> {
+  let early: Error | undefined;
+  const hold = (e: Error): void => {
+    early ??= e;
+  };
+  tar.on('error', hold);
+  const ex = (await import('tar-stream')).extract();
+  tar.off('error', hold);
   tar.on('error', (e) => ex.destroy(e));
+  if (early) ex.destroy(early);
   tar.pipe(ex as unknown as NodeJS.WritableStream);
+  return ex;
+}
+
+async function scanFor(tar: Readable, want: string, maxBytes: number): Promise<Scan> {
+  const ex = await extractFrom(tar);
   let result: Scan = { kind: 'none' };
   for await (const entry of ex) {
     const p = cleanTarPath(entry.header.name);

@@ -1,7 +1,7 @@
 import { chmod, mkdir, readdir, readFile, realpath, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { digestHex, isDigest, type Descriptor, type Digest } from '../oci/index.js';
+import { canonicalJson, digestHex, isDigest, type Descriptor, type Digest } from '../oci/index.js';
 import { createFileIfAbsent, errnoCode, fsyncDir, storeIoError, tempPath, writeFileAtomic } from './atomic-file.js';
 import { BlobStore } from './blob-store.js';
 import {
@@ -107,7 +107,10 @@ export class Store {
         }
       }
       if (!placed) manifests.push(entry);
-      await this.#writeIndex({ ...index, manifests }, opts.signal);
+      // Re-tagging with the same descriptor (an unchanged, fully cached rebuild) changes
+      // nothing: the index is not rewritten and fsynced again.
+      const same = manifests.length === index.manifests.length && manifests.every((m, i) => canonicalJson(m).equals(canonicalJson(index.manifests[i])));
+      if (!same) await this.#writeIndex({ ...index, manifests }, opts.signal);
     }, opts);
   }
 

@@ -91,8 +91,6 @@ export function snapshotterFromEnv(env: NodeJS.ProcessEnv): 'auto' | 'overlay' |
 }
 
 export const buildCommand = defineCommand({
-  command: 'build [context]',
-  describe: 'Build an image from a Dockerfile',
   builder: (y) =>
     registryOptions(y)
       .positional('context', { type: 'string', default: '.', describe: 'Build context directory' })
@@ -199,7 +197,7 @@ export const buildCommand = defineCommand({
           report: createReporter(progress, io.stderr),
           platform: hostPlatform(),
           created: createdTime(io.env),
-          logger: ctx.logger(),
+          logger: ctx.logger,
           registry: () => (registry ??= registryClientFor(args, ctx)),
           ...(io.env.PATH !== undefined ? { toolPath: io.env.PATH } : {}),
         },

@@ -9,8 +9,6 @@ function pct(part: number, whole: number): string {
 }
 
 export const dfCommand = defineCommand({
-  command: 'df',
-  describe: 'Show the disk usage of the store: images, build cache, snapshots, cache mounts',
   builder: (y) => y.option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'Per image (shared and unique sizes) and per cache entry' }),
   run: async (args, ctx) => {
     const signal = ctx.io.signal;

@@ -26,8 +26,6 @@ function describe(p: FsckProblem): string {
 const HARMLESS = new Set<FsckProblem['kind']>(['stale-temp', 'stale-lock']);
 
 export const fsckCommand = defineCommand({
-  command: 'fsck',
-  describe: 'Check the local store: every blob re-hashed, every tag and reference resolvable',
   builder: (y) => y.option('quick', { type: 'boolean', default: false, describe: 'Check structure and references only, do not re-hash blobs' }),
   run: async (args, ctx) => {
     const store = await ctx.store();

@@ -17,8 +17,6 @@ function ellipsis(s: string, max: number): string {
 }
 
 export const historyCommand = defineCommand({
-  command: 'history <image>',
-  describe: 'Show the history of an image: one row per build step, newest first',
   builder: (y) =>
     y
       .positional('image', { type: 'string', demandOption: true, describe: 'Image name or ID' })

@@ -47,8 +47,6 @@ function matches(row: ImageRow, f: ImageFilter): boolean {
 }
 
 export const imagesCommand = defineCommand({
-  command: 'images',
-  describe: 'List the images of the local store',
   builder: (y) =>
     y
       .option('all', { alias: 'a', type: 'boolean', default: false, describe: 'Show all images (the store keeps no intermediate images, so the same as without -a)' })

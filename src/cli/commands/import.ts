@@ -7,8 +7,6 @@ import { hostPlatform } from '../../oci/index.js';
 import { createdTime } from '../source-date.js';
 
 export const importCommand = defineCommand({
-  command: 'import <file> <name>',
-  describe: 'Create an image from a root filesystem tarball (plain or gzip), like docker import',
   builder: (y) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'Root filesystem tarball' })

@@ -40,8 +40,6 @@ export async function inspectDocument(store: Store, img: StoreImage, signal?: Ab
 }
 
 export const inspectCommand = defineCommand({
-  command: 'inspect <images..>',
-  describe: 'Show the details of images as a JSON array, like docker image inspect',
   builder: (y) =>
     y
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'Image names or IDs' })

@@ -5,8 +5,6 @@ import { loadArchive } from '../../store/archive-import.js';
 import { familiar } from '../../store/archive-export.js';
 
 export const loadCommand = defineCommand({
-  command: 'load',
-  describe: 'Load images from an OCI or docker archive (as written by save, docker save, podman save, skopeo)',
   builder: (y) => y.option('input', { alias: 'i', type: 'string', demandOption: true, describe: 'Archive file (tar, optionally gzipped)' }),
   run: async (args, ctx) => {
     try {

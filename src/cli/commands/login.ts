@@ -22,8 +22,6 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
 }
 
 export const loginCommand = defineCommand({
-  command: 'login <registry>',
-  describe: 'Log in to a registry: check the credentials and store them in the docker config',
   builder: (y) =>
     registryOptions(y)
       .positional('registry', { type: 'string', demandOption: true, describe: 'Registry host[:port]' })

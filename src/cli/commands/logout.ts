@@ -4,8 +4,6 @@ import { TsbuildError } from '../../errors.js';
 import { registryArgument } from './login.js';
 
 export const logoutCommand = defineCommand({
-  command: 'logout <registry>',
-  describe: 'Remove stored credentials for a registry',
   builder: (y) => y.positional('registry', { type: 'string', demandOption: true, describe: 'Registry host[:port]' }),
   run: async (args, ctx) => {
     const registry = registryArgument(args.registry);

@@ -83,8 +83,6 @@ function treeJson(parsed: ParsedDockerfile): string {
  * Syntax errors leave with their location (`error: FILE:LINE: message`) and exit code 1.
  */
 export const parseCommand = defineCommand({
-  command: 'parse <file>',
-  describe: 'Parse a Dockerfile and print its syntax tree (FILE "-" reads stdin)',
   builder: (y) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'Dockerfile path, or - for stdin' })

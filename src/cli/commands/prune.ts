@@ -31,8 +31,6 @@ async function removeOrphanMeta(store: Store, signal: AbortSignal): Promise<void
 }
 
 export const pruneCommand = defineCommand({
-  command: 'prune',
-  describe: 'Remove dangling images; with --all also the build cache and its snapshots',
   builder: (y) =>
     y
       .option('all', { alias: 'a', type: 'boolean', default: false, describe: 'Also remove the build cache (step cache entries, their layers and snapshots)' })

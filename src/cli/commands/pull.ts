@@ -36,8 +36,6 @@ export function short(digest: string): string {
 }
 
 export const pullCommand = defineCommand({
-  command: 'pull <image>',
-  describe: 'Pull an image from a registry into the local store',
   builder: (y) =>
     registryOptions(y)
       .positional('image', { type: 'string', demandOption: true, describe: 'Image reference, e.g. localhost:5000/app:v1' })

@@ -6,8 +6,6 @@ import type { PushProgress } from '../../registry/index.js';
 import { registryClientFor, registryOptions, short } from './pull.js';
 
 export const pushCommand = defineCommand({
-  command: 'push <image> [destination]',
-  describe: 'Push an image from the local store to a registry; prints the manifest digest',
   builder: (y) =>
     registryOptions(y)
       .positional('image', { type: 'string', demandOption: true, describe: 'Image in the local store (name or ID)' })

@@ -76,8 +76,6 @@ async function removeOne(store: Store, arg: string, force: boolean, out: (line: 
 }
 
 export const rmiCommand = defineCommand({
-  command: 'rmi <images..>',
-  describe: 'Remove images: untag, and delete what no other image or the build cache needs',
   builder: (y) =>
     y
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'Image names or IDs' })

@@ -5,8 +5,6 @@ import { getLocalImage } from '../../image/local-image.js';
 import { exportDockerArchive, exportOciArchive, type ExportImage } from '../../store/archive-export.js';
 
 export const saveCommand = defineCommand({
-  command: 'save <images..>',
-  describe: 'Save images to an OCI or docker archive (docker save)',
   builder: (y) =>
     y
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'Image names or IDs' })

@@ -2,8 +2,6 @@ import { defineCommand } from '../command.js';
 import { getLocalImage, normalizeName } from '../../image/local-image.js';
 
 export const tagCommand = defineCommand({
-  command: 'tag <source> <target>',
-  describe: 'Give an image of the local store another name (no registry involved)',
   builder: (y) =>
     y
       .positional('source', { type: 'string', demandOption: true, describe: 'Image name or ID' })
