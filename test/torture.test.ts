@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { bin, storeWithBusybox, tempDir, tsbuild, writeTree } from './support/cli.js';
@@ -158,11 +159,12 @@ RUN (sleep 4321 &); setsid sleep 4322 >/dev/null 2>&1 < /dev/null & echo started
 describe('a RUN build killed with SIGKILL', () => {
   it('leaves no sandbox process and no mount behind, and fsck is clean', async () => {
     const ctx = path.join(work, 'killrun');
-    await writeTree(ctx, { Dockerfile: 'FROM busybox\nRUN echo tsbuild-torture-kill && sleep 30\n' });
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nRUN echo tsbuild-torture-kill-$((6*7)) && sleep 30\n' });
     const child = spawn(process.execPath, [bin, 'build', '--no-cache', '--progress', 'plain', ctx], { env: { ...process.env, TSBUILD_ROOT: root }, stdio: ['ignore', 'ignore', 'pipe'] });
     await new Promise<void>((resolve) => {
       child.stderr.on('data', (d: Buffer) => {
-        if (d.toString().includes('tsbuild-torture-kill')) setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 300);
+        // The step's output (the command line, echoed before the step starts, has no "42").
+        if (d.toString().includes('tsbuild-torture-kill-42')) setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 300);
       });
       child.on('exit', () => resolve());
     });
@@ -179,6 +181,14 @@ describe('a RUN build killed with SIGKILL', () => {
     expect(readFileSync('/proc/mounts', 'utf8')).not.toContain(root);
     const f = await tsbuild(['fsck'], { root });
     expect(f.code, f.stdout).toBe(0);
+    // The killed build's step dir (outside the store, so fsck cannot see it) carries its pid;
+    // the next build that runs a step removes it (it used to stay in /tmp for good).
+    const mine = () => readdirSync(tmpdir()).filter((n) => n.startsWith(`tsbuild-run-${child.pid}-`));
+    expect(mine()).toHaveLength(1);
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nRUN true\n' });
+    const next = await tsbuild(['build', '--no-cache', ctx], { root });
+    expect(next.code, next.stderr).toBe(0);
+    expect(mine()).toEqual([]);
   });
 });
 

@@ -1,9 +1,9 @@
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { runChild, Tail } from './child.js';
 import { prepareOverlay } from './overlay.js';
+import { makeStepDir } from './step-dir.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
 import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
 import { assertMapped } from './user-namespace.js';
@@ -100,7 +100,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
       }
       if (nonRootUser && !tools.setpriv) throw new TsbuildError('SANDBOX_UNAVAILABLE', 'setpriv is not installed', { hint: 'apt-get install util-linux' });
 
-      const stepDir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'tsbuild-run-'));
+      const stepDir = await makeStepDir('run', opts.tmpDir);
       try {
         // 0711: a non-root USER's bwrap must traverse to the mount point, nothing more.
         await chmod(stepDir, 0o711);
