@@ -144,18 +144,6 @@ function strays(before, dirs) {
 function pidSet() {
   return new Set(fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)));
 }
-function liveCmdlines() {
-  let all = '';
-  for (const pid of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try { all += fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8') + '\n'; } catch {}
-  }
-  return all;
-}
-function tmpLeftovers(before) {
-  return fs.readdirSync(os.tmpdir()).filter((n) => /^tsbuild-(run|runc|probe)-/.test(n) && !before.has(n));
-}
-
 const work = fs.mkdtempSync(path.join('/work', `.torture-${process.pid}-`));
 const sentinelDir = path.join(work, 'sentinel');
 const sentinel = path.join(sentinelDir, 'sentinel.txt');
@@ -245,6 +233,7 @@ async function killLoop(kind, n, { root, durMs, args, prepare, next, dirs, asUse
     if (nx.ok) st.nextOk++;
     else st.failures.push(`${kind} ${i} @${delay}ms: next command failed: ${nx.why}`);
     st.stepDirsAfterNext += stepDirsOf(r.pid).length;
+    if (st.attempts % 10 === 0) console.log(`  ... ${kind}: ${st.attempts} attempts, ${st.killed} killed mid-command`);
   }
   return st;
 }
@@ -259,7 +248,7 @@ function reportKills(section, st, extra = '') {
 
 // ---------------------------------------------------------------- 1. crashes
 async function crashes() {
-  console.log(`\n== 1. crashes: ${KILLS} SIGKILLs at seeded random moments (seed ${SEED})`);
+  console.log(`\n== 1. crashes: SIGKILLs at seeded random moments (seed ${SEED}): ${KILLS} builds, ${OP_KILLS} each of push, pull, prune`);
   const root = path.join(work, 'crash-store');
   await storeWithBusybox(root);
   const ctxs = {};
