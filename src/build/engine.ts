@@ -13,7 +13,7 @@ import { resolveImage, scratchState, stateFromImage, type ImageSource } from './
 import { dispatchInstruction, type StageContext } from './dispatch.js';
 import { lazySandbox } from './run-step.js';
 import { unpackInNamespace } from './rootless.js';
-import { hostToContainer, probeSandbox, userNamespaceRemoveTree, type SandboxCapabilities } from '../sandbox/index.js';
+import { hostToContainer, probeSandbox, sweepDeadStepDirs, userNamespaceRemoveTree, type SandboxCapabilities } from '../sandbox/index.js';
 import { digestTree } from './tree-digest.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
@@ -57,6 +57,9 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   const failFast = new AbortController();
   const env: BuildEnv = { ...outerEnv, signal: AbortSignal.any([outerEnv.signal, failFast.signal]) };
   const file = req.dockerfile.name;
+  // Step dirs of SIGKILLed tsbuilds (outside the store, so gc cannot see them) go now, even
+  // when every step of this build is cached.
+  await sweepDeadStepDirs();
   const parsed = parseDockerfile(req.dockerfile.text, { file });
   const split = splitStages(toInstructions(parsed));
   if (split.stages.length === 0) {
