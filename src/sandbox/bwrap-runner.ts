@@ -149,7 +149,15 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
 
         const errTail = new Tail();
         let started = false;
-        const result = await runChild(tools.unshare, argv, {
+        // If tsbuild is SIGKILLed before bwrap has started (while the wrapper mounts the overlay
+        // or runs the pre-pass), --die-with-parent comes too late: bwrap sets PR_SET_PDEATHSIG
+        // only when it runs and does not check whether its parent is already gone, so the step
+        // ran on, orphaned (found by scripts/torture, rootless section). setpriv sets the
+        // parent-death signal first; it survives the execs of unshare and sh (no credential
+        // change) until bwrap sets its own. (A non-root USER's setpriv --reuid clears it for
+        // the few instructions before bwrap starts.)
+        const [command, commandArgs] = tools.setpriv ? [tools.setpriv, ['--pdeathsig', 'KILL', '--', tools.unshare, ...argv]] : [tools.unshare, argv];
+        const result = await runChild(command, commandArgs, {
           signal,
           cwd: stepDir,
           ...(step.stdin ? { stdin: step.stdin } : {}),
