@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // Reliability and security suite (issue 7). Runs the compiled CLI (dist/) end to end and prints
-// figures. Usage: scripts/torture [SECTION...]   sections: crash concurrency layers contexts sandbox secrets
-// Env: TORTURE_QUICK=1 (small counts), TORTURE_SEED=N, TORTURE_KILLS=N, TORTURE_ROUNDS=N,
-//      TORTURE_MUTANTS=N, TORTURE_KEEP=1 (keep the work directory).
+// figures. Usage: scripts/torture [SECTION...]
+//   sections: crash concurrency faults layers contexts sandbox secrets rootless
+// Env: TORTURE_QUICK=1 (small counts), TORTURE_SEED=N, TORTURE_KILLS=N (build kills),
+//      TORTURE_OP_KILLS=N (kills each of push, pull, prune), TORTURE_ROUNDS=N (concurrency),
+//      TORTURE_FAULT_ROUNDS=N (per fault rate), TORTURE_ROOTLESS_KILLS=N, TORTURE_MUTANTS=N,
+//      TORTURE_KEEP=1 (keep the work directory).
 // Exit code: 0 when every check held, 1 otherwise.
 import { spawn, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -17,7 +20,11 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(repo, 'dist', 'cmd', 'tsbuild.js');
 const QUICK = process.env.TORTURE_QUICK === '1';
 const SEED = Number(process.env.TORTURE_SEED ?? 0x70127);
-const KILLS = Number(process.env.TORTURE_KILLS ?? (QUICK ? 20 : 100));
+const KILLS = Number(process.env.TORTURE_KILLS ?? (QUICK ? 10 : 50));
+const OP_KILLS = Number(process.env.TORTURE_OP_KILLS ?? (QUICK ? 4 : 25));
+const FAULT_ROUNDS = Number(process.env.TORTURE_FAULT_ROUNDS ?? (QUICK ? 5 : 50));
+const ROOTLESS_KILLS = Number(process.env.TORTURE_ROOTLESS_KILLS ?? (QUICK ? 5 : 20));
+const TEST_USER = process.env.TSBUILD_TEST_USER ?? 'tsbuild-test';
 const ROUNDS = Number(process.env.TORTURE_ROUNDS ?? (QUICK ? 3 : 25));
 const MUTANTS = Number(process.env.TORTURE_MUTANTS ?? 10_000);
 const MARK = `torture-mark-${process.pid}`;
@@ -48,10 +55,14 @@ function note(s) {
 }
 
 /** Runs the CLI; never rejects. timeout kills with SIGKILL and sets timedOut. */
-function tsbuild(args, { root, cwd, env, timeout = 300_000, killAfter } = {}) {
+function tsbuild(args, { root, cwd, env, timeout = 300_000, killAfter, asUser } = {}) {
   return new Promise((resolve) => {
     const t0 = Date.now();
-    const child = spawn(process.execPath, [BIN, ...args], {
+    // setpriv execs node, so the pid we kill is tsbuild's own (runuser/su would fork and wait).
+    const [cmd, argv] = asUser
+      ? ['setpriv', ['--reuid', asUser, '--regid', asUser, '--init-groups', '--', process.execPath, BIN, ...args]]
+      : [process.execPath, [BIN, ...args]];
+    const child = spawn(cmd, argv, {
       cwd: cwd ?? repo,
       env: { ...process.env, ...(root ? { TSBUILD_ROOT: root } : {}), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -133,18 +144,6 @@ function strays(before, dirs) {
 function pidSet() {
   return new Set(fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)));
 }
-function liveCmdlines() {
-  let all = '';
-  for (const pid of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try { all += fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8') + '\n'; } catch {}
-  }
-  return all;
-}
-function tmpLeftovers(before) {
-  return fs.readdirSync(os.tmpdir()).filter((n) => /^tsbuild-(run|runc|probe)-/.test(n) && !before.has(n));
-}
-
 const work = fs.mkdtempSync(path.join('/work', `.torture-${process.pid}-`));
 const sentinelDir = path.join(work, 'sentinel');
 const sentinel = path.join(sentinelDir, 'sentinel.txt');
@@ -158,9 +157,120 @@ function sentinelIntact() {
   return fs.readFileSync(sentinel, 'utf8') === SENTINEL_TEXT && names === 'sentinel.txt' && fs.readFileSync(rootSentinel, 'utf8') === SENTINEL_TEXT;
 }
 
+// ---------------------------------------------------------------- shared: registry, fault proxy
+// The real registry (docker-registry) and the fault proxy, as the tests start them: the TS
+// modules in test/support are not in dist/, so they are compiled here into the work dir.
+let supportMods;
+async function support() {
+  if (supportMods) return supportMods;
+  const out = path.join(work, 'support');
+  execFileSync(path.join(repo, 'node_modules', '.bin', 'tsc'), [
+    '--outDir', out, '--rootDir', path.join(repo, 'test', 'support'), '--module', 'NodeNext', '--moduleResolution', 'NodeNext',
+    '--target', 'ES2023', '--types', 'node', '--skipLibCheck', '--strict',
+    path.join(repo, 'test', 'support', 'fault-proxy.ts'), path.join(repo, 'test', 'support', 'registry.ts'),
+  ], { cwd: repo, stdio: 'inherit' });
+  fs.writeFileSync(path.join(out, 'package.json'), '{"type":"module"}\n');
+  const proxy = await import(pathToFileURL(path.join(out, 'fault-proxy.js')).href);
+  const registry = await import(pathToFileURL(path.join(out, 'registry.js')).href);
+  supportMods = { startFaultProxy: proxy.startFaultProxy, startRegistry: registry.startRegistry };
+  return supportMods;
+}
+let runningRegistry;
+async function getRegistry() {
+  if (!runningRegistry) runningRegistry = await (await support()).startRegistry({ mode: { kind: 'open' } });
+  return runningRegistry;
+}
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+/** A failure is clean when tsbuild exits 1 with its one-line error and no stack trace. */
+function cleanFailure(r) {
+  return r.code === 1 && !r.timedOut && /^error: /m.test(r.stderr) && !/\n\s+at .+[(:]\d+/.test(r.stderr) && !/internal error/i.test(r.stderr);
+}
+/** The first error line, with digests, hosts and numbers blurred, to tally failure kinds. */
+function errorKind(stderr) {
+  const line = (stderr.split('\n').find((l) => l.startsWith('error: ')) ?? firstLine(stderr)).slice(7);
+  return line.replace(/sha256:[a-f0-9]{64}/g, 'sha256:…').replace(/127\.0\.0\.\d+:\d+/g, 'HOST').replace(/\d+/g, 'N').slice(0, 110);
+}
+function tally(map, key) {
+  map.set(key, (map.get(key) ?? 0) + 1);
+}
+function topOf(map, n = 4) {
+  return [...map].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => `${v}× "${k}"`).join('; ');
+}
+/** Step dirs of process `pid` still in the OS temp dir (tsbuild-run(c)-<pid>-…). */
+function stepDirsOf(pid) {
+  return fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith(`tsbuild-run-${pid}-`) || n.startsWith(`tsbuild-runc-${pid}-`));
+}
+
+/**
+ * Kill `n` runs of one command at seeded random moments (uniform over 10..95 % of its measured
+ * duration); after each: no mount or process left, fsck consistent, then `next` must succeed.
+ * A kill that comes after the command exited does not count; at most 2n attempts.
+ */
+async function killLoop(kind, n, { root, durMs, args, prepare, next, dirs, asUser }) {
+  const st = { kind, attempts: 0, killed: 0, finished: 0, fsckOk: 0, nextOk: 0, mounts: 0, procs: 0, slow: 0, tempNotes: 0, stepDirsAfterNext: 0, failures: [] };
+  for (let i = 0; st.killed < n && i < 2 * n; i++) {
+    st.attempts++;
+    if (prepare) await prepare(i);
+    const before = pidSet();
+    const delay = Math.floor((typeof durMs === 'function' ? durMs(i) : durMs) * (0.1 + 0.85 * rand()));
+    const r = await tsbuild(args(i), { root, killAfter: delay, asUser, env: { HOME: asUser ? path.dirname(root) : process.env.HOME } });
+    if (r.killed && r.signal === 'SIGKILL') st.killed++;
+    else {
+      st.finished++;
+      if (r.code !== 0) st.failures.push(`${kind} ${i}: unkilled run failed ${r.code}: ${r.stderr.slice(-200)}`);
+    }
+    await sleep(150);
+    st.mounts += mountsUnder(root) + mountsUnder(work);
+    const s0 = strays(before, dirs);
+    let s = s0;
+    // A killed command's sandbox takes a moment to go on a loaded machine: a process still there
+    // after 5 s counts as left behind; one that went in the meantime is noted as slow.
+    for (let w = 0; s.length && w < 50; w++) {
+      await sleep(100);
+      s = s.filter((p) => fs.existsSync(`/proc/${p.pid}`));
+    }
+    st.slow += s0.length - s.length;
+    if (s0.length > s.length) st.failures.push(`${kind} ${i} @${delay}ms: gone within 5 s but not 150 ms: ${s0.filter((p) => !s.includes(p)).map((p) => `${p.comm}(${p.cmd})`).join('; ')}`);
+    st.procs += s.length;
+    if (s.length) st.failures.push(`${kind} ${i} @${delay}ms: stray after 5 s: ${s.map((p) => `${p.comm}(${p.cmd})`).join('; ')}`);
+    for (const p of s) try { process.kill(Number(p.pid), 'SIGKILL'); } catch {}
+    const f = await tsbuild(['fsck'], { root, asUser, env: { HOME: asUser ? path.dirname(root) : process.env.HOME } });
+    if (f.code === 0 && /consistent/.test(f.stdout)) st.fsckOk++;
+    else st.failures.push(`${kind} ${i} @${delay}ms: fsck ${f.code}: ${(f.stdout + f.stderr).slice(0, 300)}`);
+    // Temps of the killed process (fsck lists them as harmless notes; the next prune removes them).
+    st.tempNotes += f.stdout.split('\n').filter((l) => l.startsWith('note: leftover temporary') && l.includes(`of process ${r.pid},`)).length;
+    const nx = await next(i);
+    if (nx.ok) st.nextOk++;
+    else st.failures.push(`${kind} ${i} @${delay}ms: next command failed: ${nx.why}`);
+    st.stepDirsAfterNext += stepDirsOf(r.pid).length;
+    if (st.attempts % 10 === 0) console.log(`  ... ${kind}: ${st.attempts} attempts, ${st.killed} killed mid-command`);
+  }
+  return st;
+}
+/** `prune -f` each store, then count what fsck still notes (must be 0). */
+async function tempsAfterPrune(roots, asUser) {
+  let notes = 0;
+  for (const root of roots) {
+    const env = { HOME: asUser ? path.dirname(root) : process.env.HOME };
+    const p = await tsbuild(['prune', '-f'], { root, asUser, env });
+    if (p.code !== 0) note(`prune -f in ${root}: ${p.stderr.slice(-200)}`);
+    const f = await tsbuild(['fsck'], { root, asUser, env });
+    notes += (f.stdout.match(/^note: /gm) ?? []).length;
+  }
+  return notes;
+}
+function reportKills(section, st, extra = '') {
+  const a = st.attempts;
+  fig(section, `${st.kind}: SIGKILLed mid-command / finished before the kill${extra}`, `${st.killed} / ${st.finished}`, st.killed > 0);
+  fig(section, `${st.kind}: fsck consistent after each / next command succeeded`, `${st.fsckOk}/${a} / ${st.nextOk}/${a}`, st.fsckOk === a && st.nextOk === a);
+  fig(section, `${st.kind}: mounts / processes left 5 s after the kill (sum) [processes that took 0.15-5 s to go]`, `${st.mounts} / ${st.procs} [${st.slow}]`, st.mounts === 0 && st.procs === 0);
+  fig(section, `${st.kind}: temps of the killed process noted by fsck (sum over kills) / step dirs of the killed pid left after the next command`, `${st.tempNotes} / ${st.stepDirsAfterNext}`, st.stepDirsAfterNext === 0);
+  for (const e of st.failures.slice(0, 6)) note(e);
+}
+
 // ---------------------------------------------------------------- 1. crashes
 async function crashes() {
-  console.log(`\n== 1. crashes: ${KILLS} SIGKILLs at seeded random moments (seed ${SEED})`);
+  console.log(`\n== 1. crashes: SIGKILLs at seeded random moments (seed ${SEED}): ${KILLS} builds, ${OP_KILLS} each of push, pull, prune`);
   const root = path.join(work, 'crash-store');
   await storeWithBusybox(root);
   const ctxs = {};
@@ -193,52 +303,106 @@ async function crashes() {
     dur[`${c}/${label}`] = r.ms;
   }
   console.log(`  build times (ms): ${JSON.stringify(dur)}`);
-  const tmpBefore = new Set(fs.readdirSync(os.tmpdir()));
-  let fsckOk = 0, nextOk = 0, mountsLeft = 0, procsLeft = 0, tmpLeft = 0, killedMid = 0, finishedBeforeKill = 0;
-  const strayExamples = [];
-  const failures = [];
-  // Until KILLS builds were killed mid-build (a kill that comes after the build finished does not
-  // count), at most 2 x KILLS attempts.
-  let i = 0;
-  for (; killedMid < KILLS && i < 2 * KILLS; i++) {
-    const [c, label, extra] = kinds[i % kinds.length];
-    const before = pidSet();
-    const delay = Math.floor(rand() * dur[`${c}/${label}`] * 0.8) + 5;
-    const r = await tsbuild(['build', ...extra, '-t', `crash-${c}:1`, ctxs[c]], { root, killAfter: delay });
-    if (r.killed && r.signal === 'SIGKILL') killedMid++;
-    else finishedBeforeKill++;
-    await new Promise((res) => setTimeout(res, 150));
-    const m = mountsUnder(root) + mountsUnder(work);
-    mountsLeft += m;
-    const s = strays(before, [root, work]);
-    procsLeft += s.length;
-    if (s.length && strayExamples.length < 5) strayExamples.push(`${c}/${label}@${delay}ms: ${s.map((p) => `${p.comm}(${p.cmd})`).join('; ')}`);
-    for (const p of s) try { process.kill(Number(p.pid), 'SIGKILL'); } catch {}
-    // Step directories in /tmp no live process refers to (other builds on this machine may be
-    // running: count only, never delete).
-    const live = liveCmdlines();
-    const tl = tmpLeftovers(tmpBefore).filter((n) => !live.includes(n));
-    tmpLeft += tl.length;
-    for (const n of tl) tmpBefore.add(n);
-    const f = await tsbuild(['fsck'], { root });
-    if (f.code === 0 && /consistent/.test(f.stdout)) fsckOk++;
-    else failures.push(`kill ${i} (${c}/${label} @${delay}ms): fsck ${f.code}: ${(f.stdout + f.stderr).slice(0, 300)}`);
-    const n = await tsbuild(['build', '-t', `crash-${c}:1`, ctxs[c]], { root });
-    if (n.code === 0) nextOk++;
-    else failures.push(`kill ${i} (${c}/${label} @${delay}ms): next build ${n.code}: ${n.stderr.slice(-300)}`);
-    if ((i + 1) % 20 === 0) console.log(`  ... ${i + 1} attempts, ${killedMid} killed mid-build`);
+  const builds = await killLoop('build', KILLS, {
+    root,
+    dirs: [root, work],
+    durMs: (i) => dur[`${kinds[i % kinds.length][0]}/${kinds[i % kinds.length][1]}`],
+    args: (i) => { const [c, , extra] = kinds[i % kinds.length]; return ['build', ...extra, '-t', `crash-${c}:1`, ctxs[c]]; },
+    next: async (i) => { const [c] = kinds[i % kinds.length]; const n = await tsbuild(['build', '-t', `crash-${c}:1`, ctxs[c]], { root }); return { ok: n.code === 0, why: n.stderr.slice(-300) }; },
+  });
+  reportKills('crashes', builds, ' (cold --no-cache and cached; COPY 32/24 MiB, RUN writing 8 and 5 MiB, a background sleep, COPY --from)');
+
+  // push, pull, prune against the real registry.
+  const reg = await getRegistry();
+  const opRoot = (name) => path.join(work, name);
+  const pushOnce = (repoName, killAfter) => tsbuild(['push', 'crash-big:1', `${reg.host}/${repoName}:1`], { root, killAfter });
+  const pushFirst = await pushOnce('crash/calibrate');
+  if (pushFirst.code !== 0) throw new Error(`calibration push failed: ${pushFirst.stderr}`);
+  // Calibrate on a second push to a new repository: the first one was the only one that had to
+  // upload every blob to the registry (later ones mount or find them, and take a fraction).
+  const pushCal = await pushOnce('crash/calibrate-2');
+  if (pushCal.code !== 0) throw new Error(`calibration push failed: ${pushCal.stderr}`);
+  const pushes = await killLoop('push', OP_KILLS, {
+    root,
+    dirs: [root, work],
+    durMs: pushCal.ms,
+    // A new repository each time: every layer is uploaded again (no blob is linked there yet).
+    args: (i) => ['push', 'crash-big:1', `${reg.host}/crash/push-${i}:1`],
+    next: async (i) => { const n = await pushOnce(`crash/push-${i}`); return { ok: n.code === 0, why: n.stderr.slice(-300) }; },
+  });
+  // What a killed-then-repeated push left in the registry is whole: pull every 5th back.
+  let pushedOk = 0, pushedChecked = 0;
+  const wantId = JSON.parse((await tsbuild(['inspect', 'crash-big:1'], { root })).stdout)[0]?.Id;
+  for (let i = 0; i < pushes.attempts; i += 5) {
+    const vr = opRoot(`crash-verify-${i}`);
+    const v = await tsbuild(['pull', `${reg.host}/crash/push-${i}:1`], { root: vr });
+    pushedChecked++;
+    const fv = await tsbuild(['fsck'], { root: vr });
+    if (v.code === 0 && v.stdout.trim() === wantId && fv.code === 0) pushedOk++;
+    else note(`pushed image crash/push-${i} pulled back: ${v.code} ${v.stdout.trim()} (want ${wantId}) ${v.stderr.slice(-200)}`);
+    fs.rmSync(vr, { recursive: true, force: true });
   }
+  reportKills('crashes', pushes, ` (crash-big:1, ${Math.round(pushCal.ms)} ms uncancelled)`);
+  fig('crashes', 'push: images pushed after a kill, pulled back and verified (every 5th)', `${pushedOk}/${pushedChecked}`, pushedOk === pushedChecked);
+
+  const pullRef = `${reg.host}/crash/calibrate:1`;
+  const pullRoot = opRoot('crash-pull-store');
+  const pullCal = await tsbuild(['pull', pullRef], { root: pullRoot });
+  if (pullCal.code !== 0) throw new Error(`calibration pull failed: ${pullCal.stderr}`);
+  const pulls = await killLoop('pull', OP_KILLS, {
+    root: pullRoot,
+    dirs: [pullRoot, work],
+    durMs: pullCal.ms,
+    prepare: async () => fs.rmSync(pullRoot, { recursive: true, force: true }), // fresh store: the whole image downloads
+    args: () => ['pull', pullRef],
+    next: async () => {
+      const n = await tsbuild(['pull', pullRef], { root: pullRoot });
+      const f = await tsbuild(['fsck'], { root: pullRoot });
+      return { ok: n.code === 0 && n.stdout.trim() === wantId && f.code === 0, why: `${n.code} ${n.stdout.trim()} ${n.stderr.slice(-200)} fsck ${f.stdout.slice(-200)}` };
+    },
+  });
+  reportKills('crashes', pulls, ` (crash-big:1 into an empty store, ${Math.round(pullCal.ms)} ms uncancelled; the next pull gave the right image ID, fsck clean)`);
+
+  // prune: a store with three loaded images, untagged, then prune --all killed.
+  const pruneRoot = opRoot('crash-prune-store');
+  const archives = [];
+  for (const c of ['big', 'run', 'multi']) {
+    const a = path.join(work, `crash-${c}.tar`);
+    const sv = await tsbuild(['save', '-o', a, `crash-${c}:1`], { root });
+    if (sv.code !== 0) throw new Error(`save failed: ${sv.stderr}`);
+    archives.push([a, `crash-${c}:1`]);
+  }
+  const fillPruneStore = async () => {
+    for (const [a, tag] of archives) {
+      const l = await tsbuild(['load', '-i', a], { root: pruneRoot });
+      if (l.code !== 0) throw new Error(`load failed: ${l.stderr}`);
+      await tsbuild(['rmi', '-f', tag], { root: pruneRoot });
+    }
+  };
+  await fillPruneStore();
+  const pruneCal = await tsbuild(['prune', '--all', '-f'], { root: pruneRoot });
+  if (pruneCal.code !== 0) throw new Error(`calibration prune failed: ${pruneCal.stderr}`);
+  const prunes = await killLoop('prune', OP_KILLS, {
+    root: pruneRoot,
+    dirs: [pruneRoot, work],
+    durMs: pruneCal.ms,
+    prepare: fillPruneStore,
+    args: () => ['prune', '--all', '-f'],
+    next: async () => {
+      const n = await tsbuild(['prune', '--all', '-f'], { root: pruneRoot });
+      const f = await tsbuild(['fsck'], { root: pruneRoot });
+      const left = (f.stdout.match(/^note: leftover temporary/gm) ?? []).length;
+      return { ok: n.code === 0 && f.code === 0 && left === 0, why: `${n.code} ${n.stderr.slice(-200)}; fsck after: ${f.stdout.slice(-200)}` };
+    },
+  });
+  reportKills('crashes', prunes, ` (prune --all -f of 3 loaded, untagged images, ${Math.round(pruneCal.ms)} ms uncancelled; the next prune left no temps)`);
+
+  const leftTemps = await tempsAfterPrune([root, pullRoot, pruneRoot]);
+  fig('crashes', 'leftover temps in the three stores after one plain `prune -f` (fsck notes)', leftTemps, leftTemps === 0);
   const fin = await tsbuild(['fsck'], { root });
-  fig('crashes', 'builds SIGKILLed mid-build / finished before the kill', `${killedMid} / ${finishedBeforeKill}`, killedMid >= KILLS);
-  fig('crashes', 'fsck consistent after kill', `${fsckOk}/${i}`, fsckOk === i);
-  fig('crashes', 'next build succeeded', `${nextOk}/${i}`, nextOk === i);
-  fig('crashes', 'leftover mounts (sum over kills)', mountsLeft, mountsLeft === 0);
-  fig('crashes', 'leftover processes (sum over kills)', procsLeft, procsLeft === 0);
-  fig('crashes', 'leftover tsbuild-run-* temp dirs in /tmp (sum)', tmpLeft, true);
-  fig('crashes', 'final fsck', fin.code === 0 ? 'consistent' : fin.stdout + fin.stderr, fin.code === 0);
-  if (tmpLeft) note(`${tmpLeft} sandbox step directories (${os.tmpdir()}/tsbuild-run-*) were left behind by SIGKILLed builds; fsck does not see them (outside the store).`);
-  for (const e of strayExamples) note(`stray process after kill: ${e}`);
-  for (const e of failures.slice(0, 10)) note(e);
+  const total = builds.killed + pushes.killed + pulls.killed + prunes.killed;
+  fig('crashes', 'SIGKILLs mid-command in total (build + push + pull + prune)', `${total} (${builds.killed} + ${pushes.killed} + ${pulls.killed} + ${prunes.killed})`, total >= 100 || QUICK);
+  fig('crashes', 'final fsck of the build store', fin.code === 0 ? 'consistent' : fin.stdout + fin.stderr, fin.code === 0);
 }
 
 // ---------------------------------------------------------------- 2. concurrency
@@ -292,6 +456,84 @@ async function concurrency() {
   fig('concurrency', 'prunes alongside succeeded', `${pruneOk}/${Math.floor(ROUNDS / 5)}`, pruneOk === Math.floor(ROUNDS / 5));
   fig('concurrency', 'fsck clean after round', `${fsckOk}/${ROUNDS}`, fsckOk === ROUNDS);
   for (const p of problems.slice(0, 10)) note(p);
+}
+
+// ---------------------------------------------------------------- 2b. registry faults
+async function faults() {
+  console.log(`\n== 2b. registry faults: push and pull through the fault proxy, ${FAULT_ROUNDS} rounds at 10 % and 30 %`);
+  const { startFaultProxy } = await support();
+  const reg = await getRegistry();
+  const root = path.join(work, 'faults-src');
+  await storeWithBusybox(root);
+  const ctx = path.join(work, 'faults-ctx');
+  await writeTree(ctx, { Dockerfile: 'FROM busybox\nCOPY a.bin /a.bin\nCOPY b.bin /b.bin\nCOPY c.txt /c.txt\nENV X=1\n', 'c.txt': 'c\n' });
+  await bigFile(path.join(ctx, 'a.bin'), 3, 11);
+  fs.writeFileSync(path.join(ctx, 'b.bin'), crypto.randomBytes(300_000));
+  const iid = path.join(work, 'faults-iid');
+  const b = await tsbuild(['build', '-t', 'faults-src:1', '--iidfile', iid, ctx], { root });
+  if (b.code !== 0) throw new Error(`build failed: ${b.stderr}`);
+  const id = fs.readFileSync(iid, 'utf8').trim();
+  const layers = JSON.parse((await tsbuild(['inspect', 'faults-src:1'], { root })).stdout)[0]?.RootFS?.Layers?.length;
+  const base = await tsbuild(['push', 'faults-src:1', `${reg.host}/faults/base:v1`], { root });
+  if (base.code !== 0) throw new Error(`direct push failed: ${base.stderr}`);
+  const proxy = await startFaultProxy({ upstream: `http://${reg.host}` });
+  const KINDS = ['500', '503', '429', 'reset', 'truncate', 'corrupt', 'slow'];
+  console.log(`  image ${id}, ${layers} layers (busybox + 3 MiB + 300 kB + 2 bytes); faults ${KINDS.join(' ')}`);
+  try {
+    for (const rate of [0.1, 0.3]) {
+      const pct = Math.round(rate * 100);
+      const push = { ok: 0, clean: 0, unclean: [], kinds: new Map() };
+      const pull = { ok: 0, clean: 0, unclean: [], kinds: new Map() };
+      let pushedVerified = 0, pushedBad = [], pullFsck = 0, pullBad = [];
+      const faultsBefore = { ...proxy.stats.faults };
+      const requestsBefore = proxy.stats.requests;
+      for (let r = 0; r < FAULT_ROUNDS; r++) {
+        proxy.setFaults(rate, KINDS, SEED + pct * 1000 + r);
+        // push through the proxy
+        const ref = `faults/push-${pct}-${r}:v1`;
+        const p = await tsbuild(['push', 'faults-src:1', `${proxy.host}/${ref}`], { root, timeout: 240_000 });
+        if (p.code === 0) push.ok++;
+        else if (cleanFailure(p)) { push.clean++; tally(push.kinds, errorKind(p.stderr)); }
+        else push.unclean.push(`push ${pct}% round ${r}: exit ${p.code}${p.timedOut ? ' (timed out)' : ''}: ${p.stderr.slice(-300)}`);
+        // What the registry now holds under that tag, read directly: the whole image or nothing.
+        const vr = path.join(work, `faults-verify-${pct}-${r}`);
+        const v = await tsbuild(['pull', `${reg.host}/${ref}`], { root: vr });
+        const fv = await tsbuild(['fsck'], { root: vr });
+        if (v.code === 0 && v.stdout.trim() === id && fv.code === 0) pushedVerified++;
+        else if (v.code === 0 || p.code === 0) pushedBad.push(`push ${pct}% round ${r} (exit ${p.code}): pulled back ${v.code} ${v.stdout.trim()} ${v.stderr.slice(-200)}`);
+        fs.rmSync(vr, { recursive: true, force: true });
+        // pull through the proxy into an empty store
+        const ps = path.join(work, `faults-pull-${pct}-${r}`);
+        const q = await tsbuild(['pull', `${proxy.host}/faults/base:v1`], { root: ps, timeout: 240_000 });
+        if (q.code === 0) {
+          if (q.stdout.trim() === id) pull.ok++;
+          else pull.unclean.push(`pull ${pct}% round ${r}: wrong image ${q.stdout.trim()}`);
+        } else if (cleanFailure(q)) { pull.clean++; tally(pull.kinds, errorKind(q.stderr)); }
+        else pull.unclean.push(`pull ${pct}% round ${r}: exit ${q.code}${q.timedOut ? ' (timed out)' : ''}: ${q.stderr.slice(-300)}`);
+        const fq = await tsbuild(['fsck'], { root: ps });
+        const tags = q.code === 0 ? '' : (await tsbuild(['images', '-q'], { root: ps })).stdout.trim();
+        const temps = (fq.stdout.match(/^note: /gm) ?? []).length;
+        if (fq.code === 0 && temps === 0 && tags === '') pullFsck++;
+        else pullBad.push(`pull ${pct}% round ${r} (exit ${q.code}): fsck ${fq.code} ${fq.stdout.slice(-200)} images: ${tags}`);
+        fs.rmSync(ps, { recursive: true, force: true });
+        if ((r + 1) % 10 === 0) console.log(`  ... ${pct}%: ${r + 1} rounds`);
+      }
+      const injected = Object.entries(proxy.stats.faults).map(([k, v]) => [k, v - (faultsBefore[k] ?? 0)]).filter(([, v]) => v > 0);
+      const nreq = proxy.stats.requests - requestsBefore;
+      fig('faults', `${pct}%: requests through the proxy / faults injected`, `${nreq} / ${injected.reduce((n, [, v]) => n + v, 0)} (${injected.map(([k, v]) => `${k} ${v}`).join(', ')})`, true);
+      fig('faults', `${pct}%: pushes succeeded / failed cleanly (exit 1, one error line, no stack) / otherwise`, `${push.ok} / ${push.clean} / ${push.unclean.length}`, push.unclean.length === 0);
+      fig('faults', `${pct}%: pushed tags read back directly (whole image, right ID, fsck clean) / corrupt or partial`, `${pushedVerified} / ${pushedBad.length} (${FAULT_ROUNDS - pushedVerified - pushedBad.length} failed pushes left no tag)`, pushedBad.length === 0 && pushedVerified >= push.ok);
+      fig('faults', `${pct}%: pulls succeeded (right image ID) / failed cleanly / otherwise`, `${pull.ok} / ${pull.clean} / ${pull.unclean.length}`, pull.unclean.length === 0);
+      fig('faults', `${pct}%: pull stores fsck clean (every blob re-hashed, no temps; no tag after a failure)`, `${pullFsck}/${FAULT_ROUNDS}`, pullFsck === FAULT_ROUNDS);
+      if (push.kinds.size) note(`${pct}% push failures: ${topOf(push.kinds)}`);
+      if (pull.kinds.size) note(`${pct}% pull failures: ${topOf(pull.kinds)}`);
+      for (const e of [...push.unclean, ...pull.unclean, ...pushedBad, ...pullBad].slice(0, 8)) note(e);
+    }
+    const f = await tsbuild(['fsck'], { root });
+    fig('faults', 'source store fsck after all pushes', f.code === 0 ? 'consistent' : f.stdout, f.code === 0);
+  } finally {
+    await proxy.stop();
+  }
 }
 
 // ---------------------------------------------------------------- 3. hostile layers
@@ -661,14 +903,97 @@ RUN (ls /sys/fs/cgroup > /dev/null 2>&1; echo 1 > /proc/sys/kernel/sysrq 2>/dev/
   }
   const mountsAfter = fs.readFileSync('/proc/mounts', 'utf8').split('\n').length;
   fig('sandbox', 'host mount table grew by', mountsAfter - mountsBefore, mountsAfter - mountsBefore <= 0);
-  // Rootless, when a user with subordinate IDs exists.
-  const user = rootlessUser();
-  if (user) {
-    fig('sandbox', 'rootless variant', `user ${user}: not run by this driver (see docs)`, true);
-  }
+  // The rootless variant is section "rootless".
 }
-function rootlessUser() {
-  try { return fs.readFileSync('/etc/subuid', 'utf8').split('\n')[0].split(':')[0] || ''; } catch { return ''; }
+
+// ---------------------------------------------------------------- 7. rootless
+async function rootless() {
+  console.log(`\n== 7. rootless: crashes and sandbox escapes as the unprivileged user ${TEST_USER}`);
+  try { sh(`id -u ${TEST_USER}`); } catch { throw new Error(`user ${TEST_USER} missing: run scripts/setup`); }
+  const uid = Number(sh(`id -u ${TEST_USER}`).trim());
+  // The user's own directory (the work dir is root's, mode 0700); its store lives inside.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsbuild-torture-rootless-'));
+  const root = path.join(dir, 'store');
+  const hostDir = path.join(dir, 'host');
+  const secretText = `user-secret ${crypto.randomBytes(6).toString('hex')}\n`;
+  fs.mkdirSync(hostDir);
+  fs.writeFileSync(path.join(hostDir, 'secret.txt'), secretText, { mode: 0o644 });
+  sh(`chown -R ${TEST_USER}: '${dir}'`);
+  const as = { asUser: TEST_USER, env: { HOME: dir } };
+  const run = (args, o = {}) => tsbuild(args, { root, ...as, ...o });
+  try {
+    sh(`setpriv --reuid ${TEST_USER} --regid ${TEST_USER} --init-groups -- env HOME='${dir}' TSBUILD_ROOT='${root}' '${repo}/scripts/make-busybox-image' >/dev/null`);
+    const ctx = path.join(dir, 'crash-ctx');
+    await writeTree(ctx, {
+      Dockerfile: `FROM busybox\nRUN echo ${MARK} && dd if=/dev/urandom of=/r1 bs=1M count=6 2>/dev/null && chown 1234:2345 /r1 && sleep 0.2\nCOPY . /ctx\nRUN sh -c 'echo ${MARK}; for i in 1 2 3; do head -c 1048576 /dev/urandom > /f$i; done'; (sleep 5; echo ${MARK}) & echo bg\n`,
+      'big.bin': crypto.randomBytes(4 << 20),
+    });
+    sh(`chown -R ${TEST_USER}: '${ctx}'`);
+    const kinds = [['cold', ['--no-cache']], ['cached', []]];
+    const dur = {};
+    for (const [label, extra] of kinds) {
+      const r = await run(['build', ...extra, '-t', 'rl:1', ctx]);
+      if (r.code !== 0) throw new Error(`rootless calibration build failed: ${r.stderr}`);
+      dur[label] = r.ms;
+    }
+    console.log(`  build times as ${TEST_USER} (ms): ${JSON.stringify(dur)}`);
+    const st = await killLoop('rootless build', ROOTLESS_KILLS, {
+      root,
+      asUser: TEST_USER,
+      dirs: [root, dir],
+      durMs: (i) => dur[kinds[i % 2][0]],
+      args: (i) => ['build', ...kinds[i % 2][1], '-t', 'rl:1', ctx],
+      next: async () => { const n = await run(['build', '-t', 'rl:1', ctx]); return { ok: n.code === 0, why: n.stderr.slice(-300) }; },
+    });
+    reportKills('rootless', st, ` (as ${TEST_USER}, uid ${uid}; cold and cached builds with RUN as container root and chown to subordinate IDs)`);
+    // Processes of the user left behind at the end (the loop checked after each kill too); other
+    // test suites on this machine may run as the same user, so only ours (our dir, our mark) count.
+    const userProcs = sh(`pgrep -u ${uid} -a || true`).trim().split('\n').filter((l) => l.includes(dir) || l.includes(MARK));
+    fig('rootless', `processes of ${TEST_USER} from these builds still running after the kills`, userProcs.length ? userProcs.length + ': ' + userProcs.join('; ').slice(0, 200) : 0, userProcs.length === 0);
+
+    // Sandbox escapes as the user: the host files it may read itself must stay out of reach of a step.
+    const target = path.join(hostDir, 'written-by-run');
+    const df = `FROM busybox
+RUN mkdir -p /res
+RUN cat ${hostDir}/secret.txt > /res/read-user 2>/dev/null; cat ${sentinel} > /res/read-work 2>/dev/null; cat /proc/1/root${hostDir}/secret.txt > /res/read-proc1 2>/dev/null; true
+RUN echo pwned > ${target} 2>/dev/null; echo pwned > /proc/1/root${target} 2>/dev/null; echo pwned > ${hostDir}/secret.txt 2>/dev/null; true
+RUN ls /proc | grep -E '^[0-9]+$' | wc -l > /res/nproc
+RUN (mount -t tmpfs none /mnt 2>/dev/null && echo mounted > /res/mount-tmpfs || echo refused > /res/mount-tmpfs); (mount --bind /proc/1/root /mnt 2>/dev/null && ls /mnt > /res/bind-host || echo refused > /res/bind-host); true
+RUN (sleep 987 &) ; nohup sleep 988 >/dev/null 2>&1 & setsid sleep 989 >/dev/null 2>&1 < /dev/null & echo ${MARK} started
+RUN (chroot /proc/1/root cat ${hostDir}/secret.txt > /res/chroot 2>/dev/null || echo refused > /res/chroot); (nsenter -t 1 -m cat ${hostDir}/secret.txt > /res/nsenter 2>/dev/null || echo refused > /res/nsenter); (echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo wrote > /res/sysctl || echo refused > /res/sysctl); true
+`;
+    const before = pidSet();
+    for (const [label, extra] of [['bwrap', []], ['runc', ['--runtime', 'runc']]]) {
+      const sctx = path.join(dir, `sb-${label}`);
+      await writeTree(sctx, { Dockerfile: df });
+      const out = path.join(dir, `sb-out-${label}`);
+      sh(`chown -R ${TEST_USER}: '${sctx}'`);
+      const r = await run(['build', '--no-cache', ...extra, '--output', `type=local,dest=${out}`, sctx], { timeout: 180_000 });
+      if (r.code !== 0) { fig('rootless', `${label}: escape build`, `failed: ${firstLine(r.stderr.split('\n').filter((l) => l.startsWith('error')).join('\n') || r.stderr.slice(-300))}`, false); continue; }
+      const rd = (n) => { try { return fs.readFileSync(path.join(out, 'res', n), 'utf8').trim(); } catch { return ''; } };
+      const read = ['read-user', 'read-work', 'read-proc1', 'chroot', 'nsenter'].filter((n) => rd(n).includes('user-secret') || rd(n).includes(SENTINEL_TEXT.trim()));
+      fig('rootless', `${label}: read host files (the user's own ${hostDir}/secret.txt, the root sentinel, via /proc/1/root, chroot, nsenter)`, read.length ? `READ via ${read.join(',')}` : 'none readable', read.length === 0);
+      const wrote = fs.existsSync(target) || fs.readFileSync(path.join(hostDir, 'secret.txt'), 'utf8') !== secretText || !sentinelIntact();
+      fig('rootless', `${label}: write host paths (the user's own dir, via /proc/1/root)`, wrote ? 'HOST WRITTEN' : 'nothing written', !wrote);
+      const nproc = Number(rd('nproc'));
+      fig('rootless', `${label}: processes visible to a step / mount tmpfs / bind host root / sysctl`, `${nproc} / ${rd('mount-tmpfs')} / ${rd('bind-host') === 'refused' ? 'refused' : rd('bind-host') ? 'bound (inside the step)' : '?'} / ${rd('sysctl')}`, nproc <= 6 && rd('sysctl') !== 'wrote' && !(rd('bind-host') && rd('bind-host') !== 'refused' && rd('bind-host').includes('tsbuild-torture-rootless')));
+      await sleep(300);
+      const sleepers = [];
+      for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && !before.has(p))) {
+        try { if (/sleep 98[789]/.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '))) sleepers.push(pid); } catch {}
+      }
+      fig('rootless', `${label}: background processes alive after the step`, sleepers.length, sleepers.length === 0);
+      for (const p of sleepers) try { process.kill(Number(p), 'SIGKILL'); } catch {}
+      fs.rmSync(target, { force: true });
+    }
+    const leftTemps = await tempsAfterPrune([root], TEST_USER);
+    fig('rootless', 'leftover temps in the user store after one plain `prune -f` (fsck notes)', leftTemps, leftTemps === 0);
+    const fin = await run(['fsck']);
+    fig('rootless', 'final fsck of the user store', fin.code === 0 ? 'consistent' : fin.stdout + fin.stderr, fin.code === 0);
+  } finally {
+    try { sh(`setpriv --reuid ${TEST_USER} --regid ${TEST_USER} --init-groups -- sh -c "unshare --map-auto --map-root-user rm -rf '${root}'" 2>/dev/null || true`); } catch {}
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 // ---------------------------------------------------------------- 6. secrets
@@ -744,7 +1069,7 @@ async function secrets() {
 }
 
 // ---------------------------------------------------------------- main
-const all = { crash: crashes, concurrency, layers: hostileLayers, contexts, sandbox, secrets };
+const all = { crash: crashes, concurrency, faults, layers: hostileLayers, contexts, sandbox, secrets, rootless };
 const chosen = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(all);
 const t0 = Date.now();
 console.log(`tsbuild torture: ${new Date().toISOString()} on ${os.hostname()} (${os.cpus().length} cpu, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.release()}), node ${process.version}, seed ${SEED}${QUICK ? ', QUICK' : ''}`);
@@ -761,6 +1086,7 @@ try {
     console.log(`  (${s}: ${((Date.now() - ts) / 1000).toFixed(1)} s)`);
   }
 } finally {
+  await runningRegistry?.stop().catch(() => undefined);
   if (process.env.TORTURE_KEEP !== '1') fs.rmSync(work, { recursive: true, force: true });
   fs.rmSync(rootSentinel, { force: true });
 }

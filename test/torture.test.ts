@@ -2,10 +2,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { bin, storeWithBusybox, tempDir, tsbuild, writeTree } from './support/cli.js';
-import { makeTar, ociArchive } from './support/hostile-archive.js';
+import { makeTar, ociArchive, readTar, sha256, type RawEntry } from './support/hostile-archive.js';
 import { ShellLex, parseDockerfile, splitStages, toInstructions } from '../src/dockerfile/index.js';
 import { planBuild } from '../src/plan/index.js';
 import { TsbuildError } from '../src/errors.js';
@@ -158,11 +159,18 @@ RUN (sleep 4321 &); setsid sleep 4322 >/dev/null 2>&1 < /dev/null & echo started
 describe('a RUN build killed with SIGKILL', () => {
   it('leaves no sandbox process and no mount behind, and fsck is clean', async () => {
     const ctx = path.join(work, 'killrun');
-    await writeTree(ctx, { Dockerfile: 'FROM busybox\nRUN echo tsbuild-torture-kill && sleep 30\n' });
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nRUN echo tsbuild-torture-kill-$((6*7)) && sleep 30\n' });
     const child = spawn(process.execPath, [bin, 'build', '--no-cache', '--progress', 'plain', ctx], { env: { ...process.env, TSBUILD_ROOT: root }, stdio: ['ignore', 'ignore', 'pipe'] });
+    // The step dir of a running step carries its owner's pid (no one removes a live owner's).
+    const mine = () => readdirSync(tmpdir()).filter((n) => n.startsWith(`tsbuild-run-${child.pid}-`));
+    let during: string[] = [];
     await new Promise<void>((resolve) => {
       child.stderr.on('data', (d: Buffer) => {
-        if (d.toString().includes('tsbuild-torture-kill')) setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 300);
+        // The step's output (the command line, echoed before the step starts, has no "42").
+        if (d.toString().includes('tsbuild-torture-kill-42')) {
+          during = mine();
+          setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 300);
+        }
       });
       child.on('exit', () => resolve());
     });
@@ -179,6 +187,14 @@ describe('a RUN build killed with SIGKILL', () => {
     expect(readFileSync('/proc/mounts', 'utf8')).not.toContain(root);
     const f = await tsbuild(['fsck'], { root });
     expect(f.code, f.stdout).toBe(0);
+    // The killed build's step dir (outside the store, so fsck cannot see it) is gone after the
+    // next build, even one that runs no step (it used to stay in /tmp for good). Builds of other
+    // test files running meanwhile may remove it earlier: any build sweeps dead owners' dirs.
+    expect(during).toHaveLength(1);
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nENV A=1\n' });
+    const next = await tsbuild(['build', ctx], { root });
+    expect(next.code, next.stderr).toBe(0);
+    expect(mine()).toEqual([]);
   });
 });
 
@@ -233,5 +249,99 @@ describe('secrets', () => {
       }
     }
     expect(files).toBeGreaterThan(3);
+  });
+});
+
+describe('tsbuild load refuses tampered archives', () => {
+  // Issue 7 item 5: every layer must match the manifest (digest, size) and the config's diff IDs;
+  // a tampered archive is refused with a clear error and no image or tag is stored.
+  type Files = Map<string, Buffer>;
+  const blob = (d: string): string => `blobs/sha256/${d.slice('sha256:'.length)}`;
+  const evilLayer = (): Buffer => makeTar([{ name: 'evil', body: 'evil\n' }]);
+  let docker: RawEntry[];
+  let oci: RawEntry[];
+  beforeAll(async () => {
+    const ctx = path.join(work, 'tamper');
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nCOPY a.txt /a.txt\n', 'a.txt': 'a\n' });
+    const b = await tsbuild(['build', '-t', 'tamper:src', ctx], { root });
+    expect(b.code, b.stderr).toBe(0);
+    for (const fmt of ['docker', 'oci']) {
+      const s = await tsbuild(['save', '--format', fmt, '-o', path.join(work, `tamper-${fmt}.tar`), 'tamper:src'], { root });
+      expect(s.code, s.stderr).toBe(0);
+    }
+    docker = readTar(await fs.readFile(path.join(work, 'tamper-docker.tar')));
+    oci = readTar(await fs.readFile(path.join(work, 'tamper-oci.tar')));
+    const rmi = await tsbuild(['rmi', 'tamper:src'], { root });
+    expect(rmi.code, rmi.stderr).toBe(0);
+  });
+  const repack = (entries: RawEntry[], edit: (files: Files) => void): Buffer => {
+    const files: Files = new Map(entries.filter((e) => e.type === '0').map((e) => [e.name, e.body as Buffer]));
+    edit(files);
+    return makeTar([...files].map(([name, body]) => ({ name, body })));
+  };
+  const json = (files: Files, name: string): any => JSON.parse(files.get(name)!.toString());
+  const put = (files: Files, b: Buffer): string => {
+    files.set(blob(sha256(b)), b);
+    return sha256(b);
+  };
+  /** OCI: change the last layer of the first manifest, rewriting manifest and index to match. */
+  const ociEdit = (files: Files, change: (layer: { digest: string; size: number }) => void): void => {
+    const index = json(files, 'index.json');
+    const manifest = json(files, blob(index.manifests[0].digest));
+    change(manifest.layers.at(-1));
+    const mb = Buffer.from(JSON.stringify(manifest));
+    index.manifests[0].digest = put(files, mb);
+    index.manifests[0].size = mb.length;
+    files.set('index.json', Buffer.from(JSON.stringify(index)));
+  };
+  const cases: Array<[string, () => Buffer, RegExp]> = [
+    ['docker: a layer with one byte changed', () => repack(docker, (f) => {
+      const name = json(f, 'manifest.json')[0].Layers.at(-1);
+      const b = Buffer.from(f.get(name)!);
+      b[600] ^= 1;
+      f.set(name, b);
+    }), /does not hash to its name/],
+    ['docker: a layer replaced, renamed and listed in manifest.json (config unchanged)', () => repack(docker, (f) => {
+      const m = json(f, 'manifest.json');
+      f.delete(m[0].Layers.at(-1));
+      m[0].Layers[m[0].Layers.length - 1] = blob(put(f, evilLayer()));
+      f.set('manifest.json', Buffer.from(JSON.stringify(m)));
+    }), /layer 2 of 2: .*does not match its diff ID/],
+    ['oci: a layer with one byte changed', () => repack(oci, (f) => {
+      const index = json(f, 'index.json');
+      const name = blob(json(f, blob(index.manifests[0].digest)).layers.at(-1).digest);
+      const b = Buffer.from(f.get(name)!);
+      b[Math.floor(b.length / 2)] ^= 1;
+      f.set(name, b);
+    }), /does not hash to its name/],
+    ['oci: a gzip layer replaced and the manifest rewritten (config unchanged)', () => repack(oci, (f) => ociEdit(f, (l) => {
+      const gz = zlib.gzipSync(evilLayer());
+      l.digest = put(f, gz);
+      l.size = gz.length;
+    })), /layer 2 of 2: .*does not decompress to its diff ID/],
+    ['oci: the manifest gives a layer another size', () => repack(oci, (f) => ociEdit(f, (l) => {
+      l.size += 1000;
+    })), /the manifest says layer 2 .* bytes, the archive's has/],
+  ];
+  for (const [name, make, message] of cases) {
+    it(`${name}: refused, no image stored`, async () => {
+      const file = path.join(work, 'tampered.tar');
+      await fs.writeFile(file, make());
+      const r = await tsbuild(['load', '-i', file], { root });
+      expect(r.code, r.stdout + r.stderr).toBe(1);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      const images = await tsbuild(['images'], { root });
+      expect(images.stdout).not.toMatch(/^tamper\s/m);
+      const f = await tsbuild(['fsck'], { root });
+      expect(f.code, f.stdout).toBe(0);
+    });
+  }
+  it('the untampered archives load (the cases above are refused for their tampering)', async () => {
+    for (const entries of [docker, oci]) {
+      await fs.writeFile(path.join(work, 'plain.tar'), repack(entries, () => undefined));
+      const r = await tsbuild(['load', '-i', path.join(work, 'plain.tar')], { root });
+      expect(r.code, r.stderr).toBe(0);
+    }
   });
 });

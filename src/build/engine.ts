@@ -58,6 +58,9 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   const failFast = new AbortController();
   const env: BuildEnv = { ...outerEnv, signal: AbortSignal.any([outerEnv.signal, failFast.signal]) };
   const file = req.dockerfile.name;
+  // Step dirs of SIGKILLed tsbuilds (outside the store, so gc cannot see them) go now, even
+  // when every step of this build is cached.
+  await (await import('../sandbox/step-dir.js')).sweepDeadStepDirs();
   const parsed = parseDockerfile(req.dockerfile.text, { file });
   const split = splitStages(toInstructions(parsed));
   if (split.stages.length === 0) {

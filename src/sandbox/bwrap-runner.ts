@@ -1,10 +1,10 @@
-import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { runChild, Tail, terminalTool } from './child.js';
 import { childrenOf, SignalForwarder, signalProcess } from './signal-forward.js';
 import { prepareOverlay } from './overlay.js';
+import { makeStepDir } from './step-dir.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
 import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
 import { assertMapped } from './user-namespace.js';
@@ -106,7 +106,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
       }
       if (nonRootUser && !tools.setpriv) throw new TsbuildError('SANDBOX_UNAVAILABLE', 'setpriv is not installed', { hint: 'apt-get install util-linux' });
 
-      const stepDir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'tsbuild-run-'));
+      const stepDir = await makeStepDir('run', opts.tmpDir);
       try {
         // 0711: a non-root USER's bwrap must traverse to the mount point, nothing more.
         await chmod(stepDir, 0o711);
@@ -163,7 +163,15 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
         // bwrap's init (PID 1 of the step) reaps; the step's main process is its child. Signals
         // go to that child: PID 1 itself would ignore every signal it has no handler for.
         const forwarder = new SignalForwarder(runOpts.forwardSignals);
-        const result = await runChild(tools.unshare, argv, {
+        // If tsbuild is SIGKILLed before bwrap has started (while the wrapper mounts the overlay
+        // or runs the pre-pass), --die-with-parent comes too late: bwrap sets PR_SET_PDEATHSIG
+        // only when it runs and does not check whether its parent is already gone, so the step
+        // ran on, orphaned (found by scripts/torture, rootless section). setpriv sets the
+        // parent-death signal first; it survives the execs of unshare and sh (no credential
+        // change) until bwrap sets its own. (A non-root USER's setpriv --reuid clears it for
+        // the few instructions before bwrap starts.)
+        const [command, commandArgs] = tools.setpriv ? [tools.setpriv, ['--pdeathsig', 'KILL', '--', tools.unshare, ...argv]] : [tools.unshare, argv];
+        const result = await runChild(command, commandArgs, {
           signal,
           cwd: stepDir,
           ...(step.stdin ? { stdin: step.stdin } : {}),

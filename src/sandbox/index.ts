@@ -36,6 +36,7 @@ export { captureUpperDir, collectChanges, DEFAULT_MOUNT_POINTS, prepareOverlay, 
 export { createBwrapRunner, DEFAULT_CAPABILITIES, type BwrapRunnerOptions } from './bwrap-runner.js';
 export { createRuncRunner, runtimeConfig, type RuncRunnerOptions } from './runc-runner.js';
 export { createChrootRunner, createHostRunner, type ChrootRunnerOptions } from './chroot-runner.js';
+export { makeStepDir, sweepDeadStepDirs, type StepDirKind } from './step-dir.js';
 export { selectRunner, type RunnerSelection, type SelectRunnerOptions, type Snapshotter } from './select-runner.js';
 export { diffCopyRootfs, indexTree, makeMountPoints, parseStatIndex, prepareCopyRootfs, removeMountPoints, serializeStatIndex, type CopyOptions, type MadeMountPoints, type StatIndex } from './copy-diff.js';
 export type { RawEntry } from './overlay.js';

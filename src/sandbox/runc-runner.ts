@@ -1,11 +1,11 @@
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { captureChild, runChild, Tail, terminalTool } from './child.js';
 import { SignalForwarder, signalProcess } from './signal-forward.js';
 import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import { prepareOverlay } from './overlay.js';
+import { makeStepDir } from './step-dir.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
 import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
 import { assertMapped } from './user-namespace.js';
@@ -54,8 +54,8 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
       }
       assertMapped(caps.idMapping, step.user.uid, [step.user.gid, ...(step.user.additionalGids ?? [])], caps);
       const runc = tools.runc;
-      const stepDir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'tsbuild-runc-'));
-      const id = `tsbuild-${basename(stepDir).slice('tsbuild-runc-'.length)}-${process.pid}`;
+      const stepDir = await makeStepDir('runc', opts.tmpDir);
+      const id = `tsbuild-${basename(stepDir).slice('tsbuild-runc-'.length)}`;
       const state = join(stepDir, 'state');
       const rootless = !caps.isRoot;
       const runcGlobal = ['--root', state, ...(rootless ? ['--rootless', 'true'] : [])];

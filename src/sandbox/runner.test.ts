@@ -239,3 +239,33 @@ describe.each([
     expect(isTsbuildError(e) && e.code).toBe('SANDBOX_FAILED');
   });
 });
+
+describe('a bwrap runner SIGKILLed before bwrap starts', () => {
+  // Found by scripts/torture (rootless section): tsbuild killed while the mount wrapper ran left
+  // the step running, orphaned: bwrap's --die-with-parent is set only once bwrap runs. The
+  // driver's wrapper shell waits a second before exec'ing the real one; we kill the driver in
+  // that second, so the step (with MARKER in its command line) must never start.
+  it('leaves no step running', async () => {
+    const { spawn } = await import('node:child_process');
+    const { existsSync } = await import('node:fs');
+    const { repoRoot } = await import('./test-fixture.js');
+    const marker = `tsbuild-orphan-${process.pid}-${Date.now()}`;
+    const ready = join(base, 'orphan-ready');
+    const child = spawn(process.execPath, [join(repoRoot(), 'src/sandbox/testdata/orphan-driver.mjs'), base, lower, ready, marker], { stdio: 'ignore' });
+    const exited = new Promise((res) => child.once('exit', res));
+    while (!existsSync(ready)) {
+      if (child.exitCode !== null) throw new Error(`orphan-driver exited ${child.exitCode} before its wrapper started`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    child.kill('SIGKILL');
+    await exited;
+    // Wait until the wrapper is gone: killed with its parent (fixed), or exec'd on towards bwrap
+    // and the step after its pause (the bug), in which case it created READY.passed first.
+    while ((await processesMatching(join(base, 'slow-sh'))).length > 0) await new Promise((res) => setTimeout(res, 50));
+    await new Promise((res) => setTimeout(res, 200));
+    const left = await processesMatching(marker);
+    for (const pid of left) process.kill(pid, 'SIGKILL');
+    expect(existsSync(`${ready}.passed`)).toBe(false);
+    expect(left).toEqual([]);
+  });
+});

@@ -26,10 +26,17 @@ export async function storeUncompressedLayer(
   store: Store,
   blob: Descriptor,
   diffId: Digest,
-  opts: { readonly signal?: AbortSignal | undefined } = {},
+  opts: {
+    readonly signal?: AbortSignal | undefined;
+    /**
+     * Check that `blob` really is `diffId` even when the store already has diffId (load: an
+     * archive whose layer was swapped must be refused, not silently replaced by the store's).
+     */
+    readonly verify?: boolean;
+  } = {},
 ): Promise<{ size: number; created: boolean }> {
   const have = await store.blobs.statBlob(diffId);
-  if (have !== undefined) return { size: have.size, created: false };
+  if (have !== undefined && !opts.verify) return { size: have.size, created: false };
   const compression = layerCompression(blob.mediaType);
   if (blob.digest === diffId) {
     const st = await store.blobs.statBlob(blob.digest);

@@ -118,6 +118,11 @@ async function adoptImage(
   names: readonly string[],
   opts: LoadOptions,
 ): Promise<LoadedImage> {
+  // The manifest's sizes are part of what it vouches for: a blob of another size is not the one
+  // it names (a docker archive's sizes come from the files themselves and always match).
+  const configStat = await store.blobs.statBlob(configInfo.digest);
+  if (!configStat) throw invalid(`the manifest names config ${configInfo.digest}, which the archive does not contain`);
+  if (configStat.size !== configInfo.size) throw invalid(`the manifest says config ${configInfo.digest} has ${configInfo.size} bytes, the archive's has ${configStat.size}`);
   const configBytes = await store.blobs.readBlobBytes(configInfo.digest, { maxBytes: MAX_CONFIG_BYTES, signal: opts.signal });
   const config: ImageConfig = parseImageConfig(configBytes);
   const diffIds = config.rootfs.diff_ids;
@@ -127,9 +132,21 @@ async function adoptImage(
   const layers: Array<{ diffId: Digest; size: number }> = [];
   for (const [i, blob] of layerBlobs.entries()) {
     const diffId = diffIds[i]!;
-    // Docker archives name no media type: a layer that is not its diff ID must be a gzip of it.
-    const desc = { mediaType: blob.mediaType ?? (blob.digest === diffId ? OCI_LAYER_TAR : OCI_LAYER_TAR_GZIP), digest: blob.digest, size: blob.size };
-    layers.push({ diffId, size: (await storeUncompressedLayer(store, desc, diffId, { signal: opts.signal })).size });
+    const st = await store.blobs.statBlob(blob.digest);
+    if (!st) throw invalid(`the manifest names layer ${blob.digest}, which the archive does not contain`);
+    if (st.size !== blob.size) throw invalid(`the manifest says layer ${i + 1} (${blob.digest}) has ${blob.size} bytes, the archive's has ${st.size}`);
+    // Docker archives name no media type: the layer is gzip when it starts like one, else a tar
+    // that must be its diff ID.
+    const mediaType = blob.mediaType ?? (blob.digest === diffId || !(await startsWithGzipMagic(store.blobs.blobPath(blob.digest))) ? OCI_LAYER_TAR : OCI_LAYER_TAR_GZIP);
+    const desc = { mediaType, digest: blob.digest, size: blob.size };
+    try {
+      layers.push({ diffId, size: (await storeUncompressedLayer(store, desc, diffId, { signal: opts.signal, verify: true })).size });
+    } catch (e) {
+      if (e instanceof TsbuildError && (e.code === 'DIGEST_MISMATCH' || e.code === 'LAYER_INVALID')) {
+        throw new TsbuildError(e.code, `layer ${i + 1} of ${layerBlobs.length}: ${e.message}`, { cause: e, hint: 'the archive was altered or damaged: its layer does not match the diff ID the image config names; nothing was loaded' });
+      }
+      throw e;
+    }
   }
   const manifest = await writeStoreManifest(store, configInfo, layers, { signal: opts.signal });
   return { names, manifest, configDigest: configInfo.digest };
@@ -177,7 +194,12 @@ async function readArchive(store: Store, file: string, files: Map<string, { dige
       if (m) {
         const digest = `${m[1]}:${m[2]}`;
         if (!isDigest(digest)) throw invalid(`entry ${name} is not named by a valid digest`);
-        const info = await store.blobs.putBlob(entry as unknown as AsyncIterable<Uint8Array>, { expected: { digest, size: entry.header.size ?? 0 }, signal });
+        const info = await store.blobs.putBlob(entry as unknown as AsyncIterable<Uint8Array>, { expected: { digest, size: entry.header.size ?? 0 }, signal }).catch((e: unknown) => {
+          if (e instanceof TsbuildError && e.code === 'DIGEST_MISMATCH') {
+            throw new TsbuildError('DIGEST_MISMATCH', `archive entry ${name} does not hash to its name: ${e.message}`, { cause: e, hint: 'the archive was altered or damaged; nothing was loaded' });
+          }
+          throw e;
+        });
         files.set(name, info);
       } else if (/\.json$|^repositories$|^oci-layout$/.test(name) && (entry.header.size ?? 0) <= SMALL_FILE_MAX) {
         const chunks: Buffer[] = [];
@@ -198,6 +220,11 @@ async function readArchive(store: Store, file: string, files: Map<string, { dige
   for (const [name, v] of files) {
     if (Buffer.isBuffer(v) && /^[a-f0-9]{64}\.json$/.test(name)) files.set(name, await store.blobs.putBytes(v, { signal }));
   }
+}
+
+async function startsWithGzipMagic(file: string): Promise<boolean> {
+  const head = await peek(file);
+  return head[0] === 0x1f && head[1] === 0x8b;
 }
 
 async function peek(file: string): Promise<Buffer> {

@@ -90,3 +90,22 @@ export function ociArchive(layers: readonly Buffer[], ref: string): Buffer {
   for (const [d, b] of blobs) entries.push({ name: `blobs/sha256/${d}`, body: b });
   return makeTar(entries);
 }
+
+/** The entries of a plain ustar archive (no PAX), in order: enough to take a saved image apart. */
+export function readTar(tar: Buffer): RawEntry[] {
+  const out: RawEntry[] = [];
+  for (let off = 0; off + 512 <= tar.length; ) {
+    const h = tar.subarray(off, off + 512);
+    if (h.every((b) => b === 0)) break;
+    const str = (a: number, b: number): string => h.subarray(a, b).toString('latin1').replace(/\0.*$/s, '');
+    const prefix = str(345, 500);
+    const name = (prefix ? `${prefix}/` : '') + str(0, 100);
+    const size = parseInt(str(124, 136).trim() || '0', 8);
+    const type = str(156, 157) || '0';
+    out.push({ name, type, mode: parseInt(str(100, 108).trim() || '644', 8), body: Buffer.from(tar.subarray(off + 512, off + 512 + size)) });
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return out;
+}
+
+export const sha256 = (b: Buffer): string => `sha256:${sha(b)}`;
