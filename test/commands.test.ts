@@ -491,8 +491,8 @@ describe('leases: rmi and prune during a build or run', () => {
     await storeWithBusybox(fresh);
   }, 120_000);
 
-  async function removeBusybox(r: string): Promise<void> {
-    const rmi = await cli(['rmi', 'busybox'], { root: r });
+  async function removeBusybox(r: string, force = false): Promise<void> {
+    const rmi = await cli(['rmi', ...(force ? ['-f'] : []), 'busybox'], { root: r });
     expect(rmi.code, rmi.stderr).toBe(0);
     const prune = await cli(['prune', '--all', '--filter', 'until=0s'], { root: r });
     expect(prune.code, prune.stderr).toBe(0);
@@ -510,7 +510,12 @@ describe('leases: rmi and prune during a build or run', () => {
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
     await new Promise<void>((resolve) => child.stdout.on('data', (c: Buffer) => ((stdout += c.toString()), stdout.includes('ready') && resolve())));
-    await removeBusybox(r);
+    // As docker for a container's image: refused while the run uses it, unless forced.
+    const refused = await cli(['rmi', 'busybox'], { root: r });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('image is being used by a running tsbuild run');
+    expect((await cli(['images', '-q'], { root: r })).stdout).not.toBe('');
+    await removeBusybox(r, true);
     child.stdin.end('go\n');
     expect(await closed, stderr).toBe(0);
     expect(stdout).toBe('ready\nroot:x:0:0:root:/root:/bin/sh\n/bin/busybox\n');

@@ -61,6 +61,14 @@ async function removeOne(store: Store, arg: string, force: boolean, out: (line: 
       hint: 'remove the names one by one, or use -f to remove them all',
     });
   }
+  if (!force) {
+    const leased = await liveLeases(store);
+    if (leased.roots.some((r) => (typeof r === 'string' ? r : r.digest) === img.image.manifestDescriptor.digest)) {
+      throw new TsbuildError('IMAGE_IN_USE', `conflict: unable to delete ${arg} (${shortId(img.image.id)}) (must be forced) - image is being used by a running tsbuild run`, {
+        hint: 'wait for the run to end, or use -f (what the run uses stays until it ends; prune removes it afterwards)',
+      });
+    }
+  }
   const children = childrenOf(img, await listStoreImages(store, { signal }));
   if (children.length > 0 && !force) {
     const names = children.map((c) => (c.tags[0] ? familiarTag(c.tags[0]) : shortId(c.image.id)));

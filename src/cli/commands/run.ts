@@ -152,6 +152,8 @@ export const runCommand = defineCommand({
     const lease = new Lease(store);
     try {
       await leaseLayers(lease, store, layers, `image ${args.image}`, signal);
+      // The image itself too: rmi refuses an image a run is using (as docker does for a container's).
+      await lease.hold({ roots: [image.manifestDescriptor] }, { signal });
       const indexes = await Promise.all(layers.map((l) => layerIndexOf(store, l.diffId, { signal })));
       const lowerDirs = await lowerDirsFor(store, layers, indexes, signal, rootless);
       const user = await resolveUser(args.user ?? cfg.User ?? '', lowerDirs);
