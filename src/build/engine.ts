@@ -22,7 +22,7 @@ import { initialStageScope, planBuild, type PlannedStage, type StageScope } from
 import type { BuildRequest } from './request.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { StageState } from './stage-state.js';
-import { leaseLayers } from './snapshots.js';
+import { leaseLayers } from './lease-layers.js';
 import { setLabels } from '../image/config-edit.js';
 import { readLocalImage } from '../image/local-image.js';
 import { OCI_IMAGE_MANIFEST, isDigest, parseReference } from '../oci/index.js';

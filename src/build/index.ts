@@ -1,7 +1,8 @@
 export { build, type BuildEnv, type BuildResult } from './engine.js';
 export type { BuildRequest, OutputSpec, Compression, DockerfileSource } from './request.js';
 export type { BuildEvent, BuildReporter } from './events.js';
-import type { leaseLayers as LeaseLayers, lowerDirsFor as LowerDirsFor } from './snapshots.js';
+import type { lowerDirsFor as LowerDirsFor } from './snapshots.js';
+export { leaseLayers } from './lease-layers.js';
 export { openSshSources, type SshSources } from './ssh.js';
 
 /** Overlay lower dirs for a layer stack (snapshots.ts); loaded on use, as it pulls in the layer and sandbox code. */
@@ -9,7 +10,3 @@ export async function lowerDirsFor(...args: Parameters<typeof LowerDirsFor>): Re
   return (await import('./snapshots.js')).lowerDirsFor(...args);
 }
 
-/** Hold a layer stack's blobs and snapshots in a lease (snapshots.ts); loaded on use. */
-export async function leaseLayers(...args: Parameters<typeof LeaseLayers>): ReturnType<typeof LeaseLayers> {
-  return (await import('./snapshots.js')).leaseLayers(...args);
-}

@@ -1,11 +1,14 @@
-import { sha256Digest, type Digest } from '../oci/index.js';
+import type { Digest } from '../oci/index.js';
 import { applyLayer } from '../layer/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import { TsbuildError } from '../errors.js';
-import type { Lease, Store } from '../store/index.js';
+import type { Store } from '../store/index.js';
 import type { StoredLayer } from '../image/seal.js';
 import { userNamespaceRemoveTree, type SandboxCapabilities } from '../sandbox/index.js';
 import { unpackInNamespace } from './rootless.js';
+import { chainId } from './lease-layers.js';
+
+export { chainId, leaseLayers } from './lease-layers.js';
 
 /**
  * Overlay lower directories for a stack of layers (DESIGN.md "Snapshots come from
@@ -43,27 +46,6 @@ export async function lowerDirsFor(
     lowers = [await unpackInto(store, layers.slice(0, i + 1).map((l) => l.diffId), chain, signal, rootless)];
   }
   return lowers;
-}
-
-/**
- * Holds a stack of layers in `lease` (their blobs, and every snapshot lowerDirsFor may use
- * for them: one per diff ID and one per chain), then checks the blobs are still there: a
- * concurrent `rmi` or `prune` may have removed them between finding the image and the lease.
- */
-export async function leaseLayers(lease: Lease, store: Store, layers: readonly StoredLayer[], what: string, signal?: AbortSignal): Promise<void> {
-  const diffIds = layers.map((l) => l.diffId);
-  const chains = diffIds.map((_, i) => chainId(diffIds.slice(0, i + 1)));
-  await lease.hold({ roots: diffIds, snapshots: [...diffIds, ...chains] }, { signal });
-  for (const d of diffIds) {
-    if (!(await store.blobs.hasBlob(d))) {
-      throw new TsbuildError('BLOB_NOT_FOUND', `layer ${d} of ${what} was removed from the store meanwhile (by rmi or prune)`, { hint: 'add the image again (pull, load or build) and retry' });
-    }
-  }
-}
-
-/** A name for a stack of layers (like containerd's chain ID; not a layer digest). */
-export function chainId(diffIds: readonly Digest[]): Digest {
-  return sha256Digest(`tsbuild-chain:${diffIds.join(',')}`);
 }
 
 async function unpackInto(store: Store, diffIds: readonly Digest[], name: Digest, signal?: AbortSignal, rootless?: SandboxCapabilities): Promise<string> {

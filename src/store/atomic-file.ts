@@ -36,13 +36,13 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 /** Write `data` to a new temp file and fsync it; returns the temp path. */
-async function writeTemp(tmpDir: string, data: Uint8Array | string, mode: number, signal?: AbortSignal): Promise<string> {
+async function writeTemp(tmpDir: string, data: Uint8Array | string, mode: number, signal?: AbortSignal, durable = true): Promise<string> {
   signal?.throwIfAborted();
   const tmp = tempPath(tmpDir, 'write');
   const h = await open(tmp, 'wx', mode);
   try {
     await h.writeFile(data, signal ? { signal } : {});
-    await h.sync();
+    if (durable) await h.sync();
   } catch (e) {
     await h.close().catch(() => undefined);
     await rm(tmp, { force: true });
@@ -56,16 +56,23 @@ async function writeTemp(tmpDir: string, data: Uint8Array | string, mode: number
 export async function writeFileAtomic(
   dest: string,
   data: Uint8Array | string,
-  opts: { tmpDir: string; mode?: number; signal?: AbortSignal | undefined },
+  opts: {
+    tmpDir: string;
+    mode?: number;
+    signal?: AbortSignal | undefined;
+    /** false: atomic but not crash-durable (no fsync), for files that mean nothing after a crash. */
+    durable?: boolean;
+  },
 ): Promise<void> {
-  const tmp = await writeTemp(opts.tmpDir, data, opts.mode ?? 0o644, opts.signal);
+  const durable = opts.durable ?? true;
+  const tmp = await writeTemp(opts.tmpDir, data, opts.mode ?? 0o644, opts.signal, durable);
   try {
     await rename(tmp, dest);
   } catch (e) {
     await rm(tmp, { force: true });
     throw e;
   }
-  await fsyncDir(join(dest, '..'));
+  if (durable) await fsyncDir(join(dest, '..'));
 }
 
 /**

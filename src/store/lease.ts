@@ -54,7 +54,9 @@ export class Lease {
       // and the last write carries everything.
       const doc = `${JSON.stringify({ roots: [...this.#roots.values()], snapshots: [...this.#snapshots] })}\n`;
       await mkdir(leaseDir(this.#store), { recursive: true });
-      await writeFileAtomic(this.#path, doc, { tmpDir: this.#store.paths.tmp, signal: opts.signal });
+      // Not fsynced: a lease means something only while its process lives, and a crash makes
+      // it stale anyway. Atomic still, so a concurrent gc never reads half of it.
+      await writeFileAtomic(this.#path, doc, { tmpDir: this.#store.paths.tmp, signal: opts.signal, durable: false });
       this.#written = true;
     }, { signal: opts.signal });
   }
