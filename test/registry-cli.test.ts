@@ -2,7 +2,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tool, tsbuild, type RunResult } from './support/cli.js';
+import { gunzipSync } from 'node:zlib';
+import { storeWithBusybox, tool, tsbuild, writeTree, type RunResult } from './support/cli.js';
 import { startRegistry, type RunningRegistry } from './support/registry.js';
 import { startTokenIssuer, type TokenIssuer } from './support/token-issuer.js';
 
@@ -107,6 +108,52 @@ describe('tsbuild login, push, pull, tag, logout', () => {
     const pull = await tsbuild(['pull', `${reg.host}/public/sk:v1`], { root: root('e'), env });
     expect(pull.code, pull.stderr).toBe(0);
     expect(pull.stdout.trim()).toBe(imported.stdout.trim());
+  });
+
+  it('build --push with a --secret and stored credentials leaves neither in the store or the logs', async () => {
+    const SECRET = 'tok-9f1c2e7a-never-in-a-layer';
+    const login = await tsbuild(['login', reg.host, '-u', 'bob', '--password-stdin'], { env, input: `${PASSWORD}\n` });
+    expect(login.code, login.stderr).toBe(0);
+    const store = root('secrets');
+    await storeWithBusybox(store);
+    const ctx = path.join(tmp, 'secret-ctx');
+    await writeTree(ctx, {
+      Dockerfile: 'FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok | sha256sum > /tok.sha && echo "$(wc -c < /run/secrets/tok)" > /tok.len\n',
+    });
+    const secretFile = path.join(tmp, 'tok.txt');
+    await fs.writeFile(secretFile, SECRET);
+    const build = await tsbuild(['build', '--progress', 'plain', '--log-level', 'trace', '--secret', `id=tok,src=${secretFile}`, '--push', '-t', `${reg.host}/private/sec:v1`, ctx], { root: store, env });
+    expect(build.code, build.stderr).toBe(0);
+    noSecrets(build);
+    expect(build.stdout + build.stderr).not.toContain(SECRET);
+    const hist = await tsbuild(['history', '--no-trunc', `${reg.host}/private/sec:v1`], { root: store, env });
+    const insp = await tsbuild(['inspect', `${reg.host}/private/sec:v1`], { root: store, env });
+    for (const r of [hist, insp]) {
+      expect(r.code, r.stderr).toBe(0);
+      noSecrets(r);
+      expect(r.stdout).not.toContain(SECRET);
+    }
+    // Every file of the store (layers, configs, manifests, cache keys, meta, leases), gzip
+    // blobs decompressed: none holds the secret, the password, the Basic credential or a token.
+    let files = 0;
+    for (const rel of await fs.readdir(store, { recursive: true })) {
+      const f = path.join(store, String(rel));
+      const st = await fs.lstat(f);
+      if (!st.isFile()) continue;
+      files++;
+      let bytes = await fs.readFile(f);
+      if (bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = gunzipSync(bytes);
+      const text = bytes.toString('latin1');
+      for (const needle of [SECRET, PASSWORD, BASIC]) expect(text.includes(needle), `${needle} in ${f}`).toBe(false);
+      expect(text, f).not.toMatch(/eyJ[A-Za-z0-9_-]{20,}\.eyJ/);
+    }
+    expect(files).toBeGreaterThan(10);
+    // The step did see the secret: its digest and length went into the image.
+    const out = path.join(tmp, 'secret-out');
+    const local = await tsbuild(['build', '--secret', `id=tok,src=${secretFile}`, '--output', `type=local,dest=${out}`, ctx], { root: store, env });
+    expect(local.code, local.stderr).toBe(0);
+    expect((await fs.readFile(path.join(out, 'tok.len'), 'utf8')).trim()).toBe(String(SECRET.length));
+    await tsbuild(['logout', reg.host], { env });
   });
 
   it('exit 1 with a clear message for an unreachable registry and a bad reference', async () => {
