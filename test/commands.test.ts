@@ -449,6 +449,23 @@ describe('rmi and prune', () => {
     expect((await cli(['images', '-q', '--filter', 'reference=twin*'], { root: r2 })).stdout.trim().split('\n')).toHaveLength(2);
   });
 
+  it('prune removes the step and agent dirs SIGKILLed tsbuilds left in the temp dir', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+    const os = await import('node:os');
+    const left = ['run', 'agent'].map((k) => path.join(os.tmpdir(), `tsbuild-${k}-${dead}-x-Dead01`));
+    const live = path.join(os.tmpdir(), `tsbuild-run-${process.pid}-x-Keep01`);
+    for (const d of [...left, live]) await fs.mkdir(d, { recursive: true });
+    try {
+      const r = await cli(['prune', '-f'], { root: path.join(work, 'prune-sweep') });
+      expect(r.code, r.stderr).toBe(0);
+      for (const d of left) expect(await fs.stat(d).catch(() => undefined), d).toBeUndefined();
+      expect(await fs.stat(live).catch(() => undefined)).toBeDefined(); // its owner (this process) lives
+    } finally {
+      for (const d of [...left, live]) await fs.rm(d, { recursive: true, force: true });
+    }
+  });
+
   it('prune removes dangling images; --all the build cache too', async () => {
     const oldId = await build(path.join(work, 'app'), 'app:latest', r2);
     await fs.writeFile(path.join(work, 'app', 'msg.txt'), 'changed\n');

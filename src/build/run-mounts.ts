@@ -1,7 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { RunMount, SourceRef } from '../plan/index.js';
@@ -173,7 +172,8 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
           // Not under the store: the sandbox resolves a bind source as the step's USER, and the
           // store usually sits in a home directory closed to other users. The proxy socket's own
           // mode and owner decide who may use it.
-          const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `tsbuild-agent-${process.pid}-`));
+          // Named for its owner, so that a later build sweeps it away if tsbuild was SIGKILLed.
+          const dir = await (await import('../sandbox/step-dir.js')).makeStepDir('agent');
           let stop: (() => void) | undefined;
           releases.push(() => {
             stop?.();

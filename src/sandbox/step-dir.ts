@@ -15,9 +15,10 @@ import { ownerState, ownerTag } from '../store/index.js';
  * which is gone with its processes, so what is left is empty dirs, symlinks and runc's files;
  * rm does not follow symlinks.
  */
-export type StepDirKind = 'run' | 'runc';
+/** run/runc: a RUN step's dir; agent: the dir of an ssh-agent proxy socket (build/run-mounts.ts). */
+export type StepDirKind = 'run' | 'runc' | 'agent';
 
-const STEP_DIR_RE = /^tsbuild-(run|runc)-(\d+)-(\d+|x)-[A-Za-z0-9]{6}$/;
+const STEP_DIR_RE = /^tsbuild-(run|runc|agent)-(\d+)-(\d+|x)-[A-Za-z0-9]{6}$/;
 
 /** Make a fresh step dir `<tmp>/tsbuild-<kind>-<pid>-<start>-XXXXXX`; first sweeps dead owners' dirs once per process and dir. */
 export async function makeStepDir(kind: StepDirKind, base: string = tmpdir()): Promise<string> {

@@ -47,6 +47,9 @@ export const pruneCommand = defineCommand({
       if (untilMs === undefined) throw new TsbuildError('USAGE', `invalid duration in filter 'until=${value}'`, { hint: 'durations look like 24h, 90m, 30s, 1h30m' });
     }
     const store = await ctx.store();
+    // Step dirs (and ssh-agent proxy dirs) of SIGKILLed tsbuilds live outside the store, in the
+    // temp dir: prune clears those of dead processes too, as a build does when it starts.
+    await (await import('../../sandbox/step-dir.js')).sweepDeadStepDirs();
     const now = Date.now();
     const olderThan = (mtimeMs: number): boolean => untilMs === undefined || now - mtimeMs >= untilMs;
 
