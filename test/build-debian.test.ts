@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot, requireTool, tempDir, tool, tsbuild } from './support/cli.js';
+import { CLI, withTestUser } from './support/rootless.js';
 
 // The heavy, real case: a Debian base made with debootstrap from the host's package mirror
 // (scripts/make-debian-image) and `apt-get install python3` in a RUN step (examples/python),
@@ -46,29 +47,20 @@ describe('examples/python on a debootstrapped Debian', () => {
   }, SLOW);
 
   it('does the same as an ordinary user, rootless, with files owned by other IDs', async () => {
-    await tool('id', ['tsbuild-test']).catch(() => {
-      throw new Error('user tsbuild-test missing: run scripts/setup');
-    });
-    const dir = await fs.mkdtemp(path.join('/tmp', 'tsbuild-rootless-debian-'));
-    try {
+    await withTestUser('debian', async ({ dir, give, ok }) => {
       await fs.mkdir(path.join(dir, 'cache'));
       await fs.copyFile(path.join(cache, 'debian-bookworm.tar'), path.join(dir, 'cache', 'debian-bookworm.tar'));
       await fs.cp(path.join(repoRoot, 'examples/python'), path.join(dir, 'ctx'), { recursive: true });
       // A step that checks what only a real ID mapping gives: chown to apt's user sticks.
       await fs.appendFile(path.join(dir, 'ctx', 'Dockerfile'), 'RUN chown _apt /app && test "$(stat -c %U /app)" = _apt && python3 -c "print(\'rootless ok\')"\n');
-      await tool('chown', ['-R', 'tsbuild-test:', dir]);
-      const cli = path.join(repoRoot, 'dist/cmd/tsbuild.js');
-      const script = `${path.join(repoRoot, 'scripts/make-debian-image')} >/dev/null && node ${cli} build --progress plain --output type=oci,dest=${dir}/o.tar ${dir}/ctx`;
-      const out = await tool('runuser', ['-u', 'tsbuild-test', '--', 'env', `HOME=${dir}`, `TSBUILD_ROOT=${dir}/store`, `TSBUILD_CACHE=${dir}/cache`, 'sh', '-c', script], { cwd: dir });
+      await give();
+      const out = await ok(`${path.join(repoRoot, 'scripts/make-debian-image')} >/dev/null && ${CLI} build --progress plain --output type=oci,dest=${dir}/o.tar ${dir}/ctx`, { TSBUILD_CACHE: `${dir}/cache` });
       expect(out.stderr).toMatch(/Setting up python3/);
       expect(out.stderr).toMatch(/rootless ok/);
       // The image's files: python3 installed, /app owned by _apt (uid 42 in Debian), root's files root's.
       const listing = (await tool('sh', ['-c', `mkdir ${dir}/x && tar -xf ${dir}/o.tar -C ${dir}/x && for b in ${dir}/x/blobs/sha256/*; do tar -tvzf "$b" 2>/dev/null; done; true`])).stdout;
       expect(listing).toMatch(/^\S+ 0\/0 .* usr\/bin\/python3\.\d+$/m);
       expect(listing).toMatch(/^d\S+ 42\/0 .* app\/?$/m);
-    } finally {
-      await tool('runuser', ['-u', 'tsbuild-test', '--', 'sh', '-c', `unshare --map-auto --map-root-user rm -rf ${dir}/store 2>/dev/null; true`]).catch(() => undefined);
-      await fs.rm(dir, { recursive: true, force: true });
-    }
+    });
   }, SLOW);
 });

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { repoRoot, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { CLI, MAKE_BUSYBOX, withTestUser } from './support/rootless.js';
 
 // --isolation=sandbox|chroot|none and the copy-and-walk snapshots (TSBUILD_SNAPSHOTTER=copy),
 // through the CLI, as root. The same Dockerfile must give the same layers (diff IDs) whichever
@@ -166,11 +167,7 @@ describe('--isolation and copy-and-walk snapshots', () => {
 
   it('gives the same layers rootless (user namespace) with copy snapshots as with overlay', async () => {
     // The suite runs as root; these builds run as the tsbuild-test user scripts/setup creates.
-    await tool('id', ['tsbuild-test']).catch(() => {
-      throw new Error('user tsbuild-test missing: run scripts/setup');
-    });
-    const dir = await fs.mkdtemp(path.join('/tmp', 'tsbuild-rootless-copy-'));
-    try {
+    await withTestUser('copy', async ({ dir, give, ok }) => {
       await writeTree(path.join(dir, 'ctx'), {
         Dockerfile: [
           'FROM busybox',
@@ -179,12 +176,11 @@ describe('--isolation and copy-and-walk snapshots', () => {
           '',
         ].join('\n'),
       });
-      await tool('chown', ['-R', 'tsbuild-test:', dir]);
+      await give();
       const diffIds: string[][] = [];
       for (const snapshotter of ['overlay', 'copy']) {
         const out = path.join(dir, `${snapshotter}.tar`);
-        const script = `${path.join(repoRoot, 'scripts/make-busybox-image')} >/dev/null && node ${path.join(repoRoot, 'dist/cmd/tsbuild.js')} build --no-cache -o type=oci,dest=${out} ${dir}/ctx`;
-        await tool('runuser', ['-u', 'tsbuild-test', '--', 'env', `HOME=${dir}`, `TSBUILD_ROOT=${dir}/store`, 'SOURCE_DATE_EPOCH=1700000000', `TSBUILD_SNAPSHOTTER=${snapshotter}`, 'sh', '-c', script], { cwd: dir });
+        await ok(`${MAKE_BUSYBOX} >/dev/null && ${CLI} build --no-cache -o type=oci,dest=${out} ${dir}/ctx`, { SOURCE_DATE_EPOCH: '1700000000', TSBUILD_SNAPSHOTTER: snapshotter });
         const { diffIds: ids, listings } = await readArchive(out);
         diffIds.push(ids);
         expect(listings[0]).toMatch(/^drwx------ 1234\/2345 .* d\/$/m);
@@ -192,10 +188,7 @@ describe('--isolation and copy-and-walk snapshots', () => {
       }
       expect(diffIds[1]).toEqual(diffIds[0]);
       expect(await fs.readdir(path.join(dir, 'store', 'tmp'))).toEqual([]);
-    } finally {
-      await tool('runuser', ['-u', 'tsbuild-test', '--', 'sh', '-c', `unshare --map-auto --map-root-user rm -rf ${dir}/store 2>/dev/null; true`]).catch(() => undefined);
-      await fs.rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it.each(WAYS)('a failing RUN under $name leaves no mount, work dir or process behind', async (way) => {

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { repoRoot as repoRootDir, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { CLI, MAKE_BUSYBOX, withTestUser } from './support/rootless.js';
 
 // RUN steps in the real sandbox (bubblewrap on overlay snapshots), as root. The results are
 // read back from the OCI archive with GNU tar and run with podman.
@@ -233,30 +234,21 @@ describe('RUN', () => {
 
   it('runs RUN as an unprivileged user in a user namespace, with chown to other IDs', async () => {
     // The suite runs as root; this build runs as the tsbuild-test user scripts/setup creates.
-    await tool('id', ['tsbuild-test']).catch(() => {
-      throw new Error('user tsbuild-test missing: run scripts/setup');
-    });
-    const dir = await fs.mkdtemp(path.join('/tmp', 'tsbuild-rootless-'));
-    try {
+    await withTestUser('run', async ({ dir, give, ok }) => {
       await writeTree(path.join(dir, 'ctx'), {
         Dockerfile:
           'FROM busybox AS build\nRUN mkdir /out && echo art > /out/a && chown -R 77:88 /out\n' +
           'FROM busybox\nRUN mkdir /d && echo x > /d/f && chown -R 1234:2345 /d && rm /etc/group && id -u > /uid\nRUN test "$(stat -c %u:%g /d/f)" = 1234:2345\n' +
           'COPY --from=build /out /out\nRUN test "$(stat -c %u:%g /out/a)" = 77:88\n',
       });
-      await tool('chown', ['-R', 'tsbuild-test:', dir]);
-      const env = { HOME: dir, TSBUILD_ROOT: path.join(dir, 'store') };
-      const script = `${path.join(repoRootDir, 'scripts/make-busybox-image')} >/dev/null && node ${path.join(repoRootDir, 'dist/cmd/tsbuild.js')} build --output type=oci,dest=${dir}/o.tar ${dir}/ctx`;
-      await tool('runuser', ['-u', 'tsbuild-test', '--', 'env', `HOME=${env.HOME}`, `TSBUILD_ROOT=${env.TSBUILD_ROOT}`, 'sh', '-c', script], { cwd: dir });
+      await give();
+      await ok(`${MAKE_BUSYBOX} >/dev/null && ${CLI} build --output type=oci,dest=${dir}/o.tar ${dir}/ctx`);
       const layers = await layerListings(path.join(dir, 'o.tar'));
       const verbose = await tool('sh', ['-c', `cd ${dir}/o.tar.d && for b in blobs/sha256/*; do tar -tvzf "$b" 2>/dev/null; done; true`]);
       expect(layers.some((l) => /^etc\/\.wh\.group$/m.test(l))).toBe(true);
       expect(verbose.stdout).toMatch(/77\/88 .* out\/a$/m); // COPY --from keeps the stage's owners
       expect(verbose.stdout).toMatch(/1234\/2345 .* d\/f$/m);
       expect(verbose.stdout).toMatch(/0\/0 .* uid$/m); // container root, not the host user
-    } finally {
-      await tool('runuser', ['-u', 'tsbuild-test', '--', 'sh', '-c', `unshare --map-auto --map-root-user rm -rf ${dir}/store 2>/dev/null; true`]).catch(() => undefined);
-      await fs.rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });

@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { repoRoot as repoRootDir, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { CLI, MAKE_BUSYBOX, withTestUser } from './support/rootless.js';
 
 // RUN --mount=type=ssh against a real ssh-agent: the host's ssh-add (with its shared libraries)
 // is copied into the image so a step can ask the forwarded agent for its keys.
@@ -86,11 +87,7 @@ describe('RUN --mount=type=ssh', () => {
   });
 
   it('works for an ordinary user (rootless), with a secret and an agent for a non-root USER', async () => {
-    await tool('id', ['tsbuild-test']).catch(() => {
-      throw new Error('user tsbuild-test missing: run scripts/setup');
-    });
-    const dir = await fs.mkdtemp(path.join('/tmp', 'tsbuild-rootless-ssh-'));
-    try {
+    await withTestUser('ssh', async ({ dir, give, ok }) => {
       await fs.cp(path.join(work, 'bits'), path.join(dir, 'ctx', 'bits'), { recursive: true });
       await writeTree(path.join(dir, 'ctx'), {
         Dockerfile: [
@@ -104,19 +101,13 @@ describe('RUN --mount=type=ssh', () => {
       });
       await fs.writeFile(path.join(dir, 'token'), 'rootless-tok\n');
       await fs.copyFile(keyFile, path.join(dir, 'key'));
-      await tool('chown', ['-R', 'tsbuild-test:', dir]);
-      await fs.chmod(dir, 0o700);
-      const cli = path.join(repoRootDir, 'dist/cmd/tsbuild.js');
-      const script = `${path.join(repoRootDir, 'scripts/make-busybox-image')} >/dev/null && node ${cli} build --progress plain --ssh default=${dir}/key --secret id=tok,src=${dir}/token --output type=local,dest=${dir}/out ${dir}/ctx`;
-      await tool('runuser', ['-u', 'tsbuild-test', '--', 'env', `HOME=${dir}`, `TSBUILD_ROOT=${dir}/store`, 'sh', '-c', script], { cwd: dir });
+      await give();
+      await ok(`${MAKE_BUSYBOX} >/dev/null && ${CLI} build --progress plain --ssh default=${dir}/key --secret id=tok,src=${dir}/token --output type=local,dest=${dir}/out ${dir}/ctx`);
       expect(await fs.readFile(path.join(dir, 'out/root-keys'), 'utf8')).toContain(fingerprint);
       expect(await fs.readFile(path.join(dir, 'out/tmp/user-keys'), 'utf8')).toContain(fingerprint);
       expect(await fs.readFile(path.join(dir, 'out/tmp/tok'), 'utf8')).toBe('rootless-tok\n');
       expect(await fs.stat(path.join(dir, 'out/run')).catch(() => undefined)).toBeUndefined();
-    } finally {
-      await tool('runuser', ['-u', 'tsbuild-test', '--', 'sh', '-c', `unshare --map-auto --map-root-user rm -rf ${dir}/store 2>/dev/null; true`]).catch(() => undefined);
-      await fs.rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('a required agent that was not given: a located error, exit 1', async () => {

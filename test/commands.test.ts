@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { bin, repoRoot, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { CLI, MAKE_BUSYBOX, withTestUser } from './support/rootless.js';
 import { PassThrough, Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { openStore } from '../src/store/index.js';
@@ -340,34 +341,15 @@ describe('run', () => {
   });
 
   it('runs as an ordinary user (rootless, in the user namespace of its subordinate IDs)', async () => {
-    await tool('id', ['tsbuild-test']).catch(() => {
-      throw new Error('user tsbuild-test missing: run scripts/setup');
-    });
-    const dir = await fs.mkdtemp(path.join('/tmp', 'tsbuild-rootless-run-'));
-    try {
-      await tool('chown', ['tsbuild-test:', dir]);
-      const store = path.join(dir, 'store');
-      const as = (cmd: string): Promise<{ code: number; stdout: string; stderr: string }> =>
-        new Promise((resolve, reject) => {
-          const c = spawn('runuser', ['-u', 'tsbuild-test', '--', 'env', `HOME=${dir}`, `TSBUILD_ROOT=${store}`, 'sh', '-c', cmd], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-          let stdout = '';
-          let stderr = '';
-          c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-          c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-          c.on('error', reject);
-          c.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-        });
-      const made = await as(`${path.join(repoRoot, 'scripts/make-busybox-image')} >/dev/null`);
-      expect(made.code, made.stderr).toBe(0);
-      const r = await as(`${process.execPath} ${bin} run --rm busybox sh -c 'echo hi from $(id -u); stat -c %u /etc/passwd; exit 9'`);
+    await withTestUser('run', async ({ store, give, ok, run: as }) => {
+      await give();
+      await ok(`${MAKE_BUSYBOX} >/dev/null`);
+      const r = await as(`${CLI} run --rm busybox sh -c 'echo hi from $(id -u); stat -c %u /etc/passwd; exit 9'`);
       expect(r).toMatchObject({ code: 9, stdout: 'hi from 0\n0\n' });
-      const nobody = await as(`${process.execPath} ${bin} run -u nobody busybox id -u`);
+      const nobody = await as(`${CLI} run -u nobody busybox id -u`);
       expect(nobody).toMatchObject({ code: 0, stdout: '65534\n' });
       expect(await fs.readdir(path.join(store, 'tmp'))).toEqual([]);
-    } finally {
-      await tool('runuser', ['-u', 'tsbuild-test', '--', 'sh', '-c', `unshare --map-auto --map-root-user rm -rf ${dir}/store 2>/dev/null; true`]).catch(() => undefined);
-      await fs.rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('runs the README hello example', async () => {
