@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -156,13 +156,15 @@ RUN (sleep 4321 &); setsid sleep 4322 >/dev/null 2>&1 < /dev/null & echo started
   });
 });
 
-describe('a RUN build killed with SIGKILL', () => {
+// runc: a foreground `runc run` whose parent was killed ran on with the step; it now runs as
+// PID 1 of a PID namespace that dies with tsbuild, and the next build removes its cgroups.
+describe.each([['bwrap', 'run'], ['runc', 'runc']])('a RUN build (%s) killed with SIGKILL', (runtime, kind) => {
   it('leaves no sandbox process and no mount behind, and fsck is clean', async () => {
-    const ctx = path.join(work, 'killrun');
+    const ctx = path.join(work, `killrun-${runtime}`);
     await writeTree(ctx, { Dockerfile: 'FROM busybox\nRUN echo tsbuild-torture-kill-$((6*7)) && sleep 30\n' });
-    const child = spawn(process.execPath, [bin, 'build', '--no-cache', '--progress', 'plain', ctx], { env: { ...process.env, TSBUILD_ROOT: root }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [bin, 'build', '--runtime', runtime, '--no-cache', '--progress', 'plain', ctx], { env: { ...process.env, TSBUILD_ROOT: root }, stdio: ['ignore', 'ignore', 'pipe'] });
     // The step dir of a running step carries its owner's pid (no one removes a live owner's).
-    const mine = () => readdirSync(tmpdir()).filter((n) => n.startsWith(`tsbuild-run-${child.pid}-`));
+    const mine = () => readdirSync(tmpdir()).filter((n) => n.startsWith(`tsbuild-${kind}-${child.pid}-`));
     let during: string[] = [];
     await new Promise<void>((resolve) => {
       child.stderr.on('data', (d: Buffer) => {
@@ -178,7 +180,7 @@ describe('a RUN build killed with SIGKILL', () => {
     const left = readdirSync('/proc').filter((p) => {
       try {
         const c = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-        return c.includes('tsbuild-torture-kill') || (c.startsWith('bwrap') && c.includes(root));
+        return c.includes('tsbuild-torture-kill') || ((c.startsWith('bwrap') || c.includes('runc')) && c.includes(root));
       } catch {
         return false;
       }
@@ -195,6 +197,12 @@ describe('a RUN build killed with SIGKILL', () => {
     const next = await tsbuild(['build', ctx], { root });
     expect(next.code, next.stderr).toBe(0);
     expect(mine()).toEqual([]);
+    if (runtime === 'runc') {
+      // runc named the container after the step dir; as root it made cgroups of that name.
+      const id = `tsbuild-${during[0]!.slice('tsbuild-runc-'.length)}`;
+      const cgroups = readdirSync('/sys/fs/cgroup').flatMap((h) => [`/sys/fs/cgroup/${h}/${id}`]).concat(`/sys/fs/cgroup/${id}`);
+      expect(cgroups.filter((d) => existsSync(d))).toEqual([]);
+    }
   });
 });
 

@@ -2,7 +2,7 @@ import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { captureChild, runChild, Tail, terminalTool } from './child.js';
-import { SignalForwarder, signalProcess } from './signal-forward.js';
+import { childrenOf, SignalForwarder, signalProcess } from './signal-forward.js';
 import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import { prepareOverlay } from './overlay.js';
 import { makeStepDir } from './step-dir.js';
@@ -83,14 +83,25 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
           const del = ns.length > 0 ? [tools.unshare ?? 'unshare', [...ns, '--', runc, ...runcGlobal, 'delete', '--force', id]] as const : [runc, [...runcGlobal, 'delete', '--force', id]] as const;
           await captureChild(del[0], del[1]).catch(() => undefined);
         };
-        // `runc run` in the foreground forwards the signals it gets to the container's process
-        // (unshare and sh exec'd into runc, so the child's pid is runc's). That process is the
-        // container's PID 1: as with docker, a signal it has no handler for is ignored.
-        // DEBT: with `tty` the spawned process is script(1), not runc, and gets the signal.
+        // A SIGKILLed tsbuild must not leave runc and the container running (they did: a
+        // foreground `runc run` whose parent dies runs on, and so does the container's
+        // process, which runc does not tie to its own life). So runc runs as PID 1 of a PID
+        // namespace of its own (`--pid --fork`, with a /proc of that namespace, as runc reads
+        // /proc/PID of its children): when it dies, the kernel kills everything in
+        // that namespace, the container's nested one included. `--kill-child` SIGKILLs runc
+        // when unshare dies, and setpriv's parent-death signal kills unshare when tsbuild
+        // dies (it survives the exec of unshare: no credential change).
+        // `runc run` in the foreground forwards the signals it gets to the container's process,
+        // which is the container's PID 1: as with docker, a signal it has no handler for is
+        // ignored. unshare's parent half blocks SIGINT/SIGTERM while it waits, so signals go to
+        // its child, runc (the mount wrapper exec'd into it).
+        // DEBT: with `tty` the spawned process is script(1), not unshare, and gets the signal.
         const forwarder = new SignalForwarder(runOpts.forwardSignals);
+        const unshareArgs = [...ns, '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child', '--mount-proc', '--', tools.sh, '-c', MOUNT_WRAPPER, 'tsbuild-sandbox', mountOptions, root, runc, ...runcGlobal, 'run', '--bundle', bundle, id];
+        const [command, commandArgs] = tools.setpriv ? [tools.setpriv, ['--pdeathsig', 'KILL', '--', tools.unshare, ...unshareArgs]] : [tools.unshare, unshareArgs];
         const result = await runChild(
-          tools.unshare,
-          [...ns, '--mount', '--propagation', 'private', '--', tools.sh, '-c', MOUNT_WRAPPER, 'tsbuild-sandbox', mountOptions, root, runc, ...runcGlobal, 'run', '--bundle', bundle, id],
+          command,
+          commandArgs,
           {
             signal,
             cwd: stepDir,
@@ -106,7 +117,11 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
               step.stderr?.(c);
             },
             cleanup: deleteContainer,
-            onSpawn: (pid) => forwarder.target((sig) => signalProcess(pid, sig)),
+            onSpawn: (pid) =>
+              forwarder.target((sig) => {
+                if (step.tty) return signalProcess(pid, sig);
+                for (const child of childrenOf(pid)) signalProcess(child, sig);
+              }),
           },
         ).finally(() => forwarder.stop());
         // runc reports its own failures (before the process starts) on stderr with exit 1,

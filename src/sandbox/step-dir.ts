@@ -1,4 +1,5 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { chmod, mkdtemp, readdir, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ownerState, ownerTag } from '../store/index.js';
@@ -15,10 +16,13 @@ import { ownerState, ownerTag } from '../store/index.js';
  * which is gone with its processes, so what is left is empty dirs, symlinks and runc's files;
  * rm does not follow symlinks.
  */
-/** run/runc: a RUN step's dir; agent: the dir of an ssh-agent proxy socket (build/run-mounts.ts). */
-export type StepDirKind = 'run' | 'runc' | 'agent';
+/**
+ * run/runc: a RUN step's dir; agent: the dir of an ssh-agent proxy socket (build/run-mounts.ts);
+ * probe: the sandbox probe's scratch dir (sandbox/probe.ts).
+ */
+export type StepDirKind = 'run' | 'runc' | 'agent' | 'probe';
 
-const STEP_DIR_RE = /^tsbuild-(run|runc|agent)-(\d+)-(\d+|x)-[A-Za-z0-9]{6}$/;
+const STEP_DIR_RE = /^tsbuild-(run|runc|agent|probe)-(\d+)-(\d+|x)-[A-Za-z0-9]{6}$/;
 
 /** Make a fresh step dir `<tmp>/tsbuild-<kind>-<pid>-<start>-XXXXXX`; first sweeps dead owners' dirs once per process and dir. */
 export async function makeStepDir(kind: StepDirKind, base: string = tmpdir()): Promise<string> {
@@ -55,6 +59,9 @@ export async function sweepDeadStepDirs(base: string = tmpdir()): Promise<number
     const owner = { pid: Number(m[2]), start: m[3] === 'x' ? undefined : Number(m[3]) };
     if (ownerState(owner) !== 'dead') continue;
     try {
+      if (m[1] === 'runc') await removeRuncCgroups(`tsbuild-${name.slice('tsbuild-runc-'.length)}`);
+      // The probe's overlay work dir has mode 000 (overlayfs makes it so).
+      if (m[1] === 'probe') await chmod(join(base, name, 'w', 'work'), 0o700).catch(() => undefined);
       await rm(join(base, name), { recursive: true, force: true });
       removed++;
     } catch {
@@ -62,4 +69,39 @@ export async function sweepDeadStepDirs(base: string = tmpdir()): Promise<number
     }
   }
   return removed;
+}
+
+/**
+ * A runc container (root only: rootless runc makes no cgroup) whose tsbuild was SIGKILLed is
+ * killed with its PID namespace (sandbox/runc-runner.ts), but `runc delete` never ran, so its
+ * empty cgroups stay. runc made them as `<id>` under its own cgroup in every hierarchy (v1) or
+ * in the unified one (v2): remove those. rmdir only removes empty cgroups; errors are ignored.
+ */
+async function removeRuncCgroups(id: string): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const root = '/sys/fs/cgroup';
+  const own = new Map<string, string>();
+  try {
+    for (const line of readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
+      const m = /^\d+:([^:]*):(.*)$/.exec(line);
+      if (!m) continue;
+      const [, ctrls = '', path = ''] = m;
+      for (const ctrl of ctrls === '' ? [''] : ctrls.split(',')) own.set(ctrl.replace(/^name=/, ''), path);
+    }
+  } catch {
+    // No /proc/self/cgroup: only the hierarchy roots are tried.
+  }
+  let hierarchies: string[];
+  try {
+    hierarchies = ['', ...(await readdir(root))];
+  } catch {
+    return;
+  }
+  const candidates = new Set<string>();
+  for (const h of hierarchies) {
+    candidates.add(join(root, h, id));
+    const ownPath = own.get(h);
+    if (ownPath !== undefined) candidates.add(join(root, h, ownPath, id));
+  }
+  for (const dir of candidates) await rmdir(dir).catch(() => undefined);
 }
