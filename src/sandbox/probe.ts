@@ -1,7 +1,8 @@
-import { access, chmod, constants, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir, userInfo } from 'node:os';
+import { access, chmod, constants, mkdir, readFile, rm } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { captureChild, HOST_PATH } from './child.js';
+import { makeStepDir } from './step-dir.js';
 import type { IdMapping, IdRange } from './types.js';
 
 /** One thing the sandbox may need; `reason` and `hint` are set when it is not available. */
@@ -273,7 +274,8 @@ async function probeOverlay(
 ): Promise<Capability> {
   if (!tools.unshare || !tools.mount || !tools.sh) return { ok: false, reason: 'unshare/mount/sh missing', hint: 'apt-get install util-linux mount' };
   if (!isRoot && !userns.ok) return { ok: false, reason: `overlay needs a user namespace as non-root: ${userns.reason ?? ''}`, ...(userns.hint ? { hint: userns.hint } : {}) };
-  const dir = await mkdtemp(join(tmpdir(), 'tsbuild-probe-'));
+  // Named for its owner like a step dir, so one left by a killed tsbuild is swept later.
+  const dir = await makeStepDir('probe');
   try {
     for (const d of ['l', 'u', 'w', 'm']) await mkdir(join(dir, d));
     await chmod(dir, 0o700);
@@ -291,6 +293,8 @@ async function probeOverlay(
       hint: isRoot ? 'modprobe overlay' : 'needs Linux >= 5.11 for unprivileged overlay; the copy-and-walk fallback is used instead',
     };
   } finally {
+    // overlayfs made w/work with mode 000: a non-root owner cannot list it to remove it.
+    await chmod(join(dir, 'w', 'work'), 0o700).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }
 }
