@@ -64,3 +64,41 @@ describe('examples/python on a debootstrapped Debian', () => {
     });
   }, SLOW);
 });
+
+// setcap in a RUN step (as the postinst of iputils-ping does): the file capability must be in
+// the layer as SCHILY.xattr.security.capability, as docker and BuildKit write it; it used to be
+// dropped. The host's setcap (libcap2-bin; Debian 12 like the base, which has libcap.so.2) is
+// copied in; GNU tar extracts the layer with xattrs and getcap reads it back.
+describe('file capabilities set by a RUN step', () => {
+  const dockerfile = 'FROM debian:bookworm\nCOPY setcap /usr/local/sbin/setcap\nRUN cp /bin/true /usr/local/bin/pinger && /usr/local/sbin/setcap cap_net_raw+ep /usr/local/bin/pinger\n';
+  async function capsInLayers(archive: string, out: string): Promise<string> {
+    // The layer that has the file, extracted with its xattrs; getcap prints e.g. "... cap_net_raw=ep".
+    const script = `set -e; mkdir -p ${out}/oci ${out}/fs; tar -xf ${archive} -C ${out}/oci; for b in ${out}/oci/blobs/sha256/*; do if tar -tzf "$b" 2>/dev/null | grep -qx usr/local/bin/pinger; then tar --xattrs --xattrs-include='security.capability' -xzf "$b" -C ${out}/fs usr/local/bin/pinger; fi; done; getcap ${out}/fs/usr/local/bin/pinger`;
+    return (await tool('sh', ['-c', script])).stdout;
+  }
+
+  it.each(['overlay', 'copy'])('are kept in the layer (root, %s snapshots)', async (snapshotter) => {
+    await requireTool('getcap');
+    const ctx = path.join(work, `caps-${snapshotter}`);
+    await fs.mkdir(ctx, { recursive: true });
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), dockerfile);
+    await fs.copyFile(await requireTool('setcap'), path.join(ctx, 'setcap'));
+    const archive = path.join(work, `caps-${snapshotter}.tar`);
+    const r = await tsbuild(['build', '--progress', 'plain', '--output', `type=oci,dest=${archive}`, ctx], { root, env: { TSBUILD_SNAPSHOTTER: snapshotter } });
+    expect(r.code, r.stderr.slice(-3000)).toBe(0);
+    expect(await capsInLayers(archive, path.join(work, `caps-${snapshotter}-x`))).toMatch(/pinger cap_net_raw=ep$/m);
+  }, SLOW);
+
+  it('are kept in the layer rootless (read in the user namespace, written as v2)', async () => {
+    await withTestUser('debian-caps', async ({ dir, give, ok }) => {
+      await fs.mkdir(path.join(dir, 'cache'));
+      await fs.copyFile(path.join(cache, 'debian-bookworm.tar'), path.join(dir, 'cache', 'debian-bookworm.tar'));
+      await fs.mkdir(path.join(dir, 'ctx'));
+      await fs.writeFile(path.join(dir, 'ctx', 'Dockerfile'), dockerfile);
+      await fs.copyFile(await requireTool('setcap'), path.join(dir, 'ctx', 'setcap'));
+      await give();
+      await ok(`${path.join(repoRoot, 'scripts/make-debian-image')} >/dev/null && ${CLI} build --progress plain --output type=oci,dest=${dir}/o.tar ${dir}/ctx`, { TSBUILD_CACHE: `${dir}/cache` });
+      expect(await capsInLayers(`${dir}/o.tar`, `${dir}/x`)).toMatch(/pinger cap_net_raw=ep$/m);
+    });
+  }, SLOW);
+});

@@ -9,8 +9,10 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { applyLayer, writeLayer, type LayerEntry } from '../layer/index.js';
 
-interface SerializedEntry extends Omit<LayerEntry, 'source'> {
+interface SerializedEntry extends Omit<LayerEntry, 'source' | 'xattrs'> {
   readonly sourcePath?: string;
+  /** Values in base64 (JSON has no bytes). */
+  readonly xattrs?: Record<string, string>;
 }
 
 async function main(argv: readonly string[]): Promise<number> {
@@ -21,7 +23,11 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   if (cmd === 'write-layer' && a && b) {
     const { entries, sourceDateEpoch } = JSON.parse(await fsp.readFile(a, 'utf8')) as { entries: SerializedEntry[]; sourceDateEpoch?: number };
-    const list: LayerEntry[] = entries.map(({ sourcePath, ...e }) => (sourcePath ? { ...e, source: () => createReadStream(sourcePath) } : e));
+    const list: LayerEntry[] = entries.map(({ sourcePath, xattrs, ...e }) => ({
+      ...e,
+      ...(xattrs ? { xattrs: Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, Buffer.from(v, 'base64')])) } : {}),
+      ...(sourcePath ? { source: () => createReadStream(sourcePath) } : {}),
+    }));
     const r = await writeLayer(list, createWriteStream(b, { mode: 0o600 }), sourceDateEpoch !== undefined ? { sourceDateEpoch } : {});
     process.stdout.write(`${JSON.stringify(r)}\n`);
     return 0;

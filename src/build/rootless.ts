@@ -34,6 +34,8 @@ export interface NamespaceEntry {
   readonly size?: number;
   readonly linkTarget?: string;
   readonly sourcePath?: string;
+  /** Sent to the worker as base64 (see namespace-worker.ts). */
+  readonly xattrs?: Readonly<Record<string, Buffer>> | undefined;
 }
 
 /**
@@ -45,7 +47,8 @@ export async function writeLayerInNamespace(caps: SandboxCapabilities, store: St
   try {
     const list = path.join(dir, 'entries.json');
     const tar = path.join(dir, 'layer.tar');
-    await fsp.writeFile(list, JSON.stringify({ entries, ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}) }));
+    const serial = entries.map(({ xattrs, ...e }) => (xattrs ? { ...e, xattrs: Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, v.toString('base64')])) } : e));
+    await fsp.writeFile(list, JSON.stringify({ entries: serial, ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}) }));
     const reported = JSON.parse(await worker(caps, ['write-layer', list, tar], signal)) as { diffId: Digest; size: number };
     const stored = await store.blobs.putBlob(createReadStream(tar), { expected: { digest: reported.diffId, size: reported.size }, signal });
     return stored;

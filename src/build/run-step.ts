@@ -295,7 +295,7 @@ function toLayer(changes: readonly ChangeEntry[]): { entries: LayerEntry[]; inde
       } else {
         if (c.nlink > 1) inodes.set(c.ino, c.path);
         const src = c.sourcePath;
-        entries.push({ ...meta, type: 'file', size: c.size, source: () => createReadStream(src) });
+        entries.push({ ...meta, type: 'file', size: c.size, source: () => createReadStream(src), ...(c.xattrs ? { xattrs: c.xattrs } : {}) });
         sources[entries.length - 1] = src;
         index.entries.push({ ...meta, type: 'file', size: c.size });
       }

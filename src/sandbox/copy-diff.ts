@@ -1,7 +1,7 @@
 import { lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { DEFAULT_MOUNT_POINTS, listOpaqueDirs, listTree, sortByPath, type ChangeEntry, type RawEntry } from './overlay.js';
+import { DEFAULT_MOUNT_POINTS, listOpaqueDirs, listTree, readFileCapabilities, sortByPath, type ChangeEntry, type RawEntry } from './overlay.js';
 import type { SandboxCapabilities } from './probe.js';
 import { runInUserNamespace } from './user-namespace.js';
 
@@ -18,8 +18,8 @@ import { runInUserNamespace } from './user-namespace.js';
  * once; serializeStatIndex/parseStatIndex let the engine persist it next to the snapshot.
  * The engine (build/copy-snapshots.ts) keeps the tree and its index in the store between
  * steps, so a step costs one stat walk plus reading what it changed.
- * Known gaps (marked here): an xattr-only change (setcap) is detected through the ctime, but
- * xattrs are not written to layers (the overlay capture does not write them either); hard
+ * File capabilities (security.capability) of changed files go into the layer, as in the overlay
+ * capture. Known gaps (marked here): hard
  * links across the lower/upper boundary are copied as separate files; prepareCopyRootfs is
  * `cp -a --reflink=auto` per layer, so its cost grows with the image.
  */
@@ -144,6 +144,7 @@ export async function diffCopyRootfs(
     for (let d = posix.dirname(p); d !== '.' && !listed.has(d); d = posix.dirname(d)) listed.add(d);
   }
   const out: ChangeEntry[] = [];
+  const fileCaps = await readFileCapabilities(dir, [...listed].filter((p) => afterMap.get(p)?.type === 'f'), opts.capabilities, opts.signal);
   for (const path of listed) {
     const e = afterMap.get(path);
     if (!e) continue;
@@ -160,6 +161,7 @@ export async function diffCopyRootfs(
       ino: e.ino,
       nlink: e.nlink,
       ...(kind === 'symlink' ? { linkTarget: e.linkTarget } : {}),
+      ...(fileCaps.has(path) ? { xattrs: { 'security.capability': fileCaps.get(path)! } } : {}),
     });
     if (recreated.has(path)) out.push({ kind: 'opaque', path });
   }

@@ -23,7 +23,8 @@
  *  - /sys is not mounted in the bwrap and runc sandboxes.
  *  - chroot and none isolation: no /proc, no /dev, no resolv.conf, no PID namespace (setsid
  *    daemons escape), no RUN --mount.
- *  - Copy-and-walk: xattrs are not written to layers (nor by the overlay capture).
+ *  - Captured layers carry only the security.capability xattr (as docker and BuildKit); other
+ *    xattrs a step sets are dropped, and applying a layer sets none (node has no setxattr).
  *  - Rootless capture lists the upper dir inside the namespace, but ChangeEntry.sourcePath is
  *    a host path: a file of another ID with mode 0600 must be read inside the namespace too
  *    (the layer writer should run there, e.g. runInUserNamespace(process.execPath, [...])).

@@ -1,6 +1,7 @@
 import { lstat, mkdir, symlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { join, posix } from 'node:path';
+import { Readable } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import type { SandboxCapabilities } from './probe.js';
 import { hostToContainer, runInUserNamespace } from './user-namespace.js';
@@ -81,6 +82,8 @@ export type ChangeEntry =
       readonly ino: number;
       readonly nlink: number;
       readonly linkTarget?: string;
+      /** Extended attributes the layer keeps (security.capability only, as docker and BuildKit). */
+      readonly xattrs?: Readonly<Record<string, Buffer>>;
     }
   /** `path` was deleted: the layer gets `.wh.<name>` in its parent. */
   | { readonly kind: 'whiteout'; readonly path: string }
@@ -134,6 +137,12 @@ export interface RawEntry {
 export async function* captureUpperDir(upperDir: string, opts: CaptureOptions): AsyncIterable<ChangeEntry> {
   const caps = opts.capabilities;
   const { entries, opaque, dropped } = await analyseUpperDir(upperDir, opts);
+  const fileCaps = await readFileCapabilities(
+    upperDir,
+    entries.filter((e) => e.type === 'f' && !dropped.has(e.path)).map((e) => e.path),
+    caps,
+    opts.signal,
+  );
   for (const e of entries) {
     opts.signal?.throwIfAborted();
     if (dropped.has(e.path)) continue;
@@ -154,6 +163,7 @@ export async function* captureUpperDir(upperDir: string, opts: CaptureOptions): 
       ino: e.ino,
       nlink: e.nlink,
       ...(kind === 'symlink' ? { linkTarget: e.linkTarget } : {}),
+      ...(fileCaps.has(e.path) ? { xattrs: { 'security.capability': fileCaps.get(e.path)! } } : {}),
     };
     if (kind === 'dir' && opaque.has(e.path)) yield { kind: 'opaque', path: e.path };
   }
@@ -259,6 +269,41 @@ export async function listOpaqueDirs(upperDir: string, caps: SandboxCapabilities
     }
   }
   return dirs;
+}
+
+/**
+ * The file capabilities (`security.capability`, set by setcap, e.g. by the postinst of Debian's
+ * iputils-ping) of the regular files `paths` (relative to `dir`), read inside the user namespace
+ * when rootless, where the kernel reports namespaced (v3) capabilities of the namespace's root
+ * as plain v2 ones, so the layer carries the portable form. docker and BuildKit (containerd's
+ * archive) put exactly this xattr in layers and no other; so do we. One `xargs getfattr` for
+ * all the files; none without files.
+ */
+export async function readFileCapabilities(dir: string, paths: readonly string[], caps: SandboxCapabilities, signal: AbortSignal | undefined): Promise<Map<string, Buffer>> {
+  const found = new Map<string, Buffer>();
+  const getfattr = caps.tools.getfattr;
+  if (paths.length === 0 || !getfattr) return found;
+  const list = Readable.from([Buffer.from(paths.map((p) => `${join(dir, p)}\0`).join(''), 'utf8')]);
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  // getfattr exits 1 when a file has no such attribute (xargs then 123); the output is complete.
+  const r = await runInUserNamespace('xargs', ['-0', '-r', getfattr, '-P', '--absolute-names', '-d', '-e', 'hex', '-m', '^security\\.capability$', '--'], {
+    capabilities: caps,
+    signal,
+    stdin: list,
+    stdout: (c) => out.push(c),
+    stderr: (c) => err.push(c),
+  });
+  if (r.exitCode !== 0 && r.exitCode !== 123) throw new TsbuildError('SANDBOX_FAILED', `getfattr failed in ${dir}: ${Buffer.concat(err).toString('utf8').trim()}`);
+  let current: string | undefined;
+  for (const line of Buffer.concat(out).toString('utf8').split('\n')) {
+    if (line.startsWith('# file: ')) current = unescapeGetfattr(line.slice('# file: '.length));
+    else if (current !== undefined && line.startsWith('security.capability=0x')) {
+      const rel = posix.relative(dir, current);
+      if (rel !== '' && !rel.startsWith('..')) found.set(rel, Buffer.from(line.slice('security.capability=0x'.length), 'hex'));
+    }
+  }
+  return found;
 }
 
 /** getfattr escapes control characters, `\` and non-ASCII bytes as `\ooo` octal (attr's quote()). */

@@ -36,7 +36,7 @@ export function assertMapped(mapping: IdMapping, uid: number, gids: readonly num
   });
 }
 
-export interface UserNamespaceOptions extends Pick<ChildOptions, 'signal' | 'cwd' | 'stdout' | 'stderr'> {
+export interface UserNamespaceOptions extends Pick<ChildOptions, 'signal' | 'cwd' | 'stdin' | 'stdout' | 'stderr'> {
   /** Capabilities to use; probed (cached) when absent. */
   readonly capabilities?: SandboxCapabilities;
 }

@@ -45,9 +45,10 @@ export function tool(cmd: string, args: readonly string[], opts: { cwd?: string;
 }
 
 /** Fails loudly when a component the test needs is not installed (CI installs it). */
-export async function requireTool(cmd: string): Promise<void> {
+/** The path of `cmd` on PATH; fails loudly when it is missing. */
+export async function requireTool(cmd: string): Promise<string> {
   try {
-    await tool('sh', ['-c', `command -v ${cmd}`]);
+    return (await tool('sh', ['-c', `command -v ${cmd}`])).stdout.trim();
   } catch {
     throw new Error(`${cmd} is not installed; run scripts/setup`);
   }
