@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { TsbuildError, isAbortError, type SourceLocation } from '../errors.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
-import { parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
+import { directiveWarnings, parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
 import { DEFAULT_PATH_ENV } from '../plan/index.js';
 import { sealImage, type SealedImage } from '../image/seal.js';
 import type { ImageConfig, Platform } from '../oci/index.js';
@@ -62,6 +62,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   // when every step of this build is cached.
   await (await import('../sandbox/step-dir.js')).sweepDeadStepDirs();
   const parsed = parseDockerfile(req.dockerfile.text, { file });
+  for (const message of directiveWarnings(parsed)) env.report({ type: 'warning', message });
   const split = splitStages(toInstructions(parsed));
   if (split.stages.length === 0) {
     throw new TsbuildError('DOCKERFILE_INSTRUCTION', 'the Dockerfile has no FROM instruction', {
