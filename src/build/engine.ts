@@ -7,7 +7,7 @@ import { directiveWarnings, parseDockerfile, toInstructions, splitStages, ShellL
 import { DEFAULT_PATH_ENV } from '../plan/index.js';
 import { sealImage, type SealedImage } from '../image/seal.js';
 import type { ImageConfig, Platform } from '../oci/index.js';
-import { formatPlatform } from '../oci/index.js';
+import { formatPlatform, parsePlatform, platformMatches } from '../oci/index.js';
 import { Lease, type Store } from '../store/index.js';
 import { resolveImage, scratchState, stateFromImage, type ImageSource } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';
@@ -78,6 +78,15 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     buildPlatform: env.platform,
     escapeToken: parsed.directives.escape,
   });
+  // Every step runs on the host's platform (no emulation yet). A stage that asks for another
+  // one would otherwise be built for the host and labelled as such: a silently wrong image.
+  for (const ps of plan.stages) {
+    if (ps.platform === undefined || platformMatches(parsePlatform(ps.platform), env.platform)) continue;
+    throw new TsbuildError('UNSUPPORTED', `FROM --platform=${ps.platform}: building for another platform than ${formatPlatform(env.platform)} needs emulation, which tsbuild does not have yet`, {
+      location: ps.stage.from.location,
+      hint: 'drop --platform, or use --platform=$BUILDPLATFORM',
+    });
+  }
   for (const name of plan.unusedBuildArgs) {
     env.report({ type: 'warning', message: `build argument ${JSON.stringify(name)} was not consumed by any ARG in the stages built` });
   }
