@@ -177,3 +177,26 @@ describe('--build-arg', () => {
     expect((await config(r)).config.Labels).toEqual({ e: 'from the environment', n: 'default' });
   });
 });
+
+describe('.dockerignore', () => {
+  it('NAME.dockerignore next to a Dockerfile called NAME wins over the context .dockerignore', async () => {
+    const dir = await fs.mkdtemp(path.join(work, 'ignore-'));
+    await writeTree(dir, {
+      'ctx/.dockerignore': 'a.txt\n',
+      'ctx/a.txt': 'a',
+      'ctx/b.txt': 'b',
+      'ctx/keep/c.txt': 'c',
+      'elsewhere/app.Dockerfile': 'FROM scratch\nCOPY . /ctx/\n',
+      'elsewhere/app.Dockerfile.dockerignore': '# only this file counts\n*.txt\n!keep/*.txt\n',
+      'ctx/plain.Dockerfile': 'FROM scratch\nCOPY . /ctx/\n',
+    });
+    const copied = async (dockerfile: string, out: string): Promise<string[]> => {
+      const r = await tsbuild(['build', '-f', dockerfile, '--output', `type=local,dest=${path.join(dir, out)}`, path.join(dir, 'ctx')], { root });
+      expect(r.code, r.stderr).toBe(0);
+      const names = (await fs.readdir(path.join(dir, out, 'ctx'), { recursive: true })) as string[];
+      return names.sort();
+    };
+    expect(await copied(path.join(dir, 'elsewhere/app.Dockerfile'), 'out1')).toEqual(['.dockerignore', 'keep', 'keep/c.txt', 'plain.Dockerfile']);
+    expect(await copied(path.join(dir, 'ctx/plain.Dockerfile'), 'out2')).toEqual(['.dockerignore', 'b.txt', 'keep', 'keep/c.txt', 'plain.Dockerfile']);
+  });
+});
