@@ -135,7 +135,9 @@ export async function dispatchInstruction(
     case 'ADD':
       return copyOrAdd(step, state, scope, ctx);
     case 'RUN': {
-      const r = await runRun(step.network === undefined && ctx.defaultNetwork === 'none' ? { ...step, network: 'none' } : step, state, { ...stepEnv(ctx), sandbox: ctx.sandbox, mountEnv: ctx.mountEnv, onOutput });
+      // RUN --network=default means the build's default (BuildKit's NetworkDefault), like no flag.
+      const usesDefault = step.network === undefined || step.network === 'default';
+      const r = await runRun(usesDefault && ctx.defaultNetwork === 'none' ? { ...step, network: 'none' } : step, state, { ...stepEnv(ctx), sandbox: ctx.sandbox, mountEnv: ctx.mountEnv, onOutput });
       return { state: r.state, scope, cached: r.cached };
     }
     default:
