@@ -225,11 +225,14 @@ describe('RUN', () => {
   });
 
   it('runs RUN without network with --network none', async () => {
-    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN ls /sys/class/net > /ifaces || cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " " > /ifaces\n' });
+    const ifaces = 'ls /sys/class/net > /IF || cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " " > /IF';
+    // RUN --network=default is the build's default, so it is offline too.
+    const ctx = await ctxWith({ Dockerfile: `FROM busybox\nRUN ${ifaces.replaceAll('IF', 'ifaces')}\nRUN --network=default ${ifaces.replaceAll('IF', 'default')}\n` });
     const out = path.join(work, 'nonet');
     const r = await tsbuild(['build', '--network', 'none', '--output', `type=local,dest=${out}`, ctx], { root });
     expect(r.code).toBe(0);
     expect((await fs.readFile(path.join(out, 'ifaces'), 'utf8')).trim()).toBe('lo');
+    expect((await fs.readFile(path.join(out, 'default'), 'utf8')).trim()).toBe('lo');
   });
 
   it('runs RUN as an unprivileged user in a user namespace, with chown to other IDs', async () => {

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +59,54 @@ describe('tsbuild CLI shell', () => {
       const r = await tsbuild(name, '--help');
       expect(r.code, name).toBe(0);
       expect(r.stdout, name).toContain(`tsbuild ${name}`);
+    }
+  });
+
+  it('--log-level sets what the structured log on stderr shows, before or after the command; a bad level exits 2', async () => {
+    // A server that is no registry: the pull fails after one logged request.
+    const server = http.createServer((_req, res) => {
+      res.writeHead(404);
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const ref = `127.0.0.1:${(server.address() as AddressInfo).port}/x:1`;
+    const root = await fs.mkdtemp('/tmp/tsbuild-cli-');
+    try {
+      const logLines = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; msg: string });
+      const before = await tsbuild('--root', root, '--log-level', 'debug', 'pull', ref);
+      expect(before.code).toBe(1);
+      expect(logLines(before.stderr).some((l) => l.level === 20)).toBe(true);
+      const after = await tsbuild('pull', ref, '--root', root, '--log-level', 'debug');
+      expect(logLines(after.stderr).some((l) => l.level === 20)).toBe(true);
+      const quiet = await tsbuild('--root', root, 'pull', ref); // default: warn
+      expect(quiet.code).toBe(1);
+      expect(logLines(quiet.stderr)).toEqual([]);
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+      await fs.rm(root, { recursive: true, force: true });
+    }
+    const bad = await tsbuild('--log-level', 'loud', 'images');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/log-level/);
+  });
+
+  it('--root and TSBUILD_ROOT choose the store', async () => {
+    const a = await fs.mkdtemp('/tmp/tsbuild-cli-');
+    const b = await fs.mkdtemp('/tmp/tsbuild-cli-');
+    try {
+      await run(process.execPath, [bin, '--root', a, 'images']);
+      await run(process.execPath, [bin, 'images'], { env: { ...process.env, TSBUILD_ROOT: b } });
+      // Each command opened (and so laid out) the store it was pointed at.
+      expect(await fs.readdir(a)).toContain('index.json');
+      expect(await fs.readdir(b)).toContain('index.json');
+      // --root wins over TSBUILD_ROOT.
+      const c = path.join(a, 'nested');
+      await run(process.execPath, [bin, 'images', '--root', c], { env: { ...process.env, TSBUILD_ROOT: path.join(b, 'unused') } });
+      expect(await fs.readdir(c)).toContain('index.json');
+      await expect(fs.access(path.join(b, 'unused'))).rejects.toThrow();
+    } finally {
+      await fs.rm(a, { recursive: true, force: true });
+      await fs.rm(b, { recursive: true, force: true });
     }
   });
 

@@ -26,7 +26,7 @@ import type { SourceRoot } from './copy-sources.js';
 import type { FileDigests } from './file-digests.js';
 import { runMkdir } from './mkdir-step.js';
 import { runRun, type RunEnv } from './run-step.js';
-import { fetchUrl, isRemoteSource } from './add-sources.js';
+import { archiveKind, fetchUrl, isRemoteSource, unpackArchive } from './add-sources.js';
 import type { StageState } from './stage-state.js';
 
 export interface StageContext {
@@ -135,7 +135,9 @@ export async function dispatchInstruction(
     case 'ADD':
       return copyOrAdd(step, state, scope, ctx);
     case 'RUN': {
-      const r = await runRun(step.network === undefined && ctx.defaultNetwork === 'none' ? { ...step, network: 'none' } : step, state, { ...stepEnv(ctx), sandbox: ctx.sandbox, mountEnv: ctx.mountEnv, onOutput });
+      // RUN --network=default means the build's default (BuildKit's NetworkDefault), like no flag.
+      const usesDefault = step.network === undefined || step.network === 'default';
+      const r = await runRun(usesDefault && ctx.defaultNetwork === 'none' ? { ...step, network: 'none' } : step, state, { ...stepEnv(ctx), sandbox: ctx.sandbox, mountEnv: ctx.mountEnv, onOutput });
       return { state: r.state, scope, cached: r.cached };
     }
     default:
@@ -161,6 +163,15 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
   for (const url of remote) {
     const dir = await ctx.tempDir();
     const got = await fetchUrl(url, dir, { checksum: step.kind === 'ADD' ? step.checksum : undefined, location: step.location, signal: ctx.signal });
+    // A download is copied as it is, unless ADD --unpack=true asks for an archive's contents
+    // (local archives are unpacked by default, downloads only when asked: the reference's ADD --unpack).
+    const kind = step.kind === 'ADD' && step.unpack === true ? await archiveKind(path.join(dir, got.name)) : undefined;
+    if (kind !== undefined) {
+      const out = await ctx.tempDir();
+      await unpackArchive(path.join(dir, got.name), kind, out, step.location, ctx.signal);
+      extraGroups.push({ root: { dir: out, kind: 'stage', label: url }, sources: ['.'], key: `url-unpacked:${url}:${got.digest}` });
+      continue;
+    }
     extraGroups.push({ root: { dir, kind: 'context', label: url }, sources: [got.name], key: `url:${url}:${got.digest}` });
   }
   if (step.kind === 'COPY' && step.parents) {

@@ -3,11 +3,11 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { TsbuildError, isAbortError, type SourceLocation } from '../errors.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
-import { parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
+import { directiveWarnings, parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
 import { DEFAULT_PATH_ENV } from '../plan/index.js';
 import { sealImage, type SealedImage } from '../image/seal.js';
 import type { ImageConfig, Platform } from '../oci/index.js';
-import { formatPlatform } from '../oci/index.js';
+import { formatPlatform, parsePlatform, platformMatches } from '../oci/index.js';
 import { Lease, type Store } from '../store/index.js';
 import { resolveImage, scratchState, stateFromImage, type ImageSource } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';
@@ -62,6 +62,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   // when every step of this build is cached.
   await (await import('../sandbox/step-dir.js')).sweepDeadStepDirs();
   const parsed = parseDockerfile(req.dockerfile.text, { file });
+  for (const message of directiveWarnings(parsed)) env.report({ type: 'warning', message });
   const split = splitStages(toInstructions(parsed));
   if (split.stages.length === 0) {
     throw new TsbuildError('DOCKERFILE_INSTRUCTION', 'the Dockerfile has no FROM instruction', {
@@ -77,6 +78,15 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     buildPlatform: env.platform,
     escapeToken: parsed.directives.escape,
   });
+  // Every step runs on the host's platform (no emulation yet). A stage that asks for another
+  // one would otherwise be built for the host and labelled as such: a silently wrong image.
+  for (const ps of plan.stages) {
+    if (ps.platform === undefined || platformMatches(parsePlatform(ps.platform), env.platform)) continue;
+    throw new TsbuildError('UNSUPPORTED', `FROM --platform=${ps.platform}: building for another platform than ${formatPlatform(env.platform)} needs emulation, which tsbuild does not have yet`, {
+      location: ps.stage.from.location,
+      hint: 'drop --platform, or use --platform=$BUILDPLATFORM',
+    });
+  }
   for (const name of plan.unusedBuildArgs) {
     env.report({ type: 'warning', message: `build argument ${JSON.stringify(name)} was not consumed by any ARG in the stages built` });
   }

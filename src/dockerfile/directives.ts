@@ -7,7 +7,9 @@
  * (see go-text.ts) with the line ending removed.
  * https://docs.docker.com/reference/dockerfile/#parser-directives
  */
+import { TsbuildError } from '../errors.js';
 import { decodeRune, isGoSpace, RUNE_ERROR, fromByteString } from './go-text.js';
+import type { ParsedDockerfile } from './parser.js';
 
 export type DirectiveName = 'syntax' | 'escape' | 'check';
 
@@ -89,4 +91,82 @@ export function offerDirectiveLine(
   state.seen.add(key);
   state.values.set(key, fromByteString(m.value));
   return { directive: key };
+}
+
+/** The `# check=` value (BuildKit's linter.Config). */
+export interface CheckOptions {
+  readonly skipAll: boolean;
+  readonly skip: readonly string[];
+  readonly experimentalAll: boolean;
+  readonly experimental: readonly string[];
+  /** `error=true`: a check that finds something fails the build. */
+  readonly error: boolean;
+}
+
+const GO_TRUE = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
+const GO_FALSE = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
+/** strings.TrimSpace for the ASCII blanks a directive value can hold. */
+const trimBlank = (s: string): string => s.replace(/^[\t\n\v\f\r ]+|[\t\n\v\f\r ]+$/g, '');
+
+/**
+ * linter.ParseLintOptions: `skip=all|A,B;experimental=all|A,B;error=BOOL` (at most three
+ * `;`-separated parts, like strings.SplitN). Returns BuildKit's message for a bad value.
+ */
+export function parseCheckOptions(value: string): CheckOptions | { readonly problem: string } {
+  const text = trimBlank(value);
+  const out = { skipAll: false, skip: [] as string[], experimentalAll: false, experimental: [] as string[], error: false };
+  if (text === '') return out;
+  const parts = text.split(';');
+  if (parts.length > 3) parts.splice(2, parts.length - 2, parts.slice(2).join(';'));
+  for (const p of parts) {
+    const eq = p.indexOf('=');
+    if (eq < 0) return { problem: `invalid check option ${JSON.stringify(p)}` };
+    const k = trimBlank(p.slice(0, eq));
+    const v = trimBlank(p.slice(eq + 1));
+    switch (k) {
+      case 'skip':
+      case 'experimental': {
+        const all = v === 'all';
+        const list = all ? [] : v.split(',').map(trimBlank);
+        if (k === 'skip') [out.skipAll, out.skip] = [all, list];
+        else [out.experimentalAll, out.experimental] = [all, list];
+        break;
+      }
+      case 'error':
+        if (GO_TRUE.has(v)) out.error = true;
+        else if (GO_FALSE.has(v)) out.error = false;
+        else return { problem: `failed to parse check option ${JSON.stringify(p)}: strconv.ParseBool: parsing ${JSON.stringify(v)}: invalid syntax` };
+        break;
+      default:
+        return { problem: `invalid check option ${JSON.stringify(k)}` };
+    }
+  }
+  return out;
+}
+
+/** `# syntax=` values that name the Dockerfile frontend tsbuild implements itself. */
+const DOCKERFILE_FRONTEND = /^(docker\.io\/)?docker\/dockerfile(-upstream)?(:[\w.-]+)?(@sha256:[0-9a-f]{64})?$/;
+
+/**
+ * What the build does with the directives besides `escape`: an invalid `# check=` fails as
+ * in BuildKit's dockerfile2llb ("failed to parse check options"); what tsbuild cannot honour
+ * is returned as warnings (it runs no build checks, and it has no other frontends than its own).
+ */
+export function directiveWarnings(parsed: ParsedDockerfile): string[] {
+  const warnings: string[] = [];
+  const { syntax, check } = parsed.directives;
+  if (syntax !== undefined && !DOCKERFILE_FRONTEND.test(syntax)) {
+    warnings.push(`the syntax directive names the frontend ${syntax}, which tsbuild does not run: the file is read as a plain Dockerfile`);
+  }
+  if (check !== undefined) {
+    const options = parseCheckOptions(check);
+    if ('problem' in options) {
+      const line = parsed.directiveLines.check ?? 1;
+      throw new TsbuildError('DOCKERFILE_SYNTAX', `failed to parse check options: ${options.problem}`, {
+        location: { file: parsed.file, startLine: line, endLine: line },
+      });
+    }
+    if (options.error) warnings.push('tsbuild runs no build checks, so check=error=true cannot fail this build');
+  }
+  return warnings;
 }

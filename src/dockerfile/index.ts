@@ -5,6 +5,8 @@
 export { parseDockerfile, MAX_LINE_BYTES } from './parser.js';
 export type { Node, ParsedDockerfile, ParseOptions, Directives, EscapeToken, Heredoc } from './parser.js';
 export { dumpDockerfile, dumpNode } from './dump.js';
+export { directiveWarnings, parseCheckOptions } from './directives.js';
+export type { CheckOptions } from './directives.js';
 export { chompHeredocContent, parseHeredocWord } from './heredoc.js';
 export type { HeredocMarker } from './heredoc.js';
 export { toInstruction, toInstructions, INSTRUCTION_KINDS } from './instructions.js';

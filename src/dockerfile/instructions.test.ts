@@ -28,6 +28,8 @@ describe('toInstruction: typed values', () => {
     ['from $BASE as b-1.x_y', { kind: 'FROM', image: '$BASE', stageName: 'b-1.x_y' }],
     ['RUN echo "$HOME"  &&  ls', { kind: 'RUN', form: 'shell', args: ['echo "$HOME"  &&  ls'], heredocs: [], mounts: [] }],
     ['RUN ["sh", "-c", "x"]', { kind: 'RUN', form: 'exec', args: ['sh', '-c', 'x'], heredocs: [], mounts: [] }],
+    ['RUN --network=default --security=sandbox x', { kind: 'RUN', args: ['x'], network: 'default', security: 'sandbox' }],
+    ['RUN --network=host x', { kind: 'RUN', args: ['x'], network: 'host' }],
     [
       'RUN --mount=type=cache,target=/c --mount=type=secret,id=s --network=none --security=insecure make',
       {
@@ -160,6 +162,9 @@ describe('toInstruction: errors', () => {
     ['FROM a\nCOPY --link=maybe a b', 'expecting boolean value for flag link, not: maybe'],
     ['FROM a\nCOPY a <<EOF\nx\nEOF\n', 'COPY cannot accept a heredoc as a destination'],
     ['FROM a\nRUN --checksum=x y', 'unknown flag: checksum'],
+    ['FROM a\nRUN --network=bogus y', 'invalid network mode "bogus"'],
+    ['FROM a\nRUN --network=$NET y', 'invalid network mode "$NET"'],
+    ['FROM a\nRUN --security=bogus y', 'security "bogus" is not valid'],
     ['FROM a\nENV', 'ENV requires at least one argument'],
     ['FROM a\nLABEL', 'LABEL requires at least one argument'],
     ['FROM a\nARG', 'ARG requires at least one argument'],

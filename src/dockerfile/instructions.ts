@@ -268,6 +268,11 @@ const FLAGS: Readonly<Record<InstructionKind, FlagSpec>> = {
   MAINTAINER: {},
 };
 
+/** RUN --network values BuildKit accepts (instructions.allowedNetwork). */
+const RUN_NETWORKS: ReadonlySet<string> = new Set(['default', 'none', 'host']);
+/** RUN --security values BuildKit accepts (instructions.allowedSecurity). */
+const RUN_SECURITY: ReadonlySet<string> = new Set(['sandbox', 'insecure']);
+
 /** BuildKit's container.MinimumDuration for healthcheck intervals. */
 const MIN_INTERVAL_NS = 1e6;
 
@@ -464,6 +469,12 @@ function build(node: Node, kind: InstructionKind, base: InstructionBase, file: s
       return from(node, base);
     case 'RUN': {
       const flags = flagsOf(node, 'RUN');
+      // commands_runnetwork.go / commands_runsecurity.go: the raw values are checked at parse
+      // time (they are not expanded), so a typo fails here instead of silently meaning "host".
+      const network = flags.string('network');
+      if (network !== undefined && !RUN_NETWORKS.has(network)) throw problem(`invalid network mode ${goQuote(network)}`);
+      const security = flags.string('security');
+      if (security !== undefined && !RUN_SECURITY.has(security)) throw problem(`security ${goQuote(security)} is not valid`);
       return {
         kind,
         ...base,
@@ -471,8 +482,8 @@ function build(node: Node, kind: InstructionKind, base: InstructionBase, file: s
         args: commandLine(node, args),
         heredocs: node.heredocs,
         mounts: flags.strings('mount'),
-        ...optional('network', flags.string('network')),
-        ...optional('security', flags.string('security')),
+        ...optional('network', network),
+        ...optional('security', security),
       };
     }
     case 'CMD':

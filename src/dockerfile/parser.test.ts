@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { TsbuildError } from '../errors.js';
-import { chompHeredocContent, dumpDockerfile, parseDockerfile, parseHeredocWord } from './index.js';
+import { chompHeredocContent, directiveWarnings, dumpDockerfile, parseCheckOptions, parseDockerfile, parseHeredocWord } from './index.js';
 import type { ParsedDockerfile } from './index.js';
 
 const parse = (text: string | Uint8Array): ParsedDockerfile => parseDockerfile(text, { file: 'Dockerfile' });
@@ -127,6 +127,17 @@ describe('parseDockerfile: directives and escape', () => {
     expect(parsed.children[1]?.args).toEqual(['a   b']);
   });
 
+  it('records the line of each directive', () => {
+    expect(parse('# syntax=docker/dockerfile:1\n#escape = `\n# check=skip=all\nFROM a\n').directiveLines).toEqual({ syntax: 1, escape: 2, check: 3 });
+    expect(parse('FROM a\n# escape=`\n').directiveLines).toEqual({});
+  });
+
+  it('treats a directive after an instruction as a comment', () => {
+    const parsed = parse('FROM a\n# escape=`\nRUN a `\n');
+    expect(parsed.directives).toEqual({ escape: '\\' });
+    expect(parsed.children[1]?.args).toEqual(['a `']);
+  });
+
   it('treats a directive after a blank line or another comment as a comment', () => {
     expect(parse('\n# escape=`\nFROM a\n').directives.escape).toBe('\\');
     expect(parse('# hello\n# escape=`\nFROM a\n').directives.escape).toBe('\\');
@@ -136,11 +147,47 @@ describe('parseDockerfile: directives and escape', () => {
     ['# escape=x\nFROM a\n', "invalid escape token 'x' does not match ` or \\", 1],
     ['# escape=\\\n# escape=`\nFROM a\n', 'only one escape parser directive can be used', 2],
     ['# syntax=a\n# SYNTAX=b\nFROM a\n', 'only one syntax parser directive can be used', 2],
+    ['# check=skip=all\n#check=error=true\nFROM a\n', 'only one check parser directive can be used', 2],
   ])('rejects %j', (text, message, line) => {
     const err = parseError(text);
     expect(err.code).toBe('DOCKERFILE_SYNTAX');
     expect(err.message).toBe(message);
     expect(err.location?.startLine).toBe(line);
+  });
+});
+
+describe('directives a build acts on (check, syntax)', () => {
+  it.each([
+    ['skip=all', { skipAll: true, skip: [], experimentalAll: false, experimental: [], error: false }],
+    [' skip = JSONArgsRecommended, StageNameCasing ; error=true', { skipAll: false, skip: ['JSONArgsRecommended', 'StageNameCasing'], error: true }],
+    ['experimental=all;error=False', { experimentalAll: true, error: false }],
+    ['', { skipAll: false, error: false }],
+  ])('parseCheckOptions(%j)', (value, want) => {
+    expect(parseCheckOptions(value)).toMatchObject(want);
+  });
+
+  it.each([
+    ['bogus', 'invalid check option "bogus"'],
+    ['skip=all;nope=1', 'invalid check option "nope"'],
+    ['error=maybe', 'failed to parse check option "error=maybe": strconv.ParseBool: parsing "maybe": invalid syntax'],
+    ['skip=a;experimental=all;error=true;x', 'failed to parse check option "error=true;x": strconv.ParseBool: parsing "true;x": invalid syntax'],
+  ])('parseCheckOptions(%j) fails like linter.ParseLintOptions', (value, problem) => {
+    expect(parseCheckOptions(value)).toEqual({ problem });
+  });
+
+  it('an invalid check directive is a located error; error=true and foreign frontends warn', () => {
+    let err: unknown;
+    try {
+      directiveWarnings(parse('# syntax=docker/dockerfile:1\n# check=bogus\nFROM a\n'));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(TsbuildError);
+    expect((err as TsbuildError).code).toBe('DOCKERFILE_SYNTAX');
+    expect((err as TsbuildError).location).toEqual({ file: 'Dockerfile', startLine: 2, endLine: 2 });
+    expect(directiveWarnings(parse('# syntax=docker/dockerfile:1.7-labs\n# check=skip=all\nFROM a\n'))).toEqual([]);
+    expect(directiveWarnings(parse('# syntax=docker.io/docker/dockerfile-upstream:master\nFROM a\n'))).toEqual([]);
+    expect(directiveWarnings(parse('# syntax=example.com/my/frontend:1\n# check=error=true\nFROM a\n'))).toHaveLength(2);
   });
 });
 

@@ -57,6 +57,8 @@ export interface ParsedDockerfile {
   /** The name the caller gave; used in every location. */
   readonly file: string;
   readonly directives: Directives;
+  /** The 1-based line of each directive given, for errors about its value. */
+  readonly directiveLines: Readonly<Partial<Record<keyof Directives, number>>>;
   readonly escapeToken: EscapeToken;
   readonly children: readonly Node[];
 }
@@ -206,6 +208,7 @@ export function parseDockerfile(input: string | Uint8Array, opts: ParseOptions):
   };
 
   const directives = newDirectiveState();
+  const directiveLines: Partial<Record<keyof Directives, number>> = {};
   let escape = 0x5c;
 
   /** processLine: strip the line ending (and leading blanks), feed the directive parser. */
@@ -214,6 +217,7 @@ export function parseDockerfile(input: string | Uint8Array, opts: ParseOptions):
     if (stripLeft) t = trimLeftSpace(t);
     const offered = offerDirectiveLine(directives, t);
     if (offered.error !== undefined) throw syntax(offered.error.message, lineNo);
+    if (offered.directive !== undefined) directiveLines[offered.directive] = lineNo;
     if (offered.directive === 'escape') {
       const value = directives.values.get('escape') ?? '';
       if (value !== '\\' && value !== '`') {
@@ -315,6 +319,7 @@ export function parseDockerfile(input: string | Uint8Array, opts: ParseOptions):
       ...(syntaxValue === undefined ? {} : { syntax: syntaxValue }),
       ...(checkValue === undefined ? {} : { check: checkValue }),
     },
+    directiveLines,
     escapeToken,
     children,
   };

@@ -200,6 +200,9 @@ describe('errors carry the instruction location', () => {
     ['FROM scratch\nEXPOSE 70000', 'DOCKERFILE_INSTRUCTION', 2],
     ['FROM scratch\nVOLUME $EMPTY', 'DOCKERFILE_INSTRUCTION', 2],
     ['FROM scratch\nWORKDIR $EMPTY', 'DOCKERFILE_INSTRUCTION', 2],
+    [`FROM scratch\nADD --checksum=sha256:${'0'.repeat(64)} a.txt /x`, 'DOCKERFILE_INSTRUCTION', 2],
+    [`FROM scratch\nADD --checksum=sha256:${'0'.repeat(64)} https://x/a https://x/b /x/`, 'DOCKERFILE_INSTRUCTION', 2],
+    [`FROM scratch\nADD --checksum=sha256:${'0'.repeat(64)} <<EOF /x\nhi\nEOF`, 'DOCKERFILE_INSTRUCTION', 2],
   ])('%s', (text, code, line) => {
     const e = thrown(() => targetSteps(text));
     expect(e).toBeInstanceOf(TsbuildError);

@@ -625,6 +625,13 @@ function expandCopy(
     return { kind: 'COPY', ...common, source, parents: instr.parents, keyText };
   }
   const checksum = instr.checksum === undefined ? undefined : word(instr.checksum);
+  if (checksum !== undefined && checksum !== '') {
+    // dispatchCopy: a checksum pins exactly one download; anywhere else it would be ignored.
+    const fail = (message: string): TsbuildError =>
+      new TsbuildError('DOCKERFILE_INSTRUCTION', message, { location: instr.location });
+    if (sources.length !== 1) throw fail("checksum can't be specified for multiple sources");
+    if (!/^https?:\/\//.test(sources[0] ?? '')) throw fail("checksum can't be specified for non-HTTP(S) sources");
+  }
   const keyText = keyTextOf('ADD', {
     sources,
     contents,
