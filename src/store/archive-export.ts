@@ -93,12 +93,17 @@ export function familiar(name: string): string {
   return name.replace(/^docker\.io\/library\//, '').replace(/^docker\.io\//, '');
 }
 
-/** The OCI layout files (oci-layout, index.json, blobs) of the images. */
-async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts: ExportOptions): Promise<{ files: ArchiveFile[]; manifests: Descriptor[] }> {
+/**
+ * The OCI layout files (oci-layout, index.json, blobs) of the images, and the descriptor of
+ * each image's manifest as written (one per image, in order, without annotations).
+ */
+async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts: ExportOptions): Promise<{ files: ArchiveFile[]; written: Descriptor[] }> {
   const blobs = new Map<string, ArchiveFile>();
   const manifests: Descriptor[] = [];
+  const written: Descriptor[] = [];
   for (const image of images) {
     const m = await exportManifest(store, image, opts);
+    written.push(m.descriptor);
     const cfg = image.manifest.config;
     blobs.set(cfg.digest, { name: `blobs/sha256/${digestHex(cfg.digest)}`, blob: cfg.digest, size: cfg.size });
     for (const l of m.manifest.layers) blobs.set(l.digest, { name: `blobs/sha256/${digestHex(l.digest)}`, blob: l.digest, size: l.size });
@@ -120,18 +125,23 @@ async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts
     { name: 'index.json', bytes: canonicalJson(index) },
     ...[...blobs.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
   ];
-  return { files, manifests };
+  return { files, written };
 }
 
-/** `--output type=oci,dest=FILE` and `save --format oci`: an OCI image layout in a tar. */
-export async function exportOciArchive(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<void> {
-  const { files } = await ociLayoutFiles(store, images, opts);
+/**
+ * `--output type=oci,dest=FILE` and `save --format oci`: an OCI image layout in a tar.
+ * Resolves with the descriptors of the manifests written (their layers are compressed, so
+ * their digests differ from the store's).
+ */
+export async function exportOciArchive(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
+  const { files, written } = await ociLayoutFiles(store, images, opts);
   await writeArchive(store, files, dest, opts.signal);
+  return written;
 }
 
 /** `--output type=oci-layout,dest=DIR`: the same layout as a directory. */
-export async function exportOciLayout(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<void> {
-  const { files } = await ociLayoutFiles(store, images, opts);
+export async function exportOciLayout(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
+  const { files, written } = await ociLayoutFiles(store, images, opts);
   await fsp.mkdir(path.join(dest, 'blobs', 'sha256'), { recursive: true });
   for (const f of files) {
     const target = path.join(dest, f.name);
@@ -140,6 +150,7 @@ export async function exportOciLayout(store: Store, images: readonly ExportImage
     else await pipeline(await store.blobs.openBlob(f.blob, { signal: opts.signal }), createWriteStream(tmp), { signal: opts.signal });
     await fsp.rename(tmp, target);
   }
+  return written;
 }
 
 /**
@@ -148,8 +159,8 @@ export async function exportOciLayout(store: Store, images: readonly ExportImage
  * repositories for old loaders, and an OCI layout around the same blobs for new ones.
  * Layers are uncompressed, as in `docker save`, so their digests are the config's diff IDs.
  */
-export async function exportDockerArchive(store: Store, images: readonly ExportImage[], dest: string, opts: Omit<ExportOptions, 'compression'>): Promise<void> {
-  const { files } = await ociLayoutFiles(store, images, { ...opts, compression: 'uncompressed' });
+export async function exportDockerArchive(store: Store, images: readonly ExportImage[], dest: string, opts: Omit<ExportOptions, 'compression'>): Promise<Descriptor[]> {
+  const { files, written } = await ociLayoutFiles(store, images, { ...opts, compression: 'uncompressed' });
   const manifestJson = images.map((image) => ({
     Config: `blobs/sha256/${digestHex(image.manifest.config.digest)}`,
     RepoTags: image.names.filter((n) => tagOf(n) !== undefined && !n.includes('@')).map(familiar),
@@ -171,6 +182,7 @@ export async function exportDockerArchive(store: Store, images: readonly ExportI
     dest,
     opts.signal,
   );
+  return written;
 }
 
 /** Media types of a Docker-format config and layer, for callers that need schema2. */
