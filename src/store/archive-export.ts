@@ -6,7 +6,7 @@ import { createGzip } from 'node:zlib';
 import { pack as tarPack, type Header, type Pack as TarPack } from 'tar-stream';
 
 type TarHeaders = Partial<Header> & Pick<Header, 'name'>;
-import { TsbuildError } from '../errors.js';
+import { TsbuildError, isAbortError } from '../errors.js';
 import { canonicalJson } from '../oci/index.js';
 import { digestHex, isDigest, type Digest } from '../oci/index.js';
 import {
@@ -142,13 +142,24 @@ export async function exportOciArchive(store: Store, images: readonly ExportImag
 /** `--output type=oci-layout,dest=DIR`: the same layout as a directory. */
 export async function exportOciLayout(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
   const { files, written } = await ociLayoutFiles(store, images, opts);
-  await fsp.mkdir(path.join(dest, 'blobs', 'sha256'), { recursive: true });
-  for (const f of files) {
+  try {
+    await fsp.mkdir(path.join(dest, 'blobs', 'sha256'), { recursive: true });
+  } catch (e) {
+    throw outputError(e, dest);
+  }
+  // Blobs first, index.json last: a layout cut short by a full disk never names a missing blob.
+  const ordered = [...files.filter((f) => f.name.startsWith('blobs/')), ...files.filter((f) => !f.name.startsWith('blobs/'))];
+  for (const f of ordered) {
     const target = path.join(dest, f.name);
     const tmp = `${target}.tmp-${process.pid}`;
-    if ('bytes' in f) await fsp.writeFile(tmp, f.bytes);
-    else await pipeline(await store.blobs.openBlob(f.blob, { signal: opts.signal }), createWriteStream(tmp), { signal: opts.signal });
-    await fsp.rename(tmp, target);
+    try {
+      if ('bytes' in f) await fsp.writeFile(tmp, f.bytes);
+      else await pipeline(await store.blobs.openBlob(f.blob, { signal: opts.signal }), createWriteStream(tmp), { signal: opts.signal });
+      await fsp.rename(tmp, target);
+    } catch (e) {
+      await fsp.rm(tmp, { force: true });
+      throw outputError(e, dest);
+    }
   }
   return written;
 }
@@ -199,6 +210,14 @@ async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: s
   const tmp = toStdout ? '' : `${dest}.tmp-${process.pid}`;
   const out = toStdout ? process.stdout : createWriteStream(tmp);
   const done = pipeline(pack, out, { signal, end: !toStdout });
+  // When the file cannot be written (a full disk), pack is torn down and an entry may never
+  // call back: every wait races the pipeline, whose error is the one to report.
+  const failed = done.then(
+    () => new Promise<never>(() => undefined),
+    (e: unknown) => Promise.reject(e),
+  );
+  failed.catch(() => undefined);
+  const orFail = <T>(p: Promise<T>): Promise<T> => Promise.race([p, failed]);
   try {
     const header = { mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '' };
     const dirs = new Set<string>();
@@ -208,17 +227,23 @@ async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: s
         const d = parts.slice(0, i).join('/');
         if (dirs.has(d)) continue;
         dirs.add(d);
-        await entry(pack, { ...header, name: `${d}/`, type: 'directory', mode: 0o755 });
+        await orFail(entry(pack, { ...header, name: `${d}/`, type: 'directory', mode: 0o755 }));
       }
       if ('bytes' in f) {
-        await entry(pack, { ...header, name: f.name, mode: 0o644, size: f.bytes.length }, f.bytes);
+        await orFail(entry(pack, { ...header, name: f.name, mode: 0o644, size: f.bytes.length }, f.bytes));
       } else {
         const src = await store.blobs.openBlob(f.blob, { signal });
-        await new Promise<void>((resolve, reject) => {
-          const sink = pack.entry({ ...header, name: f.name, mode: 0o644, size: f.size }, (err) => (err ? reject(err) : resolve()));
-          src.on('error', reject);
-          src.pipe(sink);
-        });
+        await orFail(
+          new Promise<void>((resolve, reject) => {
+            const sink = pack.entry({ ...header, name: f.name, mode: 0o644, size: f.size }, (err) => (err ? reject(err) : resolve()));
+            sink.on('error', reject); // else a torn-down pack's entry error is uncaught
+            src.on('error', reject);
+            src.pipe(sink);
+          }).catch((e: unknown) => {
+            src.destroy();
+            throw e;
+          }),
+        );
       }
     }
     pack.finalize();
@@ -227,8 +252,21 @@ async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: s
   } catch (e) {
     pack.destroy();
     if (!toStdout) await fsp.rm(tmp, { force: true });
-    throw e;
+    // The file's own error (ENOSPC) rather than the teardown it caused.
+    const cause = await done.then(
+      () => undefined,
+      (pe: unknown) => pe,
+    );
+    throw outputError(isAbortError(e) && cause !== undefined && signal?.aborted !== true ? cause : e, dest);
   }
+}
+
+/** A file-system error while writing an output: OUTPUT_INVALID naming the file and the errno. */
+function outputError(e: unknown, dest: string): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (e instanceof TsbuildError || isAbortError(e) || typeof err?.code !== 'string' || !/^E[A-Z]+$/.test(err.code)) return e;
+  const hint = err.code === 'ENOSPC' || err.code === 'EDQUOT' ? 'free disk space where the output goes, or write it elsewhere' : undefined;
+  return new TsbuildError('OUTPUT_INVALID', `cannot write ${dest}: ${err.message}`, { cause: e, ...(hint ? { hint } : {}) });
 }
 
 function entry(pack: TarPack, header: TarHeaders, body?: Buffer): Promise<void> {
