@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { bin, storeWithBusybox, tempDir, tsbuild, writeTree } from './support/cli.js';
+import { bin, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 
 // A killed build or a bad archive must never leave the store unusable or a partial blob
 // visible. Issue 3, "Bad input".
@@ -111,5 +111,68 @@ describe('load of a bad archive', () => {
     expect(r.code).toBe(1);
     expect((await tsbuild(['images', '-q'], { root: fresh })).stdout.trim()).toBe('');
     expect((await tsbuild(['fsck'], { root: fresh })).code).toBe(0);
+  });
+});
+
+describe('a full disk', () => {
+  // A real full disk: a 16 MiB tmpfs (CI runs as root, as ../shared/TESTING.md says), holding
+  // the store in one case and the output in the other. The 24 MiB file cannot fit in either.
+  let disk: string;
+  let fullCtx: string;
+  beforeAll(async () => {
+    if (process.getuid?.() !== 0) throw new Error('this test mounts a small tmpfs and needs root (CI runs as root)');
+    disk = path.join(work, 'disk');
+    await fs.mkdir(disk);
+    await tool('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', disk]);
+    fullCtx = path.join(work, 'full-ctx');
+    await writeTree(fullCtx, { Dockerfile: 'FROM busybox\nCOPY big.bin /big.bin\n' });
+    await fs.copyFile(path.join(ctx, 'big.bin'), path.join(fullCtx, 'big.bin'));
+    await fs.truncate(path.join(fullCtx, 'big.bin'), 24 * 1024 * 1024);
+  });
+  afterAll(async () => {
+    if (disk) await tool('umount', [disk]).catch(() => tool('umount', ['-l', disk]));
+  });
+
+  const expectCleanFailure = (r: { code: number; stderr: string }, message: RegExp) => {
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).not.toMatch(/cancelled|internal error|\n\s+at /);
+  };
+
+  it('in the store: a clear error, no partial blob or temp file, a store the next build can use', async () => {
+    const store = path.join(disk, 'store');
+    await storeWithBusybox(store);
+    const before = (await fs.readdir(path.join(store, 'blobs', 'sha256'))).sort();
+    expectCleanFailure(await tsbuild(['build', '-t', 'full:1', fullCtx], { root: store }), /no space left on device/);
+    expect(await fs.readdir(path.join(store, 'tmp'))).toEqual([]);
+    expect((await fs.readdir(path.join(store, 'blobs', 'sha256'))).sort()).toEqual(before);
+    expect((await tsbuild(['fsck'], { root: store })).code).toBe(0);
+    // A build that fits then works in the same store.
+    const smallCtx = path.join(work, 'small-ctx');
+    await writeTree(smallCtx, { Dockerfile: 'FROM busybox\nCOPY small.bin /small.bin\n', 'small.bin': 'x'.repeat(4096) });
+    try {
+      const r = await tsbuild(['build', '-t', 'full:1', smallCtx], { root: store });
+      expect(r.code, r.stderr).toBe(0);
+      expect((await tsbuild(['images'], { root: store })).stdout).toMatch(/^full\s+1\s/m);
+    } finally {
+      await fs.rm(store, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    ['oci', 'out.tar'],
+    ['docker', 'out.tar'],
+    ['tar', 'out.tar'],
+    ['oci-layout', 'layout'],
+    ['local', 'rootfs'],
+  ])('as the destination of --output type=%s: a clear error, no temp file, no index naming missing blobs', async (type, name) => {
+    const dest = path.join(disk, name);
+    const r = await tsbuild(['build', '--output', `type=${type},dest=${dest}`, fullCtx], { root });
+    expectCleanFailure(r, /ENOSPC|no space left on device/);
+    const left = await fs.readdir(disk);
+    expect(left.filter((n) => n.includes('.tmp-'))).toEqual([]);
+    if (type === 'oci' || type === 'docker' || type === 'tar') expect(left).not.toContain(name);
+    if (type === 'oci-layout') await expect(fs.access(path.join(dest, 'index.json'))).rejects.toThrow();
+    await fs.rm(dest, { recursive: true, force: true });
   });
 });
