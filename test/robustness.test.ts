@@ -102,6 +102,20 @@ describe('load of a bad archive', () => {
       const images = await tsbuild(['images', '-q'], { root: fresh });
       expect(images.stdout.trim()).toBe('');
     }
+    // Every blob arrives whole, the image's manifest among them, but the archive ends before
+    // manifest.json and its index.json is damaged: refused, and no dangling image left behind.
+    const docker = path.join(work, 'good-docker.tar');
+    expect((await tsbuild(['save', '--format', 'docker', '-o', docker, 'busybox'], { root })).code).toBe(0);
+    const dbytes = Buffer.from(await fs.readFile(docker));
+    const cutAt = dbytes.indexOf(Buffer.from('manifest.json\0'));
+    const indexAt = dbytes.indexOf(Buffer.from('index.json\0'));
+    expect(cutAt % 512).toBe(0);
+    dbytes[indexAt + 512] = 'x'.charCodeAt(0); // the first byte of index.json's content
+    await fs.writeFile(path.join(work, 'no-manifest-json.tar'), dbytes.subarray(0, cutAt));
+    const r0 = await tsbuild(['load', '-i', path.join(work, 'no-manifest-json.tar')], { root: fresh });
+    expect(r0.code).toBe(1);
+    expect(r0.stderr).toMatch(/index\.json/);
+    expect((await tsbuild(['images', '-q'], { root: fresh })).stdout.trim()).toBe('');
     // A flipped byte in a blob: refused by digest, nothing tagged.
     const flipped = Buffer.from(bytes);
     const at = flipped.indexOf(Buffer.from('bin/busybox'));
@@ -147,6 +161,18 @@ describe('a full disk', () => {
     expect(await fs.readdir(path.join(store, 'tmp'))).toEqual([]);
     expect((await fs.readdir(path.join(store, 'blobs', 'sha256'))).sort()).toEqual(before);
     expect((await tsbuild(['fsck'], { root: store })).code).toBe(0);
+    // load of an archive that does not fit, in both formats: the same.
+    const built = await tsbuild(['build', '-t', 'full:src', fullCtx], { root });
+    expect(built.code, built.stderr).toBe(0);
+    for (const format of ['oci', 'docker']) {
+      const archive = path.join(work, `full-${format}.tar`);
+      expect((await tsbuild(['save', '--format', format, '-o', archive, 'full:src'], { root })).code).toBe(0);
+      expectCleanFailure(await tsbuild(['load', '-i', archive], { root: store }), /no space left on device/);
+      expect(await fs.readdir(path.join(store, 'tmp'))).toEqual([]);
+      const listed = await tsbuild(['images'], { root: store });
+      expect(listed.stdout.trim().split('\n'), `${format}: ${listed.stdout}`).toHaveLength(2); // the header and busybox, no dangling image
+      expect((await tsbuild(['fsck'], { root: store })).code).toBe(0);
+    }
     // A build that fits then works in the same store.
     const smallCtx = path.join(work, 'small-ctx');
     await writeTree(smallCtx, { Dockerfile: 'FROM busybox\nCOPY small.bin /small.bin\n', 'small.bin': 'x'.repeat(4096) });
