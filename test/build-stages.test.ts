@@ -101,6 +101,24 @@ describe('multi-stage builds', () => {
   });
 });
 
+describe('COPY wildcards', () => {
+  it('matches [class] patterns; [[] and \\[ name a literal bracket (Go filepath.Match, as BuildKit)', async () => {
+    const r = await buildLocal({
+      Dockerfile: 'FROM scratch\nCOPY a[[]1].txt /lit/\nCOPY a\\\\[1].txt /lit2/\nCOPY a[1].txt /class/\nCOPY a1.txt b?.txt /several/\n',
+      'a[1].txt': 'bracket',
+      'a1.txt': 'one',
+      'b2.txt': 'two',
+    });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    const list = async (d: string): Promise<string[]> => (await fs.readdir(path.join(r.out, d))).sort();
+    expect(await list('lit')).toEqual(['a[1].txt']);
+    expect(await list('lit2')).toEqual(['a[1].txt']);
+    expect(await list('class')).toEqual(['a1.txt']);
+    expect(await list('several')).toEqual(['a1.txt', 'b2.txt']);
+  });
+});
+
 describe('COPY --exclude', () => {
   it('leaves out what the patterns match, relative to each source', async () => {
     const r = await buildLocal({

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { bin, storeWithBusybox, tempDir, tsbuild, writeTree } from './support/cli.js';
+import { bin, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 
 // A killed build or a bad archive must never leave the store unusable or a partial blob
 // visible. Issue 3, "Bad input".
@@ -102,6 +102,20 @@ describe('load of a bad archive', () => {
       const images = await tsbuild(['images', '-q'], { root: fresh });
       expect(images.stdout.trim()).toBe('');
     }
+    // Every blob arrives whole, the image's manifest among them, but the archive ends before
+    // manifest.json and its index.json is damaged: refused, and no dangling image left behind.
+    const docker = path.join(work, 'good-docker.tar');
+    expect((await tsbuild(['save', '--format', 'docker', '-o', docker, 'busybox'], { root })).code).toBe(0);
+    const dbytes = Buffer.from(await fs.readFile(docker));
+    const cutAt = dbytes.indexOf(Buffer.from('manifest.json\0'));
+    const indexAt = dbytes.indexOf(Buffer.from('index.json\0'));
+    expect(cutAt % 512).toBe(0);
+    dbytes[indexAt + 512] = 'x'.charCodeAt(0); // the first byte of index.json's content
+    await fs.writeFile(path.join(work, 'no-manifest-json.tar'), dbytes.subarray(0, cutAt));
+    const r0 = await tsbuild(['load', '-i', path.join(work, 'no-manifest-json.tar')], { root: fresh });
+    expect(r0.code).toBe(1);
+    expect(r0.stderr).toMatch(/index\.json/);
+    expect((await tsbuild(['images', '-q'], { root: fresh })).stdout.trim()).toBe('');
     // A flipped byte in a blob: refused by digest, nothing tagged.
     const flipped = Buffer.from(bytes);
     const at = flipped.indexOf(Buffer.from('bin/busybox'));
@@ -111,5 +125,80 @@ describe('load of a bad archive', () => {
     expect(r.code).toBe(1);
     expect((await tsbuild(['images', '-q'], { root: fresh })).stdout.trim()).toBe('');
     expect((await tsbuild(['fsck'], { root: fresh })).code).toBe(0);
+  });
+});
+
+describe('a full disk', () => {
+  // A real full disk: a 16 MiB tmpfs (CI runs as root, as ../shared/TESTING.md says), holding
+  // the store in one case and the output in the other. The 24 MiB file cannot fit in either.
+  let disk: string;
+  let fullCtx: string;
+  beforeAll(async () => {
+    if (process.getuid?.() !== 0) throw new Error('this test mounts a small tmpfs and needs root (CI runs as root)');
+    disk = path.join(work, 'disk');
+    await fs.mkdir(disk);
+    await tool('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', disk]);
+    fullCtx = path.join(work, 'full-ctx');
+    await writeTree(fullCtx, { Dockerfile: 'FROM busybox\nCOPY big.bin /big.bin\n' });
+    await fs.copyFile(path.join(ctx, 'big.bin'), path.join(fullCtx, 'big.bin'));
+    await fs.truncate(path.join(fullCtx, 'big.bin'), 24 * 1024 * 1024);
+  });
+  afterAll(async () => {
+    if (disk) await tool('umount', [disk]).catch(() => tool('umount', ['-l', disk]));
+  });
+
+  const expectCleanFailure = (r: { code: number; stderr: string }, message: RegExp) => {
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).not.toMatch(/cancelled|internal error|\n\s+at /);
+  };
+
+  it('in the store: a clear error, no partial blob or temp file, a store the next build can use', async () => {
+    const store = path.join(disk, 'store');
+    await storeWithBusybox(store);
+    const before = (await fs.readdir(path.join(store, 'blobs', 'sha256'))).sort();
+    expectCleanFailure(await tsbuild(['build', '-t', 'full:1', fullCtx], { root: store }), /no space left on device/);
+    expect(await fs.readdir(path.join(store, 'tmp'))).toEqual([]);
+    expect((await fs.readdir(path.join(store, 'blobs', 'sha256'))).sort()).toEqual(before);
+    expect((await tsbuild(['fsck'], { root: store })).code).toBe(0);
+    // load of an archive that does not fit, in both formats: the same.
+    const built = await tsbuild(['build', '-t', 'full:src', fullCtx], { root });
+    expect(built.code, built.stderr).toBe(0);
+    for (const format of ['oci', 'docker']) {
+      const archive = path.join(work, `full-${format}.tar`);
+      expect((await tsbuild(['save', '--format', format, '-o', archive, 'full:src'], { root })).code).toBe(0);
+      expectCleanFailure(await tsbuild(['load', '-i', archive], { root: store }), /no space left on device/);
+      expect(await fs.readdir(path.join(store, 'tmp'))).toEqual([]);
+      const listed = await tsbuild(['images'], { root: store });
+      expect(listed.stdout.trim().split('\n'), `${format}: ${listed.stdout}`).toHaveLength(2); // the header and busybox, no dangling image
+      expect((await tsbuild(['fsck'], { root: store })).code).toBe(0);
+    }
+    // A build that fits then works in the same store.
+    const smallCtx = path.join(work, 'small-ctx');
+    await writeTree(smallCtx, { Dockerfile: 'FROM busybox\nCOPY small.bin /small.bin\n', 'small.bin': 'x'.repeat(4096) });
+    try {
+      const r = await tsbuild(['build', '-t', 'full:1', smallCtx], { root: store });
+      expect(r.code, r.stderr).toBe(0);
+      expect((await tsbuild(['images'], { root: store })).stdout).toMatch(/^full\s+1\s/m);
+    } finally {
+      await fs.rm(store, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    ['oci', 'out.tar'],
+    ['docker', 'out.tar'],
+    ['tar', 'out.tar'],
+    ['oci-layout', 'layout'],
+    ['local', 'rootfs'],
+  ])('as the destination of --output type=%s: a clear error, no temp file, no index naming missing blobs', async (type, name) => {
+    const dest = path.join(disk, name);
+    const r = await tsbuild(['build', '--output', `type=${type},dest=${dest}`, fullCtx], { root });
+    expectCleanFailure(r, /ENOSPC|no space left on device/);
+    const left = await fs.readdir(disk);
+    expect(left.filter((n) => n.includes('.tmp-'))).toEqual([]);
+    if (type === 'oci' || type === 'docker' || type === 'tar') expect(left).not.toContain(name);
+    if (type === 'oci-layout') await expect(fs.access(path.join(dest, 'index.json'))).rejects.toThrow();
+    await fs.rm(dest, { recursive: true, force: true });
   });
 });

@@ -1,5 +1,4 @@
 import type { BigIntStats } from 'node:fs';
-import { PassThrough } from 'node:stream';
 import type { SourceLocation } from '../errors.js';
 import { TsbuildError } from '../errors.js';
 import { cacheKeyFor } from '../cache/index.js';
@@ -17,6 +16,7 @@ import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { viewOf, type StageState } from './stage-state.js';
 import { lookupStep, recordStep, withLayer } from './step-cache.js';
 import { ReadAhead, mapLimit } from './read-ahead.js';
+import { writeLayerToStore } from './store-layer.js';
 
 /** Context files hashed at once for a COPY's cache key (libuv's pool has 4 threads; the rest queue). */
 const DIGEST_CONCURRENCY = 16;
@@ -163,21 +163,7 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   const learn = key === undefined ? (_id: string, abs: string, st: BigIntStats, d: Digest) => env.digests.learn(abs, st, d) : undefined;
   const ahead = new ReadAhead(files.map((e) => ({ id: e.path, abs: e.srcAbs, size: e.size ?? 0 })), { onStat: learn, signal: env.signal });
   const entries: LayerEntry[] = planned.filter((e) => e.type !== 'other').map((e) => toLayerEntry(e, ahead));
-  const { writeLayer } = await import('../layer/index.js'); // not needed on a cache hit
-  const pass = new PassThrough();
-  const put = env.store.blobs.putBlob(pass, { signal: env.signal });
-  let written: { diffId: Digest; size: number };
-  try {
-    written = await writeLayer(entries, pass, { ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}), ...(env.signal ? { signal: env.signal } : {}) });
-  } catch (e) {
-    pass.destroy(e as Error);
-    await put.catch(() => undefined);
-    throw e;
-  }
-  const stored = await put;
-  if (stored.digest !== written.diffId) {
-    throw new TsbuildError('DIGEST_MISMATCH', `layer digest ${stored.digest} differs from the written diff ID ${written.diffId}`);
-  }
+  const stored = await writeLayerToStore(env.store, entries, { sourceDateEpoch: epoch, signal: env.signal });
   if (key === undefined) {
     const content = new Map<string, Digest>();
     for (const e of files) {

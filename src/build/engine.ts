@@ -315,7 +315,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
       if (!(await env.store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
     }
-    await writeOutputs(image, req.tags, req.outputs, { store: env.store, signal: env.signal, sourceDateEpoch: req.sourceDateEpoch });
+    let delivered = await writeOutputs(image, req.tags, req.outputs, { store: env.store, signal: env.signal, sourceDateEpoch: req.sourceDateEpoch });
     if (req.push && req.tags.length > 0) {
       if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
       const client = await env.registry();
@@ -326,12 +326,13 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
         env.report({ type: 'step-start', id, name: `pushing ${name}` });
         const t0 = Date.now();
         const pushed = await pushImage(client, env.store, local, parseReference(name), { signal: env.signal });
+        delivered = { mediaType: OCI_IMAGE_MANIFEST, digest: pushed.digest, size: pushed.size };
         env.report({ type: 'step-log', id, stream: 'stdout', text: `${pushed.reference}: digest: ${pushed.digest}\n` });
         env.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
       }
     }
     if (req.iidFile) await fsp.writeFile(req.iidFile, image.configDescriptor.digest);
-    if (req.metadataFile) await fsp.writeFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags), null, 2)}\n`);
+    if (req.metadataFile) await fsp.writeFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`);
     await digests.save();
     return { image, names: req.tags };
   } finally {

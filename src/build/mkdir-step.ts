@@ -1,4 +1,3 @@
-import { PassThrough } from 'node:stream';
 import { cacheKeyFor } from '../cache/index.js';
 import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { normalize } from '../image/rootfs-view.js';
@@ -7,6 +6,7 @@ import type { LayerEntry } from '../layer/index.js';
 import type { StepEnv } from './copy-step.js';
 import { viewOf, type StageState } from './stage-state.js';
 import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js';
+import { writeLayerToStore } from './store-layer.js';
 
 /**
  * WORKDIR creates its directory (and missing parents) as a layer, as BuildKit's mkdir file
@@ -34,11 +34,7 @@ export async function runMkdir(dir: string, text: string, state: StageState, env
     if (existing?.type === 'dir') entries.push({ path: p, type: 'dir', mode: existing.mode, uid: existing.uid, gid: existing.gid, mtime: existing.mtime });
     else entries.push({ path: p, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
   }
-  const { writeLayer } = await import('../layer/index.js'); // not needed on a cache hit
-  const pass = new PassThrough();
-  const put = env.store.blobs.putBlob(pass, { signal: env.signal });
-  await writeLayer(entries, pass, { ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}), ...(env.signal ? { signal: env.signal } : {}) });
-  const stored = await put;
+  const stored = await writeLayerToStore(env.store, entries, { sourceDateEpoch: env.sourceDateEpoch, signal: env.signal, what: 'WORKDIR layer' });
   const index: LayerIndex = {
     entries: entries.map((e) => ({ path: e.path, type: 'dir' as const, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, size: 0 })),
     whiteouts: [],

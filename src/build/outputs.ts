@@ -2,6 +2,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import type { SealedImage } from '../image/seal.js';
+import type { Descriptor } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { ExportImage } from '../store/archive-export.js';
 import type { OutputSpec } from './request.js';
@@ -17,9 +18,17 @@ export interface OutputEnv {
  * archive or layout, a docker archive, or the root filesystem as a directory or tar.
  * Each file output is written through a temp name and renamed, so a failure leaves no
  * half-written archive behind.
+ *
+ * Resolves with the descriptor of the manifest the first image output (oci, oci-layout,
+ * docker) wrote, which differs from the store's when its layers are compressed; undefined
+ * when no such output was asked for.
  */
-export async function writeOutputs(image: SealedImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<void> {
+export async function writeOutputs(image: SealedImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<Descriptor | undefined> {
   const exportImage: ExportImage = { manifest: image.manifest, config: image.config, names };
+  let written: Descriptor | undefined;
+  const remember = (d: readonly Descriptor[]) => {
+    written ??= d[0];
+  };
   for (const out of outputs) {
     switch (out.type) {
       case 'image':
@@ -28,18 +37,18 @@ export async function writeOutputs(image: SealedImage, names: readonly string[],
       case 'oci': {
         await ensureParent(out.dest);
         const { exportOciArchive } = await import('../store/archive-export.js');
-        await exportOciArchive(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal });
+        remember(await exportOciArchive(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal }));
         break;
       }
       case 'oci-layout': {
         const { exportOciLayout } = await import('../store/archive-export.js');
-        await exportOciLayout(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal });
+        remember(await exportOciLayout(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal }));
         break;
       }
       case 'docker': {
         await ensureParent(out.dest);
         const { exportDockerArchive } = await import('../store/archive-export.js');
-        await exportDockerArchive(env.store, [exportImage], out.dest, { signal: env.signal });
+        remember(await exportDockerArchive(env.store, [exportImage], out.dest, { signal: env.signal }));
         break;
       }
       case 'local': {
@@ -57,6 +66,7 @@ export async function writeOutputs(image: SealedImage, names: readonly string[],
         out satisfies never;
     }
   }
+  return written;
 }
 
 async function ensureParent(dest: string): Promise<void> {
@@ -68,12 +78,15 @@ async function ensureParent(dest: string): Promise<void> {
   }
 }
 
-/** buildx's --metadata-file keys for an image build. */
-export function buildMetadata(image: SealedImage, names: readonly string[]): Record<string, unknown> {
+/**
+ * buildx's --metadata-file keys for an image build. `manifest` is the manifest the user got
+ * (pushed, or written to an archive or layout), as buildx reports it; the store's by default.
+ */
+export function buildMetadata(image: SealedImage, names: readonly string[], manifest: Descriptor = image.manifestDescriptor): Record<string, unknown> {
   return {
     'containerimage.config.digest': image.configDescriptor.digest,
-    'containerimage.digest': image.manifestDescriptor.digest,
-    'containerimage.descriptor': image.manifestDescriptor,
+    'containerimage.digest': manifest.digest,
+    'containerimage.descriptor': { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size },
     ...(names.length > 0 ? { 'image.name': names.join(',') } : {}),
   };
 }

@@ -1,6 +1,5 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { PassThrough } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import { cacheKeyFor } from '../cache/index.js';
 import { rememberLayerIndex } from '../image/layer-index-cache.js';
@@ -16,6 +15,7 @@ import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js
 import type { NamespaceEntry } from './rootless.js';
 import { prepareMounts, type MountEnv, type PreparedMounts } from './run-mounts.js';
 import type { StageState } from './stage-state.js';
+import { writeLayerToStore } from './store-layer.js';
 
 /** What RUN steps run with: probed and selected once per build. */
 export interface BuildSandbox {
@@ -129,11 +129,10 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
   // Loaded here, not at start-up: a fully cached build never executes a step.
   const [
     { DEFAULT_MOUNT_POINTS, captureUpperDir, diffCopyRootfs, makeMountPoints, removeMountPoints, userNamespaceRemoveTree, pruneMountPoints },
-    { writeLayer },
     { lowerDirsFor },
     { writeLayerInNamespace },
     { claimRootfs, keepRootfs },
-  ] = await Promise.all([import('../sandbox/index.js'), import('../layer/index.js'), import('./snapshots.js'), import('./rootless.js'), import('./copy-snapshots.js')]);
+  ] = await Promise.all([import('../sandbox/index.js'), import('./snapshots.js'), import('./rootless.js'), import('./copy-snapshots.js')]);
   const user = await resolveUser(state.config.config?.User, imageFileReader(env, state)).catch((e: unknown) => {
     throw e instanceof TsbuildError ? new TsbuildError(e.code, e.message, { location: step.location }) : e;
   });
@@ -179,15 +178,7 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
     if (rootless) {
       stored = await writeLayerInNamespace(rootless, env.store, entries.map(({ source: _s, ...e }, i) => ({ ...e, type: e.type as NamespaceEntry['type'], ...(sources[i] ? { sourcePath: sources[i] } : {}) })), env.sourceDateEpoch, env.signal);
     } else {
-      const pass = new PassThrough();
-      const put = env.store.blobs.putBlob(pass, { signal: env.signal });
-      const written = await writeLayer(entries, pass, { ...(env.sourceDateEpoch !== undefined ? { sourceDateEpoch: env.sourceDateEpoch } : {}), ...(env.signal ? { signal: env.signal } : {}) }).catch(async (e: unknown) => {
-        pass.destroy(e as Error);
-        await put.catch(() => undefined);
-        throw e;
-      });
-      stored = await put;
-      if (stored.digest !== written.diffId) throw new TsbuildError('DIGEST_MISMATCH', `RUN layer ${stored.digest} differs from its diff ID ${written.diffId}`);
+      stored = await writeLayerToStore(env.store, entries, { sourceDateEpoch: env.sourceDateEpoch, signal: env.signal, what: 'RUN layer' });
     }
     await rememberLayerIndex(env.store, stored.digest, index);
     return { layer: { diffId: stored.digest, size: stored.size }, index };

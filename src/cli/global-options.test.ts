@@ -1,21 +1,21 @@
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { resolveRoot } from './global-options.js';
 
-describe('resolveRoot: where the store lives', () => {
-  const io = (env: NodeJS.ProcessEnv) => ({ env, cwd: '/work/here' });
-
-  it('--root first, relative to the working directory', () => {
-    expect(resolveRoot('store', io({ TSBUILD_ROOT: '/env', XDG_DATA_HOME: '/xdg', HOME: '/home/u' }))).toBe('/work/here/store');
-    expect(resolveRoot('/abs', io({ TSBUILD_ROOT: '/env' }))).toBe('/abs');
+describe('resolveRoot (issue 3: --root, TSBUILD_ROOT, XDG_DATA_HOME, ~/.local/share)', () => {
+  const cwd = '/work/here';
+  it.each([
+    ['--root wins over everything, relative to the cwd', 'store', { TSBUILD_ROOT: '/t', XDG_DATA_HOME: '/x', HOME: '/h' }, '/work/here/store'],
+    ['then $TSBUILD_ROOT', undefined, { TSBUILD_ROOT: 'rel', XDG_DATA_HOME: '/x', HOME: '/h' }, '/work/here/rel'],
+    ['then $XDG_DATA_HOME/tsbuild', undefined, { XDG_DATA_HOME: '/x', HOME: '/h' }, '/x/tsbuild'],
+    ['then $HOME/.local/share/tsbuild', undefined, { HOME: '/h' }, '/h/.local/share/tsbuild'],
+    ['empty variables count as unset', undefined, { TSBUILD_ROOT: '', XDG_DATA_HOME: '', HOME: '/h' }, '/h/.local/share/tsbuild'],
+  ] as const)('%s', (_name, flag, env, want) => {
+    expect(resolveRoot(flag, { cwd, env })).toBe(want);
   });
 
-  it('then $TSBUILD_ROOT, then $XDG_DATA_HOME/tsbuild, then ~/.local/share/tsbuild', () => {
-    expect(resolveRoot(undefined, io({ TSBUILD_ROOT: 'rel', XDG_DATA_HOME: '/xdg', HOME: '/home/u' }))).toBe('/work/here/rel');
-    expect(resolveRoot(undefined, io({ XDG_DATA_HOME: '/xdg', HOME: '/home/u' }))).toBe('/xdg/tsbuild');
-    expect(resolveRoot(undefined, io({ HOME: '/home/u' }))).toBe('/home/u/.local/share/tsbuild');
-  });
-
-  it('empty values count as unset', () => {
-    expect(resolveRoot('', io({ TSBUILD_ROOT: '', XDG_DATA_HOME: '/xdg' }))).toBe('/xdg/tsbuild');
+  it('falls back to the home directory of the user without $HOME', () => {
+    expect(resolveRoot(undefined, { cwd, env: {} })).toBe(path.join(os.homedir(), '.local', 'share', 'tsbuild'));
   });
 });

@@ -110,17 +110,25 @@ export async function applyLayer(tarStream: Readable, root: string, opts: ApplyL
       (err: unknown) => err,
     );
     // A tar/gzip error surfaces in both; prefer ours (it names the entry) unless it is secondary.
-    throw mapApplyError(e instanceof TsbuildError ? e : (pipeErr ?? e), applier.current);
+    // A failed write of ours (a full disk) is the cause: the pipeline then only reports the
+    // premature close our teardown made.
+    throw mapApplyError(e instanceof TsbuildError || isErrnoError(e) ? e : (pipeErr ?? e), applier.current);
   }
   const r = digest.result();
   return { diffId: r.digest, size: r.size, entries, compression, warnings: applier.warnings };
+}
+
+/** An error of a system call (ENOSPC from write, EACCES from open), as node reports it. */
+function isErrnoError(e: unknown): boolean {
+  const err = e as NodeJS.ErrnoException | undefined;
+  return typeof err?.code === 'string' && /^E[A-Z]+$/.test(err.code) && typeof err.syscall === 'string';
 }
 
 function mapApplyError(e: unknown, entry: string | undefined): unknown {
   if (e instanceof TsbuildError || isAbortError(e)) return e;
   const err = e as NodeJS.ErrnoException;
   const where = entry === undefined ? '' : ` (at or after entry ${JSON.stringify(entry)})`;
-  if (typeof err.code === 'string' && /^E[A-Z]+$/.test(err.code) && typeof err.syscall === 'string') {
+  if (isErrnoError(e)) {
     return new TsbuildError('LAYER_IO', `applying the layer failed${where}: ${err.message}`, { cause: e });
   }
   return new TsbuildError('LAYER_INVALID', `the layer is not a valid tar${where}: ${err.message ?? String(e)}`, {

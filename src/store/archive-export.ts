@@ -6,7 +6,7 @@ import { createGzip } from 'node:zlib';
 import { pack as tarPack, type Header, type Pack as TarPack } from 'tar-stream';
 
 type TarHeaders = Partial<Header> & Pick<Header, 'name'>;
-import { TsbuildError } from '../errors.js';
+import { TsbuildError, isAbortError } from '../errors.js';
 import { canonicalJson } from '../oci/index.js';
 import { digestHex, isDigest, type Digest } from '../oci/index.js';
 import {
@@ -93,12 +93,17 @@ export function familiar(name: string): string {
   return name.replace(/^docker\.io\/library\//, '').replace(/^docker\.io\//, '');
 }
 
-/** The OCI layout files (oci-layout, index.json, blobs) of the images. */
-async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts: ExportOptions): Promise<{ files: ArchiveFile[]; manifests: Descriptor[] }> {
+/**
+ * The OCI layout files (oci-layout, index.json, blobs) of the images, and the descriptor of
+ * each image's manifest as written (one per image, in order, without annotations).
+ */
+async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts: ExportOptions): Promise<{ files: ArchiveFile[]; written: Descriptor[] }> {
   const blobs = new Map<string, ArchiveFile>();
   const manifests: Descriptor[] = [];
+  const written: Descriptor[] = [];
   for (const image of images) {
     const m = await exportManifest(store, image, opts);
+    written.push(m.descriptor);
     const cfg = image.manifest.config;
     blobs.set(cfg.digest, { name: `blobs/sha256/${digestHex(cfg.digest)}`, blob: cfg.digest, size: cfg.size });
     for (const l of m.manifest.layers) blobs.set(l.digest, { name: `blobs/sha256/${digestHex(l.digest)}`, blob: l.digest, size: l.size });
@@ -120,26 +125,43 @@ async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts
     { name: 'index.json', bytes: canonicalJson(index) },
     ...[...blobs.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
   ];
-  return { files, manifests };
+  return { files, written };
 }
 
-/** `--output type=oci,dest=FILE` and `save --format oci`: an OCI image layout in a tar. */
-export async function exportOciArchive(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<void> {
-  const { files } = await ociLayoutFiles(store, images, opts);
+/**
+ * `--output type=oci,dest=FILE` and `save --format oci`: an OCI image layout in a tar.
+ * Resolves with the descriptors of the manifests written (their layers are compressed, so
+ * their digests differ from the store's).
+ */
+export async function exportOciArchive(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
+  const { files, written } = await ociLayoutFiles(store, images, opts);
   await writeArchive(store, files, dest, opts.signal);
+  return written;
 }
 
 /** `--output type=oci-layout,dest=DIR`: the same layout as a directory. */
-export async function exportOciLayout(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<void> {
-  const { files } = await ociLayoutFiles(store, images, opts);
-  await fsp.mkdir(path.join(dest, 'blobs', 'sha256'), { recursive: true });
-  for (const f of files) {
+export async function exportOciLayout(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
+  const { files, written } = await ociLayoutFiles(store, images, opts);
+  try {
+    await fsp.mkdir(path.join(dest, 'blobs', 'sha256'), { recursive: true });
+  } catch (e) {
+    throw outputError(e, dest);
+  }
+  // Blobs first, index.json last: a layout cut short by a full disk never names a missing blob.
+  const ordered = [...files.filter((f) => f.name.startsWith('blobs/')), ...files.filter((f) => !f.name.startsWith('blobs/'))];
+  for (const f of ordered) {
     const target = path.join(dest, f.name);
     const tmp = `${target}.tmp-${process.pid}`;
-    if ('bytes' in f) await fsp.writeFile(tmp, f.bytes);
-    else await pipeline(await store.blobs.openBlob(f.blob, { signal: opts.signal }), createWriteStream(tmp), { signal: opts.signal });
-    await fsp.rename(tmp, target);
+    try {
+      if ('bytes' in f) await fsp.writeFile(tmp, f.bytes);
+      else await pipeline(await store.blobs.openBlob(f.blob, { signal: opts.signal }), createWriteStream(tmp), { signal: opts.signal });
+      await fsp.rename(tmp, target);
+    } catch (e) {
+      await fsp.rm(tmp, { force: true });
+      throw outputError(e, dest);
+    }
   }
+  return written;
 }
 
 /**
@@ -148,8 +170,8 @@ export async function exportOciLayout(store: Store, images: readonly ExportImage
  * repositories for old loaders, and an OCI layout around the same blobs for new ones.
  * Layers are uncompressed, as in `docker save`, so their digests are the config's diff IDs.
  */
-export async function exportDockerArchive(store: Store, images: readonly ExportImage[], dest: string, opts: Omit<ExportOptions, 'compression'>): Promise<void> {
-  const { files } = await ociLayoutFiles(store, images, { ...opts, compression: 'uncompressed' });
+export async function exportDockerArchive(store: Store, images: readonly ExportImage[], dest: string, opts: Omit<ExportOptions, 'compression'>): Promise<Descriptor[]> {
+  const { files, written } = await ociLayoutFiles(store, images, { ...opts, compression: 'uncompressed' });
   const manifestJson = images.map((image) => ({
     Config: `blobs/sha256/${digestHex(image.manifest.config.digest)}`,
     RepoTags: image.names.filter((n) => tagOf(n) !== undefined && !n.includes('@')).map(familiar),
@@ -171,6 +193,7 @@ export async function exportDockerArchive(store: Store, images: readonly ExportI
     dest,
     opts.signal,
   );
+  return written;
 }
 
 /** Media types of a Docker-format config and layer, for callers that need schema2. */
@@ -187,6 +210,14 @@ async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: s
   const tmp = toStdout ? '' : `${dest}.tmp-${process.pid}`;
   const out = toStdout ? process.stdout : createWriteStream(tmp);
   const done = pipeline(pack, out, { signal, end: !toStdout });
+  // When the file cannot be written (a full disk), pack is torn down and an entry may never
+  // call back: every wait races the pipeline, whose error is the one to report.
+  const failed = done.then(
+    () => new Promise<never>(() => undefined),
+    (e: unknown) => Promise.reject(e),
+  );
+  failed.catch(() => undefined);
+  const orFail = <T>(p: Promise<T>): Promise<T> => Promise.race([p, failed]);
   try {
     const header = { mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '' };
     const dirs = new Set<string>();
@@ -196,17 +227,23 @@ async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: s
         const d = parts.slice(0, i).join('/');
         if (dirs.has(d)) continue;
         dirs.add(d);
-        await entry(pack, { ...header, name: `${d}/`, type: 'directory', mode: 0o755 });
+        await orFail(entry(pack, { ...header, name: `${d}/`, type: 'directory', mode: 0o755 }));
       }
       if ('bytes' in f) {
-        await entry(pack, { ...header, name: f.name, mode: 0o644, size: f.bytes.length }, f.bytes);
+        await orFail(entry(pack, { ...header, name: f.name, mode: 0o644, size: f.bytes.length }, f.bytes));
       } else {
         const src = await store.blobs.openBlob(f.blob, { signal });
-        await new Promise<void>((resolve, reject) => {
-          const sink = pack.entry({ ...header, name: f.name, mode: 0o644, size: f.size }, (err) => (err ? reject(err) : resolve()));
-          src.on('error', reject);
-          src.pipe(sink);
-        });
+        await orFail(
+          new Promise<void>((resolve, reject) => {
+            const sink = pack.entry({ ...header, name: f.name, mode: 0o644, size: f.size }, (err) => (err ? reject(err) : resolve()));
+            sink.on('error', reject); // else a torn-down pack's entry error is uncaught
+            src.on('error', reject);
+            src.pipe(sink);
+          }).catch((e: unknown) => {
+            src.destroy();
+            throw e;
+          }),
+        );
       }
     }
     pack.finalize();
@@ -215,8 +252,21 @@ async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: s
   } catch (e) {
     pack.destroy();
     if (!toStdout) await fsp.rm(tmp, { force: true });
-    throw e;
+    // The file's own error (ENOSPC) rather than the teardown it caused.
+    const cause = await done.then(
+      () => undefined,
+      (pe: unknown) => pe,
+    );
+    throw outputError(isAbortError(e) && cause !== undefined && signal?.aborted !== true ? cause : e, dest);
   }
+}
+
+/** A file-system error while writing an output: OUTPUT_INVALID naming the file and the errno. */
+function outputError(e: unknown, dest: string): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (e instanceof TsbuildError || isAbortError(e) || typeof err?.code !== 'string' || !/^E[A-Z]+$/.test(err.code)) return e;
+  const hint = err.code === 'ENOSPC' || err.code === 'EDQUOT' ? 'free disk space where the output goes, or write it elsewhere' : undefined;
+  return new TsbuildError('OUTPUT_INVALID', `cannot write ${dest}: ${err.message}`, { cause: e, ...(hint ? { hint } : {}) });
 }
 
 function entry(pack: TarPack, header: TarHeaders, body?: Buffer): Promise<void> {

@@ -10,6 +10,7 @@ import {
   OCI_LAYER_TAR,
   OCI_LAYER_TAR_GZIP,
   formatReference,
+  digestBytes,
   isDigest,
   isIndexMediaType,
   parseImageConfig,
@@ -47,13 +48,18 @@ export interface LoadOptions {
  *
  * Every blob is verified against its name while it streams; layers are stored uncompressed
  * (their digest is then their diff ID, checked against the config's rootfs.diff_ids).
- * Tags are written only after everything verified, so a corrupt or truncated archive
- * leaves the store's images unchanged (verified blobs it wrote are unreferenced and gc
- * removes them).
+ * Tags, and the archive's manifests and indexes, are written only after everything
+ * verified, so a corrupt or truncated archive leaves the store's images unchanged: the
+ * verified layers and configs it wrote are unreferenced blobs, which no listing shows and
+ * gc removes. (With several images in one archive, those adopted before the failing one
+ * keep their store manifests, untagged.)
  */
 export async function loadArchive(store: Store, file: string, opts: LoadOptions = {}): Promise<LoadedImage[]> {
   const files = new Map<string, { digest: Digest; size: number } | Buffer>();
-  await readArchive(store, file, files, opts.signal);
+  // The archive's manifests and indexes wait in memory until everything verified: in the
+  // store, a manifest whose load failed would show up as a dangling image.
+  const pending = new Map<Digest, Buffer>();
+  await readArchive(store, file, files, pending, opts.signal);
   const get = (name: string) => files.get(normalizeName(name));
   const images: LoadedImage[] = [];
   const dockerManifest = get('manifest.json');
@@ -79,23 +85,27 @@ export async function loadArchive(store: Store, file: string, opts: LoadOptions 
     if (parsed.kind !== 'index') throw invalid('index.json is not an image index');
     for (const desc of parsed.index.manifests) {
       const names = namesOf(desc);
-      const manifest = await resolveManifest(store, desc, opts);
+      const manifest = await resolveManifest(store, pending, desc, opts);
       const layerBlobs = manifest.layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType }));
       images.push(await adoptImage(store, { digest: manifest.config.digest, size: manifest.config.size }, layerBlobs, names, opts));
     }
   } else {
     throw invalid('neither index.json (OCI archive) nor manifest.json (docker archive) found');
   }
+  for (const [digest, bytes] of pending) await store.blobs.putBytes(bytes, { expected: { digest, size: bytes.length }, signal: opts.signal });
   for (const image of images) {
     for (const name of image.names) await store.setTag(name, image.manifest, { signal: opts.signal });
   }
   return images;
 }
 
-async function resolveManifest(store: Store, desc: Descriptor, opts: LoadOptions, depth = 0): Promise<ImageManifest> {
+async function resolveManifest(store: Store, pending: ReadonlyMap<Digest, Buffer>, desc: Descriptor, opts: LoadOptions, depth = 0): Promise<ImageManifest> {
   if (depth > 4) throw invalid('image indexes nested too deeply');
-  if (!(await store.blobs.hasBlob(desc.digest))) throw invalid(`index.json names ${desc.digest}, which the archive does not contain`);
-  const bytes = await store.blobs.readBlobBytes(desc.digest, { maxBytes: MAX_MANIFEST_BYTES, signal: opts.signal });
+  let bytes = pending.get(desc.digest);
+  if (bytes === undefined) {
+    if (!(await store.blobs.hasBlob(desc.digest))) throw invalid(`index.json names ${desc.digest}, which the archive does not contain`);
+    bytes = await store.blobs.readBlobBytes(desc.digest, { maxBytes: MAX_MANIFEST_BYTES, signal: opts.signal });
+  }
   const parsed = parseManifestOrIndex(bytes, desc.mediaType, { what: `manifest ${desc.digest}` });
   if (parsed.kind === 'manifest') return parsed.manifest;
   if (parsed.kind !== 'index') throw invalid(`${desc.digest} is a schema1 manifest, which tsbuild does not support`);
@@ -104,7 +114,7 @@ async function resolveManifest(store: Store, desc: Descriptor, opts: LoadOptions
   const pick =
     (want && candidates.find((m) => m.platform?.os === want.os && m.platform?.architecture === want.architecture)) ?? candidates[0] ?? parsed.index.manifests[0];
   if (!pick) throw invalid(`the image index ${desc.digest} lists no manifests`);
-  return resolveManifest(store, pick, opts, depth + 1);
+  return resolveManifest(store, pending, pick, opts, depth + 1);
 }
 
 /**
@@ -178,7 +188,13 @@ function normalizeName(name: string): string {
  * they are stored; other big entries (classic docker `ID/layer.tar`) are stored and named by
  * their digest; small JSON files are kept in memory (capped).
  */
-async function readArchive(store: Store, file: string, files: Map<string, { digest: Digest; size: number } | Buffer>, signal?: AbortSignal): Promise<void> {
+async function readArchive(
+  store: Store,
+  file: string,
+  files: Map<string, { digest: Digest; size: number } | Buffer>,
+  pending: Map<Digest, Buffer>,
+  signal?: AbortSignal,
+): Promise<void> {
   const ex = tarExtract();
   const head = await peek(file);
   const source: Readable = createReadStream(file);
@@ -194,6 +210,24 @@ async function readArchive(store: Store, file: string, files: Map<string, { dige
       if (m) {
         const digest = `${m[1]}:${m[2]}`;
         if (!isDigest(digest)) throw invalid(`entry ${name} is not named by a valid digest`);
+        const size = entry.header.size ?? 0;
+        if (size <= MAX_MANIFEST_BYTES) {
+          // Small: read it whole; a manifest or index waits in `pending`, the rest is stored.
+          const chunks: Buffer[] = [];
+          for await (const c of entry) chunks.push(c as Buffer);
+          const bytes = Buffer.concat(chunks);
+          const got = digestBytes(bytes, m[1] as 'sha256' | 'sha512');
+          if (got !== digest) {
+            throw new TsbuildError('DIGEST_MISMATCH', `archive entry ${name} does not hash to its name: got ${got}`, { hint: 'the archive was altered or damaged; nothing was loaded' });
+          }
+          if (isManifestOrIndex(bytes)) {
+            pending.set(digest, bytes);
+            files.set(name, { digest, size: bytes.length });
+          } else {
+            files.set(name, await store.blobs.putBytes(bytes, { expected: { digest, size: bytes.length }, signal }));
+          }
+          continue;
+        }
         const info = await store.blobs.putBlob(entry as unknown as AsyncIterable<Uint8Array>, { expected: { digest, size: entry.header.size ?? 0 }, signal }).catch((e: unknown) => {
           if (e instanceof TsbuildError && e.code === 'DIGEST_MISMATCH') {
             throw new TsbuildError('DIGEST_MISMATCH', `archive entry ${name} does not hash to its name: ${e.message}`, { cause: e, hint: 'the archive was altered or damaged; nothing was loaded' });
@@ -210,8 +244,13 @@ async function readArchive(store: Store, file: string, files: Map<string, { dige
       }
     }
   };
+  // consume() first: when storing an entry fails (a full disk), the pipeline only reports
+  // the AbortError of its torn-down extract, which must not win and read as Ctrl-C.
+  const piped = pipeline(input, ex, { signal });
+  piped.catch(() => undefined); // awaited below; this only keeps an early rejection handled
   try {
-    await Promise.all([pipeline(input, ex, { signal }), consume()]);
+    await consume();
+    await piped;
   } catch (e) {
     if (e instanceof TsbuildError || (e as { name?: string }).name === 'AbortError') throw e;
     throw invalid(`cannot read ${file}: ${(e as Error).message}`, e);
@@ -219,6 +258,17 @@ async function readArchive(store: Store, file: string, files: Map<string, { dige
   // Config files of classic docker archives are named ID.json: keep them as blobs too.
   for (const [name, v] of files) {
     if (Buffer.isBuffer(v) && /^[a-f0-9]{64}\.json$/.test(name)) files.set(name, await store.blobs.putBytes(v, { signal }));
+  }
+}
+
+/** A JSON object with a manifest's layers or an index's manifests. */
+function isManifestOrIndex(bytes: Buffer): boolean {
+  if (bytes[0] !== 0x7b) return false;
+  try {
+    const o = JSON.parse(bytes.toString('utf8')) as { layers?: unknown; manifests?: unknown };
+    return Array.isArray(o.layers) || Array.isArray(o.manifests);
+  } catch {
+    return false;
   }
 }
 

@@ -115,7 +115,8 @@ export function storeIoError(e: unknown, action: string): unknown {
       : code === 'EMFILE' || code === 'ENFILE'
         ? 'raise the open-file limit (ulimit -n)'
         : 'check that the store directory (--root) is a directory you can write to';
-  return new TsbuildError('STORE_IO', `cannot ${action}: ${code}${path ? ` on ${path}` : ''}`, { hint, cause: e });
+  const what = code === 'ENOSPC' ? ' (no space left on device)' : code === 'EDQUOT' ? ' (disk quota exceeded)' : '';
+  return new TsbuildError('STORE_IO', `cannot ${action}: ${code}${what}${path ? ` on ${path}` : ''}`, { hint, cause: e });
 }
 
 export function errnoCode(e: unknown): string | undefined {

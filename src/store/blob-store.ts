@@ -112,7 +112,7 @@ export class BlobStore {
     try {
       const hasher = new DigestStream();
       let written = 0;
-      let sinkError: TsbuildError | undefined;
+      let sinkError: unknown;
       await pipeline(
         source,
         hasher,
@@ -126,7 +126,12 @@ export class BlobStore {
               sinkError = mismatch(expected, `more than ${expected.size} bytes`);
               throw sinkError;
             }
-            await writeAll(h as FileHandle, chunk);
+            try {
+              await writeAll(h as FileHandle, chunk);
+            } catch (e) {
+              sinkError = e; // a full disk must be reported as such, not as the teardown's AbortError
+              throw e;
+            }
           }
         },
         signal ? { signal } : {},
