@@ -182,6 +182,15 @@ describe('Docker manifest lists', () => {
     const pulled = await pullImage(direct, (await freshStore()).store, viaDirect('dlist/img:multi'), { platform: { os: 'linux', architecture: 'arm64' } });
     expect(pulled.configDigest).toBe(arm.id);
     expect(pulled.repoDigest).toBe(`${registry.host}/dlist/img@${sha256Digest(list)}`);
+    // The CLI's --platform, and its message when the list has no such platform.
+    const cli = await tsbuild(['pull', '--platform', 'linux/arm64', `${registry.host}/dlist/img:multi`], { root: (await freshStore()).root });
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout.trim()).toBe(arm.id);
+    expect(cli.stderr).toContain('(linux/arm64');
+    const none = await tsbuild(['pull', '--platform', 'linux/s390x', `${registry.host}/dlist/img:multi`], { root: (await freshStore()).root });
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/^error: .*dlist\/img:multi has no image for linux\/s390x/m);
+    expect(none.stderr).toMatch(/hint: it has linux\/amd64, linux\/arm64/);
   });
 });
 
