@@ -194,6 +194,38 @@ describe('Docker manifest lists', () => {
   });
 });
 
+describe('checks on what the registry answers', () => {
+  it('a registry that says it stored another digest than was sent: a protocol error, for blobs and manifests', async () => {
+    const { store } = await freshStore();
+    const image = await makeStoreImage(store, 'docker.io/library/dcd:v1', [Buffer.from('dcd layer')]);
+    const wrong = `sha256:${'1'.repeat(64)}`;
+    proxy.setRules([{ method: 'PUT', path: /\/blobs\/uploads\/.*digest=/, respond: { status: 201, headers: { 'docker-content-digest': wrong, location: '/v2/dcd/img/blobs/x' } } }]);
+    const blobErr = await pushImage(client(), store, image, viaProxy('dcd/img:v1')).catch((e: unknown) => e);
+    expect((blobErr as { code?: string }).code).toBe('REGISTRY_PROTOCOL');
+    expect((blobErr as Error).message).toContain(`the registry stored the blob as ${wrong}`);
+    expect((blobErr as Error).message).toContain(proxy.host);
+    proxy.setRules([{ method: 'PUT', path: /\/manifests\//, respond: { status: 201, headers: { 'docker-content-digest': wrong } } }]);
+    const manifestErr = await pushImage(client(), store, image, viaProxy('dcd/img:v1')).catch((e: unknown) => e);
+    expect((manifestErr as { code?: string }).code).toBe('REGISTRY_PROTOCOL');
+    expect((manifestErr as Error).message).toContain(`the registry stored the manifest as ${wrong}`);
+  });
+
+  it('a request that gets no answer times out and is tried again', async () => {
+    const { store } = await freshStore();
+    const image = await makeStoreImage(store, 'docker.io/library/stall:v1', [20_000]);
+    await pushImage(direct, store, image, viaDirect('stall/img:v1'));
+    let first = true;
+    proxy.setRules([{ method: 'GET', path: /\/manifests\/v1$/, when: () => (first ? !(first = false) : false), fault: 'stall' }]);
+    const c = new RegistryClient({ timeoutMs: 2000, retry: { baseDelayMs: 5 } });
+    clients.push(c);
+    const from = proxy.stats.log.length;
+    const pulled = await pullImage(c, (await freshStore()).store, viaProxy('stall/img:v1'));
+    expect(pulled.configDigest).toBe(image.id);
+    const manifests = logSince(from).filter((e) => e.method === 'GET' && /\/manifests\/v1$/.test(e.path));
+    expect(manifests.map((e) => e.status)).toEqual([0, 200]);
+  });
+});
+
 describe('retries, parallelism and connections at the CLI', () => {
   async function storeImage(name: string, layers: number[]): Promise<{ root: string; image: LocalImage }> {
     const { store, root } = await freshStore();

@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
  *   truncate        the registry's response, cut off halfway through the body
  *   corrupt         the registry's response with one body byte changed (same length)
  *   slow            the registry's response in small pieces with pauses
+ *   stall           no answer at all until the client gives up (a timeout)
  *   redirect        blob GETs answered with 307 to another host (a second listener on
  *                   127.0.0.2) that serves the blob and refuses requests carrying Authorization,
  *                   as S3 presigned URLs do
@@ -21,7 +22,7 @@ import type { AddressInfo } from 'node:net';
  * The stats log every request (method, path, status, Content-Range), count the client's
  * connections, and keep the most blob transfers (blob GETs, upload PATCH/PUTs) in flight at once.
  */
-export type FaultKind = '500' | '503' | '429' | 'reset' | 'truncate' | 'corrupt' | 'slow' | 'redirect';
+export type FaultKind = '500' | '503' | '429' | 'reset' | 'stall' | 'truncate' | 'corrupt' | 'slow' | 'redirect';
 
 export interface FaultRule {
   readonly method?: string;
@@ -235,6 +236,9 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
         return;
       case 'reset':
         req.socket.destroy();
+        return;
+      case 'stall':
+        req.resume();
         return;
       case 'redirect':
         req.resume();
