@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 import { startRegistry, type RunningRegistry } from './support/registry.js';
+import { sha256Digest } from '../src/oci/index.js';
 
 // build --push to the real registry, then a fresh store whose FROM names that image pulls it
 // (pull policy "missing"), and --pull=never refuses to.
@@ -31,6 +32,14 @@ describe('builds with a registry', () => {
     expect(r.stderr).toMatch(/test\/base:1: digest: sha256:/);
     const inspected = JSON.parse((await tool('skopeo', ['inspect', '--tls-verify=false', `docker://${base}`])).stdout) as { Layers: string[] };
     expect(inspected.Layers.length).toBe(3);
+    // Every tag was pushed, and each names the same manifest.
+    const digests = [...r.stderr.matchAll(/test\/base:(?:1|latest): digest: (sha256:[0-9a-f]{64})/g)].map((m) => m[1]);
+    expect(digests).toHaveLength(2);
+    expect(digests[0]).toBe(digests[1]);
+    for (const tag of ['1', 'latest']) {
+      const { stdout: raw } = await tool('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/test/base:${tag}`]);
+      expect(sha256Digest(Buffer.from(raw)), tag).toBe(digests[0]);
+    }
 
     // A fresh store: FROM the pushed image pulls it.
     const root2 = path.join(work, 'store2');

@@ -156,6 +156,45 @@ describe('tsbuild login, push, pull, tag, logout', () => {
     await tsbuild(['logout', reg.host], { env });
   });
 
+  it('reads REGISTRY_AUTH_FILE, then $XDG_RUNTIME_DIR/containers/auth.json, before the docker config', async () => {
+    const dir = path.join(tmp, 'authfiles');
+    const entry = (pw: string) => JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from(`bob:${pw}`).toString('base64') } } });
+    await fs.mkdir(path.join(dir, 'docker'), { recursive: true });
+    await fs.mkdir(path.join(dir, 'xdg', 'containers'), { recursive: true });
+    await fs.mkdir(path.join(dir, 'xdg-empty'), { recursive: true });
+    // The docker config holds a wrong password: only the files read before it can make these work.
+    await fs.writeFile(path.join(dir, 'docker', 'config.json'), entry('wrong-docker'));
+    await fs.writeFile(path.join(dir, 'xdg', 'containers', 'auth.json'), entry(PASSWORD));
+    await fs.writeFile(path.join(dir, 'good.json'), entry(PASSWORD));
+    await fs.writeFile(path.join(dir, 'bad.json'), entry('wrong-authfile'));
+    const base = { DOCKER_CONFIG: path.join(dir, 'docker'), XDG_RUNTIME_DIR: path.join(dir, 'xdg-empty'), REGISTRY_AUTH_FILE: '' };
+
+    const imported = await tsbuild(['import', rootfsTar, 'envauth:v1'], { root: root('g'), env });
+    expect(imported.code, imported.stderr).toBe(0);
+    const dest = `${reg.host}/private/envauth:v1`;
+    const push = await tsbuild(['push', 'envauth:v1', dest], { root: root('g'), env: { ...base, REGISTRY_AUTH_FILE: path.join(dir, 'good.json') } });
+    expect(push.code, push.stderr).toBe(0);
+    noSecrets(push);
+    const xdg = await tsbuild(['pull', dest], { root: root('h'), env: { ...base, XDG_RUNTIME_DIR: path.join(dir, 'xdg') } });
+    expect(xdg.code, xdg.stderr).toBe(0);
+    expect(xdg.stdout.trim()).toBe(imported.stdout.trim());
+
+    // REGISTRY_AUTH_FILE wins over the XDG file; and a wrong password is a clear 401, exit 1.
+    for (const e of [{ ...base, XDG_RUNTIME_DIR: path.join(dir, 'xdg'), REGISTRY_AUTH_FILE: path.join(dir, 'bad.json') }, base]) {
+      const denied = await tsbuild(['pull', dest], { root: root('i'), env: e });
+      expect(denied.code).toBe(1);
+      const first = denied.stderr.split('\n')[0] ?? '';
+      expect(first).toMatch(/^error: /);
+      expect(first).toContain('private/envauth:v1');
+      expect(first).toContain(reg.host);
+      expect(first).toMatch(/401|refused the credentials/);
+      noSecrets(denied);
+      expect(denied.stderr).not.toContain('wrong-');
+    }
+    const images = await tsbuild(['images', '-q'], { root: root('i'), env });
+    expect(images.stdout.trim()).toBe('');
+  });
+
   it('exit 1 with a clear message for an unreachable registry and a bad reference', async () => {
     const r = await tsbuild(['pull', '127.0.0.1:1/x/y:z'], { root: root('f'), env });
     expect(r.code).toBe(1);

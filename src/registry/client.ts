@@ -263,7 +263,7 @@ export class RegistryClient {
       // Credentials go to the registry's own origin only: never to another host, whether we were
       // redirected there or an upload Location names it.
       if (url.origin !== ep.origin) crossHost = true;
-      const auth: string | undefined = crossHost ? undefined : await this.#auth.authorization(ep.challenge, ex.repo.registry, ep.secure, scopes, { signal: ex.signal, fresh });
+      const auth: string | undefined = crossHost ? undefined : await this.#authorize(ep, ex, scopes, fresh);
       const headers: Record<string, string> = { 'user-agent': this.#userAgent, ...ex.headers };
       if (auth !== undefined) headers['authorization'] = auth;
       const body = ex.body === undefined || redirects > 0 ? null : await ex.body();
@@ -301,7 +301,7 @@ export class RegistryClient {
           const more = challenge.params['scope'];
           if (more !== undefined && more !== '') for (const s of more.split(' ')) if (!scopes.includes(s)) scopes.push(s);
           fresh = hadAuth;
-          const next = await this.#auth.authorization(ep.challenge, ex.repo.registry, ep.secure, scopes, { signal: ex.signal, fresh });
+          const next = await this.#authorize(ep, ex, scopes, fresh);
           if (next !== undefined) continue;
         }
         if (hadAuth && challenge?.params['error'] === 'insufficient_scope') {
@@ -332,6 +332,24 @@ export class RegistryClient {
 
       const text = method === 'HEAD' ? (await res.body.dump(), '') : await readText(res, MAX_ERROR_BODY, ctx);
       throw responseError(status, text, header(res.headers, 'retry-after'), ctx);
+    }
+  }
+
+  /** The Authorization for an exchange; a refusal by the token server names what was asked for. */
+  async #authorize(ep: Endpoint, ex: Exchange, scopes: readonly string[], fresh: boolean): Promise<string | undefined> {
+    try {
+      return await this.#auth.authorization(ep.challenge, ex.repo.registry, ep.secure, scopes, { signal: ex.signal, fresh });
+    } catch (e) {
+      // Token errors are shared by every request waiting for the same token: say which one this is.
+      if (!(e instanceof RegistryError) || e.message.startsWith(`${ex.what}:`)) throw e;
+      throw new RegistryError(e.code, `${ex.what}: ${e.message}`, {
+        temporary: e.temporary,
+        status: e.status,
+        retryAfterMs: e.retryAfterMs,
+        registryCodes: e.registryCodes,
+        hint: e.hint,
+        cause: e,
+      });
     }
   }
 
@@ -465,8 +483,13 @@ export class RegistryClient {
    * transfer (bounded by the retry policy). Does not verify: hand the chunks to
    * `store.blobs.putBlob` with the expected digest, which does.
    */
-  async *blobChunks(repo: Repository, digest: Digest, size: number, opts: { readonly signal?: AbortSignal | undefined; readonly onBytes?: (n: number) => void } = {}): AsyncGenerator<Buffer> {
-    const what = `blob ${digest} of ${repo.registry}/${repo.repository}`;
+  async *blobChunks(
+    repo: Repository,
+    digest: Digest,
+    size: number,
+    opts: { readonly signal?: AbortSignal | undefined; readonly onBytes?: (n: number) => void; /** Names the blob in errors (default `blob DIGEST of REGISTRY/REPOSITORY`). */ readonly what?: string } = {},
+  ): AsyncGenerator<Buffer> {
+    const what = opts.what ?? `blob ${digest} of ${repo.registry}/${repo.repository}`;
     const ctx: ExchangeContext = { what, registry: repo.registry };
     let offset = 0;
     let offsetAtFailure = 0;

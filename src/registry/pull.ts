@@ -101,7 +101,7 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
     throw new TsbuildError('MANIFEST_INVALID', `the config of ${name} is ${cfg.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit`);
   }
   const haveConfig = await store.blobs.hasBlob(cfg.digest);
-  if (!haveConfig) await downloadBlob(client, store, ref, cfg, signal);
+  if (!haveConfig) await downloadBlob(client, store, ref, cfg, `config ${cfg.digest} of ${name}`, signal);
   opts.onProgress?.({ type: 'config', digest: cfg.digest, status: haveConfig ? 'exists' : 'downloaded' });
   const config = parseImageConfig(await store.blobs.readBlobBytes(cfg.digest, { maxBytes: MAX_CONFIG_BYTES, signal }), { what: `config of ${name}` });
   const diffIds = config.rootfs.diff_ids;
@@ -124,7 +124,7 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
       size = (await storeUncompressedLayer(store, layer, diffId, { signal: s })).size;
     } else {
       opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'downloading' });
-      size = await downloadLayer(client, store, ref, layer, diffId, s);
+      size = await downloadLayer(client, store, ref, name, layer, diffId, s);
       status = 'downloaded';
       opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'downloaded' });
     }
@@ -145,16 +145,16 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
  * mismatch (bytes corrupted in transit) is retried like a broken connection, within the client's
  * retry budget; the store never keeps the bad bytes.
  */
-async function downloadBlob(client: RegistryClient, store: Store, repo: Repository, desc: Descriptor, signal: AbortSignal | undefined): Promise<void> {
+async function downloadBlob(client: RegistryClient, store: Store, repo: Repository, desc: Descriptor, what: string, signal: AbortSignal | undefined): Promise<void> {
   await withRetries(
     client.retry,
     async () => {
       try {
-        await store.blobs.putBlob(client.blobChunks(repo, desc.digest, desc.size, { signal }), { expected: { digest: desc.digest, size: desc.size }, signal });
+        await store.blobs.putBlob(client.blobChunks(repo, desc.digest, desc.size, { signal, what }), { expected: { digest: desc.digest, size: desc.size }, signal });
       } catch (e) {
         if (e instanceof RegistryError || isAbortError(e)) throw e;
         if (e instanceof TsbuildError && e.code === 'DIGEST_MISMATCH') {
-          throw new RegistryError('DIGEST_MISMATCH', `blob ${desc.digest} of ${repo.registry}/${repo.repository}: ${e.message}`, {
+          throw new RegistryError('DIGEST_MISMATCH', `${what}: ${e.message} (registry ${repo.registry})`, {
             temporary: true,
             hint: 'the registry (or something between it and us) sent bytes that do not match the digest; nothing was stored',
             cause: e,
@@ -174,14 +174,15 @@ async function downloadBlob(client: RegistryClient, store: Store, repo: Reposito
  * kept (as Docker does); its digest is remembered (layer sources) so a push to the same
  * registry can skip or mount it. Returns the uncompressed size.
  */
-async function downloadLayer(client: RegistryClient, store: Store, repo: Repository, layer: Descriptor, diffId: Digest, signal: AbortSignal | undefined): Promise<number> {
+async function downloadLayer(client: RegistryClient, store: Store, repo: Repository, name: string, layer: Descriptor, diffId: Digest, signal: AbortSignal | undefined): Promise<number> {
   const compression = layerCompression(layer.mediaType);
-  const where = `layer ${layer.digest} of ${repo.registry}/${repo.repository}`;
+  // The full reference names the registry and the image (`localhost:5000/app:v1`).
+  const where = `layer ${layer.digest} of ${name}`;
   if (compression === 'uncompressed') {
     if (layer.digest !== diffId) {
       throw new TsbuildError('MANIFEST_INVALID', `${where}: uncompressed layer does not match its diff ID ${diffId}`);
     }
-    await downloadBlob(client, store, repo, layer, signal);
+    await downloadBlob(client, store, repo, layer, where, signal);
     return layer.size;
   }
   if (compression !== 'gzip') {
@@ -190,7 +191,7 @@ async function downloadLayer(client: RegistryClient, store: Store, repo: Reposit
   return withRetries(
     client.retry,
     async () => {
-      const wire = Readable.from(client.blobChunks(repo, layer.digest, layer.size, { signal }));
+      const wire = Readable.from(client.blobChunks(repo, layer.digest, layer.size, { signal, what: where }));
       const check = new VerifyingStream(layer.size);
       const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
       wire.on('error', (e) => check.destroy(e));

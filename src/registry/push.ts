@@ -203,32 +203,37 @@ async function compressAndUpload(client: RegistryClient, store: Store, repo: Rep
   const level = opts.level ?? DEFAULT_GZIP_LEVEL;
   const gzip = createGzip({ level, chunkSize: 1024 * 1024 });
   const toStore = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
-  const toWire = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+  // A streamed upload is one PATCH of the whole blob: a registry that caps request sizes
+  // (--chunk-size) refuses it, so then the layer is compressed into the store first and
+  // uploaded from there in chunks.
+  const toWire = opts.chunkSize === undefined ? new PassThrough({ highWaterMark: 4 * 1024 * 1024 }) : undefined;
   src.on('error', (e) => gzip.destroy(e));
   gzip.on('error', (e) => {
     toStore.destroy(e);
-    toWire.destroy(e);
+    toWire?.destroy(e);
   });
   src.pipe(gzip);
   gzip.pipe(toStore);
-  gzip.pipe(toWire);
+  if (toWire !== undefined) gzip.pipe(toWire);
   const stored = store.blobs.putBlob(toStore, { signal });
   stored.catch(() => undefined);
   let uploaded: { digest: Digest; size: number } | undefined;
-  try {
-    uploaded = await client.uploadStreamed(repo, toWire, () => stored, { signal });
-  } catch (e) {
-    // Let the store side finish on its own, then upload the stored copy with retries.
-    gzip.unpipe(toWire);
-    toWire.destroy();
-    if (isAbortError(e)) {
-      src.destroy();
-      throw e;
-    }
-    if (e instanceof TsbuildError && !(e instanceof RegistryError && e.temporary)) {
-      // A permanent refusal (denied, unauthorised): retrying with the same bytes cannot help.
-      src.destroy();
-      throw e;
+  if (toWire !== undefined) {
+    try {
+      uploaded = await client.uploadStreamed(repo, toWire, () => stored, { signal });
+    } catch (e) {
+      // Let the store side finish on its own, then upload the stored copy with retries.
+      gzip.unpipe(toWire);
+      toWire.destroy();
+      if (isAbortError(e)) {
+        src.destroy();
+        throw e;
+      }
+      if (e instanceof TsbuildError && !(e instanceof RegistryError && e.temporary)) {
+        // A permanent refusal (denied, unauthorised): retrying with the same bytes cannot help.
+        src.destroy();
+        throw e;
+      }
     }
   }
   const info = await stored;

@@ -13,16 +13,22 @@ import type { AddressInfo } from 'node:net';
  *   truncate        the registry's response, cut off halfway through the body
  *   corrupt         the registry's response with one body byte changed (same length)
  *   slow            the registry's response in small pieces with pauses
+ *   stall           no answer at all until the client gives up (a timeout)
  *   redirect        blob GETs answered with 307 to another host (a second listener on
  *                   127.0.0.2) that serves the blob and refuses requests carrying Authorization,
  *                   as S3 presigned URLs do
- * Rules add fixed answers (403 for a path, an oversized manifest, ...).
+ * Rules add fixed answers (403 for a path, an oversized manifest, ...), optionally only for
+ * requests a predicate picks (the third PATCH, a body over a size cap).
+ * The stats log every request (method, path, status, Content-Range), count the client's
+ * connections, and keep the most blob transfers (blob GETs, upload PATCH/PUTs) in flight at once.
  */
-export type FaultKind = '500' | '503' | '429' | 'reset' | 'truncate' | 'corrupt' | 'slow' | 'redirect';
+export type FaultKind = '500' | '503' | '429' | 'reset' | 'stall' | 'truncate' | 'corrupt' | 'slow' | 'redirect';
 
 export interface FaultRule {
   readonly method?: string;
   readonly path: RegExp;
+  /** Only requests this returns true for (called once per request matching method and path). */
+  readonly when?: (req: http.IncomingMessage) => boolean;
   /** A fixed response. */
   readonly respond?: { readonly status: number; readonly headers?: Record<string, string>; readonly body?: Buffer | string };
   /** Always this fault for matching requests. */
@@ -41,10 +47,31 @@ export interface FaultProxyOptions {
   readonly upstreamAuthorization?: string;
 }
 
+export interface ProxyLogEntry {
+  readonly method: string;
+  /** Path and query as the client sent them. */
+  readonly path: string;
+  /** The status sent back (0: the connection was cut without a response). */
+  status: number;
+  readonly contentRange: string | undefined;
+  readonly contentLength: string | undefined;
+}
+
 export interface FaultProxy {
   /** host:port of the proxy, to use as the registry name. */
   readonly host: string;
-  readonly stats: { requests: number; faults: Record<string, number>; authorizationLeaks: number; redirectsServed: number };
+  readonly stats: {
+    requests: number;
+    faults: Record<string, number>;
+    authorizationLeaks: number;
+    redirectsServed: number;
+    /** TCP connections the client opened to the proxy. */
+    connections: number;
+    /** Blob GETs and upload PATCH/PUTs in flight now, and the most there ever were at once. */
+    inflight: number;
+    maxInflight: number;
+    readonly log: ProxyLogEntry[];
+  };
   setFaults(rate: number, faults: readonly FaultKind[], seed?: number): void;
   setRules(rules: readonly FaultRule[]): void;
   stop(): Promise<void>;
@@ -70,7 +97,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   let rate = opts.rate ?? 0;
   let faults: readonly FaultKind[] = opts.faults ?? [];
   let rules: readonly FaultRule[] = opts.rules ?? [];
-  const stats: FaultProxy['stats'] = { requests: 0, faults: {}, authorizationLeaks: 0, redirectsServed: 0 };
+  const stats: FaultProxy['stats'] = { requests: 0, faults: {}, authorizationLeaks: 0, redirectsServed: 0, connections: 0, inflight: 0, maxInflight: 0, log: [] };
 
   const errorBody = (code: string, message: string): string => JSON.stringify({ errors: [{ code, message }] });
 
@@ -165,7 +192,22 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const server = http.createServer((req, res) => {
     stats.requests++;
     const path = req.url ?? '/';
-    const rule = rules.find((r) => (r.method === undefined || r.method === req.method) && r.path.test(path));
+    const entry: ProxyLogEntry = { method: req.method ?? '', path, status: 0, contentRange: req.headers['content-range'], contentLength: req.headers['content-length'] };
+    stats.log.push(entry);
+    res.on('finish', () => (entry.status = res.statusCode));
+    const transfer = (req.method === 'GET' && /\/blobs\/sha256:/.test(path)) || ((req.method === 'PATCH' || req.method === 'PUT') && /\/blobs\/uploads\//.test(path));
+    if (transfer) {
+      stats.inflight++;
+      stats.maxInflight = Math.max(stats.maxInflight, stats.inflight);
+      let done = false;
+      const end = (): void => {
+        if (!done) stats.inflight--;
+        done = true;
+      };
+      res.once('finish', end);
+      res.once('close', end);
+    }
+    const rule = rules.find((r) => (r.method === undefined || r.method === req.method) && r.path.test(path) && (r.when === undefined || r.when(req)));
     let fault: FaultKind | undefined = rule?.fault;
     if (rule?.respond !== undefined) {
       req.resume();
@@ -195,6 +237,9 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       case 'reset':
         req.socket.destroy();
         return;
+      case 'stall':
+        req.resume();
+        return;
       case 'redirect':
         req.resume();
         res.writeHead(307, { location: `http://127.0.0.2:${storagePort}/blob?path=${encodeURIComponent(path)}` });
@@ -210,6 +255,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
         return;
     }
   });
+  server.on('connection', () => stats.connections++);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
 
