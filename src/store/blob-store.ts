@@ -149,6 +149,46 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Store the chunks of `chunks`, with the same guarantees as putBlob, consuming them one at a
+   * time: each chunk is hashed and written to the file before the next one is asked for, and
+   * nothing is buffered in between. A producer may therefore reuse a chunk's memory as soon as
+   * it is asked for the next chunk (the layer writer reads context files into a few recycled
+   * buffers this way, so a COPY of many files does not leave a trail of garbage buffers).
+   */
+  async putChunks(chunks: AsyncIterable<Uint8Array>, opts: PutBlobOptions = {}): Promise<BlobInfo> {
+    const { expected, signal } = opts;
+    if (expected) assertWritable(expected.digest);
+    signal?.throwIfAborted();
+    const tmp = tempPath(this.#tmpDir, 'blob');
+    let h: FileHandle | undefined = await open(tmp, 'wx', 0o444).catch((e: unknown) => {
+      throw storeIoError(e, 'store a blob');
+    });
+    try {
+      const digester = new Digester();
+      for await (const chunk of chunks) {
+        signal?.throwIfAborted();
+        digester.update(chunk);
+        if (expected?.size !== undefined && digester.size > expected.size) throw mismatch(expected, `more than ${expected.size} bytes`);
+        await writeAll(h, chunk);
+      }
+      signal?.throwIfAborted();
+      const got = { digest: digester.digest(), size: digester.size };
+      if (expected && (got.digest !== expected.digest || (expected.size !== undefined && got.size !== expected.size))) {
+        throw mismatch(expected, `${got.digest} (${got.size} bytes)`);
+      }
+      await h.sync();
+      await h.close();
+      h = undefined;
+      await this.#commit(tmp, got.digest);
+      return got;
+    } catch (e) {
+      await h?.close().catch(() => undefined);
+      await rm(tmp, { force: true });
+      throw storeIoError(e, 'store a blob');
+    }
+  }
+
   /** Store a small in-memory blob (manifests, configs). Same guarantees as putBlob. */
   async putBytes(bytes: Uint8Array | string, opts: PutBlobOptions = {}): Promise<BlobInfo> {
     const { expected, signal } = opts;
@@ -321,7 +361,7 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
   }
 }
 
-async function writeAll(h: FileHandle, chunk: Buffer): Promise<void> {
+async function writeAll(h: FileHandle, chunk: Uint8Array): Promise<void> {
   let off = 0;
   while (off < chunk.byteLength) {
     const { bytesWritten } = await h.write(chunk, off, chunk.byteLength - off);
