@@ -1,5 +1,4 @@
 import type { BigIntStats } from 'node:fs';
-import { PassThrough } from 'node:stream';
 import type { SourceLocation } from '../errors.js';
 import { TsbuildError } from '../errors.js';
 import { cacheKeyFor } from '../cache/index.js';
@@ -163,21 +162,13 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   const learn = key === undefined ? (_id: string, abs: string, st: BigIntStats, d: Digest) => env.digests.learn(abs, st, d) : undefined;
   const ahead = new ReadAhead(files.map((e) => ({ id: e.path, abs: e.srcAbs, size: e.size ?? 0 })), { onStat: learn, signal: env.signal });
   const entries: LayerEntry[] = planned.filter((e) => e.type !== 'other').map((e) => toLayerEntry(e, ahead));
-  const { writeLayer } = await import('../layer/index.js'); // not needed on a cache hit
-  const pass = new PassThrough();
-  const put = env.store.blobs.putBlob(pass, { signal: env.signal });
-  let written: { diffId: Digest; size: number };
-  try {
-    written = await writeLayer(entries, pass, { ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}), ...(env.signal ? { signal: env.signal } : {}) });
-  } catch (e) {
-    pass.destroy(e as Error);
-    await put.catch(() => undefined);
-    throw e;
-  }
-  const stored = await put;
-  if (stored.digest !== written.diffId) {
-    throw new TsbuildError('DIGEST_MISMATCH', `layer digest ${stored.digest} differs from the written diff ID ${written.diffId}`);
-  }
+  const { layerTarChunks } = await import('../layer/index.js'); // not needed on a cache hit
+  // The tar goes into the store chunk by chunk with nothing buffered in between, as ReadAhead's
+  // recycled buffers require; the stored blob's digest is the layer's diff ID.
+  const stored = await env.store.blobs.putChunks(
+    layerTarChunks(entries, { ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}), ...(env.signal ? { signal: env.signal } : {}) }),
+    { signal: env.signal },
+  );
   if (key === undefined) {
     const content = new Map<string, Digest>();
     for (const e of files) {
@@ -204,20 +195,24 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   return { state: withLayer(state, key, { diffId: stored.digest, size: stored.size }, index, history), cached: false };
 }
 
+/**
+ * One object literal with the same fields in the same order for every entry: built with
+ * spreads, each of 20,000 entries got a hidden class of its own in V8 (~350 bytes apiece).
+ */
 function toLayerEntry(e: PlannedEntry, ahead: ReadAhead): LayerEntry {
-  const base = { path: e.path, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime };
-  switch (e.type) {
-    case 'dir':
-      return { ...base, type: 'dir' };
-    case 'symlink':
-      return { ...base, type: 'symlink', linkTarget: e.linkTarget ?? '' };
-    case 'hardlink':
-      return { ...base, type: 'hardlink', linkTarget: e.linkTarget ?? '' };
-    case 'file':
-      return { ...base, type: 'file', size: e.size, ...(e.srcAbs ? { source: ahead.source(e.path) } : {}) };
-    case 'other':
-      throw new Error('unreachable: other entries are filtered out');
-  }
+  if (e.type === 'other') throw new Error('unreachable: other entries are filtered out');
+  const link = e.type === 'symlink' || e.type === 'hardlink';
+  return {
+    path: e.path,
+    type: e.type,
+    mode: e.mode,
+    uid: e.uid,
+    gid: e.gid,
+    mtime: e.mtime,
+    size: e.type === 'file' ? e.size : undefined,
+    linkTarget: link ? (e.linkTarget ?? '') : undefined,
+    source: e.type === 'file' && e.srcAbs ? ahead.source(e.path) : undefined,
+  };
 }
 
 async function withLocation<T>(location: SourceLocation, fn: () => Promise<T>): Promise<T> {
