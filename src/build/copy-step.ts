@@ -137,10 +137,13 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   // SOURCE_DATE_EPOCH changes the layer's bytes (mtimes are clamped), so it is an input.
   if (epoch !== undefined) inputs.push(`epoch:${epoch}`);
   const files = planned.filter((e): e is PlannedEntry & { srcAbs: string } => e.type === 'file' && e.srcAbs !== undefined);
-  const keyOf = (content: ReadonlyMap<string, Digest>): Digest => {
-    const all = [...inputs];
-    for (const e of planned) all.push(`${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${content.get(e.path) ?? ''}`);
-    return cacheKeyFor({ parent: state.key, kind: req.instruction, instruction: req.keyText ?? req.text, inputs: all, platform: env.platform });
+  // One input per entry, made as the key is hashed (not held: 20,000 strings for a big context).
+  const keyOf = (content: (path: string) => Digest | undefined): Digest => {
+    function* all(): Generator<string> {
+      yield* inputs;
+      for (const e of planned) yield `${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${content(e.path) ?? ''}`;
+    }
+    return cacheKeyFor({ parent: state.key, kind: req.instruction, instruction: req.keyText ?? req.text, inputs: all(), platform: env.platform });
   };
   const history = { createdBy: `${req.text} # buildkit`, created: env.created };
 
@@ -152,7 +155,8 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   if (!env.noCache) {
     const { lstat } = await import('node:fs/promises');
     const digests = await mapLimit(files, DIGEST_CONCURRENCY, async (e) => env.digests.digestOf(e.srcAbs, await lstat(e.srcAbs, { bigint: true }), env.signal));
-    key = keyOf(new Map(files.map((e, i) => [e.path, digests[i]!])));
+    const byPath = new Map(files.map((e, i) => [e.path, digests[i]!]));
+    key = keyOf((p) => byPath.get(p));
     const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal });
     if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, history), cached: true };
   }
@@ -170,18 +174,14 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
     { signal: env.signal },
   );
   if (key === undefined) {
-    const content = new Map<string, Digest>();
+    const unread = new Map<string, Digest>();
     for (const e of files) {
-      const d = ahead.digest(e.path);
-      if (d === undefined) {
-        // Not read for the layer (cannot happen for a file entry; kept as a safe fallback).
-        const { lstat } = await import('node:fs/promises');
-        content.set(e.path, await env.digests.digestOf(e.srcAbs, await lstat(e.srcAbs, { bigint: true }), env.signal));
-        continue;
-      }
-      content.set(e.path, d);
+      if (ahead.digest(e.path) !== undefined) continue;
+      // Not read for the layer (cannot happen for a file entry; kept as a safe fallback).
+      const { lstat } = await import('node:fs/promises');
+      unread.set(e.path, await env.digests.digestOf(e.srcAbs, await lstat(e.srcAbs, { bigint: true }), env.signal));
     }
-    key = keyOf(content);
+    key = keyOf((p) => ahead.digest(p) ?? unread.get(p));
   }
   const index: LayerIndex = {
     entries: planned
