@@ -155,6 +155,7 @@ export class BlobStore {
    * nothing is buffered in between. A producer may therefore reuse a chunk's memory as soon as
    * it is asked for the next chunk (the layer writer reads context files into a few recycled
    * buffers this way, so a COPY of many files does not leave a trail of garbage buffers).
+   * Small chunks are copied into one buffer and written together.
    */
   async putChunks(chunks: AsyncIterable<Uint8Array>, opts: PutBlobOptions = {}): Promise<BlobInfo> {
     const { expected, signal } = opts;
@@ -166,12 +167,29 @@ export class BlobStore {
     });
     try {
       const digester = new Digester();
+      // Small chunks (a tar header, a small file) are gathered into one buffer and written
+      // together: one write per 20,000-file layer's header would be 40,000 thread-pool trips.
+      const pending = Buffer.allocUnsafeSlow(GATHER);
+      let used = 0;
       for await (const chunk of chunks) {
         signal?.throwIfAborted();
         digester.update(chunk);
         if (expected?.size !== undefined && digester.size > expected.size) throw mismatch(expected, `more than ${expected.size} bytes`);
-        await writeAll(h, chunk);
+        if (used + chunk.byteLength <= GATHER) {
+          pending.set(chunk, used);
+          used += chunk.byteLength;
+          continue;
+        }
+        if (used > 0) await writeAll(h, pending.subarray(0, used));
+        used = 0;
+        if (chunk.byteLength < GATHER) {
+          pending.set(chunk, 0);
+          used = chunk.byteLength;
+        } else {
+          await writeAll(h, chunk);
+        }
       }
+      if (used > 0) await writeAll(h, pending.subarray(0, used));
       signal?.throwIfAborted();
       const got = { digest: digester.digest(), size: digester.size };
       if (expected && (got.digest !== expected.digest || (expected.size !== undefined && got.size !== expected.size))) {
@@ -360,6 +378,9 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
     throw e;
   }
 }
+
+/** putChunks writes chunks smaller than this gathered into one buffer of this size. */
+const GATHER = 256 * 1024;
 
 async function writeAll(h: FileHandle, chunk: Uint8Array): Promise<void> {
   let off = 0;
