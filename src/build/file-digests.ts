@@ -127,21 +127,26 @@ export class FileDigests {
  * records, in pieces of about 64 KB.
  */
 function* jsonObjectPieces(records: ReadonlyMap<string, StatRecord>, skip: number): Generator<string> {
-  let piece = '{';
+  let parts: string[] = ['{'];
+  let length = 0;
   let first = true;
   for (const [k, v] of records) {
     if (skip > 0) {
       skip--;
       continue;
     }
-    piece += `${first ? '' : ','}${JSON.stringify(k)}:${JSON.stringify({ k: v.k, d: v.d })}`;
+    const part = `${first ? '' : ','}${JSON.stringify(k)}:${JSON.stringify({ k: v.k, d: v.d })}`;
+    parts.push(part);
+    length += part.length;
     first = false;
-    if (piece.length >= 65536) {
-      yield piece;
-      piece = '';
+    if (length >= 65536) {
+      yield parts.join('');
+      parts = [];
+      length = 0;
     }
   }
-  yield `${piece}}\n`;
+  parts.push('}\n');
+  yield parts.join('');
 }
 
 /** Files up to this size are hashed from one read into one buffer (open, read, close). */
@@ -190,5 +195,7 @@ async function digestSmallFile(abs: string, size: number, signal?: AbortSignal):
 function statKey(st: fs.BigIntStats | fs.Stats): string {
   const ns = (ms: number | bigint, nsv?: bigint) => (nsv !== undefined ? nsv.toString() : String(Math.round(Number(ms) * 1e6)));
   const big = st as fs.BigIntStats;
-  return `${st.dev}:${st.ino}:${st.size}:${ns(st.mtimeMs, typeof big.mtimeNs === 'bigint' ? big.mtimeNs : undefined)}:${ns(st.ctimeMs, typeof big.ctimeNs === 'bigint' ? big.ctimeNs : undefined)}`;
+  // join makes one flat string (a template literal makes a rope of ~9 parts in V8: ~450 bytes
+  // instead of ~70 for each of the 20,000 records a big context keeps).
+  return [st.dev, st.ino, st.size, ns(st.mtimeMs, typeof big.mtimeNs === 'bigint' ? big.mtimeNs : undefined), ns(st.ctimeMs, typeof big.ctimeNs === 'bigint' ? big.ctimeNs : undefined)].join(':');
 }
