@@ -15,6 +15,12 @@ const CHUNK = 256 * 1024;
 /** The smallest recycled buffer (smaller files share it: one buffer per file in flight). */
 const MIN_BUFFER = 4096;
 
+/** A file to read: its host path and its size when planned (the copy plan's entries fit). */
+export interface ReadAheadFile {
+  readonly srcAbs: string;
+  readonly size?: number | undefined;
+}
+
 interface Loaded {
   /** Small files: the whole content, in `buf` (a pool buffer, or a bigger one if the file grew). */
   readonly buf?: Buffer;
@@ -72,47 +78,48 @@ function sizeClass(n: number): number {
  * of later files in earlier chunks.
  */
 export class ReadAhead {
-  readonly #files: ReadonlyArray<{ readonly id: string; readonly abs: string; readonly size: number }>;
-  readonly #index = new Map<string, number>();
+  readonly #files: ReadonlyArray<ReadAheadFile>;
   readonly #slots = new Map<number, Promise<Loaded>>();
-  readonly #digests = new Map<string, Digest>();
+  /** By file index: a 20,000-file COPY keeps no map keyed by path here. */
+  readonly #digests: Array<Digest | undefined>;
   readonly #pool = new BufferPool();
-  readonly #onStat: ((id: string, abs: string, stat: fs.BigIntStats, digest: Digest) => void) | undefined;
+  readonly #onStat: ((index: number, abs: string, stat: fs.BigIntStats, digest: Digest) => void) | undefined;
   readonly #signal: AbortSignal | undefined;
   #next = 0;
 
   /**
-   * `files`: id (the layer path) -> host file and its stat size, in the order the writer will
-   * open them. `onStat`: lstat each file (bigint) just before reading it and report it with the
-   * digest of what was read (for the stat index), once the file has gone into the layer.
+   * `files`: the host files and their stat sizes, in the order the writer will open them; a
+   * file is named by its index in this array. `onStat`: lstat each file (bigint) just before
+   * reading it and report it with the digest of what was read (for the stat index), once the
+   * file has gone into the layer.
    */
   constructor(
-    files: ReadonlyArray<{ readonly id: string; readonly abs: string; readonly size: number }>,
-    opts: { onStat?: ((id: string, abs: string, stat: fs.BigIntStats, digest: Digest) => void) | undefined; signal?: AbortSignal | undefined } = {},
+    files: ReadonlyArray<ReadAheadFile>,
+    opts: { onStat?: ((index: number, abs: string, stat: fs.BigIntStats, digest: Digest) => void) | undefined; signal?: AbortSignal | undefined } = {},
   ) {
     this.#files = files;
-    files.forEach((f, i) => this.#index.set(f.id, i));
+    this.#digests = new Array<Digest | undefined>(files.length);
     this.#onStat = opts.onStat;
     this.#signal = opts.signal;
   }
 
-  /** The content source for the layer writer of the file `id` (see the contract above). */
-  source(id: string): () => AsyncIterable<Buffer> {
-    return () => this.#open(id);
+  /** The content source for the layer writer of file `index` (see the contract above). */
+  source(index: number): () => AsyncIterable<Buffer> {
+    return () => this.#open(index);
   }
 
-  /** sha256 of the content `id` gave the layer (known once the writer has read it). */
-  digest(id: string): Digest | undefined {
-    return this.#digests.get(id);
+  /** sha256 of the content file `index` gave the layer (known once the writer has read it). */
+  digest(index: number): Digest | undefined {
+    return this.#digests[index];
   }
 
   #load(index: number): Promise<Loaded> {
     const f = this.#files[index]!;
     return (async (): Promise<Loaded> => {
-      const stat = this.#onStat ? await lstat(f.abs, { bigint: true }) : undefined;
-      const size = stat ? Number(stat.size) : f.size;
+      const stat = this.#onStat ? await lstat(f.srcAbs, { bigint: true }) : undefined;
+      const size = stat ? Number(stat.size) : (f.size ?? 0);
       if (size >= CHUNK) return stat ? { stat } : {};
-      const { buf, len } = await this.#readWhole(f.abs, size);
+      const { buf, len } = await this.#readWhole(f.srcAbs, size);
       return stat ? { buf, len, stat } : { buf, len };
     })();
   }
@@ -158,10 +165,10 @@ export class ReadAhead {
     }
   }
 
-  async *#open(id: string): AsyncGenerator<Buffer> {
-    const index = this.#index.get(id);
-    if (index === undefined) throw new Error(`read-ahead: no file ${id}`);
-    const abs = this.#files[index]!.abs;
+  async *#open(index: number): AsyncGenerator<Buffer> {
+    const file = this.#files[index];
+    if (file === undefined) throw new Error(`read-ahead: no file ${index}`);
+    const abs = file.srcAbs;
     this.#pump(index, index + WINDOW);
     const slot = this.#slots.get(index) ?? this.#load(index);
     this.#slots.delete(index);
@@ -169,8 +176,8 @@ export class ReadAhead {
     const d = new Digester();
     const done = (): void => {
       const digest = d.digest();
-      this.#digests.set(id, digest);
-      if (loaded.stat) this.#onStat?.(id, abs, loaded.stat, digest);
+      this.#digests[index] = digest;
+      if (loaded.stat) this.#onStat?.(index, abs, loaded.stat, digest);
     };
     if (loaded.buf) {
       try {
