@@ -1,79 +1,163 @@
-import { createReadStream } from 'node:fs';
 import type fs from 'node:fs';
-import { lstat } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { lstat, open } from 'node:fs/promises';
 import { Digester, type Digest } from '../oci/index.js';
-import { SMALL_FILE, readSmallFile } from './file-digests.js';
 
-/** Files read ahead of the tar writer at most (each at most SMALL_FILE bytes in memory). */
+/** Files read ahead of the tar writer at most. */
 const WINDOW = 16;
 
+/**
+ * Read size of big files, and the largest recycled buffer. Files smaller than this are read
+ * whole (one open/read/close, read ahead); bigger ones are streamed in chunks of this size
+ * through one recycled buffer when the writer gets to them.
+ */
+const CHUNK = 256 * 1024;
+
+/** The smallest recycled buffer (smaller files share it: one buffer per file in flight). */
+const MIN_BUFFER = 4096;
+
+/** A file to read: its host path and its size when planned (the copy plan's entries fit). */
+export interface ReadAheadFile {
+  readonly srcAbs: string;
+  readonly size?: number | undefined;
+}
+
 interface Loaded {
-  readonly buf?: Buffer; // small files: the whole content; large ones are streamed when opened
+  /** Small files: the whole content, in `buf` (a pool buffer, or a bigger one if the file grew). */
+  readonly buf?: Buffer;
+  readonly len?: number;
   readonly stat?: fs.BigIntStats;
 }
 
 /**
- * The content of a layer's files for writeLayer, read ahead and hashed on the way.
+ * Read buffers handed back after use, in power-of-two sizes from MIN_BUFFER to CHUNK.
  *
- * writeLayer opens one file after the other; with thousands of small files that is a chain
+ * Why: a fresh Buffer per file lives outside V8's heap, and V8 collects such memory only after
+ * tens of MB of it have piled up; a COPY of 20,000 small files kept ~60 MB of spent file
+ * buffers around between collections (docs/benchmarks.md). With the buffers recycled, the
+ * memory a COPY holds for content is about WINDOW buffers, whatever the number of files.
+ */
+class BufferPool {
+  readonly #free = new Map<number, Buffer[]>();
+
+  /** A buffer of at least `min` bytes (rounded up to a power of two; at most CHUNK unless `min` is bigger). */
+  take(min: number): Buffer {
+    const size = sizeClass(min);
+    return this.#free.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
+  }
+
+  /** Gives `buf` back; the caller must not touch it afterwards. Odd sizes are left to the GC. */
+  give(buf: Buffer): void {
+    if (buf.length > CHUNK || buf.length !== sizeClass(buf.length)) return;
+    let list = this.#free.get(buf.length);
+    if (!list) this.#free.set(buf.length, (list = []));
+    if (list.length <= WINDOW) list.push(buf);
+  }
+}
+
+function sizeClass(n: number): number {
+  let size = MIN_BUFFER;
+  while (size < n) size *= 2;
+  return size;
+}
+
+/**
+ * The content of a layer's files for the layer writer, read ahead and hashed on the way.
+ *
+ * The writer opens one file after the other; with thousands of small files that is a chain
  * of open/read/close round trips through libuv's thread pool, one file at a time. Here the
  * next WINDOW files (in the order given, which is the layer's path order) are read at once,
- * small ones whole into memory, so the writer mostly finds its content ready. Memory stays
- * bounded by WINDOW small files. Every file's sha256 is computed from the bytes that went
- * into the layer, so a step whose cache key needs the content digests (COPY --no-cache, where
- * no lookup comes first) reads each file once for both. A file opened out of the expected order
- * is simply read then.
+ * small ones whole, so the writer mostly finds its content ready. Every file's sha256 is
+ * computed from the bytes that went into the layer, so a step whose cache key needs the
+ * content digests (COPY --no-cache, where no lookup comes first) reads each file once for
+ * both. A file opened out of the expected order is simply read then.
+ *
+ * Contract: content is read into recycled buffers (BufferPool), so a chunk a source yields
+ * is valid only until the source is asked for its next chunk. The sources must therefore go
+ * through `layerTarChunks` to a consumer that is done with each chunk before it asks for the
+ * next (`BlobStore.putChunks`); a buffering consumer (a stream pipeline) would see the bytes
+ * of later files in earlier chunks.
  */
 export class ReadAhead {
-  readonly #ids: readonly string[];
-  readonly #files: ReadonlyMap<string, { readonly abs: string; readonly size: number; readonly index: number }>;
+  readonly #files: ReadonlyArray<ReadAheadFile>;
   readonly #slots = new Map<number, Promise<Loaded>>();
-  readonly #digests = new Map<string, Digest>();
-  readonly #onStat: ((id: string, abs: string, stat: fs.BigIntStats, digest: Digest) => void) | undefined;
+  /** By file index: a 20,000-file COPY keeps no map keyed by path here. */
+  readonly #digests: Array<Digest | undefined>;
+  readonly #pool = new BufferPool();
+  readonly #onStat: ((index: number, abs: string, stat: fs.BigIntStats, digest: Digest) => void) | undefined;
   readonly #signal: AbortSignal | undefined;
   #next = 0;
 
   /**
-   * `files`: id (the layer path) -> host file and its stat size, in the order writeLayer will
-   * open them. `onStat`: lstat each file (bigint) just before reading it and report it with the
-   * digest of what was read (for the stat index), once the file has gone into the layer.
+   * `files`: the host files and their stat sizes, in the order the writer will open them; a
+   * file is named by its index in this array. `onStat`: lstat each file (bigint) just before
+   * reading it and report it with the digest of what was read (for the stat index), once the
+   * file has gone into the layer.
    */
   constructor(
-    files: ReadonlyArray<{ readonly id: string; readonly abs: string; readonly size: number }>,
-    opts: { onStat?: ((id: string, abs: string, stat: fs.BigIntStats, digest: Digest) => void) | undefined; signal?: AbortSignal | undefined } = {},
+    files: ReadonlyArray<ReadAheadFile>,
+    opts: { onStat?: ((index: number, abs: string, stat: fs.BigIntStats, digest: Digest) => void) | undefined; signal?: AbortSignal | undefined } = {},
   ) {
-    this.#ids = files.map((f) => f.id);
-    this.#files = new Map(files.map((f, index) => [f.id, { abs: f.abs, size: f.size, index }]));
+    this.#files = files;
+    this.#digests = new Array<Digest | undefined>(files.length);
     this.#onStat = opts.onStat;
     this.#signal = opts.signal;
   }
 
-  /** The content source for writeLayer of the file `id`. */
-  source(id: string): () => Promise<Readable> {
-    return () => this.#open(id);
+  /** The content source for the layer writer of file `index` (see the contract above). */
+  source(index: number): () => AsyncIterable<Buffer> {
+    return () => this.#open(index);
   }
 
-  /** sha256 of the content `id` gave the layer (known once writeLayer has read it). */
-  digest(id: string): Digest | undefined {
-    return this.#digests.get(id);
+  /** sha256 of the content file `index` gave the layer (known once the writer has read it). */
+  digest(index: number): Digest | undefined {
+    return this.#digests[index];
   }
 
   #load(index: number): Promise<Loaded> {
-    const id = this.#ids[index]!;
-    const f = this.#files.get(id)!;
+    const f = this.#files[index]!;
     return (async (): Promise<Loaded> => {
-      const stat = this.#onStat ? await lstat(f.abs, { bigint: true }) : undefined;
-      const size = stat ? Number(stat.size) : f.size;
-      if (size > SMALL_FILE) return stat ? { stat } : {};
-      return { buf: await readSmallFile(f.abs, size, this.#signal), ...(stat ? { stat } : {}) };
+      const stat = this.#onStat ? await lstat(f.srcAbs, { bigint: true }) : undefined;
+      const size = stat ? Number(stat.size) : (f.size ?? 0);
+      if (size >= CHUNK) return stat ? { stat } : {};
+      const { buf, len } = await this.#readWhole(f.srcAbs, size);
+      return stat ? { buf, len, stat } : { buf, len };
     })();
+  }
+
+  /**
+   * A small file's content from one open, read and close: the buffer is at least one byte
+   * larger than the stat size, so the first read normally comes back short, which on a
+   * regular file means its end; a file that grew meanwhile is read on to its end.
+   */
+  async #readWhole(abs: string, size: number): Promise<{ buf: Buffer; len: number }> {
+    this.#signal?.throwIfAborted();
+    const fh = await open(abs, 'r');
+    let buf = this.#pool.take(size + 1);
+    try {
+      let len = 0;
+      for (;;) {
+        const want = buf.length - len;
+        const { bytesRead } = await fh.read(buf, len, want, null);
+        len += bytesRead;
+        if (bytesRead < want) break;
+        const bigger = this.#pool.take(buf.length * 2);
+        buf.copy(bigger, 0, 0, len);
+        this.#pool.give(buf);
+        buf = bigger;
+      }
+      return { buf, len };
+    } catch (e) {
+      this.#pool.give(buf);
+      throw e;
+    } finally {
+      await fh.close();
+    }
   }
 
   /** Starts reading files `from`..`upTo`; files skipped over (opened out of order) are read when opened. */
   #pump(from: number, upTo: number): void {
     this.#next = Math.max(this.#next, from);
-    while (this.#next < this.#ids.length && this.#next <= upTo) {
+    while (this.#next < this.#files.length && this.#next <= upTo) {
       const i = this.#next++;
       const p = this.#load(i);
       p.catch(() => undefined); // reported when the writer opens it; never an unhandled rejection
@@ -81,34 +165,48 @@ export class ReadAhead {
     }
   }
 
-  async #open(id: string): Promise<Readable> {
-    const f = this.#files.get(id);
-    if (!f) throw new Error(`read-ahead: no file ${id}`);
-    this.#pump(f.index, f.index + WINDOW);
-    const slot = this.#slots.get(f.index) ?? this.#load(f.index);
-    this.#slots.delete(f.index);
+  async *#open(index: number): AsyncGenerator<Buffer> {
+    const file = this.#files[index];
+    if (file === undefined) throw new Error(`read-ahead: no file ${index}`);
+    const abs = file.srcAbs;
+    this.#pump(index, index + WINDOW);
+    const slot = this.#slots.get(index) ?? this.#load(index);
+    this.#slots.delete(index);
     const loaded = await slot;
-    const done = (digest: Digest): void => {
-      this.#digests.set(id, digest);
-      if (loaded.stat) this.#onStat?.(id, f.abs, loaded.stat, digest);
+    const d = new Digester();
+    const done = (): void => {
+      const digest = d.digest();
+      this.#digests[index] = digest;
+      if (loaded.stat) this.#onStat?.(index, abs, loaded.stat, digest);
     };
     if (loaded.buf) {
-      const d = new Digester();
-      d.update(loaded.buf);
-      done(d.digest());
-      return Readable.from(loaded.buf.length > 0 ? [loaded.buf] : []);
+      try {
+        const content = loaded.buf.subarray(0, loaded.len);
+        d.update(content);
+        done();
+        if (content.length > 0) yield content;
+      } finally {
+        this.#pool.give(loaded.buf);
+      }
+      return;
     }
-    const abs = f.abs;
-    return Readable.from(
-      (async function* () {
-        const d = new Digester();
-        for await (const chunk of createReadStream(abs) as AsyncIterable<Buffer>) {
-          d.update(chunk);
-          yield chunk;
-        }
-        done(d.digest());
-      })(),
-    );
+    // A big file: streamed through one recycled buffer, re-filled once the writer asks for more.
+    this.#signal?.throwIfAborted();
+    const fh = await open(abs, 'r');
+    const buf = this.#pool.take(CHUNK);
+    try {
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) break;
+        const chunk = buf.subarray(0, bytesRead);
+        d.update(chunk);
+        yield chunk;
+      }
+      done();
+    } finally {
+      this.#pool.give(buf);
+      await fh.close();
+    }
   }
 }
 

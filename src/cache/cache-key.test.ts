@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { sha256Digest } from '../oci/index.js';
 import { cacheKeyFor, type StepKeyInput } from './cache-key.js';
+import { canonicalKeyJson } from './key-json.js';
 
 const base: StepKeyInput = {
   parent: 'sha256:' + 'a'.repeat(64),
@@ -30,6 +32,18 @@ describe('cacheKeyFor', () => {
     if (_name === 'input order') {
       expect(cacheKeyFor({ ...base, inputs: ['y', 'x'] })).not.toBe(other);
     }
+  });
+
+  it('is the sha256 of the canonical key document, however the inputs are given', () => {
+    // The inputs are hashed one by one (no joined string): the bytes must be exactly those of
+    // the whole document, or every cached step would miss after an upgrade.
+    const inputs = ['a/b\0file\0644\u00000:0\0\0sha256:' + 'e'.repeat(64), 'é \u{1F600} "q" \\', '', 'x'];
+    for (const list of [[], ['one'], inputs]) {
+      const doc = canonicalKeyJson({ scheme: 'tsbuild-cache-v1', parent: base.parent, kind: base.kind, instruction: base.instruction, visible: { A: '1', B: '2' }, inputs: list, platform: base.platform });
+      expect(cacheKeyFor({ ...base, inputs: list })).toBe(sha256Digest(doc));
+      expect(cacheKeyFor({ ...base, inputs: (function* () { yield* list; })() })).toBe(sha256Digest(doc));
+    }
+    expect(cacheKeyFor({ ...base, inputs: undefined })).toBe(cacheKeyFor({ ...base, inputs: [] }));
   });
 
   it('cannot be confused by a field value that looks like JSON', () => {

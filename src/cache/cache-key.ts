@@ -1,4 +1,4 @@
-import { sha256Digest, type Digest } from '../oci/index.js';
+import { Digester, type Digest } from '../oci/index.js';
 import { canonicalKeyJson } from './key-json.js';
 
 /**
@@ -17,8 +17,8 @@ export interface StepKeyInput {
   readonly instruction: string;
   /** Values the step can observe that are not in the instruction text (env, visible args). */
   readonly visible?: Readonly<Record<string, string>>;
-  /** Digests of inputs: context content, source stage keys, fetched URLs. */
-  readonly inputs?: readonly string[];
+  /** Digests of inputs: context content, source stage keys, fetched URLs. Iterated once. */
+  readonly inputs?: Iterable<string>;
   /** e.g. linux/amd64 */
   readonly platform: string;
 }
@@ -31,15 +31,28 @@ const KEY_SCHEME = 'tsbuild-cache-v1';
  * Fields are named, not printed loosely into a hash (STYLE.md warns against that).
  */
 export function cacheKeyFor(input: StepKeyInput): Digest {
-  return sha256Digest(
-    canonicalKeyJson({
-      scheme: KEY_SCHEME,
-      parent: input.parent,
-      kind: input.kind,
-      instruction: input.instruction,
-      visible: input.visible ?? {},
-      inputs: [...(input.inputs ?? [])],
-      platform: input.platform,
-    }),
-  );
+  const doc = canonicalKeyJson({
+    scheme: KEY_SCHEME,
+    parent: input.parent,
+    kind: input.kind,
+    instruction: input.instruction,
+    visible: input.visible ?? {},
+    inputs: [],
+    platform: input.platform,
+  });
+  // The inputs (one per copied file for a COPY: 20,000 of them for a big context) are hashed
+  // one by one into their place in the document rather than joined into one string first.
+  // "inputs" sorts first among the keys, so the document starts with it.
+  if (!doc.startsWith(`${INPUTS_HEAD}]`)) throw new Error('cacheKeyFor: "inputs" must be the first key of the key document');
+  const d = new Digester();
+  d.update(Buffer.from(INPUTS_HEAD));
+  let first = true;
+  for (const value of input.inputs ?? []) {
+    d.update(Buffer.from(first ? JSON.stringify(value) : `,${JSON.stringify(value)}`));
+    first = false;
+  }
+  d.update(Buffer.from(doc.slice(INPUTS_HEAD.length)));
+  return d.digest();
 }
+
+const INPUTS_HEAD = '{"inputs":[';

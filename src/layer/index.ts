@@ -2,7 +2,7 @@
  * layer/: deterministic layer tars (write), compression, and the safe applier.
  * Only this folder and store/ import tar-stream (DESIGN.md).
  */
-export { writeLayer, layerTarStream, normaliseLayerPath, compareLayerPaths, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
+export { writeLayer, layerTarStream, layerTarChunks, normaliseLayerPath, compareLayerPaths, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
 export type { LayerEntry, LayerEntryType, WriteLayerOptions, WrittenLayer } from './write-layer.js';
 export { layerFromDirectory } from './layer-from-directory.js';
 export type { LayerFromDirectoryOptions } from './layer-from-directory.js';

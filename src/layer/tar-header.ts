@@ -101,9 +101,12 @@ function ustarBlock(h: {
 }
 
 /** Zero bytes that pad `size` up to a whole block. */
+/** Zeros shared by every padding (never written to). */
+const ZEROS = Buffer.alloc(BLOCK);
+
 export function padding(size: number): Buffer {
   const rest = size % BLOCK;
-  return rest === 0 ? Buffer.alloc(0) : Buffer.alloc(BLOCK - rest);
+  return ZEROS.subarray(0, rest === 0 ? 0 : BLOCK - rest);
 }
 
 /**

@@ -9,7 +9,7 @@ import { writeCompressedLayer, compressLayer } from './compress.js';
 import { layerFromDirectory } from './layer-from-directory.js';
 import { encodeHeader } from './tar-header.js';
 import { snapshotTree } from './tree-snapshot.js';
-import { writeLayer, type LayerEntry } from './write-layer.js';
+import { layerTarChunks, writeLayer, type LayerEntry } from './write-layer.js';
 
 const isRoot = process.getuid?.() === 0;
 let tmp: string;
@@ -44,7 +44,59 @@ function sampleEntries(): LayerEntry[] {
   ];
 }
 
+/** Names of a tar's entries, in order (the ustar name, or the PAX path record in front). */
+function tarNames(tar: Buffer): string[] {
+  const names: string[] = [];
+  let paxPath: string | undefined;
+  for (let off = 0; off + 512 <= tar.length; ) {
+    const h = tar.subarray(off, off + 512);
+    if (h.every((b) => b === 0)) break;
+    const field = (from: number, len: number): string => h.subarray(from, from + len).toString('utf8').replace(/\0.*$/s, '');
+    const size = parseInt(field(124, 12).trim() || '0', 8);
+    if (String.fromCharCode(h[156]!) === 'x') {
+      const records = tar.subarray(off + 512, off + 512 + size).toString('utf8');
+      paxPath = /\d+ path=([^\n]*)\n/.exec(records)?.[1];
+    } else {
+      names.push(paxPath ?? field(0, 100));
+      paxPath = undefined;
+    }
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return names;
+}
+
 describe('writeLayer', () => {
+  it('orders entries component-wise in UTF-8 byte order, whatever the characters', async () => {
+    // "/" must sort before every other character ("a/b" before "a.b" and "a-"), and characters
+    // above U+FFFF (UTF-16 surrogates) after U+E000..U+FFFF, as in UTF-8.
+    const paths = ['a', 'a/b', 'a.b', 'a-', 'a/b/c', 'ab', 'a\u{1F600}', 'a\uFF01', 'a\uE000', 'aé', 'a~', 'a b', 'b', 'a/.wh-ish', 'a/b.c', 'a/b/c.d'];
+    const dirs = new Set(['a', 'a/b']);
+    const entries: LayerEntry[] = paths.map((p) => ({ path: p, type: dirs.has(p) ? 'dir' : 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0 }));
+    entries.push({ path: 'a/b', type: 'opaque', mode: 0, uid: 0, gid: 0, mtime: 0 }, { path: 'a/gone', type: 'whiteout', mode: 0, uid: 0, gid: 0, mtime: 0 });
+    const chunks: Buffer[] = [];
+    for await (const c of layerTarChunks([...entries].reverse())) chunks.push(Buffer.from(c));
+    const expected = entries
+      .map((e) => {
+        const name = e.type === 'dir' ? `${e.path}/` : e.type === 'opaque' ? `${e.path}/.wh..wh..opq` : e.type === 'whiteout' ? 'a/.wh.gone' : e.path;
+        const key = e.type === 'opaque' ? `${e.path}/` : e.type === 'whiteout' ? 'a/.wh.gone' : e.path;
+        return { name, key: Buffer.from(key.split('/').join('\0')) };
+      })
+      .sort((x, y) => Buffer.compare(x.key, y.key))
+      .map((x) => x.name);
+    expect(tarNames(Buffer.concat(chunks))).toEqual(expected);
+  });
+
+  it('layerTarChunks gives the bytes writeLayer writes', async () => {
+    const chunks: Buffer[] = [];
+    for await (const c of layerTarChunks(sampleEntries(), { sourceDateEpoch: 1_600_000_003 })) chunks.push(Buffer.from(c));
+    const bytes = Buffer.concat(chunks);
+    const out: Buffer[] = [];
+    const sink = new Writable({ write: (c: Buffer, _e, cb) => { out.push(c); cb(); } });
+    const written = await writeLayer(sampleEntries(), sink, { sourceDateEpoch: 1_600_000_003 });
+    expect(bytes.equals(Buffer.concat(out))).toBe(true);
+    expect(bytes.length).toBe(written.size);
+  });
+
   it('is deterministic: same tree twice, any input order -> same diff ID', async () => {
     const a = await writeLayer(sampleEntries(), nullSink());
     const b = await writeLayer(sampleEntries().reverse(), nullSink());

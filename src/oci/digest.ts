@@ -61,7 +61,9 @@ export class Digester {
   }
   /** May be called once. */
   digest(): Digest {
-    return `sha256:${this.#hash.digest('hex')}`;
+    // join gives one flat string; a template literal gives a two-part rope in V8, which costs
+    // twice the memory where digests are kept by the thousand (one per file of a COPY).
+    return ['sha256', this.#hash.digest('hex')].join(':') as Digest;
   }
 }
 

@@ -35,13 +35,21 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Write `data` to a new temp file and fsync it; returns the temp path. */
-async function writeTemp(tmpDir: string, data: Uint8Array | string, mode: number, signal?: AbortSignal, durable = true): Promise<string> {
+/** Write `data` (or its pieces, in order) to a new temp file and fsync it; returns the temp path. */
+async function writeTemp(tmpDir: string, data: Uint8Array | string | Iterable<string>, mode: number, signal?: AbortSignal, durable = true): Promise<string> {
   signal?.throwIfAborted();
   const tmp = tempPath(tmpDir, 'write');
   const h = await open(tmp, 'wx', mode);
   try {
-    await h.writeFile(data, signal ? { signal } : {});
+    if (typeof data === 'string' || data instanceof Uint8Array) {
+      await h.writeFile(data, signal ? { signal } : {});
+    } else {
+      for (const piece of data) {
+        signal?.throwIfAborted();
+        const bytes = Buffer.from(piece, 'utf8');
+        for (let off = 0; off < bytes.length; ) off += (await h.write(bytes, off, bytes.length - off)).bytesWritten;
+      }
+    }
     if (durable) await h.sync();
   } catch (e) {
     await h.close().catch(() => undefined);
@@ -55,7 +63,7 @@ async function writeTemp(tmpDir: string, data: Uint8Array | string, mode: number
 /** Replace `dest` atomically with `data` (temp + fsync + rename + fsync dir). */
 export async function writeFileAtomic(
   dest: string,
-  data: Uint8Array | string,
+  data: Uint8Array | string | Iterable<string>,
   opts: {
     tmpDir: string;
     mode?: number;

@@ -202,6 +202,41 @@ describe('BlobStore', () => {
     expect(v.actual).toBe(sha256Digest('{"a":2}'));
   });
 
+  it('putChunks is done with each chunk before it asks for the next (the producer may reuse it)', async () => {
+    // One buffer, refilled after every yield: a consumer that buffered chunks would store the
+    // last content several times over.
+    const parts = [...chunks(3 * 1024 * 1024, 64 * 1024)];
+    async function* reusing(): AsyncGenerator<Buffer> {
+      const buf = Buffer.alloc(64 * 1024);
+      for (const p of parts) {
+        p.copy(buf);
+        yield buf.subarray(0, p.length);
+        buf.fill(0xee);
+      }
+    }
+    const info = await store.blobs.putChunks(reusing(), { expected: { digest: digestOfChunks(3 * 1024 * 1024) } });
+    expect(info.size).toBe(3 * 1024 * 1024);
+    expect(sha256Digest(await store.blobs.readBlobBytes(info.digest, { maxBytes: 4 * 1024 * 1024 }))).toBe(info.digest);
+  });
+
+  it('putChunks leaves nothing behind on a mismatch, a source error or an abort', async () => {
+    expect(await codeOf(store.blobs.putChunks(Readable.from(chunks(1024 * 1024)), { expected: { digest: sha256Digest('x') } }))).toBe('DIGEST_MISMATCH');
+    async function* failing(): AsyncGenerator<Buffer> {
+      yield Buffer.from('partial');
+      throw new Error('read failed');
+    }
+    await expect(store.blobs.putChunks(failing())).rejects.toThrow('read failed');
+    const ac = new AbortController();
+    async function* aborting(): AsyncGenerator<Buffer> {
+      yield Buffer.from('partial');
+      ac.abort();
+      yield Buffer.from('more');
+    }
+    expect(await codeOf(store.blobs.putChunks(aborting(), { signal: ac.signal }))).toBe('ABORT');
+    expect(await entries('tmp')).toEqual([]);
+    expect(await entries('blobs/sha256')).toEqual([]);
+  });
+
   it('a stored blob is read-only on disk', async () => {
     const info = await store.blobs.putBytes('immutable');
     const { stat } = await import('node:fs/promises');

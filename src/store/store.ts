@@ -306,6 +306,21 @@ export class Store {
     }, opts);
   }
 
+  /**
+   * updateMeta for a big document, without its whole JSON text in memory: `fn` gets the current
+   * value and returns the new one's JSON text in pieces (each a few KB or more: each is one
+   * write), which are written as they come.
+   */
+  async updateMetaText(name: string, fn: (current: unknown) => Iterable<string>, opts: SignalOption = {}): Promise<void> {
+    const path = this.#metaPath(name);
+    await this.withLock(async () => {
+      const pieces = fn(await this.readMeta(name, opts));
+      await writeFileAtomic(path, pieces, { tmpDir: this.paths.tmp, signal: opts.signal }).catch((e: unknown) => {
+        throw storeIoError(e, `write ${path}`);
+      });
+    }, opts);
+  }
+
   #metaPath(name: string): string {
     if (!META_NAME_RE.test(name)) {
       throw new TsbuildError('USAGE', `invalid meta name ${JSON.stringify(name)}`, {

@@ -1,0 +1,60 @@
+import { createCipheriv, createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { layerTarChunks, writeLayer, type LayerEntry } from '../layer/index.js';
+import type { Digest } from '../oci/index.js';
+import { openStore, type Store } from '../store/index.js';
+import { ReadAhead } from './read-ahead.js';
+
+let dir: string;
+let store: Store;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'tsbuild-readahead-'));
+  store = await openStore(join(dir, 'root'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Distinct content per file (so bytes of one file showing up in another are caught). */
+function content(i: number, size: number): Buffer {
+  const iv = Buffer.alloc(16);
+  iv.writeUInt32BE(i);
+  return createCipheriv('aes-128-ctr', Buffer.alloc(16, 7), iv).update(Buffer.alloc(size));
+}
+
+describe('ReadAhead', () => {
+  it('gives the layer the same bytes as plain file streams, through recycled buffers, and the digest of each file', async () => {
+    // Sizes around the buffer classes and the whole-read limit (256 KiB), many of a kind so
+    // that buffers are reused, and big files that are streamed through one buffer.
+    const sizes = [0, 1, 4095, 4096, 4097, 262143, 262144, 262145, 600_000, 1_500_000];
+    const files: Array<{ id: string; srcAbs: string; size: number; sha: Digest }> = [];
+    for (let i = 0; i < 120; i++) {
+      const size = sizes[i % sizes.length]! + (i % 7);
+      const id = `app/f${String(i).padStart(3, '0')}`;
+      const abs = join(dir, `f${i}`);
+      const data = content(i, size);
+      await writeFile(abs, data);
+      files.push({ id, srcAbs: abs, size, sha: `sha256:${createHash('sha256').update(data).digest('hex')}` });
+    }
+    const entry = (f: (typeof files)[number], source: LayerEntry['source']): LayerEntry => ({ path: f.id, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: f.size, source });
+
+    const plain = await writeLayer(
+      files.map((f) => entry(f, () => createReadStream(f.srcAbs))),
+      new Writable({ write: (_c, _e, cb) => cb() }),
+    );
+    const seen = new Map<number, Digest>();
+    const ahead = new ReadAhead(files, { onStat: (i, abs, st, d) => { expect(abs).toBe(files[i]!.srcAbs); expect(Number(st.size)).toBe(files[i]!.size); seen.set(i, d); } });
+    const stored = await store.blobs.putChunks(layerTarChunks(files.map((f, i) => entry(f, ahead.source(i)))));
+    expect(stored.digest).toBe(plain.diffId);
+    expect(stored.size).toBe(plain.size);
+    for (const [i, f] of files.entries()) {
+      expect(ahead.digest(i)).toBe(f.sha);
+      expect(seen.get(i)).toBe(f.sha);
+    }
+  });
+});
