@@ -1,14 +1,20 @@
 #!/usr/bin/env node
 // Bundles the CLI for a fast start (issue 5): `npm run build` runs `tsc` (type check, and
-// dist/src for the tests that import it) and then this script, which replaces tsc's
-// dist/cmd/tsbuild.js with an esbuild bundle of cmd/tsbuild.ts, its packages included.
+// dist/src for the tests that import it) and then this script, which makes
 //
-// Why: a cached build spends most of its time loading ~130 ES modules one by one (resolve,
-// read, compile, link); one file and a few chunks load in a fraction of that. Lazy
-// `import()`s stay lazy: they become chunks in dist/cmd/ loaded on first use, so a cached
-// build still loads neither the sandbox nor the layer code. pino stays outside (it is loaded
-// with createRequire on the first log line). Source maps (dist/cmd/*.js.map) point at src/*.ts;
-// render-error turns them on for internal errors.
+//   dist/cmd/tsbuild.cjs           esbuild bundle of cmd/tsbuild.ts, packages included (not pino,
+//                                  which is loaded with createRequire on the first log line)
+//   dist/cmd/tsbuild.cjs.HASH-PLACE.cache  V8's code cache for it, from a training build run here
+//   dist/cmd/tsbuild.js            the launcher (cmd/bundle-launcher.mjs): runs the bundle with
+//                                  that cache; replaces tsc's unbundled entry of the same name
+//   dist/cmd/namespace-worker.js   bundle of src/build/namespace-worker.ts (run by rootless builds)
+//
+// Why: a cached build spent most of its time loading ~130 ES modules one by one (resolve, read,
+// compile, link). One script whose compiled code comes from V8's cache starts in a fraction of
+// that. Lazy `import()`s stay lazy: esbuild wraps such a module in a function run on first use,
+// so a cached build still runs neither the sandbox nor the layer code. The bundle is CommonJS
+// because only a vm.Script takes cached data on Node 20. Source maps (*.map) point at src/*.ts;
+// render-error uses them for internal errors.
 //
 // `npx tsc -p .` alone writes the unbundled dist/cmd/tsbuild.js back: that runs the same code,
 // only slower to start, so a stale bundle is never left in front of fresh sources.
@@ -16,10 +22,14 @@
 //   node scripts/bundle-cli.mjs [OUTDIR]   (npm run build / prepare run it after tsc;
 //                                          OUTDIR, default dist/cmd, is for experiments)
 import { build } from 'esbuild';
-import { cp, readdir, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire, isBuiltin } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outdir = path.resolve(process.argv[2] ?? path.join(repo, 'dist', 'cmd'));
@@ -61,61 +71,87 @@ const yargsLazyHelp = {
   },
 };
 
-// `await import('tar-stream')` in Node gives the CommonJS package's named exports (`extract`);
-// esbuild, splitting, gives a chunk whose only export is `default` (module.exports). So a
-// dynamic import of a CommonJS package goes through a small ES module that names them, the
-// names read here by loading the package once (Node finds them with a lexer instead).
-const dynamicPackageImports = {
-  name: 'dynamic-package-imports',
+// `await import('node:fs/promises')` stays a real import() in a CommonJS bundle, and a vm.Script
+// run from cached data cannot resolve one (Node 20: ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING).
+// Node's built-ins can be required, so such an import becomes a lazily required module.
+const builtinDynamicImports = {
+  name: 'builtin-dynamic-imports',
   setup(b) {
-    b.onResolve({ filter: /^[^./]/ }, (args) => {
-      if (args.kind !== 'dynamic-import' || isBuiltin(args.path)) return undefined;
-      let names;
-      try {
-        names = Object.keys(createRequire(path.join(args.resolveDir, 'x.js'))(args.path));
-      } catch {
-        return undefined; // an ES module package: esbuild keeps its exports as they are
-      }
-      return { path: args.path, namespace: 'dynamic-package-import', pluginData: { resolveDir: args.resolveDir, names } };
-    });
-    b.onLoad({ filter: /.*/, namespace: 'dynamic-package-import' }, (args) => {
-      const names = args.pluginData.names.filter((n) => /^[A-Za-z_$][\w$]*$/.test(n) && n !== 'default');
-      return {
-        contents: `import pkg from ${JSON.stringify(args.path)};\nexport default pkg;\nexport const { ${names.join(', ')} } = pkg;\n`,
-        resolveDir: args.pluginData.resolveDir,
-        loader: 'js',
-      };
-    });
+    b.onResolve({ filter: /.*/ }, (args) => (args.kind === 'dynamic-import' && isBuiltin(args.path) ? { path: args.path, namespace: 'builtin-dynamic-import' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'builtin-dynamic-import' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
   },
 };
 
-// Chunks of an earlier run would pile up (their names are content hashes).
-for (const f of await readdir(outdir).catch(() => [])) {
-  if (/^chunk-.*\.js(\.map)?$/.test(f)) await rm(path.join(outdir, f));
-}
-
-await build({
+// cmd/tsbuild.ts and its modules are ES modules; in the CommonJS bundle `import.meta.url` is the
+// bundle's own URL (what it is for the one module that uses it at run time, rootless.ts, whose
+// ./namespace-worker.js is then dist/cmd/namespace-worker.js; main.ts walks up to package.json).
+const common = {
   absWorkingDir: repo,
-  entryPoints: {
-    tsbuild: 'cmd/tsbuild.ts',
-    // src/build/rootless.ts starts it as ./namespace-worker.js next to its own module, which
-    // in the bundle is a chunk in dist/cmd/: so entry points and chunks share one directory.
-    'namespace-worker': 'src/build/namespace-worker.ts',
-  },
-  outdir,
-  chunkNames: 'chunk-[hash]',
   bundle: true,
-  splitting: true,
-  format: 'esm',
   platform: 'node',
   target: 'node20',
-  // Bundled CommonJS packages (undici, tar-stream) call require() for Node's built-ins.
-  banner: { js: "import { createRequire as __tsbuildCreateRequire } from 'node:module'; const require = __tsbuildCreateRequire(import.meta.url);" },
   sourcemap: 'linked',
   keepNames: true,
   legalComments: 'none',
   logLevel: 'warning',
-  plugins: [yargsLazyHelp, dynamicPackageImports],
+  metafile: true,
+};
+
+// Outputs of an earlier run would pile up (the cache's name has the bundle's hash), and tsc's
+// map of the tsbuild.js it wrote would describe a file that is now the launcher.
+for (const f of await readdir(outdir).catch(() => [])) {
+  if (/^(chunk-.*\.js(\.map)?|tsbuild\.cjs.*\.cache(\..*\.tmp)?|tsbuild\.js\.map)$/.test(f)) await rm(path.join(outdir, f));
+}
+
+const cli = await build({
+  ...common,
+  entryPoints: ['cmd/tsbuild.ts'],
+  outfile: path.join(outdir, 'tsbuild.cjs'),
+  format: 'cjs',
+  // The launcher passes __tsbuildBundleUrl next to CommonJS's __filename (a banner would come
+  // before esbuild's "use strict" and so turn it off).
+  define: { 'import.meta.url': '__tsbuildBundleUrl' },
+  plugins: [yargsLazyHelp, builtinDynamicImports],
 });
+// Every dynamic import must have been bundled or turned into a require (see above).
+const realImports = Object.values(cli.metafile.outputs).flatMap((o) => o.imports.filter((i) => i.kind === 'dynamic-import' && i.external).map((i) => i.path));
+if (realImports.length > 0) throw new Error(`bundle-cli: the CLI bundle keeps dynamic import() of ${realImports.join(', ')}`);
+
+await build({
+  ...common,
+  entryPoints: ['src/build/namespace-worker.ts'],
+  outfile: path.join(outdir, 'namespace-worker.js'),
+  format: 'esm',
+  // Bundled CommonJS packages (tar-stream) call require() for Node's built-ins.
+  banner: { js: "import { createRequire as __tsbuildCreateRequire } from 'node:module'; const require = __tsbuildCreateRequire(import.meta.url);" },
+});
+
+const bundleFile = path.join(outdir, 'tsbuild.cjs');
+// The bundle runs inside a function (CommonJS's wrapper): no hashbang line (the line stays, empty,
+// so the source map still fits).
+const bundle = (await readFile(bundleFile, 'utf8')).replace(/^#!.*/, '');
+await writeFile(bundleFile, bundle);
+const hash = createHash('sha256').update(bundle).digest('hex').slice(0, 16);
+const launcher = (await readFile(path.join(repo, 'cmd', 'bundle-launcher.mjs'), 'utf8')).replace('@BUNDLE_HASH@', hash);
+await writeFile(path.join(outdir, 'tsbuild.js'), launcher, { mode: 0o755 });
 const yargsDir = path.dirname(createRequire(import.meta.url).resolve('yargs/package.json'));
 await cp(path.join(yargsDir, 'locales'), path.join(outdir, 'yargs-locales'), { recursive: true });
+
+// The code cache: V8 keeps the code of every function compiled when the cache is made, so it is
+// made at the end of a fully cached build (the launcher writes it when there is none), in a
+// throwaway store: a COPY build from scratch, run twice. If this fails the CLI still works;
+// the first run writes a cache then.
+const run = promisify(execFile);
+const train = await mkdtemp(path.join(os.tmpdir(), 'tsbuild-bundle-'));
+try {
+  await writeFile(path.join(train, 'hello.txt'), 'hello\n');
+  await writeFile(path.join(train, 'Dockerfile'), 'FROM scratch\nENV A=1\nWORKDIR /app\nCOPY hello.txt .\nLABEL x=y\nCMD ["/app/hello.txt"]\n');
+  const args = [path.join(outdir, 'tsbuild.js'), '--root', path.join(train, 'store'), 'build', '--progress', 'plain', '-t', 'train:1', train];
+  await run(process.execPath, args);
+  for (const f of await readdir(outdir)) if (f.startsWith(`tsbuild.cjs.${hash}-`) && f.endsWith('.cache')) await rm(path.join(outdir, f));
+  await run(process.execPath, args);
+} catch (err) {
+  console.warn(`bundle-cli: no code cache made (the first run of the CLI makes one): ${err.message}`);
+} finally {
+  await rm(train, { recursive: true, force: true });
+}

@@ -1,13 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { SourceMap, type SourceMapPayload } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
-/** `file:///.../x.js:LINE:COLUMN` in a V8 stack frame. */
-const FRAME = /\b(file:\/\/[^\s()]+?\.m?js):(\d+):(\d+)/g;
+/** `file:///.../x.js:LINE:COLUMN` (ES modules) or `/.../x.cjs:LINE:COLUMN` in a V8 stack frame. */
+const FRAME = /((?:file:\/\/)?\/[^\s()]+?\.[cm]?js):(\d+):(\d+)/g;
 
 /**
  * Rewrites the frames of a stack trace that point into compiled JavaScript with a linked
- * source map (`x.js` next to `x.js.map`: the bundled dist/cmd/*.js or tsc's dist/src/**) to
+ * source map (`x.js` next to `x.js.map`: the bundle dist/cmd/tsbuild.cjs or tsc's dist/src/**) to
  * the TypeScript line they came from; other frames stay as they are.
  *
  * Node applies source maps itself only with --enable-source-maps from the start, which
@@ -28,7 +28,8 @@ export function sourceMappedStack(stack: string): string {
     }
     return maps.get(url);
   };
-  return stack.replace(FRAME, (frame, url: string, line: string, column: string) => {
+  return stack.replace(FRAME, (frame, file: string, line: string, column: string) => {
+    const url = file.startsWith('file:') ? file : pathToFileURL(file).href;
     const entry = mapFor(url)?.findEntry(Number(line) - 1, Number(column) - 1);
     if (!entry || !('originalSource' in entry) || typeof entry.originalSource !== 'string') return frame;
     let source: string;
