@@ -19,7 +19,8 @@ const file = fileURLToPath(new URL('./tsbuild.cjs', import.meta.url));
 // Cached code keeps the file name it was compiled under (stack traces show it), so the cache's
 // name has the bundle's place as well as its hash: a moved or packed dist/ makes its own.
 const cacheFile = `${file}.${HASH}-${createHash('sha256').update(file).digest('hex').slice(0, 8)}.cache`;
-const source = readFileSync(file, 'utf8');
+// Pure ASCII (the bundle script checks): latin1 reads it without decoding UTF-8 (~10 ms less).
+const source = readFileSync(file, 'latin1');
 let cachedData;
 try {
   cachedData = readFileSync(cacheFile);
