@@ -19,7 +19,8 @@ const forward = (sig: NodeJS.Signals): void => {
   for (const l of forwardTo) l(sig);
 };
 
-const code = await main(process.argv.slice(2), {
+// No top-level await: the bundle (scripts/bundle-cli.mjs) is a CommonJS script.
+void main(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
   stdin: process.stdin,
@@ -37,5 +38,6 @@ const code = await main(process.argv.slice(2), {
       };
     },
   },
+}).then((code) => {
+  process.exitCode = code;
 });
-process.exitCode = code;

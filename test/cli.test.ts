@@ -8,7 +8,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const run = promisify(execFile);
-const bin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cmd', 'tsbuild.js');
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const bin = path.join(repoRoot, 'dist', 'cmd', 'tsbuild.js');
 
 async function tsbuild(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
@@ -108,6 +109,33 @@ describe('tsbuild CLI shell', () => {
       await fs.rm(a, { recursive: true, force: true });
       await fs.rm(b, { recursive: true, force: true });
     }
+  });
+
+  it('shows an internal error with a stack in the TypeScript sources', async () => {
+    // A bug is simulated by a preload that makes the first write to stdout throw: `parse`
+    // then fails inside its command, which main() reports as an internal error (exit 70).
+    const fs = await import('node:fs/promises');
+    const dir = await fs.mkdtemp('/tmp/tsbuild-cli-');
+    try {
+      await fs.writeFile(path.join(dir, 'Dockerfile'), 'FROM scratch\n');
+      await fs.writeFile(path.join(dir, 'bug.mjs'), "process.stdout.write = () => { throw new TypeError('simulated bug'); };\n");
+      const r = await run(process.execPath, ['--import', path.join(dir, 'bug.mjs'), bin, 'parse', path.join(dir, 'Dockerfile')]).then(
+        () => ({ code: 0, stderr: '' }),
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(r.code).toBe(70);
+      expect(r.stderr).toContain('TypeError: simulated bug');
+      // The frame of the parse command's handler, as a line of its source file.
+      expect(r.stderr).toMatch(new RegExp(`\\(${path.join(repoRoot, 'src', 'cli', 'commands', 'parse.ts')}:\\d+:\\d+\\)`));
+      expect(r.stderr).not.toContain('dist/');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps yargs' translations (LC_ALL picks the locale)", async () => {
+    const { stdout } = await run(process.execPath, [bin, '--help'], { env: { ...process.env, LC_ALL: 'de_DE.UTF-8' } });
+    expect(stdout).toContain('Hilfe anzeigen'); // "Show help"
   });
 
   it("answers to docker's management spellings (image ls, system df)", async () => {

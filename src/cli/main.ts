@@ -23,9 +23,20 @@ function splitCommandArgs(argv: readonly string[]): readonly string[] {
   return [...argv.slice(0, i + 1), ...entry.splitArgs(argv.slice(i + 1))];
 }
 
+/**
+ * tsbuild's version, from the nearest package.json above this module: dist/src/cli/main.js
+ * as tsc emits it, src/cli/main.ts under vitest, or the bundled dist/cmd/*.js (scripts/bundle).
+ */
 function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  for (let dir = new URL('./', import.meta.url); ; ) {
+    try {
+      return (JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { version: string }).version;
+    } catch (err) {
+      const parent = new URL('../', dir);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || parent.href === dir.href) throw err;
+      dir = parent;
+    }
+  }
 }
 
 /**

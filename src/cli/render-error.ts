@@ -1,4 +1,5 @@
 import { TsbuildError, isAbortError, EXIT } from '../errors.js';
+import { sourceMappedStack } from './source-mapped-stack.js';
 
 /**
  * Turns an error into the text a user reads and the exit code (STYLE.md 7).
@@ -14,7 +15,8 @@ export function renderError(err: unknown): { text: string; exitCode: number } {
   if (isAbortError(err)) {
     return { text: 'cancelled\n', exitCode: EXIT.cancelled };
   }
-  const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
+  // The stack points at the TypeScript sources, not at the bundle (scripts/bundle-cli.mjs).
+  const detail = err instanceof Error ? (err.stack !== undefined ? sourceMappedStack(err.stack) : err.message) : String(err);
   return {
     text: `internal error (this is a bug in tsbuild, please report it):\n${detail}\n`,
     exitCode: EXIT.internal,

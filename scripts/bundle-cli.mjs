@@ -1,0 +1,163 @@
+#!/usr/bin/env node
+// Bundles the CLI for a fast start (issue 5): `npm run build` runs `tsc` (type check, and
+// dist/src for the tests that import it) and then this script, which makes
+//
+//   dist/cmd/tsbuild.cjs           esbuild bundle of cmd/tsbuild.ts, packages included (not pino,
+//                                  which is loaded with createRequire on the first log line)
+//   dist/cmd/tsbuild.cjs.HASH-PLACE.cache  V8's code cache for it, from a training build run here
+//   dist/cmd/tsbuild.js            the launcher (cmd/bundle-launcher.mjs): runs the bundle with
+//                                  that cache; replaces tsc's unbundled entry of the same name
+//   dist/cmd/namespace-worker.js   bundle of src/build/namespace-worker.ts (run by rootless builds)
+//
+// Why: a cached build spent most of its time loading ~130 ES modules one by one (resolve, read,
+// compile, link). One script whose compiled code comes from V8's cache starts in a fraction of
+// that. Lazy `import()`s stay lazy: esbuild wraps such a module in a function run on first use,
+// so a cached build still runs neither the sandbox nor the layer code. The bundle is CommonJS
+// because only a vm.Script takes cached data on Node 20. Source maps (*.map) point at src/*.ts;
+// render-error uses them for internal errors.
+//
+// `npx tsc -p .` alone writes the unbundled dist/cmd/tsbuild.js back: that runs the same code,
+// only slower to start, so a stale bundle is never left in front of fresh sources.
+//
+//   node scripts/bundle-cli.mjs [OUTDIR]   (npm run build / prepare run it after tsc;
+//                                          OUTDIR, default dist/cmd, is for experiments)
+import { build } from 'esbuild';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire, isBuiltin } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const outdir = path.resolve(process.argv[2] ?? path.join(repo, 'dist', 'cmd'));
+
+// yargs' ESM entry (lib/platform-shims/esm.mjs) imports cliui and string-width at start-up,
+// and string-width builds an Intl.Segmenter and large Unicode regexes when it loads (~10 ms
+// idle, far more on a loaded machine); both serve only help text and its wrapping. Here they
+// become lazy: the imports are replaced by stubs that load the real module (still bundled,
+// wrapped by esbuild so it runs on first require) the first time yargs calls it. y18n gets the
+// directory of yargs' locale files, copied next to the bundle (the shim would look for them
+// relative to its own file, which the bundle moved).
+const YARGS_SHIM = /[\\/]yargs[\\/]lib[\\/]platform-shims[\\/]esm\.mjs$/;
+const STUBS = {
+  cliui: `const load = () => { const m = require('cliui'); return typeof m === 'function' ? m : m.default; };
+export default function cliui(opts) { return load()(opts); }`,
+  'string-width': `const load = () => { const m = require('string-width'); return typeof m === 'function' ? m : m.default; };
+export default function stringWidth(text, opts) { return load()(text, opts); }`,
+  y18n: `import y18n from 'y18n';
+import { fileURLToPath } from 'node:url';
+export default function localized(opts) { return y18n({ ...opts, directory: fileURLToPath(new URL('./yargs-locales/', import.meta.url)) }); }`,
+};
+const yargsLazyHelp = {
+  name: 'yargs-lazy-help',
+  setup(b) {
+    const stubbed = new Set();
+    b.onResolve({ filter: /^(cliui|string-width|y18n)$/ }, (args) => {
+      if (!YARGS_SHIM.test(args.importer)) return undefined;
+      stubbed.add(args.path);
+      return { path: args.path, namespace: 'yargs-lazy-help', pluginData: { resolveDir: args.resolveDir } };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'yargs-lazy-help' }, (args) => ({ contents: STUBS[args.path], resolveDir: args.pluginData.resolveDir, loader: 'js' }));
+    b.onEnd((result) => {
+      // If a yargs release stops importing one of these from its shim, the bundle still works
+      // (only slower to start); say so rather than fail the build.
+      if (result.errors.length === 0 && stubbed.size !== Object.keys(STUBS).length) {
+        console.warn(`bundle-cli: yargs' shim no longer imports ${Object.keys(STUBS).filter((s) => !stubbed.has(s)).join(', ')}; check the yargs-lazy-help plugin`);
+      }
+    });
+  },
+};
+
+// `await import('node:fs/promises')` stays a real import() in a CommonJS bundle, and a vm.Script
+// run from cached data cannot resolve one (Node 20: ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING).
+// Node's built-ins can be required, so such an import becomes a lazily required module.
+const builtinDynamicImports = {
+  name: 'builtin-dynamic-imports',
+  setup(b) {
+    b.onResolve({ filter: /.*/ }, (args) => (args.kind === 'dynamic-import' && isBuiltin(args.path) ? { path: args.path, namespace: 'builtin-dynamic-import' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'builtin-dynamic-import' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
+  },
+};
+
+// cmd/tsbuild.ts and its modules are ES modules; in the CommonJS bundle `import.meta.url` is the
+// bundle's own URL (what it is for the one module that uses it at run time, rootless.ts, whose
+// ./namespace-worker.js is then dist/cmd/namespace-worker.js; main.ts walks up to package.json).
+const common = {
+  absWorkingDir: repo,
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  sourcemap: 'linked',
+  keepNames: true,
+  legalComments: 'none',
+  // No comments and no indentation: the launcher reads 1.6 MB instead of 2.2 MB, and as latin1,
+  // which is right only for pure ASCII (checked below; esbuild escapes non-ASCII in code, but
+  // keeps comments, and undici's have curly quotes): no UTF-8 decoding into a two-byte string
+  // (5-20 ms in a micro-measurement here). Names stay, and stacks are mapped to src/*.ts anyway.
+  minifyWhitespace: true,
+  logLevel: 'warning',
+  metafile: true,
+};
+
+// Outputs of an earlier run would pile up (the cache's name has the bundle's hash), and tsc's
+// map of the tsbuild.js it wrote would describe a file that is now the launcher.
+for (const f of await readdir(outdir).catch(() => [])) {
+  if (/^(chunk-.*\.js(\.map)?|tsbuild\.cjs.*\.cache(\..*\.tmp)?|tsbuild\.js\.map)$/.test(f)) await rm(path.join(outdir, f));
+}
+
+const cli = await build({
+  ...common,
+  entryPoints: ['cmd/tsbuild.ts'],
+  outfile: path.join(outdir, 'tsbuild.cjs'),
+  format: 'cjs',
+  // The launcher passes __tsbuildBundleUrl next to CommonJS's __filename (a banner would come
+  // before esbuild's "use strict" and so turn it off).
+  define: { 'import.meta.url': '__tsbuildBundleUrl' },
+  plugins: [yargsLazyHelp, builtinDynamicImports],
+});
+// Every dynamic import must have been bundled or turned into a require (see above).
+const realImports = Object.values(cli.metafile.outputs).flatMap((o) => o.imports.filter((i) => i.kind === 'dynamic-import' && i.external).map((i) => i.path));
+if (realImports.length > 0) throw new Error(`bundle-cli: the CLI bundle keeps dynamic import() of ${realImports.join(', ')}`);
+
+await build({
+  ...common,
+  entryPoints: ['src/build/namespace-worker.ts'],
+  outfile: path.join(outdir, 'namespace-worker.js'),
+  format: 'esm',
+  // Bundled CommonJS packages (tar-stream) call require() for Node's built-ins.
+  banner: { js: "import { createRequire as __tsbuildCreateRequire } from 'node:module'; const require = __tsbuildCreateRequire(import.meta.url);" },
+});
+
+const bundleFile = path.join(outdir, 'tsbuild.cjs');
+// The bundle runs inside a function (CommonJS's wrapper): no hashbang line (the line stays, empty,
+// so the source map still fits).
+const bundle = (await readFile(bundleFile, 'utf8')).replace(/^#!.*/, '');
+await writeFile(bundleFile, bundle);
+if (/[^\x00-\x7f]/.test(bundle)) throw new Error('bundle-cli: tsbuild.cjs is not pure ASCII, but the launcher reads it as latin1');
+const hash = createHash('sha256').update(bundle).digest('hex').slice(0, 16);
+const launcher = (await readFile(path.join(repo, 'cmd', 'bundle-launcher.mjs'), 'utf8')).replace('@BUNDLE_HASH@', hash);
+await writeFile(path.join(outdir, 'tsbuild.js'), launcher, { mode: 0o755 });
+const yargsDir = path.dirname(createRequire(import.meta.url).resolve('yargs/package.json'));
+await cp(path.join(yargsDir, 'locales'), path.join(outdir, 'yargs-locales'), { recursive: true });
+
+// The code cache: V8 keeps the code of every function compiled when the cache is made, so it is
+// made at the end of a fully cached build (the launcher writes it when there is none), in a
+// throwaway store: a COPY build from scratch, run twice. If this fails the CLI still works;
+// the first run writes a cache then.
+const run = promisify(execFile);
+const train = await mkdtemp(path.join(os.tmpdir(), 'tsbuild-bundle-'));
+try {
+  await writeFile(path.join(train, 'hello.txt'), 'hello\n');
+  await writeFile(path.join(train, 'Dockerfile'), 'FROM scratch\nENV A=1\nWORKDIR /app\nCOPY hello.txt .\nLABEL x=y\nCMD ["/app/hello.txt"]\n');
+  const args = [path.join(outdir, 'tsbuild.js'), '--root', path.join(train, 'store'), 'build', '--progress', 'plain', '-t', 'train:1', train];
+  await run(process.execPath, args);
+  for (const f of await readdir(outdir)) if (f.startsWith(`tsbuild.cjs.${hash}-`) && f.endsWith('.cache')) await rm(path.join(outdir, f));
+  await run(process.execPath, args);
+} catch (err) {
+  console.warn(`bundle-cli: no code cache made (the first run of the CLI makes one): ${err.message}`);
+} finally {
+  await rm(train, { recursive: true, force: true });
+}
