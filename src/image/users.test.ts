@@ -14,7 +14,8 @@ describe('resolveChown', () => {
     ['0', { uid: 0, gid: 0 }],
     ['55:66', { uid: 55, gid: 66 }],
     ['1234', { uid: 1234, gid: 1234 }],
-    ['app', { uid: 1000, gid: 1000 }],
+    ['app', { uid: 1000, gid: 1001 }], // the primary group from /etc/passwd, as BuildKit
+    ['1000', { uid: 1000, gid: 1000 }], // a numeric uid alone: the same number
     ['app:staff', { uid: 1000, gid: 50 }],
     ['app:7', { uid: 1000, gid: 7 }],
     ['8:staff', { uid: 8, gid: 50 }],

@@ -21,9 +21,11 @@ export function parseIdFile(text: string): Map<string, number> {
 const NUMERIC = /^\d+$/;
 
 /**
- * Resolves `--chown=USER[:GROUP]` the way the Dockerfile reference says: names through the
- * image's /etc/passwd and /etc/group; a user without a group (or a UID without GID) uses
- * the same number for the GID. https://docs.docker.com/reference/dockerfile/#copy---chown---chmod
+ * Resolves `--chown=USER[:GROUP]` as BuildKit does (solver/llbsolver/file/user_linux.go
+ * readUser): names through the image's /etc/passwd and /etc/group; a user name without a
+ * group takes the user's primary group from /etc/passwd, a numeric UID without GID uses the
+ * same number for the GID (the reference's wording covers only the latter).
+ * https://docs.docker.com/reference/dockerfile/#copy---chown---chmod
  * `readFile` returns the file's text from the image, or undefined when it does not exist.
  */
 export async function resolveChown(spec: string, readFile: (path: string) => Promise<string | undefined>): Promise<IdPair> {
@@ -33,10 +35,28 @@ export async function resolveChown(spec: string, readFile: (path: string) => Pro
       hint: 'use --chown=USER[:GROUP] with names or numeric ids',
     });
   }
-  const uid = NUMERIC.test(user) ? Number(user) : await lookup(user, '/etc/passwd', 'user', readFile);
-  let gid = uid;
+  let uid: number;
+  let gid: number;
+  if (NUMERIC.test(user)) {
+    uid = Number(user);
+    gid = uid;
+  } else {
+    uid = await lookup(user, '/etc/passwd', 'user', readFile);
+    gid = primaryGroup(user, (await readFile('/etc/passwd')) ?? '') ?? uid;
+  }
   if (group !== undefined) gid = NUMERIC.test(group) ? Number(group) : await lookup(group, '/etc/group', 'group', readFile);
   return { uid, gid };
+}
+
+/** The primary GID (4th field) of user `name` in passwd text. */
+function primaryGroup(name: string, passwd: string): number | undefined {
+  for (const line of passwd.split('\n')) {
+    const f = line.split(':');
+    if (f[0] !== name || line.startsWith('#')) continue;
+    const gid = Number(f[3]);
+    return Number.isInteger(gid) && gid >= 0 && f[3] !== '' ? gid : undefined;
+  }
+  return undefined;
 }
 
 async function lookup(name: string, file: string, what: string, readFile: (path: string) => Promise<string | undefined>): Promise<number> {
