@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
 import { Digester, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
+import { readWholeFile } from './read-ahead.js';
 
 /**
  * Content digests of context files, with a persisted index of stat data -> digest so an
@@ -160,30 +160,10 @@ async function digestStream(abs: string, signal?: AbortSignal): Promise<Digest> 
   return digester.digest();
 }
 
-/**
- * A small file's content from one open, read and close: the buffer is one byte larger than
- * the stat size, so the first read normally comes back short, which on a regular file means
- * its end; a file that grew meanwhile is read on to its end.
- */
+/** A small file's content from one open, read and close (readWholeFile with fresh buffers). */
 export async function readSmallFile(abs: string, size: number, signal?: AbortSignal): Promise<Buffer> {
-  signal?.throwIfAborted();
-  const fh = await open(abs, 'r');
-  try {
-    let buf = Buffer.allocUnsafe(size + 1);
-    let len = 0;
-    for (;;) {
-      const want = buf.length - len;
-      const { bytesRead } = await fh.read(buf, len, want, null);
-      len += bytesRead;
-      if (bytesRead < want) break;
-      const bigger = Buffer.allocUnsafe(buf.length * 2);
-      buf.copy(bigger, 0, 0, len);
-      buf = bigger;
-    }
-    return buf.subarray(0, len);
-  } finally {
-    await fh.close();
-  }
+  const { buf, len } = await readWholeFile(abs, size, signal);
+  return buf.subarray(0, len);
 }
 
 async function digestSmallFile(abs: string, size: number, signal?: AbortSignal): Promise<Digest> {

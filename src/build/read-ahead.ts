@@ -124,34 +124,8 @@ export class ReadAhead {
     })();
   }
 
-  /**
-   * A small file's content from one open, read and close: the buffer is at least one byte
-   * larger than the stat size, so the first read normally comes back short, which on a
-   * regular file means its end; a file that grew meanwhile is read on to its end.
-   */
   async #readWhole(abs: string, size: number): Promise<{ buf: Buffer; len: number }> {
-    this.#signal?.throwIfAborted();
-    const fh = await open(abs, 'r');
-    let buf = this.#pool.take(size + 1);
-    try {
-      let len = 0;
-      for (;;) {
-        const want = buf.length - len;
-        const { bytesRead } = await fh.read(buf, len, want, null);
-        len += bytesRead;
-        if (bytesRead < want) break;
-        const bigger = this.#pool.take(buf.length * 2);
-        buf.copy(bigger, 0, 0, len);
-        this.#pool.give(buf);
-        buf = bigger;
-      }
-      return { buf, len };
-    } catch (e) {
-      this.#pool.give(buf);
-      throw e;
-    } finally {
-      await fh.close();
-    }
+    return readWholeFile(abs, size, this.#signal, this.#pool);
   }
 
   /** Starts reading files `from`..`upTo`; files skipped over (opened out of order) are read when opened. */
@@ -222,4 +196,43 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return out;
+}
+
+/** Where readWholeFile gets its buffers (ReadAhead's pool, or fresh ones) and gives back outgrown ones. */
+export interface BufferSource {
+  take(min: number): Buffer;
+  give(buf: Buffer): void;
+}
+
+const FRESH_BUFFERS: BufferSource = { take: (min) => Buffer.allocUnsafe(min), give: () => undefined };
+
+/**
+ * A small file's content from one open, read and close: the buffer is at least one byte
+ * larger than the stat size, so the first read normally comes back short, which on a
+ * regular file means its end; a file that grew meanwhile is read on to its end.
+ * The content is `buf[0, len)`; on failure the buffer goes back to `buffers`.
+ */
+export async function readWholeFile(abs: string, size: number, signal: AbortSignal | undefined, buffers: BufferSource = FRESH_BUFFERS): Promise<{ buf: Buffer; len: number }> {
+  signal?.throwIfAborted();
+  const fh = await open(abs, 'r');
+  let buf = buffers.take(size + 1);
+  try {
+    let len = 0;
+    for (;;) {
+      const want = buf.length - len;
+      const { bytesRead } = await fh.read(buf, len, want, null);
+      len += bytesRead;
+      if (bytesRead < want) break;
+      const bigger = buffers.take(buf.length * 2);
+      buf.copy(bigger, 0, 0, len);
+      buffers.give(buf);
+      buf = bigger;
+    }
+    return { buf, len };
+  } catch (e) {
+    buffers.give(buf);
+    throw e;
+  } finally {
+    await fh.close();
+  }
 }

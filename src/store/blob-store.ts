@@ -139,19 +139,27 @@ export class BlobStore {
         throw sinkError ?? e;
       });
       const got = hasher.result();
-      if (expected && (got.digest !== expected.digest || (expected.size !== undefined && got.size !== expected.size))) {
-        throw mismatch(expected, `${got.digest} (${got.size} bytes)`);
-      }
-      await h.sync();
-      await h.close();
+      await this.#seal(h, tmp, got, expected);
       h = undefined;
-      await this.#commit(tmp, got.digest);
       return got;
     } catch (e) {
       await h?.close().catch(() => undefined);
       await rm(tmp, { force: true });
       throw storeIoError(e, 'store a blob');
     }
+  }
+
+  /**
+   * The end of putBlob and putChunks: `got` must be what was `expected`; then the temp file is
+   * fsynced, closed and renamed into place (#commit). The caller removes `tmp` on failure.
+   */
+  async #seal(h: FileHandle, tmp: string, got: BlobInfo, expected: PutBlobOptions['expected']): Promise<void> {
+    if (expected && (got.digest !== expected.digest || (expected.size !== undefined && got.size !== expected.size))) {
+      throw mismatch(expected, `${got.digest} (${got.size} bytes)`);
+    }
+    await h.sync();
+    await h.close();
+    await this.#commit(tmp, got.digest);
   }
 
   /**
@@ -197,13 +205,8 @@ export class BlobStore {
       if (used > 0) await writeAll(h, pending.subarray(0, used));
       signal?.throwIfAborted();
       const got = { digest: digester.digest(), size: digester.size };
-      if (expected && (got.digest !== expected.digest || (expected.size !== undefined && got.size !== expected.size))) {
-        throw mismatch(expected, `${got.digest} (${got.size} bytes)`);
-      }
-      await h.sync();
-      await h.close();
+      await this.#seal(h, tmp, got, expected);
       h = undefined;
-      await this.#commit(tmp, got.digest);
       return got;
     } catch (e) {
       await h?.close().catch(() => undefined);
