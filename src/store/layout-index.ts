@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { TsbuildError } from '../errors.js';
 import { isDigest, OCI_IMAGE_INDEX, type Descriptor } from '../oci/index.js';
 import { REF_NAME_ANNOTATION } from './types.js';
@@ -28,7 +28,9 @@ export function serializeLayoutIndex(index: LayoutIndex): string {
 
 /** Read and validate index.json. Never resets a broken file: STORE_CORRUPT instead. */
 export async function readLayoutIndex(path: string, signal?: AbortSignal): Promise<LayoutIndex> {
-  const text = await readFile(path, signal ? { encoding: 'utf8', signal } : { encoding: 'utf8' });
+  signal?.throwIfAborted();
+  // Synchronous (atomic-file.ts): every command reads it, and it is small.
+  const text = readFileSync(path, 'utf8');
   if (text.length > MAX_INDEX_BYTES) throw corrupt(path, `is larger than ${MAX_INDEX_BYTES} bytes`);
   let v: unknown;
   try {

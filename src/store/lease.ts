@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDigest, type Descriptor, type Digest } from '../oci/index.js';
-import { errnoCode, writeFileAtomic } from './atomic-file.js';
+import { errnoCode, storeIoError, writeSmallFileAtomicSync } from './atomic-file.js';
 import { ownerState, ownerTag, parseTempOwner } from './process-owner.js';
 import type { RootRef } from './reachability.js';
 import type { Store } from './store.js';
@@ -50,13 +51,19 @@ export class Lease {
     }
     if (!added) return;
     await this.#store.withLock(async () => {
+      opts.signal?.throwIfAborted();
       // Made under the lock: concurrent holds of one lease (parallel stages) write in turn,
       // and the last write carries everything.
       const doc = `${JSON.stringify({ roots: [...this.#roots.values()], snapshots: [...this.#snapshots] })}\n`;
-      await mkdir(leaseDir(this.#store), { recursive: true });
-      // Not fsynced: a lease means something only while its process lives, and a crash makes
-      // it stale anyway. Atomic still, so a concurrent gc never reads half of it.
-      await writeFileAtomic(this.#path, doc, { tmpDir: this.#store.paths.tmp, signal: opts.signal, durable: false });
+      try {
+        if (!this.#written) mkdirSync(leaseDir(this.#store), { recursive: true });
+        // Not fsynced: a lease means something only while its process lives, and a crash makes
+        // it stale anyway. Atomic still, so a concurrent gc never reads half of it. A few KB,
+        // written synchronously (atomic-file.ts): a build holds after every step.
+        writeSmallFileAtomicSync(this.#path, doc, { tmpDir: this.#store.paths.tmp, durable: false });
+      } catch (e) {
+        throw storeIoError(e, `write the lease ${this.#path}`);
+      }
       this.#written = true;
     }, { signal: opts.signal });
   }

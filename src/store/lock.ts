@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
-import { open, readFile, stat, unlink } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TsbuildError } from '../errors.js';
 import { errnoCode, storeIoError } from './atomic-file.js';
@@ -31,6 +32,10 @@ import { currentOwner, ownerState } from './process-owner.js';
  *
  * Critical sections are meant to be short (index.json and meta/ updates, gc): blob writes never
  * take the lock, they rely on atomic renames.
+ *
+ * The lock file is created, read and removed with synchronous calls (atomic-file.ts says why):
+ * an uncontended lock and unlock is then ~50 µs instead of ~300 µs, and a fully cached build
+ * takes the lock about ten times. Only waiting for a holder is asynchronous.
  */
 
 export interface LockOptions {
@@ -68,11 +73,15 @@ class AsyncMutex {
   #locked = false;
   readonly #waiters: Array<() => void> = [];
 
+  /** Takes the mutex if it is free; false if someone holds it. */
+  tryAcquire(): boolean {
+    if (this.#locked) return false;
+    this.#locked = true;
+    return true;
+  }
+
   async acquire(signal: AbortSignal): Promise<void> {
-    if (!this.#locked) {
-      this.#locked = true;
-      return;
-    }
+    if (this.tryAcquire()) return;
     signal.throwIfAborted();
     await new Promise<void>((resolve, reject) => {
       const wake = (): void => {
@@ -135,23 +144,33 @@ export class StoreLock {
     userSignal?.throwIfAborted();
     const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
     const deadline = Date.now() + timeoutMs;
-    const timeout = AbortSignal.timeout(Math.max(0, timeoutMs));
-    const waitSignal = userSignal ? AbortSignal.any([userSignal, timeout]) : timeout;
+    // The timers exist only once there is something to wait for: the usual lock is free.
+    let waitSignal: { timeout: AbortSignal; signal: AbortSignal } | undefined;
+    const waiting = (): { timeout: AbortSignal; signal: AbortSignal } => {
+      if (!waitSignal) {
+        const timeout = AbortSignal.timeout(Math.max(0, deadline - Date.now()));
+        waitSignal = { timeout, signal: userSignal ? AbortSignal.any([userSignal, timeout]) : timeout };
+      }
+      return waitSignal;
+    };
 
     const mutex = mutexFor(this.path);
-    try {
-      await mutex.acquire(waitSignal);
-    } catch (e) {
-      if (userSignal?.aborted) throw userSignal.reason;
-      if (timeout.aborted) throw this.#lockedError(await this.#inspect().catch(() => undefined));
-      throw e;
+    if (!mutex.tryAcquire()) {
+      const w = waiting();
+      try {
+        await mutex.acquire(w.signal);
+      } catch (e) {
+        if (userSignal?.aborted) throw userSignal.reason;
+        if (w.timeout.aborted) throw this.#lockedError(this.#inspectQuietly());
+        throw e;
+      }
     }
     try {
       let token: string;
       try {
         token = await this.#acquireFile(deadline, userSignal);
       } catch (e) {
-        if (e instanceof LockTimeout) throw this.#lockedError(await this.#inspect().catch(() => undefined));
+        if (e instanceof LockTimeout) throw this.#lockedError(this.#inspectQuietly());
         throw e;
       }
       try {
@@ -159,7 +178,7 @@ export class StoreLock {
         next.add(this.path);
         return await held.run(next, fn);
       } finally {
-        await this.#releaseFile(token);
+        this.#releaseFile(token);
       }
     } finally {
       mutex.release();
@@ -168,7 +187,7 @@ export class StoreLock {
 
   /** Who holds the lock file now, if anyone (diagnostics; racy by nature). */
   async holder(): Promise<LockHolder | undefined> {
-    return (await this.#inspect())?.holder;
+    return this.#inspect()?.holder;
   }
 
   async #acquireFile(deadline: number, signal: AbortSignal | undefined): Promise<string> {
@@ -184,11 +203,11 @@ export class StoreLock {
         token,
         acquiredAt: new Date().toISOString(),
       };
-      if (await this.#tryCreate(`${JSON.stringify(holder)}\n`)) return token;
+      if (this.#tryCreate(`${JSON.stringify(holder)}\n`)) return token;
 
-      const seen = await this.#inspect();
+      const seen = this.#inspect();
       if (seen === undefined) continue; // released between our open and our read
-      if (this.#judge(seen) === 'dead' && (await this.#steal(seen))) continue;
+      if (this.#judge(seen) === 'dead' && this.#steal(seen)) continue;
 
       const left = deadline - Date.now();
       if (left <= 0) throw new LockTimeout();
@@ -199,23 +218,32 @@ export class StoreLock {
     }
   }
 
-  async #tryCreate(content: string): Promise<boolean> {
-    let h;
+  #tryCreate(content: string): boolean {
+    let fd: number;
     try {
-      h = await open(this.path, 'wx', 0o644);
+      fd = openSync(this.path, 'wx', 0o644);
     } catch (e) {
       if (errnoCode(e) === 'EEXIST') return false;
       throw storeIoError(e, 'lock the store');
     }
     try {
       // No fsync: after a crash the holder is dead and its lock stale either way.
-      await h.writeFile(content);
-      await h.close();
+      const bytes = Buffer.from(content, 'utf8');
+      for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
+      closeSync(fd);
       return true;
     } catch (e) {
-      await h.close().catch(() => undefined);
-      await unlink(this.path).catch(() => undefined);
-      throw e;
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed
+      }
+      try {
+        unlinkSync(this.path);
+      } catch {
+        // gone already
+      }
+      throw storeIoError(e, 'lock the store');
     }
   }
 
@@ -225,61 +253,60 @@ export class StoreLock {
   }
 
   /** Remove a lock file judged stale, under the steal guard. True if the caller should retry now. */
-  async #steal(seen: LockFileView): Promise<boolean> {
+  #steal(seen: LockFileView): boolean {
     const guard = `${this.path}.steal`;
     try {
-      const h = await open(guard, 'wx', 0o644);
-      await h.close();
+      closeSync(openSync(guard, 'wx', 0o644));
     } catch (e) {
       if (errnoCode(e) !== 'EEXIST') throw e;
-      const st = await stat(guard).catch(() => undefined);
+      const st = statIfPresent(guard);
       if (st && Date.now() - st.mtimeMs > this.#stealGraceMs) {
-        await unlink(guard).catch(() => undefined);
+        unlinkIfPresent(guard);
         return true;
       }
       return false;
     }
     try {
-      const now = await this.#inspect();
-      if (now && now.ino === seen.ino && now.raw === seen.raw) {
-        await unlink(this.path).catch((e: unknown) => {
-          if (errnoCode(e) !== 'ENOENT') throw e;
-        });
-      }
+      const now = this.#inspect();
+      if (now && now.ino === seen.ino && now.raw === seen.raw) unlinkIfPresent(this.path);
       return true;
     } finally {
-      await unlink(guard).catch(() => undefined);
+      unlinkIfPresent(guard);
     }
   }
 
-  async #releaseFile(token: string): Promise<void> {
-    const seen = await this.#inspect();
+  #releaseFile(token: string): void {
+    const seen = this.#inspect();
     // Never remove a lock that is not ours (it would only be another's if ours had been
     // judged stale, which cannot happen while we run on this host; be safe anyway).
-    if (seen?.holder?.token === token) {
-      await unlink(this.path).catch((e: unknown) => {
-        if (errnoCode(e) !== 'ENOENT') throw e;
-      });
+    if (seen?.holder?.token === token) unlinkIfPresent(this.path);
+  }
+
+  #inspectQuietly(): LockFileView | undefined {
+    try {
+      return this.#inspect();
+    } catch {
+      return undefined;
     }
   }
 
-  async #inspect(): Promise<LockFileView | undefined> {
-    let h;
+  #inspect(): LockFileView | undefined {
+    let fd: number;
     try {
-      h = await open(this.path, 'r');
+      fd = openSync(this.path, 'r');
     } catch (e) {
       if (errnoCode(e) === 'ENOENT') return undefined;
       throw e;
     }
     try {
-      const st = await h.stat();
+      const st = fstatSync(fd);
       // A lock file is a few hundred bytes; anything large is not ours, read only a prefix.
       const buf = Buffer.alloc(Math.min(st.size, 4096));
-      const { bytesRead } = await h.read(buf, 0, buf.length, 0);
+      const bytesRead = readSync(fd, buf, 0, buf.length, 0);
       const raw = buf.subarray(0, bytesRead).toString('utf8');
       return { raw, ino: st.ino, mtimeMs: st.mtimeMs, holder: parseHolder(raw) };
     } finally {
-      await h.close();
+      closeSync(fd);
     }
   }
 
@@ -296,6 +323,22 @@ export class StoreLock {
             : `wait for pid ${h.pid} to finish; if no tsbuild process with pid ${h.pid} is running, delete ${this.path}`
         : `if no other tsbuild process is running, delete ${this.path}`,
     });
+  }
+}
+
+function statIfPresent(path: string): { mtimeMs: number } | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function unlinkIfPresent(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT') throw e;
   }
 }
 

@@ -1,4 +1,5 @@
-import { chmod, mkdir, readdir, readFile, realpath, rename, rm, stat, utimes } from 'node:fs/promises';
+import { mkdirSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { chmod, mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { canonicalJson, digestHex, isDigest, type Descriptor, type Digest } from '../oci/index.js';
@@ -176,7 +177,7 @@ export class Store {
 
   async hasSnapshot(diffId: Digest): Promise<boolean> {
     try {
-      return (await stat(this.snapshotPath(diffId))).isDirectory();
+      return statSync(this.snapshotPath(diffId)).isDirectory();
     } catch (e) {
       if (errnoCode(e) === 'ENOENT') return false;
       throw e;
@@ -257,15 +258,17 @@ export class Store {
 
   /** The JSON document meta/<name>.json, or undefined if absent. Caller validates the shape. */
   async readMeta(name: string, opts: SignalOption & { readonly maxBytes?: number } = {}): Promise<unknown> {
+    opts.signal?.throwIfAborted();
     const path = this.#metaPath(name);
     const max = opts.maxBytes ?? MAX_META_BYTES;
     let text: string;
     try {
-      const st = await stat(path);
+      // Synchronous (atomic-file.ts): meta/ documents are small, and a cached build reads two per step.
+      const st = statSync(path);
       if (st.size > max) {
         throw new TsbuildError('BLOB_TOO_LARGE', `${path} is ${st.size} bytes, more than the ${max} allowed`);
       }
-      text = await readFile(path, opts.signal ? { encoding: 'utf8', signal: opts.signal } : { encoding: 'utf8' });
+      text = readFileSync(path, 'utf8');
     } catch (e) {
       if (errnoCode(e) === 'ENOENT') return undefined;
       throw e;
@@ -347,19 +350,22 @@ export async function openStore(root: string, opts: OpenStoreOptions = {}): Prom
 }
 
 async function openStoreUnwrapped(root: string, opts: OpenStoreOptions): Promise<Store> {
-  await mkdir(resolve(root), { recursive: true }).catch((e: unknown) => {
+  // Synchronous checks (atomic-file.ts): a handful of stats and two small reads on every command.
+  try {
+    mkdirSync(resolve(root), { recursive: true });
+  } catch (e) {
     if (errnoCode(e) !== 'EEXIST') throw e;
     throw new TsbuildError('STORE_IO', `cannot open the store at ${root}: it is not a directory`, {
       hint: 'point --root at a directory (it is created if missing)',
     });
-  });
-  const abs = await realpath(resolve(root));
+  }
+  const abs = realpathSync(resolve(root));
   const paths = storePaths(abs);
 
-  const hasLayout = await exists(paths.ociLayout);
-  if (!hasLayout && !(await exists(paths.index))) {
+  const hasLayout = exists(paths.ociLayout);
+  if (!hasLayout && !exists(paths.index)) {
     const known = new Set(['tmp', 'blobs', 'snapshots', 'meta', 'leases', 'lock', 'lock.steal', 'lost+found']);
-    const foreign = (await readdir(abs)).filter((n) => !known.has(n));
+    const foreign = readdirSync(abs).filter((n) => !known.has(n));
     if (foreign.length > 0) {
       throw new TsbuildError('STORE_CORRUPT', `${abs} is not empty and is not a tsbuild store`, {
         hint: `choose an empty or new directory for the store (found ${foreign.slice(0, 3).join(', ')})`,
@@ -367,23 +373,23 @@ async function openStoreUnwrapped(root: string, opts: OpenStoreOptions): Promise
     }
   }
   for (const dir of [paths.tmp, join(paths.blobs, 'sha256'), paths.snapshots, paths.meta]) {
-    await mkdir(dir, { recursive: true });
+    if (!hasLayout || !exists(dir)) mkdirSync(dir, { recursive: true });
   }
   if (!hasLayout) {
     await createFileIfAbsent(paths.ociLayout, `${JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION })}\n`, { tmpDir: paths.tmp });
   }
-  await checkOciLayout(paths.ociLayout);
-  if (!(await exists(paths.index))) {
+  checkOciLayout(paths.ociLayout);
+  if (!exists(paths.index)) {
     await createFileIfAbsent(paths.index, serializeLayoutIndex(emptyLayoutIndex()), { tmpDir: paths.tmp });
   }
   await readLayoutIndex(paths.index, opts.signal);
   return new Store(abs, opts);
 }
 
-async function checkOciLayout(path: string): Promise<void> {
+function checkOciLayout(path: string): void {
   let v: unknown;
   try {
-    v = JSON.parse(await readFile(path, 'utf8'));
+    v = JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
     throw new TsbuildError('STORE_CORRUPT', `${path} is not valid JSON`, {
       hint: `it should contain {"imageLayoutVersion":"${LAYOUT_VERSION}"}`,
@@ -398,9 +404,9 @@ async function checkOciLayout(path: string): Promise<void> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
+function exists(path: string): boolean {
   try {
-    await stat(path);
+    statSync(path);
     return true;
   } catch (e) {
     if (errnoCode(e) === 'ENOENT') return false;
