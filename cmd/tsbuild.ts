@@ -23,7 +23,11 @@ const forward = (sig: NodeJS.Signals): void => {
 void main(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
-  stdin: process.stdin,
+  // A getter: process.stdin makes a stream (and a tty or pipe handle) when first read, which
+  // only login --password-stdin, load and import from '-' need.
+  get stdin() {
+    return process.stdin;
+  },
   env: process.env,
   cwd: process.cwd(),
   signal: controller.signal,

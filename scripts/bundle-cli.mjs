@@ -2,11 +2,11 @@
 // Bundles the CLI for a fast start (issue 5): `npm run build` runs `tsc` (type check, and
 // dist/src for the tests that import it) and then this script, which makes
 //
-//   dist/cmd/tsbuild.cjs           esbuild bundle of cmd/tsbuild.ts, packages included (not pino,
+//   dist/cmd/tsbuild-bundle.cjs    esbuild bundle of cmd/tsbuild.ts, packages included (not pino,
 //                                  which is loaded with createRequire on the first log line)
-//   dist/cmd/tsbuild.cjs.HASH-PLACE.cache  V8's code cache for it, from a training build run here
-//   dist/cmd/tsbuild.js            the launcher (cmd/bundle-launcher.mjs): runs the bundle with
-//                                  that cache; replaces tsc's unbundled entry of the same name
+//   dist/cmd/tsbuild-bundle.cjs.HASH-PLACE.cache  V8's code cache for it, from a training build
+//   dist/cmd/tsbuild.cjs           the launcher (cmd/bundle-launcher.cjs), package.json's "bin":
+//                                  runs the bundle with that cache
 //   dist/cmd/namespace-worker.js   bundle of src/build/namespace-worker.ts (run by rootless builds)
 //
 // Why: a cached build spent most of its time loading ~130 ES modules one by one (resolve, read,
@@ -16,8 +16,9 @@
 // because only a vm.Script takes cached data on Node 20. Source maps (*.map) point at src/*.ts;
 // render-error uses them for internal errors.
 //
-// `npx tsc -p .` alone writes the unbundled dist/cmd/tsbuild.js back: that runs the same code,
-// only slower to start, so a stale bundle is never left in front of fresh sources.
+// tsc's own dist/cmd/tsbuild.js (the CLI unbundled, an ES module) stays: after `npx tsc -p .`
+// alone it is newer than the bundle, and the launcher runs it instead, so a stale bundle is
+// never left in front of fresh sources.
 //
 //   node scripts/bundle-cli.mjs [OUTDIR]   (npm run build / prepare run it after tsc;
 //                                          OUTDIR, default dist/cmd, is for experiments)
@@ -43,6 +44,25 @@ const outdir = path.resolve(process.argv[2] ?? path.join(repo, 'dist', 'cmd'));
 // relative to its own file, which the bundle moved).
 const YARGS_SHIM = /[\\/]yargs[\\/]lib[\\/]platform-shims[\\/]esm\.mjs$/;
 const STUBS = {
+  // yargs asserts its own invariants with node:assert, which is a dozen internal modules to load;
+  // these throw the same errors in the same cases and load it only then.
+  assert: `const load = () => require('assert');
+export function notStrictEqual(actual, expected, message) { if (Object.is(actual, expected)) load().notStrictEqual(actual, expected, message); }
+export function strictEqual(actual, expected, message) { if (!Object.is(actual, expected)) load().strictEqual(actual, expected, message); }`,
+  // yargs' constructor guesses the app's version from the package.json above its main module's
+  // directory; in a bundle that is lost and it would list the working directory and each of its
+  // parents (any size), find nothing and fail an assertion. The bundle's own directory is the
+  // right start (dist/cmd, below tsbuild's package.json); same search, same callback.
+  'escalade/sync': `import { readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+export default function findUp(_start, callback) {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    const found = callback(dir, readdirSync(dir));
+    if (found) return join(dir, found);
+    if (dirname(dir) === dir) return undefined;
+  }
+}`,
   cliui: `const load = () => { const m = require('cliui'); return typeof m === 'function' ? m : m.default; };
 export default function cliui(opts) { return load()(opts); }`,
   'string-width': `const load = () => { const m = require('string-width'); return typeof m === 'function' ? m : m.default; };
@@ -55,7 +75,7 @@ const yargsLazyHelp = {
   name: 'yargs-lazy-help',
   setup(b) {
     const stubbed = new Set();
-    b.onResolve({ filter: /^(cliui|string-width|y18n)$/ }, (args) => {
+    b.onResolve({ filter: /^(assert|cliui|escalade\/sync|string-width|y18n)$/ }, (args) => {
       if (!YARGS_SHIM.test(args.importer)) return undefined;
       stubbed.add(args.path);
       return { path: args.path, namespace: 'yargs-lazy-help', pluginData: { resolveDir: args.resolveDir } };
@@ -102,16 +122,16 @@ const common = {
   metafile: true,
 };
 
-// Outputs of an earlier run would pile up (the cache's name has the bundle's hash), and tsc's
-// map of the tsbuild.js it wrote would describe a file that is now the launcher.
+// Outputs of an earlier run would pile up (the cache's name has the bundle's hash); so would
+// those of the layout before the launcher became CommonJS (tsbuild.cjs was the bundle).
 for (const f of await readdir(outdir).catch(() => [])) {
-  if (/^(chunk-.*\.js(\.map)?|tsbuild\.cjs.*\.cache(\..*\.tmp)?|tsbuild\.js\.map)$/.test(f)) await rm(path.join(outdir, f));
+  if (/^(chunk-.*\.js(\.map)?|tsbuild(-bundle)?\.cjs.*\.cache(\..*\.tmp)?|tsbuild\.cjs\.map)$/.test(f)) await rm(path.join(outdir, f));
 }
 
 const cli = await build({
   ...common,
   entryPoints: ['cmd/tsbuild.ts'],
-  outfile: path.join(outdir, 'tsbuild.cjs'),
+  outfile: path.join(outdir, 'tsbuild-bundle.cjs'),
   format: 'cjs',
   // The launcher passes __tsbuildBundleUrl next to CommonJS's __filename (a banner would come
   // before esbuild's "use strict" and so turn it off).
@@ -131,15 +151,15 @@ await build({
   banner: { js: "import { createRequire as __tsbuildCreateRequire } from 'node:module'; const require = __tsbuildCreateRequire(import.meta.url);" },
 });
 
-const bundleFile = path.join(outdir, 'tsbuild.cjs');
+const bundleFile = path.join(outdir, 'tsbuild-bundle.cjs');
 // The bundle runs inside a function (CommonJS's wrapper): no hashbang line (the line stays, empty,
 // so the source map still fits).
 const bundle = (await readFile(bundleFile, 'utf8')).replace(/^#!.*/, '');
 await writeFile(bundleFile, bundle);
-if (/[^\x00-\x7f]/.test(bundle)) throw new Error('bundle-cli: tsbuild.cjs is not pure ASCII, but the launcher reads it as latin1');
+if (/[^\x00-\x7f]/.test(bundle)) throw new Error('bundle-cli: tsbuild-bundle.cjs is not pure ASCII, but the launcher reads it as latin1');
 const hash = createHash('sha256').update(bundle).digest('hex').slice(0, 16);
-const launcher = (await readFile(path.join(repo, 'cmd', 'bundle-launcher.mjs'), 'utf8')).replace('@BUNDLE_HASH@', hash);
-await writeFile(path.join(outdir, 'tsbuild.js'), launcher, { mode: 0o755 });
+const launcher = (await readFile(path.join(repo, 'cmd', 'bundle-launcher.cjs'), 'utf8')).replace('@BUNDLE_HASH@', hash);
+await writeFile(path.join(outdir, 'tsbuild.cjs'), launcher, { mode: 0o755 });
 const yargsDir = path.dirname(createRequire(import.meta.url).resolve('yargs/package.json'));
 await cp(path.join(yargsDir, 'locales'), path.join(outdir, 'yargs-locales'), { recursive: true });
 
@@ -152,9 +172,9 @@ const train = await mkdtemp(path.join(os.tmpdir(), 'tsbuild-bundle-'));
 try {
   await writeFile(path.join(train, 'hello.txt'), 'hello\n');
   await writeFile(path.join(train, 'Dockerfile'), 'FROM scratch\nENV A=1\nWORKDIR /app\nCOPY hello.txt .\nLABEL x=y\nCMD ["/app/hello.txt"]\n');
-  const args = [path.join(outdir, 'tsbuild.js'), '--root', path.join(train, 'store'), 'build', '--progress', 'plain', '-t', 'train:1', train];
+  const args = [path.join(outdir, 'tsbuild.cjs'), '--root', path.join(train, 'store'), 'build', '--progress', 'plain', '-t', 'train:1', train];
   await run(process.execPath, args);
-  for (const f of await readdir(outdir)) if (f.startsWith(`tsbuild.cjs.${hash}-`) && f.endsWith('.cache')) await rm(path.join(outdir, f));
+  for (const f of await readdir(outdir)) if (f.startsWith(`tsbuild-bundle.cjs.${hash}-`) && f.endsWith('.cache')) await rm(path.join(outdir, f));
   await run(process.execPath, args);
 } catch (err) {
   console.warn(`bundle-cli: no code cache made (the first run of the CLI makes one): ${err.message}`);

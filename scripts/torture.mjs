@@ -17,7 +17,7 @@ import zlib from 'node:zlib';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = path.join(repo, 'dist', 'cmd', 'tsbuild.js');
+const BIN = path.join(repo, 'dist', 'cmd', 'tsbuild.cjs');
 const QUICK = process.env.TORTURE_QUICK === '1';
 const SEED = Number(process.env.TORTURE_SEED ?? 0x70127);
 const KILLS = Number(process.env.TORTURE_KILLS ?? (QUICK ? 10 : 50));

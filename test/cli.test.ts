@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const run = promisify(execFile);
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const bin = path.join(repoRoot, 'dist', 'cmd', 'tsbuild.js');
+const bin = path.join(repoRoot, 'dist', 'cmd', 'tsbuild.cjs');
 
 async function tsbuild(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {

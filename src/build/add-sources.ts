@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -41,6 +40,8 @@ export async function archiveKind(file: string): Promise<ArchiveKind | undefined
  */
 async function decompressToFile(file: string, kind: 'bzip2' | 'xz', out: string, signal?: AbortSignal): Promise<void> {
   const tool = kind === 'bzip2' ? 'bzip2' : 'xz';
+  // Loaded on use: every COPY loads this module, few ADD a bzip2/xz archive.
+  const { spawn } = await import('node:child_process');
   const fh = await fsp.open(out, 'w', 0o600);
   try {
     await new Promise<void>((resolve, reject) => {

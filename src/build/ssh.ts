@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
+import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
@@ -75,6 +75,9 @@ async function checkedSocket(id: string, sock: string): Promise<string> {
 }
 
 async function startAgent(id: string, sock: string): Promise<ChildProcess> {
+  // Loaded here, not at the top: every build loads this module, few use --ssh (a cached build
+  // would pay for child_process, net and dgram at start-up).
+  const { spawn } = await import('node:child_process');
   // -D: stay in the foreground as our child, so it ends when we stop it.
   const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -102,6 +105,7 @@ async function startAgent(id: string, sock: string): Promise<ChildProcess> {
 async function addKey(id: string, sock: string, key: string): Promise<void> {
   const st = await fsp.stat(key).catch(() => undefined);
   if (!st?.isFile()) throw new TsbuildError('USAGE', `--ssh ${id}: ${key} is neither an agent socket nor a key file`);
+  const { spawn } = await import('node:child_process');
   const out = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
     // Never prompt: a key with a passphrase must be added to an agent beforehand.
     const p = spawn('ssh-add', ['-q', key], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SSH_AUTH_SOCK: sock, SSH_ASKPASS_REQUIRE: 'never', DISPLAY: '' } });
@@ -122,9 +126,10 @@ async function addKey(id: string, sock: string, key: string): Promise<void> {
  * the mount's mode and owner. Closed by the returned function.
  */
 export async function proxyAgent(upstream: string, sockPath: string, mode: number, uid: number, gid: number): Promise<() => void> {
+  const { default: netModule } = await import('node:net');
   const conns = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const agent = net.connect(upstream);
+  const server = netModule.createServer((client) => {
+    const agent = netModule.connect(upstream);
     conns.add(client).add(agent);
     const done = (): void => {
       client.destroy();

@@ -7,7 +7,7 @@ const FRAME = /((?:file:\/\/)?\/[^\s()]+?\.[cm]?js):(\d+):(\d+)/g;
 
 /**
  * Rewrites the frames of a stack trace that point into compiled JavaScript with a linked
- * source map (`x.js` next to `x.js.map`: the bundle dist/cmd/tsbuild.cjs or tsc's dist/src/**) to
+ * source map (`x.js` next to `x.js.map`: the bundle dist/cmd/tsbuild-bundle.cjs or tsc's dist/src/**) to
  * the TypeScript line they came from; other frames stay as they are.
  *
  * Node applies source maps itself only with --enable-source-maps from the start, which

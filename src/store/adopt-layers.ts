@@ -1,4 +1,3 @@
-import { createGunzip } from 'node:zlib';
 import { TsbuildError } from '../errors.js';
 import {
   OCI_IMAGE_CONFIG,
@@ -57,6 +56,8 @@ export async function storeUncompressedLayer(
     case undefined:
       throw new TsbuildError('UNSUPPORTED', `layer ${blob.digest} has media type ${blob.mediaType}, which tsbuild cannot unpack`);
   }
+  // zlib is loaded on use: the store's front door loads this module for every command.
+  const { createGunzip } = await import('node:zlib');
   const src = await store.blobs.openBlob(blob.digest, { signal: opts.signal });
   const gunzip = createGunzip();
   src.on('error', (e) => gunzip.destroy(e));

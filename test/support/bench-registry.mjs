@@ -115,7 +115,7 @@ try {
   const layoutRaw = path.join(tmp, 'layout-raw');
   await exportOciLayout(store, [{ manifest: image.manifest, config: image.config, names: [] }], layoutRaw, { compression: 'uncompressed' });
   const layoutGz = path.join(tmp, 'layout-gz');
-  const tsb = (args, root) => ['node', [dist('cmd/tsbuild.js'), ...args], { TSBUILD_ROOT: root }];
+  const tsb = (args, root) => ['node', [dist('cmd/tsbuild.cjs'), ...args], { TSBUILD_ROOT: root }];
   console.log(`image: ${layers} layers x ${layerMiB} MiB ${kind} (${totalMB.toFixed(0)} MB); node ${process.version}; ${os.cpus().length} CPUs; load ${os.loadavg()[0].toFixed(1)}`);
   console.log('-- push (compress + upload)');
   timed('tsbuild push (gzip on the fly, first time)', ...tsb(['push', '-q', 'bench:v1', `${regA.host}/bench/ts:v1`], rootA));

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { repoRoot, tool, type RunResult } from './cli.js';
 
 /** Shell words for the compiled CLI and the busybox image script, for scripts run as the test user. */
-export const CLI = `${process.execPath} ${path.join(repoRoot, 'dist/cmd/tsbuild.js')}`;
+export const CLI = `${process.execPath} ${path.join(repoRoot, 'dist/cmd/tsbuild.cjs')}`;
 export const MAKE_BUSYBOX = path.join(repoRoot, 'scripts/make-busybox-image');
 
 export interface TestUserDir {
