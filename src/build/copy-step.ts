@@ -54,6 +54,11 @@ export interface StepEnv {
   readonly signal?: AbortSignal | undefined;
   /** A private temporary directory, removed when the build ends. */
   tempDir(): Promise<string>;
+  /**
+   * Makes the build's lease hold what its cache hits deferred (lease-layers.ts); called before a
+   * step reads the layers it builds on.
+   */
+  claim(): Promise<void>;
 }
 
 const MAX_ID_FILE = 4 * 1024 * 1024;
@@ -65,6 +70,7 @@ export function imageFileReader(env: StepEnv, state: StageState): (p: string) =>
     if (!entry || (entry.type !== 'file' && entry.type !== 'hardlink')) return undefined;
     const layer = state.layers[entry.layer];
     if (!layer) return undefined;
+    await env.claim();
     const buf = await readLayerFile(() => env.store.blobs.openBlob(layer.diffId, { signal: env.signal }), entry.path, MAX_ID_FILE);
     return buf?.toString('utf8');
   };
@@ -163,10 +169,12 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
     const { lstat } = await import('node:fs/promises');
     const digests = await mapLimit(files, DIGEST_CONCURRENCY, async (e) => env.digests.digestOf(e.srcAbs, await lstat(e.srcAbs, { bigint: true }), env.signal));
     key = keyOf((i) => digests[i]);
-    const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal });
+    const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal, claim: env.claim });
     if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, history), cached: true };
   }
 
+  // With --no-cache there was no lookup to claim the layers this step builds on.
+  if (key === undefined) await env.claim();
   // What the stat index would have learnt from reading each file for the key.
   if (key === undefined) await env.digests.ready();
   const learn = key === undefined ? (_i: number, abs: string, st: BigIntStats, d: Digest) => env.digests.learn(abs, st, d) : undefined;

@@ -43,6 +43,8 @@ export interface StageContext {
   /** The files of another stage or an image, for COPY --from. */
   fromRoot(source: CopyStep['source'], location: SourceLocation): Promise<{ root: SourceRoot; key: string | undefined }>;
   tempDir(): Promise<string>;
+  /** See StepEnv.claim. */
+  claim(): Promise<void>;
   sandbox: RunEnv['sandbox'];
   readonly mountEnv: RunEnv['mountEnv'];
   readonly defaultNetwork: 'host' | 'none';
@@ -72,6 +74,7 @@ function stepEnv(ctx: StageContext): StepEnv {
     created: ctx.created,
     signal: ctx.signal,
     tempDir: () => ctx.tempDir(),
+    claim: () => ctx.claim(),
   };
 }
 

@@ -22,7 +22,7 @@ import { initialStageScope, planBuild, type PlannedStage, type StageScope } from
 import type { BuildRequest } from './request.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { StageState } from './stage-state.js';
-import { leaseLayers } from './lease-layers.js';
+import { claimLeased, deferLayers, leaseLayers } from './lease-layers.js';
 import { setLabels } from '../image/config-edit.js';
 import { readLocalImage } from '../image/local-image.js';
 import { OCI_IMAGE_MANIFEST, isDigest, parseReference } from '../oci/index.js';
@@ -114,6 +114,8 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     let p = materialized.get(key);
     if (!p) {
       p = (async () => {
+        // The stage's layers may be cache hits, deferred into the lease: held from here on.
+        await claimLeased(lease, env.store, env.signal);
         const dir = await env.store.makeTempDir('from');
         // The sandbox and layer code load on first use: a fully cached build needs neither.
         const [{ hostToContainer, probeSandbox }, { unpackInNamespace }, { materializeRootfs }] = await Promise.all([
@@ -157,8 +159,15 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   };
   // What this build uses and makes (base layers, step layers and their snapshots, the sealed
   // image until it is tagged) stays out of a concurrent rmi's and prune's reach (store/lease.ts).
+  // Layers found in the store (a base image, cache hits) are deferred into it, and written with
+  // the next layer a step makes, the next claim (before a step reads the layers it builds on)
+  // or the image at the end: a fully cached build writes its lease once (lease-layers.ts).
   const lease = new Lease(env.store);
-  const hold = (s: StageState, what: string): Promise<void> => leaseLayers(lease, env.store, s.layers, what, env.signal);
+  const hold = async (s: StageState, what: string, found: boolean): Promise<void> => {
+    if (found) deferLayers(lease, s.layers, what);
+    else await leaseLayers(lease, env.store, s.layers, what, env.signal);
+  };
+  const claim = (): Promise<void> => claimLeased(lease, env.store, env.signal);
   const sandbox = lazySandbox({
     signal: env.signal,
     warn: (message) => env.report({ type: 'warning', message }),
@@ -190,7 +199,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
           state = await stateFromImage(images, ps.base.ref, stage.from.location);
           break;
       }
-      await hold(state, fromText);
+      await hold(state, fromText, true);
       // An image without PATH gets the default one, as BuildKit does (scratch included).
       if (!(state.config.config?.Env ?? []).some((e) => e.startsWith('PATH='))) {
         state = { ...state, config: { ...state.config, config: { ...(state.config.config ?? {}), Env: [`PATH=${DEFAULT_PATH_ENV}`, ...(state.config.config?.Env ?? [])] } } };
@@ -208,6 +217,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
         digests,
         signal: env.signal,
         contextRoot,
+        claim,
         fromRoot: async (source, location: SourceLocation) => {
           if (source.kind === 'scratch' || source.kind === 'context') {
             const dir = await env.store.makeTempDir('scratch');
@@ -273,7 +283,8 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
         const started = Date.now();
         try {
           const r = await dispatchInstruction(ins, state, scope, ctx, (stream, text) => env.report({ type: 'step-log', id: sid, stream, text }));
-          await hold(r.state, name);
+          // A step that made no layer (a cache hit, a config-only step) adds nothing new to protect.
+          await hold(r.state, name, r.cached || r.state.layers.length === state.layers.length);
           env.report(r.cached ? { type: 'step-cached', id: sid, name } : { type: 'step-done', id: sid, durationMs: Date.now() - started });
           return { state: r.state, scope: r.scope };
         } catch (e) {
@@ -312,6 +323,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     if (Object.keys(req.labels).length > 0) config = setLabels(config, Object.entries(req.labels));
     const image = await sealOrReuse(env, config, final, req);
     await lease.hold({ roots: [image.manifestDescriptor] }, { signal: env.signal });
+    await claim(); // the cache hits' layers, written with the image
     for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
       if (!(await env.store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
     }

@@ -14,23 +14,76 @@ import type { Lease, Store } from '../store/index.js';
 const found = new WeakMap<Lease, Set<Digest>>();
 
 /**
- * Holds a stack of layers in `lease` (their blobs, and every snapshot lowerDirsFor may use
- * for them: one per diff ID and one per chain), then checks the blobs are still there: a
- * concurrent `rmi` or `prune` may have removed them between finding the image and the lease.
+ * Layers deferred into a lease (deferLayers) and not yet checked after a hold, with what they
+ * belong to (for the error).
  */
-export async function leaseLayers(lease: Lease, store: Store, layers: readonly StoredLayer[], what: string, signal?: AbortSignal): Promise<void> {
+const deferred = new WeakMap<Lease, Map<Digest, string>>();
+
+function stackOf(layers: readonly StoredLayer[]): { diffIds: Digest[]; roots: Digest[]; snapshots: Digest[] } {
   const diffIds = layers.map((l) => l.diffId);
   const chains = diffIds.map((_, i) => chainId(diffIds.slice(0, i + 1)));
-  await lease.hold({ roots: diffIds, snapshots: [...diffIds, ...chains] }, { signal });
+  // Their blobs, and every snapshot lowerDirsFor may use for them: one per diff ID, one per chain.
+  return { diffIds, roots: diffIds, snapshots: [...diffIds, ...chains] };
+}
+
+/**
+ * Holds a stack of layers in `lease`, then checks the blobs are still there: a concurrent
+ * `rmi` or `prune` may have removed them between finding them and the lease. Also writes and
+ * checks whatever was deferred before.
+ */
+export async function leaseLayers(lease: Lease, store: Store, layers: readonly StoredLayer[], what: string, signal?: AbortSignal): Promise<void> {
+  const { diffIds, roots, snapshots } = stackOf(layers);
+  const before = [...(deferred.get(lease) ?? [])];
+  await lease.hold({ roots, snapshots }, { signal });
+  await checkHeld(lease, store, [...before, ...diffIds.map((d): [Digest, string] => [d, what])]);
+}
+
+/**
+ * A stack of layers just found in the store (a cache hit, a base image) goes into `lease`
+ * without a write: a fully cached build would otherwise rewrite its lease after every step.
+ * The layers are protected from the next `claimLeased` or `leaseLayers` on, which the build
+ * calls before it reads them (a cache miss, a mount of another stage, an ID lookup in
+ * /etc/passwd) and before it tags its image; a concurrent `rmi` or `prune` in between shows
+ * then, as the same BLOB_NOT_FOUND as without the deferral.
+ */
+export function deferLayers(lease: Lease, layers: readonly StoredLayer[], what: string): void {
+  const { diffIds, roots, snapshots } = stackOf(layers);
+  lease.defer({ roots, snapshots });
+  const known = found.get(lease);
+  let pending = deferred.get(lease);
+  if (!pending) deferred.set(lease, (pending = new Map()));
+  for (const d of diffIds) if (!known?.has(d) && !pending.has(d)) pending.set(d, what);
+}
+
+/** Writes what was deferred into `lease` and checks it is still in the store (no-op if nothing was). */
+export async function claimLeased(lease: Lease, store: Store, signal?: AbortSignal): Promise<void> {
+  const pending = deferred.get(lease);
+  if (!pending?.size) return;
+  const before = [...pending];
+  await lease.hold({}, { signal });
+  await checkHeld(lease, store, before);
+}
+
+/**
+ * Checks layers held by a write that has returned. Deferred ones leave the pending list only
+ * here (what was deferred during that write is written and checked by the next one).
+ */
+async function checkHeld(lease: Lease, store: Store, held: ReadonlyArray<readonly [Digest, string]>): Promise<void> {
   let known = found.get(lease);
   if (!known) found.set(lease, (known = new Set()));
-  const unchecked = diffIds.filter((d) => !known.has(d));
-  const present = await Promise.all(unchecked.map((d) => store.blobs.hasBlob(d)));
+  const check = new Map<Digest, string>();
+  for (const [d, what] of held) if (!known.has(d) && !check.has(d)) check.set(d, what);
+  const unchecked = [...check];
+  const present = await Promise.all(unchecked.map(([d]) => store.blobs.hasBlob(d)));
   const gone = unchecked.find((_, i) => !present[i]);
   if (gone !== undefined) {
-    throw new TsbuildError('BLOB_NOT_FOUND', `layer ${gone} of ${what} was removed from the store meanwhile (by rmi or prune)`, { hint: 'add the image again (pull, load or build) and retry' });
+    throw new TsbuildError('BLOB_NOT_FOUND', `layer ${gone[0]} of ${gone[1]} was removed from the store meanwhile (by rmi or prune)`, { hint: 'add the image again (pull, load or build) and retry' });
   }
-  for (const d of unchecked) known.add(d);
+  const pending = deferred.get(lease);
+  for (const [d] of held) {
+    known.add(d);
+    pending?.delete(d);
+  }
 }
 
 /** A name for a stack of layers (like containerd's chain ID; not a layer digest). */

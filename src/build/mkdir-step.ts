@@ -23,7 +23,7 @@ export async function runMkdir(dir: string, text: string, state: StageState, env
   // The directory's layer is cached like any step (its mtime would otherwise make every
   // rebuild a new layer, and a new image).
   const history = { createdBy: text, created: env.created };
-  const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal });
+  const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal, claim: env.claim });
   if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, history), cached: true };
   const mtime = env.sourceDateEpoch ?? Math.floor(Date.parse(env.created) / 1000);
   const entries: LayerEntry[] = [];

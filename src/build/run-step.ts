@@ -120,7 +120,7 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
   const history = step.history ?? `RUN ${step.args.join(' ')}`;
   const hist = { createdBy: history, created: env.created };
   // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
-  const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal });
+  const hit = await lookupStep(env.store, key, { noCache: env.noCache, signal: env.signal, claim: env.claim });
   if (hit?.kind === 'empty') return { state: withoutLayer(state, key, hist), cached: true };
   if (hit?.kind === 'layer') return { state: withLayer(state, key, hit.layer, hit.index, hist), cached: true };
 

@@ -16,14 +16,23 @@ function metaName(key: Digest): string {
   return `step.${key.slice(7)}`;
 }
 
-/** A usable cache hit (its blob still in the store), or undefined. */
-export async function lookupStep(store: Store, key: Digest, opts: { noCache: boolean; signal?: AbortSignal | undefined }): Promise<CachedStep | undefined> {
-  if (opts.noCache) return undefined;
-  const hit = (await store.readMeta(metaName(key))) as { diffId?: string; size?: number; empty?: boolean } | undefined;
-  if (hit?.empty) return { kind: 'empty' };
-  if (hit?.diffId && isDigest(hit.diffId) && typeof hit.size === 'number' && (await store.blobs.hasBlob(hit.diffId))) {
-    return { kind: 'layer', layer: { diffId: hit.diffId, size: hit.size }, index: await layerIndexOf(store, hit.diffId, { signal: opts.signal }) };
+/**
+ * A usable cache hit (its blob still in the store), or undefined. On a miss, `claim` runs
+ * before this returns: the step is about to read the layers it builds on (lease-layers.ts).
+ */
+export async function lookupStep(
+  store: Store,
+  key: Digest,
+  opts: { noCache: boolean; signal?: AbortSignal | undefined; claim: () => Promise<void> },
+): Promise<CachedStep | undefined> {
+  if (!opts.noCache) {
+    const hit = (await store.readMeta(metaName(key))) as { diffId?: string; size?: number; empty?: boolean } | undefined;
+    if (hit?.empty) return { kind: 'empty' };
+    if (hit?.diffId && isDigest(hit.diffId) && typeof hit.size === 'number' && (await store.blobs.hasBlob(hit.diffId))) {
+      return { kind: 'layer', layer: { diffId: hit.diffId, size: hit.size }, index: await layerIndexOf(store, hit.diffId, { signal: opts.signal }) };
+    }
   }
+  await opts.claim();
   return undefined;
 }
 

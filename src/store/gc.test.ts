@@ -220,6 +220,26 @@ describe('leases', () => {
     await lease.release();
   });
 
+  it('a deferred addition protects nothing until the next hold, which writes it', async () => {
+    const a = await putImage(store, 'docker.io/library/a:1', ['a']);
+    const b = await putImage(store, 'docker.io/library/b:1', ['b']);
+    await store.removeTag('docker.io/library/a:1');
+    await store.removeTag('docker.io/library/b:1');
+    const lease = new Lease(store);
+    lease.defer({ roots: [a.manifest] });
+    expect(await collectGarbage(store, { graceMs: 0, dryRun: true })).toMatchObject({ removedBlobs: 6 });
+    // A hold of something else carries what was deferred; a hold of nothing new writes it too.
+    await lease.hold({ roots: [b.manifest] });
+    expect(await collectGarbage(store, { graceMs: 0, dryRun: true })).toMatchObject({ removedBlobs: 0 });
+    const c = await putImage(store, 'docker.io/library/c:1', ['c']);
+    await store.removeTag('docker.io/library/c:1');
+    lease.defer({ roots: [c.manifest] });
+    await lease.hold();
+    expect(await collectGarbage(store, { graceMs: 0 })).toMatchObject({ removedBlobs: 0 });
+    await lease.release();
+    expect(await collectGarbage(store, { graceMs: 0 })).toMatchObject({ removedBlobs: 9 });
+  });
+
   it('holds from parallel tasks all land in the lease file', async () => {
     const a = await putImage(store, 'docker.io/library/a:1', ['a']);
     const b = await putImage(store, 'docker.io/library/b:1', ['b']);

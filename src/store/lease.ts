@@ -22,56 +22,73 @@ import type { Store } from './store.js';
  * found before `hold` may have been deleted just before it: callers check that what they hold
  * still exists. A lease whose process is gone (pid and start time, process-owner.ts) is stale:
  * ignored, and removed by gc. Release removes the file; a crash leaves it stale, never stuck.
+ * `defer` adds without writing, for what nothing reads before the next `hold` (a build's
+ * cache hits): a fully cached build writes its lease once, not once per step.
  */
 export class Lease {
   readonly #store: Store;
   readonly #path: string;
   readonly #roots = new Map<Digest, RootRef>();
   readonly #snapshots = new Set<Digest>();
-  #written = false;
+  /** Bumped by every addition; the lease file on disk carries everything up to #writtenVersion. */
+  #version = 0;
+  #writtenVersion = 0;
 
   constructor(store: Store) {
     this.#store = store;
     this.#path = join(leaseDir(store), `${ownerTag()}-${randomBytes(6).toString('hex')}.json`);
   }
 
-  /** Adds to what the lease holds (nothing is written when nothing is new). */
-  async hold(what: { readonly roots?: readonly RootRef[]; readonly snapshots?: readonly Digest[] }, opts: { signal?: AbortSignal | undefined } = {}): Promise<void> {
-    let added = false;
+  /**
+   * Adds to what the lease holds without writing it: protected only once a later `hold` returns.
+   * For data a caller has found and will not read before that hold (a build's cache hits: their
+   * blobs go into the image, which is held before it is tagged).
+   */
+  defer(what: { readonly roots?: readonly RootRef[]; readonly snapshots?: readonly Digest[] }): void {
     for (const r of what.roots ?? []) {
       const d = typeof r === 'string' ? r : r.digest;
       if (this.#roots.has(d)) continue;
       this.#roots.set(d, typeof r === 'string' ? r : { mediaType: r.mediaType, digest: r.digest, size: r.size });
-      added = true;
+      this.#version++;
     }
     for (const s of what.snapshots ?? []) {
       if (this.#snapshots.has(s)) continue;
       this.#snapshots.add(s);
-      added = true;
+      this.#version++;
     }
-    if (!added) return;
+  }
+
+  /**
+   * Adds to what the lease holds and returns once the lease file carries it, and everything
+   * deferred before (nothing is written when that is already so).
+   */
+  async hold(what: { readonly roots?: readonly RootRef[]; readonly snapshots?: readonly Digest[] } = {}, opts: { signal?: AbortSignal | undefined } = {}): Promise<void> {
+    this.defer(what);
+    const want = this.#version;
+    if (this.#writtenVersion >= want) return;
     await this.#store.withLock(async () => {
+      // A concurrent hold (parallel stages share a lease) may have written it meanwhile.
+      if (this.#writtenVersion >= want) return;
       opts.signal?.throwIfAborted();
-      // Made under the lock: concurrent holds of one lease (parallel stages) write in turn,
-      // and the last write carries everything.
+      const version = this.#version;
       const doc = `${JSON.stringify({ roots: [...this.#roots.values()], snapshots: [...this.#snapshots] })}\n`;
       try {
-        if (!this.#written) mkdirSync(leaseDir(this.#store), { recursive: true });
+        if (this.#writtenVersion === 0) mkdirSync(leaseDir(this.#store), { recursive: true });
         // Not fsynced: a lease means something only while its process lives, and a crash makes
         // it stale anyway. Atomic still, so a concurrent gc never reads half of it. A few KB,
-        // written synchronously (atomic-file.ts): a build holds after every step.
+        // written synchronously (atomic-file.ts).
         writeSmallFileAtomicSync(this.#path, doc, { tmpDir: this.#store.paths.tmp, durable: false });
       } catch (e) {
         throw storeIoError(e, `write the lease ${this.#path}`);
       }
-      this.#written = true;
+      this.#writtenVersion = version;
     }, { signal: opts.signal });
   }
 
   /** Idempotent; needs no lock (dropping protection early is never unsafe for others). */
   async release(): Promise<void> {
-    if (this.#written) await rm(this.#path, { force: true });
-    this.#written = false;
+    if (this.#writtenVersion > 0) await rm(this.#path, { force: true });
+    this.#writtenVersion = 0;
   }
 }
 
