@@ -53,6 +53,13 @@ describe('StoreLock', () => {
     const lock = new StoreLock(lockPath, { timeoutMs: 500 });
     const v = await lock.withLock(() => lock.withLock(async () => 42));
     expect(v).toBe(42);
+    // Also after the last critical section ended (its context tracking is switched off then),
+    // and with an await between the outer and the inner one.
+    const w = await lock.withLock(async () => {
+      await new Promise((r) => setTimeout(r, 10));
+      return lock.withLock(async () => 43);
+    });
+    expect(w).toBe(43);
   });
 
   it('serialises concurrent holders in one process, even through separate instances', async () => {
