@@ -240,6 +240,54 @@ describe('--isolation and copy-and-walk snapshots', () => {
     });
   });
 
+  // chroot(2) comes with no mounts: the engine puts /dev's devices and the host's resolver files
+  // into the tree for each step and takes them out again (sandbox/chroot-provision.ts).
+  it.each([['chroot'], ['none']])('--isolation=%s gives a step /dev and resolv.conf, and none of it reaches the layer', async (isolation) => {
+    const ctx = await ctxWith({
+      Dockerfile: [
+        'FROM busybox',
+        'COPY resolv.conf /etc/resolv.conf',
+        // Writes to devices, /dev/shm and the resolver files go nowhere; only /out is the step's.
+        'RUN echo gone > /dev/null && test -c /dev/null && test "$(head -c 3 /dev/zero | wc -c)" = 3 && echo tmp > /dev/shm/x \\',
+        ' && grep -q "^nameserver" /etc/resolv.conf && ! grep -q image-resolver /etc/resolv.conf && test -s /etc/hosts \\',
+        ' && echo step >> /etc/resolv.conf && echo out > /out',
+        'RUN cat /etc/resolv.conf > /seen',
+        '',
+      ].join('\n'),
+      'resolv.conf': '# image-resolver\nnameserver 192.0.2.1\n',
+    });
+    const out = path.join(work, `provision-${isolation}.tar`);
+    const r = await tsbuild(['build', '--progress', 'plain', '--no-cache', '--isolation', isolation, '-o', `type=oci,dest=${out}`, ctx], { root, env: { SOURCE_DATE_EPOCH: '1700000000' } });
+    expect(r.code, r.stderr).toBe(0);
+    const { listings } = await readArchive(out);
+    // COPY, then the two RUN layers: exactly the files the steps made.
+    expect(listings).toHaveLength(3);
+    expect(listings[1]!.trim().split('\n')).toEqual([expect.stringMatching(/ out$/)]);
+    expect(listings[2]!.trim().split('\n')).toEqual([expect.stringMatching(/ seen$/)]);
+    // The image's own resolv.conf is back, untouched by the step's append.
+    const local = path.join(work, `provision-${isolation}-rootfs`);
+    const l = await tsbuild(['build', '-q', '--isolation', isolation, '-o', `type=local,dest=${local}`, ctx], { root, env: { SOURCE_DATE_EPOCH: '1700000000' } });
+    expect(l.code, l.stderr).toBe(0);
+    expect(await fs.readFile(path.join(local, 'etc/resolv.conf'), 'utf8')).toBe('# image-resolver\nnameserver 192.0.2.1\n');
+    expect(await fs.readFile(path.join(local, 'seen'), 'utf8')).not.toContain('image-resolver');
+    expect(await fs.readdir(path.join(local, 'dev'))).toEqual([]);
+  });
+
+  it('--isolation=chroot never writes through an /etc the step swapped for a symlink', async () => {
+    const decoy = await fs.mkdtemp(path.join(work, 'decoy-'));
+    const ctx = await ctxWith({
+      Dockerfile: `FROM busybox\nCOPY resolv.conf /etc/resolv.conf\nRUN rm -rf /etc /dev && ln -s ${decoy} /etc && ln -s ${decoy} /dev\n`,
+      'resolv.conf': 'nameserver 192.0.2.1\n',
+    });
+    const r = await tsbuild(['build', '--progress', 'plain', '--no-cache', '--isolation', 'chroot', ctx], { root });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/replaced \/etc\/resolv\.conf \(or its directory\)/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    // The host directory the links point at got nothing: no resolv.conf, no device nodes.
+    expect(await fs.readdir(decoy)).toEqual([]);
+    expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
+  });
+
   it('TSBUILD_SNAPSHOTTER=overlay with --isolation=chroot is a clear error', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN true\n' });
     const r = await tsbuild(['build', '--isolation', 'chroot', ctx], { root, env: { TSBUILD_SNAPSHOTTER: 'overlay' } });

@@ -128,7 +128,7 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
   const { runner, capabilities } = sandbox;
   // Loaded here, not at start-up: a fully cached build never executes a step.
   const [
-    { DEFAULT_MOUNT_POINTS, captureUpperDir, diffCopyRootfs, makeMountPoints, removeMountPoints, userNamespaceRemoveTree, pruneMountPoints },
+    { DEFAULT_MOUNT_POINTS, captureUpperDir, diffCopyRootfs, makeMountPoints, removeMountPoints, userNamespaceRemoveTree, pruneMountPoints, provisionChroot, unprovisionChroot },
     { lowerDirsFor },
     { writeLayerInNamespace },
     { claimRootfs, keepRootfs },
@@ -197,13 +197,21 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
     const chain = state.layers.map((l) => l.diffId);
     const tree: CopyRootfs = await claimRootfs(env.store, chain, { capabilities, signal: env.signal });
     let kept = false;
+    let chrootTouched = new Set<string>();
     try {
       const copyOpts = { capabilities, signal: env.signal };
       // Mount points made here, not by the runtime, so their parents' mtimes can be put back.
       const namespaced = runner.kind === 'bwrap' || runner.kind === 'runc'; // chroot and none mount nothing
       const made = await makeMountPoints(tree.root, namespaced ? await mountPointKinds(mountPoints, prepared) : [], copyOpts);
-      await execute({ dir: tree.root });
-      const touched = await removeMountPoints(tree.root, made, tree.index, copyOpts);
+      // chroot (and none as root) cannot mount: /dev's devices and the resolver files are
+      // made in the tree for the step instead, and taken out again before the diff.
+      const chrooted = !namespaced && capabilities.isRoot ? await provisionChroot(tree.root, { signal: env.signal }) : undefined;
+      try {
+        await execute({ dir: tree.root });
+      } finally {
+        if (chrooted) chrootTouched = await unprovisionChroot(tree.root, chrooted, tree.index);
+      }
+      const touched = new Set([...(await removeMountPoints(tree.root, made, tree.index, copyOpts)), ...chrootTouched]);
       const { changes, after } = await diffCopyRootfs(tree.root, tree.index, { ...copyOpts, mountPoints, ignoreCtime: touched });
       const layer = await storeChanges(changes);
       await keepRootfs(env.store, tree, after as StatIndex, layer ? [...chain, layer.layer.diffId] : chain, env.signal);

@@ -32,12 +32,13 @@ function noMounts(step: RunSpec, kind: string): void {
  * `--isolation=chroot`: for root where namespaces are not allowed (an unprivileged container
  * with CAP_SYS_CHROOT but no CAP_SYS_ADMIN, where kaniko runs). No namespaces at all: the step
  * shares the host's PID, network and mount namespaces; no /proc is mounted (mounting needs
- * CAP_SYS_ADMIN); /etc/resolv.conf is the image's. The root is changed with
+ * CAP_SYS_ADMIN); /dev's basic devices and the host's resolver files are put in the tree for
+ * the step by the engine and taken out after it (chroot-provision.ts). The root is changed with
  * `unshare --root --wd` (util-linux; no namespace flag, so it is chroot(2) + chdir(2)),
  * groups and gid set first with setpriv (which keeps uid 0 and thus the right to chroot),
  * the capability bounding set cut to Docker's defaults, and finally `--setuid`.
- * Known gaps: a step that daemonizes (setsid) escapes the process-group kill; the host's
- * resolver config is not provided; RUN --mount is refused (no mount namespace).
+ * Known gaps: a step that daemonizes (setsid) escapes the process-group kill; no /proc;
+ * RUN --mount is refused (no mount namespace).
  */
 export function createChrootRunner(opts: ChrootRunnerOptions): Runner {
   return { kind: 'chroot', run: (step, runOpts) => runChrooted(opts.capabilities, step, runOpts, 'chroot') };

@@ -21,8 +21,9 @@
  *    Inside, supplementary groups are effective but `id` shows them as 65534 (bwrap's nested
  *    user namespace maps only the user's own gid). runc has neither limitation.
  *  - /sys is not mounted in the bwrap and runc sandboxes.
- *  - chroot and none isolation: no /proc, no /dev, no resolv.conf, no PID namespace (setsid
- *    daemons escape), no RUN --mount.
+ *  - chroot and none isolation: no /proc, no PID namespace (setsid daemons escape), no RUN
+ *    --mount; /dev's basic devices and the resolver files are made in the tree for each step
+ *    and removed after it (chroot-provision.ts), not mounted.
  *  - Captured layers carry only the security.capability xattr (as docker and BuildKit); other
  *    xattrs a step sets are dropped, and applying a layer sets none (node has no setxattr).
  *  - Rootless capture lists the upper dir inside the namespace, but ChangeEntry.sourcePath is
@@ -38,6 +39,7 @@ export { createBwrapRunner, DEFAULT_CAPABILITIES, type BwrapRunnerOptions } from
 export { createRuncRunner, runtimeConfig, type RuncRunnerOptions } from './runc-runner.js';
 export { createChrootRunner, createHostRunner, type ChrootRunnerOptions } from './chroot-runner.js';
 export { makeStepDir, sweepDeadStepDirs, type StepDirKind } from './step-dir.js';
+export { provisionChroot, unprovisionChroot, type ChrootProvision } from './chroot-provision.js';
 export { selectRunner, type RunnerSelection, type SelectRunnerOptions, type Snapshotter } from './select-runner.js';
 export { diffCopyRootfs, indexTree, makeMountPoints, parseStatIndex, prepareCopyRootfs, removeMountPoints, serializeStatIndex, type CopyOptions, type MadeMountPoints, type StatIndex } from './copy-diff.js';
 export type { RawEntry } from './overlay.js';
