@@ -288,6 +288,27 @@ describe('--isolation and copy-and-walk snapshots', () => {
     expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
   });
 
+  // A base image whose layer carries a file capability (GNU tar --xattrs, as docker save and
+  // registries deliver such layers): the snapshot a RUN step runs on must have it too.
+  it.each([['overlay'], ['copy']])('unpacks file capabilities of a base image into the %s snapshots', async (snapshotter) => {
+    await requireTool('setcap');
+    const src = await fs.mkdtemp(path.join(work, 'capsrc-'));
+    await fs.mkdir(path.join(src, 'bin'));
+    await fs.mkdir(path.join(src, 'usr/bin'), { recursive: true });
+    await fs.copyFile((await tool('sh', ['-c', 'command -v busybox'])).stdout.trim(), path.join(src, 'bin/busybox'));
+    await fs.symlink('busybox', path.join(src, 'bin/sh'));
+    await fs.writeFile(path.join(src, 'usr/bin/tool'), 'tool\n');
+    await tool('setcap', ['cap_net_raw+ep', path.join(src, 'usr/bin/tool')]);
+    const tar = path.join(work, `caps-${snapshotter}.tar`);
+    await tool('tar', ['--xattrs', '--xattrs-include=security.capability', '--format=posix', '-C', src, '-cf', tar, '.']);
+    const store = path.join(work, `caps-store-${snapshotter}`);
+    expect((await tsbuild(['import', tar, 'capbase:1'], { root: store })).code).toBe(0);
+    const r = await tsbuild(['build', '-q', '--no-cache', await ctxWith({ Dockerfile: 'FROM capbase:1\nRUN echo hi > /hi\n' })], { root: store, env: { TSBUILD_SNAPSHOTTER: snapshotter } });
+    expect(r.code, r.stderr).toBe(0);
+    const found = (await tool('sh', ['-c', `find ${store}/snapshots -path '*/usr/bin/tool' -exec getfattr --absolute-names -h -n security.capability -e hex {} +`])).stdout;
+    expect(found).toMatch(/^security\.capability=0x0100000200200000/m);
+  });
+
   it('TSBUILD_SNAPSHOTTER=overlay with --isolation=chroot is a clear error', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN true\n' });
     const r = await tsbuild(['build', '--isolation', 'chroot', ctx], { root, env: { TSBUILD_SNAPSHOTTER: 'overlay' } });

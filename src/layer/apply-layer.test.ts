@@ -323,6 +323,40 @@ describe('applyLayer: devices, fifos, xattrs, abort', () => {
     }
   });
 
+  // cap_setuid (bit 7) and cap_net_raw (bit 13), effective: bytes 0x80 and up, which a UTF-8
+  // decode of the PAX record would mangle.
+  const CAP = Buffer.from('0100000280200000000000000000000000000000', 'hex');
+  const capOf = (p: string): string => execFileSync('getfattr', ['--only-values', '-h', '-n', 'security.capability', '-e', 'hex', p], { stdio: ['ignore', 'pipe', 'pipe'] }).toString('latin1');
+
+  it.runIf(isRoot)('sets file capabilities byte for byte, after the owner; reports other xattrs', async () => {
+    const tar = await layerFile([
+      file('big', 'x'.repeat(70_000)), // data spanning blocks before the entry that matters
+      file('bin/ping', 'elf', { uid: 1000, gid: 1000, mode: 0o755, xattrs: { 'security.capability': CAP, 'user.k': Buffer.from('v') } }),
+      file('plain', 'p'),
+    ]);
+    const root = await freshDir('caps');
+    const warnings: string[] = [];
+    await applyLayer(createReadStream(tar), root, { onWarning: (m) => warnings.push(m) });
+    const got = execFileSync('getfattr', ['--absolute-names', '-h', '-n', 'security.capability', '-e', 'hex', path.join(root, 'bin/ping')]).toString();
+    expect(got).toContain(`security.capability=0x${CAP.toString('hex')}`);
+    expect((await fsp.stat(path.join(root, 'bin/ping'))).uid).toBe(1000); // chown first: it would clear the capability
+    expect(warnings).toEqual([expect.stringMatching(/"bin\/ping" other than security\.capability .*user\.k/)]);
+    expect(() => capOf(path.join(root, 'plain'))).toThrow();
+  });
+
+  it.runIf(isRoot)('applies the capabilities GNU tar --xattrs wrote', async () => {
+    const src = await freshDir('gnu-src');
+    await fsp.mkdir(path.join(src, 'usr/bin'), { recursive: true });
+    await fsp.writeFile(path.join(src, 'usr/bin/tool'), 'binary');
+    execFileSync('setcap', ['cap_net_raw+ep', path.join(src, 'usr/bin/tool')]);
+    const want = capOf(path.join(src, 'usr/bin/tool'));
+    const tar = path.join(tmp, `gnu-${n++}.tar`);
+    execFileSync('tar', ['--xattrs', '--xattrs-include=security.capability', '--format=posix', '-C', src, '-cf', tar, '.']);
+    const root = await freshDir('gnu-caps');
+    await applyLayer(createReadStream(tar), root);
+    expect(capOf(path.join(root, 'usr/bin/tool'))).toBe(want);
+  });
+
   it('stops on an aborted signal without leaving a temp file', async () => {
     const ac = new AbortController();
     const root = await freshDir('abort');

@@ -5,6 +5,7 @@ import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { extract as tarExtract, type Extract, type Header } from 'tar-stream';
+import { CAPABILITY_XATTR, PaxCapabilityTap, type EntryCapability } from './pax-xattrs.js';
 import { TsbuildError, isAbortError } from '../errors.js';
 import { DigestStream, type Digest } from '../oci/digest.js';
 import { sniffLayerCompression, type LayerCompression } from './compress.js';
@@ -73,9 +74,11 @@ interface DeferredDir {
  *   lchown and lutimes. Directory modes and times are set after the whole layer is written
  *   (children change a directory's mtime; a read-only directory would block its children).
  *
- * DEBT(xattrs): PAX `SCHILY.xattr.*` records (security.capability, user.*, ACLs) are not applied:
- * node has no setxattr without a native addon. Each entry carrying them is reported once
- * through onWarning. A `setfattr` child process per entry would work but is slow.
+ * - File capabilities (PAX `SCHILY.xattr.security.capability`, read raw by pax-xattrs.ts, as
+ *   tar-stream decodes PAX values as UTF-8) are set with setfattr on the finished file, before
+ *   it is renamed into place.
+ * DEBT(xattrs): other extended attributes (user.*, ACLs) are not applied: node has no
+ * setxattr without a native addon. Each entry carrying them is reported through onWarning.
  * DEBT(perf): one lstat per new path component; resolved parents are cached until the layer
  * removes something or creates a link.
  */
@@ -85,19 +88,21 @@ export async function applyLayer(tarStream: Readable, root: string, opts: ApplyL
   await fsp.mkdir(rootAbs, { recursive: true });
   const { raw, decompressor, compression } = await sniffLayerCompression(tarStream, { signal });
   const digest = new DigestStream();
+  const caps = new PaxCapabilityTap();
   const extract = tarExtract();
   const sink = extractSink(extract);
   const piped = decompressor
-    ? pipeline(raw, decompressor, digest, sink, signal ? { signal } : {})
-    : pipeline(raw, digest, sink, signal ? { signal } : {});
+    ? pipeline(raw, decompressor, digest, caps, sink, signal ? { signal } : {})
+    : pipeline(raw, digest, caps, sink, signal ? { signal } : {});
   piped.catch(() => undefined); // awaited below; this only keeps an early rejection handled
   const applier = new Applier(rootAbs, opts);
   let entries = 0;
   try {
     for await (const entry of extract) {
       signal?.throwIfAborted();
+      // The tap is upstream of the extract: it has seen this entry's header already.
+      await applier.apply(entry, caps.byEntry.get(entries));
       entries++;
-      await applier.apply(entry);
     }
     await piped;
     await applier.finish();
@@ -229,7 +234,7 @@ class Applier {
     }
   }
 
-  async apply(entry: Entry): Promise<void> {
+  async apply(entry: Entry, capability?: EntryCapability): Promise<void> {
     const h = entry.header as TarHeader;
     const name = h.name;
     this.current = name;
@@ -271,9 +276,13 @@ class Applier {
     if (!Number.isFinite(uid) || !Number.isFinite(gid) || !Number.isFinite(mtime) || uid < 0 || gid < 0) {
       throw new TsbuildError('LAYER_INVALID', `tar entry ${JSON.stringify(name)} has invalid owner or time`);
     }
-    if (Object.keys(pax).some((k) => k.startsWith('SCHILY.xattr.') || k.startsWith('LIBARCHIVE.xattr.'))) {
-      this.#warn(`extended attributes of ${JSON.stringify(rel)} were not applied (node cannot set xattrs)`);
+    const others = Object.keys(pax).filter((k) => /^(SCHILY|LIBARCHIVE)\.xattr\./.test(k) && !k.endsWith(`.xattr.${CAPABILITY_XATTR}`));
+    if (others.length > 0) {
+      this.#warn(`extended attributes of ${JSON.stringify(rel)} other than ${CAPABILITY_XATTR} were not applied (${others.map((k) => k.replace(/^\w+\.xattr\./, '')).join(', ')})`);
     }
+    // The tap's raw value, if it is for this very entry (and tar-stream saw the record too).
+    const recorded = `SCHILY.xattr.${CAPABILITY_XATTR}` in pax || `LIBARCHIVE.xattr.${CAPABILITY_XATTR}` in pax;
+    const fileCap = capability !== undefined && capability.name === name && recorded ? capability.value : undefined;
 
     if (!KNOWN_TYPES.has(h.type ?? '')) {
       // tar-stream reports typeflags it does not know (GNU sparse 'S', volume labels, ...) as null.
@@ -336,6 +345,9 @@ class Applier {
           } finally {
             await fh.close();
           }
+          // After chown, which clears file capabilities; on the temp name, which this layer
+          // just created in a parent resolved inside the root.
+          if (fileCap) await this.#setCapability(tmp, fileCap, rel);
           await fsp.rename(tmp, abs);
         } catch (e) {
           await fsp.rm(tmp, { force: true });
@@ -378,6 +390,22 @@ class Applier {
       default:
         await drain(entry); // unreachable: filtered by KNOWN_TYPES above
         return;
+    }
+  }
+
+  /**
+   * security.capability with setfattr (attr; node has no setxattr): one child per file that
+   * has one, a handful per image. Needs CAP_SETFCAP (root, or root of a user namespace, where
+   * the kernel writes a namespaced v3 capability); without it the file is kept, with a warning.
+   */
+  async #setCapability(abs: string, value: Buffer, rel: string): Promise<void> {
+    try {
+      await execFileAsync('setfattr', ['-h', '-n', CAPABILITY_XATTR, '-v', `0s${value.toString('base64')}`, '--', abs], this.#opts.signal ? { signal: this.#opts.signal } : {});
+    } catch (e) {
+      if (isAbortError(e)) throw e;
+      const err = e as NodeJS.ErrnoException & { stderr?: string };
+      const why = err.code === 'ENOENT' ? 'setfattr is not installed (apt-get install attr)' : (err.stderr ?? err.message).trim().split('\n')[0] ?? '';
+      this.#warn(`file capabilities of ${JSON.stringify(rel)} were not applied: ${why}`);
     }
   }
 

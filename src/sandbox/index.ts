@@ -25,7 +25,7 @@
  *    --mount; /dev's basic devices and the resolver files are made in the tree for each step
  *    and removed after it (chroot-provision.ts), not mounted.
  *  - Captured layers carry only the security.capability xattr (as docker and BuildKit); other
- *    xattrs a step sets are dropped, and applying a layer sets none (node has no setxattr).
+ *    xattrs a step sets are dropped, and applying a layer sets only that one (setfattr).
  *  - Rootless capture lists the upper dir inside the namespace, but ChangeEntry.sourcePath is
  *    a host path: a file of another ID with mode 0600 must be read inside the namespace too
  *    (the layer writer should run there, e.g. runInUserNamespace(process.execPath, [...])).
