@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { TsbuildError } from '../errors.js';
 import { DigestStream, type Digest } from '../oci/digest.js';
+import { ParallelGzip } from './parallel-gzip.js';
 import { layerTarStream, wrapWriteError, type LayerEntry, type WriteLayerOptions } from './write-layer.js';
 
 export type LayerCompression = 'gzip' | 'zstd' | 'uncompressed';
@@ -29,14 +30,11 @@ export interface CompressedLayer {
  * sides in the same pass, so a stored layer is verified against its diff ID while it is
  * compressed for a push.
  *
- * Determinism: gzip output has no name, no comment and mtime 0 in its header (zlib's gzip
- * wrapper writes `1f 8b 08 00 00000000 XFL 03`; checked in compress.test.ts), so the same input,
- * level and zlib give the same bytes. The OS byte is 3 (unix) and the deflate stream depends
- * on node's bundled zlib: a different node version may compress differently, which is why the
- * compressed digest is remembered per diff ID rather than recomputed (DESIGN.md).
- *
- * This is a plain stream transform so it can move into a worker thread unchanged (DESIGN.md:
- * compress late, on every core). No worker pool yet.
+ * Determinism: gzip output has no name, no comment and mtime 0 in its header (`1f 8b 08 00
+ * 00000000 XFL 03`, as zlib's gzip wrapper writes it), so the same input, level and zlib give
+ * the same bytes. The deflate stream depends on node's bundled zlib: a different node version
+ * may compress differently, which is why the compressed digest is remembered per diff ID
+ * rather than recomputed (DESIGN.md). gzip runs on every core (parallel-gzip.ts).
  */
 export async function compressLayer(input: Readable, out: Writable, opts: CompressLayerOptions): Promise<CompressedLayer> {
   const compressor = createCompressor(opts.compression, opts.level);
@@ -86,7 +84,7 @@ function createCompressor(compression: LayerCompression, level: number | undefin
     case 'gzip': {
       const l = level ?? 6;
       if (!Number.isInteger(l) || l < 1 || l > 9) throw new TsbuildError('USAGE', `gzip level ${String(level)} is not in 1..9`);
-      return zlib.createGzip({ level: l });
+      return new ParallelGzip({ level: l });
     }
     case 'zstd': {
       const make = zstdFactory('createZstdCompress');

@@ -8,6 +8,7 @@ export { layerFromDirectory } from './layer-from-directory.js';
 export type { LayerFromDirectoryOptions } from './layer-from-directory.js';
 export { compressLayer, writeCompressedLayer, sniffLayerCompression } from './compress.js';
 export type { CompressLayerOptions, CompressedLayer, LayerCompression } from './compress.js';
+export { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
 export { applyLayer } from './apply-layer.js';
 export type { ApplyLayerOptions, AppliedLayer, ApplyLayerOptions as ApplyOptions } from './apply-layer.js';
 export { snapshotTree } from './tree-snapshot.js';

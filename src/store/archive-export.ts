@@ -2,12 +2,12 @@ import { createWriteStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { pack as tarPack, type Header, type Pack as TarPack } from 'tar-stream';
 
 type TarHeaders = Partial<Header> & Pick<Header, 'name'>;
 import { TsbuildError, isAbortError } from '../errors.js';
 import { canonicalJson } from '../oci/index.js';
+import { ParallelGzip } from '../layer/index.js';
 import { digestHex, isDigest, type Digest } from '../oci/index.js';
 import {
   DOCKER_IMAGE_CONFIG,
@@ -57,9 +57,9 @@ export async function compressedLayer(store: Store, layer: Descriptor, compressi
   const known = (await store.readMeta(metaName)) as Record<string, { digest: string; size: number }> | undefined;
   const hit = known?.[`gzip-${level}`];
   if (hit && isDigest(hit.digest) && (await store.blobs.hasBlob(hit.digest))) return { digest: hit.digest, size: hit.size };
-  // zlib's gzip header has mtime 0 and no file name: the same input gives the same bytes.
+  // The gzip header has mtime 0 and no file name: the same input gives the same bytes.
   const source = await store.blobs.openBlob(layer.digest, { signal: opts.signal });
-  const gzip = createGzip({ level });
+  const gzip = new ParallelGzip({ level });
   source.pipe(gzip);
   source.on('error', (e) => gzip.destroy(e));
   const info = await store.blobs.putBlob(gzip, { signal: opts.signal });

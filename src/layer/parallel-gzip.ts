@@ -1,0 +1,166 @@
+import os from 'node:os';
+import { Transform, type TransformCallback } from 'node:stream';
+import zlib from 'node:zlib';
+
+/**
+ * gzip on every core, as pigz and Go's pgzip (skopeo's) do: the input is cut into blocks of
+ * `blockSize` bytes, each block is deflated as a job on libuv's thread pool with the last 32 KiB
+ * of the block before it as the dictionary (so the ratio stays that of one stream), ended with
+ * a sync flush (byte-aligned, not final), and the results are written in order between one gzip
+ * header and trailer (CRC-32 of the whole input, chained block by block on the way in, and its
+ * size). The result is one ordinary gzip member that any gunzip reads.
+ *
+ * Deterministic: the same input, level and block size give the same bytes (with a given zlib,
+ * as for zlib's own gzip); the header has no name and mtime 0, and the OS byte 3 (unix), as
+ * zlib's gzip wrapper writes it.
+ *
+ * At most `jobs` blocks are in flight per stream (memory stays at about jobs x (block + its
+ * output)), and at most as many deflate jobs run at once in the whole process. A block whose
+ * samples do not compress is stored, not deflated (see incompressible()).
+ */
+export interface ParallelGzipOptions {
+  /** 1..9; 6 by default. */
+  readonly level?: number;
+  /** 1 MiB by default (pigz: 128 KiB; bigger blocks, fewer jobs and flush markers). */
+  readonly blockSize?: number;
+  /**
+   * Blocks compressed at once: one more than the cores (the main thread's hand-offs leave a
+   * core idle otherwise), at most 4, libuv's default pool, which file reads share.
+   */
+  readonly jobs?: number;
+}
+
+const DICT = 32 * 1024;
+/** A final, empty deflate block (fixed Huffman, end-of-block only): what ends pigz's streams. */
+const FINAL_BLOCK = Buffer.from([0x03, 0x00]);
+
+export class ParallelGzip extends Transform {
+  readonly #level: number;
+  readonly #blockSize: number;
+  readonly #jobs: number;
+  #block: Buffer;
+  #filled = 0;
+  #previousTail: Buffer | undefined;
+  #crc = 0;
+  #size = 0;
+  /** Deflated blocks in input order, oldest first. */
+  #pending: Array<Promise<Buffer>> = [];
+  #headerSent = false;
+
+  constructor(opts: ParallelGzipOptions = {}) {
+    super({ highWaterMark: 1024 * 1024 });
+    this.#level = opts.level ?? 6;
+    this.#blockSize = opts.blockSize ?? 1024 * 1024;
+    this.#jobs = Math.max(1, Math.min(opts.jobs ?? os.availableParallelism() + 1, 4));
+    this.#block = Buffer.allocUnsafe(this.#blockSize);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    void this.#take(chunk).then(() => cb(), (e: unknown) => cb(e as Error));
+  }
+
+  override _flush(cb: TransformCallback): void {
+    void (async () => {
+      if (this.#filled > 0 || !this.#headerSent) this.#submit();
+      while (this.#pending.length > 0) await this.#emitOldest();
+      const trailer = Buffer.alloc(8);
+      trailer.writeUInt32LE(this.#crc >>> 0, 0);
+      trailer.writeUInt32LE(this.#size % 0x100000000, 4);
+      this.push(Buffer.concat([FINAL_BLOCK, trailer]));
+    })().then(() => cb(), (e: unknown) => cb(e as Error));
+  }
+
+  async #take(chunk: Buffer): Promise<void> {
+    let off = 0;
+    while (off < chunk.length) {
+      const n = Math.min(this.#blockSize - this.#filled, chunk.length - off);
+      chunk.copy(this.#block, this.#filled, off, off + n);
+      this.#filled += n;
+      off += n;
+      if (this.#filled === this.#blockSize) {
+        this.#submit();
+        // Backpressure: no more blocks in flight than jobs.
+        while (this.#pending.length >= this.#jobs) await this.#emitOldest();
+      }
+    }
+  }
+
+  /** Starts deflating the current block (possibly empty, for empty input). */
+  #submit(): void {
+    const block = this.#block.subarray(0, this.#filled);
+    this.#crc = zlib.crc32(block, this.#crc);
+    this.#size += block.length;
+    const dictionary = this.#previousTail;
+    this.#previousTail = Buffer.from(block.subarray(Math.max(0, block.length - DICT)));
+    // Incompressible data (random bytes, files compressed already) costs deflate its slowest
+    // path for nothing: such a block is stored as it is (level 0), 25x faster here.
+    const level = incompressible(block) ? 0 : this.#level;
+    const job = deflateSlot().then(
+      (release) =>
+        new Promise<Buffer>((resolve, reject) => {
+          zlib.deflateRaw(block, { level, finishFlush: zlib.constants.Z_SYNC_FLUSH, ...(dictionary ? { dictionary } : {}) }, (err, out) => {
+            release();
+            if (err) reject(err);
+            else resolve(out);
+          });
+        }),
+    );
+    job.catch(() => undefined); // awaited in order by #emitOldest
+    this.#pending.push(job);
+    // The block buffer now belongs to the job; the next block gets a fresh one.
+    this.#block = Buffer.allocUnsafe(this.#blockSize);
+    this.#filled = 0;
+    if (!this.#headerSent) {
+      this.#headerSent = true;
+      this.push(gzipHeader(this.#level));
+    }
+  }
+
+  async #emitOldest(): Promise<void> {
+    const out = await this.#pending[0]!;
+    this.#pending.shift();
+    this.push(out);
+  }
+}
+
+/**
+ * True when three 4 KiB samples of a block (start, middle, end) do not shrink at level 1: the
+ * block is then very probably random or compressed already. A deterministic function of the
+ * bytes, so the output stays reproducible; a block that is only partly incompressible (a tar
+ * of mixed files) keeps a compressible sample and is compressed as usual.
+ */
+function incompressible(block: Buffer): boolean {
+  const SAMPLE = 4096;
+  if (block.length < 16 * SAMPLE) return false;
+  for (const at of [0, (block.length >> 1) - SAMPLE / 2, block.length - SAMPLE]) {
+    if (zlib.deflateRawSync(block.subarray(at, at + SAMPLE), { level: 1 }).length < SAMPLE) return false;
+  }
+  return true;
+}
+
+/**
+ * One limit for every gzip of the process: several layers compress at once (push, save), and
+ * each would otherwise queue its own jobs on libuv's 4 threads, starving the file reads that
+ * feed them.
+ */
+const SLOTS = Math.max(1, Math.min(os.availableParallelism() + 1, 4));
+let busy = 0;
+const waiting: Array<() => void> = [];
+function deflateSlot(): Promise<() => void> {
+  const release = (): void => {
+    const next = waiting.shift();
+    if (next) next();
+    else busy--;
+  };
+  if (busy < SLOTS) {
+    busy++;
+    return Promise.resolve(release);
+  }
+  return new Promise((resolve) => waiting.push(() => resolve(release)));
+}
+
+/** As zlib's gzip wrapper writes it: no name, mtime 0, XFL by level, OS 3 (unix). */
+function gzipHeader(level: number): Buffer {
+  const xfl = level === 9 ? 2 : level === 1 ? 4 : 0;
+  return Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, xfl, 0x03]);
+}
