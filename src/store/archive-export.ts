@@ -41,9 +41,7 @@ type ArchiveFile = { readonly name: string; readonly bytes: Buffer } | { readonl
  * The compressed form of a stored (uncompressed) layer, made once and remembered
  * (diff ID + compression -> blob digest in meta/), so an export or push never compresses
  * the same layer twice (DESIGN.md "Compress late").
- *
- * DEBT: one layer compresses on one core (zlib runs on the libuv pool, so several layers
- * do use both cores); a parallel gzip of one big layer is future work.
+ * gzip runs on every core, one big layer included (layer/parallel-gzip.ts).
  */
 export async function compressedLayer(store: Store, layer: Descriptor, compression: LayerCompression, opts: ExportOptions): Promise<{ digest: Digest; size: number }> {
   if (compression === 'uncompressed') return { digest: layer.digest, size: layer.size };
