@@ -171,7 +171,7 @@ describe('--isolation and copy-and-walk snapshots', () => {
       await writeTree(path.join(dir, 'ctx'), {
         Dockerfile: [
           'FROM busybox',
-          'RUN mkdir /d && echo x > /d/f && chown -R 1234:2345 /d && chmod 0700 /d && rm /etc/group && mkdir -p /app/sub && echo a > /app/sub/a',
+          'RUN mkdir /d && echo x > /d/f && chown -R 1234:2345 /d && chmod 0700 /d && rm /etc/group && mkdir -p /app/sub && echo a > /app/sub/a && mkfifo /app/fifo',
           'RUN --mount=type=cache,target=/var/cache/thing echo c > /var/cache/thing/c && rm -rf /app/sub && mkdir /app/sub && echo b > /app/sub/b && echo more >> /d/f',
           '',
         ].join('\n'),
@@ -184,6 +184,7 @@ describe('--isolation and copy-and-walk snapshots', () => {
         const { diffIds: ids, listings } = await readArchive(out);
         diffIds.push(ids);
         expect(listings[0]).toMatch(/^drwx------ 1234\/2345 .* d\/$/m);
+        expect(listings[0]).toMatch(/^p\S+ 0\/0 .* app\/fifo$/m);
         expect(listings[1]).toMatch(/ app\/sub\/\.wh\.\.wh\.\.opq$/m);
       }
       expect(diffIds[1]).toEqual(diffIds[0]);
@@ -286,6 +287,22 @@ describe('--isolation and copy-and-walk snapshots', () => {
     // The host directory the links point at got nothing: no resolv.conf, no device nodes.
     expect(await fs.readdir(decoy)).toEqual([]);
     expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
+  });
+
+  it('keeps the fifos and device nodes a step makes, the same way under every isolation', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN mkfifo -m 0640 /pipe && mknod -m 0600 /zero c 1 5\n' });
+    const seen = new Map<string, string[]>();
+    for (const way of WAYS.filter((w) => w.name !== 'none')) {
+      const out = path.join(work, `special-${way.name.replace('+', '-')}.tar`);
+      const r = await tsbuild(['build', '--progress', 'plain', '--no-cache', ...way.args, '-o', `type=oci,dest=${out}`, ctx], { root, env: { ...way.env, SOURCE_DATE_EPOCH: '1700000000' } });
+      expect(r.code, `${way.name}: ${r.stderr}`).toBe(0);
+      const { diffIds, listings } = await readArchive(out);
+      expect(listings[0], way.name).toMatch(/^prw-r----- 0\/0 .* pipe$/m);
+      expect(listings[0], way.name).toMatch(/^crw------- 0\/0 +1,5 .* zero$/m);
+      seen.set(way.name, diffIds);
+    }
+    const [first, ...rest] = [...seen.values()];
+    for (const ids of rest) expect(ids).toEqual(first);
   });
 
   // A base image whose layer carries a file capability (GNU tar --xattrs, as docker save and

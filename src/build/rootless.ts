@@ -26,13 +26,15 @@ export async function unpackInNamespace(caps: SandboxCapabilities, store: Store,
 
 export interface NamespaceEntry {
   readonly path: string;
-  readonly type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'whiteout' | 'opaque';
+  readonly type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'whiteout' | 'opaque' | 'fifo' | 'char' | 'block';
   readonly mode: number;
   readonly uid: number;
   readonly gid: number;
   readonly mtime: number;
   readonly size?: number;
   readonly linkTarget?: string;
+  readonly devmajor?: number;
+  readonly devminor?: number;
   readonly sourcePath?: string;
   /** Sent to the worker as base64 (see namespace-worker.ts). */
   readonly xattrs?: Readonly<Record<string, Buffer>> | undefined;

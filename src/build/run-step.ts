@@ -298,8 +298,11 @@ function toLayer(changes: readonly ChangeEntry[]): { entries: LayerEntry[]; inde
         sources[entries.length - 1] = src;
         index.entries.push({ ...meta, type: 'file', size: c.size });
       }
+    } else if (c.special) {
+      // A fifo or device node the step made (mkfifo, mknod as root); sockets have no tar form.
+      entries.push({ ...meta, type: c.special.type, devmajor: c.special.devmajor, devminor: c.special.devminor });
+      index.entries.push({ ...meta, type: 'other', size: 0 });
     }
-    // 'other' (devices, fifos, sockets made by the step): DEBT, not written yet.
   }
   return { entries, index, sources };
 }

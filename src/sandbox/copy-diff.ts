@@ -1,7 +1,7 @@
 import { lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { DEFAULT_MOUNT_POINTS, listOpaqueDirs, listTree, readFileCapabilities, sortByPath, type ChangeEntry, type RawEntry } from './overlay.js';
+import { DEFAULT_MOUNT_POINTS, listOpaqueDirs, listTree, readFileCapabilities, sortByPath, specialFile, type ChangeEntry, type RawEntry } from './overlay.js';
 import type { SandboxCapabilities } from './probe.js';
 import { runInUserNamespace } from './user-namespace.js';
 
@@ -149,6 +149,7 @@ export async function diffCopyRootfs(
     const e = afterMap.get(path);
     if (!e) continue;
     const kind = e.type === 'f' ? 'file' : e.type === 'd' ? 'dir' : e.type === 'l' ? 'symlink' : 'other';
+    const special = kind === 'other' ? await specialFile(e.type, join(dir, e.path)) : undefined;
     out.push({
       kind,
       path: e.path,
@@ -162,6 +163,7 @@ export async function diffCopyRootfs(
       nlink: e.nlink,
       ...(kind === 'symlink' ? { linkTarget: e.linkTarget } : {}),
       ...(fileCaps.has(path) ? { xattrs: { 'security.capability': fileCaps.get(path)! } } : {}),
+      ...(special ? { special } : {}),
     });
     if (recreated.has(path)) out.push({ kind: 'opaque', path });
   }

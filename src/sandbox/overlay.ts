@@ -84,6 +84,8 @@ export type ChangeEntry =
       readonly linkTarget?: string;
       /** Extended attributes the layer keeps (security.capability only, as docker and BuildKit). */
       readonly xattrs?: Readonly<Record<string, Buffer>>;
+      /** For `other`: a fifo or device the layer keeps (sockets have no tar form and are left out). */
+      readonly special?: SpecialFile;
     }
   /** `path` was deleted: the layer gets `.wh.<name>` in its parent. */
   | { readonly kind: 'whiteout'; readonly path: string }
@@ -101,6 +103,28 @@ export interface CaptureOptions {
    * the mount point: those (and parents created only for them) are dropped.
    */
   readonly mountPoints?: readonly string[];
+}
+
+/** A fifo or device node in a change, with its device numbers (0 for a fifo). */
+export interface SpecialFile {
+  readonly type: 'fifo' | 'char' | 'block';
+  readonly devmajor: number;
+  readonly devminor: number;
+}
+
+/**
+ * The fifo or device at `abs` (listed by find with type `type`), or undefined for anything
+ * else (a socket) or what cannot be stat'ed. Device numbers as Linux encodes them in st_rdev.
+ */
+export async function specialFile(type: string, abs: string): Promise<SpecialFile | undefined> {
+  if (type === 'p') return { type: 'fifo', devmajor: 0, devminor: 0 };
+  if (type !== 'c' && type !== 'b') return undefined;
+  const st = await lstat(abs, { bigint: true }).catch(() => undefined);
+  if (!st || !(st.isCharacterDevice() || st.isBlockDevice())) return undefined;
+  const rdev = st.rdev;
+  const devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+  const devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+  return { type: st.isCharacterDevice() ? 'char' : 'block', devmajor, devminor };
 }
 
 /** Mount points every runner creates. */
@@ -151,6 +175,7 @@ export async function* captureUpperDir(upperDir: string, opts: CaptureOptions): 
       continue;
     }
     const kind = e.type === 'f' ? 'file' : e.type === 'd' ? 'dir' : e.type === 'l' ? 'symlink' : 'other';
+    const special = kind === 'other' ? await specialFile(e.type, join(upperDir, e.path)) : undefined;
     yield {
       kind,
       path: e.path,
@@ -164,6 +189,7 @@ export async function* captureUpperDir(upperDir: string, opts: CaptureOptions): 
       nlink: e.nlink,
       ...(kind === 'symlink' ? { linkTarget: e.linkTarget } : {}),
       ...(fileCaps.has(e.path) ? { xattrs: { 'security.capability': fileCaps.get(e.path)! } } : {}),
+      ...(special ? { special } : {}),
     };
     if (kind === 'dir' && opaque.has(e.path)) yield { kind: 'opaque', path: e.path };
   }
