@@ -7,8 +7,6 @@ import {
   OCI_IMAGE_CONFIG,
   OCI_IMAGE_MANIFEST,
   canonicalJson,
-  digestHex,
-  isDigest,
   formatReference,
   isNondistributableLayer,
   layerCompression,
@@ -22,7 +20,7 @@ import {
   type LayerCompression,
   type Reference,
 } from '../oci/index.js';
-import type { Store } from '../store/index.js';
+import { knownCompressedLayer, rememberCompressedLayer, type Store } from '../store/index.js';
 import type { BlobSource, RegistryClient, Repository, UploadResult } from './client.js';
 import { RegistryError } from './errors.js';
 import { mapParallel } from './parallel.js';
@@ -159,7 +157,7 @@ async function pushLayer(
     return wire(layer);
   }
   // 3. Compressed before (by an export or an earlier push): upload that.
-  const known = await knownGzip(store, diffId, opts.level ?? DEFAULT_GZIP_LEVEL, signal);
+  const known = await knownCompressedLayer(store, diffId, `gzip-${opts.level ?? DEFAULT_GZIP_LEVEL}`, { signal });
   if (known !== undefined) {
     const v = { ...known, mediaType: layerMediaType('oci', compression) };
     report(v.digest, v.size, 'uploading');
@@ -183,15 +181,6 @@ async function pushLayer(
  * output buffer is larger (fewer, bigger writes; the deflate stream does not depend on it).
  */
 const DEFAULT_GZIP_LEVEL = 6;
-
-async function knownGzip(store: Store, diffId: Digest, level: number, signal: AbortSignal | undefined): Promise<{ digest: Digest; size: number } | undefined> {
-  // DEBT: reads the record compressedLayer keeps (meta compressed.<hex>); store/ should export
-  // a lookup for it.
-  const known = (await store.readMeta(`compressed.${digestHex(diffId)}`, { signal })) as Record<string, { digest?: unknown; size?: unknown }> | undefined;
-  const hit = known?.[`gzip-${level}`];
-  if (hit === undefined || typeof hit.digest !== 'string' || !isDigest(hit.digest) || typeof hit.size !== 'number') return undefined;
-  return (await store.blobs.statBlob(hit.digest))?.size === hit.size ? { digest: hit.digest, size: hit.size } : undefined;
-}
 
 async function compressAndUpload(client: RegistryClient, store: Store, repo: Repository, layer: Descriptor, opts: PushOptions): Promise<{ digest: Digest; size: number; mediaType: string }> {
   const { signal } = opts;
@@ -237,7 +226,7 @@ async function compressAndUpload(client: RegistryClient, store: Store, repo: Rep
     }
   }
   const info = await stored;
-  await store.updateMeta(`compressed.${digestHex(layer.digest)}`, (cur) => ({ ...((cur as object | undefined) ?? {}), [`gzip-${level}`]: { digest: info.digest, size: info.size } }), { signal });
+  await rememberCompressedLayer(store, layer.digest, `gzip-${level}`, info, { signal });
   if (uploaded === undefined) await uploadFromStore(client, store, repo, info.digest, info.size, [], opts);
   return { digest: info.digest, size: info.size, mediaType };
 }

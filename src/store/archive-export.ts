@@ -8,7 +8,7 @@ type TarHeaders = Partial<Header> & Pick<Header, 'name'>;
 import { TsbuildError, isAbortError } from '../errors.js';
 import { canonicalJson } from '../oci/index.js';
 import { ParallelGzip } from '../layer/index.js';
-import { digestHex, isDigest, type Digest } from '../oci/index.js';
+import { digestHex, type Digest } from '../oci/index.js';
 import {
   DOCKER_IMAGE_CONFIG,
   DOCKER_LAYER_TAR,
@@ -18,6 +18,7 @@ import {
   type LayerCompression,
 } from '../oci/index.js';
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/index.js';
+import { knownCompressedLayer, rememberCompressedLayer } from './compressed-layers.js';
 import type { Store } from './store.js';
 
 /** An image of the store to export, with the names it is exported under. */
@@ -50,18 +51,16 @@ export async function compressedLayer(store: Store, layer: Descriptor, compressi
       hint: 'use compression=gzip or compression=uncompressed',
     });
   }
-  const metaName = `compressed.${digestHex(layer.digest)}`;
   const level = opts.level ?? 6;
-  const known = (await store.readMeta(metaName)) as Record<string, { digest: string; size: number }> | undefined;
-  const hit = known?.[`gzip-${level}`];
-  if (hit && isDigest(hit.digest) && (await store.blobs.hasBlob(hit.digest))) return { digest: hit.digest, size: hit.size };
+  const hit = await knownCompressedLayer(store, layer.digest, `gzip-${level}`, { signal: opts.signal });
+  if (hit) return hit;
   // The gzip header has mtime 0 and no file name: the same input gives the same bytes.
   const source = await store.blobs.openBlob(layer.digest, { signal: opts.signal });
   const gzip = new ParallelGzip({ level });
   source.pipe(gzip);
   source.on('error', (e) => gzip.destroy(e));
   const info = await store.blobs.putBlob(gzip, { signal: opts.signal });
-  await store.updateMeta(metaName, (cur) => ({ ...((cur as object | undefined) ?? {}), [`gzip-${level}`]: { digest: info.digest, size: info.size } }));
+  await rememberCompressedLayer(store, layer.digest, `gzip-${level}`, info, { signal: opts.signal });
   return info;
 }
 

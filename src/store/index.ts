@@ -27,4 +27,5 @@ export { LAYOUT_VERSION, storePaths, type StorePaths } from './store-layout.js';
 export { Store, openStore, removeTreeDefault, type OpenStoreOptions, type SignalOption, type TagEntry } from './store.js';
 export { REF_NAME_ANNOTATION } from './types.js';
 export { storeUncompressedLayer, writeStoreManifest } from './adopt-layers.js';
+export { knownCompressedLayer, rememberCompressedLayer } from './compressed-layers.js';
 export { currentOwner, ownerState, ownerTag, type ProcessOwner } from './process-owner.js';
