@@ -177,6 +177,43 @@ describe('RUN', () => {
     expect(r.stderr).toMatch(/Dockerfile:2: .*code 127/);
   });
 
+  // Two tsbuild processes on one store, the first holding a cache mount for a while.
+  it('cache sharing=locked makes a second build wait; sharing=private gives it its own directory', async () => {
+    const sroot = path.join(work, 'sharing-store');
+    await storeWithBusybox(sroot);
+    const mounts = path.join(sroot, 'cache-mounts');
+    const started = async (file: string): Promise<void> => {
+      for (let i = 0; i < 600; i++) {
+        for (const d of await fs.readdir(mounts).catch(() => [] as string[])) if (await fs.stat(path.join(mounts, d, file)).catch(() => undefined)) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`${file} never appeared`);
+    };
+    const build = async (step: string, out?: string) =>
+      tsbuild(['build', '--no-cache', '--progress', 'plain', ...(out ? ['-o', `type=local,dest=${out}`] : []), await ctxWith({ Dockerfile: `FROM busybox\n${step}\n` })], { root: sroot });
+
+    const locked = 'RUN --mount=type=cache,target=/c,id=lk,sharing=locked';
+    const first = build(`${locked} touch /c/a-start && sleep 2 && touch /c/a-end`);
+    await started('a-start');
+    // Without the lock this step would run at once and find no a-end.
+    const second = await build(`${locked} test -f /c/a-end`);
+    expect(second.code, second.stderr).toBe(0);
+    expect((await first).code).toBe(0);
+
+    const priv = 'RUN --mount=type=cache,target=/c,id=pv,sharing=private';
+    const holder = build(`${priv} touch /c/h-start && sleep 2 && touch /c/h-end`);
+    await started('h-start');
+    const busyOut = path.join(work, 'private-busy');
+    const busy = await build(`${priv} ls /c > /seen`, busyOut);
+    expect(busy.code, busy.stderr).toBe(0);
+    expect(await fs.readFile(path.join(busyOut, 'seen'), 'utf8')).toBe(''); // a fresh directory, not the one in use
+    expect((await holder).code).toBe(0);
+    const aloneOut = path.join(work, 'private-alone');
+    const alone = await build(`${priv} ls /c > /seen`, aloneOut);
+    expect(alone.code, alone.stderr).toBe(0);
+    expect(await fs.readFile(path.join(aloneOut, 'seen'), 'utf8')).toBe('h-end\nh-start\n'); // the cache itself, kept
+  });
+
   it('supports cache, bind, tmpfs and secret mounts, and no secret reaches the store or the output', async () => {
     const secretValue = `tsbuild-secret-${process.pid}-${Date.now()}`;
     const ctx = await ctxWith({

@@ -251,6 +251,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
             return d;
           },
           digestTree: async (dir) => (await import('./tree-digest.js')).digestTree(dir, digests, env.signal),
+          signal: env.signal,
         },
         tempDir: async () => {
           const d = await env.store.makeTempDir('heredoc');

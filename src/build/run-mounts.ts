@@ -2,10 +2,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { TsbuildError, type SourceLocation } from '../errors.js';
+import { TsbuildError, isTsbuildError, type SourceLocation } from '../errors.js';
 import type { RunMount, SourceRef } from '../plan/index.js';
 import type { StepMount } from '../sandbox/index.js';
-import type { Store } from '../store/index.js';
+import { StoreLock, type Store } from '../store/index.js';
 import { resolveInRoot } from './copy-sources.js';
 import { proxyAgent } from './ssh.js';
 
@@ -27,6 +27,8 @@ export interface MountEnv {
   tempDir(): Promise<string>;
   /** Content digest of a file tree (for the cache key of bind mounts). */
   digestTree(dir: string): Promise<string>;
+  /** Cancels waiting for a cache mount that another step holds (sharing=locked). */
+  readonly signal?: AbortSignal | undefined;
 }
 
 export interface PreparedMounts {
@@ -40,7 +42,31 @@ export interface PreparedMounts {
   release(): void;
 }
 
-const locks = new Map<string, Promise<void>>();
+/** How long a step waits for a sharing=locked cache mount another build holds (BuildKit waits as long as it takes). */
+const CACHE_LOCK_WAIT_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * Holds the lock of cache mount `dir` (its own lock file next to it, the store lock's protocol:
+ * other processes and steps of this one wait; a holder that died leaves a stale lock, taken
+ * over) until the returned release is called. With `wait: false`, undefined when it is held.
+ */
+async function holdCacheLock(dir: string, opts: { wait: boolean; signal?: AbortSignal | undefined }): Promise<(() => void) | undefined> {
+  const lock = new StoreLock(`${dir}.lock`, { timeoutMs: opts.wait ? CACHE_LOCK_WAIT_MS : 0 });
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  try {
+    await new Promise<void>((acquired, failed) => {
+      lock.withLock(async () => {
+        acquired();
+        await released;
+      }, { signal: opts.signal }).catch(failed);
+    });
+  } catch (e) {
+    if (!opts.wait && isTsbuildError(e) && e.code === 'STORE_LOCKED') return undefined;
+    throw e;
+  }
+  return release;
+}
 
 /** Cache mounts live in the store, one directory per id, kept between builds. */
 function cacheDir(store: Store, id: string): string {
@@ -53,7 +79,9 @@ function cacheDir(store: Store, id: string): string {
  * bind (from the context or a stage, read-only unless rw, where writes go to a throwaway
  * copy), tmpfs, and secret (a read-only file or an env variable; never in a layer, a key or
  * a log), and ssh (a proxy socket to the agent given with --ssh; SSH_AUTH_SOCK points at the
- * first). DEBT: sharing=private uses a fresh directory; locked is per process only.
+ * first). Cache sharing as BuildKit: shared (the default) lets every step in; locked makes a
+ * second step wait until the first is done, also across tsbuild processes on one store;
+ * private gives a second concurrent step a fresh, throwaway directory instead of waiting.
  */
 export async function prepareMounts(list: readonly RunMount[], env: MountEnv, location: SourceLocation): Promise<PreparedMounts> {
   const mounts: StepMount[] = [];
@@ -83,21 +111,18 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
           if (!target) throw fail('cache mount needs a target');
           const id = m.id ?? target;
           let dir = cacheDir(env.store, id);
-          if (m.sharing === 'private') dir = await env.tempDir();
+          await fsp.mkdir(path.dirname(dir), { recursive: true });
+          if (m.sharing === 'locked' || m.sharing === 'private') {
+            const release = await holdCacheLock(dir, { wait: m.sharing === 'locked', signal: env.signal });
+            if (release) releases.push(release);
+            else dir = await env.tempDir(); // private, and another step has it now
+          }
           const fresh = await fsp.mkdir(dir, { recursive: true, mode: m.mode ?? 0o755 });
           if (fresh !== undefined) {
             await fsp.chmod(dir, m.mode ?? 0o755);
             // DEBT: as an ordinary user the cache dir belongs to the user (container root);
             // uid=/gid= of other IDs would need a chown inside the user namespace.
             if (process.getuid?.() === 0) await fsp.chown(dir, m.uid ?? 0, m.gid ?? 0);
-          }
-          if (m.sharing === 'locked') {
-            const prev = locks.get(dir) ?? Promise.resolve();
-            let release!: () => void;
-            const mine = new Promise<void>((r) => (release = r));
-            locks.set(dir, prev.then(() => mine));
-            await prev;
-            releases.push(release);
           }
           mounts.push({ type: 'bind', source: dir, target, readonly: m.readOnly });
           targets.push(target);
