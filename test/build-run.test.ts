@@ -291,4 +291,21 @@ describe('RUN', () => {
       expect(verbose.stdout).toMatch(/0\/0 .* uid$/m); // container root, not the host user
     });
   });
+
+  it('gives a rootless cache mount the uid and gid it names, so a USER step can write it; prune removes it', async () => {
+    await withTestUser('cache-ids', async ({ dir, give, ok }) => {
+      await writeTree(path.join(dir, 'ctx'), {
+        Dockerfile: 'FROM busybox\nRUN mkdir /d && touch /d/f && chown -R 1234:1234 /d && chmod 700 /d\nUSER 1000:1000\nRUN --mount=type=cache,target=/c,uid=1000,gid=1000 mkdir -p /c/sub && touch /c/sub/mine && stat -c %u:%g /c > /tmp/owner && cat /tmp/owner\n',
+      });
+      await give();
+      const r = await ok(`${MAKE_BUSYBOX} >/dev/null && ${CLI} build --progress plain ${dir}/ctx`);
+      expect(r.stderr).toMatch(/^#\d+ 1000:1000$/m);
+      // The cache and the step's snapshot hold files of subordinate IDs the user cannot delete
+      // directly: prune removes them inside the user namespace (it used to stop with EACCES).
+      const p = await ok(`${CLI} prune -a --cache-mounts --filter until=0s`);
+      expect(p.stdout).toMatch(/snapshots: [1-9]/);
+      expect(await fs.readdir(path.join(dir, 'store', 'cache-mounts'))).toEqual([]);
+      expect(await fs.readdir(path.join(dir, 'store', 'tmp'))).toEqual([]);
+    });
+  });
 });

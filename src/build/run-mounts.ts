@@ -29,6 +29,11 @@ export interface MountEnv {
   digestTree(dir: string): Promise<string>;
   /** Cancels waiting for a cache mount that another step holds (sharing=locked). */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * chown to container IDs, for an ordinary user: done inside the build's user namespace,
+   * where the container's IDs exist (the host user cannot chown to its subordinate IDs).
+   */
+  readonly chownInContainer?: ((dir: string, uid: number, gid: number) => Promise<void>) | undefined;
 }
 
 export interface PreparedMounts {
@@ -120,9 +125,11 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
           const fresh = await fsp.mkdir(dir, { recursive: true, mode: m.mode ?? 0o755 });
           if (fresh !== undefined) {
             await fsp.chmod(dir, m.mode ?? 0o755);
-            // DEBT: as an ordinary user the cache dir belongs to the user (container root);
-            // uid=/gid= of other IDs would need a chown inside the user namespace.
-            if (process.getuid?.() === 0) await fsp.chown(dir, m.uid ?? 0, m.gid ?? 0);
+            const uid = m.uid ?? 0;
+            const gid = m.gid ?? 0;
+            if (process.getuid?.() === 0) await fsp.chown(dir, uid, gid);
+            // As an ordinary user the directory is the user's, which is container root.
+            else if ((uid !== 0 || gid !== 0) && env.chownInContainer) await env.chownInContainer(dir, uid, gid);
           }
           mounts.push({ type: 'bind', source: dir, target, readonly: m.readOnly });
           targets.push(target);

@@ -100,11 +100,24 @@ export async function runRun(step: RunStep, state: StageState, env: RunEnv): Pro
   if (step.security !== undefined && step.security !== 'sandbox') {
     throw new TsbuildError('UNSUPPORTED', `RUN --security=${step.security} is not supported`, { location: step.location });
   }
-  const prepared = await prepareMounts(step.mounts, env.mountEnv, step.location);
+  const prepared = await prepareMounts(step.mounts, { ...env.mountEnv, chownInContainer: (dir, uid, gid) => chownInContainer(env, dir, uid, gid) }, step.location);
   try {
     return await runWithMounts(step, state, env, prepared);
   } finally {
     prepared.release();
+  }
+}
+
+/** chown in the build's user namespace (rootless: container IDs), or directly as root. */
+async function chownInContainer(env: RunEnv, dir: string, uid: number, gid: number): Promise<void> {
+  const { capabilities } = await env.sandbox();
+  const { runInUserNamespace } = await import('../sandbox/index.js');
+  const err: Buffer[] = [];
+  const r = await runInUserNamespace('chown', [`${uid}:${gid}`, '--', dir], { capabilities, signal: env.signal, stderr: (c) => err.push(c) });
+  if (r.exitCode !== 0) {
+    throw new TsbuildError('SANDBOX_FAILED', `cannot give the cache mount ${dir} to ${uid}:${gid}: ${Buffer.concat(err).toString('utf8').trim()}`, {
+      hint: 'the IDs must be inside the subordinate range of /etc/subuid and /etc/subgid',
+    });
   }
 }
 

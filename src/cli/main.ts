@@ -127,7 +127,15 @@ export async function main(rawArgv: readonly string[], io: Io): Promise<number> 
       io,
       root,
       logger: () => (logger ??= createLogger(a['log-level'])),
-      store: () => (store ??= import('../store/index.js').then((m) => m.openStore(root, { signal: io.signal }))),
+      store: () =>
+        (store ??= import('../store/index.js').then((m) =>
+          m.openStore(root, {
+            signal: io.signal,
+            // Trees of other IDs (rootless steps) go inside a user namespace; the sandbox code
+            // loads only when a tree is removed.
+            removeTree: async (p, signal) => (await import('../sandbox/index.js')).removeTreeAnyOwner(p, signal),
+          }),
+        )),
     };
     try {
       exitCode = await spec.run(args as never, ctx);

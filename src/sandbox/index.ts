@@ -33,7 +33,7 @@
 export type { DirRootfs, IdMapping, IdRange, Isolation, OverlayRootfs, RunOptions, RunResult, Runner, RunnerKind, RunSpec, SignalSource, StepMount, StepRootfs, StepUser } from './types.js';
 export { isOverlayRootfs } from './types.js';
 export { describeCapabilities, parseSubordinateIds, probeSandbox, type Capability, type HostTools, type ProbeOptions, type SandboxCapabilities, type SubordinateRange } from './probe.js';
-export { assertMapped, containerToHost, hostToContainer, runInUserNamespace, userNamespaceRemoveTree, type UserNamespaceOptions } from './user-namespace.js';
+export { assertMapped, containerToHost, hostToContainer, removeTreeAnyOwner, runInUserNamespace, userNamespaceRemoveTree, type UserNamespaceOptions } from './user-namespace.js';
 export { captureUpperDir, collectChanges, DEFAULT_MOUNT_POINTS, prepareOverlay, pruneMountPoints, type CaptureOptions, type ChangeEntry, type PreparedOverlay } from './overlay.js';
 export { createBwrapRunner, DEFAULT_CAPABILITIES, type BwrapRunnerOptions } from './bwrap-runner.js';
 export { createRuncRunner, runtimeConfig, type RuncRunnerOptions } from './runc-runner.js';
