@@ -108,7 +108,7 @@ export async function runRun(step: RunStep, state: StageState, env: RunEnv): Pro
   }
 }
 
-/** chown in the build's user namespace (rootless: container IDs), or directly as root. */
+/** chown inside the build's user namespace, where the container's IDs exist (rootless cache mounts). */
 async function chownInContainer(env: RunEnv, dir: string, uid: number, gid: number): Promise<void> {
   const { capabilities } = await env.sandbox();
   const { runInUserNamespace } = await import('../sandbox/index.js');

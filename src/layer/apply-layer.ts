@@ -102,6 +102,7 @@ export async function applyLayer(tarStream: Readable, root: string, opts: ApplyL
       signal?.throwIfAborted();
       // The tap is upstream of the extract: it has seen this entry's header already.
       await applier.apply(entry, caps.byEntry.get(entries));
+      caps.byEntry.delete(entries);
       entries++;
     }
     await piped;

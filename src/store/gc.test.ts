@@ -199,6 +199,16 @@ describe('fsckStore', () => {
 });
 
 describe('leases', () => {
+  /** Images of one layer each, put in and untagged again: only a lease keeps them from gc. */
+  async function untaggedImages(...names: string[]): Promise<TestImage[]> {
+    const out: TestImage[] = [];
+    for (const n of names) {
+      out.push(await putImage(store, `docker.io/library/${n}:1`, [n]));
+      await store.removeTag(`docker.io/library/${n}:1`);
+    }
+    return out;
+  }
+
   it('a live lease keeps an untagged image and its snapshots; released or dead, it does not', async () => {
     const img = await putImage(store, 'docker.io/library/leased:1', ['leased layer']);
     await makeSnapshot(store, img.layers[0]!);
@@ -221,19 +231,15 @@ describe('leases', () => {
   });
 
   it('a deferred addition protects nothing until the next hold, which writes it', async () => {
-    const a = await putImage(store, 'docker.io/library/a:1', ['a']);
-    const b = await putImage(store, 'docker.io/library/b:1', ['b']);
-    await store.removeTag('docker.io/library/a:1');
-    await store.removeTag('docker.io/library/b:1');
+    const [a, b] = await untaggedImages('a', 'b');
     const lease = new Lease(store);
-    lease.defer({ roots: [a.manifest] });
+    lease.defer({ roots: [a!.manifest] });
     expect(await collectGarbage(store, { graceMs: 0, dryRun: true })).toMatchObject({ removedBlobs: 6 });
     // A hold of something else carries what was deferred; a hold of nothing new writes it too.
-    await lease.hold({ roots: [b.manifest] });
+    await lease.hold({ roots: [b!.manifest] });
     expect(await collectGarbage(store, { graceMs: 0, dryRun: true })).toMatchObject({ removedBlobs: 0 });
-    const c = await putImage(store, 'docker.io/library/c:1', ['c']);
-    await store.removeTag('docker.io/library/c:1');
-    lease.defer({ roots: [c.manifest] });
+    const [c] = await untaggedImages('c');
+    lease.defer({ roots: [c!.manifest] });
     await lease.hold();
     expect(await collectGarbage(store, { graceMs: 0 })).toMatchObject({ removedBlobs: 0 });
     await lease.release();
@@ -241,12 +247,9 @@ describe('leases', () => {
   });
 
   it('holds from parallel tasks all land in the lease file', async () => {
-    const a = await putImage(store, 'docker.io/library/a:1', ['a']);
-    const b = await putImage(store, 'docker.io/library/b:1', ['b']);
-    await store.removeTag('docker.io/library/a:1');
-    await store.removeTag('docker.io/library/b:1');
+    const [a, b] = await untaggedImages('a', 'b');
     const lease = new Lease(store);
-    await Promise.all([lease.hold({ roots: [a.manifest] }), lease.hold({ roots: [b.manifest] })]);
+    await Promise.all([lease.hold({ roots: [a!.manifest] }), lease.hold({ roots: [b!.manifest] })]);
     expect(await collectGarbage(store, { graceMs: 0 })).toMatchObject({ removedBlobs: 0 });
     await lease.release();
     expect(await collectGarbage(store, { graceMs: 0 })).toMatchObject({ removedBlobs: 6 });
