@@ -7,7 +7,7 @@
 //   dist/cmd/tsbuild-bundle.cjs.HASH-PLACE.cache  V8's code cache for it, from a training build
 //   dist/cmd/tsbuild.cjs           the launcher (cmd/bundle-launcher.cjs), package.json's "bin":
 //                                  runs the bundle with that cache
-//   dist/cmd/namespace-worker.js   bundle of src/build/namespace-worker.ts (run by rootless builds)
+//   dist/cmd/namespace-worker.js   bundle of src/engine/namespace-worker.ts (run by rootless builds)
 //
 // Why: a cached build spent most of its time loading ~130 ES modules one by one (resolve, read,
 // compile, link). One script whose compiled code comes from V8's cache starts in a fraction of
@@ -144,7 +144,7 @@ if (realImports.length > 0) throw new Error(`bundle-cli: the CLI bundle keeps dy
 
 await build({
   ...common,
-  entryPoints: ['src/build/namespace-worker.ts'],
+  entryPoints: ['src/engine/namespace-worker.ts'],
   outfile: path.join(outdir, 'namespace-worker.js'),
   format: 'esm',
   // Bundled CommonJS packages (tar-stream) call require() for Node's built-ins.

@@ -55,7 +55,7 @@ export type ErrorCode =
   | 'LAYER_INVALID'
   | 'LAYER_UNSAFE'
   | 'LAYER_IO'
-  // build/
+  // engine/
   | 'BUILD_STEP_FAILED'
   | 'OUTPUT_INVALID'
   | 'FETCH_FAILED'

@@ -466,7 +466,7 @@ describe('rmi and prune', () => {
     const all = await cli(['prune', '--all', '--filter', 'until=0s'], { root: r2 });
     expect(all.code, all.stderr).toBe(0);
     expect(all.stdout).toMatch(/Deleted build cache entries: [1-9]/);
-    // A RUN --mount=type=cache directory (build/run-mounts.ts keeps them in ROOT/cache-mounts).
+    // A RUN --mount=type=cache directory (engine/run-mounts.ts keeps them in ROOT/cache-mounts).
     await writeTree(path.join(r2, 'cache-mounts', 'c0ffee'), { 'pkg.bin': 'x'.repeat(5000) });
     expect((await cli(['df'], { root: r2 })).stdout).toMatch(/\nCache Mounts +1 +0 +5kB +5kB \(100%\)/);
     const mounts = await cli(['prune', '--cache-mounts', '--filter', 'until=0s'], { root: r2 });

@@ -5,9 +5,9 @@ import type { Store } from '../store/index.js';
 
 /**
  * The build cache as prune and df see it. The step cache is meta/step.<key>.json -> {diffId,
- * size} or {empty:true} (build/run-step.ts writes it); its layers are blobs that no image may
+ * size} or {empty:true} (engine/run-step.ts writes it); its layers are blobs that no image may
  * reference. Cache mounts (RUN --mount=type=cache) live in ROOT/cache-mounts/<id>/
- * (build/run-mounts.ts). Both formats belong to build/; this only reads them.
+ * (engine/run-mounts.ts). Both formats belong to engine/; this only reads them.
  */
 export interface StepCacheEntry {
   /** meta name without .json: `step.<hex>`. */

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
-import type { Compression, OutputSpec } from '../build/request.js';
+import type { Compression, OutputSpec } from '../engine/request.js';
 
 const COMPRESSIONS: readonly Compression[] = ['gzip', 'zstd', 'uncompressed'];
 

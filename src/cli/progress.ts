@@ -1,5 +1,5 @@
 import type { Writable } from 'node:stream';
-import type { BuildEvent, BuildReporter } from '../build/events.js';
+import type { BuildEvent, BuildReporter } from '../engine/events.js';
 
 export type ProgressMode = 'auto' | 'plain' | 'tty' | 'json' | 'quiet';
 

@@ -16,7 +16,7 @@ import { runInUserNamespace } from './user-namespace.js';
  *
  * The diff returns the index of the tree after the step, so a chain of steps walks each tree
  * once; serializeStatIndex/parseStatIndex let the engine persist it next to the snapshot.
- * The engine (build/copy-snapshots.ts) keeps the tree and its index in the store between
+ * The engine (engine/copy-snapshots.ts) keeps the tree and its index in the store between
  * steps, so a step costs one stat walk plus reading what it changed.
  * File capabilities (security.capability) of changed files go into the layer, as in the overlay
  * capture. Known gaps (marked here): hard

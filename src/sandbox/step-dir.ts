@@ -17,7 +17,7 @@ import { ownerState, ownerTag } from '../store/index.js';
  * rm does not follow symlinks.
  */
 /**
- * run/runc: a RUN step's dir; agent: the dir of an ssh-agent proxy socket (build/run-mounts.ts);
+ * run/runc: a RUN step's dir; agent: the dir of an ssh-agent proxy socket (engine/run-mounts.ts);
  * probe: the sandbox probe's scratch dir (sandbox/probe.ts).
  */
 export type StepDirKind = 'run' | 'runc' | 'agent' | 'probe';

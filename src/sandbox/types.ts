@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 
 /**
- * The sandbox contract: one RUN step in, an exit code out. The engine (build/) owns
+ * The sandbox contract: one RUN step in, an exit code out. The engine (engine/) owns
  * everything around it (cache keys, snapshots in the store, turning the upper directory into
  * a layer); a Runner only executes.
  */

@@ -1,6 +1,6 @@
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
-import { leaseLayers, lowerDirsFor } from '../../build/index.js';
+import { leaseLayers, lowerDirsFor } from '../../engine/index.js';
 import { TsbuildError } from '../../errors.js';
 import { Lease } from '../../store/index.js';
 import { layerIndexOf } from '../../image/layer-index-cache.js';
@@ -136,7 +136,7 @@ export const runCommand = defineCommand({
     const flagEnv = repeatable(args.env).flatMap((e) => envEntry(e, io.env) ?? []);
 
     const capabilities = await probeSandbox({ signal });
-    // As an ordinary user, as RUN steps do (build/run-step.ts): layers unpacked and the
+    // As an ordinary user, as RUN steps do (engine/run-step.ts): layers unpacked and the
     // overlay's trees removed inside the user namespace of the subordinate ID range.
     const rootless = capabilities.isRoot ? undefined : capabilities;
     const removeTree = rootless ? userNamespaceRemoveTree(rootless) : (p: string) => store.removeTree(p);
