@@ -7,7 +7,7 @@
 //   dist/cmd/tsbuild-bundle.cjs.HASH-PLACE.cache  V8's code cache for it, from a training build
 //   dist/cmd/tsbuild.cjs           the launcher (cmd/bundle-launcher.cjs), package.json's "bin":
 //                                  runs the bundle with that cache
-//   dist/cmd/namespace-worker.js   bundle of src/engine/namespace-worker.ts (run by rootless builds)
+//   dist/cmd/namespace-worker.js   bundle of src/snapshot/namespace-worker.ts (run by rootless builds)
 //
 // Why: a cached build spent most of its time loading ~130 ES modules one by one (resolve, read,
 // compile, link). One script whose compiled code comes from V8's cache starts in a fraction of
@@ -103,7 +103,7 @@ const builtinDynamicImports = {
 };
 
 // cmd/tsbuild.ts and its modules are ES modules; in the CommonJS bundle `import.meta.url` is the
-// bundle's own URL (what it is for the one module that uses it at run time, rootless.ts, whose
+// bundle's own URL (what it is for the one module that uses it at run time, snapshot/host-fs.ts, whose
 // ./namespace-worker.js is then dist/cmd/namespace-worker.js; main.ts walks up to package.json).
 const common = {
   absWorkingDir: repo,
@@ -144,7 +144,7 @@ if (realImports.length > 0) throw new Error(`bundle-cli: the CLI bundle keeps dy
 
 await build({
   ...common,
-  entryPoints: ['src/engine/namespace-worker.ts'],
+  entryPoints: ['src/snapshot/namespace-worker.ts'],
   outfile: path.join(outdir, 'namespace-worker.js'),
   format: 'esm',
   // Bundled CommonJS packages (tar-stream) call require() for Node's built-ins.

@@ -125,3 +125,29 @@ export const EXIT = {
   internal: 70,
   cancelled: 130,
 } as const;
+
+/**
+ * Runs `fn` and gives a TsbuildError it throws without a location this one (its code, hint and
+ * exit code kept, the original as the cause): how a step's errors get their Dockerfile line.
+ * `prefix` goes before the message and `hint` is the hint when the error has none. Works for
+ * synchronous and asynchronous `fn` alike.
+ */
+export function withLocation<T>(location: SourceLocation, fn: () => T, opts: { readonly prefix?: string; readonly hint?: string } = {}): T {
+  const locate = (e: unknown): unknown => {
+    if (!(e instanceof TsbuildError) || e.location) return e;
+    const hint = e.hint ?? opts.hint;
+    return new TsbuildError(e.code, `${opts.prefix ?? ''}${e.message}`, { location, cause: e, exitCode: e.exitCode, ...(hint !== undefined ? { hint } : {}) });
+  };
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    throw locate(e);
+  }
+  if (result instanceof Promise) {
+    return result.catch((e: unknown) => {
+      throw locate(e);
+    }) as T;
+  }
+  return result;
+}

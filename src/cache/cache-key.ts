@@ -1,37 +1,104 @@
-import { Digester, type Digest } from '../oci/index.js';
-import { canonicalKeyJson } from './key-json.js';
+import { canonicalJson, Digester, type Digest } from '../oci/index.js';
+
+declare const cacheKeyBrand: unique symbol;
+
+/**
+ * The cache key of a step: a sha256 digest over its key inputs (cacheKeyFor). Branded so that a
+ * layer digest or a manifest digest cannot be passed where a key is meant.
+ */
+export type CacheKey = Digest & { readonly [cacheKeyBrand]: true };
+
+/**
+ * The identity of a stage's state: `scratch`, `image:<manifest digest>` for a stage FROM an
+ * image (or the files of an image, for COPY --from), or the key of the last step.
+ */
+export type StateKey = CacheKey | 'scratch' | `image:${Digest}`;
+
+/** The state key of a stage FROM an image, by the image's manifest digest. */
+export function imageStateKey(manifest: Digest): StateKey {
+  return `image:${manifest}`;
+}
+
+/**
+ * One destination entry of a COPY/ADD: path and metadata, and for files the content digest.
+ * mtimes are left out on purpose: a touched but unchanged file must not miss the cache.
+ */
+export interface CopiedEntry {
+  readonly path: string;
+  readonly type: string;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly linkTarget?: string | undefined;
+  readonly content?: Digest | undefined;
+}
+
+/** A source a COPY/ADD reads besides the context: where its files come from, by identity. */
+export type CopySource =
+  /** COPY --from a stage or image: the key of that state. */
+  | { readonly kind: 'state'; readonly key: StateKey }
+  /** ADD <url>, copied as downloaded. */
+  | { readonly kind: 'url'; readonly url: string; readonly digest: string }
+  /** ADD --unpack=true <url>: the archive's contents. */
+  | { readonly kind: 'url-unpacked'; readonly url: string; readonly digest: string }
+  /** ADD of a local archive, unpacked: its context path and content digest. */
+  | { readonly kind: 'archive'; readonly path: string; readonly digest: string };
+
+/** What a RUN step's mounts expose, by identity (never a secret or an ssh socket). */
+export type MountSource =
+  /** --mount=type=bind,from=STAGE|IMAGE: the key of that state (undefined: scratch). */
+  | { readonly kind: 'bind-state'; readonly key: StateKey | undefined }
+  /** --mount=type=bind from the context: the source path and the digest of its tree. */
+  | { readonly kind: 'bind-context'; readonly path: string; readonly digest: string };
+
+export type StepKind = 'COPY' | 'ADD' | 'RUN' | 'WORKDIR' | 'SEAL' | 'ENV' | 'LABEL' | 'ARG' | 'USER' | 'VOLUME' | 'EXPOSE' | 'STOPSIGNAL' | 'CMD' | 'ENTRYPOINT' | 'SHELL' | 'HEALTHCHECK' | 'ONBUILD' | 'MAINTAINER';
 
 /**
  * What a step's result can depend on. A key changes exactly when the result could change
- * (DESIGN.md "Cache keys"): the parent key, the instruction after expansion, the build
- * args and env the step can see, the digests of its inputs (content and metadata of copied
- * files, the key of a source stage), the platform. Never timestamps of the context and
- * never secrets: callers must not put them here.
+ * (DESIGN.md "Cache keys"): the parent key, the instruction after expansion, the build args
+ * and env the step can see, the identity of what it reads, the platform. Never timestamps of
+ * the context and never secrets: callers must not put them here.
  */
-export interface StepKeyInput {
-  /** Key of the state the step starts from (base image digest or previous step key). */
-  readonly parent: string;
-  /** Instruction kind, e.g. COPY. */
-  readonly kind: string;
-  /** The instruction after expansion, in a stable textual form. */
+export interface StepKeyInputs {
+  /** Key of the state the step starts from. */
+  readonly parent: StateKey;
+  readonly kind: StepKind;
+  /** The instruction after expansion, in a stable textual form (the plan's key text). */
   readonly instruction: string;
   /** Values the step can observe that are not in the instruction text (env, visible args). */
-  readonly visible?: Readonly<Record<string, string>>;
-  /** Digests of inputs: context content, source stage keys, fetched URLs. Iterated once. */
-  readonly inputs?: Iterable<string>;
+  readonly visible?: Readonly<Record<string, string>> | undefined;
+  /** COPY/ADD: sources besides the context (another state, downloads, unpacked archives). */
+  readonly sources?: readonly CopySource[];
+  /** SEAL: the layers of the image, bottom first. */
+  readonly layers?: readonly Digest[];
+  /** SOURCE_DATE_EPOCH: it changes layer bytes (mtimes are clamped). */
+  readonly epoch?: number | undefined;
+  /** RUN: what its mounts expose. */
+  readonly mounts?: readonly MountSource[];
+  /** COPY/ADD: every destination entry, iterated once (20,000 of them for a big context). */
+  readonly entries?: Iterable<CopiedEntry>;
   /** e.g. linux/amd64 */
   readonly platform: string;
 }
 
-/** Version of the key scheme: bump when the meaning of any field changes. */
+/**
+ * Version of the key scheme: bump when the meaning or the encoding of any field changes (every
+ * key of every user's cache changes with it).
+ */
 const KEY_SCHEME = 'tsbuild-cache-v1';
 
 /**
- * The cache key of a step: sha256 over a canonical JSON document of its inputs. Pure.
- * Fields are named, not printed loosely into a hash (STYLE.md warns against that).
+ * The cache key of a step: sha256 over a canonical JSON document of named fields. Pure.
+ *
+ * Scheme v1 document: `{inputs, instruction, kind, parent, platform, scheme, visible}` where
+ * `inputs` lists, in this order: the sources (`root:<key>`, then `group:url:<url>:<digest>`,
+ * `group:url-unpacked:...`, `group:archive:<path>:<digest>`), the layers' diff IDs, the epoch
+ * (`epoch:<n>`; the seal writes `epoch:` even without one), the mounts (`bind-from:<key>`,
+ * `bind-context:<path>:<digest>`), then one string per copied entry. These are the strings
+ * earlier releases wrote; they are made here only, from typed inputs.
  */
-export function cacheKeyFor(input: StepKeyInput): Digest {
-  const doc = canonicalKeyJson({
+export function cacheKeyFor(input: StepKeyInputs): CacheKey {
+  const doc = keyJson({
     scheme: KEY_SCHEME,
     parent: input.parent,
     kind: input.kind,
@@ -40,19 +107,65 @@ export function cacheKeyFor(input: StepKeyInput): Digest {
     inputs: [],
     platform: input.platform,
   });
-  // The inputs (one per copied file for a COPY: 20,000 of them for a big context) are hashed
-  // one by one into their place in the document rather than joined into one string first.
-  // "inputs" sorts first among the keys, so the document starts with it.
+  // The inputs (one per copied file for a COPY) are hashed one by one into their place in the
+  // document rather than joined into one string first. "inputs" sorts first among the keys, so
+  // the document starts with it.
   if (!doc.startsWith(`${INPUTS_HEAD}]`)) throw new Error('cacheKeyFor: "inputs" must be the first key of the key document');
   const d = new Digester();
   d.update(Buffer.from(INPUTS_HEAD));
   let first = true;
-  for (const value of input.inputs ?? []) {
-    d.update(Buffer.from(first ? JSON.stringify(value) : `,${JSON.stringify(value)}`));
+  for (const value of encodeInputs(input)) {
+    if (!first) d.update(COMMA);
+    d.update(canonicalJson(value, { htmlSafe: false }));
     first = false;
   }
   d.update(Buffer.from(doc.slice(INPUTS_HEAD.length)));
-  return d.digest();
+  return d.digest() as CacheKey;
 }
 
 const INPUTS_HEAD = '{"inputs":[';
+const COMMA = Buffer.from(',');
+
+/** The key document's bytes: canonical JSON without Go's HTML escapes (scheme v1 never had them). */
+function keyJson(value: unknown): string {
+  return canonicalJson(value, { htmlSafe: false }).toString('utf8');
+}
+
+function* encodeInputs(input: StepKeyInputs): Generator<string> {
+  for (const s of input.sources ?? []) {
+    switch (s.kind) {
+      case 'state':
+        yield `root:${s.key}`;
+        break;
+      case 'url':
+        yield `group:url:${s.url}:${s.digest}`;
+        break;
+      case 'url-unpacked':
+        yield `group:url-unpacked:${s.url}:${s.digest}`;
+        break;
+      case 'archive':
+        yield `group:archive:${s.path}:${s.digest}`;
+        break;
+      default:
+        s satisfies never;
+    }
+  }
+  yield* input.layers ?? [];
+  if (input.kind === 'SEAL') yield `epoch:${input.epoch ?? ''}`;
+  else if (input.epoch !== undefined) yield `epoch:${input.epoch}`;
+  for (const m of input.mounts ?? []) {
+    switch (m.kind) {
+      case 'bind-state':
+        yield `bind-from:${m.key ?? 'scratch'}`;
+        break;
+      case 'bind-context':
+        yield `bind-context:${m.path}:${m.digest}`;
+        break;
+      default:
+        m satisfies never;
+    }
+  }
+  for (const e of input.entries ?? []) {
+    yield `${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${e.content ?? ''}`;
+  }
+}

@@ -1,35 +1,31 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isDigest, type Digest } from '../oci/index.js';
+import { listStepCache as listEntries } from '../engine/index.js';
+import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 
 /**
- * The build cache as prune and df see it. The step cache is meta/step.<key>.json -> {diffId,
- * size} or {empty:true} (engine/run-step.ts writes it); its layers are blobs that no image may
- * reference. Cache mounts (RUN --mount=type=cache) live in ROOT/cache-mounts/<id>/
- * (engine/run-mounts.ts). Both formats belong to engine/; this only reads them.
+ * The build cache as prune and df see it. The step cache (meta/step.<key>.json) belongs to
+ * cache/ and is read through its parser (the engine's front door); its layers are blobs that
+ * no image may reference. Cache mounts (RUN --mount=type=cache) live in
+ * ROOT/cache-mounts/<id>/ (engine/run-mounts.ts).
  */
 export interface StepCacheEntry {
   /** meta name without .json: `step.<hex>`. */
   readonly name: string;
+  /** The layer the step made; undefined for a step that made none (or an unreadable entry). */
   readonly diffId: Digest | undefined;
   readonly size: number;
   readonly mtimeMs: number;
 }
 
 export async function listStepCache(store: Store, signal?: AbortSignal): Promise<StepCacheEntry[]> {
-  const names = await readdir(store.paths.meta).catch(() => [] as string[]);
-  const out: StepCacheEntry[] = [];
-  for (const file of names.sort()) {
-    if (!file.startsWith('step.') || !file.endsWith('.json')) continue;
-    const name = file.slice(0, -'.json'.length);
-    const st = await lstat(join(store.paths.meta, file)).catch(() => undefined);
-    if (!st) continue;
-    const doc = (await store.readMeta(name, { signal, maxBytes: 64 * 1024 }).catch(() => undefined)) as { diffId?: unknown; size?: unknown } | undefined;
-    const diffId = typeof doc?.diffId === 'string' && isDigest(doc.diffId) ? doc.diffId : undefined;
-    out.push({ name, diffId, size: typeof doc?.size === 'number' ? doc.size : 0, mtimeMs: st.mtimeMs });
-  }
-  return out;
+  return (await listEntries(store, signal)).map((e) => ({
+    name: e.name,
+    diffId: e.record?.kind === 'layer' ? e.record.diffId : undefined,
+    size: e.record?.kind === 'layer' ? e.record.size : 0,
+    mtimeMs: e.mtimeMs,
+  }));
 }
 
 export function cacheMountsDir(store: Store): string {

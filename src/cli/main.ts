@@ -133,7 +133,7 @@ export async function main(rawArgv: readonly string[], io: Io): Promise<number> 
             signal: io.signal,
             // Trees of other IDs (rootless steps) go inside a user namespace; the sandbox code
             // loads only when a tree is removed.
-            removeTree: async (p, signal) => (await import('../sandbox/index.js')).removeTreeAnyOwner(p, signal),
+            removeTree: async (p, signal) => (await import('../engine/index.js')).removeTreeAnyOwner(p, signal),
           }),
         )),
     };

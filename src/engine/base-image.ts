@@ -1,4 +1,5 @@
-import { TsbuildError, type SourceLocation } from '../errors.js';
+import { imageStateKey } from '../cache/index.js';
+import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
 import { viewOfLayers } from '../image/layer-index-cache.js';
 import { findLocalImage, type LocalImage } from '../image/local-image.js';
 import { parseReference } from '../oci/index.js';
@@ -23,33 +24,29 @@ export interface ImageSource {
  * and podman do), else pulled from its registry; "always" pulls, "never" never does.
  * Errors keep the Dockerfile location.
  */
-export async function resolveImage(src: ImageSource, ref: string, location: SourceLocation): Promise<LocalImage> {
-  try {
-    if (src.pull !== 'always') {
-      const local = await findLocalImage(src.store, ref, { platform: src.platform, ...(src.signal ? { signal: src.signal } : {}) });
-      if (local) return local;
-      if (/^[a-f0-9]{12,64}$/.test(ref.replace(/^sha256:/, '')) && src.pull === 'never') {
-        throw new TsbuildError('IMAGE_NOT_FOUND', `image ${JSON.stringify(ref)} is not in the local store`);
-      }
+export function resolveImage(src: ImageSource, ref: string, location: SourceLocation): Promise<LocalImage> {
+  return withLocation(location, () => findImage(src, ref), {
+    prefix: `FROM ${ref}: `,
+    hint: 'add it with `tsbuild load -i IMAGE.tar`, `tsbuild import ROOTFS.tar NAME` or `tsbuild pull NAME`',
+  });
+}
+
+async function findImage(src: ImageSource, ref: string): Promise<LocalImage> {
+  if (src.pull !== 'always') {
+    const local = await findLocalImage(src.store, ref, { platform: src.platform, ...(src.signal ? { signal: src.signal } : {}) });
+    if (local) return local;
+    if (/^[a-f0-9]{12,64}$/.test(ref.replace(/^sha256:/, '')) && src.pull === 'never') {
+      throw new TsbuildError('IMAGE_NOT_FOUND', `image ${JSON.stringify(ref)} is not in the local store`);
     }
-    if (src.pull === 'never') {
-      throw new TsbuildError('IMAGE_NOT_FOUND', `image ${JSON.stringify(ref)} is not in the local store and --pull=never forbids pulling it`, {
-        hint: 'add it with `tsbuild pull`, `tsbuild load -i IMAGE.tar` or `tsbuild import ROOTFS.tar NAME`',
-      });
-    }
-    // undici and the registry client load only when a pull is needed (start-up time).
-    const { resolveBaseImage } = await import('../registry/index.js');
-    return await resolveBaseImage(src.store, await src.registry(), parseReference(ref), src.pull, src.platform, src.signal ? { signal: src.signal } : {});
-  } catch (e) {
-    if (e instanceof TsbuildError && !e.location) {
-      throw new TsbuildError(e.code, `FROM ${ref}: ${e.message}`, {
-        location,
-        hint: e.hint ?? 'add it with `tsbuild load -i IMAGE.tar`, `tsbuild import ROOTFS.tar NAME` or `tsbuild pull NAME`',
-        cause: e,
-      });
-    }
-    throw e;
   }
+  if (src.pull === 'never') {
+    throw new TsbuildError('IMAGE_NOT_FOUND', `image ${JSON.stringify(ref)} is not in the local store and --pull=never forbids pulling it`, {
+      hint: 'add it with `tsbuild pull`, `tsbuild load -i IMAGE.tar` or `tsbuild import ROOTFS.tar NAME`',
+    });
+  }
+  // undici and the registry client load only when a pull is needed (start-up time).
+  const { resolveBaseImage } = await import('../registry/index.js');
+  return resolveBaseImage(src.store, await src.registry(), parseReference(ref), src.pull, src.platform, src.signal ? { signal: src.signal } : {});
 }
 
 /** The start state of a stage FROM an image (local, or pulled as the policy says). */
@@ -71,7 +68,7 @@ export async function stateFromImage(src: ImageSource, ref: string, location: So
     config: image.config,
     layers,
     indexes,
-    key: `image:${image.manifestDescriptor.digest}`,
+    key: imageStateKey(image.manifestDescriptor.digest),
     cmdSet: false,
   };
 }

@@ -1,228 +1,146 @@
-import fsp from 'node:fs/promises';
-import path from 'node:path';
-import { TsbuildError, type SourceLocation } from '../errors.js';
-import type { Instruction, ShellLex } from '../dockerfile/index.js';
-import { expandInstruction, scopeAfter, expansionEnv, type AddStep, type CopyStep, type StageScope, type Step } from '../plan/index.js';
-import { cacheKeyFor } from '../cache/index.js';
-import {
-  addExposedPorts,
-  addHistory,
-  addOnBuild,
-  addVolumes,
-  setCmd,
-  setEntrypoint,
-  setEnv,
-  setHealthcheck,
-  setLabels,
-  setShell,
-  setStopSignal,
-  setUser,
-  setWorkdir,
-} from '../image/config-edit.js';
-import type { ImageConfig } from '../oci/index.js';
-import type { Store } from '../store/index.js';
-import { runCopy, type StepEnv } from './copy-step.js';
-import type { SourceRoot } from './copy-sources.js';
-import type { FileDigests } from './file-digests.js';
-import { runMkdir } from './mkdir-step.js';
-import { runRun, type RunEnv } from './run-step.js';
-import { archiveKind, fetchUrl, isRemoteSource, unpackArchive } from './add-sources.js';
+import { cacheKeyFor, type CacheKey, type StepKeyInputs } from '../cache/index.js';
+import type { Instruction } from '../dockerfile/index.js';
+import { expandInstruction, scopeAfter, type StageScope, type Step } from '../plan/index.js';
+import { addHistory } from '../image/config-edit.js';
+import { configStep } from './config-step.js';
+import { copyStep } from './copy-step.js';
+import { runStep } from './run-step.js';
 import type { StageState } from './stage-state.js';
+import type { BuildInputs, MadeLayer, StepContext, StepModule } from './step.js';
+import type { BuildSession } from './session.js';
+import { workdirStep } from './workdir-step.js';
 
-export interface StageContext {
-  readonly file: string;
-  readonly lex: ShellLex;
-  readonly store: Store;
-  readonly platform: string;
-  readonly noCache: boolean;
-  readonly created: string;
-  readonly sourceDateEpoch?: number | undefined;
-  readonly digests: FileDigests;
-  readonly signal?: AbortSignal | undefined;
-  readonly contextRoot: SourceRoot;
-  /** The files of another stage or an image, for COPY --from. */
-  fromRoot(source: CopyStep['source'], location: SourceLocation): Promise<{ root: SourceRoot; key: string | undefined }>;
-  tempDir(): Promise<string>;
-  /** See StepEnv.claim. */
-  claim(): Promise<void>;
-  sandbox: RunEnv['sandbox'];
-  readonly mountEnv: RunEnv['mountEnv'];
-  readonly defaultNetwork: 'host' | 'none';
-}
+/** The module of each step kind: a new kind does not compile until it has one. */
+const STEPS: { readonly [K in Step['kind']]: StepModule<Extract<Step, { kind: K }>> } = {
+  COPY: copyStep,
+  ADD: copyStep,
+  RUN: runStep,
+  WORKDIR: workdirStep,
+  ENV: configStep,
+  LABEL: configStep,
+  ARG: configStep,
+  USER: configStep,
+  VOLUME: configStep,
+  EXPOSE: configStep,
+  STOPSIGNAL: configStep,
+  CMD: configStep,
+  ENTRYPOINT: configStep,
+  SHELL: configStep,
+  HEALTHCHECK: configStep,
+  ONBUILD: configStep,
+  MAINTAINER: configStep,
+};
 
-export interface DispatchResult {
+/** Where a stage is between two steps. */
+export interface StageProgress {
   readonly state: StageState;
   readonly scope: StageScope;
-  readonly cached: boolean;
 }
 
-/** Applies a config-only step: history entry (if the step has one), no layer, a new key. */
-function configStep(state: StageState, scope: StageScope, step: Step, ctx: StageContext, edit: (c: ImageConfig) => ImageConfig, extra: Partial<StageState> = {}): DispatchResult {
-  const key = cacheKeyFor({ parent: state.key, kind: step.kind, instruction: step.keyText, visible: step.visible, platform: ctx.platform });
-  let config = edit(state.config);
-  if (step.history !== undefined) config = addHistory(config, { createdBy: step.history, emptyLayer: true, created: ctx.created });
-  return { state: { ...state, ...extra, config, key }, scope: scopeAfter(scope, step), cached: false };
-}
-
-function stepEnv(ctx: StageContext): StepEnv {
-  return {
-    store: ctx.store,
-    digests: ctx.digests,
-    platform: ctx.platform,
-    noCache: ctx.noCache,
-    sourceDateEpoch: ctx.sourceDateEpoch,
-    created: ctx.created,
-    signal: ctx.signal,
-    tempDir: () => ctx.tempDir(),
-    claim: () => ctx.claim(),
-  };
+export interface StageStepOptions {
+  readonly session: BuildSession;
+  readonly inputs: BuildInputs;
+  readonly noCache: boolean;
 }
 
 /**
- * Runs one instruction of a stage against its state: the plan expands it into a typed step
- * (BuildKit's expansion rules), and the step edits the config or writes a layer.
+ * Runs one instruction of a stage as a progress step: expanded by the plan into a typed step
+ * (BuildKit's expansion rules), prepared by its module, then key -> lookup -> execute ->
+ * record here. What the new state's layers need is held in the session's lease.
  */
-export async function dispatchInstruction(
-  ins: Instruction,
-  state: StageState,
-  scope: StageScope,
-  ctx: StageContext,
-  onOutput: (stream: 'stdout' | 'stderr', text: string) => void = () => undefined,
-): Promise<DispatchResult> {
-  const cfg = state.config.config ?? {};
-  const step = expandInstruction(ins, { env: cfg.Env ?? [], scope, lex: ctx.lex, workdir: cfg.WorkingDir || '/', shell: cfg.Shell ?? [] });
-  const at = <T>(fn: () => T): T => located(ins.location, fn);
-  switch (step.kind) {
-    case 'ENV':
-      return configStep(state, scope, step, ctx, (c) => setEnv(c, step.pairs.map((p) => [p.key, p.value] as const)));
-    case 'LABEL':
-      return configStep(state, scope, step, ctx, (c) => setLabels(c, step.pairs.map((p) => [p.key, p.value] as const)));
-    case 'ARG':
-      return configStep(state, scope, step, ctx, (c) => c);
-    case 'WORKDIR': {
-      const r = await runMkdir(step.path, step.history ?? `WORKDIR ${step.path}`, state, stepEnv(ctx));
-      return { state: { ...r.state, config: setWorkdir(r.state.config, step.path) }, scope, cached: r.cached };
-    }
-    case 'USER':
-      return configStep(state, scope, step, ctx, (c) => setUser(c, step.user));
-    case 'VOLUME':
-      return configStep(state, scope, step, ctx, (c) => at(() => addVolumes(c, step.volumes)));
-    case 'EXPOSE':
-      return configStep(state, scope, step, ctx, (c) => at(() => addExposedPorts(c, step.ports)));
-    case 'STOPSIGNAL':
-      return configStep(state, scope, step, ctx, (c) => at(() => setStopSignal(c, step.signal)));
-    case 'CMD':
-      return configStep(state, scope, step, ctx, (c) => setCmd(c, step.cmd), { cmdSet: true });
-    case 'ENTRYPOINT':
-      return configStep(state, scope, step, ctx, (c) => setEntrypoint(c, step.entrypoint, state.cmdSet));
-    case 'SHELL':
-      return configStep(state, scope, step, ctx, (c) => setShell(c, step.shell));
-    case 'HEALTHCHECK': {
-      // The config stores Go time.Duration values: nanoseconds (the parser gives ms).
-      const ns = (ms: number) => Math.round(ms * 1e6);
-      const hc = {
-        Test: [...step.test],
-        ...(step.interval !== undefined ? { Interval: ns(step.interval) } : {}),
-        ...(step.timeout !== undefined ? { Timeout: ns(step.timeout) } : {}),
-        ...(step.startPeriod !== undefined ? { StartPeriod: ns(step.startPeriod) } : {}),
-        ...(step.startInterval !== undefined ? { StartInterval: ns(step.startInterval) } : {}),
-        ...(step.retries !== undefined ? { Retries: step.retries } : {}),
-      };
-      return configStep(state, scope, step, ctx, (c) => setHealthcheck(c, hc));
-    }
-    case 'ONBUILD':
-      return configStep(state, scope, step, ctx, (c) => addOnBuild(c, step.expression));
-    case 'MAINTAINER':
-      return configStep(state, scope, step, ctx, (c) => ({ ...c, author: step.maintainer }));
-    case 'COPY':
-    case 'ADD':
-      return copyOrAdd(step, state, scope, ctx);
-    case 'RUN': {
-      // RUN --network=default means the build's default (BuildKit's NetworkDefault), like no flag.
-      const usesDefault = step.network === undefined || step.network === 'default';
-      const r = await runRun(usesDefault && ctx.defaultNetwork === 'none' ? { ...step, network: 'none' } : step, state, { ...stepEnv(ctx), sandbox: ctx.sandbox, mountEnv: ctx.mountEnv, onOutput });
-      return { state: r.state, scope, cached: r.cached };
-    }
-    default:
-      return step satisfies never;
-  }
-}
-
-function located<T>(location: SourceLocation, fn: () => T): T {
+export async function dispatchInstruction(ins: Instruction, name: string, at: StageProgress, opts: StageStepOptions): Promise<StageProgress> {
+  const { session } = opts;
+  const id = session.nextStepId();
+  session.report({ type: 'step-start', id, name, location: ins.location });
+  const started = Date.now();
   try {
-    return fn();
+    const cfg = at.state.config.config ?? {};
+    const step = expandInstruction(ins, { env: cfg.Env ?? [], scope: at.scope, lex: opts.inputs.lex, workdir: cfg.WorkingDir || '/', shell: cfg.Shell ?? [] });
+    const ctx: StepContext = { ...opts, state: at.state, onOutput: (stream, text) => session.report({ type: 'step-log', id, stream, text }) };
+    const r = await applyStep(step, ctx);
+    // A step that made no layer (a cache hit, a config-only step) adds nothing new to protect.
+    await session.holdLayers(r.state.layers, name, r.cached || r.state.layers.length === at.state.layers.length);
+    session.report(r.cached ? { type: 'step-cached', id, name } : { type: 'step-done', id, durationMs: Date.now() - started });
+    return { state: r.state, scope: scopeAfter(at.scope, step) };
   } catch (e) {
-    if (e instanceof TsbuildError && !e.location) throw new TsbuildError(e.code, e.message, { location, hint: e.hint, cause: e });
+    session.report({ type: 'step-error', id, message: e instanceof Error ? e.message : String(e) });
     throw e;
   }
 }
 
-async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: StageScope, ctx: StageContext): Promise<DispatchResult> {
-  const remote = step.kind === 'ADD' ? step.sources.filter((s) => isRemoteSource(s)) : [];
-  if (step.kind === 'ADD' && step.sources.some((s) => s.startsWith('git@') || /^git:\/\//.test(s) || /\.git(#.*)?$/.test(s) && isRemoteSource(s))) {
-    throw new TsbuildError('UNSUPPORTED', 'ADD of a git repository is not supported yet', { location: step.location, hint: 'clone it in an earlier stage, or COPY it from the context' });
+async function applyStep(step: Step, ctx: StepContext): Promise<{ state: StageState; cached: boolean }> {
+  const { session, state } = ctx;
+  const prepared = await (STEPS[step.kind] as StepModule<Step>).prepare(step, ctx);
+  if (prepared.kind === 'config') return { state: { ...prepared.apply(state), key: cacheKeyFor(prepared.keyInputs) }, cached: false };
+  try {
+    const history = { createdBy: prepared.history, created: ctx.inputs.created };
+    const after = prepared.after ?? ((s: StageState) => s);
+    const r = await runCached<MadeLayer | undefined>({
+      keyInputs: prepared.keyInputs,
+      noCache: ctx.noCache,
+      lookup: async (key) => {
+        const hit = await session.lookup(key);
+        return hit === undefined ? undefined : { value: hit.kind === 'layer' ? { layer: hit.layer, index: hit.index } : undefined };
+      },
+      // The step reads the layers it builds on: what cache hits deferred is held from here.
+      beforeExecute: () => session.claim(),
+      execute: async () => {
+        const out = await prepared.execute();
+        return { value: out.made, keyInputs: out.keyInputs };
+      },
+      record: (key, made) => session.record(key, made ? { kind: 'layer', diffId: made.layer.diffId, size: made.layer.size } : { kind: 'empty' }),
+    });
+    // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
+    const next = r.value ? withLayer(state, r.key, r.value, history) : withoutLayer(state, r.key, history);
+    return { state: after(next), cached: r.cached };
+  } finally {
+    prepared.release?.();
   }
-  const extraGroups: Array<{ root: SourceRoot; sources: string[]; key: string }> = [];
-  for (const url of remote) {
-    const dir = await ctx.tempDir();
-    const got = await fetchUrl(url, dir, { checksum: step.kind === 'ADD' ? step.checksum : undefined, location: step.location, signal: ctx.signal });
-    // A download is copied as it is, unless ADD --unpack=true asks for an archive's contents
-    // (local archives are unpacked by default, downloads only when asked: the reference's ADD --unpack).
-    const kind = step.kind === 'ADD' && step.unpack === true ? await archiveKind(path.join(dir, got.name)) : undefined;
-    if (kind !== undefined) {
-      const out = await ctx.tempDir();
-      await unpackArchive(path.join(dir, got.name), kind, out, step.location, ctx.signal);
-      extraGroups.push({ root: { dir: out, kind: 'stage', label: url }, sources: ['.'], key: `url-unpacked:${url}:${got.digest}` });
-      continue;
-    }
-    extraGroups.push({ root: { dir, kind: 'context', label: url }, sources: [got.name], key: `url:${url}:${got.digest}` });
-  }
-  if (step.kind === 'COPY' && step.parents) {
-    throw new TsbuildError('UNSUPPORTED', 'COPY --parents is not supported yet', { location: step.location });
-  }
-  let root = ctx.contextRoot;
-  let rootKey: string | undefined;
-  let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s));
-  if (step.kind === 'COPY' && step.source.kind !== 'context') {
-    ({ root, key: rootKey } = await ctx.fromRoot(step.source, step.location));
-  }
-  if (step.contents.length > 0) {
-    // Here-documents become files in a private directory, copied like context files.
-    const dir = await ctx.tempDir();
-    const names: string[] = [];
-    for (const h of step.contents) {
-      const name = path.posix.basename(h.path);
-      await fsp.writeFile(path.join(dir, name), h.data, { mode: 0o644 });
-      // a fixed mtime: the content, not the time of this build, defines the file
-      await fsp.utimes(path.join(dir, name), 0, 0);
-      names.push(name);
-    }
-    sources = names;
-    root = { dir, kind: 'context', label: 'here-document' };
-    rootKey = undefined;
-  }
-  const text = step.history ?? `${step.kind} ${sources.join(' ')} ${step.dest}`;
-  const r = await runCopy(
-    {
-      instruction: step.kind,
-      sources,
-      dest: step.dest,
-      chown: step.chown,
-      chmod: step.chmod,
-      text: text.replace(/ # buildkit$/, ''),
-      keyText: step.keyText,
-      location: step.location,
-      root,
-      rootKey,
-      extraGroups,
-      exclude: step.exclude,
-      unpackArchives: step.kind === 'ADD' && step.unpack !== false,
-      workdir: state.config.config?.WorkingDir || '/',
-    },
-    state,
-    stepEnv(ctx),
-  );
-  return { state: r.state, scope, cached: r.cached };
 }
 
-export { expansionEnv };
+/** A cached operation as the dispatcher runs it: key -> lookup -> execute -> record. */
+export interface CachedOperation<T> {
+  /** What the key is made of; undefined: learnt by executing (then nothing is looked up). */
+  readonly keyInputs: StepKeyInputs | undefined;
+  /** Nothing is looked up (the result is still recorded). */
+  readonly noCache: boolean;
+  /** A usable earlier result; a query, never a write. */
+  lookup(key: CacheKey): Promise<{ readonly value: T } | undefined>;
+  /** On a miss, before executing. */
+  beforeExecute?(): Promise<void>;
+  execute(): Promise<{ readonly value: T; readonly keyInputs?: StepKeyInputs | undefined }>;
+  record(key: CacheKey, value: T): Promise<void>;
+}
+
+/** The one place a result is looked up, made and recorded. */
+export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly key: CacheKey; readonly value: T; readonly cached: boolean }> {
+  const known = op.keyInputs === undefined ? undefined : cacheKeyFor(op.keyInputs);
+  if (known !== undefined && !op.noCache) {
+    const hit = await op.lookup(known);
+    if (hit) return { key: known, value: hit.value, cached: true };
+  }
+  await op.beforeExecute?.();
+  const out = await op.execute();
+  const inputs = known === undefined ? out.keyInputs : undefined;
+  if (known === undefined && inputs === undefined) throw new Error('internal: a step without key inputs learnt none by executing');
+  const key = known ?? cacheKeyFor(inputs!);
+  await op.record(key, out.value);
+  return { key, value: out.value, cached: false };
+}
+
+/** The state after a step that added a layer, with its history entry. */
+function withLayer(state: StageState, key: CacheKey, made: MadeLayer, history: { createdBy: string; created: string }): StageState {
+  const config = addHistory(state.config, { createdBy: history.createdBy, emptyLayer: false, created: history.created });
+  return {
+    ...state,
+    key,
+    config: { ...config, rootfs: { type: 'layers', diff_ids: [...config.rootfs.diff_ids, made.layer.diffId] } },
+    layers: [...state.layers, made.layer],
+    indexes: [...state.indexes, made.index],
+  };
+}
+
+/** The state after a step that added no layer. */
+function withoutLayer(state: StageState, key: CacheKey, history: { createdBy: string; created: string }): StageState {
+  return { ...state, key, config: addHistory(state.config, { createdBy: history.createdBy, emptyLayer: true, created: history.created }) };
+}

@@ -1,12 +1,17 @@
+/**
+ * engine/: builds images from a request (parse -> plan -> stages -> seal -> outputs) and runs
+ * commands in images, over a BuildSession. Front door (STYLE.md 2): the CLI reaches the sandbox,
+ * snapshots, the step cache and image internals through here only.
+ */
 export { build, type BuildEnv, type BuildResult } from './engine.js';
 export type { BuildRequest, OutputSpec, Compression, DockerfileSource } from './request.js';
 export type { BuildEvent, BuildReporter } from './events.js';
-import type { lowerDirsFor as LowerDirsFor } from './snapshots.js';
-export { leaseLayers } from './lease-layers.js';
+export type { BuildSecret } from './run-mounts.js';
+export { BuildSession, type BuildSandbox, type SessionOptions } from './session.js';
+export { runImage, type RunImageEnv, type RunImageRequest } from './run-image.js';
 export { openSshSources, type SshSources } from './ssh.js';
+export { listStepCache, parseStepRecord, type StepCacheEntry, type StepRecord } from '../cache/index.js';
+export type { StepMount } from '../sandbox/index.js';
+export type { CacheSource, CacheHit, CacheKey } from '../cache/index.js';
 
-/** Overlay lower dirs for a layer stack (snapshots.ts); loaded on use, as it pulls in the layer and sandbox code. */
-export async function lowerDirsFor(...args: Parameters<typeof LowerDirsFor>): ReturnType<typeof LowerDirsFor> {
-  return (await import('./snapshots.js')).lowerDirsFor(...args);
-}
-
+export { removeTreeAnyOwner, sweepDeadRuns } from './housekeeping.js';

@@ -1,10 +1,9 @@
 import { TsbuildError } from '../errors.js';
 import type { StoredLayer } from '../image/seal.js';
-import { sha256Digest, type Digest } from '../oci/index.js';
+import type { Digest } from '../oci/index.js';
+import { snapshotNamesFor } from '../snapshot/index.js';
 import type { Lease, Store } from '../store/index.js';
 
-// Apart from snapshots.ts so that a build can hold its layers without loading the layer
-// applier and the sandbox (a fully cached build never unpacks anything).
 
 /**
  * Layers of a lease whose blobs were found after the lease held them: held since, so no gc
@@ -21,9 +20,8 @@ const deferred = new WeakMap<Lease, Map<Digest, string>>();
 
 function stackOf(layers: readonly StoredLayer[]): { diffIds: Digest[]; roots: Digest[]; snapshots: Digest[] } {
   const diffIds = layers.map((l) => l.diffId);
-  const chains = diffIds.map((_, i) => chainId(diffIds.slice(0, i + 1)));
-  // Their blobs, and every snapshot lowerDirsFor may use for them: one per diff ID, one per chain.
-  return { diffIds, roots: diffIds, snapshots: [...diffIds, ...chains] };
+  // Their blobs, and every snapshot a snapshotter may keep for them.
+  return { diffIds, roots: diffIds, snapshots: snapshotNamesFor(diffIds) };
 }
 
 /**
@@ -84,9 +82,4 @@ async function checkHeld(lease: Lease, store: Store, held: ReadonlyArray<readonl
     known.add(d);
     pending?.delete(d);
   }
-}
-
-/** A name for a stack of layers (like containerd's chain ID; not a layer digest). */
-export function chainId(diffIds: readonly Digest[]): Digest {
-  return sha256Digest(`tsbuild-chain:${diffIds.join(',')}`);
 }

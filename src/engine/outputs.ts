@@ -2,10 +2,13 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import type { SealedImage } from '../image/seal.js';
-import type { Descriptor } from '../oci/index.js';
+import { readLocalImage } from '../image/local-image.js';
+import { OCI_IMAGE_MANIFEST, parseReference, type Descriptor } from '../oci/index.js';
+import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { ExportImage } from '../store/archive-export.js';
-import type { OutputSpec } from './request.js';
+import type { BuildRequest, OutputSpec } from './request.js';
+import type { BuildSession } from './session.js';
 
 export interface OutputEnv {
   readonly store: Store;
@@ -89,4 +92,33 @@ export function buildMetadata(image: SealedImage, names: readonly string[], mani
     'containerimage.descriptor': { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size },
     ...(names.length > 0 ? { 'image.name': names.join(',') } : {}),
   };
+}
+
+/**
+ * Delivers a sealed image: checks it is still whole in the store, writes every output, pushes
+ * every tag when asked (each a progress step), writes --iidfile and --metadata-file.
+ */
+export async function deliverImage(image: SealedImage, req: BuildRequest, session: BuildSession, registry: (() => Promise<RegistryClient>) | undefined): Promise<void> {
+  const { store, signal } = session;
+  for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
+    if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
+  }
+  let delivered = await writeOutputs(image, req.tags, req.outputs, { store, signal, sourceDateEpoch: req.sourceDateEpoch });
+  if (req.push && req.tags.length > 0) {
+    if (!registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
+    const client = await registry();
+    const { pushImage } = await import('../registry/index.js');
+    const local = await readLocalImage(store, image.manifestDescriptor, { signal });
+    for (const name of req.tags) {
+      const id = session.nextStepId();
+      session.report({ type: 'step-start', id, name: `pushing ${name}` });
+      const t0 = Date.now();
+      const pushed = await pushImage(client, store, local, parseReference(name), { signal });
+      delivered = { mediaType: OCI_IMAGE_MANIFEST, digest: pushed.digest, size: pushed.size };
+      session.report({ type: 'step-log', id, stream: 'stdout', text: `${pushed.reference}: digest: ${pushed.digest}\n` });
+      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+    }
+  }
+  if (req.iidFile) await fsp.writeFile(req.iidFile, image.configDescriptor.digest);
+  if (req.metadataFile) await fsp.writeFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`);
 }

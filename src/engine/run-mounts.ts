@@ -3,37 +3,21 @@ import { rmSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError, isTsbuildError, type SourceLocation } from '../errors.js';
-import type { RunMount, SourceRef } from '../plan/index.js';
+import type { MountSource } from '../cache/index.js';
+import type { RunMount } from '../plan/index.js';
 import type { StepMount } from '../sandbox/index.js';
 import { StoreLock, type Store } from '../store/index.js';
 import { resolveInRoot } from './copy-sources.js';
+import type { BuildSession } from './session.js';
 import { proxyAgent } from './ssh.js';
+import type { BuildInputs } from './step.js';
+import { digestTree } from './tree-digest.js';
 
 /** A build secret: a file, or a value taken from the environment (`--secret id=,src=|env=`). */
 export interface BuildSecret {
   readonly id: string;
   readonly file?: string;
   readonly value?: string;
-}
-
-export interface MountEnv {
-  readonly store: Store;
-  readonly contextDir: string;
-  readonly secrets: ReadonlyMap<string, BuildSecret>;
-  /** `--ssh`: host agent sockets per id, for RUN --mount=type=ssh. */
-  readonly sshSockets?: ReadonlyMap<string, string>;
-  /** The files of a stage or image on disk (materialized once per build). */
-  sourceDir(from: SourceRef, location: SourceLocation): Promise<{ dir: string; key: string | undefined }>;
-  tempDir(): Promise<string>;
-  /** Content digest of a file tree (for the cache key of bind mounts). */
-  digestTree(dir: string): Promise<string>;
-  /** Cancels waiting for a cache mount that another step holds (sharing=locked). */
-  readonly signal?: AbortSignal | undefined;
-  /**
-   * chown to container IDs, for an ordinary user: done inside the build's user namespace,
-   * where the container's IDs exist (the host user cannot chown to its subordinate IDs).
-   */
-  readonly chownInContainer?: ((dir: string, uid: number, gid: number) => Promise<void>) | undefined;
 }
 
 export interface PreparedMounts {
@@ -43,7 +27,7 @@ export interface PreparedMounts {
   /** Mount targets, so empty mount points the runtime created never land in the layer. */
   readonly targets: string[];
   /** What the cache key must include (bind sources' identity). */
-  readonly keyInputs: string[];
+  readonly keyInputs: MountSource[];
   release(): void;
 }
 
@@ -88,11 +72,11 @@ function cacheDir(store: Store, id: string): string {
  * second step wait until the first is done, also across tsbuild processes on one store;
  * private gives a second concurrent step a fresh, throwaway directory instead of waiting.
  */
-export async function prepareMounts(list: readonly RunMount[], env: MountEnv, location: SourceLocation): Promise<PreparedMounts> {
+export async function prepareMounts(list: readonly RunMount[], session: BuildSession, inputs: BuildInputs, location: SourceLocation): Promise<PreparedMounts> {
   const mounts: StepMount[] = [];
   const extraEnv: string[] = [];
   const targets: string[] = [];
-  const keyInputs: string[] = [];
+  const keyInputs: MountSource[] = [];
   const releases: Array<() => void> = [];
   let sshIndex = 0;
   const fail = (msg: string, hint?: string) => new TsbuildError('DOCKERFILE_INSTRUCTION', msg, { location, ...(hint ? { hint } : {}) });
@@ -115,21 +99,17 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
           const target = m.target;
           if (!target) throw fail('cache mount needs a target');
           const id = m.id ?? target;
-          let dir = cacheDir(env.store, id);
+          let dir = cacheDir(session.store, id);
           await fsp.mkdir(path.dirname(dir), { recursive: true });
           if (m.sharing === 'locked' || m.sharing === 'private') {
-            const release = await holdCacheLock(dir, { wait: m.sharing === 'locked', signal: env.signal });
+            const release = await holdCacheLock(dir, { wait: m.sharing === 'locked', signal: session.signal });
             if (release) releases.push(release);
-            else dir = await env.tempDir(); // private, and another step has it now
+            else dir = await session.tempDir('mount'); // private, and another step has it now
           }
           const fresh = await fsp.mkdir(dir, { recursive: true, mode: m.mode ?? 0o755 });
           if (fresh !== undefined) {
             await fsp.chmod(dir, m.mode ?? 0o755);
-            const uid = m.uid ?? 0;
-            const gid = m.gid ?? 0;
-            if (process.getuid?.() === 0) await fsp.chown(dir, uid, gid);
-            // As an ordinary user the directory is the user's, which is container root.
-            else if ((uid !== 0 || gid !== 0) && env.chownInContainer) await env.chownInContainer(dir, uid, gid);
+            await (await session.hostFs()).chown(dir, m.uid ?? 0, m.gid ?? 0, session.signal);
           }
           mounts.push({ type: 'bind', source: dir, target, readonly: m.readOnly });
           targets.push(target);
@@ -145,11 +125,11 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
           const from = m.from ?? { kind: 'context' as const };
           let rootDir: string;
           if (from.kind === 'context') {
-            rootDir = env.contextDir;
+            rootDir = inputs.contextDir;
           } else {
-            const s = await env.sourceDir(from, location);
-            rootDir = s.dir;
-            keyInputs.push(`bind-from:${s.key ?? 'scratch'}`);
+            const s = await session.sourceRoot(from, location);
+            rootDir = s.root.dir;
+            keyInputs.push({ kind: 'bind-state', key: s.key });
           }
           const rel = (m.source ?? '').replace(/^\/+/, '');
           const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`);
@@ -157,12 +137,12 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
           let source = src;
           if (!m.readOnly) {
             // Writes to a rw bind mount are discarded after the step, as in BuildKit.
-            const copy = await env.tempDir();
+            const copy = await session.tempDir('mount');
             await fsp.cp(src, path.join(copy, 'x'), { recursive: true, verbatimSymlinks: true });
             source = path.join(copy, 'x');
           }
           // BuildKit keys a bind mount on the content it exposes: so do we.
-          if (from.kind === 'context') keyInputs.push(`bind-context:${rel}:${await env.digestTree(src)}`);
+          if (from.kind === 'context') keyInputs.push({ kind: 'bind-context', path: rel, digest: await digestTree(src, inputs.digests, session.signal) });
           mounts.push({ type: 'bind', source, target: m.target, readonly: m.readOnly });
           targets.push(m.target);
           break;
@@ -170,7 +150,7 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
         case 'secret': {
           const id = m.id ?? (m.target ? path.posix.basename(m.target) : undefined);
           if (!id) throw fail('secret mount needs an id or a target');
-          const secret = env.secrets.get(id);
+          const secret = inputs.secrets.get(id);
           if (!secret) {
             if (m.required) throw fail(`secret ${JSON.stringify(id)} is required but was not given`, `pass it with --secret id=${id},src=FILE or --secret id=${id},env=VAR`);
             break;
@@ -182,7 +162,7 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
           }
           let file = secret.file;
           if (!file) {
-            const dir = await env.tempDir();
+            const dir = await session.tempDir('mount');
             file = path.join(dir, 'secret');
             await fsp.writeFile(file, secret.value ?? '', { mode: 0o400 });
           }
@@ -193,7 +173,7 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
         }
         case 'ssh': {
           const id = m.id ?? 'default';
-          const upstream = env.sshSockets?.get(id);
+          const upstream = inputs.sshSockets?.get(id);
           // BuildKit's default target counts every ssh mount of the step, present or not.
           const target = m.target ?? `/run/buildkit/ssh_agent.${sshIndex}`;
           sshIndex++;
@@ -205,7 +185,7 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
           // store usually sits in a home directory closed to other users. The proxy socket's own
           // mode and owner decide who may use it.
           // Named for its owner, so that a later build sweeps it away if tsbuild was SIGKILLed.
-          const dir = await (await import('../sandbox/step-dir.js')).makeStepDir('agent');
+          const dir = await (await import('../sandbox/index.js')).makeStepDir('agent');
           let stop: (() => void) | undefined;
           releases.push(() => {
             stop?.();
@@ -220,7 +200,7 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
           let mode = m.mode ?? 0o600;
           // As an ordinary user tsbuild cannot give the socket to another ID of the namespace:
           // open it to everyone in the sandbox instead, so uid=/gid= still reach the agent.
-          if (process.getuid?.() !== 0 && (uid !== 0 || gid !== 0)) mode |= 0o666;
+          if ((await session.hostFs()).kind !== 'root' && (uid !== 0 || gid !== 0)) mode |= 0o666;
           stop = await proxyAgent(upstream, sock, mode, uid, gid);
           if (!extraEnv.some((e) => e.startsWith('SSH_AUTH_SOCK='))) extraEnv.push(`SSH_AUTH_SOCK=${target}`);
           mounts.push({ type: 'bind', source: sock, target, readonly: false });

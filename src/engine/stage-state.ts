@@ -1,3 +1,4 @@
+import type { StateKey } from '../cache/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { ImageConfig } from '../oci/index.js';
 import type { StoredLayer } from '../image/seal.js';
@@ -12,7 +13,7 @@ export interface StageState {
   readonly layers: readonly StoredLayer[];
   readonly indexes: readonly LayerIndex[];
   /** Cache key of the state: the base image's identity, then one key per step. */
-  readonly key: string;
+  readonly key: StateKey;
   /** CMD was set in this stage (ENTRYPOINT then keeps it). */
   readonly cmdSet: boolean;
 }

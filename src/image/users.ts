@@ -48,6 +48,37 @@ export async function resolveChown(spec: string, readFile: (path: string) => Pro
   return { uid, gid };
 }
 
+/** A process's user from the image: IDs and home directory. */
+export interface ImageUser extends IdPair {
+  readonly home: string;
+}
+
+/**
+ * Resolves a config's USER, or `tsbuild run -u` ("name", "uid", "name:group", "uid:gid"), as
+ * docker and BuildKit run a process: names through the image's /etc/passwd and /etc/group; a
+ * user without a group takes the primary group of its passwd entry (0 when a numeric UID has
+ * none). Unset: root, home /root. `readFile` returns a file's text from the image, or undefined.
+ */
+export async function resolveUser(spec: string | undefined, readFile: (path: string) => Promise<string | undefined>): Promise<ImageUser> {
+  if (!spec) return { uid: 0, gid: 0, home: '/root' };
+  const [user = '', group] = spec.split(':');
+  const passwd = await readFile('/etc/passwd');
+  const numeric = NUMERIC.test(user);
+  const entry = passwd?.split('\n').map((l) => l.split(':')).find((f) => f[numeric ? 2 : 0] === user);
+  if (!entry && !numeric) throw new TsbuildError('DOCKERFILE_INSTRUCTION', `unable to find user ${user}: no matching entries in passwd file`);
+  const uid = numeric ? Number(user) : Number(entry?.[2]);
+  let gid = Number(entry?.[3] ?? 0);
+  if (group !== undefined && group !== '') {
+    if (NUMERIC.test(group)) gid = Number(group);
+    else {
+      const id = parseIdFile((await readFile('/etc/group')) ?? '').get(group);
+      if (id === undefined) throw new TsbuildError('DOCKERFILE_INSTRUCTION', `unable to find group ${group}: no matching entries in group file`);
+      gid = id;
+    }
+  }
+  return { uid, gid, home: entry?.[5] || '/' };
+}
+
 /** The primary GID (4th field) of user `name` in passwd text. */
 function primaryGroup(name: string, passwd: string): number | undefined {
   for (const line of passwd.split('\n')) {

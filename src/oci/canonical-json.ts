@@ -24,16 +24,24 @@ import { TsbuildError } from '../errors.js';
  *   object members are left out (an optional field that is not set); anything else (undefined in an
  *   array, functions, symbols, Dates, Maps, class instances, NaN, Infinity, cycles) is a bug and throws.
  */
-export function canonicalJson(value: unknown): Buffer {
+export function canonicalJson(value: unknown, opts: CanonicalJsonOptions = {}): Buffer {
   const out: string[] = [];
-  write(value, out, new Set<object>());
+  write(value, out, new Set<object>(), opts.htmlSafe === false ? quotePlain : quote);
   return Buffer.from(out.join(''), 'utf8');
 }
 
-function write(value: unknown, out: string[], stack: Set<object>): void {
+export interface CanonicalJsonOptions {
+  /**
+   * false: strings as JSON.stringify writes them, without Go's HTML escapes (for documents that
+   * are only hashed and always were written so, such as cache keys). Default true.
+   */
+  readonly htmlSafe?: boolean;
+}
+
+function write(value: unknown, out: string[], stack: Set<object>, q: (s: string) => string): void {
   switch (typeof value) {
     case 'string':
-      out.push(quote(value));
+      out.push(q(value));
       return;
     case 'boolean':
       out.push(value ? 'true' : 'false');
@@ -58,7 +66,7 @@ function write(value: unknown, out: string[], stack: Set<object>): void {
           if (i > 0) out.push(',');
           const item: unknown = value[i];
           if (item === undefined) throw new TypeError(`canonicalJson: undefined at array index ${i}`);
-          write(item, out, stack);
+          write(item, out, stack, q);
         }
         out.push(']');
       } else {
@@ -75,8 +83,8 @@ function write(value: unknown, out: string[], stack: Set<object>): void {
           if (member === undefined) continue;
           if (!first) out.push(',');
           first = false;
-          out.push(quote(key), ':');
-          write(member, out, stack);
+          out.push(q(key), ':');
+          write(member, out, stack, q);
         }
         out.push('}');
       }
@@ -98,6 +106,10 @@ const GO_HTML_ESCAPES: Readonly<Record<string, string>> = {
 
 /** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+function quotePlain(s: string): string {
+  return JSON.stringify(s.replace(LONE_SURROGATE, '\uFFFD'));
+}
 
 function quote(s: string): string {
   const wellFormed = s.replace(LONE_SURROGATE, '\uFFFD');

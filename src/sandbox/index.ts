@@ -33,13 +33,13 @@
 export type { DirRootfs, IdMapping, IdRange, Isolation, OverlayRootfs, RunOptions, RunResult, Runner, RunnerKind, RunSpec, SignalSource, StepMount, StepRootfs, StepUser } from './types.js';
 export { isOverlayRootfs } from './types.js';
 export { describeCapabilities, parseSubordinateIds, probeSandbox, type Capability, type HostTools, type ProbeOptions, type SandboxCapabilities, type SubordinateRange } from './probe.js';
-export { assertMapped, containerToHost, hostToContainer, removeTreeAnyOwner, runInUserNamespace, userNamespaceRemoveTree, type UserNamespaceOptions } from './user-namespace.js';
+export { assertMapped, containerToHost, hostToContainer, runInUserNamespace, type UserNamespaceOptions } from './user-namespace.js';
 export { captureUpperDir, collectChanges, DEFAULT_MOUNT_POINTS, prepareOverlay, pruneMountPoints, type CaptureOptions, type ChangeEntry, type PreparedOverlay } from './overlay.js';
 export { createBwrapRunner, DEFAULT_CAPABILITIES, type BwrapRunnerOptions } from './bwrap-runner.js';
 export { createRuncRunner, runtimeConfig, type RuncRunnerOptions } from './runc-runner.js';
 export { createChrootRunner, createHostRunner, type ChrootRunnerOptions } from './chroot-runner.js';
 export { makeStepDir, sweepDeadStepDirs, type StepDirKind } from './step-dir.js';
 export { provisionChroot, unprovisionChroot, type ChrootProvision } from './chroot-provision.js';
-export { selectRunner, type RunnerSelection, type SelectRunnerOptions, type Snapshotter } from './select-runner.js';
+export { selectRunner, type RunnerSelection, type SelectRunnerOptions, type SnapshotMode } from './select-runner.js';
 export { diffCopyRootfs, indexTree, makeMountPoints, parseStatIndex, prepareCopyRootfs, removeMountPoints, serializeStatIndex, type CopyOptions, type MadeMountPoints, type StatIndex } from './copy-diff.js';
 export type { RawEntry } from './overlay.js';

@@ -17,10 +17,10 @@ export interface SelectRunnerOptions {
    * How snapshots are made: `auto` (overlay where the sandbox can mount it, else copy),
    * or forced (`TSBUILD_SNAPSHOTTER=overlay|copy`; tests use `copy` to compare both).
    */
-  readonly snapshotter?: Snapshotter;
+  readonly snapshotter?: SnapshotMode;
 }
 
-export type Snapshotter = 'auto' | 'overlay' | 'copy';
+export type SnapshotMode = 'auto' | 'overlay' | 'copy';
 
 export interface RunnerSelection {
   readonly runner: Runner;

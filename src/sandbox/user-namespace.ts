@@ -1,6 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import { removeTreeDefault } from '../store/index.js';
-import { captureChild, runChild, type ChildOptions } from './child.js';
+import { runChild, type ChildOptions } from './child.js';
 import { probeSandbox, userNamespaceArgs, type SandboxCapabilities } from './probe.js';
 import type { IdMapping, IdRange, RunResult } from './types.js';
 
@@ -57,45 +56,4 @@ export async function runInUserNamespace(cmd: string, args: readonly string[], o
     });
   }
   return runChild(caps.tools.unshare, [...userNamespaceArgs(caps.idMapping), '--', cmd, ...args], opts);
-}
-
-/**
- * A `removeTree` for the store (OpenStoreOptions.removeTree): as root the default remover; as
- * a user, `rm -rf` inside the user namespace, where directories owned by subordinate IDs and
- * overlay's mode-000 work/work directory are removable.
- */
-let probed: Promise<SandboxCapabilities> | undefined;
-
-/**
- * The store's tree remover for an ordinary user: fs.rm first (what the user owns), and where
- * that is refused (snapshots and cache mounts hold files of subordinate IDs, made by rootless
- * steps) rm -rf inside a user namespace of the user's range, where those IDs are the user's
- * own. The sandbox is probed only then, once per process. As root, plain fs.rm.
- */
-export async function removeTreeAnyOwner(path: string, signal?: AbortSignal): Promise<void> {
-  try {
-    await removeTreeDefault(path, signal);
-    return;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (process.getuid?.() === 0 || (code !== 'EACCES' && code !== 'EPERM')) throw e;
-  }
-  probed ??= probeSandbox({ signal });
-  const caps = await probed;
-  if (!caps.userNamespaces.ok) {
-    throw new TsbuildError('STORE_IO', `cannot remove ${path}: it holds files of other user IDs (from rootless RUN steps), and no user namespace is available to remove them`, {
-      hint: caps.userNamespaces.hint ?? 'remove it as root',
-    });
-  }
-  await userNamespaceRemoveTree(caps)(path, signal);
-}
-
-export function userNamespaceRemoveTree(caps: SandboxCapabilities): (path: string, signal?: AbortSignal) => Promise<void> {
-  if (caps.isRoot) return removeTreeDefault;
-  return async (path, signal) => {
-    const r = await captureChild(caps.tools.unshare ?? 'unshare', [...userNamespaceArgs(caps.idMapping), '--', 'rm', '-rf', '--', path], { signal });
-    if (r.exitCode !== 0) {
-      throw new TsbuildError('STORE_IO', `cannot remove ${path} in the user namespace: ${r.stderr.trim()}`);
-    }
-  };
 }

@@ -1,5 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { sweepDeadRuns } from '../../engine/index.js';
 import { TsbuildError } from '../../errors.js';
 import { isDigest, type Digest } from '../../oci/index.js';
 import { collectGarbage, type RootRef, type Store } from '../../store/index.js';
@@ -49,7 +50,7 @@ export const pruneCommand = defineCommand({
     const store = await ctx.store();
     // Step dirs (and ssh-agent proxy dirs) of SIGKILLed tsbuilds live outside the store, in the
     // temp dir: prune clears those of dead processes too, as a build does when it starts.
-    await (await import('../../sandbox/step-dir.js')).sweepDeadStepDirs();
+    await sweepDeadRuns();
     const now = Date.now();
     const olderThan = (mtimeMs: number): boolean => untilMs === undefined || now - mtimeMs >= untilMs;
 

@@ -1,52 +1,9 @@
-import { mkdir, readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join, resolve } from 'node:path';
-import { leaseLayers, lowerDirsFor } from '../../engine/index.js';
+import { readFile, stat } from 'node:fs/promises';
+import { isAbsolute, resolve } from 'node:path';
+import { runImage, type StepMount } from '../../engine/index.js';
 import { TsbuildError } from '../../errors.js';
-import { Lease } from '../../store/index.js';
-import { layerIndexOf } from '../../image/layer-index-cache.js';
-import { probeSandbox, selectRunner, userNamespaceRemoveTree, type StepMount, type StepUser } from '../../sandbox/index.js';
 import { defineCommand, repeatable } from '../command.js';
 import { resolveImageArg } from '../local-images.js';
-
-const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
-/** A file of the image, read from its lower dirs top-down (whiteouts ignored: /etc/passwd and /etc/group only). */
-async function readImageFile(lowerDirs: readonly string[], path: string): Promise<string | undefined> {
-  for (const dir of [...lowerDirs].reverse()) {
-    const text = await readFile(join(dir, path), 'utf8').catch(() => undefined);
-    if (text !== undefined) return text;
-  }
-  return undefined;
-}
-
-function lookup(text: string | undefined, name: string, field: number): string[] | undefined {
-  return text
-    ?.split('\n')
-    .map((l) => l.split(':'))
-    .find((f) => f[field] === name);
-}
-
-/** `user`, `uid`, `user:group`, `uid:gid` as docker run -u (and USER) take them. */
-async function resolveUser(spec: string, lowerDirs: readonly string[]): Promise<StepUser & { home: string }> {
-  if (spec === '') return { uid: 0, gid: 0, home: '/root' };
-  const [u = '', g] = spec.split(':');
-  const passwd = await readImageFile(lowerDirs, 'etc/passwd');
-  const entry = /^\d+$/.test(u) ? lookup(passwd, u, 2) : lookup(passwd, u, 0);
-  if (!entry && !/^\d+$/.test(u)) {
-    throw new TsbuildError('USAGE', `unable to find user ${u}: no matching entries in passwd file`, { exitCode: 1 });
-  }
-  const uid = Number(entry?.[2] ?? u);
-  let gid = Number(entry?.[3] ?? 0);
-  if (g !== undefined && g !== '') {
-    if (/^\d+$/.test(g)) gid = Number(g);
-    else {
-      const grp = lookup(await readImageFile(lowerDirs, 'etc/group'), g, 0);
-      if (!grp) throw new TsbuildError('USAGE', `unable to find group ${g}: no matching entries in group file`, { exitCode: 1 });
-      gid = Number(grp[2]);
-    }
-  }
-  return { uid, gid, home: entry?.[5] || '/' };
-}
 
 /** KEY=VALUE, or KEY alone to take the value from the host environment (dropped when unset). */
 function envEntry(spec: string, hostEnv: NodeJS.ProcessEnv): string | undefined {
@@ -68,13 +25,6 @@ async function readEnvFile(path: string, hostEnv: NodeJS.ProcessEnv): Promise<st
     .map((l) => l.replace(/\r$/, '').trimStart())
     .filter((l) => l !== '' && !l.startsWith('#'))
     .flatMap((l) => envEntry(l, hostEnv) ?? []);
-}
-
-/** Later entries win, in first-seen order (image Env < --env-file < -e). */
-function mergeEnv(...lists: ReadonlyArray<readonly string[]>): string[] {
-  const m = new Map<string, string>();
-  for (const list of lists) for (const kv of list) m.set(kv.slice(0, kv.indexOf('=') < 0 ? kv.length : kv.indexOf('=')), kv);
-  return [...m.values()];
 }
 
 async function parseVolume(spec: string, cwd: string): Promise<StepMount> {
@@ -135,71 +85,24 @@ export const runCommand = defineCommand({
     for (const f of repeatable(args['env-file'])) fileEnv.push(...(await readEnvFile(resolve(io.cwd, f), io.env)));
     const flagEnv = repeatable(args.env).flatMap((e) => envEntry(e, io.env) ?? []);
 
-    const capabilities = await probeSandbox({ signal });
-    // As an ordinary user, as RUN steps do (engine/run-step.ts): layers unpacked and the
-    // overlay's trees removed inside the user namespace of the subordinate ID range.
-    const rootless = capabilities.isRoot ? undefined : capabilities;
-    const removeTree = rootless ? userNamespaceRemoveTree(rootless) : (p: string) => store.removeTree(p);
-    const sel = selectRunner({ capabilities, isolation: 'auto', warn: (m) => io.stderr.write(`warning: ${m}\n`) });
-    if (sel.snapshots !== 'overlay') {
-      throw new TsbuildError('SANDBOX_UNAVAILABLE', 'tsbuild run needs overlay snapshots on this host, which are unavailable', { hint: 'install attr (getfattr) and use a kernel with overlayfs' });
-    }
-    if (image.manifest.layers.length === 0) throw new TsbuildError('UNSUPPORTED', `image ${args.image} has no layers: nothing to run`);
-
-    const layers = image.manifest.layers.map((l) => ({ diffId: l.digest, size: l.size }));
-    // Held until the run ends: a concurrent rmi or prune keeps the layers and the snapshots
-    // mounted as lower dirs (store/lease.ts).
-    const lease = new Lease(store);
-    try {
-      await leaseLayers(lease, store, layers, `image ${args.image}`, signal);
-      // The image itself too: rmi refuses an image a run is using (as docker does for a container's).
-      await lease.hold({ roots: [image.manifestDescriptor] }, { signal });
-      const indexes = await Promise.all(layers.map((l) => layerIndexOf(store, l.diffId, { signal })));
-      const lowerDirs = await lowerDirsFor(store, layers, indexes, signal, rootless);
-      const user = await resolveUser(args.user ?? cfg.User ?? '', lowerDirs);
-      const cwd = args.workdir ?? (cfg.WorkingDir || '/');
-      if (!isAbsolute(cwd)) throw new TsbuildError('USAGE', `the working directory ${JSON.stringify(cwd)} is not absolute`);
-
-      const imageEnv = [...(cfg.Env ?? [])];
-      const base = mergeEnv(
-        [DEFAULT_PATH, `HOSTNAME=tsbuild`, `HOME=${user.home}`],
-        imageEnv,
-        fileEnv,
-        flagEnv,
-      );
-
-      const upperDir = await store.makeTempDir('upper');
-      const workDir = await store.makeTempDir('work');
-      try {
-        // docker creates a missing working directory; a RUN step's WORKDIR always exists.
-        let exists = false;
-        for (const d of lowerDirs) if (await stat(join(d, cwd)).catch(() => undefined)) exists = true;
-        if (!exists) await mkdir(join(upperDir, cwd), { recursive: true, mode: 0o755 });
-
-        const result = await sel.runner.run(
-          {
-            rootfs: { lowerDirs, upperDir, workDir },
-            args: argv,
-            env: base,
-            cwd,
-            user: { uid: user.uid, gid: user.gid },
-            network: args.network,
-            mounts,
-            ...(args.interactive ? { stdin: io.stdin } : {}),
-            ...(args.tty ? { tty: true } : {}),
-            ...(args['read-only'] ? { readonlyRoot: true } : {}),
-            stdout: (c) => io.stdout.write(c),
-            stderr: (c) => io.stderr.write(c),
-          },
-          { signal, forwardSignals: io.signals },
-        );
-        return result.exitCode;
-      } finally {
-        await removeTree(upperDir).catch(() => undefined);
-        await removeTree(workDir).catch(() => undefined);
-      }
-    } finally {
-      await lease.release();
-    }
+    return runImage(
+      {
+        image,
+        name: args.image,
+        args: argv,
+        env: [...fileEnv, ...flagEnv],
+        workdir: args.workdir,
+        user: args.user,
+        mounts,
+        network: args.network,
+        ...(args.interactive ? { stdin: io.stdin } : {}),
+        tty: args.tty,
+        readonlyRoot: args['read-only'],
+        stdout: (c) => io.stdout.write(c),
+        stderr: (c) => io.stderr.write(c),
+        forwardSignals: io.signals,
+      },
+      { store, signal, warn: (m) => io.stderr.write(`warning: ${m}\n`), toolPath: io.env.PATH },
+    );
   },
 });

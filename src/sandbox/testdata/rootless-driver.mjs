@@ -114,7 +114,9 @@ await sb.runInUserNamespace('id', ['-u'], { capabilities: caps, stdout: (c) => i
 out.idInNamespace = Buffer.concat(idOut).toString().trim();
 
 // removeTree inside the namespace removes what the host user could not (0700 dirs of other IDs, work/work).
-const remove = sb.userNamespaceRemoveTree(caps);
+// (snapshot/'s host filesystem capability, which runs rm -rf inside the namespace).
+const snapshot = await import(new URL('../snapshot/index.js', dist).href);
+const remove = (await snapshot.hostFilesystemFor(caps)).removeTree;
 const victim = out.steps.bwrap.chown.work;
 await remove(victim);
 out.removedWork = await stat(victim).then(() => false, () => true);

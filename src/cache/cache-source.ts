@@ -1,0 +1,31 @@
+import type { StoredLayer } from '../image/seal.js';
+import type { LayerIndex } from '../layer/layer-index.js';
+import type { CacheKey } from './cache-key.js';
+
+/**
+ * A step's result found in a cache: the layer it made (with its entry index), or `empty` for a
+ * step that changed nothing (a RUN that wrote no file adds no layer, as BuildKit's exporter
+ * drops empty layers).
+ */
+export type CacheHit = { readonly kind: 'layer'; readonly layer: StoredLayer; readonly index: LayerIndex } | { readonly kind: 'empty' };
+
+/**
+ * A place step results can be found: the local step cache first (LocalStepCache), then others
+ * (a registry cache) in the order the build lists them. A lookup is a query: it never writes,
+ * never holds anything; what a hit must hold (the build's lease, a download) is the caller's.
+ * A hit is usable: the layer's blob is in the store when it is answered.
+ */
+export interface CacheSource {
+  /** For messages: "local step cache", "registry cache example.com/app:cache". */
+  readonly name: string;
+  lookup(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheHit | undefined>;
+}
+
+/** The first hit of `sources`, asked in order. */
+export async function lookupInOrder(sources: readonly CacheSource[], key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheHit | undefined> {
+  for (const source of sources) {
+    const hit = await source.lookup(key, opts);
+    if (hit) return hit;
+  }
+  return undefined;
+}

@@ -1,0 +1,268 @@
+import type { Logger } from 'pino';
+import { LocalStepCache, lookupInOrder, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
+import { TsbuildError, type SourceLocation } from '../errors.js';
+import type { StoredLayer } from '../image/seal.js';
+import type { LocalImage } from '../image/local-image.js';
+import type { Descriptor, Platform } from '../oci/index.js';
+import { formatPlatform } from '../oci/index.js';
+import type { SourceRef } from '../plan/index.js';
+import type { RegistryClient } from '../registry/index.js';
+import type { Runner, SandboxCapabilities } from '../sandbox/index.js';
+import { hostFilesystem, type HostFilesystem, type Snapshotter } from '../snapshot/index.js';
+import { Lease, type Store } from '../store/index.js';
+import { resolveImage, stateFromImage, type PullPolicy } from './base-image.js';
+import type { SourceRoot } from './copy-sources.js';
+import type { BuildEvent, BuildReporter } from './events.js';
+import { claimLeased, deferLayers, leaseLayers } from './lease-layers.js';
+import type { StageState } from './stage-state.js';
+
+/** What RUN steps (and `tsbuild run`) run with: probed and selected once per session. */
+export interface BuildSandbox {
+  readonly runner: Runner;
+  readonly capabilities: SandboxCapabilities;
+  readonly snapshotter: Snapshotter;
+  readonly hostFs: HostFilesystem;
+}
+
+export interface SessionOptions {
+  readonly store: Store;
+  readonly signal: AbortSignal;
+  readonly report: BuildReporter;
+  readonly platform: Platform;
+  /** The structured log, created on first use (a cached build logs nothing and loads no pino). */
+  readonly logger?: (() => Logger) | undefined;
+  /** The registry client for pulls and pushes, created on first use. */
+  readonly registry?: (() => Promise<RegistryClient>) | undefined;
+  /** Base images: from the store first (missing), always pulled, or never. */
+  readonly pull?: PullPolicy | undefined;
+  /** The caller's PATH: where the sandbox looks for bwrap, runc and the other host tools. */
+  readonly toolPath?: string | undefined;
+  /** How RUN steps run: `--runtime`, `--isolation`, TSBUILD_SNAPSHOTTER. */
+  readonly runtime?: 'bwrap' | 'runc' | undefined;
+  readonly isolation?: 'auto' | 'sandbox' | 'chroot' | 'none' | undefined;
+  readonly snapshotter?: 'auto' | 'overlay' | 'copy' | undefined;
+  /** Cache sources asked after the local step cache, in order. */
+  readonly cacheSources?: readonly CacheSource[] | undefined;
+}
+
+/**
+ * The resources of one build (or one `tsbuild run`), as named methods: the store and the lease
+ * that keeps what the build uses out of a concurrent rmi's and prune's reach, temporary
+ * directories, the stages' states and their files on disk, the sandbox (probed once), the host
+ * filesystem capability, base images, the cache sources, progress. `close()` gives everything
+ * back; nothing else in the engine holds a resource across steps.
+ */
+export class BuildSession {
+  readonly store: Store;
+  /** Aborted by the caller, or by the first stage that fails (fail fast, as BuildKit). */
+  readonly signal: AbortSignal;
+  readonly platform: Platform;
+  /** The platform as keys and messages write it (linux/amd64). */
+  readonly platformText: string;
+  /** Where step results are recorded; the first of `cacheSources`. */
+  readonly stepCache: LocalStepCache;
+  readonly cacheSources: readonly CacheSource[];
+  readonly #opts: SessionOptions;
+  readonly #failFast = new AbortController();
+  readonly #lease: Lease;
+  readonly #owned: Array<{ readonly dir: string; readonly remove: (dir: string) => Promise<void> }> = [];
+  readonly #roots = new Map<string, Promise<SourceRoot>>();
+  readonly #stages = new Map<number, StageState>();
+  #sandbox: Promise<BuildSandbox> | undefined;
+  #hostFs: Promise<HostFilesystem> | undefined;
+  #stepId = 0;
+
+  constructor(opts: SessionOptions) {
+    this.#opts = opts;
+    this.store = opts.store;
+    this.signal = AbortSignal.any([opts.signal, this.#failFast.signal]);
+    this.platform = opts.platform;
+    this.platformText = formatPlatform(opts.platform);
+    this.stepCache = new LocalStepCache(opts.store);
+    this.cacheSources = [this.stepCache, ...(opts.cacheSources ?? [])];
+    // What the session uses and makes (base layers, step layers and their snapshots, the sealed
+    // image until it is tagged) is held in one lease (store/lease.ts). Layers found in the store
+    // (a base image, cache hits) are deferred into it and written with the next layer a step
+    // makes, the next claim, or the image at the end: a fully cached build writes it once.
+    this.#lease = new Lease(opts.store);
+  }
+
+  // --- progress ---
+
+  report(event: BuildEvent): void {
+    this.#opts.report(event);
+  }
+
+  warn(message: string, location?: SourceLocation): void {
+    this.report({ type: 'warning', message, ...(location ? { location } : {}) });
+  }
+
+  /** A fresh id for a step's progress events. */
+  nextStepId(): number {
+    return ++this.#stepId;
+  }
+
+  /** True when the caller cancelled (not a sibling stage's failure). */
+  get cancelled(): boolean {
+    return this.#opts.signal.aborted;
+  }
+
+  /** Stops every other stage: one of them failed. */
+  failFast(): void {
+    this.#failFast.abort();
+  }
+
+  // --- the lease ---
+
+  /**
+   * Holds a stack of layers: `found` ones (in the store already: a base, a cache hit) are
+   * deferred into the lease, made ones written into it at once (lease-layers.ts).
+   */
+  async holdLayers(layers: readonly StoredLayer[], what: string, found: boolean): Promise<void> {
+    if (found) deferLayers(this.#lease, layers, what);
+    else await leaseLayers(this.#lease, this.store, layers, what, this.signal);
+  }
+
+  /** Writes what was deferred and checks it is still there: before a step reads the layers it builds on. */
+  claim(): Promise<void> {
+    return claimLeased(this.#lease, this.store, this.signal);
+  }
+
+  /** Holds an image (the sealed target until it is tagged, the image `tsbuild run` runs). */
+  async holdImage(manifest: Descriptor): Promise<void> {
+    await this.#lease.hold({ roots: [manifest] }, { signal: this.signal });
+  }
+
+  // --- cache ---
+
+  /** The first hit of the cache sources, in order; never writes. */
+  lookup(key: CacheKey): Promise<CacheHit | undefined> {
+    return lookupInOrder(this.cacheSources, key, { signal: this.signal });
+  }
+
+  record(key: CacheKey, record: StepRecord): Promise<void> {
+    return this.stepCache.record(key, record);
+  }
+
+  // --- temporary directories ---
+
+  /** A private directory in the store's tmp, removed by close(). */
+  async tempDir(kind: string): Promise<string> {
+    const dir = await this.store.makeTempDir(kind);
+    this.#owned.push({ dir, remove: (d) => this.store.removeTree(d) });
+    return dir;
+  }
+
+  // --- images and stages ---
+
+  /** An image for FROM or COPY --from, by the pull policy (base-image.ts). */
+  resolveImage(ref: string, location: SourceLocation): Promise<LocalImage> {
+    return resolveImage(this.#images(), ref, location);
+  }
+
+  /** The start state of a stage FROM an image. */
+  stateFromImage(ref: string, location: SourceLocation): Promise<StageState> {
+    return stateFromImage(this.#images(), ref, location);
+  }
+
+  stageDone(index: number, state: StageState): void {
+    this.#stages.set(index, state);
+  }
+
+  /** The final state of a stage built earlier in this session. */
+  stageState(index: number, location?: SourceLocation): StageState {
+    const s = this.#stages.get(index);
+    if (!s) throw new TsbuildError('STAGE_NOT_FOUND', `stage ${index} is not built before this step`, { ...(location ? { location } : {}) });
+    return s;
+  }
+
+  /**
+   * The files of a stage, an image or scratch on disk (COPY --from, RUN --mount from=), with
+   * the key of their state; each unpacked once per session.
+   */
+  async sourceRoot(source: Exclude<SourceRef, { kind: 'context' }>, location: SourceLocation): Promise<{ root: SourceRoot; key: StateKey }> {
+    switch (source.kind) {
+      case 'scratch': {
+        const dir = await this.tempDir('scratch');
+        return { root: { dir, kind: 'stage', label: 'scratch' }, key: 'scratch' };
+      }
+      case 'stage': {
+        const s = this.stageState(source.index, location);
+        return { root: await this.#unpacked(`stage:${s.key}`, `stage ${source.index}`, s.layers), key: s.key };
+      }
+      case 'image': {
+        const image = await this.resolveImage(source.ref, location);
+        const layers = image.config.rootfs.diff_ids.map((diffId) => ({ diffId, size: 0 }));
+        await this.holdLayers(layers, `image ${source.ref}`, false);
+        const key: StateKey = `image:${image.manifestDescriptor.digest}`;
+        return { root: await this.#unpacked(key, `image ${source.ref}`, layers), key };
+      }
+      default:
+        return source satisfies never;
+    }
+  }
+
+  #unpacked(id: string, label: string, layers: readonly StoredLayer[]): Promise<SourceRoot> {
+    let p = this.#roots.get(id);
+    if (!p) {
+      p = (async () => {
+        // The layers may be cache hits, deferred into the lease: held from here on.
+        await this.claim();
+        const hostFs = await this.hostFs();
+        const dir = await this.store.makeTempDir('from');
+        this.#owned.push({ dir, remove: (d) => hostFs.removeTree(d) });
+        for (const l of layers) await hostFs.unpackLayer(this.store, l.diffId, dir, this.signal);
+        // Unpacked in the user namespace, owners show on the host as subordinate IDs: mapped
+        // back for COPY --from.
+        return hostFs.kind === 'user-namespace' ? { dir, kind: 'stage', label, mapOwner: (uid: number, gid: number) => hostFs.imageOwner(uid, gid) } : { dir, kind: 'stage', label };
+      })();
+      this.#roots.set(id, p);
+    }
+    return p;
+  }
+
+  // --- host capabilities ---
+
+  /** How trees of image files are touched on this host (snapshot/host-fs.ts), chosen once. */
+  hostFs(): Promise<HostFilesystem> {
+    return (this.#hostFs ??= hostFilesystem({ toolPath: this.#opts.toolPath, signal: this.signal }));
+  }
+
+  /** The sandbox: probed and selected on first use (a build without RUN never probes). */
+  sandbox(): Promise<BuildSandbox> {
+    return (this.#sandbox ??= (async () => {
+      const { probeSandbox, selectRunner } = await import('../sandbox/index.js');
+      const { createSnapshotter } = await import('../snapshot/index.js');
+      const capabilities = await probeSandbox({ signal: this.signal, path: this.#opts.toolPath });
+      const sel = selectRunner({
+        capabilities,
+        isolation: this.#opts.isolation ?? 'auto',
+        warn: (message) => this.warn(message),
+        ...(this.#opts.runtime ? { runtime: this.#opts.runtime } : {}),
+        ...(this.#opts.snapshotter ? { snapshotter: this.#opts.snapshotter } : {}),
+      });
+      const hostFs = await this.hostFs();
+      return { runner: sel.runner, capabilities, hostFs, snapshotter: await createSnapshotter(sel.snapshots, this.store, hostFs, capabilities) };
+    })());
+  }
+
+  /** Releases the lease and removes every temporary directory; never throws. */
+  async close(): Promise<void> {
+    await this.#lease.release().catch(() => undefined);
+    for (const { dir, remove } of this.#owned.splice(0)) await remove(dir).catch(() => undefined);
+  }
+
+  #images() {
+    const opts = this.#opts;
+    return {
+      store: this.store,
+      platform: this.platform,
+      pull: opts.pull ?? 'missing',
+      registry: () => {
+        if (!opts.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
+        return opts.registry();
+      },
+      signal: this.signal,
+    };
+  }
+}

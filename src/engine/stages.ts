@@ -1,0 +1,120 @@
+import os from 'node:os';
+import pLimit from 'p-limit';
+import { TsbuildError, isAbortError, type SourceLocation } from '../errors.js';
+import { parseDockerfile, toInstructions, type Instruction } from '../dockerfile/index.js';
+import { DEFAULT_PATH_ENV, initialStageScope, type BuildPlan, type PlannedStage } from '../plan/index.js';
+import { scratchState } from './base-image.js';
+import { dispatchInstruction, type StageProgress } from './dispatch.js';
+import type { BuildSession } from './session.js';
+import type { StageState } from './stage-state.js';
+import type { BuildInputs } from './step.js';
+
+export interface StageOptions {
+  readonly inputs: BuildInputs;
+  /** Stage names or indexes whose steps never use the cache (--no-cache-filter). */
+  readonly noCacheFilter: readonly string[];
+  readonly noCache: boolean;
+  readonly escape: '\\' | '`';
+}
+
+/**
+ * Runs the plan's stages in dependency order: independent stages in parallel (at most 4), each
+ * as soon as the stages it needs are done. The first failure stops the others (fail fast, as
+ * BuildKit does) and is the one reported, unless the caller cancelled.
+ */
+export async function runStages(plan: BuildPlan, session: BuildSession, opts: StageOptions): Promise<void> {
+  const limit = pLimit(Math.max(1, Math.min(4, os.availableParallelism())));
+  const byIndex = new Map(plan.stages.map((ps) => [ps.stage.index, ps]));
+  const started = new Map<number, Promise<void>>();
+  const scopes = new Map<number, StageProgress['scope']>();
+  const schedule = (ps: PlannedStage): Promise<void> => {
+    let p = started.get(ps.stage.index);
+    if (!p) {
+      p = (async () => {
+        await Promise.all(ps.dependsOn.filter((d) => byIndex.has(d)).map((d) => schedule(byIndex.get(d)!)));
+        session.signal.throwIfAborted();
+        await limit(async () => {
+          const done = await runStage(plan, ps, session, opts, ps.base.kind === 'stage' ? scopes.get(ps.base.index) : undefined);
+          session.stageDone(ps.stage.index, done.state);
+          scopes.set(ps.stage.index, done.scope);
+        });
+      })();
+      p.catch(() => session.failFast());
+      started.set(ps.stage.index, p);
+    }
+    return p;
+  };
+  const results = await Promise.allSettled(plan.stages.map(schedule));
+  // The stage that failed first, not the siblings it stopped (their errors are aborts).
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !(!session.cancelled && isAbortError(r.reason)));
+  if (failure) throw failure.reason;
+  const anyFailure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (anyFailure) throw anyFailure.reason;
+}
+
+/** One stage: its FROM, the ONBUILD triggers of its base, then its instructions. */
+async function runStage(plan: BuildPlan, ps: PlannedStage, session: BuildSession, opts: StageOptions, baseScope: StageProgress['scope'] | undefined): Promise<StageProgress> {
+  const stage = ps.stage;
+  const total = plan.stages.length;
+  const label = `[${total > 1 ? `${stage.name ?? `stage-${stage.index}`} ` : ''}`;
+  const count = stage.instructions.length + 1;
+  let state = await startStage(ps, session, `${label}1/${count}]`);
+  const filter = opts.noCacheFilter;
+  const noCache = opts.noCache || (stage.name !== undefined && filter.includes(stage.name)) || filter.includes(String(stage.index));
+  const step = { session, inputs: opts.inputs, noCache };
+
+  // ONBUILD triggers of the base run first, then are cleared (reference: ONBUILD).
+  const triggers = state.config.config?.OnBuild ?? [];
+  let at: StageProgress = { state, scope: initialStageScope(plan, ps, baseScope) };
+  if (triggers.length > 0) {
+    state = { ...state, config: { ...state.config, config: { ...(state.config.config ?? {}), OnBuild: null } } };
+    at = { ...at, state };
+    // A base stage's triggers were parsed with the Dockerfile (the plan has them); an image's
+    // are parsed here, from its config.
+    const parsed = ps.base.kind === 'stage' && ps.onbuild.length === triggers.length ? ps.onbuild : triggers.map((t) => parseTrigger(t, opts.inputs.file, opts.escape, stage.from.location));
+    for (const [i, trigger] of triggers.entries()) {
+      at = await dispatchInstruction({ ...parsed[i]!, location: stage.from.location } as Instruction, `ONBUILD ${trigger}`, at, step);
+    }
+  }
+  for (const [i, ins] of stage.instructions.entries()) {
+    at = await dispatchInstruction(ins, `${label}${i + 2}/${count}] ${ins.original.replace(/\s+/g, ' ').trim()}`, at, step);
+  }
+  return at;
+}
+
+/** The FROM step: scratch, an earlier stage's final state, or an image (local or pulled). */
+async function startStage(ps: PlannedStage, session: BuildSession, prefix: string): Promise<StageState> {
+  const id = session.nextStepId();
+  const fromText = `FROM ${ps.base.kind === 'image' ? ps.base.ref : ps.base.kind === 'stage' ? `stage ${ps.base.index}` : 'scratch'}`;
+  session.report({ type: 'step-start', id, name: `${prefix} ${fromText}`, location: ps.stage.from.location });
+  const t0 = Date.now();
+  let state: StageState;
+  switch (ps.base.kind) {
+    case 'scratch':
+      state = scratchState(session.platform);
+      break;
+    case 'stage':
+      state = { ...session.stageState(ps.base.index), cmdSet: false };
+      break;
+    case 'image':
+      state = await session.stateFromImage(ps.base.ref, ps.stage.from.location);
+      break;
+    default:
+      return ps.base satisfies never;
+  }
+  await session.holdLayers(state.layers, fromText, true);
+  // An image without PATH gets the default one, as BuildKit does (scratch included).
+  if (!(state.config.config?.Env ?? []).some((e) => e.startsWith('PATH='))) {
+    state = { ...state, config: { ...state.config, config: { ...(state.config.config ?? {}), Env: [`PATH=${DEFAULT_PATH_ENV}`, ...(state.config.config?.Env ?? [])] } } };
+  }
+  session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+  return state;
+}
+
+/** An ONBUILD trigger from a base image's config, as an instruction located at the FROM line. */
+function parseTrigger(trigger: string, file: string, escape: '\\' | '`', location: SourceLocation): Instruction {
+  const p = parseDockerfile(`${escape === '`' ? '# escape=`\n' : ''}${trigger}\n`, { file: `${file} (ONBUILD of the base image)` });
+  const list = toInstructions(p);
+  if (list.length !== 1) throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid ONBUILD trigger ${JSON.stringify(trigger)} in the base image`, { location });
+  return list[0]!;
+}

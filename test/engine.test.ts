@@ -1,0 +1,127 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+// From source, not dist/: these fail when build() is broken, however stale dist/ is.
+import { build, type BuildEvent, type BuildRequest, type BuildResult } from '../src/engine/index.js';
+import { isTsbuildError } from '../src/errors.js';
+import { readLayerFile } from '../src/layer/layer-index.js';
+import { hostPlatform } from '../src/oci/index.js';
+import { openStore, type Store } from '../src/store/index.js';
+
+let tmp: string;
+
+beforeAll(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tsbuild-engine-'));
+});
+afterAll(async () => {
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+/** A fresh store and context (files + Dockerfile) in the temp dir. */
+async function setup(name: string, files: Record<string, string>): Promise<{ store: Store; contextDir: string }> {
+  const contextDir = path.join(tmp, name, 'context');
+  for (const [rel, content] of Object.entries(files)) {
+    await fs.mkdir(path.dirname(path.join(contextDir, rel)), { recursive: true });
+    await fs.writeFile(path.join(contextDir, rel), content);
+  }
+  return { store: await openStore(path.join(tmp, name, 'store')), contextDir };
+}
+
+async function run(store: Store, contextDir: string, dockerfile: string, patch: Partial<BuildRequest> = {}): Promise<{ result: BuildResult; events: BuildEvent[] }> {
+  const events: BuildEvent[] = [];
+  const result = await build(
+    {
+      contextDir,
+      dockerfile: { name: 'Dockerfile', text: Buffer.from(dockerfile) },
+      tags: ['localhost/engine-test:latest'],
+      buildArgs: new Map(),
+      labels: {},
+      noCache: false,
+      outputs: [{ type: 'image' }],
+      ...patch,
+    },
+    {
+      store,
+      signal: new AbortController().signal,
+      report: (e) => events.push(e),
+      platform: hostPlatform(),
+      created: '2024-01-02T03:04:05Z',
+      logger: () => pino({ level: 'silent' }),
+    },
+  );
+  return { result, events };
+}
+
+/** A file of a layer in the store, as text. */
+async function fileOf(store: Store, diffId: `sha256:${string}`, p: string): Promise<string | undefined> {
+  return (await readLayerFile(() => store.blobs.openBlob(diffId), p, 1024 * 1024))?.toString('utf8');
+}
+
+describe('build() in-process', () => {
+  it('builds a COPY-only image: one layer per COPY, tagged in the store', async () => {
+    const { store, contextDir } = await setup('copy', { 'a.txt': 'alpha\n', 'dir/b.txt': 'beta\n', 'ignored.txt': 'no' });
+    await fs.writeFile(path.join(contextDir, '.dockerignore'), 'ignored.txt\n');
+    const { result } = await run(store, contextDir, 'FROM scratch\nCOPY a.txt /a.txt\nCOPY . /ctx/\n');
+    const { manifest, config } = result.image;
+    expect(manifest.layers).toHaveLength(2);
+    expect(config.rootfs.diff_ids).toEqual(manifest.layers.map((l) => l.digest));
+    expect(await fileOf(store, manifest.layers[0]!.digest as `sha256:${string}`, 'a.txt')).toBe('alpha\n');
+    expect(await fileOf(store, manifest.layers[1]!.digest as `sha256:${string}`, 'ctx/dir/b.txt')).toBe('beta\n');
+    expect(await fileOf(store, manifest.layers[1]!.digest as `sha256:${string}`, 'ctx/ignored.txt')).toBeUndefined();
+    expect((await store.getTag('localhost/engine-test:latest'))?.digest).toBe(result.image.manifestDescriptor.digest);
+    expect(config.history?.map((h) => h.created_by)).toEqual(['COPY a.txt /a.txt # buildkit', 'COPY . /ctx/ # buildkit']);
+  });
+
+  it('applies config instructions (ENV, LABEL, CMD, USER, WORKDIR) without a sandbox', async () => {
+    const { store, contextDir } = await setup('config', {});
+    const { result } = await run(store, contextDir, 'FROM scratch\nENV A=1 B="two words"\nLABEL l=v\nCMD ["run", "$A"]\nWORKDIR /app/$A\nUSER 5:6\n', { labels: { extra: 'x' } });
+    const c = result.image.config.config ?? {};
+    expect(c.Env).toEqual(['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'A=1', 'B=two words']);
+    expect(c.Labels).toEqual({ l: 'v', extra: 'x' });
+    expect(c.Cmd).toEqual(['run', '$A']);
+    expect(c.WorkingDir).toBe('/app/1');
+    expect(c.User).toBe('5:6');
+    // WORKDIR made its directory as the only layer; the other steps are empty-layer history.
+    expect(result.image.manifest.layers).toHaveLength(1);
+    expect(result.image.config.history?.map((h) => h.empty_layer === true)).toEqual([true, true, true, false, true]);
+  });
+
+  it('rebuilds from the cache: every step a hit, the same image ID', async () => {
+    const { store, contextDir } = await setup('cached', { 'a.txt': 'alpha\n' });
+    const dockerfile = 'FROM scratch\nCOPY a.txt /a.txt\nWORKDIR /w\nENV X=1\n';
+    const first = await run(store, contextDir, dockerfile);
+    expect(first.events.filter((e) => e.type === 'step-cached')).toEqual([]);
+    const second = await run(store, contextDir, dockerfile);
+    const cached = second.events.filter((e): e is Extract<BuildEvent, { type: 'step-cached' }> => e.type === 'step-cached').map((e) => e.name);
+    expect(cached).toEqual(['[2/4] COPY a.txt /a.txt', '[3/4] WORKDIR /w']);
+    expect(second.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
+    // A changed file misses from its step on, and gives another image.
+    await fs.writeFile(path.join(contextDir, 'a.txt'), 'changed\n');
+    const third = await run(store, contextDir, dockerfile);
+    expect(third.events.filter((e) => e.type === 'step-cached')).toEqual([]);
+    expect(third.result.image.configDescriptor.digest).not.toBe(first.result.image.configDescriptor.digest);
+  });
+
+  it('copies from an earlier stage (COPY --from) and builds only what the target needs', async () => {
+    const { store, contextDir } = await setup('stages', { 'a.txt': 'from the first stage\n' });
+    const { result, events } = await run(store, contextDir, 'FROM scratch AS one\nCOPY a.txt /x/a.txt\nFROM scratch AS unused\nCOPY a.txt /u\nFROM scratch\nCOPY --from=one /x/a.txt /y.txt\n');
+    expect(result.image.manifest.layers).toHaveLength(1);
+    expect(await fileOf(store, result.image.manifest.layers[0]!.digest as `sha256:${string}`, 'y.txt')).toBe('from the first stage\n');
+    const names = events.flatMap((e) => (e.type === 'step-start' ? [e.name] : []));
+    expect(names.some((n) => n.includes('unused'))).toBe(false);
+    expect(names).toContain('[one 2/2] COPY a.txt /x/a.txt');
+  });
+
+  it('fails with a coded error at the Dockerfile line of the step', async () => {
+    const { store, contextDir } = await setup('error', { 'a.txt': 'a' });
+    const err = await run(store, contextDir, 'FROM scratch\nCOPY a.txt /a\n\nCOPY missing.txt /m\n').catch((e: unknown) => e);
+    expect(isTsbuildError(err)).toBe(true);
+    if (!isTsbuildError(err)) return;
+    expect(err.code).toBe('CONTEXT_SOURCE_MISSING');
+    expect(err.location).toEqual({ file: 'Dockerfile', startLine: 4, endLine: 4 });
+    const bad = await run(store, contextDir, 'FROM scratch\nEXPOSE 80/bogus\n').catch((e: unknown) => e);
+    expect(isTsbuildError(bad) && bad.location?.startLine).toBe(2);
+  });
+});
