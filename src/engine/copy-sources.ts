@@ -28,7 +28,7 @@ export interface SourceRoot {
   /**
    * The exact walk of the whole root (BuildKit's fsutil walker for a context): when given,
    * directory sources take their entries from it, so COPY sees precisely what BuildKit
-   * would send. DEBT: a subdirectory source walks the whole context and keeps its part.
+   * would send. DEBT(#18): a subdirectory source walks the whole context and keeps its part.
    */
   readonly walk?: (() => AsyncIterable<{ readonly relPath: string; readonly absPath: string; readonly stat: fs.Stats }>) | undefined;
 }
@@ -107,7 +107,7 @@ function escape(where: string, rel: string, target?: string): TsbuildError {
 }
 
 /** Normalises a source argument relative to the root; `..` that climbs out is an error. */
-export function cleanSourceArg(arg: string, where: string): string {
+function cleanSourceArg(arg: string, where: string): string {
   const n = path.posix.normalize(arg.replace(/^\/+/, ''));
   if (n === '..' || n.startsWith('../')) throw escape(where, arg);
   return n === '.' ? '' : n.replace(/\/+$/, '');

@@ -17,7 +17,7 @@ import { resolveSources, type SourceMatch, type SourceRoot } from './copy-source
 import { ReadAhead } from './read-ahead.js';
 import type { BuildSession } from './session.js';
 import { viewOf, type StageState } from './stage-state.js';
-import type { LayerChange, StepContext, StepModule } from './step.js';
+import type { LayerChange, MadeLayer, StepContext, StepModule } from './step.js';
 
 /** Context files hashed at once for a COPY's cache key (libuv's pool has 4 threads; the rest queue). */
 const DIGEST_CONCURRENCY = 16;
@@ -32,81 +32,8 @@ const MAX_ID_FILE = 4 * 1024 * 1024;
 export const copyStep: StepModule<CopyStep | AddStep> = {
   async prepare(step, ctx): Promise<LayerChange> {
     const { session, inputs } = ctx;
-    const location = step.location;
-    if (step.kind === 'ADD' && step.sources.some((s) => s.startsWith('git@') || /^git:\/\//.test(s) || (/\.git(#.*)?$/.test(s) && isRemoteSource(s)))) {
-      throw new TsbuildError('UNSUPPORTED', 'ADD of a git repository is not supported yet', { location, hint: 'clone it in an earlier stage, or COPY it from the context' });
-    }
-    // Downloads (ADD <url>) are sources of their own, each from its own root.
-    const remote = step.kind === 'ADD' ? step.sources.filter((s) => isRemoteSource(s)) : [];
-    const downloads: SourceGroup[] = [];
-    for (const url of remote) downloads.push(await download(url, step as AddStep, session));
-    if (step.kind === 'COPY' && step.parents) {
-      throw new TsbuildError('UNSUPPORTED', 'COPY --parents is not supported yet', { location });
-    }
-    let root = inputs.contextRoot;
-    let rootKey: StateKey | undefined;
-    let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s));
-    if (step.kind === 'COPY' && step.source.kind !== 'context') {
-      ({ root, key: rootKey } = await session.sourceRoot(step.source, location));
-    }
-    if (step.contents.length > 0) {
-      // Here-documents become files in a private directory, copied like context files.
-      const dir = await session.tempDir('heredoc');
-      const names: string[] = [];
-      for (const h of step.contents) {
-        const name = path.posix.basename(h.path);
-        await fsp.writeFile(path.join(dir, name), h.data, { mode: 0o644 });
-        // a fixed mtime: the content, not the time of this build, defines the file
-        await fsp.utimes(path.join(dir, name), 0, 0);
-        names.push(name);
-      }
-      sources = names;
-      root = { dir, kind: 'context', label: 'here-document' };
-      rootKey = undefined;
-    }
-    const text = (step.history ?? `${step.kind} ${sources.join(' ')} ${step.dest}`).replace(/ # buildkit$/, '');
-
-    const chmod = step.chmod === undefined ? undefined : parseChmod(step.chmod, location);
-    const chown = step.chown === undefined ? undefined : await withLocation(location, () => resolveChown(step.chown!, imageFileReader(session, ctx.state)));
-    const matches = await withLocation(location, () => resolveSources(root, sources, { instruction: step.kind, location }));
-    const epoch = inputs.sourceDateEpoch;
-    // Groups of sources from other roots: unpacked archives, then downloads.
-    const groups: SourceGroup[] = [];
-    const plain: SourceMatch[] = [];
-    const unpackArchives = step.kind === 'ADD' && step.unpack !== false;
-    for (const m of matches) {
-      const kept: (typeof m)['matches'][number][] = [];
-      for (const f of m.matches) {
-        const kind = unpackArchives && f.stat.isFile() ? await archiveKind(f.abs) : undefined;
-        if (!kind) {
-          kept.push(f);
-          continue;
-        }
-        const dir = await session.tempDir('heredoc');
-        await unpackArchive(f.abs, kind, dir, location, session.signal);
-        const content = await inputs.digests.digestOf(f.abs, await fsp.stat(f.abs, { bigint: true }), session.signal);
-        groups.push({
-          root: { dir, kind: 'stage', label: `archive ${f.rel}` },
-          matches: [{ arg: m.arg, wildcard: false, matches: [{ abs: dir, rel: '', stat: await fsp.stat(dir), name: f.name }] }],
-          source: { kind: 'archive', path: f.rel, digest: content },
-        });
-      }
-      if (kept.length > 0 || !m.wildcard) plain.push({ ...m, matches: kept });
-    }
-    groups.push(...downloads);
-    for (const g of downloads) g.matches = await resolveSources(g.root, g.sources ?? [], { instruction: step.kind, location });
-    const main = plain.filter((m) => m.matches.length > 0);
-    const total = plain.filter((m) => m.matches.length > 0 || !m.wildcard).length + groups.length;
-    const exclude = step.exclude.length > 0 ? new IgnoreMatcher(patternsFromList([...step.exclude], '--exclude')) : undefined;
-    const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view: viewOf(ctx.state), chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
-    const byPath = new Map<string, PlannedEntry>();
-    for (const e of await planCopy(root, main, { ...planOpts, otherSources: total - main.length })) byPath.set(e.path, e);
-    for (const g of groups) {
-      for (const e of await planCopy(g.root, g.matches, { ...planOpts, otherSources: total - 1 })) byPath.set(e.path, e);
-    }
-    const planned = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-    byPath.clear(); // the async function's frame would keep its 20,000 entries to the end
-
+    const from = await sourcesOf(step, ctx);
+    const { planned, groups } = await planEntries(step, ctx, from);
     // The files whose content is read, in plan order; `files[i]` is file i of the read-ahead and
     // of the digest lookups below (no maps keyed by path: a COPY may have 20,000 files).
     const files = planned.filter(isSourceFile);
@@ -114,8 +41,8 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
       parent: ctx.state.key,
       kind: step.kind,
       instruction: step.keyText,
-      sources: [...(rootKey ? [{ kind: 'state', key: rootKey } as const] : []), ...groups.map((g) => g.source)],
-      epoch,
+      sources: [...(from.rootKey ? [{ kind: 'state', key: from.rootKey } as const] : []), ...groups.map((g) => g.source)],
+      epoch: inputs.sourceDateEpoch,
       // One entry per destination path, made as the key is hashed (not held: 20,000 objects for a big context).
       entries: {
         *[Symbol.iterator](): Generator<CopiedEntry> {
@@ -125,7 +52,6 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
       },
       platform: session.platformText,
     });
-
     // With the cache on, the key (and so every file's content digest) is needed before the
     // layer: the digests come from the stat index or are read, several files at once. With
     // --no-cache nothing is looked up, so each file is read once, for the layer, and its
@@ -136,55 +62,163 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
       const digests = await limit.map(files, async (e) => inputs.digests.digestOf(e.srcAbs, await fsp.lstat(e.srcAbs, { bigint: true }), session.signal));
       known = keyInputs((i) => digests[i]);
     }
-
     return {
       kind: 'layer',
       keyInputs: known,
-      history: `${text} # buildkit`,
+      history: `${from.text} # buildkit`,
       async execute() {
-        // What the stat index would have learnt from reading each file for the key.
-        if (known === undefined) await inputs.digests.ready();
-        const learn = known === undefined ? (_i: number, abs: string, st: BigIntStats, d: Digest) => inputs.digests.learn(abs, st, d) : undefined;
-        const ahead = new ReadAhead(files, { onStat: learn, signal: session.signal });
-        const entries: LayerEntry[] = [];
-        let fileIndex = 0;
-        for (const e of planned) {
-          if (e.type !== 'other') entries.push(toLayerEntry(e, isSourceFile(e) ? ahead.source(fileIndex++) : undefined));
-        }
-        const { layerTarChunks } = await import('../layer/index.js'); // not needed on a cache hit
-        // The tar goes into the store chunk by chunk with nothing buffered in between, as ReadAhead's
-        // recycled buffers require; the stored blob's digest is the layer's diff ID.
-        const stored = await session.store.blobs.putChunks(layerTarChunks(entries, { ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}), signal: session.signal }), { signal: session.signal });
-        let learnt: StepKeyInputs | undefined;
-        if (known === undefined) {
-          const unread = new Map<number, Digest>();
-          for (const [i, e] of files.entries()) {
-            if (ahead.digest(i) !== undefined) continue;
-            // Not read for the layer (cannot happen for a file entry; kept as a safe fallback).
-            unread.set(i, await inputs.digests.digestOf(e.srcAbs, await fsp.lstat(e.srcAbs, { bigint: true }), session.signal));
-          }
-          learnt = keyInputs((i) => ahead.digest(i) ?? unread.get(i));
-        }
-        const index: LayerIndex = {
-          entries: planned
-            .filter((e) => e.type !== 'other')
-            .map((e) => ({ path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: epoch !== undefined ? Math.min(e.mtime, epoch) : e.mtime, size: e.size, ...(e.linkTarget !== undefined ? { linkTarget: e.linkTarget } : {}) })),
-          whiteouts: [],
-          opaqueDirs: [],
-        };
-        await rememberLayerIndex(session.store, stored.digest, index);
-        return { made: { layer: { diffId: stored.digest, size: stored.size }, index }, ...(learnt ? { keyInputs: learnt } : {}) };
+        const { made, read } = await writeCopyLayer(planned, files, known === undefined, ctx);
+        return { made, ...(known === undefined ? { keyInputs: keyInputs(read) } : {}) };
       },
     };
   },
 };
 
+/** Where a COPY/ADD reads from: its main root (the context, a stage, an image, here-documents) and downloads. */
+interface CopyFrom {
+  readonly root: SourceRoot;
+  /** The state of a stage or image root; undefined for the context and here-documents. */
+  readonly rootKey: StateKey | undefined;
+  readonly sources: readonly string[];
+  readonly downloads: readonly SourceGroup[];
+  /** The expanded instruction for the history entry. */
+  readonly text: string;
+}
+
+async function sourcesOf(step: CopyStep | AddStep, ctx: StepContext): Promise<CopyFrom> {
+  const { session, inputs } = ctx;
+  const location = step.location;
+  if (step.kind === 'ADD' && step.sources.some((s) => s.startsWith('git@') || /^git:\/\//.test(s) || (/\.git(#.*)?$/.test(s) && isRemoteSource(s)))) {
+    throw new TsbuildError('UNSUPPORTED', 'ADD of a git repository is not supported yet', { location, hint: 'clone it in an earlier stage, or COPY it from the context' });
+  }
+  // Downloads (ADD <url>) are sources of their own, each from its own root.
+  const remote = step.kind === 'ADD' ? step.sources.filter((s) => isRemoteSource(s)) : [];
+  const downloads: SourceGroup[] = [];
+  for (const url of remote) downloads.push(await download(url, step as AddStep, session));
+  if (step.kind === 'COPY' && step.parents) {
+    throw new TsbuildError('UNSUPPORTED', 'COPY --parents is not supported yet', { location });
+  }
+  let root = inputs.contextRoot;
+  let rootKey: StateKey | undefined;
+  let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s));
+  if (step.kind === 'COPY' && step.source.kind !== 'context') {
+    ({ root, key: rootKey } = await session.sourceRoot(step.source, location));
+  }
+  if (step.contents.length > 0) {
+    // Here-documents become files in a private directory, copied like context files.
+    const dir = await session.tempDir('heredoc');
+    const names: string[] = [];
+    for (const h of step.contents) {
+      const name = path.posix.basename(h.path);
+      await fsp.writeFile(path.join(dir, name), h.data, { mode: 0o644 });
+      // a fixed mtime: the content, not the time of this build, defines the file
+      await fsp.utimes(path.join(dir, name), 0, 0);
+      names.push(name);
+    }
+    sources = names;
+    root = { dir, kind: 'context', label: 'here-document' };
+    rootKey = undefined;
+  }
+  const text = (step.history ?? `${step.kind} ${sources.join(' ')} ${step.dest}`).replace(/ # buildkit$/, '');
+  return { root, rootKey, sources, downloads, text };
+}
+
+/**
+ * The destination entries, sorted by path: the sources matched (local archives to unpack become
+ * roots of their own), owners and modes from --chown and --chmod, parents as copy-plan.ts says.
+ */
+async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: CopyFrom): Promise<{ planned: PlannedEntry[]; groups: SourceGroup[] }> {
+  const { session, inputs } = ctx;
+  const location = step.location;
+  const chmod = step.chmod === undefined ? undefined : parseChmod(step.chmod, location);
+  const chown = step.chown === undefined ? undefined : await withLocation(location, () => resolveChown(step.chown!, imageFileReader(session, ctx.state)));
+  const matches = await withLocation(location, () => resolveSources(from.root, from.sources, { instruction: step.kind, location }));
+  // Groups of sources from other roots: unpacked archives, then downloads.
+  const groups: SourceGroup[] = [];
+  const plain: SourceMatch[] = [];
+  const unpackArchives = step.kind === 'ADD' && step.unpack !== false;
+  for (const m of matches) {
+    const kept: (typeof m)['matches'][number][] = [];
+    for (const f of m.matches) {
+      const kind = unpackArchives && f.stat.isFile() ? await archiveKind(f.abs) : undefined;
+      if (!kind) {
+        kept.push(f);
+        continue;
+      }
+      const dir = await session.tempDir('heredoc');
+      await unpackArchive(f.abs, kind, dir, location, session.signal);
+      const content = await inputs.digests.digestOf(f.abs, await fsp.stat(f.abs, { bigint: true }), session.signal);
+      groups.push({
+        root: { dir, kind: 'stage', label: `archive ${f.rel}` },
+        matches: [{ arg: m.arg, wildcard: false, matches: [{ abs: dir, rel: '', stat: await fsp.stat(dir), name: f.name }] }],
+        source: { kind: 'archive', path: f.rel, digest: content },
+      });
+    }
+    if (kept.length > 0 || !m.wildcard) plain.push({ ...m, matches: kept });
+  }
+  for (const g of from.downloads) groups.push({ ...g, matches: await resolveSources(g.root, g.sources ?? [], { instruction: step.kind, location }) });
+  const main = plain.filter((m) => m.matches.length > 0);
+  const total = plain.filter((m) => m.matches.length > 0 || !m.wildcard).length + groups.length;
+  const exclude = step.exclude.length > 0 ? new IgnoreMatcher(patternsFromList([...step.exclude], '--exclude')) : undefined;
+  const epoch = inputs.sourceDateEpoch;
+  const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view: viewOf(ctx.state), chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
+  const byPath = new Map<string, PlannedEntry>();
+  for (const e of await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length })) byPath.set(e.path, e);
+  for (const g of groups) {
+    for (const e of await planCopy(g.root, g.matches, { ...planOpts, otherSources: total - 1 })) byPath.set(e.path, e);
+  }
+  const planned = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  byPath.clear(); // the async function's frame would keep its 20,000 entries to the end
+  return { planned, groups };
+}
+
+/**
+ * Writes the layer of planned entries into the store, each file read once (ReadAhead). With
+ * `learn` (--no-cache: no key was made before) the files' digests are taken from the bytes
+ * read and taught to the stat index; `read(i)` gives file i's digest for the key.
+ */
+async function writeCopyLayer(planned: readonly PlannedEntry[], files: ReadonlyArray<PlannedEntry & { srcAbs: string }>, learn: boolean, ctx: StepContext): Promise<{ made: MadeLayer; read: (i: number) => Digest | undefined }> {
+  const { session, inputs } = ctx;
+  const epoch = inputs.sourceDateEpoch;
+  // What the stat index would have learnt from reading each file for the key.
+  if (learn) await inputs.digests.ready();
+  const onStat = learn ? (_i: number, abs: string, st: BigIntStats, d: Digest) => inputs.digests.learn(abs, st, d) : undefined;
+  const ahead = new ReadAhead(files, { onStat, signal: session.signal });
+  const entries: LayerEntry[] = [];
+  let fileIndex = 0;
+  for (const e of planned) {
+    if (e.type !== 'other') entries.push(toLayerEntry(e, isSourceFile(e) ? ahead.source(fileIndex++) : undefined));
+  }
+  const { layerTarChunks } = await import('../layer/index.js'); // not needed on a cache hit
+  // The tar goes into the store chunk by chunk with nothing buffered in between, as ReadAhead's
+  // recycled buffers require; the stored blob's digest is the layer's diff ID.
+  const stored = await session.store.blobs.putChunks(layerTarChunks(entries, { ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}), signal: session.signal }), { signal: session.signal });
+  const unread = new Map<number, Digest>();
+  if (learn) {
+    for (const [i, e] of files.entries()) {
+      if (ahead.digest(i) !== undefined) continue;
+      // Not read for the layer (cannot happen for a file entry; kept as a safe fallback).
+      unread.set(i, await inputs.digests.digestOf(e.srcAbs, await fsp.lstat(e.srcAbs, { bigint: true }), session.signal));
+    }
+  }
+  const index: LayerIndex = {
+    entries: planned
+      .filter((e) => e.type !== 'other')
+      .map((e) => ({ path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: epoch !== undefined ? Math.min(e.mtime, epoch) : e.mtime, size: e.size, ...(e.linkTarget !== undefined ? { linkTarget: e.linkTarget } : {}) })),
+    whiteouts: [],
+    opaqueDirs: [],
+  };
+  await rememberLayerIndex(session.store, stored.digest, index);
+  return { made: { layer: { diffId: stored.digest, size: stored.size }, index }, read: (i) => ahead.digest(i) ?? unread.get(i) };
+}
+
 /** Sources of a COPY/ADD from a root of their own (an unpacked archive, a download). */
 interface SourceGroup {
   readonly root: SourceRoot;
   readonly source: CopySource;
+  /** The source arguments to match in `root` (downloads). */
   readonly sources?: readonly string[];
-  matches: readonly SourceMatch[];
+  readonly matches: readonly SourceMatch[];
 }
 
 /**

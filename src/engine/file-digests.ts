@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
-import { Digester, type Digest } from '../oci/index.js';
+import { Digester, isDigest, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { readWholeFile } from './read-ahead.js';
 
@@ -27,6 +27,20 @@ export function statIndexMetaName(contextDir: string): string {
   const dir = contextDir.endsWith('/') ? contextDir : `${contextDir}/`;
   return `context-stat-index.${createHash('sha256').update(dir).digest('hex').slice(0, 32)}`;
 }
+/**
+ * The stored index as records by path; records that are not `{k: string, d: digest}` (a torn
+ * or foreign document) are left out, and anything but an object gives none.
+ */
+function parseStatIndexRecords(doc: unknown): Map<string, StatRecord> {
+  const out = new Map<string, StatRecord>();
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return out;
+  for (const [path, r] of Object.entries(doc as Record<string, unknown>)) {
+    const rec = r as { k?: unknown; d?: unknown } | null;
+    if (rec && typeof rec.k === 'string' && typeof rec.d === 'string' && isDigest(rec.d)) out.set(path, { k: rec.k, d: rec.d });
+  }
+  return out;
+}
+
 /** Bound on remembered files per context, so an index cannot grow without limit. */
 const MAX_RECORDS = 200_000;
 
@@ -51,8 +65,7 @@ export class FileDigests {
   /** Loaded once; callers running in parallel share the one read. */
   #load(): Promise<void> {
     return (this.#loaded ??= (async () => {
-      const doc = (await this.#store.readMeta(this.#meta)) as Record<string, StatRecord> | undefined;
-      if (doc && typeof doc === 'object') this.#known = new Map(Object.entries(doc));
+      this.#known = parseStatIndexRecords(await this.#store.readMeta(this.#meta));
     })());
   }
 
@@ -108,8 +121,9 @@ export class FileDigests {
       // Same order as `{ ...current, ...ours }`: a record already on disk keeps its place.
       let records: Map<string, StatRecord> = known;
       let skip = Math.max(0, known.size - MAX_RECORDS);
-      if (current && typeof current === 'object' && Object.keys(current).length > 0) {
-        records = new Map(Object.entries(current as Record<string, StatRecord>));
+      const stored = parseStatIndexRecords(current);
+      if (stored.size > 0) {
+        records = stored;
         for (const [k, v] of known) {
           if (skip > 0) skip--;
           else records.set(k, v);
@@ -150,7 +164,7 @@ function* jsonObjectPieces(records: ReadonlyMap<string, StatRecord>, skip: numbe
 }
 
 /** Files up to this size are hashed from one read into one buffer (open, read, close). */
-export const SMALL_FILE = 1024 * 1024;
+const SMALL_FILE = 1024 * 1024;
 
 async function digestStream(abs: string, signal?: AbortSignal): Promise<Digest> {
   const digester = new Digester();
@@ -161,7 +175,7 @@ async function digestStream(abs: string, signal?: AbortSignal): Promise<Digest> 
 }
 
 /** A small file's content from one open, read and close (readWholeFile with fresh buffers). */
-export async function readSmallFile(abs: string, size: number, signal?: AbortSignal): Promise<Buffer> {
+async function readSmallFile(abs: string, size: number, signal?: AbortSignal): Promise<Buffer> {
   const { buf, len } = await readWholeFile(abs, size, signal);
   return buf.subarray(0, len);
 }

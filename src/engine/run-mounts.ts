@@ -62,6 +62,23 @@ function cacheDir(store: Store, id: string): string {
   return path.join(store.root, 'cache-mounts', createHash('sha256').update(id).digest('hex').slice(0, 32));
 }
 
+/** What the mounts prepared so far hold (filled in order, freed by `release`). */
+interface MountsBuilder {
+  readonly mounts: StepMount[];
+  readonly env: string[];
+  readonly targets: string[];
+  readonly keyInputs: MountSource[];
+  readonly releases: Array<() => void>;
+  /** ssh mounts seen so far, present or not (BuildKit's default target counts them all). */
+  sshIndex: number;
+}
+
+interface MountContext {
+  readonly session: BuildSession;
+  readonly inputs: BuildInputs;
+  readonly location: SourceLocation;
+}
+
 /**
  * Turns the RUN step's --mount list into sandbox mounts (reference: "RUN --mount"):
  * cache (persistent per id in the store; sharing=locked serialises steps of this process),
@@ -73,143 +90,152 @@ function cacheDir(store: Store, id: string): string {
  * private gives a second concurrent step a fresh, throwaway directory instead of waiting.
  */
 export async function prepareMounts(list: readonly RunMount[], session: BuildSession, inputs: BuildInputs, location: SourceLocation): Promise<PreparedMounts> {
-  const mounts: StepMount[] = [];
-  const extraEnv: string[] = [];
-  const targets: string[] = [];
-  const keyInputs: MountSource[] = [];
-  const releases: Array<() => void> = [];
-  let sshIndex = 0;
-  const fail = (msg: string, hint?: string) => new TsbuildError('DOCKERFILE_INSTRUCTION', msg, { location, ...(hint ? { hint } : {}) });
+  const b: MountsBuilder = { mounts: [], env: [], targets: [], keyInputs: [], releases: [], sshIndex: 0 };
   const releaseAll = (): void => {
-    for (const r of releases) r();
+    for (const r of b.releases) r();
   };
+  const ctx: MountContext = { session, inputs, location };
   try {
-    await addMounts();
+    for (const m of list) {
+      switch (m.type) {
+        case 'cache':
+          await cacheMount(m, b, ctx);
+          break;
+        case 'tmpfs':
+          if (!m.target) throw invalid(ctx, 'tmpfs mount needs a target');
+          b.mounts.push({ type: 'tmpfs', target: m.target, readonly: false });
+          b.targets.push(m.target);
+          break;
+        case 'bind':
+          await bindMount(m, b, ctx);
+          break;
+        case 'secret':
+          await secretMount(m, b, ctx);
+          break;
+        case 'ssh':
+          await sshMount(m, b, ctx);
+          break;
+        default:
+          m.type satisfies never;
+      }
+    }
   } catch (e) {
     // A later mount failed: free what the earlier ones took (locks, agent proxies).
     releaseAll();
     throw e;
   }
-  return { mounts, env: extraEnv, targets, keyInputs, release: releaseAll };
+  return { mounts: b.mounts, env: b.env, targets: b.targets, keyInputs: b.keyInputs, release: releaseAll };
+}
 
-  async function addMounts(): Promise<void> {
-    for (const m of list) {
-      switch (m.type) {
-        case 'cache': {
-          const target = m.target;
-          if (!target) throw fail('cache mount needs a target');
-          const id = m.id ?? target;
-          let dir = cacheDir(session.store, id);
-          await fsp.mkdir(path.dirname(dir), { recursive: true });
-          if (m.sharing === 'locked' || m.sharing === 'private') {
-            const release = await holdCacheLock(dir, { wait: m.sharing === 'locked', signal: session.signal });
-            if (release) releases.push(release);
-            else dir = await session.tempDir('mount'); // private, and another step has it now
-          }
-          const fresh = await fsp.mkdir(dir, { recursive: true, mode: m.mode ?? 0o755 });
-          if (fresh !== undefined) {
-            await fsp.chmod(dir, m.mode ?? 0o755);
-            await (await session.hostFs()).chown(dir, m.uid ?? 0, m.gid ?? 0, session.signal);
-          }
-          mounts.push({ type: 'bind', source: dir, target, readonly: m.readOnly });
-          targets.push(target);
-          break;
-        }
-        case 'tmpfs':
-          if (!m.target) throw fail('tmpfs mount needs a target');
-          mounts.push({ type: 'tmpfs', target: m.target, readonly: false });
-          targets.push(m.target);
-          break;
-        case 'bind': {
-          if (!m.target) throw fail('bind mount needs a target');
-          const from = m.from ?? { kind: 'context' as const };
-          let rootDir: string;
-          if (from.kind === 'context') {
-            rootDir = inputs.contextDir;
-          } else {
-            const s = await session.sourceRoot(from, location);
-            rootDir = s.root.dir;
-            keyInputs.push({ kind: 'bind-state', key: s.key });
-          }
-          const rel = (m.source ?? '').replace(/^\/+/, '');
-          const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`);
-          if (src === undefined) throw fail(`bind mount source ${JSON.stringify(m.source ?? '/')} not found`);
-          let source = src;
-          if (!m.readOnly) {
-            // Writes to a rw bind mount are discarded after the step, as in BuildKit.
-            const copy = await session.tempDir('mount');
-            await fsp.cp(src, path.join(copy, 'x'), { recursive: true, verbatimSymlinks: true });
-            source = path.join(copy, 'x');
-          }
-          // BuildKit keys a bind mount on the content it exposes: so do we.
-          if (from.kind === 'context') keyInputs.push({ kind: 'bind-context', path: rel, digest: await digestTree(src, inputs.digests, session.signal) });
-          mounts.push({ type: 'bind', source, target: m.target, readonly: m.readOnly });
-          targets.push(m.target);
-          break;
-        }
-        case 'secret': {
-          const id = m.id ?? (m.target ? path.posix.basename(m.target) : undefined);
-          if (!id) throw fail('secret mount needs an id or a target');
-          const secret = inputs.secrets.get(id);
-          if (!secret) {
-            if (m.required) throw fail(`secret ${JSON.stringify(id)} is required but was not given`, `pass it with --secret id=${id},src=FILE or --secret id=${id},env=VAR`);
-            break;
-          }
-          if (m.env !== undefined) {
-            const value = secret.value ?? (secret.file ? await fsp.readFile(secret.file, 'utf8') : '');
-            extraEnv.push(`${m.env}=${value}`);
-            if (m.target === undefined) break;
-          }
-          let file = secret.file;
-          if (!file) {
-            const dir = await session.tempDir('mount');
-            file = path.join(dir, 'secret');
-            await fsp.writeFile(file, secret.value ?? '', { mode: 0o400 });
-          }
-          const target = m.target ?? `/run/secrets/${id}`;
-          mounts.push({ type: 'bind', source: file, target, readonly: true });
-          targets.push(target);
-          break;
-        }
-        case 'ssh': {
-          const id = m.id ?? 'default';
-          const upstream = inputs.sshSockets?.get(id);
-          // BuildKit's default target counts every ssh mount of the step, present or not.
-          const target = m.target ?? `/run/buildkit/ssh_agent.${sshIndex}`;
-          sshIndex++;
-          if (upstream === undefined) {
-            if (m.required) throw fail(`ssh agent ${JSON.stringify(id)} is required but was not given`, `pass it with --ssh ${id} (uses $SSH_AUTH_SOCK) or --ssh ${id}=/path/to/agent.sock`);
-            break;
-          }
-          // Not under the store: the sandbox resolves a bind source as the step's USER, and the
-          // store usually sits in a home directory closed to other users. The proxy socket's own
-          // mode and owner decide who may use it.
-          // Named for its owner, so that a later build sweeps it away if tsbuild was SIGKILLed.
-          const dir = await (await import('../sandbox/index.js')).makeStepDir('agent');
-          let stop: (() => void) | undefined;
-          releases.push(() => {
-            stop?.();
-            rmSync(dir, { recursive: true, force: true });
-          });
-          await fsp.chmod(dir, 0o711);
-          // An unguessable name in a directory nobody else can list: other host users cannot
-          // reach the socket even where its mode has to be open (below).
-          const sock = path.join(dir, `${randomBytes(16).toString('hex')}.sock`);
-          const uid = m.uid ?? 0;
-          const gid = m.gid ?? 0;
-          let mode = m.mode ?? 0o600;
-          // As an ordinary user tsbuild cannot give the socket to another ID of the namespace:
-          // open it to everyone in the sandbox instead, so uid=/gid= still reach the agent.
-          if ((await session.hostFs()).kind !== 'root' && (uid !== 0 || gid !== 0)) mode |= 0o666;
-          stop = await proxyAgent(upstream, sock, mode, uid, gid);
-          if (!extraEnv.some((e) => e.startsWith('SSH_AUTH_SOCK='))) extraEnv.push(`SSH_AUTH_SOCK=${target}`);
-          mounts.push({ type: 'bind', source: sock, target, readonly: false });
-          targets.push(target);
-          break;
-        }
-        default:
-          m.type satisfies never;
-      }
-    }
+function invalid(ctx: MountContext, msg: string, hint?: string): TsbuildError {
+  return new TsbuildError('DOCKERFILE_INSTRUCTION', msg, { location: ctx.location, ...(hint ? { hint } : {}) });
+}
+
+async function cacheMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Promise<void> {
+  const { session } = ctx;
+  const target = m.target;
+  if (!target) throw invalid(ctx, 'cache mount needs a target');
+  const id = m.id ?? target;
+  let dir = cacheDir(session.store, id);
+  await fsp.mkdir(path.dirname(dir), { recursive: true });
+  if (m.sharing === 'locked' || m.sharing === 'private') {
+    const release = await holdCacheLock(dir, { wait: m.sharing === 'locked', signal: session.signal });
+    if (release) b.releases.push(release);
+    else dir = await session.tempDir('mount'); // private, and another step has it now
   }
+  const fresh = await fsp.mkdir(dir, { recursive: true, mode: m.mode ?? 0o755 });
+  if (fresh !== undefined) {
+    await fsp.chmod(dir, m.mode ?? 0o755);
+    await (await session.hostFs()).chown(dir, m.uid ?? 0, m.gid ?? 0, session.signal);
+  }
+  b.mounts.push({ type: 'bind', source: dir, target, readonly: m.readOnly });
+  b.targets.push(target);
+}
+
+async function bindMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Promise<void> {
+  const { session, inputs, location } = ctx;
+  if (!m.target) throw invalid(ctx, 'bind mount needs a target');
+  const from = m.from ?? { kind: 'context' as const };
+  let rootDir: string;
+  if (from.kind === 'context') {
+    rootDir = inputs.contextDir;
+  } else {
+    const s = await session.sourceRoot(from, location);
+    rootDir = s.root.dir;
+    b.keyInputs.push({ kind: 'bind-state', key: s.key });
+  }
+  const rel = (m.source ?? '').replace(/^\/+/, '');
+  const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`);
+  if (src === undefined) throw invalid(ctx, `bind mount source ${JSON.stringify(m.source ?? '/')} not found`);
+  let source = src;
+  if (!m.readOnly) {
+    // Writes to a rw bind mount are discarded after the step, as in BuildKit.
+    const copy = await session.tempDir('mount');
+    await fsp.cp(src, path.join(copy, 'x'), { recursive: true, verbatimSymlinks: true });
+    source = path.join(copy, 'x');
+  }
+  // BuildKit keys a bind mount on the content it exposes: so do we.
+  if (from.kind === 'context') b.keyInputs.push({ kind: 'bind-context', path: rel, digest: await digestTree(src, inputs.digests, session.signal) });
+  b.mounts.push({ type: 'bind', source, target: m.target, readonly: m.readOnly });
+  b.targets.push(m.target);
+}
+
+async function secretMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Promise<void> {
+  const id = m.id ?? (m.target ? path.posix.basename(m.target) : undefined);
+  if (!id) throw invalid(ctx, 'secret mount needs an id or a target');
+  const secret = ctx.inputs.secrets.get(id);
+  if (!secret) {
+    if (m.required) throw invalid(ctx, `secret ${JSON.stringify(id)} is required but was not given`, `pass it with --secret id=${id},src=FILE or --secret id=${id},env=VAR`);
+    return;
+  }
+  if (m.env !== undefined) {
+    const value = secret.value ?? (secret.file ? await fsp.readFile(secret.file, 'utf8') : '');
+    b.env.push(`${m.env}=${value}`);
+    if (m.target === undefined) return;
+  }
+  let file = secret.file;
+  if (!file) {
+    const dir = await ctx.session.tempDir('mount');
+    file = path.join(dir, 'secret');
+    await fsp.writeFile(file, secret.value ?? '', { mode: 0o400 });
+  }
+  const target = m.target ?? `/run/secrets/${id}`;
+  b.mounts.push({ type: 'bind', source: file, target, readonly: true });
+  b.targets.push(target);
+}
+
+async function sshMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Promise<void> {
+  const id = m.id ?? 'default';
+  const upstream = ctx.inputs.sshSockets?.get(id);
+  // BuildKit's default target counts every ssh mount of the step, present or not.
+  const target = m.target ?? `/run/buildkit/ssh_agent.${b.sshIndex}`;
+  b.sshIndex++;
+  if (upstream === undefined) {
+    if (m.required) throw invalid(ctx, `ssh agent ${JSON.stringify(id)} is required but was not given`, `pass it with --ssh ${id} (uses $SSH_AUTH_SOCK) or --ssh ${id}=/path/to/agent.sock`);
+    return;
+  }
+  // Not under the store: the sandbox resolves a bind source as the step's USER, and the
+  // store usually sits in a home directory closed to other users. The proxy socket's own
+  // mode and owner decide who may use it.
+  // Named for its owner, so that a later build sweeps it away if tsbuild was SIGKILLed.
+  const dir = await (await import('../sandbox/index.js')).makeStepDir('agent');
+  let stop: (() => void) | undefined;
+  b.releases.push(() => {
+    stop?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await fsp.chmod(dir, 0o711);
+  // An unguessable name in a directory nobody else can list: other host users cannot
+  // reach the socket even where its mode has to be open (below).
+  const sock = path.join(dir, `${randomBytes(16).toString('hex')}.sock`);
+  const uid = m.uid ?? 0;
+  const gid = m.gid ?? 0;
+  let mode = m.mode ?? 0o600;
+  // As an ordinary user tsbuild cannot give the socket to another ID of the namespace:
+  // open it to everyone in the sandbox instead, so uid=/gid= still reach the agent.
+  if ((await ctx.session.hostFs()).kind !== 'root' && (uid !== 0 || gid !== 0)) mode |= 0o666;
+  stop = await proxyAgent(upstream, sock, mode, uid, gid);
+  if (!b.env.some((e) => e.startsWith('SSH_AUTH_SOCK='))) b.env.push(`SSH_AUTH_SOCK=${target}`);
+  b.mounts.push({ type: 'bind', source: sock, target, readonly: false });
+  b.targets.push(target);
 }

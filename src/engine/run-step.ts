@@ -3,8 +3,7 @@ import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { resolveUser } from '../image/users.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { RunStep } from '../plan/index.js';
-import { DEFAULT_MOUNT_POINTS, type ChangeEntry } from '../sandbox/index.js';
-import type { HostLayerEntry } from '../snapshot/index.js';
+import type { ChangeEntry, HostLayerEntry } from '../snapshot/index.js';
 import { imageFileReader } from './copy-step.js';
 import { prepareMounts } from './run-mounts.js';
 import type { LayerChange, MadeLayer, StepModule } from './step.js';
@@ -43,8 +42,7 @@ export const runStep: StepModule<RunStep> = {
           tail.push(...text.split('\n').filter((l) => l !== ''));
           if (tail.length > TAIL_LINES) tail.splice(0, tail.length - TAIL_LINES);
         };
-        const mountPoints = [...DEFAULT_MOUNT_POINTS, ...prepared.targets];
-        const snapshot = await snapshotter.prepare(state, { runner: runner.kind, mountPoints, mounts: prepared.mounts, signal: session.signal });
+        const snapshot = await snapshotter.prepare(state, { runner: runner.kind, mountPoints: prepared.targets, mounts: prepared.mounts, signal: session.signal });
         try {
           const result = await runner.run(
             {

@@ -21,7 +21,7 @@ export interface SshSources {
   close(): Promise<void>;
 }
 
-export const NO_SSH: SshSources = { sockets: new Map(), close: async () => undefined };
+const NO_SSH: SshSources = { sockets: new Map(), close: async () => undefined };
 
 export async function openSshSources(specs: readonly string[], env: NodeJS.ProcessEnv, cwd: string): Promise<SshSources> {
   if (specs.length === 0) return NO_SSH;

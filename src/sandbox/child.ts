@@ -146,7 +146,7 @@ export function terminalTool(script: string | undefined): string {
 }
 
 /** argv as one sh(1) command line (script(1) takes a string): every word single-quoted. */
-export function shellWords(argv: readonly string[]): string {
+function shellWords(argv: readonly string[]): string {
   return argv.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
 }
 

@@ -12,7 +12,7 @@ export interface ChrootRunnerOptions {
 
 function dirRootfs(step: RunSpec, kind: string): string {
   if (isOverlayRootfs(step.rootfs)) {
-    throw new TsbuildError('UNSUPPORTED', `--isolation=${kind} runs on a plain directory: use the copy-and-walk snapshots (prepareCopyRootfs)`, {
+    throw new TsbuildError('UNSUPPORTED', `--isolation=${kind} runs on a plain directory: use the copy-and-walk snapshots`, {
       hint: 'overlay needs a mount namespace, which this isolation mode does not have',
     });
   }
@@ -33,11 +33,11 @@ function noMounts(step: RunSpec, kind: string): void {
  * with CAP_SYS_CHROOT but no CAP_SYS_ADMIN, where kaniko runs). No namespaces at all: the step
  * shares the host's PID, network and mount namespaces; no /proc is mounted (mounting needs
  * CAP_SYS_ADMIN); /dev's basic devices and the host's resolver files are put in the tree for
- * the step by the engine and taken out after it (chroot-provision.ts). The root is changed with
+ * the step by the copy snapshotter and taken out after it (snapshot/chroot-provision.ts). The root is changed with
  * `unshare --root --wd` (util-linux; no namespace flag, so it is chroot(2) + chdir(2)),
  * groups and gid set first with setpriv (which keeps uid 0 and thus the right to chroot),
  * the capability bounding set cut to Docker's defaults, and finally `--setuid`.
- * Known gaps: a step that daemonizes (setsid) escapes the process-group kill; no /proc;
+ * DEBT(#19): a step that daemonizes (setsid) escapes the process-group kill; no /proc;
  * RUN --mount is refused (no mount namespace).
  */
 export function createChrootRunner(opts: ChrootRunnerOptions): Runner {

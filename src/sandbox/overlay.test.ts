@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { captureUpperDir, collectChanges, createBwrapRunner, prepareOverlay, probeSandbox, pruneMountPoints, type RunSpec, type SandboxCapabilities } from './index.js';
+import { captureUpperDir, collectChanges, pruneMountPoints } from '../snapshot/capture.js';
+import { createBwrapRunner, prepareOverlay, probeSandbox, type RunSpec, type SandboxCapabilities } from './index.js';
 import { freshDirs, makeBusyboxRootfs } from './test-fixture.js';
 
 const exec = promisify(execFile);

@@ -95,7 +95,7 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
         // which is the container's PID 1: as with docker, a signal it has no handler for is
         // ignored. unshare's parent half blocks SIGINT/SIGTERM while it waits, so signals go to
         // its child, runc (the mount wrapper exec'd into it).
-        // DEBT: with `tty` the spawned process is script(1), not unshare, and gets the signal.
+        // DEBT(#19): with `tty` the spawned process is script(1), not unshare, and gets the signal.
         const forwarder = new SignalForwarder(runOpts.forwardSignals);
         const unshareArgs = [...ns, '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child', '--mount-proc', '--', tools.sh, '-c', MOUNT_WRAPPER, 'tsbuild-sandbox', mountOptions, root, runc, ...runcGlobal, 'run', '--bundle', bundle, id];
         const [command, commandArgs] = tools.setpriv ? [tools.setpriv, ['--pdeathsig', 'KILL', '--', tools.unshare, ...unshareArgs]] : [tools.unshare, unshareArgs];

@@ -3,17 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isTsbuildError } from '../errors.js';
-import {
-  captureUpperDir,
-  collectChanges,
-  createBwrapRunner,
-  createRuncRunner,
-  probeSandbox,
-  type ChangeEntry,
-  type Runner,
-  type RunSpec,
-  type SandboxCapabilities,
-} from './index.js';
+import { captureUpperDir, collectChanges, type ChangeEntry } from '../snapshot/capture.js';
+import { createBwrapRunner, createRuncRunner, probeSandbox, type Runner, type RunSpec, type SandboxCapabilities } from './index.js';
 import { freshDirs, makeBusyboxRootfs, mountsUnder, processesMatching } from './test-fixture.js';
 
 let base: string;

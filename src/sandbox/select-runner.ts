@@ -28,7 +28,7 @@ export interface RunnerSelection {
   readonly isolation: Exclude<Isolation, 'auto'>;
   /**
    * How the engine makes snapshots: `overlay` (OverlayRootfs, captureUpperDir) or `copy`
-   * (prepareCopyRootfs + DirRootfs + diffCopyRootfs): chroot/none cannot mount, and where the
+   * (DirRootfs, snapshot/copy-snapshotter.ts): chroot/none cannot mount, and where the
    * kernel refuses overlay the copy-and-walk fallback is used.
    */
   readonly snapshots: 'overlay' | 'copy';

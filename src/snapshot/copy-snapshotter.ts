@@ -1,20 +1,10 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { sha256Digest, type Digest } from '../oci/index.js';
-import {
-  diffCopyRootfs,
-  indexTree,
-  makeMountPoints,
-  parseStatIndex,
-  provisionChroot,
-  removeMountPoints,
-  serializeStatIndex,
-  unprovisionChroot,
-  type ChangeEntry,
-  type SandboxCapabilities,
-  type StatIndex,
-  type StepMount,
-} from '../sandbox/index.js';
+import { DEFAULT_MOUNT_POINTS, type SandboxCapabilities, type StepMount } from '../sandbox/index.js';
+import type { ChangeEntry } from './capture.js';
+import { provisionChroot, unprovisionChroot } from './chroot-provision.js';
+import { diffCopyRootfs, indexTree, makeMountPoints, parseStatIndex, removeMountPoints, serializeStatIndex, type StatIndex } from './copy-diff.js';
 import type { Store } from '../store/index.js';
 import type { HostFilesystem } from './host-fs.js';
 import type { LayerChain, PrepareOptions, Snapshotter, StepSnapshot } from './snapshotter.js';
@@ -23,7 +13,7 @@ import type { LayerChain, PrepareOptions, Snapshotter, StepSnapshot } from './sn
  * Copy-and-walk snapshots (DESIGN.md: where overlay cannot be mounted, and always for
  * --isolation=chroot|none): the stage's root filesystem is a plain directory the step writes
  * in place; the change is found by walking the tree and comparing it with a stat index taken
- * before (sandbox/copy-diff.ts).
+ * before (copy-diff.ts).
  *
  * The merged tree of a chain of layers is kept in the store between steps and builds, with
  * its stat index, as snapshots/<id> = { root/, index.jsonl } where id = rootfsTreeId(chain).
@@ -38,6 +28,7 @@ export function copySnapshotter(store: Store, hostFs: HostFilesystem, capabiliti
   return {
     kind: 'copy',
     async prepare(chain: LayerChain, opts: PrepareOptions): Promise<StepSnapshot> {
+      const mountPoints = [...DEFAULT_MOUNT_POINTS, ...opts.mountPoints];
       const diffIds = chain.layers.map((l) => l.diffId);
       const copyOpts = { capabilities, signal: opts.signal };
       const tree = await claimRootfs(store, hostFs, diffIds, copyOpts);
@@ -48,7 +39,7 @@ export function copySnapshotter(store: Store, hostFs: HostFilesystem, capabiliti
       try {
         // Mount points made here, not by the runtime, so their parents' mtimes can be put back.
         const namespaced = opts.runner === 'bwrap' || opts.runner === 'runc'; // chroot and none mount nothing
-        made = await makeMountPoints(tree.root, namespaced ? await mountPointKinds(opts.mountPoints, opts.mounts) : [], copyOpts);
+        made = await makeMountPoints(tree.root, namespaced ? await mountPointKinds(mountPoints, opts.mounts) : [], copyOpts);
         // chroot (and none as root) cannot mount: /dev's devices and the resolver files are
         // made in the tree for the step instead, and taken out again before the diff.
         chrooted = !namespaced && capabilities.isRoot ? await provisionChroot(tree.root, { signal: opts.signal }) : undefined;
@@ -63,7 +54,7 @@ export function copySnapshotter(store: Store, hostFs: HostFilesystem, capabiliti
           chrooted = undefined;
           const touched = new Set([...(made ? await removeMountPoints(tree.root, made, tree.index, copyOpts) : []), ...chrootTouched]);
           made = undefined;
-          const diff = await diffCopyRootfs(tree.root, tree.index, { ...copyOpts, mountPoints: opts.mountPoints, ignoreCtime: touched });
+          const diff = await diffCopyRootfs(tree.root, tree.index, { ...copyOpts, mountPoints, ignoreCtime: touched });
           after = diff.after as StatIndex;
           return diff.changes;
         },

@@ -22,15 +22,11 @@ import type { Snapshotter } from './snapshotter.js';
 export { chainId, snapshotNamesFor } from './names.js';
 export type { HostFilesystem, HostLayerEntry } from './host-fs.js';
 export type { LayerChain, PrepareOptions, Snapshotter, StepSnapshot } from './snapshotter.js';
+export type { ChangeEntry } from './capture.js';
 
 /** This process's host filesystem capability (host-fs.ts), chosen once per tool PATH. */
 export async function hostFilesystem(opts: { readonly toolPath?: string | undefined; readonly signal?: AbortSignal | undefined } = {}): Promise<HostFilesystem> {
   return (await import('./host-fs.js')).hostFilesystem(opts);
-}
-
-/** The capability that goes with probed sandbox capabilities. */
-export async function hostFilesystemFor(caps: SandboxCapabilities): Promise<HostFilesystem> {
-  return (await import('./host-fs.js')).hostFilesystemFor(caps);
 }
 
 /** The snapshotter of a kind, over `store`, touching trees through `hostFs`. */

@@ -1,7 +1,8 @@
 import type { StoredLayer } from '../image/seal.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { Digest } from '../oci/index.js';
-import { captureUpperDir, pruneMountPoints, type ChangeEntry, type SandboxCapabilities } from '../sandbox/index.js';
+import { DEFAULT_MOUNT_POINTS, type SandboxCapabilities } from '../sandbox/index.js';
+import { captureUpperDir, pruneMountPoints, type ChangeEntry } from './capture.js';
 import type { Store } from '../store/index.js';
 import type { HostFilesystem } from './host-fs.js';
 import { chainId } from './names.js';
@@ -15,13 +16,14 @@ export function overlaySnapshotter(store: Store, hostFs: HostFilesystem, capabil
   return {
     kind: 'overlay',
     async prepare(chain: LayerChain, opts: PrepareOptions): Promise<StepSnapshot> {
+      const mountPoints = [...DEFAULT_MOUNT_POINTS, ...opts.mountPoints];
       const lowerDirs = await lowerDirsFor(store, hostFs, chain.layers, chain.indexes, opts.signal);
       const upperDir = await store.makeTempDir('upper');
       const workDir = await store.makeTempDir('work').catch(async (e: unknown) => {
         await hostFs.removeTree(upperDir).catch(() => undefined);
         throw e;
       });
-      const captureOpts = { capabilities, lowerDirs, mountPoints: opts.mountPoints, ...(opts.signal ? { signal: opts.signal } : {}) };
+      const captureOpts = { capabilities, lowerDirs, mountPoints, ...(opts.signal ? { signal: opts.signal } : {}) };
       let committed = false;
       return {
         rootfs: { lowerDirs, upperDir, workDir },

@@ -1,7 +1,8 @@
 import type { StoredLayer } from '../image/seal.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { Digest } from '../oci/index.js';
-import type { ChangeEntry, RunnerKind, StepMount, StepRootfs } from '../sandbox/index.js';
+import type { RunnerKind, StepMount, StepRootfs } from '../sandbox/index.js';
+import type { ChangeEntry } from './capture.js';
 
 /** The layers a step runs on, bottom first, with their entry indexes. */
 export interface LayerChain {
@@ -13,7 +14,7 @@ export interface LayerChain {
 export interface PrepareOptions {
   /** The runner that will run on it: chroot and none mount nothing, so mount points are made in the tree. */
   readonly runner: RunnerKind;
-  /** Paths the runner mounts over (absolute, in the container); see CaptureOptions.mountPoints. */
+  /** Paths the step's mounts cover (absolute, in the container), besides the ones every runner mounts. */
   readonly mountPoints: readonly string[];
   /** The step's mounts (a bind of a file makes a file mount point). */
   readonly mounts: readonly StepMount[];

@@ -57,7 +57,8 @@ async function step(runner, script, over = {}, signal) {
   } catch (err) {
     return { error: { name: err.name, code: err.code, message: String(err.message) }, ms: Date.now() - t0, upper, work };
   }
-  const changes = await sb.collectChanges(sb.captureUpperDir(upper, { capabilities: caps, lowerDirs }));
+  const capture = await import(new URL('../snapshot/capture.js', dist).href);
+  const changes = await capture.collectChanges(capture.captureUpperDir(upper, { capabilities: caps, lowerDirs }));
   return {
     exitCode: result.exitCode,
     stdout: Buffer.concat(o).toString(),
@@ -116,7 +117,7 @@ out.idInNamespace = Buffer.concat(idOut).toString().trim();
 // removeTree inside the namespace removes what the host user could not (0700 dirs of other IDs, work/work).
 // (snapshot/'s host filesystem capability, which runs rm -rf inside the namespace).
 const snapshot = await import(new URL('../snapshot/index.js', dist).href);
-const remove = (await snapshot.hostFilesystemFor(caps)).removeTree;
+const remove = (await snapshot.hostFilesystem()).removeTree;
 const victim = out.steps.bwrap.chown.work;
 await remove(victim);
 out.removedWork = await stat(victim).then(() => false, () => true);

@@ -1,9 +1,8 @@
 import { lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { DEFAULT_MOUNT_POINTS, listOpaqueDirs, listTree, readFileCapabilities, sortByPath, specialFile, type ChangeEntry, type RawEntry } from './overlay.js';
-import type { SandboxCapabilities } from './probe.js';
-import { runInUserNamespace } from './user-namespace.js';
+import { DEFAULT_MOUNT_POINTS, runInUserNamespace, type SandboxCapabilities } from '../sandbox/index.js';
+import { listOpaqueDirs, listTree, readFileCapabilities, sortByPath, specialFile, type ChangeEntry, type RawEntry } from './capture.js';
 
 /**
  * The copy-and-walk fallback (DESIGN.md: where overlay cannot be mounted): the lower layers
@@ -16,12 +15,12 @@ import { runInUserNamespace } from './user-namespace.js';
  *
  * The diff returns the index of the tree after the step, so a chain of steps walks each tree
  * once; serializeStatIndex/parseStatIndex let the engine persist it next to the snapshot.
- * The engine (engine/copy-snapshots.ts) keeps the tree and its index in the store between
+ * The copy snapshotter (copy-snapshotter.ts) keeps the tree and its index in the store between
  * steps, so a step costs one stat walk plus reading what it changed.
  * File capabilities (security.capability) of changed files go into the layer, as in the overlay
- * capture. Known gaps (marked here): hard
- * links across the lower/upper boundary are copied as separate files; prepareCopyRootfs is
- * `cp -a --reflink=auto` per layer, so its cost grows with the image.
+ * capture. DEBT(#14): hard links across the lower/upper boundary are copied as separate files.
+ * prepareCopyRootfs (`cp -a --reflink=auto` per layer) serves the tests: the copy snapshotter
+ * unpacks layers instead.
  */
 
 export interface CopyOptions {

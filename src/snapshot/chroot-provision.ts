@@ -1,7 +1,7 @@
 import { lstat, mkdir, readFile, rm, writeFile, chmod, chown, utimes, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { runChild } from './child.js';
+import { runChild } from '../sandbox/index.js';
 import type { StatIndex } from './copy-diff.js';
 
 /**

@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createChrootRunner, createHostRunner, diffCopyRootfs, indexTree, makeMountPoints, parseStatIndex, prepareCopyRootfs, removeMountPoints, serializeStatIndex, probeSandbox, type Runner, type SandboxCapabilities } from './index.js';
-import { makeBusyboxRootfs, processesMatching } from './test-fixture.js';
+import { createChrootRunner, createHostRunner, probeSandbox, type Runner, type SandboxCapabilities } from '../sandbox/index.js';
+import { makeBusyboxRootfs, processesMatching } from '../sandbox/test-fixture.js';
+import { diffCopyRootfs, indexTree, makeMountPoints, parseStatIndex, prepareCopyRootfs, removeMountPoints, serializeStatIndex } from './copy-diff.js';
 
 const exec = promisify(execFile);
 let base: string;
