@@ -242,7 +242,7 @@ describe('--isolation and copy-and-walk snapshots', () => {
   });
 
   // chroot(2) comes with no mounts: the engine puts /dev's devices and the host's resolver files
-  // into the tree for each step and takes them out again (sandbox/chroot-provision.ts).
+  // into the tree for each step and takes them out again (snapshot/chroot-provision.ts).
   it.each([['chroot'], ['none']])('--isolation=%s gives a step /dev and resolv.conf, and none of it reaches the layer', async (isolation) => {
     const ctx = await ctxWith({
       Dockerfile: [

@@ -112,6 +112,13 @@ describe('build() in-process', () => {
     const names = events.flatMap((e) => (e.type === 'step-start' ? [e.name] : []));
     expect(names.some((n) => n.includes('unused'))).toBe(false);
     expect(names).toContain('[one 2/2] COPY a.txt /x/a.txt');
+
+    // An image of the store as a source, twice in one build (COPY --from and FROM).
+    const again = await run(store, contextDir, 'FROM scratch\nCOPY --from=localhost/engine-test:latest /y.txt /z.txt\nFROM localhost/engine-test:latest\nCOPY --from=0 /z.txt /w.txt\n');
+    const layers = again.result.image.manifest.layers;
+    expect(layers).toHaveLength(2);
+    expect(layers[0]!.digest).toBe(result.image.manifest.layers[0]!.digest);
+    expect(await fileOf(store, layers[1]!.digest as `sha256:${string}`, 'w.txt')).toBe('from the first stage\n');
   });
 
   it('fails with a coded error at the Dockerfile line of the step', async () => {

@@ -4,4 +4,4 @@
 export { cacheKeyFor, imageStateKey, type CacheKey, type CopiedEntry, type CopySource, type MountSource, type StateKey, type StepKeyInputs, type StepKind } from './cache-key.js';
 export { lookupInOrder, type CacheHit, type CacheSource } from './cache-source.js';
 export { LocalStepCache, listStepCache, type StepCacheEntry } from './local-step-cache.js';
-export { formatStepRecord, parseStepRecord, stepRecordName, type StepRecord } from './step-record.js';
+export { parseStepRecord, type StepRecord } from './step-record.js';

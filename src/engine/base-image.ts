@@ -20,18 +20,21 @@ export interface ImageSource {
 }
 
 /**
- * An image for FROM or COPY --from: the local store first (pull policy "missing", as docker
- * and podman do), else pulled from its registry; "always" pulls, "never" never does.
- * Errors keep the Dockerfile location.
+ * `found` (findImage's answer for `ref`) with the Dockerfile location of the FROM or COPY
+ * --from that uses it on its error.
  */
-export function resolveImage(src: ImageSource, ref: string, location: SourceLocation): Promise<LocalImage> {
-  return withLocation(location, () => findImage(src, ref), {
+export function locatedImage(found: Promise<LocalImage>, ref: string, location: SourceLocation): Promise<LocalImage> {
+  return withLocation(location, () => found, {
     prefix: `FROM ${ref}: `,
     hint: 'add it with `tsbuild load -i IMAGE.tar`, `tsbuild import ROOTFS.tar NAME` or `tsbuild pull NAME`',
   });
 }
 
-async function findImage(src: ImageSource, ref: string): Promise<LocalImage> {
+/**
+ * An image for FROM or COPY --from: the local store first (pull policy "missing", as docker
+ * and podman do), else pulled from its registry; "always" pulls, "never" never does.
+ */
+export async function findImage(src: ImageSource, ref: string): Promise<LocalImage> {
   if (src.pull !== 'always') {
     const local = await findLocalImage(src.store, ref, { platform: src.platform, ...(src.signal ? { signal: src.signal } : {}) });
     if (local) return local;
@@ -49,11 +52,8 @@ async function findImage(src: ImageSource, ref: string): Promise<LocalImage> {
   return resolveBaseImage(src.store, await src.registry(), parseReference(ref), src.pull, src.platform, src.signal ? { signal: src.signal } : {});
 }
 
-/** The start state of a stage FROM an image (local, or pulled as the policy says). */
-export async function stateFromImage(src: ImageSource, ref: string, location: SourceLocation): Promise<StageState> {
-  const store = src.store;
-  const signal = src.signal;
-  const image = await resolveImage(src, ref, location);
+/** The start state of a stage FROM an image. */
+export async function stateFromImage(store: Store, image: LocalImage, ref: string, signal?: AbortSignal): Promise<StageState> {
   const layers = image.manifest.layers.map((l, i) => {
     const diffId = image.config.rootfs.diff_ids[i];
     if (!diffId || diffId !== l.digest) {

@@ -7,11 +7,9 @@ export { build, type BuildEnv, type BuildResult } from './engine.js';
 export type { BuildRequest, OutputSpec, Compression, DockerfileSource } from './request.js';
 export type { BuildEvent, BuildReporter } from './events.js';
 export type { BuildSecret } from './run-mounts.js';
-export { BuildSession, type BuildSandbox, type SessionOptions } from './session.js';
 export { runImage, type RunImageEnv, type RunImageRequest } from './run-image.js';
 export { openSshSources, type SshSources } from './ssh.js';
-export { listStepCache, parseStepRecord, type StepCacheEntry, type StepRecord } from '../cache/index.js';
+export { listStepCache, type StepCacheEntry } from '../cache/index.js';
 export type { StepMount } from '../sandbox/index.js';
-export type { CacheSource, CacheHit, CacheKey } from '../cache/index.js';
 
 export { removeTreeAnyOwner, sweepDeadRuns } from './housekeeping.js';

@@ -11,10 +11,10 @@ import type { StageState } from './stage-state.js';
  * A sealed image record, `meta/image.<seal key hex>.json`: the manifest an earlier build sealed
  * from the same final state, labels and epoch (a descriptor).
  */
-export type SealRecord = Descriptor;
+type SealRecord = Descriptor;
 
 /** A stored seal record as read from disk; undefined for anything else. */
-export function parseSealRecord(doc: unknown): SealRecord | undefined {
+function parseSealRecord(doc: unknown): SealRecord | undefined {
   if (typeof doc !== 'object' || doc === null) return undefined;
   const r = doc as { mediaType?: unknown; digest?: unknown; size?: unknown };
   if (typeof r.digest !== 'string' || !isDigest(r.digest) || typeof r.size !== 'number') return undefined;

@@ -1,4 +1,3 @@
-import type { Logger } from 'pino';
 import { LocalStepCache, lookupInOrder, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { StoredLayer } from '../image/seal.js';
@@ -10,7 +9,7 @@ import type { RegistryClient } from '../registry/index.js';
 import type { Runner, SandboxCapabilities } from '../sandbox/index.js';
 import { hostFilesystem, type HostFilesystem, type Snapshotter } from '../snapshot/index.js';
 import { Lease, type Store } from '../store/index.js';
-import { resolveImage, stateFromImage, type PullPolicy } from './base-image.js';
+import { findImage, locatedImage, stateFromImage, type PullPolicy } from './base-image.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { BuildEvent, BuildReporter } from './events.js';
 import { claimLeased, deferLayers, leaseLayers } from './lease-layers.js';
@@ -29,8 +28,6 @@ export interface SessionOptions {
   readonly signal: AbortSignal;
   readonly report: BuildReporter;
   readonly platform: Platform;
-  /** The structured log, created on first use (a cached build logs nothing and loads no pino). */
-  readonly logger?: (() => Logger) | undefined;
   /** The registry client for pulls and pushes, created on first use. */
   readonly registry?: (() => Promise<RegistryClient>) | undefined;
   /** Base images: from the store first (missing), always pulled, or never. */
@@ -67,6 +64,7 @@ export class BuildSession {
   readonly #lease: Lease;
   readonly #owned: Array<{ readonly dir: string; readonly remove: (dir: string) => Promise<void> }> = [];
   readonly #roots = new Map<string, Promise<SourceRoot>>();
+  readonly #found = new Map<string, Promise<LocalImage>>();
   readonly #stages = new Map<number, StageState>();
   #sandbox: Promise<BuildSandbox> | undefined;
   #hostFs: Promise<HostFilesystem> | undefined;
@@ -155,14 +153,35 @@ export class BuildSession {
 
   // --- images and stages ---
 
-  /** An image for FROM or COPY --from, by the pull policy (base-image.ts). */
+  /**
+   * An image for FROM or COPY --from, by the pull policy (base-image.ts): found (or pulled)
+   * once per session and reference, however many stages and steps use it.
+   */
   resolveImage(ref: string, location: SourceLocation): Promise<LocalImage> {
-    return resolveImage(this.#images(), ref, location);
+    return locatedImage(this.#find(ref), ref, location);
+  }
+
+  /**
+   * Starts finding the images a stage will read (the plan's imageSources: COPY --from and RUN
+   * --mount from= an image), so that a pull overlaps the steps before their use. Errors are
+   * reported where the image is used, with that step's location.
+   */
+  prefetchImages(refs: readonly string[]): void {
+    for (const ref of refs) this.#find(ref).catch(() => undefined);
   }
 
   /** The start state of a stage FROM an image. */
-  stateFromImage(ref: string, location: SourceLocation): Promise<StageState> {
-    return stateFromImage(this.#images(), ref, location);
+  async stateFromImage(ref: string, location: SourceLocation): Promise<StageState> {
+    return stateFromImage(this.store, await this.resolveImage(ref, location), ref, this.signal);
+  }
+
+  #find(ref: string): Promise<LocalImage> {
+    let p = this.#found.get(ref);
+    if (!p) {
+      p = findImage(this.#images(), ref);
+      this.#found.set(ref, p);
+    }
+    return p;
   }
 
   stageDone(index: number, state: StageState): void {

@@ -55,6 +55,7 @@ export async function runStages(plan: BuildPlan, session: BuildSession, opts: St
 /** One stage: its FROM, the ONBUILD triggers of its base, then its instructions. */
 async function runStage(plan: BuildPlan, ps: PlannedStage, session: BuildSession, opts: StageOptions, baseScope: StageProgress['scope'] | undefined): Promise<StageProgress> {
   const stage = ps.stage;
+  session.prefetchImages(ps.imageSources);
   const total = plan.stages.length;
   const label = `[${total > 1 ? `${stage.name ?? `stage-${stage.index}`} ` : ''}`;
   const count = stage.instructions.length + 1;
