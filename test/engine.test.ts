@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 // From source, not dist/: these fail when build() is broken, however stale dist/ is.
-import { build, type BuildEvent, type BuildRequest, type BuildResult } from '../src/engine/index.js';
+import { build, type BuildEnv, type BuildEvent, type BuildRequest, type BuildResult, type CacheKey, type CacheSource } from '../src/engine/index.js';
 import { isTsbuildError } from '../src/errors.js';
 import { readLayerFile } from '../src/layer/layer-index.js';
 import { hostPlatform } from '../src/oci/index.js';
@@ -29,7 +29,7 @@ async function setup(name: string, files: Record<string, string>): Promise<{ sto
   return { store: await openStore(path.join(tmp, name, 'store')), contextDir };
 }
 
-async function run(store: Store, contextDir: string, dockerfile: string, patch: Partial<BuildRequest> = {}): Promise<{ result: BuildResult; events: BuildEvent[] }> {
+async function run(store: Store, contextDir: string, dockerfile: string, patch: Partial<BuildRequest> = {}, envPatch: Partial<BuildEnv> = {}): Promise<{ result: BuildResult; events: BuildEvent[] }> {
   const events: BuildEvent[] = [];
   const result = await build(
     {
@@ -49,6 +49,7 @@ async function run(store: Store, contextDir: string, dockerfile: string, patch: 
       platform: hostPlatform(),
       created: '2024-01-02T03:04:05Z',
       logger: () => pino({ level: 'silent' }),
+      ...envPatch,
     },
   );
   return { result, events };
@@ -119,6 +120,22 @@ describe('build() in-process', () => {
     expect(layers).toHaveLength(2);
     expect(layers[0]!.digest).toBe(result.image.manifest.layers[0]!.digest);
     expect(await fileOf(store, layers[1]!.digest as `sha256:${string}`, 'w.txt')).toBe('from the first stage\n');
+  });
+
+  it('asks further cache sources only where the local step cache misses', async () => {
+    const { store, contextDir } = await setup('sources', { 'a.txt': 'alpha\n' });
+    const asked: CacheKey[] = [];
+    // A source that knows nothing: every lookup it gets is a miss of the local cache.
+    const empty: CacheSource = { name: 'empty test source', lookup: async (key) => void asked.push(key) };
+    const dockerfile = 'FROM scratch\nCOPY a.txt /a.txt\nWORKDIR /w\nENV X=1\n';
+    await run(store, contextDir, dockerfile, {}, { cacheSources: [empty] });
+    expect(asked).toHaveLength(2); // COPY and WORKDIR; ENV is config only, never looked up
+    asked.length = 0;
+    const warm = await run(store, contextDir, dockerfile, {}, { cacheSources: [empty] });
+    expect(asked).toEqual([]);
+    expect(warm.events.filter((e) => e.type === 'step-cached')).toHaveLength(2);
+    await run(store, contextDir, dockerfile, { noCache: true }, { cacheSources: [empty] });
+    expect(asked).toEqual([]);
   });
 
   it('fails with a coded error at the Dockerfile line of the step', async () => {

@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { TsbuildError, type SourceLocation } from '../errors.js';
+import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
 import { DigestStream, isDigest } from '../oci/index.js';
 
 /** Is this a URL ADD fetches (http/https), as opposed to a context path? */
@@ -63,16 +63,19 @@ async function decompressToFile(file: string, kind: 'bzip2' | 'xz', out: string,
 export async function unpackArchive(file: string, kind: ArchiveKind, dir: string, location: SourceLocation, signal?: AbortSignal): Promise<void> {
   const tmpTar = `${dir}.tar`;
   try {
-    let source = file;
-    if (kind === 'bzip2' || kind === 'xz') {
-      await decompressToFile(file, kind, tmpTar, signal);
-      source = tmpTar;
-    }
-    const { applyLayer } = await import('../layer/index.js');
-    await applyLayer(createReadStream(source), dir, { sameOwner: process.getuid?.() === 0, ...(signal ? { signal } : {}) });
-  } catch (e) {
-    if (e instanceof TsbuildError) throw new TsbuildError(e.code, `ADD ${path.basename(file)}: ${e.message}`, { location, hint: e.hint });
-    throw e;
+    await withLocation(
+      location,
+      async () => {
+        let source = file;
+        if (kind === 'bzip2' || kind === 'xz') {
+          await decompressToFile(file, kind, tmpTar, signal);
+          source = tmpTar;
+        }
+        const { applyLayer } = await import('../layer/index.js');
+        await applyLayer(createReadStream(source), dir, { sameOwner: process.getuid?.() === 0, ...(signal ? { signal } : {}) });
+      },
+      { prefix: `ADD ${path.basename(file)}: ` },
+    );
   } finally {
     await fsp.rm(tmpTar, { force: true });
   }

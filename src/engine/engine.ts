@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
+import type { CacheSource } from '../cache/index.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
 import type { SealedImage } from '../image/seal.js';
 import type { Platform } from '../oci/index.js';
@@ -29,6 +30,8 @@ export interface BuildEnv {
   readonly registry?: () => Promise<RegistryClient>;
   /** The caller's PATH: where the sandbox looks for bwrap, runc and the other host tools. */
   readonly toolPath?: string;
+  /** Where step results are also looked up, in order, after the local step cache. */
+  readonly cacheSources?: readonly CacheSource[];
 }
 
 export interface BuildResult {

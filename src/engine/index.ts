@@ -9,7 +9,7 @@ export type { BuildEvent, BuildReporter } from './events.js';
 export type { BuildSecret } from './run-mounts.js';
 export { runImage, type RunImageEnv, type RunImageRequest } from './run-image.js';
 export { openSshSources, type SshSources } from './ssh.js';
-export { listStepCache, type StepCacheEntry } from '../cache/index.js';
+export { listStepCache, type CacheHit, type CacheKey, type CacheSource, type StepCacheEntry } from '../cache/index.js';
 export type { StepMount } from '../sandbox/index.js';
 
 export { removeTreeAnyOwner, sweepDeadRuns } from './housekeeping.js';
