@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveChown, parseIdFile } from './users.js';
+import { resolveChown, resolveUser, parseIdFile } from './users.js';
 import { TsbuildError } from '../errors.js';
 
 const files: Record<string, string> = {
@@ -37,5 +37,28 @@ describe('resolveChown', () => {
 
   it('first entry wins', () => {
     expect(parseIdFile('a:x:1:1\na:x:2:2\n').get('a')).toBe(1);
+  });
+});
+
+describe('resolveUser', () => {
+  it.each([
+    [undefined, { uid: 0, gid: 0, home: '/root' }],
+    ['', { uid: 0, gid: 0, home: '/root' }],
+    ['app', { uid: 1000, gid: 1001, home: '/home/app' }],
+    ['1000', { uid: 1000, gid: 1001, home: '/home/app' }], // a numeric uid with an entry: its group, unlike --chown
+    ['4242', { uid: 4242, gid: 0, home: '/' }], // no entry: group 0
+    ['app:staff', { uid: 1000, gid: 50, home: '/home/app' }],
+    ['nobody:7', { uid: 65534, gid: 7, home: '/' }],
+  ])('%s', async (spec, want) => {
+    expect(await resolveUser(spec, read)).toEqual(want);
+  });
+
+  it('names the user or group that is missing', async () => {
+    for (const spec of ['ghost', 'app:ghosts']) {
+      const e = await resolveUser(spec, read).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(TsbuildError);
+      expect((e as TsbuildError).code).toBe('DOCKERFILE_INSTRUCTION');
+    }
+    expect(await resolveUser('7:8', none)).toEqual({ uid: 7, gid: 8, home: '/' });
   });
 });
