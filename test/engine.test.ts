@@ -7,7 +7,7 @@ import pino from 'pino';
 import { build, type BuildEnv, type BuildEvent, type BuildRequest, type BuildResult, type CacheKey, type CacheSource } from '../src/engine/index.js';
 import { isTsbuildError } from '../src/errors.js';
 import { readLayerFile } from '../src/layer/layer-index.js';
-import { hostPlatform } from '../src/oci/index.js';
+import { hostPlatform, type Digest } from '../src/oci/index.js';
 import { openStore, type Store } from '../src/store/index.js';
 
 let tmp: string;
@@ -56,7 +56,7 @@ async function run(store: Store, contextDir: string, dockerfile: string, patch: 
 }
 
 /** A file of a layer in the store, as text. */
-async function fileOf(store: Store, diffId: `sha256:${string}`, p: string): Promise<string | undefined> {
+async function fileOf(store: Store, diffId: Digest, p: string): Promise<string | undefined> {
   return (await readLayerFile(() => store.blobs.openBlob(diffId), p, 1024 * 1024))?.toString('utf8');
 }
 
@@ -68,9 +68,9 @@ describe('build() in-process', () => {
     const { manifest, config } = result.image;
     expect(manifest.layers).toHaveLength(2);
     expect(config.rootfs.diff_ids).toEqual(manifest.layers.map((l) => l.digest));
-    expect(await fileOf(store, manifest.layers[0]!.digest as `sha256:${string}`, 'a.txt')).toBe('alpha\n');
-    expect(await fileOf(store, manifest.layers[1]!.digest as `sha256:${string}`, 'ctx/dir/b.txt')).toBe('beta\n');
-    expect(await fileOf(store, manifest.layers[1]!.digest as `sha256:${string}`, 'ctx/ignored.txt')).toBeUndefined();
+    expect(await fileOf(store, manifest.layers[0]!.digest, 'a.txt')).toBe('alpha\n');
+    expect(await fileOf(store, manifest.layers[1]!.digest, 'ctx/dir/b.txt')).toBe('beta\n');
+    expect(await fileOf(store, manifest.layers[1]!.digest, 'ctx/ignored.txt')).toBeUndefined();
     expect((await store.getTag('localhost/engine-test:latest'))?.digest).toBe(result.image.manifestDescriptor.digest);
     expect(config.history?.map((h) => h.created_by)).toEqual(['COPY a.txt /a.txt # buildkit', 'COPY . /ctx/ # buildkit']);
   });
@@ -109,7 +109,7 @@ describe('build() in-process', () => {
     const { store, contextDir } = await setup('stages', { 'a.txt': 'from the first stage\n' });
     const { result, events } = await run(store, contextDir, 'FROM scratch AS one\nCOPY a.txt /x/a.txt\nFROM scratch AS unused\nCOPY a.txt /u\nFROM scratch\nCOPY --from=one /x/a.txt /y.txt\n');
     expect(result.image.manifest.layers).toHaveLength(1);
-    expect(await fileOf(store, result.image.manifest.layers[0]!.digest as `sha256:${string}`, 'y.txt')).toBe('from the first stage\n');
+    expect(await fileOf(store, result.image.manifest.layers[0]!.digest, 'y.txt')).toBe('from the first stage\n');
     const names = events.flatMap((e) => (e.type === 'step-start' ? [e.name] : []));
     expect(names.some((n) => n.includes('unused'))).toBe(false);
     expect(names).toContain('[one 2/2] COPY a.txt /x/a.txt');
@@ -119,7 +119,7 @@ describe('build() in-process', () => {
     const layers = again.result.image.manifest.layers;
     expect(layers).toHaveLength(2);
     expect(layers[0]!.digest).toBe(result.image.manifest.layers[0]!.digest);
-    expect(await fileOf(store, layers[1]!.digest as `sha256:${string}`, 'w.txt')).toBe('from the first stage\n');
+    expect(await fileOf(store, layers[1]!.digest, 'w.txt')).toBe('from the first stage\n');
   });
 
   it('asks further cache sources only where the local step cache misses', async () => {

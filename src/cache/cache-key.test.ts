@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { Digest } from '../oci/index.js';
+import { parseDigest, type Digest } from '../oci/index.js';
 import { cacheKeyFor, type CacheKey, type StepKeyInputs } from './cache-key.js';
 
-const parent = `sha256:${'a'.repeat(64)}` as CacheKey;
-const digest = (c: string): Digest => `sha256:${c.repeat(64)}`;
+const digest = (c: string): Digest => parseDigest(`sha256:${c.repeat(64)}`);
+const parent = digest('a') as CacheKey;
 
 const base: StepKeyInputs = {
   parent,

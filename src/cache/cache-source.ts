@@ -1,4 +1,4 @@
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { CacheKey } from './cache-key.js';
 

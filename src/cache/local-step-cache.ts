@@ -1,6 +1,6 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { layerIndexOf } from '../image/layer-index-cache.js';
+import { layerIndexOf } from '../image/index.js';
 import type { Store } from '../store/index.js';
 import type { CacheKey } from './cache-key.js';
 import type { CacheHit, CacheSource } from './cache-source.js';

@@ -1,7 +1,7 @@
 import { imageStateKey } from '../cache/index.js';
 import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
-import { viewOfLayers } from '../image/layer-index-cache.js';
-import { findLocalImage, type LocalImage } from '../image/local-image.js';
+import { viewOfLayers } from '../image/index.js';
+import { findLocalImage, type LocalImage } from '../image/index.js';
 import { parseReference } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Platform } from '../oci/index.js';

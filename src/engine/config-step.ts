@@ -12,7 +12,7 @@ import {
   setShell,
   setStopSignal,
   setUser,
-} from '../image/config-edit.js';
+} from '../image/index.js';
 import type { ImageConfig } from '../oci/index.js';
 import type { Step } from '../plan/index.js';
 import type { StageState } from './stage-state.js';

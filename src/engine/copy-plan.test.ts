@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { RootfsView, type IndexedEntry } from '../image/rootfs-view.js';
+import { RootfsView, type IndexedEntry } from '../image/index.js';
 import { planCopy } from './copy-plan.js';
 import { resolveSources, type PathFilter, type SourceRoot } from './copy-sources.js';
 import { TsbuildError } from '../errors.js';

@@ -1,8 +1,8 @@
 import path from 'node:path/posix';
 import type fs from 'node:fs';
-import type { IndexedEntry, RootfsView } from '../image/rootfs-view.js';
-import { normalize } from '../image/rootfs-view.js';
-import type { IdPair } from '../image/users.js';
+import type { IndexedEntry, RootfsView } from '../image/index.js';
+import { normalize } from '../image/index.js';
+import type { IdPair } from '../image/index.js';
 import { walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
 
 /** One entry of the layer a COPY/ADD writes. */

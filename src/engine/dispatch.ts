@@ -1,7 +1,7 @@
 import { cacheKeyFor, type CacheKey, type StepKeyInputs } from '../cache/index.js';
 import type { Instruction } from '../dockerfile/index.js';
 import { expandInstruction, scopeAfter, type StageScope, type Step } from '../plan/index.js';
-import { addHistory } from '../image/config-edit.js';
+import { addHistory } from '../image/index.js';
 import { configStep } from './config-step.js';
 import { copyStep } from './copy-step.js';
 import { runStep } from './run-step.js';

@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CacheSource } from '../cache/index.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
-import type { SealedImage } from '../image/seal.js';
+import type { StoredImage } from '../image/index.js';
 import type { Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
@@ -35,7 +35,7 @@ export interface BuildEnv {
 }
 
 export interface BuildResult {
-  readonly image: SealedImage;
+  readonly image: StoredImage;
   readonly names: readonly string[];
 }
 

@@ -1,5 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 import type { Digest } from '../oci/index.js';
 import { snapshotNamesFor } from '../snapshot/index.js';
 import type { Lease, Store } from '../store/index.js';

@@ -1,8 +1,8 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
-import type { SealedImage } from '../image/seal.js';
-import { readLocalImage } from '../image/local-image.js';
+import type { StoredImage } from '../image/index.js';
+import { readLocalImage } from '../image/index.js';
 import { OCI_IMAGE_MANIFEST, parseReference, type Descriptor } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
@@ -26,8 +26,8 @@ export interface OutputEnv {
  * docker) wrote, which differs from the store's when its layers are compressed; undefined
  * when no such output was asked for.
  */
-export async function writeOutputs(image: SealedImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<Descriptor | undefined> {
-  const exportImage: ExportImage = { manifest: image.manifest, config: image.config, names };
+export async function writeOutputs(image: StoredImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<Descriptor | undefined> {
+  const exportImage: ExportImage = { ...image, names };
   let written: Descriptor | undefined;
   const remember = (d: readonly Descriptor[]) => {
     written ??= d[0];
@@ -85,7 +85,7 @@ async function ensureParent(dest: string): Promise<void> {
  * buildx's --metadata-file keys for an image build. `manifest` is the manifest the user got
  * (pushed, or written to an archive or layout), as buildx reports it; the store's by default.
  */
-export function buildMetadata(image: SealedImage, names: readonly string[], manifest: Descriptor = image.manifestDescriptor): Record<string, unknown> {
+export function buildMetadata(image: StoredImage, names: readonly string[], manifest: Descriptor = image.manifestDescriptor): Record<string, unknown> {
   return {
     'containerimage.config.digest': image.configDescriptor.digest,
     'containerimage.digest': manifest.digest,
@@ -98,7 +98,7 @@ export function buildMetadata(image: SealedImage, names: readonly string[], mani
  * Delivers a sealed image: checks it is still whole in the store, writes every output, pushes
  * every tag when asked (each a progress step), writes --iidfile and --metadata-file.
  */
-export async function deliverImage(image: SealedImage, req: BuildRequest, session: BuildSession, registry: (() => Promise<RegistryClient>) | undefined): Promise<void> {
+export async function deliverImage(image: StoredImage, req: BuildRequest, session: BuildSession, registry: (() => Promise<RegistryClient>) | undefined): Promise<void> {
   const { store, signal } = session;
   for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
     if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });

@@ -1,6 +1,6 @@
 import { TsbuildError, withLocation } from '../errors.js';
-import { rememberLayerIndex } from '../image/layer-index-cache.js';
-import { resolveUser } from '../image/users.js';
+import { rememberLayerIndex } from '../image/index.js';
+import { resolveUser } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { RunStep } from '../plan/index.js';
 import type { ChangeEntry, HostLayerEntry } from '../snapshot/index.js';

@@ -1,7 +1,7 @@
 import type { CacheKey } from '../cache/index.js';
-import { setLabels } from '../image/config-edit.js';
-import { readLocalImage } from '../image/local-image.js';
-import { sealImage, type SealedImage } from '../image/seal.js';
+import { setLabels } from '../image/index.js';
+import { readLocalImage } from '../image/index.js';
+import { sealImage, type StoredImage } from '../image/index.js';
 import { OCI_IMAGE_MANIFEST, isDigest, type Descriptor, type ImageConfig } from '../oci/index.js';
 import { runCached } from './dispatch.js';
 import type { BuildSession } from './session.js';
@@ -31,9 +31,9 @@ function sealRecordName(key: CacheKey): string {
  * docker do) instead of a new one that differs only in its time stamps. The key is made of
  * the final state's key and layers, the --label values and SOURCE_DATE_EPOCH.
  */
-export async function sealTarget(session: BuildSession, final: StageState, opts: { readonly created: string; readonly labels: Readonly<Record<string, string>>; readonly sourceDateEpoch?: number | undefined }): Promise<SealedImage> {
+export async function sealTarget(session: BuildSession, final: StageState, opts: { readonly created: string; readonly labels: Readonly<Record<string, string>>; readonly sourceDateEpoch?: number | undefined }): Promise<StoredImage> {
   const { store, signal } = session;
-  const r = await runCached<SealedImage>({
+  const r = await runCached<StoredImage>({
     keyInputs: { parent: final.key, kind: 'SEAL', instruction: JSON.stringify(opts.labels), layers: final.layers.map((l) => l.diffId), epoch: opts.sourceDateEpoch, platform: session.platformText },
     noCache: false,
     async lookup(key) {

@@ -1,7 +1,7 @@
 import { LocalStepCache, lookupInOrder, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
-import type { StoredLayer } from '../image/seal.js';
-import type { LocalImage } from '../image/local-image.js';
+import type { StoredLayer } from '../image/index.js';
+import type { LocalImage } from '../image/index.js';
 import type { Descriptor, Platform } from '../oci/index.js';
 import { formatPlatform } from '../oci/index.js';
 import type { SourceRef } from '../plan/index.js';

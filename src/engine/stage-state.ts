@@ -1,8 +1,8 @@
 import type { StateKey } from '../cache/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { ImageConfig } from '../oci/index.js';
-import type { StoredLayer } from '../image/seal.js';
-import { RootfsView } from '../image/rootfs-view.js';
+import type { StoredLayer } from '../image/index.js';
+import { RootfsView } from '../image/index.js';
 
 /**
  * The running state of a stage between two steps: an immutable value, replaced by each

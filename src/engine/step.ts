@@ -1,6 +1,6 @@
 import type { StepKeyInputs } from '../cache/index.js';
 import type { ShellLex } from '../dockerfile/index.js';
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { Step } from '../plan/index.js';
 import type { SourceRoot } from './copy-sources.js';

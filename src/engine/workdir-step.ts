@@ -1,6 +1,6 @@
-import { addHistory, setWorkdir } from '../image/config-edit.js';
-import { rememberLayerIndex } from '../image/layer-index-cache.js';
-import { normalize } from '../image/rootfs-view.js';
+import { addHistory, setWorkdir } from '../image/index.js';
+import { rememberLayerIndex } from '../image/index.js';
+import { normalize } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { LayerEntry } from '../layer/index.js';
 import type { WorkdirStep } from '../plan/index.js';

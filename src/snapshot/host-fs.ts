@@ -7,7 +7,7 @@ import { applyLayer, type LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import { hostToContainer, probeSandbox, runInUserNamespace, type SandboxCapabilities } from '../sandbox/index.js';
 import { removeTreeDefault, type Store } from '../store/index.js';
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 import { writeLayerToStore } from './store-layer.js';
 
 /**

@@ -12,7 +12,7 @@
  * below load their modules on first use: a fully cached build loads neither the layer code nor
  * the sandbox (start-up time), though it names snapshots for its lease.
  */
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 import type { LayerEntry } from '../layer/index.js';
 import type { SandboxCapabilities } from '../sandbox/index.js';
 import type { Store } from '../store/index.js';

@@ -1,4 +1,4 @@
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { Digest } from '../oci/index.js';
 import { DEFAULT_MOUNT_POINTS, type SandboxCapabilities } from '../sandbox/index.js';

@@ -3,7 +3,7 @@ import { TsbuildError, isAbortError } from '../errors.js';
 import type { LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 
 
 /**
