@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+// DEBT(#12): process-owner helpers from store/ (docs/design.md "Known debt").
 import { ownerState, ownerTag } from '../store/index.js';
 
 /**
