@@ -123,6 +123,31 @@ describe('retries at one level: a failing request is sent exactly the policy att
     expect(logSince(from).filter((e) => e.method === 'POST').length).toBe(ATTEMPTS);
   });
 
+  it('a registry whose ping (GET /v2/) keeps answering 503', async () => {
+    proxy.setRules([{ method: 'GET', path: /^\/v2\/$/, fault: '503' }]);
+    // A client of its own: the endpoint discovered by another client is not shared.
+    const from = proxy.stats.log.length;
+    const err = await client()
+      .getManifest(parseReference(`${proxy.host}/retry/base:v1`))
+      .then(() => undefined, (e: unknown) => e);
+    expectUnavailable(err, `${proxy.host}/retry/base:v1`);
+    expect(logSince(from).map((e) => e.path)).toEqual(Array<string>(ATTEMPTS).fill('/v2/'));
+  });
+
+  it('a push of a new layer (compressed while it uploads) whose upload sessions keep answering 503', async () => {
+    const store = await freshStore();
+    const fresh = await makeStoreImage(store, 'docker.io/library/fresh:v1', [100_000]);
+    proxy.setRules([{ method: 'POST', path: /\/blobs\/uploads\//, fault: '503' }]);
+    const from = proxy.stats.log.length;
+    const err = await pushImage(client(), store, fresh, parseReference(`${proxy.host}/retry/fresh:v1`), { concurrency: 1 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expectUnavailable(err, proxy.host);
+    // The streamed attempt and the upload of the stored copy share one budget.
+    expect(logSince(from).filter((e) => e.method === 'POST').length).toBe(ATTEMPTS);
+  });
+
   it('a manifest PUT that keeps answering 503', async () => {
     proxy.setRules([{ method: 'PUT', path: /\/manifests\//, fault: '503' }]);
     const from = proxy.stats.log.length;

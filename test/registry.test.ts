@@ -131,7 +131,7 @@ describe('push and pull against the distribution registry', () => {
       ],
     };
     const bytes = canonicalJson(index);
-    await client.putManifest(ref('multi/img'), 'latest', bytes, OCI_IMAGE_INDEX);
+    await client.putManifest(ref('multi/img'), { reference: 'latest', bytes, mediaType: OCI_IMAGE_INDEX });
     const dst = await newStore();
     const pulled = await pullImage(client, dst, ref('multi/img'), { platform: { os: 'linux', architecture: 'arm64' } });
     expect(pulled.configDigest).toBe(arm.id);
@@ -145,14 +145,14 @@ describe('push and pull against the distribution registry', () => {
     const image = await makeStoreImage(src, 'docker.io/library/base:v1', [3000]);
     await pushImage(client, src, image, ref('base/img:v1'));
     const dst = await newStore();
-    const never = await resolveBaseImage(dst, client, ref('base/img:v1'), 'never', undefined).catch((e: unknown) => e);
+    const never = await resolveBaseImage(dst, client, ref('base/img:v1'), { policy: 'never' }).catch((e: unknown) => e);
     expect((never as TsbuildError).code).toBe('IMAGE_NOT_FOUND');
-    const missing = await resolveBaseImage(dst, client, ref('base/img:v1'), 'missing', { os: 'linux', architecture: 'amd64' });
+    const missing = await resolveBaseImage(dst, client, ref('base/img:v1'), { policy: 'missing', platform: { os: 'linux', architecture: 'amd64' } });
     expect(missing.id).toBe(image.id);
     // Now local: resolved without the registry.
-    const offline = await resolveBaseImage(dst, undefined, ref('base/img:v1'), 'missing', { os: 'linux', architecture: 'amd64' });
+    const offline = await resolveBaseImage(dst, undefined, ref('base/img:v1'), { policy: 'missing', platform: { os: 'linux', architecture: 'amd64' } });
     expect(offline.id).toBe(image.id);
-    const always = await resolveBaseImage(dst, client, ref('base/img:v1'), 'always', { os: 'linux', architecture: 'amd64' });
+    const always = await resolveBaseImage(dst, client, ref('base/img:v1'), { policy: 'always', platform: { os: 'linux', architecture: 'amd64' } });
     expect(always.id).toBe(image.id);
   });
 });

@@ -37,17 +37,44 @@ export interface RetryHooks {
   readonly onRetry?: (err: unknown, retry: number, waitMs: number) => void;
 }
 
-/** Run `fn` until it succeeds, fails permanently, or the attempts are used up. */
-export async function withRetries<T>(policy: RetryPolicy, fn: (attempt: number) => Promise<T>, hooks: RetryHooks = {}): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn(attempt);
-    } catch (e) {
-      const wait = retryDelayMs(policy, attempt, e);
-      if (wait === undefined) throw e;
-      hooks.onRetry?.(e, attempt, wait);
-      await sleep(wait, hooks.signal);
-    }
+/**
+ * The retry budget of one operation (one manifest GET, one blob download with its resumes, one
+ * blob upload with its sessions): the only place that decides whether to try again, from the
+ * error's `temporary` flag alone.
+ *
+ * Contract: every attempt of the operation, at whatever depth it is made (the exchange, a resumed
+ * body, a new upload session), reports its failure to the same budget, so failures in a row never
+ * exceed `policy.attempts` however the operation is structured: a nested loop that catches the
+ * error the budget already gave up on and reports it again is refused at once. `progressed()`
+ * starts the count afresh when the operation moved forward (bytes received, a chunk accepted).
+ */
+export class RetryBudget {
+  readonly #policy: RetryPolicy;
+  readonly #hooks: RetryHooks;
+  #failures = 0;
+
+  constructor(policy: RetryPolicy, hooks: RetryHooks = {}) {
+    this.#policy = policy;
+    this.#hooks = hooks;
+  }
+
+  /** One attempt only (a request whose body cannot be replayed, a best-effort cancel). */
+  static single(): RetryBudget {
+    return new RetryBudget({ ...DEFAULT_RETRY_POLICY, attempts: 1 });
+  }
+
+  /** After a failed attempt: wait and return (try again), or throw `err` (give up). */
+  async failed(err: unknown): Promise<void> {
+    const wait = retryDelayMs(this.#policy, this.#failures + 1, err);
+    if (wait === undefined) throw err;
+    this.#failures++;
+    this.#hooks.onRetry?.(err, this.#failures, wait);
+    await sleep(wait, this.#hooks.signal);
+  }
+
+  /** The operation moved forward: the next failure is the first of a new streak. */
+  progressed(): void {
+    this.#failures = 0;
   }
 }
 
