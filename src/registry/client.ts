@@ -5,7 +5,7 @@ import { header } from './auth.js';
 import { downloadBlob, type BlobDownload } from './download.js';
 import { RegistryError, protocolError, transportError, type ExchangeContext } from './errors.js';
 import { RegistryTransport, type Repository, type Response, type TransportOptions } from './transport.js';
-import { cancelSession, mountOrOpen, uploadBlob, uploadStreamed, type BlobUpload, type UploadResult } from './upload.js';
+import { cancelSession, mountOrOpen, uploadBlob, uploadStreamed, type BlobUpload, type StreamedUpload, type UploadResult } from './upload.js';
 
 export type RegistryClientOptions = TransportOptions;
 
@@ -160,8 +160,8 @@ export class RegistryClient {
     return uploadBlob(this.#http, u);
   }
 
-  /** Upload a stream whose digest is known only at its end; one attempt (see upload.ts). */
-  async uploadStreamed(repo: Repository, s: SignalOption & { readonly body: Readable; readonly finish: () => Promise<{ readonly digest: Digest; readonly size: number }> }): Promise<{ digest: Digest; size: number }> {
+  /** Upload a stream whose digest is known only at its end, falling back to its stored copy (see upload.ts). */
+  async uploadStreamed(repo: Repository, s: Omit<StreamedUpload, 'repo'>): Promise<{ digest: Digest; size: number }> {
     return uploadStreamed(this.#http, { repo, ...s });
   }
 }

@@ -40,7 +40,8 @@ export async function downloadBlob<T>(http: RegistryTransport, d: BlobDownload, 
       return await into(bytes);
     } catch (e) {
       bytes.destroy();
-      await budget.failed(e);
+      // A new download from the start; a step of its own, so bytes received do not reset it.
+      await budget.failed(e, 'verify');
     }
   }
 }
@@ -65,7 +66,7 @@ async function* verifiedChunks(http: RegistryTransport, d: BlobDownload, ctx: Ex
           followRedirects: true,
           signal: d.signal,
         },
-        budget,
+        { budget, step: 'transfer' },
       );
       let skip = 0;
       if (offset > 0) {
@@ -97,9 +98,9 @@ async function* verifiedChunks(http: RegistryTransport, d: BlobDownload, ctx: Ex
     } catch (e) {
       // Wrong bytes: resuming cannot help; the whole download starts over (downloadBlob).
       if (e instanceof RegistryError && e.code === 'DIGEST_MISMATCH') throw e;
-      if (offset > offsetAtFailure) budget.progressed();
+      if (offset > offsetAtFailure) budget.progressed('transfer');
       offsetAtFailure = offset;
-      await budget.failed(transportError(e, ctx));
+      await budget.failed(transportError(e, ctx), 'transfer');
     } finally {
       res?.body.destroy();
     }

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
-import { TsbuildError, isAbortError } from '../errors.js';
+import { TsbuildError } from '../errors.js';
 import type { LocalImage } from '../image/local-image.js';
 import { ParallelGzip } from '../layer/index.js';
 import {
@@ -24,9 +24,8 @@ import { knownCompressedLayer, rememberCompressedLayer, type Store } from '../st
 import type { RegistryClient } from './client.js';
 import type { Repository } from './transport.js';
 import type { BlobSource, UploadResult } from './upload.js';
-import { RegistryError } from './errors.js';
 import { mapParallel } from './parallel.js';
-import { readLayerVariants, recordLayerVariant, recordRepoDigest, type LayerVariant } from './store-layers.js';
+import { readLayerVariants, recordLayerVariant, recordRepoDigest } from './store-layers.js';
 
 export type PushProgress =
   | { readonly type: 'layer'; readonly digest: Digest; readonly size: number; readonly status: 'preparing' | 'exists' | 'mounted' | 'uploading' | 'uploaded' }
@@ -213,30 +212,30 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, opts: Pu
   if (toWire !== undefined) gzip.pipe(toWire);
   const stored = store.blobs.putBlob(toStore, { signal });
   stored.catch(() => undefined);
-  let uploaded: { digest: Digest; size: number } | undefined;
-  let streamFailure: unknown;
   if (toWire !== undefined) {
     try {
-      uploaded = await client.uploadStreamed(repo, { body: toWire, finish: () => stored, signal });
+      await client.uploadStreamed(repo, {
+        body: toWire,
+        finish: () => stored,
+        // After a failed attempt: let the store side finish on its own, and upload that copy.
+        fallback: async () => {
+          gzip.unpipe(toWire);
+          toWire.destroy();
+          const info = await stored;
+          return { ...info, source: storeSource(store, info.digest) };
+        },
+        signal,
+      });
     } catch (e) {
-      streamFailure = e;
-      // Let the store side finish on its own, then upload the stored copy with retries.
       gzip.unpipe(toWire);
       toWire.destroy();
-      if (isAbortError(e)) {
-        src.destroy();
-        throw e;
-      }
-      if (e instanceof TsbuildError && !(e instanceof RegistryError && e.temporary)) {
-        // A permanent refusal (denied, unauthorised): retrying with the same bytes cannot help.
-        src.destroy();
-        throw e;
-      }
+      src.destroy();
+      throw e;
     }
   }
   const info = await stored;
   await rememberCompressedLayer(store, layer.digest, `gzip-${level}`, info, { signal });
-  if (uploaded === undefined) await uploadFromStore(target, info, { ...opts, failedBefore: streamFailure });
+  if (toWire === undefined) await uploadFromStore(target, info, opts);
   return { digest: info.digest, size: info.size, mediaType };
 }
 
@@ -248,21 +247,20 @@ async function remember(store: Store, diffId: Digest, v: { digest: Digest; size:
   await recordLayerVariant(store, diffId, { digest: v.digest, size: v.size, mediaType: v.mediaType }, repoName, { signal });
 }
 
-/**
- * HEAD, then upload from the store if the repository lacks the blob. `failedBefore`: a streamed
- * upload of the same blob failed, and counts as this upload's first failed attempt.
- */
-async function uploadFromStore(target: PushTarget, blob: { readonly digest: Digest; readonly size: number }, opts: PushOptions & { readonly failedBefore?: unknown }): Promise<UploadResult> {
+/** HEAD, then upload from the store if the repository lacks the blob. */
+async function uploadFromStore(target: PushTarget, blob: { readonly digest: Digest; readonly size: number }, opts: PushOptions): Promise<UploadResult> {
   const { client, store, repo } = target;
   const { digest, size } = blob;
   if ((await client.blobSize(repo, digest, { signal: opts.signal, forPush: true })) !== undefined) return 'exists';
+  return client.uploadBlob({ repo, digest, size, source: storeSource(store, digest), signal: opts.signal, chunkSize: opts.chunkSize });
+}
+
+/** Windows of a stored blob, read as an upload asks for them. */
+function storeSource(store: Store, digest: Digest): BlobSource {
   const path = store.blobs.blobPath(digest);
-  const source: BlobSource = async (start, end, signal) => {
+  return async (start, end, signal) => {
     signal?.throwIfAborted();
     if (end <= start) return Readable.from([]);
     return createReadStream(path, { start, end: end - 1, highWaterMark: 1024 * 1024 });
   };
-  return client.uploadBlob({ repo, digest, size, source, signal: opts.signal, chunkSize: opts.chunkSize, ...(opts.failedBefore !== undefined ? { failedBefore: opts.failedBefore } : {}) });
 }
-
-

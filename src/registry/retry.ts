@@ -42,39 +42,46 @@ export interface RetryHooks {
  * blob upload with its sessions): the only place that decides whether to try again, from the
  * error's `temporary` flag alone.
  *
- * Contract: every attempt of the operation, at whatever depth it is made (the exchange, a resumed
- * body, a new upload session), reports its failure to the same budget, so failures in a row never
- * exceed `policy.attempts` however the operation is structured: a nested loop that catches the
- * error the budget already gave up on and reports it again is refused at once. `progressed()`
- * starts the count afresh when the operation moved forward (bytes received, a chunk accepted).
+ * Contract: every attempt of the operation, at whatever depth it is made, reports its failure to
+ * the same budget, naming its step (`transfer`, `chunk`, `session`, ...). A step that keeps
+ * failing is tried exactly `policy.attempts` times; an error the budget gave up on is final, so a
+ * loop around the failed step that reports it again gets it back at once (no retry loop can
+ * multiply another). `progressed(step)` starts a step's count afresh when the operation moved
+ * forward (bytes received, a chunk accepted): the count bounds failures in a row.
  */
 export class RetryBudget {
   readonly #policy: RetryPolicy;
   readonly #hooks: RetryHooks;
-  #failures = 0;
+  readonly #failures = new Map<string, number>();
+  readonly #gaveUp = new WeakSet<object>();
 
   constructor(policy: RetryPolicy, hooks: RetryHooks = {}) {
     this.#policy = policy;
     this.#hooks = hooks;
   }
 
-  /** One attempt only (a request whose body cannot be replayed, a best-effort cancel). */
+  /** One attempt only: for a request whose body cannot be replayed, or a best-effort cancel. */
   static single(): RetryBudget {
     return new RetryBudget({ ...DEFAULT_RETRY_POLICY, attempts: 1 });
   }
 
-  /** After a failed attempt: wait and return (try again), or throw `err` (give up). */
-  async failed(err: unknown): Promise<void> {
-    const wait = retryDelayMs(this.#policy, this.#failures + 1, err);
-    if (wait === undefined) throw err;
-    this.#failures++;
-    this.#hooks.onRetry?.(err, this.#failures, wait);
+  /** After a failed attempt at `step`: wait and return (try again), or throw `err` (give up). */
+  async failed(err: unknown, step = 'request'): Promise<void> {
+    const final = typeof err === 'object' && err !== null && this.#gaveUp.has(err);
+    const retry = (this.#failures.get(step) ?? 0) + 1;
+    const wait = final ? undefined : retryDelayMs(this.#policy, retry, err);
+    if (wait === undefined) {
+      if (typeof err === 'object' && err !== null) this.#gaveUp.add(err);
+      throw err;
+    }
+    this.#failures.set(step, retry);
+    this.#hooks.onRetry?.(err, retry, wait);
     await sleep(wait, this.#hooks.signal);
   }
 
-  /** The operation moved forward: the next failure is the first of a new streak. */
-  progressed(): void {
-    this.#failures = 0;
+  /** `step` moved forward: its next failure is the first of a new streak. */
+  progressed(step = 'request'): void {
+    this.#failures.delete(step);
   }
 }
 

@@ -78,6 +78,12 @@ export interface Response {
   readonly url: URL;
 }
 
+/** The budget of the operation an exchange belongs to, and which of its steps the exchange is. */
+export interface BudgetStep {
+  readonly budget: RetryBudget;
+  readonly step: string;
+}
+
 const MAX_REDIRECTS = 5;
 const MAX_ERROR_BODY = 64 * 1024;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -148,18 +154,19 @@ export class RegistryTransport {
     });
   }
 
-  /** `request` that hands back the response itself; the caller consumes `body`. */
-  async request(ex: Exchange, budget?: RetryBudget): Promise<Response> {
-    return this.fetch(ex, async (res) => res, budget);
+  /** `fetch` that hands back the response itself; the caller consumes `body`. */
+  async request(ex: Exchange, within?: BudgetStep): Promise<Response> {
+    return this.fetch(ex, async (res) => res, within);
   }
 
   /**
    * The exchange with retries: one attempt authorises (re-authorising once on 401), follows
    * redirects, checks the status, then `read` consumes the response within the same attempt, so
-   * a body that breaks or does not verify is tried again like a failed request. `budget` is the
-   * operation's when the exchange is one step of a longer one; by default the exchange has its own.
+   * a body that breaks or does not verify is tried again like a failed request. `within` names
+   * the operation's budget and the step this exchange is, when it is one step of a longer
+   * operation; by default the exchange has a budget of its own.
    */
-  async fetch<T>(ex: Exchange, read: (res: Response) => Promise<T>, budget: RetryBudget = this.budget(ex)): Promise<T> {
+  async fetch<T>(ex: Exchange, read: (res: Response) => Promise<T>, within: BudgetStep = { budget: this.budget(ex), step: 'request' }): Promise<T> {
     for (;;) {
       let res: Response | undefined;
       try {
@@ -167,7 +174,7 @@ export class RegistryTransport {
         return await read(res);
       } catch (e) {
         res?.body.destroy();
-        await budget.failed(e);
+        await within.budget.failed(e, within.step);
       }
     }
   }

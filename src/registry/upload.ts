@@ -3,15 +3,15 @@ import type { Digest } from '../oci/index.js';
 import { header } from './auth.js';
 import { RegistryError, isTemporary, protocolError, type ExchangeContext } from './errors.js';
 import { RetryBudget } from './retry.js';
-import type { RegistryTransport, Repository, Response } from './transport.js';
+import type { BudgetStep, RegistryTransport, Repository, Response } from './transport.js';
 
 /**
  * The upload session of the distribution spec ("pushing blobs"): a cross-repository mount, a
  * session opened by POST and finished by PUT `?digest=`, its body sent whole (monolithic PUT) or
  * in PATCH chunks resumed from the Range the registry reports, and a streamed upload whose digest
  * is known only at its end. Location headers may be relative. One retry budget per upload
- * (retry.ts): a failed PUT or PATCH is one attempt, and a lost session is replaced by a new one,
- * within the same budget.
+ * (retry.ts), whose steps are: opening a session, a chunk (with the status query after a failed
+ * one), and the session itself (a failed PUT, a lost session: a new session).
  */
 
 /** Reads bytes [start, end) of a blob (uploads read windows of it, and resume). */
@@ -29,8 +29,6 @@ export interface BlobUpload {
   /** Repositories of the same registry that have the blob: tried as cross-repository mounts first. */
   readonly mountFrom?: readonly string[] | undefined;
   readonly onBytes?: ((n: number) => void) | undefined;
-  /** The failure of an earlier attempt at this upload (a streamed one): it counts against this upload's budget. */
-  readonly failedBefore?: unknown;
 }
 
 export type UploadResult = 'uploaded' | 'mounted' | 'exists';
@@ -64,22 +62,17 @@ export async function mountOrOpen(
 /** Cancel an upload session (distribution spec, "cancel a blob upload"): SHOULD be sent, failures ignored. */
 export async function cancelSession(http: RegistryTransport, s: { readonly repo: Repository; readonly session: URL; readonly what: string; readonly signal?: AbortSignal | undefined }): Promise<void> {
   await http
-    .request({ repo: s.repo, method: 'DELETE', target: s.session, actions: PUSH, expect: [204, 200, 202, 404], what: s.what, signal: s.signal }, RetryBudget.single())
+    .request({ repo: s.repo, method: 'DELETE', target: s.session, actions: PUSH, expect: [204, 200, 202, 404], what: s.what, signal: s.signal }, { budget: RetryBudget.single(), step: 'cancel' })
     .then((r) => r.body.dump())
     .catch(() => undefined);
 }
 
 /**
  * Upload a blob: mount it from `mountFrom` if one of them has it, else POST a session and PUT it
- * whole, or PATCH it in `chunkSize` chunks. A session lost or failed is replaced (at most three
- * times the policy's attempts in all), and before each new one the registry is asked whether the
- * failed attempt landed after all, so nothing is uploaded twice.
+ * whole, or PATCH it in `chunkSize` chunks.
  */
 export async function uploadBlob(http: RegistryTransport, u: BlobUpload): Promise<UploadResult> {
   const what = `blob ${u.digest} to ${u.repo.registry}/${u.repo.repository}`;
-  const ctx: ExchangeContext = { what, registry: u.repo.registry };
-  const budget = http.budget({ method: 'PUT', what, signal: u.signal });
-  if (u.failedBefore !== undefined) await budget.failed(u.failedBefore);
   let session: URL | undefined;
   for (const from of u.mountFrom ?? []) {
     if (from === u.repo.repository) continue;
@@ -88,14 +81,26 @@ export async function uploadBlob(http: RegistryTransport, u: BlobUpload): Promis
     if (session !== undefined) await cancelSession(http, { repo: u.repo, session, what, signal: u.signal });
     session = m.session;
   }
+  return uploadSessions(http, u, { what, registry: u.repo.registry }, http.budget({ method: 'PUT', what, signal: u.signal }), session);
+}
+
+/**
+ * Sessions until one succeeds: a session lost or failed is replaced (at most three times the
+ * policy's attempts in all), and before each new one the registry is asked whether the failed
+ * attempt landed after all, so nothing is uploaded twice. A session that got chunks accepted
+ * before it failed starts the count of failed sessions afresh (as downloads do).
+ */
+async function uploadSessions(http: RegistryTransport, u: BlobUpload, ctx: ExchangeContext, budget: RetryBudget, opened?: URL): Promise<UploadResult> {
+  let session = opened;
   const maxSessions = http.attempts * 3;
   for (let sessions = 1; ; sessions++) {
+    const progress = { accepted: 0 };
     try {
       let minChunk: number | undefined;
-      if (session === undefined) ({ url: session, minChunk } = await openSession(http, { repo: u.repo, what, signal: u.signal }, budget));
+      if (session === undefined) ({ url: session, minChunk } = await openSession(http, { repo: u.repo, what: ctx.what, signal: u.signal }, { budget, step: 'open' }));
       if (u.chunkSize !== undefined && u.chunkSize > 0) {
         // OCI-Chunk-Min-Length (distribution spec v1.1): chunks smaller than this are refused.
-        await chunked(http, u, { session, chunkSize: Math.max(u.chunkSize, minChunk ?? 0), ctx, budget });
+        await chunked(http, u, { session, chunkSize: Math.max(u.chunkSize, minChunk ?? 0), ctx, budget, progress });
       } else {
         await monolithic(http, u, { session, ctx });
       }
@@ -103,68 +108,98 @@ export async function uploadBlob(http: RegistryTransport, u: BlobUpload): Promis
     } catch (e) {
       session = undefined;
       if (sessions >= maxSessions) throw e;
+      if (progress.accepted > 0) budget.progressed('session');
       // A lost session (the registry forgot or cancelled it) is worth a new one.
-      await budget.failed(sessionLost(e) ? asTemporary(e) : e);
+      await budget.failed(sessionLost(e) ? asTemporary(e) : e, 'session');
       // The failed attempt may have landed (a lost response): do not upload twice.
       if (await landed(http, u)) return 'exists';
     }
   }
 }
 
+/** A blob stored while it streamed to the registry: its digest, size and bytes. */
+export interface StoredCopy {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly source: BlobSource;
+}
+
+/** A blob uploaded while it is produced. */
+export interface StreamedUpload {
+  readonly repo: Repository;
+  readonly body: Readable;
+  /** The digest and size of what `body` carried, once it has ended. */
+  readonly finish: () => Promise<{ readonly digest: Digest; readonly size: number }>;
+  /** The stored copy, to upload from after the stream failed. */
+  readonly fallback: () => Promise<StoredCopy>;
+  readonly signal?: AbortSignal | undefined;
+}
+
 /**
  * Upload a blob whose digest is known only once it has been produced (a layer compressed on
  * the fly): POST a session, PATCH the stream (chunked transfer, no Content-Range), then PUT
- * `?digest=` with what `finish` reports once the stream has ended. One attempt: a stream
- * cannot be replayed, so the caller falls back to `uploadBlob` from a stored copy, handing it
- * this failure (`failedBefore`).
+ * `?digest=` with what `finish` reports once the stream has ended. A stream cannot be replayed:
+ * after a temporary failure the blob is uploaded from the copy `fallback` gives (the caller
+ * stores the stream as it goes), within the same retry budget.
  */
 export async function uploadStreamed(
   http: RegistryTransport,
-  s: { readonly repo: Repository; readonly body: Readable; readonly finish: () => Promise<{ readonly digest: Digest; readonly size: number }>; readonly signal?: AbortSignal | undefined },
+  s: StreamedUpload,
 ): Promise<{ digest: Digest; size: number }> {
   const { repo, signal } = s;
   const what = `blob to ${repo.registry}/${repo.repository}`;
   const ctx: ExchangeContext = { what, registry: repo.registry };
-  const once = RetryBudget.single();
-  const { url: session } = await openSession(http, { repo, what, signal }, once);
-  let used = false;
-  const patched = await http.request(
-    {
-      repo,
-      method: 'PATCH',
-      target: session,
-      headers: { 'content-type': 'application/octet-stream' },
-      body: () => {
-        if (used) throw new RegistryError('REGISTRY_PROTOCOL', `${what}: a streamed upload cannot be replayed`, { temporary: true });
-        used = true;
-        return s.body;
+  const budget = http.budget({ method: 'PATCH', what, signal });
+  let step = 'open';
+  try {
+    const { url: session } = await openSession(http, { repo, what, signal }, { budget, step });
+    step = 'session';
+    let used = false;
+    const patched = await http.request(
+      {
+        repo,
+        method: 'PATCH',
+        target: session,
+        headers: { 'content-type': 'application/octet-stream' },
+        body: () => {
+          if (used) throw new RegistryError('REGISTRY_PROTOCOL', `${what}: a streamed upload cannot be replayed`, { temporary: true });
+          used = true;
+          return s.body;
+        },
+        actions: PUSH,
+        expect: [202, 204],
+        what,
+        signal,
       },
-      actions: PUSH,
-      expect: [202, 204],
-      what,
-      signal,
-    },
-    once,
-  );
-  await patched.body.dump();
-  const { digest, size } = await s.finish();
-  const reported = rangeEnd(header(patched.headers, 'range'));
-  if (reported !== undefined && reported + 1 !== size && size > 0) {
-    throw protocolError(`the registry received ${reported + 1} of ${size} bytes`, ctx, true);
+      { budget: RetryBudget.single(), step },
+    );
+    await patched.body.dump();
+    const { digest, size } = await s.finish();
+    const reported = rangeEnd(header(patched.headers, 'range'));
+    if (reported !== undefined && reported + 1 !== size && size > 0) {
+      throw protocolError(`the registry received ${reported + 1} of ${size} bytes`, ctx, true);
+    }
+    const blobCtx: ExchangeContext = { what: `blob ${digest} to ${repo.registry}/${repo.repository}`, registry: repo.registry };
+    await finishSession(http, { repo, session: locationOf(patched, ctx), digest, ctx: blobCtx, signal });
+    return { digest, size };
+  } catch (e) {
+    await budget.failed(e, step);
+    const copy = await s.fallback();
+    const u: BlobUpload = { repo, digest: copy.digest, size: copy.size, source: copy.source, signal };
+    if (!(await landed(http, u))) await uploadSessions(http, u, { what: `blob ${copy.digest} to ${repo.registry}/${repo.repository}`, registry: repo.registry }, budget);
+    return { digest: copy.digest, size: copy.size };
   }
-  await finishSession(http, { repo, session: locationOf(patched, ctx), digest, ctx: { what: `blob ${digest} to ${repo.registry}/${repo.repository}`, registry: repo.registry }, signal }, once);
-  return { digest, size };
 }
 
 /** POST a new upload session; its URL and the registry's minimum chunk size, if it names one. */
 async function openSession(
   http: RegistryTransport,
   o: { readonly repo: Repository; readonly what: string; readonly signal: AbortSignal | undefined },
-  budget: RetryBudget,
+  within: BudgetStep,
 ): Promise<{ url: URL; minChunk: number | undefined }> {
   const res = await http.request(
     { repo: o.repo, method: 'POST', target: `/v2/${o.repo.repository}/blobs/uploads/`, headers: { 'content-length': '0' }, actions: PUSH, expect: [202], what: o.what, signal: o.signal },
-    budget,
+    within,
   );
   await res.body.dump();
   const min = header(res.headers, 'oci-chunk-min-length');
@@ -187,7 +222,7 @@ async function monolithic(http: RegistryTransport, u: BlobUpload, s: { readonly 
       what: s.ctx.what,
       signal: u.signal,
     },
-    RetryBudget.single(),
+    { budget: RetryBudget.single(), step: 'session' },
   );
   await res.body.dump();
   checkUploadedDigest(res, u.digest, s.ctx);
@@ -202,7 +237,7 @@ async function monolithic(http: RegistryTransport, u: BlobUpload, s: { readonly 
 async function chunked(
   http: RegistryTransport,
   u: BlobUpload,
-  s: { readonly session: URL; readonly chunkSize: number; readonly ctx: ExchangeContext; readonly budget: RetryBudget },
+  s: { readonly session: URL; readonly chunkSize: number; readonly ctx: ExchangeContext; readonly budget: RetryBudget; readonly progress: { accepted: number } },
 ): Promise<void> {
   const { ctx, budget } = s;
   let location = s.session;
@@ -223,22 +258,24 @@ async function chunked(
           what: ctx.what,
           signal: u.signal,
         },
-        RetryBudget.single(),
+        { budget: RetryBudget.single(), step: 'chunk' },
       );
       await res.body.dump();
       location = locationOf(res, ctx);
       const reported = rangeEnd(header(res.headers, 'range'));
       offset = reported !== undefined && reported + 1 > start ? reported + 1 : end;
-      budget.progressed(); // the budget bounds failures in a row, not over a long upload
+      s.progress.accepted++;
+      budget.progressed('chunk'); // the budget bounds failures in a row, not over a long upload
     } catch (e) {
       if (!isTemporary(e)) throw e;
-      await budget.failed(e);
+      await budget.failed(e, 'chunk');
       const status = await http
-        .request({ repo: u.repo, method: 'GET', target: location, actions: PUSH, expect: [204], what: ctx.what, signal: u.signal }, budget)
+        .request({ repo: u.repo, method: 'GET', target: location, actions: PUSH, expect: [204], what: ctx.what, signal: u.signal }, { budget, step: 'status' })
         .catch((err: unknown) => {
           throw isTemporary(err) || sessionLost(err) ? asTemporary(err) : err;
         });
       await status.body.dump();
+      budget.progressed('status');
       const reported = rangeEnd(header(status.headers, 'range'));
       // "0-0" is ambiguous (nothing, or one byte: distribution reports both so): start over.
       if (reported === undefined || reported === 0) throw new RegistryError('REGISTRY_PROTOCOL', `${ctx.what}: cannot tell where to resume the upload`, { temporary: true, cause: e });
@@ -246,20 +283,19 @@ async function chunked(
       offset = reported + 1;
     }
   }
-  await finishSession(http, { repo: u.repo, session: location, digest: u.digest, ctx, signal: u.signal }, RetryBudget.single());
+  await finishSession(http, { repo: u.repo, session: location, digest: u.digest, ctx, signal: u.signal });
 }
 
-/** PUT `?digest=` with no body: the registry checks and links what the session received. */
+/** PUT `?digest=` with no body: the registry checks and links what the session received. One attempt per session. */
 async function finishSession(
   http: RegistryTransport,
   f: { readonly repo: Repository; readonly session: URL; readonly digest: Digest; readonly ctx: ExchangeContext; readonly signal: AbortSignal | undefined },
-  budget: RetryBudget,
 ): Promise<void> {
   const url = new URL(f.session);
   url.searchParams.set('digest', f.digest);
   const res = await http.request(
     { repo: f.repo, method: 'PUT', target: url, headers: { 'content-length': '0' }, actions: PUSH, expect: [201, 204], what: f.ctx.what, signal: f.signal },
-    budget,
+    { budget: RetryBudget.single(), step: 'session' },
   );
   await res.body.dump();
   checkUploadedDigest(res, f.digest, f.ctx);
@@ -279,7 +315,7 @@ async function landed(http: RegistryTransport, u: BlobUpload): Promise<boolean> 
         followRedirects: true,
         signal: u.signal,
       },
-      RetryBudget.single(),
+      { budget: RetryBudget.single(), step: 'landed' },
     )
     .catch(() => undefined);
   await res?.body.dump();
