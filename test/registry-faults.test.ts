@@ -207,6 +207,28 @@ describe('bad input: each a clear, coded error naming the registry, nothing half
     }
   });
 
+  it('a layer damaged where gunzip does not look: the pull fails and stores nothing of it (issue 19)', async () => {
+    // Byte 4 of a gzip stream is in its MTIME field, which decompression ignores: the layer
+    // still decompresses to its diff ID, and only the layer digest tells the bytes are wrong.
+    const manifest = await direct.getManifest(parseReference(`${registry.host}/faults/base:v1`));
+    const doc = JSON.parse(manifest.bytes.toString()) as { layers: { digest: string; mediaType: string }[] };
+    const target = doc.layers[2]!;
+    expect(target.mediaType).toMatch(/gzip$/);
+    const diffId = image.manifest.layers[2]!.digest;
+    proxy.setRules([{ method: 'GET', path: new RegExp(`/blobs/${target.digest}`), fault: 'corrupt', corruptOffset: 4 }]);
+    try {
+      const { err, store } = await pullError(`${proxy.host}/faults/base:v1`, proxied());
+      expect(err.code).toBe('DIGEST_MISMATCH');
+      expect(err.hint).toContain('nothing was stored');
+      expect(await store.blobs.hasBlob(diffId)).toBe(false);
+      const blobDir = path.dirname(store.blobs.blobPath(diffId));
+      const names = await fs.readdir(blobDir).catch(() => [] as string[]);
+      expect(names).not.toContain(diffId.slice('sha256:'.length));
+    } finally {
+      proxy.setRules([]);
+    }
+  });
+
   it('oversized, malformed and schema 1 manifests', async () => {
     const big = Buffer.alloc(5 * 1024 * 1024, 0x20);
     const cases: { body: Buffer | string; type: string }[] = [
