@@ -13,12 +13,11 @@ import {
   RegistryClient,
   pullImage,
   pushImage,
-  readLayerVariants,
-  readRepoDigests,
   resolveBaseImage,
   type PullProgress,
   type PushProgress,
 } from '../src/registry/index.js';
+import { readLayerVariants, readRepoDigests } from '../src/registry/store-layers.js';
 import { openStore, type Store } from '../src/store/index.js';
 import { tool } from './support/cli.js';
 import { makeStoreImage } from './support/images.js';

@@ -5,7 +5,8 @@
  * Inside, by job: transport.ts (the HTTP exchange, auth, redirects, the retries), download.ts
  * (resumable, verified blob downloads), upload.ts (the upload session and the one mount path),
  * client.ts (the operations on top of them), pull.ts and push.ts (images), store-layers.ts (the
- * store records of registry facts).
+ * store records of registry facts, which cli/ reads from store-layers.ts itself: listing images
+ * must not load undici).
  */
 export { RegistryClient, type FetchedManifest, type ManifestUpload, type RegistryClientOptions } from './client.js';
 export type { Repository } from './transport.js';
@@ -25,5 +26,4 @@ export {
 } from './credentials.js';
 export { pullImage, resolveBaseImage, type BaseImageOptions, type PullOptions, type PullPolicy, type PullProgress, type PulledImage } from './pull.js';
 export { pushImage, type PushOptions, type PushProgress, type PushedImage } from './push.js';
-export { readLayerVariants, readRepoDigests, type LayerVariant } from './store-layers.js';
 export { registryClientFromEnvironment, type RegistryEnvironment } from './client-from-environment.js';
