@@ -59,11 +59,12 @@ const MAX_INDEX_DEPTH = 2;
  * Pull an image into the store (`tsbuild pull`, and FROM with --pull).
  *
  * Manifest negotiation (OCI and Docker schema 2; schema 1 refused), a platform chosen from an
- * index, the config and then the layers in parallel (p-limit), each verified while it streams
- * (putBlob with the descriptor's digest and size) and decompressed into the store's
- * uncompressed form, verified against the config's diff IDs. Layers whose diff ID is already in
- * the store are not downloaded. The tag is set last, so a failed pull changes no image; the
- * verified blobs it stored are unreferenced and gc removes them.
+ * index, the config and then the layers in parallel (p-limit), each verified against its
+ * descriptor while it streams (download.ts) and decompressed into the store's uncompressed form,
+ * verified against the config's diff IDs: a blob is stored only once both digests hold. Layers
+ * whose diff ID is already in the store are not downloaded. The tag is set last, so a failed pull
+ * changes no image; the verified blobs of other layers it stored are unreferenced and gc removes
+ * them.
  */
 export async function pullImage(client: RegistryClient, store: Store, reference: Reference, opts: PullOptions = {}): Promise<PulledImage> {
   const ref = withDefaultTag(reference);

@@ -148,8 +148,9 @@ export class RegistryTransport {
     return new RetryBudget(this.#policy, {
       signal: op.signal,
       onRetry: (err, retry, waitMs) => {
-        const e = err as { code?: unknown; status?: unknown };
-        this.#logger?.info({ method: op.method, what: op.what, code: e.code, status: e.status, retry, waitMs }, 'registry request failed; retrying');
+        // Only temporary RegistryErrors are retried: the code and status say which.
+        const e = err instanceof RegistryError ? err : undefined;
+        this.#logger?.info({ method: op.method, what: op.what, code: e?.code, status: e?.status, retry, waitMs }, 'registry request failed; retrying');
       },
     });
   }
