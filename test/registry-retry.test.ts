@@ -148,6 +148,21 @@ describe('retries at one level: a failing request is sent exactly the policy att
     expect(logSince(from).filter((e) => e.method === 'POST').length).toBe(ATTEMPTS);
   });
 
+  it('a chunked upload whose PATCHes keep answering 503', async () => {
+    proxy.setRules([{ method: 'PATCH', path: /\/blobs\/uploads\//, fault: '503' }]);
+    const from = proxy.stats.log.length;
+    const err = await pushImage(client(), source, image, parseReference(`${proxy.host}/retry/chunked:v1`), { concurrency: 1, chunkSize: 64 * 1024 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expectUnavailable(err, proxy.host);
+    const sent = logSince(from);
+    expect(sent.filter((e) => e.method === 'PATCH').length).toBe(ATTEMPTS);
+    // The first chunk never lands, so no session can be resumed ("0-0" is ambiguous): each
+    // failure opens a new one, and the sessions are bounded by the same budget.
+    expect(sent.filter((e) => e.method === 'POST').length).toBe(ATTEMPTS);
+  });
+
   it('a manifest PUT that keeps answering 503', async () => {
     proxy.setRules([{ method: 'PUT', path: /\/manifests\//, fault: '503' }]);
     const from = proxy.stats.log.length;
