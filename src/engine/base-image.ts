@@ -49,7 +49,7 @@ export async function findImage(src: ImageSource, ref: string): Promise<LocalIma
   }
   // undici and the registry client load only when a pull is needed (start-up time).
   const { resolveBaseImage } = await import('../registry/index.js');
-  return resolveBaseImage(src.store, await src.registry(), parseReference(ref), src.pull, src.platform, src.signal ? { signal: src.signal } : {});
+  return resolveBaseImage(src.store, await src.registry(), parseReference(ref), { policy: src.pull, platform: src.platform, signal: src.signal });
 }
 
 /** The start state of a stage FROM an image. */
