@@ -3,7 +3,7 @@ import path from 'node:path';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { build, openSshSources, type BuildRequest, type BuildSecret, type OutputSpec } from '../../engine/index.js';
-import { normalizeName } from '../../image/local-image.js';
+import { normalizeName } from '../../image/index.js';
 import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/index.js';
 import { parseOutputFlag } from '../parse-output.js';
 import { createReporter, type ProgressMode } from '../progress.js';
