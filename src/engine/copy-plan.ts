@@ -4,6 +4,7 @@ import type { IndexedEntry, RootfsView } from '../image/rootfs-view.js';
 import { normalize } from '../image/rootfs-view.js';
 import type { IdPair } from '../image/users.js';
 import { walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
+import { HardLinkGroups } from './hardlink-plan.js';
 
 /** One entry of the layer a COPY/ADD writes. */
 export interface PlannedEntry extends IndexedEntry {
@@ -55,8 +56,9 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
   const put = (e: PlannedEntry) => {
     planned.set(e.path, e);
   };
+  const links = new HardLinkGroups();
 
-  for (const src of sources) {
+  for (const [sourceIndex, src] of sources.entries()) {
     for (const m of src.matches) {
       if (m.stat.isDirectory()) {
         const target = resolvedDest.path;
@@ -73,13 +75,17 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
             }
           }
           const p = target === '' ? e.inner : `${target}/${e.inner}`;
-          put(entryFor(p, e.abs, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined));
+          const entry = entryFor(p, e.abs, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined);
+          links.note(entry, e.stat, sourceIndex);
+          put(entry);
         }
         continue;
       }
       if (opts.exclude?.matches(m.name)) continue;
       const target = destIsDir ? (resolvedDest.path === '' ? m.name : `${resolvedDest.path}/${m.name}`) : resolvedDest.path;
-      put(entryFor(target, m.abs, m.stat, owner(m.stat), modeOf(m.stat), undefined));
+      const entry = entryFor(target, m.abs, m.stat, owner(m.stat), modeOf(m.stat), undefined);
+      links.note(entry, m.stat, sourceIndex);
+      put(entry);
     }
   }
 
@@ -96,7 +102,7 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
       }
     }
   }
-  return [...planned.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return links.apply([...planned.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)));
 }
 
 async function readLink(abs: string): Promise<string> {

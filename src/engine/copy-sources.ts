@@ -62,10 +62,17 @@ function toRel(root: string, abs: string): string {
 
 /**
  * Resolves `rel` under `root` following symlinks (also the last component when
- * `followLast`), refusing any that points out of the root. Returns the host path, or
- * undefined when something along the way does not exist.
+ * `followLast`). Returns the host path, or undefined when something along the way does not
+ * exist.
+ *
+ * Two confinements. The build context (the default) refuses any symlink that points out of
+ * it: COPY reads only what the context holds. A stage's or image's root filesystem
+ * (`chroot`) is "/" to its own symlinks, as BuildKit resolves a COPY --from source inside the
+ * source state (continuity's RootPath): an absolute target restarts at the root and ".."
+ * stops there, so `/abs -> /store/real` names the stage's /store/real and nothing on the host.
  */
-export async function resolveInRoot(root: string, rel: string, followLast: boolean, where: () => string): Promise<string | undefined> {
+export async function resolveInRoot(root: string, rel: string, followLast: boolean, where: () => string, opts: { readonly chroot?: boolean } = {}): Promise<string | undefined> {
+  if (opts.chroot) return resolveChrooted(root, rel, followLast, where);
   const parts = rel.split('/').filter((s) => s !== '' && s !== '.');
   let current = root;
   let hops = 0;
@@ -94,6 +101,24 @@ export async function resolveInRoot(root: string, rel: string, followLast: boole
     current = next;
   }
   return current;
+}
+
+async function resolveChrooted(root: string, rel: string, followLast: boolean, where: () => string): Promise<string | undefined> {
+  const { resolveInRoot: rootPath } = await import('../layer/index.js');
+  const clean = rel.split('/').filter((s) => s !== '' && s !== '.');
+  if (clean.length === 0) return root;
+  // The parent chroot-style; the last component too unless it must stay as it is.
+  const parent = await rootPath(root, clean.slice(0, -1).join('/'), where());
+  const last = clean[clean.length - 1]!;
+  const inner = followLast ? await rootPath(root, parent === '' ? last : `${parent}/${last}`, where()) : parent === '' ? last : `${parent}/${last}`;
+  const abs = inner === '' ? root : path.join(root, inner);
+  if (!within(root, abs)) throw escape(where(), rel);
+  try {
+    await fsp.lstat(abs);
+  } catch {
+    return undefined;
+  }
+  return abs;
 }
 
 function escape(where: string, rel: string, target?: string): TsbuildError {
@@ -132,7 +157,7 @@ export async function resolveSources(root: SourceRoot, args: readonly string[], 
     if (!hasWildcard(clean)) {
       const rel = unescapeGlob(clean);
       const excluded = rel !== '' && root.filter?.matches(rel);
-      const abs = excluded ? undefined : await resolveInRoot(root.dir, rel, true, where);
+      const abs = excluded ? undefined : await resolveInRoot(root.dir, rel, true, where, { chroot: root.kind === 'stage' });
       if (abs === undefined) {
         throw missing(root, arg, rel, opts, Boolean(excluded));
       }
@@ -167,7 +192,7 @@ async function expandWildcard(root: SourceRoot, parts: readonly string[], where:
         next.push(rel);
         continue;
       }
-      const dirAbs = await resolveInRoot(root.dir, base, true, where);
+      const dirAbs = await resolveInRoot(root.dir, base, true, where, { chroot: root.kind === 'stage' });
       if (dirAbs === undefined) continue;
       let names: string[];
       try {
@@ -187,7 +212,7 @@ async function expandWildcard(root: SourceRoot, parts: readonly string[], where:
   const out: SourceFile[] = [];
   for (const rel of current) {
     if (root.filter?.matches(rel)) continue;
-    const abs = await resolveInRoot(root.dir, rel, true, where);
+    const abs = await resolveInRoot(root.dir, rel, true, where, { chroot: root.kind === 'stage' });
     if (abs === undefined) continue;
     out.push({ abs, rel: toRel(root.dir, abs), stat: await fsp.stat(abs), name: path.posix.basename(rel) });
   }

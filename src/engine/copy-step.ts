@@ -108,7 +108,7 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   for (const m of matches) {
     const kept: (typeof m)['matches'][number][] = [];
     for (const f of m.matches) {
-      const kind = req.unpackArchives && f.stat.isFile() ? await archiveKind(f.abs) : undefined;
+      const kind = req.unpackArchives && f.stat.isFile() ? await archiveKind(f.abs, env.signal) : undefined;
       if (!kind) {
         kept.push(f);
         continue;

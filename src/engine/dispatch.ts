@@ -100,7 +100,7 @@ export async function dispatchInstruction(
     case 'ARG':
       return configStep(state, scope, step, ctx, (c) => c);
     case 'WORKDIR': {
-      const r = await runMkdir(step.path, step.history ?? `WORKDIR ${step.path}`, state, stepEnv(ctx));
+      const r = await runMkdir(step.path, step.history ?? `WORKDIR ${step.path}`, state, stepEnv(ctx), { user: cfg.User });
       return { state: { ...r.state, config: setWorkdir(r.state.config, step.path) }, scope, cached: r.cached };
     }
     case 'USER':

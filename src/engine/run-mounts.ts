@@ -152,7 +152,8 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
             keyInputs.push(`bind-from:${s.key ?? 'scratch'}`);
           }
           const rel = (m.source ?? '').replace(/^\/+/, '');
-          const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`);
+          // A stage's or image's symlinks resolve inside that root, the context's stay confined to it.
+          const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`, { chroot: from.kind !== 'context' });
           if (src === undefined) throw fail(`bind mount source ${JSON.stringify(m.source ?? '/')} not found`);
           let source = src;
           if (!m.readOnly) {
