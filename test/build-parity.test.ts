@@ -208,10 +208,10 @@ describe('WORKDIR creates missing directories owned by the USER (llb.Mkdir WithU
 });
 
 describe('hard links are kept (fsutil copy inode map)', () => {
-  it('in local archives ADD unpacks (tar, gzip, bzip2, xz) and between context files of one COPY source', async () => {
+  it('in local archives ADD unpacks (tar, gzip, bzip2, xz), between context files of one COPY source, and COPY --from', async () => {
     const ctx = path.join(work, 'hardlinks');
     await writeTree(ctx, {
-      Dockerfile: ['FROM busybox', 'COPY ctx/ /c/', 'COPY ctx/one ctx/two /separate/', 'ADD plain.tar /t/', 'ADD tree.tar.gz /g/', 'ADD tree.tar.bz2 /b/', 'ADD tree.tar.xz /x/', ''].join('\n'),
+      Dockerfile: ['FROM busybox AS linked', 'RUN mkdir /h && echo x > /h/a && ln /h/a /h/b', 'FROM busybox', 'COPY --from=linked /h/ /s/', 'COPY ctx/ /c/', 'COPY ctx/one ctx/two /separate/', 'ADD plain.tar /t/', 'ADD tree.tar.gz /g/', 'ADD tree.tar.bz2 /b/', 'ADD tree.tar.xz /x/', ''].join('\n'),
       'ctx/one': 'same inode\n',
       'tree/file': 'in the archive\n',
     });
@@ -221,6 +221,7 @@ describe('hard links are kept (fsutil copy inode map)', () => {
     await tool('sh', ['-c', 'mkdir tree/d && ln tree/file tree/d/again && chmod 640 tree/file && tar --owner=0 --group=0 --numeric-owner -cf plain.tar -C tree file d && for c in gzip bzip2 xz; do tar --owner=0 --group=0 --numeric-owner -cf - -C tree file d | $c > tree.tar.$( [ $c = gzip ] && echo gz || ([ $c = bzip2 ] && echo bz2 || echo xz)); done && rm -r tree'], { cwd: ctx });
     const built = await buildAndList(ctx);
     const n = built.layers.length;
+    expect(built.layers[n - 7]).toEqual(['drwxr-xr-x 0/0 0 s/', '-rw-r--r-- 0/0 2 s/a', 'hrw-r--r-- 0/0 0 s/b link to s/a']); // COPY --from a stage
     expect(built.layers[n - 6]).toEqual(['drwxr-xr-x 0/0 0 c/', '-rw-r--r-- 0/0 11 c/one', 'drwxr-xr-x 0/0 0 c/sub/', 'hrw-r--r-- 0/0 0 c/sub/three link to c/one', 'hrw-r--r-- 0/0 0 c/two link to c/one'].sort(byPath));
     // Two source arguments: two copies, as BuildKit (one copier per source).
     expect(built.layers[n - 5]).toEqual(['drwxr-xr-x 0/0 0 separate/', '-rw-r--r-- 0/0 11 separate/one', '-rw-r--r-- 0/0 11 separate/two']);
