@@ -234,6 +234,39 @@ describe('hard links are kept (fsutil copy inode map)', () => {
   });
 });
 
+describe('symbolic --chmod (BuildKit: dchapes-mode, BSD setmode with umask 0)', () => {
+  it('changes each copied file and directory relative to its own mode', async () => {
+    const ctx = path.join(work, 'chmod');
+    await writeTree(ctx, {
+      Dockerfile: ['FROM busybox', 'COPY --chmod=u+x,go-w f644 f666 f600 /m/', 'ADD --chmod=go-rwx,a+X d/ /d/', ''].join('\n'),
+      f644: '644\n',
+      f666: '666\n',
+      f600: '600\n',
+      'd/exe': 'exe\n',
+      'd/plain': 'plain\n',
+      'd/sub/x': 'x\n',
+    });
+    for (const [f, m] of [['f644', 0o644], ['f666', 0o666], ['f600', 0o600], ['d/exe', 0o755], ['d/plain', 0o644], ['d/sub', 0o750], ['d/sub/x', 0o640]] as const) {
+      await fs.chmod(path.join(ctx, f), m);
+    }
+    const built = await buildAndList(ctx);
+    const n = built.layers.length;
+    expect(built.layers[n - 2]).toEqual(['drwxr-xr-x 0/0 0 m/', '-rwx------ 0/0 4 m/f600', '-rwxr--r-- 0/0 4 m/f644', '-rwxr--r-- 0/0 4 m/f666']);
+    // go-rwx then +X: execute for all where the original had one or on directories.
+    expect(built.layers[n - 1]).toEqual(['drwx--x--x 0/0 0 d/', '-rwx--x--x 0/0 4 d/exe', '-rw------- 0/0 6 d/plain', 'drwx--x--x 0/0 0 d/sub/', '-rw------- 0/0 2 d/sub/x']);
+  });
+
+  it('refuses a malformed mode with the Dockerfile line', async () => {
+    const ctx = path.join(work, 'chmod-bad');
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nCOPY --chmod=u+q f /f\n', f: 'f\n' });
+    const r = await tsbuild(['build', ctx], { root });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/Dockerfile:2/);
+    expect(r.stderr).toMatch(/--chmod/);
+    expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
+  });
+});
+
 function byPath(a: string, b: string): number {
   const pa = a.split(' ')[3]!;
   const pb = b.split(' ')[3]!;

@@ -5,6 +5,7 @@ import { normalize } from '../image/rootfs-view.js';
 import type { IdPair } from '../image/users.js';
 import { walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
 import { HardLinkGroups } from './hardlink-plan.js';
+import type { ChmodSpec } from './chmod-mode.js';
 
 /** One entry of the layer a COPY/ADD writes. */
 export interface PlannedEntry extends IndexedEntry {
@@ -19,8 +20,8 @@ export interface CopyPlanOptions {
   readonly view: RootfsView;
   /** --chown; undefined = 0:0 from the context, the source's owner from a stage. */
   readonly chown?: IdPair | undefined;
-  /** --chmod, already parsed. */
-  readonly chmod?: number | undefined;
+  /** --chmod, already parsed: a mode, or a symbolic change of each entry's own mode. */
+  readonly chmod?: ChmodSpec | undefined;
   /** mtime for directories the copy creates (seconds). */
   readonly createdMtime: number;
   /** Sources of the same instruction planned in other groups (ADD of URLs and archives). */
@@ -52,7 +53,8 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
 
   const owner = (st: fs.Stats): { uid: number; gid: number } =>
     opts.chown ?? (root.kind === 'context' ? { uid: 0, gid: 0 } : root.mapOwner ? root.mapOwner(st.uid, st.gid) : { uid: st.uid, gid: st.gid });
-  const modeOf = (st: fs.Stats): number => (opts.chmod !== undefined ? opts.chmod : st.mode & 0o7777);
+  const chmod = (mode: number, isDir: boolean): number => (opts.chmod === undefined ? mode : typeof opts.chmod === 'number' ? opts.chmod : opts.chmod.apply(mode, isDir));
+  const modeOf = (st: fs.Stats): number => chmod(st.mode & 0o7777, st.isDirectory());
   const put = (e: PlannedEntry) => {
     planned.set(e.path, e);
   };
@@ -63,7 +65,7 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
       if (m.stat.isDirectory()) {
         const target = resolvedDest.path;
         if (target !== '' && !planned.has(target) && resolvedDest.entry?.type !== 'dir') {
-          put({ path: target, type: 'dir', mode: opts.chmod ?? 0o755, ...(opts.chown ?? { uid: 0, gid: 0 }), mtime: opts.createdMtime, size: 0 });
+          put({ path: target, type: 'dir', mode: chmod(0o755, true), ...(opts.chown ?? { uid: 0, gid: 0 }), mtime: opts.createdMtime, size: 0 });
         }
         const skipped: string[] = [];
         for await (const e of walkSourceDir(root, m)) {

@@ -10,6 +10,7 @@ import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { FileDigests } from './file-digests.js';
 import { planCopy, type PlannedEntry } from './copy-plan.js';
+import { parseChmodSpec, type ChmodSpec } from './chmod-mode.js';
 import { resolveSources, type SourceRoot } from './copy-sources.js';
 import { archiveKind, unpackArchive } from './add-sources.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
@@ -76,11 +77,15 @@ export function imageFileReader(env: StepEnv, state: StageState): (p: string) =>
   };
 }
 
-function parseChmod(s: string, location: SourceLocation): number {
-  if (!/^[0-7]{3,4}$/.test(s)) {
-    throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid --chmod value ${JSON.stringify(s)}`, { location, hint: 'use an octal mode such as 0755 or 644' });
+function parseChmod(s: string, location: SourceLocation): ChmodSpec {
+  try {
+    return parseChmodSpec(s);
+  } catch (e) {
+    throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid --chmod value ${JSON.stringify(s)}: ${(e as Error).message}`, {
+      location,
+      hint: 'use an octal mode such as 0755, or a symbolic one such as u+x,go-w',
+    });
   }
-  return parseInt(s, 8);
 }
 
 /**
