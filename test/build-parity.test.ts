@@ -267,6 +267,51 @@ describe('symbolic --chmod (BuildKit: dchapes-mode, BSD setmode with umask 0)', 
   });
 });
 
+describe('COPY --parents (BuildKit convert_copy.go: pivot, include pattern, required paths)', () => {
+  it('keeps the source paths, with ** and the /./ pivot, from the context and from a stage', async () => {
+    const ctx = path.join(work, 'parents');
+    await writeTree(ctx, {
+      Dockerfile: [
+        'FROM busybox AS st',
+        'RUN mkdir -p /srv/app/conf && echo s > /srv/app/conf/s.conf && echo t > /srv/app/top.conf',
+        'FROM busybox',
+        'COPY --parents a/b/c.txt x/pkg.json /p1/',
+        'COPY --parents **/pkg.json /p2/',
+        'COPY --parents ./a/./b/*.json /p3/',
+        'COPY --parents a/b /p4/',
+        'COPY --parents --from=st /srv/./app/**/*.conf /p5/',
+        '',
+      ].join('\n'),
+      'a/b/c.txt': 'c\n',
+      'a/b/d.json': 'd\n',
+      'a/e.txt': 'e\n',
+      'x/pkg.json': 'p\n',
+      'x/y/z/pkg.json': 'q\n',
+      'ignored/pkg.json': 'i\n',
+      '.dockerignore': 'ignored\n',
+    });
+    await fs.chmod(path.join(ctx, 'a'), 0o750); // the kept parents carry their own metadata
+    const built = await buildAndList(ctx);
+    const n = built.layers.length;
+    expect(built.layers.slice(n - 5)).toEqual([
+      ['drwxr-xr-x 0/0 0 p1/', 'drwxr-x--- 0/0 0 p1/a/', 'drwxr-xr-x 0/0 0 p1/a/b/', '-rw-r--r-- 0/0 2 p1/a/b/c.txt', 'drwxr-xr-x 0/0 0 p1/x/', '-rw-r--r-- 0/0 2 p1/x/pkg.json'],
+      ['drwxr-xr-x 0/0 0 p2/', 'drwxr-xr-x 0/0 0 p2/x/', '-rw-r--r-- 0/0 2 p2/x/pkg.json', 'drwxr-xr-x 0/0 0 p2/x/y/', 'drwxr-xr-x 0/0 0 p2/x/y/z/', '-rw-r--r-- 0/0 2 p2/x/y/z/pkg.json'],
+      ['drwxr-xr-x 0/0 0 p3/', 'drwxr-xr-x 0/0 0 p3/b/', '-rw-r--r-- 0/0 2 p3/b/d.json'],
+      ['drwxr-xr-x 0/0 0 p4/', 'drwxr-x--- 0/0 0 p4/a/', 'drwxr-xr-x 0/0 0 p4/a/b/', '-rw-r--r-- 0/0 2 p4/a/b/c.txt', '-rw-r--r-- 0/0 2 p4/a/b/d.json'],
+      ['drwxr-xr-x 0/0 0 p5/', 'drwxr-xr-x 0/0 0 p5/app/', 'drwxr-xr-x 0/0 0 p5/app/conf/', '-rw-r--r-- 0/0 2 p5/app/conf/s.conf', '-rw-r--r-- 0/0 2 p5/app/top.conf'],
+    ]);
+  });
+
+  it('refuses a missing source without wildcards, with its location', async () => {
+    const ctx = path.join(work, 'parents-missing');
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nCOPY --parents a/nope.txt /p/\n', 'a/yes.txt': 'y\n' });
+    const r = await tsbuild(['build', ctx], { root });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/Dockerfile:2/);
+    expect(r.stderr).toMatch(/a\/nope\.txt/);
+  });
+});
+
 function byPath(a: string, b: string): number {
   const pa = a.split(' ')[3]!;
   const pb = b.split(' ')[3]!;

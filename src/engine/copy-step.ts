@@ -40,6 +40,8 @@ export interface CopyRequest {
   readonly extraGroups?: ReadonlyArray<{ readonly root: SourceRoot; readonly sources: readonly string[]; readonly key: string }>;
   /** `--exclude` patterns. */
   readonly exclude?: readonly string[];
+  /** COPY --parents: the sources keep their paths (below a `/./` pivot); see copy-parents.ts. */
+  readonly parents?: boolean | undefined;
   /** ADD: unpack local tar archives into the destination instead of copying them. */
   readonly unpackArchives?: boolean;
   readonly workdir: string;
@@ -105,7 +107,8 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
       throw e;
     }
   }
-  const matches = await withLocation(req.location, () => resolveSources(req.root, req.sources, { instruction: req.instruction, location: req.location }));
+  // --parents sources are planned on their own (planParents below), not resolved here.
+  const matches = req.parents ? [] : await withLocation(req.location, () => resolveSources(req.root, req.sources, { instruction: req.instruction, location: req.location }));
   const epoch = env.sourceDateEpoch;
   // Groups of sources by root: the main root, fetched URLs, unpacked archives.
   const groups: Array<{ root: SourceRoot; matches: typeof matches; key?: string }> = [];
@@ -135,6 +138,11 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   const byPath = new Map<string, PlannedEntry>();
   const plannedMain = await planCopy(req.root, plain.filter((m) => m.matches.length > 0), { ...planOpts, otherSources: total - plain.filter((m) => m.matches.length > 0).length });
   for (const e of plannedMain) byPath.set(e.path, e);
+  if (req.parents) {
+    const { planParents } = await import('./copy-parents.js');
+    const kept = await withLocation(req.location, () => planParents(req.root, req.sources, { ...planOpts, location: req.location, instruction: req.instruction }));
+    for (const e of kept) byPath.set(e.path, e);
+  }
   for (const g of groups) {
     for (const e of await planCopy(g.root, g.matches, { ...planOpts, otherSources: total - 1 })) byPath.set(e.path, e);
   }

@@ -177,9 +177,6 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
     }
     extraGroups.push({ root: { dir, kind: 'context', label: url }, sources: [got.name], key: `url:${url}:${got.digest}` });
   }
-  if (step.kind === 'COPY' && step.parents) {
-    throw new TsbuildError('UNSUPPORTED', 'COPY --parents is not supported yet', { location: step.location });
-  }
   let root = ctx.contextRoot;
   let rootKey: string | undefined;
   let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s));
@@ -217,6 +214,7 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
       extraGroups,
       exclude: step.exclude,
       unpackArchives: step.kind === 'ADD' && step.unpack !== false,
+      parents: step.kind === 'COPY' && step.parents && step.contents.length === 0,
       workdir: state.config.config?.WorkingDir || '/',
     },
     state,
