@@ -312,6 +312,26 @@ describe('COPY --parents (BuildKit convert_copy.go: pivot, include pattern, requ
   });
 });
 
+describe('--add-host NAME:IP (buildx; BuildKit appends ExtraHosts to the step\'s /etc/hosts)', () => {
+  it('RUN steps find the entries in /etc/hosts, the layer does not keep it, and the entries are part of the key', async () => {
+    const ctx = path.join(work, 'addhost');
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nRUN grep -E "(db|v6)\\.local$" /etc/hosts > /seen\n' });
+    const first = await buildAndList(ctx, ['--add-host', 'db.local:10.1.2.3', '--add-host', 'v6.local=[fd00::5]']);
+    const n = first.layers.length;
+    expect(first.layers[n - 1]).toEqual(['-rw-r--r-- 0/0 35 seen']);
+    expect(await fileInLayer(first.blobs[n - 1]!, 'seen')).toBe('10.1.2.3\tdb.local\nfd00::5\tv6.local\n');
+    const second = await buildAndList(ctx, ['--add-host', 'db.local:10.9.9.9']);
+    expect(await fileInLayer(second.blobs[second.blobs.length - 1]!, 'seen')).toBe('10.9.9.9\tdb.local\n');
+  });
+
+  it.each(['nope', 'x:999.1.1.1', ':10.0.0.1', 'gw:host-gateway'])('refuses --add-host %s as a usage error', async (spec) => {
+    const r = await tsbuild(['build', '--add-host', spec, path.join(work, 'addhost')], { root });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(JSON.stringify(spec));
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
 function byPath(a: string, b: string): number {
   const pa = a.split(' ')[3]!;
   const pb = b.split(' ')[3]!;

@@ -241,6 +241,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
           contextDir: req.contextDir,
           secrets: req.secrets ?? new Map(),
           ...(req.sshSockets ? { sshSockets: req.sshSockets } : {}),
+          ...(req.extraHosts && req.extraHosts.length > 0 ? { extraHosts: req.extraHosts } : {}),
           sourceDir: async (from, location) => {
             const r = await ctx.fromRoot(from, location);
             return { dir: r.root.dir, key: r.key };

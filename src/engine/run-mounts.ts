@@ -8,6 +8,7 @@ import type { StepMount } from '../sandbox/index.js';
 import { StoreLock, type Store } from '../store/index.js';
 import { resolveInRoot } from './copy-sources.js';
 import { proxyAgent } from './ssh.js';
+import { extraHostsKey, writeHostsFile, type ExtraHost } from './extra-hosts.js';
 
 /** A build secret: a file, or a value taken from the environment (`--secret id=,src=|env=`). */
 export interface BuildSecret {
@@ -34,6 +35,8 @@ export interface MountEnv {
    * where the container's IDs exist (the host user cannot chown to its subordinate IDs).
    */
   readonly chownInContainer?: ((dir: string, uid: number, gid: number) => Promise<void>) | undefined;
+  /** `--add-host`: entries every RUN step finds in its /etc/hosts. */
+  readonly extraHosts?: readonly ExtraHost[] | undefined;
 }
 
 export interface PreparedMounts {
@@ -101,6 +104,11 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
   };
   try {
     await addMounts();
+    if (env.extraHosts && env.extraHosts.length > 0) {
+      // Over the default /etc/hosts bind (runners mount the step's mounts after it).
+      mounts.push({ type: 'bind', source: await writeHostsFile(env.extraHosts, await env.tempDir()), target: '/etc/hosts', readonly: true });
+      keyInputs.push(extraHostsKey(env.extraHosts));
+    }
   } catch (e) {
     // A later mount failed: free what the earlier ones took (locks, agent proxies).
     releaseAll();

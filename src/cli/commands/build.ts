@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { build, openSshSources } from '../../engine/index.js';
+import { build, openSshSources, parseAddHost } from '../../engine/index.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import type { BuildSecret } from '../../engine/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
@@ -107,6 +107,7 @@ export const buildCommand = defineCommand({
       .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
       .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
       .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
+      .option('add-host', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Add NAME:IP to /etc/hosts of RUN steps (repeatable)' })
       .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
       .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
       .option('isolation', {
@@ -178,6 +179,7 @@ export const buildCommand = defineCommand({
       ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
       secrets: await parseSecrets(args.secret, io.env, io.cwd),
       network: args.network === 'none' ? 'none' : 'host',
+      ...(args['add-host'].length > 0 ? { extraHosts: args['add-host'].map(parseAddHost) } : {}),
       runtime: args.runtime,
       isolation: args.isolation,
       snapshotter: snapshotterFromEnv(io.env),
