@@ -161,15 +161,7 @@ describe('COPY --from follows symlinks inside the source root (continuity RootPa
     const fromImage = await buildAndList(ctx2);
     expect(fromImage.layers[fromImage.layers.length - 1]).toEqual(['drwxr-xr-x 0/0 0 got/', '-rw-r--r-- 0/0 5 got/abs', '-rw-r--r-- 0/0 5 got/deep']);
   });
-
-  it('still refuses a context symlink that leads out of the context', async () => {
-    const ctx = path.join(work, 'ctxlink');
-    await writeTree(ctx, { Dockerfile: 'FROM busybox\nCOPY out /x\n' });
-    await fs.symlink('/etc/hostname', path.join(ctx, 'out'));
-    const r = await tsbuild(['build', ctx], { root });
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/outside the build context/);
-  });
+  // The context stays confined to itself: build-copy.test.ts 'never reads a host file through a symlink'.
 });
 
 describe('WORKDIR creates missing directories owned by the USER (llb.Mkdir WithUser)', () => {

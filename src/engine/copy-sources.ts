@@ -107,10 +107,13 @@ async function resolveChrooted(root: string, rel: string, followLast: boolean, w
   const { resolveInRoot: rootPath } = await import('../layer/index.js');
   const clean = rel.split('/').filter((s) => s !== '' && s !== '.');
   if (clean.length === 0) return root;
-  // The parent chroot-style; the last component too unless it must stay as it is.
-  const parent = await rootPath(root, clean.slice(0, -1).join('/'), where());
-  const last = clean[clean.length - 1]!;
-  const inner = followLast ? await rootPath(root, parent === '' ? last : `${parent}/${last}`, where()) : parent === '' ? last : `${parent}/${last}`;
+  // Every component chroot-style; the last one left as it is unless it is to be followed.
+  let inner: string;
+  if (followLast) inner = await rootPath(root, clean.join('/'), where());
+  else {
+    const parent = await rootPath(root, clean.slice(0, -1).join('/'), where());
+    inner = parent === '' ? clean[clean.length - 1]! : `${parent}/${clean[clean.length - 1]!}`;
+  }
   const abs = inner === '' ? root : path.join(root, inner);
   if (!within(root, abs)) throw escape(where(), rel);
   try {
