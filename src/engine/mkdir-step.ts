@@ -4,7 +4,7 @@ import { normalize } from '../image/rootfs-view.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { LayerEntry } from '../layer/index.js';
 import { imageFileReader, type StepEnv } from './copy-step.js';
-import { resolveFileOpUser } from '../image/users.js';
+import { resolveFileOpUser } from '../image/index.js';
 import { viewOf, type StageState } from './stage-state.js';
 import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js';
 import { writeLayerToStore } from './store-layer.js';
