@@ -54,6 +54,7 @@ export async function sniffArchive(file: string, signal?: AbortSignal): Promise<
   const compression = compressionOf(head);
   if (compression === undefined) return isTarHeader(head) ? 'tar' : undefined;
   const first = await firstDecompressedBlock(file, compression, signal);
+  signal?.throwIfAborted(); // a killed decompressor is not a verdict on the file
   if (first === 'no-tool') return compression; // unpacking then says which tool is missing
   return first !== undefined && isTarHeader(first) ? compression : undefined;
 }
