@@ -226,6 +226,17 @@ describe('hard links are kept (fsutil copy inode map)', () => {
   });
 });
 
+describe('hard links when a later source replaces their target', () => {
+  it('ADD of two archives: the link whose target became a directory is a file again', async () => {
+    const ctx = path.join(work, 'hardlink-overlap');
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nADD first.tar second.tar /d/\n', 'one/x': 'first x\n', 'two/x/inner': 'inner\n' });
+    await tool('sh', ['-c', 'ln one/x one/y && tar --owner=0 --group=0 --numeric-owner -cf first.tar -C one x y && tar --owner=0 --group=0 --numeric-owner -cf second.tar -C two x && rm -r one two'], { cwd: ctx });
+    const built = await buildAndList(ctx);
+    expect(built.layers[built.layers.length - 1]).toEqual(['drwxr-xr-x 0/0 0 d/', 'drwxr-xr-x 0/0 0 d/x/', '-rw-r--r-- 0/0 6 d/x/inner', '-rw-r--r-- 0/0 8 d/y']);
+    expect(await fileInLayer(built.blobs[built.blobs.length - 1]!, 'd/y')).toBe('first x\n');
+  });
+});
+
 describe('symbolic --chmod (BuildKit: dchapes-mode, BSD setmode with umask 0)', () => {
   it('changes each copied file and directory relative to its own mode', async () => {
     const ctx = path.join(work, 'chmod');

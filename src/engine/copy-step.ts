@@ -11,6 +11,7 @@ import type { Store } from '../store/index.js';
 import type { FileDigests } from './file-digests.js';
 import { planCopy, type PlannedEntry } from './copy-plan.js';
 import { parseChmodSpec, type ChmodSpec } from './chmod-mode.js';
+import { keepLinksWhole } from './hardlink-plan.js';
 import { resolveSources, type SourceRoot } from './copy-sources.js';
 import { archiveKind, unpackArchive } from './add-sources.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
@@ -146,6 +147,7 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   for (const g of groups) {
     for (const e of await planCopy(g.root, g.matches, { ...planOpts, otherSources: total - 1 })) byPath.set(e.path, e);
   }
+  keepLinksWhole(byPath);
   const planned = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   byPath.clear(); // the async function's frame would keep its 20,000 entries to the end
 
