@@ -259,6 +259,14 @@ describe('symbolic --chmod (BuildKit: dchapes-mode, BSD setmode with umask 0)', 
     expect(built.layers[n - 1]).toEqual(['drwx--x--x 0/0 0 d/', '-rwx--x--x 0/0 4 d/exe', '-rw------- 0/0 6 d/plain', 'drwx--x--x 0/0 0 d/sub/', '-rw------- 0/0 2 d/sub/x']);
   });
 
+  it('leaves what ADD unpacks from an archive with the archive\'s modes (BuildKit unpack takes no mode)', async () => {
+    const ctx = path.join(work, 'chmod-archive');
+    await writeTree(ctx, { Dockerfile: 'FROM busybox\nADD --chmod=0600 t.tar plain.txt /a/\n', 'tree/run.sh': 'run\n', 'plain.txt': 'p\n' });
+    await tool('sh', ['-c', 'chmod 755 tree/run.sh && tar --owner=0 --group=0 --numeric-owner -cf t.tar -C tree run.sh && rm -r tree'], { cwd: ctx });
+    const built = await buildAndList(ctx);
+    expect(built.layers[built.layers.length - 1]).toEqual(['drwxr-xr-x 0/0 0 a/', '-rw------- 0/0 2 a/plain.txt', '-rwxr-xr-x 0/0 4 a/run.sh']);
+  });
+
   it('refuses a malformed mode with the Dockerfile line', async () => {
     const ctx = path.join(work, 'chmod-bad');
     await writeTree(ctx, { Dockerfile: 'FROM busybox\nCOPY --chmod=u+q f /f\n', f: 'f\n' });

@@ -119,9 +119,11 @@ describe('hard links (fsutil copy: one inode map per source argument)', () => {
     expect(e['h/two']).toMatchObject({ type: 'hardlink', linkTarget: 'h/deeper/three' });
   });
 
-  it('keeps separate source arguments separate files', async () => {
+  it('keeps separate source arguments, and each wildcard match, separate files', async () => {
     const e = await plan(['linked/one', 'linked/two'], '/h/');
     expect([e['h/one']!.type, e['h/two']!.type]).toEqual(['file', 'file']);
+    const w = await plan(['linked/*'], '/w/');
+    expect([w['w/one']!.type, w['w/two']!.type, w['w/three']!.type]).toEqual(['file', 'file', 'file']);
   });
 });
 

@@ -59,9 +59,12 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
     planned.set(e.path, e);
   };
   const links = new HardLinkGroups();
+  // BuildKit copies each match of a source (each wildcard match) with a copier of its own.
+  let copyIndex = 0;
 
-  for (const [sourceIndex, src] of sources.entries()) {
+  for (const src of sources) {
     for (const m of src.matches) {
+      const sourceIndex = copyIndex++;
       if (m.stat.isDirectory()) {
         const target = resolvedDest.path;
         if (target !== '' && !planned.has(target) && resolvedDest.entry?.type !== 'dir') {

@@ -38,7 +38,7 @@ export interface CopyRequest {
   /** Identity of the source root when it is a stage or image (its key), else undefined = context. */
   readonly rootKey?: string | undefined;
   /** More sources of the same instruction from other roots (ADD <url>), already fetched. */
-  readonly extraGroups?: ReadonlyArray<{ readonly root: SourceRoot; readonly sources: readonly string[]; readonly key: string }>;
+  readonly extraGroups?: ReadonlyArray<{ readonly root: SourceRoot; readonly sources: readonly string[]; readonly key: string; readonly unpacked?: boolean }>;
   /** `--exclude` patterns. */
   readonly exclude?: readonly string[];
   /** COPY --parents: the sources keep their paths (below a `/./` pivot); see copy-parents.ts. */
@@ -112,7 +112,9 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   const matches = req.parents ? [] : await withLocation(req.location, () => resolveSources(req.root, req.sources, { instruction: req.instruction, location: req.location }));
   const epoch = env.sourceDateEpoch;
   // Groups of sources by root: the main root, fetched URLs, unpacked archives.
-  const groups: Array<{ root: SourceRoot; matches: typeof matches; key?: string }> = [];
+  // `unpacked`: an archive's content, which --chmod leaves as the archive has it (BuildKit's
+  // unpack gets the owner but no mode), unlike copied files.
+  const groups: Array<{ root: SourceRoot; matches: typeof matches; key?: string; unpacked?: boolean }> = [];
   const plain: typeof matches = [];
   for (const m of matches) {
     const kept: (typeof m)['matches'][number][] = [];
@@ -126,12 +128,12 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
       await unpackArchive(f.abs, kind, dir, req.location, env.signal);
       const { stat } = await import('node:fs/promises');
       const content = await env.digests.digestOf(f.abs, await stat(f.abs, { bigint: true }), env.signal);
-      groups.push({ root: { dir, kind: 'stage', label: `archive ${f.rel}` }, matches: [{ arg: m.arg, wildcard: false, matches: [{ abs: dir, rel: '', stat: await stat(dir), name: f.name }] }], key: `archive:${f.rel}:${content}` });
+      groups.push({ root: { dir, kind: 'stage', label: `archive ${f.rel}` }, matches: [{ arg: m.arg, wildcard: false, matches: [{ abs: dir, rel: '', stat: await stat(dir), name: f.name }] }], key: `archive:${f.rel}:${content}`, unpacked: true });
     }
     if (kept.length > 0 || !m.wildcard) plain.push({ ...m, matches: kept });
   }
   for (const g of req.extraGroups ?? []) {
-    groups.push({ root: g.root, matches: await resolveSources(g.root, g.sources, { instruction: req.instruction, location: req.location }), key: g.key });
+    groups.push({ root: g.root, matches: await resolveSources(g.root, g.sources, { instruction: req.instruction, location: req.location }), key: g.key, unpacked: g.unpacked === true });
   }
   const total = plain.filter((m) => m.matches.length > 0 || !m.wildcard).length + groups.length;
   const exclude = req.exclude && req.exclude.length > 0 ? new IgnoreMatcher(patternsFromList([...req.exclude], '--exclude')) : undefined;
@@ -145,7 +147,7 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
     for (const e of kept) byPath.set(e.path, e);
   }
   for (const g of groups) {
-    for (const e of await planCopy(g.root, g.matches, { ...planOpts, otherSources: total - 1 })) byPath.set(e.path, e);
+    for (const e of await planCopy(g.root, g.matches, { ...planOpts, ...(g.unpacked ? { chmod: undefined } : {}), otherSources: total - 1 })) byPath.set(e.path, e);
   }
   keepLinksWhole(byPath);
   const planned = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));

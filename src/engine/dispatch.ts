@@ -162,7 +162,7 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
   if (step.kind === 'ADD' && step.sources.some((s) => s.startsWith('git@') || /^git:\/\//.test(s) || /\.git(#.*)?$/.test(s) && isRemoteSource(s))) {
     throw new TsbuildError('UNSUPPORTED', 'ADD of a git repository is not supported yet', { location: step.location, hint: 'clone it in an earlier stage, or COPY it from the context' });
   }
-  const extraGroups: Array<{ root: SourceRoot; sources: string[]; key: string }> = [];
+  const extraGroups: Array<{ root: SourceRoot; sources: string[]; key: string; unpacked?: boolean }> = [];
   for (const url of remote) {
     const dir = await ctx.tempDir();
     const got = await fetchUrl(url, dir, { checksum: step.kind === 'ADD' ? step.checksum : undefined, location: step.location, signal: ctx.signal });
@@ -172,7 +172,7 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
     if (kind !== undefined) {
       const out = await ctx.tempDir();
       await unpackArchive(path.join(dir, got.name), kind, out, step.location, ctx.signal);
-      extraGroups.push({ root: { dir: out, kind: 'stage', label: url }, sources: ['.'], key: `url-unpacked:${url}:${got.digest}` });
+      extraGroups.push({ root: { dir: out, kind: 'stage', label: url }, sources: ['.'], key: `url-unpacked:${url}:${got.digest}`, unpacked: true });
       continue;
     }
     extraGroups.push({ root: { dir, kind: 'context', label: url }, sources: [got.name], key: `url:${url}:${got.digest}` });

@@ -6,11 +6,12 @@ import type { PlannedEntry } from './copy-plan.js';
  * an inode map per copied source; the first name of an inode seen is copied, every later
  * name becomes a hard link to it). So two context files that are hard links of each other,
  * or the hard links of an archive ADD unpacks, are one file with several names in the layer,
- * not copies. Like fsutil, the map is per source argument: `COPY a b /d/` with `a` and `b`
- * linked gives two files, `COPY . /d/` one file and a link.
+ * not copies. Like BuildKit, the map is per copied source (docopy calls copy.Copy once per
+ * source and per wildcard match): `COPY a b /d/` or `COPY a* /d/` with `a` and `b` linked
+ * gives two files, `COPY . /d/` one file and a link.
  *
- * Usage: `note` every planned entry with the stat it came from and the index of its source
- * argument; `apply` to the sorted plan rewrites all names of a group but the first (in path
+ * Usage: `note` every planned entry with the stat it came from and the index of the copied
+ * source it belongs to; `apply` to the sorted plan rewrites all names of a group but the first (in path
  * order, the order the layer is written in) as hard links to it. Entries a later source
  * replaced are no longer in the plan and so leave their group.
  */
