@@ -165,6 +165,25 @@ describe('applyLayer: whiteouts and replacements', () => {
   });
 });
 
+describe('applyLayer: an entry that cannot be created', () => {
+  it('rejects (never stays pending) when a PAX long name precedes a name too long to create', async () => {
+    // Python's tarfile writes real PAX headers; thirty 200-byte directories exceed PATH_MAX.
+    const long = `${Array.from({ length: 30 }, (_, i) => String(i).padStart(3, '0') + 'd'.repeat(197)).join('/')}/f`;
+    const script = 'import io,sys,tarfile\nt=tarfile.open(fileobj=sys.stdout.buffer,mode="w|",format=tarfile.PAX_FORMAT)\n' + 'for n in sys.argv[1:]:\n  i=tarfile.TarInfo(n); i.size=1; t.addfile(i, io.BytesIO(b"x"))\nt.close()\n';
+    for (const names of [['p'.repeat(150), long, 'ok.txt'], [long, 'ok.txt']]) {
+      const tar = execFileSync('python3', ['-c', script, ...names]);
+      const outcome = await Promise.race([
+        applyLayer(Readable.from([tar]), await freshDir('toolong')).then(
+          () => 'applied',
+          (e: unknown) => (e as { code?: string }).code,
+        ),
+        new Promise((r) => setTimeout(() => r('still pending after 10 s'), 10_000).unref()),
+      ]);
+      expect(outcome, `names ${names.map((x) => x.slice(0, 8)).join(', ')}`).toBe('LAYER_IO');
+    }
+  });
+});
+
 describe('applyLayer: hostile layers stay inside the root', () => {
   let outside: string;
   let sentinel: string;

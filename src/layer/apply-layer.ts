@@ -109,6 +109,7 @@ export async function applyLayer(tarStream: Readable, root: string, opts: ApplyL
     await applier.finish();
   } catch (e) {
     extract.destroy();
+    sink.destroy(); // the pipeline settles once every stream of it is done with
     raw.destroy();
     tarStream.destroy();
     const pipeErr = await piped.then(
@@ -151,8 +152,20 @@ function mapApplyError(e: unknown, entry: string | undefined): unknown {
 function extractSink(extract: Extract): Writable {
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      if (extract.write(chunk)) cb();
-      else extract.once('drain', () => cb());
+      if (extract.write(chunk)) return cb();
+      // A write waiting for 'drain' must also end when the extract is destroyed (the applier
+      // failed, say ENAMETOOLONG): streamx then never drains, and a callback never called
+      // would leave the pipeline, and the whole apply, pending forever.
+      const onDrain = (): void => {
+        extract.off('close', onClose);
+        cb();
+      };
+      const onClose = (): void => {
+        extract.off('drain', onDrain);
+        cb(new Error('the tar reader was closed before the layer was fully read'));
+      };
+      extract.once('drain', onDrain);
+      extract.once('close', onClose);
     },
     final(cb) {
       (extract as unknown as { end(): unknown }).end(); // streamx types demand an argument it does not need
