@@ -3,7 +3,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { repoRoot, tempDir, tsbuild, writeTree, type RunResult } from './support/cli.js';
-import { ociArchive } from './support/hostile-archive.js';
+import { makeTar, ociArchive } from './support/hostile-archive.js';
 
 let work: string;
 let root: string;
@@ -59,5 +59,46 @@ describe('a command that never settles', () => {
   it('exits with the code of a command that settles', async () => {
     expect((await guard('Promise.resolve(0)')).code).toBe(0);
     expect((await guard('new Promise((r) => setTimeout(() => r(3), 50))')).code).toBe(3);
+  });
+});
+
+const isRoot = process.getuid?.() === 0;
+
+describe('--output type=local of an image with device nodes and setuid files', () => {
+  // As root the applier can make all of these; the host directory must not get them by default.
+  it.runIf(isRoot)('skips devices and clears setuid/setgid with a warning; preserve-special=true and type=tar keep them', async () => {
+    await loadLayers('special:latest', [
+      makeTar([
+        { name: 'dev/', type: '5', mode: 0o755 },
+        { name: 'dev/sda', type: '4', devmajor: 8, devminor: 0, mode: 0o666 },
+        { name: 'dev/mem', type: '3', devmajor: 1, devminor: 1, mode: 0o666 },
+        { name: 'suid', body: '#!/bin/sh\n', mode: 0o6755 },
+      ]),
+    ]);
+    const ctx = path.join(work, 'ctx-special');
+    await writeTree(ctx, { Dockerfile: 'FROM special:latest\nCOPY f.txt /f.txt\n', 'f.txt': 'f\n' });
+    const out = path.join(work, 'out-special');
+    const r = await tsbuild(['build', '-q', '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/2 device nodes skipped .*preserve-special=true/);
+    expect(r.stderr).toMatch(/1 files had their setuid\/setgid bits cleared \(first: "suid"\)/);
+    expect(await fs.readdir(path.join(out, 'dev'))).toEqual([]);
+    expect((await fs.stat(path.join(out, 'suid'))).mode & 0o7777).toBe(0o755);
+    expect(await fs.readFile(path.join(out, 'f.txt'), 'utf8')).toBe('f\n');
+
+    const kept = path.join(work, 'out-special-kept');
+    const k = await tsbuild(['build', '-q', '-o', `type=local,dest=${kept},preserve-special=true`, ctx], { root });
+    expect(k.code, k.stderr).toBe(0);
+    const sda = await fs.lstat(path.join(kept, 'dev/sda'));
+    expect(sda.isBlockDevice()).toBe(true);
+    expect(sda.rdev).toBe(8 * 256);
+    expect((await fs.stat(path.join(kept, 'suid'))).mode & 0o7777).toBe(0o6755);
+
+    // A tar is inert: it keeps them (listed by GNU tar, a second reader).
+    const tarOut = path.join(work, 'special-rootfs.tar');
+    expect((await tsbuild(['build', '-q', '-o', `type=tar,dest=${tarOut}`, ctx], { root })).code).toBe(0);
+    const listing = execFileSync('tar', ['-tvf', tarOut]).toString();
+    expect(listing).toMatch(/^b.* 8,0 .*dev\/sda$/m);
+    expect(listing).toMatch(/^-rwsr-sr-x .* suid$/m);
   });
 });

@@ -328,7 +328,12 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
       if (!(await env.store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
     }
-    let delivered = await writeOutputs(image, req.tags, req.outputs, { store: env.store, signal: env.signal, sourceDateEpoch: req.sourceDateEpoch });
+    let delivered = await writeOutputs(image, req.tags, req.outputs, {
+      store: env.store,
+      signal: env.signal,
+      sourceDateEpoch: req.sourceDateEpoch,
+      warn: (message) => env.report({ type: 'warning', message }),
+    });
     if (req.push && req.tags.length > 0) {
       if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
       const client = await env.registry();

@@ -6,13 +6,24 @@ import type { Store } from '../store/index.js';
 
 /**
  * `--output type=local,dest=DIR`: the image's root filesystem, every layer applied in order
- * by the safe applier (whiteouts honoured, nothing written outside DIR).
+ * by the safe applier (whiteouts honoured, nothing written outside DIR). `dropSpecial`: the
+ * directory is for the host, not a sandbox: no device nodes, no setuid/setgid bits, no file
+ * capabilities (see ApplyLayerOptions), each reported through `onWarning`.
  */
-export async function materializeRootfs(store: Store, diffIds: readonly Digest[], dest: string, opts: { signal?: AbortSignal | undefined }): Promise<void> {
+export async function materializeRootfs(
+  store: Store,
+  diffIds: readonly Digest[],
+  dest: string,
+  opts: { signal?: AbortSignal | undefined; dropSpecial?: boolean | undefined; onWarning?: ((message: string) => void) | undefined },
+): Promise<void> {
   await fsp.mkdir(dest, { recursive: true });
   const sameOwner = process.getuid?.() === 0;
   for (const d of diffIds) {
-    await applyLayer(await store.blobs.openBlob(d, { signal: opts.signal }), dest, { sameOwner, ...(opts.signal ? { signal: opts.signal } : {}) });
+    await applyLayer(await store.blobs.openBlob(d, { signal: opts.signal }), dest, {
+      sameOwner,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.dropSpecial ? { dropSpecial: true, onWarning: opts.onWarning } : {}),
+    });
   }
 }
 

@@ -376,6 +376,39 @@ describe('applyLayer: devices, fifos, xattrs, abort', () => {
     expect(capOf(path.join(root, 'usr/bin/tool'))).toBe(want);
   });
 
+  it.runIf(isRoot)('dropSpecial: no device nodes, no setuid/setgid bits, no file capabilities, one warning per kind', async () => {
+    const tar = await layerFile([
+      { path: 'dev', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 1_500_000_000 },
+      { path: 'dev/sda', type: 'block', mode: 0o666, uid: 0, gid: 0, mtime: 1_500_000_000, devmajor: 8, devminor: 0 },
+      { path: 'dev/mem', type: 'char', mode: 0o666, uid: 0, gid: 0, mtime: 1_500_000_000, devmajor: 1, devminor: 1 },
+      { path: 'pipe', type: 'fifo', mode: 0o640, uid: 0, gid: 0, mtime: 1_500_000_000 },
+      file('suid', '#!/bin/sh\n', { mode: 0o6755 }),
+      file('bin/ping', 'elf', { mode: 0o755, xattrs: { 'security.capability': CAP } }),
+      dir('shared', { mode: 0o2775 }),
+    ]);
+    const root = await freshDir('drop');
+    const warnings: string[] = [];
+    await applyLayer(createReadStream(tar), root, { dropSpecial: true, onWarning: (m) => warnings.push(m) });
+    const snap = await snapshotTree(root);
+    expect(snap.has('dev/sda')).toBe(false);
+    expect(snap.has('dev/mem')).toBe(false);
+    expect(snap.get('pipe')).toMatchObject({ type: 'fifo', mode: 0o640 });
+    expect((await fsp.stat(path.join(root, 'suid'))).mode & 0o7777).toBe(0o755);
+    expect(() => capOf(path.join(root, 'bin/ping'))).toThrow();
+    expect((await fsp.stat(path.join(root, 'shared'))).mode & 0o7777).toBe(0o2775); // a setgid directory grants nothing
+    expect(warnings.sort()).toEqual([
+      '1 files had their file capabilities left out (first: "bin/ping")',
+      '1 files had their setuid/setgid bits cleared (first: "suid")',
+      '2 device nodes skipped (first: "dev/mem")',
+    ]);
+    // Without it (a sandbox's rootfs), all of them are made.
+    const full = await freshDir('keep');
+    await applyLayer(createReadStream(tar), full);
+    expect((await fsp.lstat(path.join(full, 'dev/sda'))).isBlockDevice()).toBe(true);
+    expect((await fsp.stat(path.join(full, 'suid'))).mode & 0o7777).toBe(0o6755);
+    expect(Buffer.from(capOf(path.join(full, 'bin/ping')), 'latin1').equals(CAP)).toBe(true);
+  });
+
   it('stops on an aborted signal without leaving a temp file', async () => {
     const ac = new AbortController();
     const root = await freshDir('abort');
