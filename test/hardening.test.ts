@@ -102,3 +102,30 @@ describe('--output type=local of an image with device nodes and setuid files', (
     expect(listing).toMatch(/^-rwsr-sr-x .* suid$/m);
   });
 });
+
+describe('--iidfile and --metadata-file at a path where a symlink was planted', () => {
+  it('replace the symlink itself and leave its target untouched', async () => {
+    const ctx = path.join(work, 'ctx-iid');
+    await writeTree(ctx, { Dockerfile: 'FROM scratch\nCOPY f.txt /f.txt\n', 'f.txt': 'f\n' });
+    const shared = path.join(work, 'shared-tmp');
+    const victim = path.join(work, 'victim');
+    await writeTree(victim, { 'iid-target': 'precious\n', 'meta-target': 'precious\n' });
+    await fs.mkdir(shared);
+    const iid = path.join(shared, 'iid');
+    const meta = path.join(shared, 'meta.json');
+    await fs.symlink(path.join(victim, 'iid-target'), iid);
+    await fs.symlink(path.join(victim, 'meta-target'), meta);
+    const r = await tsbuild(['build', '-q', '--iidfile', iid, '--metadata-file', meta, ctx], { root });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readFile(path.join(victim, 'iid-target'), 'utf8')).toBe('precious\n');
+    expect(await fs.readFile(path.join(victim, 'meta-target'), 'utf8')).toBe('precious\n');
+    expect((await fs.lstat(iid)).isFile()).toBe(true);
+    expect(await fs.readFile(iid, 'utf8')).toBe(r.stdout.trim());
+    expect(JSON.parse(await fs.readFile(meta, 'utf8'))).toMatchObject({ 'containerimage.config.digest': r.stdout.trim() });
+    expect((await fs.readdir(shared)).sort()).toEqual(['iid', 'meta.json']); // no temp left
+    // A directory at the path is a user error, not a crash.
+    const d = await tsbuild(['build', '-q', '--iidfile', shared, ctx], { root });
+    expect(d.code).toBe(1);
+    expect(d.stderr).toMatch(/^error: cannot write --iidfile .*EISDIR/);
+  });
+});

@@ -1,4 +1,3 @@
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { TsbuildError, isAbortError, type SourceLocation } from '../errors.js';
@@ -16,6 +15,7 @@ import type { SandboxCapabilities } from '../sandbox/index.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
 import { buildMetadata, writeOutputs } from './outputs.js';
+import { writeResultFile } from './result-file.js';
 import os from 'node:os';
 import pLimit from 'p-limit';
 import { initialStageScope, planBuild, type PlannedStage, type StageScope } from '../plan/index.js';
@@ -349,8 +349,9 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
         env.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
       }
     }
-    if (req.iidFile) await fsp.writeFile(req.iidFile, image.configDescriptor.digest);
-    if (req.metadataFile) await fsp.writeFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`);
+    // Replaced, never written through a symlink planted at the path (result-file.ts).
+    if (req.iidFile) await writeResultFile(req.iidFile, image.configDescriptor.digest, '--iidfile');
+    if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`, '--metadata-file');
     await digests.save();
     return { image, names: req.tags };
   } finally {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { applyLayer, layerFromDirectory, writeLayer } from '../layer/index.js';
@@ -30,10 +31,11 @@ export async function materializeRootfs(
 /** `--output type=tar,dest=FILE`: the root filesystem as one deterministic tar. */
 export async function writeRootfsTar(store: Store, diffIds: readonly Digest[], dest: string, opts: { signal?: AbortSignal | undefined; sourceDateEpoch?: number | undefined }): Promise<void> {
   const tmp = await store.makeTempDir('rootfs');
-  const out = `${dest}.tmp-${process.pid}`;
+  // Unpredictable and O_EXCL: a symlink planted beside dest can never be opened and written through.
+  const out = `${dest}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
   try {
     await materializeRootfs(store, diffIds, tmp, opts);
-    const file = createWriteStream(out);
+    const file = createWriteStream(out, { flags: 'wx' });
     const epoch = opts.sourceDateEpoch;
     await writeLayer(layerFromDirectory(tmp, { ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }), file, {
       ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
