@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { repoRoot, tempDir, tsbuild, writeTree, type RunResult } from './support/cli.js';
+import { repoRoot, storeWithBusybox, tempDir, tsbuild, writeTree, type RunResult } from './support/cli.js';
 import { makeTar, ociArchive } from './support/hostile-archive.js';
 
 let work: string;
@@ -11,6 +11,7 @@ let root: string;
 beforeAll(async () => {
   work = await tempDir('harden');
   root = path.join(work, 'store');
+  await storeWithBusybox(root);
 });
 afterAll(async () => {
   await fs.rm(work, { recursive: true, force: true });
@@ -127,5 +128,36 @@ describe('--iidfile and --metadata-file at a path where a symlink was planted', 
     const d = await tsbuild(['build', '-q', '--iidfile', shared, ctx], { root });
     expect(d.code).toBe(1);
     expect(d.stderr).toMatch(/^error: cannot write --iidfile .*EISDIR/);
+  });
+});
+
+describe('RUN --mount=type=secret file mode and owner', () => {
+  it('is 0400 uid 0 gid 0 unless mode=, uid=, gid= say otherwise, so a later USER cannot read it', async () => {
+    const ctx = path.join(work, 'ctx-secret-mode');
+    await writeTree(ctx, {
+      Dockerfile: [
+        'FROM busybox',
+        "RUN --mount=type=secret,id=s stat -c '%a %u %g' /run/secrets/s > /default",
+        "RUN --mount=type=secret,id=e stat -c '%a %u %g' /run/secrets/e > /from-env",
+        "RUN --mount=type=secret,id=s,uid=1000,gid=1001,mode=0440 stat -c '%a %u %g' /run/secrets/s > /custom",
+        'USER 1000',
+        'RUN --mount=type=secret,id=s (cat /run/secrets/s > /tmp/read 2>/dev/null; echo $? > /tmp/status)',
+        '',
+      ].join('\n'),
+    });
+    const secretFile = path.join(work, 'secret-file');
+    await fs.writeFile(secretFile, 'hunter2\n', { mode: 0o644 }); // the host file's mode must not show
+    const out = path.join(work, 'out-secret-mode');
+    const r = await tsbuild(['build', '--progress', 'plain', '--secret', `id=s,src=${secretFile}`, '--secret', 'id=e,env=HARDEN_SECRET', '-o', `type=local,dest=${out}`, ctx], {
+      root,
+      env: { HARDEN_SECRET: 'from-env' },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const read = (f: string): Promise<string> => fs.readFile(path.join(out, f), 'utf8');
+    expect(await read('default')).toBe('400 0 0\n');
+    expect(await read('from-env')).toBe('400 0 0\n');
+    expect(await read('custom')).toBe('440 1000 1001\n');
+    expect(await read('tmp/read')).toBe('');
+    expect(Number(await read('tmp/status'))).not.toBe(0);
   });
 });
