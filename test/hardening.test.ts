@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { repoRoot, storeWithBusybox, tempDir, tsbuild, writeTree, type RunResult } from './support/cli.js';
 import { makeTar, ociArchive } from './support/hostile-archive.js';
+import { CLI, withTestUser } from './support/rootless.js';
 
 let work: string;
 let root: string;
@@ -159,5 +160,33 @@ describe('RUN --mount=type=secret file mode and owner', () => {
     expect(await read('custom')).toBe('440 1000 1001\n');
     expect(await read('tmp/read')).toBe('');
     expect(Number(await read('tmp/status'))).not.toBe(0);
+  });
+});
+
+describe('a context file the (rootless) user cannot read', () => {
+  it('is a located user error naming the file and the permission, exit 1, no stack trace', async () => {
+    await withTestUser('unreadable', async ({ dir, give, run }) => {
+      const cases = [
+        ['all', 'FROM scratch\nCOPY . /\n'],
+        ['one', 'FROM scratch\nCOPY locked.txt /x\n'],
+        ['glob', 'FROM scratch\nCOPY *.txt /x/\n'],
+      ] as const;
+      for (const [name, dockerfile] of cases) {
+        const ctx = path.join(dir, `ctx-${name}`);
+        await writeTree(ctx, { Dockerfile: dockerfile, 'locked.txt': 'root only', 'ok.txt': 'ok' });
+        await give();
+        await fs.chown(path.join(ctx, 'locked.txt'), 0, 0);
+        await fs.chmod(path.join(ctx, 'locked.txt'), 0o600);
+        const r = await run(`${CLI} build -q ${ctx}`);
+        expect(r.stderr, name).toMatch(/^error: ctx-\w+\/Dockerfile:2: cannot read "locked\.txt" in the build context: permission denied \(EACCES, mode 0600, owner 0:0\)/);
+        expect(r.stderr, name).toMatch(/^hint: .*\.dockerignore/m);
+        expect(r.stderr, name).not.toMatch(/\n\s+at /);
+        expect(r.code, name).toBe(1);
+      }
+      // The hint works: excluded, the same context builds.
+      await fs.writeFile(path.join(dir, 'ctx-all', '.dockerignore'), 'locked.txt\n');
+      const ok = await run(`${CLI} build -q ${path.join(dir, 'ctx-all')}`);
+      expect(ok.code, ok.stderr).toBe(0);
+    });
   });
 });
