@@ -190,3 +190,25 @@ describe('a context file the (rootless) user cannot read', () => {
     });
   });
 });
+
+describe('secret-looking build args and env (SecretsUsedInArgOrEnv)', () => {
+  it('warns at the ARG/ENV line, says the value ends up in the history, and honours check=skip', async () => {
+    const ctx = path.join(work, 'ctx-secret-args');
+    await writeTree(ctx, {
+      Dockerfile: 'FROM scratch\nARG GITHUB_TOKEN\nARG VERSION=1\nENV DB_PASSWORD=hunter2 PUBLIC_KEY=k\nCOPY f.txt /\n',
+      'skipped.Dockerfile': '# check=skip=SecretsUsedInArgOrEnv\nFROM scratch\nARG GITHUB_TOKEN\nCOPY f.txt /\n',
+      'f.txt': 'f\n',
+    });
+    const r = await tsbuild(['build', '--progress', 'plain', '--build-arg', 'GITHUB_TOKEN=ghp_x', ctx], { root });
+    expect(r.code, r.stderr).toBe(0);
+    const warnings = r.stderr.split('\n').filter((l) => l.includes('SecretsUsedInArgOrEnv'));
+    expect(warnings).toEqual([
+      expect.stringMatching(/^WARNING: \S*ctx-secret-args\/Dockerfile:2: SecretsUsedInArgOrEnv: .*\(ARG "GITHUB_TOKEN"\).*history/),
+      expect.stringMatching(/^WARNING: \S*ctx-secret-args\/Dockerfile:4: SecretsUsedInArgOrEnv: .*\(ENV "DB_PASSWORD"\).*history/),
+    ]);
+    expect(r.stderr).not.toContain('ghp_x');
+    const s = await tsbuild(['build', '--progress', 'plain', '-f', path.join(ctx, 'skipped.Dockerfile'), ctx], { root });
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stderr).not.toContain('SecretsUsedInArgOrEnv');
+  });
+});
