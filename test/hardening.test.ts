@@ -212,3 +212,21 @@ describe('secret-looking build args and env (SecretsUsedInArgOrEnv)', () => {
     expect(s.stderr).not.toContain('SecretsUsedInArgOrEnv');
   });
 });
+
+describe('a context file whose name is not valid UTF-8', () => {
+  it('is refused loudly by COPY . and COPY bad*, never left out; excluded, it does not matter', async () => {
+    const ctx = path.join(work, 'ctx-bad-name');
+    await writeTree(ctx, { 'all.Dockerfile': 'FROM scratch\nCOPY . /\n', 'glob.Dockerfile': 'FROM scratch\nCOPY bad* /x/\n', 'good.txt': 'ok\n' });
+    // A Latin-1 name, as an old archive or a Windows share leaves behind: byte 0xff.
+    await fs.writeFile(Buffer.concat([Buffer.from(`${ctx}/bad`), Buffer.from([0xff]), Buffer.from('.txt')]), 'bad\n');
+    for (const [file, what] of [['all.Dockerfile', /copying "\." would include "bad\\xff\.txt"/], ['glob.Dockerfile', /COPY bad\* matches "bad\\xff\.txt"/]] as const) {
+      const r = await tsbuild(['build', '-q', '-f', path.join(ctx, file), ctx], { root });
+      expect(r.stderr, file).toMatch(new RegExp(`^error: \\S*${file.replace('.', '\\.')}:2: ${what.source}.*not valid UTF-8`));
+      expect(r.stderr, file).toMatch(/^hint: rename it, or exclude it in \.dockerignore/m);
+      expect(r.code, file).toBe(1);
+    }
+    await fs.writeFile(path.join(ctx, '.dockerignore'), 'bad*\n');
+    const ok = await tsbuild(['build', '-q', '-f', path.join(ctx, 'all.Dockerfile'), ctx], { root });
+    expect(ok.code, ok.stderr).toBe(0);
+  });
+});

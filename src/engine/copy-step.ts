@@ -94,6 +94,8 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   try {
     return await copyStep(req, state, env);
   } catch (e) {
+    // Errors of the source walk carry no location of their own.
+    if (e instanceof TsbuildError && !e.location) throw new TsbuildError(e.code, e.message, { location: req.location, hint: e.hint, cause: e });
     throw unreadableSource(e, req.root, req.location) ?? e;
   }
 }
