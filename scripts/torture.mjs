@@ -312,6 +312,21 @@ async function crashes() {
   });
   reportKills('crashes', builds, ' (cold --no-cache and cached; COPY 32/24 MiB, RUN writing 8 and 5 MiB, a background sleep, COPY --from)');
 
+  // The runc runtime, on its own: its step must die with tsbuild as bwrap's does (setpriv's
+  // parent-death signal on unshare, runc as PID 1 of its own PID namespace), leaving no runc,
+  // no container process (the background sleep) and no step dir.
+  const runcArgs = ['build', '--no-cache', '--runtime', 'runc', '-t', 'crash-runc:1', ctxs.run];
+  const runcCal = await tsbuild(runcArgs, { root });
+  if (runcCal.code !== 0) throw new Error(`calibration build with runc failed: ${runcCal.stderr}`);
+  const runcKills = await killLoop('build --runtime runc', Math.max(3, Math.round(KILLS / 5)), {
+    root,
+    dirs: [root, work],
+    durMs: () => runcCal.ms,
+    args: () => runcArgs,
+    next: async () => { const n = await tsbuild(runcArgs, { root }); return { ok: n.code === 0, why: n.stderr.slice(-300) }; },
+  });
+  reportKills('crashes', runcKills, ' (RUN under runc, cold: a background sleep and 8 MiB written)');
+
   // push, pull, prune against the real registry.
   const reg = await getRegistry();
   const opRoot = (name) => path.join(work, name);
