@@ -99,7 +99,7 @@ describe('Basic auth behind TLS', () => {
       proxy.setFaults(1, ['redirect'], 11);
       const dst = await openStore(path.join(tmp, 'redirect-pull'));
       const pulled = await pullImage(client({ credentials: staticCredentials({ username: 'alice', password: 'correct horse' }) }), dst, parseReference(`${proxy.host}/team/app:v1`));
-      expect(pulled.configDigest).toBe(image.id);
+      expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
       expect(proxy.stats.redirectsServed).toBeGreaterThanOrEqual(3);
       expect(proxy.stats.authorizationLeaks).toBe(0);
     } finally {
@@ -136,7 +136,7 @@ describe('Bearer token auth', () => {
     const anon = client();
     const dst = await openStore(path.join(tmp, 'anon'));
     const pulled = await pullImage(anon, dst, parseReference(`${tokenReg.host}/public/app:v1`));
-    expect(pulled.configDigest).toBe(image.id);
+    expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
     expect(issuer.log.at(-1)?.user).toBeUndefined();
     expect(await codeOf(pullImage(anon, dst, parseReference(`${tokenReg.host}/private/app:v1`)))).toBe('REGISTRY_DENIED');
   });
@@ -195,7 +195,7 @@ describe('Bearer token auth', () => {
         const c = client({ credentials: authFileCredentials([path.join(dir, 'missing.json'), file]) });
         const dst = await openStore(path.join(tmp, `helper-${name}`));
         const pulled = await pullImage(c, dst, parseReference(`${tokenReg.host}/private/app:v1`));
-        expect(pulled.configDigest, name).toBe(image.id);
+        expect(pulled.image.configDescriptor.digest, name).toBe(image.configDescriptor.digest);
       }
       // A helper that does not know the registry: anonymous, then denied.
       const file = path.join(dir, 'store2.json');

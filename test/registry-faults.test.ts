@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TsbuildError } from '../src/errors.js';
 import type { LocalImage } from '../src/image/local-image.js';
-import { DOCKER_SCHEMA1_SIGNED_MANIFEST, OCI_IMAGE_MANIFEST, parseReference } from '../src/oci/index.js';
+import { DOCKER_SCHEMA1_SIGNED_MANIFEST, OCI_IMAGE_MANIFEST, parseDigest, parseReference } from '../src/oci/index.js';
 import { RegistryClient, pullImage, pushImage } from '../src/registry/index.js';
 import { openStore, type Store } from '../src/store/index.js';
 import { startFaultProxy, type FaultKind, type FaultProxy } from './support/fault-proxy.js';
@@ -69,7 +69,7 @@ describe('through the fault proxy', () => {
       const client = proxied();
       try {
         const pulled = await pullImage(client, store, parseReference(`${proxy.host}/faults/base:v1`));
-        expect(pulled.configDigest).toBe(image.id);
+        expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
         ok++;
       } catch (e) {
         expectCoded(e);
@@ -102,7 +102,7 @@ describe('through the fault proxy', () => {
         proxy.setFaults(0, []);
         const check = await freshStore();
         const pulled = await pullImage(direct, check, parseReference(`${registry.host}/${dest}`));
-        expect(pulled.configDigest).toBe(pushed.id);
+        expect(pulled.image.configDescriptor.digest).toBe(pushed.configDescriptor.digest);
       } catch (e) {
         expectCoded(e);
       } finally {
@@ -120,7 +120,7 @@ describe('through the fault proxy', () => {
     const client = proxied();
     try {
       const pulled = await pullImage(client, store, parseReference(`${proxy.host}/faults/base:v1`));
-      expect(pulled.configDigest).toBe(image.id);
+      expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
     } finally {
       await client.close();
       proxy.setFaults(0, []);
@@ -195,7 +195,7 @@ describe('bad input: each a clear, coded error naming the registry, nothing half
     try {
       const { err, store } = await pullError(`${proxy.host}/faults/base:v1`, proxied());
       expect(err.code).toBe('DIGEST_MISMATCH');
-      expect(await store.blobs.hasBlob(target as `sha256:${string}`)).toBe(false);
+      expect(await store.blobs.hasBlob(parseDigest(target))).toBe(false);
     } finally {
       proxy.setRules([]);
     }

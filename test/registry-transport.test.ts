@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { LocalImage } from '../src/image/local-image.js';
 import { readLocalImage } from '../src/image/local-image.js';
-import { DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED_MANIFEST, OCI_IMAGE_MANIFEST, canonicalJson, parseReference, sha256Digest } from '../src/oci/index.js';
+import { DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED_MANIFEST, OCI_IMAGE_MANIFEST, canonicalJson, parseDigest, parseReference, sha256Digest } from '../src/oci/index.js';
 import { RegistryClient, pullImage, pushImage, type PushProgress } from '../src/registry/index.js';
 import { openStore, type Store } from '../src/store/index.js';
 import { tool, tsbuild, type RunResult } from './support/cli.js';
@@ -85,7 +85,7 @@ describe('chunked uploads', () => {
     expect(uploads.filter((e) => e.method === 'PATCH').length).toBeGreaterThanOrEqual(Math.ceil(300_000 / CAP) + Math.ceil(100_000 / CAP));
 
     const check = (await freshStore()).store;
-    expect((await pullImage(direct, check, viaDirect(`capped/lib@${pushed.digest}`))).configDigest).toBe(image.id);
+    expect((await pullImage(direct, check, viaDirect(`capped/lib@${pushed.digest}`))).image.configDescriptor.digest).toBe(image.configDescriptor.digest);
 
     // The CLI: without --chunk-size the registry refuses, with it the push goes through.
     const other = await makeStoreImage(store, 'docker.io/library/capped:v2', [200_000]);
@@ -96,7 +96,7 @@ describe('chunked uploads', () => {
     const ok = await tsbuild(['push', '--chunk-size', String(CAP), 'capped:v2', `${proxy.host}/capped/cli:v2`], { root });
     expect(ok.code, ok.stderr).toBe(0);
     const check2 = (await freshStore()).store;
-    expect((await pullImage(direct, check2, viaDirect('capped/cli:v2'))).configDigest).toBe(other.id);
+    expect((await pullImage(direct, check2, viaDirect('capped/cli:v2'))).image.configDescriptor.digest).toBe(other.configDescriptor.digest);
   });
 
   it('resumes from the Range the registry reports after a chunk is lost', async () => {
@@ -118,7 +118,7 @@ describe('chunked uploads', () => {
     const ranges = log.filter((e) => e.method === 'PATCH' && e.status === 202).map((e) => e.contentRange);
     expect(ranges.slice(0, 7)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => `${i * CAP}-${Math.min(400_000, (i + 1) * CAP) - 1}`));
     const check = (await freshStore()).store;
-    expect((await pullImage(direct, check, viaDirect(`resume/img@${pushed.digest}`))).configDigest).toBe(image.id);
+    expect((await pullImage(direct, check, viaDirect(`resume/img@${pushed.digest}`))).image.configDescriptor.digest).toBe(image.configDescriptor.digest);
   });
 });
 
@@ -136,17 +136,17 @@ describe('cross-repository mounts', () => {
     const del = await fetch(`http://${registry.host}/v2/m202/a/blobs/${gone}`, { method: 'DELETE' });
     expect(del.status).toBe(202);
 
-    const local = await readLocalImage(store, pulled.manifest);
+    const local = await readLocalImage(store, pulled.image.manifestDescriptor);
     const events: PushProgress[] = [];
     const from = proxy.stats.log.length;
     const pushed = await pushImage(client(), store, local, viaProxy('m202/b:v1'), { onProgress: (e) => events.push(e) });
     const mounts = logSince(from).filter((e) => e.method === 'POST' && e.path.includes('mount='));
     expect(mounts.find((e) => e.path.includes(encodeURIComponent(gone)))?.status).toBe(202);
     const final = new Map(events.flatMap((e) => (e.type === 'layer' ? [[e.digest, e.status] as const] : [])));
-    expect(final.get(gone as `sha256:${string}`)).toBe('uploaded');
-    expect(final.get(served.layers[1]!.digest as `sha256:${string}`)).toBe('mounted');
+    expect(final.get(parseDigest(gone))).toBe('uploaded');
+    expect(final.get(parseDigest(served.layers[1]!.digest))).toBe('mounted');
     const check = (await freshStore()).store;
-    expect((await pullImage(direct, check, viaDirect(`m202/b@${pushed.digest}`))).configDigest).toBe(image.id);
+    expect((await pullImage(direct, check, viaDirect(`m202/b@${pushed.digest}`))).image.configDescriptor.digest).toBe(image.configDescriptor.digest);
 
     // The client's own mount-then-upload: a 202 session is used for the upload.
     const blob = Buffer.from('mount fallback blob');
@@ -170,7 +170,7 @@ describe('Docker manifest lists', () => {
       [arm, 'arm64'],
     ] as const) {
       const layout = path.join(tmp, `dl-${arch}`);
-      await exportOciLayout(store, [{ manifest: img.manifest, config: img.config, names: [] }], layout, { compression: 'gzip' });
+      await exportOciLayout(store, [{ ...img, names: [] }], layout, { compression: 'gzip' });
       await tool('skopeo', ['copy', '-q', '--dest-tls-verify=false', '--format', 'v2s2', `oci:${layout}`, `docker://${registry.host}/dlist/img:${arch}`]);
       const raw = (await tool('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/dlist/img:${arch}`])).stdout;
       expect((JSON.parse(raw) as { mediaType: string }).mediaType).toBe(DOCKER_MANIFEST);
@@ -180,12 +180,12 @@ describe('Docker manifest lists', () => {
     await direct.putManifest(viaDirect('dlist/img'), 'multi', list, DOCKER_MANIFEST_LIST);
     // The registry only serves the list to a client whose Accept names it; others get the amd64 image.
     const pulled = await pullImage(direct, (await freshStore()).store, viaDirect('dlist/img:multi'), { platform: { os: 'linux', architecture: 'arm64' } });
-    expect(pulled.configDigest).toBe(arm.id);
+    expect(pulled.image.configDescriptor.digest).toBe(arm.configDescriptor.digest);
     expect(pulled.repoDigest).toBe(`${registry.host}/dlist/img@${sha256Digest(list)}`);
     // The CLI's --platform, and its message when the list has no such platform.
     const cli = await tsbuild(['pull', '--platform', 'linux/arm64', `${registry.host}/dlist/img:multi`], { root: (await freshStore()).root });
     expect(cli.code, cli.stderr).toBe(0);
-    expect(cli.stdout.trim()).toBe(arm.id);
+    expect(cli.stdout.trim()).toBe(arm.configDescriptor.digest);
     expect(cli.stderr).toContain('(linux/arm64');
     const none = await tsbuild(['pull', '--platform', 'linux/s390x', `${registry.host}/dlist/img:multi`], { root: (await freshStore()).root });
     expect(none.code).toBe(1);
@@ -220,7 +220,7 @@ describe('checks on what the registry answers', () => {
     clients.push(c);
     const from = proxy.stats.log.length;
     const pulled = await pullImage(c, (await freshStore()).store, viaProxy('stall/img:v1'));
-    expect(pulled.configDigest).toBe(image.id);
+    expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
     const manifests = logSince(from).filter((e) => e.method === 'GET' && /\/manifests\/v1$/.test(e.path));
     expect(manifests.map((e) => e.status)).toEqual([0, 200]);
   });

@@ -68,14 +68,14 @@ describe('push and pull against the distribution registry', () => {
 
     const dst = await newStore();
     const pulled = await pullImage(client, dst, ref('team/app:v1'));
-    expect(pulled.configDigest).toBe(image.id);
+    expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
     expect(pulled.repoDigest).toBe(`${registry.host}/team/app@${pushed.digest}`);
-    const local = await readLocalImage(dst, pulled.manifest);
+    const local = await readLocalImage(dst, pulled.image.manifestDescriptor);
     // The store keeps uncompressed layers: the same diff IDs as the source image.
     expect(local.manifest.layers.map((l) => l.digest)).toEqual(image.manifest.layers.map((l) => l.digest));
     for (const l of local.manifest.layers) expect((await dst.blobs.verifyBlob(l.digest)).ok).toBe(true);
     expect(await dst.getTag(`${registry.host}/team/app:v1`)).toBeDefined();
-    expect(await readRepoDigests(dst, pulled.manifest.digest)).toEqual([pulled.repoDigest]);
+    expect(await readRepoDigests(dst, pulled.image.manifestDescriptor.digest)).toEqual([pulled.repoDigest]);
     expect((await readLayerVariants(dst, image.manifest.layers[1]!.digest))[0]?.repositories).toEqual([`${registry.host}/team/app`]);
 
     // Pulling again downloads nothing.
@@ -113,7 +113,7 @@ describe('push and pull against the distribution registry', () => {
     const pushed = await pushImage(client, src, image, ref('chunky/x:v1'), { chunkSize: 64 * 1024 });
     const dst = await newStore();
     const pulled = await pullImage(client, dst, ref(`chunky/x@${pushed.digest}`));
-    expect(pulled.configDigest).toBe(image.id);
+    expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
   });
 
   it('chooses the platform from an image index', async () => {
@@ -134,7 +134,7 @@ describe('push and pull against the distribution registry', () => {
     await client.putManifest(ref('multi/img'), 'latest', bytes, OCI_IMAGE_INDEX);
     const dst = await newStore();
     const pulled = await pullImage(client, dst, ref('multi/img'), { platform: { os: 'linux', architecture: 'arm64' } });
-    expect(pulled.configDigest).toBe(arm.id);
+    expect(pulled.image.configDescriptor.digest).toBe(arm.configDescriptor.digest);
     expect(pulled.repoDigest).toBe(`${registry.host}/multi/img@${sha256Digest(bytes)}`);
     const err = await pullImage(client, dst, ref('multi/img'), { platform: { os: 'linux', architecture: 's390x' } }).catch((e: unknown) => e);
     expect((err as TsbuildError).code).toBe('PLATFORM_UNAVAILABLE');
@@ -148,12 +148,12 @@ describe('push and pull against the distribution registry', () => {
     const never = await resolveBaseImage(dst, client, ref('base/img:v1'), 'never', undefined).catch((e: unknown) => e);
     expect((never as TsbuildError).code).toBe('IMAGE_NOT_FOUND');
     const missing = await resolveBaseImage(dst, client, ref('base/img:v1'), 'missing', { os: 'linux', architecture: 'amd64' });
-    expect(missing.id).toBe(image.id);
+    expect(missing.configDescriptor.digest).toBe(image.configDescriptor.digest);
     // Now local: resolved without the registry.
     const offline = await resolveBaseImage(dst, undefined, ref('base/img:v1'), 'missing', { os: 'linux', architecture: 'amd64' });
-    expect(offline.id).toBe(image.id);
+    expect(offline.configDescriptor.digest).toBe(image.configDescriptor.digest);
     const always = await resolveBaseImage(dst, client, ref('base/img:v1'), 'always', { os: 'linux', architecture: 'amd64' });
-    expect(always.id).toBe(image.id);
+    expect(always.configDescriptor.digest).toBe(image.configDescriptor.digest);
   });
 });
 
@@ -176,7 +176,7 @@ describe('cancellation', () => {
     for (const d of await dst.blobs.listBlobs()) expect((await dst.blobs.verifyBlob(d)).ok).toBe(true);
     // And the next pull completes.
     const pulled = await pullImage(client, dst, ref('abort/img:v1'));
-    expect(pulled.configDigest).toBe(image.id);
+    expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
   });
 });
 
@@ -199,12 +199,12 @@ describe('cross-checks with skopeo', () => {
     // An OCI layout of the image, as skopeo's source.
     const { exportOciLayout } = await import('../src/store/archive-export.js');
     const layout = path.join(tmp, 'layout-sk2');
-    await exportOciLayout(src, [{ manifest: image.manifest, config: image.config, names: [] }], layout, { compression: 'gzip' });
+    await exportOciLayout(src, [{ ...image, names: [] }], layout, { compression: 'gzip' });
     for (const format of ['oci', 'v2s2'] as const) {
       await tool('skopeo', ['copy', '--dest-tls-verify=false', '--format', format, `oci:${layout}`, `docker://${registry.host}/skopeo/theirs:${format}`]);
       const dst = await newStore();
       const pulled = await pullImage(client, dst, ref(`skopeo/theirs:${format}`));
-      expect(pulled.configDigest).toBe(image.id);
+      expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
       const { stdout: raw } = await tool('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/skopeo/theirs:${format}`]);
       expect(pulled.repoDigest.endsWith(sha256Digest(Buffer.from(raw)))).toBe(true);
     }

@@ -34,15 +34,15 @@ export async function listStoreImages(store: Store, opts: Options = {}): Promise
     if (!image) continue;
     reached.add(image.manifestDescriptor.digest);
     if (isIndexMediaType(t.descriptor.mediaType)) for (const d of await indexChildren(store, t.descriptor, signal)) reached.add(d);
-    const e = byId.get(image.id) ?? { image, tags: [], roots: [] };
+    const e = byId.get(image.configDescriptor.digest) ?? { image, tags: [], roots: [] };
     e.tags.push(t.name);
     if (!e.roots.includes(t.descriptor.digest)) e.roots.push(t.descriptor.digest);
-    byId.set(image.id, e);
+    byId.set(image.configDescriptor.digest, e);
   }
   const dangling: StoreImage[] = [];
   for (const desc of await untaggedManifests(store, reached, signal)) {
     const image = await readLocalImage(store, desc, { signal }).catch(() => undefined);
-    if (!image || byId.has(image.id) || dangling.some((d) => d.image.id === image.id)) continue;
+    if (!image || byId.has(image.configDescriptor.digest) || dangling.some((d) => d.image.configDescriptor.digest === image.configDescriptor.digest)) continue;
     dangling.push({ image, tags: [], rootDigests: [desc.digest], size: imageSize(image) });
   }
   dangling.sort((a, b) => Date.parse(b.image.config.created ?? '') - Date.parse(a.image.config.created ?? '') || 0);
@@ -131,7 +131,7 @@ export async function resolveImageArg(store: Store, arg: string, opts: Options =
     if (byName) return byName;
   }
   if (isHex) {
-    const hits = all.filter((i) => i.image.id.slice(7).startsWith(hex) || i.rootDigests.some((d) => d.slice(7).startsWith(hex)));
+    const hits = all.filter((i) => i.image.configDescriptor.digest.slice(7).startsWith(hex) || i.rootDigests.some((d) => d.slice(7).startsWith(hex)));
     if (hits.length > 1) {
       throw new TsbuildError('IMAGE_NOT_FOUND', `image ID prefix ${JSON.stringify(arg)} is ambiguous: it matches ${hits.length} images`, {
         hint: 'give more characters of the ID, or the image name',

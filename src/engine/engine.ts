@@ -4,7 +4,8 @@ import { TsbuildError, isAbortError, type SourceLocation } from '../errors.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
 import { directiveWarnings, parseDockerfile, secretNameWarnings, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
 import { DEFAULT_PATH_ENV } from '../plan/index.js';
-import { sealImage, type SealedImage } from '../image/seal.js';
+import { sealImage } from '../image/seal.js';
+import type { StoredImage } from '../image/index.js';
 import type { ImageConfig, Platform } from '../oci/index.js';
 import { formatPlatform, parsePlatform, platformMatches } from '../oci/index.js';
 import { Lease, type Store } from '../store/index.js';
@@ -45,7 +46,7 @@ export interface BuildEnv {
 }
 
 export interface BuildResult {
-  readonly image: SealedImage;
+  readonly image: StoredImage;
   readonly names: readonly string[];
 }
 
@@ -371,7 +372,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
  * with the same layers, so an unchanged rebuild gives the same image ID (as buildah and
  * docker do) instead of a new one that differs only in its time stamps.
  */
-async function sealOrReuse(env: BuildEnv, config: ImageConfig, final: StageState, req: BuildRequest): Promise<SealedImage> {
+async function sealOrReuse(env: BuildEnv, config: ImageConfig, final: StageState, req: BuildRequest): Promise<StoredImage> {
   const key = cacheKeyFor({
     parent: final.key,
     kind: 'SEAL',

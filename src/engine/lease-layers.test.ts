@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isTsbuildError } from '../errors.js';
-import { collectGarbage, Lease, openStore, type Store } from '../store/index.js';
+import { collectGarbage, Lease, openStore, type Store, type StoredLayer } from '../store/index.js';
 import { claimLeased, deferLayers, leaseLayers } from './lease-layers.js';
 
 let dir: string;
@@ -16,9 +16,9 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const layer = async (text: string): Promise<{ diffId: `sha256:${string}`; size: number }> => {
+const layer = async (text: string): Promise<StoredLayer> => {
   const b = await store.blobs.putBytes(text);
-  return { diffId: b.digest as `sha256:${string}`, size: b.size };
+  return { diffId: b.digest, size: b.size };
 };
 
 describe('deferred layers (a build\'s cache hits)', () => {

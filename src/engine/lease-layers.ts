@@ -1,5 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 import { sha256Digest, type Digest } from '../oci/index.js';
 import type { Lease, Store } from '../store/index.js';
 

@@ -40,7 +40,7 @@ export async function runMkdir(dir: string, text: string, state: StageState, env
     whiteouts: [],
     opaqueDirs: [],
   };
-  await rememberLayerIndex(env.store, stored.digest, index);
-  await recordStep(env.store, key, { diffId: stored.digest, size: stored.size });
-  return { state: withLayer(state, key, { diffId: stored.digest, size: stored.size }, index, history), cached: false };
+  await rememberLayerIndex(env.store, stored.diffId, index);
+  await recordStep(env.store, key, stored);
+  return { state: withLayer(state, key, stored, index, history), cached: false };
 }

@@ -1,7 +1,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
-import type { SealedImage } from '../image/seal.js';
+import type { StoredImage } from '../image/index.js';
 import type { Descriptor } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { ExportImage } from '../store/archive-export.js';
@@ -25,8 +25,8 @@ export interface OutputEnv {
  * docker) wrote, which differs from the store's when its layers are compressed; undefined
  * when no such output was asked for.
  */
-export async function writeOutputs(image: SealedImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<Descriptor | undefined> {
-  const exportImage: ExportImage = { manifest: image.manifest, config: image.config, names };
+export async function writeOutputs(image: StoredImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<Descriptor | undefined> {
+  const exportImage: ExportImage = { ...image, names };
   let written: Descriptor | undefined;
   const remember = (d: readonly Descriptor[]) => {
     written ??= d[0];
@@ -90,7 +90,7 @@ async function ensureParent(dest: string): Promise<void> {
  * buildx's --metadata-file keys for an image build. `manifest` is the manifest the user got
  * (pushed, or written to an archive or layout), as buildx reports it; the store's by default.
  */
-export function buildMetadata(image: SealedImage, names: readonly string[], manifest: Descriptor = image.manifestDescriptor): Record<string, unknown> {
+export function buildMetadata(image: StoredImage, names: readonly string[], manifest: Descriptor = image.manifestDescriptor): Record<string, unknown> {
   return {
     'containerimage.config.digest': image.configDescriptor.digest,
     'containerimage.digest': manifest.digest,

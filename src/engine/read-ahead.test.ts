@@ -1,4 +1,4 @@
-import { createCipheriv, createHash } from 'node:crypto';
+import { createCipheriv } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { layerTarChunks, writeLayer, type LayerEntry } from '../layer/index.js';
-import type { Digest } from '../oci/index.js';
+import { sha256Digest, type Digest } from '../oci/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { ReadAhead } from './read-ahead.js';
 
@@ -39,7 +39,7 @@ describe('ReadAhead', () => {
       const abs = join(dir, `f${i}`);
       const data = content(i, size);
       await writeFile(abs, data);
-      files.push({ id, srcAbs: abs, size, sha: `sha256:${createHash('sha256').update(data).digest('hex')}` });
+      files.push({ id, srcAbs: abs, size, sha: sha256Digest(data) });
     }
     const entry = (f: (typeof files)[number], source: LayerEntry['source']): LayerEntry => ({ path: f.id, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: f.size, source });
 

@@ -3,6 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TsbuildError } from '../errors.js';
+import type { StoredLayer } from '../image/index.js';
 import type { Digest } from '../oci/index.js';
 import { runInUserNamespace, type SandboxCapabilities } from '../sandbox/index.js';
 import type { Store } from '../store/index.js';
@@ -44,7 +45,7 @@ export interface NamespaceEntry {
  * Writes a layer inside the user namespace (it reads files only the namespace can read) to
  * a temp tar, then stores it; the tar is verified by its digest on the way into the store.
  */
-export async function writeLayerInNamespace(caps: SandboxCapabilities, store: Store, entries: readonly NamespaceEntry[], epoch: number | undefined, signal?: AbortSignal): Promise<{ digest: Digest; size: number }> {
+export async function writeLayerInNamespace(caps: SandboxCapabilities, store: Store, entries: readonly NamespaceEntry[], epoch: number | undefined, signal?: AbortSignal): Promise<StoredLayer> {
   const dir = await store.makeTempDir('nslayer');
   try {
     const list = path.join(dir, 'entries.json');
@@ -53,7 +54,7 @@ export async function writeLayerInNamespace(caps: SandboxCapabilities, store: St
     await fsp.writeFile(list, JSON.stringify({ entries: serial, ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}) }));
     const reported = JSON.parse(await worker(caps, ['write-layer', list, tar], signal)) as { diffId: Digest; size: number };
     const stored = await store.blobs.putBlob(createReadStream(tar), { expected: { digest: reported.diffId, size: reported.size }, signal });
-    return stored;
+    return { diffId: stored.digest, size: stored.size };
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
   }

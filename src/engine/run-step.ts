@@ -4,6 +4,7 @@ import { TsbuildError } from '../errors.js';
 import { cacheKeyFor } from '../cache/index.js';
 import { rememberLayerIndex } from '../image/layer-index-cache.js';
 import { parseIdFile } from '../image/users.js';
+import type { StoredLayer } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
@@ -187,14 +188,14 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
   const storeChanges = async (changes: readonly ChangeEntry[]): Promise<{ layer: { diffId: Digest; size: number }; index: LayerIndex } | undefined> => {
     const { entries, index, sources } = toLayer(changes);
     if (entries.length === 0) return undefined;
-    let stored: { digest: Digest; size: number };
+    let stored: StoredLayer;
     if (rootless) {
       stored = await writeLayerInNamespace(rootless, env.store, entries.map(({ source: _s, ...e }, i) => ({ ...e, type: e.type as NamespaceEntry['type'], ...(sources[i] ? { sourcePath: sources[i] } : {}) })), env.sourceDateEpoch, env.signal);
     } else {
       stored = await writeLayerToStore(env.store, entries, { sourceDateEpoch: env.sourceDateEpoch, signal: env.signal, what: 'RUN layer' });
     }
-    await rememberLayerIndex(env.store, stored.digest, index);
-    return { layer: { diffId: stored.digest, size: stored.size }, index };
+    await rememberLayerIndex(env.store, stored.diffId, index);
+    return { layer: stored, index };
   };
   const finish = async (made: { layer: { diffId: Digest; size: number }; index: LayerIndex } | undefined): Promise<{ state: StageState; cached: boolean }> => {
     if (!made) {

@@ -3,7 +3,7 @@ import { applyLayer } from '../layer/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import { TsbuildError } from '../errors.js';
 import type { Store } from '../store/index.js';
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 import { userNamespaceRemoveTree, type SandboxCapabilities } from '../sandbox/index.js';
 import { unpackInNamespace } from './rootless.js';
 import { chainId } from './lease-layers.js';

@@ -1,6 +1,6 @@
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { ImageConfig } from '../oci/index.js';
-import type { StoredLayer } from '../image/seal.js';
+import type { StoredLayer } from '../image/index.js';
 import { RootfsView } from '../image/rootfs-view.js';
 
 /**

@@ -1,14 +1,9 @@
 import { PassThrough } from 'node:stream';
 import { TsbuildError, isAbortError } from '../errors.js';
 import type { LayerEntry } from '../layer/index.js';
+import type { StoredLayer } from '../image/index.js';
 import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
-
-export interface StoredLayer {
-  /** Digest of the stored (uncompressed) blob, which is the layer's diff ID. */
-  readonly digest: Digest;
-  readonly size: number;
-}
 
 /**
  * Writes a layer straight into the store in one pass: writeLayer into a PassThrough that
@@ -44,7 +39,7 @@ export async function writeLayerToStore(
   if (stored.digest !== written.diffId) {
     throw new TsbuildError('DIGEST_MISMATCH', `${opts.what ?? 'layer'} ${stored.digest} differs from the written diff ID ${written.diffId}`);
   }
-  return { digest: stored.digest, size: stored.size };
+  return { diffId: stored.digest, size: stored.size };
 }
 
 /** The errors a stream reports when the other end went away rather than failing itself. */

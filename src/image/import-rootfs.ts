@@ -3,7 +3,8 @@ import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { ContainerConfig, ImageConfig, Platform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
-import { sealImage, type SealedImage } from './seal.js';
+import type { StoredImage } from '../store/index.js';
+import { sealImage } from './seal.js';
 
 export interface ImportOptions {
   readonly platform: Platform;
@@ -23,7 +24,7 @@ export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
  * (plain or gzip), stored uncompressed, with a fresh config. Used to make base images
  * without a registry (busybox from Debian's busybox-static, Debian from debootstrap).
  */
-export async function importRootfsTar(store: Store, file: string, opts: ImportOptions): Promise<SealedImage> {
+export async function importRootfsTar(store: Store, file: string, opts: ImportOptions): Promise<StoredImage> {
   const head = await firstBytes(file);
   let source: Readable = createReadStream(file);
   if (head[0] === 0x1f && head[1] === 0x8b) {

@@ -1,20 +1,14 @@
 import { TsbuildError } from '../errors.js';
-import type { Digest } from '../oci/index.js';
 import { isIndexMediaType } from '../oci/index.js';
 import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseImageConfig, parseManifestOrIndex } from '../oci/index.js';
 import { formatReference, parseReference, withDefaultTag } from '../oci/index.js';
-import type { Descriptor, ImageConfig, ImageManifest, Platform } from '../oci/index.js';
-import type { Store } from '../store/index.js';
+import type { Descriptor, Platform } from '../oci/index.js';
+import type { Store, StoredImage } from '../store/index.js';
 
-/** An image of the local store, with its documents read and checked. */
-export interface LocalImage {
+/** An image of the local store, with its documents read and checked, as a lookup found it. */
+export interface LocalImage extends StoredImage {
   /** The full reference it was found under, if found by name. */
   readonly name?: string;
-  readonly manifestDescriptor: Descriptor;
-  readonly manifest: ImageManifest;
-  readonly config: ImageConfig;
-  /** The image ID: the config digest, as in Docker. */
-  readonly id: Digest;
 }
 
 /** `busybox` -> `docker.io/library/busybox:latest`; throws REFERENCE_INVALID. */
@@ -45,7 +39,8 @@ export async function findLocalImage(store: Store, nameOrId: string, opts: { pla
     for (const t of tags) {
       const image = await readLocalImage(store, t.descriptor, opts).catch(() => undefined);
       if (!image) continue;
-      if (image.id.slice(7).startsWith(idPrefix) || t.descriptor.digest.slice(7).startsWith(idPrefix)) found.set(image.id, image);
+      const id = image.configDescriptor.digest;
+      if (id.slice(7).startsWith(idPrefix) || t.descriptor.digest.slice(7).startsWith(idPrefix)) found.set(id, image);
     }
     if (found.size > 1) {
       throw new TsbuildError('IMAGE_NOT_FOUND', `image ID prefix ${JSON.stringify(nameOrId)} is ambiguous: it matches ${found.size} images`, {
@@ -93,6 +88,6 @@ export async function readLocalImage(store: Store, desc: Descriptor, opts: { nam
     manifestDescriptor: { mediaType: parsed.mediaType, digest: desc.digest, size: desc.size },
     manifest,
     config,
-    id: manifest.config.digest,
+    configDescriptor: manifest.config,
   };
 }

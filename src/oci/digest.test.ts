@@ -130,7 +130,7 @@ describe('parseDigest and isDigest', () => {
   });
 
   it('splits algorithm and hex', () => {
-    expect(digestAlgorithm(ABC_SHA512)).toBe('sha512');
-    expect(digestHex(ABC_SHA256)).toBe(ABC_SHA256.slice(7));
+    expect(digestAlgorithm(parseDigest(ABC_SHA512))).toBe('sha512');
+    expect(digestHex(parseDigest(ABC_SHA256))).toBe(ABC_SHA256.slice(7));
   });
 });

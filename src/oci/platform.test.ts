@@ -12,6 +12,7 @@ import {
   platformVector,
 } from './platform.js';
 import type { Descriptor, ImageIndex, Platform } from './types.js';
+import { parseDigest } from './digest.js';
 
 const p = (os: string, architecture: string, variant?: string): Platform =>
   variant === undefined ? { os, architecture } : { os, architecture, variant };
@@ -163,7 +164,7 @@ describe('choosePlatform', () => {
   let n = 0;
   const m = (platform?: Platform, mediaType = OCI_IMAGE_MANIFEST): Descriptor => ({
     mediaType,
-    digest: `sha256:${(++n).toString(16).padStart(64, '0')}`,
+    digest: parseDigest(`sha256:${(++n).toString(16).padStart(64, '0')}`),
     size: 100,
     ...(platform !== undefined ? { platform } : {}),
   });

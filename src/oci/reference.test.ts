@@ -11,12 +11,14 @@ import {
   withDefaultTag,
   type Reference,
 } from './reference.js';
+import { parseDigest } from './digest.js';
 
 // Cases ported from github.com/distribution/reference normalize_test.go and reference_test.go.
 // Upstream's Parse (no normalisation) cases are ported through ParseNormalizedNamed semantics:
 // names without a registry land on docker.io.
 
 const F64 = 'f'.repeat(64);
+const F64_DIGEST = parseDigest(`sha256:${F64}`);
 const F128 = 'f'.repeat(128);
 const HEX64 = '1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a';
 
@@ -124,10 +126,10 @@ describe('parseReference: components (TestReferenceParse, TestParseRepositoryInf
     ['test.com/repo:tag', { registry: 'test.com', repository: 'repo', tag: 'tag' }],
     ['test:5000/repo', { registry: 'test:5000', repository: 'repo' }],
     ['test:5000/repo:tag', { registry: 'test:5000', repository: 'repo', tag: 'tag' }],
-    ['test:5000/repo@sha256:' + F64, { registry: 'test:5000', repository: 'repo', digest: `sha256:${F64}` }],
+    ['test:5000/repo@sha256:' + F64, { registry: 'test:5000', repository: 'repo', digest: F64_DIGEST }],
     [
       'test:5000/repo:tag@sha256:' + F64,
-      { registry: 'test:5000', repository: 'repo', tag: 'tag', digest: `sha256:${F64}` },
+      { registry: 'test:5000', repository: 'repo', tag: 'tag', digest: F64_DIGEST },
     ],
     ['lowercase:Uppercase', { registry: 'docker.io', repository: 'library/lowercase', tag: 'Uppercase' }],
     [
@@ -146,7 +148,7 @@ describe('parseReference: components (TestReferenceParse, TestParseRepositoryInf
     ['xn--n3h.com/myimage:xn--n3h.com', { registry: 'xn--n3h.com', repository: 'myimage', tag: 'xn--n3h.com' }],
     [
       `xn--7o8h.com/myimage:xn--7o8h.com@sha512:${F128}`,
-      { registry: 'xn--7o8h.com', repository: 'myimage', tag: 'xn--7o8h.com', digest: `sha512:${F128}` },
+      { registry: 'xn--7o8h.com', repository: 'myimage', tag: 'xn--7o8h.com', digest: parseDigest(`sha512:${F128}`) },
     ],
     ['foo_bar.com:8080', { registry: 'docker.io', repository: 'library/foo_bar.com', tag: '8080' }],
     ['foo/foo_bar.com:8080', { registry: 'docker.io', repository: 'foo/foo_bar.com', tag: '8080' }],
@@ -162,7 +164,7 @@ describe('parseReference: components (TestReferenceParse, TestParseRepositoryInf
     ['[2001:db8::1]:5000/repo:tag', { registry: '[2001:db8::1]:5000', repository: 'repo', tag: 'tag' }],
     [
       '[2001:db8::1]:5000/repo@sha256:' + F64,
-      { registry: '[2001:db8::1]:5000', repository: 'repo', digest: `sha256:${F64}` },
+      { registry: '[2001:db8::1]:5000', repository: 'repo', digest: F64_DIGEST },
     ],
     ['[2001:db8::]:5000/repo', { registry: '[2001:db8::]:5000', repository: 'repo' }],
     ['[::1]:5000/repo', { registry: '[::1]:5000', repository: 'repo' }],

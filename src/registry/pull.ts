@@ -1,7 +1,7 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { TsbuildError, isAbortError } from '../errors.js';
-import { findLocalImage, readLocalImage, type LocalImage } from '../image/local-image.js';
+import { findLocalImage, type LocalImage } from '../image/local-image.js';
 import {
   Digester,
   MAX_CONFIG_BYTES,
@@ -26,7 +26,7 @@ import type { RegistryClient, Repository } from './client.js';
 import { RegistryError } from './errors.js';
 import { mapParallel } from './parallel.js';
 import { withRetries } from './retry.js';
-import { storeUncompressedLayer, writeStoreManifest } from '../store/index.js';
+import { storeUncompressedLayer, writeStoreManifest, type StoredImage } from '../store/index.js';
 import { recordLayerVariant, recordRepoDigest } from './store-layers.js';
 
 /** What a pull reports as it goes (the CLI renders these on stderr). */
@@ -47,10 +47,8 @@ export interface PullOptions {
 export interface PulledImage {
   /** The store tag: the full reference pulled (`localhost:5000/app:v1`). */
   readonly name: string;
-  /** The store's manifest (uncompressed layers). */
-  readonly manifest: Descriptor;
-  /** The image ID. */
-  readonly configDigest: Digest;
+  /** The image as the store now holds it (uncompressed layers). */
+  readonly image: StoredImage;
   /** `registry/repository@digest` of what the registry served (index or manifest). */
   readonly repoDigest: string;
   /** Layers by blob digest and whether they were downloaded or already present. */
@@ -133,11 +131,11 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
     return { diffId, size, digest: layer.digest, status };
   });
 
-  const stored = await writeStoreManifest(store, cfg, results, { signal });
-  await store.setTag(name, stored, { signal });
+  const image = await writeStoreManifest(store, { config, configBlob: cfg, layers: results }, { signal });
+  await store.setTag(name, image.manifestDescriptor, { signal });
   const repoDigest = `${repoName}@${top.digest}`;
-  await recordRepoDigest(store, stored.digest, repoDigest, { signal });
-  return { name, manifest: stored, configDigest: cfg.digest, repoDigest, layers: results.map((r) => ({ digest: r.digest, status: r.status })) };
+  await recordRepoDigest(store, image.manifestDescriptor.digest, repoDigest, { signal });
+  return { name, image, repoDigest, layers: results.map((r) => ({ digest: r.digest, status: r.status })) };
 }
 
 /**
@@ -297,5 +295,5 @@ export async function resolveBaseImage(
   }
   if (client === undefined) throw new TsbuildError('USAGE', `cannot pull ${name}: no registry client`);
   const pulled = await pullImage(client, store, ref, { ...opts, platform: want });
-  return readLocalImage(store, pulled.manifest, { name: pulled.name, ...(opts.signal ? { signal: opts.signal } : {}) });
+  return { ...pulled.image, name: pulled.name };
 }

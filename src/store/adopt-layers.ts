@@ -1,20 +1,12 @@
 import { TsbuildError } from '../errors.js';
-import {
-  OCI_IMAGE_CONFIG,
-  OCI_IMAGE_MANIFEST,
-  OCI_LAYER_TAR,
-  canonicalJson,
-  layerCompression,
-  type Descriptor,
-  type Digest,
-  type ImageManifest,
-} from '../oci/index.js';
+import { layerCompression, type Descriptor, type Digest } from '../oci/index.js';
 import type { Store } from './store.js';
 
 /**
  * How an image from elsewhere (a registry pull, a loaded archive) becomes a store image: its
- * layers stored uncompressed under their diff IDs, verified while they stream, and the store's
- * own manifest listing them. Shared by registry/pull.ts and store/archive-import.ts.
+ * layers stored uncompressed under their diff IDs, verified while they stream (the store's own
+ * manifest listing them is stored-image.ts's writeStoreManifest). Shared by registry/pull.ts
+ * and store/archive-import.ts.
  */
 
 /**
@@ -78,22 +70,5 @@ export async function storeUncompressedLayer(
     }
     throw new TsbuildError('LAYER_INVALID', `layer ${blob.digest} is not valid gzip (${(e as Error).message})`, { cause: e });
   }
-}
-
-/** Write the store's manifest (OCI, uncompressed layers) for a config and its layers. */
-export async function writeStoreManifest(
-  store: Store,
-  config: { readonly digest: Digest; readonly size: number },
-  layers: readonly { readonly diffId: Digest; readonly size: number }[],
-  opts: { readonly signal?: AbortSignal | undefined } = {},
-): Promise<Descriptor> {
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: OCI_IMAGE_MANIFEST,
-    config: { mediaType: OCI_IMAGE_CONFIG, digest: config.digest, size: config.size },
-    layers: layers.map((l) => ({ mediaType: OCI_LAYER_TAR, digest: l.diffId, size: l.size })),
-  };
-  const info = await store.blobs.putBytes(canonicalJson(manifest), { signal: opts.signal });
-  return { mediaType: OCI_IMAGE_MANIFEST, digest: info.digest, size: info.size };
 }
 

@@ -17,14 +17,13 @@ import {
   layerMediaType,
   type LayerCompression,
 } from '../oci/index.js';
-import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from '../oci/index.js';
+import type { Descriptor, ImageIndex, ImageManifest } from '../oci/index.js';
 import { knownCompressedLayer, rememberCompressedLayer } from './compressed-layers.js';
 import type { Store } from './store.js';
+import type { StoredImage } from './stored-image.js';
 
 /** An image of the store to export, with the names it is exported under. */
-export interface ExportImage {
-  readonly manifest: ImageManifest;
-  readonly config: ImageConfig;
+export interface ExportImage extends StoredImage {
   /** Full references (docker.io/library/app:v2); may be empty. */
   readonly names: readonly string[];
 }

@@ -24,16 +24,16 @@ import {
   type Platform,
 } from '../oci/index.js';
 import type { Store } from './store.js';
-import { storeUncompressedLayer, writeStoreManifest } from './adopt-layers.js';
+import { storeUncompressedLayer } from './adopt-layers.js';
+import { writeStoreManifest, type StoredImage, type StoredLayer } from './stored-image.js';
 
 const SMALL_FILE_MAX = 8 * 1024 * 1024;
 
 export interface LoadedImage {
   /** Full references the archive names the image by (may be empty). */
   readonly names: readonly string[];
-  /** Digest of the store's manifest (uncompressed layers). */
-  readonly manifest: Descriptor;
-  readonly configDigest: Digest;
+  /** The image as the store now holds it (uncompressed layers). */
+  readonly image: StoredImage;
 }
 
 export interface LoadOptions {
@@ -94,7 +94,7 @@ export async function loadArchive(store: Store, file: string, opts: LoadOptions 
   }
   for (const [digest, bytes] of pending) await store.blobs.putBytes(bytes, { expected: { digest, size: bytes.length }, signal: opts.signal });
   for (const image of images) {
-    for (const name of image.names) await store.setTag(name, image.manifest, { signal: opts.signal });
+    for (const name of image.names) await store.setTag(name, image.image.manifestDescriptor, { signal: opts.signal });
   }
   return images;
 }
@@ -139,7 +139,7 @@ async function adoptImage(
   if (diffIds.length !== layerBlobs.length) {
     throw invalid(`the config lists ${diffIds.length} layers but the manifest ${layerBlobs.length}`);
   }
-  const layers: Array<{ diffId: Digest; size: number }> = [];
+  const layers: StoredLayer[] = [];
   for (const [i, blob] of layerBlobs.entries()) {
     const diffId = diffIds[i]!;
     const st = await store.blobs.statBlob(blob.digest);
@@ -158,8 +158,7 @@ async function adoptImage(
       throw e;
     }
   }
-  const manifest = await writeStoreManifest(store, configInfo, layers, { signal: opts.signal });
-  return { names, manifest, configDigest: configInfo.digest };
+  return { names, image: await writeStoreManifest(store, { config, configBlob: configInfo, layers }, { signal: opts.signal }) };
 }
 
 function namesOf(desc: Descriptor): string[] {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isAbortError, isTsbuildError } from '../errors.js';
-import { sha256Digest, type Digest } from '../oci/index.js';
+import { parseDigest, sha256Digest, type Digest } from '../oci/index.js';
 import { openStore, type Store } from './index.js';
 
 let dir: string;
@@ -35,7 +35,7 @@ function* chunks(total: number, chunkSize = 256 * 1024): Generator<Buffer> {
 function digestOfChunks(total: number): Digest {
   const h = createHash('sha256');
   for (const c of chunks(total)) h.update(c);
-  return `sha256:${h.digest('hex')}`;
+  return parseDigest(`sha256:${h.digest('hex')}`);
 }
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
@@ -187,7 +187,7 @@ describe('BlobStore', () => {
     const info = await store.blobs.putBytes(doc, { expected: { digest: sha256Digest(doc), size: doc.length } });
     expect(await store.blobs.readBlobJson(info.digest, { maxBytes: 100 })).toEqual({ schemaVersion: 2 });
     expect(await codeOf(store.blobs.putBytes('other', { expected: { digest: info.digest } }))).toBe('DIGEST_MISMATCH');
-    expect(await codeOf(store.blobs.putBytes('x', { expected: { digest: `sha512:${'a'.repeat(128)}` } }))).toBe('UNSUPPORTED');
+    expect(await codeOf(store.blobs.putBytes('x', { expected: { digest: parseDigest(`sha512:${'a'.repeat(128)}`) } }))).toBe('UNSUPPORTED');
     expect(await entries('tmp')).toEqual([]);
   });
 

@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { readLocalImage, type LocalImage } from '../../src/image/local-image.js';
-import { sealImage } from '../../src/image/seal.js';
+import { readLocalImage, sealImage, type LocalImage } from '../../src/image/index.js';
 import type { ImageConfig, Platform } from '../../src/oci/index.js';
-import type { Store } from '../../src/store/index.js';
+import type { Store, StoredLayer } from '../../src/store/index.js';
 
 /**
  * Makes an image in a store from layer contents (bytes, or a size for random bytes streamed
@@ -16,10 +15,10 @@ export async function makeStoreImage(
   layers: readonly (Buffer | number)[],
   opts: { readonly platform?: Platform; readonly label?: string } = {},
 ): Promise<LocalImage> {
-  const stored: { diffId: `sha256:${string}`; size: number }[] = [];
+  const stored: StoredLayer[] = [];
   for (const l of layers) {
     const info = Buffer.isBuffer(l) ? await store.blobs.putBytes(l) : await store.blobs.putBlob(randomStream(l));
-    stored.push({ diffId: info.digest as `sha256:${string}`, size: info.size });
+    stored.push({ diffId: info.digest, size: info.size });
   }
   const platform = opts.platform ?? { os: 'linux', architecture: 'amd64' };
   const config: ImageConfig = {

@@ -78,7 +78,7 @@ export const dfCommand = defineCommand({
       for (const l of i.image.manifest.layers) if ((users.get(l.digest) ?? 0) > 1) shared += l.size;
       const names = i.tags.length > 0 ? i.tags.map(splitTag) : [{ repository: '<none>', tag: '<none>' }];
       for (const n of names) {
-        rows.push(`${n.repository}\t${n.tag}\t${shortId(i.image.id)}\t${createdSince(i.image.config.created, now)}\t${humanSize(i.size)}\t${humanSize(shared)}\t${humanSize(i.size - shared)}\t0`);
+        rows.push(`${n.repository}\t${n.tag}\t${shortId(i.image.configDescriptor.digest)}\t${createdSince(i.image.config.created, now)}\t${humanSize(i.size)}\t${humanSize(shared)}\t${humanSize(i.size - shared)}\t0`);
       }
     }
     out.write(alignTabs(rows));

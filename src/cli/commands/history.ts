@@ -43,7 +43,7 @@ export const historyCommand = defineCommand({
     // Only the image itself exists locally as an image; the steps below it were never images
     // of this store, which docker shows as <missing> too (BuildKit-built images).
     const top = rows[0];
-    if (top) rows[0] = { ...top, id: args['no-trunc'] ? image.id : shortId(image.id) };
+    if (top) rows[0] = { ...top, id: args['no-trunc'] ? image.configDescriptor.digest : shortId(image.configDescriptor.digest) };
 
     if (args.quiet) {
       for (const r of rows) ctx.io.stdout.write(`${r.id}\n`);

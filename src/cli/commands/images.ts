@@ -103,7 +103,7 @@ export const imagesCommand = defineCommand({
       }
     }
     const shown = rows.filter((r) => matches(r, f));
-    const id = (r: ImageRow): string => (args['no-trunc'] ? r.image.image.id : shortId(r.image.image.id));
+    const id = (r: ImageRow): string => (args['no-trunc'] ? r.image.image.configDescriptor.digest : shortId(r.image.image.configDescriptor.digest));
 
     if (args.quiet) {
       // One line per row, duplicates included, as docker images -q prints them.

@@ -13,7 +13,7 @@ export async function inspectDocument(store: Store, img: StoreImage, signal?: Ab
   const repoDigests = await readRepoDigests(store, image.manifestDescriptor.digest, { signal }).catch(() => [] as string[]);
   const c = image.config;
   return {
-    Id: image.id,
+    Id: image.configDescriptor.digest,
     RepoTags: img.tags.map(familiarTag),
     RepoDigests: repoDigests.map((rd) => {
       const at = rd.indexOf('@');

@@ -15,7 +15,7 @@ export const loadCommand = defineCommand({
     const store = await ctx.store();
     const images = await loadArchive(store, args.input, { signal: ctx.io.signal });
     for (const image of images) {
-      if (image.names.length === 0) ctx.io.stdout.write(`Loaded image ID: ${image.configDigest}\n`);
+      if (image.names.length === 0) ctx.io.stdout.write(`Loaded image ID: ${image.image.configDescriptor.digest}\n`);
       for (const n of image.names) ctx.io.stdout.write(`Loaded image: ${familiar(n)}\n`);
     }
     return 0;

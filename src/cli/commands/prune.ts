@@ -1,7 +1,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsbuildError } from '../../errors.js';
-import { isDigest, type Digest } from '../../oci/index.js';
+import { isDigest, parseDigest, type Digest } from '../../oci/index.js';
 import { collectGarbage, type RootRef, type Store } from '../../store/index.js';
 import { listCacheMounts, listStepCache, treeSize } from '../build-cache.js';
 import { defineCommand, repeatable } from '../command.js';
@@ -16,7 +16,7 @@ async function compressedVariants(store: Store, signal: AbortSignal): Promise<Ma
     if (!m) continue;
     const doc = (await store.readMeta(file.slice(0, -5), { signal, maxBytes: 64 * 1024 }).catch(() => undefined)) as Record<string, { digest?: unknown }> | undefined;
     const list = Object.values(doc ?? {}).flatMap((v) => (typeof v?.digest === 'string' && isDigest(v.digest) ? [v.digest] : []));
-    out.set(`sha256:${m[1]}` as Digest, list);
+    out.set(parseDigest(`sha256:${m[1]}`), list);
   }
   return out;
 }
@@ -25,7 +25,7 @@ async function compressedVariants(store: Store, signal: AbortSignal): Promise<Ma
 async function removeOrphanMeta(store: Store, signal: AbortSignal): Promise<void> {
   for (const file of await readdir(store.paths.meta).catch(() => [] as string[])) {
     const m = /^(?:layer-index|compressed)\.([a-f0-9]{64})\.json$/.exec(file);
-    if (!m || (await store.blobs.hasBlob(`sha256:${m[1]}` as Digest))) continue;
+    if (!m || (await store.blobs.hasBlob(parseDigest(`sha256:${m[1]}`)))) continue;
     await store.withLock(() => rm(join(store.paths.meta, file), { force: true }), { signal });
   }
 }
@@ -96,7 +96,7 @@ export const pruneCommand = defineCommand({
     }
 
     const deleted: string[] = [];
-    for (const d of dangling) if (!(await store.blobs.hasBlob(d.image.manifestDescriptor.digest))) deleted.push(d.image.id);
+    for (const d of dangling) if (!(await store.blobs.hasBlob(d.image.manifestDescriptor.digest))) deleted.push(d.image.configDescriptor.digest);
     if (deleted.length > 0) {
       ctx.io.stdout.write('Deleted Images:\n');
       for (const id of deleted) ctx.io.stdout.write(`deleted: ${id}\n`);

@@ -66,7 +66,7 @@ export const pullCommand = defineCommand({
         const fresh = pulled.layers.some((l) => l.status === 'downloaded');
         err.write(`Status: ${fresh ? 'Downloaded newer image' : 'Image is up to date'} for ${pulled.name}\n`);
       }
-      ctx.io.stdout.write(`${pulled.configDigest}\n`);
+      ctx.io.stdout.write(`${pulled.image.configDescriptor.digest}\n`);
       return 0;
     } finally {
       await client.close();

@@ -19,7 +19,7 @@ export const saveCommand = defineCommand({
     const images: ExportImage[] = [];
     for (const name of args.images) {
       const image = await getLocalImage(store, name, { signal: ctx.io.signal });
-      images.push({ manifest: image.manifest, config: image.config, names: image.name ? [image.name] : [] });
+      images.push({ ...image, names: image.name ? [image.name] : [] });
     }
     if (args.format === 'oci') await exportOciArchive(store, images, dest, { compression: 'gzip', signal: ctx.io.signal });
     else await exportDockerArchive(store, images, dest, { signal: ctx.io.signal });

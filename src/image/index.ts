@@ -1,0 +1,10 @@
+// The front door of image/ (STYLE.md 2): what an image is in the store and the pure edits of
+// its config; reading and sealing store images; the file-system view of a layer stack.
+export type { StoredImage, StoredLayer } from '../store/index.js';
+export * from './config-edit.js';
+export { DEFAULT_PATH, importRootfsTar, type ImportOptions } from './import-rootfs.js';
+export { layerIndexOf, rememberLayerIndex, viewOfLayers } from './layer-index-cache.js';
+export { findLocalImage, getLocalImage, normalizeName, readLocalImage, type LocalImage } from './local-image.js';
+export { RootfsView, normalize, type IndexedEntry, type LayerIndex, type ViewEntry } from './rootfs-view.js';
+export { sealImage } from './seal.js';
+export { parseIdFile, resolveChown, type IdPair } from './users.js';
