@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { printableName, readDirectoryNames } from '../context/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import { hasWildcard, matchGlob, unescapeGlob, globToRegExp } from './glob.js';
 
@@ -30,7 +31,7 @@ export interface SourceRoot {
    * directory sources take their entries from it, so COPY sees precisely what BuildKit
    * would send. DEBT: a subdirectory source walks the whole context and keeps its part.
    */
-  readonly walk?: (() => AsyncIterable<{ readonly relPath: string; readonly absPath: string; readonly stat: fs.Stats }>) | undefined;
+  readonly walk?: (() => AsyncIterable<{ readonly relPath: string; readonly absPath: string; readonly stat: fs.Stats; readonly invalidName?: Buffer | undefined }>) | undefined;
 }
 
 export interface SourceFile {
@@ -198,8 +199,9 @@ async function expandWildcard(root: SourceRoot, parts: readonly string[], where:
       const dirAbs = await resolveInRoot(root.dir, base, true, where, { chroot: root.kind === 'stage' });
       if (dirAbs === undefined) continue;
       let names: string[];
+      let invalid: Awaited<ReturnType<typeof readDirectoryNames>>['invalid'];
       try {
-        names = await fsp.readdir(dirAbs);
+        ({ names, invalid } = await readDirectoryNames(dirAbs));
       } catch {
         continue;
       }
@@ -208,6 +210,11 @@ async function expandWildcard(root: SourceRoot, parts: readonly string[], where:
         const rel = base === '' ? name : `${base}/${name}`;
         if (last && root.filter?.matches(rel)) continue;
         next.push(rel);
+      }
+      // A match tsbuild cannot copy is refused, never left out (file-names.ts).
+      for (const bad of invalid) {
+        if (!matchGlob(part, bad.lossy) || (last && root.filter?.matches(base === '' ? bad.lossy : `${base}/${bad.lossy}`))) continue;
+        throw invalidNameError(`${where()} matches`, Buffer.concat([Buffer.from(base === '' ? '' : `${base}/`), bad.raw]), root);
       }
     }
     current = next;
@@ -246,6 +253,7 @@ export async function* walkSourceDir(root: SourceRoot, dir: SourceFile): AsyncGe
     const prefix = dir.rel === '' ? '' : `${dir.rel}/`;
     for await (const e of root.walk()) {
       if (prefix !== '' && !e.relPath.startsWith(prefix)) continue;
+      if (e.invalidName) throw invalidNameError(`copying ${JSON.stringify(dir.rel === '' ? '.' : dir.rel)} would include`, e.invalidName, root);
       const inner = e.relPath.slice(prefix.length);
       yield { abs: e.absPath, rel: e.relPath, stat: e.stat, inner, name: path.posix.basename(e.relPath) };
     }
@@ -279,4 +287,11 @@ export async function* walkSourceDir(root: SourceRoot, dir: SourceFile): AsyncGe
   }
   const first = stack[0]!;
   yield* visit(first.abs, first.inner);
+}
+
+/** A source whose name is not valid UTF-8: refused, as it cannot be copied under its own name. */
+function invalidNameError(what: string, raw: Buffer, root: SourceRoot): TsbuildError {
+  return new TsbuildError('UNSUPPORTED', `${what} "${printableName(raw)}" of the ${root.label}, whose name is not valid UTF-8: tsbuild cannot copy such names yet`, {
+    hint: `rename it, or exclude it in ${root.filterFile ?? '.dockerignore'}`,
+  });
 }

@@ -18,6 +18,7 @@ import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { viewOf, type StageState } from './stage-state.js';
 import { lookupStep, recordStep, withLayer } from './step-cache.js';
 import { ReadAhead, mapLimit } from './read-ahead.js';
+import { unreadableSource } from './unreadable-source.js';
 
 /** Context files hashed at once for a COPY's cache key (libuv's pool has 4 threads; the rest queue). */
 const DIGEST_CONCURRENCY = 16;
@@ -98,6 +99,16 @@ function parseChmod(s: string, location: SourceLocation): ChmodSpec {
  * was cached.
  */
 export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv): Promise<{ state: StageState; cached: boolean }> {
+  try {
+    return await copyStep(req, state, env);
+  } catch (e) {
+    // Errors of the source walk carry no location of their own.
+    if (e instanceof TsbuildError && !e.location) throw new TsbuildError(e.code, e.message, { location: req.location, hint: e.hint, cause: e });
+    throw unreadableSource(e, req.root, req.location) ?? e;
+  }
+}
+
+async function copyStep(req: CopyRequest, state: StageState, env: StepEnv): Promise<{ state: StageState; cached: boolean }> {
   const chmod = req.chmod === undefined ? undefined : parseChmod(req.chmod, req.location);
   let chown: IdPair | undefined;
   if (req.chown !== undefined) {

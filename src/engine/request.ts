@@ -12,7 +12,7 @@ export type OutputSpec =
   | { readonly type: 'oci'; readonly dest: string; readonly compression: Compression }
   | { readonly type: 'oci-layout'; readonly dest: string; readonly compression: Compression }
   | { readonly type: 'docker'; readonly dest: string; readonly compression: Compression }
-  | { readonly type: 'local'; readonly dest: string }
+  | { readonly type: 'local'; readonly dest: string; readonly preserveSpecial?: boolean } // device nodes, setuid/setgid, file capabilities
   | { readonly type: 'tar'; readonly dest: string };
 
 export interface DockerfileSource {

@@ -7,6 +7,7 @@ import type { RunMount, SourceRef } from '../plan/index.js';
 import type { StepMount } from '../sandbox/index.js';
 import { StoreLock, type Store } from '../store/index.js';
 import { resolveInRoot } from './copy-sources.js';
+import { makeSecretFile } from './secret-mount.js';
 import { proxyAgent } from './ssh.js';
 import { extraHostsKey, writeHostsFile, type ExtraHost } from './extra-hosts.js';
 
@@ -189,12 +190,9 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
             extraEnv.push(`${m.env}=${value}`);
             if (m.target === undefined) break;
           }
-          let file = secret.file;
-          if (!file) {
-            const dir = await env.tempDir();
-            file = path.join(dir, 'secret');
-            await fsp.writeFile(file, secret.value ?? '', { mode: 0o400 });
-          }
+          // A private copy, 0400 root unless mode=/uid=/gid= (secret-mount.ts).
+          const { file, release } = await makeSecretFile(secret, { mode: m.mode, uid: m.uid, gid: m.gid, chownInContainer: env.chownInContainer });
+          releases.push(release);
           const target = m.target ?? `/run/secrets/${id}`;
           mounts.push({ type: 'bind', source: file, target, readonly: true });
           targets.push(target);

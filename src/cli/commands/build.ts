@@ -101,7 +101,7 @@ export const buildCommand = defineCommand({
       .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
       .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
       .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
-      .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]' })
+      .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
       .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
       .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
       .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
