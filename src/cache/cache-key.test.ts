@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseDigest, type Digest } from '../oci/index.js';
+import { parseDigest, sha256Digest, type Digest } from '../oci/index.js';
 import { cacheKeyFor, type CacheKey, type StepKeyInputs } from './cache-key.js';
 
 const digest = (c: string): Digest => parseDigest(`sha256:${c.repeat(64)}`);
@@ -79,6 +79,14 @@ describe('cacheKeyFor', () => {
       'sha256:e5da26d67e7ebc7dbd66eb7fae303b6b4d73f9b0a7ce89bb872f83df9b309c67',
     );
     expect(cacheKeyFor({ parent: p, kind: 'ENV', instruction: 'ENV A=1', visible: { A: '1' }, platform: 'linux/amd64' })).toBe('sha256:c800089c5a2f46f1629e9314de847b1245c7391f8d55a2343e98d5ef90fcb0a1');
+  });
+
+  it('writes --add-host entries as one input after the mounts, in their order', () => {
+    const hosts = [{ host: 'a', ip: '1.1.1.1' }, { host: 'b', ip: '::1' }];
+    const key = cacheKeyFor({ parent: 'scratch', kind: 'RUN', instruction: 'RUN x', epoch: 1, mounts: [{ kind: 'bind-state', key: 'scratch' }, { kind: 'extra-hosts', hosts }], platform: 'linux/amd64' });
+    const doc = '{"inputs":["epoch:1","bind-from:scratch","extra-hosts:a=1.1.1.1,b=::1"],"instruction":"RUN x","kind":"RUN","parent":"scratch","platform":"linux/amd64","scheme":"tsbuild-cache-v1","visible":{}}';
+    expect(key).toBe(sha256Digest(doc));
+    expect(cacheKeyFor({ parent: 'scratch', kind: 'RUN', instruction: 'RUN x', epoch: 1, mounts: [{ kind: 'bind-state', key: 'scratch' }, { kind: 'extra-hosts', hosts: [...hosts].reverse() }], platform: 'linux/amd64' })).not.toBe(key);
   });
 
   it('cannot be confused by a field value that looks like JSON', () => {

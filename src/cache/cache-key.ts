@@ -49,7 +49,9 @@ export type MountSource =
   /** --mount=type=bind,from=STAGE|IMAGE: the key of that state (undefined: scratch). */
   | { readonly kind: 'bind-state'; readonly key: StateKey | undefined }
   /** --mount=type=bind from the context: the source path and the digest of its tree. */
-  | { readonly kind: 'bind-context'; readonly path: string; readonly digest: string };
+  | { readonly kind: 'bind-context'; readonly path: string; readonly digest: string }
+  /** `--add-host` entries, in the order given (BuildKit keeps ExtraHosts in the ExecOp's key). */
+  | { readonly kind: 'extra-hosts'; readonly hosts: ReadonlyArray<{ readonly host: string; readonly ip: string }> };
 
 export type StepKind = 'COPY' | 'ADD' | 'RUN' | 'WORKDIR' | 'SEAL' | 'ENV' | 'LABEL' | 'ARG' | 'USER' | 'VOLUME' | 'EXPOSE' | 'STOPSIGNAL' | 'CMD' | 'ENTRYPOINT' | 'SHELL' | 'HEALTHCHECK' | 'ONBUILD' | 'MAINTAINER';
 
@@ -94,7 +96,8 @@ const KEY_SCHEME = 'tsbuild-cache-v1';
  * `inputs` lists, in this order: the sources (`root:<key>`, then `group:url:<url>:<digest>`,
  * `group:url-unpacked:...`, `group:archive:<path>:<digest>`), the layers' diff IDs, the epoch
  * (`epoch:<n>`; the seal writes `epoch:` even without one), the mounts (`bind-from:<key>`,
- * `bind-context:<path>:<digest>`), then one string per copied entry. These are the strings
+ * `bind-context:<path>:<digest>`, `extra-hosts:<name>=<ip>,...`), then one string per copied
+ * entry. These are the strings
  * earlier releases wrote; they are made here only, from typed inputs.
  */
 export function cacheKeyFor(input: StepKeyInputs): CacheKey {
@@ -160,6 +163,9 @@ function* encodeInputs(input: StepKeyInputs): Generator<string> {
         break;
       case 'bind-context':
         yield `bind-context:${m.path}:${m.digest}`;
+        break;
+      case 'extra-hosts':
+        yield `extra-hosts:${m.hosts.map((h) => `${h.host}=${h.ip}`).join(',')}`;
         break;
       default:
         m satisfies never;

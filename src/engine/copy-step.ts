@@ -12,6 +12,9 @@ import type { LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import type { AddStep, CopyStep } from '../plan/index.js';
 import { archiveKind, fetchUrl, isRemoteSource, unpackArchive } from './add-sources.js';
+import { parseChmodSpec, type ChmodSpec } from './chmod-mode.js';
+import { keepLinksWhole } from './hardlink-plan.js';
+import { unreadableSource } from './unreadable-source.js';
 import { planCopy, type PlannedEntry } from './copy-plan.js';
 import { resolveSources, type SourceMatch, type SourceRoot } from './copy-sources.js';
 import { ReadAhead } from './read-ahead.js';
@@ -33,7 +36,11 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
   async prepare(step, ctx): Promise<LayerChange> {
     const { session, inputs } = ctx;
     const from = await sourcesOf(step, ctx);
-    const { planned, groups } = await planEntries(step, ctx, from);
+    // Errors of the source walk carry no location of their own; an unreadable source is the user's to fix.
+    const located = <T>(fn: () => Promise<T>): Promise<T> => fn().catch((e: unknown) => {
+      throw copyError(e, from.root, step.location);
+    });
+    const { planned, groups } = await located(() => planEntries(step, ctx, from));
     // The files whose content is read, in plan order; `files[i]` is file i of the read-ahead and
     // of the digest lookups below (no maps keyed by path: a COPY may have 20,000 files).
     const files = planned.filter(isSourceFile);
@@ -59,7 +66,7 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
     let known: StepKeyInputs | undefined;
     if (!ctx.noCache) {
       const limit = pLimit(DIGEST_CONCURRENCY);
-      const digests = await limit.map(files, async (e) => inputs.digests.digestOf(e.srcAbs, await fsp.lstat(e.srcAbs, { bigint: true }), session.signal));
+      const digests = await located(() => limit.map(files, async (e) => inputs.digests.digestOf(e.srcAbs, await fsp.lstat(e.srcAbs, { bigint: true }), session.signal)));
       known = keyInputs((i) => digests[i]);
     }
     return {
@@ -67,7 +74,7 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
       keyInputs: known,
       history: `${from.text} # buildkit`,
       async execute() {
-        const { made, read } = await writeCopyLayer(planned, files, known === undefined, ctx);
+        const { made, read } = await located(() => writeCopyLayer(planned, files, known === undefined, ctx));
         return { made, ...(known === undefined ? { keyInputs: keyInputs(read) } : {}) };
       },
     };
@@ -81,6 +88,8 @@ interface CopyFrom {
   readonly rootKey: StateKey | undefined;
   readonly sources: readonly string[];
   readonly downloads: readonly SourceGroup[];
+  /** COPY --parents: the sources keep their paths (below a `/./` pivot); see copy-parents.ts. */
+  readonly parents: boolean;
   /** The expanded instruction for the history entry. */
   readonly text: string;
 }
@@ -95,9 +104,6 @@ async function sourcesOf(step: CopyStep | AddStep, ctx: StepContext): Promise<Co
   const remote = step.kind === 'ADD' ? step.sources.filter((s) => isRemoteSource(s)) : [];
   const downloads: SourceGroup[] = [];
   for (const url of remote) downloads.push(await download(url, step as AddStep, session));
-  if (step.kind === 'COPY' && step.parents) {
-    throw new TsbuildError('UNSUPPORTED', 'COPY --parents is not supported yet', { location });
-  }
   let root = inputs.contextRoot;
   let rootKey: StateKey | undefined;
   let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s));
@@ -120,7 +126,7 @@ async function sourcesOf(step: CopyStep | AddStep, ctx: StepContext): Promise<Co
     rootKey = undefined;
   }
   const text = (step.history ?? `${step.kind} ${sources.join(' ')} ${step.dest}`).replace(/ # buildkit$/, '');
-  return { root, rootKey, sources, downloads, text };
+  return { root, rootKey, sources, downloads, text, parents: step.kind === 'COPY' && step.parents && step.contents.length === 0 };
 }
 
 /**
@@ -132,7 +138,8 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
   const location = step.location;
   const chmod = step.chmod === undefined ? undefined : parseChmod(step.chmod, location);
   const chown = step.chown === undefined ? undefined : await withLocation(location, () => resolveChown(step.chown!, imageFileReader(session, ctx.state)));
-  const matches = await withLocation(location, () => resolveSources(from.root, from.sources, { instruction: step.kind, location }));
+  // --parents sources are planned on their own (planParents below), not resolved here.
+  const matches = from.parents ? [] : await withLocation(location, () => resolveSources(from.root, from.sources, { instruction: step.kind, location }));
   // Groups of sources from other roots: unpacked archives, then downloads.
   const groups: SourceGroup[] = [];
   const plain: SourceMatch[] = [];
@@ -140,7 +147,7 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
   for (const m of matches) {
     const kept: (typeof m)['matches'][number][] = [];
     for (const f of m.matches) {
-      const kind = unpackArchives && f.stat.isFile() ? await archiveKind(f.abs) : undefined;
+      const kind = unpackArchives && f.stat.isFile() ? await archiveKind(f.abs, session.signal) : undefined;
       if (!kind) {
         kept.push(f);
         continue;
@@ -152,6 +159,7 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
         root: { dir, kind: 'stage', label: `archive ${f.rel}` },
         matches: [{ arg: m.arg, wildcard: false, matches: [{ abs: dir, rel: '', stat: await fsp.stat(dir), name: f.name }] }],
         source: { kind: 'archive', path: f.rel, digest: content },
+        unpacked: true,
       });
     }
     if (kept.length > 0 || !m.wildcard) plain.push({ ...m, matches: kept });
@@ -164,9 +172,17 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
   const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view: viewOf(ctx.state), chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
   const byPath = new Map<string, PlannedEntry>();
   for (const e of await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length })) byPath.set(e.path, e);
-  for (const g of groups) {
-    for (const e of await planCopy(g.root, g.matches, { ...planOpts, otherSources: total - 1 })) byPath.set(e.path, e);
+  if (from.parents) {
+    const { planParents } = await import('./copy-parents.js');
+    const kept = await withLocation(location, () => planParents(from.root, from.sources, { ...planOpts, location, instruction: step.kind }));
+    for (const e of kept) byPath.set(e.path, e);
   }
+  for (const g of groups) {
+    // An archive's content keeps the modes the archive has: --chmod is for copied files
+    // (BuildKit's unpack gets the owner but no mode).
+    for (const e of await planCopy(g.root, g.matches, { ...planOpts, ...(g.unpacked ? { chmod: undefined } : {}), otherSources: total - 1 })) byPath.set(e.path, e);
+  }
+  keepLinksWhole(byPath);
   const planned = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   byPath.clear(); // the async function's frame would keep its 20,000 entries to the end
   return { planned, groups };
@@ -219,6 +235,8 @@ interface SourceGroup {
   /** The source arguments to match in `root` (downloads). */
   readonly sources?: readonly string[];
   readonly matches: readonly SourceMatch[];
+  /** An archive's content (unpacked), which --chmod leaves as the archive has it. */
+  readonly unpacked?: boolean;
 }
 
 /**
@@ -229,11 +247,11 @@ interface SourceGroup {
 async function download(url: string, step: AddStep, session: BuildSession): Promise<SourceGroup> {
   const dir = await session.tempDir('heredoc');
   const got = await fetchUrl(url, dir, { checksum: step.checksum, location: step.location, signal: session.signal });
-  const kind = step.unpack === true ? await archiveKind(path.join(dir, got.name)) : undefined;
+  const kind = step.unpack === true ? await archiveKind(path.join(dir, got.name), session.signal) : undefined;
   if (kind !== undefined) {
     const out = await session.tempDir('heredoc');
     await unpackArchive(path.join(dir, got.name), kind, out, step.location, session.signal);
-    return { root: { dir: out, kind: 'stage', label: url }, sources: ['.'], source: { kind: 'url-unpacked', url, digest: got.digest }, matches: [] };
+    return { root: { dir: out, kind: 'stage', label: url }, sources: ['.'], source: { kind: 'url-unpacked', url, digest: got.digest }, matches: [], unpacked: true };
   }
   return { root: { dir, kind: 'context', label: url }, sources: [got.name], source: { kind: 'url', url, digest: got.digest }, matches: [] };
 }
@@ -252,11 +270,21 @@ export function imageFileReader(session: BuildSession, state: StageState): (p: s
   };
 }
 
-function parseChmod(s: string, location: SourceLocation): number {
-  if (!/^[0-7]{3,4}$/.test(s)) {
-    throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid --chmod value ${JSON.stringify(s)}`, { location, hint: 'use an octal mode such as 0755 or 644' });
+function parseChmod(s: string, location: SourceLocation): ChmodSpec {
+  try {
+    return parseChmodSpec(s);
+  } catch (e) {
+    throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid --chmod value ${JSON.stringify(s)}: ${(e as Error).message}`, {
+      location,
+      hint: 'use an octal mode such as 0755, or a symbolic one such as u+x,go-w',
+    });
   }
-  return parseInt(s, 8);
+}
+
+/** A COPY error with the step's location; an unreadable source named as the user's to fix. */
+function copyError(e: unknown, root: SourceRoot, location: SourceLocation): unknown {
+  if (e instanceof TsbuildError) return e.location ? e : new TsbuildError(e.code, e.message, { location, hint: e.hint, cause: e, exitCode: e.exitCode });
+  return unreadableSource(e, root, location) ?? e;
 }
 
 /** A file entry whose content comes from a host file. */

@@ -84,6 +84,7 @@ async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSessi
     sourceDateEpoch: req.sourceDateEpoch,
     secrets: req.secrets ?? new Map(),
     ...(req.sshSockets ? { sshSockets: req.sshSockets } : {}),
+    ...(req.extraHosts && req.extraHosts.length > 0 ? { extraHosts: req.extraHosts } : {}),
     defaultNetwork: req.network ?? 'host',
   };
 }

@@ -9,6 +9,7 @@ export type { BuildEvent, BuildReporter } from './events.js';
 export type { BuildSecret } from './run-mounts.js';
 export { runImage, type RunImageEnv, type RunImageRequest } from './run-image.js';
 export { openSshSources, type SshSources } from './ssh.js';
+export { parseAddHost, type ExtraHost } from './extra-hosts.js';
 export { listStepCache, type CacheHit, type CacheKey, type CacheSource, type StepCacheEntry } from '../cache/index.js';
 export type { StepMount } from '../sandbox/index.js';
 

@@ -8,12 +8,15 @@ import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { ExportImage } from '../store/archive-export.js';
 import type { BuildRequest, OutputSpec } from './request.js';
+import { writeResultFile } from './result-file.js';
 import type { BuildSession } from './session.js';
 
 export interface OutputEnv {
   readonly store: Store;
   readonly signal?: AbortSignal | undefined;
   readonly sourceDateEpoch?: number | undefined;
+  /** What an output could not write exactly (a device node left out of type=local). */
+  readonly warn?: ((message: string) => void) | undefined;
 }
 
 /**
@@ -56,7 +59,13 @@ export async function writeOutputs(image: StoredImage, names: readonly string[],
       }
       case 'local': {
         const { materializeRootfs } = await import('./rootfs-output.js');
-        await materializeRootfs(env.store, image.manifest.layers.map((l) => l.digest), out.dest, { signal: env.signal });
+        // Devices and setuid files stay out unless asked for (a tar, by contrast, is inert).
+        const dropSpecial = out.preserveSpecial !== true;
+        await materializeRootfs(env.store, image.manifest.layers.map((l) => l.digest), out.dest, {
+          signal: env.signal,
+          dropSpecial,
+          onWarning: (m) => env.warn?.(`--output type=local: ${m}; keep them with preserve-special=true`),
+        });
         break;
       }
       case 'tar': {
@@ -103,7 +112,7 @@ export async function deliverImage(image: StoredImage, req: BuildRequest, sessio
   for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
     if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
   }
-  let delivered = await writeOutputs(image, req.tags, req.outputs, { store, signal, sourceDateEpoch: req.sourceDateEpoch });
+  let delivered = await writeOutputs(image, req.tags, req.outputs, { store, signal, sourceDateEpoch: req.sourceDateEpoch, warn: (message) => session.warn(message) });
   if (req.push && req.tags.length > 0) {
     if (!registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
     const client = await registry();
@@ -119,6 +128,7 @@ export async function deliverImage(image: StoredImage, req: BuildRequest, sessio
       session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
     }
   }
-  if (req.iidFile) await fsp.writeFile(req.iidFile, image.configDescriptor.digest);
-  if (req.metadataFile) await fsp.writeFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`);
+  // Replaced, never written through a symlink planted at the path (result-file.ts).
+  if (req.iidFile) await writeResultFile(req.iidFile, image.configDescriptor.digest, '--iidfile');
+  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`, '--metadata-file');
 }

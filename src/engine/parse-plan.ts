@@ -1,5 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import { directiveWarnings, parseDockerfile, splitStages, toInstructions, ShellLex } from '../dockerfile/index.js';
+import { directiveWarnings, parseDockerfile, secretNameWarnings, splitStages, toInstructions, ShellLex } from '../dockerfile/index.js';
 import { formatPlatform, parsePlatform, platformMatches, type Platform } from '../oci/index.js';
 import { planBuild, type BuildPlan } from '../plan/index.js';
 import type { BuildReporter } from './events.js';
@@ -43,6 +43,8 @@ export function parseAndPlan(req: BuildRequest, platform: Platform, report: Buil
       hint: 'drop --platform, or use --platform=$BUILDPLATFORM',
     });
   }
+  // buildx's SecretsUsedInArgOrEnv, over the stages this build runs.
+  for (const ps of plan.stages) for (const w of secretNameWarnings(ps.stage.instructions, parsed.directives.check)) report({ type: 'warning', ...w });
   for (const name of plan.unusedBuildArgs) {
     report({ type: 'warning', message: `build argument ${JSON.stringify(name)} was not consumed by any ARG in the stages built` });
   }

@@ -9,6 +9,8 @@ import type { StepMount } from '../sandbox/index.js';
 import { StoreLock, type Store } from '../store/index.js';
 import { resolveInRoot } from './copy-sources.js';
 import type { BuildSession } from './session.js';
+import { writeHostsFile } from './extra-hosts.js';
+import { makeSecretFile } from './secret-mount.js';
 import { proxyAgent } from './ssh.js';
 import type { BuildInputs } from './step.js';
 import { digestTree } from './tree-digest.js';
@@ -119,6 +121,11 @@ export async function prepareMounts(list: readonly RunMount[], session: BuildSes
           m.type satisfies never;
       }
     }
+    if (inputs.extraHosts && inputs.extraHosts.length > 0) {
+      // Over the default /etc/hosts bind (runners mount the step's mounts after it).
+      b.mounts.push({ type: 'bind', source: await writeHostsFile(inputs.extraHosts, await session.tempDir('mount')), target: '/etc/hosts', readonly: true });
+      b.keyInputs.push({ kind: 'extra-hosts', hosts: inputs.extraHosts });
+    }
   } catch (e) {
     // A later mount failed: free what the earlier ones took (locks, agent proxies).
     releaseAll();
@@ -165,7 +172,8 @@ async function bindMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Prom
     b.keyInputs.push({ kind: 'bind-state', key: s.key });
   }
   const rel = (m.source ?? '').replace(/^\/+/, '');
-  const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`);
+  // A stage's or image's symlinks resolve inside that root, the context's stay confined to it.
+  const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`, { chroot: from.kind !== 'context' });
   if (src === undefined) throw invalid(ctx, `bind mount source ${JSON.stringify(m.source ?? '/')} not found`);
   let source = src;
   if (!m.readOnly) {
@@ -193,12 +201,10 @@ async function secretMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Pr
     b.env.push(`${m.env}=${value}`);
     if (m.target === undefined) return;
   }
-  let file = secret.file;
-  if (!file) {
-    const dir = await ctx.session.tempDir('mount');
-    file = path.join(dir, 'secret');
-    await fsp.writeFile(file, secret.value ?? '', { mode: 0o400 });
-  }
+  // A private copy, 0400 root unless mode=/uid=/gid= (secret-mount.ts).
+  const hostFs = await ctx.session.hostFs();
+  const { file, release } = await makeSecretFile(secret, { mode: m.mode, uid: m.uid, gid: m.gid, chownInContainer: (f, uid, gid) => hostFs.chown(f, uid, gid, ctx.session.signal) });
+  b.releases.push(release);
   const target = m.target ?? `/run/secrets/${id}`;
   b.mounts.push({ type: 'bind', source: file, target, readonly: true });
   b.targets.push(target);

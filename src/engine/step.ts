@@ -4,6 +4,7 @@ import type { StoredLayer } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { Step } from '../plan/index.js';
 import type { SourceRoot } from './copy-sources.js';
+import type { ExtraHost } from './extra-hosts.js';
 import type { FileDigests } from './file-digests.js';
 import type { BuildSecret } from './run-mounts.js';
 import type { BuildSession } from './session.js';
@@ -34,6 +35,8 @@ export interface BuildInputs {
   readonly sourceDateEpoch?: number | undefined;
   readonly secrets: ReadonlyMap<string, BuildSecret>;
   readonly sshSockets?: ReadonlyMap<string, string> | undefined;
+  /** `--add-host`: entries every RUN step finds in its /etc/hosts. */
+  readonly extraHosts?: readonly ExtraHost[] | undefined;
   /** `--network`: what RUN without --network (or with --network=default) gets. */
   readonly defaultNetwork: 'host' | 'none';
 }

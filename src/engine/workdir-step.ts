@@ -1,16 +1,18 @@
-import { addHistory, setWorkdir } from '../image/index.js';
-import { rememberLayerIndex } from '../image/index.js';
-import { normalize } from '../image/index.js';
+import { addHistory, normalize, rememberLayerIndex, resolveFileOpUser, setWorkdir } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { LayerEntry } from '../layer/index.js';
 import type { WorkdirStep } from '../plan/index.js';
 import { writeLayerToStore } from '../snapshot/index.js';
+import { imageFileReader } from './copy-step.js';
 import { viewOf } from './stage-state.js';
 import type { PreparedStep, StepModule } from './step.js';
 
 /**
  * WORKDIR creates its directory (and missing parents) as a layer, as BuildKit's mkdir file
  * op does; when the directory already exists the step adds no layer (and is not looked up).
+ * The directories it creates belong to the stage's USER (BuildKit's llb.WithUser on the
+ * mkdir), resolved through the image's /etc/passwd and /etc/group; existing ones keep their
+ * owner.
  * The layer is cached like any step: its mtime would otherwise make every rebuild a new
  * layer, and a new image.
  */
@@ -21,7 +23,10 @@ export const workdirStep: StepModule<WorkdirStep> = {
     const view = viewOf(state);
     const rel = normalize(step.path);
     const resolved = view.resolve(rel);
-    const keyInputs = { parent: state.key, kind: 'WORKDIR', instruction: text, epoch: inputs.sourceDateEpoch, platform: session.platformText } as const;
+    const user = state.config.config?.User || undefined;
+    // The USER decides the owner of what is created: a visible value of the key (absent for
+    // root-by-default, so those keys are what they were).
+    const keyInputs = { parent: state.key, kind: 'WORKDIR', instruction: text, ...(user === undefined ? {} : { visible: { USER: user } }), epoch: inputs.sourceDateEpoch, platform: session.platformText } as const;
     const after = (s: typeof state) => ({ ...s, config: setWorkdir(s.config, step.path) });
     if (rel === '' || resolved.entry?.type === 'dir') {
       return { kind: 'config', keyInputs, apply: (s) => after({ ...s, config: addHistory(s.config, { createdBy: text, emptyLayer: true, created: inputs.created }) }) };
@@ -34,13 +39,14 @@ export const workdirStep: StepModule<WorkdirStep> = {
       async execute() {
         const epoch = inputs.sourceDateEpoch;
         const mtime = epoch ?? Math.floor(Date.parse(inputs.created) / 1000);
+        const owner = user === undefined ? { uid: 0, gid: 0 } : await resolveFileOpUser(user, imageFileReader(session, state));
         const entries: LayerEntry[] = [];
         const parts = resolved.path.split('/');
         for (let i = 1; i <= parts.length; i++) {
           const p = parts.slice(0, i).join('/');
           const existing = view.lstat(p);
           if (existing?.type === 'dir') entries.push({ path: p, type: 'dir', mode: existing.mode, uid: existing.uid, gid: existing.gid, mtime: existing.mtime });
-          else entries.push({ path: p, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime });
+          else entries.push({ path: p, type: 'dir', mode: 0o755, uid: owner.uid, gid: owner.gid, mtime });
         }
         const layer = await writeLayerToStore(session.store, entries, { sourceDateEpoch: epoch, signal: session.signal, what: 'WORKDIR layer' });
         const index: LayerIndex = {

@@ -7,4 +7,4 @@ export { layerIndexOf, rememberLayerIndex, viewOfLayers } from './layer-index-ca
 export { findLocalImage, getLocalImage, normalizeName, readLocalImage, type LocalImage } from './local-image.js';
 export { RootfsView, normalize, type IndexedEntry, type LayerIndex, type ViewEntry } from './rootfs-view.js';
 export { sealImage } from './seal.js';
-export { parseIdFile, resolveChown, resolveUser, type IdPair, type ImageUser } from './users.js';
+export { parseIdFile, resolveChown, resolveFileOpUser, resolveUser, type IdPair, type ImageUser } from './users.js';
