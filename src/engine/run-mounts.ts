@@ -202,8 +202,7 @@ async function secretMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Pr
     if (m.target === undefined) return;
   }
   // A private copy, 0400 root unless mode=/uid=/gid= (secret-mount.ts).
-  const hostFs = await ctx.session.hostFs();
-  const { file, release } = await makeSecretFile(secret, { mode: m.mode, uid: m.uid, gid: m.gid, chownInContainer: (f, uid, gid) => hostFs.chown(f, uid, gid, ctx.session.signal) });
+  const { file, release } = await makeSecretFile(secret, { mode: m.mode, uid: m.uid, gid: m.gid, hostFs: await ctx.session.hostFs() });
   b.releases.push(release);
   const target = m.target ?? `/run/secrets/${id}`;
   b.mounts.push({ type: 'bind', source: file, target, readonly: true });

@@ -3,6 +3,7 @@ import { rmSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
+import type { HostFilesystem } from '../snapshot/index.js';
 import type { BuildSecret } from './run-mounts.js';
 
 export interface SecretFileOptions {
@@ -11,8 +12,8 @@ export interface SecretFileOptions {
   /** `uid=` / `gid=` of the mount; BuildKit's default is 0 (root of the container). */
   readonly uid?: number | undefined;
   readonly gid?: number | undefined;
-  /** chown to container IDs inside the build's user namespace (an ordinary user's build). */
-  readonly chownInContainer?: ((file: string, uid: number, gid: number) => Promise<void>) | undefined;
+  /** How this process gives files to container IDs (snapshot/host-fs.ts). */
+  readonly hostFs: Pick<HostFilesystem, 'kind' | 'chown'>;
 }
 
 /**
@@ -27,7 +28,7 @@ export interface SecretFileOptions {
  */
 export async function makeSecretFile(secret: BuildSecret, opts: SecretFileOptions): Promise<{ file: string; release: () => void }> {
   const value = secret.file !== undefined ? await readSecret(secret) : Buffer.from(secret.value ?? '', 'utf8');
-  const dir = await (await import('../sandbox/step-dir.js')).makeStepDir('secret');
+  const dir = await (await import('../sandbox/index.js')).makeStepDir('secret');
   const release = (): void => rmSync(dir, { recursive: true, force: true });
   try {
     await fsp.chmod(dir, 0o711);
@@ -36,13 +37,13 @@ export async function makeSecretFile(secret: BuildSecret, opts: SecretFileOption
     const uid = opts.uid ?? 0;
     const gid = opts.gid ?? 0;
     let mode = opts.mode ?? 0o400;
-    const asRoot = process.getuid?.() === 0;
+    const { hostFs } = opts;
     // As an ordinary user without a way into the namespace, the file stays the user's (container
     // root): open it to everyone in the sandbox instead, so uid=/gid= can still read it.
-    if (!asRoot && (uid !== 0 || gid !== 0) && !opts.chownInContainer) mode |= 0o444;
+    const unmapped = hostFs.kind === 'unprivileged' && (uid !== 0 || gid !== 0);
+    if (unmapped) mode |= 0o444;
     await fsp.chmod(file, mode); // before chown: an ordinary user cannot chmod a file it gave away
-    if (asRoot) await fsp.chown(file, uid, gid);
-    else if ((uid !== 0 || gid !== 0) && opts.chownInContainer) await opts.chownInContainer(file, uid, gid);
+    if (!unmapped) await hostFs.chown(file, uid, gid);
     return { file, release };
   } catch (e) {
     release();

@@ -28,7 +28,7 @@ export interface HostFilesystem {
   removeTree(dir: string, signal?: AbortSignal): Promise<void>;
   /** Writes a layer of files read from this capability's trees into the store. */
   writeLayer(store: Store, entries: readonly HostLayerEntry[], opts: { readonly sourceDateEpoch?: number | undefined; readonly signal?: AbortSignal | undefined; readonly what: string }): Promise<StoredLayer>;
-  /** Gives `dir` to the container's `uid:gid` (a fresh cache mount). */
+  /** Gives `dir` to the container's `uid:gid` (a fresh cache mount, a secret file). */
   chown(dir: string, uid: number, gid: number, signal?: AbortSignal): Promise<void>;
   /** The image owner of a file this capability unpacked, from its owner on the host. */
   imageOwner(uid: number, gid: number): { uid: number; gid: number };
@@ -121,7 +121,7 @@ async function chownInNamespace(caps: SandboxCapabilities, dir: string, uid: num
   const err: Buffer[] = [];
   const r = await runInUserNamespace('chown', [`${uid}:${gid}`, '--', dir], { capabilities: caps, ...(signal ? { signal } : {}), stderr: (c) => err.push(c) });
   if (r.exitCode !== 0) {
-    throw new TsbuildError('SANDBOX_FAILED', `cannot give the cache mount ${dir} to ${uid}:${gid}: ${Buffer.concat(err).toString('utf8').trim()}`, {
+    throw new TsbuildError('SANDBOX_FAILED', `cannot give ${dir} to the container's ${uid}:${gid}: ${Buffer.concat(err).toString('utf8').trim()}`, {
       hint: 'the IDs must be inside the subordinate range of /etc/subuid and /etc/subgid',
     });
   }
