@@ -26,8 +26,6 @@ export { findReachable, type Reachable, type RootRef } from './reachability.js';
 export { LAYOUT_VERSION, storePaths, type StorePaths } from './store-layout.js';
 export { Store, openStore, removeTreeDefault, type OpenStoreOptions, type SignalOption, type TagEntry } from './store.js';
 export { REF_NAME_ANNOTATION } from './types.js';
-export { loadArchive, type LoadedImage, type LoadOptions } from './archive-import.js';
-export { exportDockerArchive, exportOciArchive, exportOciLayout, type ExportImage, type ExportOptions } from './archive-export.js';
 export { storeUncompressedLayer } from './adopt-layers.js';
 export { writeStoreManifest, type StoredImage, type StoredLayer } from './stored-image.js';
 export { knownCompressedLayer, rememberCompressedLayer } from './compressed-layers.js';
