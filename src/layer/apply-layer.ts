@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { extract as tarExtract, type Extract, type Header } from 'tar-stream';
 import { CAPABILITY_XATTR, PaxCapabilityTap, type EntryCapability } from './pax-xattrs.js';
 import { TsbuildError, isAbortError } from '../errors.js';
-import { DigestStream, type Digest } from '../oci/digest.js';
+import { DigestStream, type Digest } from '../oci/index.js';
 import { sniffLayerCompression, type LayerCompression } from './compress.js';
 import { cleanEntryName, joinInRoot, resolveInRoot } from './root-path.js';
 import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './write-layer.js';

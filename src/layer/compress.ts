@@ -2,7 +2,7 @@ import { Readable, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { TsbuildError } from '../errors.js';
-import { DigestStream, type Digest } from '../oci/digest.js';
+import { DigestStream, type Digest } from '../oci/index.js';
 import { ParallelGzip } from './parallel-gzip.js';
 import { layerTarStream, wrapWriteError, type LayerEntry, type WriteLayerOptions } from './write-layer.js';
 

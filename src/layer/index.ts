@@ -1,6 +1,8 @@
 /**
  * layer/: deterministic layer tars (write), compression, and the safe applier.
  * Only this folder and store/ import tar-stream (DESIGN.md).
+ * Front door (STYLE.md 2), with one side door: layer-index.ts, which every build reads (image
+ * views, the step cache) without loading the writer, the applier and the gzip workers.
  */
 export { writeLayer, layerTarStream, layerTarChunks, normaliseLayerPath, compareLayerPaths, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
 export type { LayerEntry, LayerEntryType, WriteLayerOptions, WrittenLayer } from './write-layer.js';

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Digester, type Digest } from '../oci/digest.js';
+import { Digester, type Digest } from '../oci/index.js';
 
 /** What a tree walk records about one path (lstat, never following symlinks). */
 export interface TreeNode {

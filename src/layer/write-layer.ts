@@ -1,7 +1,7 @@
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TsbuildError, isAbortError } from '../errors.js';
-import { DigestStream, type Digest } from '../oci/digest.js';
+import { DigestStream, type Digest } from '../oci/index.js';
 import { END_OF_ARCHIVE, encodeHeader, padding, type TypeFlag } from './tar-header.js';
 
 /**

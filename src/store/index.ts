@@ -2,7 +2,9 @@
  * store/: the local image store, an OCI image layout plus tsbuild's own state under one root.
  * The layout and the reasons for it are in store-layout.ts.
  *
- * Front door (STYLE.md 2): other folders import from here only.
+ * Front door (STYLE.md 2): other folders import from here, or from archive-import.ts and
+ * archive-export.ts (archive load and save, which load tar-stream and layer/: kept off the start-up
+ * of every command that opens the store). test/imports.test.ts checks it.
  *
  * Known gaps (marked here so they are not forgotten):
  *  - Leases (lease.ts) protect what a build or `run` holds; what a process wrote and has
