@@ -38,5 +38,7 @@ export type {
   MaintainerInstruction,
 } from './instructions.js';
 export { splitStages } from './stages.js';
+/** Go's strconv.Quote (`%q`): the one implementation, for messages and BuildKit's history text. */
+export { goQuote } from './go-text.js';
 export type { Stage, SplitStages } from './stages.js';
 export * from './shell-lex.js';

@@ -83,19 +83,6 @@ export function setUser(config: ImageConfig, user: string): ImageConfig {
   return withContainer(config, { User: user });
 }
 
-/** WORKDIR: relative paths are relative to the previous WORKDIR. */
-export function workdirPath(current: string | undefined, next: string): string {
-  const base = current && current !== '' ? current : '/';
-  const joined = next.startsWith('/') ? next : `${base.replace(/\/+$/, '')}/${next}`;
-  const parts: string[] = [];
-  for (const part of joined.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') parts.pop();
-    else parts.push(part);
-  }
-  return `/${parts.join('/')}`;
-}
-
 export function setWorkdir(config: ImageConfig, dir: string): ImageConfig {
   return withContainer(config, { WorkingDir: dir });
 }
@@ -128,10 +115,6 @@ export function addOnBuild(config: ImageConfig, expression: string): ImageConfig
   return withContainer(config, { OnBuild: [...(containerConfig(config).OnBuild ?? []), expression] });
 }
 
-export function clearOnBuild(config: ImageConfig): ImageConfig {
-  return withContainer(config, { OnBuild: null });
-}
-
 /** The comment BuildKit writes on the history entries of Dockerfile steps. */
 export const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
 
@@ -143,9 +126,4 @@ export function addHistory(config: ImageConfig, entry: { createdBy: string; empt
     ...(entry.emptyLayer ? { empty_layer: true } : {}),
   };
   return { ...config, history: [...(config.history ?? []), h] };
-}
-
-/** Go's %q of a []string, as BuildKit's history shows CMD ["a" "b"]. */
-export function goQuoteList(list: readonly string[]): string {
-  return `[${list.map((s) => JSON.stringify(s)).join(' ')}]`;
 }

@@ -22,7 +22,7 @@
  * stable canonical text of everything the step's result depends on besides its parent and
  * inputs) and `visible` (values the step sees that are not in keyText: RUN's environment).
  */
-import { parseHeredocWord, ShellLex } from '../dockerfile/index.js';
+import { goQuote, parseHeredocWord, ShellLex } from '../dockerfile/index.js';
 import type {
   AddInstruction,
   CopyInstruction,
@@ -260,8 +260,6 @@ function canonical(value: unknown): string {
 
 const keyTextOf = (kind: string, fields: Record<string, unknown>): string => `${kind} ${canonical(fields)}`;
 
-/** Go's %q for one string (close enough: JSON escapes for printable text). */
-const goQuote = (s: string): string => JSON.stringify(s);
 /** Go's %q for a []string: `["a" "b"]`. */
 const goQuoteList = (list: readonly string[]): string => `[${list.map(goQuote).join(' ')}]`;
 /** Go's %v for a []string: `[a b]`. */
