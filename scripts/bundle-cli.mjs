@@ -40,12 +40,14 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // `sourcesAt` (ms since the epoch); test/support/fresh-dist.ts (vitest's globalSetup) rebuilds
 // when a file under src/ or cmd/ is newer, so a stale dist/ never runs the tests. `npm run build`
 // runs `bundle-cli.mjs --begin` before tsc: it drops the old stamp (a build that fails leaves
-// none) and notes the time, before tsc reads anything; the bundling run below writes the stamp
+// none) and dist/src, and notes the time, before tsc reads anything; the bundling run below writes the stamp
 // with that time once everything succeeded.
 const stampFile = path.join(repo, 'dist', 'build-stamp.json');
 const beginFile = path.join(repo, 'dist', 'build-stamp.begin.json');
 if (process.argv[2] === '--begin') {
   await rm(stampFile, { force: true });
+  // tsc only adds: without this, the output of a deleted or newly excluded source would linger.
+  await rm(path.join(repo, 'dist', 'src'), { recursive: true, force: true });
   await mkdir(path.dirname(beginFile), { recursive: true });
   await writeFile(beginFile, `${JSON.stringify({ sourcesAt: Date.now() })}\n`);
   process.exit(0);

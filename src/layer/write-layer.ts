@@ -293,11 +293,6 @@ function typeFlagOf(t: LayerEntryType): TypeFlag {
   }
 }
 
-/** Component-wise byte order of two layer paths (a directory sorts right before its children). */
-export function compareLayerPaths(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a.split('/').join('\0')), Buffer.from(b.split('/').join('\0')));
-}
-
 /** "./a/b/" and "/a/b" -> "a/b"; rejects "", ".", ".." and empty components. */
 export function normaliseLayerPath(p: string, entryPath: string = p): string {
   let s = p;

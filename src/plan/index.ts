@@ -7,7 +7,6 @@ export { planBuild, automaticArgs, resolveMetaArgs } from './build-plan.js';
 export type { BuildPlan, PlannedStage, PlanOptions, StageBase } from './build-plan.js';
 export {
   initialStageScope,
-  declareArg,
   shadowByEnv,
   expansionEnv,
   expansionGetter,

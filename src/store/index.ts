@@ -6,15 +6,16 @@
  * archive-export.ts (archive load and save, which load tar-stream and layer/: kept off the start-up
  * of every command that opens the store). test/imports.test.ts checks it.
  *
- * Known gaps (marked here so they are not forgotten):
- *  - Leases (lease.ts) protect what a build or `run` holds; what a process wrote and has
+ * Known gaps (DEBT, with the issue that owns each):
+ *  - #19: leases (lease.ts) protect what a build or `run` holds; what a process wrote and has
  *    not yet held (a blob between putBlob and Lease.hold) is protected only by gc's age
  *    grace (`graceMs`, 1 h), so `prune --filter until=0s` can still take it in that window.
- *  - A store shared by several hosts (NFS) is not supported: temp names carry no host, and
- *    a lock from another host is only ever waited for.
- *  - Snapshot trees are not fsynced on commit; after a power loss a snapshot may be
+ *  - #19: a store shared by several hosts (NFS) is not supported: temp names carry no host,
+ *    and a lock from another host is only ever waited for.
+ *  - #19: snapshot trees are not fsynced on commit; after a power loss a snapshot may be
  *    incomplete while its name exists.
- *  - Only sha256 blobs are written; sha512 names are read-only (readBlobBytes verifies them).
+ *  - #14: only sha256 blobs are written; sha512 names are read-only (readBlobBytes verifies
+ *    them).
  *
  * Descriptors, media types and size caps are oci/'s (Descriptor, OCI_IMAGE_INDEX, ...).
  */
