@@ -152,7 +152,7 @@ describe('cross-repository mounts', () => {
     const blob = Buffer.from('mount fallback blob');
     const digest = sha256Digest(blob);
     const { Readable } = await import('node:stream');
-    const result = await direct.uploadBlob(viaDirect('m202/c'), digest, blob.byteLength, async (s, e) => Readable.from([blob.subarray(s, e)]), { mountFrom: ['m202/never-pushed'] });
+    const result = await direct.uploadBlob({ repo: viaDirect('m202/c'), digest, size: blob.byteLength, source: async (s, e) => Readable.from([blob.subarray(s, e)]), mountFrom: ['m202/never-pushed'] });
     expect(result).toBe('uploaded');
     expect(await direct.blobSize(viaDirect('m202/c'), digest)).toBe(blob.byteLength);
   });
@@ -177,7 +177,7 @@ describe('Docker manifest lists', () => {
       entries.push({ mediaType: DOCKER_MANIFEST, digest: sha256Digest(Buffer.from(raw)), size: Buffer.byteLength(raw), platform: arch === 'amd64' ? { os: 'linux', architecture: 'amd64' } : { os: 'linux', architecture: 'arm64', variant: 'v8' } });
     }
     const list = canonicalJson({ schemaVersion: 2, mediaType: DOCKER_MANIFEST_LIST, manifests: entries });
-    await direct.putManifest(viaDirect('dlist/img'), 'multi', list, DOCKER_MANIFEST_LIST);
+    await direct.putManifest(viaDirect('dlist/img'), { reference: 'multi', bytes: list, mediaType: DOCKER_MANIFEST_LIST });
     // The registry only serves the list to a client whose Accept names it; others get the amd64 image.
     const pulled = await pullImage(direct, (await freshStore()).store, viaDirect('dlist/img:multi'), { platform: { os: 'linux', architecture: 'arm64' } });
     expect(pulled.image.configDescriptor.digest).toBe(arm.configDescriptor.digest);

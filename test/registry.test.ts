@@ -13,12 +13,11 @@ import {
   RegistryClient,
   pullImage,
   pushImage,
-  readLayerVariants,
-  readRepoDigests,
   resolveBaseImage,
   type PullProgress,
   type PushProgress,
 } from '../src/registry/index.js';
+import { readLayerVariants, readRepoDigests } from '../src/registry/store-layers.js';
 import { openStore, type Store } from '../src/store/index.js';
 import { tool } from './support/cli.js';
 import { makeStoreImage } from './support/images.js';
@@ -131,7 +130,7 @@ describe('push and pull against the distribution registry', () => {
       ],
     };
     const bytes = canonicalJson(index);
-    await client.putManifest(ref('multi/img'), 'latest', bytes, OCI_IMAGE_INDEX);
+    await client.putManifest(ref('multi/img'), { reference: 'latest', bytes, mediaType: OCI_IMAGE_INDEX });
     const dst = await newStore();
     const pulled = await pullImage(client, dst, ref('multi/img'), { platform: { os: 'linux', architecture: 'arm64' } });
     expect(pulled.image.configDescriptor.digest).toBe(arm.configDescriptor.digest);
@@ -145,14 +144,14 @@ describe('push and pull against the distribution registry', () => {
     const image = await makeStoreImage(src, 'docker.io/library/base:v1', [3000]);
     await pushImage(client, src, image, ref('base/img:v1'));
     const dst = await newStore();
-    const never = await resolveBaseImage(dst, client, ref('base/img:v1'), 'never', undefined).catch((e: unknown) => e);
+    const never = await resolveBaseImage(dst, client, ref('base/img:v1'), { policy: 'never' }).catch((e: unknown) => e);
     expect((never as TsbuildError).code).toBe('IMAGE_NOT_FOUND');
-    const missing = await resolveBaseImage(dst, client, ref('base/img:v1'), 'missing', { os: 'linux', architecture: 'amd64' });
+    const missing = await resolveBaseImage(dst, client, ref('base/img:v1'), { policy: 'missing', platform: { os: 'linux', architecture: 'amd64' } });
     expect(missing.configDescriptor.digest).toBe(image.configDescriptor.digest);
     // Now local: resolved without the registry.
-    const offline = await resolveBaseImage(dst, undefined, ref('base/img:v1'), 'missing', { os: 'linux', architecture: 'amd64' });
+    const offline = await resolveBaseImage(dst, undefined, ref('base/img:v1'), { policy: 'missing', platform: { os: 'linux', architecture: 'amd64' } });
     expect(offline.configDescriptor.digest).toBe(image.configDescriptor.digest);
-    const always = await resolveBaseImage(dst, client, ref('base/img:v1'), 'always', { os: 'linux', architecture: 'amd64' });
+    const always = await resolveBaseImage(dst, client, ref('base/img:v1'), { policy: 'always', platform: { os: 'linux', architecture: 'amd64' } });
     expect(always.configDescriptor.digest).toBe(image.configDescriptor.digest);
   });
 });

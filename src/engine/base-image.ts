@@ -39,7 +39,7 @@ export async function resolveImage(src: ImageSource, ref: string, location: Sour
     }
     // undici and the registry client load only when a pull is needed (start-up time).
     const { resolveBaseImage } = await import('../registry/index.js');
-    return await resolveBaseImage(src.store, await src.registry(), parseReference(ref), src.pull, src.platform, src.signal ? { signal: src.signal } : {});
+    return await resolveBaseImage(src.store, await src.registry(), parseReference(ref), { policy: src.pull, platform: src.platform, signal: src.signal });
   } catch (e) {
     if (e instanceof TsbuildError && !e.location) {
       throw new TsbuildError(e.code, `FROM ${ref}: ${e.message}`, {

@@ -4,7 +4,6 @@ import { normalizeRegistry } from '../oci/index.js';
 import type { Challenge } from './challenge.js';
 import type { Credential, CredentialSource } from './credentials.js';
 import { RegistryError, protocolError, responseError, transportError, type ExchangeContext } from './errors.js';
-import { withRetries, type RetryPolicy } from './retry.js';
 
 /**
  * Authorization for registry requests: Basic, or the Bearer token flow of the distribution
@@ -18,16 +17,39 @@ import { withRetries, type RetryPolicy } from './retry.js';
  *    `offline_token=true`, and keep the refresh token the server hands back;
  *  - `access_token` is accepted where `token` is missing (some registries only set that).
  *
- * Tokens and passwords never reach logs or error messages.
+ * Tokens and passwords never reach logs or error messages. A token request is one attempt: a
+ * temporary failure is retried by the exchange that needed the token (transport.ts), so it counts
+ * against that exchange's retry budget instead of multiplying it.
  */
 export interface AuthEnvironment {
   readonly credentials: CredentialSource | undefined;
   readonly logger: Logger | undefined;
-  readonly retry: RetryPolicy;
   /** The dispatcher and security of a URL's origin (for the realm). */
   readonly dispatcherFor: (url: URL, registrySecure: boolean) => { dispatcher: Dispatcher; allowed: boolean };
   readonly userAgent: string;
   readonly now: () => number;
+}
+
+/** What an exchange needs authorised. */
+export interface AuthorizationRequest {
+  readonly challenge: Challenge | undefined;
+  readonly registry: string;
+  /** The registry is spoken to over verified TLS: its token realm must be too. */
+  readonly registrySecure: boolean;
+  readonly scopes: readonly string[];
+  readonly signal?: AbortSignal | undefined;
+  /** Drop a cached token for these scopes first (after the registry refused it). */
+  readonly fresh?: boolean;
+}
+
+interface TokenRequest {
+  readonly realm: string;
+  readonly service: string;
+  readonly scopes: readonly string[];
+  readonly registry: string;
+  readonly registrySecure: boolean;
+  readonly cred: Credential | undefined;
+  readonly signal: AbortSignal | undefined;
 }
 
 interface CachedToken {
@@ -66,17 +88,11 @@ export class Authenticator {
   /**
    * The Authorization header value for a request needing `scopes`, or undefined when the
    * registry asked for none (or we have nothing to send for Basic).
-   * `fresh` drops a cached token for these scopes first (after the registry refused it).
    */
-  async authorization(
-    challenge: Challenge | undefined,
-    registry: string,
-    registrySecure: boolean,
-    scopes: readonly string[],
-    opts: { readonly signal?: AbortSignal | undefined; readonly fresh?: boolean },
-  ): Promise<string | undefined> {
+  async authorization(req: AuthorizationRequest): Promise<string | undefined> {
+    const { challenge, registry, registrySecure, scopes, signal } = req;
     if (challenge === undefined) return undefined;
-    const cred = await this.credentialFor(registry, opts.signal);
+    const cred = await this.credentialFor(registry, signal);
     if (challenge.scheme === 'basic') {
       if (cred?.username === undefined || cred.password === undefined) return undefined;
       return `Basic ${Buffer.from(`${cred.username}:${cred.password}`, 'utf8').toString('base64')}`;
@@ -88,7 +104,7 @@ export class Authenticator {
     const service = challenge.params['service'] ?? '';
     const sorted = [...new Set(scopes)].sort();
     const key = `${normalizeRegistry(registry)}\n${realm}\n${service}\n${sorted.join(' ')}`;
-    if (opts.fresh === true) this.#tokens.delete(key);
+    if (req.fresh === true) this.#tokens.delete(key);
     let p = this.#tokens.get(key);
     if (p !== undefined) {
       const t = await p.catch(() => undefined);
@@ -97,9 +113,7 @@ export class Authenticator {
     }
     p = this.#tokens.get(key);
     if (p === undefined) {
-      p = withRetries(this.#env.retry, () => this.#fetchToken(realm, service, sorted, registry, registrySecure, cred, opts.signal), {
-        signal: opts.signal,
-      });
+      p = this.#fetchToken({ realm, service, scopes: sorted, registry, registrySecure, cred, signal });
       this.#tokens.set(key, p);
       p.catch(() => {
         if (this.#tokens.get(key) === p) this.#tokens.delete(key);
@@ -108,15 +122,8 @@ export class Authenticator {
     return `Bearer ${(await p).token}`;
   }
 
-  async #fetchToken(
-    realm: string,
-    service: string,
-    scopes: readonly string[],
-    registry: string,
-    registrySecure: boolean,
-    cred: Credential | undefined,
-    signal: AbortSignal | undefined,
-  ): Promise<CachedToken> {
+  async #fetchToken(t: TokenRequest): Promise<CachedToken> {
+    const { realm, service, scopes, registry, registrySecure, cred, signal } = t;
     const ctx: ExchangeContext = { what: `token for ${registry}`, registry };
     let url: URL;
     try {
@@ -137,7 +144,7 @@ export class Authenticator {
       // OAuth2 (docs/spec/auth/oauth.md); not every token server implements it.
       const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refresh, service, client_id: 'tsbuild', access_type: 'offline' });
       if (scopes.length > 0) form.set('scope', scopes.join(' '));
-      res = await this.#send(dispatcher, url, 'POST', { 'content-type': 'application/x-www-form-urlencoded' }, form.toString(), ctx, signal);
+      res = await this.#send({ dispatcher, url, method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), ctx, signal });
       if (res.statusCode === 404 || res.statusCode === 405) {
         await res.body.dump();
         res = undefined;
@@ -153,7 +160,7 @@ export class Authenticator {
         q.searchParams.set('offline_token', 'true');
         q.searchParams.set('client_id', 'tsbuild');
       }
-      res = await this.#send(dispatcher, q, 'GET', headers, undefined, ctx, signal);
+      res = await this.#send({ dispatcher, url: q, method: 'GET', headers, ctx, signal });
     }
     const text = await readText(res, MAX_TOKEN_RESPONSE, ctx);
     if (res.statusCode !== 200) {
@@ -184,15 +191,16 @@ export class Authenticator {
     return { token, expiresAt: base + expiresIn * 1000 };
   }
 
-  async #send(
-    dispatcher: Dispatcher,
-    url: URL,
-    method: 'GET' | 'POST',
-    headers: Record<string, string>,
-    body: string | undefined,
-    ctx: ExchangeContext,
-    signal: AbortSignal | undefined,
-  ): Promise<Dispatcher.ResponseData> {
+  async #send(r: {
+    readonly dispatcher: Dispatcher;
+    readonly url: URL;
+    readonly method: 'GET' | 'POST';
+    readonly headers: Record<string, string>;
+    readonly body?: string;
+    readonly ctx: ExchangeContext;
+    readonly signal: AbortSignal | undefined;
+  }): Promise<Dispatcher.ResponseData> {
+    const { dispatcher, url, method, headers, body, ctx, signal } = r;
     try {
       return await dispatcher.request({
         origin: url.origin,

@@ -34,7 +34,7 @@ export interface CredentialSource {
 export type HelperRunner = (name: string, action: 'get' | 'store' | 'erase', input: string, signal?: AbortSignal) => Promise<{ code: number; stdout: string; stderr: string }>;
 
 /** Docker Hub's key in config.json (Docker writes its v1 index URL there). */
-export const DOCKER_HUB_AUTH_KEY = 'https://index.docker.io/v1/';
+const DOCKER_HUB_AUTH_KEY = 'https://index.docker.io/v1/';
 
 /** The auth files to read, most specific first, from an environment. */
 export function authFilesFromEnv(env: Readonly<Record<string, string | undefined>>, home: string): string[] {
@@ -171,7 +171,7 @@ async function helperGet(helper: string, registry: string, runHelper: HelperRunn
 }
 
 /** The real helper protocol: docker/docker-credential-helpers client. */
-export const runCredentialHelper: HelperRunner = (name, action, input, signal) =>
+const runCredentialHelper: HelperRunner = (name, action, input, signal) =>
   new Promise((resolve, reject) => {
     if (!/^[A-Za-z0-9_.-]+$/.test(name)) {
       reject(new TsbuildError('AUTH_CONFIG_INVALID', `invalid credential helper name ${JSON.stringify(name)}`));

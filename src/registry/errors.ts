@@ -65,7 +65,7 @@ interface RegistryErrorEntry {
 const MAX_ERROR_BODY = 64 * 1024;
 
 /** Parse `{"errors":[{"code","message"}]}`; anything else gives no entries. */
-export function parseErrorBody(body: string): RegistryErrorEntry[] {
+function parseErrorBody(body: string): RegistryErrorEntry[] {
   let value: unknown;
   try {
     value = JSON.parse(body);

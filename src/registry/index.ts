@@ -1,41 +1,29 @@
 /**
  * registry/: the OCI distribution client (undici), auth and credentials, pull and push.
  * Front door (STYLE.md 2): other folders import from here only. Only registry/ imports undici.
+ *
+ * Inside, by job: transport.ts (the HTTP exchange, auth, redirects, the retries), download.ts
+ * (resumable, verified blob downloads), upload.ts (the upload session and the one mount path),
+ * client.ts (the operations on top of them), pull.ts and push.ts (images), store-layers.ts (the
+ * store records of registry facts, which cli/ reads from store-layers.ts itself: listing images
+ * must not load undici).
  */
+export { RegistryClient, type FetchedManifest, type ManifestUpload, type RegistryClientOptions } from './client.js';
+export type { Repository } from './transport.js';
+export type { BlobDownload } from './download.js';
+export type { BlobSource, BlobUpload, UploadResult } from './upload.js';
+export { RegistryError } from './errors.js';
+export type { RetryPolicy } from './retry.js';
 export {
-  RegistryClient,
-  type BlobSource,
-  type FetchedManifest,
-  type RegistryClientOptions,
-  type Repository,
-  type UploadOptions,
-  type UploadResult,
-} from './client.js';
-export { RegistryError, isTemporary, parseErrorBody, parseRetryAfter, responseError } from './errors.js';
-export { DEFAULT_RETRY_POLICY, retryDelayMs, withRetries, type RetryPolicy } from './retry.js';
-export { parseChallenges, type Challenge } from './challenge.js';
-export {
-  DOCKER_HUB_AUTH_KEY,
   authFileCredentials,
   authFilesFromEnv,
   dockerConfigPath,
   removeCredential,
-  runCredentialHelper,
   saveCredential,
   staticCredentials,
   type Credential,
   type CredentialSource,
-  type HelperRunner,
 } from './credentials.js';
-export { pullImage, resolveBaseImage, type PullOptions, type PullPolicy, type PullProgress, type PulledImage } from './pull.js';
+export { pullImage, resolveBaseImage, type BaseImageOptions, type PullOptions, type PullPolicy, type PullProgress, type PulledImage } from './pull.js';
 export { pushImage, type PushOptions, type PushProgress, type PushedImage } from './push.js';
-export {
-  readLayerVariants,
-  readRepoDigests,
-  recordLayerVariant,
-  recordRepoDigest,
-  storeUncompressedLayer,
-  writeStoreManifest,
-  type LayerVariant,
-} from './store-layers.js';
 export { registryClientFromEnvironment, type RegistryEnvironment } from './client-from-environment.js';

@@ -1,9 +1,7 @@
-import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { TsbuildError, isAbortError } from '../errors.js';
 import { findLocalImage, type LocalImage } from '../image/local-image.js';
 import {
-  Digester,
   MAX_CONFIG_BYTES,
   layerCompression,
   choosePlatform,
@@ -22,10 +20,10 @@ import {
   type Reference,
 } from '../oci/index.js';
 import type { Store } from '../store/index.js';
-import type { RegistryClient, Repository } from './client.js';
+import type { RegistryClient } from './client.js';
+import type { Repository } from './transport.js';
 import { RegistryError } from './errors.js';
 import { mapParallel } from './parallel.js';
-import { withRetries } from './retry.js';
 import { storeUncompressedLayer, writeStoreManifest, type StoredImage } from '../store/index.js';
 import { recordLayerVariant, recordRepoDigest } from './store-layers.js';
 
@@ -61,11 +59,12 @@ const MAX_INDEX_DEPTH = 2;
  * Pull an image into the store (`tsbuild pull`, and FROM with --pull).
  *
  * Manifest negotiation (OCI and Docker schema 2; schema 1 refused), a platform chosen from an
- * index, the config and then the layers in parallel (p-limit), each verified while it streams
- * (putBlob with the descriptor's digest and size) and decompressed into the store's
- * uncompressed form, verified against the config's diff IDs. Layers whose diff ID is already in
- * the store are not downloaded. The tag is set last, so a failed pull changes no image; the
- * verified blobs it stored are unreferenced and gc removes them.
+ * index, the config and then the layers in parallel (p-limit), each verified against its
+ * descriptor while it streams (download.ts) and decompressed into the store's uncompressed form,
+ * verified against the config's diff IDs: a blob is stored only once both digests hold. Layers
+ * whose diff ID is already in the store are not downloaded. The tag is set last, so a failed pull
+ * changes no image; the verified blobs of other layers it stored are unreferenced and gc removes
+ * them.
  */
 export async function pullImage(client: RegistryClient, store: Store, reference: Reference, opts: PullOptions = {}): Promise<PulledImage> {
   const ref = withDefaultTag(reference);
@@ -99,7 +98,7 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
     throw new TsbuildError('MANIFEST_INVALID', `the config of ${name} is ${cfg.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit`);
   }
   const haveConfig = await store.blobs.hasBlob(cfg.digest);
-  if (!haveConfig) await downloadBlob(client, store, ref, cfg, `config ${cfg.digest} of ${name}`, signal);
+  if (!haveConfig) await downloadToStore(client, store, { repo: ref, desc: cfg, what: `config ${cfg.digest} of ${name}`, signal });
   opts.onProgress?.({ type: 'config', digest: cfg.digest, status: haveConfig ? 'exists' : 'downloaded' });
   const config = parseImageConfig(await store.blobs.readBlobBytes(cfg.digest, { maxBytes: MAX_CONFIG_BYTES, signal }), { what: `config of ${name}` });
   const diffIds = config.rootfs.diff_ids;
@@ -122,7 +121,7 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
       size = (await storeUncompressedLayer(store, layer, diffId, { signal: s })).size;
     } else {
       opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'downloading' });
-      size = await downloadLayer(client, store, ref, name, layer, diffId, s);
+      size = await downloadLayer(client, store, { repo: ref, name, layer, diffId, signal: s });
       status = 'downloaded';
       opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'downloaded' });
     }
@@ -138,146 +137,79 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
   return { name, image, repoDigest, layers: results.map((r) => ({ digest: r.digest, status: r.status })) };
 }
 
-/**
- * Download one blob into the store, verified against the descriptor while it streams. A digest
- * mismatch (bytes corrupted in transit) is retried like a broken connection, within the client's
- * retry budget; the store never keeps the bad bytes.
- */
-async function downloadBlob(client: RegistryClient, store: Store, repo: Repository, desc: Descriptor, what: string, signal: AbortSignal | undefined): Promise<void> {
-  await withRetries(
-    client.retry,
-    async () => {
-      try {
-        await store.blobs.putBlob(client.blobChunks(repo, desc.digest, desc.size, { signal, what }), { expected: { digest: desc.digest, size: desc.size }, signal });
-      } catch (e) {
-        if (e instanceof RegistryError || isAbortError(e)) throw e;
-        if (e instanceof TsbuildError && e.code === 'DIGEST_MISMATCH') {
-          throw new RegistryError('DIGEST_MISMATCH', `${what}: ${e.message} (registry ${repo.registry})`, {
-            temporary: true,
-            hint: 'the registry (or something between it and us) sent bytes that do not match the digest; nothing was stored',
-            cause: e,
-          });
-        }
-        throw e;
-      }
-    },
-    { signal },
+/** Download a config (or an uncompressed layer) into the store, verified while it streams. */
+async function downloadToStore(client: RegistryClient, store: Store, d: { readonly repo: Repository; readonly desc: Descriptor; readonly what: string; readonly signal: AbortSignal | undefined }): Promise<void> {
+  await client.downloadBlob({ repo: d.repo, digest: d.desc.digest, size: d.desc.size, what: d.what, signal: d.signal }, (bytes) =>
+    store.blobs.putBlob(bytes, { expected: { digest: d.desc.digest, size: d.desc.size }, signal: d.signal }),
   );
 }
 
 /**
  * Download a layer straight into the store's uncompressed form, in one pass: the bytes the
- * registry sends are hashed (and size-capped) against the layer descriptor while they are
- * decompressed into a blob verified against the config's diff ID. The compressed blob is not
- * kept (as Docker does); its digest is remembered (layer sources) so a push to the same
- * registry can skip or mount it. Returns the uncompressed size.
+ * registry sends are verified against the layer descriptor while they stream (download.ts) and
+ * are decompressed into a blob verified against the config's diff ID. Wrong bytes fail the
+ * stream before it ends, so the uncompressed blob is stored only when both digests hold. The
+ * compressed blob is not kept (as Docker does); its digest is remembered (layer sources) so a
+ * push to the same registry can skip or mount it. Returns the uncompressed size.
  */
-async function downloadLayer(client: RegistryClient, store: Store, repo: Repository, name: string, layer: Descriptor, diffId: Digest, signal: AbortSignal | undefined): Promise<number> {
+async function downloadLayer(client: RegistryClient, store: Store, d: { readonly repo: Repository; readonly name: string; readonly layer: Descriptor; readonly diffId: Digest; readonly signal: AbortSignal | undefined }): Promise<number> {
+  const { layer, diffId, signal } = d;
   const compression = layerCompression(layer.mediaType);
   // The full reference names the registry and the image (`localhost:5000/app:v1`).
-  const where = `layer ${layer.digest} of ${name}`;
+  const where = `layer ${layer.digest} of ${d.name}`;
   if (compression === 'uncompressed') {
     if (layer.digest !== diffId) {
       throw new TsbuildError('MANIFEST_INVALID', `${where}: uncompressed layer does not match its diff ID ${diffId}`);
     }
-    await downloadBlob(client, store, repo, layer, where, signal);
+    await downloadToStore(client, store, { repo: d.repo, desc: layer, what: where, signal });
     return layer.size;
   }
   if (compression !== 'gzip') {
     throw new TsbuildError('UNSUPPORTED', `${where} has media type ${layer.mediaType}, which tsbuild cannot unpack${compression === 'zstd' ? ' on Node.js 20 (no zstd in node:zlib)' : ''}`);
   }
-  return withRetries(
-    client.retry,
-    async () => {
-      const wire = Readable.from(client.blobChunks(repo, layer.digest, layer.size, { signal, what: where }));
-      const check = new VerifyingStream(layer.size);
-      const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
-      wire.on('error', (e) => check.destroy(e));
-      check.on('error', (e) => gunzip.destroy(e));
-      wire.pipe(check).pipe(gunzip);
-      let size: number;
-      try {
-        size = (await store.blobs.putBlob(gunzip, { expected: { digest: diffId }, signal })).size;
-      } catch (e) {
-        if (e instanceof RegistryError || isAbortError(e)) throw e;
-        if (e instanceof TsbuildError && e.code !== 'DIGEST_MISMATCH') throw e;
-        // Bad gzip or a wrong diff ID: either the bytes were damaged on the way (then the
-        // layer digest will not match either: worth another try) or the image is broken.
-        throw new RegistryError('DIGEST_MISMATCH', `${where}: the layer does not decompress to its diff ID ${diffId} (${(e as Error).message})`, {
-          temporary: true,
-          hint: 'the bytes were damaged on the way or the image is broken; nothing was stored',
-          cause: e,
-        });
-      } finally {
-        // The attempt's outcome is decided (putBlob settled): an error the wire raises later
-        // (a 404 from the registry after a sibling layer aborted us) has nowhere useful to go
-        // and must not become an uncaught exception.
-        for (const st of [wire, check, gunzip]) st.on('error', () => undefined);
-        wire.destroy();
-        check.destroy();
-        gunzip.destroy();
-      }
-      const got = check.result();
-      if (got === undefined || got.digest !== layer.digest || got.size !== layer.size) {
-        throw new RegistryError('DIGEST_MISMATCH', `${where}: the registry sent ${got === undefined ? 'an incomplete blob' : `${got.digest} (${got.size} bytes)`}, expected ${layer.digest} (${layer.size} bytes)`, {
-          temporary: true,
-          hint: 'the registry (or something between it and us) sent bytes that do not match the digest',
-        });
-      }
-      return size;
-    },
-    { signal },
-  );
-}
-
-/** Hashes what passes through and fails as soon as more than `limit` bytes arrive. */
-class VerifyingStream extends Transform {
-  readonly #digester = new Digester();
-  readonly #limit: number;
-  #result: { digest: Digest; size: number } | undefined;
-
-  constructor(limit: number) {
-    super();
-    this.#limit = limit;
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.#digester.update(chunk);
-    if (this.#digester.size > this.#limit) {
-      cb(new TsbuildError('DIGEST_MISMATCH', `more than the ${this.#limit} bytes the descriptor names`));
-      return;
+  return client.downloadBlob({ repo: d.repo, digest: layer.digest, size: layer.size, what: where, signal }, async (wire) => {
+    const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
+    wire.on('error', (e) => gunzip.destroy(e));
+    wire.pipe(gunzip);
+    try {
+      return (await store.blobs.putBlob(gunzip, { expected: { digest: diffId }, signal })).size;
+    } catch (e) {
+      if (e instanceof RegistryError || isAbortError(e)) throw e;
+      if (e instanceof TsbuildError && e.code !== 'DIGEST_MISMATCH') throw e;
+      // Bad gzip or a wrong diff ID before the wire bytes were all checked: either they were
+      // damaged on the way (worth another try) or the image is broken.
+      throw new RegistryError('DIGEST_MISMATCH', `${where}: the layer does not decompress to its diff ID ${diffId} (${(e as Error).message})`, {
+        temporary: true,
+        hint: 'the bytes were damaged on the way or the image is broken; nothing was stored',
+        cause: e,
+      });
+    } finally {
+      // The attempt's outcome is decided (putBlob settled): an error the wire raises later
+      // (a 404 from the registry after a sibling layer aborted us) has nowhere useful to go
+      // and must not become an uncaught exception.
+      for (const st of [wire, gunzip]) st.on('error', () => undefined);
+      wire.destroy();
+      gunzip.destroy();
     }
-    cb(null, chunk);
-  }
-
-  override _flush(cb: TransformCallback): void {
-    this.#result = { digest: this.#digester.digest(), size: this.#digester.size };
-    cb();
-  }
-
-  result(): { digest: Digest; size: number } | undefined {
-    return this.#result;
-  }
+  });
 }
 
 export type PullPolicy = 'missing' | 'always' | 'never';
+
+export interface BaseImageOptions extends PullOptions {
+  readonly policy: PullPolicy;
+}
 
 /**
  * The base image for FROM under a pull policy, as docker and podman resolve it:
  * `missing` (default) uses the store's image when it has one for the platform, else pulls;
  * `always` pulls (layers already present are not downloaded again); `never` uses the store only.
  */
-export async function resolveBaseImage(
-  store: Store,
-  client: RegistryClient | undefined,
-  reference: Reference,
-  policy: PullPolicy,
-  platform: Platform | undefined,
-  opts: Omit<PullOptions, 'platform'> = {},
-): Promise<LocalImage> {
+export async function resolveBaseImage(store: Store, client: RegistryClient | undefined, reference: Reference, opts: BaseImageOptions): Promise<LocalImage> {
+  const { policy } = opts;
   const ref = withDefaultTag(reference);
   const name = formatReference(ref);
-  const want = platform ?? defaultTargetPlatform();
+  const want = opts.platform ?? defaultTargetPlatform();
   if (policy !== 'always') {
     const local = await findLocalImage(store, name, { platform: want, ...(opts.signal ? { signal: opts.signal } : {}) }).catch((e: unknown) => {
       if (e instanceof TsbuildError && e.code === 'IMAGE_NOT_FOUND') return undefined;

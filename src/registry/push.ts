@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
-import { TsbuildError, isAbortError } from '../errors.js';
+import { TsbuildError } from '../errors.js';
 import type { LocalImage } from '../image/local-image.js';
 import { ParallelGzip } from '../layer/index.js';
 import {
@@ -21,10 +21,11 @@ import {
   type Reference,
 } from '../oci/index.js';
 import { knownCompressedLayer, rememberCompressedLayer, type Store } from '../store/index.js';
-import type { BlobSource, RegistryClient, Repository, UploadResult } from './client.js';
-import { RegistryError } from './errors.js';
+import type { RegistryClient } from './client.js';
+import type { Repository } from './transport.js';
+import type { BlobSource, UploadResult } from './upload.js';
 import { mapParallel } from './parallel.js';
-import { readLayerVariants, recordLayerVariant, recordRepoDigest, type LayerVariant } from './store-layers.js';
+import { readLayerVariants, recordLayerVariant, recordRepoDigest } from './store-layers.js';
 
 export type PushProgress =
   | { readonly type: 'layer'; readonly digest: Digest; readonly size: number; readonly status: 'preparing' | 'exists' | 'mounted' | 'uploading' | 'uploaded' }
@@ -74,13 +75,14 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
   const repo: Repository = dest;
   const repoName = repositoryName(dest);
   const registry = normalizeRegistry(dest.registry);
+  const target: PushTarget = { client, store, repo, registry, repoName };
   const layers = await mapParallel(image.manifest.layers, opts.concurrency ?? 4, signal, async (layer, _i, s) => {
     if (isNondistributableLayer(layer.mediaType)) return layer; // never pushed (media-types.ts)
-    return pushLayer(client, store, repo, registry, repoName, layer, compression, { ...opts, signal: s });
+    return pushLayer(target, layer, compression, { ...opts, signal: s });
   });
 
   const cfg = image.manifest.config;
-  const cfgResult = await uploadFromStore(client, store, repo, cfg.digest, cfg.size, [], opts);
+  const cfgResult = await uploadFromStore(target, cfg, opts);
   opts.onProgress?.({ type: 'config', digest: cfg.digest, status: cfgResult === 'uploaded' ? 'uploaded' : 'exists' });
 
   const manifest: ImageManifest = {
@@ -91,30 +93,33 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
     ...(image.manifest.annotations !== undefined ? { annotations: image.manifest.annotations } : {}),
   };
   const bytes = canonicalJson(manifest);
-  const digest = await client.putManifest(repo, dest.tag ?? 'latest', bytes, OCI_IMAGE_MANIFEST, { signal });
+  const digest = await client.putManifest(repo, { reference: dest.tag ?? 'latest', bytes, mediaType: OCI_IMAGE_MANIFEST, signal });
   const reference = formatReference(dest);
   opts.onProgress?.({ type: 'manifest', digest, reference });
   await recordRepoDigest(store, image.manifestDescriptor.digest, `${repoName}@${digest}`, { signal }).catch(() => undefined);
   return { reference, digest, size: bytes.byteLength };
 }
 
-async function pushLayer(
-  client: RegistryClient,
-  store: Store,
-  repo: Repository,
-  registry: string,
-  repoName: string,
-  layer: Descriptor,
-  compression: LayerCompression,
-  opts: PushOptions,
-): Promise<Descriptor> {
+/** Where a push goes, and what it reads from: shared by every blob of one push. */
+interface PushTarget {
+  readonly client: RegistryClient;
+  readonly store: Store;
+  readonly repo: Repository;
+  /** The destination registry, normalised. */
+  readonly registry: string;
+  /** `registry/repository` of the destination. */
+  readonly repoName: string;
+}
+
+async function pushLayer(target: PushTarget, layer: Descriptor, compression: LayerCompression, opts: PushOptions): Promise<Descriptor> {
+  const { client, store, repo, registry, repoName } = target;
   const { signal } = opts;
   const report = (digest: Digest, size: number, status: 'preparing' | 'exists' | 'mounted' | 'uploading' | 'uploaded'): void =>
     opts.onProgress?.({ type: 'layer', digest, size, status });
   const stored = layerCompression(layer.mediaType);
   if (stored !== 'uncompressed') {
     // Not a store-made layer: push the blob as it is.
-    await uploadFromStore(client, store, repo, layer.digest, layer.size, [], opts);
+    await uploadFromStore(target, layer, opts);
     return layer;
   }
   const diffId = layer.digest;
@@ -134,7 +139,7 @@ async function pushLayer(
       for (const r of here) {
         const from = r.slice(registry.length + 1);
         if (from === repo.repository) continue;
-        if (await client.mountBlob(repo, v.digest, from, { signal })) {
+        if (await client.mountBlob(repo, { digest: v.digest, from, signal })) {
           report(v.digest, v.size, 'mounted');
           await remember(store, diffId, v, repoName, signal);
           return wire(v);
@@ -144,7 +149,7 @@ async function pushLayer(
     // 2. The original compressed blob of a pulled layer, if the store still has it.
     for (const v of variants) {
       if ((await store.blobs.statBlob(v.digest))?.size === v.size) {
-        const result = await uploadFromStore(client, store, repo, v.digest, v.size, [], opts);
+        const result = await uploadFromStore(target, v, opts);
         report(v.digest, v.size, result === 'uploaded' ? 'uploaded' : result);
         await remember(store, diffId, v, repoName, signal);
         return wire(v);
@@ -152,7 +157,7 @@ async function pushLayer(
     }
   }
   if (compression === 'uncompressed') {
-    const result = await uploadFromStore(client, store, repo, diffId, layer.size, [], opts);
+    const result = await uploadFromStore(target, layer, opts);
     report(diffId, layer.size, result === 'uploaded' ? 'uploaded' : result);
     return wire(layer);
   }
@@ -161,7 +166,7 @@ async function pushLayer(
   if (known !== undefined) {
     const v = { ...known, mediaType: layerMediaType('oci', compression) };
     report(v.digest, v.size, 'uploading');
-    const result = await uploadFromStore(client, store, repo, v.digest, v.size, [], opts);
+    const result = await uploadFromStore(target, v, opts);
     report(v.digest, v.size, result === 'uploaded' ? 'uploaded' : result);
     await remember(store, diffId, v, repoName, signal);
     return wire(v);
@@ -169,7 +174,7 @@ async function pushLayer(
   // 4. Compress here, streaming: the gzip output goes to the store and to the registry at once,
   // so compressing and uploading overlap; the digest is known when the stream ends.
   report(diffId, layer.size, 'preparing');
-  const v = await compressAndUpload(client, store, repo, layer, opts);
+  const v = await compressAndUpload(target, layer, opts);
   report(v.digest, v.size, 'uploaded');
   await remember(store, diffId, v, repoName, signal);
   return wire(v);
@@ -182,7 +187,8 @@ async function pushLayer(
  */
 const DEFAULT_GZIP_LEVEL = 6;
 
-async function compressAndUpload(client: RegistryClient, store: Store, repo: Repository, layer: Descriptor, opts: PushOptions): Promise<{ digest: Digest; size: number; mediaType: string }> {
+async function compressAndUpload(target: PushTarget, layer: Descriptor, opts: PushOptions): Promise<{ digest: Digest; size: number; mediaType: string }> {
+  const { client, store, repo } = target;
   const { signal } = opts;
   const mediaType = layerMediaType('oci', 'gzip');
   // Read in 1 MiB pieces (the fs default is 64 KiB): fewer hand-offs; gzip cuts them into
@@ -206,28 +212,30 @@ async function compressAndUpload(client: RegistryClient, store: Store, repo: Rep
   if (toWire !== undefined) gzip.pipe(toWire);
   const stored = store.blobs.putBlob(toStore, { signal });
   stored.catch(() => undefined);
-  let uploaded: { digest: Digest; size: number } | undefined;
   if (toWire !== undefined) {
     try {
-      uploaded = await client.uploadStreamed(repo, toWire, () => stored, { signal });
+      await client.uploadStreamed(repo, {
+        body: toWire,
+        finish: () => stored,
+        // After a failed attempt: let the store side finish on its own, and upload that copy.
+        fallback: async () => {
+          gzip.unpipe(toWire);
+          toWire.destroy();
+          const info = await stored;
+          return { ...info, source: storeSource(store, info.digest) };
+        },
+        signal,
+      });
     } catch (e) {
-      // Let the store side finish on its own, then upload the stored copy with retries.
       gzip.unpipe(toWire);
       toWire.destroy();
-      if (isAbortError(e)) {
-        src.destroy();
-        throw e;
-      }
-      if (e instanceof TsbuildError && !(e instanceof RegistryError && e.temporary)) {
-        // A permanent refusal (denied, unauthorised): retrying with the same bytes cannot help.
-        src.destroy();
-        throw e;
-      }
+      src.destroy();
+      throw e;
     }
   }
   const info = await stored;
   await rememberCompressedLayer(store, layer.digest, `gzip-${level}`, info, { signal });
-  if (uploaded === undefined) await uploadFromStore(client, store, repo, info.digest, info.size, [], opts);
+  if (toWire === undefined) await uploadFromStore(target, info, opts);
   return { digest: info.digest, size: info.size, mediaType };
 }
 
@@ -240,27 +248,19 @@ async function remember(store: Store, diffId: Digest, v: { digest: Digest; size:
 }
 
 /** HEAD, then upload from the store if the repository lacks the blob. */
-async function uploadFromStore(
-  client: RegistryClient,
-  store: Store,
-  repo: Repository,
-  digest: Digest,
-  size: number,
-  mountFrom: readonly string[],
-  opts: PushOptions,
-): Promise<UploadResult> {
+async function uploadFromStore(target: PushTarget, blob: { readonly digest: Digest; readonly size: number }, opts: PushOptions): Promise<UploadResult> {
+  const { client, store, repo } = target;
+  const { digest, size } = blob;
   if ((await client.blobSize(repo, digest, { signal: opts.signal, forPush: true })) !== undefined) return 'exists';
+  return client.uploadBlob({ repo, digest, size, source: storeSource(store, digest), signal: opts.signal, chunkSize: opts.chunkSize });
+}
+
+/** Windows of a stored blob, read as an upload asks for them. */
+function storeSource(store: Store, digest: Digest): BlobSource {
   const path = store.blobs.blobPath(digest);
-  const source: BlobSource = async (start, end, signal) => {
+  return async (start, end, signal) => {
     signal?.throwIfAborted();
     if (end <= start) return Readable.from([]);
     return createReadStream(path, { start, end: end - 1, highWaterMark: 1024 * 1024 });
   };
-  return client.uploadBlob(repo, digest, size, source, {
-    signal: opts.signal,
-    chunkSize: opts.chunkSize,
-    mountFrom,
-  });
 }
-
-

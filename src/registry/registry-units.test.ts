@@ -5,7 +5,10 @@ import { describe, expect, it } from 'vitest';
 import { parseChallenges } from './challenge.js';
 import { authFileCredentials, authFilesFromEnv, removeCredential, saveCredential, type HelperRunner } from './credentials.js';
 import { RegistryError, parseRetryAfter, responseError, transportError } from './errors.js';
-import { DEFAULT_RETRY_POLICY, retryDelayMs } from './retry.js';
+import { DEFAULT_RETRY_POLICY, RetryBudget, retryDelayMs } from './retry.js';
+import { parseLayerSources, parseRepoDigests, readLayerVariants, readRepoDigests, recordLayerVariant, recordRepoDigest } from './store-layers.js';
+import type { Digest } from '../oci/index.js';
+import { openStore } from '../store/index.js';
 
 const ctx = { what: 'manifest r.example/a:b', registry: 'r.example' };
 
@@ -128,6 +131,62 @@ describe('credentials files', () => {
       expect(await fs.readFile(file, 'utf8')).not.toContain(Buffer.from('u:p').toString('base64'));
       await removeCredential(file, 'docker.io', { runHelper });
       expect(calls).toEqual(['pass store https://index.docker.io/v1/', 'pass erase https://index.docker.io/v1/']);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('retry budget', () => {
+  const policy = { ...DEFAULT_RETRY_POLICY, attempts: 3, baseDelayMs: 1, maxDelayMs: 1 };
+  const temp = (): RegistryError => responseError(503, '', undefined, ctx);
+
+  it('tries a failing step exactly the policy attempts, and an error it gave up on stays final', async () => {
+    const budget = new RetryBudget(policy);
+    const err = temp();
+    await budget.failed(err, 'chunk');
+    await budget.failed(err, 'chunk');
+    await expect(budget.failed(err, 'chunk')).rejects.toBe(err);
+    // A loop around the step that reports the same error again (another step) gets it back at once.
+    await expect(budget.failed(err, 'session')).rejects.toBe(err);
+    // Other steps keep their own count; progress starts a step afresh.
+    await budget.failed(temp(), 'session');
+    budget.progressed('chunk');
+    await budget.failed(temp(), 'chunk');
+  });
+
+  it('never retries a permanent error', async () => {
+    const budget = new RetryBudget(policy);
+    const err = responseError(404, '', undefined, ctx);
+    await expect(budget.failed(err)).rejects.toBe(err);
+  });
+});
+
+describe('store records of registry facts', () => {
+  const d = (c: string): Digest => `sha256:${c.repeat(64)}` as Digest;
+
+  it('parse only well-formed entries, from any JSON', () => {
+    expect(parseLayerSources(undefined)).toEqual({ variants: [] });
+    expect(parseLayerSources({ variants: 'x' })).toEqual({ variants: [] });
+    const good = { digest: d('a'), size: 3, mediaType: 'm', repositories: ['r/a', 7] };
+    expect(parseLayerSources({ variants: [good, { ...good, digest: 'nope' }, null, { ...good, size: '3' }] })).toEqual({ variants: [{ ...good, repositories: ['r/a'] }] });
+    expect(parseRepoDigests([1])).toEqual({});
+    expect(parseRepoDigests({ [d('b')]: ['r/a@x', 1], notadigest: ['r/b@y'], [d('c')]: 'r/c@z' })).toEqual({ [d('b')]: ['r/a@x'] });
+  });
+
+  it('round-trip through a store: one repo digest per repository, the latest repositories first', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tsbuild-records-'));
+    try {
+      const store = await openStore(dir);
+      await recordRepoDigest(store, d('1'), `r/a@${d('2')}`);
+      await recordRepoDigest(store, d('1'), `r/b@${d('3')}`);
+      await recordRepoDigest(store, d('1'), `r/a@${d('4')}`);
+      expect(await readRepoDigests(store, d('1'))).toEqual([`r/a@${d('4')}`, `r/b@${d('3')}`]);
+      const v = { digest: d('5'), size: 10, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' };
+      await recordLayerVariant(store, d('6'), v, 'r/a');
+      await recordLayerVariant(store, d('6'), v, 'r/b');
+      await recordLayerVariant(store, d('6'), v, 'r/a');
+      expect(await readLayerVariants(store, d('6'))).toEqual([{ ...v, repositories: ['r/a', 'r/b'] }]);
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }

@@ -37,17 +37,51 @@ export interface RetryHooks {
   readonly onRetry?: (err: unknown, retry: number, waitMs: number) => void;
 }
 
-/** Run `fn` until it succeeds, fails permanently, or the attempts are used up. */
-export async function withRetries<T>(policy: RetryPolicy, fn: (attempt: number) => Promise<T>, hooks: RetryHooks = {}): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn(attempt);
-    } catch (e) {
-      const wait = retryDelayMs(policy, attempt, e);
-      if (wait === undefined) throw e;
-      hooks.onRetry?.(e, attempt, wait);
-      await sleep(wait, hooks.signal);
+/**
+ * The retry budget of one operation (one manifest GET, one blob download with its resumes, one
+ * blob upload with its sessions): the only place that decides whether to try again, from the
+ * error's `temporary` flag alone.
+ *
+ * Contract: every attempt of the operation, at whatever depth it is made, reports its failure to
+ * the same budget, naming its step (`transfer`, `chunk`, `session`, ...). A step that keeps
+ * failing is tried exactly `policy.attempts` times; an error the budget gave up on is final, so a
+ * loop around the failed step that reports it again gets it back at once (no retry loop can
+ * multiply another). `progressed(step)` starts a step's count afresh when the operation moved
+ * forward (bytes received, a chunk accepted): the count bounds failures in a row.
+ */
+export class RetryBudget {
+  readonly #policy: RetryPolicy;
+  readonly #hooks: RetryHooks;
+  readonly #failures = new Map<string, number>();
+  readonly #gaveUp = new WeakSet<object>();
+
+  constructor(policy: RetryPolicy, hooks: RetryHooks = {}) {
+    this.#policy = policy;
+    this.#hooks = hooks;
+  }
+
+  /** One attempt only: for a request whose body cannot be replayed, or a best-effort cancel. */
+  static single(): RetryBudget {
+    return new RetryBudget({ ...DEFAULT_RETRY_POLICY, attempts: 1 });
+  }
+
+  /** After a failed attempt at `step`: wait and return (try again), or throw `err` (give up). */
+  async failed(err: unknown, step = 'request'): Promise<void> {
+    const final = typeof err === 'object' && err !== null && this.#gaveUp.has(err);
+    const retry = (this.#failures.get(step) ?? 0) + 1;
+    const wait = final ? undefined : retryDelayMs(this.#policy, retry, err);
+    if (wait === undefined) {
+      if (typeof err === 'object' && err !== null) this.#gaveUp.add(err);
+      throw err;
     }
+    this.#failures.set(step, retry);
+    this.#hooks.onRetry?.(err, retry, wait);
+    await sleep(wait, this.#hooks.signal);
+  }
+
+  /** `step` moved forward: its next failure is the first of a new streak. */
+  progressed(step = 'request'): void {
+    this.#failures.delete(step);
   }
 }
 

@@ -1,14 +1,23 @@
 import { digestHex, isDigest, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
-export { storeUncompressedLayer, writeStoreManifest } from '../store/index.js';
 
 /**
- * Store records of registry facts (storing layers and manifests lives in store/adopt-layers.ts):
+ * Store records of registry facts, owned here (storing layers and manifests lives in
+ * store/adopt-layers.ts). Each record is a meta document with a type and a parse function that
+ * accepts any JSON value and keeps only well-formed entries: a record written by another
+ * version, or damaged, reads as less knowledge, never as an error.
  *
- *  - layer sources: which compressed blobs of which repositories hold a diff ID, so a push can
- *    skip, mount or reuse them instead of compressing again.
- *  - repo digests: the digests registries know an image by (docker inspect's RepoDigests).
+ *  - layer sources (`layer-sources.<hex of the diff ID>`): which compressed blobs of which
+ *    repositories hold a layer, so a push can skip, mount or reuse them instead of compressing
+ *    again.
+ *  - repo digests (`repo-digests`): the digests registries know an image by (docker inspect's
+ *    RepoDigests).
+ *
+ * cli/commands/images.ts and inspect.ts import this file itself, not the folder's front door:
+ * listing images must not load undici.
  */
+
+type SignalOption = { readonly signal?: AbortSignal | undefined };
 
 // ---- layer sources -----------------------------------------------------------------------------
 
@@ -17,19 +26,38 @@ export interface LayerVariant {
   readonly digest: Digest;
   readonly size: number;
   readonly mediaType: string;
-  /** `registry/repository` names. */
+  /** `registry/repository` names, most recent first. */
   readonly repositories: readonly string[];
+}
+
+/** The record `layer-sources.<hex>`: the known compressed forms of one layer. */
+export interface LayerSourcesRecord {
+  readonly variants: readonly LayerVariant[];
 }
 
 const MAX_REPOS_PER_VARIANT = 16;
 
-function sourcesMeta(diffId: Digest): string {
+function layerSourcesName(diffId: Digest): string {
   return `layer-sources.${digestHex(diffId)}`;
 }
 
+export function parseLayerSources(value: unknown): LayerSourcesRecord {
+  const field = isRecord(value) ? value['variants'] : undefined;
+  if (!Array.isArray(field)) return { variants: [] };
+  const list: readonly unknown[] = field;
+  const variants: LayerVariant[] = [];
+  for (const v of list) {
+    if (!isRecord(v)) continue;
+    const { digest, size, mediaType, repositories } = v;
+    if (typeof digest !== 'string' || !isDigest(digest) || typeof size !== 'number' || typeof mediaType !== 'string' || !Array.isArray(repositories)) continue;
+    variants.push({ digest, size, mediaType, repositories: stringsOf(repositories) });
+  }
+  return { variants };
+}
+
 /** The known compressed forms of a layer. */
-export async function readLayerVariants(store: Store, diffId: Digest, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<LayerVariant[]> {
-  return parseVariants(await store.readMeta(sourcesMeta(diffId), { signal: opts.signal }));
+export async function readLayerVariants(store: Store, diffId: Digest, opts: SignalOption = {}): Promise<LayerVariant[]> {
+  return [...parseLayerSources(await store.readMeta(layerSourcesName(diffId), { signal: opts.signal })).variants];
 }
 
 /** Remember that `repository` (registry/repo) has `variant` of layer `diffId`. */
@@ -38,12 +66,12 @@ export async function recordLayerVariant(
   diffId: Digest,
   variant: { readonly digest: Digest; readonly size: number; readonly mediaType: string },
   repository: string,
-  opts: { readonly signal?: AbortSignal | undefined } = {},
+  opts: SignalOption = {},
 ): Promise<void> {
   await store.updateMeta(
-    sourcesMeta(diffId),
-    (cur) => {
-      const variants = parseVariants(cur);
+    layerSourcesName(diffId),
+    (cur): LayerSourcesRecord => {
+      const variants = [...parseLayerSources(cur).variants];
       const i = variants.findIndex((v) => v.digest === variant.digest);
       const prev = i === -1 ? [] : (variants[i]?.repositories ?? []);
       const repositories = [repository, ...prev.filter((r) => r !== repository)].slice(0, MAX_REPOS_PER_VARIANT);
@@ -56,44 +84,52 @@ export async function recordLayerVariant(
   );
 }
 
-function parseVariants(value: unknown): LayerVariant[] {
-  const list = (value as { variants?: unknown } | undefined)?.variants;
-  if (!Array.isArray(list)) return [];
-  const out: LayerVariant[] = [];
-  for (const v of list) {
-    const o = v as Partial<Record<keyof LayerVariant, unknown>>;
-    if (typeof o.digest !== 'string' || !isDigest(o.digest) || typeof o.size !== 'number' || typeof o.mediaType !== 'string' || !Array.isArray(o.repositories)) continue;
-    out.push({ digest: o.digest, size: o.size, mediaType: o.mediaType, repositories: o.repositories.filter((r): r is string => typeof r === 'string') });
+// ---- repo digests ------------------------------------------------------------------------------
+
+/** The record `repo-digests`: store manifest digest -> `registry/repository@digest` names, most recent first. */
+export type RepoDigestsRecord = Readonly<Record<string, readonly string[]>>;
+
+const REPO_DIGESTS_META = 'repo-digests';
+
+export function parseRepoDigests(value: unknown): RepoDigestsRecord {
+  const out: Record<string, readonly string[]> = {};
+  if (!isRecord(value)) return out;
+  for (const [manifest, names] of Object.entries(value)) {
+    if (!isDigest(manifest) || !Array.isArray(names)) continue;
+    const list: readonly unknown[] = names;
+    out[manifest] = stringsOf(list);
   }
   return out;
 }
 
-// ---- repo digests ------------------------------------------------------------------------------
-
-const REPO_DIGESTS_META = 'repo-digests';
-
 /**
  * Remember that the store image `localManifest` is `repository@digest` in a registry
  * (docker inspect's RepoDigests): the registry's manifest or index digest, which differs from
- * the store's own manifest (uncompressed layers).
+ * the store's own manifest (uncompressed layers). One name per repository: the latest.
  */
-export async function recordRepoDigest(store: Store, localManifest: Digest, repoDigest: string, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<void> {
+export async function recordRepoDigest(store: Store, localManifest: Digest, repoDigest: string, opts: SignalOption = {}): Promise<void> {
   await store.updateMeta(
     REPO_DIGESTS_META,
-    (cur) => {
-      const all = typeof cur === 'object' && cur !== null ? { ...(cur as Record<string, unknown>) } : {};
-      const list = Array.isArray(all[localManifest]) ? (all[localManifest] as unknown[]).filter((x): x is string => typeof x === 'string') : [];
+    (cur): RepoDigestsRecord => {
+      const all = parseRepoDigests(cur);
       const repo = repoDigest.slice(0, repoDigest.indexOf('@'));
-      all[localManifest] = [repoDigest, ...list.filter((x) => !x.startsWith(`${repo}@`))];
-      return all;
+      return { ...all, [localManifest]: [repoDigest, ...(all[localManifest] ?? []).filter((x) => !x.startsWith(`${repo}@`))] };
     },
     { signal: opts.signal },
   );
 }
 
 /** `registry/repository@digest` names of a store image. */
-export async function readRepoDigests(store: Store, localManifest: Digest, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<string[]> {
-  const all = await store.readMeta(REPO_DIGESTS_META, { signal: opts.signal });
-  const list = typeof all === 'object' && all !== null ? (all as Record<string, unknown>)[localManifest] : undefined;
-  return Array.isArray(list) ? list.filter((x): x is string => typeof x === 'string') : [];
+export async function readRepoDigests(store: Store, localManifest: Digest, opts: SignalOption = {}): Promise<string[]> {
+  return [...(parseRepoDigests(await store.readMeta(REPO_DIGESTS_META, { signal: opts.signal }))[localManifest] ?? [])];
+}
+
+// ---- parsing helpers ---------------------------------------------------------------------------
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function stringsOf(list: readonly unknown[]): string[] {
+  return list.filter((x): x is string => typeof x === 'string');
 }

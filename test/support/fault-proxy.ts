@@ -33,6 +33,8 @@ export interface FaultRule {
   readonly respond?: { readonly status: number; readonly headers?: Record<string, string>; readonly body?: Buffer | string };
   /** Always this fault for matching requests. */
   readonly fault?: FaultKind;
+  /** With fault 'corrupt': the offset in the body of the byte changed (default: the middle of the first chunk). */
+  readonly corruptOffset?: number;
 }
 
 export interface FaultProxyOptions {
@@ -108,6 +110,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     shape: 'none' | 'truncate' | 'corrupt' | 'slow',
     headers: http.OutgoingHttpHeaders = req.headers,
     path = req.url ?? '/',
+    corruptOffset?: number,
   ): void => {
     const up = mod.request(
       { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path, headers, agent },
@@ -137,8 +140,14 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
             return;
           }
           if (shape === 'corrupt' && !flipped && chunk.byteLength > 0) {
+            const at = corruptOffset === undefined ? Math.floor(chunk.byteLength / 2) : corruptOffset - sent;
+            sent += chunk.byteLength;
+            if (at >= chunk.byteLength) {
+              res.write(chunk);
+              return;
+            }
             const c = Buffer.from(chunk);
-            c[Math.floor(c.byteLength / 2)] = (c[Math.floor(c.byteLength / 2)] ?? 0) ^ 0xff;
+            c[at] = (c[at] ?? 0) ^ 0xff;
             flipped = true;
             res.write(c);
             return;
@@ -248,7 +257,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       case 'truncate':
       case 'corrupt':
       case 'slow':
-        forward(req, res, fault, { ...req.headers });
+        forward(req, res, fault, { ...req.headers }, path, rule?.corruptOffset);
         return;
       case undefined:
         forward(req, res, 'none', { ...req.headers });
