@@ -116,4 +116,15 @@ describe('import rules', () => {
     expect(inner.filter((i) => !INNER_IMPORTS_TO_MOVE.includes(i)), 'imports of another folder\'s inner file').toEqual([]);
     expect(INNER_IMPORTS_TO_MOVE.filter((i) => !inner.includes(i)), 'INNER_IMPORTS_TO_MOVE entries that no longer occur: remove them').toEqual([]);
   });
+
+  it('makes a Digest only in oci/digest.ts: no cast turns a string into one', async () => {
+    // Digest is nominal so that unchecked text cannot stand for a digest; a cast would undo that.
+    const casts: string[] = [];
+    for (const file of [...(await sources(path.join(repoRoot, 'src'))), ...(await sources(path.join(repoRoot, 'cmd')))]) {
+      if (file === path.join(repoRoot, 'src', 'oci', 'digest.ts')) continue;
+      const text = await fs.readFile(file, 'utf8');
+      for (const m of text.matchAll(/\bas\s+(?:unknown\s+as\s+)?Digest\b/g)) casts.push(`${path.relative(repoRoot, file)}:${text.slice(0, m.index).split('\n').length}`);
+    }
+    expect(casts, 'use isDigest/parseDigest, or a hasher').toEqual([]);
+  });
 });
