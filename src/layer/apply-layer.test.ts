@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { pack as tarPack } from 'tar-stream';
 import { applyLayer } from './apply-layer.js';
 import { layerFromDirectory } from './layer-from-directory.js';
-import { snapshotTree, type TreeNode } from './tree-snapshot.js';
+import { snapshotTree, type TreeNode } from './test-tree-snapshot.js';
 import { writeLayer, type LayerEntry } from './write-layer.js';
 
 const isRoot = process.getuid?.() === 0;

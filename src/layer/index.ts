@@ -8,13 +8,11 @@ export { writeLayer, layerTarStream, layerTarChunks, normaliseLayerPath, WHITEOU
 export type { LayerEntry, LayerEntryType, WriteLayerOptions, WrittenLayer } from './write-layer.js';
 export { layerFromDirectory } from './layer-from-directory.js';
 export type { LayerFromDirectoryOptions } from './layer-from-directory.js';
-export { compressLayer, writeCompressedLayer, sniffLayerCompression } from './compress.js';
+export { compressLayer, sniffLayerCompression } from './compress.js';
 export type { CompressLayerOptions, CompressedLayer, LayerCompression } from './compress.js';
 export { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
 export { applyLayer } from './apply-layer.js';
 export type { ApplyLayerOptions, AppliedLayer, ApplyLayerOptions as ApplyOptions } from './apply-layer.js';
-export { snapshotTree } from './tree-snapshot.js';
-export type { TreeNode } from './tree-snapshot.js';
 export { cleanEntryName, resolveInRoot } from './root-path.js';
 export { indexLayer, readLayerFile, cleanTarPath } from './layer-index.js';
 export type { IndexedEntry, LayerIndex } from './layer-index.js';
