@@ -50,7 +50,7 @@ export async function listStoreImages(store: Store, opts: Options = {}): Promise
   return [...tagged, ...dangling];
 }
 
-export function imageSize(image: LocalImage): number {
+function imageSize(image: LocalImage): number {
   return image.manifest.layers.reduce((n, l) => n + l.size, 0);
 }
 

@@ -2,14 +2,14 @@
  * The Dockerfile front end: text -> syntax tree with line ranges -> typed instructions ->
  * stages, and BuildKit's parse dump. Pure: nothing here touches files, network or processes.
  */
-export { parseDockerfile, MAX_LINE_BYTES } from './parser.js';
+export { parseDockerfile } from './parser.js';
 export type { Node, ParsedDockerfile, ParseOptions, Directives, EscapeToken, Heredoc } from './parser.js';
-export { dumpDockerfile, dumpNode } from './dump.js';
+export { dumpDockerfile } from './dump.js';
 export { directiveWarnings, parseCheckOptions } from './directives.js';
 export type { CheckOptions } from './directives.js';
 export { chompHeredocContent, parseHeredocWord } from './heredoc.js';
 export type { HeredocMarker } from './heredoc.js';
-export { toInstruction, toInstructions, INSTRUCTION_KINDS } from './instructions.js';
+export { toInstruction, toInstructions } from './instructions.js';
 export type {
   Instruction,
   InstructionKind,

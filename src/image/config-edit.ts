@@ -7,7 +7,7 @@ import type { ContainerConfig, Healthcheck, HistoryEntry, ImageConfig } from '..
  * reference and BuildKit's dispatchers (frontend/dockerfile/dockerfile2llb/convert.go).
  */
 
-export function containerConfig(config: ImageConfig): ContainerConfig {
+function containerConfig(config: ImageConfig): ContainerConfig {
   return config.config ?? {};
 }
 
@@ -16,7 +16,7 @@ function withContainer(config: ImageConfig, patch: Partial<ContainerConfig>): Im
 }
 
 /** Env as ordered pairs. */
-export function envPairs(config: ImageConfig): Array<[string, string]> {
+function envPairs(config: ImageConfig): Array<[string, string]> {
   return (containerConfig(config).Env ?? []).map((e) => {
     const eq = e.indexOf('=');
     return eq < 0 ? [e, ''] : [e.slice(0, eq), e.slice(eq + 1)];
@@ -116,7 +116,7 @@ export function addOnBuild(config: ImageConfig, expression: string): ImageConfig
 }
 
 /** The comment BuildKit writes on the history entries of Dockerfile steps. */
-export const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
+const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
 
 export function addHistory(config: ImageConfig, entry: { createdBy: string; emptyLayer: boolean; created?: string | undefined }): ImageConfig {
   const h: HistoryEntry = {

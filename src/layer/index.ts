@@ -4,7 +4,7 @@
  * Front door (STYLE.md 2), with one side door: layer-index.ts, which every build reads (image
  * views, the step cache) without loading the writer, the applier and the gzip workers.
  */
-export { writeLayer, layerTarStream, layerTarChunks, normaliseLayerPath, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
+export { writeLayer, layerTarStream, layerTarChunks, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
 export type { LayerEntry, LayerEntryType, WriteLayerOptions, WrittenLayer } from './write-layer.js';
 export { layerFromDirectory } from './layer-from-directory.js';
 export type { LayerFromDirectoryOptions } from './layer-from-directory.js';
@@ -14,5 +14,5 @@ export { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
 export { applyLayer } from './apply-layer.js';
 export type { ApplyLayerOptions, AppliedLayer, ApplyLayerOptions as ApplyOptions } from './apply-layer.js';
 export { cleanEntryName, resolveInRoot } from './root-path.js';
-export { indexLayer, readLayerFile, cleanTarPath } from './layer-index.js';
+export { indexLayer, readLayerFile } from './layer-index.js';
 export type { IndexedEntry, LayerIndex } from './layer-index.js';

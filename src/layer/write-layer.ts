@@ -294,7 +294,7 @@ function typeFlagOf(t: LayerEntryType): TypeFlag {
 }
 
 /** "./a/b/" and "/a/b" -> "a/b"; rejects "", ".", ".." and empty components. */
-export function normaliseLayerPath(p: string, entryPath: string = p): string {
+function normaliseLayerPath(p: string, entryPath: string = p): string {
   let s = p;
   while (s.startsWith('./')) s = s.slice(2);
   while (s.startsWith('/')) s = s.slice(1);

@@ -39,7 +39,7 @@ import { expansionGetter, located, resolveArgs, runEnvironment, runHistoryArgs, 
 import type { DeclaredArg, StageRefs, StageScope } from './scope.js';
 
 /** BuildKit's default shell on Linux (defaultShell). */
-export const DEFAULT_SHELL: readonly string[] = ['/bin/sh', '-c'];
+const DEFAULT_SHELL: readonly string[] = ['/bin/sh', '-c'];
 
 /** Where files of a COPY/ADD or a RUN mount come from. */
 export type SourceRef =
@@ -275,7 +275,7 @@ export function scopeAfter(scope: StageScope, step: Step): StageScope {
  * name (case-insensitive), `scratch` (an empty source, as BuildKit's unregistered "scratch"
  * state), else an image reference.
  */
-export function resolveFrom(from: string | undefined, refs: StageRefs): SourceRef {
+function resolveFrom(from: string | undefined, refs: StageRefs): SourceRef {
   if (from === undefined || from === '') return { kind: 'context' };
   if (/^[+-]?[0-9]+$/.test(from)) return { kind: 'stage', index: Number(from) };
   const index = refs.names.get(from.toLowerCase());
@@ -737,7 +737,7 @@ function isValidSignal(s: string): boolean {
 }
 
 /** Go time.Duration String for a whole number of milliseconds. */
-export function goDuration(ms: number): string {
+function goDuration(ms: number): string {
   if (ms === 0) return '0s';
   const neg = ms < 0;
   let rest = Math.abs(ms);
