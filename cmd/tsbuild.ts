@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The process edge: signals become one AbortSignal (or go to `run`'s process), main() returns the exit code.
-import { main } from '../src/cli/index.js';
+import { exitWhenSettled, main } from '../src/cli/index.js';
 
 const controller = new AbortController();
 let interrupted = 0;
@@ -20,28 +20,29 @@ const forward = (sig: NodeJS.Signals): void => {
 };
 
 // No top-level await: the bundle (scripts/bundle-cli.mjs) is a CommonJS script.
-void main(process.argv.slice(2), {
-  stdout: process.stdout,
-  stderr: process.stderr,
-  // A getter: process.stdin makes a stream (and a tty or pipe handle) when first read, which
-  // only login --password-stdin, load and import from '-' need.
-  get stdin() {
-    return process.stdin;
-  },
-  env: process.env,
-  cwd: process.cwd(),
-  signal: controller.signal,
-  signals: {
-    subscribe(listener) {
-      // SIGHUP, SIGQUIT and SIGUSR1/2 keep their default action (terminate) when nobody forwards.
-      if (forwardTo.size === 0) for (const sig of FORWARDED) process.on(sig, forward);
-      forwardTo.add(listener);
-      return () => {
-        if (!forwardTo.delete(listener) || forwardTo.size > 0) return;
-        for (const sig of FORWARDED) process.off(sig, forward);
-      };
+// exitWhenSettled: a command that never settles exits 70, not 0.
+exitWhenSettled(
+  main(process.argv.slice(2), {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    // A getter: process.stdin makes a stream (and a tty or pipe handle) when first read, which
+    // only login --password-stdin, load and import from '-' need.
+    get stdin() {
+      return process.stdin;
     },
-  },
-}).then((code) => {
-  process.exitCode = code;
-});
+    env: process.env,
+    cwd: process.cwd(),
+    signal: controller.signal,
+    signals: {
+      subscribe(listener) {
+        // SIGHUP, SIGQUIT and SIGUSR1/2 keep their default action (terminate) when nobody forwards.
+        if (forwardTo.size === 0) for (const sig of FORWARDED) process.on(sig, forward);
+        forwardTo.add(listener);
+        return () => {
+          if (!forwardTo.delete(listener) || forwardTo.size > 0) return;
+          for (const sig of FORWARDED) process.off(sig, forward);
+        };
+      },
+    },
+  }),
+);

@@ -312,6 +312,21 @@ async function crashes() {
   });
   reportKills('crashes', builds, ' (cold --no-cache and cached; COPY 32/24 MiB, RUN writing 8 and 5 MiB, a background sleep, COPY --from)');
 
+  // The runc runtime, on its own: its step must die with tsbuild as bwrap's does (setpriv's
+  // parent-death signal on unshare, runc as PID 1 of its own PID namespace), leaving no runc,
+  // no container process (the background sleep) and no step dir.
+  const runcArgs = ['build', '--no-cache', '--runtime', 'runc', '-t', 'crash-runc:1', ctxs.run];
+  const runcCal = await tsbuild(runcArgs, { root });
+  if (runcCal.code !== 0) throw new Error(`calibration build with runc failed: ${runcCal.stderr}`);
+  const runcKills = await killLoop('build --runtime runc', Math.max(3, Math.round(KILLS / 5)), {
+    root,
+    dirs: [root, work],
+    durMs: () => runcCal.ms,
+    args: () => runcArgs,
+    next: async () => { const n = await tsbuild(runcArgs, { root }); return { ok: n.code === 0, why: n.stderr.slice(-300) }; },
+  });
+  reportKills('crashes', runcKills, ' (RUN under runc, cold: a background sleep and 8 MiB written)');
+
   // push, pull, prune against the real registry.
   const reg = await getRegistry();
   const opRoot = (name) => path.join(work, name);
@@ -678,7 +693,12 @@ async function hostileLayers() {
     ['opaque-whiteout-root', [{ name: '.wh..wh..opq', body: '' }, { name: 'after.txt', body: 'after' }]],
     ['setuid-and-modes', [{ name: 'suid', body: '#!/bin/sh\n', mode: 0o6777 }, { name: 'nodir/', type: '5', mode: 0 }, { name: 'nodir/f', body: 'x' }]],
     ['long-name-pax', [{ name: 'ln', pax: { path: 'a/'.repeat(3000) + 'f' }, body: 'x' }]],
+    // A PAX name, then a name too long to create (ENAMETOOLONG): once a build that exited 0 with nothing.
+    ['pax-then-enametoolong', [{ name: 'p', pax: { path: 'p'.repeat(150) }, body: 'x' }, { name: 'q', pax: { path: `${Array.from({ length: 30 }, (_, i) => String(i).padStart(3, '0') + 'd'.repeat(197)).join('/')}/f` }, body: 'x' }]],
   ];
+  // Layers whose build must succeed, so that the check of their type=local output is not vacuous:
+  // the output then holds no device node and no setuid/setgid file, and the build said so.
+  const mustBuild = new Set(['device-nodes', 'setuid-and-modes']);
   const results = [];
   const dockerfileCtx = path.join(work, 'layers-ctx');
   await writeTree(dockerfileCtx, { 'f.txt': 'f\n' });
@@ -704,9 +724,11 @@ async function hostileLayers() {
     }
     const escapes = fs.readdirSync('/tmp').filter((n) => n.startsWith(`torture-escape-${process.pid}`)).length - before;
     const intact = sentinelIntact();
-    // Inside the output, nothing may be a device node, nothing may be linked to the sentinel.
+    // Must hold for type=local: nothing in the output is a device node, a setuid/setgid file or a
+    // hard link to the sentinel (preserve-special=true is not given).
     let outProblems = [];
-    if (fs.existsSync(out)) {
+    const produced = fs.existsSync(out);
+    if (produced) {
       const sentinelIno = fs.statSync(sentinel).ino;
       for (const f of walk(out)) {
         const st = fs.lstatSync(f);
@@ -717,10 +739,15 @@ async function hostileLayers() {
       fs.rmSync(out, { recursive: true, force: true });
     }
     const f = await tsbuild(['fsck'], { root });
-    const ok = intact && escapes === 0 && f.code === 0 && !l.timedOut && !b.timedOut;
+    // Exit 0 means an output: a build that stops without an error is the worst failure.
+    if (b.code === 0 && !produced) outProblems.push('nothing, yet the build exited 0');
+    if (mustBuild.has(name)) {
+      if (b.code !== 0) outProblems.push('the build failed, so the output was not checked');
+      else if (!/skipped|cleared/.test(b.stderr)) outProblems.push('no warning said what was left out');
+    }
+    const ok = intact && escapes === 0 && f.code === 0 && !l.timedOut && !b.timedOut && outProblems.length === 0;
     results.push({ name, outcome, ok });
-    fig('layers', name, `${outcome}${outProblems.length ? ` [output: ${outProblems.join(', ')}]` : ''}; sentinel ${intact ? 'unchanged' : 'CHANGED'}; escapes ${escapes}; fsck ${f.code === 0 ? 'ok' : 'FAIL'}`, ok);
-    if (outProblems.length) note(`hostile layer ${name}: --output type=local wrote ${outProblems.join(', ')}`);
+    fig('layers', name, `${outcome}; type=local output ${outProblems.length ? `HAS ${outProblems.join(', ')}` : 'has no device, setuid file or sentinel link'}; sentinel ${intact ? 'unchanged' : 'CHANGED'}; escapes ${escapes}; fsck ${f.code === 0 ? 'ok' : 'FAIL'}`, ok);
     if (!intact) {
       fs.rmSync(sentinelDir, { recursive: true, force: true });
       fs.mkdirSync(sentinelDir);
@@ -730,7 +757,7 @@ async function hostileLayers() {
     fs.rmSync(archive, { force: true });
   }
   for (const n of fs.readdirSync('/tmp').filter((n) => n.startsWith(`torture-escape-${process.pid}`))) fs.rmSync(path.join('/tmp', n), { recursive: true, force: true });
-  fig('layers', 'hostile layers refused or contained', `${results.filter((r) => r.ok).length}/${results.length}`, results.every((r) => r.ok));
+  fig('layers', 'hostile layers refused or contained (output without devices or setuid files)', `${results.filter((r) => r.ok).length}/${results.length}`, results.every((r) => r.ok));
 }
 function firstLine(s) {
   return (s.split('\n').find((l) => /error|Error|refus|invalid|unsafe/.test(l)) ?? s.split('\n')[0] ?? '').trim().slice(0, 140);

@@ -125,7 +125,8 @@ describe('config instructions', () => {
     const out = path.join(work, 'rootfs.tar');
     await build('app', `type=tar,dest=${out}`);
     const listing = (await tool('tar', ['--numeric-owner', '-tvf', out])).stdout;
-    expect(listing).toMatch(/^d\S+ 0\/0 .* srv\/app\/$/m);
+    // Made after USER nobody: owned by it, as BuildKit's mkdir WithUser (build-parity.test.ts).
+    expect(listing).toMatch(/^d\S+ 65534\/65534 .* srv\/app\/$/m);
     expect(listing).toMatch(/^-rw-r--r-- 1\/65534 .* srv\/app\/a\.txt$/m); // daemon:nogroup
     expect(listing).toMatch(/^-rw-r--r-- 65534\/65534 .* owned\/b\.txt$/m); // nobody, its passwd group
     expect(listing).toMatch(/^-rw------- 7\/8 .* numeric$/m);

@@ -172,3 +172,31 @@ export async function main(rawArgv: readonly string[], io: Io): Promise<number> 
   logger?.flush();
   return exitCode;
 }
+
+/**
+ * Sets the process's exit code from `run` once it settles. A command whose promise never
+ * settles (a lost callback somewhere below) would otherwise let the event loop drain and the
+ * process exit 0 having done nothing, which a CI job takes for success. So if the loop drains
+ * first, this says so and exits 70 (internal error): any such bug is loud.
+ */
+export function exitWhenSettled(run: Promise<number>, proc: Pick<NodeJS.Process, 'once' | 'stderr' | 'exitCode'> = process): void {
+  let settled = false;
+  // 'beforeExit' fires only when nothing is left to do: never while a build still works.
+  proc.once('beforeExit', () => {
+    if (settled) return;
+    proc.stderr.write('internal error (this is a bug in tsbuild, please report it):\nthe command stopped before it finished: it produced no result and no error\n');
+    proc.exitCode = EXIT.internal;
+  });
+  run.then(
+    (code) => {
+      settled = true;
+      proc.exitCode = code;
+    },
+    (err: unknown) => {
+      // main() renders every error itself; a rejection here is a bug of main().
+      settled = true;
+      proc.stderr.write(renderError(err).text);
+      proc.exitCode = EXIT.internal;
+    },
+  );
+}

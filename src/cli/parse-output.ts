@@ -39,8 +39,12 @@ export function parseOutputFlag(value: string, cwd: string): OutputSpec {
       return { type: 'oci-layout', dest: needDest(), compression };
     case 'docker':
       return { type: 'docker', dest: needDest(), compression };
-    case 'local':
-      return { type: 'local', dest: needDest() };
+    case 'local': {
+      // Off by default: the image's device nodes and setuid files are not created on the host.
+      const preserve = fields.get('preserve-special');
+      if (preserve !== undefined && preserve !== 'true' && preserve !== 'false') throw usage(`preserve-special must be true or false, not ${JSON.stringify(preserve)}`);
+      return { type: 'local', dest: needDest(), ...(preserve === 'true' ? { preserveSpecial: true } : {}) };
+    }
     case 'tar':
       return { type: 'tar', dest: needDest() };
     case undefined:

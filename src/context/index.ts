@@ -2,3 +2,5 @@ export type { IgnorePattern, MatchInfo } from './dockerignore.js';
 export { IgnoreMatcher, parseDockerignore, patternsFromList, readDockerignore, readIgnoreLines } from './dockerignore.js';
 export type { ContextEntry, WalkContextOptions } from './walk.js';
 export { walkContext } from './walk.js';
+export { printableName, readDirectoryNames } from './file-names.js';
+export type { DirectoryNames } from './file-names.js';

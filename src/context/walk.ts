@@ -13,10 +13,11 @@
  * The context root itself is not yielded.
  */
 import type { Stats } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import type { IgnoreMatcher, MatchInfo } from './dockerignore.js';
+import { readDirectoryNames } from './file-names.js';
 
 export interface ContextEntry {
   /** Slash-separated path relative to the context root, no leading `./`. */
@@ -24,6 +25,12 @@ export interface ContextEntry {
   readonly absPath: string;
   readonly type: 'file' | 'dir' | 'symlink' | 'other';
   readonly stat: Stats;
+  /**
+   * Set when the entry's name is not valid UTF-8: its bytes, relative to the context root.
+   * relPath and absPath then hold a lossy decoding that names no file (see file-names.ts); a
+   * consumer must refuse the entry rather than drop it. Such a directory is not entered.
+   */
+  readonly invalidName?: Buffer;
 }
 
 export interface WalkContextOptions {
@@ -91,11 +98,12 @@ async function* walkDir(
   signal: AbortSignal | undefined,
 ): AsyncGenerator<ContextEntry> {
   signal?.throwIfAborted();
-  // Known debt: names that are not valid UTF-8 come back from readdir altered, so their lstat
-  // fails with ENOENT and they are skipped; reading names as Buffers would fix it.
+  // Names that are not valid UTF-8 are read as bytes and yielded marked (invalidName), so a
+  // COPY of them fails loudly instead of leaving them out (file-names.ts).
   let names: string[];
+  let invalid: Awaited<ReturnType<typeof readDirectoryNames>>['invalid'];
   try {
-    names = await readdir(absDir);
+    ({ names, invalid } = await readDirectoryNames(absDir));
   } catch (e) {
     if (isGone(e) || (excludedDir && isPermission(e))) return;
     throw unreadable(absDir, e);
@@ -115,6 +123,19 @@ async function* walkDir(
   signal?.throwIfAborted();
 
   const children: Child[] = [];
+  for (const bad of invalid) {
+    const rawAbs = Buffer.concat([Buffer.from(`${absDir}/`), bad.raw]);
+    const stat = await lstat(rawAbs).catch((e: unknown) => {
+      if (isGone(e) || (excludedDir && isPermission(e))) return undefined;
+      throw unreadable(rawAbs.toString('utf8'), e);
+    });
+    if (stat === undefined) continue;
+    const relPath = relDir === '' ? bad.lossy : `${relDir}/${bad.lossy}`;
+    const m = matcher.matchesUsingParent(relPath, relDir === '' ? undefined : info);
+    const invalidName = Buffer.concat([Buffer.from(relDir === '' ? '' : `${relDir}/`), bad.raw]);
+    // As a non-directory: a lossy absPath cannot be entered.
+    children.push({ entry: { relPath, absPath: path.join(absDir, bad.lossy), type: stat.isDirectory() ? 'other' : typeOf(stat), stat, invalidName }, excluded: m.excluded, info: m.info });
+  }
   names.forEach((name, i) => {
     const stat = stats[i];
     if (stat === undefined) return;

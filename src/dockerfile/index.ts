@@ -6,6 +6,8 @@ export { parseDockerfile } from './parser.js';
 export type { Node, ParsedDockerfile, ParseOptions, Directives, EscapeToken, Heredoc } from './parser.js';
 export { dumpDockerfile } from './dump.js';
 export { directiveWarnings, parseCheckOptions } from './directives.js';
+export { looksLikeSecretName, secretNameWarnings, SECRETS_USED_IN_ARG_OR_ENV } from './secret-names.js';
+export type { SecretNameWarning } from './secret-names.js';
 export type { CheckOptions } from './directives.js';
 export { chompHeredocContent, parseHeredocWord } from './heredoc.js';
 export type { HeredocMarker } from './heredoc.js';

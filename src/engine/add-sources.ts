@@ -5,41 +5,31 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import { DigestStream, isDigest } from '../oci/index.js';
+import type { ArchiveKind } from './archive-sniff.js';
 
 /** Is this a URL ADD fetches (http/https), as opposed to a context path? */
 export function isRemoteSource(s: string): boolean {
   return /^https?:\/\//i.test(s);
 }
 
-type ArchiveKind = 'tar' | 'gzip' | 'bzip2' | 'xz';
-
 /**
  * Detects the local archives ADD unpacks (reference: "Adding local tar archives"): tar,
- * optionally gzip, bzip2 or xz compressed, recognised by content, never by name.
+ * optionally gzip, bzip2, xz or zstd compressed, recognised by content, never by name; a
+ * compressed file that is not a tar inside is copied as it is (archive-sniff.ts).
  */
-export async function archiveKind(file: string): Promise<ArchiveKind | undefined> {
-  const h = await fsp.open(file, 'r');
-  try {
-    const buf = Buffer.alloc(512);
-    const { bytesRead } = await h.read(buf, 0, 512, 0);
-    const b = buf.subarray(0, bytesRead);
-    if (b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b) return 'gzip';
-    if (b.length >= 3 && b.subarray(0, 3).toString('latin1') === 'BZh') return 'bzip2';
-    if (b.length >= 6 && b.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return 'xz';
-    if (b.length >= 262 && b.subarray(257, 262).toString('latin1') === 'ustar') return 'tar';
-    return undefined;
-  } finally {
-    await h.close();
-  }
+export async function archiveKind(file: string, signal?: AbortSignal): Promise<ArchiveKind | undefined> {
+  // Loaded on use, like the decompressors below: most COPY and ADD steps unpack nothing.
+  const { sniffArchive } = await import('./archive-sniff.js');
+  return sniffArchive(file, signal);
 }
 
 /**
- * Decompresses a bzip2/xz archive with the system tool into a temp tar next to `dir`
- * (zlib has neither). Going through a file keeps the tool's exit status authoritative:
+ * Decompresses a bzip2/xz/zstd archive with the system tool into a temp tar next to `dir`
+ * (Node 20's zlib has none of them). Going through a file keeps the tool's exit status authoritative:
  * a failed decompression is an error, never a silently short tar.
  */
-async function decompressToFile(file: string, kind: 'bzip2' | 'xz', out: string, signal?: AbortSignal): Promise<void> {
-  const tool = kind === 'bzip2' ? 'bzip2' : 'xz';
+async function decompressToFile(file: string, kind: 'bzip2' | 'xz' | 'zstd', out: string, signal?: AbortSignal): Promise<void> {
+  const tool = kind;
   // Loaded on use: every COPY loads this module, few ADD a bzip2/xz archive.
   const { spawn } = await import('node:child_process');
   const fh = await fsp.open(out, 'w', 0o600);
@@ -64,7 +54,7 @@ export async function unpackArchive(file: string, kind: ArchiveKind, dir: string
   const tmpTar = `${dir}.tar`;
   try {
     let source = file;
-    if (kind === 'bzip2' || kind === 'xz') {
+    if (kind === 'bzip2' || kind === 'xz' || kind === 'zstd') {
       await decompressToFile(file, kind, tmpTar, signal);
       source = tmpTar;
     }

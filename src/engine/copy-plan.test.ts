@@ -24,6 +24,13 @@ beforeAll(async () => {
   await fs.symlink(path.join(outside, 'secret'), path.join(ctx, 'escape'));
   await fs.symlink('../../', path.join(ctx, 'up'));
   await fs.symlink('a.txt', path.join(ctx, 'alias'));
+  await fs.mkdir(path.join(ctx, 'linked/deeper'), { recursive: true });
+  await fs.writeFile(path.join(ctx, 'linked/one'), 'same inode');
+  await fs.link(path.join(ctx, 'linked/one'), path.join(ctx, 'linked/two'));
+  await fs.link(path.join(ctx, 'linked/one'), path.join(ctx, 'linked/deeper/three'));
+  await fs.mkdir(path.join(ctx, 'store'));
+  await fs.writeFile(path.join(ctx, 'store/real'), 'in the stage');
+  await fs.symlink('/store/real', path.join(ctx, 'abs'));
 });
 afterAll(async () => {
   await fs.rm(ctx, { recursive: true, force: true });
@@ -98,6 +105,41 @@ describe('COPY planning', () => {
     } catch (e) {
       expect(e).toBeInstanceOf(TsbuildError);
       expect((e as TsbuildError).code).toBe(code);
+    }
+  });
+});
+
+describe('hard links (fsutil copy: one inode map per source argument)', () => {
+  it('makes later names of one inode hard links to the first, in path order', async () => {
+    const e = await plan(['linked'], '/h/');
+    // h/deeper/three sorts first ('d' < 'o'): it carries the content.
+    expect(e['h/deeper/three']).toMatchObject({ type: 'file', size: 10 });
+    expect(e['h/one']).toMatchObject({ type: 'hardlink', linkTarget: 'h/deeper/three', size: 0 });
+    expect(e['h/one']!.srcAbs).toBeUndefined();
+    expect(e['h/two']).toMatchObject({ type: 'hardlink', linkTarget: 'h/deeper/three' });
+  });
+
+  it('keeps separate source arguments, and each wildcard match, separate files', async () => {
+    const e = await plan(['linked/one', 'linked/two'], '/h/');
+    expect([e['h/one']!.type, e['h/two']!.type]).toEqual(['file', 'file']);
+    const w = await plan(['linked/*'], '/w/');
+    expect([w['w/one']!.type, w['w/two']!.type, w['w/three']!.type]).toEqual(['file', 'file', 'file']);
+  });
+});
+
+describe('sources in a stage root (chroot-style symlinks)', () => {
+  const stage = (): SourceRoot => ({ dir: ctx, kind: 'stage', label: 'stage s' });
+  const resolve = (srcs: string[]) => resolveSources(stage(), srcs, { instruction: 'COPY' });
+
+  it('resolves an absolute symlink inside the root', async () => {
+    const [m] = await resolve(['abs']);
+    expect(m!.matches[0]!.abs).toBe(path.join(ctx, 'store/real'));
+  });
+
+  it('never reaches the host: an absolute link to a host file and a climbing link name paths in the root', async () => {
+    // `escape` -> <outside>/secret and `up` -> ../../ both stay in the root, where nothing is.
+    for (const src of ['escape', 'up/etc/passwd']) {
+      await expect(resolve([src])).rejects.toMatchObject({ code: 'CONTEXT_SOURCE_MISSING' });
     }
   });
 });

@@ -4,6 +4,8 @@ import type { IndexedEntry, RootfsView } from '../image/rootfs-view.js';
 import { normalize } from '../image/rootfs-view.js';
 import type { IdPair } from '../image/users.js';
 import { walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
+import { HardLinkGroups } from './hardlink-plan.js';
+import type { ChmodSpec } from './chmod-mode.js';
 
 /** One entry of the layer a COPY/ADD writes. */
 export interface PlannedEntry extends IndexedEntry {
@@ -18,8 +20,8 @@ export interface CopyPlanOptions {
   readonly view: RootfsView;
   /** --chown; undefined = 0:0 from the context, the source's owner from a stage. */
   readonly chown?: IdPair | undefined;
-  /** --chmod, already parsed. */
-  readonly chmod?: number | undefined;
+  /** --chmod, already parsed: a mode, or a symbolic change of each entry's own mode. */
+  readonly chmod?: ChmodSpec | undefined;
   /** mtime for directories the copy creates (seconds). */
   readonly createdMtime: number;
   /** Sources of the same instruction planned in other groups (ADD of URLs and archives). */
@@ -51,17 +53,22 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
 
   const owner = (st: fs.Stats): { uid: number; gid: number } =>
     opts.chown ?? (root.kind === 'context' ? { uid: 0, gid: 0 } : root.mapOwner ? root.mapOwner(st.uid, st.gid) : { uid: st.uid, gid: st.gid });
-  const modeOf = (st: fs.Stats): number => (opts.chmod !== undefined ? opts.chmod : st.mode & 0o7777);
+  const chmod = (mode: number, isDir: boolean): number => (opts.chmod === undefined ? mode : typeof opts.chmod === 'number' ? opts.chmod : opts.chmod.apply(mode, isDir));
+  const modeOf = (st: fs.Stats): number => chmod(st.mode & 0o7777, st.isDirectory());
   const put = (e: PlannedEntry) => {
     planned.set(e.path, e);
   };
+  const links = new HardLinkGroups();
+  // BuildKit copies each match of a source (each wildcard match) with a copier of its own.
+  let copyIndex = 0;
 
   for (const src of sources) {
     for (const m of src.matches) {
+      const sourceIndex = copyIndex++;
       if (m.stat.isDirectory()) {
         const target = resolvedDest.path;
         if (target !== '' && !planned.has(target) && resolvedDest.entry?.type !== 'dir') {
-          put({ path: target, type: 'dir', mode: opts.chmod ?? 0o755, ...(opts.chown ?? { uid: 0, gid: 0 }), mtime: opts.createdMtime, size: 0 });
+          put({ path: target, type: 'dir', mode: chmod(0o755, true), ...(opts.chown ?? { uid: 0, gid: 0 }), mtime: opts.createdMtime, size: 0 });
         }
         const skipped: string[] = [];
         for await (const e of walkSourceDir(root, m)) {
@@ -73,13 +80,17 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
             }
           }
           const p = target === '' ? e.inner : `${target}/${e.inner}`;
-          put(entryFor(p, e.abs, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined));
+          const entry = entryFor(p, e.abs, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined);
+          links.note(entry, e.stat, sourceIndex);
+          put(entry);
         }
         continue;
       }
       if (opts.exclude?.matches(m.name)) continue;
       const target = destIsDir ? (resolvedDest.path === '' ? m.name : `${resolvedDest.path}/${m.name}`) : resolvedDest.path;
-      put(entryFor(target, m.abs, m.stat, owner(m.stat), modeOf(m.stat), undefined));
+      const entry = entryFor(target, m.abs, m.stat, owner(m.stat), modeOf(m.stat), undefined);
+      links.note(entry, m.stat, sourceIndex);
+      put(entry);
     }
   }
 
@@ -96,7 +107,7 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
       }
     }
   }
-  return [...planned.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return links.apply([...planned.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)));
 }
 
 async function readLink(abs: string): Promise<string> {

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { printableName, readDirectoryNames } from '../context/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import { hasWildcard, matchGlob, unescapeGlob, globToRegExp } from './glob.js';
 
@@ -30,7 +31,7 @@ export interface SourceRoot {
    * directory sources take their entries from it, so COPY sees precisely what BuildKit
    * would send. DEBT: a subdirectory source walks the whole context and keeps its part.
    */
-  readonly walk?: (() => AsyncIterable<{ readonly relPath: string; readonly absPath: string; readonly stat: fs.Stats }>) | undefined;
+  readonly walk?: (() => AsyncIterable<{ readonly relPath: string; readonly absPath: string; readonly stat: fs.Stats; readonly invalidName?: Buffer | undefined }>) | undefined;
 }
 
 export interface SourceFile {
@@ -62,10 +63,17 @@ function toRel(root: string, abs: string): string {
 
 /**
  * Resolves `rel` under `root` following symlinks (also the last component when
- * `followLast`), refusing any that points out of the root. Returns the host path, or
- * undefined when something along the way does not exist.
+ * `followLast`). Returns the host path, or undefined when something along the way does not
+ * exist.
+ *
+ * Two confinements. The build context (the default) refuses any symlink that points out of
+ * it: COPY reads only what the context holds. A stage's or image's root filesystem
+ * (`chroot`) is "/" to its own symlinks, as BuildKit resolves a COPY --from source inside the
+ * source state (continuity's RootPath): an absolute target restarts at the root and ".."
+ * stops there, so `/abs -> /store/real` names the stage's /store/real and nothing on the host.
  */
-export async function resolveInRoot(root: string, rel: string, followLast: boolean, where: () => string): Promise<string | undefined> {
+export async function resolveInRoot(root: string, rel: string, followLast: boolean, where: () => string, opts: { readonly chroot?: boolean } = {}): Promise<string | undefined> {
+  if (opts.chroot) return resolveChrooted(root, rel, followLast, where);
   const parts = rel.split('/').filter((s) => s !== '' && s !== '.');
   let current = root;
   let hops = 0;
@@ -94,6 +102,27 @@ export async function resolveInRoot(root: string, rel: string, followLast: boole
     current = next;
   }
   return current;
+}
+
+async function resolveChrooted(root: string, rel: string, followLast: boolean, where: () => string): Promise<string | undefined> {
+  const { resolveInRoot: rootPath } = await import('../layer/index.js');
+  const clean = rel.split('/').filter((s) => s !== '' && s !== '.');
+  if (clean.length === 0) return root;
+  // Every component chroot-style; the last one left as it is unless it is to be followed.
+  let inner: string;
+  if (followLast) inner = await rootPath(root, clean.join('/'), where());
+  else {
+    const parent = await rootPath(root, clean.slice(0, -1).join('/'), where());
+    inner = parent === '' ? clean[clean.length - 1]! : `${parent}/${clean[clean.length - 1]!}`;
+  }
+  const abs = inner === '' ? root : path.join(root, inner);
+  if (!within(root, abs)) throw escape(where(), rel);
+  try {
+    await fsp.lstat(abs);
+  } catch {
+    return undefined;
+  }
+  return abs;
 }
 
 function escape(where: string, rel: string, target?: string): TsbuildError {
@@ -132,7 +161,7 @@ export async function resolveSources(root: SourceRoot, args: readonly string[], 
     if (!hasWildcard(clean)) {
       const rel = unescapeGlob(clean);
       const excluded = rel !== '' && root.filter?.matches(rel);
-      const abs = excluded ? undefined : await resolveInRoot(root.dir, rel, true, where);
+      const abs = excluded ? undefined : await resolveInRoot(root.dir, rel, true, where, { chroot: root.kind === 'stage' });
       if (abs === undefined) {
         throw missing(root, arg, rel, opts, Boolean(excluded));
       }
@@ -167,11 +196,12 @@ async function expandWildcard(root: SourceRoot, parts: readonly string[], where:
         next.push(rel);
         continue;
       }
-      const dirAbs = await resolveInRoot(root.dir, base, true, where);
+      const dirAbs = await resolveInRoot(root.dir, base, true, where, { chroot: root.kind === 'stage' });
       if (dirAbs === undefined) continue;
       let names: string[];
+      let invalid: Awaited<ReturnType<typeof readDirectoryNames>>['invalid'];
       try {
-        names = await fsp.readdir(dirAbs);
+        ({ names, invalid } = await readDirectoryNames(dirAbs));
       } catch {
         continue;
       }
@@ -181,13 +211,18 @@ async function expandWildcard(root: SourceRoot, parts: readonly string[], where:
         if (last && root.filter?.matches(rel)) continue;
         next.push(rel);
       }
+      // A match tsbuild cannot copy is refused, never left out (file-names.ts).
+      for (const bad of invalid) {
+        if (!matchGlob(part, bad.lossy) || (last && root.filter?.matches(base === '' ? bad.lossy : `${base}/${bad.lossy}`))) continue;
+        throw invalidNameError(`${where()} matches`, Buffer.concat([Buffer.from(base === '' ? '' : `${base}/`), bad.raw]), root);
+      }
     }
     current = next;
   }
   const out: SourceFile[] = [];
   for (const rel of current) {
     if (root.filter?.matches(rel)) continue;
-    const abs = await resolveInRoot(root.dir, rel, true, where);
+    const abs = await resolveInRoot(root.dir, rel, true, where, { chroot: root.kind === 'stage' });
     if (abs === undefined) continue;
     out.push({ abs, rel: toRel(root.dir, abs), stat: await fsp.stat(abs), name: path.posix.basename(rel) });
   }
@@ -218,6 +253,7 @@ export async function* walkSourceDir(root: SourceRoot, dir: SourceFile): AsyncGe
     const prefix = dir.rel === '' ? '' : `${dir.rel}/`;
     for await (const e of root.walk()) {
       if (prefix !== '' && !e.relPath.startsWith(prefix)) continue;
+      if (e.invalidName) throw invalidNameError(`copying ${JSON.stringify(dir.rel === '' ? '.' : dir.rel)} would include`, e.invalidName, root);
       const inner = e.relPath.slice(prefix.length);
       yield { abs: e.absPath, rel: e.relPath, stat: e.stat, inner, name: path.posix.basename(e.relPath) };
     }
@@ -251,4 +287,11 @@ export async function* walkSourceDir(root: SourceRoot, dir: SourceFile): AsyncGe
   }
   const first = stack[0]!;
   yield* visit(first.abs, first.inner);
+}
+
+/** A source whose name is not valid UTF-8: refused, as it cannot be copied under its own name. */
+function invalidNameError(what: string, raw: Buffer, root: SourceRoot): TsbuildError {
+  return new TsbuildError('UNSUPPORTED', `${what} "${printableName(raw)}" of the ${root.label}, whose name is not valid UTF-8: tsbuild cannot copy such names yet`, {
+    hint: `rename it, or exclude it in ${root.filterFile ?? '.dockerignore'}`,
+  });
 }

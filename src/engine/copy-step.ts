@@ -10,12 +10,15 @@ import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { FileDigests } from './file-digests.js';
 import { planCopy, type PlannedEntry } from './copy-plan.js';
+import { parseChmodSpec, type ChmodSpec } from './chmod-mode.js';
+import { keepLinksWhole } from './hardlink-plan.js';
 import { resolveSources, type SourceRoot } from './copy-sources.js';
 import { archiveKind, unpackArchive } from './add-sources.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { viewOf, type StageState } from './stage-state.js';
 import { lookupStep, recordStep, withLayer } from './step-cache.js';
 import { ReadAhead, mapLimit } from './read-ahead.js';
+import { unreadableSource } from './unreadable-source.js';
 
 /** Context files hashed at once for a COPY's cache key (libuv's pool has 4 threads; the rest queue). */
 const DIGEST_CONCURRENCY = 16;
@@ -36,9 +39,11 @@ export interface CopyRequest {
   /** Identity of the source root when it is a stage or image (its key), else undefined = context. */
   readonly rootKey?: string | undefined;
   /** More sources of the same instruction from other roots (ADD <url>), already fetched. */
-  readonly extraGroups?: ReadonlyArray<{ readonly root: SourceRoot; readonly sources: readonly string[]; readonly key: string }>;
+  readonly extraGroups?: ReadonlyArray<{ readonly root: SourceRoot; readonly sources: readonly string[]; readonly key: string; readonly unpacked?: boolean }>;
   /** `--exclude` patterns. */
   readonly exclude?: readonly string[];
+  /** COPY --parents: the sources keep their paths (below a `/./` pivot); see copy-parents.ts. */
+  readonly parents?: boolean | undefined;
   /** ADD: unpack local tar archives into the destination instead of copying them. */
   readonly unpackArchives?: boolean;
   readonly workdir: string;
@@ -76,11 +81,15 @@ export function imageFileReader(env: StepEnv, state: StageState): (p: string) =>
   };
 }
 
-function parseChmod(s: string, location: SourceLocation): number {
-  if (!/^[0-7]{3,4}$/.test(s)) {
-    throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid --chmod value ${JSON.stringify(s)}`, { location, hint: 'use an octal mode such as 0755 or 644' });
+function parseChmod(s: string, location: SourceLocation): ChmodSpec {
+  try {
+    return parseChmodSpec(s);
+  } catch (e) {
+    throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid --chmod value ${JSON.stringify(s)}: ${(e as Error).message}`, {
+      location,
+      hint: 'use an octal mode such as 0755, or a symbolic one such as u+x,go-w',
+    });
   }
-  return parseInt(s, 8);
 }
 
 /**
@@ -90,6 +99,16 @@ function parseChmod(s: string, location: SourceLocation): number {
  * was cached.
  */
 export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv): Promise<{ state: StageState; cached: boolean }> {
+  try {
+    return await copyStep(req, state, env);
+  } catch (e) {
+    // Errors of the source walk carry no location of their own.
+    if (e instanceof TsbuildError && !e.location) throw new TsbuildError(e.code, e.message, { location: req.location, hint: e.hint, cause: e });
+    throw unreadableSource(e, req.root, req.location) ?? e;
+  }
+}
+
+async function copyStep(req: CopyRequest, state: StageState, env: StepEnv): Promise<{ state: StageState; cached: boolean }> {
   const chmod = req.chmod === undefined ? undefined : parseChmod(req.chmod, req.location);
   let chown: IdPair | undefined;
   if (req.chown !== undefined) {
@@ -100,15 +119,18 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
       throw e;
     }
   }
-  const matches = await withLocation(req.location, () => resolveSources(req.root, req.sources, { instruction: req.instruction, location: req.location }));
+  // --parents sources are planned on their own (planParents below), not resolved here.
+  const matches = req.parents ? [] : await withLocation(req.location, () => resolveSources(req.root, req.sources, { instruction: req.instruction, location: req.location }));
   const epoch = env.sourceDateEpoch;
   // Groups of sources by root: the main root, fetched URLs, unpacked archives.
-  const groups: Array<{ root: SourceRoot; matches: typeof matches; key?: string }> = [];
+  // `unpacked`: an archive's content, which --chmod leaves as the archive has it (BuildKit's
+  // unpack gets the owner but no mode), unlike copied files.
+  const groups: Array<{ root: SourceRoot; matches: typeof matches; key?: string; unpacked?: boolean }> = [];
   const plain: typeof matches = [];
   for (const m of matches) {
     const kept: (typeof m)['matches'][number][] = [];
     for (const f of m.matches) {
-      const kind = req.unpackArchives && f.stat.isFile() ? await archiveKind(f.abs) : undefined;
+      const kind = req.unpackArchives && f.stat.isFile() ? await archiveKind(f.abs, env.signal) : undefined;
       if (!kind) {
         kept.push(f);
         continue;
@@ -117,12 +139,12 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
       await unpackArchive(f.abs, kind, dir, req.location, env.signal);
       const { stat } = await import('node:fs/promises');
       const content = await env.digests.digestOf(f.abs, await stat(f.abs, { bigint: true }), env.signal);
-      groups.push({ root: { dir, kind: 'stage', label: `archive ${f.rel}` }, matches: [{ arg: m.arg, wildcard: false, matches: [{ abs: dir, rel: '', stat: await stat(dir), name: f.name }] }], key: `archive:${f.rel}:${content}` });
+      groups.push({ root: { dir, kind: 'stage', label: `archive ${f.rel}` }, matches: [{ arg: m.arg, wildcard: false, matches: [{ abs: dir, rel: '', stat: await stat(dir), name: f.name }] }], key: `archive:${f.rel}:${content}`, unpacked: true });
     }
     if (kept.length > 0 || !m.wildcard) plain.push({ ...m, matches: kept });
   }
   for (const g of req.extraGroups ?? []) {
-    groups.push({ root: g.root, matches: await resolveSources(g.root, g.sources, { instruction: req.instruction, location: req.location }), key: g.key });
+    groups.push({ root: g.root, matches: await resolveSources(g.root, g.sources, { instruction: req.instruction, location: req.location }), key: g.key, unpacked: g.unpacked === true });
   }
   const total = plain.filter((m) => m.matches.length > 0 || !m.wildcard).length + groups.length;
   const exclude = req.exclude && req.exclude.length > 0 ? new IgnoreMatcher(patternsFromList([...req.exclude], '--exclude')) : undefined;
@@ -130,9 +152,15 @@ export async function runCopy(req: CopyRequest, state: StageState, env: StepEnv)
   const byPath = new Map<string, PlannedEntry>();
   const plannedMain = await planCopy(req.root, plain.filter((m) => m.matches.length > 0), { ...planOpts, otherSources: total - plain.filter((m) => m.matches.length > 0).length });
   for (const e of plannedMain) byPath.set(e.path, e);
-  for (const g of groups) {
-    for (const e of await planCopy(g.root, g.matches, { ...planOpts, otherSources: total - 1 })) byPath.set(e.path, e);
+  if (req.parents) {
+    const { planParents } = await import('./copy-parents.js');
+    const kept = await withLocation(req.location, () => planParents(req.root, req.sources, { ...planOpts, location: req.location, instruction: req.instruction }));
+    for (const e of kept) byPath.set(e.path, e);
   }
+  for (const g of groups) {
+    for (const e of await planCopy(g.root, g.matches, { ...planOpts, ...(g.unpacked ? { chmod: undefined } : {}), otherSources: total - 1 })) byPath.set(e.path, e);
+  }
+  keepLinksWhole(byPath);
   const planned = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   byPath.clear(); // the async function's frame would keep its 20,000 entries to the end
 

@@ -100,7 +100,7 @@ export async function dispatchInstruction(
     case 'ARG':
       return configStep(state, scope, step, ctx, (c) => c);
     case 'WORKDIR': {
-      const r = await runMkdir(step.path, step.history ?? `WORKDIR ${step.path}`, state, stepEnv(ctx));
+      const r = await runMkdir(step.path, step.history ?? `WORKDIR ${step.path}`, state, stepEnv(ctx), { user: cfg.User });
       return { state: { ...r.state, config: setWorkdir(r.state.config, step.path) }, scope, cached: r.cached };
     }
     case 'USER':
@@ -162,7 +162,7 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
   if (step.kind === 'ADD' && step.sources.some((s) => s.startsWith('git@') || /^git:\/\//.test(s) || /\.git(#.*)?$/.test(s) && isRemoteSource(s))) {
     throw new TsbuildError('UNSUPPORTED', 'ADD of a git repository is not supported yet', { location: step.location, hint: 'clone it in an earlier stage, or COPY it from the context' });
   }
-  const extraGroups: Array<{ root: SourceRoot; sources: string[]; key: string }> = [];
+  const extraGroups: Array<{ root: SourceRoot; sources: string[]; key: string; unpacked?: boolean }> = [];
   for (const url of remote) {
     const dir = await ctx.tempDir();
     const got = await fetchUrl(url, dir, { checksum: step.kind === 'ADD' ? step.checksum : undefined, location: step.location, signal: ctx.signal });
@@ -172,13 +172,10 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
     if (kind !== undefined) {
       const out = await ctx.tempDir();
       await unpackArchive(path.join(dir, got.name), kind, out, step.location, ctx.signal);
-      extraGroups.push({ root: { dir: out, kind: 'stage', label: url }, sources: ['.'], key: `url-unpacked:${url}:${got.digest}` });
+      extraGroups.push({ root: { dir: out, kind: 'stage', label: url }, sources: ['.'], key: `url-unpacked:${url}:${got.digest}`, unpacked: true });
       continue;
     }
     extraGroups.push({ root: { dir, kind: 'context', label: url }, sources: [got.name], key: `url:${url}:${got.digest}` });
-  }
-  if (step.kind === 'COPY' && step.parents) {
-    throw new TsbuildError('UNSUPPORTED', 'COPY --parents is not supported yet', { location: step.location });
   }
   let root = ctx.contextRoot;
   let rootKey: string | undefined;
@@ -217,6 +214,7 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
       extraGroups,
       exclude: step.exclude,
       unpackArchives: step.kind === 'ADD' && step.unpack !== false,
+      parents: step.kind === 'COPY' && step.parents && step.contents.length === 0,
       workdir: state.config.config?.WorkingDir || '/',
     },
     state,

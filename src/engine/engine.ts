@@ -1,9 +1,8 @@
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { TsbuildError, isAbortError, type SourceLocation } from '../errors.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
-import { directiveWarnings, parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
+import { directiveWarnings, parseDockerfile, secretNameWarnings, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
 import { DEFAULT_PATH_ENV } from '../plan/index.js';
 import { sealImage } from '../image/seal.js';
 import type { StoredImage } from '../image/index.js';
@@ -17,6 +16,7 @@ import type { SandboxCapabilities } from '../sandbox/index.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
 import { buildMetadata, writeOutputs } from './outputs.js';
+import { writeResultFile } from './result-file.js';
 import os from 'node:os';
 import pLimit from 'p-limit';
 import { initialStageScope, planBuild, type PlannedStage, type StageScope } from '../plan/index.js';
@@ -88,6 +88,8 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
       hint: 'drop --platform, or use --platform=$BUILDPLATFORM',
     });
   }
+  // buildx's SecretsUsedInArgOrEnv, over the stages this build runs.
+  for (const ps of plan.stages) for (const w of secretNameWarnings(ps.stage.instructions, parsed.directives.check)) env.report({ type: 'warning', ...w });
   for (const name of plan.unusedBuildArgs) {
     env.report({ type: 'warning', message: `build argument ${JSON.stringify(name)} was not consumed by any ARG in the stages built` });
   }
@@ -242,6 +244,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
           contextDir: req.contextDir,
           secrets: req.secrets ?? new Map(),
           ...(req.sshSockets ? { sshSockets: req.sshSockets } : {}),
+          ...(req.extraHosts && req.extraHosts.length > 0 ? { extraHosts: req.extraHosts } : {}),
           sourceDir: async (from, location) => {
             const r = await ctx.fromRoot(from, location);
             return { dir: r.root.dir, key: r.key };
@@ -329,7 +332,12 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
     for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
       if (!(await env.store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
     }
-    let delivered = await writeOutputs(image, req.tags, req.outputs, { store: env.store, signal: env.signal, sourceDateEpoch: req.sourceDateEpoch });
+    let delivered = await writeOutputs(image, req.tags, req.outputs, {
+      store: env.store,
+      signal: env.signal,
+      sourceDateEpoch: req.sourceDateEpoch,
+      warn: (message) => env.report({ type: 'warning', message }),
+    });
     if (req.push && req.tags.length > 0) {
       if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
       const client = await env.registry();
@@ -345,8 +353,9 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
         env.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
       }
     }
-    if (req.iidFile) await fsp.writeFile(req.iidFile, image.configDescriptor.digest);
-    if (req.metadataFile) await fsp.writeFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`);
+    // Replaced, never written through a symlink planted at the path (result-file.ts).
+    if (req.iidFile) await writeResultFile(req.iidFile, image.configDescriptor.digest, '--iidfile');
+    if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`, '--metadata-file');
     await digests.save();
     return { image, names: req.tags };
   } finally {

@@ -11,6 +11,8 @@ export interface OutputEnv {
   readonly store: Store;
   readonly signal?: AbortSignal | undefined;
   readonly sourceDateEpoch?: number | undefined;
+  /** What an output could not write exactly (a device node left out of type=local). */
+  readonly warn?: ((message: string) => void) | undefined;
 }
 
 /**
@@ -53,7 +55,13 @@ export async function writeOutputs(image: StoredImage, names: readonly string[],
       }
       case 'local': {
         const { materializeRootfs } = await import('./rootfs-output.js');
-        await materializeRootfs(env.store, image.manifest.layers.map((l) => l.digest), out.dest, { signal: env.signal });
+        // Devices and setuid files stay out unless asked for (a tar, by contrast, is inert).
+        const dropSpecial = out.preserveSpecial !== true;
+        await materializeRootfs(env.store, image.manifest.layers.map((l) => l.digest), out.dest, {
+          signal: env.signal,
+          dropSpecial,
+          onWarning: (m) => env.warn?.(`--output type=local: ${m}; keep them with preserve-special=true`),
+        });
         break;
       }
       case 'tar': {

@@ -1,3 +1,4 @@
+import type { ExtraHost } from './extra-hosts.js';
 import type { BuildSecret } from './run-mounts.js';
 
 /**
@@ -11,7 +12,7 @@ export type OutputSpec =
   | { readonly type: 'oci'; readonly dest: string; readonly compression: Compression }
   | { readonly type: 'oci-layout'; readonly dest: string; readonly compression: Compression }
   | { readonly type: 'docker'; readonly dest: string; readonly compression: Compression }
-  | { readonly type: 'local'; readonly dest: string }
+  | { readonly type: 'local'; readonly dest: string; readonly preserveSpecial?: boolean } // device nodes, setuid/setgid, file capabilities
   | { readonly type: 'tar'; readonly dest: string };
 
 export interface DockerfileSource {
@@ -50,6 +51,8 @@ export interface BuildRequest {
   readonly isolation?: 'auto' | 'sandbox' | 'chroot' | 'none';
   /** `TSBUILD_SNAPSHOTTER`: force overlay or copy-and-walk snapshots for RUN (default auto). */
   readonly snapshotter?: 'auto' | 'overlay' | 'copy';
+  /** `--add-host`: names RUN steps resolve through /etc/hosts. */
+  readonly extraHosts?: readonly ExtraHost[];
   /** `--network`: the default network of RUN steps. */
   readonly network?: 'host' | 'none';
   /** Seconds since the epoch; clamps file mtimes and sets `created`. */

@@ -7,7 +7,9 @@ import type { RunMount, SourceRef } from '../plan/index.js';
 import type { StepMount } from '../sandbox/index.js';
 import { StoreLock, type Store } from '../store/index.js';
 import { resolveInRoot } from './copy-sources.js';
+import { makeSecretFile } from './secret-mount.js';
 import { proxyAgent } from './ssh.js';
+import { extraHostsKey, writeHostsFile, type ExtraHost } from './extra-hosts.js';
 
 /** A build secret: a file, or a value taken from the environment (`--secret id=,src=|env=`). */
 export interface BuildSecret {
@@ -34,6 +36,8 @@ export interface MountEnv {
    * where the container's IDs exist (the host user cannot chown to its subordinate IDs).
    */
   readonly chownInContainer?: ((dir: string, uid: number, gid: number) => Promise<void>) | undefined;
+  /** `--add-host`: entries every RUN step finds in its /etc/hosts. */
+  readonly extraHosts?: readonly ExtraHost[] | undefined;
 }
 
 export interface PreparedMounts {
@@ -101,6 +105,11 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
   };
   try {
     await addMounts();
+    if (env.extraHosts && env.extraHosts.length > 0) {
+      // Over the default /etc/hosts bind (runners mount the step's mounts after it).
+      mounts.push({ type: 'bind', source: await writeHostsFile(env.extraHosts, await env.tempDir()), target: '/etc/hosts', readonly: true });
+      keyInputs.push(extraHostsKey(env.extraHosts));
+    }
   } catch (e) {
     // A later mount failed: free what the earlier ones took (locks, agent proxies).
     releaseAll();
@@ -152,7 +161,8 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
             keyInputs.push(`bind-from:${s.key ?? 'scratch'}`);
           }
           const rel = (m.source ?? '').replace(/^\/+/, '');
-          const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`);
+          // A stage's or image's symlinks resolve inside that root, the context's stay confined to it.
+          const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`, { chroot: from.kind !== 'context' });
           if (src === undefined) throw fail(`bind mount source ${JSON.stringify(m.source ?? '/')} not found`);
           let source = src;
           if (!m.readOnly) {
@@ -180,12 +190,9 @@ export async function prepareMounts(list: readonly RunMount[], env: MountEnv, lo
             extraEnv.push(`${m.env}=${value}`);
             if (m.target === undefined) break;
           }
-          let file = secret.file;
-          if (!file) {
-            const dir = await env.tempDir();
-            file = path.join(dir, 'secret');
-            await fsp.writeFile(file, secret.value ?? '', { mode: 0o400 });
-          }
+          // A private copy, 0400 root unless mode=/uid=/gid= (secret-mount.ts).
+          const { file, release } = await makeSecretFile(secret, { mode: m.mode, uid: m.uid, gid: m.gid, chownInContainer: env.chownInContainer });
+          releases.push(release);
           const target = m.target ?? `/run/secrets/${id}`;
           mounts.push({ type: 'bind', source: file, target, readonly: true });
           targets.push(target);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveChown, parseIdFile } from './users.js';
+import { resolveChown, resolveFileOpUser, parseIdFile } from './users.js';
 import { TsbuildError } from '../errors.js';
 
 const files: Record<string, string> = {
@@ -37,5 +37,26 @@ describe('resolveChown', () => {
 
   it('first entry wins', () => {
     expect(parseIdFile('a:x:1:1\na:x:2:2\n').get('a')).toBe(1);
+  });
+});
+
+describe('resolveFileOpUser (the owner of what WORKDIR creates)', () => {
+  it.each([
+    ['root', { uid: 0, gid: 0 }],
+    ['app', { uid: 1000, gid: 1001 }],
+    ['1234', { uid: 1234, gid: 1234 }],
+    ['1234:99', { uid: 1234, gid: 99 }],
+    ['app:staff', { uid: 1000, gid: 50 }],
+    ['nobody', { uid: 65534, gid: 65534 }],
+    ['ghost', { uid: 0, gid: 0 }], // not found: 0, as BuildKit's readUser leaves it
+    ['app:ghosts', { uid: 1000, gid: 1001 }],
+    ['7:staff', { uid: 7, gid: 50 }],
+  ])('%s', async (spec, want) => {
+    expect(await resolveFileOpUser(spec, read)).toEqual(want);
+  });
+
+  it('a name without /etc/passwd is root, numeric ids need no file', async () => {
+    expect(await resolveFileOpUser('app', none)).toEqual({ uid: 0, gid: 0 });
+    expect(await resolveFileOpUser('5:6', none)).toEqual({ uid: 5, gid: 6 });
   });
 });

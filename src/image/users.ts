@@ -72,3 +72,49 @@ async function lookup(name: string, file: string, what: string, readFile: (path:
   }
   return id;
 }
+
+/**
+ * The owner BuildKit's file ops give what they create for a `USER` value (llb.WithUser, then
+ * solver/llbsolver/file/user_linux.go readUser): `USER[:GROUP]`, each part numeric or a name.
+ * A numeric user without a group is also the GID; a name takes its UID and primary GID from
+ * the image's /etc/passwd; a group name its GID from /etc/group. Unlike `--chown`, a name
+ * that is not found (or a missing file) is not an error: that part stays 0, as BuildKit
+ * leaves it (the RUN that later runs as that user fails with its own message).
+ */
+export async function resolveFileOpUser(spec: string, readFile: (path: string) => Promise<string | undefined>): Promise<IdPair> {
+  const cut = spec.indexOf(':');
+  const user = cut < 0 ? spec : spec.slice(0, cut);
+  const group = cut < 0 ? undefined : spec.slice(cut + 1);
+  let uid = 0;
+  let gid = 0;
+  if (NUMERIC.test(user)) {
+    uid = Number(user);
+    gid = uid;
+  } else if (user !== '') {
+    const passwd = await readFile('/etc/passwd');
+    const found = passwd === undefined ? undefined : passwdEntry(user, passwd);
+    if (found) ({ uid, gid } = found);
+  }
+  if (group !== undefined && group !== '') {
+    if (NUMERIC.test(group)) gid = Number(group);
+    else {
+      const text = await readFile('/etc/group');
+      const id = text === undefined ? undefined : parseIdFile(text).get(group);
+      if (id !== undefined) gid = id;
+    }
+  }
+  return { uid, gid };
+}
+
+/** UID and primary GID of user `name` in passwd text (first match, as ParsePasswdFilter). */
+function passwdEntry(name: string, passwd: string): IdPair | undefined {
+  for (const line of passwd.split('\n')) {
+    const f = line.split(':');
+    if (f[0] !== name || line.startsWith('#')) continue;
+    const uid = Number(f[2]);
+    const gid = Number(f[3]);
+    if (!Number.isInteger(uid) || uid < 0 || f[2] === '') continue;
+    return { uid, gid: Number.isInteger(gid) && gid >= 0 && f[3] !== '' ? gid : 0 };
+  }
+  return undefined;
+}

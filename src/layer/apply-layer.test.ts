@@ -167,6 +167,25 @@ describe('applyLayer: whiteouts and replacements', () => {
   });
 });
 
+describe('applyLayer: an entry that cannot be created', () => {
+  it('rejects (never stays pending) when a PAX long name precedes a name too long to create', async () => {
+    // Python's tarfile writes real PAX headers; thirty 200-byte directories exceed PATH_MAX.
+    const long = `${Array.from({ length: 30 }, (_, i) => String(i).padStart(3, '0') + 'd'.repeat(197)).join('/')}/f`;
+    const script = 'import io,sys,tarfile\nt=tarfile.open(fileobj=sys.stdout.buffer,mode="w|",format=tarfile.PAX_FORMAT)\n' + 'for n in sys.argv[1:]:\n  i=tarfile.TarInfo(n); i.size=1; t.addfile(i, io.BytesIO(b"x"))\nt.close()\n';
+    for (const names of [['p'.repeat(150), long, 'ok.txt'], [long, 'ok.txt']]) {
+      const tar = execFileSync('python3', ['-c', script, ...names]);
+      const outcome = await Promise.race([
+        applyLayer(Readable.from([tar]), await freshDir('toolong')).then(
+          () => 'applied',
+          (e: unknown) => (e as { code?: string }).code,
+        ),
+        new Promise((r) => setTimeout(() => r('still pending after 10 s'), 10_000).unref()),
+      ]);
+      expect(outcome, `names ${names.map((x) => x.slice(0, 8)).join(', ')}`).toBe('LAYER_IO');
+    }
+  });
+});
+
 describe('applyLayer: hostile layers stay inside the root', () => {
   let outside: string;
   let sentinel: string;
@@ -357,6 +376,39 @@ describe('applyLayer: devices, fifos, xattrs, abort', () => {
     const root = await freshDir('gnu-caps');
     await applyLayer(createReadStream(tar), root);
     expect(capOf(path.join(root, 'usr/bin/tool'))).toBe(want);
+  });
+
+  it.runIf(isRoot)('dropSpecial: no device nodes, no setuid/setgid bits, no file capabilities, one warning per kind', async () => {
+    const tar = await layerFile([
+      { path: 'dev', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 1_500_000_000 },
+      { path: 'dev/sda', type: 'block', mode: 0o666, uid: 0, gid: 0, mtime: 1_500_000_000, devmajor: 8, devminor: 0 },
+      { path: 'dev/mem', type: 'char', mode: 0o666, uid: 0, gid: 0, mtime: 1_500_000_000, devmajor: 1, devminor: 1 },
+      { path: 'pipe', type: 'fifo', mode: 0o640, uid: 0, gid: 0, mtime: 1_500_000_000 },
+      file('suid', '#!/bin/sh\n', { mode: 0o6755 }),
+      file('bin/ping', 'elf', { mode: 0o755, xattrs: { 'security.capability': CAP } }),
+      dir('shared', { mode: 0o2775 }),
+    ]);
+    const root = await freshDir('drop');
+    const warnings: string[] = [];
+    await applyLayer(createReadStream(tar), root, { dropSpecial: true, onWarning: (m) => warnings.push(m) });
+    const snap = await snapshotTree(root);
+    expect(snap.has('dev/sda')).toBe(false);
+    expect(snap.has('dev/mem')).toBe(false);
+    expect(snap.get('pipe')).toMatchObject({ type: 'fifo', mode: 0o640 });
+    expect((await fsp.stat(path.join(root, 'suid'))).mode & 0o7777).toBe(0o755);
+    expect(() => capOf(path.join(root, 'bin/ping'))).toThrow();
+    expect((await fsp.stat(path.join(root, 'shared'))).mode & 0o7777).toBe(0o2775); // a setgid directory grants nothing
+    expect(warnings.sort()).toEqual([
+      '1 files had their file capabilities left out (first: "bin/ping")',
+      '1 files had their setuid/setgid bits cleared (first: "suid")',
+      '2 device nodes skipped (first: "dev/mem")',
+    ]);
+    // Without it (a sandbox's rootfs), all of them are made.
+    const full = await freshDir('keep');
+    await applyLayer(createReadStream(tar), full);
+    expect((await fsp.lstat(path.join(full, 'dev/sda'))).isBlockDevice()).toBe(true);
+    expect((await fsp.stat(path.join(full, 'suid'))).mode & 0o7777).toBe(0o6755);
+    expect(Buffer.from(capOf(path.join(full, 'bin/ping')), 'latin1').equals(CAP)).toBe(true);
   });
 
   it('stops on an aborted signal without leaving a temp file', async () => {

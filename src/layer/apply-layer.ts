@@ -26,6 +26,14 @@ export interface ApplyLayerOptions {
   readonly allowDevices?: boolean | undefined;
   /** Called for each thing that could not be applied exactly (skipped devices, xattrs, ...). */
   readonly onWarning?: ((message: string) => void) | undefined;
+  /**
+   * The tree is a plain host directory, not a rootfs for a sandbox (`--output type=local`):
+   * an image's device nodes there would open the host's disks to whoever may write them, and
+   * its setuid/setgid files and file capabilities would grant privilege on the host. So
+   * character and block devices are skipped, setuid/setgid bits of non-directories cleared and
+   * file capabilities not set; each kind is summed up in one warning per layer.
+   */
+  readonly dropSpecial?: boolean | undefined;
 }
 
 export interface AppliedLayer {
@@ -107,8 +115,10 @@ export async function applyLayer(tarStream: Readable, root: string, opts: ApplyL
     }
     await piped;
     await applier.finish();
+    applier.reportDropped();
   } catch (e) {
     extract.destroy();
+    sink.destroy(); // the pipeline settles once every stream of it is done with
     raw.destroy();
     tarStream.destroy();
     const pipeErr = await piped.then(
@@ -151,8 +161,20 @@ function mapApplyError(e: unknown, entry: string | undefined): unknown {
 function extractSink(extract: Extract): Writable {
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      if (extract.write(chunk)) cb();
-      else extract.once('drain', () => cb());
+      if (extract.write(chunk)) return cb();
+      // A write waiting for 'drain' must also end when the extract is destroyed (the applier
+      // failed, say ENAMETOOLONG): streamx then never drains, and a callback never called
+      // would leave the pipeline, and the whole apply, pending forever.
+      const onDrain = (): void => {
+        extract.off('close', onClose);
+        cb();
+      };
+      const onClose = (): void => {
+        extract.off('drain', onDrain);
+        cb(new Error('the tar reader was closed before the layer was fully read'));
+      };
+      extract.once('drain', onDrain);
+      extract.once('close', onClose);
     },
     final(cb) {
       (extract as unknown as { end(): unknown }).end(); // streamx types demand an argument it does not need
@@ -182,6 +204,8 @@ class Applier {
   readonly #parentCache = new Map<string, string>();
   #tmpCounter = 0;
   #warnedAbsolute = false;
+  /** What dropSpecial left out, by kind: how many, and the first path. */
+  readonly #dropped = new Map<'devices' | 'setuid' | 'capabilities', { count: number; first: string }>();
   warnings = 0;
   /** The entry being applied, for error messages. */
   current: string | undefined;
@@ -197,6 +221,18 @@ class Applier {
   #warn(msg: string): void {
     this.warnings++;
     this.#opts.onWarning?.(msg);
+  }
+
+  #drop(kind: 'devices' | 'setuid' | 'capabilities', rel: string): void {
+    const d = this.#dropped.get(kind);
+    if (d) d.count++;
+    else this.#dropped.set(kind, { count: 1, first: rel });
+  }
+
+  /** One warning per kind of entry dropSpecial left out of this layer. */
+  reportDropped(): void {
+    const what = { devices: 'device nodes skipped', setuid: 'files had their setuid/setgid bits cleared', capabilities: 'files had their file capabilities left out' } as const;
+    for (const [kind, d] of this.#dropped) this.#warn(`${d.count} ${what[kind]} (first: ${JSON.stringify(d.first)})`);
   }
 
   async #resolveParent(parentRel: string, what: string): Promise<string> {
@@ -341,14 +377,20 @@ class Applier {
               while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
             }
             if (this.#sameOwner) await fh.chown(uid, gid);
-            await fh.chmod(mode); // after chown: chown clears setuid/setgid
+            let fileMode = mode;
+            if (this.#opts.dropSpecial && mode & 0o6000) {
+              fileMode &= ~0o6000;
+              this.#drop('setuid', rel);
+            }
+            await fh.chmod(fileMode); // after chown: chown clears setuid/setgid
             await fh.utimes(mtime, mtime);
           } finally {
             await fh.close();
           }
           // After chown, which clears file capabilities; on the temp name, which this layer
           // just created in a parent resolved inside the root.
-          if (fileCap) await this.#setCapability(tmp, fileCap, rel);
+          if (fileCap && this.#opts.dropSpecial) this.#drop('capabilities', rel);
+          else if (fileCap) await this.#setCapability(tmp, fileCap, rel);
           await fsp.rename(tmp, abs);
         } catch (e) {
           await fsp.rm(tmp, { force: true });
@@ -373,6 +415,10 @@ class Applier {
       case 'fifo': {
         await drain(entry);
         const kind = h.type === 'fifo' ? 'fifo' : h.type === 'character-device' ? 'c' : 'b';
+        if (kind !== 'fifo' && this.#opts.dropSpecial) {
+          this.#drop('devices', rel);
+          return;
+        }
         if (kind !== 'fifo' && !this.#allowDevices) {
           this.#warn(`device ${JSON.stringify(rel)} skipped (devices are created only as root)`);
           return;
@@ -385,7 +431,7 @@ class Applier {
           this.#warn(`${kind === 'fifo' ? 'fifo' : 'device'} ${JSON.stringify(rel)} skipped: ${(e as Error).message.split('\n')[0] ?? ''}`);
           return;
         }
-        await this.#setMeta(abs, uid, gid, mode, mtime);
+        await this.#setMeta(abs, uid, gid, kind === 'fifo' && this.#opts.dropSpecial ? mode & ~0o6000 : mode, mtime);
         return;
       }
       default:

@@ -18,11 +18,12 @@ import { ownerState, ownerTag } from '../store/index.js';
  */
 /**
  * run/runc: a RUN step's dir; agent: the dir of an ssh-agent proxy socket (engine/run-mounts.ts);
- * probe: the sandbox probe's scratch dir (sandbox/probe.ts).
+ * probe: the sandbox probe's scratch dir (sandbox/probe.ts); secret: a secret mount's file
+ * (engine/secret-mount.ts).
  */
-export type StepDirKind = 'run' | 'runc' | 'agent' | 'probe';
+export type StepDirKind = 'run' | 'runc' | 'agent' | 'probe' | 'secret';
 
-const STEP_DIR_RE = /^tsbuild-(run|runc|agent|probe)-(\d+)-(\d+|x)-[A-Za-z0-9]{6}$/;
+const STEP_DIR_RE = /^tsbuild-(run|runc|agent|probe|secret)-(\d+)-(\d+|x)-[A-Za-z0-9]{6}$/;
 
 /** Make a fresh step dir `<tmp>/tsbuild-<kind>-<pid>-<start>-XXXXXX`; first sweeps dead owners' dirs once per process and dir. */
 export async function makeStepDir(kind: StepDirKind, base: string = tmpdir()): Promise<string> {

@@ -199,7 +199,7 @@ async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: s
   const pack = tarPack();
   const toStdout = dest === '-';
   const tmp = toStdout ? '' : `${dest}.tmp-${process.pid}`;
-  const out = toStdout ? process.stdout : createWriteStream(tmp);
+  const out = toStdout ? process.stdout : createWriteStream(tmp, { flags: 'wx' }); // never through a planted symlink
   const done = pipeline(pack, out, { signal, end: !toStdout });
   // When the file cannot be written (a full disk), pack is torn down and an entry may never
   // call back: every wait races the pipeline, whose error is the one to report.

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { build, openSshSources } from '../../engine/index.js';
+import { build, openSshSources, parseAddHost } from '../../engine/index.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import type { BuildSecret } from '../../engine/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
@@ -101,12 +101,13 @@ export const buildCommand = defineCommand({
       .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
       .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
       .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
-      .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]' })
+      .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
       .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
       .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
       .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
       .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
       .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
+      .option('add-host', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Add NAME:IP to /etc/hosts of RUN steps (repeatable)' })
       .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
       .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
       .option('isolation', {
@@ -178,6 +179,7 @@ export const buildCommand = defineCommand({
       ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
       secrets: await parseSecrets(args.secret, io.env, io.cwd),
       network: args.network === 'none' ? 'none' : 'host',
+      ...(args['add-host'].length > 0 ? { extraHosts: args['add-host'].map(parseAddHost) } : {}),
       runtime: args.runtime,
       isolation: args.isolation,
       snapshotter: snapshotterFromEnv(io.env),
