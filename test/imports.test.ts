@@ -57,6 +57,7 @@ const INNER_IMPORTS_TO_MOVE: readonly string[] = [
   'engine/run-mounts.ts -> sandbox/step-dir.ts',
   'engine/run-step.ts -> image/layer-index-cache.ts',
   'engine/run-step.ts -> image/users.ts',
+  'engine/secret-mount.ts -> sandbox/step-dir.ts',
   'engine/stage-state.ts -> image/rootfs-view.ts',
   'engine/step-cache.ts -> image/config-edit.ts',
   'engine/step-cache.ts -> image/layer-index-cache.ts',
