@@ -29,7 +29,7 @@ export interface OutputEnv {
  * docker) wrote, which differs from the store's when its layers are compressed; undefined
  * when no such output was asked for.
  */
-export async function writeOutputs(image: StoredImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<Descriptor | undefined> {
+async function writeOutputs(image: StoredImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<Descriptor | undefined> {
   const exportImage: ExportImage = { ...image, names };
   let written: Descriptor | undefined;
   const remember = (d: readonly Descriptor[]) => {
@@ -94,7 +94,7 @@ async function ensureParent(dest: string): Promise<void> {
  * buildx's --metadata-file keys for an image build. `manifest` is the manifest the user got
  * (pushed, or written to an archive or layout), as buildx reports it; the store's by default.
  */
-export function buildMetadata(image: StoredImage, names: readonly string[], manifest: Descriptor = image.manifestDescriptor): Record<string, unknown> {
+function buildMetadata(image: StoredImage, names: readonly string[], manifest: Descriptor = image.manifestDescriptor): Record<string, unknown> {
   return {
     'containerimage.config.digest': image.configDescriptor.digest,
     'containerimage.digest': manifest.digest,

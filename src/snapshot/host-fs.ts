@@ -67,7 +67,7 @@ export function hostFilesystem(opts: { readonly toolPath?: string | undefined; r
 }
 
 /** The capability that goes with already probed capabilities (what a RUN step runs with). */
-export function hostFilesystemFor(caps: SandboxCapabilities): HostFilesystem {
+function hostFilesystemFor(caps: SandboxCapabilities): HostFilesystem {
   if (caps.isRoot) return ROOT;
   return caps.userNamespaces.ok && caps.idMapping.kind !== 'identity' ? userNamespaceFs(caps) : UNPRIVILEGED;
 }

@@ -61,7 +61,7 @@ export function overlaySnapshotter(store: Store, hostFs: HostFilesystem, capabil
  * Layers are unpacked through the host filesystem capability (in the user namespace for an
  * ordinary user, where their owners are real: DESIGN.md "Rootless").
  */
-export async function lowerDirsFor(store: Store, hostFs: HostFilesystem, layers: readonly StoredLayer[], indexes: readonly LayerIndex[], signal?: AbortSignal): Promise<string[]> {
+async function lowerDirsFor(store: Store, hostFs: HostFilesystem, layers: readonly StoredLayer[], indexes: readonly LayerIndex[], signal?: AbortSignal): Promise<string[]> {
   let lowers: string[] = [];
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i]!;
