@@ -107,6 +107,19 @@ describe.each(RUNTIMES)('--runtime %s as root', (runtime) => {
   });
 });
 
+describe('--isolation chroot', () => {
+  it('applies --ulimit (prlimit) and refuses --shm-size, which needs a mount namespace', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo "$(ulimit -Sn):$(ulimit -Hn)" > /limits\n' });
+    const out = path.join(work, 'chroot-limits');
+    const r = await tsbuild(['build', '--no-cache', '--isolation', 'chroot', '--ulimit', 'nofile=99:199', '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(r.code).toBe(0);
+    expect((await fs.readFile(path.join(out, 'limits'), 'utf8')).trim()).toBe('99:199');
+    const shm = await tsbuild(['build', '--no-cache', '--isolation', 'chroot', '--shm-size', '1m', ctx], { root });
+    expect(shm.code).toBe(1);
+    expect(shm.stderr).toMatch(/error: --shm-size mounts a \/dev\/shm, which needs a mount namespace/);
+  });
+});
+
 describe('cache keys', () => {
   it('keys a RUN on --shm-size, --ulimit and --security=insecure, as BuildKit keys its ExecOp', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo step > /s\n' });
