@@ -32,7 +32,7 @@
  */
 export type { DirRootfs, IdMapping, IdRange, Isolation, OverlayRootfs, RunOptions, RunResult, Runner, RunnerKind, RunSpec, SignalSource, StepMount, StepRootfs, StepUser, Ulimit, UlimitName } from './types.js';
 export { DEFAULT_SHM_SIZE, isOverlayRootfs } from './types.js';
-export { assertUlimitsAllowed, hostHardLimits, isUlimitName, ULIMITS } from './rlimits.js';
+export { assertUlimitsAllowed } from './rlimits.js';
 export { describeCapabilities, parseSubordinateIds, probeSandbox, type Capability, type HostTools, type ProbeOptions, type SandboxCapabilities, type SubordinateRange } from './probe.js';
 export { assertMapped, containerToHost, hostToContainer, removeTreeAnyOwner, runInUserNamespace, userNamespaceRemoveTree, type UserNamespaceOptions } from './user-namespace.js';
 export { captureUpperDir, collectChanges, DEFAULT_MOUNT_POINTS, prepareOverlay, pruneMountPoints, type CaptureOptions, type ChangeEntry, type PreparedOverlay } from './overlay.js';

@@ -20,7 +20,7 @@ interface LimitInfo {
   readonly procRow: string;
 }
 
-export const ULIMITS: Readonly<Record<UlimitName, LimitInfo>> = {
+const ULIMITS: Readonly<Record<UlimitName, LimitInfo>> = {
   core: { rlimit: 'RLIMIT_CORE', procRow: 'Max core file size' },
   cpu: { rlimit: 'RLIMIT_CPU', procRow: 'Max cpu time' },
   data: { rlimit: 'RLIMIT_DATA', procRow: 'Max data size' },
@@ -37,10 +37,6 @@ export const ULIMITS: Readonly<Record<UlimitName, LimitInfo>> = {
   sigpending: { rlimit: 'RLIMIT_SIGPENDING', procRow: 'Max pending signals' },
   stack: { rlimit: 'RLIMIT_STACK', procRow: 'Max stack size' },
 };
-
-export function isUlimitName(name: string): name is UlimitName {
-  return Object.hasOwn(ULIMITS, name);
-}
 
 /** The hard limits of this process by name (-1 unlimited), read from /proc/self/limits. */
 export function hostHardLimits(limitsText: string = readFileSync('/proc/self/limits', 'utf8')): Map<UlimitName, number> {
