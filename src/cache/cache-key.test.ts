@@ -89,6 +89,14 @@ describe('cacheKeyFor', () => {
     expect(cacheKeyFor({ parent: 'scratch', kind: 'RUN', instruction: 'RUN x', epoch: 1, mounts: [{ kind: 'bind-state', key: 'scratch' }, { kind: 'extra-hosts', hosts: [...hosts].reverse() }], platform: 'linux/amd64' })).not.toBe(key);
   });
 
+  it('writes --shm-size and --ulimit after the mounts, and nothing when they are not given', () => {
+    const run = { parent: 'scratch', kind: 'RUN', instruction: 'RUN x', platform: 'linux/amd64' } as const;
+    const key = cacheKeyFor({ ...run, resources: { shmSize: 1024, ulimits: [{ name: 'nofile', soft: 1, hard: 2 }] } });
+    const doc = '{"inputs":["shm-size:1024","ulimits:nofile=1:2"],"instruction":"RUN x","kind":"RUN","parent":"scratch","platform":"linux/amd64","scheme":"tsbuild-cache-v1","visible":{}}';
+    expect(key).toBe(sha256Digest(doc));
+    expect(cacheKeyFor({ ...run, resources: {} })).toBe(cacheKeyFor(run));
+  });
+
   it('cannot be confused by a field value that looks like JSON', () => {
     const a = cacheKeyFor({ ...base, instruction: 'x","kind":"ADD' });
     const b = cacheKeyFor({ ...base, kind: 'ADD', instruction: 'x' });

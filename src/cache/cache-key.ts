@@ -77,6 +77,11 @@ export interface StepKeyInputs {
   readonly epoch?: number | undefined;
   /** RUN: what its mounts expose. */
   readonly mounts?: readonly MountSource[];
+  /**
+   * RUN: `--shm-size` and `--ulimit` (BuildKit keys an ExecOp on its /dev/shm size and its
+   * ulimits); absent when the flags are not given, so a build without them keeps its keys.
+   */
+  readonly resources?: { readonly shmSize?: number | undefined; readonly ulimits?: ReadonlyArray<{ readonly name: string; readonly soft: number; readonly hard: number }> | undefined } | undefined;
   /** COPY/ADD: every destination entry, iterated once (20,000 of them for a big context). */
   readonly entries?: Iterable<CopiedEntry>;
   /** e.g. linux/amd64 */
@@ -96,8 +101,8 @@ const KEY_SCHEME = 'tsbuild-cache-v1';
  * `inputs` lists, in this order: the sources (`root:<key>`, then `group:url:<url>:<digest>`,
  * `group:url-unpacked:...`, `group:archive:<path>:<digest>`), the layers' diff IDs, the epoch
  * (`epoch:<n>`; the seal writes `epoch:` even without one), the mounts (`bind-from:<key>`,
- * `bind-context:<path>:<digest>`, `extra-hosts:<name>=<ip>,...`), then one string per copied
- * entry. These are the strings
+ * `bind-context:<path>:<digest>`, `extra-hosts:<name>=<ip>,...`), the resources (`shm-size:<n>`,
+ * `ulimits:<name>=<soft>:<hard>,...`), then one string per copied entry. These are the strings
  * earlier releases wrote; they are made here only, from typed inputs.
  */
 export function cacheKeyFor(input: StepKeyInputs): CacheKey {
@@ -171,6 +176,9 @@ function* encodeInputs(input: StepKeyInputs): Generator<string> {
         m satisfies never;
     }
   }
+  const r = input.resources;
+  if (r?.shmSize !== undefined) yield `shm-size:${r.shmSize}`;
+  if (r?.ulimits && r.ulimits.length > 0) yield `ulimits:${r.ulimits.map((u) => `${u.name}=${u.soft}:${u.hard}`).join(',')}`;
   for (const e of input.entries ?? []) {
     yield `${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${e.content ?? ''}`;
   }

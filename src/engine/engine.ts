@@ -85,6 +85,7 @@ async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSessi
     secrets: req.secrets ?? new Map(),
     ...(req.sshSockets ? { sshSockets: req.sshSockets } : {}),
     ...(req.extraHosts && req.extraHosts.length > 0 ? { extraHosts: req.extraHosts } : {}),
+    ...(req.runResources ? { runResources: req.runResources } : {}),
     defaultNetwork: req.network ?? 'host',
   };
 }

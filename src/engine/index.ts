@@ -10,6 +10,7 @@ export type { BuildSecret } from './run-mounts.js';
 export { runImage, type RunImageEnv, type RunImageRequest } from './run-image.js';
 export { openSshSources, type SshSources } from './ssh.js';
 export { parseAddHost, type ExtraHost } from './extra-hosts.js';
+export { mergeUlimits, parseAllow, parseShmSize, parseUlimit, type Entitlement, type RunResources } from './run-resources.js';
 export { listStepCache, type CacheHit, type CacheKey, type CacheSource, type StepCacheEntry } from '../cache/index.js';
 export type { StepMount } from '../sandbox/index.js';
 

@@ -4,6 +4,7 @@ import { formatPlatform, parsePlatform, platformMatches, type Platform } from '.
 import { planBuild, type BuildPlan } from '../plan/index.js';
 import type { BuildReporter } from './events.js';
 import type { BuildRequest } from './request.js';
+import { checkRunSecurity } from './run-resources.js';
 
 export interface ParsedPlan {
   readonly plan: BuildPlan;
@@ -43,6 +44,8 @@ export function parseAndPlan(req: BuildRequest, platform: Platform, report: Buil
       hint: 'drop --platform, or use --platform=$BUILDPLATFORM',
     });
   }
+  // Entitlements are checked before any step runs, as BuildKit's solver does (ONBUILD RUNs: in run-step.ts).
+  for (const ps of plan.stages) for (const ins of ps.stage.instructions) if (ins.kind === 'RUN') checkRunSecurity(ins.security, req.runResources?.allow, ins.location);
   // buildx's SecretsUsedInArgOrEnv, over the stages this build runs.
   for (const ps of plan.stages) for (const w of secretNameWarnings(ps.stage.instructions, parsed.directives.check)) report({ type: 'warning', ...w });
   for (const name of plan.unusedBuildArgs) {

@@ -6,6 +6,7 @@ import type { RunStep } from '../plan/index.js';
 import type { ChangeEntry, HostLayerEntry } from '../snapshot/index.js';
 import { imageFileReader } from './copy-step.js';
 import { prepareMounts } from './run-mounts.js';
+import { checkRunSecurity, runSpecResources } from './run-resources.js';
 import type { LayerChange, MadeLayer, StepModule } from './step.js';
 
 /** Lines of a failed step's output that its error quotes. */
@@ -19,16 +20,23 @@ const TAIL_LINES = 12;
 export const runStep: StepModule<RunStep> = {
   async prepare(given, ctx): Promise<LayerChange> {
     const { session, inputs, state } = ctx;
-    if (given.security !== undefined && given.security !== 'sandbox') {
-      throw new TsbuildError('UNSUPPORTED', `RUN --security=${given.security} is not supported`, { location: given.location });
-    }
+    checkRunSecurity(given.security, inputs.runResources?.allow, given.location);
     // RUN --network=default means the build's default (BuildKit's NetworkDefault), like no flag.
     const usesDefault = given.network === undefined || given.network === 'default';
     const step = usesDefault && inputs.defaultNetwork === 'none' ? { ...given, network: 'none' as const } : given;
     const prepared = await prepareMounts(step.mounts, session, inputs, step.location);
     return {
       kind: 'layer',
-      keyInputs: { parent: state.key, kind: 'RUN', instruction: step.keyText, visible: step.visible, epoch: inputs.sourceDateEpoch, mounts: prepared.keyInputs, platform: session.platformText },
+      keyInputs: {
+        parent: state.key,
+        kind: 'RUN',
+        instruction: step.keyText,
+        visible: step.visible,
+        epoch: inputs.sourceDateEpoch,
+        mounts: prepared.keyInputs,
+        resources: inputs.runResources,
+        platform: session.platformText,
+      },
       history: step.history ?? `RUN ${step.args.join(' ')}`,
       release: () => prepared.release(),
       async execute() {
@@ -54,6 +62,7 @@ export const runStep: StepModule<RunStep> = {
               cwd: state.config.config?.WorkingDir || '/',
               user: { uid: user.uid, gid: user.gid },
               network: step.network === 'none' ? 'none' : 'host',
+              ...runSpecResources(inputs.runResources, step.security),
               stdout: collect('stdout'),
               stderr: collect('stderr'),
             },

@@ -5,6 +5,7 @@ import type { LayerIndex } from '../layer/layer-index.js';
 import type { Step } from '../plan/index.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { ExtraHost } from './extra-hosts.js';
+import type { RunResources } from './run-resources.js';
 import type { FileDigests } from './file-digests.js';
 import type { BuildSecret } from './run-mounts.js';
 import type { BuildSession } from './session.js';
@@ -37,6 +38,8 @@ export interface BuildInputs {
   readonly sshSockets?: ReadonlyMap<string, string> | undefined;
   /** `--add-host`: entries every RUN step finds in its /etc/hosts. */
   readonly extraHosts?: readonly ExtraHost[] | undefined;
+  /** `--shm-size`, `--ulimit`, `--allow`: what every RUN step runs with (run-resources.ts). */
+  readonly runResources?: RunResources | undefined;
   /** `--network`: what RUN without --network (or with --network=default) gets. */
   readonly defaultNetwork: 'host' | 'none';
 }

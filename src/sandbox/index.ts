@@ -26,8 +26,9 @@
  *  - DEBT(#14): captured layers carry only the security.capability xattr (as docker and
  *    BuildKit); other xattrs a step sets are dropped, and applying a layer sets only that one.
  */
-export type { DirRootfs, IdMapping, IdRange, Isolation, OverlayRootfs, RunOptions, RunResult, Runner, RunnerKind, RunSpec, SignalSource, StepMount, StepRootfs, StepUser } from './types.js';
-export { isOverlayRootfs } from './types.js';
+export type { DirRootfs, IdMapping, IdRange, Isolation, OverlayRootfs, RunOptions, RunResult, Runner, RunnerKind, RunSpec, SignalSource, StepMount, StepRootfs, StepUser, Ulimit, UlimitName } from './types.js';
+export { DEFAULT_SHM_SIZE, isOverlayRootfs } from './types.js';
+export { assertUlimitsAllowed } from './rlimits.js';
 export { describeCapabilities, parseSubordinateIds, probeSandbox, type Capability, type HostTools, type ProbeOptions, type SandboxCapabilities, type SubordinateRange } from './probe.js';
 export { assertMapped, containerToHost, hostToContainer, runInUserNamespace, type UserNamespaceOptions } from './user-namespace.js';
 export { DEFAULT_MOUNT_POINTS, prepareOverlay, type PreparedOverlay } from './overlay.js';
