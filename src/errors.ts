@@ -21,6 +21,8 @@ export interface SourceLocation {
 export type ErrorCode =
   // usage
   | 'USAGE'
+  // any operation: the caller's AbortSignal fired (the API's form of Ctrl-C; exit code 130)
+  | 'CANCELLED'
   // dockerfile/
   | 'DOCKERFILE_SYNTAX'
   | 'DOCKERFILE_EMPTY'

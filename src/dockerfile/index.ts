@@ -3,6 +3,7 @@
  * stages, and BuildKit's parse dump. Pure: nothing here touches files, network or processes.
  */
 export { parseDockerfile } from './parser.js';
+export { closestMatch } from './suggest.js';
 export type { Node, ParsedDockerfile, ParseOptions, Directives, EscapeToken, Heredoc } from './parser.js';
 export { dumpDockerfile } from './dump.js';
 export { directiveWarnings, parseCheckOptions } from './directives.js';

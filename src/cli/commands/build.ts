@@ -1,93 +1,18 @@
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { build, openSshSources, parseAddHost } from '../../engine/index.js';
+import { openSshSources, parseAddHost } from '../../engine/index.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
-import type { BuildSecret } from '../../engine/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
-import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/index.js';
-import { parseOutputFlag } from '../parse-output.js';
+import { buildEnvFor, checkPlatforms, createdTime, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
 import { createReporter, type ProgressMode } from '../progress.js';
 import { registryClientFor, registryOptions } from './pull.js';
-import { createdTime, sourceDateEpoch } from '../source-date.js';
 
-/** Reads `--build-arg NAME=VALUE` or `--build-arg NAME` (value from the environment, as docker does). */
-export function parseBuildArgs(list: readonly string[], env: NodeJS.ProcessEnv): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const item of list) {
-    const eq = item.indexOf('=');
-    if (eq === 0) throw new TsbuildError('USAGE', `invalid --build-arg ${JSON.stringify(item)}: the name is empty`);
-    if (eq < 0) {
-      const v = env[item];
-      if (v !== undefined) out.set(item, v);
-      continue;
-    }
-    out.set(item.slice(0, eq), item.slice(eq + 1));
-  }
-  return out;
-}
-
-/**
- * `--secret id=ID,src=FILE` or `id=ID,env=VAR` (buildx's forms; `type=file|env` accepted).
- * Values stay out of logs and errors: a missing file is named, its content never shown.
- */
-export async function parseSecrets(list: readonly string[], env: NodeJS.ProcessEnv, cwd: string): Promise<Map<string, BuildSecret>> {
-  const out = new Map<string, BuildSecret>();
-  for (const item of list) {
-    const fields = new Map<string, string>();
-    for (const part of item.split(',')) {
-      const eq = part.indexOf('=');
-      if (eq <= 0) throw new TsbuildError('USAGE', `invalid --secret field ${JSON.stringify(part)}: use id=ID,src=FILE or id=ID,env=VAR`);
-      fields.set(part.slice(0, eq).toLowerCase(), part.slice(eq + 1));
-    }
-    const id = fields.get('id');
-    if (!id) throw new TsbuildError('USAGE', '--secret needs id=ID');
-    const src = fields.get('src') ?? fields.get('source');
-    const envName = fields.get('env');
-    if (src !== undefined) {
-      const file = path.resolve(cwd, src);
-      try {
-        await fs.access(file);
-      } catch {
-        throw new TsbuildError('USAGE', `--secret id=${id}: cannot read ${src}`);
-      }
-      out.set(id, { id, file });
-    } else {
-      const name = envName ?? id;
-      const value = env[name];
-      if (value === undefined) throw new TsbuildError('USAGE', `--secret id=${id}: the environment variable ${name} is not set`);
-      out.set(id, { id, value });
-    }
-  }
-  return out;
-}
-
-function parseLabels(list: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const item of list) {
-    const eq = item.indexOf('=');
-    if (eq <= 0) throw new TsbuildError('USAGE', `invalid --label ${JSON.stringify(item)}: use KEY=VALUE`);
-    out[item.slice(0, eq)] = item.slice(eq + 1);
-  }
-  return out;
-}
 
 async function readStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of stdin) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
   return Buffer.concat(chunks);
-}
-
-/**
- * `TSBUILD_SNAPSHOTTER=overlay|copy` forces how RUN snapshots are made (default: overlay
- * where the sandbox can mount it, else copy-and-walk); tests use it to compare the two.
- */
-export function snapshotterFromEnv(env: NodeJS.ProcessEnv): 'auto' | 'overlay' | 'copy' {
-  const v = env.TSBUILD_SNAPSHOTTER;
-  if (v === undefined || v === '' || v === 'auto') return 'auto';
-  if (v === 'overlay' || v === 'copy') return v;
-  throw new TsbuildError('USAGE', `TSBUILD_SNAPSHOTTER must be overlay, copy or auto, not ${JSON.stringify(v)}`);
 }
 
 export const buildCommand = defineCommand({
@@ -129,38 +54,11 @@ export const buildCommand = defineCommand({
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' }),
   run: async (args, ctx) => {
     const io = ctx.io;
-    const contextDir = path.resolve(io.cwd, args.context);
-    const st = await fs.stat(contextDir).catch(() => undefined);
-    if (!st?.isDirectory()) {
-      throw new TsbuildError('CONTEXT_NOT_FOUND', `build context ${JSON.stringify(args.context)} is not a directory`, { hint: 'pass the directory holding your sources, e.g. `tsbuild build .`' });
-    }
-    let dockerfile: BuildRequest['dockerfile'];
-    if (args.file === '-') {
-      dockerfile = { name: 'Dockerfile', text: await readStdin(io.stdin) };
-    } else {
-      const p = args.file ? path.resolve(io.cwd, args.file) : path.join(contextDir, 'Dockerfile');
-      let text: Buffer;
-      try {
-        text = await fs.readFile(p);
-      } catch {
-        throw new TsbuildError('DOCKERFILE_NOT_FOUND', `cannot read the Dockerfile ${args.file ?? path.relative(io.cwd, p) ?? 'Dockerfile'}`, {
-          hint: args.file ? undefined : 'put a Dockerfile in the context or name one with -f',
-        });
-      }
-      dockerfile = { name: args.file ?? (path.relative(io.cwd, p) || 'Dockerfile'), path: p, text };
-    }
-    if (args.platform) {
-      const want = parsePlatform(args.platform);
-      if (!platformMatches(want, hostPlatform())) {
-        throw new TsbuildError('UNSUPPORTED', `building for ${formatPlatform(want)} needs emulation, which is not available yet; this host builds ${formatPlatform(hostPlatform())}`);
-      }
-    }
+    const contextDir = await resolveContextDir(args.context, io.cwd);
+    const dockerfile = await readDockerfile({ contextDir, file: args.file, cwd: io.cwd, readStdin: () => readStdin(io.stdin) });
+    if (args.platform) checkPlatforms([args.platform]);
     const tags = args.tag.map((t) => normalizeName(t));
-    const outputs: OutputSpec[] = args.output.map((o) => parseOutputFlag(o, io.cwd));
-    if (outputs.length === 0 || (tags.length > 0 && !outputs.some((o) => o.type === 'image'))) {
-      // Tags go to the local store, as `buildah build -t` and `docker build -t` do.
-      if (tags.length > 0 || outputs.length === 0) outputs.unshift({ type: 'image' });
-    }
+    const outputs: OutputSpec[] = withDefaultOutputs(tags, args.output.map((o) => parseOutputFlag(o, io.cwd)));
     const epoch = sourceDateEpoch(io.env);
     const req: BuildRequest = {
       contextDir,
@@ -189,25 +87,24 @@ export const buildCommand = defineCommand({
     const store = await ctx.store();
     const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
     const ssh = await openSshSources(args.ssh, io.env, io.cwd);
-    let result: Awaited<ReturnType<typeof build>>;
+    let result: Awaited<ReturnType<typeof runBuild>>;
     try {
-      result = await build(
+      result = await runBuild(
         { ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) },
-        {
+        buildEnvFor({
           store,
           signal: io.signal,
           report: createReporter(progress, io.stderr),
-          platform: hostPlatform(),
           created: createdTime(io.env),
           logger: ctx.logger,
           registry: () => (registry ??= registryClientFor(args, ctx)),
-          ...(io.env.PATH !== undefined ? { toolPath: io.env.PATH } : {}),
-        },
+          toolPath: io.env.PATH,
+        }),
       );
     } finally {
       await ssh.close();
     }
-    io.stdout.write(`${result.image.configDescriptor.digest}\n`);
+    io.stdout.write(`${result.imageId}\n`);
     return 0;
   },
 });
