@@ -121,8 +121,9 @@ export function checkCacheSpec(spec: string, flag: 'cache-from' | 'cache-to'): n
 
 /** The options checked and turned into the engine's request; the same helpers as `tsbuild build`. */
 async function requestFor(o: Record<string, unknown>, cwd: string, env: NodeJS.ProcessEnv): Promise<BuildRequest> {
-  const contextDir = await resolveContextDir(optString(o, 'context') ?? '.', cwd);
-  const dockerfile = await readDockerfile({ contextDir, file: optString(o, 'file'), cwd });
+  // Every option is checked before anything is read: a mistake is reported as itself.
+  const context = optString(o, 'context') ?? '.';
+  const file = optString(o, 'file');
   checkPlatforms(optList(o, 'platforms', { commas: true }));
   for (const c of optList(o, 'cacheFrom', { commas: false })) checkCacheSpec(c, 'cache-from');
   for (const c of optList(o, 'cacheTo', { commas: false })) checkCacheSpec(c, 'cache-to');
@@ -140,21 +141,27 @@ async function requestFor(o: Record<string, unknown>, cwd: string, env: NodeJS.P
   const epoch = (epochOpt as number | undefined) ?? sourceDateEpoch(env);
   const network = optChoice(o, 'network', ['default', 'host', 'none'] as const);
   const isolation = optChoice(o, 'isolation', ['auto', 'sandbox', 'chroot', 'none'] as const);
+  const buildArgs = parseBuildArgs(optPairs(o, 'buildArgs'), env);
+  const labels = parseLabels(optPairs(o, 'labels'));
+  const noCache = optBoolean(o, 'noCache') ?? false;
+  const secretSpecs = optList(o, 'secrets', { commas: false });
+  const contextDir = await resolveContextDir(context, cwd);
+  const dockerfile = await readDockerfile({ contextDir, file, cwd });
   return {
     contextDir,
     dockerfile,
     tags,
     ...(target ? { target } : {}),
-    buildArgs: parseBuildArgs(optPairs(o, 'buildArgs'), env),
-    labels: parseLabels(optPairs(o, 'labels')),
-    noCache: optBoolean(o, 'noCache') ?? false,
+    buildArgs,
+    labels,
+    noCache,
     pull,
     push,
     outputs,
     ...(iidFile ? { iidFile: path.resolve(cwd, iidFile) } : {}),
     ...(metadataFile ? { metadataFile: path.resolve(cwd, metadataFile) } : {}),
     ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
-    secrets: await parseSecrets(optList(o, 'secrets', { commas: false }), env, cwd),
+    secrets: await parseSecrets(secretSpecs, env, cwd),
     network: network === 'none' ? 'none' : 'host',
     ...(isolation !== undefined ? { isolation } : {}),
   };
