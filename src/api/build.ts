@@ -167,6 +167,22 @@ async function requestFor(o: Record<string, unknown>, cwd: string, env: NodeJS.P
   };
 }
 
+/** Checks the options every call shares (a wrong kind here would otherwise surface as an internal error). */
+export function checkCommon(o: Record<string, unknown>): void {
+  optString(o, 'root');
+  optString(o, 'cwd');
+  const env = o['env'];
+  if (env !== undefined && (env === null || typeof env !== 'object')) throw new TsbuildError('USAGE', 'option "env" must be an object of environment variables');
+  const c = o['credentials'];
+  if (c !== undefined && typeof c !== 'function' && !(c !== null && typeof c === 'object' && typeof (c as { get?: unknown }).get === 'function')) {
+    throw new TsbuildError('USAGE', 'option "credentials" must be a function (registry) => credential, or an object with get(registry)');
+  }
+  for (const name of ['insecureRegistries', 'caFiles']) {
+    const v = o[name];
+    if (v !== undefined && !(Array.isArray(v) && v.every((x) => typeof x === 'string'))) throw new TsbuildError('USAGE', `option ${JSON.stringify(name)} must be an array of strings`);
+  }
+}
+
 /**
  * Builds an image from a Dockerfile, as `tsbuild build` does, and resolves to its image ID,
  * manifest digest and buildx-style metadata. Rejects with a TsbuildError (code, hint, and the
@@ -183,6 +199,7 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
   const signal = options.signal ?? new AbortController().signal;
   if (!(signal instanceof AbortSignal)) throw new TsbuildError('USAGE', 'option "signal" must be an AbortSignal');
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function') throw new TsbuildError('USAGE', 'option "onEvent" must be a function');
+  checkCommon(o);
   const env = options.env ?? process.env;
   const cwd = options.cwd ?? process.cwd();
   const progress = optChoice(o, 'progress', ['none', 'auto', 'plain', 'tty', 'json', 'quiet'] as const) ?? 'none';

@@ -6,6 +6,7 @@ import { parsePlatform, parseReference } from '../oci/index.js';
 import type { PullProgress, PushProgress, RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import { asCancelled } from './build-request.js';
+import { checkCommon } from './build.js';
 import { checkKeys, optChoice, optString } from './options.js';
 import { defaultLogger, openRegistryClient, openStoreAt, resolveStoreRoot, type CredentialsProvider } from './store.js';
 
@@ -48,6 +49,7 @@ interface Opened {
 async function withStore<T>(name: string, options: object, known: readonly string[], fn: (s: Opened) => Promise<T>): Promise<T> {
   if (options === null || typeof options !== 'object') throw new TsbuildError('USAGE', `${name}() takes an options object`);
   checkKeys(options, known, `${name}()`);
+  checkCommon(options as Record<string, unknown>);
   const o = options as StoreOptions;
   const signal = o.signal ?? new AbortController().signal;
   try {
