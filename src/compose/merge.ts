@@ -35,7 +35,7 @@ export function mergeValue(base: unknown, over: unknown, path: string): unknown 
   if (isTree(base) && isTree(over)) {
     const out: Tree = { ...base };
     for (const [k, v] of Object.entries(over)) {
-      const childPath = path === 'services' ? 'services.*' : `${path}.${k}`;
+      const childPath = path === '' ? k : path === 'services' ? 'services.*' : `${path}.${k}`;
       const merged = mergeValue(base[k], v, childPath);
       if (merged === undefined) delete out[k];
       else out[k] = merged;
