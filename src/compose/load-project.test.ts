@@ -233,7 +233,7 @@ services:
       image: 'shop-web',
       context: path.join(dir, 'web'),
       dockerfile: path.join(fs.realpathSync(dir), 'web/web.Dockerfile'),
-      args: { VERSION: '2', FROM_ENV: null },
+      args: { VERSION: '2', FROM_ENV: 'e' },
       labels: { team: 'web' },
       tags: ['reg.example/web:2'],
       needs: ['base'],

@@ -331,6 +331,8 @@ function configModel(merged: Tree, services: Tree, name: string, workingDir: str
       const b: Tree = { ...s.build };
       b.context ??= workingDir;
       if (b.dockerfile === undefined && b.dockerfile_inline === undefined) b.dockerfile = 'Dockerfile';
+      // A bare `NAME:` arg takes its value from the environment (and .env) when set, as compose resolves it.
+      if (isTree(b.args)) b.args = Object.fromEntries(Object.entries(b.args).map(([k, v]) => [k, v === null ? (vars.get(k) ?? null) : String(v)]));
       s.build = sortKeys(b);
     }
     // `- NAME` without a value takes it from the environment, as compose resolves it; unset stays null.

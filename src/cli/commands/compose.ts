@@ -80,8 +80,18 @@ function printConfig(project: ComposeProject, opts: { format: 'yaml' | 'json'; s
     out.write(Object.entries(services).map(([name, s]) => `${typeof s.image === 'string' ? s.image : `${project.name}-${name}`}\n`).join(''));
     return 0;
   }
-  out.write(opts.format === 'json' ? `${JSON.stringify(project.model, null, 4)}\n` : stringify(project.model, { lineWidth: 0 }));
+  // `$` is written as `$$`, as docker compose does, so the output loads again unchanged; YAML
+  // 1.1 quoting keeps `yes`/`no`/`on` strings strings for 1.1 readers (compose v1, PyYAML).
+  const model = escapeDollars(project.model);
+  out.write(opts.format === 'json' ? `${JSON.stringify(model, null, 4)}\n` : stringify(model, { lineWidth: 0, version: '1.1' }));
   return 0;
+}
+
+function escapeDollars(v: unknown): unknown {
+  if (typeof v === 'string') return v.replaceAll('$', '$$$$');
+  if (Array.isArray(v)) return v.map(escapeDollars);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, escapeDollars(x)]));
+  return v;
 }
 
 interface BuildFlags {
