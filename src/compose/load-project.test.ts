@@ -249,6 +249,17 @@ services:
     expect(composeBuildPlan(p, { only: ['web'] }).builds.map((b) => b.service)).toEqual(['base', 'web']);
   });
 
+  it('adds depends_on services with withDependencies only', () => {
+    const dir = project({
+      'compose.yaml': 'services:\n  api: {build: ., depends_on: [migrate, db]}\n  migrate: {build: .}\n  db: {image: postgres}\n  other: {build: .}\n',
+      Dockerfile: 'FROM busybox\n',
+    });
+    const p = loadComposeProject({ cwd: dir, env: {} });
+    expect(composeBuildPlan(p, { only: ['api'] }).builds.map((b) => b.service)).toEqual(['api']);
+    expect(composeBuildPlan(p, { only: ['api'], withDependencies: true }).builds.map((b) => b.service)).toEqual(['api', 'migrate']);
+    expect(composeBuildPlan(p).builds.map((b) => b.service)).toEqual(['api', 'migrate', 'other']);
+  });
+
   it('rejects a cycle of service: contexts and a Dockerfile outside the project', () => {
     const dir = project({
       'compose.yaml': `

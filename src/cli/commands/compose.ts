@@ -34,6 +34,7 @@ export const composeCommand = defineCommand({
       .option('pull', { type: 'boolean', default: false, describe: 'build: always pull base images' })
       .option('build-arg', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'build: NAME=VALUE for every service (over the compose file\'s args)' })
       .option('push', { type: 'boolean', default: false, describe: 'build: push the images after they are built' })
+      .option('print', { type: 'boolean', default: false, describe: 'build: print the build plan (one request per service, in build order) as JSON and build nothing' })
       .option('with-dependencies', { type: 'boolean', default: false, describe: 'build: also build what the named services depend on' })
       .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'build: progress output on stderr' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'build, push: no progress output' }),
@@ -56,6 +57,10 @@ export const composeCommand = defineCommand({
     const client = () => (registry ??= registryClientFor(args, ctx));
     try {
       if (args.action === 'push') return await pushServices(project, named, ctx, client, args.quiet);
+      if (args.print) {
+        io.stdout.write(`${JSON.stringify(composeBuildPlan(project, { only: named, withDependencies: args['with-dependencies'] }), null, 2)}\n`);
+        return 0;
+      }
       return await buildServices(project, named, ctx, client, {
         noCache: args['no-cache'],
         pull: args.pull,
@@ -284,7 +289,7 @@ export function substituteNamedImages(text: string, images: ReadonlyMap<string, 
     .split('\n')
     .map((line) => {
       let out = line.replace(/^(\s*FROM\s+(?:--\S+\s+)*)(\S+)/i, (m, head: string, name: string) => (images.has(name) ? `${head}${images.get(name)}` : m));
-      out = out.replace(/((?:--from=|[,\s]from=))([^\s,]+)/gi, (m, head: string, name: string) => (images.has(name) ? `${head}${images.get(name)}` : m));
+      out = out.replace(/((?:--from=|[,=]from=))([^\s,]+)/gi, (m, head: string, name: string) => (images.has(name) ? `${head}${images.get(name)}` : m));
       return out;
     })
     .join('\n');
