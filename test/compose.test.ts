@@ -68,6 +68,15 @@ services:
     image: postgres:16
     environment:
       - POSTGRES_PASSWORD=$\${NOT_INTERPOLATED}
+    volumes: ["dbdata:/var/lib/postgresql/data", "./initdb:/docker-entrypoint-initdb.d:ro", "/tmp"]
+    expose: [5432]
+
+  cache:
+    image: redis:7
+    depends_on: [db]
+
+volumes:
+  dbdata: {}
 `,
     'common.yaml': `services:
   tuned:
@@ -193,10 +202,10 @@ describe('tsbuild compose config', () => {
     expect(model.services.worker.environment).toEqual({ FROM_COMMON: 'yes', LOG_LEVEL: 'warn', REGION: 'eu' });
     expect(model.services.api.build.args).toEqual({ VERSION: '1.4.2', GREETING: 'hello from .env' });
     const services = await tsbuild(['compose', 'config', '--services'], { root, cwd: dir });
-    expect(services.stdout).toBe('api\nbase\ndb\nworker\n');
+    expect(services.stdout).toBe('api\nbase\ncache\ndb\nworker\n');
     const images = await tsbuild(['compose', '-p', 'Other Name', 'config', '--images'], { root, cwd: dir });
     expect(images.code, images.stderr).toBe(0);
-    expect(images.stdout).toBe('othername-api\nshop/base:1.4.2\npostgres:16\nothername-worker\n');
+    expect(images.stdout).toBe('othername-api\nshop/base:1.4.2\nredis:7\npostgres:16\nothername-worker\n');
   });
 
   it('resolves a multi-file project as docker-compose config does', async () => {
@@ -225,6 +234,11 @@ describe('tsbuild compose config', () => {
       // v1 writes {published: N, target} and keeps a port with a host IP as its short string.
       // v1 also reorders merged ports (the spec appends); the order of published ports means nothing to a build.
       for (const s of [svc, theirs.services[name]]) if (s.ports) s.ports = s.ports.map(portText).sort();
+      // volumes: v2 writes the long form {type, source, target, read_only, bind|volume}; v1 the
+      // short string with an absolute source and an explicit mode, sorted;
+      for (const s of [svc, theirs.services[name]]) if (s.volumes) s.volumes = s.volumes.map(volumeText).sort();
+      // depends_on: both write the long form; v2 adds `required: true` (a v2-only attribute).
+      if (svc.depends_on) for (const d of Object.values(svc.depends_on) as Array<Record<string, unknown>>) if (d.required === true) delete d.required;
       expect(svc, name).toEqual(theirs.services[name]);
     }
     // Resolutions both made, checked by value so the comparison above cannot pass on empty models.
@@ -234,8 +248,20 @@ describe('tsbuild compose config', () => {
     expect(theirs.services.api.command).toEqual(['serve', '--inspect']);
     expect(theirs.services.worker.dns).toEqual(['1.1.1.1', '9.9.9.9']);
     expect(theirs.services.api.build.args).toEqual({ VERSION: '2.0.0', GREETING: 'hello from .env' });
+    expect(theirs.services.db.volumes).toContain(`${dir}/initdb:/docker-entrypoint-initdb.d:ro`);
+    expect(theirs.services.cache.depends_on).toEqual({ db: { condition: 'service_started' } });
   });
 });
+
+/** One volume as `SOURCE:TARGET:MODE`, from either compose version's form. */
+function volumeText(v: unknown): string {
+  if (typeof v === 'string') {
+    const [source, target, mode] = v.split(':');
+    return target === undefined ? `:${source}:rw` : `${source}:${target}:${mode ?? 'rw'}`;
+  }
+  const o = v as Record<string, unknown>;
+  return `${String(o.source ?? '')}:${String(o.target)}:${o.read_only ? 'ro' : 'rw'}`;
+}
 
 /** One port mapping as `IP:PUBLISHED:TARGET/PROTOCOL`, from either compose version's form. */
 function portText(p: unknown): string {

@@ -339,6 +339,8 @@ function configModel(merged: Tree, services: Tree, name: string, workingDir: str
     if (isTree(s.environment)) s.environment = sortKeys(Object.fromEntries(Object.entries(s.environment).map(([k, v]) => [k, v === null ? (vars.get(k) ?? null) : String(v)])));
     if (Array.isArray(s.ports)) s.ports = s.ports.flatMap((p) => longPorts(p, sname));
     if (Array.isArray(s.expose)) s.expose = s.expose.map(String);
+    if (Array.isArray(s.depends_on)) s.depends_on = Object.fromEntries(s.depends_on.map((d) => [String(d), { condition: 'service_started', required: true }]));
+    if (Array.isArray(s.volumes)) s.volumes = s.volumes.map((v) => longVolume(v, workingDir));
     if (s.network_mode === undefined && s.networks === undefined) {
       s.networks = { default: null };
       usesDefaultNetwork = true;
@@ -380,6 +382,21 @@ function longPorts(p: unknown, service: string): Tree[] {
       protocol,
     }),
   );
+}
+
+/**
+ * Volumes in compose v2's long form: `./src:/app:ro` -> {type: bind, source: ABS, target, read_only, bind},
+ * `data:/data` -> {type: volume, source, target, volume: {}}, `/data` -> an anonymous volume.
+ */
+function longVolume(v: unknown, workingDir: string): unknown {
+  if (typeof v !== 'string') return v;
+  const parts = v.split(':');
+  if (parts.length === 1) return { target: parts[0], type: 'volume', volume: {} };
+  const [source, target, mode = ''] = parts as [string, string, string?];
+  const readOnly = mode.split(',').includes('ro');
+  const isPath = source.startsWith('.') || source.startsWith('/') || source.startsWith('~');
+  if (!isPath) return sortKeys({ type: 'volume', source, target, ...(readOnly ? { read_only: true } : {}), volume: {} });
+  return sortKeys({ type: 'bind', source: path.resolve(workingDir, source), target, ...(readOnly ? { read_only: true } : {}), bind: { create_host_path: true } });
 }
 
 function sortKeys(t: Tree): Tree {
