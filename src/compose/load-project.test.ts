@@ -66,7 +66,10 @@ services:
     expect(web.environment).toEqual({ KEEP: '1', MODE: 'dev' });
     expect(web.dns).toEqual(['1.1.1.1', '8.8.8.8']);
     expect(web.command).toEqual(['serve', '--dev']);
-    expect(web.volumes).toEqual(['./devdata:/data', './conf:/etc/conf:ro']);
+    expect(web.volumes).toEqual([
+      { type: 'bind', source: path.join(dir, 'devdata'), target: '/data', bind: { create_host_path: true } },
+      { type: 'bind', source: path.join(dir, 'conf'), target: '/etc/conf', read_only: true, bind: { create_host_path: true } },
+    ]);
     expect(web.ports.map((x: Svc) => `${x.published}:${x.target}`)).toEqual(['8080:80', '443:443', '9090:80']);
     expect(web.build).toEqual({ context: path.join(dir, 'web'), dockerfile: 'Dockerfile' });
     expect(p.name).toBe(normalizeProjectName(path.basename(dir)));
