@@ -165,6 +165,44 @@ describe('tsbuild compose build', () => {
     expect(images.stdout).not.toContain('failing-good');
   });
 
+  it('gives RUN steps the build secrets of the top-level secrets (file and environment), never in the image', async () => {
+    const dir = path.join(work, 'secrets');
+    await writeTree(dir, {
+      'compose.yaml': `secrets:
+  token:
+    file: ./secrets/token.txt
+  apikey:
+    environment: API_KEY
+services:
+  app:
+    build:
+      context: .
+      secrets:
+        - token
+        - source: apikey
+          target: key
+`,
+      'secrets/token.txt': 'file-secret',
+      Dockerfile:
+        // The RUN text must not hold the values (it is in the image's history): lengths only.
+        'FROM busybox\nRUN --mount=type=secret,id=token --mount=type=secret,id=key echo "$(cat /run/secrets/token | wc -c) $(cat /run/secrets/key | wc -c)" > /checked\n',
+    });
+    const r = await tsbuild(['compose', 'build', '--progress', 'plain'], { root, cwd: dir, env: { API_KEY: 'env-secret' } });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    const out = path.join(work, 'secrets-image.tar');
+    expect((await tsbuild(['save', '-o', out, 'secrets-app'], { root })).code).toBe(0);
+    const archive = await fs.readFile(out);
+    expect(archive.includes('file-secret')).toBe(false);
+    expect(archive.includes('env-secret')).toBe(false);
+    const run = await tsbuild(['run', 'secrets-app', 'cat', '/checked'], { root });
+    expect(run.stdout).toBe(`${'file-secret'.length} ${'env-secret'.length}\n`);
+    // Without the variable, the error names it.
+    const missing = await tsbuild(['compose', 'build'], { root, cwd: dir, env: { API_KEY: undefined } });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/id=key: the environment variable API_KEY is not set/);
+  });
+
   it('reports bad projects with a code and the place, never a stack trace', async () => {
     const cases: Array<[Record<string, string>, RegExp, string[]?]> = [
       [{ 'compose.yaml': 'services:\n  web:\n    build: .\n     image: x\n' }, /compose\.yaml:3:12: invalid YAML/],
