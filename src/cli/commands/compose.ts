@@ -5,7 +5,7 @@ import { defineCommand, repeatable, type CommandContext } from '../command.js';
 import { TsbuildError, isAbortError, isTsbuildError } from '../../errors.js';
 import { composeBuildPlan, loadComposeProject, type ComposeBuild, type ComposeProject } from '../../compose/index.js';
 import { build, openSshSources, parseAddHost, type BuildEvent, type BuildReporter, type BuildRequest } from '../../engine/index.js';
-import { normalizeName } from '../../image/local-image.js';
+import { normalizeName } from '../../image/index.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformMatches } from '../../oci/index.js';
 import type { RegistryClient } from '../../registry/index.js';
 import { commandBuildEnv } from '../build-env.js';
@@ -303,7 +303,7 @@ async function pushServices(project: ComposeProject, named: readonly string[], c
   // pushes its image if the store has it.
   const targets = new Set(named.length > 0 ? named : plan.builds.map((b) => b.service));
   const store = await ctx.store();
-  const { getLocalImage } = await import('../../image/local-image.js');
+  const { getLocalImage } = await import('../../image/index.js');
   const { pushImage } = await import('../../registry/index.js');
   const { parseReference } = await import('../../oci/index.js');
   const client = await registry();
