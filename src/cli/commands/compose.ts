@@ -14,7 +14,11 @@ import { sourceDateEpoch } from '../source-date.js';
 import { parseBuildArgs, parseSecrets, snapshotterFromEnv } from './build.js';
 import { registryClientFor, registryOptions } from './pull.js';
 
-/** Services built at once: enough to overlap one service's pulls and COPYs with another's RUNs on a small machine. */
+/**
+ * Services built at once: enough to overlap one service's pulls and COPYs with another's RUNs
+ * on a small machine. Known debt: services that reach the same step at the same moment both
+ * run it; the step cache shares a step only once one of them has recorded it.
+ */
 const PARALLEL_BUILDS = 3;
 
 export const composeCommand = defineCommand({
@@ -234,7 +238,12 @@ async function serviceRequest(project: ComposeProject, b: ComposeBuild, ctx: Com
   if (b.shmSize !== undefined) warn({ type: 'warning', message: 'build.shm_size is not applied: RUN steps get the sandbox\'s /dev/shm' });
   if (b.network !== undefined && !['host', 'none', 'default'].includes(b.network)) warn({ type: 'warning', message: `build.network ${b.network} is not a network here: RUN steps use the host's` });
 
-  let text = b.dockerfileInline !== undefined ? Buffer.from(b.dockerfileInline) : await fs.readFile(b.dockerfile!);
+  let text: Buffer;
+  try {
+    text = b.dockerfileInline !== undefined ? Buffer.from(b.dockerfileInline) : await fs.readFile(b.dockerfile!);
+  } catch {
+    throw new TsbuildError('DOCKERFILE_NOT_FOUND', `${where}: cannot read the Dockerfile ${b.dockerfile}`);
+  }
   // Named contexts: the engine has no named build contexts yet, so `service:NAME` and
   // `docker-image://REF` are honoured where the Dockerfile names the context as an image
   // (FROM, COPY --from, RUN --mount from=), by writing the image reference there.
