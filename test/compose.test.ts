@@ -241,7 +241,7 @@ describe('tsbuild compose config', () => {
     expect(model.services.api.build.args).toEqual({ VERSION: '1.4.2', GREETING: 'hello from .env' });
     const services = await tsbuild(['compose', 'config', '--services'], { root, cwd: dir });
     expect(services.stdout).toBe('api\nbase\ncache\ndb\nworker\n');
-    const images = await tsbuild(['compose', '-p', 'Other Name', 'config', '--images'], { root, cwd: dir });
+    const images = await tsbuild(['compose', '-p', 'othername', 'config', '--images'], { root, cwd: dir });
     expect(images.code, images.stderr).toBe(0);
     expect(images.stdout).toBe('othername-api\nshop/base:1.4.2\nredis:7\npostgres:16\nothername-worker\n');
   });

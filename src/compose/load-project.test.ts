@@ -73,6 +73,7 @@ services:
     expect(web.ports.map((x: Svc) => `${x.published}:${x.target}`)).toEqual(['8080:80', '443:443', '9090:80']);
     expect(web.build).toEqual({ context: path.join(dir, 'web'), dockerfile: 'Dockerfile' });
     expect(p.name).toBe(normalizeProjectName(path.basename(dir)));
+    expect(normalizeProjectName('_My Shop.v2')).toBe('myshopv2');
     expect(Object.keys(p.model.services as object)).toEqual(['web']);
   });
 
@@ -110,8 +111,9 @@ services:
 `,
       Dockerfile: 'FROM busybox\n',
     });
-    const p = loadComposeProject({ cwd: dir, env: { TAG: '7' }, files: ['base.yaml', 'over.yaml'], projectName: 'My_App.v2' });
-    expect(p.name).toBe('my_appv2');
+    const p = loadComposeProject({ cwd: dir, env: { TAG: '7' }, files: ['base.yaml', 'over.yaml'], projectName: 'my_app-v2' });
+    expect(p.name).toBe('my_app-v2');
+    expect(codeOf(() => loadComposeProject({ cwd: dir, env: {}, files: ['base.yaml'], projectName: 'My App' }))).toMatch(/^COMPOSE_INVALID: invalid project name "My App"/);
     const a = svc(p, 'a');
     expect(a.ports).toBeUndefined();
     expect(a.dns).toEqual(['9.9.9.9']);
@@ -200,7 +202,7 @@ describe('composeBuildPlan', () => {
   it('turns build sections into build requests with compose v2 image names, ordered by service: contexts', () => {
     const dir = project({
       'compose.yaml': `
-name: Shop
+name: shop
 secrets:
   token: {file: ./token.txt}
   apikey: {environment: API_KEY}

@@ -159,9 +159,14 @@ export function loadComposeProject(opts: ComposeOptions): ComposeProject {
     }
   }
 
-  const rawName = opts.projectName || osEnv.get('COMPOSE_PROJECT_NAME') || dotenv.get('COMPOSE_PROJECT_NAME') || (typeof merged.name === 'string' && merged.name) || path.basename(workingDir);
-  const name = normalizeProjectName(rawName);
-  if (name === '') throw invalid(`project name ${JSON.stringify(rawName)} has no letter or digit`, 'name the project with -p NAME');
+  // A name the user gives must already be valid (compose v2 refuses it otherwise); only the
+  // directory's name is normalised.
+  const given = opts.projectName || osEnv.get('COMPOSE_PROJECT_NAME') || dotenv.get('COMPOSE_PROJECT_NAME') || (typeof merged.name === 'string' ? merged.name : '');
+  if (given && normalizeProjectName(given) !== given) {
+    throw invalid(`invalid project name ${JSON.stringify(given)}: use lowercase letters, digits, "-" and "_", starting with a letter or digit`, `e.g. ${normalizeProjectName(given) || 'myapp'}`);
+  }
+  const name = given || normalizeProjectName(path.basename(workingDir));
+  if (name === '') throw invalid(`the directory name ${JSON.stringify(path.basename(workingDir))} gives no project name`, 'name the project with -p NAME');
 
   return { name, workingDir, files, model: configModel(merged, services, name, workingDir, vars), warnings, variables: vars };
 }
