@@ -203,6 +203,21 @@ services:
     expect(missing.stderr).toMatch(/id=key: the environment variable API_KEY is not set/);
   });
 
+  it('forwards build.ssh keys to RUN --mount=type=ssh', async () => {
+    await requireTool('ssh-keygen');
+    const dir = path.join(work, 'ssh');
+    await writeTree(dir, {
+      'compose.yaml': 'services:\n  app:\n    build:\n      context: .\n      ssh:\n        - deploy=./keys/id_ed25519\n',
+      Dockerfile: 'FROM busybox\nRUN --mount=type=ssh,id=deploy test -S "$SSH_AUTH_SOCK" && echo agent > /agent\n',
+    });
+    await fs.mkdir(path.join(dir, 'keys'));
+    await tool('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'compose-test', '-f', path.join(dir, 'keys', 'id_ed25519')]);
+    const r = await tsbuild(['compose', 'build', '--progress', 'plain'], { root, cwd: dir });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    expect((await tsbuild(['run', 'ssh-app', 'cat', '/agent'], { root })).stdout).toBe('agent\n');
+  });
+
   it('reports bad projects with a code and the place, never a stack trace', async () => {
     const cases: Array<[Record<string, string>, RegExp, string[]?]> = [
       [{ 'compose.yaml': 'services:\n  web:\n    build: .\n     image: x\n' }, /compose\.yaml:3:12: invalid YAML/],
