@@ -254,6 +254,18 @@ services:
     expect(composeBuildPlan(p, { only: ['web'] }).builds.map((b) => b.service)).toEqual(['base', 'web']);
   });
 
+  it('builds an image that several services name once, and refuses two different builds into one image', () => {
+    const dir = project({
+      'compose.yaml': 'x-app: &app\n  build: .\n  image: shop/app\nservices:\n  web: *app\n  jobs:\n    <<: *app\n    command: [work]\n  other: {build: ., image: shop/other}\n',
+      Dockerfile: 'FROM busybox\n',
+    });
+    const plan = composeBuildPlan(loadComposeProject({ cwd: dir, env: {} }));
+    expect(plan.builds.map((b) => b.service)).toEqual(['jobs', 'other']);
+    expect([...plan.sameAs]).toEqual([['web', 'jobs']]);
+    fs.writeFileSync(path.join(dir, 'compose.override.yaml'), 'services:\n  web:\n    build:\n      target: web\n');
+    expect(codeOf(() => composeBuildPlan(loadComposeProject({ cwd: dir, env: {} })))).toMatch(/^COMPOSE_INVALID: services "jobs" and "web" build different things into the same image shop\/app/);
+  });
+
   it('adds depends_on services with withDependencies only', () => {
     const dir = project({
       'compose.yaml': 'services:\n  api: {build: ., depends_on: [migrate, db]}\n  migrate: {build: .}\n  db: {image: postgres}\n  other: {build: .}\n',

@@ -46,6 +46,11 @@ export interface ComposeBuild {
 export interface ComposeBuildPlan {
   /** In an order where every service comes after the ones it needs. */
   readonly builds: readonly ComposeBuild[];
+  /**
+   * Services whose build is the same as another's, into the same image (compose builds such an
+   * image once): service -> the service in `builds` that makes it.
+   */
+  readonly sameAs: ReadonlyMap<string, string>;
   readonly warnings: readonly string[];
 }
 
@@ -108,7 +113,28 @@ export function composeBuildPlan(project: ComposeProject, opts: { only?: readonl
     order.push(all.get(n)!);
   };
   for (const n of [...all.keys()].sort()) if (wanted.has(n)) visit(n, []);
-  return { builds: order, warnings };
+  // Services that name the same image: one build when their build sections agree, else an error
+  // (the image would be whichever finished last).
+  const byImage = new Map<string, ComposeBuild>();
+  const sameAs = new Map<string, string>();
+  const builds: ComposeBuild[] = [];
+  for (const b of order) {
+    const first = byImage.get(b.image);
+    if (!first) {
+      byImage.set(b.image, b);
+      builds.push(b);
+      continue;
+    }
+    const { service: _a, ...mine } = b;
+    const { service: _b, ...theirs } = first;
+    if (JSON.stringify(mine) !== JSON.stringify(theirs)) {
+      throw new TsbuildError('COMPOSE_INVALID', `services ${JSON.stringify(first.service)} and ${JSON.stringify(b.service)} build different things into the same image ${b.image}`, {
+        hint: 'give one of them another image: name, or the same build section',
+      });
+    }
+    sameAs.set(b.service, first.service);
+  }
+  return { builds, sameAs, warnings };
 }
 
 function strings(v: unknown, where: string): string[] {

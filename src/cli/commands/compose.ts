@@ -148,11 +148,11 @@ async function buildServices(project: ComposeProject, named: readonly string[], 
   let firstError: { service: string; err: unknown } | undefined;
 
   const runOne = async (b: ComposeBuild): Promise<void> => {
-    await Promise.all(b.needs.map((n) => done.get(n)));
+    await Promise.all(b.needs.map((n) => done.get(plan.sameAs.get(n) ?? n)));
     await slot();
     try {
       signal.throwIfAborted();
-      const req = await serviceRequest(project, b, ctx, flags, builtRefs, (e) => report(b.service, e));
+      const req = await serviceRequest(project, b, ctx, flags, builtRefs, plan.sameAs, (e) => report(b.service, e));
       const ssh = await openSshSources(b.ssh, io.env, project.workingDir);
       try {
         await build({ ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) }, { ...env, report: (e) => report(b.service, e) });
@@ -174,7 +174,8 @@ async function buildServices(project: ComposeProject, named: readonly string[], 
   for (const b of plan.builds) done.set(b.service, runOne(b));
   await Promise.allSettled(done.values());
   if (firstError) throw forService(firstError.service, firstError.err);
-  if (flags.progress !== 'quiet') for (const b of plan.builds) io.stdout.write(`${b.service} ${builtRefs.get(b.service)}\n`);
+  const services = [...plan.builds.map((b) => b.service), ...plan.sameAs.keys()].sort();
+  if (flags.progress !== 'quiet') for (const s of services) io.stdout.write(`${s} ${builtRefs.get(plan.sameAs.get(s) ?? s)}\n`);
   return 0;
 }
 
@@ -225,7 +226,15 @@ function serviceReporter(inner: BuildReporter): (service: string, e: BuildEvent)
 }
 
 /** A service's build as an engine request, the way `tsbuild build` makes one from flags. */
-async function serviceRequest(project: ComposeProject, b: ComposeBuild, ctx: CommandContext, flags: BuildFlags, builtRefs: ReadonlyMap<string, string>, warn: (e: BuildEvent) => void): Promise<BuildRequest> {
+async function serviceRequest(
+  project: ComposeProject,
+  b: ComposeBuild,
+  ctx: CommandContext,
+  flags: BuildFlags,
+  builtRefs: ReadonlyMap<string, string>,
+  sameAs: ReadonlyMap<string, string>,
+  warn: (e: BuildEvent) => void,
+): Promise<BuildRequest> {
   const io = ctx.io;
   const where = `service ${JSON.stringify(b.service)}`;
   for (const p of b.platforms) {
@@ -249,7 +258,10 @@ async function serviceRequest(project: ComposeProject, b: ComposeBuild, ctx: Com
   // (FROM, COPY --from, RUN --mount from=), by writing the image reference there.
   const images = new Map<string, string>();
   for (const [name, ref] of Object.entries(b.additionalContexts)) {
-    if (ref.startsWith('service:')) images.set(name, builtRefs.get(ref.slice('service:'.length))!);
+    if (ref.startsWith('service:')) {
+      const dep = ref.slice('service:'.length);
+      images.set(name, builtRefs.get(dep) ?? builtRefs.get(sameAs.get(dep) ?? dep)!);
+    }
     else if (ref.startsWith('docker-image://')) images.set(name, ref.slice('docker-image://'.length));
     else {
       throw new TsbuildError('UNSUPPORTED', `${where}: additional context ${name}=${ref}: only service:NAME and docker-image://REF contexts are supported`, {
