@@ -74,10 +74,14 @@ services:
   cache:
     image: redis:7
     depends_on: [db]
+    env_file: [cache.env]
+    environment:
+      MAXMEMORY: 64mb
 
 volumes:
   dbdata: {}
 `,
+    'cache.env': '# settings of the cache\nMAXMEMORY=1gb\nPOLICY=allkeys-lru\n',
     'common.yaml': `services:
   tuned:
     environment:
@@ -303,6 +307,7 @@ describe('tsbuild compose config', () => {
     expect(theirs.services.api.build.args).toEqual({ VERSION: '2.0.0', GREETING: 'hello from .env' });
     expect(theirs.services.db.volumes).toContain(`${dir}/initdb:/docker-entrypoint-initdb.d:ro`);
     expect(theirs.services.cache.depends_on).toEqual({ db: { condition: 'service_started' } });
+    expect(theirs.services.cache.environment).toEqual({ MAXMEMORY: '64mb', POLICY: 'allkeys-lru' });
   });
 });
 

@@ -274,6 +274,10 @@ function normaliseService(svc: Tree, name: string, file: string, baseDir: string
     const sep = MAPPING_KEYS[key];
     out[key] = sep ? listToMapping(value, sep, `${where}: ${key}`) : value;
   }
+  if (out.env_file !== undefined) {
+    const list = Array.isArray(out.env_file) ? out.env_file : [out.env_file];
+    out.env_file = list.map((e) => (isTree(e) ? { ...e, path: path.resolve(baseDir, String(e.path)) } : path.resolve(baseDir, String(e))));
+  }
   if (out.build !== undefined && !isTree(out.build) && typeof out.build !== 'string') throw invalid(`${where}: "build" must be a path or a mapping`);
   if (typeof out.build === 'string') out.build = { context: out.build };
   if (isTree(out.build)) {
@@ -339,6 +343,17 @@ function configModel(merged: Tree, services: Tree, name: string, workingDir: str
       // A bare `NAME:` arg takes its value from the environment (and .env) when set, as compose resolves it.
       if (isTree(b.args)) b.args = Object.fromEntries(Object.entries(b.args).map(([k, v]) => [k, v === null ? (vars.get(k) ?? null) : String(v)]));
       s.build = sortKeys(b);
+    }
+    // env_file entries are read into environment (its own entries win), as both compose versions print it.
+    if (Array.isArray(s.env_file)) {
+      const fromFiles: Tree = {};
+      for (const e of s.env_file) {
+        const file = isTree(e) ? String(e.path) : String(e);
+        if (isTree(e) && e.required === false && !fs.existsSync(file)) continue;
+        for (const [k, v] of parseEnvFile(readText(file, `env_file of service ${sname}`), file, vars)) fromFiles[k] = v;
+      }
+      s.environment = { ...fromFiles, ...(isTree(s.environment) ? s.environment : {}) };
+      delete s.env_file;
     }
     // `- NAME` without a value takes it from the environment, as compose resolves it; unset stays null.
     if (isTree(s.environment)) s.environment = sortKeys(Object.fromEntries(Object.entries(s.environment).map(([k, v]) => [k, v === null ? (vars.get(k) ?? null) : String(v)])));
