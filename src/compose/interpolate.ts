@@ -1,4 +1,5 @@
 import { TsbuildError } from '../errors.js';
+import { Override } from './yaml-file.js';
 
 /** Variables that interpolation reads: the process environment over the project's .env. */
 export type Variables = ReadonlyMap<string, string>;
@@ -106,6 +107,7 @@ function substitute(expr: string, vars: Variables, where: string, whole: string)
 export function interpolateTree(value: unknown, vars: Variables, where: string): unknown {
   if (typeof value === 'string') return interpolate(value, vars, where);
   if (Array.isArray(value)) return value.map((v, i) => interpolateTree(v, vars, `${where}[${i}]`));
+  if (value instanceof Override) return new Override(interpolateTree(value.value, vars, where));
   if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) out[k] = interpolateTree(v, vars, where ? `${where}.${k}` : k);

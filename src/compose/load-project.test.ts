@@ -99,12 +99,17 @@ services:
   b:
     build: *build
     image: reg.example/b:\${TAG:-dev}
+  gone:
+    image: old
 `,
       'over.yaml': `
 services:
+  gone: !reset
+  b: !override
+    image: only-image
   a:
     ports: !reset []
-    dns: !override [9.9.9.9]
+    dns: !override ["\${DNS:-9.9.9.9}"]
     build:
       args: !override
         ONLY: "2"
@@ -120,8 +125,11 @@ services:
     expect(a.build.args).toEqual({ ONLY: '2' });
     expect(a.build.target).toBe('a');
     expect(a.environment).toEqual({ LOG: 'info', OWN: 'a' });
-    expect(svc(p, 'b').image).toBe('reg.example/b:7');
-    expect(svc(p, 'b').build.args).toEqual({ BASE: '1' });
+    expect(svc(p, 'b')).toEqual({ image: 'only-image', networks: { default: null } });
+    expect(Object.keys(p.model.services as object)).toEqual(['a', 'b']);
+    const base = loadComposeProject({ cwd: dir, env: { TAG: '7' }, files: ['base.yaml'] });
+    expect(svc(base, 'b').image).toBe('reg.example/b:7');
+    expect(svc(base, 'b').build.args).toEqual({ BASE: '1' });
     expect(JSON.stringify(p.model)).not.toContain('x-');
   });
 

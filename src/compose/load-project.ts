@@ -3,7 +3,7 @@ import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { interpolateTree, parseEnvFile } from './interpolate.js';
 import { isTree, mergeValue, stripMarkers, type Tree } from './merge.js';
-import { parseComposeYaml } from './yaml-file.js';
+import { Override, parseComposeYaml, RESET } from './yaml-file.js';
 
 /** How a compose project is found and read (the flags and environment of `docker compose`). */
 export interface ComposeOptions {
@@ -205,6 +205,8 @@ function readComposeFile(file: string, vars: ReadonlyMap<string, string>, baseDi
   for (const [name, svc] of Object.entries(services)) {
     if (!/^[a-zA-Z0-9._-]+$/.test(name)) throw invalid(`${file}: invalid service name ${JSON.stringify(name)}`, 'service names use letters, digits, ".", "_" and "-"');
     if (svc === null) services[name] = {};
+    else if (svc === RESET) continue; // removes the service from earlier files
+    else if (svc instanceof Override && isTree(svc.value)) services[name] = new Override(normaliseService(svc.value, name, file, baseDir));
     else if (!isTree(svc)) throw invalid(`${file}: service ${JSON.stringify(name)} must be a mapping`);
     else services[name] = normaliseService(svc, name, file, baseDir);
   }
