@@ -11,7 +11,8 @@ import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '..
 import { parseOutputFlag } from '../parse-output.js';
 import { createReporter, type ProgressMode } from '../progress.js';
 import { registryClientFor, registryOptions } from './pull.js';
-import { createdTime, sourceDateEpoch } from '../source-date.js';
+import { sourceDateEpoch } from '../source-date.js';
+import { commandBuildEnv } from '../build-env.js';
 
 /** Reads `--build-arg NAME=VALUE` or `--build-arg NAME` (value from the environment, as docker does). */
 export function parseBuildArgs(list: readonly string[], env: NodeJS.ProcessEnv): Map<string, string> {
@@ -191,24 +192,12 @@ export const buildCommand = defineCommand({
     };
     if (args.push && tags.length === 0) throw new TsbuildError('USAGE', '--push needs at least one -t NAME to push to');
     let registry: ReturnType<typeof registryClientFor> | undefined;
-    const store = await ctx.store();
     const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
     const ssh = await openSshSources(args.ssh, io.env, io.cwd);
     let result: Awaited<ReturnType<typeof build>>;
     try {
-      result = await build(
-        { ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) },
-        {
-          store,
-          signal: io.signal,
-          report: createReporter(progress, io.stderr),
-          platform: hostPlatform(),
-          created: createdTime(io.env),
-          logger: ctx.logger,
-          registry: () => (registry ??= registryClientFor(args, ctx)),
-          ...(io.env.PATH !== undefined ? { toolPath: io.env.PATH } : {}),
-        },
-      );
+      const env = await commandBuildEnv(ctx, { report: createReporter(progress, io.stderr), registry: () => (registry ??= registryClientFor(args, ctx)) });
+      result = await build({ ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) }, env);
     } finally {
       await ssh.close();
     }
