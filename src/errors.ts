@@ -82,6 +82,12 @@ export type ErrorCode =
   | 'SANDBOX_UNAVAILABLE'
   | 'SANDBOX_FAILED'
   | 'SANDBOX_ID_MAPPING'
+  // compose/
+  | 'COMPOSE_SYNTAX'
+  | 'COMPOSE_INVALID'
+  | 'COMPOSE_VARIABLE'
+  | 'COMPOSE_CYCLE'
+  | 'COMPOSE_NOT_FOUND'
   // cli/ (rmi)
   | 'IMAGE_IN_USE';
 

@@ -2,11 +2,13 @@ import path from 'node:path';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { openSshSources, parseAddHost } from '../../engine/index.js';
+import { runResourcesFromFlags } from './run-resource-flags.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import { normalizeName } from '../../image/local-image.js';
-import { buildEnvFor, checkPlatforms, createdTime, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
+import { checkPlatforms, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
 import { createReporter, type ProgressMode } from '../progress.js';
 import { registryClientFor, registryOptions } from './pull.js';
+import { commandBuildEnv } from '../build-env.js';
 
 
 async function readStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
@@ -33,6 +35,9 @@ export const buildCommand = defineCommand({
       .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
       .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
       .option('add-host', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Add NAME:IP to /etc/hosts of RUN steps (repeatable)' })
+      .option('shm-size', { type: 'string', coerce: (v: unknown) => (v === undefined ? undefined : repeatable(v).at(-1)), describe: 'Size of /dev/shm of RUN steps, e.g. 64m, 1g or bytes (default 64m; the last one given wins)' })
+      .option('ulimit', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Resource limit of RUN steps NAME=SOFT[:HARD], docker\'s names (nofile, nproc, core, ...; repeatable)' })
+      .option('allow', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Grant an entitlement: security.insecure (for RUN --security=insecure), network.host' })
       .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
       .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
       .option('isolation', {
@@ -78,29 +83,19 @@ export const buildCommand = defineCommand({
       secrets: await parseSecrets(args.secret, io.env, io.cwd),
       network: args.network === 'none' ? 'none' : 'host',
       ...(args['add-host'].length > 0 ? { extraHosts: args['add-host'].map(parseAddHost) } : {}),
+      ...(await runResourcesFromFlags({ shmSize: args['shm-size'], ulimit: args.ulimit, allow: args.allow })),
       runtime: args.runtime,
       isolation: args.isolation,
       snapshotter: snapshotterFromEnv(io.env),
     };
     if (args.push && tags.length === 0) throw new TsbuildError('USAGE', '--push needs at least one -t NAME to push to');
     let registry: ReturnType<typeof registryClientFor> | undefined;
-    const store = await ctx.store();
     const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
     const ssh = await openSshSources(args.ssh, io.env, io.cwd);
     let result: Awaited<ReturnType<typeof runBuild>>;
     try {
-      result = await runBuild(
-        { ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) },
-        buildEnvFor({
-          store,
-          signal: io.signal,
-          report: createReporter(progress, io.stderr),
-          created: createdTime(io.env),
-          logger: ctx.logger,
-          registry: () => (registry ??= registryClientFor(args, ctx)),
-          toolPath: io.env.PATH,
-        }),
-      );
+      const env = await commandBuildEnv(ctx, { report: createReporter(progress, io.stderr), registry: () => (registry ??= registryClientFor(args, ctx)) });
+      result = await runBuild({ ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) }, env);
     } finally {
       await ssh.close();
     }

@@ -22,6 +22,7 @@ export interface CommandEntry {
 /** Every command the CLI offers, in the order `--help` lists them. */
 export const commands: readonly CommandEntry[] = [
   { command: 'build [context]', describe: 'Build an image from a Dockerfile', load: async () => (await import('./build.js')).buildCommand },
+  { command: 'compose <action> [service..]', describe: 'Compose projects: config prints the resolved project, build builds its services, push pushes their images', load: async () => (await import('./compose.js')).composeCommand },
   { command: 'parse <file>', describe: 'Parse a Dockerfile and print its syntax tree (FILE "-" reads stdin)', load: async () => (await import('./parse.js')).parseCommand },
   { command: 'import <file> <name>', describe: 'Create an image from a root filesystem tarball (plain or gzip), like docker import', load: async () => (await import('./import.js')).importCommand },
   { command: 'load', describe: 'Load images from an OCI or docker archive (as written by save, docker save, podman save, skopeo)', load: async () => (await import('./load.js')).loadCommand },
