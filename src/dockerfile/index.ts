@@ -42,3 +42,4 @@ export type {
 export { splitStages } from './stages.js';
 export type { Stage, SplitStages } from './stages.js';
 export * from './shell-lex.js';
+export * from './checks/index.js';

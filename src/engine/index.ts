@@ -11,3 +11,4 @@ export async function lowerDirsFor(...args: Parameters<typeof LowerDirsFor>): Re
   return (await import('./snapshots.js')).lowerDirsFor(...args);
 }
 
+export { checkDockerfile, collectBuildChecks, reportBuildChecks } from './build-checks.js';

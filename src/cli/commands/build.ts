@@ -2,7 +2,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { build, openSshSources, parseAddHost } from '../../engine/index.js';
+import { build, checkDockerfile, openSshSources, parseAddHost } from '../../engine/index.js';
+import { formatCheckReport } from '../format-checks.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import type { BuildSecret } from '../../engine/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
@@ -126,7 +127,9 @@ export const buildCommand = defineCommand({
       })
       .option('push', { type: 'boolean', default: false, describe: 'Push every tag to its registry after the build' })
       .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
-      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' }),
+      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' })
+      .option('check', { type: 'boolean', default: false, describe: "Run BuildKit's build checks instead of building: print each finding, exit 1 if any (same as --call check)" })
+      .option('call', { type: 'string', describe: 'build (default) or check' }),
   run: async (args, ctx) => {
     const io = ctx.io;
     const contextDir = path.resolve(io.cwd, args.context);
@@ -154,6 +157,19 @@ export const buildCommand = defineCommand({
       if (!platformMatches(want, hostPlatform())) {
         throw new TsbuildError('UNSUPPORTED', `building for ${formatPlatform(want)} needs emulation, which is not available yet; this host builds ${formatPlatform(hostPlatform())}`);
       }
+    }
+    const call = args.call ?? (args.check ? 'check' : 'build');
+    if ((call !== 'build' && call !== 'check') || (args.check && call !== 'check')) {
+      throw new TsbuildError('USAGE', `--call ${JSON.stringify(args.call)} is not supported${args.check ? ' with --check' : ''}: use --call build or --call check`);
+    }
+    if (call === 'check') {
+      const { report, error } = await checkDockerfile(
+        { dockerfile, contextDir, buildArgs: parseBuildArgs(args['build-arg'], io.env), ...(args.target ? { target: args.target } : {}) },
+        { store: await ctx.store(), platform: hostPlatform(), signal: io.signal },
+      );
+      io.stdout.write(formatCheckReport(report, dockerfile.text.toString('utf8')));
+      if (error !== undefined) throw error;
+      return report.hits.length > 0 ? 1 : 0;
     }
     const tags = args.tag.map((t) => normalizeName(t));
     const outputs: OutputSpec[] = args.output.map((o) => parseOutputFlag(o, io.cwd));
