@@ -8,6 +8,7 @@ const CONTEXT_LINES = 2;
 
 export function formatCheckReport(report: CheckReport, dockerfileText: string): string {
   const lines = dockerfileText.split(/\r?\n/);
+  if (lines[lines.length - 1] === '') lines.pop();
   const n = report.hits.length;
   const out: string[] = [n === 0 ? 'Check complete, no warnings found.' : `Check complete, ${n} warning${n === 1 ? ' has' : 's have'} been found!`];
   for (const name of report.unknownNames) out.push(`WARNING: # check= names ${JSON.stringify(name)}, which is no build check: it is ignored`);

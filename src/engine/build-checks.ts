@@ -9,7 +9,6 @@ import { TsbuildError } from '../errors.js';
 import { IgnoreMatcher, readDockerignore } from '../context/index.js';
 import {
   checkViolationMessage,
-  formatCheckShort,
   parseDockerfile,
   runBuildChecks,
   ShellLex,
@@ -99,7 +98,8 @@ export function reportBuildChecks(report: CheckReport, emit: BuildReporter, file
   for (const name of report.unknownNames) {
     emit({ type: 'warning', message: `# check= names ${JSON.stringify(name)}, which is no build check: it is ignored (see https://docs.docker.com/reference/build-checks/)` });
   }
-  for (const h of report.hits) emit({ type: 'warning', message: `${formatCheckShort(h)}${h.advice ? `: ${h.advice}` : ''}`, location: h.location });
+  // The location prefixes the line, so BuildKit's "(line N)" tail is left out.
+  for (const h of report.hits) emit({ type: 'warning', message: `${h.rule.name}: ${h.message}${h.advice ? `: ${h.advice}` : ''}`, location: h.location });
   if (report.failOnHit && report.hits.length > 0) {
     const first = report.hits[0]!;
     throw new TsbuildError('BUILD_CHECK_FAILED', checkViolationMessage(report.hits), {
