@@ -1,9 +1,12 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { defineCommand, repeatable } from '../command.js';
+import type { Argv, ArgumentsCamelCase } from 'yargs';
+import { defineCommand, repeatable, type CommandContext } from '../command.js';
+import type { GlobalArgs } from '../global-options.js';
 import { TsbuildError } from '../../errors.js';
 import { build, checkDockerfile, openSshSources, parseAddHost } from '../../engine/index.js';
 import { formatCheckReport } from '../format-checks.js';
+import { contextKind, fetchRemoteContext, redactUrl } from '../../context/remote-context.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import type { BuildSecret } from '../../engine/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
@@ -91,139 +94,169 @@ export function snapshotterFromEnv(env: NodeJS.ProcessEnv): 'auto' | 'overlay' |
   throw new TsbuildError('USAGE', `TSBUILD_SNAPSHOTTER must be overlay, copy or auto, not ${JSON.stringify(v)}`);
 }
 
+const buildFlags = (y: Argv<GlobalArgs>) =>
+  registryOptions(y)
+    .positional('context', { type: 'string', default: '.', describe: 'Build context: a directory, a git URL (URL#REF:SUBDIR), a tarball URL, or - (a tar on stdin)' })
+    .option('file', { alias: 'f', type: 'string', describe: 'Dockerfile (default: CONTEXT/Dockerfile; "-" reads stdin)' })
+    .option('tag', { alias: 't', type: 'string', default: [] as string[], coerce: repeatable, describe: 'Name the image (repeatable)' })
+    .option('target', { type: 'string', describe: 'Build this stage (and what it needs) only' })
+    .option('build-arg', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Build argument NAME=VALUE, or NAME to take it from the environment' })
+    .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
+    .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
+    .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
+    .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
+    .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
+    .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
+    .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
+    .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
+    .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
+    .option('add-host', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Add NAME:IP to /etc/hosts of RUN steps (repeatable)' })
+    .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
+    .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
+    .option('isolation', {
+      choices: ['auto', 'sandbox', 'chroot', 'none'] as const,
+      default: 'auto' as const,
+      describe: 'How RUN steps are isolated: sandbox (bwrap/runc), chroot (root), none (no isolation); auto steps down to chroot with a warning where namespaces are blocked',
+    })
+    .option('pull', {
+      type: 'string',
+      describe: 'Base images: missing (default: the store first), always, never; --pull alone means always',
+      coerce: (v: unknown) => {
+        const s = v === true || v === '' || v === 'true' ? 'always' : v === false || v === 'false' ? 'missing' : String(v);
+        if (!['missing', 'always', 'never'].includes(s)) throw new TsbuildError('USAGE', `--pull must be missing, always or never, not ${JSON.stringify(s)}`);
+        return s as 'missing' | 'always' | 'never';
+      },
+    })
+    .option('push', { type: 'boolean', default: false, describe: 'Push every tag to its registry after the build' })
+    .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
+    .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' })
+    .option('check', { type: 'boolean', default: false, describe: "Run BuildKit's build checks instead of building: print each finding, exit 1 if any (same as --call check)" })
+    .option('call', { type: 'string', describe: 'build (default) or check' });
+type BuildArgs = ArgumentsCamelCase<ReturnType<typeof buildFlags> extends Argv<infer A> ? A : never>;
+
 export const buildCommand = defineCommand({
-  builder: (y) =>
-    registryOptions(y)
-      .positional('context', { type: 'string', default: '.', describe: 'Build context directory' })
-      .option('file', { alias: 'f', type: 'string', describe: 'Dockerfile (default: CONTEXT/Dockerfile; "-" reads stdin)' })
-      .option('tag', { alias: 't', type: 'string', default: [] as string[], coerce: repeatable, describe: 'Name the image (repeatable)' })
-      .option('target', { type: 'string', describe: 'Build this stage (and what it needs) only' })
-      .option('build-arg', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Build argument NAME=VALUE, or NAME to take it from the environment' })
-      .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
-      .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
-      .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
-      .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
-      .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
-      .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
-      .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
-      .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
-      .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
-      .option('add-host', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Add NAME:IP to /etc/hosts of RUN steps (repeatable)' })
-      .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
-      .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
-      .option('isolation', {
-        choices: ['auto', 'sandbox', 'chroot', 'none'] as const,
-        default: 'auto' as const,
-        describe: 'How RUN steps are isolated: sandbox (bwrap/runc), chroot (root), none (no isolation); auto steps down to chroot with a warning where namespaces are blocked',
-      })
-      .option('pull', {
-        type: 'string',
-        describe: 'Base images: missing (default: the store first), always, never; --pull alone means always',
-        coerce: (v: unknown) => {
-          const s = v === true || v === '' || v === 'true' ? 'always' : v === false || v === 'false' ? 'missing' : String(v);
-          if (!['missing', 'always', 'never'].includes(s)) throw new TsbuildError('USAGE', `--pull must be missing, always or never, not ${JSON.stringify(s)}`);
-          return s as 'missing' | 'always' | 'never';
-        },
-      })
-      .option('push', { type: 'boolean', default: false, describe: 'Push every tag to its registry after the build' })
-      .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
-      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' })
-      .option('check', { type: 'boolean', default: false, describe: "Run BuildKit's build checks instead of building: print each finding, exit 1 if any (same as --call check)" })
-      .option('call', { type: 'string', describe: 'build (default) or check' }),
+  builder: buildFlags,
   run: async (args, ctx) => {
     const io = ctx.io;
-    const contextDir = path.resolve(io.cwd, args.context);
-    const st = await fs.stat(contextDir).catch(() => undefined);
-    if (!st?.isDirectory()) {
-      throw new TsbuildError('CONTEXT_NOT_FOUND', `build context ${JSON.stringify(args.context)} is not a directory`, { hint: 'pass the directory holding your sources, e.g. `tsbuild build .`' });
-    }
-    let dockerfile: BuildRequest['dockerfile'];
-    if (args.file === '-') {
-      dockerfile = { name: 'Dockerfile', text: await readStdin(io.stdin) };
-    } else {
-      const p = args.file ? path.resolve(io.cwd, args.file) : path.join(contextDir, 'Dockerfile');
-      let text: Buffer;
-      try {
-        text = await fs.readFile(p);
-      } catch {
-        throw new TsbuildError('DOCKERFILE_NOT_FOUND', `cannot read the Dockerfile ${args.file ?? path.relative(io.cwd, p) ?? 'Dockerfile'}`, {
-          hint: args.file ? undefined : 'put a Dockerfile in the context or name one with -f',
-        });
-      }
-      dockerfile = { name: args.file ?? (path.relative(io.cwd, p) || 'Dockerfile'), path: p, text };
-    }
-    if (args.platform) {
-      const want = parsePlatform(args.platform);
-      if (!platformMatches(want, hostPlatform())) {
-        throw new TsbuildError('UNSUPPORTED', `building for ${formatPlatform(want)} needs emulation, which is not available yet; this host builds ${formatPlatform(hostPlatform())}`);
-      }
-    }
-    const call = args.call ?? (args.check ? 'check' : 'build');
-    if ((call !== 'build' && call !== 'check') || (args.check && call !== 'check')) {
-      throw new TsbuildError('USAGE', `--call ${JSON.stringify(args.call)} is not supported${args.check ? ' with --check' : ''}: use --call build or --call check`);
-    }
-    if (call === 'check') {
-      const { report, error } = await checkDockerfile(
-        { dockerfile, contextDir, buildArgs: parseBuildArgs(args['build-arg'], io.env), ...(args.target ? { target: args.target } : {}) },
-        { store: await ctx.store(), platform: hostPlatform(), signal: io.signal },
-      );
-      io.stdout.write(formatCheckReport(report, dockerfile.text.toString('utf8')));
-      if (error !== undefined) throw error;
-      return report.hits.length > 0 ? 1 : 0;
-    }
-    const tags = args.tag.map((t) => normalizeName(t));
-    const outputs: OutputSpec[] = args.output.map((o) => parseOutputFlag(o, io.cwd));
-    if (outputs.length === 0 || (tags.length > 0 && !outputs.some((o) => o.type === 'image'))) {
-      // Tags go to the local store, as `buildah build -t` and `docker build -t` do.
-      if (tags.length > 0 || outputs.length === 0) outputs.unshift({ type: 'image' });
-    }
-    const epoch = sourceDateEpoch(io.env);
-    const req: BuildRequest = {
-      contextDir,
-      dockerfile,
-      tags,
-      ...(args.target ? { target: args.target } : {}),
-      buildArgs: parseBuildArgs(args['build-arg'], io.env),
-      labels: parseLabels(args.label),
-      noCache: args['no-cache'],
-      pull: args.pull ?? 'missing',
-      push: args.push,
-      noCacheFilter: args['no-cache-filter'].flatMap((s) => s.split(',')).map((s) => s.trim().toLowerCase()).filter(Boolean),
-      outputs,
-      ...(args.iidfile ? { iidFile: path.resolve(io.cwd, args.iidfile) } : {}),
-      ...(args['metadata-file'] ? { metadataFile: path.resolve(io.cwd, args['metadata-file']) } : {}),
-      ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
-      secrets: await parseSecrets(args.secret, io.env, io.cwd),
-      network: args.network === 'none' ? 'none' : 'host',
-      ...(args['add-host'].length > 0 ? { extraHosts: args['add-host'].map(parseAddHost) } : {}),
-      runtime: args.runtime,
-      isolation: args.isolation,
-      snapshotter: snapshotterFromEnv(io.env),
-    };
-    if (args.push && tags.length === 0) throw new TsbuildError('USAGE', '--push needs at least one -t NAME to push to');
-    let registry: ReturnType<typeof registryClientFor> | undefined;
-    const store = await ctx.store();
-    const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
-    const ssh = await openSshSources(args.ssh, io.env, io.cwd);
-    let result: Awaited<ReturnType<typeof build>>;
+    const kind = contextKind(args.context);
+    if (kind === 'local') return runBuild(args, ctx, { contextDir: path.resolve(io.cwd, args.context) });
+    if (kind === 'stdin' && args.file === '-') throw new TsbuildError('USAGE', 'the build context and the Dockerfile cannot both be read from stdin (-)');
+    // A git repository, a tarball URL or a tar on stdin: fetched into a temporary directory
+    // that is removed whatever happens, then built as a local context.
+    const fetched = await fetchRemoteContext(args.context, kind, { signal: io.signal, stdin: io.stdin, toolPath: io.env.PATH });
     try {
-      result = await build(
-        { ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) },
-        {
-          store,
-          signal: io.signal,
-          report: createReporter(progress, io.stderr),
-          platform: hostPlatform(),
-          created: createdTime(io.env),
-          logger: ctx.logger,
-          registry: () => (registry ??= registryClientFor(args, ctx)),
-          ...(io.env.PATH !== undefined ? { toolPath: io.env.PATH } : {}),
-        },
-      );
+      return await runBuild(args, ctx, { contextDir: fetched.dir, remote: true, ...(fetched.dockerfile ? { dockerfileText: fetched.dockerfile } : {}) });
     } finally {
-      await ssh.close();
+      await fetched.cleanup();
     }
-    io.stdout.write(`${result.image.configDescriptor.digest}\n`);
-    return 0;
   },
 });
+
+/** The build (or the checks) in a local context directory; `remote` when it was fetched. */
+async function runBuild(args: BuildArgs, ctx: CommandContext, where: { contextDir: string; remote?: boolean; dockerfileText?: Buffer }): Promise<number> {
+  const io = ctx.io;
+  const contextDir = where.contextDir;
+  const st = await fs.stat(contextDir).catch(() => undefined);
+  if (!st?.isDirectory()) {
+    throw new TsbuildError('CONTEXT_NOT_FOUND', `build context ${JSON.stringify(args.context)} is not a directory`, { hint: 'pass the directory holding your sources, e.g. `tsbuild build .`' });
+  }
+  let dockerfile: BuildRequest['dockerfile'];
+  if (args.file === '-') {
+    dockerfile = { name: 'Dockerfile', text: await readStdin(io.stdin) };
+  } else if (where.dockerfileText !== undefined && !args.file) {
+    dockerfile = { name: 'Dockerfile', text: where.dockerfileText };
+  } else if (where.remote) {
+    // In a fetched context, -f names a file inside it (buildx's rule for git contexts).
+    const rel = args.file ?? 'Dockerfile';
+    const p = path.resolve(contextDir, rel);
+    if (p !== contextDir && !p.startsWith(contextDir + path.sep)) throw new TsbuildError('USAGE', `-f ${JSON.stringify(rel)} is outside the build context ${JSON.stringify(args.context)}`);
+    const text = await fs.readFile(p).catch(() => {
+      throw new TsbuildError('DOCKERFILE_NOT_FOUND', `cannot read the Dockerfile ${rel} in the build context ${redactUrl(args.context)}`, { hint: 'with a remote context, -f names a file inside it' });
+    });
+    dockerfile = { name: rel, path: p, text };
+  } else {
+    const p = args.file ? path.resolve(io.cwd, args.file) : path.join(contextDir, 'Dockerfile');
+    let text: Buffer;
+    try {
+      text = await fs.readFile(p);
+    } catch {
+      throw new TsbuildError('DOCKERFILE_NOT_FOUND', `cannot read the Dockerfile ${args.file ?? path.relative(io.cwd, p) ?? 'Dockerfile'}`, {
+        hint: args.file ? undefined : 'put a Dockerfile in the context or name one with -f',
+      });
+    }
+    dockerfile = { name: args.file ?? (path.relative(io.cwd, p) || 'Dockerfile'), path: p, text };
+  }
+  if (args.platform) {
+    const want = parsePlatform(args.platform);
+    if (!platformMatches(want, hostPlatform())) {
+      throw new TsbuildError('UNSUPPORTED', `building for ${formatPlatform(want)} needs emulation, which is not available yet; this host builds ${formatPlatform(hostPlatform())}`);
+    }
+  }
+  const call = args.call ?? (args.check ? 'check' : 'build');
+  if ((call !== 'build' && call !== 'check') || (args.check && call !== 'check')) {
+    throw new TsbuildError('USAGE', `--call ${JSON.stringify(args.call)} is not supported${args.check ? ' with --check' : ''}: use --call build or --call check`);
+  }
+  if (call === 'check') {
+    const { report, error } = await checkDockerfile(
+      { dockerfile, contextDir, buildArgs: parseBuildArgs(args['build-arg'], io.env), ...(args.target ? { target: args.target } : {}) },
+      { store: await ctx.store(), platform: hostPlatform(), signal: io.signal },
+    );
+    io.stdout.write(formatCheckReport(report, dockerfile.text.toString('utf8')));
+    if (error !== undefined) throw error;
+    return report.hits.length > 0 ? 1 : 0;
+  }
+  const tags = args.tag.map((t) => normalizeName(t));
+  const outputs: OutputSpec[] = args.output.map((o) => parseOutputFlag(o, io.cwd));
+  if (outputs.length === 0 || (tags.length > 0 && !outputs.some((o) => o.type === 'image'))) {
+    // Tags go to the local store, as `buildah build -t` and `docker build -t` do.
+    if (tags.length > 0 || outputs.length === 0) outputs.unshift({ type: 'image' });
+  }
+  const epoch = sourceDateEpoch(io.env);
+  const req: BuildRequest = {
+    contextDir,
+    dockerfile,
+    tags,
+    ...(args.target ? { target: args.target } : {}),
+    buildArgs: parseBuildArgs(args['build-arg'], io.env),
+    labels: parseLabels(args.label),
+    noCache: args['no-cache'],
+    pull: args.pull ?? 'missing',
+    push: args.push,
+    noCacheFilter: args['no-cache-filter'].flatMap((s) => s.split(',')).map((s) => s.trim().toLowerCase()).filter(Boolean),
+    outputs,
+    ...(args.iidfile ? { iidFile: path.resolve(io.cwd, args.iidfile) } : {}),
+    ...(args['metadata-file'] ? { metadataFile: path.resolve(io.cwd, args['metadata-file']) } : {}),
+    ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
+    secrets: await parseSecrets(args.secret, io.env, io.cwd),
+    network: args.network === 'none' ? 'none' : 'host',
+    ...(args['add-host'].length > 0 ? { extraHosts: args['add-host'].map(parseAddHost) } : {}),
+    runtime: args.runtime,
+    isolation: args.isolation,
+    snapshotter: snapshotterFromEnv(io.env),
+  };
+  if (args.push && tags.length === 0) throw new TsbuildError('USAGE', '--push needs at least one -t NAME to push to');
+  let registry: ReturnType<typeof registryClientFor> | undefined;
+  const store = await ctx.store();
+  const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
+  const ssh = await openSshSources(args.ssh, io.env, io.cwd);
+  let result: Awaited<ReturnType<typeof build>>;
+  try {
+    result = await build(
+      { ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) },
+      {
+        store,
+        signal: io.signal,
+        report: createReporter(progress, io.stderr),
+        platform: hostPlatform(),
+        created: createdTime(io.env),
+        logger: ctx.logger,
+        registry: () => (registry ??= registryClientFor(args, ctx)),
+        ...(io.env.PATH !== undefined ? { toolPath: io.env.PATH } : {}),
+      },
+    );
+  } finally {
+    await ssh.close();
+  }
+  io.stdout.write(`${result.image.configDescriptor.digest}\n`);
+  return 0;
+}
