@@ -7,6 +7,7 @@ import { TsbuildError } from '../../errors.js';
 import { build, checkDockerfile, openSshSources, parseAddHost } from '../../engine/index.js';
 import { formatCheckReport } from '../format-checks.js';
 import { contextKind, fetchRemoteContext, redactUrl } from '../../context/remote-context.js';
+import { STDIN_CONTEXT } from './index.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import type { BuildSecret } from '../../engine/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
@@ -138,6 +139,7 @@ export const buildCommand = defineCommand({
   builder: buildFlags,
   run: async (args, ctx) => {
     const io = ctx.io;
+    if (args.context === STDIN_CONTEXT) args = { ...args, context: '-' };
     const kind = contextKind(args.context);
     if (kind === 'local') return runBuild(args, ctx, { contextDir: path.resolve(io.cwd, args.context) });
     if (kind === 'stdin' && args.file === '-') throw new TsbuildError('USAGE', 'the build context and the Dockerfile cannot both be read from stdin (-)');
