@@ -96,7 +96,8 @@ async function buildTo(name: string, args: string[], input?: Buffer) {
   const tmp = path.join(work, `tmp-${name}`);
   const out = path.join(work, `out-${name}`);
   await fs.mkdir(tmp, { recursive: true });
-  const r = await tsbuild(['build', '-q', '-o', `type=local,dest=${out}`, ...args], { root, env: { TMPDIR: tmp }, ...(input ? { input } : {}) });
+  const quiet = args.includes('--progress') ? [] : ['-q'];
+  const r = await tsbuild(['build', ...quiet, '-o', `type=local,dest=${out}`, ...args], { root, env: { TMPDIR: tmp }, ...(input ? { input } : {}) });
   return { ...r, out, left: await fs.readdir(tmp) };
 }
 
@@ -146,7 +147,7 @@ describe('a git repository as the build context', () => {
     const port = await freePort();
     const down = await buildTo('down', [`git://127.0.0.1:${port}/repo`]);
     expect(down.code).toBe(1);
-    expect(down.stderr).toContain(`cannot fetch the git context git://127.0.0.1:${port}/repo`);
+    expect(down.stderr).toContain(`cannot fetch the git repository git://127.0.0.1:${port}/repo`);
     expect(down.left).toEqual([]);
   });
 });
@@ -176,5 +177,49 @@ describe('a tarball URL or stdin as the build context', () => {
     expect(r.left).toEqual([]);
     const both = await tsbuild(['build', '-f', '-', '-'], { root });
     expect(both.code).toBe(2);
+  });
+});
+
+describe('ADD <git URL>', () => {
+  it('copies a tag, a branch subdirectory, and with --keep-git-dir the .git (no credentials in it)', async () => {
+    const ctx = path.join(work, 'ctx-add-git');
+    await writeTree(ctx, {
+      Dockerfile: `FROM scratch\nADD ${gitUrl}#v1 /src/\nADD ${gitUrl}#dev:sub /sub/\nADD --keep-git-dir=true ${gitUrl}#dev /kept/\n`,
+    });
+    const r = await buildTo('add-git', ['--progress', 'plain', ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await read(path.join(r.out, 'src/version.txt'))).toBe('v1\n');
+    await expect(fs.stat(path.join(r.out, 'src/.git'))).rejects.toThrow();
+    expect((await fs.readdir(path.join(r.out, 'sub'))).sort()).toEqual(['Dockerfile', 'only-in-sub.txt']);
+    expect(await read(path.join(r.out, 'kept/version.txt'))).toBe('v2\n');
+    expect(await read(path.join(r.out, 'kept/.git/config'))).toContain(`url = ${gitUrl}`);
+    expect(r.left).toEqual([]);
+  });
+
+  it('is cached while the branch stays, and runs again when it moves', async () => {
+    const ctx = path.join(work, 'ctx-add-moving');
+    await writeTree(ctx, { Dockerfile: `FROM scratch\nADD ${gitUrl}#moving /m/\n` });
+    const repo = path.join(work, 'srv', 'repo');
+    await git(repo, 'branch', '-f', 'moving', 'v1');
+    const first = await buildTo('moving-1', ['--progress', 'plain', ctx]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(await read(path.join(first.out, 'm/version.txt'))).toBe('v1\n');
+    const again = await buildTo('moving-2', ['--progress', 'plain', ctx]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/ADD [^\n]*#moving \/m\/\n#\d+ CACHED/);
+    await git(repo, 'branch', '-f', 'moving', 'dev');
+    const moved = await buildTo('moving-3', ['--progress', 'plain', ctx]);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(moved.stderr).not.toMatch(/#moving \/m\/\n#\d+ CACHED/);
+    expect(await read(path.join(moved.out, 'm/version.txt'))).toBe('v2\n');
+  });
+
+  it('a bad ref fails at the ADD line, naming the ref', async () => {
+    const ctx = path.join(work, 'ctx-add-bad');
+    await writeTree(ctx, { Dockerfile: `FROM scratch\nADD ${gitUrl}#nope /x/\n` });
+    const r = await buildTo('add-bad', [ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/Dockerfile:2: ADD git:\/\/127\.0\.0\.1:\d+\/repo#nope: .*no branch, tag or commit "nope"/);
+    expect(r.left).toEqual([]);
   });
 });

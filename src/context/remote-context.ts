@@ -93,20 +93,24 @@ export async function fetchRemoteContext(arg: string, kind: Exclude<ContextKind,
   }
 }
 
-function run(cmd: string, args: readonly string[], opts: FetchOptions & { cwd: string }): Promise<{ code: number; stderr: string }> {
+function run(cmd: string, args: readonly string[], opts: FetchOptions & { cwd: string; extraEnv?: Record<string, string> }): Promise<{ code: number; stderr: string; stdout: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       cwd: opts.cwd,
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, ...(opts.toolPath !== undefined ? { PATH: opts.toolPath } : {}), GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true', SSH_ASKPASS: 'true' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...(opts.toolPath !== undefined ? { PATH: opts.toolPath } : {}), GIT_TERMINAL_PROMPT: '0', GIT_ASKPASS: 'true', SSH_ASKPASS: 'true', ...opts.extraEnv },
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     let stderr = '';
+    let stdout = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      if (stdout.length < 16384) stdout += d.toString();
+    });
     child.stderr?.on('data', (d: Buffer) => {
       if (stderr.length < 16384) stderr += d.toString();
     });
     child.on('error', (e) => reject(e));
-    child.on('close', (code) => resolve({ code: code ?? 1, stderr }));
+    child.on('close', (code) => resolve({ code: code ?? 1, stderr, stdout }));
   });
 }
 
@@ -117,59 +121,77 @@ function gitReason(stderr: string): string {
 }
 
 async function fetchGit(arg: string, top: string, opts: FetchOptions): Promise<{ dir: string }> {
-  const { remote, ref, subdir } = parseGitRef(arg);
-  const shown = redactUrl(remote);
   const repo = path.join(top, 'repo');
   await fs.mkdir(repo);
-  const git = async (args: readonly string[]): Promise<{ code: number; stderr: string }> => {
+  return { dir: (await checkoutGit(parseGitRef(arg), repo, opts)).dir };
+}
+
+export interface CheckoutOptions extends FetchOptions {
+  /** Keep `.git` (ADD --keep-git-dir); its origin URL is stored without user information. */
+  readonly keepGitDir?: boolean | undefined;
+  /** The ssh agent socket for ssh remotes (the build's `--ssh default`). */
+  readonly sshAuthSock?: string | undefined;
+}
+
+/**
+ * Clones `ref` (shallow where the server allows it) into the empty directory `repo` with the
+ * system git, submodules included. Returns the directory of `ref.subdir` (checked to stay in
+ * the repository, symlinks resolved) and the commit checked out: what a cache key must name, so
+ * that a moved branch gives another key. Errors name the URL (without credentials) and the ref.
+ */
+export async function checkoutGit(ref: GitRef, repo: string, opts: CheckoutOptions = {}): Promise<{ dir: string; commit: string }> {
+  const { remote, subdir } = ref;
+  const shown = redactUrl(remote);
+  const runOpts = { ...opts, ...(opts.sshAuthSock !== undefined ? { extraEnv: { SSH_AUTH_SOCK: opts.sshAuthSock } } : {}) };
+  const git = async (args: readonly string[]): Promise<{ code: number; stderr: string; stdout: string }> => {
     try {
-      return await run('git', ['-c', 'advice.detachedHead=false', ...args], { ...opts, cwd: repo });
+      return await run('git', ['-c', 'advice.detachedHead=false', ...args], { ...runOpts, cwd: repo });
     } catch (e) {
-      throw new TsbuildError('UNSUPPORTED', `cannot run git to fetch the context ${shown}: ${(e as Error).message}`, { hint: 'install git (apt-get install git)' });
+      throw new TsbuildError('UNSUPPORTED', `cannot run git to fetch ${shown}: ${(e as Error).message}`, { hint: 'install git (apt-get install git)' });
     }
   };
-  const must = async (args: readonly string[], what: string): Promise<void> => {
+  const must = async (args: readonly string[], what: string): Promise<string> => {
     const r = await git(args);
     if (r.code !== 0) {
       throw new TsbuildError('FETCH_FAILED', `${what}: ${gitReason(r.stderr)}`, { hint: 'check the URL, the ref and your access to the repository' });
     }
+    return r.stdout;
   };
   await must(['init', '-q'], `git init for ${shown}`);
   await must(['remote', 'add', 'origin', remote], `git remote ${shown}`);
-  const want = ref ?? 'HEAD';
+  const want = ref.ref ?? 'HEAD';
   const shallow = await git(['fetch', '-q', '--depth=1', '--no-tags', 'origin', want]);
   if (shallow.code !== 0) {
     // A commit id the server will not serve shallowly: fetch everything, then look for it.
-    if (ref !== undefined && /^[0-9a-f]{7,64}$/.test(ref)) {
+    if (ref.ref !== undefined && /^[0-9a-f]{7,64}$/.test(ref.ref)) {
       await must(['fetch', '-q', '--tags', 'origin'], `cannot fetch ${shown}`);
-      const found = await git(['rev-parse', '--verify', '-q', `${ref}^{commit}`]);
-      if (found.code !== 0) throw new TsbuildError('FETCH_FAILED', `${shown}: no commit ${ref} in the repository`, { hint: 'name a branch, a tag or a commit of the repository after #' });
-      await must(['checkout', '-q', ref], `checkout ${ref} of ${shown}`);
+      const found = await git(['rev-parse', '--verify', '-q', `${ref.ref}^{commit}`]);
+      if (found.code !== 0) throw new TsbuildError('FETCH_FAILED', `${shown}: no commit ${ref.ref} in the repository`, { hint: 'name a branch, a tag or a commit of the repository after #' });
+      await must(['checkout', '-q', ref.ref], `checkout ${ref.ref} of ${shown}`);
     } else {
       const reason = gitReason(shallow.stderr);
       const badRef = /couldn't find remote ref|not our ref|invalid refspec/i.test(shallow.stderr);
-      throw new TsbuildError('FETCH_FAILED', badRef ? `${shown}: no branch, tag or commit ${JSON.stringify(want)} (${reason})` : `cannot fetch the git context ${shown}: ${reason}`, {
+      throw new TsbuildError('FETCH_FAILED', badRef ? `${shown}: no branch, tag or commit ${JSON.stringify(want)} (${reason})` : `cannot fetch the git repository ${shown}: ${reason}`, {
         hint: badRef ? 'name a branch, a tag or a commit of the repository after #' : 'check the URL and that the repository is reachable',
       });
     }
   } else {
     await must(['checkout', '-q', 'FETCH_HEAD'], `checkout of ${shown}`);
   }
+  const commit = (await must(['rev-parse', 'HEAD'], `rev-parse in ${shown}`)).trim();
   if (await fs.stat(path.join(repo, '.gitmodules')).then(() => true, () => false)) {
     await must(['submodule', 'update', '--init', '--recursive', '--depth=1'], `a submodule of ${shown} could not be fetched`);
   }
-  await fs.rm(path.join(repo, '.git'), { recursive: true, force: true });
-  if (subdir === undefined) return { dir: repo };
+  if (opts.keepGitDir) await must(['remote', 'set-url', 'origin', shown], `git remote ${shown}`);
+  else await fs.rm(path.join(repo, '.git'), { recursive: true, force: true });
+  if (subdir === undefined) return { dir: repo, commit };
   const dir = path.resolve(repo, subdir);
   const real = await fs.realpath(dir).catch(() => undefined);
   const realRepo = await fs.realpath(repo);
-  if (real === undefined || (real !== realRepo && !real.startsWith(realRepo + path.sep))) {
+  if (real === undefined || (real !== realRepo && !real.startsWith(realRepo + path.sep)) || !(await fs.stat(real)).isDirectory()) {
     throw new TsbuildError('CONTEXT_NOT_FOUND', `${shown}: the subdirectory ${JSON.stringify(subdir)} is not a directory inside the repository`, { hint: 'after #REF: give a path inside the repository' });
   }
-  if (!(await fs.stat(real)).isDirectory()) {
-    throw new TsbuildError('CONTEXT_NOT_FOUND', `${shown}: the subdirectory ${JSON.stringify(subdir)} is not a directory inside the repository`);
-  }
-  return { dir: real };
+  return { dir: real, commit };
 }
 
 /** A tarball (tar, gzip, bzip2, xz, zstd) from a URL or stdin; plain text is a Dockerfile. */

@@ -6,7 +6,7 @@ import type { GlobalArgs } from '../global-options.js';
 import { TsbuildError } from '../../errors.js';
 import { build, checkDockerfile, openSshSources, parseAddHost } from '../../engine/index.js';
 import { formatCheckReport } from '../format-checks.js';
-import { contextKind, fetchRemoteContext, redactUrl } from '../../context/remote-context.js';
+import { contextKind, fetchRemoteContext, redactUrl } from '../../context/index.js';
 import { STDIN_CONTEXT } from './index.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import type { BuildSecret } from '../../engine/run-mounts.js';
