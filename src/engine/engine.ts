@@ -341,6 +341,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
       signal: env.signal,
       sourceDateEpoch: req.sourceDateEpoch,
       warn: (message) => env.report({ type: 'warning', message }),
+      descriptorAnnotations: req.annotations?.manifestDescriptor,
     });
     if (req.push && req.tags.length > 0) {
       if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
@@ -381,7 +382,7 @@ async function sealOrReuse(env: BuildEnv, config: ImageConfig, final: StageState
   const key = cacheKeyFor({
     parent: final.key,
     kind: 'SEAL',
-    instruction: JSON.stringify(req.labels),
+    instruction: JSON.stringify([req.labels, req.annotations?.manifest ?? {}]),
     inputs: [...final.layers.map((l) => l.diffId), `epoch:${req.sourceDateEpoch ?? ''}`],
     platform: formatPlatform(env.platform),
   });
@@ -393,7 +394,7 @@ async function sealOrReuse(env: BuildEnv, config: ImageConfig, final: StageState
       return { manifest: local.manifest, config: local.config, configDescriptor: local.manifest.config, manifestDescriptor: local.manifestDescriptor };
     }
   }
-  const image = await sealImage(env.store, config, final.layers, { signal: env.signal });
+  const image = await sealImage(env.store, config, final.layers, { signal: env.signal, annotations: req.annotations?.manifest });
   await env.store.writeMeta(meta, image.manifestDescriptor);
   return image;
 }

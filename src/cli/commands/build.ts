@@ -11,6 +11,7 @@ import { STDIN_CONTEXT } from './index.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import type { BuildSecret } from '../../engine/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
+import { parseAnnotations } from '../../image/annotations.js';
 import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/index.js';
 import { parseOutputFlag } from '../parse-output.js';
 import { createReporter, type ProgressMode } from '../progress.js';
@@ -102,6 +103,7 @@ const buildFlags = (y: Argv<GlobalArgs>) =>
     .option('tag', { alias: 't', type: 'string', default: [] as string[], coerce: repeatable, describe: 'Name the image (repeatable)' })
     .option('target', { type: 'string', describe: 'Build this stage (and what it needs) only' })
     .option('build-arg', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Build argument NAME=VALUE, or NAME to take it from the environment' })
+    .option('annotation', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Annotation [TYPE[,TYPE][[PLATFORM]]:]KEY=VALUE on the image manifest (TYPE manifest, the default) or its descriptor in OCI outputs (manifest-descriptor), as buildx' })
     .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
     .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
     .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
@@ -221,6 +223,7 @@ async function runBuild(args: BuildArgs, ctx: CommandContext, where: { contextDi
     ...(args.target ? { target: args.target } : {}),
     buildArgs: parseBuildArgs(args['build-arg'], io.env),
     labels: parseLabels(args.label),
+    ...(args.annotation.length > 0 ? { annotations: parseAnnotations(args.annotation, hostPlatform()) } : {}),
     noCache: args['no-cache'],
     pull: args.pull ?? 'missing',
     push: args.push,
