@@ -70,7 +70,8 @@ export async function collectBuildChecks(inp: CheckInputs): Promise<CheckReport>
     const image = await findLocalImage(inp.store, ref, { platform: inp.platform, ...(inp.signal ? { signal: inp.signal } : {}) }).catch(() => undefined);
     if (image === undefined) continue;
     const cfg = image.config.config;
-    facts.set(ref, { env: cfg?.Env ?? [], ...(cfg?.Shell ? { shell: cfg.Shell } : {}) });
+    const platform = [image.config.os, image.config.architecture, image.config.variant].filter((s) => s !== undefined && s !== '').join('/');
+    facts.set(ref, { env: cfg?.Env ?? [], ...(cfg?.Shell ? { shell: cfg.Shell } : {}), ...(platform !== '' ? { platform } : {}) });
   }
   const ignore = await readDockerignore(inp.contextDir, inp.dockerfilePath).catch(() => undefined);
   const matcher = ignore && ignore.patterns.length > 0 ? new IgnoreMatcher(ignore.patterns) : undefined;

@@ -34,6 +34,8 @@ export interface CheckHit {
 export interface BaseImageFacts {
   readonly env: readonly string[];
   readonly shell?: readonly string[];
+  /** The image config's `os/architecture`, for InvalidBaseImagePlatform. */
+  readonly platform?: string;
 }
 
 export interface CheckOptions {
@@ -254,6 +256,23 @@ export function runBuildChecks(parsed: ParsedDockerfile, instructions: readonly 
       : fromImage(image, opts.baseImage);
     if (st.from.stageName !== undefined) facts.set(st.from.stageName, own);
     if (opts.dispatched !== 'all' && !opts.dispatched.has(st.index)) continue;
+    // InvalidBaseImagePlatform: the image's config against the platform the stage builds for
+    // (FROM --platform, else TARGETPLATFORM); OS and architecture compared, as BuildKit does.
+    const actual = base === undefined && image !== 'scratch' ? opts.baseImage?.(image)?.platform : undefined;
+    if (actual !== undefined) {
+      let expected = globals.get('TARGETPLATFORM') ?? '';
+      if (st.from.platform !== undefined) {
+        try {
+          expected = lex.processWord(st.from.platform, (n) => globals.get(n));
+        } catch {
+          // Reported by the build.
+        }
+      }
+      const osArch = (p: string): string => p.split('/').slice(0, 2).join('/');
+      if (expected !== '' && osArch(actual) !== osArch(expected)) {
+        hit('InvalidBaseImagePlatform', `Base image ${st.from.image} was pulled with platform ${JSON.stringify(actual)}, expected ${JSON.stringify(expected)} for current build`, st.from.location);
+      }
+    }
     dispatchStage(st.body, own, { lex, globals, buildArgs: opts.buildArgs, hit, isIgnored: opts.isIgnored });
   }
 
