@@ -22,10 +22,12 @@
 //
 //   node scripts/bundle-cli.mjs [OUTDIR]   (npm run build / prepare run it after tsc;
 //                                          OUTDIR, default dist/cmd, is for experiments)
+//   node scripts/bundle-cli.mjs --begin    (npm run build / prepare run it before tsc: the
+//                                          build stamp, below)
 import { build } from 'esbuild';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire, isBuiltin } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,6 +35,25 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+// The build stamp, dist/build-stamp.json {sourcesAt}: dist/ holds the sources as they were at
+// `sourcesAt` (ms since the epoch); test/support/fresh-dist.ts (vitest's globalSetup) rebuilds
+// when a file under src/ or cmd/ is newer, so a stale dist/ never runs the tests. `npm run build`
+// runs `bundle-cli.mjs --begin` before tsc: it drops the old stamp (a build that fails leaves
+// none) and dist/src, and notes the time, before tsc reads anything; the bundling run below writes the stamp
+// with that time once everything succeeded.
+const stampFile = path.join(repo, 'dist', 'build-stamp.json');
+const beginFile = path.join(repo, 'dist', 'build-stamp.begin.json');
+if (process.argv[2] === '--begin') {
+  await rm(stampFile, { force: true });
+  // tsc only adds: without this, the output of a deleted or newly excluded source would linger.
+  await rm(path.join(repo, 'dist', 'src'), { recursive: true, force: true });
+  await mkdir(path.dirname(beginFile), { recursive: true });
+  await writeFile(beginFile, `${JSON.stringify({ sourcesAt: Date.now() })}\n`);
+  process.exit(0);
+}
+const sourcesAt = await readFile(beginFile, 'utf8').then((t) => JSON.parse(t).sourcesAt, () => Date.now());
+
 const outdir = path.resolve(process.argv[2] ?? path.join(repo, 'dist', 'cmd'));
 
 // yargs' ESM entry (lib/platform-shims/esm.mjs) imports cliui and string-width at start-up,
@@ -180,4 +201,10 @@ try {
   console.warn(`bundle-cli: no code cache made (the first run of the CLI makes one): ${err.message}`);
 } finally {
   await rm(train, { recursive: true, force: true });
+}
+
+// Last, and only for the real dist/cmd: the build stamp (see the top).
+if (outdir === path.join(repo, 'dist', 'cmd')) {
+  await writeFile(stampFile, `${JSON.stringify({ sourcesAt })}\n`);
+  await rm(beginFile, { force: true });
 }

@@ -18,6 +18,71 @@ function importsOf(text: string): string[] {
   return [...text.matchAll(/^\s*(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]/gm), ...text.matchAll(/import\(\s*['"]([^'"]+)['"]\s*\)/g)].map((m) => m[1]!);
 }
 
+/**
+ * Inner files other folders may import besides index.ts, each for start-up cost: every command
+ * loads what its front door loads, and these keep heavy code off paths that do not need it.
+ */
+const SIDE_DOORS: Record<string, string> = {
+  'layer/layer-index.ts': 'the layer index is read by every build; layer/index.ts also loads the tar writer, applier and gzip workers',
+  'store/archive-import.ts': 'archive load (tar-stream, layer/); every command opens the store through store/index.ts',
+  'store/archive-export.ts': 'archive save (tar-stream, layer/); every command opens the store through store/index.ts',
+  'registry/store-layers.ts': "the registry's records in the store, read by images/inspect without loading undici",
+};
+
+/**
+ * Known inner imports in folders being reshaped (engine/, sandbox/, cache/, registry/, and the
+ * build, run and prune commands with cli/build-cache.ts), as `importer -> imported` under src/.
+ * Each is to go through the imported folder's index.ts; this list only shrinks, and an entry
+ * that no longer occurs fails the test so that it is removed.
+ */
+const INNER_IMPORTS_TO_MOVE: readonly string[] = [
+  'cli/commands/build.ts -> engine/request.ts',
+  'cli/commands/build.ts -> engine/run-mounts.ts',
+  'cli/commands/build.ts -> image/local-image.ts',
+  'cli/commands/prune.ts -> sandbox/step-dir.ts',
+  'cli/commands/run.ts -> image/layer-index-cache.ts',
+  'engine/base-image.ts -> image/layer-index-cache.ts',
+  'engine/base-image.ts -> image/local-image.ts',
+  'engine/copy-plan.ts -> image/rootfs-view.ts',
+  'engine/copy-plan.ts -> image/users.ts',
+  'engine/copy-step.ts -> image/layer-index-cache.ts',
+  'engine/copy-step.ts -> image/users.ts',
+  'engine/dispatch.ts -> image/config-edit.ts',
+  'engine/engine.ts -> image/config-edit.ts',
+  'engine/engine.ts -> image/local-image.ts',
+  'engine/engine.ts -> image/seal.ts',
+  'engine/engine.ts -> sandbox/step-dir.ts',
+  'engine/mkdir-step.ts -> image/layer-index-cache.ts',
+  'engine/mkdir-step.ts -> image/rootfs-view.ts',
+  'engine/run-mounts.ts -> sandbox/step-dir.ts',
+  'engine/run-step.ts -> image/layer-index-cache.ts',
+  'engine/run-step.ts -> image/users.ts',
+  'engine/secret-mount.ts -> sandbox/step-dir.ts',
+  'engine/stage-state.ts -> image/rootfs-view.ts',
+  'engine/step-cache.ts -> image/config-edit.ts',
+  'engine/step-cache.ts -> image/layer-index-cache.ts',
+  'registry/pull.ts -> image/local-image.ts',
+  'registry/push.ts -> image/local-image.ts',
+];
+
+/** `importer -> imported` (paths under src/, .ts) for each relative import that crosses folders. */
+async function crossFolderImports(): Promise<string[]> {
+  const src = path.join(repoRoot, 'src');
+  const out = new Set<string>();
+  for (const file of [...(await sources(src)), ...(await sources(path.join(repoRoot, 'cmd')))]) {
+    const from = path.relative(src, file).split(path.sep).join('/');
+    for (const spec of importsOf(await fs.readFile(file, 'utf8'))) {
+      if (!spec.startsWith('.')) continue;
+      const to = path.relative(src, path.resolve(path.dirname(file), spec)).split(path.sep).join('/').replace(/\.js$/, '.ts');
+      const [toFolder, ...rest] = to.split('/');
+      if (to.startsWith('..') || rest.length === 0) continue; // outside src/, or src/errors.ts
+      if (from.split('/')[0] === toFolder) continue;
+      out.add(`${from} -> ${to}`);
+    }
+  }
+  return [...out].sort();
+}
+
 const RULES: Array<{ pkg: RegExp; allowed: string[]; why: string }> = [
   { pkg: /^undici$/, allowed: ['registry'], why: 'only registry/ talks HTTP through undici' },
   { pkg: /^yargs(\/|$)/, allowed: ['cli'], why: 'only cli/ parses flags' },
@@ -39,5 +104,28 @@ describe('import rules', () => {
       }
     }
     expect(problems).toEqual([]);
+  });
+
+  it('sends every cross-folder import through the folder\'s index.ts (STYLE.md 2)', async () => {
+    const folders = (await fs.readdir(path.join(repoRoot, 'src'), { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+    const withoutIndex: string[] = [];
+    for (const f of folders) if (!(await fs.stat(path.join(repoRoot, 'src', f, 'index.ts')).catch(() => undefined))) withoutIndex.push(f);
+    expect(withoutIndex, 'folders without a front door').toEqual([]);
+
+    const all = await crossFolderImports();
+    const inner = all.filter((i) => !i.endsWith('/index.ts') && !(i.split(' -> ')[1]! in SIDE_DOORS));
+    expect(inner.filter((i) => !INNER_IMPORTS_TO_MOVE.includes(i)), 'imports of another folder\'s inner file').toEqual([]);
+    expect(INNER_IMPORTS_TO_MOVE.filter((i) => !inner.includes(i)), 'INNER_IMPORTS_TO_MOVE entries that no longer occur: remove them').toEqual([]);
+  });
+
+  it('makes a Digest only in oci/digest.ts: no cast turns a string into one', async () => {
+    // Digest is nominal so that unchecked text cannot stand for a digest; a cast would undo that.
+    const casts: string[] = [];
+    for (const file of [...(await sources(path.join(repoRoot, 'src'))), ...(await sources(path.join(repoRoot, 'cmd')))]) {
+      if (file === path.join(repoRoot, 'src', 'oci', 'digest.ts')) continue;
+      const text = await fs.readFile(file, 'utf8');
+      for (const m of text.matchAll(/\bas\s+(?:unknown\s+as\s+)?Digest\b/g)) casts.push(`${path.relative(repoRoot, file)}:${text.slice(0, m.index).split('\n').length}`);
+    }
+    expect(casts, 'use isDigest/parseDigest, or a hasher').toEqual([]);
   });
 });

@@ -306,7 +306,7 @@ describe('tsbuild load refuses tampered archives', () => {
     ['docker: a layer with one byte changed', () => repack(docker, (f) => {
       const name = json(f, 'manifest.json')[0].Layers.at(-1);
       const b = Buffer.from(f.get(name)!);
-      b[600] ^= 1;
+      b.writeUInt8(b.readUInt8(600) ^ 1, 600);
       f.set(name, b);
     }), /does not hash to its name/],
     ['docker: a layer replaced, renamed and listed in manifest.json (config unchanged)', () => repack(docker, (f) => {
@@ -319,7 +319,8 @@ describe('tsbuild load refuses tampered archives', () => {
       const index = json(f, 'index.json');
       const name = blob(json(f, blob(index.manifests[0].digest)).layers.at(-1).digest);
       const b = Buffer.from(f.get(name)!);
-      b[Math.floor(b.length / 2)] ^= 1;
+      const at = Math.floor(b.length / 2);
+      b.writeUInt8(b.readUInt8(at) ^ 1, at);
       f.set(name, b);
     }), /does not hash to its name/],
     ['oci: a gzip layer replaced and the manifest rewritten (config unchanged)', () => repack(oci, (f) => ociEdit(f, (l) => {

@@ -37,7 +37,7 @@ describe('cacheKeyFor', () => {
   it('is the sha256 of the canonical key document, however the inputs are given', () => {
     // The inputs are hashed one by one (no joined string): the bytes must be exactly those of
     // the whole document, or every cached step would miss after an upgrade.
-    const inputs = ['a/b\0file\0644\u00000:0\0\0sha256:' + 'e'.repeat(64), 'é \u{1F600} "q" \\', '', 'x'];
+    const inputs = ['a/b\0file\x00644\u00000:0\0\0sha256:' + 'e'.repeat(64), 'é \u{1F600} "q" \\', '', 'x'];
     for (const list of [[], ['one'], inputs]) {
       const doc = canonicalKeyJson({ scheme: 'tsbuild-cache-v1', parent: base.parent, kind: base.kind, instruction: base.instruction, visible: { A: '1', B: '2' }, inputs: list, platform: base.platform });
       expect(cacheKeyFor({ ...base, inputs: list })).toBe(sha256Digest(doc));

@@ -1,6 +1,6 @@
 import { TsbuildError, isTsbuildError } from '../errors.js';
-import { findLocalImage, normalizeName, readLocalImage, type LocalImage } from '../image/local-image.js';
-import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, parseReference, familiarName, type Descriptor, type Digest } from '../oci/index.js';
+import { findLocalImage, normalizeName, readLocalImage, type LocalImage } from '../image/index.js';
+import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, parseManifestOrIndex, parseReference, familiarName, type Descriptor, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 
 /**
@@ -50,13 +50,20 @@ export async function listStoreImages(store: Store, opts: Options = {}): Promise
   return [...tagged, ...dangling];
 }
 
-export function imageSize(image: LocalImage): number {
+function imageSize(image: LocalImage): number {
   return image.manifest.layers.reduce((n, l) => n + l.size, 0);
 }
 
 async function indexChildren(store: Store, desc: Descriptor, signal: AbortSignal | undefined): Promise<Digest[]> {
-  const doc = (await store.blobs.readBlobJson(desc.digest, { maxBytes: MAX_MANIFEST_BYTES, signal }).catch(() => undefined)) as { manifests?: Array<{ digest?: Digest }> } | undefined;
-  return (doc?.manifests ?? []).flatMap((m) => (typeof m.digest === 'string' ? [m.digest] : []));
+  // A damaged or missing index reaches nothing (the listing shows what it can).
+  const bytes = await store.blobs.readBlobBytes(desc.digest, { maxBytes: MAX_MANIFEST_BYTES, signal }).catch(() => undefined);
+  let parsed: ReturnType<typeof parseManifestOrIndex> | undefined;
+  try {
+    parsed = bytes && parseManifestOrIndex(bytes, desc.mediaType, { what: `index ${desc.digest}` });
+  } catch {
+    parsed = undefined;
+  }
+  return parsed?.kind === 'index' ? parsed.index.manifests.map((m) => m.digest) : [];
 }
 
 /**

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
-import type { Compression, OutputSpec } from '../engine/request.js';
+import type { Compression, OutputSpec } from '../engine/index.js';
 
 const COMPRESSIONS: readonly Compression[] = ['gzip', 'zstd', 'uncompressed'];
 

@@ -1,5 +1,5 @@
 import type { Writable } from 'node:stream';
-import type { BuildEvent, BuildReporter } from '../engine/events.js';
+import type { BuildEvent, BuildReporter } from '../engine/index.js';
 
 export type ProgressMode = 'auto' | 'plain' | 'tty' | 'json' | 'quiet';
 

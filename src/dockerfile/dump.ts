@@ -7,7 +7,7 @@ import { goQuote, trimSpaceText } from './go-text.js';
 import type { Node, ParsedDockerfile } from './parser.js';
 
 /** One instruction without the outer parentheses; ONBUILD nests its trigger in parentheses. */
-export function dumpNode(node: Node): string {
+function dumpNode(node: Node): string {
   const chain: Node[] = [];
   for (let n: Node | undefined = node; n !== undefined; n = n.next) chain.push(n);
   let inner = '';

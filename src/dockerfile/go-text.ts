@@ -66,7 +66,7 @@ export function decodeRune(s: string, pos: number): [number, number] {
 }
 
 /** Go's utf8.DecodeLastRuneInString on a byte string ending at `end` (exclusive). */
-export function decodeLastRune(s: string, end: number): [number, number] {
+function decodeLastRune(s: string, end: number): [number, number] {
   const last = s.charCodeAt(end - 1);
   if (last < 0x80) return [last, 1];
   // A rune is at most 4 bytes; try the longest valid decoding that ends exactly at `end`.
@@ -255,7 +255,7 @@ export function toByteString(s: string): string {
 const PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S}]$/u;
 
 /** Go's strconv.IsPrint. */
-export function isGoPrint(r: number): boolean {
+function isGoPrint(r: number): boolean {
   if (r <= 0xff) {
     if (r >= 0x20 && r <= 0x7e) return true;
     if (r >= 0xa1 && r <= 0xff) return r !== 0xad;

@@ -2,16 +2,16 @@
  * The Dockerfile front end: text -> syntax tree with line ranges -> typed instructions ->
  * stages, and BuildKit's parse dump. Pure: nothing here touches files, network or processes.
  */
-export { parseDockerfile, MAX_LINE_BYTES } from './parser.js';
+export { parseDockerfile } from './parser.js';
 export type { Node, ParsedDockerfile, ParseOptions, Directives, EscapeToken, Heredoc } from './parser.js';
-export { dumpDockerfile, dumpNode } from './dump.js';
+export { dumpDockerfile } from './dump.js';
 export { directiveWarnings, parseCheckOptions } from './directives.js';
 export { looksLikeSecretName, secretNameWarnings, SECRETS_USED_IN_ARG_OR_ENV } from './secret-names.js';
 export type { SecretNameWarning } from './secret-names.js';
 export type { CheckOptions } from './directives.js';
 export { chompHeredocContent, parseHeredocWord } from './heredoc.js';
 export type { HeredocMarker } from './heredoc.js';
-export { toInstruction, toInstructions, INSTRUCTION_KINDS } from './instructions.js';
+export { toInstruction, toInstructions } from './instructions.js';
 export type {
   Instruction,
   InstructionKind,
@@ -40,6 +40,8 @@ export type {
   MaintainerInstruction,
 } from './instructions.js';
 export { splitStages } from './stages.js';
+/** Go's strconv.Quote (`%q`): the one implementation, for messages and BuildKit's history text. */
+export { goQuote } from './go-text.js';
 export type { Stage, SplitStages } from './stages.js';
 export * from './shell-lex.js';
 export * from './checks/index.js';

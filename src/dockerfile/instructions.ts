@@ -22,7 +22,7 @@ import type { Heredoc } from './heredoc.js';
 import type { Node, ParsedDockerfile } from './parser.js';
 import { closestMatch } from './suggest.js';
 
-export const INSTRUCTION_KINDS = [
+const INSTRUCTION_KINDS = [
   'FROM',
   'RUN',
   'CMD',

@@ -26,7 +26,7 @@ export interface LineParseError {
   readonly lineParseError: string;
 }
 
-export function lineError(message: string): LineParseError {
+function lineError(message: string): LineParseError {
   return { lineParseError: message };
 }
 
@@ -144,7 +144,7 @@ export function extractBuilderFlags(line: string): { rest: string; flags: string
  * parseWords: split at unquoted Unicode whitespace, keeping quotes and escapes in the words
  * (line_parsers.go). Invalid UTF-8 bytes become U+FFFD, as Go's WriteRune(RuneError) does.
  */
-export function parseWords(rest: string, escapeToken: number): string[] {
+function parseWords(rest: string, escapeToken: number): string[] {
   const IN_SPACES = 0;
   const IN_WORD = 1;
   const IN_QUOTE = 2;

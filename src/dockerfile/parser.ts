@@ -76,7 +76,7 @@ export interface ParseOptions {
 }
 
 /** bufio.MaxScanTokenSize - 1: BuildKit's scanner gives up on longer physical lines. */
-export const MAX_LINE_BYTES = 65535;
+const MAX_LINE_BYTES = 65535;
 
 const BOM = '\xef\xbb\xbf';
 

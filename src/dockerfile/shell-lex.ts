@@ -77,8 +77,8 @@ class LexError extends Error {}
  * a chain of `ENV A2=${A1}${A1}` doubles per line and killed the process with an out-of-memory
  * abort, and `${a:-${b:-...}}` nested thousands deep overflowed the stack (scripts/torture).
  */
-export const MAX_EXPANSION_CHARS = 16 * 1024 * 1024;
-export const MAX_SUBSTITUTION_DEPTH = 256;
+const MAX_EXPANSION_CHARS = 16 * 1024 * 1024;
+const MAX_SUBSTITUTION_DEPTH = 256;
 
 function checkLength(result: string): void {
   if (result.length > MAX_EXPANSION_CHARS) {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ImageConfig } from '../oci/types.js';
-import { addExposedPorts, exposedPortKeys, setEntrypoint, setCmd, setEnv, workdirPath, addVolumes, setStopSignal } from './config-edit.js';
+import { addExposedPorts, exposedPortKeys, setEntrypoint, setCmd, setEnv, addVolumes, setStopSignal } from './config-edit.js';
 import { TsbuildError } from '../errors.js';
 
 const base: ImageConfig = { architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, config: { Env: ['PATH=/bin', 'A=1'], Cmd: ['sh'] } };
@@ -31,16 +31,6 @@ describe('config edits', () => {
   it('ENTRYPOINT clears an inherited CMD, not one set in the stage', () => {
     expect(setEntrypoint(base, ['/e'], false).config?.Cmd).toBeNull();
     expect(setEntrypoint(setCmd(base, ['x']), ['/e'], true).config?.Cmd).toEqual(['x']);
-  });
-
-  it.each([
-    [undefined, '/app', '/app'],
-    ['/app', 'sub', '/app/sub'],
-    ['/app', '../x', '/x'],
-    ['/a/b', '/c/./d/', '/c/d'],
-    ['', 'rel', '/rel'],
-  ])('WORKDIR %s + %s = %s', (cur, next, want) => {
-    expect(workdirPath(cur, next)).toBe(want);
   });
 
   it('VOLUME refuses an empty path; STOPSIGNAL checks the name', () => {

@@ -7,7 +7,7 @@ import type { ContainerConfig, Healthcheck, HistoryEntry, ImageConfig } from '..
  * reference and BuildKit's dispatchers (frontend/dockerfile/dockerfile2llb/convert.go).
  */
 
-export function containerConfig(config: ImageConfig): ContainerConfig {
+function containerConfig(config: ImageConfig): ContainerConfig {
   return config.config ?? {};
 }
 
@@ -16,7 +16,7 @@ function withContainer(config: ImageConfig, patch: Partial<ContainerConfig>): Im
 }
 
 /** Env as ordered pairs. */
-export function envPairs(config: ImageConfig): Array<[string, string]> {
+function envPairs(config: ImageConfig): Array<[string, string]> {
   return (containerConfig(config).Env ?? []).map((e) => {
     const eq = e.indexOf('=');
     return eq < 0 ? [e, ''] : [e.slice(0, eq), e.slice(eq + 1)];
@@ -83,19 +83,6 @@ export function setUser(config: ImageConfig, user: string): ImageConfig {
   return withContainer(config, { User: user });
 }
 
-/** WORKDIR: relative paths are relative to the previous WORKDIR. */
-export function workdirPath(current: string | undefined, next: string): string {
-  const base = current && current !== '' ? current : '/';
-  const joined = next.startsWith('/') ? next : `${base.replace(/\/+$/, '')}/${next}`;
-  const parts: string[] = [];
-  for (const part of joined.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') parts.pop();
-    else parts.push(part);
-  }
-  return `/${parts.join('/')}`;
-}
-
 export function setWorkdir(config: ImageConfig, dir: string): ImageConfig {
   return withContainer(config, { WorkingDir: dir });
 }
@@ -128,12 +115,8 @@ export function addOnBuild(config: ImageConfig, expression: string): ImageConfig
   return withContainer(config, { OnBuild: [...(containerConfig(config).OnBuild ?? []), expression] });
 }
 
-export function clearOnBuild(config: ImageConfig): ImageConfig {
-  return withContainer(config, { OnBuild: null });
-}
-
 /** The comment BuildKit writes on the history entries of Dockerfile steps. */
-export const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
+const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
 
 export function addHistory(config: ImageConfig, entry: { createdBy: string; emptyLayer: boolean; created?: string | undefined }): ImageConfig {
   const h: HistoryEntry = {
@@ -143,9 +126,4 @@ export function addHistory(config: ImageConfig, entry: { createdBy: string; empt
     ...(entry.emptyLayer ? { empty_layer: true } : {}),
   };
   return { ...config, history: [...(config.history ?? []), h] };
-}
-
-/** Go's %q of a []string, as BuildKit's history shows CMD ["a" "b"]. */
-export function goQuoteList(list: readonly string[]): string {
-  return `[${list.map((s) => JSON.stringify(s)).join(' ')}]`;
 }

@@ -1,6 +1,5 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import type { ContainerConfig, ImageConfig, Platform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { StoredImage } from '../store/index.js';
@@ -26,9 +25,11 @@ export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
  */
 export async function importRootfsTar(store: Store, file: string, opts: ImportOptions): Promise<StoredImage> {
   const head = await firstBytes(file);
+  // zlib on use: the image/ front door is loaded by commands that never gunzip.
+  const gzip = head[0] === 0x1f && head[1] === 0x8b ? await import('node:zlib') : undefined;
   let source: Readable = createReadStream(file);
-  if (head[0] === 0x1f && head[1] === 0x8b) {
-    const gunzip = createGunzip();
+  if (gzip) {
+    const gunzip = gzip.createGunzip();
     source.on('error', (e) => gunzip.destroy(e));
     source = source.pipe(gunzip);
   }

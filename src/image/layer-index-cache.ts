@@ -1,12 +1,47 @@
 import { digestHex, type Digest } from '../oci/index.js';
-import { indexLayer, type LayerIndex } from '../layer/layer-index.js';
+import { indexLayer, type IndexedEntry, type LayerIndex } from '../layer/layer-index.js';
 import type { Store } from '../store/index.js';
 import { RootfsView } from './rootfs-view.js';
 
 const memo = new Map<string, Promise<LayerIndex>>();
 
+/** meta/layer-index.<diff ID hex>: the LayerIndex of a stored layer, as layer/ computes it. */
 function metaName(diffId: Digest): string {
   return `layer-index.${digestHex(diffId)}`;
+}
+
+const ENTRY_TYPES: ReadonlySet<string> = new Set<IndexedEntry['type']>(['file', 'dir', 'symlink', 'hardlink', 'other']);
+
+function isStringList(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((s) => typeof s === 'string');
+}
+
+function isIndexedEntry(v: unknown): v is IndexedEntry {
+  if (typeof v !== 'object' || v === null) return false;
+  const e = v as Record<string, unknown>;
+  return (
+    typeof e.path === 'string' &&
+    typeof e.type === 'string' &&
+    ENTRY_TYPES.has(e.type) &&
+    typeof e.mode === 'number' &&
+    typeof e.uid === 'number' &&
+    typeof e.gid === 'number' &&
+    typeof e.mtime === 'number' &&
+    typeof e.size === 'number' &&
+    (e.linkTarget === undefined || typeof e.linkTarget === 'string')
+  );
+}
+
+/**
+ * The record as read from meta/ (`unknown`: any JSON, or undefined when absent); undefined when
+ * it is not a whole LayerIndex (written by another version, or damaged), which is then read
+ * again from the layer's blob. A view built from a half-valid index would be wrong silently.
+ */
+export function parseLayerIndexRecord(value: unknown): LayerIndex | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const r = value as Record<string, unknown>;
+  if (!Array.isArray(r.entries) || !r.entries.every(isIndexedEntry) || !isStringList(r.whiteouts) || !isStringList(r.opaqueDirs)) return undefined;
+  return { entries: r.entries, whiteouts: r.whiteouts, opaqueDirs: r.opaqueDirs };
 }
 
 /** Remembers the index of a layer this process made itself (no need to read it back). */
@@ -24,8 +59,8 @@ export function layerIndexOf(store: Store, diffId: Digest, opts: { signal?: Abor
   let p = memo.get(key);
   if (!p) {
     p = (async () => {
-      const known = (await store.readMeta(metaName(diffId))) as LayerIndex | undefined;
-      if (known && Array.isArray(known.entries)) return known;
+      const known = parseLayerIndexRecord(await store.readMeta(metaName(diffId)));
+      if (known) return known;
       const index = await indexLayer(await store.blobs.openBlob(diffId, { signal: opts.signal }), opts);
       await store.writeMeta(metaName(diffId), index);
       return index;

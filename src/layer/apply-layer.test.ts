@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { pack as tarPack } from 'tar-stream';
 import { applyLayer } from './apply-layer.js';
 import { layerFromDirectory } from './layer-from-directory.js';
-import { snapshotTree, type TreeNode } from './tree-snapshot.js';
+import { snapshotTree, type TreeNode } from './test-tree-snapshot.js';
 import { writeLayer, type LayerEntry } from './write-layer.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -56,7 +56,9 @@ async function rawTar(entries: Raw[]): Promise<Buffer> {
   })();
   for (const e of entries) {
     const type = e.type ?? 'file';
-    p.entry({ name: e.name, type, mode: e.mode ?? (type === 'directory' ? 0o755 : 0o644), mtime: new Date(1_500_000_000_000), ...(e.linkname !== undefined ? { linkname: e.linkname } : {}) }, type === 'file' ? (e.content ?? '') : undefined);
+    const header = { name: e.name, type, mode: e.mode ?? (type === 'directory' ? 0o755 : 0o644), mtime: new Date(1_500_000_000_000), ...(e.linkname !== undefined ? { linkname: e.linkname } : {}) };
+    if (type === 'file') p.entry(header, e.content ?? '');
+    else p.entry(header);
   }
   p.finalize();
   await done;

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { extract as tarExtract, type Extract, type Header } from 'tar-stream';
 import { CAPABILITY_XATTR, PaxCapabilityTap, type EntryCapability } from './pax-xattrs.js';
 import { TsbuildError, isAbortError } from '../errors.js';
-import { DigestStream, type Digest } from '../oci/digest.js';
+import { DigestStream, type Digest } from '../oci/index.js';
 import { sniffLayerCompression, type LayerCompression } from './compress.js';
 import { cleanEntryName, joinInRoot, resolveInRoot } from './root-path.js';
 import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './write-layer.js';
@@ -85,9 +85,9 @@ interface DeferredDir {
  * - File capabilities (PAX `SCHILY.xattr.security.capability`, read raw by pax-xattrs.ts, as
  *   tar-stream decodes PAX values as UTF-8) are set with setfattr on the finished file, before
  *   it is renamed into place.
- * DEBT(xattrs): other extended attributes (user.*, ACLs) are not applied: node has no
+ * DEBT(#14, xattrs): other extended attributes (user.*, ACLs) are not applied: node has no
  * setxattr without a native addon. Each entry carrying them is reported through onWarning.
- * DEBT(perf): one lstat per new path component; resolved parents are cached until the layer
+ * DEBT(#18, perf): one lstat per new path component; resolved parents are cached until the layer
  * removes something or creates a link.
  */
 export async function applyLayer(tarStream: Readable, root: string, opts: ApplyLayerOptions = {}): Promise<AppliedLayer> {

@@ -2,9 +2,9 @@ import { Readable, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { TsbuildError } from '../errors.js';
-import { DigestStream, type Digest } from '../oci/digest.js';
+import { DigestStream, type Digest } from '../oci/index.js';
 import { ParallelGzip } from './parallel-gzip.js';
-import { layerTarStream, wrapWriteError, type LayerEntry, type WriteLayerOptions } from './write-layer.js';
+import { wrapWriteError } from './write-layer.js';
 
 export type LayerCompression = 'gzip' | 'zstd' | 'uncompressed';
 
@@ -49,18 +49,6 @@ export async function compressLayer(input: Readable, out: Writable, opts: Compre
   const b = before.result();
   const a = after.result();
   return { digest: a.digest, size: a.size, diffId: b.digest, uncompressedSize: b.size };
-}
-
-/**
- * writeLayer and compressLayer in one streaming pass: the tar is generated, hashed (diff ID),
- * compressed and hashed again (blob digest) without touching disk in between.
- */
-export async function writeCompressedLayer(
-  entries: AsyncIterable<LayerEntry> | Iterable<LayerEntry>,
-  out: Writable,
-  opts: WriteLayerOptions & CompressLayerOptions,
-): Promise<CompressedLayer> {
-  return compressLayer(layerTarStream(entries, opts), out, opts);
 }
 
 type ZstdFactory = (opts?: { params?: Record<number, number> }) => Transform;

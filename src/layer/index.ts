@@ -1,18 +1,18 @@
 /**
  * layer/: deterministic layer tars (write), compression, and the safe applier.
  * Only this folder and store/ import tar-stream (DESIGN.md).
+ * Front door (STYLE.md 2), with one side door: layer-index.ts, which every build reads (image
+ * views, the step cache) without loading the writer, the applier and the gzip workers.
  */
-export { writeLayer, layerTarStream, layerTarChunks, normaliseLayerPath, compareLayerPaths, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
+export { writeLayer, layerTarStream, layerTarChunks, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
 export type { LayerEntry, LayerEntryType, WriteLayerOptions, WrittenLayer } from './write-layer.js';
 export { layerFromDirectory } from './layer-from-directory.js';
 export type { LayerFromDirectoryOptions } from './layer-from-directory.js';
-export { compressLayer, writeCompressedLayer, sniffLayerCompression } from './compress.js';
+export { compressLayer, sniffLayerCompression } from './compress.js';
 export type { CompressLayerOptions, CompressedLayer, LayerCompression } from './compress.js';
 export { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
 export { applyLayer } from './apply-layer.js';
 export type { ApplyLayerOptions, AppliedLayer, ApplyLayerOptions as ApplyOptions } from './apply-layer.js';
-export { snapshotTree } from './tree-snapshot.js';
-export type { TreeNode } from './tree-snapshot.js';
 export { cleanEntryName, resolveInRoot } from './root-path.js';
-export { indexLayer, readLayerFile, cleanTarPath } from './layer-index.js';
+export { indexLayer, readLayerFile } from './layer-index.js';
 export type { IndexedEntry, LayerIndex } from './layer-index.js';

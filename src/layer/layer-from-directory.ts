@@ -28,7 +28,7 @@ export interface LayerFromDirectoryOptions {
  * - Sockets are skipped (docker does the same: they cannot be meaningfully archived).
  * - Content is streamed: each file's `source` opens it only when the writer reaches it.
  *
- * DEBT(xattrs): node has no xattr API, so extended attributes (security.capability for
+ * DEBT(#14, xattrs): node has no xattr API, so extended attributes (security.capability for
  * setcap'd binaries, user.* attributes, ACLs) are not captured. Capturing them needs a native
  * addon or a `getfattr` child process per file; until then a file like /bin/ping loses its
  * capabilities in captured layers.

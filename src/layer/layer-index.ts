@@ -30,7 +30,7 @@ const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE = '.wh..wh..opq';
 
 /** "./a/b/" -> "a/b"; "" for the root. */
-export function cleanTarPath(name: string): string {
+function cleanTarPath(name: string): string {
   const parts: string[] = [];
   for (const p of name.split('/')) {
     if (p === '' || p === '.') continue;

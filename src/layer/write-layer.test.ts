@@ -5,11 +5,11 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { writeCompressedLayer, compressLayer } from './compress.js';
+import { compressLayer } from './compress.js';
 import { layerFromDirectory } from './layer-from-directory.js';
 import { encodeHeader } from './tar-header.js';
-import { snapshotTree } from './tree-snapshot.js';
-import { layerTarChunks, writeLayer, type LayerEntry } from './write-layer.js';
+import { snapshotTree } from './test-tree-snapshot.js';
+import { layerTarChunks, layerTarStream, writeLayer, type LayerEntry } from './write-layer.js';
 
 const isRoot = process.getuid?.() === 0;
 let tmp: string;
@@ -213,8 +213,8 @@ describe('compression', () => {
   it('gzip: deterministic, no timestamp or name, gzip -t valid, diff ID = sha256 of gunzip -c', async () => {
     const f1 = path.join(tmp, 'l1.tar.gz');
     const f2 = path.join(tmp, 'l2.tar.gz');
-    const r1 = await writeCompressedLayer(sampleEntries(), createWriteStream(f1), { compression: 'gzip' });
-    const r2 = await writeCompressedLayer(sampleEntries().reverse(), createWriteStream(f2), { compression: 'gzip' });
+    const r1 = await compressLayer(layerTarStream(sampleEntries()), createWriteStream(f1), { compression: 'gzip' });
+    const r2 = await compressLayer(layerTarStream(sampleEntries().reverse()), createWriteStream(f2), { compression: 'gzip' });
     expect(r2).toEqual(r1);
     const head = (await fsp.readFile(f1)).subarray(0, 10);
     expect([...head.subarray(0, 4)]).toEqual([0x1f, 0x8b, 8, 0]); // FLG 0: no name, comment, extra

@@ -1,7 +1,7 @@
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TsbuildError, isAbortError } from '../errors.js';
-import { DigestStream, type Digest } from '../oci/digest.js';
+import { DigestStream, type Digest } from '../oci/index.js';
 import { END_OF_ARCHIVE, encodeHeader, padding, type TypeFlag } from './tar-header.js';
 
 /**
@@ -293,13 +293,8 @@ function typeFlagOf(t: LayerEntryType): TypeFlag {
   }
 }
 
-/** Component-wise byte order of two layer paths (a directory sorts right before its children). */
-export function compareLayerPaths(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a.split('/').join('\0')), Buffer.from(b.split('/').join('\0')));
-}
-
 /** "./a/b/" and "/a/b" -> "a/b"; rejects "", ".", ".." and empty components. */
-export function normaliseLayerPath(p: string, entryPath: string = p): string {
+function normaliseLayerPath(p: string, entryPath: string = p): string {
   let s = p;
   while (s.startsWith('./')) s = s.slice(2);
   while (s.startsWith('/')) s = s.slice(1);

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TsbuildError } from '../errors.js';
 import { canonicalJson, compareCodePoints, parseJsonCapped } from './canonical-json.js';
-import { descriptorFor } from './descriptor.js';
 import { sha256Digest } from './digest.js';
 
 const text = (v: unknown): string => canonicalJson(v).toString('utf8');
@@ -136,15 +135,3 @@ describe('parseJsonCapped', () => {
   });
 });
 
-describe('descriptorFor', () => {
-  it('describes exactly the canonical bytes', () => {
-    const bytes = canonicalJson({ b: 1, a: 2 });
-    const d = descriptorFor('application/vnd.oci.image.config.v1+json', bytes, { annotations: { x: 'y' } });
-    expect(d).toEqual({
-      mediaType: 'application/vnd.oci.image.config.v1+json',
-      digest: sha256Digest('{"a":2,"b":1}'),
-      size: 13,
-      annotations: { x: 'y' },
-    });
-  });
-});

@@ -2,7 +2,6 @@
 export * from './digest.js';
 export * from './media-types.js';
 export type * from './types.js';
-export * from './descriptor.js';
 export * from './canonical-json.js';
 export * from './parse-documents.js';
 export * from './reference.js';

@@ -99,11 +99,6 @@ const LAYER_COMPRESSION: ReadonlyMap<string, LayerCompression> = new Map<string,
   [DOCKER_FOREIGN_LAYER_TAR_GZIP, 'gzip'],
 ]);
 
-/** A layer media type we can unpack (encrypted layers, `+encrypted`, are not among them). */
-export function isLayerMediaType(mediaType: string): boolean {
-  return LAYER_COMPRESSION.has(mediaType);
-}
-
 /**
  * Layers whose blobs must not be pushed to another registry: Docker foreign layers and OCI
  * non-distributable layers. Their descriptors keep their `urls`.
@@ -152,20 +147,3 @@ export function layerMediaType(format: MediaTypeFormat, compression: LayerCompre
   }
 }
 
-/** Which family a manifest, index, config or layer media type belongs to, if we know it. */
-export function mediaTypeFormat(mediaType: string): MediaTypeFormat | undefined {
-  if (mediaType.startsWith('application/vnd.oci.')) return 'oci';
-  if (mediaType.startsWith('application/vnd.docker.')) return 'docker';
-  return undefined;
-}
-
-/** The manifest, index and config media types of one family, for writing a whole image. */
-export function imageMediaTypes(format: MediaTypeFormat): {
-  readonly manifest: string;
-  readonly index: string;
-  readonly config: string;
-} {
-  return format === 'oci'
-    ? { manifest: OCI_IMAGE_MANIFEST, index: OCI_IMAGE_INDEX, config: OCI_IMAGE_CONFIG }
-    : { manifest: DOCKER_MANIFEST, index: DOCKER_MANIFEST_LIST, config: DOCKER_IMAGE_CONFIG };
-}

@@ -115,7 +115,7 @@ export function parseImageConfig(bytes: Uint8Array, opts: Omit<ParseDocumentOpti
 }
 
 /** Check one descriptor (descriptor.md); `what` names it in errors, e.g. `manifest: layers[0]`. */
-export function validateDescriptor(value: unknown, what: string): Descriptor {
+function validateDescriptor(value: unknown, what: string): Descriptor {
   const d = asObject(value, what);
   requireMediaType(d['mediaType'], `${what}.mediaType`);
   const digest = d['digest'];
@@ -145,7 +145,7 @@ export function validateDescriptor(value: unknown, what: string): Descriptor {
 }
 
 /** Check a platform object (image-index.md, `platform`). */
-export function validatePlatform(value: unknown, what: string): Platform {
+function validatePlatform(value: unknown, what: string): Platform {
   const p = asObject(value, what);
   requireString(p['architecture'], `${what}.architecture`);
   requireString(p['os'], `${what}.os`);

@@ -25,12 +25,12 @@ export interface Reference {
 
 export const DOCKER_HUB_REGISTRY = 'docker.io';
 /** Where Docker Hub's registry API actually lives (normalize.go, comment on defaultDomain). */
-export const DOCKER_HUB_API_HOST = 'registry-1.docker.io';
+const DOCKER_HUB_API_HOST = 'registry-1.docker.io';
 const LEGACY_DOCKER_HUB = 'index.docker.io';
 const OFFICIAL_REPO_PREFIX = 'library/';
-export const DEFAULT_TAG = 'latest';
+const DEFAULT_TAG = 'latest';
 /** reference.go RepositoryNameTotalLengthMax, checked against the path, not the domain. */
-export const MAX_REPOSITORY_LENGTH = 255;
+const MAX_REPOSITORY_LENGTH = 255;
 
 // --- grammar: a transcription of regexp.go (Go RE2 leftmost-first = JS backtracking here) ---
 const alphanumeric = '[a-z0-9]+';

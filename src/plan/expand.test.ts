@@ -159,6 +159,8 @@ describe('shell form and SHELL', () => {
 
   it('CMD history is Go %q of the argv', () => {
     expect(last('CMD echo "hi"').history).toBe('CMD ["/bin/sh" "-c" "echo \\"hi\\""]');
+    // Go's escapes, not JSON's: \x01 and \x7f where JSON.stringify writes \u0001 and a raw DEL.
+    expect(last('CMD ["a\\u0001", "b\\u007f", "é"]').history).toBe('CMD ["a\\x01" "b\\x7f" "é"]');
   });
 
   it('a lone RUN heredoc is the script; with a shebang it becomes a file', () => {

@@ -22,7 +22,7 @@
  * stable canonical text of everything the step's result depends on besides its parent and
  * inputs) and `visible` (values the step sees that are not in keyText: RUN's environment).
  */
-import { parseHeredocWord, ShellLex } from '../dockerfile/index.js';
+import { goQuote, parseHeredocWord, ShellLex } from '../dockerfile/index.js';
 import type {
   AddInstruction,
   CopyInstruction,
@@ -39,7 +39,7 @@ import { expansionGetter, located, resolveArgs, runEnvironment, runHistoryArgs, 
 import type { DeclaredArg, StageRefs, StageScope } from './scope.js';
 
 /** BuildKit's default shell on Linux (defaultShell). */
-export const DEFAULT_SHELL: readonly string[] = ['/bin/sh', '-c'];
+const DEFAULT_SHELL: readonly string[] = ['/bin/sh', '-c'];
 
 /** Where files of a COPY/ADD or a RUN mount come from. */
 export type SourceRef =
@@ -260,8 +260,6 @@ function canonical(value: unknown): string {
 
 const keyTextOf = (kind: string, fields: Record<string, unknown>): string => `${kind} ${canonical(fields)}`;
 
-/** Go's %q for one string (close enough: JSON escapes for printable text). */
-const goQuote = (s: string): string => JSON.stringify(s);
 /** Go's %q for a []string: `["a" "b"]`. */
 const goQuoteList = (list: readonly string[]): string => `[${list.map(goQuote).join(' ')}]`;
 /** Go's %v for a []string: `[a b]`. */
@@ -277,7 +275,7 @@ export function scopeAfter(scope: StageScope, step: Step): StageScope {
  * name (case-insensitive), `scratch` (an empty source, as BuildKit's unregistered "scratch"
  * state), else an image reference.
  */
-export function resolveFrom(from: string | undefined, refs: StageRefs): SourceRef {
+function resolveFrom(from: string | undefined, refs: StageRefs): SourceRef {
   if (from === undefined || from === '') return { kind: 'context' };
   if (/^[+-]?[0-9]+$/.test(from)) return { kind: 'stage', index: Number(from) };
   const index = refs.names.get(from.toLowerCase());
@@ -739,7 +737,7 @@ function isValidSignal(s: string): boolean {
 }
 
 /** Go time.Duration String for a whole number of milliseconds. */
-export function goDuration(ms: number): string {
+function goDuration(ms: number): string {
   if (ms === 0) return '0s';
   const neg = ms < 0;
   let rest = Math.abs(ms);

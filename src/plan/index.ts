@@ -3,11 +3,10 @@
  * which bases, with which global args), and per instruction the expanded Step the engine runs.
  * Pure: no file system, network, process or logger (DESIGN.md "Layout").
  */
-export { planBuild, automaticArgs, resolveMetaArgs } from './build-plan.js';
+export { planBuild } from './build-plan.js';
 export type { BuildPlan, PlannedStage, PlanOptions, StageBase } from './build-plan.js';
 export {
   initialStageScope,
-  declareArg,
   shadowByEnv,
   expansionEnv,
   expansionGetter,
@@ -20,10 +19,8 @@ export type { StageScope, DeclaredArg, StageRefs } from './scope.js';
 export {
   expandInstruction,
   scopeAfter,
-  resolveFrom,
   normalizeWorkdir,
   parsePortSpec,
-  DEFAULT_SHELL,
 } from './expand.js';
 export type {
   Step,

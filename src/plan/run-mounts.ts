@@ -43,7 +43,7 @@ export class MountError extends Error {}
  * Go encoding/csv Reader.Read of the first record (default options: `,` separator, `"` quotes
  * with `""` as an escaped quote, no lazy quotes, leading spaces kept).
  */
-export function readCsvRecord(text: string): string[] {
+function readCsvRecord(text: string): string[] {
   const line = text.split('\n')[0]?.replace(/\r$/, '') ?? '';
   const fields: string[] = [];
   let i = 0;

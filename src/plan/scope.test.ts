@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { ShellLex } from '../dockerfile/index.js';
 import type { ArgInstruction } from '../dockerfile/index.js';
-import { declareArg, expansionEnv, initialStageScope, proxyEnvFromBuildArgs, runEnvironment, shadowByEnv } from './scope.js';
+import { expansionEnv, initialStageScope, proxyEnvFromBuildArgs, resolveArgs, runEnvironment, shadowByEnv, type StageScope } from './scope.js';
+
+/** The scope after an ARG instruction. */
+const declareArg = (scope: StageScope, instr: Parameters<typeof resolveArgs>[0], ctx: Parameters<typeof resolveArgs>[2]): StageScope => resolveArgs(instr, scope, ctx).scope;
 import { plan } from './test-support.js';
 
 const location = { file: 'Dockerfile', startLine: 9, endLine: 9 };
@@ -20,7 +23,7 @@ describe('StageScope', () => {
     expect(runEnvironment(['PATH=/bin'], start)).toEqual({ env: ['PATH=/bin', 'HTTPS_PROXY=hp', 'https_proxy=hp'], keyed: { PATH: '/bin' } });
   });
 
-  it('declareArg resolves build arg > default > global and is immutable', () => {
+  it('an ARG resolves build arg > default > global and is immutable', () => {
     const scope = declareArg(start, arg({ key: 'B', value: 'dflt' }, { key: 'G' }, { key: 'D', value: '$B-$G' }, { key: 'N' }), {
       env: ['PATH=/bin'],
       lex,

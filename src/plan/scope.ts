@@ -198,15 +198,6 @@ function declare(scope: StageScope, arg: DeclaredArg): StageScope {
   return { ...scope, declared, argEnv };
 }
 
-/** Convenience: the scope after an ARG instruction. */
-export function declareArg(
-  scope: StageScope,
-  instr: ArgInstruction,
-  ctx: { readonly env: readonly string[]; readonly lex: ShellLex },
-): StageScope {
-  return resolveArgs(instr, scope, ctx).scope;
-}
-
 /** The scope after an ENV that set `keys`: those keys now come from the config Env. */
 export function shadowByEnv(scope: StageScope, keys: readonly string[]): StageScope {
   if (!keys.some((k) => scope.argEnv.has(k))) return scope;

@@ -107,7 +107,7 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
   }
 
   const results = await mapParallel(manifest.layers, opts.concurrency ?? 4, signal, async (layer, i, s) => {
-    const diffId = diffIds[i] as Digest;
+    const diffId = diffIds[i]!;
     if (await store.blobs.hasBlob(diffId)) {
       const size = (await store.blobs.statBlob(diffId))?.size ?? 0;
       opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'exists' });

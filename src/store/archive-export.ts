@@ -10,8 +10,6 @@ import { canonicalJson } from '../oci/index.js';
 import { ParallelGzip } from '../layer/index.js';
 import { digestHex, type Digest } from '../oci/index.js';
 import {
-  DOCKER_IMAGE_CONFIG,
-  DOCKER_LAYER_TAR,
   OCI_IMAGE_INDEX,
   OCI_IMAGE_MANIFEST,
   layerMediaType,
@@ -193,9 +191,6 @@ export async function exportDockerArchive(store: Store, images: readonly ExportI
   );
   return written;
 }
-
-/** Media types of a Docker-format config and layer, for callers that need schema2. */
-export const DOCKER_TYPES = { config: DOCKER_IMAGE_CONFIG, layer: DOCKER_LAYER_TAR } as const;
 
 /**
  * Writes a deterministic tar (fixed owner, mode and mtime; directories first) to dest through

@@ -43,7 +43,7 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 /** fsyncDir without the thread pool, for the synchronous small-file path. */
-export function fsyncDirSync(dir: string): void {
+function fsyncDirSync(dir: string): void {
   let fd: number | undefined;
   try {
     fd = openSync(dir, 'r');

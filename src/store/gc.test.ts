@@ -157,7 +157,7 @@ describe('collectGarbage', () => {
     const err = await collectGarbage(store, { graceMs: 0 }).catch((e: unknown) => e);
     expect(isTsbuildError(err) && err.code).toBe('STORE_CORRUPT');
     expect(await store.blobs.hasBlob(junk.digest)).toBe(true);
-    expect(await store.blobs.hasBlob(img.layers[0] as Digest)).toBe(true);
+    expect(await store.blobs.hasBlob(img.layers[0]!)).toBe(true);
   });
 });
 
@@ -171,10 +171,10 @@ describe('fsckStore', () => {
     const img = await putImage(store, 'example.com/app:v1', ['l1', 'l2']);
     const other = await putImage(store, 'example.com/other:v1', ['l3']);
 
-    const layer = img.layers[0] as Digest;
+    const layer = img.layers[0]!;
     await chmod(store.blobs.blobPath(layer), 0o644);
     await writeFile(store.blobs.blobPath(layer), 'tampered');
-    await store.blobs.deleteBlob(img.layers[1] as Digest);
+    await store.blobs.deleteBlob(img.layers[1]!);
     await store.blobs.deleteBlob(other.manifest.digest);
     await writeFile(join(store.paths.blobs, 'sha256', 'not-a-digest'), 'x');
     await writeFile(join(store.paths.tmp, `${deadPid()}-x-abc.blob`), 'partial');

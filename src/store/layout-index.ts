@@ -16,7 +16,7 @@ export interface LayoutIndex {
 }
 
 /** index.json grows with the number of tags; anything beyond this is not one we wrote. */
-export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
+const MAX_INDEX_BYTES = 64 * 1024 * 1024;
 
 export function emptyLayoutIndex(): LayoutIndex {
   return { schemaVersion: 2, mediaType: OCI_IMAGE_INDEX, manifests: [] };
@@ -41,7 +41,7 @@ export async function readLayoutIndex(path: string, signal?: AbortSignal): Promi
   return validateLayoutIndex(v, path);
 }
 
-export function validateLayoutIndex(v: unknown, path: string): LayoutIndex {
+function validateLayoutIndex(v: unknown, path: string): LayoutIndex {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw corrupt(path, 'is not a JSON object');
   const o = v as Record<string, unknown>;
   if (o.schemaVersion !== 2) throw corrupt(path, 'does not have schemaVersion 2');

@@ -71,7 +71,8 @@ export class Lease {
       if (this.#writtenVersion >= want) return;
       opts.signal?.throwIfAborted();
       const version = this.#version;
-      const doc = `${JSON.stringify({ roots: [...this.#roots.values()], snapshots: [...this.#snapshots] })}\n`;
+      const record: LeaseRecord = { roots: [...this.#roots.values()], snapshots: [...this.#snapshots] };
+      const doc = `${JSON.stringify(record)}\n`;
       try {
         if (this.#writtenVersion === 0) mkdirSync(leaseDir(this.#store), { recursive: true });
         // Not fsynced: a lease means something only while its process lives, and a crash makes
@@ -90,6 +91,27 @@ export class Lease {
     if (this.#writtenVersion > 0) await rm(this.#path, { force: true });
     this.#writtenVersion = 0;
   }
+}
+
+/** ROOT/leases/<owner>-<random>.json: what one lease holds. */
+export interface LeaseRecord {
+  readonly roots: readonly RootRef[];
+  readonly snapshots: readonly Digest[];
+}
+
+/**
+ * A lease file's JSON (`unknown`: anything, or undefined when it could not be read). Items of
+ * another shape are skipped: a lease only adds protection, and gc must not stop on a bad file.
+ */
+export function parseLeaseRecord(value: unknown): LeaseRecord {
+  const doc = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
+  const roots: RootRef[] = [];
+  for (const r of Array.isArray(doc.roots) ? (doc.roots as unknown[]) : []) {
+    if (typeof r === 'string' && isDigest(r)) roots.push(r);
+    else if (isDescriptorLike(r)) roots.push({ mediaType: r.mediaType, digest: r.digest, size: r.size });
+  }
+  const snapshots = (Array.isArray(doc.snapshots) ? (doc.snapshots as unknown[]) : []).filter((s): s is Digest => typeof s === 'string' && isDigest(s));
+  return { roots, snapshots };
 }
 
 function leaseDir(store: Store): string {
@@ -118,15 +140,14 @@ export async function liveLeases(store: Store, opts: { readonly removeStale?: bo
       if (opts.removeStale) await rm(path, { force: true });
       continue;
     }
-    const doc = (await readFile(path, 'utf8').then(
-      (t) => JSON.parse(t) as unknown,
-      () => undefined,
-    )) as { roots?: unknown; snapshots?: unknown } | undefined;
-    for (const r of Array.isArray(doc?.roots) ? doc.roots : []) {
-      if (typeof r === 'string' && isDigest(r)) roots.push(r);
-      else if (isDescriptorLike(r)) roots.push({ mediaType: r.mediaType, digest: r.digest, size: r.size });
-    }
-    for (const s of Array.isArray(doc?.snapshots) ? doc.snapshots : []) if (typeof s === 'string' && isDigest(s)) snapshots.push(s);
+    const record = parseLeaseRecord(
+      await readFile(path, 'utf8').then(
+        (t) => JSON.parse(t) as unknown,
+        () => undefined,
+      ),
+    );
+    roots.push(...record.roots);
+    snapshots.push(...record.snapshots);
   }
   return { roots, snapshots };
 }

@@ -190,7 +190,7 @@ export class Store {
    * `committed` is false: equal diff IDs mean equal content.
    *
    * The caller is responsible for the content; the store does not fsync a tree (that would
-   * cost more than re-extracting the layer). Known gap: after a power loss a snapshot may be
+   * cost more than re-extracting the layer). DEBT(#19): after a power loss a snapshot may be
    * incomplete; see index.ts.
    */
   async commitSnapshot(tmpDir: string, diffId: Digest, opts: SignalOption = {}): Promise<{ committed: boolean }> {

@@ -1,8 +1,7 @@
 import fs from 'node:fs/promises';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { importRootfsTar } from '../../image/import-rootfs.js';
-import { normalizeName } from '../../image/local-image.js';
+import { importRootfsTar, normalizeName } from '../../image/index.js';
 import { hostPlatform } from '../../oci/index.js';
 import { createdTime } from '../source-date.js';
 

@@ -1,8 +1,8 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsbuildError } from '../../errors.js';
-import { isDigest, parseDigest, type Digest } from '../../oci/index.js';
-import { collectGarbage, type RootRef, type Store } from '../../store/index.js';
+import { parseDigest, type Digest } from '../../oci/index.js';
+import { collectGarbage, parseCompressedLayersRecord, type RootRef, type Store } from '../../store/index.js';
 import { listCacheMounts, listStepCache, treeSize } from '../build-cache.js';
 import { defineCommand, repeatable } from '../command.js';
 import { humanSize, parseDuration } from '../format-output.js';
@@ -14,8 +14,8 @@ async function compressedVariants(store: Store, signal: AbortSignal): Promise<Ma
   for (const file of await readdir(store.paths.meta).catch(() => [] as string[])) {
     const m = /^compressed\.([a-f0-9]{64})\.json$/.exec(file);
     if (!m) continue;
-    const doc = (await store.readMeta(file.slice(0, -5), { signal, maxBytes: 64 * 1024 }).catch(() => undefined)) as Record<string, { digest?: unknown }> | undefined;
-    const list = Object.values(doc ?? {}).flatMap((v) => (typeof v?.digest === 'string' && isDigest(v.digest) ? [v.digest] : []));
+    const doc = parseCompressedLayersRecord(await store.readMeta(file.slice(0, -5), { signal, maxBytes: 64 * 1024 }).catch(() => undefined));
+    const list = Object.values(doc).map((v) => v.digest);
     out.set(parseDigest(`sha256:${m[1]}`), list);
   }
   return out;

@@ -1,6 +1,6 @@
 import { defineCommand } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { getLocalImage } from '../../image/local-image.js';
+import { getLocalImage } from '../../image/index.js';
 import { parseReference } from '../../oci/index.js';
 import type { PushProgress } from '../../registry/index.js';
 import { registryClientFor, registryOptions, short } from './pull.js';

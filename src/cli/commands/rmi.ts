@@ -1,5 +1,5 @@
 import { TsbuildError, isTsbuildError } from '../../errors.js';
-import { normalizeName } from '../../image/local-image.js';
+import { normalizeName } from '../../image/index.js';
 import type { Digest } from '../../oci/index.js';
 import { findReachable, liveLeases, type RootRef, type Store } from '../../store/index.js';
 import { listStepCache } from '../build-cache.js';

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { defineCommand } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { getLocalImage } from '../../image/local-image.js';
+import { getLocalImage } from '../../image/index.js';
 import { exportDockerArchive, exportOciArchive, type ExportImage } from '../../store/archive-export.js';
 
 export const saveCommand = defineCommand({

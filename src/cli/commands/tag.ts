@@ -1,5 +1,5 @@
 import { defineCommand } from '../command.js';
-import { getLocalImage, normalizeName } from '../../image/local-image.js';
+import { getLocalImage, normalizeName } from '../../image/index.js';
 
 export const tagCommand = defineCommand({
   builder: (y) =>

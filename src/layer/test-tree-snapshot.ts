@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Digester, type Digest } from '../oci/digest.js';
+import { Digester, type Digest } from '../oci/index.js';
 
 /** What a tree walk records about one path (lstat, never following symlinks). */
 export interface TreeNode {
@@ -19,8 +19,8 @@ export interface TreeNode {
 }
 
 /**
- * A comparable picture of a directory tree: path -> node, sorted, root excluded. Used to compare
- * an applied layer with what was captured (and by tests against GNU tar). Content is hashed
+ * A comparable picture of a directory tree: path -> node, sorted, root excluded. A test tool (not
+ * compiled into dist/): compares an applied layer with what was captured, or with GNU tar's. Content is hashed
  * through streams, so big trees stay cheap in memory.
  */
 export async function snapshotTree(root: string, opts: { signal?: AbortSignal | undefined } = {}): Promise<Map<string, TreeNode>> {
