@@ -213,7 +213,7 @@ async function fetchArchive(arg: string, kind: 'url' | 'stdin', top: string, opt
     }
     await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>), createWriteStream(download, { mode: 0o600 }), opts.signal ? { signal: opts.signal } : {});
   }
-  const { archiveKind, unpackArchive } = await import('../engine/add-sources.js');
+  const { archiveKind, unpackArchive } = await import('../engine/index.js');
   const archive = await archiveKind(download, opts.signal);
   const dir = path.join(top, 'context');
   await fs.mkdir(dir);

@@ -18,7 +18,7 @@ import {
   type Instruction,
   type ParsedDockerfile,
 } from '../dockerfile/index.js';
-import { findLocalImage } from '../image/local-image.js';
+import { findLocalImage } from '../image/index.js';
 import type { Platform } from '../oci/index.js';
 import { automaticArgs, planBuild, resolveMetaArgs } from '../plan/index.js';
 import type { Store } from '../store/index.js';

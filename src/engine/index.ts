@@ -12,3 +12,4 @@ export async function lowerDirsFor(...args: Parameters<typeof LowerDirsFor>): Re
 }
 
 export { checkDockerfile, collectBuildChecks, reportBuildChecks } from './build-checks.js';
+export { archiveKind, unpackArchive } from './add-sources.js';

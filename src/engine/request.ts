@@ -32,7 +32,7 @@ export interface BuildRequest {
   readonly buildArgs: ReadonlyMap<string, string>;
   readonly labels: Readonly<Record<string, string>>;
   /** `--annotation`: on the image manifest, and on its descriptor in OCI outputs' index. */
-  readonly annotations?: import('../image/annotations.js').ImageAnnotations;
+  readonly annotations?: import('../image/index.js').ImageAnnotations;
   readonly noCache: boolean;
   /** `--pull`: base images from the store first (missing), always from the registry, or never. */
   readonly pull?: 'missing' | 'always' | 'never';

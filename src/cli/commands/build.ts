@@ -11,7 +11,7 @@ import { STDIN_CONTEXT } from './index.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import type { BuildSecret } from '../../engine/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
-import { parseAnnotations } from '../../image/annotations.js';
+import { parseAnnotations } from '../../image/index.js';
 import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/index.js';
 import { parseOutputFlag } from '../parse-output.js';
 import { createReporter, type ProgressMode } from '../progress.js';

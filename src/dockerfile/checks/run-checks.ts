@@ -11,8 +11,7 @@
  * https://docs.docker.com/reference/build-checks/
  */
 import type { SourceLocation } from '../../errors.js';
-import { parseReference } from '../../oci/reference.js';
-import { parsePlatform } from '../../oci/platform.js';
+import { parsePlatform, parseReference } from '../../oci/index.js';
 import { parseCheckOptions } from '../directives.js';
 import type { Instruction } from '../instructions.js';
 import type { Node, ParsedDockerfile } from '../parser.js';
