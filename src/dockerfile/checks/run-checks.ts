@@ -62,7 +62,7 @@ export interface CheckReport {
 }
 
 /** BuildKit's `BUILDKIT_DOCKERFILE_CHECK` build arg replaces the `# check=` directive. */
-export const CHECK_BUILD_ARG = 'BUILDKIT_DOCKERFILE_CHECK';
+const CHECK_BUILD_ARG = 'BUILDKIT_DOCKERFILE_CHECK';
 
 const ADVICE: Partial<Record<CheckName, string>> = {
   SecretsUsedInArgOrEnv: "an ARG value ends up in the image's history, an ENV value in its config and history; pass a secret with --secret and RUN --mount=type=secret",
@@ -436,11 +436,6 @@ function exposeChecks(rawPort: string, location: SourceLocation, hit: DispatchCo
   const proto = slash.length >= 2 && slash[1] !== '' ? (slash[1] ?? '') : 'tcp';
   if (proto !== proto.toLowerCase()) hit('ExposeProtoCasing', `Defined protocol '${rawPort}' in EXPOSE instruction should be lowercase`, location);
   if (ip !== '' || hostPort !== '') hit('ExposeInvalidFormat', `EXPOSE instruction should not define an IP address or host-port mapping, found '${rawPort}'`, location);
-}
-
-/** BuildKit's short form, as a build prints a check: `Name: message (line N)`. */
-export function formatCheckShort(h: CheckHit): string {
-  return `${h.rule.name}: ${h.message} (line ${h.location.startLine})`;
 }
 
 /** The error BuildKit gives for `error=true` with hits: the rule names, each once. */
