@@ -54,6 +54,15 @@ beforeAll(async () => {
   await git(repo, 'commit', '-q', '-am', 'two');
   await git(repo, 'checkout', '-q', 'main');
 
+  // A repository whose submodule points at a server that is not there.
+  const withSub = path.join(work, 'srv', 'withsub');
+  await writeTree(withSub, { Dockerfile: 'FROM scratch\nCOPY . /\n' });
+  await git(withSub, 'init', '-q');
+  await git(withSub, '-c', 'protocol.file.allow=always', 'submodule', 'add', '-q', repo, 'mod');
+  await git(withSub, 'config', '-f', '.gitmodules', 'submodule.mod.url', `git://127.0.0.1:${await freePort()}/gone`);
+  await git(withSub, 'add', '.');
+  await git(withSub, 'commit', '-q', '-m', 'with a submodule');
+
   const port = await freePort();
   daemon = spawn('git', ['daemon', `--base-path=${path.join(work, 'srv')}`, '--export-all', '--reuseaddr', '--listen=127.0.0.1', `--port=${port}`, path.join(work, 'srv')], { stdio: 'ignore' });
   gitUrl = `git://127.0.0.1:${port}/repo`;
@@ -132,7 +141,7 @@ describe('a git repository as the build context', () => {
     expect(await read(path.join(r.out, 'out/version.txt'))).toBe('v2\n');
   });
 
-  it('a bad ref, a path outside the repository, an unreachable server: clear errors, nothing left', async () => {
+  it('a bad ref, a path outside the repository, a submodule that cannot be fetched, an unreachable server: clear errors, nothing left', async () => {
     const badRef = await buildTo('badref', [`${gitUrl}#no-such-branch`]);
     expect(badRef.code).toBe(1);
     expect(badRef.stderr).toContain('no branch, tag or commit "no-such-branch"');
@@ -143,6 +152,11 @@ describe('a git repository as the build context', () => {
     expect(outside.code).toBe(1);
     expect(outside.stderr).toContain('the subdirectory "../.." is not a directory inside the repository');
     expect(outside.left).toEqual([]);
+
+    const sub = await buildTo('badsub', [`${gitUrl.replace(/repo$/, 'withsub')}`]);
+    expect(sub.code).toBe(1);
+    expect(sub.stderr).toMatch(/a submodule of git:\/\/127\.0\.0\.1:\d+\/withsub could not be fetched/);
+    expect(sub.left).toEqual([]);
 
     const port = await freePort();
     const down = await buildTo('down', [`git://127.0.0.1:${port}/repo`]);
