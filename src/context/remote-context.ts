@@ -235,7 +235,8 @@ async function fetchArchive(arg: string, kind: 'url' | 'stdin', top: string, opt
     await fs.rename(plain, download);
   }
   try {
-    await unpackArchive(download, archive === 'gzip' ? 'tar' : archive, dir, { file: shown, startLine: 1, endLine: 1 }, opts.signal);
+    // A context never brings device nodes onto the host, even when tsbuild runs as root.
+    await unpackArchive(download, archive === 'gzip' ? 'tar' : archive, dir, { file: shown, startLine: 1, endLine: 1 }, opts.signal, { allowDevices: false });
   } catch (e) {
     if (e instanceof TsbuildError) throw new TsbuildError(e.code, `build context ${shown}: ${e.message.replace(/^ADD [^:]*: /, '')}`, { hint: e.hint });
     throw e;
