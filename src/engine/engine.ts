@@ -22,6 +22,7 @@ import os from 'node:os';
 import pLimit from 'p-limit';
 import { initialStageScope, planBuild, type PlannedStage, type StageScope } from '../plan/index.js';
 import type { BuildRequest } from './request.js';
+import { checkRunSecurity } from './run-resources.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { StageState } from './stage-state.js';
 import { claimLeased, deferLayers, leaseLayers } from './lease-layers.js';
@@ -90,6 +91,8 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
       hint: 'drop --platform, or use --platform=$BUILDPLATFORM',
     });
   }
+  // Entitlements are checked before any step runs, as BuildKit's solver does (ONBUILD RUNs: in runRun).
+  for (const ps of plan.stages) for (const ins of ps.stage.instructions) if (ins.kind === 'RUN') checkRunSecurity(ins.security, req.runResources?.allow, ins.location);
   // BuildKit's build checks as warnings (dispatch-time ones over the stages this build runs).
   const dispatched = new Set(plan.stages.map((s) => s.stage.index));
   const checkInputs = { parsed, instructions, buildArgs: req.buildArgs, platform: env.platform, store: env.store, contextDir: req.contextDir, dispatched };
@@ -249,6 +252,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
           secrets: req.secrets ?? new Map(),
           ...(req.sshSockets ? { sshSockets: req.sshSockets } : {}),
           ...(req.extraHosts && req.extraHosts.length > 0 ? { extraHosts: req.extraHosts } : {}),
+          ...(req.runResources ? { runResources: req.runResources } : {}),
           sourceDir: async (from, location) => {
             const r = await ctx.fromRoot(from, location);
             return { dir: r.root.dir, key: r.key };

@@ -5,6 +5,7 @@ import type { lowerDirsFor as LowerDirsFor } from './snapshots.js';
 export { leaseLayers } from './lease-layers.js';
 export { openSshSources, type SshSources } from './ssh.js';
 export { parseAddHost, type ExtraHost } from './extra-hosts.js';
+export { mergeUlimits, parseAllow, parseShmSize, parseUlimit, type Entitlement, type RunResources } from './run-resources.js';
 
 /** Overlay lower dirs for a layer stack (snapshots.ts); loaded on use, as it pulls in the layer and sandbox code. */
 export async function lowerDirsFor(...args: Parameters<typeof LowerDirsFor>): ReturnType<typeof LowerDirsFor> {

@@ -1,4 +1,5 @@
 import type { ExtraHost } from './extra-hosts.js';
+import type { RunResources } from './run-resources.js';
 import type { BuildSecret } from './run-mounts.js';
 
 /**
@@ -55,6 +56,8 @@ export interface BuildRequest {
   readonly snapshotter?: 'auto' | 'overlay' | 'copy';
   /** `--add-host`: names RUN steps resolve through /etc/hosts. */
   readonly extraHosts?: readonly ExtraHost[];
+  /** `--shm-size`, `--ulimit`, `--allow`: what RUN steps run with. */
+  readonly runResources?: RunResources;
   /** `--network`: the default network of RUN steps. */
   readonly network?: 'host' | 'none';
   /** Seconds since the epoch; clamps file mtimes and sets `created`. */

@@ -10,6 +10,7 @@ import { resolveInRoot } from './copy-sources.js';
 import { makeSecretFile } from './secret-mount.js';
 import { proxyAgent } from './ssh.js';
 import { extraHostsKey, writeHostsFile, type ExtraHost } from './extra-hosts.js';
+import type { RunResources } from './run-resources.js';
 
 /** A build secret: a file, or a value taken from the environment (`--secret id=,src=|env=`). */
 export interface BuildSecret {
@@ -38,6 +39,8 @@ export interface MountEnv {
   readonly chownInContainer?: ((dir: string, uid: number, gid: number) => Promise<void>) | undefined;
   /** `--add-host`: entries every RUN step finds in its /etc/hosts. */
   readonly extraHosts?: readonly ExtraHost[] | undefined;
+  /** `--shm-size`, `--ulimit`, `--allow`: what every RUN step runs with (run-resources.ts). */
+  readonly runResources?: RunResources | undefined;
 }
 
 export interface PreparedMounts {

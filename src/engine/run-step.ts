@@ -15,6 +15,7 @@ import { imageFileReader, type StepEnv } from './copy-step.js';
 import { lookupStep, recordStep, withLayer, withoutLayer } from './step-cache.js';
 import type { NamespaceEntry } from './rootless.js';
 import { prepareMounts, type MountEnv, type PreparedMounts } from './run-mounts.js';
+import { checkRunSecurity, runResourcesKey, runSpecResources } from './run-resources.js';
 import type { StageState } from './stage-state.js';
 import { writeLayerToStore } from './store-layer.js';
 
@@ -98,9 +99,7 @@ async function resolveUser(user: string | undefined, readFile: (p: string) => Pr
  * directory becomes the layer (and the next snapshot).
  */
 export async function runRun(step: RunStep, state: StageState, env: RunEnv): Promise<{ state: StageState; cached: boolean }> {
-  if (step.security !== undefined && step.security !== 'sandbox') {
-    throw new TsbuildError('UNSUPPORTED', `RUN --security=${step.security} is not supported`, { location: step.location });
-  }
+  checkRunSecurity(step.security, env.mountEnv.runResources?.allow, step.location);
   const prepared = await prepareMounts(step.mounts, { ...env.mountEnv, chownInContainer: (dir, uid, gid) => chownInContainer(env, dir, uid, gid) }, step.location);
   try {
     return await runWithMounts(step, state, env, prepared);
@@ -128,7 +127,7 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
     kind: 'RUN',
     instruction: step.keyText,
     visible: step.visible,
-    inputs: [...(env.sourceDateEpoch === undefined ? [] : [`epoch:${env.sourceDateEpoch}`]), ...prepared.keyInputs],
+    inputs: [...(env.sourceDateEpoch === undefined ? [] : [`epoch:${env.sourceDateEpoch}`]), ...prepared.keyInputs, ...runResourcesKey(env.mountEnv.runResources)],
     platform: env.platform,
   });
   const history = step.history ?? `RUN ${step.args.join(' ')}`;
@@ -171,6 +170,7 @@ async function runWithMounts(step: RunStep, state: StageState, env: RunEnv, prep
         cwd: state.config.config?.WorkingDir || '/',
         user,
         network: step.network === 'none' ? 'none' : 'host',
+        ...runSpecResources(env.mountEnv.runResources, step.security),
         stdout: collect('stdout'),
         stderr: collect('stderr'),
       },

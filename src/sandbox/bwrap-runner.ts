@@ -6,8 +6,9 @@ import { childrenOf, SignalForwarder, signalProcess } from './signal-forward.js'
 import { prepareOverlay } from './overlay.js';
 import { makeStepDir } from './step-dir.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
-import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
+import { DEFAULT_SHM_SIZE, isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
 import { assertMapped } from './user-namespace.js';
+import { assertUlimitsAllowed, withUlimits } from './rlimits.js';
 
 export interface BwrapRunnerOptions {
   readonly capabilities: SandboxCapabilities;
@@ -81,7 +82,8 @@ const MOUNT_WRAPPER = [
  *
  * PID namespace: bwrap's init is PID 1; when the step's main process exits bwrap exits and
  * the kernel kills everything left in the namespace (a `sleep 1000 &` does not survive).
- * --die-with-parent covers bwrap dying first. Resource limits are inherited, never raised.
+ * --die-with-parent covers bwrap dying first. Resource limits are inherited, or set by
+ * `--ulimit` (prlimit in front of bwrap), never raised above the caller's hard limits.
  */
 export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
   const caps = opts.capabilities;
@@ -105,6 +107,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
         });
       }
       if (nonRootUser && !tools.setpriv) throw new TsbuildError('SANDBOX_UNAVAILABLE', 'setpriv is not installed', { hint: 'apt-get install util-linux' });
+      assertUlimitsAllowed(step.ulimits ?? [], { rootless: !caps.isRoot });
 
       const stepDir = await makeStepDir('run', opts.tmpDir);
       try {
@@ -155,7 +158,8 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
           if (caps.idMapping.kind !== 'single') argv.push(...(extraGids.length > 0 ? ['--groups', extraGids.join(',')] : ['--clear-groups']));
           argv.push('--');
         }
-        argv.push(tools.bwrap, ...bwrapArgs(step, root, nonRootUser, false, sources), '--', ...step.args);
+        // --ulimit: set on bwrap, which keeps them across its exec of the step (rlimits.ts).
+        argv.push(...withUlimits(tools.prlimit, tools.bwrap, [...bwrapArgs(step, root, nonRootUser, false, sources), '--', ...step.args], step.ulimits).flat());
 
         const errTail = new Tail();
         let started = false;
@@ -249,7 +253,12 @@ function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = 
   const a: string[] = prepass ? [] : ['--info-fd', '3'];
   if (nonRootUser) a.push('--unshare-user', '--uid', String(step.user.uid), '--gid', String(step.user.gid));
   a.push('--bind', root, '/');
-  a.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm');
+  a.push('--proc', '/proc', '--dev', '/dev', '--size', String(step.shmSize ?? DEFAULT_SHM_SIZE), '--tmpfs', '/dev/shm');
+  // /proc/sys read-only, as Docker's readonlyPaths (bwrap covers it only when it is not run by
+  // real root: a root step could otherwise set the host's sysctls). An insecure step gets it
+  // writable; a write acts on the writer's namespaces (insecure.ts), whichever proc it goes through.
+  if (step.security === 'insecure') a.push('--bind', '/proc/sys', '/proc/sys');
+  else a.push('--ro-bind', '/proc/sys', '/proc/sys', '--ro-bind-try', '/proc/sysrq-trigger', '/proc/sysrq-trigger');
   // The host's resolver config, read-only, mounted over the image's (an empty mount point is
   // created when the image has none: captureUpperDir drops it).
   a.push('--ro-bind-try', '/etc/resolv.conf', '/etc/resolv.conf', '--ro-bind-try', '/etc/hosts', '/etc/hosts');
@@ -282,7 +291,10 @@ function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = 
   a.push('--unshare-pid', '--unshare-ipc', '--unshare-uts', '--hostname', step.hostname ?? 'tsbuild');
   if (step.network === 'none') a.push('--unshare-net');
   a.push('--die-with-parent');
-  if (!nonRootUser) {
+  if (!nonRootUser && step.security === 'insecure') {
+    // Every capability bwrap holds (as root, tsbuild's bounding set; rootless, the user namespace's).
+    a.push('--cap-add', 'ALL');
+  } else if (!nonRootUser) {
     a.push('--cap-drop', 'ALL');
     for (const c of DEFAULT_CAPABILITIES) a.push('--cap-add', c);
   }

@@ -5,6 +5,7 @@ import { containerToHost } from './user-namespace.js';
 import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import type { SandboxCapabilities } from './probe.js';
 import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
+import { assertUlimitsAllowed, withUlimits } from './rlimits.js';
 
 export interface ChrootRunnerOptions {
   readonly capabilities: SandboxCapabilities;
@@ -20,6 +21,11 @@ function dirRootfs(step: RunSpec, kind: string): string {
 }
 
 function noMounts(step: RunSpec, kind: string): void {
+  if (step.shmSize !== undefined) {
+    throw new TsbuildError('UNSUPPORTED', `--shm-size mounts a /dev/shm, which needs a mount namespace: --isolation=${kind} does not use one`, {
+      hint: 'use --isolation=sandbox, or drop --shm-size',
+    });
+  }
   const m = step.mounts ?? [];
   if (m.length > 0) {
     throw new TsbuildError('UNSUPPORTED', `RUN --mount (${m.map((x) => x.target).join(', ')}) needs a mount namespace, which --isolation=${kind} does not use`, {
@@ -54,8 +60,9 @@ async function runChrooted(caps: SandboxCapabilities, step: RunSpec, runOpts: Ru
   const { setpriv, unshare } = caps.tools;
   if (!setpriv || !unshare) throw new TsbuildError('SANDBOX_UNAVAILABLE', 'setpriv/unshare (util-linux) are not installed', { hint: 'apt-get install util-linux' });
   const groups = step.user.additionalGids ?? [];
-  // chroot keeps Docker's default capabilities; none keeps root's own (kaniko does the same).
-  const bounding = kind === 'chroot' ? ['--bounding-set', `-all,${DEFAULT_CAPABILITIES.map((c) => `+${c.slice('CAP_'.length).toLowerCase()}`).join(',')}`] : [];
+  // chroot keeps Docker's default capabilities (root's own for RUN --security=insecure); none
+  // keeps root's own (kaniko does the same).
+  const bounding = kind === 'chroot' && step.security !== 'insecure' ? ['--bounding-set', `-all,${DEFAULT_CAPABILITIES.map((c) => `+${c.slice('CAP_'.length).toLowerCase()}`).join(',')}`] : [];
   const args = [
     '--regid',
     String(step.user.gid),
@@ -69,7 +76,9 @@ async function runChrooted(caps: SandboxCapabilities, step: RunSpec, runOpts: Ru
     '--',
     ...step.args,
   ];
-  const r = await runChild(setpriv, args, { signal: runOpts.signal, env: envObject(step.env), ...(step.stdin ? { stdin: step.stdin } : {}), stdout: (c) => step.stdout?.(c), stderr: (c) => step.stderr?.(c) });
+  assertUlimitsAllowed(step.ulimits ?? [], { rootless: false });
+  const [command, commandArgs] = withUlimits(caps.tools.prlimit, setpriv, args, step.ulimits);
+  const r = await runChild(command, commandArgs, { signal: runOpts.signal, env: envObject(step.env), ...(step.stdin ? { stdin: step.stdin } : {}), stdout: (c) => step.stdout?.(c), stderr: (c) => step.stderr?.(c) });
   return r;
 }
 
@@ -104,7 +113,9 @@ export function createHostRunner(opts: ChrootRunnerOptions): Runner {
           hint: 'use --isolation=sandbox (user namespaces), or run as root',
         });
       }
-      return runChild(cmd, rest, {
+      assertUlimitsAllowed(step.ulimits ?? [], { rootless: true });
+      const [command, commandArgs] = withUlimits(caps.tools.prlimit, cmd, rest, step.ulimits);
+      return runChild(command, commandArgs, {
         signal: runOpts.signal,
         cwd: join(root, step.cwd),
         env: envObject(step.env),

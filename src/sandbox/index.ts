@@ -30,8 +30,9 @@
  *    a host path: a file of another ID with mode 0600 must be read inside the namespace too
  *    (the layer writer should run there, e.g. runInUserNamespace(process.execPath, [...])).
  */
-export type { DirRootfs, IdMapping, IdRange, Isolation, OverlayRootfs, RunOptions, RunResult, Runner, RunnerKind, RunSpec, SignalSource, StepMount, StepRootfs, StepUser } from './types.js';
-export { isOverlayRootfs } from './types.js';
+export type { DirRootfs, IdMapping, IdRange, Isolation, OverlayRootfs, RunOptions, RunResult, Runner, RunnerKind, RunSpec, SignalSource, StepMount, StepRootfs, StepUser, Ulimit, UlimitName } from './types.js';
+export { DEFAULT_SHM_SIZE, isOverlayRootfs } from './types.js';
+export { assertUlimitsAllowed } from './rlimits.js';
 export { describeCapabilities, parseSubordinateIds, probeSandbox, type Capability, type HostTools, type ProbeOptions, type SandboxCapabilities, type SubordinateRange } from './probe.js';
 export { assertMapped, containerToHost, hostToContainer, removeTreeAnyOwner, runInUserNamespace, userNamespaceRemoveTree, type UserNamespaceOptions } from './user-namespace.js';
 export { captureUpperDir, collectChanges, DEFAULT_MOUNT_POINTS, prepareOverlay, pruneMountPoints, type CaptureOptions, type ChangeEntry, type PreparedOverlay } from './overlay.js';

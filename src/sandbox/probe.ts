@@ -25,6 +25,8 @@ export interface HostTools {
   readonly sh?: string;
   /** util-linux script(1): the pseudo-terminal of `tsbuild run -t`. */
   readonly script?: string;
+  /** util-linux prlimit(1): the resource limits of `--ulimit`. */
+  readonly prlimit?: string;
 }
 
 export interface SubordinateRange {
@@ -136,7 +138,7 @@ async function which(name: string, dirs: readonly string[]): Promise<string | un
 }
 
 async function findTools(dirs: readonly string[]): Promise<HostTools> {
-  const names = ['bwrap', 'runc', 'unshare', 'setpriv', 'mount', 'newuidmap', 'newgidmap', 'getfattr', 'sh', 'script'] as const;
+  const names = ['bwrap', 'runc', 'unshare', 'setpriv', 'mount', 'newuidmap', 'newgidmap', 'getfattr', 'sh', 'script', 'prlimit'] as const;
   const found = await Promise.all(names.map((n) => which(n, dirs)));
   const tools: Record<string, string> = {};
   names.forEach((n, i) => {

@@ -7,8 +7,10 @@ import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import { prepareOverlay } from './overlay.js';
 import { makeStepDir } from './step-dir.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
-import { isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
+import { DEFAULT_SHM_SIZE, isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
 import { assertMapped } from './user-namespace.js';
+import { assertUlimitsAllowed, ociRlimits } from './rlimits.js';
+import { insecureCapabilities } from './insecure.js';
 
 export interface RuncRunnerOptions {
   readonly capabilities: SandboxCapabilities;
@@ -36,8 +38,9 @@ interface OciMount {
  * Rootless: runc runs inside our user namespace (subordinate map) with `--rootless true` and
  * no cgroup; the config has no uidMappings because the namespace already exists.
  * The process's user (uid, gid, additionalGids) is set by runc itself: no setpriv needed.
- * No rlimits in the config: runc then leaves the caller's limits alone (TESTING.md: this host
- * lacks CAP_SYS_RESOURCE, so asking for more than the hard limit fails).
+ * rlimits in the config only for `--ulimit`: without them runc leaves the caller's limits alone
+ * (TESTING.md: this host lacks CAP_SYS_RESOURCE, so asking for more than the hard limit fails;
+ * assertUlimitsAllowed refuses that before runc starts).
  */
 export function createRuncRunner(opts: RuncRunnerOptions): Runner {
   const caps = opts.capabilities;
@@ -53,6 +56,7 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
         });
       }
       assertMapped(caps.idMapping, step.user.uid, [step.user.gid, ...(step.user.additionalGids ?? [])], caps);
+      assertUlimitsAllowed(step.ulimits ?? [], { rootless: !caps.isRoot });
       const runc = tools.runc;
       const stepDir = await makeStepDir('runc', opts.tmpDir);
       const id = `tsbuild-${basename(stepDir).slice('tsbuild-runc-'.length)}`;
@@ -74,7 +78,8 @@ export function createRuncRunner(opts: RuncRunnerOptions): Runner {
         }
         const bundle = join(stepDir, 'bundle');
         await mkdir(bundle);
-        await writeFile(join(bundle, 'config.json'), JSON.stringify(runtimeConfig(step, root, rootless)));
+        // bigint values (rlimits) are written as JSON integers: RLIM_INFINITY is a uint64.
+        await writeFile(join(bundle, 'config.json'), JSON.stringify(runtimeConfig(step, root, rootless), (_k, v: unknown) => (typeof v === 'bigint' ? `\u0000${v}\u0000` : v)).replace(/"\\u0000(\d+)\\u0000"/g, '$1'));
 
         const errTail = new Tail();
         const deleteContainer = async (): Promise<void> => {
@@ -153,7 +158,7 @@ export function runtimeConfig(step: RunSpec, root: string, rootless: boolean): R
     // runc creates the default devices (null, zero, full, random, urandom, tty, ptmx) in /dev.
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
-    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', `size=${step.shmSize ?? DEFAULT_SHM_SIZE}`] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/etc/resolv.conf', type: 'bind', source: '/etc/resolv.conf', options: ['rbind', 'ro', 'nosuid', 'nodev'] },
     { destination: '/etc/hosts', type: 'bind', source: '/etc/hosts', options: ['rbind', 'ro', 'nosuid', 'nodev'] },
@@ -168,7 +173,9 @@ export function runtimeConfig(step: RunSpec, root: string, rootless: boolean): R
   }
   const namespaces: Array<{ type: string }> = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
   if (step.network === 'none') namespaces.push({ type: 'network' });
-  const capsList = step.user.uid === 0 ? [...DEFAULT_CAPABILITIES] : [];
+  const insecure = step.security === 'insecure';
+  const bounding = insecure ? insecureCapabilities(rootless) : [...DEFAULT_CAPABILITIES];
+  const capsList = step.user.uid === 0 ? bounding : [];
   return {
     ociVersion: '1.0.2',
     process: {
@@ -177,8 +184,9 @@ export function runtimeConfig(step: RunSpec, root: string, rootless: boolean): R
       args: [...step.args],
       env: [...step.env],
       cwd: step.cwd,
-      capabilities: { bounding: [...DEFAULT_CAPABILITIES], effective: capsList, permitted: capsList },
+      capabilities: { bounding, effective: capsList, permitted: capsList },
       noNewPrivileges: false,
+      ...(step.ulimits && step.ulimits.length > 0 ? { rlimits: ociRlimits(step.ulimits) } : {}),
     },
     root: { path: root, readonly: step.readonlyRoot ?? false },
     hostname: step.hostname ?? 'tsbuild',
@@ -186,8 +194,9 @@ export function runtimeConfig(step: RunSpec, root: string, rootless: boolean): R
     linux: {
       namespaces,
       // Docker's defaults: hide host kernel interfaces that /proc would otherwise expose.
-      maskedPaths: ['/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware'],
-      readonlyPaths: ['/proc/asound', '/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      // (An insecure step gets none of them hidden or read-only, as BuildKit's WithInsecureSpec.)
+      maskedPaths: insecure ? [] : ['/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware'],
+      readonlyPaths: insecure ? [] : ['/proc/asound', '/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
       ...(rootless ? {} : { resources: { devices: [{ allow: false, access: 'rwm' }] } }),
     },
   };

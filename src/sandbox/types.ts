@@ -66,7 +66,26 @@ export interface RunSpec {
   readonly tty?: boolean;
   /** Mount the root read-only (`tsbuild run --read-only`); RUN steps never set it. */
   readonly readonlyRoot?: boolean;
+  /** Size in bytes of the /dev/shm tmpfs (`--shm-size`); default DEFAULT_SHM_SIZE. */
+  readonly shmSize?: number;
+  /** Resource limits of the step (`--ulimit`); without them the caller's limits are inherited. */
+  readonly ulimits?: readonly Ulimit[];
+  /** `RUN --security=insecure`: every capability the host grants, /proc/sys writable (insecure.ts). */
+  readonly security?: 'sandbox' | 'insecure';
 }
+
+/** docker's `--ulimit` names (go-units ulimitNameMapping; `as` is left out there too). */
+export type UlimitName = 'core' | 'cpu' | 'data' | 'fsize' | 'locks' | 'memlock' | 'msgqueue' | 'nice' | 'nofile' | 'nproc' | 'rss' | 'rtprio' | 'rttime' | 'sigpending' | 'stack';
+
+/** One resource limit in the units setrlimit(2) takes; -1 is unlimited (RLIM_INFINITY), as docker's. */
+export interface Ulimit {
+  readonly name: UlimitName;
+  readonly soft: number;
+  readonly hard: number;
+}
+
+/** BuildKit's (and runc's, docker's) /dev/shm size when none is asked for: 64 MiB. */
+export const DEFAULT_SHM_SIZE = 64 * 1024 * 1024;
 
 export interface RunResult {
   readonly exitCode: number;

@@ -8,6 +8,7 @@ import { build, checkDockerfile, openSshSources, parseAddHost } from '../../engi
 import { formatCheckReport } from '../format-checks.js';
 import { contextKind, fetchRemoteContext, redactUrl } from '../../context/index.js';
 import { STDIN_CONTEXT } from './index.js';
+import { runResourcesFromFlags } from './run-resource-flags.js';
 import type { BuildRequest, OutputSpec } from '../../engine/request.js';
 import type { BuildSecret } from '../../engine/run-mounts.js';
 import { normalizeName } from '../../image/local-image.js';
@@ -114,6 +115,9 @@ const buildFlags = (y: Argv<GlobalArgs>) =>
     .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
     .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
     .option('add-host', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Add NAME:IP to /etc/hosts of RUN steps (repeatable)' })
+    .option('shm-size', { type: 'string', coerce: (v: unknown) => (v === undefined ? undefined : repeatable(v).at(-1)), describe: 'Size of /dev/shm of RUN steps, e.g. 64m, 1g or bytes (default 64m; the last one given wins)' })
+    .option('ulimit', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Resource limit of RUN steps NAME=SOFT[:HARD], docker\'s names (nofile, nproc, core, ...; repeatable)' })
+    .option('allow', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Grant an entitlement: security.insecure (for RUN --security=insecure), network.host' })
     .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
     .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
     .option('isolation', {
@@ -235,6 +239,7 @@ async function runBuild(args: BuildArgs, ctx: CommandContext, where: { contextDi
     secrets: await parseSecrets(args.secret, io.env, io.cwd),
     network: args.network === 'none' ? 'none' : 'host',
     ...(args['add-host'].length > 0 ? { extraHosts: args['add-host'].map(parseAddHost) } : {}),
+    ...(await runResourcesFromFlags({ shmSize: args['shm-size'], ulimit: args.ulimit, allow: args.allow })),
     runtime: args.runtime,
     isolation: args.isolation,
     snapshotter: snapshotterFromEnv(io.env),
