@@ -59,6 +59,7 @@ export type ErrorCode =
   | 'LAYER_IO'
   // engine/
   | 'BUILD_STEP_FAILED'
+  | 'BUILD_CHECK_FAILED'
   | 'OUTPUT_INVALID'
   | 'FETCH_FAILED'
   | 'CHECKSUM_MISMATCH'

@@ -27,6 +27,7 @@ import type { FileDigests } from './file-digests.js';
 import { runMkdir } from './mkdir-step.js';
 import { runRun, type RunEnv } from './run-step.js';
 import { archiveKind, fetchUrl, isRemoteSource, unpackArchive } from './add-sources.js';
+import { fetchGitSource, isGitSource } from './git-source.js';
 import type { StageState } from './stage-state.js';
 
 export interface StageContext {
@@ -158,11 +159,13 @@ function located<T>(location: SourceLocation, fn: () => T): T {
 }
 
 async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: StageScope, ctx: StageContext): Promise<DispatchResult> {
-  const remote = step.kind === 'ADD' ? step.sources.filter((s) => isRemoteSource(s)) : [];
-  if (step.kind === 'ADD' && step.sources.some((s) => s.startsWith('git@') || /^git:\/\//.test(s) || /\.git(#.*)?$/.test(s) && isRemoteSource(s))) {
-    throw new TsbuildError('UNSUPPORTED', 'ADD of a git repository is not supported yet', { location: step.location, hint: 'clone it in an earlier stage, or COPY it from the context' });
-  }
+  const git = step.kind === 'ADD' ? step.sources.filter(isGitSource) : [];
+  const remote = step.kind === 'ADD' ? step.sources.filter((s) => isRemoteSource(s) && !git.includes(s)) : [];
   const extraGroups: Array<{ root: SourceRoot; sources: string[]; key: string; unpacked?: boolean }> = [];
+  for (const src of git) {
+    const sshAuthSock = ctx.mountEnv.sshSockets?.get('default');
+    extraGroups.push(await fetchGitSource(src, { tempDir: ctx.tempDir, keepGitDir: step.kind === 'ADD' && step.keepGitDir === true, location: step.location, signal: ctx.signal, sshAuthSock }));
+  }
   for (const url of remote) {
     const dir = await ctx.tempDir();
     const got = await fetchUrl(url, dir, { checksum: step.kind === 'ADD' ? step.checksum : undefined, location: step.location, signal: ctx.signal });
@@ -179,7 +182,7 @@ async function copyOrAdd(step: CopyStep | AddStep, state: StageState, scope: Sta
   }
   let root = ctx.contextRoot;
   let rootKey: string | undefined;
-  let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s));
+  let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s) && !git.includes(s));
   if (step.kind === 'COPY' && step.source.kind !== 'context') {
     ({ root, key: rootKey } = await ctx.fromRoot(step.source, step.location));
   }

@@ -2,13 +2,14 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { TsbuildError, isAbortError, type SourceLocation } from '../errors.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
-import { directiveWarnings, parseDockerfile, secretNameWarnings, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
+import { directiveWarnings, parseDockerfile, toInstructions, splitStages, ShellLex, type Instruction, type Stage } from '../dockerfile/index.js';
 import { DEFAULT_PATH_ENV } from '../plan/index.js';
 import { sealImage } from '../image/seal.js';
 import type { StoredImage } from '../image/index.js';
 import type { ImageConfig, Platform } from '../oci/index.js';
 import { formatPlatform, parsePlatform, platformMatches } from '../oci/index.js';
 import { Lease, type Store } from '../store/index.js';
+import { collectBuildChecks, reportBuildChecks } from './build-checks.js';
 import { resolveImage, scratchState, stateFromImage, type ImageSource } from './base-image.js';
 import { dispatchInstruction, type StageContext } from './dispatch.js';
 import { lazySandbox } from './run-step.js';
@@ -65,7 +66,8 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   await (await import('../sandbox/step-dir.js')).sweepDeadStepDirs();
   const parsed = parseDockerfile(req.dockerfile.text, { file });
   for (const message of directiveWarnings(parsed)) env.report({ type: 'warning', message });
-  const split = splitStages(toInstructions(parsed));
+  const instructions = toInstructions(parsed);
+  const split = splitStages(instructions);
   if (split.stages.length === 0) {
     throw new TsbuildError('DOCKERFILE_INSTRUCTION', 'the Dockerfile has no FROM instruction', {
       location: { file, startLine: 1, endLine: 1 },
@@ -91,8 +93,10 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
   }
   // Entitlements are checked before any step runs, as BuildKit's solver does (ONBUILD RUNs: in runRun).
   for (const ps of plan.stages) for (const ins of ps.stage.instructions) if (ins.kind === 'RUN') checkRunSecurity(ins.security, req.runResources?.allow, ins.location);
-  // buildx's SecretsUsedInArgOrEnv, over the stages this build runs.
-  for (const ps of plan.stages) for (const w of secretNameWarnings(ps.stage.instructions, parsed.directives.check)) env.report({ type: 'warning', ...w });
+  // BuildKit's build checks as warnings (dispatch-time ones over the stages this build runs).
+  const dispatched = new Set(plan.stages.map((s) => s.stage.index));
+  const checkInputs = { parsed, instructions, buildArgs: req.buildArgs, platform: env.platform, store: env.store, contextDir: req.contextDir, dispatched };
+  reportBuildChecks(await collectBuildChecks({ ...checkInputs, dockerfilePath: req.dockerfile.path, target: req.target, signal: env.signal }), env.report, file);
   for (const name of plan.unusedBuildArgs) {
     env.report({ type: 'warning', message: `build argument ${JSON.stringify(name)} was not consumed by any ARG in the stages built` });
   }
@@ -341,6 +345,7 @@ export async function build(req: BuildRequest, outerEnv: BuildEnv): Promise<Buil
       signal: env.signal,
       sourceDateEpoch: req.sourceDateEpoch,
       warn: (message) => env.report({ type: 'warning', message }),
+      descriptorAnnotations: req.annotations?.manifestDescriptor,
     });
     if (req.push && req.tags.length > 0) {
       if (!env.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
@@ -381,7 +386,7 @@ async function sealOrReuse(env: BuildEnv, config: ImageConfig, final: StageState
   const key = cacheKeyFor({
     parent: final.key,
     kind: 'SEAL',
-    instruction: JSON.stringify(req.labels),
+    instruction: JSON.stringify([req.labels, req.annotations?.manifest ?? {}]),
     inputs: [...final.layers.map((l) => l.diffId), `epoch:${req.sourceDateEpoch ?? ''}`],
     platform: formatPlatform(env.platform),
   });
@@ -393,7 +398,7 @@ async function sealOrReuse(env: BuildEnv, config: ImageConfig, final: StageState
       return { manifest: local.manifest, config: local.config, configDescriptor: local.manifest.config, manifestDescriptor: local.manifestDescriptor };
     }
   }
-  const image = await sealImage(env.store, config, final.layers, { signal: env.signal });
+  const image = await sealImage(env.store, config, final.layers, { signal: env.signal, annotations: req.annotations?.manifest });
   await env.store.writeMeta(meta, image.manifestDescriptor);
   return image;
 }

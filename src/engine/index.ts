@@ -12,3 +12,5 @@ export async function lowerDirsFor(...args: Parameters<typeof LowerDirsFor>): Re
   return (await import('./snapshots.js')).lowerDirsFor(...args);
 }
 
+export { checkDockerfile, collectBuildChecks, reportBuildChecks } from './build-checks.js';
+export { archiveKind, unpackArchive } from './add-sources.js';

@@ -13,6 +13,8 @@ export interface OutputEnv {
   readonly sourceDateEpoch?: number | undefined;
   /** What an output could not write exactly (a device node left out of type=local). */
   readonly warn?: ((message: string) => void) | undefined;
+  /** `--annotation manifest-descriptor:`: on the manifest's entry in an OCI output's index.json. */
+  readonly descriptorAnnotations?: Readonly<Record<string, string>> | undefined;
 }
 
 /**
@@ -26,7 +28,8 @@ export interface OutputEnv {
  * when no such output was asked for.
  */
 export async function writeOutputs(image: StoredImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<Descriptor | undefined> {
-  const exportImage: ExportImage = { ...image, names };
+  const descriptorAnnotations = env.descriptorAnnotations && Object.keys(env.descriptorAnnotations).length > 0 ? env.descriptorAnnotations : undefined;
+  const exportImage: ExportImage = { ...image, names, ...(descriptorAnnotations ? { descriptorAnnotations } : {}) };
   let written: Descriptor | undefined;
   const remember = (d: readonly Descriptor[]) => {
     written ??= d[0];
