@@ -8,6 +8,7 @@
 //   dist/cmd/tsbuild.cjs           the launcher (cmd/bundle-launcher.cjs), package.json's "bin":
 //                                  runs the bundle with that cache
 //   dist/cmd/namespace-worker.js   bundle of src/snapshot/namespace-worker.ts (run by rootless builds)
+//   dist/cmd/action.cjs            the GitHub Action (action.yml), cmd/action.ts with every package
 //
 // Why: a cached build spent most of its time loading ~130 ES modules one by one (resolve, read,
 // compile, link). One script whose compiled code comes from V8's cache starts in a fraction of
@@ -170,6 +171,19 @@ await build({
   format: 'esm',
   // Bundled CommonJS packages (tar-stream) call require() for Node's built-ins.
   banner: { js: "import { createRequire as __tsbuildCreateRequire } from 'node:module'; const require = __tsbuildCreateRequire(import.meta.url);" },
+});
+
+// The GitHub Action (action.yml's runs.main): one CommonJS file with every package in it, pino
+// included (an action runs from its repository as checked out, without node_modules). Next to
+// namespace-worker.js, which rootless builds find beside the running bundle (import.meta.url).
+await build({
+  ...common,
+  entryPoints: ['cmd/action.ts'],
+  outfile: path.join(outdir, 'action.cjs'),
+  format: 'cjs',
+  define: { 'import.meta.url': '__tsbuildBundleUrl' },
+  banner: { js: "var __tsbuildBundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+  plugins: [builtinDynamicImports],
 });
 
 const bundleFile = path.join(outdir, 'tsbuild-bundle.cjs');

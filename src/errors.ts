@@ -21,6 +21,8 @@ export interface SourceLocation {
 export type ErrorCode =
   // usage
   | 'USAGE'
+  // any operation: the caller's AbortSignal fired (the API's form of Ctrl-C; exit code 130)
+  | 'CANCELLED'
   // dockerfile/
   | 'DOCKERFILE_SYNTAX'
   | 'DOCKERFILE_EMPTY'
@@ -57,6 +59,7 @@ export type ErrorCode =
   | 'LAYER_IO'
   // engine/
   | 'BUILD_STEP_FAILED'
+  | 'BUILD_CHECK_FAILED'
   | 'OUTPUT_INVALID'
   | 'FETCH_FAILED'
   | 'CHECKSUM_MISMATCH'
@@ -80,6 +83,12 @@ export type ErrorCode =
   | 'SANDBOX_UNAVAILABLE'
   | 'SANDBOX_FAILED'
   | 'SANDBOX_ID_MAPPING'
+  // compose/
+  | 'COMPOSE_SYNTAX'
+  | 'COMPOSE_INVALID'
+  | 'COMPOSE_VARIABLE'
+  | 'COMPOSE_CYCLE'
+  | 'COMPOSE_NOT_FOUND'
   // cli/ (rmi)
   | 'IMAGE_IN_USE';
 

@@ -85,7 +85,7 @@ async function exists(p: string): Promise<boolean> {
 }
 
 describe('directives', () => {
-  it('an invalid # check= fails at its line; error=true and a foreign # syntax= warn', async () => {
+  it('an invalid # check= fails at its line; a foreign # syntax= warns', async () => {
     const bad = await build({ Dockerfile: '# syntax=docker/dockerfile:1\n# check=bogus\nFROM scratch\n' });
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/Dockerfile:2: failed to parse check options: invalid check option "bogus"/);
@@ -95,7 +95,8 @@ describe('directives', () => {
     const warned = await build({ Dockerfile: '# syntax=example.com/my/frontend:1\n# check=skip=all;error=true\nFROM scratch\nLABEL a=b\n' });
     expect(warned.code).toBe(0);
     expect(warned.stderr).toMatch(/example\.com\/my\/frontend:1/);
-    expect(warned.stderr).toMatch(/check=error=true/);
+    // error=true with every check skipped has nothing to fail on (test/build-checks.test.ts has the rest).
+    expect(warned.stderr).not.toMatch(/lint violation/);
   });
 });
 

@@ -41,6 +41,8 @@ export type CopySource =
   | { readonly kind: 'url'; readonly url: string; readonly digest: string }
   /** ADD --unpack=true <url>: the archive's contents. */
   | { readonly kind: 'url-unpacked'; readonly url: string; readonly digest: string }
+  /** ADD <git URL>: the remote (credentials redacted), the commit checked out, the subdirectory, --keep-git-dir. */
+  | { readonly kind: 'git'; readonly remote: string; readonly commit: string; readonly subdir: string; readonly keepGitDir: boolean }
   /** ADD of a local archive, unpacked: its context path and content digest. */
   | { readonly kind: 'archive'; readonly path: string; readonly digest: string };
 
@@ -153,6 +155,9 @@ function* encodeInputs(input: StepKeyInputs): Generator<string> {
         break;
       case 'archive':
         yield `group:archive:${s.path}:${s.digest}`;
+        break;
+      case 'git':
+        yield `group:git:${s.remote}@${s.commit}:${s.subdir}:keep-git-dir=${s.keepGitDir}`;
         break;
       default:
         s satisfies never;

@@ -6,6 +6,7 @@ import { sourceMappedStack } from './source-mapped-stack.js';
  * User mistakes never show a stack trace; anything unexpected is reported as a bug.
  */
 export function renderError(err: unknown): { text: string; exitCode: number } {
+  if (err instanceof TsbuildError && err.code === 'CANCELLED') return { text: 'cancelled\n', exitCode: EXIT.cancelled };
   if (err instanceof TsbuildError) {
     const where = err.location ? `${err.location.file}:${err.location.startLine}: ` : '';
     let text = `error: ${where}${err.message}\n`;

@@ -4,3 +4,5 @@ export type { ContextEntry, WalkContextOptions } from './walk.js';
 export { walkContext } from './walk.js';
 export { printableName, readDirectoryNames } from './file-names.js';
 export type { DirectoryNames } from './file-names.js';
+export { checkoutGit, contextKind, fetchRemoteContext, parseGitRef, redactUrl } from './remote-context.js';
+export type { CheckoutOptions, ContextKind, FetchedContext, FetchOptions, GitRef } from './remote-context.js';

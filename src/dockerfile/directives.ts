@@ -150,8 +150,8 @@ const DOCKERFILE_FRONTEND = /^(docker\.io\/)?docker\/dockerfile(-upstream)?(:[\w
 /**
  * What the build does with the directives besides `escape`: an invalid `# check=` fails as
  * in BuildKit's dockerfile2llb ("failed to parse check options"); what tsbuild cannot honour
- * is returned as warnings (of BuildKit's build checks it runs only SecretsUsedInArgOrEnv, as a
- * warning, and it has no other frontends than its own).
+ * is returned as warnings (it has no other frontends than its own; the checks themselves run
+ * in checks/).
  */
 export function directiveWarnings(parsed: ParsedDockerfile): string[] {
   const warnings: string[] = [];
@@ -167,7 +167,6 @@ export function directiveWarnings(parsed: ParsedDockerfile): string[] {
         location: { file: parsed.file, startLine: line, endLine: line },
       });
     }
-    if (options.error) warnings.push('tsbuild runs its one build check (SecretsUsedInArgOrEnv) as a warning only, so check=error=true cannot fail this build');
   }
   return warnings;
 }

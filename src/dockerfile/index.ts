@@ -3,11 +3,11 @@
  * stages, and BuildKit's parse dump. Pure: nothing here touches files, network or processes.
  */
 export { parseDockerfile } from './parser.js';
+export { closestMatch } from './suggest.js';
 export type { Node, ParsedDockerfile, ParseOptions, Directives, EscapeToken, Heredoc } from './parser.js';
 export { dumpDockerfile } from './dump.js';
 export { directiveWarnings, parseCheckOptions } from './directives.js';
-export { looksLikeSecretName, secretNameWarnings, SECRETS_USED_IN_ARG_OR_ENV } from './secret-names.js';
-export type { SecretNameWarning } from './secret-names.js';
+export { looksLikeSecretName } from './secret-names.js';
 export type { CheckOptions } from './directives.js';
 export { chompHeredocContent, parseHeredocWord } from './heredoc.js';
 export type { HeredocMarker } from './heredoc.js';
@@ -44,3 +44,4 @@ export { splitStages } from './stages.js';
 export { goQuote } from './go-text.js';
 export type { Stage, SplitStages } from './stages.js';
 export * from './shell-lex.js';
+export * from './checks/index.js';

@@ -45,6 +45,13 @@ export interface Node {
   readonly startLine: number;
   /** Last physical line, 1-based, inclusive; includes continuation and heredoc body lines. */
   readonly endLine: number;
+  /** Set when a blank line sat inside the continuation (BuildKit's NoEmptyContinuation). */
+  readonly emptyContinuation?: true;
+  /**
+   * The comment lines right above the instruction (text after `#`, trimmed), as BuildKit keeps
+   * them for stage and ARG descriptions; a blank line or an empty `#` clears them. Absent when none.
+   */
+  readonly comments?: readonly string[];
 }
 
 export interface Directives {
@@ -152,7 +159,7 @@ function canContainHeredoc(node: RawNode): boolean {
   return HEREDOC_KEYWORDS.has(n.value) && !n.json;
 }
 
-function toPublic(raw: RawNode, heredocs: readonly Heredoc[], startLine: number, endLine: number): Node {
+function toPublic(raw: RawNode, heredocs: readonly Heredoc[], startLine: number, endLine: number, notes: { emptyContinuation: boolean; comments: readonly string[] }): Node {
   const chain: RawNode[] = [];
   for (let n: RawNode | undefined = raw; n !== undefined; n = n.next) chain.push(n);
   let inner: Node | undefined;
@@ -168,6 +175,8 @@ function toPublic(raw: RawNode, heredocs: readonly Heredoc[], startLine: number,
       heredocs: i === 0 ? heredocs : [],
       startLine,
       endLine,
+      ...(i === 0 && notes.emptyContinuation ? { emptyContinuation: true as const } : {}),
+      ...(i === 0 && notes.comments.length > 0 ? { comments: notes.comments.map(fromByteString) } : {}),
     };
     inner = node;
   }
@@ -230,15 +239,26 @@ export function parseDockerfile(input: string | Uint8Array, opts: ParseOptions):
 
   const children: Node[] = [];
   let currentLine = 0;
+  // Comment lines since the last instruction or blank line (descriptions, for the checks).
+  let comments: string[] = [];
   for (;;) {
     let token = scan();
     if (token === undefined) break;
     if (currentLine === 0 && token.startsWith(BOM)) token = token.slice(BOM.length);
+    const bare = trimLeftSpace(trimNewline(token));
+    if (bare.startsWith('#')) {
+      const text = bare.slice(1).trim();
+      if (text === '') comments = [];
+      else comments.push(text);
+    } else if (bare === '') {
+      comments = [];
+    }
     const first = processLine(token, true, currentLine + 1);
     currentLine++;
     const startLine = currentLine;
     let [line, endOfLine] = trimContinuation(first, escape);
     if (endOfLine && line === '') continue;
+    let emptyContinuation = false;
 
     let logical = line;
     while (!endOfLine) {
@@ -248,7 +268,10 @@ export function parseDockerfile(input: string | Uint8Array, opts: ParseOptions):
       currentLine++;
       // Comment lines inside a continuation are dropped; so are blank ones (BuildKit warns).
       if (isComment(next)) continue;
-      if (trimLeftSpace(processed) === '') continue;
+      if (trimLeftSpace(processed) === '') {
+        emptyContinuation = true;
+        continue;
+      }
       [line, endOfLine] = trimContinuation(processed, escape);
       logical += line;
     }
@@ -296,7 +319,8 @@ export function parseDockerfile(input: string | Uint8Array, opts: ParseOptions):
         });
       }
     }
-    children.push(toPublic(raw, heredocs, startLine, currentLine));
+    children.push(toPublic(raw, heredocs, startLine, currentLine, { emptyContinuation, comments }));
+    comments = [];
   }
 
   if (tooLong) {

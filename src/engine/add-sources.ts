@@ -50,7 +50,7 @@ async function decompressToFile(file: string, kind: 'bzip2' | 'xz' | 'zstd', out
  * Unpacks a local archive into `dir` with the safe applier (no escapes from `dir`).
  * Ownership in the archive is kept when running as root, as ADD does.
  */
-export async function unpackArchive(file: string, kind: ArchiveKind, dir: string, location: SourceLocation, signal?: AbortSignal): Promise<void> {
+export async function unpackArchive(file: string, kind: ArchiveKind, dir: string, location: SourceLocation, signal?: AbortSignal, opts: { allowDevices?: boolean } = {}): Promise<void> {
   const tmpTar = `${dir}.tar`;
   try {
     await withLocation(
@@ -62,7 +62,7 @@ export async function unpackArchive(file: string, kind: ArchiveKind, dir: string
           source = tmpTar;
         }
         const { applyLayer } = await import('../layer/index.js');
-        await applyLayer(createReadStream(source), dir, { sameOwner: process.getuid?.() === 0, ...(signal ? { signal } : {}) });
+        await applyLayer(createReadStream(source), dir, { sameOwner: process.getuid?.() === 0, ...(opts.allowDevices === false ? { allowDevices: false } : {}), ...(signal ? { signal } : {}) });
       },
       { prefix: `ADD ${path.basename(file)}: ` },
     );

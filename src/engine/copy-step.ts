@@ -12,6 +12,7 @@ import type { LayerEntry } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import type { AddStep, CopyStep } from '../plan/index.js';
 import { archiveKind, fetchUrl, isRemoteSource, unpackArchive } from './add-sources.js';
+import { fetchGitSource, isGitSource } from './git-source.js';
 import { parseChmodSpec, type ChmodSpec } from './chmod-mode.js';
 import { keepLinksWhole } from './hardlink-plan.js';
 import { unreadableSource } from './unreadable-source.js';
@@ -97,16 +98,18 @@ interface CopyFrom {
 async function sourcesOf(step: CopyStep | AddStep, ctx: StepContext): Promise<CopyFrom> {
   const { session, inputs } = ctx;
   const location = step.location;
-  if (step.kind === 'ADD' && step.sources.some((s) => s.startsWith('git@') || /^git:\/\//.test(s) || (/\.git(#.*)?$/.test(s) && isRemoteSource(s)))) {
-    throw new TsbuildError('UNSUPPORTED', 'ADD of a git repository is not supported yet', { location, hint: 'clone it in an earlier stage, or COPY it from the context' });
-  }
-  // Downloads (ADD <url>) are sources of their own, each from its own root.
-  const remote = step.kind === 'ADD' ? step.sources.filter((s) => isRemoteSource(s)) : [];
+  // Repositories and downloads (ADD <git URL>, ADD <url>) are sources of their own, each from its own root.
+  const git = step.kind === 'ADD' ? step.sources.filter(isGitSource) : [];
+  const remote = step.kind === 'ADD' ? step.sources.filter((s) => isRemoteSource(s) && !git.includes(s)) : [];
   const downloads: SourceGroup[] = [];
+  for (const src of git) {
+    const got = await fetchGitSource(src, { tempDir: () => session.tempDir('heredoc'), keepGitDir: step.kind === 'ADD' && step.keepGitDir === true, location, signal: session.signal, sshAuthSock: inputs.sshSockets?.get('default') });
+    downloads.push({ ...got, matches: [] });
+  }
   for (const url of remote) downloads.push(await download(url, step as AddStep, session));
   let root = inputs.contextRoot;
   let rootKey: StateKey | undefined;
-  let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s));
+  let sources: readonly string[] = step.sources.filter((s) => !remote.includes(s) && !git.includes(s));
   if (step.kind === 'COPY' && step.source.kind !== 'context') {
     ({ root, key: rootKey } = await session.sourceRoot(step.source, location));
   }

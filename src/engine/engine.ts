@@ -47,12 +47,12 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   // Step dirs of SIGKILLed tsbuilds (outside the store, so gc cannot see them) go now, even
   // when every step of this build is cached.
   await sweepDeadRuns();
-  const { plan, lex, escape } = parseAndPlan(req, env.platform, env.report);
+  const { plan, lex, escape } = await parseAndPlan(req, env);
   const session = new BuildSession({ ...env, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter });
   try {
     const inputs = await buildInputs(req, env, session, lex);
     await runStages(plan, session, { inputs, escape, noCache: req.noCache, noCacheFilter: req.noCacheFilter ?? [] });
-    const image = await sealTarget(session, session.stageState(plan.target), { created: env.created, labels: req.labels, sourceDateEpoch: req.sourceDateEpoch });
+    const image = await sealTarget(session, session.stageState(plan.target), { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch });
     await session.holdImage(image.manifestDescriptor);
     await session.claim(); // the cache hits' layers, written with the image
     await deliverImage(image, req, session, env.registry);

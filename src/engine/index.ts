@@ -15,3 +15,5 @@ export { listStepCache, type CacheHit, type CacheKey, type CacheSource, type Ste
 export type { StepMount } from '../sandbox/index.js';
 
 export { removeTreeAnyOwner, sweepDeadRuns } from './housekeeping.js';
+export { checkDockerfile, collectBuildChecks, reportBuildChecks } from './build-checks.js';
+export { archiveKind, unpackArchive } from './add-sources.js';

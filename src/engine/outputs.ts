@@ -17,6 +17,8 @@ export interface OutputEnv {
   readonly sourceDateEpoch?: number | undefined;
   /** What an output could not write exactly (a device node left out of type=local). */
   readonly warn?: ((message: string) => void) | undefined;
+  /** `--annotation manifest-descriptor:`: on the manifest's entry in an OCI output's index.json. */
+  readonly descriptorAnnotations?: Readonly<Record<string, string>> | undefined;
 }
 
 /**
@@ -30,7 +32,8 @@ export interface OutputEnv {
  * when no such output was asked for.
  */
 async function writeOutputs(image: StoredImage, names: readonly string[], outputs: readonly OutputSpec[], env: OutputEnv): Promise<Descriptor | undefined> {
-  const exportImage: ExportImage = { ...image, names };
+  const descriptorAnnotations = env.descriptorAnnotations && Object.keys(env.descriptorAnnotations).length > 0 ? env.descriptorAnnotations : undefined;
+  const exportImage: ExportImage = { ...image, names, ...(descriptorAnnotations ? { descriptorAnnotations } : {}) };
   let written: Descriptor | undefined;
   const remember = (d: readonly Descriptor[]) => {
     written ??= d[0];
@@ -112,7 +115,7 @@ export async function deliverImage(image: StoredImage, req: BuildRequest, sessio
   for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
     if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
   }
-  let delivered = await writeOutputs(image, req.tags, req.outputs, { store, signal, sourceDateEpoch: req.sourceDateEpoch, warn: (message) => session.warn(message) });
+  let delivered = await writeOutputs(image, req.tags, req.outputs, { store, signal, sourceDateEpoch: req.sourceDateEpoch, warn: (message) => session.warn(message), descriptorAnnotations: req.annotations?.manifestDescriptor });
   if (req.push && req.tags.length > 0) {
     if (!registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
     const client = await registry();

@@ -1,7 +1,9 @@
 import { TsbuildError } from '../errors.js';
-import { directiveWarnings, parseDockerfile, secretNameWarnings, splitStages, toInstructions, ShellLex } from '../dockerfile/index.js';
+import { directiveWarnings, parseDockerfile, splitStages, toInstructions, ShellLex } from '../dockerfile/index.js';
 import { formatPlatform, parsePlatform, platformMatches, type Platform } from '../oci/index.js';
 import { planBuild, type BuildPlan } from '../plan/index.js';
+import type { Store } from '../store/index.js';
+import { collectBuildChecks, reportBuildChecks } from './build-checks.js';
 import type { BuildReporter } from './events.js';
 import type { BuildRequest } from './request.js';
 import { checkRunSecurity } from './run-resources.js';
@@ -14,14 +16,16 @@ export interface ParsedPlan {
 
 /**
  * The Dockerfile parsed and planned for the request: the stages the target needs, their bases
- * and the global args. Warnings (directives, unused build args) go to `report`. Pure apart from
- * the reporting; errors carry their Dockerfile location.
+ * and the global args. Warnings (directives, build checks, unused build args) go to `report`;
+ * errors carry their Dockerfile location.
  */
-export function parseAndPlan(req: BuildRequest, platform: Platform, report: BuildReporter): ParsedPlan {
+export async function parseAndPlan(req: BuildRequest, env: { readonly platform: Platform; readonly report: BuildReporter; readonly store: Store; readonly signal: AbortSignal }): Promise<ParsedPlan> {
+  const { platform, report } = env;
   const file = req.dockerfile.name;
   const parsed = parseDockerfile(req.dockerfile.text, { file });
   for (const message of directiveWarnings(parsed)) report({ type: 'warning', message });
-  const split = splitStages(toInstructions(parsed));
+  const instructions = toInstructions(parsed);
+  const split = splitStages(instructions);
   if (split.stages.length === 0) {
     throw new TsbuildError('DOCKERFILE_INSTRUCTION', 'the Dockerfile has no FROM instruction', {
       location: { file, startLine: 1, endLine: 1 },
@@ -46,8 +50,10 @@ export function parseAndPlan(req: BuildRequest, platform: Platform, report: Buil
   }
   // Entitlements are checked before any step runs, as BuildKit's solver does (ONBUILD RUNs: in run-step.ts).
   for (const ps of plan.stages) for (const ins of ps.stage.instructions) if (ins.kind === 'RUN') checkRunSecurity(ins.security, req.runResources?.allow, ins.location);
-  // buildx's SecretsUsedInArgOrEnv, over the stages this build runs.
-  for (const ps of plan.stages) for (const w of secretNameWarnings(ps.stage.instructions, parsed.directives.check)) report({ type: 'warning', ...w });
+  // BuildKit's build checks as warnings (dispatch-time ones over the stages this build runs).
+  const dispatched = new Set(plan.stages.map((s) => s.stage.index));
+  const checkInputs = { parsed, instructions, buildArgs: req.buildArgs, platform, store: env.store, contextDir: req.contextDir, dispatched };
+  reportBuildChecks(await collectBuildChecks({ ...checkInputs, dockerfilePath: req.dockerfile.path, target: req.target, signal: env.signal }), report, file);
   for (const name of plan.unusedBuildArgs) {
     report({ type: 'warning', message: `build argument ${JSON.stringify(name)} was not consumed by any ARG in the stages built` });
   }

@@ -32,6 +32,8 @@ export interface BuildRequest {
   readonly target?: string;
   readonly buildArgs: ReadonlyMap<string, string>;
   readonly labels: Readonly<Record<string, string>>;
+  /** `--annotation`: on the image manifest, and on its descriptor in OCI outputs' index. */
+  readonly annotations?: import('../image/index.js').ImageAnnotations;
   readonly noCache: boolean;
   /** `--pull`: base images from the store first (missing), always from the registry, or never. */
   readonly pull?: 'missing' | 'always' | 'never';

@@ -31,10 +31,10 @@ function sealRecordName(key: CacheKey): string {
  * docker do) instead of a new one that differs only in its time stamps. The key is made of
  * the final state's key and layers, the --label values and SOURCE_DATE_EPOCH.
  */
-export async function sealTarget(session: BuildSession, final: StageState, opts: { readonly created: string; readonly labels: Readonly<Record<string, string>>; readonly sourceDateEpoch?: number | undefined }): Promise<StoredImage> {
+export async function sealTarget(session: BuildSession, final: StageState, opts: { readonly created: string; readonly labels: Readonly<Record<string, string>>; readonly annotations?: Readonly<Record<string, string>> | undefined; readonly sourceDateEpoch?: number | undefined }): Promise<StoredImage> {
   const { store, signal } = session;
   const r = await runCached<StoredImage>({
-    keyInputs: { parent: final.key, kind: 'SEAL', instruction: JSON.stringify(opts.labels), layers: final.layers.map((l) => l.diffId), epoch: opts.sourceDateEpoch, platform: session.platformText },
+    keyInputs: { parent: final.key, kind: 'SEAL', instruction: JSON.stringify([opts.labels, opts.annotations ?? {}]), layers: final.layers.map((l) => l.diffId), epoch: opts.sourceDateEpoch, platform: session.platformText },
     noCache: false,
     async lookup(key) {
       const known = parseSealRecord(await store.readMeta(sealRecordName(key)));
@@ -47,7 +47,7 @@ export async function sealTarget(session: BuildSession, final: StageState, opts:
     async execute() {
       let config: ImageConfig = { ...final.config, created: opts.created };
       if (Object.keys(opts.labels).length > 0) config = setLabels(config, Object.entries(opts.labels));
-      return { value: await sealImage(store, config, final.layers, { signal }) };
+      return { value: await sealImage(store, config, final.layers, { signal, annotations: opts.annotations }) };
     },
     record: (key, image) => store.writeMeta(sealRecordName(key), image.manifestDescriptor),
   });

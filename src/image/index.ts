@@ -7,4 +7,5 @@ export { layerIndexOf, rememberLayerIndex, viewOfLayers } from './layer-index-ca
 export { findLocalImage, getLocalImage, normalizeName, readLocalImage, type LocalImage } from './local-image.js';
 export { RootfsView, normalize, type IndexedEntry, type LayerIndex, type ViewEntry } from './rootfs-view.js';
 export { sealImage } from './seal.js';
+export { parseAnnotations, type ImageAnnotations } from './annotations.js';
 export { parseIdFile, resolveChown, resolveFileOpUser, resolveUser, type IdPair, type ImageUser } from './users.js';

@@ -7,7 +7,8 @@ import { writeStoreManifest, type Store, type StoredImage, type StoredLayer } fr
  * canonical JSON (STYLE.md 13). The image ID is the config digest, as in Docker. Store
  * manifests list uncompressed layers (DESIGN.md: compress late).
  */
-export async function sealImage(store: Store, config: ImageConfig, layers: readonly StoredLayer[], opts: { signal?: AbortSignal | undefined } = {}): Promise<StoredImage> {
+export async function sealImage(store: Store, config: ImageConfig, layers: readonly StoredLayer[], opts: { signal?: AbortSignal | undefined; annotations?: Readonly<Record<string, string>> | undefined } = {}): Promise<StoredImage> {
   const configBlob = await store.blobs.putBytes(canonicalJson(config), { signal: opts.signal });
-  return writeStoreManifest(store, { config, configBlob, layers }, { signal: opts.signal });
+  const annotations = opts.annotations !== undefined && Object.keys(opts.annotations).length > 0 ? opts.annotations : undefined;
+  return writeStoreManifest(store, { config, configBlob, layers, ...(annotations ? { annotations } : {}) }, { signal: opts.signal });
 }

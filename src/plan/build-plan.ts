@@ -100,7 +100,7 @@ function format(p: Platform): string {
  * --build-arg of the same name. Includes BuildKit's OSVERSION args and TARGETSTAGE.
  * https://docs.docker.com/reference/dockerfile/#automatic-platform-args-in-the-global-scope
  */
-function automaticArgs(
+export function automaticArgs(
   opts: Pick<PlanOptions, 'targetPlatform' | 'buildPlatform' | 'buildArgs'>,
   targetStage: string,
 ): Map<string, string> {
@@ -128,7 +128,7 @@ function automaticArgs(
  * convert.go buildMetaArgs: each meta ARG takes its --build-arg value, else its default
  * expanded against the args so far; an ARG with neither adds nothing. Names are not expanded.
  */
-function resolveMetaArgs(
+export function resolveMetaArgs(
   metaArgs: readonly ArgInstruction[],
   initial: ReadonlyMap<string, string>,
   buildArgs: ReadonlyMap<string, string>,

@@ -3,7 +3,7 @@
  * which bases, with which global args), and per instruction the expanded Step the engine runs.
  * Pure: no file system, network, process or logger (DESIGN.md "Layout").
  */
-export { planBuild } from './build-plan.js';
+export { planBuild, automaticArgs, resolveMetaArgs } from './build-plan.js';
 export type { BuildPlan, PlannedStage, PlanOptions, StageBase } from './build-plan.js';
 export {
   initialStageScope,

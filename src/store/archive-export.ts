@@ -24,6 +24,8 @@ import type { StoredImage } from './stored-image.js';
 export interface ExportImage extends StoredImage {
   /** Full references (docker.io/library/app:v2); may be empty. */
   readonly names: readonly string[];
+  /** Annotations for the manifest's descriptor in index.json (OCI outputs). */
+  readonly descriptorAnnotations?: Readonly<Record<string, string>>;
 }
 
 export interface ExportOptions {
@@ -104,13 +106,13 @@ async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts
     blobs.set(m.descriptor.digest, { name: `blobs/sha256/${digestHex(m.descriptor.digest)}`, bytes: m.bytes });
     const names = image.names.length > 0 ? image.names : [undefined];
     for (const name of names) {
-      const annotations: Record<string, string> = {};
+      const annotations: Record<string, string> = { ...image.descriptorAnnotations };
       if (name) {
         annotations['io.containerd.image.name'] = name;
         const tag = tagOf(name);
         if (tag) annotations['org.opencontainers.image.ref.name'] = tag;
       }
-      manifests.push({ ...m.descriptor, ...(name ? { annotations } : {}) });
+      manifests.push({ ...m.descriptor, ...(Object.keys(annotations).length > 0 ? { annotations } : {}) });
     }
   }
   const index: ImageIndex = { schemaVersion: 2, mediaType: OCI_IMAGE_INDEX, manifests };

@@ -35,7 +35,7 @@ export interface StoredImage {
  */
 export async function writeStoreManifest(
   store: Store,
-  image: { readonly config: ImageConfig; readonly configBlob: { readonly digest: Digest; readonly size: number }; readonly layers: readonly StoredLayer[] },
+  image: { readonly config: ImageConfig; readonly configBlob: { readonly digest: Digest; readonly size: number }; readonly layers: readonly StoredLayer[]; readonly annotations?: Readonly<Record<string, string>> },
   opts: { readonly signal?: AbortSignal | undefined } = {},
 ): Promise<StoredImage> {
   const configDescriptor: Descriptor = { mediaType: OCI_IMAGE_CONFIG, digest: image.configBlob.digest, size: image.configBlob.size };
@@ -44,6 +44,7 @@ export async function writeStoreManifest(
     mediaType: OCI_IMAGE_MANIFEST,
     config: configDescriptor,
     layers: image.layers.map((l) => ({ mediaType: OCI_LAYER_TAR, digest: l.diffId, size: l.size })),
+    ...(image.annotations !== undefined ? { annotations: { ...image.annotations } } : {}),
   };
   const info = await store.blobs.putBytes(canonicalJson(manifest), { signal: opts.signal });
   return { manifest, manifestDescriptor: { mediaType: OCI_IMAGE_MANIFEST, digest: info.digest, size: info.size }, config: image.config, configDescriptor };

@@ -17,7 +17,7 @@ export interface RunResult {
  * Runs the compiled CLI (npm run build made it) as a user would, with its own store.
  * Resolves with the exit code; never rejects for a non-zero exit.
  */
-export function tsbuild(args: readonly string[], opts: { root?: string; cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<RunResult> {
+export function tsbuild(args: readonly string[], opts: { root?: string; cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [bin, ...args], {
       cwd: opts.cwd ?? repoRoot,

@@ -1,76 +1,21 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { defineCommand, repeatable } from '../command.js';
+import type { Argv, ArgumentsCamelCase } from 'yargs';
+import { defineCommand, repeatable, type CommandContext } from '../command.js';
+import type { GlobalArgs } from '../global-options.js';
 import { TsbuildError } from '../../errors.js';
-import { build, openSshSources, parseAddHost, type BuildRequest, type BuildSecret, type OutputSpec } from '../../engine/index.js';
+import { checkDockerfile, openSshSources, parseAddHost } from '../../engine/index.js';
+import { formatCheckReport } from '../format-checks.js';
+import { contextKind, fetchRemoteContext, redactUrl } from '../../context/index.js';
+import { STDIN_CONTEXT } from './index.js';
 import { runResourcesFromFlags } from './run-resource-flags.js';
-import { normalizeName } from '../../image/index.js';
-import { hostPlatform, parsePlatform, formatPlatform, platformMatches } from '../../oci/index.js';
-import { parseOutputFlag } from '../parse-output.js';
+import type { BuildRequest, OutputSpec } from '../../engine/index.js';
+import { normalizeName, parseAnnotations } from '../../image/index.js';
+import { hostPlatform } from '../../oci/index.js';
+import { checkPlatforms, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
 import { createReporter, type ProgressMode } from '../progress.js';
 import { registryClientFor, registryOptions } from './pull.js';
-import { createdTime, sourceDateEpoch } from '../source-date.js';
-
-/** Reads `--build-arg NAME=VALUE` or `--build-arg NAME` (value from the environment, as docker does). */
-export function parseBuildArgs(list: readonly string[], env: NodeJS.ProcessEnv): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const item of list) {
-    const eq = item.indexOf('=');
-    if (eq === 0) throw new TsbuildError('USAGE', `invalid --build-arg ${JSON.stringify(item)}: the name is empty`);
-    if (eq < 0) {
-      const v = env[item];
-      if (v !== undefined) out.set(item, v);
-      continue;
-    }
-    out.set(item.slice(0, eq), item.slice(eq + 1));
-  }
-  return out;
-}
-
-/**
- * `--secret id=ID,src=FILE` or `id=ID,env=VAR` (buildx's forms; `type=file|env` accepted).
- * Values stay out of logs and errors: a missing file is named, its content never shown.
- */
-export async function parseSecrets(list: readonly string[], env: NodeJS.ProcessEnv, cwd: string): Promise<Map<string, BuildSecret>> {
-  const out = new Map<string, BuildSecret>();
-  for (const item of list) {
-    const fields = new Map<string, string>();
-    for (const part of item.split(',')) {
-      const eq = part.indexOf('=');
-      if (eq <= 0) throw new TsbuildError('USAGE', `invalid --secret field ${JSON.stringify(part)}: use id=ID,src=FILE or id=ID,env=VAR`);
-      fields.set(part.slice(0, eq).toLowerCase(), part.slice(eq + 1));
-    }
-    const id = fields.get('id');
-    if (!id) throw new TsbuildError('USAGE', '--secret needs id=ID');
-    const src = fields.get('src') ?? fields.get('source');
-    const envName = fields.get('env');
-    if (src !== undefined) {
-      const file = path.resolve(cwd, src);
-      try {
-        await fs.access(file);
-      } catch {
-        throw new TsbuildError('USAGE', `--secret id=${id}: cannot read ${src}`);
-      }
-      out.set(id, { id, file });
-    } else {
-      const name = envName ?? id;
-      const value = env[name];
-      if (value === undefined) throw new TsbuildError('USAGE', `--secret id=${id}: the environment variable ${name} is not set`);
-      out.set(id, { id, value });
-    }
-  }
-  return out;
-}
-
-function parseLabels(list: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const item of list) {
-    const eq = item.indexOf('=');
-    if (eq <= 0) throw new TsbuildError('USAGE', `invalid --label ${JSON.stringify(item)}: use KEY=VALUE`);
-    out[item.slice(0, eq)] = item.slice(eq + 1);
-  }
-  return out;
-}
+import { commandBuildEnv } from '../build-env.js';
 
 async function readStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -78,139 +23,144 @@ async function readStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/**
- * `TSBUILD_SNAPSHOTTER=overlay|copy` forces how RUN snapshots are made (default: overlay
- * where the sandbox can mount it, else copy-and-walk); tests use it to compare the two.
- */
-export function snapshotterFromEnv(env: NodeJS.ProcessEnv): 'auto' | 'overlay' | 'copy' {
-  const v = env.TSBUILD_SNAPSHOTTER;
-  if (v === undefined || v === '' || v === 'auto') return 'auto';
-  if (v === 'overlay' || v === 'copy') return v;
-  throw new TsbuildError('USAGE', `TSBUILD_SNAPSHOTTER must be overlay, copy or auto, not ${JSON.stringify(v)}`);
-}
+const buildFlags = (y: Argv<GlobalArgs>) =>
+  registryOptions(y)
+    .positional('context', { type: 'string', default: '.', describe: 'Build context: a directory, a git URL (URL#REF:SUBDIR), a tarball URL, or - (a tar on stdin)' })
+    .option('file', { alias: 'f', type: 'string', describe: 'Dockerfile (default: CONTEXT/Dockerfile; "-" reads stdin)' })
+    .option('tag', { alias: 't', type: 'string', default: [] as string[], coerce: repeatable, describe: 'Name the image (repeatable)' })
+    .option('target', { type: 'string', describe: 'Build this stage (and what it needs) only' })
+    .option('build-arg', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Build argument NAME=VALUE, or NAME to take it from the environment' })
+    .option('annotation', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Annotation [TYPE[,TYPE][[PLATFORM]]:]KEY=VALUE on the image manifest (TYPE manifest, the default) or its descriptor in OCI outputs (manifest-descriptor), as buildx' })
+    .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
+    .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
+    .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
+    .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
+    .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
+    .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
+    .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
+    .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
+    .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
+    .option('add-host', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Add NAME:IP to /etc/hosts of RUN steps (repeatable)' })
+    .option('shm-size', { type: 'string', coerce: (v: unknown) => (v === undefined ? undefined : repeatable(v).at(-1)), describe: 'Size of /dev/shm of RUN steps, e.g. 64m, 1g or bytes (default 64m; the last one given wins)' })
+    .option('ulimit', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Resource limit of RUN steps NAME=SOFT[:HARD], docker\'s names (nofile, nproc, core, ...; repeatable)' })
+    .option('allow', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Grant an entitlement: security.insecure (for RUN --security=insecure), network.host' })
+    .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
+    .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
+    .option('isolation', {
+      choices: ['auto', 'sandbox', 'chroot', 'none'] as const,
+      default: 'auto' as const,
+      describe: 'How RUN steps are isolated: sandbox (bwrap/runc), chroot (root), none (no isolation); auto steps down to chroot with a warning where namespaces are blocked',
+    })
+    .option('pull', {
+      type: 'string',
+      describe: 'Base images: missing (default: the store first), always, never; --pull alone means always',
+      coerce: (v: unknown) => {
+        const s = v === true || v === '' || v === 'true' ? 'always' : v === false || v === 'false' ? 'missing' : String(v);
+        if (!['missing', 'always', 'never'].includes(s)) throw new TsbuildError('USAGE', `--pull must be missing, always or never, not ${JSON.stringify(s)}`);
+        return s as 'missing' | 'always' | 'never';
+      },
+    })
+    .option('push', { type: 'boolean', default: false, describe: 'Push every tag to its registry after the build' })
+    .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
+    .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' })
+    .option('check', { type: 'boolean', default: false, describe: "Run BuildKit's build checks instead of building: print each finding, exit 1 if any (same as --call check)" })
+    .option('call', { type: 'string', describe: 'build (default) or check' });
+type BuildArgs = ArgumentsCamelCase<ReturnType<typeof buildFlags> extends Argv<infer A> ? A : never>;
 
 export const buildCommand = defineCommand({
-  builder: (y) =>
-    registryOptions(y)
-      .positional('context', { type: 'string', default: '.', describe: 'Build context directory' })
-      .option('file', { alias: 'f', type: 'string', describe: 'Dockerfile (default: CONTEXT/Dockerfile; "-" reads stdin)' })
-      .option('tag', { alias: 't', type: 'string', default: [] as string[], coerce: repeatable, describe: 'Name the image (repeatable)' })
-      .option('target', { type: 'string', describe: 'Build this stage (and what it needs) only' })
-      .option('build-arg', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Build argument NAME=VALUE, or NAME to take it from the environment' })
-      .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
-      .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
-      .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
-      .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
-      .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
-      .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
-      .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
-      .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
-      .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
-      .option('add-host', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Add NAME:IP to /etc/hosts of RUN steps (repeatable)' })
-      .option('shm-size', { type: 'string', coerce: (v: unknown) => (v === undefined ? undefined : repeatable(v).at(-1)), describe: 'Size of /dev/shm of RUN steps, e.g. 64m, 1g or bytes (default 64m; the last one given wins)' })
-      .option('ulimit', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Resource limit of RUN steps NAME=SOFT[:HARD], docker\'s names (nofile, nproc, core, ...; repeatable)' })
-      .option('allow', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Grant an entitlement: security.insecure (for RUN --security=insecure), network.host' })
-      .option('network', { choices: ['host', 'none', 'default'] as const, default: 'default' as const, describe: 'Network of RUN steps (default: the host\'s)' })
-      .option('runtime', { choices: ['bwrap', 'runc'] as const, default: 'bwrap' as const, describe: 'Sandbox of RUN steps' })
-      .option('isolation', {
-        choices: ['auto', 'sandbox', 'chroot', 'none'] as const,
-        default: 'auto' as const,
-        describe: 'How RUN steps are isolated: sandbox (bwrap/runc), chroot (root), none (no isolation); auto steps down to chroot with a warning where namespaces are blocked',
-      })
-      .option('pull', {
-        type: 'string',
-        describe: 'Base images: missing (default: the store first), always, never; --pull alone means always',
-        coerce: (v: unknown) => {
-          const s = v === true || v === '' || v === 'true' ? 'always' : v === false || v === 'false' ? 'missing' : String(v);
-          if (!['missing', 'always', 'never'].includes(s)) throw new TsbuildError('USAGE', `--pull must be missing, always or never, not ${JSON.stringify(s)}`);
-          return s as 'missing' | 'always' | 'never';
-        },
-      })
-      .option('push', { type: 'boolean', default: false, describe: 'Push every tag to its registry after the build' })
-      .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
-      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' }),
+  builder: buildFlags,
   run: async (args, ctx) => {
     const io = ctx.io;
-    const contextDir = path.resolve(io.cwd, args.context);
-    const st = await fs.stat(contextDir).catch(() => undefined);
-    if (!st?.isDirectory()) {
-      throw new TsbuildError('CONTEXT_NOT_FOUND', `build context ${JSON.stringify(args.context)} is not a directory`, { hint: 'pass the directory holding your sources, e.g. `tsbuild build .`' });
-    }
-    let dockerfile: BuildRequest['dockerfile'];
-    if (args.file === '-') {
-      dockerfile = { name: 'Dockerfile', text: await readStdin(io.stdin) };
-    } else {
-      const p = args.file ? path.resolve(io.cwd, args.file) : path.join(contextDir, 'Dockerfile');
-      let text: Buffer;
-      try {
-        text = await fs.readFile(p);
-      } catch {
-        throw new TsbuildError('DOCKERFILE_NOT_FOUND', `cannot read the Dockerfile ${args.file ?? path.relative(io.cwd, p) ?? 'Dockerfile'}`, {
-          hint: args.file ? undefined : 'put a Dockerfile in the context or name one with -f',
-        });
-      }
-      dockerfile = { name: args.file ?? (path.relative(io.cwd, p) || 'Dockerfile'), path: p, text };
-    }
-    if (args.platform) {
-      const want = parsePlatform(args.platform);
-      if (!platformMatches(want, hostPlatform())) {
-        throw new TsbuildError('UNSUPPORTED', `building for ${formatPlatform(want)} needs emulation, which is not available yet; this host builds ${formatPlatform(hostPlatform())}`);
-      }
-    }
-    const tags = args.tag.map((t) => normalizeName(t));
-    const outputs: OutputSpec[] = args.output.map((o) => parseOutputFlag(o, io.cwd));
-    if (outputs.length === 0 || (tags.length > 0 && !outputs.some((o) => o.type === 'image'))) {
-      // Tags go to the local store, as `buildah build -t` and `docker build -t` do.
-      if (tags.length > 0 || outputs.length === 0) outputs.unshift({ type: 'image' });
-    }
-    const epoch = sourceDateEpoch(io.env);
-    const req: BuildRequest = {
-      contextDir,
-      dockerfile,
-      tags,
-      ...(args.target ? { target: args.target } : {}),
-      buildArgs: parseBuildArgs(args['build-arg'], io.env),
-      labels: parseLabels(args.label),
-      noCache: args['no-cache'],
-      pull: args.pull ?? 'missing',
-      push: args.push,
-      noCacheFilter: args['no-cache-filter'].flatMap((s) => s.split(',')).map((s) => s.trim().toLowerCase()).filter(Boolean),
-      outputs,
-      ...(args.iidfile ? { iidFile: path.resolve(io.cwd, args.iidfile) } : {}),
-      ...(args['metadata-file'] ? { metadataFile: path.resolve(io.cwd, args['metadata-file']) } : {}),
-      ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
-      secrets: await parseSecrets(args.secret, io.env, io.cwd),
-      network: args.network === 'none' ? 'none' : 'host',
-      ...(args['add-host'].length > 0 ? { extraHosts: args['add-host'].map(parseAddHost) } : {}),
-      ...(await runResourcesFromFlags({ shmSize: args['shm-size'], ulimit: args.ulimit, allow: args.allow })),
-      runtime: args.runtime,
-      isolation: args.isolation,
-      snapshotter: snapshotterFromEnv(io.env),
-    };
-    if (args.push && tags.length === 0) throw new TsbuildError('USAGE', '--push needs at least one -t NAME to push to');
-    let registry: ReturnType<typeof registryClientFor> | undefined;
-    const store = await ctx.store();
-    const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
-    const ssh = await openSshSources(args.ssh, io.env, io.cwd);
-    let result: Awaited<ReturnType<typeof build>>;
+    if (args.context === STDIN_CONTEXT) args = { ...args, context: '-' };
+    const kind = contextKind(args.context);
+    if (kind === 'local') return buildInContext(args, ctx, { contextDir: await resolveContextDir(args.context, io.cwd) });
+    if (kind === 'stdin' && args.file === '-') throw new TsbuildError('USAGE', 'the build context and the Dockerfile cannot both be read from stdin (-)');
+    // A git repository, a tarball URL or a tar on stdin: fetched into a temporary directory
+    // that is removed whatever happens, then built as a local context.
+    const fetched = await fetchRemoteContext(args.context, kind, { signal: io.signal, stdin: io.stdin, toolPath: io.env.PATH });
     try {
-      result = await build(
-        { ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) },
-        {
-          store,
-          signal: io.signal,
-          report: createReporter(progress, io.stderr),
-          platform: hostPlatform(),
-          created: createdTime(io.env),
-          logger: ctx.logger,
-          registry: () => (registry ??= registryClientFor(args, ctx)),
-          ...(io.env.PATH !== undefined ? { toolPath: io.env.PATH } : {}),
-        },
-      );
+      return await buildInContext(args, ctx, { contextDir: fetched.dir, remote: true, ...(fetched.dockerfile ? { dockerfileText: fetched.dockerfile } : {}) });
     } finally {
-      await ssh.close();
+      await fetched.cleanup();
     }
-    io.stdout.write(`${result.image.configDescriptor.digest}\n`);
-    return 0;
   },
 });
+
+/** The Dockerfile of a build: -f, stdin, the fetched context's own, or CONTEXT/Dockerfile. */
+async function dockerfileFor(args: BuildArgs, ctx: CommandContext, where: { contextDir: string; remote?: boolean; dockerfileText?: Buffer }): Promise<BuildRequest['dockerfile']> {
+  const io = ctx.io;
+  const contextDir = where.contextDir;
+  if (args.file !== '-' && where.dockerfileText !== undefined && !args.file) return { name: 'Dockerfile', text: where.dockerfileText };
+  if (args.file !== '-' && where.remote) {
+    // In a fetched context, -f names a file inside it (buildx's rule for git contexts).
+    const rel = args.file ?? 'Dockerfile';
+    const p = path.resolve(contextDir, rel);
+    if (p !== contextDir && !p.startsWith(contextDir + path.sep)) throw new TsbuildError('USAGE', `-f ${JSON.stringify(rel)} is outside the build context ${JSON.stringify(redactUrl(args.context))}`);
+    const text = await fs.readFile(p).catch(() => {
+      throw new TsbuildError('DOCKERFILE_NOT_FOUND', `cannot read the Dockerfile ${rel} in the build context ${redactUrl(args.context)}`, { hint: 'with a remote context, -f names a file inside it' });
+    });
+    return { name: rel, path: p, text };
+  }
+  return readDockerfile({ contextDir, file: args.file, cwd: io.cwd, readStdin: () => readStdin(io.stdin) });
+}
+
+/** The build (or the checks) in a local context directory; `remote` when it was fetched. */
+async function buildInContext(args: BuildArgs, ctx: CommandContext, where: { contextDir: string; remote?: boolean; dockerfileText?: Buffer }): Promise<number> {
+  const io = ctx.io;
+  const contextDir = where.contextDir;
+  const dockerfile = await dockerfileFor(args, ctx, where);
+  if (args.platform) checkPlatforms([args.platform]);
+  const call = args.call ?? (args.check ? 'check' : 'build');
+  if ((call !== 'build' && call !== 'check') || (args.check && call !== 'check')) {
+    throw new TsbuildError('USAGE', `--call ${JSON.stringify(args.call)} is not supported${args.check ? ' with --check' : ''}: use --call build or --call check`);
+  }
+  if (call === 'check') {
+    const { report, error } = await checkDockerfile(
+      { dockerfile, contextDir, buildArgs: parseBuildArgs(args['build-arg'], io.env), ...(args.target ? { target: args.target } : {}) },
+      { store: await ctx.store(), platform: hostPlatform(), signal: io.signal },
+    );
+    io.stdout.write(formatCheckReport(report, dockerfile.text.toString('utf8')));
+    if (error !== undefined) throw error;
+    return report.hits.length > 0 ? 1 : 0;
+  }
+  const tags = args.tag.map((t) => normalizeName(t));
+  const outputs: OutputSpec[] = withDefaultOutputs(tags, args.output.map((o) => parseOutputFlag(o, io.cwd)));
+  const epoch = sourceDateEpoch(io.env);
+  const req: BuildRequest = {
+    contextDir,
+    dockerfile,
+    tags,
+    ...(args.target ? { target: args.target } : {}),
+    buildArgs: parseBuildArgs(args['build-arg'], io.env),
+    labels: parseLabels(args.label),
+    ...(args.annotation.length > 0 ? { annotations: parseAnnotations(args.annotation, hostPlatform()) } : {}),
+    noCache: args['no-cache'],
+    pull: args.pull ?? 'missing',
+    push: args.push,
+    noCacheFilter: args['no-cache-filter'].flatMap((s) => s.split(',')).map((s) => s.trim().toLowerCase()).filter(Boolean),
+    outputs,
+    ...(args.iidfile ? { iidFile: path.resolve(io.cwd, args.iidfile) } : {}),
+    ...(args['metadata-file'] ? { metadataFile: path.resolve(io.cwd, args['metadata-file']) } : {}),
+    ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
+    secrets: await parseSecrets(args.secret, io.env, io.cwd),
+    network: args.network === 'none' ? 'none' : 'host',
+    ...(args['add-host'].length > 0 ? { extraHosts: args['add-host'].map(parseAddHost) } : {}),
+    ...(await runResourcesFromFlags({ shmSize: args['shm-size'], ulimit: args.ulimit, allow: args.allow })),
+    runtime: args.runtime,
+    isolation: args.isolation,
+    snapshotter: snapshotterFromEnv(io.env),
+  };
+  if (args.push && tags.length === 0) throw new TsbuildError('USAGE', '--push needs at least one -t NAME to push to');
+  let registry: ReturnType<typeof registryClientFor> | undefined;
+  const progress: ProgressMode = args.quiet ? 'quiet' : args.progress;
+  const ssh = await openSshSources(args.ssh, io.env, io.cwd);
+  let result: Awaited<ReturnType<typeof runBuild>>;
+  try {
+    const env = await commandBuildEnv(ctx, { report: createReporter(progress, io.stderr), registry: () => (registry ??= registryClientFor(args, ctx)) });
+    result = await runBuild({ ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) }, env);
+  } finally {
+    await ssh.close();
+  }
+  io.stdout.write(`${result.imageId}\n`);
+  return 0;
+}

@@ -3,7 +3,7 @@ import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { importRootfsTar, normalizeName } from '../../image/index.js';
 import { hostPlatform } from '../../oci/index.js';
-import { createdTime } from '../source-date.js';
+import { createdTime } from '../../api/index.js';
 
 export const importCommand = defineCommand({
   builder: (y) =>

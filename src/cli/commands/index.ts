@@ -21,7 +21,8 @@ export interface CommandEntry {
 
 /** Every command the CLI offers, in the order `--help` lists them. */
 export const commands: readonly CommandEntry[] = [
-  { command: 'build [context]', describe: 'Build an image from a Dockerfile', load: async () => (await import('./build.js')).buildCommand },
+  { command: 'build [context]', describe: 'Build an image from a Dockerfile', splitArgs: markStdinContext, load: async () => (await import('./build.js')).buildCommand },
+  { command: 'compose <action> [service..]', describe: 'Compose projects: config prints the resolved project, build builds its services, push pushes their images', load: async () => (await import('./compose.js')).composeCommand },
   { command: 'parse <file>', describe: 'Parse a Dockerfile and print its syntax tree (FILE "-" reads stdin)', load: async () => (await import('./parse.js')).parseCommand },
   { command: 'import <file> <name>', describe: 'Create an image from a root filesystem tarball (plain or gzip), like docker import', load: async () => (await import('./import.js')).importCommand },
   { command: 'load', describe: 'Load images from an OCI or docker archive (as written by save, docker save, podman save, skopeo)', load: async () => (await import('./load.js')).loadCommand },
@@ -62,3 +63,20 @@ export const commandGroups: ReadonlyArray<{ readonly name: string; readonly desc
   },
   { name: 'system', describe: 'Store-wide information and cleanup (system df, prune)', commands: [['df', 'df'], ['prune', 'prune']] },
 ];
+
+/** Stands for a lone `-` context, which yargs would otherwise drop. */
+export const STDIN_CONTEXT = '\0stdin-context';
+const BUILD_BOOLEAN_FLAGS = new Set(['-q', '--quiet', '--no-cache', '--push', '--check', '-h', '--help']);
+
+/**
+ * `tsbuild build -` (a tar on stdin, as buildx): yargs drops a lone `-` positional, so it is
+ * marked here; a `-` that is the value of the option before it (`-f -`) stays as it is.
+ */
+export function markStdinContext(words: readonly string[]): string[] {
+  return words.map((w, i) => {
+    if (w !== '-') return w;
+    const prev = i > 0 ? words[i - 1]! : '';
+    const takesValue = prev.startsWith('-') && prev !== '-' && !prev.includes('=') && !BUILD_BOOLEAN_FLAGS.has(prev) && prev !== '--';
+    return takesValue ? w : STDIN_CONTEXT;
+  });
+}

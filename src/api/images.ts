@@ -1,0 +1,171 @@
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { TsbuildError } from '../errors.js';
+import { getLocalImage } from '../image/index.js';
+import { parsePlatform, parseReference } from '../oci/index.js';
+import type { PullProgress, PushProgress, RegistryClient } from '../registry/index.js';
+import type { Store } from '../store/index.js';
+import { asCancelled } from './build-request.js';
+import { checkCommon } from './build.js';
+import { checkKeys, optChoice, optString } from './options.js';
+import { defaultLogger, openRegistryClient, openStoreAt, resolveStoreRoot, type CredentialsProvider } from './store.js';
+
+/**
+ * The store and registry operations of the CLI (`pull`, `push`, `load`, `save`, `images`) for
+ * programs, over the same helpers: the store opened at the same root, the registry client
+ * with the same credentials. Each rejects with a TsbuildError; CANCELLED when `signal` aborts.
+ */
+
+/** Options every operation takes. */
+export interface StoreOptions {
+  /** The store directory. Default: $TSBUILD_ROOT, else $XDG_DATA_HOME/tsbuild, else ~/.local/share/tsbuild. */
+  readonly root?: string;
+  readonly signal?: AbortSignal;
+  /** Default: process.cwd(). */
+  readonly cwd?: string;
+  /** Default: process.env (auth files, TSBUILD_ROOT). */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** Options of the operations that reach a registry. */
+export interface RegistryOptions extends StoreOptions {
+  readonly credentials?: CredentialsProvider;
+  readonly insecureRegistries?: readonly string[];
+  readonly caFiles?: readonly string[];
+  readonly logger?: Logger;
+}
+
+const STORE_KEYS = ['root', 'signal', 'cwd', 'env'] as const;
+const REGISTRY_KEYS = [...STORE_KEYS, 'credentials', 'insecureRegistries', 'caFiles', 'logger'] as const;
+
+interface Opened {
+  readonly store: Store;
+  readonly signal: AbortSignal;
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+}
+
+/** Checks the keys, opens the store, runs `fn`; an abort becomes CANCELLED. */
+async function withStore<T>(name: string, options: object, known: readonly string[], fn: (s: Opened) => Promise<T>): Promise<T> {
+  if (options === null || typeof options !== 'object') throw new TsbuildError('USAGE', `${name}() takes an options object`);
+  checkKeys(options, known, `${name}()`);
+  checkCommon(options as Record<string, unknown>);
+  const o = options as StoreOptions;
+  const signal = o.signal ?? new AbortController().signal;
+  try {
+    signal.throwIfAborted();
+    const env = o.env ?? process.env;
+    const cwd = o.cwd ?? process.cwd();
+    const store = await openStoreAt(resolveStoreRoot(o.root, { env, cwd }), signal);
+    return await fn({ store, signal, env, cwd });
+  } catch (err) {
+    throw asCancelled(err, signal);
+  }
+}
+
+async function withRegistry<T>(o: RegistryOptions, s: Opened, fn: (client: RegistryClient) => Promise<T>): Promise<T> {
+  const client = await openRegistryClient({ env: s.env, credentials: o.credentials, insecureRegistries: o.insecureRegistries, caFiles: o.caFiles, logger: o.logger ?? defaultLogger(), signal: s.signal });
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
+export interface PullResult {
+  /** The config digest (image ID). */
+  readonly imageId: string;
+  /** The full reference the store tags it with. */
+  readonly name: string;
+  /** `registry/repository@digest` of what the registry served. */
+  readonly repoDigest: string;
+}
+
+/** Pulls `reference` into the store (as `tsbuild pull`). */
+export async function pull(reference: string, options: RegistryOptions & { readonly platform?: string; readonly onProgress?: (p: PullProgress) => void } = {}): Promise<PullResult> {
+  return withStore('pull', options, [...REGISTRY_KEYS, 'platform', 'onProgress'], async (s) => {
+    const ref = parseReference(reference);
+    const platform = optString(options as Record<string, unknown>, 'platform');
+    return withRegistry(options, s, async (client) => {
+      const { pullImage, } = await import('../registry/index.js');
+      const pulled = await pullImage(client, s.store, ref, { signal: s.signal, ...(platform !== undefined ? { platform: parsePlatform(platform) } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+      return { imageId: pulled.image.configDescriptor.digest, name: pulled.name, repoDigest: pulled.repoDigest };
+    });
+  });
+}
+
+export interface PushResult {
+  /** The full destination reference. */
+  readonly reference: string;
+  /** The manifest digest as the registry stores it. */
+  readonly digest: string;
+}
+
+/** Pushes a store image (name or ID) to `destination` (default: its own name), as `tsbuild push`. */
+export async function push(
+  image: string,
+  options: RegistryOptions & { readonly destination?: string; readonly compression?: 'gzip' | 'uncompressed'; readonly onProgress?: (p: PushProgress) => void } = {},
+): Promise<PushResult> {
+  return withStore('push', options, [...REGISTRY_KEYS, 'destination', 'compression', 'onProgress'], async (s) => {
+    const o = options as Record<string, unknown>;
+    const compression = optChoice(o, 'compression', ['gzip', 'uncompressed'] as const) ?? 'gzip';
+    const local = await getLocalImage(s.store, image, { signal: s.signal });
+    const destText = optString(o, 'destination') ?? local.name;
+    if (destText === undefined) throw new TsbuildError('USAGE', `image ${image} has no name to push to`, { hint: 'pass destination: REGISTRY/REPOSITORY:TAG' });
+    return withRegistry(options, s, async (client) => {
+      const { pushImage } = await import('../registry/index.js');
+      const pushed = await pushImage(client, s.store, local, parseReference(destText), { compression, signal: s.signal, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+      return { reference: pushed.reference, digest: pushed.digest };
+    });
+  });
+}
+
+export interface LoadedImageInfo {
+  readonly imageId: string;
+  /** Full references the archive named it by (may be empty). */
+  readonly names: readonly string[];
+}
+
+/** Loads a docker or OCI archive (tar, optionally gzipped) into the store, as `tsbuild load`. */
+export async function load(file: string, options: StoreOptions = {}): Promise<LoadedImageInfo[]> {
+  return withStore('load', options, STORE_KEYS, async (s) => {
+    const { loadArchive } = await import('../store/archive-import.js');
+    const loaded = await loadArchive(s.store, path.resolve(s.cwd, file), { signal: s.signal });
+    return loaded.map((l) => ({ imageId: l.image.configDescriptor.digest, names: l.names }));
+  });
+}
+
+/** Writes store images (names or IDs) to an archive file, as `tsbuild save -o FILE`. */
+export async function save(images: readonly string[], file: string, options: StoreOptions & { readonly format?: 'docker' | 'oci' } = {}): Promise<void> {
+  return withStore('save', options, [...STORE_KEYS, 'format'], async (s) => {
+    const format = optChoice(options as Record<string, unknown>, 'format', ['docker', 'oci'] as const) ?? 'docker';
+    if (!Array.isArray(images) || images.length === 0) throw new TsbuildError('USAGE', 'save() needs at least one image');
+    const { exportDockerArchive, exportOciArchive } = await import('../store/archive-export.js');
+    const list = [];
+    for (const name of images) {
+      const image = await getLocalImage(s.store, name, { signal: s.signal });
+      list.push({ ...image, names: image.name ? [image.name] : [] });
+    }
+    const dest = path.resolve(s.cwd, file);
+    if (format === 'oci') await exportOciArchive(s.store, list, dest, { compression: 'gzip', signal: s.signal });
+    else await exportDockerArchive(s.store, list, dest, { signal: s.signal });
+  });
+}
+
+export interface ImageInfo {
+  readonly imageId: string;
+  /** Full references (docker.io/library/x:tag), sorted; empty for a dangling image. */
+  readonly tags: readonly string[];
+  /** Uncompressed size of its layers. */
+  readonly size: number;
+  readonly created: string | undefined;
+}
+
+/** The images of the store, tagged first (by name), then dangling, as `tsbuild images` lists them. */
+export async function images(options: StoreOptions = {}): Promise<ImageInfo[]> {
+  return withStore('images', options, STORE_KEYS, async (s) => {
+    const { listStoreImages } = await import('../cli/local-images.js');
+    const all = await listStoreImages(s.store, { signal: s.signal });
+    return all.map((i) => ({ imageId: i.image.configDescriptor.digest, tags: i.tags, size: i.size, created: i.image.config.created }));
+  });
+}
