@@ -30,21 +30,6 @@ const SIDE_DOORS: Record<string, string> = {
   'sandbox/step-dir.ts': 'dead step dirs are swept at the start of every build (engine/housekeeping.ts), cached or not, without loading the runners and the probe',
 };
 
-/**
- * Known inner imports in folders being reshaped (engine/, sandbox/, cache/, registry/, and the
- * build, run and prune commands with cli/build-cache.ts), as `importer -> imported` under src/.
- * Each is to go through the imported folder's index.ts; this list only shrinks, and an entry
- * that no longer occurs fails the test so that it is removed.
- */
-const INNER_IMPORTS_TO_MOVE: readonly string[] = [
-  'api/build-request.ts -> engine/run-mounts.ts',
-  // The API renders progress and lists images as the CLI does; both belong below cli/.
-  'api/build.ts -> cli/progress.ts',
-  'api/images.ts -> cli/local-images.ts',
-  'registry/pull.ts -> image/local-image.ts',
-  'registry/push.ts -> image/local-image.ts',
-];
-
 /** `importer -> imported` (paths under src/, .ts) for each relative import that crosses folders. */
 async function crossFolderImports(): Promise<string[]> {
   const src = path.join(repoRoot, 'src');
@@ -96,8 +81,7 @@ describe('import rules', () => {
 
     const all = await crossFolderImports();
     const inner = all.filter((i) => !i.endsWith('/index.ts') && !(i.split(' -> ')[1]! in SIDE_DOORS));
-    expect(inner.filter((i) => !INNER_IMPORTS_TO_MOVE.includes(i)), 'imports of another folder\'s inner file').toEqual([]);
-    expect(INNER_IMPORTS_TO_MOVE.filter((i) => !inner.includes(i)), 'INNER_IMPORTS_TO_MOVE entries that no longer occur: remove them').toEqual([]);
+    expect(inner, 'imports of another folder\'s inner file').toEqual([]);
   });
 
   it('makes a Digest only in oci/digest.ts: no cast turns a string into one', async () => {

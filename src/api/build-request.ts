@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { TsbuildError, isAbortError } from '../errors.js';
 import type { BuildEnv, BuildReporter, BuildRequest, DockerfileSource, OutputSpec } from '../engine/index.js';
-import type { BuildSecret } from '../engine/run-mounts.js';
+import type { BuildSecret } from '../engine/index.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformMatches } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';

@@ -9,7 +9,7 @@ import { asCancelled, buildEnvFor, checkPlatforms, parseBuildArgs, parseLabels, 
 import { checkKeys, optBoolean, optChoice, optList, optPairs, optString, splitList } from './options.js';
 import { parseOutputFlag } from './parse-output.js';
 import { defaultLogger, openRegistryClient, openStoreAt, resolveStoreRoot, type CredentialsProvider } from './store.js';
-import { createReporter } from '../cli/progress.js';
+import { createReporter } from './progress.js';
 import { createdTime, sourceDateEpoch } from './source-date.js';
 
 /**

@@ -164,7 +164,7 @@ export interface ImageInfo {
 /** The images of the store, tagged first (by name), then dangling, as `tsbuild images` lists them. */
 export async function images(options: StoreOptions = {}): Promise<ImageInfo[]> {
   return withStore('images', options, STORE_KEYS, async (s) => {
-    const { listStoreImages } = await import('../cli/local-images.js');
+    const { listStoreImages } = await import('../image/index.js');
     const all = await listStoreImages(s.store, { signal: s.signal });
     return all.map((i) => ({ imageId: i.image.configDescriptor.digest, tags: i.tags, size: i.size, created: i.image.config.created }));
   });

@@ -31,5 +31,6 @@ export {
 } from './build-request.js';
 export { splitList } from './options.js';
 export { parseOutputFlag } from './parse-output.js';
+export { createReporter, type ProgressMode } from './progress.js';
 export { createdTime, sourceDateEpoch } from './source-date.js';
 export { defaultLogger, openRegistryClient, openStoreAt, resolveStoreRoot } from './store.js';

@@ -4,7 +4,7 @@ import { readdir } from 'node:fs/promises';
  * File names are bytes; tsbuild's paths are strings. A name that is not valid UTF-8 cannot be
  * told apart from its lossy decoding (U+FFFD for each bad byte), which names no file, so node's
  * string readdir would make such a file silently vanish (its lstat fails with ENOENT).
- * DEBT(names): BuildKit copies such files as they are; here they are found and reported, so
+ * DEBT(#19, names): BuildKit copies such files as they are; here they are found and reported, so
  * that a build refuses them loudly instead of producing an image without them.
  */
 export interface DirectoryNames {

@@ -1,6 +1,6 @@
 import { createGunzip } from 'node:zlib';
 import { TsbuildError, isAbortError } from '../errors.js';
-import { findLocalImage, type LocalImage } from '../image/local-image.js';
+import { findLocalImage, type LocalImage } from '../image/index.js';
 import {
   MAX_CONFIG_BYTES,
   layerCompression,

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import { TsbuildError } from '../errors.js';
-import type { LocalImage } from '../image/local-image.js';
+import type { LocalImage } from '../image/index.js';
 import { ParallelGzip } from '../layer/index.js';
 import {
   OCI_IMAGE_CONFIG,

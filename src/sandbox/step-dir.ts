@@ -2,8 +2,7 @@ import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-// DEBT(#12): process-owner helpers from store/ (docs/design.md "Known debt").
-import { ownerState, ownerTag } from '../store/index.js';
+import { ownerState, ownerTag } from '../host/index.js';
 
 /**
  * Per-step directories (overlay short names, the mount point, runc's bundle and state) live

@@ -3,7 +3,7 @@ import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'n
 import { open, rename, rm, unlink, link, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
-import { ownerTag } from './process-owner.js';
+import { ownerTag } from '../host/index.js';
 
 /**
  * Small file-system primitives the store is built from. The pattern everywhere is the one

@@ -3,7 +3,7 @@ import { isTsbuildError } from '../errors.js';
 import type { Digest } from '../oci/index.js';
 import { staleTemps } from './gc.js';
 import { readLockHolder } from './lock.js';
-import { ownerState } from './process-owner.js';
+import { ownerState } from '../host/index.js';
 import { findReachable } from './reachability.js';
 import { refNameOf } from './layout-index.js';
 import type { Store } from './store.js';

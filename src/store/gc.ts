@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import type { Digest } from '../oci/index.js';
 import { errnoCode } from './atomic-file.js';
-import { ownerState, parseTempOwner } from './process-owner.js';
+import { ownerState, parseTempOwner } from '../host/index.js';
 import { liveLeases } from './lease.js';
 import { findReachable, type RootRef } from './reachability.js';
 import type { Store } from './store.js';

@@ -32,4 +32,4 @@ export { REF_NAME_ANNOTATION } from './types.js';
 export { storeUncompressedLayer } from './adopt-layers.js';
 export { writeStoreManifest, type StoredImage, type StoredLayer } from './stored-image.js';
 export { knownCompressedLayer, parseCompressedLayersRecord, rememberCompressedLayer, type CompressedLayer, type CompressedLayersRecord } from './compressed-layers.js';
-export { currentOwner, ownerState, ownerTag, type ProcessOwner } from './process-owner.js';
+export { currentOwner, ownerState, ownerTag, type ProcessOwner } from '../host/index.js';

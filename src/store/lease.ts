@@ -4,7 +4,7 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDigest, type Descriptor, type Digest } from '../oci/index.js';
 import { errnoCode, storeIoError, writeSmallFileAtomicSync } from './atomic-file.js';
-import { ownerState, ownerTag, parseTempOwner } from './process-owner.js';
+import { ownerState, ownerTag, parseTempOwner } from '../host/index.js';
 import type { RootRef } from './reachability.js';
 import type { Store } from './store.js';
 

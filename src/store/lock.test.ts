@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isAbortError, isTsbuildError } from '../errors.js';
 import { StoreLock, readLockHolder } from './index.js';
-import { currentOwner } from './process-owner.js';
+import { currentOwner } from '../host/index.js';
 
 let dir: string;
 let lockPath: string;

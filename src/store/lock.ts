@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TsbuildError } from '../errors.js';
 import { errnoCode, storeIoError } from './atomic-file.js';
-import { currentOwner, ownerState } from './process-owner.js';
+import { currentOwner, ownerState } from '../host/index.js';
 
 /**
  * A cross-process lock for one store, so several tsbuild processes can share a root.

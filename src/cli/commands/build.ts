@@ -13,7 +13,7 @@ import type { BuildRequest, OutputSpec } from '../../engine/index.js';
 import { normalizeName, parseAnnotations } from '../../image/index.js';
 import { hostPlatform } from '../../oci/index.js';
 import { checkPlatforms, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
-import { createReporter, type ProgressMode } from '../progress.js';
+import { createReporter, type ProgressMode } from '../../api/index.js';
 import { registryClientFor, registryOptions } from './pull.js';
 import { commandBuildEnv } from '../build-env.js';
 

@@ -9,7 +9,7 @@ import { normalizeName } from '../../image/index.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformMatches } from '../../oci/index.js';
 import type { RegistryClient } from '../../registry/index.js';
 import { commandBuildEnv } from '../build-env.js';
-import { createReporter, type ProgressMode } from '../progress.js';
+import { createReporter, type ProgressMode } from '../../api/index.js';
 import { parseBuildArgs, parseSecrets, snapshotterFromEnv, sourceDateEpoch } from '../../api/index.js';
 import { registryClientFor, registryOptions } from './pull.js';
 

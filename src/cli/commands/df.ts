@@ -2,7 +2,7 @@ import type { Digest } from '../../oci/index.js';
 import { listCacheMounts, listStepCache, treeSize } from '../build-cache.js';
 import { defineCommand } from '../command.js';
 import { alignTabs, createdSince, humanSize } from '../format-output.js';
-import { listStoreImages, shortId, splitTag } from '../local-images.js';
+import { listStoreImages, shortId, splitTag } from '../../image/index.js';
 
 function pct(part: number, whole: number): string {
   return `${humanSize(part)} (${whole === 0 ? 0 : Math.round((part / whole) * 100)}%)`;

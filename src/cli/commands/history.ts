@@ -1,6 +1,6 @@
 import { defineCommand } from '../command.js';
 import { createdSince, humanSize, writeListing, type Listing } from '../format-output.js';
-import { resolveImageArg, shortId } from '../local-images.js';
+import { resolveImageArg, shortId } from '../../image/index.js';
 
 interface HistoryRow {
   readonly id: string;

@@ -3,7 +3,7 @@ import { TsbuildError } from '../../errors.js';
 import { readRepoDigests } from '../../registry/store-layers.js';
 import { defineCommand, repeatable } from '../command.js';
 import { createdAt, createdSince, humanSize, writeListing, type Listing } from '../format-output.js';
-import { listStoreImages, resolveImageArg, shortId, splitTag, type StoreImage } from '../local-images.js';
+import { listStoreImages, resolveImageArg, shortId, splitTag, type StoreImage } from '../../image/index.js';
 
 /** One row of `images`: an image under one of its names (or `<none>` when dangling). */
 interface ImageRow {

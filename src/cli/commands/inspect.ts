@@ -4,7 +4,7 @@ import { readRepoDigests } from '../../registry/store-layers.js';
 import type { Store } from '../../store/index.js';
 import { defineCommand } from '../command.js';
 import { parseFormatFlag, parseGoTemplate } from '../go-template.js';
-import { familiarTag, resolveImageArg, type StoreImage } from '../local-images.js';
+import { familiarTag, resolveImageArg, type StoreImage } from '../../image/index.js';
 import { renderError } from '../render-error.js';
 
 /** The document `docker image inspect` prints for one image (the fields a daemon-free store has). */

@@ -7,7 +7,7 @@ import { collectGarbage, parseCompressedLayersRecord, type RootRef, type Store }
 import { listCacheMounts, listStepCache, treeSize } from '../build-cache.js';
 import { defineCommand, repeatable } from '../command.js';
 import { humanSize, parseDuration } from '../format-output.js';
-import { listStoreImages } from '../local-images.js';
+import { listStoreImages } from '../../image/index.js';
 
 /** meta/compressed.<diffId hex> -> {variant: {digest, size}}: compressed copies kept for push/save. */
 async function compressedVariants(store: Store, signal: AbortSignal): Promise<Map<Digest, Digest[]>> {

@@ -4,7 +4,7 @@ import type { Digest } from '../../oci/index.js';
 import { findReachable, liveLeases, type RootRef, type Store } from '../../store/index.js';
 import { listStepCache } from '../build-cache.js';
 import { defineCommand } from '../command.js';
-import { familiarTag, listStoreImages, resolveImageArg, shortId, type StoreImage } from '../local-images.js';
+import { familiarTag, listStoreImages, resolveImageArg, shortId, type StoreImage } from '../../image/index.js';
 import { renderError } from '../render-error.js';
 
 /** Other images built on top of `img`: their layers start with all of its layers. */

@@ -3,7 +3,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { runImage, type StepMount } from '../../engine/index.js';
 import { TsbuildError } from '../../errors.js';
 import { defineCommand, repeatable } from '../command.js';
-import { resolveImageArg } from '../local-images.js';
+import { resolveImageArg } from '../../image/index.js';
 
 /** KEY=VALUE, or KEY alone to take the value from the host environment (dropped when unset). */
 function envEntry(spec: string, hostEnv: NodeJS.ProcessEnv): string | undefined {

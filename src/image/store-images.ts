@@ -1,5 +1,5 @@
 import { TsbuildError, isTsbuildError } from '../errors.js';
-import { findLocalImage, normalizeName, readLocalImage, type LocalImage } from '../image/index.js';
+import { findLocalImage, normalizeName, readLocalImage, type LocalImage } from './local-image.js';
 import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, parseManifestOrIndex, parseReference, familiarName, type Descriptor, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 

@@ -1,0 +1,7 @@
+/**
+ * host/: facts about this host's processes that several folders need and none owns: the owner
+ * tag (pid, start time, host) of temp names, step dirs and locks, and whether that owner is
+ * still alive. The store (temp names, locks, leases) and the sandbox (step dirs) both read it,
+ * so it sits below both and imports nothing of the project.
+ */
+export { currentOwner, ownerState, ownerTag, parseTempOwner, type ProcessOwner } from './process-owner.js';
