@@ -85,6 +85,8 @@ describe('COPY --link: the layer is made on an empty tree', () => {
         'ADD --link tree.tar /unpacked/',
         'WORKDIR /work',
         'COPY --link a.txt rel/',
+        // A RUN on top sees the directory /app (the layers applied in order by our snapshotter).
+        'RUN test -d /app && test ! -L /app && cat /app/deep/a.txt > /seen && ls /srv/real > /srv-listing',
         `CMD ["sh", "-c", "test -d /app && test ! -L /app && cat /app/deep/a.txt /app/deep/x.txt /opt/b.txt /unpacked/t.txt /work/rel/a.txt /srv/real/m/m.txt && ls /srv/real && stat -c '%n %a %u:%g' /app /app/deep /opt /work /work/rel"]`,
         '',
       ].join('\n'),
@@ -96,7 +98,8 @@ describe('COPY --link: the layer is made on an empty tree', () => {
     });
     await tool('sh', ['-c', 'chmod 755 tree && tar --owner=0 --group=0 -cf tree.tar -C tree . && rm -r tree'], { cwd: ctx });
     const built = await build(ctx, ['-t', 'link-tree:1']);
-    const [m, deep, opt, unpacked, workdir, rel] = built.layers.slice(-6);
+    const [m, deep, opt, unpacked, workdir, rel, ran] = built.layers.slice(-7);
+    expect(ran).toEqual(['-rw-r--r-- 0/0 2 seen', '-rw-r--r-- 0/0 2 srv-listing']);
     expect(m).toEqual(['drwxr-xr-x 0/0 0 srv/', 'drwxr-xr-x 0/0 0 srv/real/', 'drwxr-xr-x 0/0 0 srv/real/m/', '-rw------- 0/0 2 srv/real/m/m.txt']);
     // The symlink /app of the base is not followed: /app is a directory of this layer, made
     // (with /app/deep) by the copy and owned by the --chown user as BuildKit's mkdir on scratch.
