@@ -9,7 +9,7 @@
  * directory. A URL's user information never appears in a message.
  * https://docs.docker.com/build/concepts/context/#remote-context
  */
-import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -93,7 +93,12 @@ export async function fetchRemoteContext(arg: string, kind: Exclude<ContextKind,
   }
 }
 
+// child_process (and net with it) loads on first use: every build imports this folder, and
+// only a remote context or ADD <git URL> runs git (start-up cost, docs/benchmarks.md).
+const require = createRequire(import.meta.url);
+
 function run(cmd: string, args: readonly string[], opts: FetchOptions & { cwd: string; extraEnv?: Record<string, string> }): Promise<{ code: number; stderr: string; stdout: string }> {
+  const { spawn } = require('node:child_process') as typeof import('node:child_process');
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       cwd: opts.cwd,

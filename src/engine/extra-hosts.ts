@@ -1,5 +1,5 @@
 import fsp from 'node:fs/promises';
-import { isIP } from 'node:net';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 
@@ -26,6 +26,8 @@ export function parseAddHost(spec: string): ExtraHost {
   if (ip.startsWith('[') && ip.endsWith(']')) ip = ip.slice(1, -1);
   if (host === '' || /[\s#]/.test(host)) throw usage('the name is empty or holds a space or "#"');
   if (ip === 'host-gateway') throw usage('host-gateway needs a container daemon\'s bridge, which tsbuild does not have');
+  // node:net loads on use: it is not otherwise loaded by a build (start-up cost).
+  const { isIP } = createRequire(import.meta.url)('node:net') as typeof import('node:net');
   if (isIP(ip) === 0) throw usage(`${JSON.stringify(ip)} is not an IP address`);
   return { host, ip };
 }
