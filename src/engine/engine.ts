@@ -48,7 +48,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   // when every step of this build is cached.
   await sweepDeadRuns();
   const { plan, lex, escape } = await parseAndPlan(req, env);
-  const session = new BuildSession({ ...env, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter });
+  const session = new BuildSession({ ...env, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts });
   try {
     const inputs = await buildInputs(req, env, session, lex);
     await runStages(plan, session, { inputs, escape, noCache: req.noCache, noCacheFilter: req.noCacheFilter ?? [] });
