@@ -152,6 +152,22 @@ describe('an image as a named context', () => {
   });
 });
 
+describe('a named context over a stage of the same name', () => {
+  it('replaces the stage in COPY --from, RUN --mount from= and FROM; the stage itself does not run', async () => {
+    const dir = path.join(work, 'deps-dir');
+    await writeTree(dir, { 'x.txt': 'from the named context\n' });
+    const df = 'FROM busybox AS deps\nRUN exit 3\nFROM busybox AS base\nRUN exit 4\nFROM base\nCOPY --from=deps /x.txt /x.txt\nRUN --mount=type=bind,from=deps,target=/d cp /d/x.txt /y.txt\n';
+    const r = await build('over-stage', df, ['--build-context', `deps=${dir}`, '--build-context', 'base=docker-image://busybox']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await read(path.join(r.out, 'x.txt'))).toBe('from the named context\n');
+    expect(await read(path.join(r.out, 'y.txt'))).toBe('from the named context\n');
+    // without the contexts the stages run (and fail): the Dockerfile is not trivially green
+    const plain = await build('over-stage-plain', df, []);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toMatch(/exit (3|4)/);
+  });
+});
+
 describe('remote named contexts', () => {
   it('a git repository and a tarball URL are fetched for COPY --from, then removed', async () => {
     const r = await build('remote', 'FROM scratch\nCOPY --from=lib lib.txt /lib.txt\nCOPY --from=tarball data/t.txt /t.txt\n', [
