@@ -143,6 +143,43 @@ describe('tsbuild compose build', () => {
     expect(quiet.stdout).toBe('');
   });
 
+  it('takes additional_contexts as named contexts: a directory, docker-image:// and service:, over a stage of the same name', async () => {
+    const dir = path.join(work, 'contexts');
+    await writeTree(dir, {
+      'compose.yaml': `services:
+  tools:
+    build:
+      context: ./tools
+    image: ctx/tools
+  app:
+    build:
+      context: ./app
+      additional_contexts:
+        assets: ./shared/assets
+        os: docker-image://busybox:latest
+        deps: service:tools
+`,
+      'tools/Dockerfile': 'FROM busybox\nRUN echo tool-made > /tool.txt\n',
+      'shared/assets/logo.txt': 'logo\n',
+      'shared/assets/.dockerignore': 'draft*\n',
+      'shared/assets/draft.txt': 'not for the image\n',
+      // "deps" is also a stage here: the named context replaces it, as BuildKit does.
+      'app/Dockerfile': 'FROM busybox AS deps\nRUN exit 5\nFROM os\nCOPY --from=assets . /assets/\nCOPY --from=deps /tool.txt /tool.txt\nRUN --mount=type=bind,from=assets,target=/a cat /a/logo.txt > /mounted.txt\n',
+    });
+    const r = await tsbuild(['compose', 'build', '--progress', 'plain'], { root, cwd: dir });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/\[app\] \[1\/4\] FROM docker\.io\/library\/busybox:latest \[context os\]/);
+    const app = await tsbuild(['run', 'contexts-app', 'sh', '-c', 'cat /assets/logo.txt /tool.txt /mounted.txt; ls /assets'], { root });
+    expect(app.stdout).toBe('logo\ntool-made\nlogo\nlogo.txt\n');
+
+    // A path that does not exist: exit 2, naming the service and the value.
+    await fs.writeFile(path.join(dir, 'compose.yaml'), 'services:\n  app:\n    build:\n      context: ./app\n      additional_contexts:\n        assets: ./nowhere\n');
+    const bad = await tsbuild(['compose', 'build'], { root, cwd: dir });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/service "app": additional context "assets=.*nowhere": .* is not a directory/);
+  });
+
   it('stops on a failed service, names it, and exits 1', async () => {
     const dir = path.join(work, 'failing');
     await writeTree(dir, {

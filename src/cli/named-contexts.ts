@@ -17,8 +17,10 @@ export interface NamedContexts {
  * local directory (relative to `baseDir`). Bad input is a usage error naming the value,
  * before anything is fetched.
  */
-export async function resolveNamedContexts(values: readonly string[], baseDir: string, opts: { signal?: AbortSignal; toolPath?: string | undefined } = {}): Promise<NamedContexts> {
-  const parsed = values.map((v) => parseBuildContext(v));
+export async function resolveNamedContexts(values: readonly string[], baseDir: string, opts: { signal?: AbortSignal; toolPath?: string | undefined; what?: string } = {}): Promise<NamedContexts> {
+  const what = opts.what ?? '--build-context';
+  const usage = (given: string, why: string, hint?: string) => usageError(what, given, why, hint);
+  const parsed = values.map((v) => parseBuildContext(v, usage));
   const contexts = new Map<string, NamedContext>();
   const fetched: FetchedContext[] = [];
   const cleanup = async (): Promise<void> => {
@@ -60,7 +62,7 @@ export async function resolveNamedContexts(values: readonly string[], baseDir: s
   return { contexts, cleanup };
 }
 
-function parseBuildContext(given: string): { name: string; value: string; given: string } {
+function parseBuildContext(given: string, usage: (given: string, why: string) => TsbuildError): { name: string; value: string; given: string } {
   const eq = given.indexOf('=');
   const name = eq < 0 ? '' : given.slice(0, eq);
   const value = eq < 0 ? '' : given.slice(eq + 1);
@@ -71,8 +73,8 @@ function parseBuildContext(given: string): { name: string; value: string; given:
   return { name, value, given: shown };
 }
 
-function usage(given: string, why: string, hint?: string): TsbuildError {
-  return new TsbuildError('USAGE', `--build-context ${JSON.stringify(given)}: ${why}`, {
+function usageError(what: string, given: string, why: string, hint?: string): TsbuildError {
+  return new TsbuildError('USAGE', `${what} ${JSON.stringify(given)}: ${why}`, {
     hint: hint ?? 'use --build-context NAME=DIR, NAME=docker-image://REF, NAME=GIT_URL or NAME=https://.../file.tar.gz',
   });
 }

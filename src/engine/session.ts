@@ -180,6 +180,12 @@ export class BuildSession {
     }
   }
 
+  /** An image reference as progress shows it: a named context's image, with the context's name. */
+  imageText(ref: string): string {
+    const named = this.#opts.namedContexts?.get(ref);
+    return named?.kind === 'image' ? `${named.ref} [context ${ref}]` : ref;
+  }
+
   /** The start state of a stage FROM an image. */
   async stateFromImage(ref: string, location: SourceLocation): Promise<StageState> {
     return stateFromImage(this.store, await this.resolveImage(ref, location), ref, this.signal);
