@@ -180,6 +180,39 @@ describe('tsbuild compose build', () => {
     expect(bad.stderr).toMatch(/service "app": additional context "assets=.*nowhere": .* is not a directory/);
   });
 
+  it('runs a step two services reach at the same moment once: the other waits and takes it as a hit', async () => {
+    const dir = path.join(work, 'inflight');
+    // The same base and RUN in both (a random file, then a pause, so both builds are in the
+    // step together); different last steps, so the services are two builds, not one.
+    const run = 'RUN echo RAN-SHARED-STEP && head -c 32 /dev/urandom | od -x > /random && sleep 2';
+    await writeTree(dir, {
+      'compose.yaml': 'services:\n  one: {build: ./one}\n  two: {build: ./two}\n',
+      'one/Dockerfile': `FROM busybox\n${run}\nLABEL svc=one\n`,
+      'two/Dockerfile': `FROM busybox\n${run}\nLABEL svc=two\n`,
+    });
+    const t0 = Date.now();
+    const r = await tsbuild(['compose', 'build', '--progress', 'plain'], { root, cwd: dir });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    // Run once: the step's output under one service's step id, CACHED under the other's.
+    const ids = [...r.stderr.matchAll(/^#(\d+) \[(?:one|two)\] \[2\/3\] RUN echo RAN-SHARED-STEP/gm)].map((m) => m[1]);
+    expect(ids).toHaveLength(2);
+    const ran = ids.filter((id) => r.stderr.includes(`\n#${id} RAN-SHARED-STEP\n`));
+    const cached = ids.filter((id) => r.stderr.includes(`\n#${id} CACHED\n`));
+    expect(ran).toHaveLength(1);
+    expect(cached).toHaveLength(1);
+    expect(cached[0]).not.toBe(ran[0]);
+    // In parallel: both done in about one step's time, not two.
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    const layers = async (name: string) => (JSON.parse((await tsbuild(['inspect', name], { root })).stdout) as Array<{ RootFS: { Layers: string[] } }>)[0]!.RootFS.Layers;
+    const one = await layers('inflight-one');
+    const two = await layers('inflight-two');
+    expect(one).toHaveLength(2);
+    expect(two).toEqual(one);
+    const random = await tsbuild(['run', 'inflight-one', 'cat', '/random'], { root });
+    expect((await tsbuild(['run', 'inflight-two', 'cat', '/random'], { root })).stdout).toBe(random.stdout);
+  });
+
   it('stops on a failed service, names it, and exits 1', async () => {
     const dir = path.join(work, 'failing');
     await writeTree(dir, {

@@ -14,6 +14,7 @@ import type { SourceRoot } from './copy-sources.js';
 import type { BuildEvent, BuildReporter } from './events.js';
 import { claimLeased, deferLayers, leaseLayers } from './lease-layers.js';
 import type { StageState } from './stage-state.js';
+import { InFlightSteps } from './in-flight.js';
 import { directoryAsBase, namedContextRoot, type NamedContext } from './named-contexts.js';
 
 /** What RUN steps (and `tsbuild run`) run with: probed and selected once per session. */
@@ -41,6 +42,8 @@ export interface SessionOptions {
   readonly snapshotter?: 'auto' | 'overlay' | 'copy' | undefined;
   /** Cache sources asked after the local step cache, in order. */
   readonly cacheSources?: readonly CacheSource[] | undefined;
+  /** Steps executing now in the builds sharing this env (compose services); default: this build's own. */
+  readonly inFlight?: InFlightSteps | undefined;
   /** `--build-context NAME=VALUE`: names that replace images of the same name. */
   readonly namedContexts?: ReadonlyMap<string, NamedContext> | undefined;
 }
@@ -62,6 +65,8 @@ export class BuildSession {
   /** Where step results are recorded; the first of `cacheSources`. */
   readonly stepCache: LocalStepCache;
   readonly cacheSources: readonly CacheSource[];
+  /** Steps executing now, shared with the env's other builds: one execution per key at a time. */
+  readonly inFlight: InFlightSteps;
   readonly #opts: SessionOptions;
   readonly #failFast = new AbortController();
   readonly #lease: Lease;
@@ -81,6 +86,7 @@ export class BuildSession {
     this.platformText = formatPlatform(opts.platform);
     this.stepCache = new LocalStepCache(opts.store);
     this.cacheSources = [this.stepCache, ...(opts.cacheSources ?? [])];
+    this.inFlight = opts.inFlight ?? new InFlightSteps();
     // What the session uses and makes (base layers, step layers and their snapshots, the sealed
     // image until it is tagged) is held in one lease (store/lease.ts). Layers found in the store
     // (a base image, cache hits) are deferred into it and written with the next layer a step

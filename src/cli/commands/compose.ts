@@ -4,7 +4,7 @@ import { stringify } from 'yaml';
 import { defineCommand, repeatable, type CommandContext } from '../command.js';
 import { TsbuildError, isAbortError, isTsbuildError } from '../../errors.js';
 import { composeBuildPlan, loadComposeProject, type ComposeBuild, type ComposeProject } from '../../compose/index.js';
-import { build, openSshSources, parseAddHost, type BuildEvent, type BuildReporter, type BuildRequest, type NamedContext } from '../../engine/index.js';
+import { build, InFlightSteps, openSshSources, parseAddHost, type BuildEvent, type BuildReporter, type BuildRequest, type NamedContext } from '../../engine/index.js';
 import { normalizeName } from '../../image/index.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformMatches } from '../../oci/index.js';
 import type { RegistryClient } from '../../registry/index.js';
@@ -128,7 +128,9 @@ async function buildServices(project: ComposeProject, named: readonly string[], 
   }
   const failFast = new AbortController();
   const signal = AbortSignal.any([io.signal, failFast.signal]);
-  const env = await commandBuildEnv(ctx, { report: () => undefined, registry, signal });
+  // One env for every service: one store, and one set of steps in flight, so a step two
+  // services reach at the same moment runs once.
+  const env = { ...(await commandBuildEnv(ctx, { report: () => undefined, registry, signal })), inFlight: new InFlightSteps() };
   const builtRefs = new Map<string, string>();
   const done = new Map<string, Promise<void>>();
   let running = 0;
