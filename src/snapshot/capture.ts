@@ -64,7 +64,7 @@ export interface SpecialFile {
  * The fifo or device at `abs` (listed by find with type `type`), or undefined for anything
  * else (a socket) or what cannot be stat'ed. Device numbers as Linux encodes them in st_rdev.
  */
-export async function specialFile(type: string, abs: string): Promise<SpecialFile | undefined> {
+async function specialFile(type: string, abs: string): Promise<SpecialFile | undefined> {
   if (type === 'p') return { type: 'fifo', devmajor: 0, devminor: 0 };
   if (type !== 'c' && type !== 'b') return undefined;
   const st = await lstat(abs, { bigint: true }).catch(() => undefined);
@@ -119,25 +119,36 @@ export async function* captureUpperDir(upperDir: string, opts: CaptureOptions): 
       yield { kind: 'whiteout', path: e.path };
       continue;
     }
-    const kind = e.type === 'f' ? 'file' : e.type === 'd' ? 'dir' : e.type === 'l' ? 'symlink' : 'other';
-    const special = kind === 'other' ? await specialFile(e.type, join(upperDir, e.path)) : undefined;
-    yield {
-      kind,
-      path: e.path,
-      sourcePath: join(upperDir, e.path),
-      mode: e.mode,
-      uid: e.uid,
-      gid: e.gid,
-      size: kind === 'file' ? e.size : 0,
-      mtimeMs: e.mtimeMs,
-      ino: e.ino,
-      nlink: e.nlink,
-      ...(kind === 'symlink' ? { linkTarget: e.linkTarget } : {}),
-      ...(fileCaps.has(e.path) ? { xattrs: { 'security.capability': fileCaps.get(e.path)! } } : {}),
-      ...(special ? { special } : {}),
-    };
-    if (kind === 'dir' && opaque.has(e.path)) yield { kind: 'opaque', path: e.path };
+    const entry = await changeEntryOf(e, upperDir, fileCaps);
+    yield entry;
+    if (entry.kind === 'dir' && opaque.has(e.path)) yield { kind: 'opaque', path: e.path };
   }
+}
+
+/**
+ * The change entry of one listed path of `root` (an upper dir, or a copy tree that changed):
+ * its metadata as listed, its file capability if it has one, and what a fifo or device is.
+ * One mapping for both snapshotters, so their layers agree entry for entry.
+ */
+export async function changeEntryOf(e: RawEntry, root: string, fileCaps: ReadonlyMap<string, Buffer>): Promise<ChangeEntry> {
+  const kind = e.type === 'f' ? 'file' : e.type === 'd' ? 'dir' : e.type === 'l' ? 'symlink' : 'other';
+  const special = kind === 'other' ? await specialFile(e.type, join(root, e.path)) : undefined;
+  const caps = fileCaps.get(e.path);
+  return {
+    kind,
+    path: e.path,
+    sourcePath: join(root, e.path),
+    mode: e.mode,
+    uid: e.uid,
+    gid: e.gid,
+    size: kind === 'file' ? e.size : 0,
+    mtimeMs: e.mtimeMs,
+    ino: e.ino,
+    nlink: e.nlink,
+    ...(kind === 'symlink' ? { linkTarget: e.linkTarget } : {}),
+    ...(caps ? { xattrs: { 'security.capability': caps } } : {}),
+    ...(special ? { special } : {}),
+  };
 }
 
 async function analyseUpperDir(upperDir: string, opts: CaptureOptions): Promise<{ entries: RawEntry[]; opaque: Set<string>; dropped: Set<string> }> {

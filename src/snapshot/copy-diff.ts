@@ -2,7 +2,7 @@ import { lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { DEFAULT_MOUNT_POINTS, runInUserNamespace, type SandboxCapabilities } from '../sandbox/index.js';
-import { listOpaqueDirs, listTree, readFileCapabilities, sortByPath, specialFile, type ChangeEntry, type RawEntry } from './capture.js';
+import { changeEntryOf, listOpaqueDirs, listTree, readFileCapabilities, sortByPath, type ChangeEntry, type RawEntry } from './capture.js';
 
 /**
  * The copy-and-walk fallback (DESIGN.md: where overlay cannot be mounted): the lower layers
@@ -147,23 +147,7 @@ export async function diffCopyRootfs(
   for (const path of listed) {
     const e = afterMap.get(path);
     if (!e) continue;
-    const kind = e.type === 'f' ? 'file' : e.type === 'd' ? 'dir' : e.type === 'l' ? 'symlink' : 'other';
-    const special = kind === 'other' ? await specialFile(e.type, join(dir, e.path)) : undefined;
-    out.push({
-      kind,
-      path: e.path,
-      sourcePath: join(dir, e.path),
-      mode: e.mode,
-      uid: e.uid,
-      gid: e.gid,
-      size: kind === 'file' ? e.size : 0,
-      mtimeMs: e.mtimeMs,
-      ino: e.ino,
-      nlink: e.nlink,
-      ...(kind === 'symlink' ? { linkTarget: e.linkTarget } : {}),
-      ...(fileCaps.has(path) ? { xattrs: { 'security.capability': fileCaps.get(path)! } } : {}),
-      ...(special ? { special } : {}),
-    });
+    out.push(await changeEntryOf(e, dir, fileCaps));
     if (recreated.has(path)) out.push({ kind: 'opaque', path });
   }
   for (const p of whiteouts) out.push({ kind: 'whiteout', path: p });
