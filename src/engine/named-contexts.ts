@@ -30,9 +30,14 @@ export async function namedContextRoot(name: string, dir: string, signal: AbortS
   };
 }
 
-/** FROM NAME where NAME is a directory context: refused (tsbuild starts stages from images only). */
+/**
+ * FROM NAME where NAME is a directory context. BuildKit starts such a stage from an empty
+ * config with the directory's files as its filesystem (dockerfile2llb resolveBaseImage: a
+ * named context without an image gets emptyImage); tsbuild does not make that layer yet, and
+ * says so rather than building something else.
+ */
 export function directoryAsBase(name: string, ctx: NamedContext, location: SourceLocation): TsbuildError {
-  return new TsbuildError('UNSUPPORTED', `build context ${JSON.stringify(name)} (${ctx.value}) is a directory, not an image: FROM cannot start a stage from it`, {
+  return new TsbuildError('UNSUPPORTED', `build context ${JSON.stringify(name)} (${ctx.value}) is a directory, not an image: starting a stage FROM a directory context is not supported yet`, {
     location,
     hint: `give it as docker-image://REF to use it as a base, or read its files with COPY --from=${name}`,
   });
