@@ -91,6 +91,7 @@ async function applyStep(step: Step, ctx: StepContext): Promise<{ state: StageSt
       },
       record: (key, made) => session.record(key, made ? { kind: 'layer', diffId: made.layer.diffId, size: made.layer.size } : { kind: 'empty' }),
       inFlight: session.inFlight,
+      signal: session.signal,
     });
     // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
     const next = r.value ? withLayer(state, r.key, r.value, history) : withoutLayer(state, r.key, history);
@@ -114,6 +115,8 @@ export interface CachedOperation<T> {
   record(key: CacheKey, value: T): Promise<void>;
   /** Steps other builds of the env execute now: a miss on one of them waits and looks again. */
   readonly inFlight?: InFlightSteps | undefined;
+  /** Stops waiting for another build's execution (cancel, fail fast). */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** The one place a result is looked up, made and recorded. */
@@ -127,7 +130,7 @@ export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly k
       // failed (nothing recorded), the next lookup misses and this build runs the step itself.
       const other = op.inFlight?.running(known);
       if (!other) break;
-      await other;
+      await untilSettledOrAborted(other, op.signal);
     }
   }
   // No await between the last `running` check and this: two builds cannot both start the key.
@@ -142,6 +145,22 @@ export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly k
     return { key, value: out.value, cached: false };
   } finally {
     done?.();
+  }
+}
+
+/** Waits for `p`, or throws the abort reason as soon as `signal` aborts. */
+async function untilSettledOrAborted(p: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return p;
+  signal.throwIfAborted();
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    await Promise.race([p, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
   }
 }
 

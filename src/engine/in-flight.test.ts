@@ -88,3 +88,20 @@ describe('runCached with steps in flight', () => {
     await expect(second).rejects.toThrow('second failed');
   });
 });
+
+describe('a waiter is cancelled', () => {
+  it('stops waiting as soon as its signal aborts, without the running operation finishing', async () => {
+    const t = table();
+    const shared = new InFlightSteps();
+    let release!: () => void;
+    const running = runCached(t.op(shared, () => new Promise<string>((r) => (release = () => r('late')))));
+    await tick(5);
+    const ac = new AbortController();
+    const waiter = runCached({ ...t.op(shared, async () => 'never'), signal: ac.signal });
+    await tick(5);
+    ac.abort(new Error('cancelled'));
+    await expect(waiter).rejects.toThrow('cancelled');
+    release();
+    await expect(running).resolves.toMatchObject({ value: 'late', cached: false });
+  });
+});
