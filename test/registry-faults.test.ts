@@ -80,8 +80,10 @@ describe('through the fault proxy', () => {
       await assertStoreClean(store);
     }
     proxy.setFaults(0, []);
-    // Retries (bounded per failure streak) make nearly all of these succeed; a few may fail cleanly.
-    expect(ok).toBeGreaterThanOrEqual(10);
+    // One level of retries (5 attempts per step of a pull) makes most of these succeed at a 40 %
+    // fault rate; some may fail cleanly. The bound checks that retries work at all (without them
+    // hardly any pull gets through), not a success rate: a rate belongs in scripts/torture.
+    expect(ok).toBeGreaterThanOrEqual(8);
     expect(Object.keys(proxy.stats.faults).length).toBeGreaterThanOrEqual(6);
   });
 
@@ -110,7 +112,10 @@ describe('through the fault proxy', () => {
       }
     }
     proxy.setFaults(0, []);
-    expect(ok).toBeGreaterThanOrEqual(7);
+    // A push is 15-25 requests, each tried at most 5 times in a row (one level of retries), so
+    // at a 40 % fault rate about one push in ten fails cleanly (measured: 6 to 8 of 8 succeed).
+    // The bound checks that retries work at all (without them no push gets through), not a rate.
+    expect(ok).toBeGreaterThanOrEqual(4);
   });
 
   it('follows redirects to blob storage on another host', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseDigest, sha256Digest, type Digest } from '../oci/index.js';
-import { cacheKeyFor, type CacheKey, type StepKeyInputs } from './cache-key.js';
+import { cacheKeyFor, linkedStateKey, type CacheKey, type StepKeyInputs } from './cache-key.js';
 
 const digest = (c: string): Digest => parseDigest(`sha256:${c.repeat(64)}`);
 const parent = digest('a') as CacheKey;
@@ -101,5 +101,17 @@ describe('cacheKeyFor', () => {
     const a = cacheKeyFor({ ...base, instruction: 'x","kind":"ADD' });
     const b = cacheKeyFor({ ...base, kind: 'ADD', instruction: 'x' });
     expect(a).not.toBe(b);
+  });
+});
+
+describe('linkedStateKey', () => {
+  it('keys the state after a --link layer by the parent and the layer key, in a document of its own', () => {
+    const layer = cacheKeyFor({ ...base, parent: 'scratch' });
+    const key = linkedStateKey(parent, layer, 'linux/amd64');
+    const doc = `{"inputs":["root:${layer}"],"instruction":"","kind":"LINK","parent":"${parent}","platform":"linux/amd64","scheme":"tsbuild-cache-v1","visible":{}}`;
+    expect(key).toBe(sha256Digest(doc));
+    expect(linkedStateKey(digest('c') as CacheKey, layer, 'linux/amd64')).not.toBe(key);
+    expect(linkedStateKey(parent, cacheKeyFor({ ...base, parent: 'scratch', instruction: 'COPY a /c' }), 'linux/amd64')).not.toBe(key);
+    expect(key).not.toBe(layer);
   });
 });

@@ -55,7 +55,7 @@ export type MountSource =
   /** `--add-host` entries, in the order given (BuildKit keeps ExtraHosts in the ExecOp's key). */
   | { readonly kind: 'extra-hosts'; readonly hosts: ReadonlyArray<{ readonly host: string; readonly ip: string }> };
 
-export type StepKind = 'COPY' | 'ADD' | 'RUN' | 'WORKDIR' | 'SEAL' | 'ENV' | 'LABEL' | 'ARG' | 'USER' | 'VOLUME' | 'EXPOSE' | 'STOPSIGNAL' | 'CMD' | 'ENTRYPOINT' | 'SHELL' | 'HEALTHCHECK' | 'ONBUILD' | 'MAINTAINER';
+export type StepKind = 'COPY' | 'ADD' | 'RUN' | 'WORKDIR' | 'SEAL' | 'LINK' | 'ENV' | 'LABEL' | 'ARG' | 'USER' | 'VOLUME' | 'EXPOSE' | 'STOPSIGNAL' | 'CMD' | 'ENTRYPOINT' | 'SHELL' | 'HEALTHCHECK' | 'ONBUILD' | 'MAINTAINER';
 
 /**
  * What a step's result can depend on. A key changes exactly when the result could change
@@ -131,6 +131,16 @@ export function cacheKeyFor(input: StepKeyInputs): CacheKey {
   }
   d.update(Buffer.from(doc.slice(INPUTS_HEAD.length)));
   return d.digest() as CacheKey;
+}
+
+/**
+ * The state after a layer made without its parent (COPY/ADD --link: BuildKit's MergeOp of the
+ * state and a copy onto scratch). The layer is looked up by its own key, which the layers below
+ * do not change; the state after it is keyed by both, so the steps that follow still depend on
+ * everything below.
+ */
+export function linkedStateKey(parent: StateKey, layer: CacheKey, platform: string): CacheKey {
+  return cacheKeyFor({ parent, kind: 'LINK', instruction: '', sources: [{ kind: 'state', key: layer }], platform });
 }
 
 const INPUTS_HEAD = '{"inputs":[';

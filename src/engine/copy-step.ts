@@ -5,7 +5,7 @@ import pLimit from 'p-limit';
 import type { CopiedEntry, CopySource, StateKey, StepKeyInputs } from '../cache/index.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
-import { rememberLayerIndex } from '../image/index.js';
+import { rememberLayerIndex, RootfsView } from '../image/index.js';
 import { resolveChown, type IdPair } from '../image/index.js';
 import { readLayerFile, type LayerIndex } from '../layer/layer-index.js';
 import type { LayerEntry } from '../layer/index.js';
@@ -46,7 +46,9 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
     // of the digest lookups below (no maps keyed by path: a COPY may have 20,000 files).
     const files = planned.filter(isSourceFile);
     const keyInputs = (content: (fileIndex: number) => Digest | undefined): StepKeyInputs => ({
-      parent: ctx.state.key,
+      // --link: made on an empty tree, so nothing below is part of the key (the dispatcher
+      // keys the state after it by both).
+      parent: from.linked ? 'scratch' : ctx.state.key,
       kind: step.kind,
       instruction: step.keyText,
       sources: [...(from.rootKey ? [{ kind: 'state', key: from.rootKey } as const] : []), ...groups.map((g) => g.source)],
@@ -74,6 +76,7 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
       kind: 'layer',
       keyInputs: known,
       history: `${from.text} # buildkit`,
+      linked: from.linked,
       async execute() {
         const { made, read } = await located(() => writeCopyLayer(planned, files, known === undefined, ctx));
         return { made, ...(known === undefined ? { keyInputs: keyInputs(read) } : {}) };
@@ -91,6 +94,15 @@ interface CopyFrom {
   readonly downloads: readonly SourceGroup[];
   /** COPY --parents: the sources keep their paths (below a `/./` pivot); see copy-parents.ts. */
   readonly parents: boolean;
+  /**
+   * COPY/ADD --link: the layer is planned on an empty tree (BuildKit's copy onto llb.Scratch,
+   * merged over the state): the destination is not resolved through the layers below (their
+   * symlinks are not followed, an existing directory is not the destination's), missing parents
+   * are made in the layer (0755, the --chown owner else 0:0, as BuildKit's mkdir on scratch).
+   * BuildKit does this only without --chmod (dispatchCopy: `cfg.link && cfg.chmod == ""`);
+   * with --chmod the step is a plain COPY, here too.
+   */
+  readonly linked: boolean;
   /** The expanded instruction for the history entry. */
   readonly text: string;
 }
@@ -129,7 +141,7 @@ async function sourcesOf(step: CopyStep | AddStep, ctx: StepContext): Promise<Co
     rootKey = undefined;
   }
   const text = (step.history ?? `${step.kind} ${sources.join(' ')} ${step.dest}`).replace(/ # buildkit$/, '');
-  return { root, rootKey, sources, downloads, text, parents: step.kind === 'COPY' && step.parents && step.contents.length === 0 };
+  return { root, rootKey, sources, downloads, text, parents: step.kind === 'COPY' && step.parents && step.contents.length === 0, linked: step.link && step.chmod === undefined };
 }
 
 /**
@@ -172,7 +184,10 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
   const total = plain.filter((m) => m.matches.length > 0 || !m.wildcard).length + groups.length;
   const exclude = step.exclude.length > 0 ? new IgnoreMatcher(patternsFromList([...step.exclude], '--exclude')) : undefined;
   const epoch = inputs.sourceDateEpoch;
-  const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view: viewOf(ctx.state), chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
+  // --chown names still come from the image's /etc/passwd (BuildKit's --link cannot read them
+  // and fails); the key holds the numeric owners, so it stays independent of the layers below.
+  const view = from.linked ? new RootfsView([]) : viewOf(ctx.state);
+  const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view, chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
   const byPath = new Map<string, PlannedEntry>();
   for (const e of await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length })) byPath.set(e.path, e);
   if (from.parents) {

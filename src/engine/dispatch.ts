@@ -1,4 +1,4 @@
-import { cacheKeyFor, type CacheKey, type StepKeyInputs } from '../cache/index.js';
+import { cacheKeyFor, linkedStateKey, type CacheKey, type StepKeyInputs } from '../cache/index.js';
 import type { Instruction } from '../dockerfile/index.js';
 import { expandInstruction, scopeAfter, type StageScope, type Step } from '../plan/index.js';
 import { addHistory } from '../image/index.js';
@@ -94,7 +94,8 @@ async function applyStep(step: Step, ctx: StepContext): Promise<{ state: StageSt
       signal: session.signal,
     });
     // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
-    const next = r.value ? withLayer(state, r.key, r.value, history) : withoutLayer(state, r.key, history);
+    const key = prepared.linked ? linkedStateKey(state.key, r.key, session.platformText) : r.key;
+    const next = r.value ? withLayer(state, key, r.value, history) : withoutLayer(state, key, history);
     return { state: after(next), cached: r.cached };
   } finally {
     prepared.release?.();

@@ -79,6 +79,11 @@ export interface LayerChange {
   readonly keyInputs: StepKeyInputs | undefined;
   /** The history entry's created_by. */
   readonly history: string;
+  /**
+   * The layer is made on an empty tree (COPY/ADD --link): its key has no parent, and the
+   * dispatcher keys the state after it by the parent and that key together (linkedStateKey).
+   */
+  readonly linked?: boolean | undefined;
   /** Runs the step (on a miss only): the layer it made, or undefined when it changed nothing. */
   execute(): Promise<{ readonly made: MadeLayer | undefined; readonly keyInputs?: StepKeyInputs }>;
   /** A config edit after the layer, hit or miss (WORKDIR sets the working directory). */
