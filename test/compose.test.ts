@@ -143,6 +143,76 @@ describe('tsbuild compose build', () => {
     expect(quiet.stdout).toBe('');
   });
 
+  it('takes additional_contexts as named contexts: a directory, docker-image:// and service:, over a stage of the same name', async () => {
+    const dir = path.join(work, 'contexts');
+    await writeTree(dir, {
+      'compose.yaml': `services:
+  tools:
+    build:
+      context: ./tools
+    image: ctx/tools
+  app:
+    build:
+      context: ./app
+      additional_contexts:
+        assets: ./shared/assets
+        os: docker-image://busybox:latest
+        deps: service:tools
+`,
+      'tools/Dockerfile': 'FROM busybox\nRUN echo tool-made > /tool.txt\n',
+      'shared/assets/logo.txt': 'logo\n',
+      'shared/assets/.dockerignore': 'draft*\n',
+      'shared/assets/draft.txt': 'not for the image\n',
+      // "deps" is also a stage here: the named context replaces it, as BuildKit does.
+      'app/Dockerfile': 'FROM busybox AS deps\nRUN exit 5\nFROM os\nCOPY --from=assets . /assets/\nCOPY --from=deps /tool.txt /tool.txt\nRUN --mount=type=bind,from=assets,target=/a cat /a/logo.txt > /mounted.txt\n',
+    });
+    const r = await tsbuild(['compose', 'build', '--progress', 'plain'], { root, cwd: dir });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/\[app\] \[1\/4\] FROM docker\.io\/library\/busybox:latest \[context os\]/);
+    const app = await tsbuild(['run', 'contexts-app', 'sh', '-c', 'cat /assets/logo.txt /tool.txt /mounted.txt; ls /assets'], { root });
+    expect(app.stdout).toBe('logo\ntool-made\nlogo\nlogo.txt\n');
+
+    // A path that does not exist: exit 2, naming the service and the value.
+    await fs.writeFile(path.join(dir, 'compose.yaml'), 'services:\n  app:\n    build:\n      context: ./app\n      additional_contexts:\n        assets: ./nowhere\n');
+    const bad = await tsbuild(['compose', 'build'], { root, cwd: dir });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/service "app": additional context "assets=.*nowhere": .* is not a directory/);
+  });
+
+  it('runs a step two services reach at the same moment once: the other waits and takes it as a hit', async () => {
+    const dir = path.join(work, 'inflight');
+    // The same base and RUN in both (a random file, then a pause, so both builds are in the
+    // step together); different last steps, so the services are two builds, not one.
+    const run = 'RUN echo RAN-SHARED-STEP && head -c 32 /dev/urandom | od -x > /random && sleep 2';
+    await writeTree(dir, {
+      'compose.yaml': 'services:\n  one: {build: ./one}\n  two: {build: ./two}\n',
+      'one/Dockerfile': `FROM busybox\n${run}\nLABEL svc=one\n`,
+      'two/Dockerfile': `FROM busybox\n${run}\nLABEL svc=two\n`,
+    });
+    const t0 = Date.now();
+    const r = await tsbuild(['compose', 'build', '--progress', 'plain'], { root, cwd: dir });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    // Run once: the step's output under one service's step id, CACHED under the other's.
+    const ids = [...r.stderr.matchAll(/^#(\d+) \[(?:one|two)\] \[2\/3\] RUN echo RAN-SHARED-STEP/gm)].map((m) => m[1]);
+    expect(ids).toHaveLength(2);
+    const ran = ids.filter((id) => r.stderr.includes(`\n#${id} RAN-SHARED-STEP\n`));
+    const cached = ids.filter((id) => r.stderr.includes(`\n#${id} CACHED\n`));
+    expect(ran).toHaveLength(1);
+    expect(cached).toHaveLength(1);
+    expect(cached[0]).not.toBe(ran[0]);
+    // In parallel: both done in about one step's time, not two.
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    const layers = async (name: string) => (JSON.parse((await tsbuild(['inspect', name], { root })).stdout) as Array<{ RootFS: { Layers: string[] } }>)[0]!.RootFS.Layers;
+    const one = await layers('inflight-one');
+    const two = await layers('inflight-two');
+    expect(one).toHaveLength(2);
+    expect(two).toEqual(one);
+    const random = await tsbuild(['run', 'inflight-one', 'cat', '/random'], { root });
+    expect((await tsbuild(['run', 'inflight-two', 'cat', '/random'], { root })).stdout).toBe(random.stdout);
+  });
+
   it('stops on a failed service, names it, and exits 1', async () => {
     const dir = path.join(work, 'failing');
     await writeTree(dir, {

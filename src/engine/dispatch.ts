@@ -9,6 +9,7 @@ import type { StageState } from './stage-state.js';
 import type { BuildInputs, MadeLayer, StepContext, StepModule } from './step.js';
 import type { BuildSession } from './session.js';
 import { workdirStep } from './workdir-step.js';
+import type { InFlightSteps } from './in-flight.js';
 
 /** The module of each step kind: a new kind does not compile until it has one. */
 const STEPS: { readonly [K in Step['kind']]: StepModule<Extract<Step, { kind: K }>> } = {
@@ -89,6 +90,8 @@ async function applyStep(step: Step, ctx: StepContext): Promise<{ state: StageSt
         return { value: out.made, keyInputs: out.keyInputs };
       },
       record: (key, made) => session.record(key, made ? { kind: 'layer', diffId: made.layer.diffId, size: made.layer.size } : { kind: 'empty' }),
+      inFlight: session.inFlight,
+      signal: session.signal,
     });
     // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
     const key = prepared.linked ? linkedStateKey(state.key, r.key, session.platformText) : r.key;
@@ -111,22 +114,55 @@ export interface CachedOperation<T> {
   beforeExecute?(): Promise<void>;
   execute(): Promise<{ readonly value: T; readonly keyInputs?: StepKeyInputs | undefined }>;
   record(key: CacheKey, value: T): Promise<void>;
+  /** Steps other builds of the env execute now: a miss on one of them waits and looks again. */
+  readonly inFlight?: InFlightSteps | undefined;
+  /** Stops waiting for another build's execution (cancel, fail fast). */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** The one place a result is looked up, made and recorded. */
 export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly key: CacheKey; readonly value: T; readonly cached: boolean }> {
   const known = op.keyInputs === undefined ? undefined : cacheKeyFor(op.keyInputs);
   if (known !== undefined && !op.noCache) {
-    const hit = await op.lookup(known);
-    if (hit) return { key: known, value: hit.value, cached: true };
+    for (;;) {
+      const hit = await op.lookup(known);
+      if (hit) return { key: known, value: hit.value, cached: true };
+      // Another build executes this key now: its result, once recorded, is a hit here. If it
+      // failed (nothing recorded), the next lookup misses and this build runs the step itself.
+      const other = op.inFlight?.running(known);
+      if (!other) break;
+      await untilSettledOrAborted(other, op.signal);
+    }
   }
-  await op.beforeExecute?.();
-  const out = await op.execute();
-  const inputs = known === undefined ? out.keyInputs : undefined;
-  if (known === undefined && inputs === undefined) throw new Error('internal: a step without key inputs learnt none by executing');
-  const key = known ?? cacheKeyFor(inputs!);
-  await op.record(key, out.value);
-  return { key, value: out.value, cached: false };
+  // No await between the last `running` check and this: two builds cannot both start the key.
+  const done = known !== undefined ? op.inFlight?.start(known) : undefined;
+  try {
+    await op.beforeExecute?.();
+    const out = await op.execute();
+    const inputs = known === undefined ? out.keyInputs : undefined;
+    if (known === undefined && inputs === undefined) throw new Error('internal: a step without key inputs learnt none by executing');
+    const key = known ?? cacheKeyFor(inputs!);
+    await op.record(key, out.value);
+    return { key, value: out.value, cached: false };
+  } finally {
+    done?.();
+  }
+}
+
+/** Waits for `p`, or throws the abort reason as soon as `signal` aborts. */
+async function untilSettledOrAborted(p: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return p;
+  signal.throwIfAborted();
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    await Promise.race([p, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
 }
 
 /** The state after a step that added a layer, with its history entry. */

@@ -8,6 +8,7 @@ import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
+import type { InFlightSteps } from './in-flight.js';
 import { deliverImage } from './outputs.js';
 import { parseAndPlan } from './parse-plan.js';
 import type { BuildRequest } from './request.js';
@@ -32,6 +33,11 @@ export interface BuildEnv {
   readonly toolPath?: string;
   /** Where step results are also looked up, in order, after the local step cache. */
   readonly cacheSources?: readonly CacheSource[];
+  /**
+   * Steps executing now, shared by the builds given this object (a compose project's
+   * services): a step two of them reach at once runs once (in-flight.ts).
+   */
+  readonly inFlight?: InFlightSteps;
 }
 
 export interface BuildResult {
@@ -48,7 +54,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   // when every step of this build is cached.
   await sweepDeadRuns();
   const { plan, lex, escape } = await parseAndPlan(req, env);
-  const session = new BuildSession({ ...env, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter });
+  const session = new BuildSession({ ...env, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts });
   try {
     const inputs = await buildInputs(req, env, session, lex);
     await runStages(plan, session, { inputs, escape, noCache: req.noCache, noCacheFilter: req.noCacheFilter ?? [] });

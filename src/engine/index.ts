@@ -17,3 +17,5 @@ export type { StepMount } from '../sandbox/index.js';
 export { removeTreeAnyOwner, sweepDeadRuns } from './housekeeping.js';
 export { checkDockerfile, collectBuildChecks, reportBuildChecks } from './build-checks.js';
 export { archiveKind, unpackArchive } from './add-sources.js';
+export type { NamedContext } from './named-contexts.js';
+export { InFlightSteps } from './in-flight.js';

@@ -38,6 +38,7 @@ export async function parseAndPlan(req: BuildRequest, env: { readonly platform: 
     targetPlatform: platform,
     buildPlatform: platform,
     escapeToken: parsed.directives.escape,
+    ...(req.namedContexts ? { namedContexts: new Set(req.namedContexts.keys()) } : {}),
   });
   // Every step runs on the host's platform (no emulation yet). A stage that asks for another
   // one would otherwise be built for the host and labelled as such: a silently wrong image.

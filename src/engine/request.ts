@@ -60,6 +60,8 @@ export interface BuildRequest {
   readonly runResources?: RunResources;
   /** `--network`: the default network of RUN steps. */
   readonly network?: 'host' | 'none';
+  /** `--build-context NAME=VALUE`: named contexts (remote ones already fetched to a directory). */
+  readonly namedContexts?: ReadonlyMap<string, import('./named-contexts.js').NamedContext>;
   /** Seconds since the epoch; clamps file mtimes and sets `created`. */
   readonly sourceDateEpoch?: number;
 }

@@ -164,16 +164,19 @@ async function bindMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Prom
   if (!m.target) throw invalid(ctx, 'bind mount needs a target');
   const from = m.from ?? { kind: 'context' as const };
   let rootDir: string;
+  // The main context and directory named contexts: confined, keyed by content.
+  let isContext = from.kind === 'context';
   if (from.kind === 'context') {
     rootDir = inputs.contextDir;
   } else {
     const s = await session.sourceRoot(from, location);
     rootDir = s.root.dir;
-    b.keyInputs.push({ kind: 'bind-state', key: s.key });
+    isContext = s.root.kind === 'context';
+    if (!isContext) b.keyInputs.push({ kind: 'bind-state', key: s.key });
   }
   const rel = (m.source ?? '').replace(/^\/+/, '');
   // A stage's or image's symlinks resolve inside that root, the context's stay confined to it.
-  const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`, { chroot: from.kind !== 'context' });
+  const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`, { chroot: !isContext });
   if (src === undefined) throw invalid(ctx, `bind mount source ${JSON.stringify(m.source ?? '/')} not found`);
   let source = src;
   if (!m.readOnly) {
@@ -183,7 +186,7 @@ async function bindMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Prom
     source = path.join(copy, 'x');
   }
   // BuildKit keys a bind mount on the content it exposes: so do we.
-  if (from.kind === 'context') b.keyInputs.push({ kind: 'bind-context', path: rel, digest: await digestTree(src, inputs.digests, session.signal) });
+  if (isContext) b.keyInputs.push({ kind: 'bind-context', path: from.kind === 'image' ? `${from.ref}:${rel}` : rel, digest: await digestTree(src, inputs.digests, session.signal) });
   b.mounts.push({ type: 'bind', source, target: m.target, readonly: m.readOnly });
   b.targets.push(m.target);
 }

@@ -14,6 +14,8 @@ import type { SourceRoot } from './copy-sources.js';
 import type { BuildEvent, BuildReporter } from './events.js';
 import { claimLeased, deferLayers, leaseLayers } from './lease-layers.js';
 import type { StageState } from './stage-state.js';
+import { InFlightSteps } from './in-flight.js';
+import { directoryAsBase, namedContextRoot, type NamedContext } from './named-contexts.js';
 
 /** What RUN steps (and `tsbuild run`) run with: probed and selected once per session. */
 export interface BuildSandbox {
@@ -40,6 +42,10 @@ export interface SessionOptions {
   readonly snapshotter?: 'auto' | 'overlay' | 'copy' | undefined;
   /** Cache sources asked after the local step cache, in order. */
   readonly cacheSources?: readonly CacheSource[] | undefined;
+  /** Steps executing now in the builds sharing this env (compose services); default: this build's own. */
+  readonly inFlight?: InFlightSteps | undefined;
+  /** `--build-context NAME=VALUE`: names that replace images of the same name. */
+  readonly namedContexts?: ReadonlyMap<string, NamedContext> | undefined;
 }
 
 /**
@@ -59,6 +65,8 @@ export class BuildSession {
   /** Where step results are recorded; the first of `cacheSources`. */
   readonly stepCache: LocalStepCache;
   readonly cacheSources: readonly CacheSource[];
+  /** Steps executing now, shared with the env's other builds: one execution per key at a time. */
+  readonly inFlight: InFlightSteps;
   readonly #opts: SessionOptions;
   readonly #failFast = new AbortController();
   readonly #lease: Lease;
@@ -78,6 +86,7 @@ export class BuildSession {
     this.platformText = formatPlatform(opts.platform);
     this.stepCache = new LocalStepCache(opts.store);
     this.cacheSources = [this.stepCache, ...(opts.cacheSources ?? [])];
+    this.inFlight = opts.inFlight ?? new InFlightSteps();
     // What the session uses and makes (base layers, step layers and their snapshots, the sealed
     // image until it is tagged) is held in one lease (store/lease.ts). Layers found in the store
     // (a base image, cache hits) are deferred into it and written with the next layer a step
@@ -158,7 +167,10 @@ export class BuildSession {
    * once per session and reference, however many stages and steps use it.
    */
   resolveImage(ref: string, location: SourceLocation): Promise<LocalImage> {
-    return locatedImage(this.#find(ref), ref, location);
+    const named = this.#opts.namedContexts?.get(ref);
+    if (named?.kind === 'dir') return Promise.reject(directoryAsBase(ref, named, location));
+    const real = named?.kind === 'image' ? named.ref : ref;
+    return locatedImage(this.#find(real), real, location);
   }
 
   /**
@@ -167,7 +179,17 @@ export class BuildSession {
    * reported where the image is used, with that step's location.
    */
   prefetchImages(refs: readonly string[]): void {
-    for (const ref of refs) this.#find(ref).catch(() => undefined);
+    for (const ref of refs) {
+      const named = this.#opts.namedContexts?.get(ref);
+      if (named?.kind === 'dir') continue;
+      this.#find(named?.kind === 'image' ? named.ref : ref).catch(() => undefined);
+    }
+  }
+
+  /** An image reference as progress shows it: a named context's image, with the context's name. */
+  imageText(ref: string): string {
+    const named = this.#opts.namedContexts?.get(ref);
+    return named?.kind === 'image' ? `${named.ref} [context ${ref}]` : ref;
   }
 
   /** The start state of a stage FROM an image. */
@@ -197,9 +219,10 @@ export class BuildSession {
 
   /**
    * The files of a stage, an image or scratch on disk (COPY --from, RUN --mount from=), with
-   * the key of their state; each unpacked once per session.
+   * the key of their state; each unpacked once per session. A directory named context has no
+   * state key (undefined): like the main context, its files' content digests key the step.
    */
-  async sourceRoot(source: Exclude<SourceRef, { kind: 'context' }>, location: SourceLocation): Promise<{ root: SourceRoot; key: StateKey }> {
+  async sourceRoot(source: Exclude<SourceRef, { kind: 'context' }>, location: SourceLocation): Promise<{ root: SourceRoot; key: StateKey | undefined }> {
     switch (source.kind) {
       case 'scratch': {
         const dir = await this.tempDir('scratch');
@@ -210,6 +233,8 @@ export class BuildSession {
         return { root: await this.#unpacked(`stage:${s.key}`, `stage ${source.index}`, s.layers), key: s.key };
       }
       case 'image': {
+        const named = this.#opts.namedContexts?.get(source.ref);
+        if (named?.kind === 'dir') return { root: await namedContextRoot(source.ref, named.dir, this.signal), key: undefined };
         const image = await this.resolveImage(source.ref, location);
         const layers = image.config.rootfs.diff_ids.map((diffId) => ({ diffId, size: 0 }));
         await this.holdLayers(layers, `image ${source.ref}`, false);

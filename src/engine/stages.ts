@@ -86,7 +86,7 @@ async function runStage(plan: BuildPlan, ps: PlannedStage, session: BuildSession
 /** The FROM step: scratch, an earlier stage's final state, or an image (local or pulled). */
 async function startStage(ps: PlannedStage, session: BuildSession, prefix: string): Promise<StageState> {
   const id = session.nextStepId();
-  const fromText = `FROM ${ps.base.kind === 'image' ? ps.base.ref : ps.base.kind === 'stage' ? `stage ${ps.base.index}` : 'scratch'}`;
+  const fromText = `FROM ${ps.base.kind === 'image' ? session.imageText(ps.base.ref) : ps.base.kind === 'stage' ? `stage ${ps.base.index}` : 'scratch'}`;
   session.report({ type: 'step-start', id, name: `${prefix} ${fromText}`, location: ps.stage.from.location });
   const t0 = Date.now();
   let state: StageState;

@@ -77,6 +77,11 @@ export interface PlanOptions {
   readonly targetPlatform: Platform;
   readonly buildPlatform: Platform;
   readonly escapeToken: '\\' | '`';
+  /**
+   * `--build-context` names: a stage of such a name is replaced by the named context (FROM and
+   * --from name the context, as BuildKit), so they resolve as images, never as that stage.
+   */
+  readonly namedContexts?: ReadonlySet<string>;
 }
 
 /** BuildKit's emptyImageName. */
@@ -254,8 +259,9 @@ export function planBuild(
   const targetName = opts.target !== undefined && opts.target !== '' ? opts.target : (last.name ?? '');
   const globalArgs = resolveMetaArgs(split.metaArgs, automaticArgs(opts, targetName), opts.buildArgs, lex);
 
-  const names = new Map<string, number>();
-  for (const s of stages) if (s.name !== undefined) names.set(s.name.toLowerCase(), s.index);
+  const allNames = new Map<string, number>();
+  for (const s of stages) if (s.name !== undefined) allNames.set(s.name.toLowerCase(), s.index);
+  const names = new Map([...allNames].filter(([n]) => !opts.namedContexts?.has(n)));
   const refs: StageRefs = { names, count: stages.length };
 
   // buildDispatchStates: base names and platforms, expanded with the global args only. A FROM
@@ -307,13 +313,13 @@ export function planBuild(
       ...(platform === undefined ? {} : { platform }),
       onbuild,
     });
-    if (stage.name !== undefined) earlier.set(stage.name.toLowerCase(), stage.index);
+    if (stage.name !== undefined && names.has(stage.name.toLowerCase())) earlier.set(stage.name.toLowerCase(), stage.index);
   }
 
   // resolveTarget
   let target = last.index;
   if (opts.target !== undefined && opts.target !== '') {
-    const found = names.get(opts.target.toLowerCase());
+    const found = allNames.get(opts.target.toLowerCase());
     if (found === undefined) {
       const known = stages.flatMap((s) => (s.name === undefined ? [] : [s.name]));
       throw new TsbuildError('STAGE_NOT_FOUND', `target stage ${JSON.stringify(opts.target)} could not be found`, {

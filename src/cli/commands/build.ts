@@ -16,6 +16,7 @@ import { checkPlatforms, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutp
 import { createReporter, type ProgressMode } from '../../api/index.js';
 import { registryClientFor, registryOptions } from './pull.js';
 import { commandBuildEnv } from '../build-env.js';
+import { resolveNamedContexts } from '../named-contexts.js';
 
 async function readStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -40,6 +41,7 @@ const buildFlags = (y: Argv<GlobalArgs>) =>
     .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
     .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
     .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
+    .option('build-context', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Named context NAME=DIR|docker-image://REF|GIT_URL|https://TARBALL for FROM NAME, COPY --from=NAME and RUN --mount from=NAME (repeatable)' })
     .option('add-host', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Add NAME:IP to /etc/hosts of RUN steps (repeatable)' })
     .option('shm-size', { type: 'string', coerce: (v: unknown) => (v === undefined ? undefined : repeatable(v).at(-1)), describe: 'Size of /dev/shm of RUN steps, e.g. 64m, 1g or bytes (default 64m; the last one given wins)' })
     .option('ulimit', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Resource limit of RUN steps NAME=SOFT[:HARD], docker\'s names (nofile, nproc, core, ...; repeatable)' })
@@ -156,8 +158,14 @@ async function buildInContext(args: BuildArgs, ctx: CommandContext, where: { con
   const ssh = await openSshSources(args.ssh, io.env, io.cwd);
   let result: Awaited<ReturnType<typeof runBuild>>;
   try {
-    const env = await commandBuildEnv(ctx, { report: createReporter(progress, io.stderr), registry: () => (registry ??= registryClientFor(args, ctx)) });
-    result = await runBuild({ ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) }, env);
+    // Fetched named contexts live in temporary directories removed whatever happens.
+    const named = await resolveNamedContexts(args['build-context'], io.cwd, { signal: io.signal, toolPath: io.env.PATH });
+    try {
+      const env = await commandBuildEnv(ctx, { report: createReporter(progress, io.stderr), registry: () => (registry ??= registryClientFor(args, ctx)) });
+      result = await runBuild({ ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}), ...(named.contexts.size > 0 ? { namedContexts: named.contexts } : {}) }, env);
+    } finally {
+      await named.cleanup();
+    }
   } finally {
     await ssh.close();
   }

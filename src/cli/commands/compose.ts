@@ -4,11 +4,12 @@ import { stringify } from 'yaml';
 import { defineCommand, repeatable, type CommandContext } from '../command.js';
 import { TsbuildError, isAbortError, isTsbuildError } from '../../errors.js';
 import { composeBuildPlan, loadComposeProject, type ComposeBuild, type ComposeProject } from '../../compose/index.js';
-import { build, openSshSources, parseAddHost, type BuildEvent, type BuildReporter, type BuildRequest } from '../../engine/index.js';
+import { build, InFlightSteps, openSshSources, parseAddHost, type BuildEvent, type BuildReporter, type BuildRequest, type NamedContext } from '../../engine/index.js';
 import { normalizeName } from '../../image/index.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformMatches } from '../../oci/index.js';
 import type { RegistryClient } from '../../registry/index.js';
 import { commandBuildEnv } from '../build-env.js';
+import { resolveNamedContexts, type NamedContexts } from '../named-contexts.js';
 import { createReporter, type ProgressMode } from '../../api/index.js';
 import { parseBuildArgs, parseSecrets, snapshotterFromEnv, sourceDateEpoch } from '../../api/index.js';
 import { registryClientFor, registryOptions } from './pull.js';
@@ -127,7 +128,9 @@ async function buildServices(project: ComposeProject, named: readonly string[], 
   }
   const failFast = new AbortController();
   const signal = AbortSignal.any([io.signal, failFast.signal]);
-  const env = await commandBuildEnv(ctx, { report: () => undefined, registry, signal });
+  // One env for every service: one store, and one set of steps in flight, so a step two
+  // services reach at the same moment runs once.
+  const env = { ...(await commandBuildEnv(ctx, { report: () => undefined, registry, signal })), inFlight: new InFlightSteps() };
   const builtRefs = new Map<string, string>();
   const done = new Map<string, Promise<void>>();
   let running = 0;
@@ -151,12 +154,17 @@ async function buildServices(project: ComposeProject, named: readonly string[], 
     await slot();
     try {
       signal.throwIfAborted();
-      const req = await serviceRequest(project, b, ctx, flags, builtRefs, plan.sameAs, (e) => report(b.service, e));
-      const ssh = await openSshSources(b.ssh, io.env, project.workingDir);
+      const req = await serviceRequest(project, b, ctx, flags, (e) => report(b.service, e));
+      const contexts = await serviceContexts(b, builtRefs, plan.sameAs, io);
       try {
-        await build({ ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}) }, { ...env, report: (e) => report(b.service, e) });
+        const ssh = await openSshSources(b.ssh, io.env, project.workingDir);
+        try {
+          await build({ ...req, ...(ssh.sockets.size > 0 ? { sshSockets: ssh.sockets } : {}), ...(contexts.contexts.size > 0 ? { namedContexts: contexts.contexts } : {}) }, { ...env, report: (e) => report(b.service, e) });
+        } finally {
+          await ssh.close();
+        }
       } finally {
-        await ssh.close();
+        await contexts.cleanup();
       }
       builtRefs.set(b.service, req.tags[0]!);
       report(b.service, { type: 'info', message: `Built ${req.tags[0]}` });
@@ -224,14 +232,31 @@ function serviceReporter(inner: BuildReporter): (service: string, e: BuildEvent)
   };
 }
 
+/**
+ * A service's `additional_contexts` as the engine's named contexts, the way `--build-context`
+ * takes them: `service:NAME` is the image that service's build just made; a path (made
+ * absolute by the loader, relative to the service's context), `docker-image://REF`, a git or
+ * tarball URL as `tsbuild build --build-context` has them (fetched ones removed by cleanup).
+ */
+async function serviceContexts(b: ComposeBuild, builtRefs: ReadonlyMap<string, string>, sameAs: ReadonlyMap<string, string>, io: CommandContext['io']): Promise<NamedContexts> {
+  const values: string[] = [];
+  const services = new Map<string, NamedContext>();
+  for (const [name, ref] of Object.entries(b.additionalContexts)) {
+    if (ref.startsWith('service:')) {
+      const dep = ref.slice('service:'.length);
+      services.set(name, { kind: 'image', ref: builtRefs.get(dep) ?? builtRefs.get(sameAs.get(dep) ?? dep)!, value: ref });
+    } else values.push(`${name}=${ref}`);
+  }
+  const named = await resolveNamedContexts(values, b.context, { signal: io.signal, toolPath: io.env.PATH, what: `service ${JSON.stringify(b.service)}: additional context` });
+  return { contexts: new Map([...named.contexts, ...services]), cleanup: () => named.cleanup() };
+}
+
 /** A service's build as an engine request, the way `tsbuild build` makes one from flags. */
 async function serviceRequest(
   project: ComposeProject,
   b: ComposeBuild,
   ctx: CommandContext,
   flags: BuildFlags,
-  builtRefs: ReadonlyMap<string, string>,
-  sameAs: ReadonlyMap<string, string>,
   warn: (e: BuildEvent) => void,
 ): Promise<BuildRequest> {
   const io = ctx.io;
@@ -252,24 +277,6 @@ async function serviceRequest(
   } catch {
     throw new TsbuildError('DOCKERFILE_NOT_FOUND', `${where}: cannot read the Dockerfile ${b.dockerfile}`);
   }
-  // Named contexts: the engine has no named build contexts yet, so `service:NAME` and
-  // `docker-image://REF` are honoured where the Dockerfile names the context as an image
-  // (FROM, COPY --from, RUN --mount from=), by writing the image reference there.
-  const images = new Map<string, string>();
-  for (const [name, ref] of Object.entries(b.additionalContexts)) {
-    if (ref.startsWith('service:')) {
-      const dep = ref.slice('service:'.length);
-      images.set(name, builtRefs.get(dep) ?? builtRefs.get(sameAs.get(dep) ?? dep)!);
-    }
-    else if (ref.startsWith('docker-image://')) images.set(name, ref.slice('docker-image://'.length));
-    else {
-      throw new TsbuildError('UNSUPPORTED', `${where}: additional context ${name}=${ref}: only service:NAME and docker-image://REF contexts are supported`, {
-        hint: 'copy the files into the build context, or build them as a service and use service:NAME',
-      });
-    }
-  }
-  if (images.size > 0) text = Buffer.from(substituteNamedImages(text.toString('utf8'), images));
-
   const buildArgs = new Map<string, string>();
   for (const [k, v] of Object.entries(b.args)) {
     const value = v ?? project.variables.get(k);
@@ -297,22 +304,6 @@ async function serviceRequest(
     ...(b.extraHosts.length > 0 ? { extraHosts: b.extraHosts.map(parseAddHost) } : {}),
     snapshotter: snapshotterFromEnv(io.env),
   };
-}
-
-/**
- * Replaces a named context by an image reference where the Dockerfile uses it as an image:
- * `FROM name`, `COPY --from=name`, `RUN --mount=...,from=name`. Line count and layout stay, so
- * error locations still point at the user's Dockerfile lines.
- */
-export function substituteNamedImages(text: string, images: ReadonlyMap<string, string>): string {
-  return text
-    .split('\n')
-    .map((line) => {
-      let out = line.replace(/^(\s*FROM\s+(?:--\S+\s+)*)(\S+)/i, (m, head: string, name: string) => (images.has(name) ? `${head}${images.get(name)}` : m));
-      out = out.replace(/((?:--from=|[,=]from=))([^\s,]+)/gi, (m, head: string, name: string) => (images.has(name) ? `${head}${images.get(name)}` : m));
-      return out;
-    })
-    .join('\n');
 }
 
 /** `compose push`: every selected service's image (the image name and build.tags) from the local store. */

@@ -1,0 +1,44 @@
+import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
+import { TsbuildError, type SourceLocation } from '../errors.js';
+import type { SourceRoot } from './copy-sources.js';
+
+/**
+ * `--build-context NAME=VALUE` (buildx), as the engine sees it: an image (`docker-image://REF`,
+ * found or pulled as FROM finds it) or a directory on disk (a local directory, or a git
+ * repository or tarball the caller fetched). `value` is what the user gave, for messages.
+ * A name replaces an image of the same name in FROM, COPY --from and RUN --mount from=.
+ */
+export type NamedContext =
+  | { readonly kind: 'image'; readonly ref: string; readonly value: string }
+  | { readonly kind: 'dir'; readonly dir: string; readonly value: string };
+
+/**
+ * A directory context as COPY --from and RUN --mount from= read it: like the main context,
+ * confined to its directory (no escape through symlinks) and filtered by its own
+ * .dockerignore, as BuildKit's named local contexts are (dockerui/namedcontext.go).
+ */
+export async function namedContextRoot(name: string, dir: string, signal: AbortSignal): Promise<SourceRoot> {
+  const ignore = await readDockerignore(dir, undefined);
+  const matcher = new IgnoreMatcher(ignore.patterns);
+  return {
+    dir,
+    kind: 'context',
+    label: `build context ${JSON.stringify(name)}`,
+    filter: matcher,
+    filterFile: '.dockerignore',
+    walk: () => walkContext(dir, matcher, { signal }),
+  };
+}
+
+/**
+ * FROM NAME where NAME is a directory context. BuildKit starts such a stage from an empty
+ * config with the directory's files as its filesystem (dockerfile2llb resolveBaseImage: a
+ * named context without an image gets emptyImage); tsbuild does not make that layer yet, and
+ * says so rather than building something else.
+ */
+export function directoryAsBase(name: string, ctx: NamedContext, location: SourceLocation): TsbuildError {
+  return new TsbuildError('UNSUPPORTED', `build context ${JSON.stringify(name)} (${ctx.value}) is a directory, not an image: starting a stage FROM a directory context is not supported yet`, {
+    location,
+    hint: `give it as docker-image://REF to use it as a base, or read its files with COPY --from=${name}`,
+  });
+}
