@@ -292,6 +292,25 @@ services:
     expect((await tsbuild(['run', 'ssh-app', 'cat', '/agent'], { root })).stdout).toBe('agent\n');
   });
 
+  it('gives RUN steps the /dev/shm size of build.shm_size (docker size or bytes); a bad size exits 2 naming it', async () => {
+    const dir = path.join(work, 'shm');
+    await writeTree(dir, {
+      'compose.yaml': 'services:\n  small:\n    build:\n      context: .\n      shm_size: 2m\n  bytes:\n    build:\n      context: .\n      shm_size: 3145728\n',
+      Dockerfile: 'FROM busybox\nRUN df -k /dev/shm | tail -n 1 > /shm\n',
+    });
+    const r = await tsbuild(['compose', 'build', '--progress', 'plain'], { root, cwd: dir });
+    expect(r.stderr).not.toMatch(/shm_size is not applied/);
+    expect(r.code).toBe(0);
+    const size = async (image: string) => Number((await tsbuild(['run', image, 'cat', '/shm'], { root })).stdout.trim().split(/\s+/)[1]);
+    expect(await size('shm-small')).toBe(2048);
+    expect(await size('shm-bytes')).toBe(3072);
+    await fs.writeFile(path.join(dir, 'compose.yaml'), 'services:\n  small:\n    build:\n      context: .\n      shm_size: lots\n');
+    const bad = await tsbuild(['compose', 'build'], { root, cwd: dir });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/lots/);
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it('reports bad projects with a code and the place, never a stack trace', async () => {
     const cases: Array<[Record<string, string>, RegExp, string[]?]> = [
       [{ 'compose.yaml': 'services:\n  web:\n    build: .\n     image: x\n' }, /compose\.yaml:3:12: invalid YAML/],

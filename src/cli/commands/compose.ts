@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
+import { runResourcesFromFlags } from './run-resource-flags.js';
 import { defineCommand, repeatable, type CommandContext } from '../command.js';
 import { TsbuildError, isAbortError, isTsbuildError } from '../../errors.js';
 import { composeBuildPlan, loadComposeProject, type ComposeBuild, type ComposeProject } from '../../compose/index.js';
@@ -268,7 +269,6 @@ async function serviceRequest(
     }
   }
   if (b.cacheFrom.length > 0 || b.cacheTo.length > 0) warn({ type: 'warning', message: 'build.cache_from and build.cache_to are not applied yet: the local step cache is used' });
-  if (b.shmSize !== undefined) warn({ type: 'warning', message: 'build.shm_size is not applied: RUN steps get the sandbox\'s /dev/shm' });
   if (b.network !== undefined && !['host', 'none', 'default'].includes(b.network)) warn({ type: 'warning', message: `build.network ${b.network} is not a network here: RUN steps use the host's` });
 
   let text: Buffer;
@@ -302,6 +302,8 @@ async function serviceRequest(
     secrets: await parseSecrets(secretFlags, io.env, project.workingDir),
     network: b.network === 'none' ? 'none' : 'host',
     ...(b.extraHosts.length > 0 ? { extraHosts: b.extraHosts.map(parseAddHost) } : {}),
+    // build.shm_size: bytes, or docker's size grammar ("64m", "1gb"), as --shm-size takes it.
+    ...(b.shmSize !== undefined ? await runResourcesFromFlags({ shmSize: String(b.shmSize), ulimit: [], allow: [] }) : {}),
     snapshotter: snapshotterFromEnv(io.env),
   };
 }
