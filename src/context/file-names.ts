@@ -21,7 +21,9 @@ export async function readDirectoryNames(dir: string): Promise<DirectoryNames> {
   const invalid: Array<{ raw: Buffer; lossy: string }> = [];
   for (const r of raw) {
     const s = r.toString('utf8');
-    if (Buffer.byteLength(s, 'utf8') === r.length && Buffer.from(s, 'utf8').equals(r)) names.push(s);
+    // Decoding bad bytes always yields U+FFFD, so a name without one is valid as it is; only a
+    // name holding one (rare, and possibly valid) is encoded again and compared.
+    if (!s.includes('\uFFFD') || Buffer.from(s, 'utf8').equals(r)) names.push(s);
     else invalid.push({ raw: r, lossy: s });
   }
   return { names, invalid };
