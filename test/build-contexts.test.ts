@@ -4,7 +4,8 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { git, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { freePort } from './support/registry.js';
 
 // `--build-context NAME=VALUE` as buildx takes it: a local directory, docker-image://REF, a git
 // repository served by `git daemon` and a tarball served over HTTP on loopback. Each build runs
@@ -17,19 +18,6 @@ let gitUrl: string;
 let server: http.Server;
 let tarUrl: string;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-const git = (cwd: string, ...args: string[]) =>
-  tool('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', '-c', 'init.defaultBranch=main', ...args], { cwd });
 
 beforeAll(async () => {
   await requireTool('git');

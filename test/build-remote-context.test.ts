@@ -4,7 +4,8 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { requireTool, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { git, requireTool, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { freePort } from './support/registry.js';
 
 // Remote build contexts as buildx takes them, against real servers on loopback: `git daemon`
 // serving a repository made here (a tag, a branch, a subdirectory), and a node HTTP server
@@ -19,19 +20,6 @@ let server: http.Server;
 let httpBase: string;
 const files = new Map<string, Buffer>();
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-const git = (cwd: string, ...args: string[]) =>
-  tool('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', '-c', 'init.defaultBranch=main', ...args], { cwd });
 
 beforeAll(async () => {
   await requireTool('git');

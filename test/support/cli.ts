@@ -71,3 +71,8 @@ export async function writeTree(root: string, files: Record<string, string>): Pr
 export async function storeWithBusybox(root: string): Promise<void> {
   await tool(path.join(repoRoot, 'scripts', 'make-busybox-image'), [], { env: { TSBUILD_ROOT: root } });
 }
+
+/** The system git in `cwd`, with a fixed identity and default branch (tests make their own repositories). */
+export function git(cwd: string, ...args: string[]): ReturnType<typeof tool> {
+  return tool('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', '-c', 'init.defaultBranch=main', ...args], { cwd });
+}
