@@ -1,11 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { git, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
-import { freePort } from './support/registry.js';
+import { git, requireTool, startGitDaemon, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 
 // `--build-context NAME=VALUE` as buildx takes it: a local directory, docker-image://REF, a git
 // repository served by `git daemon` and a tarball served over HTTP on loopback. Each build runs
@@ -13,7 +11,7 @@ import { freePort } from './support/registry.js';
 
 let work: string;
 let root: string;
-let daemon: ChildProcess;
+let daemon: Awaited<ReturnType<typeof startGitDaemon>>;
 let gitUrl: string;
 let server: http.Server;
 let tarUrl: string;
@@ -31,18 +29,8 @@ beforeAll(async () => {
   await git(repo, 'init', '-q');
   await git(repo, 'add', '.');
   await git(repo, 'commit', '-q', '-m', 'one');
-  const port = await freePort();
-  daemon = spawn('git', ['daemon', `--base-path=${path.join(work, 'srv')}`, '--export-all', '--reuseaddr', '--listen=127.0.0.1', `--port=${port}`, path.join(work, 'srv')], { stdio: 'ignore' });
-  gitUrl = `git://127.0.0.1:${port}/lib`;
-  for (let i = 0; ; i++) {
-    try {
-      await tool('git', ['ls-remote', gitUrl]);
-      break;
-    } catch (e) {
-      if (i > 50) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  daemon = await startGitDaemon(path.join(work, 'srv'), 'lib');
+  gitUrl = daemon.url('lib');
 
   const tarSrc = path.join(work, 'tar-src');
   await writeTree(tarSrc, { 'data/t.txt': 'from a tarball\n' });

@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { git, requireTool, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { git, requireTool, startGitDaemon, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 import { freePort } from './support/registry.js';
 
 // Remote build contexts as buildx takes them, against real servers on loopback: `git daemon`
@@ -14,7 +13,7 @@ import { freePort } from './support/registry.js';
 
 let work: string;
 let root: string;
-let daemon: ChildProcess;
+let daemon: Awaited<ReturnType<typeof startGitDaemon>>;
 let gitUrl: string;
 let server: http.Server;
 let httpBase: string;
@@ -51,18 +50,8 @@ beforeAll(async () => {
   await git(withSub, 'add', '.');
   await git(withSub, 'commit', '-q', '-m', 'with a submodule');
 
-  const port = await freePort();
-  daemon = spawn('git', ['daemon', `--base-path=${path.join(work, 'srv')}`, '--export-all', '--reuseaddr', '--listen=127.0.0.1', `--port=${port}`, path.join(work, 'srv')], { stdio: 'ignore' });
-  gitUrl = `git://127.0.0.1:${port}/repo`;
-  for (let i = 0; ; i++) {
-    try {
-      await tool('git', ['ls-remote', gitUrl]);
-      break;
-    } catch (e) {
-      if (i > 50) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  daemon = await startGitDaemon(path.join(work, 'srv'), 'repo');
+  gitUrl = daemon.url('repo');
 
   const tarSrc = path.join(work, 'tar-src');
   await writeTree(tarSrc, { Dockerfile: 'FROM scratch\nCOPY hello.txt /\n', 'hello.txt': 'from a tarball\n' });

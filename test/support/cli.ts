@@ -76,3 +76,28 @@ export async function storeWithBusybox(root: string): Promise<void> {
 export function git(cwd: string, ...args: string[]): ReturnType<typeof tool> {
   return tool('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', '-c', 'init.defaultBranch=main', ...args], { cwd });
 }
+
+/**
+ * A `git daemon` serving every repository under `baseDir` on a free loopback port, ready when
+ * this resolves (ls-remote of `probe` answers). Stop it with `kill()`.
+ */
+export async function startGitDaemon(baseDir: string, probe: string): Promise<{ readonly url: (repo: string) => string; kill(): void }> {
+  const { spawn } = await import('node:child_process');
+  const { freePort } = await import('./registry.js');
+  const port = await freePort();
+  const daemon = spawn('git', ['daemon', `--base-path=${baseDir}`, '--export-all', '--reuseaddr', '--listen=127.0.0.1', `--port=${port}`, baseDir], { stdio: 'ignore' });
+  const url = (repo: string) => `git://127.0.0.1:${port}/${repo}`;
+  for (let i = 0; ; i++) {
+    try {
+      await tool('git', ['ls-remote', url(probe)]);
+      break;
+    } catch (e) {
+      if (i > 50) {
+        daemon.kill();
+        throw e;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return { url, kill: () => daemon.kill() };
+}
