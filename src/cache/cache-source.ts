@@ -18,14 +18,21 @@ export type CacheHit = { readonly kind: 'layer'; readonly layer: StoredLayer; re
 export interface CacheSource {
   /** For messages: "local step cache", "registry cache example.com/app:cache". */
   readonly name: string;
+  /** How progress names a hit's source (`local`, `registry REF`, `local DIR`); default: `name`. */
+  readonly label?: string | undefined;
   lookup(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheHit | undefined>;
 }
 
 /** The first hit of `sources`, asked in order. */
 export async function lookupInOrder(sources: readonly CacheSource[], key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheHit | undefined> {
+  return (await firstHit(sources, key, opts))?.hit;
+}
+
+/** The first hit of `sources`, asked in order, with the source that answered it. */
+export async function firstHit(sources: readonly CacheSource[], key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<{ readonly hit: CacheHit; readonly source: CacheSource } | undefined> {
   for (const source of sources) {
     const hit = await source.lookup(key, opts);
-    if (hit) return hit;
+    if (hit) return { hit, source };
   }
   return undefined;
 }

@@ -1,4 +1,4 @@
-import { LocalStepCache, lookupInOrder, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
+import { LocalStepCache, firstHit, lookupInOrder, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { StoredLayer } from '../image/index.js';
 import type { LocalImage } from '../image/index.js';
@@ -145,6 +145,12 @@ export class BuildSession {
   /** The first hit of the cache sources, in order; never writes. */
   lookup(key: CacheKey): Promise<CacheHit | undefined> {
     return lookupInOrder(this.cacheSources, key, { signal: this.signal });
+  }
+
+  /** As lookup, with the label of the source that answered (`local`, `registry REF`, ...). */
+  async lookupWithSource(key: CacheKey): Promise<{ readonly hit: CacheHit; readonly source: string } | undefined> {
+    const found = await firstHit(this.cacheSources, key, { signal: this.signal });
+    return found && { hit: found.hit, source: found.source.label ?? found.source.name };
   }
 
   record(key: CacheKey, record: StepRecord): Promise<void> {

@@ -62,7 +62,7 @@ async function runStage(plan: BuildPlan, ps: PlannedStage, session: BuildSession
   let state = await startStage(ps, session, `${label}1/${count}]`);
   const filter = opts.noCacheFilter;
   const noCache = opts.noCache || (stage.name !== undefined && filter.includes(stage.name)) || filter.includes(String(stage.index));
-  const step = { session, inputs: opts.inputs, noCache };
+  const step = { session, inputs: opts.inputs, noCache, stage: stage.name ?? String(stage.index) };
 
   // ONBUILD triggers of the base run first, then are cleared (reference: ONBUILD).
   const triggers = state.config.config?.OnBuild ?? [];
@@ -74,11 +74,11 @@ async function runStage(plan: BuildPlan, ps: PlannedStage, session: BuildSession
     // are parsed here, from its config.
     const parsed = ps.base.kind === 'stage' && ps.onbuild.length === triggers.length ? ps.onbuild : triggers.map((t) => parseTrigger(t, opts.inputs.file, opts.escape, stage.from.location));
     for (const [i, trigger] of triggers.entries()) {
-      at = await dispatchInstruction({ ...parsed[i]!, location: stage.from.location } as Instruction, `ONBUILD ${trigger}`, at, step);
+      at = await dispatchInstruction({ ...parsed[i]!, location: stage.from.location } as Instruction, `ONBUILD ${trigger}`, at, step, `onbuild.${i}`);
     }
   }
   for (const [i, ins] of stage.instructions.entries()) {
-    at = await dispatchInstruction(ins, `${label}${i + 2}/${count}] ${ins.original.replace(/\s+/g, ' ').trim()}`, at, step);
+    at = await dispatchInstruction(ins, `${label}${i + 2}/${count}] ${ins.original.replace(/\s+/g, ' ').trim()}`, at, step, String(i));
   }
   return at;
 }
