@@ -15,7 +15,7 @@ import type { BuildEvent, BuildReporter } from './events.js';
 import { claimLeased, deferLayers, leaseLayers } from './lease-layers.js';
 import type { StageState } from './stage-state.js';
 import { InFlightSteps } from './in-flight.js';
-import { directoryAsBase, namedContextRoot, type NamedContext } from './named-contexts.js';
+import { namedContextRoot, type NamedContext } from './named-contexts.js';
 
 /** What RUN steps (and `tsbuild run`) run with: probed and selected once per session. */
 export interface BuildSandbox {
@@ -174,7 +174,8 @@ export class BuildSession {
    */
   resolveImage(ref: string, location: SourceLocation): Promise<LocalImage> {
     const named = this.#opts.namedContexts?.get(ref);
-    if (named?.kind === 'dir') return Promise.reject(directoryAsBase(ref, named, location));
+    // FROM a directory context is a COPY of it (stages.ts); its files are read by sourceRoot.
+    if (named?.kind === 'dir') return Promise.reject(new Error(`internal: build context ${JSON.stringify(ref)} is a directory, not an image`));
     const real = named?.kind === 'image' ? named.ref : ref;
     return locatedImage(this.#find(real), real, location);
   }
@@ -190,6 +191,12 @@ export class BuildSession {
       if (named?.kind === 'dir') continue;
       this.#find(named?.kind === 'image' ? named.ref : ref).catch(() => undefined);
     }
+  }
+
+  /** The directory of a named build context that is one (`--build-context NAME=DIR`); else undefined. */
+  namedDirectory(ref: string): { readonly dir: string; readonly value: string } | undefined {
+    const named = this.#opts.namedContexts?.get(ref);
+    return named?.kind === 'dir' ? named : undefined;
   }
 
   /** An image reference as progress shows it: a named context's image, with the context's name. */
