@@ -18,6 +18,27 @@ export interface StepExplain {
   summary(inputs: StepKeyInputs): KeyInputsSummary;
   /** After the key is recorded: it is now the step's last key. Never throws. */
   made(key: CacheKey): Promise<void>;
+  /** The key the step ended with, hit or made (the session's `stepKeys`, for an export). */
+  seen(key: CacheKey): void;
+}
+
+interface Explainer {
+  readonly label: string;
+  lastKey(): Promise<CacheKey | undefined>;
+  inputsOf(key: CacheKey): Promise<KeyInputsSummary | undefined>;
+}
+
+/** Where a miss can be explained from, in order: the local step cache (per build context), then sources with explain data. */
+function* explainers(session: BuildSession, scope: string, identity: string): Generator<Explainer> {
+  const signal = session.signal;
+  const local = session.stepCache;
+  yield { label: local.label, lastKey: () => local.lastKey(scope, { signal }), inputsOf: (k) => local.inputsOf(k, { signal }) };
+  for (const s of session.cacheSources) {
+    if (s === local || !s.lastKeyFor || !s.inputsOf) continue;
+    const lastKeyFor = s.lastKeyFor.bind(s);
+    const inputsOf = s.inputsOf.bind(s);
+    yield { label: s.label ?? s.name, lastKey: () => lastKeyFor(identity, { signal }), inputsOf: (k) => inputsOf(k, { signal }) };
+  }
 }
 
 export interface StepExplainOptions {
@@ -38,7 +59,8 @@ export interface StepExplainOptions {
 
 export function stepExplain(opts: StepExplainOptions): StepExplain {
   const { session, id } = opts;
-  const scope = `${opts.contextDir}\n${stepIdentityText(opts.identity)}`;
+  const identityText = stepIdentityText(opts.identity);
+  const scope = `${opts.contextDir}\n${identityText}`;
   const base = opts.state.base;
   const chain = opts.configSince;
   let summarized: { readonly inputs: StepKeyInputs; readonly summary: KeyInputsSummary } | undefined;
@@ -49,29 +71,41 @@ export function stepExplain(opts: StepExplainOptions): StepExplain {
   return {
     summary,
     async miss(key, inputs) {
-      let reason: string;
+      let reason: string | undefined;
       let source: string | undefined;
       try {
         if (opts.noCache) reason = 'cache disabled (--no-cache)';
         else if (key === undefined || inputs === undefined) reason = 'no cache key before executing';
         else {
-          const last = await session.stepCache.lastKey(scope, { signal: session.signal });
-          if (last === undefined) reason = 'no cache entry';
-          else if (last === key) reason = 'cache entry no longer in the store';
-          else {
-            const prev = await session.stepCache.inputsOf(last, { signal: session.signal });
-            if (prev === undefined) reason = 'inputs changed (the earlier inputs are not recorded)';
-            else {
-              reason = explainMiss(prev, summary(inputs), { isBuildArg: opts.isBuildArg });
-              source = session.stepCache.label;
+          // The local step cache first, then the sources that carry explain data (an imported
+          // cache): the first that knows the step's last key and that key's inputs explains.
+          let fallback: string | undefined;
+          for (const c of explainers(session, scope, identityText)) {
+            const last = await c.lastKey();
+            if (last === undefined) continue;
+            if (last === key) {
+              fallback ??= 'cache entry no longer usable';
+              continue;
             }
+            const prev = await c.inputsOf(last);
+            if (prev === undefined) {
+              fallback ??= 'inputs changed (the earlier inputs are not recorded)';
+              continue;
+            }
+            reason = explainMiss(prev, summary(inputs), { isBuildArg: opts.isBuildArg });
+            source = c.label;
+            break;
           }
+          reason ??= fallback ?? 'no cache entry';
         }
       } catch (e) {
         session.signal.throwIfAborted();
         reason = `unknown (${e instanceof Error ? e.message : String(e)})`;
       }
       session.report({ type: 'step-miss', id, hit: false, reason, ...(source ? { source } : {}) });
+    },
+    seen(key) {
+      session.stepKeys.set(identityText, key);
     },
     async made(key) {
       await session.stepCache.rememberLastKey(scope, key).catch(() => undefined);

@@ -125,6 +125,7 @@ async function applyStep(step: Step, ctx: StepContext, explain: StepExplain): Pr
       signal: session.signal,
     });
     // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
+    explain.seen(r.key);
     const key = prepared.linked ? linkedStateKey(state.key, r.key, session.platformText) : r.key;
     const next = r.value ? withLayer(state, key, r.value, history) : withoutLayer(state, key, history);
     return { state: after(next), cached: r.cached, ...(r.cached ? { source } : {}) };

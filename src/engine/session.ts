@@ -153,6 +153,13 @@ export class BuildSession {
     return found && { hit: found.hit, source: found.source.label ?? found.source.name };
   }
 
+  /**
+   * The key each step of this build ended with (hit or made), by step identity text: the
+   * `explain` map an export of this build's cache carries, so a miss on another machine can say
+   * why (cache-explain.ts).
+   */
+  readonly stepKeys = new Map<string, CacheKey>();
+
   record(key: CacheKey, record: StepRecord): Promise<void> {
     return this.stepCache.record(key, record);
   }
