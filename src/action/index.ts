@@ -83,14 +83,14 @@ export function groupReporter(out: Writable): (e: BuildEvent) => void {
     const s = steps.get(id);
     if (!s) return;
     steps.delete(id);
-    // Why a step missed the cache goes on its title line, so a quiet step stays one line.
-    const status = s.miss === undefined ? done : `${done} (cache miss: ${s.miss})`;
+    // Why a step missed the cache goes on its title line, before its status, so a quiet step stays one line.
+    const title = s.miss === undefined ? s.name : `${s.name} (cache miss: ${s.miss})`;
     if (s.lines.length === 0) {
-      out.write(`#${id} ${s.name} ${status}\n`);
+      out.write(`#${id} ${title} ${done}\n`);
       return;
     }
     const fence = randomUUID();
-    out.write(`::group::#${id} ${escapeData(s.name)} ${escapeData(status)}\n::stop-commands::${fence}\n${s.lines.join('')}::${fence}::\n::endgroup::\n`);
+    out.write(`::group::#${id} ${escapeData(title)} ${done}\n::stop-commands::${fence}\n${s.lines.join('')}::${fence}::\n::endgroup::\n`);
   };
   return (e) => {
     switch (e.type) {
