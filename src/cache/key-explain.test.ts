@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Digest } from '../oci/index.js';
 import type { CacheKey, CopiedEntry, StepKeyInputs } from './cache-key.js';
-import { explainMiss, parseKeyInputsSummary, summarizeKeyInputs } from './key-explain.js';
+import { explainMiss, formatExplainMap, parseExplainMap, parseKeyInputsSummary, summarizeKeyInputs } from './key-explain.js';
 import { formatStepRecord, parseStepRecord } from './step-record.js';
 
 const d = (c: string) => `sha256:${c.repeat(64)}` as Digest;
@@ -67,5 +67,14 @@ describe('why a step missed the cache', () => {
     expect(parseStepRecord({ diffId: d('c'), size: 3 })).toEqual({ kind: 'layer', diffId: d('c'), size: 3 });
     expect(parseStepRecord({ empty: true, inputs: { v: 99 } })).toEqual({ kind: 'empty' });
     expect(parseKeyInputsSummary({ ...inputs, files: { count: 'x' } })).toBeUndefined();
+  });
+
+  it('merges the last key per step into an exported explain map, newest over oldest, and reads back only keys', () => {
+    const k = (c: string) => d(c) as CacheKey;
+    const first = formatExplainMap(new Map([['a', k('1')], ['b', k('2')]]));
+    const second = JSON.parse(JSON.stringify(formatExplainMap(new Map([['b', k('3')]]), JSON.parse(JSON.stringify(first)))));
+    expect(parseExplainMap(second)).toEqual(new Map([['a', k('1')], ['b', k('3')]]));
+    expect(parseExplainMap({ v: 1, steps: { a: 'not a digest', b: k('4') } })).toEqual(new Map([['b', k('4')]]));
+    expect(parseExplainMap('junk').size).toBe(0);
   });
 });

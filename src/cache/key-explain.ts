@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { CopiedEntry, CopySource, MountSource, StepKeyInputs } from './cache-key.js';
+import { isDigest } from '../oci/index.js';
+import type { CacheKey, CopiedEntry, CopySource, MountSource, StepKeyInputs } from './cache-key.js';
 
 /**
  * Why a step missed the cache (issue "cache that travels", item "why it missed"). With each key
@@ -284,4 +285,33 @@ function short(text: string): string {
 
 function clip(text: string): string {
   return text.length > MAX_LABEL ? `${text.slice(0, MAX_LABEL - 1)}…` : text;
+}
+
+/** At most this many step identities in an exported cache's `explain` map (the newest kept). */
+const MAX_EXPLAIN_STEPS = 4096;
+
+/**
+ * The `explain` field of an exported cache: for each step identity (stepIdentityText) the key
+ * the last export made or used for it, so a miss on another machine is compared with it. An
+ * export merges its own steps over what the ref held (`previous`, as parsed), newest last, and
+ * keeps at most MAX_EXPLAIN_STEPS identities.
+ */
+export function formatExplainMap(steps: ReadonlyMap<string, CacheKey>, previous?: unknown): { readonly v: 1; readonly steps: Readonly<Record<string, CacheKey>> } {
+  const merged = new Map(parseExplainMap(previous));
+  for (const [identity, key] of steps) {
+    merged.delete(identity);
+    merged.set(identity, key);
+  }
+  const kept = [...merged].slice(-MAX_EXPLAIN_STEPS);
+  return { v: 1, steps: Object.fromEntries(kept) };
+}
+
+/** An exported cache's `explain` field as a map; empty for anything that is not one. */
+export function parseExplainMap(doc: unknown): ReadonlyMap<string, CacheKey> {
+  const out = new Map<string, CacheKey>();
+  if (typeof doc !== 'object' || doc === null) return out;
+  const { v, steps } = doc as { v?: unknown; steps?: unknown };
+  if (v !== 1 || typeof steps !== 'object' || steps === null) return out;
+  for (const [identity, key] of Object.entries(steps)) if (typeof key === 'string' && isDigest(key)) out.set(identity, key as CacheKey);
+  return out;
 }
