@@ -53,6 +53,7 @@ async function inspectIndex(name: string, image: string): Promise<IndexDoc> {
 }
 
 const ids: Record<string, string> = {};
+let localIndex = '';
 
 beforeAll(async () => {
   await requireTool('skopeo');
@@ -90,6 +91,7 @@ describe('multi-platform images in the local store', () => {
 
   it('manifest create joins images into one index that images, inspect, history and tag show once', async () => {
     const indexDigest = ok(await run('a', ['manifest', 'create', 'app:v1', 'app:amd64', 'app:arm64']));
+    localIndex = indexDigest;
     expect(indexDigest).toMatch(/^sha256:[a-f0-9]{64}$/);
     const listing = ok(await run('a', ['images', '--format', '{{.Repository}}:{{.Tag}} {{.ID}} {{.Platforms}}']));
     const row = listing.split('\n').filter((l) => l.startsWith('app:v1 '));
@@ -176,6 +178,8 @@ describe('multi-platform images through the registry', () => {
     const storeDigest = ok(await run('b', ['pull', '--all-platforms', ref]));
     const doc = await inspectIndex('b', ref);
     expect(doc.Id).toBe(storeDigest);
+    // The store index the push started from: the same store manifests, platforms, annotations.
+    expect(storeDigest).toBe(localIndex);
     expect(doc.RepoDigests).toEqual([`${reg.host}/multi/app@${pushed}`]);
     expect(doc.Manifests.map((m) => [m.Platform, m.ImageId])).toEqual([
       ['linux/amd64', ids['app:amd64']],

@@ -20,7 +20,7 @@ export const loadCommand = defineCommand({
     const store = await ctx.store();
     const images = await loadArchive(store, args.input, { signal: ctx.io.signal, ...(platform !== undefined ? { platform } : {}) });
     for (const image of images) {
-      if (image.names.length === 0) ctx.io.stdout.write(`Loaded image ID: ${image.image.configDescriptor.digest}\n`);
+      if (image.names.length === 0) ctx.io.stdout.write(`Loaded image ID: ${image.index?.descriptor.digest ?? image.image.configDescriptor.digest}\n`);
       const platforms = image.index !== undefined ? ` (${image.index.images.map((i) => formatPlatform(i.platform)).join(', ')})` : '';
       for (const n of image.names) ctx.io.stdout.write(`Loaded image: ${familiar(n)}${platforms}\n`);
     }
