@@ -215,21 +215,45 @@ describe('multi-platform images through the registry', () => {
     expect(ok(await run('d', ['pull', '-q', '--platform', 'linux/arm64', list]))).toBe(ids['app:arm64']);
   });
 
-  it('manifest create --push joins registry images (one per CI runner) into an index', async () => {
+  it('manifest create --push joins registry images (one per CI runner) in the registry, without downloading them', async () => {
     ok(await run('a', ['push', '-q', 'app:amd64', `${reg.host}/ci/app:v1-amd64`]));
     ok(await run('a', ['push', '-q', 'app:arm64', `${reg.host}/ci/app:v1-arm64`]));
     const target = `${reg.host}/ci/app:v1`;
-    const digest = ok(await run('e', ['manifest', 'create', '--push', '-t', target, `${reg.host}/ci/app:v1-amd64`, `${reg.host}/ci/app:v1-arm64`]));
+    const r = await run('e', ['manifest', 'create', '--push', '-t', target, `${reg.host}/ci/app:v1-amd64`, `${reg.host}/ci/app:v1-arm64`]);
+    const digest = ok(r);
     const raw = await skopeoRaw(`docker://${target}`);
     expect(await sha256(raw.bytes)).toBe(digest);
-    // The images are the ones the runners pushed, digest for digest.
+    // The images are the ones the runners pushed, digest for digest; the store was not used.
     for (const [i, tag] of ['v1-amd64', 'v1-arm64'].entries()) {
       expect(raw.doc.manifests[i]?.digest).toBe(await sha256((await skopeoRaw(`docker://${reg.host}/ci/app:${tag}`)).bytes));
     }
-    const local = JSON.parse(ok(await run('e', ['manifest', 'inspect', target]))) as { manifests: unknown[] };
+    expect(ok(await run('e', ['images', '-q']))).toBe('');
+    const shown = JSON.parse(ok(await run('e', ['manifest', 'inspect', target]))) as { manifests: Array<{ digest: string }> };
+    expect(shown.manifests.map((m) => m.digest)).toEqual(raw.doc.manifests.map((m) => m.digest));
+
+    // Another tool's images (skopeo's Docker schema 2 copies) keep their digests too, mounted into another repository.
+    const fromDocker = `${reg.host}/ci/fromdocker:v1`;
+    const d = ok(await run('e', ['manifest', 'create', '--push', '-t', fromDocker, `docker://${reg.host}/multi/dockerlist:v1`]));
+    const list = await skopeoRaw(`docker://${fromDocker}`);
+    expect(await sha256(list.bytes)).toBe(d);
+    expect(list.doc.mediaType).toBe('application/vnd.docker.distribution.manifest.list.v2+json');
+    expect(list.doc.manifests.map((m) => m.digest)).toEqual((await skopeoRaw(`docker://${reg.host}/multi/dockerlist:v1`)).doc.manifests.map((m) => m.digest));
+    await tool('skopeo', ['copy', '--all', '--src-tls-verify=false', `docker://${fromDocker}`, `oci:${path.join(tmp, 'fromdocker')}:v1`]);
+
+    // A source that is not there: named with its registry, and nothing is put.
+    const missing = failed(await run('e', ['manifest', 'create', '--push', '-t', `${reg.host}/ci/broken:v1`, `${reg.host}/ci/app:v1-amd64`, `${reg.host}/ci/app:nosuch`]), 1);
+    expect(missing).toContain(`registry ${reg.host} has no ${reg.host}/ci/app:nosuch`);
+    await expect(skopeoRaw(`docker://${reg.host}/ci/broken:v1`)).rejects.toThrow();
+    const bad = failed(await run('e', ['manifest', 'create', 'x:v1', 'Not A Name!']), 1);
+    expect(bad).toMatch(/invalid reference format: "Not A Name!"/);
+  });
+
+  it('manifest create --push of local images, and manifest push, go through the store', async () => {
+    // The same images as app:v1: the same index in the registry as `push app:v1`.
+    expect(ok(await run('a', ['manifest', 'create', '-q', '--push', '-t', `${reg.host}/ci/local:v1`, 'app:amd64', 'app:arm64']))).toBe(pushed);
+    expect(ok(await run('a', ['manifest', 'push', '-q', 'app:v1', `${reg.host}/ci/other:v1`]))).toBe(pushed);
+    const local = JSON.parse(ok(await run('a', ['manifest', 'inspect', 'app:v1']))) as { manifests: unknown[] };
     expect(local.manifests).toHaveLength(2);
-    // manifest push of the local index to another name gives the same digest.
-    expect(ok(await run('e', ['manifest', 'push', '-q', target, `${reg.host}/ci/other:v1`]))).toBe(digest);
   });
 });
 

@@ -12,7 +12,7 @@ import {
   type Platform,
   type Reference,
 } from '../../oci/index.js';
-import type { PushProgress, RegistryClient } from '../../registry/index.js';
+import type { PushProgress, RegistryClient, RemoteEntry } from '../../registry/index.js';
 import { writeStoreIndex, type Store, type StoredImage } from '../../store/index.js';
 import { registryClientFor, registryOptions, short } from './pull.js';
 
@@ -59,27 +59,14 @@ async function sourceEntries(store: Store, src: string, registry: () => Promise<
       if (!isTsbuildError(e) || e.code !== 'IMAGE_NOT_FOUND') throw e;
     }
   }
-  let ref: Reference;
-  try {
-    ref = withDefaultTag(parseReference(text));
-  } catch (e) {
-    throw new TsbuildError('REFERENCE_INVALID', `source ${JSON.stringify(src)} is neither an image of the local store nor a valid reference${isTsbuildError(e) ? ` (${e.message})` : ''}`, {
-      hint: 'name a local image (tsbuild images) or a registry image such as localhost:5000/app:v1-amd64',
-    });
-  }
+  const ref = sourceReference(src, text);
   const { pullAllPlatforms } = await import('../../registry/index.js');
   if (!quiet) ctx.io.stderr.write(`Pulling ${formatReference(ref)} (all platforms)\n`);
   try {
     const pulled = await pullAllPlatforms(await registry(), store, ref, { signal, tag: false });
     return pulled.images.map((i) => ({ platform: i.platform, image: i.image, source: src }));
   } catch (e) {
-    if (isTsbuildError(e) && (e.code === 'REGISTRY_MANIFEST_UNKNOWN' || e.code === 'REGISTRY_NAME_UNKNOWN')) {
-      throw new TsbuildError('IMAGE_NOT_FOUND', `source ${src}: not in the local store, and registry ${ref.registry} has no ${formatReference(ref)}`, {
-        hint: 'check the name and tag; push the per-platform images first',
-        cause: e,
-      });
-    }
-    throw e;
+    throw missingSource(e, src, ref);
   }
 }
 
@@ -88,8 +75,8 @@ async function sourceEntries(store: Store, src: string, registry: () => Promise<
  * source's. The same manifest twice counts once; two images for one platform are refused, or
  * with `replace` (--amend) the later one wins.
  */
-function mergeEntries(base: readonly Entry[], added: readonly Entry[], replace: boolean): Entry[] {
-  const out: Entry[] = [...base];
+function mergeEntries<E extends { readonly platform: Platform; readonly source: string }>(base: readonly E[], added: readonly E[], replace: boolean, digestOf: (e: E) => string): E[] {
+  const out: E[] = [...base];
   for (const e of added) {
     const key = platformKey(e.platform);
     const i = out.findIndex((o) => platformKey(o.platform) === key);
@@ -98,7 +85,7 @@ function mergeEntries(base: readonly Entry[], added: readonly Entry[], replace: 
       continue;
     }
     const prev = out[i]!;
-    if (prev.image.manifestDescriptor.digest === e.image.manifestDescriptor.digest) continue;
+    if (digestOf(prev) === digestOf(e)) continue;
     if (!replace || added.indexOf(prev) !== -1) {
       throw new TsbuildError('USAGE', `two images for ${key}: ${prev.source} and ${e.source}`, {
         hint: 'give one image per platform (an index holds one image per platform), or --amend to let the later one replace the earlier',
@@ -107,6 +94,70 @@ function mergeEntries(base: readonly Entry[], added: readonly Entry[], replace: 
     out[i] = e;
   }
   return out;
+}
+
+/** A SRC as a registry reference, or undefined when the local store has it (docker:// never is local). */
+async function remoteSource(store: Store, src: string, signal: AbortSignal): Promise<Reference | undefined> {
+  const remote = src.startsWith(DOCKER_TRANSPORT);
+  const text = remote ? src.slice(DOCKER_TRANSPORT.length) : src;
+  if (!remote) {
+    try {
+      await resolveImageArg(store, text, { signal });
+      return undefined;
+    } catch (e) {
+      if (!isTsbuildError(e) || e.code !== 'IMAGE_NOT_FOUND') throw e;
+    }
+  }
+  return sourceReference(src, text);
+}
+
+function sourceReference(src: string, text: string): Reference {
+  try {
+    return withDefaultTag(parseReference(text));
+  } catch (e) {
+    throw new TsbuildError('REFERENCE_INVALID', `source ${JSON.stringify(src)} is neither an image of the local store nor a valid reference${isTsbuildError(e) ? ` (${e.message})` : ''}`, {
+      hint: 'name a local image (tsbuild images) or a registry image such as localhost:5000/app:v1-amd64',
+    });
+  }
+}
+
+function missingSource(e: unknown, src: string, ref: Reference): unknown {
+  if (isTsbuildError(e) && (e.code === 'REGISTRY_MANIFEST_UNKNOWN' || e.code === 'REGISTRY_NAME_UNKNOWN')) {
+    return new TsbuildError('IMAGE_NOT_FOUND', `source ${src}: ${src.startsWith(DOCKER_TRANSPORT) ? '' : 'not in the local store, and '}registry ${ref.registry} has no ${formatReference(ref)}`, {
+      hint: 'check the name and tag; push the per-platform images first',
+      cause: e,
+    });
+  }
+  return e;
+}
+
+/**
+ * `create --push` with registry sources only, as buildx imagetools create: the index is made in
+ * the registry, blobs mounted, images unchanged; the store is not touched. Returns the digests
+ * pushed, or undefined when a blob cannot be mounted (then the images go through the store).
+ */
+async function createInRegistry(client: RegistryClient, sources: ReadonlyArray<{ src: string; ref: Reference }>, targets: readonly Reference[], ctx: CommandContext, quiet: boolean): Promise<string[] | undefined> {
+  const { putRemoteIndex, readRemoteEntries } = await import('../../registry/index.js');
+  const signal = ctx.io.signal;
+  const added: Array<{ entry: RemoteEntry; platform: Platform; source: string }> = [];
+  for (const { src, ref } of sources) {
+    const entries = await readRemoteEntries(client, ref, src, { signal }).catch((e: unknown) => {
+      throw missingSource(e, src, ref);
+    });
+    for (const entry of entries) added.push({ entry, platform: entry.descriptor.platform, source: src });
+  }
+  const entries = mergeEntries([], added, false, (e) => e.entry.descriptor.digest).map((e) => e.entry);
+  const digests: string[] = [];
+  for (const target of targets) {
+    const put = await putRemoteIndex(client, entries, target, {
+      signal,
+      ...(quiet ? {} : { onBlob: (d: string, status: 'exists' | 'mounted') => ctx.io.stderr.write(`${short(d)}: ${status === 'exists' ? 'Already exists' : 'Mounted from another repository'}\n`) }),
+    });
+    if (put === undefined) return undefined;
+    if (!quiet) ctx.io.stderr.write(`${formatReference(target)}: digest: ${put.digest} (${entries.map((e) => formatPlatform(e.descriptor.platform)).join(', ')})\n`);
+    digests.push(put.digest);
+  }
+  return digests;
 }
 
 function pushProgress(ctx: CommandContext, quiet: boolean): ((p: PushProgress) => void) | undefined {
@@ -155,6 +206,23 @@ export const manifestCommand = defineCommand({
           }
           const names = targets.map((t) => normalizeName(t));
           const refs = names.map((n) => parseReference(n));
+          if (args.push && !args.amend) {
+            // Registry sources only: made in the registry, no layer downloaded (buildx imagetools create).
+            const remote: Array<{ src: string; ref: Reference }> = [];
+            for (const src of sources) {
+              const ref = await remoteSource(store, src, signal);
+              if (ref === undefined) break;
+              remote.push({ src, ref });
+            }
+            if (remote.length === sources.length) {
+              const digests = await createInRegistry(await registry(), remote, refs, ctx, args.quiet);
+              if (digests !== undefined) {
+                for (const d of digests) ctx.io.stdout.write(`${d}\n`);
+                return 0;
+              }
+              if (!args.quiet) ctx.io.stderr.write('The registry would not mount the blobs: the images go through the local store\n');
+            }
+          }
           let base: Entry[] = [];
           if (args.amend) {
             const existing = await resolveImageArg(store, names[0]!, { signal }).catch((e: unknown) => {
@@ -166,7 +234,7 @@ export const manifestCommand = defineCommand({
           // Every source is resolved (and pulled) before anything is tagged: a missing one changes nothing.
           const added: Entry[] = [];
           for (const src of sources) added.push(...(await sourceEntries(store, src, registry, ctx, args.quiet)));
-          const entries = mergeEntries(base, added, args.amend);
+          const entries = mergeEntries(base, added, args.amend, (e) => e.image.manifestDescriptor.digest);
           const index = base.length > 0 ? (await resolveImageArg(store, names[0]!, { signal })).index : undefined;
           const written = await writeStoreIndex(
             store,
