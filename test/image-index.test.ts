@@ -204,6 +204,28 @@ describe('multi-platform images through the registry', () => {
     failed(await run('c', ['pull', '--platform', 'linux/amd64', '--all-platforms', `${reg.host}/multi/app:v1`]), 2);
   });
 
+  it('pull --all-platforms leaves out attestation entries (unknown/unknown) and says so', async () => {
+    // An index with a third entry for unknown/unknown, as BuildKit's attestation manifests are listed.
+    const layout = path.join(tmp, 'skopeo-layout');
+    const top = JSON.parse(await fs.readFile(path.join(layout, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
+    const blob = (d: string): string => path.join(layout, 'blobs', 'sha256', d.slice(7));
+    const index = JSON.parse(await fs.readFile(blob(top.manifests[0]!.digest), 'utf8')) as { manifests: Array<Record<string, unknown>> };
+    index.manifests.push({ ...index.manifests[1], platform: { os: 'unknown', architecture: 'unknown' }, annotations: { 'vnd.docker.reference.type': 'attestation-manifest' } });
+    const bytes = JSON.stringify(index);
+    const digest = await sha256(bytes);
+    await fs.writeFile(blob(digest), bytes);
+    await fs.writeFile(path.join(layout, 'index.json'), JSON.stringify({ ...top, manifests: [{ ...top.manifests[0], digest, size: Buffer.byteLength(bytes) }] }));
+    const ref = `${reg.host}/multi/attested:v1`;
+    await tool('skopeo', ['copy', '--all', '--dest-tls-verify=false', `oci:${layout}:v1`, `docker://${ref}`]);
+    expect((await skopeoRaw(`docker://${ref}`)).doc.manifests).toHaveLength(3);
+    const r = await run('h', ['pull', '--all-platforms', ref]);
+    ok(r);
+    expect(r.stderr).toMatch(/Skipped \(attestation\)/);
+    expect((await inspectIndex('h', ref)).Platforms).toEqual(['linux/amd64', 'linux/arm64']);
+    const none = failed(await run('h', ['pull', '--platform', 'linux/riscv64', ref]), 1);
+    expect(none).toMatch(/it has linux\/amd64, linux\/arm64;/);
+  });
+
   it('a Docker manifest list is read as an index is', async () => {
     const list = `${reg.host}/multi/dockerlist:v1`;
     await tool('skopeo', ['copy', '--all', '--format', 'v2s2', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${reg.host}/multi/app:v1`, `docker://${list}`]);
