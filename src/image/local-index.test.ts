@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isTsbuildError } from '../errors.js';
-import { OCI_IMAGE_MANIFEST, canonicalJson, type ImageConfig, type Platform } from '../oci/index.js';
+import { OCI_IMAGE_MANIFEST, canonicalJson, parseDigest, type ImageConfig, type Platform } from '../oci/index.js';
 import { openStore, writeStoreIndex, type Store, type StoredImage } from '../store/index.js';
 import { findLocalImage, readLocalImage } from './local-image.js';
 import { indexImageFor, platformList, readLocalIndex } from './local-index.js';
@@ -40,7 +40,7 @@ describe('local indexes', () => {
     const amd = await image({ os: 'linux', architecture: 'amd64' }, 'amd');
     const arm = await image({ os: 'linux', architecture: 'arm64', variant: 'v8' }, 'arm');
     const att = await image({ os: 'unknown', architecture: 'unknown' }, 'att');
-    const absent = { mediaType: OCI_IMAGE_MANIFEST, digest: `sha256:${'1'.repeat(64)}` as const, size: 100 };
+    const absent = { mediaType: OCI_IMAGE_MANIFEST, digest: parseDigest(`sha256:${'1'.repeat(64)}`), size: 100 };
     const written = await writeStoreIndex(store, [
       { manifestDescriptor: amd.manifestDescriptor, platform: { os: 'linux', architecture: 'amd64' } },
       { manifestDescriptor: arm.manifestDescriptor, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
