@@ -1,7 +1,6 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { TsbuildError } from '../errors.js';
-import { getLocalImage } from '../image/index.js';
 import { formatPlatform, parsePlatform, parseReference } from '../oci/index.js';
 import type { PullProgress, PushProgress, RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
@@ -167,20 +166,33 @@ export async function load(file: string, options: StoreOptions = {}): Promise<Lo
   });
 }
 
-/** Writes store images (names or IDs) to an archive file, as `tsbuild save -o FILE`. */
-export async function save(images: readonly string[], file: string, options: StoreOptions & { readonly format?: 'docker' | 'oci' } = {}): Promise<void> {
-  return withStore('save', options, [...STORE_KEYS, 'format'], async (s) => {
-    const format = optChoice(options as Record<string, unknown>, 'format', ['docker', 'oci'] as const) ?? 'docker';
+/**
+ * Writes store images (names or IDs) to an archive file, as `tsbuild save -o FILE`: a
+ * multi-platform image whole in an OCI archive; a docker archive needs `platform` for one.
+ */
+export async function save(images: readonly string[], file: string, options: StoreOptions & { readonly format?: 'docker' | 'oci'; readonly platform?: string } = {}): Promise<void> {
+  return withStore('save', options, [...STORE_KEYS, 'format', 'platform'], async (s) => {
+    const o = options as Record<string, unknown>;
+    const format = optChoice(o, 'format', ['docker', 'oci'] as const) ?? 'docker';
+    const platformText = optString(o, 'platform');
+    const platform = platformText !== undefined ? parsePlatform(platformText) : undefined;
     if (!Array.isArray(images) || images.length === 0) throw new TsbuildError('USAGE', 'save() needs at least one image');
-    const { exportDockerArchive, exportOciArchive } = await import('../store/archive-export.js');
+    const { exportDockerArchive, exportOciArchive, isExportIndex } = await import('../store/archive-export.js');
+    const { exportEntryFor, normalizeName, resolveImageArg } = await import('../image/index.js');
     const list = [];
-    for (const name of images) {
-      const image = await getLocalImage(s.store, name, { signal: s.signal });
-      list.push({ ...image, names: image.name ? [image.name] : [] });
+    for (const arg of images) {
+      const found = await resolveImageArg(s.store, arg, { signal: s.signal });
+      let name: string | undefined;
+      try {
+        name = found.tags.find((t) => t === normalizeName(arg));
+      } catch {
+        name = undefined;
+      }
+      list.push(exportEntryFor(found, arg, name !== undefined ? [name] : [], { format, platform }));
     }
     const dest = path.resolve(s.cwd, file);
     if (format === 'oci') await exportOciArchive(s.store, list, dest, { compression: 'gzip', signal: s.signal });
-    else await exportDockerArchive(s.store, list, dest, { signal: s.signal });
+    else await exportDockerArchive(s.store, list.flatMap((e) => (isExportIndex(e) ? [] : [e])), dest, { signal: s.signal });
   });
 }
 

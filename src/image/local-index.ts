@@ -7,13 +7,16 @@ import {
   isManifestMediaType,
   normalizePlatform,
   parseManifestOrIndex,
+  platformMatches,
   type Descriptor,
   type ImageConfig,
   type ImageIndex,
   type Platform,
 } from '../oci/index.js';
+import type { ExportImage, ExportIndex } from '../store/archive-export.js';
 import type { Store } from '../store/index.js';
 import { readLocalImage, type LocalImage } from './local-image.js';
+import type { StoreImage } from './store-images.js';
 
 /**
  * Multi-platform images of the local store: a tag whose descriptor is an image index (a
@@ -102,4 +105,41 @@ export function indexImageFor(local: LocalIndex, want: Platform | undefined): Lo
 /** `linux/amd64, linux/arm64`: the platforms of a local index's images, in index order. */
 export function platformList(local: LocalIndex): string {
   return [...new Set(local.images.map((i) => formatPlatform(i.platform)))].join(', ');
+}
+
+/**
+ * The one image of `img` for `platform` (`inspect`, `history`, `push`, `save --platform`): the
+ * index's image for it, or a single image whose config is for it; PLATFORM_UNAVAILABLE otherwise.
+ */
+export function storeImageForPlatform(img: StoreImage, platform: Platform, what: string): StoreImage {
+  if (img.index !== undefined) {
+    const chosen = indexImageFor(img.index, platform).image;
+    return { image: chosen, tags: img.tags, rootDigests: [chosen.manifestDescriptor.digest], size: chosen.manifest.layers.reduce((n, l) => n + l.size, 0), images: [chosen] };
+  }
+  const have = imagePlatform(img.image.config);
+  if (!platformMatches(platform, have)) {
+    throw new TsbuildError('PLATFORM_UNAVAILABLE', `image ${what} is for ${formatPlatform(have)}, not ${formatPlatform(platform)}`, {
+      hint: 'leave out --platform, or name a multi-platform image that has this platform',
+    });
+  }
+  return img;
+}
+
+/**
+ * What `save` writes for a store image named `arg`: a multi-platform image whole (an index, OCI
+ * archives only: a docker archive names one image per tag, and buildx's docker exporter refuses
+ * the same), else one image, the one for `platform` when given.
+ */
+export function exportEntryFor(found: StoreImage, arg: string, names: readonly string[], opts: { readonly format: 'docker' | 'oci'; readonly platform?: Platform | undefined }): ExportImage | ExportIndex {
+  const index = found.index;
+  if (index !== undefined && opts.platform === undefined && index.images.length > 1) {
+    if (opts.format === 'docker') {
+      throw new TsbuildError('USAGE', `${arg} is a multi-platform image (${platformList(index)}); a docker archive holds one platform`, {
+        hint: 'pick one with --platform (e.g. --platform linux/amd64), or write every platform with --format oci',
+      });
+    }
+    return { kind: 'index', names, images: index.images.map((i) => ({ image: i.image, platform: i.platform, annotations: i.descriptor.annotations })), annotations: index.index.annotations };
+  }
+  const image = opts.platform !== undefined ? storeImageForPlatform(found, opts.platform, arg).image : found.image;
+  return { ...image, names };
 }

@@ -91,7 +91,8 @@ async function exportManifest(store: Store, image: StoredImage, opts: ExportOpti
   return { manifest, bytes, descriptor: { mediaType: OCI_IMAGE_MANIFEST, digest: info.digest, size: info.size } };
 }
 
-function isExportIndex(e: ExportImage | ExportIndex): e is ExportIndex {
+/** Whether an export entry is a multi-platform image (else one image). */
+export function isExportIndex(e: ExportImage | ExportIndex): e is ExportIndex {
   return 'kind' in e && e.kind === 'index';
 }
 

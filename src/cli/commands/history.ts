@@ -1,8 +1,7 @@
 import { defineCommand } from '../command.js';
 import { createdSince, humanSize, writeListing, type Listing } from '../format-output.js';
-import { resolveImageArg, shortId } from '../../image/index.js';
+import { resolveImageArg, shortId, storeImageForPlatform } from '../../image/index.js';
 import { parsePlatform } from '../../oci/index.js';
-import { imageForPlatform } from './inspect.js';
 
 interface HistoryRow {
   readonly id: string;
@@ -31,7 +30,7 @@ export const historyCommand = defineCommand({
     const store = await ctx.store();
     const platform = args.platform !== undefined ? parsePlatform(args.platform) : undefined;
     const found = await resolveImageArg(store, args.image, { signal: ctx.io.signal });
-    const { image } = platform !== undefined ? imageForPlatform(found, platform, args.image) : found;
+    const { image } = platform !== undefined ? storeImageForPlatform(found, platform, args.image) : found;
     const layers = image.manifest.layers;
     const history = image.config.history ?? [];
     const rows: HistoryRow[] = [];

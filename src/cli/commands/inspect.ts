@@ -1,11 +1,11 @@
-import { TsbuildError, isTsbuildError } from '../../errors.js';
-import { formatPlatform, parsePlatform, platformMatches, type Platform } from '../../oci/index.js';
+import { isTsbuildError } from '../../errors.js';
+import { formatPlatform, parsePlatform } from '../../oci/index.js';
 // store-layers.ts, not the registry's front door: listing images must not load undici.
 import { readRepoDigests } from '../../registry/store-layers.js';
 import type { Store } from '../../store/index.js';
 import { defineCommand } from '../command.js';
 import { parseFormatFlag, parseGoTemplate } from '../go-template.js';
-import { familiarTag, imagePlatform, indexImageFor, resolveImageArg, type LocalIndex, type StoreImage } from '../../image/index.js';
+import { familiarTag, resolveImageArg, storeImageForPlatform, type LocalIndex, type StoreImage } from '../../image/index.js';
 import { renderError } from '../render-error.js';
 
 /** The document `docker image inspect` prints for one image (the fields a daemon-free store has). */
@@ -63,24 +63,6 @@ export async function inspectIndexDocument(store: Store, img: StoreImage & { rea
   };
 }
 
-/**
- * The one image of `img` for `platform`: the index's image for it, or a single image whose
- * config is for it; PLATFORM_UNAVAILABLE otherwise.
- */
-export function imageForPlatform(img: StoreImage, platform: Platform, what: string): StoreImage {
-  if (img.index !== undefined) {
-    const chosen = indexImageFor(img.index, platform).image;
-    return { image: chosen, tags: img.tags, rootDigests: [chosen.manifestDescriptor.digest], size: chosen.manifest.layers.reduce((n, l) => n + l.size, 0), images: [chosen] };
-  }
-  const have = imagePlatform(img.image.config);
-  if (!platformMatches(platform, have)) {
-    throw new TsbuildError('PLATFORM_UNAVAILABLE', `image ${what} is for ${formatPlatform(have)}, not ${formatPlatform(platform)}`, {
-      hint: 'leave out --platform, or name a multi-platform image that has this platform',
-    });
-  }
-  return img;
-}
-
 function familiarRepoDigest(rd: string): string {
   const at = rd.indexOf('@');
   return `${familiarTag(rd.slice(0, at)).replace(/:latest$/, '')}${rd.slice(at)}`;
@@ -103,7 +85,7 @@ export const inspectCommand = defineCommand({
     for (const name of args.images.map(String)) {
       try {
         const img = await resolveImageArg(store, name, { signal });
-        if (platform !== undefined) docs.push(await inspectDocument(store, imageForPlatform(img, platform, name), signal));
+        if (platform !== undefined) docs.push(await inspectDocument(store, storeImageForPlatform(img, platform, name), signal));
         else if (img.index !== undefined) docs.push(await inspectIndexDocument(store, { ...img, index: img.index }, signal));
         else docs.push(await inspectDocument(store, img, signal));
       } catch (e) {

@@ -1,8 +1,7 @@
 import { defineCommand } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { normalizeName, resolveImageArg } from '../../image/index.js';
+import { normalizeName, resolveImageArg, storeImageForPlatform } from '../../image/index.js';
 import { parsePlatform, parseReference } from '../../oci/index.js';
-import { imageForPlatform } from './inspect.js';
 import type { PushProgress } from '../../registry/index.js';
 import { registryClientFor, registryOptions, short } from './pull.js';
 
@@ -35,7 +34,7 @@ export const pushCommand = defineCommand({
     }
     // A multi-platform image goes whole (its images, then its index) unless --platform picks one.
     const index = platform === undefined && found.index !== undefined ? { ...found.index, ...(name !== undefined ? { name } : {}) } : undefined;
-    const image = platform !== undefined ? imageForPlatform(found, platform, args.image).image : found.image;
+    const image = platform !== undefined ? storeImageForPlatform(found, platform, args.image).image : found.image;
     const destText = args.destination ?? name;
     if (destText === undefined) {
       throw new TsbuildError('USAGE', `image ${args.image} has no name to push to`, { hint: 'name the destination: tsbuild push IMAGE REGISTRY/REPOSITORY:TAG' });

@@ -1,10 +1,9 @@
 import path from 'node:path';
 import { defineCommand } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { normalizeName, platformList, resolveImageArg } from '../../image/index.js';
+import { exportEntryFor, normalizeName, resolveImageArg } from '../../image/index.js';
 import { parsePlatform } from '../../oci/index.js';
-import { exportDockerArchive, exportOciArchive, type ExportImage, type ExportIndex } from '../../store/archive-export.js';
-import { imageForPlatform } from './inspect.js';
+import { exportDockerArchive, exportOciArchive, isExportIndex, type ExportImage, type ExportIndex } from '../../store/archive-export.js';
 
 export const saveCommand = defineCommand({
   builder: (y) =>
@@ -30,22 +29,10 @@ export const saveCommand = defineCommand({
         name = undefined;
       }
       const names = name !== undefined ? [name] : [];
-      const index = found.index;
-      if (index !== undefined && platform === undefined && index.images.length > 1) {
-        // A docker archive names one image per tag (manifest.json); buildx's docker exporter refuses the same.
-        if (args.format === 'docker') {
-          throw new TsbuildError('USAGE', `${arg} is a multi-platform image (${platformList(index)}); a docker archive holds one platform`, {
-            hint: 'pick one with --platform (e.g. --platform linux/amd64), or write every platform with --format oci',
-          });
-        }
-        entries.push({ kind: 'index', names, images: index.images.map((i) => ({ image: i.image, platform: i.platform, annotations: i.descriptor.annotations })), annotations: index.index.annotations });
-        continue;
-      }
-      const image = platform !== undefined ? imageForPlatform(found, platform, arg).image : found.image;
-      entries.push({ ...image, names });
+      entries.push(exportEntryFor(found, arg, names, { format: args.format, platform }));
     }
     if (args.format === 'oci') await exportOciArchive(store, entries, dest, { compression: 'gzip', signal: ctx.io.signal });
-    else await exportDockerArchive(store, entries.filter((e): e is ExportImage => !('kind' in e)), dest, { signal: ctx.io.signal });
+    else await exportDockerArchive(store, entries.filter((e): e is ExportImage => !isExportIndex(e)), dest, { signal: ctx.io.signal });
     return 0;
   },
 });
