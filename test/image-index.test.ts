@@ -276,6 +276,9 @@ describe('multi-platform images through the registry', () => {
     expect(ok(await run('a', ['manifest', 'push', '-q', 'app:v1', `${reg.host}/ci/other:v1`]))).toBe(pushed);
     const local = JSON.parse(ok(await run('a', ['manifest', 'inspect', 'app:v1']))) as { manifests: unknown[] };
     expect(local.manifests).toHaveLength(2);
+    // push --platform sends the one image, as the index names it.
+    const arm = ok(await run('a', ['push', '-q', '--platform', 'linux/arm64', 'app:v1', `${reg.host}/ci/armonly:v1`]));
+    expect(arm).toBe((await skopeoRaw(`docker://${reg.host}/multi/app:v1`)).doc.manifests[1]?.digest);
   });
 });
 
@@ -289,6 +292,9 @@ describe('multi-platform images in archives, and removal', () => {
     expect(loaded).toBe('Loaded image: app:v1 (linux/amd64, linux/arm64)');
     expect((await inspectIndex('f', 'app:v1')).Manifests.map((m) => m.ImageId)).toEqual([ids['app:amd64'], ids['app:arm64']]);
     ok(await run('f', ['fsck']));
+    expect(ok(await run('i', ['load', '--platform', 'linux/arm64', '-i', archive]))).toBe('Loaded image: app:v1');
+    expect(ok(await run('i', ['inspect', '--format', '{{.Id}} {{.Architecture}}', 'app:v1']))).toBe(`${ids['app:arm64']} arm64`);
+    failed(await run('i', ['load', '--platform', 'linux/ppc64le', '-i', archive]), 1);
   });
 
   it('a docker archive refuses several platforms unless --platform picks one', async () => {

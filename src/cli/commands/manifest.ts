@@ -223,23 +223,21 @@ export const manifestCommand = defineCommand({
               if (!args.quiet) ctx.io.stderr.write('The registry would not mount the blobs: the images go through the local store\n');
             }
           }
-          let base: Entry[] = [];
-          if (args.amend) {
-            const existing = await resolveImageArg(store, names[0]!, { signal }).catch((e: unknown) => {
-              if (isTsbuildError(e) && e.code === 'IMAGE_NOT_FOUND') return undefined;
-              throw e;
-            });
-            if (existing !== undefined) base = entriesOf(existing, names[0]!);
-          }
+          const existing = args.amend
+            ? await resolveImageArg(store, names[0]!, { signal }).catch((e: unknown) => {
+                if (isTsbuildError(e) && e.code === 'IMAGE_NOT_FOUND') return undefined;
+                throw e;
+              })
+            : undefined;
+          const base: Entry[] = existing !== undefined ? entriesOf(existing, names[0]!) : [];
           // Every source is resolved (and pulled) before anything is tagged: a missing one changes nothing.
           const added: Entry[] = [];
           for (const src of sources) added.push(...(await sourceEntries(store, src, registry, ctx, args.quiet)));
           const entries = mergeEntries(base, added, args.amend, (e) => e.image.manifestDescriptor.digest);
-          const index = base.length > 0 ? (await resolveImageArg(store, names[0]!, { signal })).index : undefined;
           const written = await writeStoreIndex(
             store,
             entries.map((e) => ({ manifestDescriptor: e.image.manifestDescriptor, platform: e.platform, annotations: e.annotations })),
-            { annotations: index?.index.annotations, signal },
+            { annotations: existing?.index?.index.annotations, signal },
           );
           for (const n of names) await store.setTag(n, written.descriptor, { signal });
           if (!args.quiet) ctx.io.stderr.write(`Created ${names.join(', ')} (${entries.map((e) => formatPlatform(e.platform)).join(', ')})\n`);
