@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { CacheSource } from '../cache/index.js';
+import type { CacheKey, CacheSource } from '../cache/index.js';
+import type { ExportEntry } from '../remote-cache/index.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
 import type { StoredImage } from '../image/index.js';
 import type { Platform } from '../oci/index.js';
@@ -54,7 +55,13 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   // when every step of this build is cached.
   await sweepDeadRuns();
   const { plan, lex, escape } = await parseAndPlan(req, env);
-  const session = new BuildSession({ ...env, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts });
+  const warn = (message: string): void => env.report({ type: 'warning', message });
+  // --cache-from sources: checked now (a local directory that is not a layout is a usage
+  // error), read on the first lookup, started here so the fetch overlaps the context walk.
+  const imports = req.cacheFrom && req.cacheFrom.length > 0 ? await (await import('../remote-cache/index.js')).openCacheImports(req.cacheFrom, { store: env.store, registry: env.registry, warn }) : [];
+  for (const source of imports) source.prefetch(env.signal);
+  const cacheSources = [...(env.cacheSources ?? []), ...imports];
+  const session = new BuildSession({ ...env, cacheSources, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts });
   try {
     const inputs = await buildInputs(req, env, session, lex);
     await runStages(plan, session, { inputs, escape, noCache: req.noCache, noCacheFilter: req.noCacheFilter ?? [] });
@@ -63,6 +70,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
     await session.claim(); // the cache hits' layers, written with the image
     await deliverImage(image, req, session, env.registry);
     await inputs.digests.save();
+    if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, image, session, env);
     return { image, names: req.tags };
   } finally {
     await session.close();
@@ -94,4 +102,38 @@ async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSessi
     ...(req.runResources ? { runResources: req.runResources } : {}),
     defaultNetwork: req.network ?? 'host',
   };
+}
+
+/**
+ * `--cache-to`: each export a progress step. mode=min exports the steps whose layers are in the
+ * image (and the steps that made no layer), mode=max every step of the build. A failed export
+ * fails the build unless it says ignore-error=true (then it is a warning).
+ */
+async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: StoredImage, session: BuildSession, env: BuildEnv): Promise<void> {
+  const { exportBuildCache, cacheSourceName } = await import('../remote-cache/index.js');
+  const inImage = new Set(image.config.rootfs.diff_ids);
+  for (const spec of specs) {
+    if (spec.type === 'inline') continue;
+    const entries = new Map<CacheKey, ExportEntry>();
+    for (const [key, r] of session.usedSteps()) {
+      if (r.kind === 'empty') entries.set(key, { layer: undefined });
+      else if (spec.mode === 'max' || inImage.has(r.diffId)) entries.set(key, { layer: { diffId: r.diffId, size: r.size } });
+    }
+    const name = cacheSourceName(spec);
+    const id = session.nextStepId();
+    session.report({ type: 'step-start', id, name: `exporting cache to ${name.replace(/^(registry|local) cache /, '')}` });
+    const t0 = Date.now();
+    try {
+      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date() });
+      session.report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
+      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+    } catch (e) {
+      if (!spec.ignoreError || session.signal.aborted) {
+        session.report({ type: 'step-error', id, message: e instanceof Error ? e.message : String(e) });
+        throw e;
+      }
+      session.warn(`${name}: the export failed and is ignored (ignore-error=true): ${e instanceof Error ? e.message : String(e)}`);
+      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+    }
+  }
 }

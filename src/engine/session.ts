@@ -74,6 +74,7 @@ export class BuildSession {
   readonly #roots = new Map<string, Promise<SourceRoot>>();
   readonly #found = new Map<string, Promise<LocalImage>>();
   readonly #stages = new Map<number, StageState>();
+  readonly #used = new Map<CacheKey, StepRecord>();
   #sandbox: Promise<BuildSandbox> | undefined;
   #hostFs: Promise<HostFilesystem> | undefined;
   #stepId = 0;
@@ -143,12 +144,20 @@ export class BuildSession {
   // --- cache ---
 
   /** The first hit of the cache sources, in order; never writes. */
-  lookup(key: CacheKey): Promise<CacheHit | undefined> {
-    return lookupInOrder(this.cacheSources, key, { signal: this.signal });
+  async lookup(key: CacheKey): Promise<CacheHit | undefined> {
+    const hit = await lookupInOrder(this.cacheSources, key, { signal: this.signal });
+    if (hit !== undefined) this.#used.set(key, hit.kind === 'layer' ? { kind: 'layer', diffId: hit.layer.diffId, size: hit.layer.size } : { kind: 'empty' });
+    return hit;
   }
 
-  record(key: CacheKey, record: StepRecord): Promise<void> {
-    return this.stepCache.record(key, record);
+  async record(key: CacheKey, record: StepRecord): Promise<void> {
+    await this.stepCache.record(key, record);
+    this.#used.set(key, record);
+  }
+
+  /** The step results this build used or made, by key (what --cache-to exports). */
+  usedSteps(): ReadonlyMap<CacheKey, StepRecord> {
+    return this.#used;
   }
 
   // --- temporary directories ---

@@ -24,6 +24,6 @@ export {
   type Credential,
   type CredentialSource,
 } from './credentials.js';
-export { pullImage, resolveBaseImage, type BaseImageOptions, type PullOptions, type PullPolicy, type PullProgress, type PulledImage } from './pull.js';
-export { pushImage, type PushOptions, type PushProgress, type PushedImage } from './push.js';
+export { fetchBlobBytes, pullImage, pullLayer, resolveBaseImage, type BaseImageOptions, type PullOptions, type PullPolicy, type PullProgress, type PulledImage } from './pull.js';
+export { pushBlobBytes, pushImage, pushLayers, type PushOptions, type PushProgress, type PushedImage } from './push.js';
 export { registryClientFromEnvironment, type RegistryEnvironment } from './client-from-environment.js';
