@@ -155,6 +155,25 @@ describe('--cache-to / --cache-from between two stores', () => {
   });
 });
 
+describe('inline cache', () => {
+  it('an image pushed with --cache-to type=inline is a cache source for --cache-from REF', async () => {
+    const a = await machine('inline-a');
+    const ctx = await context('inline-ctx', 'inline\n');
+    const image = `${reg.host}/ci/inline:v1`;
+    const pushed = await build(a, ['-t', image, '--push', '--cache-to', 'type=inline', ctx]);
+    expect(pushed.code).toBe(0);
+    // The cache metadata is in the image's config.
+    const { body } = await manifestOf(reg.host, 'ci/inline:v1');
+    const config = await documentOf(reg.host, 'ci/inline', body.config.digest) as unknown as Record<string, { entries: Record<string, unknown> }>;
+    expect(Object.keys(config['tsbuild.cache.v1']!.entries)).toHaveLength(5);
+    const b = await machine('inline-b');
+    const again = await build(b, ['--cache-from', image, '--cache-to', 'type=inline', ctx]);
+    expect(again.stderr).not.toMatch(/warning|error/i);
+    expect(again.ran).toEqual([]);
+    expect(again.id).toBe(pushed.id);
+  });
+});
+
 describe('bad input', () => {
   it('a ref that does not exist is a quiet miss; a ref holding an image is a warning naming it and a miss', async () => {
     const root = await machine('bad');

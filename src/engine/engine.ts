@@ -4,7 +4,7 @@ import type { CacheKey, CacheSource } from '../cache/index.js';
 import type { ExportEntry } from '../remote-cache/index.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
 import type { StoredImage } from '../image/index.js';
-import type { Platform } from '../oci/index.js';
+import type { Digest, Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { BuildReporter } from './events.js';
@@ -65,7 +65,9 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   try {
     const inputs = await buildInputs(req, env, session, lex);
     await runStages(plan, session, { inputs, escape, noCache: req.noCache, noCacheFilter: req.noCacheFilter ?? [] });
-    const image = await sealTarget(session, session.stageState(plan.target), { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch });
+    const final = session.stageState(plan.target);
+    const inlineCache = req.cacheTo?.some((c) => c.type === 'inline') ? await inlineCacheOf(session, final.config.rootfs.diff_ids) : undefined;
+    const image = await sealTarget(session, final, { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch, inlineCache });
     await session.holdImage(image.manifestDescriptor);
     await session.claim(); // the cache hits' layers, written with the image
     await deliverImage(image, req, session, env.registry);
@@ -102,6 +104,14 @@ async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSessi
     ...(req.runResources ? { runResources: req.runResources } : {}),
     defaultNetwork: req.network ?? 'host',
   };
+}
+
+/** `--cache-to type=inline`: the config field naming the keys of the image's steps. */
+async function inlineCacheOf(session: BuildSession, diffIds: readonly Digest[]): Promise<{ field: string; value: unknown }> {
+  const { INLINE_CACHE_FIELD, inlineCacheValue } = await import('../remote-cache/index.js');
+  const used = new Map<CacheKey, { diffId: Digest; size: number } | undefined>();
+  for (const [key, r] of session.usedSteps()) used.set(key, r.kind === 'layer' ? { diffId: r.diffId, size: r.size } : undefined);
+  return { field: INLINE_CACHE_FIELD, value: inlineCacheValue(used, diffIds) };
 }
 
 /**

@@ -173,3 +173,66 @@ export function cacheManifest(doc: CacheDocument, docBytes: Buffer): { manifest:
   const bytes = canonicalJson(manifest);
   return { manifest, bytes, digest: sha256Digest(bytes) };
 }
+
+/**
+ * Inline cache (`--cache-to type=inline`): the image config carries, under this field, the keys
+ * of the steps whose layers the image has, each by its position in rootfs.diff_ids, so the
+ * pushed image is itself a cache source (`--cache-from REF`), as BuildKit's inline cache.
+ */
+export const INLINE_CACHE_FIELD = 'tsbuild.cache.v1';
+
+export type InlineCacheEntry = { readonly layer: number; readonly size: number } | { readonly empty: true };
+
+/** The field's value: the steps of `used` whose layer is in `diffIds` (and those that made none). */
+export function inlineCacheValue(used: ReadonlyMap<CacheKey, { readonly diffId: Digest; readonly size: number } | undefined>, diffIds: readonly Digest[]): { keyScheme: string; entries: Record<string, InlineCacheEntry> } {
+  const entries: Record<string, InlineCacheEntry> = {};
+  for (const key of [...used.keys()].sort()) {
+    const l = used.get(key);
+    if (l === undefined) {
+      entries[key] = { empty: true };
+      continue;
+    }
+    const i = diffIds.indexOf(l.diffId);
+    if (i >= 0) entries[key] = { layer: i, size: l.size };
+  }
+  return { keyScheme: KEY_SCHEME, entries };
+}
+
+/**
+ * The cache document an image's inline cache stands for: each entry's layer is the manifest's
+ * layer at its position. MANIFEST_INVALID naming `where` when the config has none.
+ */
+export function inlineCacheDocument(config: unknown, layers: readonly Descriptor[], where: string): { doc: CacheDocument; dropped: number } {
+  const diffIds = isRecord(config) && isRecord(config['rootfs']) && Array.isArray(config['rootfs']['diff_ids']) ? (config['rootfs']['diff_ids'] as unknown[]) : [];
+  const value = isRecord(config) ? config[INLINE_CACHE_FIELD] : undefined;
+  if (!isRecord(value)) {
+    throw new TsbuildError('MANIFEST_INVALID', `${where} holds an ordinary image without inline cache, not a tsbuild build cache`, {
+      hint: 'build and push it with --cache-to type=inline, or name a ref written by --cache-to type=registry',
+    });
+  }
+  if (value['keyScheme'] !== KEY_SCHEME) throw invalid(where, `its inline cache keys are of scheme ${JSON.stringify(value['keyScheme'])}, this tsbuild makes ${KEY_SCHEME}`);
+  const raw = isRecord(value['entries']) ? value['entries'] : {};
+  const entries = new Map<CacheKey, CacheEntry>();
+  let dropped = 0;
+  const usedAt = new Date(0).toISOString();
+  for (const [key, e] of Object.entries(raw)) {
+    if (!isDigest(key) || !isRecord(e)) {
+      dropped++;
+      continue;
+    }
+    if (e['empty'] === true) {
+      entries.set(key as CacheKey, { layer: undefined, exportedAt: 0, usedAt });
+      continue;
+    }
+    const i = e['layer'];
+    const size = e['size'];
+    const desc = typeof i === 'number' && Number.isInteger(i) ? layers[i] : undefined;
+    const diffId = typeof i === 'number' ? diffIds[i] : undefined;
+    if (desc === undefined || typeof diffId !== 'string' || !isDigest(diffId) || typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+      dropped++;
+      continue;
+    }
+    entries.set(key as CacheKey, { layer: { diffId, diffSize: size, digest: desc.digest, size: desc.size, mediaType: desc.mediaType }, exportedAt: 0, usedAt });
+  }
+  return { doc: { exports: 0, entries }, dropped };
+}

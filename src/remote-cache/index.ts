@@ -12,7 +12,7 @@ import type { ImportedCache } from './imported-cache.js';
 import type { CacheExportResult, ExportEntry } from './registry-cache.js';
 
 export { DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_EXPORTS, cacheSourceName, parseCacheExport, parseCacheImport, type CacheExportSpec, type CacheImportSpec } from './cache-spec.js';
-export { CACHE_CONFIG_MEDIA_TYPE, type CacheDocument, type CacheEntry, type CacheLayer } from './cache-document.js';
+export { CACHE_CONFIG_MEDIA_TYPE, INLINE_CACHE_FIELD, inlineCacheValue, type CacheDocument, type CacheEntry, type CacheLayer } from './cache-document.js';
 export type { ImportedCache } from './imported-cache.js';
 export type { CacheExportEnv, CacheImportEnv } from './cache-io.js';
 export type { CacheExportResult, ExportEntry } from './registry-cache.js';

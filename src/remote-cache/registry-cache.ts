@@ -1,8 +1,12 @@
 import { TsbuildError } from '../errors.js';
 import type { CacheKey } from '../cache/index.js';
 import {
+  MAX_CONFIG_BYTES,
   OCI_IMAGE_MANIFEST,
   OCI_LAYER_TAR,
+  choosePlatform,
+  defaultTargetPlatform,
+  isConfigMediaType,
   formatReference,
   parseManifestOrIndex,
   parseReference,
@@ -20,6 +24,7 @@ import {
   MAX_CACHE_DOCUMENT_BYTES,
   cacheManifest,
   formatCacheDocument,
+  inlineCacheDocument,
   mergeCacheDocument,
   parseCacheDocument,
   type CacheBounds,
@@ -53,7 +58,7 @@ function isAbsent(e: unknown): boolean {
  * run); MANIFEST_INVALID naming the ref when it holds something else (an image, an index,
  * another tool's cache) or a document that is not ours.
  */
-async function readRegistryCache(client: RegistryClient, ref: Reference, opts: SignalOption): Promise<{ manifest: ImageManifest; doc: CacheDocument; dropped: number } | undefined> {
+async function readRegistryCache(client: RegistryClient, ref: Reference, opts: SignalOption): Promise<{ manifest: ImageManifest; inline: boolean; doc: CacheDocument; dropped: number } | undefined> {
   const name = formatReference(ref);
   let fetched;
   try {
@@ -62,9 +67,27 @@ async function readRegistryCache(client: RegistryClient, ref: Reference, opts: S
     if (isAbsent(e)) return undefined;
     throw e;
   }
-  const parsed = parseManifestOrIndex(fetched.bytes, fetched.contentType, { what: `cache manifest ${name}` });
-  if (parsed.kind !== 'manifest') throw new TsbuildError('MANIFEST_INVALID', `${name} holds an image index, not a tsbuild build cache`, { hint: 'name a ref written by --cache-to type=registry' });
+  let parsed = parseManifestOrIndex(fetched.bytes, fetched.contentType, { what: `cache manifest ${name}` });
+  if (parsed.kind === 'index') {
+    // An image pushed for several platforms with inline cache: the host platform's image.
+    const chosen = choosePlatform(parsed.index, defaultTargetPlatform());
+    if (chosen === undefined) throw new TsbuildError('MANIFEST_INVALID', `${name} holds an image index with no image for this platform, not a tsbuild build cache`, { hint: 'name a ref written by --cache-to type=registry' });
+    const child = await client.getManifest({ ...ref, digest: chosen.digest }, { signal: opts.signal, what: `manifest ${name}@${chosen.digest}` });
+    parsed = parseManifestOrIndex(child.bytes, chosen.mediaType, { what: `manifest ${name}@${chosen.digest}` });
+  }
+  if (parsed.kind !== 'manifest') throw new TsbuildError('MANIFEST_INVALID', `${name} holds a ${parsed.kind} document, not a tsbuild build cache`, { hint: 'name a ref written by --cache-to type=registry' });
   const manifest = parsed.manifest;
+  if (isConfigMediaType(manifest.config.mediaType)) {
+    // An image: its inline cache, if it was built with --cache-to type=inline.
+    const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CONFIG_BYTES, what: `config of ${name}`, signal: opts.signal });
+    let config: unknown;
+    try {
+      config = JSON.parse(bytes.toString('utf8'));
+    } catch {
+      throw new TsbuildError('MANIFEST_INVALID', `the config of ${name} is not JSON`);
+    }
+    return { manifest, inline: true, ...inlineCacheDocument(config, manifest.layers, name) };
+  }
   if (manifest.config.mediaType !== CACHE_CONFIG_MEDIA_TYPE) {
     throw new TsbuildError('MANIFEST_INVALID', `${name} holds ${describeConfig(manifest.config.mediaType)}, not a tsbuild build cache (config media type ${manifest.config.mediaType})`, {
       hint: 'name a ref written by --cache-to type=registry',
@@ -72,11 +95,10 @@ async function readRegistryCache(client: RegistryClient, ref: Reference, opts: S
   }
   const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CACHE_DOCUMENT_BYTES, what: `cache document of ${name}`, signal: opts.signal });
   const { doc, dropped } = parseCacheDocument(bytes, name);
-  return { manifest, ...onlyListed(doc, manifest, dropped) };
+  return { manifest, inline: false, ...onlyListed(doc, manifest, dropped) };
 }
 
 function describeConfig(mediaType: string): string {
-  if (/container\.image\.v1\+json$|image\.config\.v1\+json$/.test(mediaType)) return 'an ordinary image';
   if (mediaType.includes('buildkit')) return "BuildKit's cache";
   return 'another kind of artifact';
 }
@@ -143,7 +165,8 @@ export async function exportRegistryCache(client: RegistryClient, store: Store, 
   let old: CacheDocument = EMPTY_CACHE;
   try {
     const found = await readRegistryCache(client, ref, opts);
-    if (found !== undefined) old = found.doc;
+    if (found?.inline === true) opts.warn(`${name} holds an image; --cache-to replaces it with a build cache`);
+    else if (found !== undefined) old = found.doc;
   } catch (e) {
     if (e instanceof TsbuildError && e.code === 'MANIFEST_INVALID') opts.warn(`${e.message}; it is replaced by the exported cache`);
     else throw e;
