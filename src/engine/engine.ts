@@ -58,8 +58,25 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   const warn = (message: string): void => env.report({ type: 'warning', message });
   // --cache-from sources: checked now (a local directory that is not a layout is a usage
   // error), read on the first lookup, started here so the fetch overlaps the context walk.
-  const imports = req.cacheFrom && req.cacheFrom.length > 0 ? await (await import('../remote-cache/index.js')).openCacheImports(req.cacheFrom, { store: env.store, registry: env.registry, warn }) : [];
+  const remote = req.cacheFrom && req.cacheFrom.length > 0 ? await import('../remote-cache/index.js') : undefined;
+  let imports = remote ? await remote.openCacheImports(req.cacheFrom!, { store: env.store, registry: env.registry, warn }) : [];
   for (const source of imports) source.prefetch(env.signal);
+  for (;;) {
+    try {
+      return await buildOnce(req, env, { plan, lex, escape }, imports);
+    } catch (e) {
+      // A lazy hit's layer that cannot be fetched when needed: the hit cannot be taken back,
+      // so the build runs again without that source (what ran is in the local step cache).
+      const failed = remote?.lazyFetchSource(e);
+      if (failed === undefined || env.signal.aborted || !imports.includes(failed)) throw e;
+      warn(`${e instanceof Error ? e.message : String(e)}; building again without ${failed.name}`);
+      imports = imports.filter((s) => s !== failed);
+    }
+  }
+}
+
+async function buildOnce(req: BuildRequest, env: BuildEnv, parsed: Awaited<ReturnType<typeof parseAndPlan>>, imports: readonly CacheSource[]): Promise<BuildResult> {
+  const { plan, lex, escape } = parsed;
   const cacheSources = [...(env.cacheSources ?? []), ...imports];
   const session = new BuildSession({ ...env, cacheSources, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts });
   try {
@@ -69,7 +86,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
     const inlineCache = req.cacheTo?.some((c) => c.type === 'inline') ? await inlineCacheOf(session, final.config.rootfs.diff_ids) : undefined;
     const image = await sealTarget(session, final, { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch, inlineCache });
     await session.holdImage(image.manifestDescriptor);
-    await session.claim(); // the cache hits' layers, written with the image
+    await session.claim(final.layers); // the cache hits' layers (lazy ones fetched), written with the image
     await deliverImage(image, req, session, env.registry);
     await inputs.digests.save();
     if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, image, session, env);

@@ -75,6 +75,8 @@ export class BuildSession {
   readonly #found = new Map<string, Promise<LocalImage>>();
   readonly #stages = new Map<number, StageState>();
   readonly #used = new Map<CacheKey, StepRecord>();
+  /** Lazy cache hits whose bytes no one has read yet, by diff ID. */
+  readonly #lazy = new Map<string, { readonly layer: StoredLayer; readonly fetch: () => Promise<void> }>();
   #sandbox: Promise<BuildSandbox> | undefined;
   #hostFs: Promise<HostFilesystem> | undefined;
   #stepId = 0;
@@ -127,12 +129,26 @@ export class BuildSession {
    * deferred into the lease, made ones written into it at once (lease-layers.ts).
    */
   async holdLayers(layers: readonly StoredLayer[], what: string, found: boolean): Promise<void> {
-    if (found) deferLayers(this.#lease, layers, what);
-    else await leaseLayers(this.#lease, this.store, layers, what, this.signal);
+    // Lazy cache hits are not in the store yet: held once fetched (claim).
+    const here = this.#lazy.size === 0 ? layers : layers.filter((l) => !this.#lazy.has(l.diffId));
+    if (found) deferLayers(this.#lease, here, what);
+    else await leaseLayers(this.#lease, this.store, here, what, this.signal);
   }
 
-  /** Writes what was deferred and checks it is still there: before a step reads the layers it builds on. */
-  claim(): Promise<void> {
+  /**
+   * Before a step (or an output) reads `layers` (default: every layer of the build): fetches
+   * the lazy cache hits among them, then writes what was deferred into the lease and checks it
+   * is still there.
+   */
+  async claim(layers?: readonly StoredLayer[]): Promise<void> {
+    const lazy = [...this.#lazy].filter(([d]) => layers === undefined || layers.some((l) => l.diffId === d));
+    if (lazy.length > 0) {
+      await Promise.all(lazy.map(([, l]) => l.fetch()));
+      for (const [d, l] of lazy) {
+        this.#lazy.delete(d);
+        deferLayers(this.#lease, [l.layer], 'a cache hit');
+      }
+    }
     return claimLeased(this.#lease, this.store, this.signal);
   }
 
@@ -146,6 +162,9 @@ export class BuildSession {
   /** The first hit of the cache sources, in order; never writes. */
   async lookup(key: CacheKey): Promise<CacheHit | undefined> {
     const hit = await lookupInOrder(this.cacheSources, key, { signal: this.signal });
+    if (hit?.kind === 'layer' && hit.fetch !== undefined && !this.#lazy.has(hit.layer.diffId) && !(await this.store.blobs.hasBlob(hit.layer.diffId))) {
+      this.#lazy.set(hit.layer.diffId, { layer: hit.layer, fetch: hit.fetch });
+    }
     if (hit !== undefined) this.#used.set(key, hit.kind === 'layer' ? { kind: 'layer', diffId: hit.layer.diffId, size: hit.layer.size } : { kind: 'empty' });
     return hit;
   }
@@ -259,8 +278,8 @@ export class BuildSession {
     let p = this.#roots.get(id);
     if (!p) {
       p = (async () => {
-        // The layers may be cache hits, deferred into the lease: held from here on.
-        await this.claim();
+        // The layers may be cache hits, deferred into the lease (or lazy): held from here on.
+        await this.claim(layers);
         const hostFs = await this.hostFs();
         const dir = await this.store.makeTempDir('from');
         this.#owned.push({ dir, remove: (d) => hostFs.removeTree(d) });

@@ -23,7 +23,18 @@ export interface CacheLayer {
   readonly digest: Digest;
   readonly size: number;
   readonly mediaType: string;
+  /**
+   * The layer's file list (a LayerIndex as canonical JSON, LAYER_INDEX_MEDIA_TYPE), listed in the
+   * manifest's layers too: an importer plans later steps with it and fetches the layer itself
+   * only when its bytes are needed (lazy hits).
+   */
+  readonly index?: { readonly digest: Digest; readonly size: number } | undefined;
 }
+
+export const LAYER_INDEX_MEDIA_TYPE = 'application/vnd.tsbuild.layer-index.v1+json';
+
+/** Layer indexes are one line per file; a bigger one is not read (the layer is fetched instead). */
+export const MAX_LAYER_INDEX_BYTES = 64 * 1024 * 1024;
 
 export interface CacheEntry {
   /** The step's layer; undefined: the step changed no file (no layer). */
@@ -105,7 +116,9 @@ function parseEntry(raw: unknown): CacheEntry | undefined {
   if (typeof diffId !== 'string' || !isDigest(diffId) || typeof digest !== 'string' || !isDigest(digest)) return undefined;
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0 || typeof diffSize !== 'number' || !Number.isSafeInteger(diffSize) || diffSize < 0) return undefined;
   if (typeof mediaType !== 'string') return undefined;
-  return { layer: { diffId, diffSize, digest, size, mediaType }, exportedAt, usedAt, ...extra };
+  const ix = l['index'];
+  const index = isRecord(ix) && typeof ix['digest'] === 'string' && isDigest(ix['digest']) && typeof ix['size'] === 'number' && Number.isSafeInteger(ix['size']) ? { digest: ix['digest'], size: ix['size'] } : undefined;
+  return { layer: { diffId, diffSize, digest, size, mediaType, ...(index ? { index } : {}) }, exportedAt, usedAt, ...extra };
 }
 
 /** The document's bytes (canonical JSON: the same document gives the same digest). */
@@ -116,7 +129,12 @@ export function formatCacheDocument(doc: CacheDocument): Buffer {
     const extra = e.inputs !== undefined ? { inputs: e.inputs } : {};
     entries[key] = e.layer === undefined
       ? { empty: true, exportedAt: e.exportedAt, usedAt: e.usedAt, ...extra }
-      : { layers: [{ diffId: e.layer.diffId, diffSize: e.layer.diffSize, digest: e.layer.digest, size: e.layer.size, mediaType: e.layer.mediaType }], exportedAt: e.exportedAt, usedAt: e.usedAt, ...extra };
+      : {
+          layers: [{ diffId: e.layer.diffId, diffSize: e.layer.diffSize, digest: e.layer.digest, size: e.layer.size, mediaType: e.layer.mediaType, ...(e.layer.index ? { index: e.layer.index } : {}) }],
+          exportedAt: e.exportedAt,
+          usedAt: e.usedAt,
+          ...extra,
+        };
   }
   return canonicalJson({
     mediaType: CACHE_CONFIG_MEDIA_TYPE,
@@ -160,9 +178,15 @@ export function cacheManifest(doc: CacheDocument, docBytes: Buffer): { manifest:
   const seen = new Set<Digest>();
   for (const key of [...doc.entries.keys()].sort()) {
     const l = doc.entries.get(key)!.layer;
-    if (l === undefined || seen.has(l.digest)) continue;
-    seen.add(l.digest);
-    layers.push({ mediaType: l.mediaType, digest: l.digest, size: l.size });
+    if (l === undefined) continue;
+    if (!seen.has(l.digest)) {
+      seen.add(l.digest);
+      layers.push({ mediaType: l.mediaType, digest: l.digest, size: l.size });
+    }
+    if (l.index !== undefined && !seen.has(l.index.digest)) {
+      seen.add(l.index.digest);
+      layers.push({ mediaType: LAYER_INDEX_MEDIA_TYPE, digest: l.index.digest, size: l.index.size });
+    }
   }
   const manifest: ImageManifest = {
     schemaVersion: 2,
@@ -235,4 +259,20 @@ export function inlineCacheDocument(config: unknown, layers: readonly Descriptor
     entries.set(key as CacheKey, { layer: { diffId, diffSize: size, digest: desc.digest, size: desc.size, mediaType: desc.mediaType }, exportedAt: 0, usedAt });
   }
   return { doc: { exports: 0, entries }, dropped };
+}
+
+/**
+ * Entries whose blob the manifest does not list are left out (a registry need not keep such
+ * blobs); an index it does not list is forgotten (the layer is then fetched on a hit).
+ */
+export function onlyListed(doc: CacheDocument, manifest: ImageManifest, dropped: number): { doc: CacheDocument; dropped: number } {
+  const listed = new Set(manifest.layers.map((l) => l.digest));
+  const entries = new Map<CacheKey, CacheEntry>();
+  for (const [key, e] of doc.entries) {
+    if (e.layer === undefined) entries.set(key, e);
+    else if (!listed.has(e.layer.digest)) dropped++;
+    else if (e.layer.index !== undefined && !listed.has(e.layer.index.digest)) entries.set(key, { ...e, layer: { ...e.layer, index: undefined } });
+    else entries.set(key, e);
+  }
+  return { doc: { ...doc, entries }, dropped };
 }

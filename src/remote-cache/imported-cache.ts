@@ -1,6 +1,6 @@
 import type { CacheHit, CacheKey, CacheSource } from '../cache/index.js';
 import { TsbuildError, isAbortError } from '../errors.js';
-import { layerIndexOf } from '../image/index.js';
+import { layerIndexOf, rememberLayerIndex, type LayerIndex } from '../image/index.js';
 import type { Store } from '../store/index.js';
 import type { CacheDocument, CacheLayer } from './cache-document.js';
 
@@ -9,6 +9,10 @@ export interface LoadedCache {
   readonly doc: CacheDocument;
   /** Stores the layer's uncompressed form, verified (blob digest and diff ID). */
   fetchLayer(layer: CacheLayer, signal: AbortSignal | undefined): Promise<void>;
+  /** The layer's file list from the cache (verified), when the cache has it: the hit is then lazy. */
+  fetchIndex?(layer: CacheLayer, signal: AbortSignal | undefined): Promise<LayerIndex | undefined>;
+  /** Remembers where the layer's compressed blob lives (a push to that registry then skips or mounts it). */
+  noteRemote?(layer: CacheLayer): Promise<void>;
 }
 
 export interface ImportedCacheOptions {
@@ -36,6 +40,8 @@ export class ImportedCache implements CacheSource {
   readonly #opts: ImportedCacheOptions;
   #loaded: Promise<LoadedCache | undefined> | undefined;
   readonly #fetches = new Map<string, Promise<boolean>>();
+  readonly #indexes = new Map<string, Promise<LayerIndex | undefined>>();
+  readonly #lazy = new Map<string, Promise<void>>();
 
   constructor(opts: ImportedCacheOptions) {
     this.name = opts.name;
@@ -61,6 +67,27 @@ export class ImportedCache implements CacheSource {
     if (layer === undefined) return { kind: 'empty' };
     const store = this.#opts.store;
     if (!(await store.blobs.hasBlob(layer.diffId))) {
+      // Lazy: the file list now, the bytes when something reads them (CacheHit.fetch).
+      const index = await this.#indexOf(loaded, layer, opts.signal);
+      if (index !== undefined) {
+        const fetch = async (): Promise<void> => {
+          let p = this.#lazy.get(layer.diffId);
+          if (!p) {
+            p = (async () => {
+              if (await store.blobs.hasBlob(layer.diffId)) return;
+              await loaded.fetchLayer(layer, opts.signal);
+              this.#opts.onFetched?.(layer);
+            })().catch((e: unknown) => {
+              this.#lazy.delete(layer.diffId);
+              if (isAbortError(e) || opts.signal?.aborted) throw e;
+              throw new LazyFetchError(this, layer, e);
+            });
+            this.#lazy.set(layer.diffId, p);
+          }
+          return p;
+        };
+        return { kind: 'layer', layer: { diffId: layer.diffId, size: layer.diffSize }, index, fetch };
+      }
       let p = this.#fetches.get(layer.diffId);
       if (!p) {
         p = loaded.fetchLayer(layer, opts.signal).then(
@@ -84,6 +111,27 @@ export class ImportedCache implements CacheSource {
     return { kind: 'layer', layer: { diffId: layer.diffId, size: layer.diffSize }, index: await layerIndexOf(store, layer.diffId, { signal: opts.signal }) };
   }
 
+  /** The cached file list of a layer (remembered in the store), or undefined: then the layer is fetched at once. */
+  async #indexOf(loaded: LoadedCache, layer: CacheLayer, signal: AbortSignal | undefined): Promise<LayerIndex | undefined> {
+    if (loaded.fetchIndex === undefined || layer.index === undefined) return undefined;
+    let p = this.#indexes.get(layer.diffId);
+    if (!p) {
+      p = (async () => {
+        const index = await loaded.fetchIndex!(layer, signal);
+        if (index === undefined) return undefined;
+        await rememberLayerIndex(this.#opts.store, layer.diffId, index);
+        await loaded.noteRemote?.(layer);
+        return index;
+      })().catch((e: unknown) => {
+        if (isAbortError(e) || signal?.aborted) throw e;
+        this.#opts.warn(`${this.name}: the file list of layer ${layer.digest} cannot be read, the layer is fetched instead: ${messageOf(e)}`);
+        return undefined;
+      });
+      this.#indexes.set(layer.diffId, p);
+    }
+    return p;
+  }
+
   #load(signal: AbortSignal | undefined): Promise<LoadedCache | undefined> {
     return (this.#loaded ??= this.#opts.load(signal).catch((e: unknown) => {
       if (isAbortError(e) || signal?.aborted) throw e;
@@ -96,4 +144,16 @@ export class ImportedCache implements CacheSource {
 export function messageOf(e: unknown): string {
   if (e instanceof TsbuildError) return e.message;
   return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * A lazy hit's layer could not be fetched when it was needed: the build cannot take the hit
+ * back, so it is run again without this source (engine.ts), its steps then run or hit locally.
+ */
+export class LazyFetchError extends TsbuildError {
+  readonly source: ImportedCache;
+  constructor(source: ImportedCache, layer: CacheLayer, cause: unknown) {
+    super('FETCH_FAILED', `${source.name}: layer ${layer.digest} cannot be fetched: ${messageOf(cause)}`, { cause });
+    this.source = source;
+  }
 }

@@ -26,16 +26,19 @@ import { compressedLayer } from '../store/archive-export.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE,
   EMPTY_CACHE,
+  LAYER_INDEX_MEDIA_TYPE,
   MAX_CACHE_DOCUMENT_BYTES,
+  MAX_LAYER_INDEX_BYTES,
   cacheManifest,
   formatCacheDocument,
   mergeCacheDocument,
+  onlyListed,
   parseCacheDocument,
   type CacheDocument,
   type CacheLayer,
 } from './cache-document.js';
 import type { LoadedCache } from './imported-cache.js';
-import { freshLayers, type CacheExportOptions, type CacheExportResult, type ExportEntry } from './registry-cache.js';
+import { freshLayers, parseIndexBytes, type CacheExportOptions, type CacheExportResult, type ExportEntry } from './registry-cache.js';
 
 /**
  * A local cache directory (`--cache-to type=local,dest=DIR`, `--cache-from type=local,src=DIR`):
@@ -106,17 +109,9 @@ async function readLocalCache(dir: string): Promise<{ manifest: ImageManifest; m
     throw new TsbuildError('MANIFEST_INVALID', `${where} holds an image, not a tsbuild build cache`, { hint: 'name a directory written by --cache-to type=local' });
   }
   const docBytes = await readVerified(dir, parsed.manifest.config, MAX_CACHE_DOCUMENT_BYTES, `cache document of ${where}`);
-  const { doc, dropped } = parseCacheDocument(docBytes, where);
-  const listed = new Set(parsed.manifest.layers.map((l) => l.digest));
-  const entries = new Map(doc.entries);
-  let gone = dropped;
-  for (const [k, e] of doc.entries) {
-    if (e.layer !== undefined && !listed.has(e.layer.digest)) {
-      entries.delete(k);
-      gone++;
-    }
-  }
-  return { manifest: parsed.manifest, manifestDescriptor: named, doc: { ...doc, entries }, dropped: gone };
+  const parsedDoc = parseCacheDocument(docBytes, where);
+  const { doc, dropped } = onlyListed(parsedDoc.doc, parsed.manifest, parsedDoc.dropped);
+  return { manifest: parsed.manifest, manifestDescriptor: named, doc, dropped };
 }
 
 /** The loader of ImportedCache for `--cache-from type=local,src=DIR`. */
@@ -126,7 +121,14 @@ export function localCacheLoader(store: Store, dir: string, warn: (message: stri
     const found = await readLocalCache(dir);
     if (found === undefined) return undefined;
     if (found.dropped > 0) warn(`local cache ${dir}: ${found.dropped} malformed entries left out`);
-    return { doc: found.doc, fetchLayer: (layer, signal) => importLayer(store, dir, layer, signal) };
+    return {
+      doc: found.doc,
+      fetchIndex: async (layer) => {
+        if (layer.index === undefined) return undefined;
+        return parseIndexBytes(await readVerified(dir, { mediaType: LAYER_INDEX_MEDIA_TYPE, ...layer.index }, MAX_LAYER_INDEX_BYTES, `index of layer ${layer.digest} in ${dir}`));
+      },
+      fetchLayer: (layer, signal) => importLayer(store, dir, layer, signal),
+    };
   };
 }
 
@@ -180,7 +182,12 @@ export async function exportLocalCache(store: Store, dir: string, entries: Reado
   }
   const blobs = path.join(dir, 'blobs', 'sha256');
   await fsp.mkdir(blobs, { recursive: true });
-  const fresh = await freshLayers(entries, async (layers) => {
+  const sendBytes = async (bytes: Buffer): Promise<{ digest: Digest; size: number }> => {
+    const digest = sha256Digest(bytes);
+    await writeIn(dir, blobFile(dir, digest), bytes);
+    return { digest, size: bytes.byteLength };
+  };
+  const fresh = await freshLayers(store, entries, async (layers) => {
     const out: Descriptor[] = [];
     for (const l of layers) {
       const c = await compressedLayer(store, l, opts.compression, { compression: opts.compression, signal: opts.signal });
@@ -188,7 +195,7 @@ export async function exportLocalCache(store: Store, dir: string, entries: Reado
       out.push({ mediaType: layerMediaType('oci', opts.compression), digest: c.digest, size: c.size });
     }
     return out;
-  });
+  }, sendBytes, opts.signal);
   const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now);
   const docBytes = formatCacheDocument(doc);
   const m = cacheManifest(doc, docBytes);

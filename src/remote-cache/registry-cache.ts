@@ -4,6 +4,8 @@ import {
   MAX_CONFIG_BYTES,
   OCI_IMAGE_MANIFEST,
   OCI_LAYER_TAR,
+  canonicalJson,
+  repositoryName,
   choosePlatform,
   defaultTargetPlatform,
   isConfigMediaType,
@@ -18,13 +20,18 @@ import {
 } from '../oci/index.js';
 import { RegistryError, fetchBlobBytes, pullLayer, pushBlobBytes, pushLayers, type RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
+import { layerIndexOf, parseLayerIndexRecord, type LayerIndex } from '../image/index.js';
+import { recordLayerVariant } from '../registry/store-layers.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE,
   EMPTY_CACHE,
+  LAYER_INDEX_MEDIA_TYPE,
   MAX_CACHE_DOCUMENT_BYTES,
+  MAX_LAYER_INDEX_BYTES,
   cacheManifest,
   formatCacheDocument,
   inlineCacheDocument,
+  onlyListed,
   mergeCacheDocument,
   parseCacheDocument,
   type CacheBounds,
@@ -103,17 +110,13 @@ function describeConfig(mediaType: string): string {
   return 'another kind of artifact';
 }
 
-/** Entries whose blob the manifest does not list are left out (the registry need not keep such blobs). */
-function onlyListed(doc: CacheDocument, manifest: ImageManifest, dropped: number): { doc: CacheDocument; dropped: number } {
-  const listed = new Set(manifest.layers.map((l) => l.digest));
-  const entries = new Map(doc.entries);
-  for (const [key, e] of doc.entries) {
-    if (e.layer !== undefined && !listed.has(e.layer.digest)) {
-      entries.delete(key);
-      dropped++;
-    }
+/** A layer index blob, or undefined when it is not one (the layer is then fetched on a hit). */
+export function parseIndexBytes(bytes: Buffer): LayerIndex | undefined {
+  try {
+    return parseLayerIndexRecord(JSON.parse(bytes.toString('utf8')));
+  } catch {
+    return undefined;
   }
-  return { doc: { ...doc, entries }, dropped };
 }
 
 /** The loader of ImportedCache for `--cache-from type=registry,ref=REF`. */
@@ -131,6 +134,14 @@ export function registryCacheLoader(
     if (found.dropped > 0) warn(`registry cache ${formatReference(ref)}: ${found.dropped} malformed entries left out`);
     return {
       doc: found.doc,
+      fetchIndex: async (layer: CacheLayer, s: AbortSignal | undefined) => {
+        if (layer.index === undefined) return undefined;
+        const bytes = await fetchBlobBytes(c, ref, { mediaType: LAYER_INDEX_MEDIA_TYPE, ...layer.index }, { maxBytes: MAX_LAYER_INDEX_BYTES, what: `index of layer ${layer.digest} in ${formatReference(ref)}`, signal: s });
+        return parseIndexBytes(bytes);
+      },
+      noteRemote: async (layer: CacheLayer) => {
+        await recordLayerVariant(store, layer.diffId, { digest: layer.digest, size: layer.size, mediaType: layer.mediaType }, repositoryName(ref));
+      },
       fetchLayer: async (layer: CacheLayer, s: AbortSignal | undefined) => {
         await pullLayer(c, store, ref, { mediaType: layer.mediaType, digest: layer.digest, size: layer.size }, layer.diffId, { signal: s, what: `cache ${formatReference(ref)}` });
       },
@@ -171,7 +182,13 @@ export async function exportRegistryCache(client: RegistryClient, store: Store, 
     if (e instanceof TsbuildError && e.code === 'MANIFEST_INVALID') opts.warn(`${e.message}; it is replaced by the exported cache`);
     else throw e;
   }
-  const fresh = await freshLayers(entries, (layers) => pushLayers(client, store, ref, layers, { compression: opts.compression, signal: opts.signal }));
+  const fresh = await freshLayers(
+    store,
+    entries,
+    (layers) => pushLayers(client, store, ref, layers, { compression: opts.compression, signal: opts.signal }),
+    (bytes) => pushBlobBytes(client, ref, bytes, opts),
+    opts.signal,
+  );
   const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now);
   const docBytes = formatCacheDocument(doc);
   await pushBlobBytes(client, ref, docBytes, opts);
@@ -182,14 +199,20 @@ export async function exportRegistryCache(client: RegistryClient, store: Store, 
 
 /** This build's entries with their layers in compressed form (each distinct layer sent once to `send`). */
 export async function freshLayers(
+  store: Store,
   entries: ReadonlyMap<CacheKey, ExportEntry>,
   send: (layers: Descriptor[]) => Promise<Descriptor[]>,
+  sendBytes: (bytes: Buffer) => Promise<{ digest: Digest; size: number }>,
+  signal: AbortSignal | undefined,
 ): Promise<Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown }>> {
   const distinct = new Map<Digest, number>();
   for (const e of entries.values()) if (e.layer !== undefined) distinct.set(e.layer.diffId, e.layer.size);
   const stored = [...distinct].map(([diffId, size]): Descriptor => ({ mediaType: OCI_LAYER_TAR, digest: diffId, size }));
   const wire = await send(stored);
   const byDiffId = new Map<Digest, Descriptor>(stored.map((s, i) => [s.digest, wire[i]!]));
+  // Each layer's file list goes along (small), so an importer can hit lazily.
+  const indexes = new Map<Digest, { digest: Digest; size: number }>();
+  for (const s of stored) indexes.set(s.digest, await sendBytes(canonicalJson(await layerIndexOf(store, s.digest, { signal }))));
   const out = new Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown }>();
   for (const [key, e] of entries) {
     const extra = e.inputs !== undefined ? { inputs: e.inputs } : {};
@@ -198,7 +221,7 @@ export async function freshLayers(
       continue;
     }
     const w = byDiffId.get(e.layer.diffId)!;
-    out.set(key, { layer: { diffId: e.layer.diffId, diffSize: e.layer.size, digest: w.digest, size: w.size, mediaType: w.mediaType }, ...extra });
+    out.set(key, { layer: { diffId: e.layer.diffId, diffSize: e.layer.size, digest: w.digest, size: w.size, mediaType: w.mediaType, index: indexes.get(e.layer.diffId) }, ...extra });
   }
   return out;
 }
