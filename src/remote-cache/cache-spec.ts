@@ -77,7 +77,7 @@ function typeOf(fields: Map<string, string>, spec: string, flag: string): 'regis
   const type = fields.get('type') ?? 'registry';
   if (!(KNOWN_TYPES as readonly string[]).includes(type)) throw new TsbuildError('USAGE', `unknown ${flag} type ${JSON.stringify(type)} in ${JSON.stringify(spec)}`, { hint: 'use one of registry, local, inline' });
   if (type === 'gha' || type === 's3' || type === 'azblob') {
-    throw new TsbuildError('UNSUPPORTED', `${flag} type=${type} is not supported: tsbuild keeps build cache in a registry or a directory`, {
+    throw new TsbuildError('UNSUPPORTED', `${flag.slice(2)} type=${type} is not supported: tsbuild keeps build cache in a registry or a directory`, {
       hint: `use ${flag} type=registry,ref=REGISTRY/REPO:cache (any registry the build can push to) or type=local`,
     });
   }
