@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { CacheKey, CacheSource } from '../cache/index.js';
 import type { ExportEntry } from '../remote-cache/index.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
-import type { StoredImage } from '../image/index.js';
+import type { StoredImage, StoredLayer } from '../image/index.js';
 import type { Digest, Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
@@ -89,7 +89,7 @@ async function buildOnce(req: BuildRequest, env: BuildEnv, parsed: Awaited<Retur
     await session.claim(final.layers); // the cache hits' layers (lazy ones fetched), written with the image
     await deliverImage(image, req, session, env.registry);
     await inputs.digests.save();
-    if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, image, session, env);
+    if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, image, session, env, req.cacheFrom ?? []);
     return { image, names: req.tags };
   } finally {
     await session.close();
@@ -136,21 +136,30 @@ async function inlineCacheOf(session: BuildSession, diffIds: readonly Digest[]):
  * image (and the steps that made no layer), mode=max every step of the build. A failed export
  * fails the build unless it says ignore-error=true (then it is a warning).
  */
-async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: StoredImage, session: BuildSession, env: BuildEnv): Promise<void> {
+async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: StoredImage, session: BuildSession, env: BuildEnv, imports: NonNullable<BuildRequest['cacheFrom']>): Promise<void> {
   const { exportBuildCache, cacheSourceName } = await import('../remote-cache/index.js');
   const inImage = new Set(image.config.rootfs.diff_ids);
   for (const spec of specs) {
     if (spec.type === 'inline') continue;
     const entries = new Map<CacheKey, ExportEntry>();
+    const layers: StoredLayer[] = [];
     for (const [key, r] of session.usedSteps()) {
-      if (r.kind === 'empty') entries.set(key, { layer: undefined });
-      else if (spec.mode === 'max' || inImage.has(r.diffId)) entries.set(key, { layer: { diffId: r.diffId, size: r.size } });
+      // Whatever a step record carries beyond its layer (the key's inputs) travels along.
+      const inputs = 'inputs' in r && r.inputs !== undefined ? { inputs: r.inputs } : {};
+      if (r.kind === 'empty') entries.set(key, { layer: undefined, ...inputs });
+      else if (spec.mode === 'max' || inImage.has(r.diffId)) {
+        entries.set(key, { layer: { diffId: r.diffId, size: r.size }, ...inputs });
+        layers.push({ diffId: r.diffId, size: r.size });
+      }
     }
     const name = cacheSourceName(spec);
     const id = session.nextStepId();
     session.report({ type: 'step-start', id, name: `exporting cache to ${name.replace(/^(registry|local) cache /, '')}` });
     const t0 = Date.now();
     try {
+      // Lazy hits the build never read (a stage no later step unpacked): an export to the
+      // registry they came from finds their blobs there; any other needs their bytes.
+      if (!(spec.type === 'registry' && sameRegistryAsImport(spec.ref, imports))) await session.claim(layers);
       const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date() });
       session.report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
       session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
@@ -163,4 +172,10 @@ async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: 
       session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
     }
   }
+}
+
+/** True when `ref` names the registry (host) of one of the registry imports. */
+function sameRegistryAsImport(ref: string, imports: NonNullable<BuildRequest['cacheFrom']>): boolean {
+  const host = (r: string): string => r.split('/')[0] ?? '';
+  return imports.some((i) => i.type === 'registry' && i.ref.includes('/') && host(i.ref) === host(ref));
 }
