@@ -1,4 +1,4 @@
-import { LocalStepCache, lookupInOrder, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
+import { LocalStepCache, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { StoredLayer } from '../image/index.js';
 import type { LocalImage } from '../image/index.js';
@@ -76,7 +76,7 @@ export class BuildSession {
   readonly #stages = new Map<number, StageState>();
   readonly #used = new Map<CacheKey, StepRecord>();
   /** Lazy cache hits whose bytes no one has read yet, by diff ID. */
-  readonly #lazy = new Map<string, { readonly layer: StoredLayer; readonly fetch: () => Promise<void> }>();
+  readonly #lazy = new Map<string, { readonly layer: StoredLayer; readonly fetch: () => Promise<void>; readonly keys: CacheKey[] }>();
   #sandbox: Promise<BuildSandbox> | undefined;
   #hostFs: Promise<HostFilesystem> | undefined;
   #stepId = 0;
@@ -147,6 +147,7 @@ export class BuildSession {
       for (const [d, l] of lazy) {
         this.#lazy.delete(d);
         deferLayers(this.#lease, [l.layer], 'a cache hit');
+        for (const key of l.keys) await this.stepCache.record(key, { kind: 'layer', diffId: l.layer.diffId, size: l.layer.size });
       }
     }
     return claimLeased(this.#lease, this.store, this.signal);
@@ -161,11 +162,25 @@ export class BuildSession {
 
   /** The first hit of the cache sources, in order; never writes. */
   async lookup(key: CacheKey): Promise<CacheHit | undefined> {
-    const hit = await lookupInOrder(this.cacheSources, key, { signal: this.signal });
-    if (hit?.kind === 'layer' && hit.fetch !== undefined && !this.#lazy.has(hit.layer.diffId) && !(await this.store.blobs.hasBlob(hit.layer.diffId))) {
-      this.#lazy.set(hit.layer.diffId, { layer: hit.layer, fetch: hit.fetch });
+    let hit: CacheHit | undefined;
+    let local = true;
+    for (const source of this.cacheSources) {
+      hit = await source.lookup(key, { signal: this.signal });
+      if (hit !== undefined) break;
+      local = false;
     }
-    if (hit !== undefined) this.#used.set(key, hit.kind === 'layer' ? { kind: 'layer', diffId: hit.layer.diffId, size: hit.layer.size } : { kind: 'empty' });
+    if (hit === undefined) return undefined;
+    const record: StepRecord = hit.kind === 'layer' ? { kind: 'layer', diffId: hit.layer.diffId, size: hit.layer.size } : { kind: 'empty' };
+    this.#used.set(key, record);
+    if (hit.kind === 'layer' && hit.fetch !== undefined && !this.#lazy.has(hit.layer.diffId) && !(await this.store.blobs.hasBlob(hit.layer.diffId))) {
+      // Recorded in the local step cache once its bytes are here (claim).
+      this.#lazy.set(hit.layer.diffId, { layer: hit.layer, fetch: hit.fetch, keys: [key] });
+    } else if (hit.kind === 'layer' && this.#lazy.has(hit.layer.diffId)) {
+      this.#lazy.get(hit.layer.diffId)!.keys.push(key);
+    } else if (!local) {
+      // An imported hit is kept in the local step cache: the next build here finds it without the source.
+      await this.stepCache.record(key, record);
+    }
     return hit;
   }
 
