@@ -108,6 +108,7 @@ describe('--cache-to / --cache-from between two stores', () => {
     expect(fromRegistry.ran).toEqual([]);
     expect(fromRegistry.cached).toHaveLength(5);
     expect(fromRegistry.id).toBe(first.id);
+    expect(fromRegistry.stderr).toContain(`registry cache ${ref}: 5 entries`);
     // What was imported is kept in B's own step cache: without the source, still every step hits.
     expect((await build(b, [ctx])).ran).toEqual([]);
 
@@ -185,6 +186,7 @@ describe('bad input', () => {
     const none = await build(root, ['--cache-from', `type=registry,ref=${reg.host}/ci/none:cache`, ctx]);
     expect(none.code).toBe(0);
     expect(none.stderr).not.toMatch(/warning/i);
+    expect(none.stderr).toContain(`registry cache ${reg.host}/ci/none:cache: nothing there yet`);
     expect(none.ran).toHaveLength(5);
     // An ordinary image at the ref.
     const image = `${reg.host}/ci/plain:v1`;

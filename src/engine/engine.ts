@@ -59,7 +59,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   // --cache-from sources: checked now (a local directory that is not a layout is a usage
   // error), read on the first lookup, started here so the fetch overlaps the context walk.
   const remote = req.cacheFrom && req.cacheFrom.length > 0 ? await import('../remote-cache/index.js') : undefined;
-  let imports = remote ? await remote.openCacheImports(req.cacheFrom!, { store: env.store, registry: env.registry, warn }) : [];
+  let imports = remote ? await remote.openCacheImports(req.cacheFrom!, { store: env.store, registry: env.registry, warn, info: (message) => env.report({ type: 'info', message }) }) : [];
   for (const source of imports) source.prefetch(env.signal);
   for (;;) {
     try {

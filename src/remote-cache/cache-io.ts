@@ -13,6 +13,8 @@ export interface CacheImportEnv {
   readonly store: Store;
   readonly registry: (() => Promise<RegistryClient>) | undefined;
   readonly warn: (message: string) => void;
+  /** A line of progress (what a source held). */
+  readonly info?: ((message: string) => void) | undefined;
 }
 
 /**
@@ -24,14 +26,15 @@ export async function openCacheImports(specs: readonly CacheImportSpec[], env: C
   const out: ImportedCache[] = [];
   for (const spec of specs) {
     const name = cacheSourceName(spec);
+    const onLoaded = (n: number | undefined): void => env.info?.(n === undefined ? `${name}: nothing there yet` : `${name}: ${n} entries`);
     if (spec.type === 'local') {
       await checkLocalCacheDir(spec.src, '--cache-from');
-      out.push(new ImportedCache({ name, store: env.store, warn: env.warn, load: localCacheLoader(env.store, spec.src, env.warn) }));
+      out.push(new ImportedCache({ name, store: env.store, warn: env.warn, onLoaded, load: localCacheLoader(env.store, spec.src, env.warn) }));
       continue;
     }
     const registry = env.registry;
     if (registry === undefined) throw new TsbuildError('UNSUPPORTED', `--cache-from ${spec.ref}: this build has no registry access configured`);
-    out.push(new ImportedCache({ name, store: env.store, warn: env.warn, load: registryCacheLoader(registry, env.store, spec.ref, env.warn) }));
+    out.push(new ImportedCache({ name, store: env.store, warn: env.warn, onLoaded, load: registryCacheLoader(registry, env.store, spec.ref, env.warn) }));
   }
   return out;
 }

@@ -23,6 +23,8 @@ export interface ImportedCacheOptions {
   readonly load: (signal: AbortSignal | undefined) => Promise<LoadedCache | undefined>;
   /** A cache that cannot be used is a warning and a miss, never a failed build. */
   readonly warn: (message: string) => void;
+  /** The source was read: how many entries it holds (undefined: nothing there yet). For progress. */
+  readonly onLoaded?: ((entries: number | undefined) => void) | undefined;
   /** A layer fetched from the source (for progress). */
   readonly onFetched?: ((layer: CacheLayer) => void) | undefined;
 }
@@ -133,7 +135,10 @@ export class ImportedCache implements CacheSource {
   }
 
   #load(signal: AbortSignal | undefined): Promise<LoadedCache | undefined> {
-    return (this.#loaded ??= this.#opts.load(signal).catch((e: unknown) => {
+    return (this.#loaded ??= this.#opts.load(signal).then((loaded) => {
+      this.#opts.onLoaded?.(loaded?.doc.entries.size);
+      return loaded;
+    }).catch((e: unknown) => {
       if (isAbortError(e) || signal?.aborted) throw e;
       this.#opts.warn(`${this.name} cannot be used, its steps run instead: ${messageOf(e)}`);
       return undefined;
