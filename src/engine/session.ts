@@ -160,7 +160,11 @@ export class BuildSession {
 
   // --- cache ---
 
-  /** The first hit of the cache sources, in order; never writes. */
+  /**
+   * The first hit of the cache sources, in order (the sources only answer; what a hit needs is
+   * done here): a hit of an imported source is kept in the local step cache, a lazy one once its
+   * bytes are fetched (claim); every hit is noted for --cache-to.
+   */
   async lookup(key: CacheKey): Promise<CacheHit | undefined> {
     let hit: CacheHit | undefined;
     let local = true;
