@@ -208,6 +208,11 @@ describe('bad input', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`${notLayout} is not an OCI image layout`);
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(r.ran).toEqual([]); // refused before any step
+    const to = await build(root, ['--cache-to', `type=local,dest=${notLayout}`, ctx]);
+    expect(to.code).toBe(2);
+    expect(to.ran).toEqual([]);
+    expect(await fs.readdir(notLayout)).toEqual(['notes.txt']);
     const gha = await build(root, ['--cache-to', 'type=gha', ctx]);
     expect(gha.code).toBe(1);
     expect(gha.stderr).toContain('type=gha is not supported');

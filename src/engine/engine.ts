@@ -61,6 +61,7 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   const remote = req.cacheFrom && req.cacheFrom.length > 0 ? await import('../remote-cache/index.js') : undefined;
   let imports = remote ? await remote.openCacheImports(req.cacheFrom!, { store: env.store, registry: env.registry, warn, info: (message) => env.report({ type: 'info', message }) }) : [];
   for (const source of imports) source.prefetch(env.signal);
+  if (req.cacheTo && req.cacheTo.length > 0) await (await import('../remote-cache/index.js')).checkCacheExports(req.cacheTo);
   for (;;) {
     try {
       return await buildOnce(req, env, { plan, lex, escape }, imports);

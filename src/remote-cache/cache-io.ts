@@ -39,6 +39,11 @@ export async function openCacheImports(specs: readonly CacheImportSpec[], env: C
   return out;
 }
 
+/** Checks the --cache-to directories before the build: one that exists but is not an OCI layout is a USAGE error now, not after the build. */
+export async function checkCacheExports(specs: readonly CacheExportSpec[]): Promise<void> {
+  for (const spec of specs) if (spec.type === 'local') await checkLocalCacheDir(spec.dest, '--cache-to');
+}
+
 export interface CacheExportEnv {
   readonly store: Store;
   readonly registry: (() => Promise<RegistryClient>) | undefined;

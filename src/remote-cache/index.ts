@@ -22,6 +22,11 @@ export async function openCacheImports(specs: readonly CacheImportSpec[], env: C
   return (await import('./cache-io.js')).openCacheImports(specs, env);
 }
 
+/** Checks the --cache-to directories before the build (cache-io.ts). */
+export async function checkCacheExports(specs: readonly CacheExportSpec[]): Promise<void> {
+  if (specs.some((s) => s.type === 'local')) await (await import('./cache-io.js')).checkCacheExports(specs);
+}
+
 /** One --cache-to of type registry or local (cache-io.ts). */
 export async function exportBuildCache(spec: Exclude<CacheExportSpec, { type: 'inline' }>, entries: ReadonlyMap<CacheKey, ExportEntry>, env: CacheExportEnv): Promise<CacheExportResult> {
   return (await import('./cache-io.js')).exportBuildCache(spec, entries, env);
