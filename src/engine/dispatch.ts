@@ -111,7 +111,7 @@ async function applyStep(step: Step, ctx: StepContext, explain: StepExplain): Pr
       },
       onMiss: (key) => explain.miss(key, prepared.keyInputs),
       // The step reads the layers it builds on: what cache hits deferred is held from here.
-      beforeExecute: () => session.claim(),
+      beforeExecute: () => session.claim(state.layers),
       execute: async () => {
         const out = await prepared.execute();
         return { value: out.made, keyInputs: out.keyInputs };
