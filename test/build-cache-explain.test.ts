@@ -120,4 +120,34 @@ describe('why a step missed the cache', () => {
     const off = await tsbuild(['build', '--no-cache', '--progress', 'plain', '--build-arg', 'VERSION=2', ctx], { root });
     expect(missLines(off.stderr).get('COPY src/ /app/')).toBe('cache disabled (--no-cache)');
   });
+
+  it('explains a miss on a second machine from the cache it imported from the registry', async () => {
+    const one = path.join(work, 'machine-one');
+    await storeWithBusybox(one);
+    const ref = `${reg.host}/explain/cache:main`;
+    const files = { Dockerfile: 'FROM busybox\nCOPY src/ /app/\nRUN cat /app/app.py > /seen\n', 'src/app.py': 'print(1)\n', 'src/util.py': 'u = 1\n' };
+    const ctxOne = path.join(work, 'checkout-one');
+    await writeTree(ctxOne, files);
+    const exported = await tsbuild(['build', '--progress', 'plain', '--cache-to', `type=registry,ref=${ref},mode=max`, ctxOne], { root: one });
+    expect(exported.code, exported.stderr).toBe(0);
+
+    // Another machine: an empty store (busybox only), another checkout path, one file changed.
+    const two = path.join(work, 'machine-two');
+    await storeWithBusybox(two);
+    const ctxTwo = path.join(work, 'checkout-two');
+    await writeTree(ctxTwo, { ...files, 'src/util.py': 'u = 2\n' });
+    const r = await tsbuild(['build', '--progress', 'json', '--cache-from', `type=registry,ref=${ref}`, ctxTwo], { root: two });
+    expect(r.code, r.stderr).toBe(0);
+    const events = cacheEvents(r.stderr);
+    expect(events.get('COPY src/ /app/')).toMatchObject({ type: 'step-miss', hit: false, reason: '/app/util.py changed', source: `registry ${ref}` });
+    expect(events.get('RUN cat /app/app.py > /seen')).toMatchObject({ type: 'step-miss', hit: false, reason: 'previous step changed', source: `registry ${ref}` });
+
+    // Unchanged, the same machine imports and hits, naming the registry as the source.
+    await fs.writeFile(path.join(ctxTwo, 'src/util.py'), 'u = 1\n');
+    const two2 = path.join(work, 'machine-three');
+    await storeWithBusybox(two2);
+    const hit = await tsbuild(['build', '--progress', 'json', '--cache-from', `type=registry,ref=${ref}`, ctxTwo], { root: two2 });
+    expect(hit.code, hit.stderr).toBe(0);
+    expect(cacheEvents(hit.stderr).get('COPY src/ /app/')).toMatchObject({ type: 'step-cached', hit: true, source: `registry ${ref}` });
+  });
 });

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { cacheKeyFor, linkedStateKey, type CacheKey, type StepKeyInputs } from '../cache/index.js';
 import type { Instruction } from '../dockerfile/index.js';
 import { expandInstruction, scopeAfter, type StageScope, type Step } from '../plan/index.js';
@@ -82,13 +83,22 @@ function explainFor(id: number, at: StageProgress, opts: StageStepOptions, place
   return stepExplain({
     session,
     id,
-    identity: { dockerfile: inputs.file, stage: opts.stage ?? '', step: place, platform: session.platformText },
+    identity: { dockerfile: dockerfileIdentity(inputs.file, inputs.contextDir), stage: opts.stage ?? '', step: place, platform: session.platformText },
     contextDir: inputs.contextDir,
     state: at.state,
     configSince: at.configSince ?? [],
     noCache: opts.noCache,
     isBuildArg: (n) => at.scope.argEnv.has(n),
   });
+}
+
+/**
+ * The Dockerfile as a step identity names it: its path inside the build context when it is there
+ * (the same on every checkout of the project), else its file name.
+ */
+function dockerfileIdentity(file: string, contextDir: string): string {
+  const rel = path.relative(path.resolve(contextDir), path.resolve(file));
+  return rel === '' || rel.startsWith('..') || path.isAbsolute(rel) ? path.basename(file) : rel.split(path.sep).join('/');
 }
 
 async function applyStep(step: Step, ctx: StepContext, explain: StepExplain): Promise<{ state: StageState; cached: boolean; config?: boolean; source?: string | undefined }> {
@@ -124,8 +134,8 @@ async function applyStep(step: Step, ctx: StepContext, explain: StepExplain): Pr
       inFlight: session.inFlight,
       signal: session.signal,
     });
-    // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
     explain.seen(r.key);
+    // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
     const key = prepared.linked ? linkedStateKey(state.key, r.key, session.platformText) : r.key;
     const next = r.value ? withLayer(state, key, r.value, history) : withoutLayer(state, key, history);
     return { state: after(next), cached: r.cached, ...(r.cached ? { source } : {}) };

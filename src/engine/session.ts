@@ -1,4 +1,4 @@
-import { LocalStepCache, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
+import { LocalStepCache, type CacheHit, type CacheKey, type CacheSource, type KeyInputsSummary, type StateKey, type StepRecord } from '../cache/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { StoredLayer } from '../image/index.js';
 import type { LocalImage } from '../image/index.js';
@@ -206,6 +206,15 @@ export class BuildSession {
   async record(key: CacheKey, record: StepRecord): Promise<void> {
     await this.stepCache.record(key, record);
     this.#used.set(key, record);
+  }
+
+  /** The inputs summary of a key: the local step record's, else the first cache source's that has one. */
+  async inputsOf(key: CacheKey): Promise<KeyInputsSummary | undefined> {
+    for (const source of this.cacheSources) {
+      const found = source === this.stepCache ? await this.stepCache.inputsOf(key, { signal: this.signal }).catch(() => undefined) : await source.inputsOf?.(key, { signal: this.signal });
+      if (found !== undefined) return found;
+    }
+    return undefined;
   }
 
   /** The step results this build used or made, by key (what --cache-to exports). */
