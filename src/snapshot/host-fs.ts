@@ -22,7 +22,12 @@ import { writeLayerToStore } from './store-layer.js';
  */
 export interface HostFilesystem {
   readonly kind: 'root' | 'user-namespace' | 'unprivileged';
-  /** Applies a stored layer onto `dir` (whiteouts honoured, nothing written outside it). */
+  /**
+   * Applies a stored layer onto `dir` (whiteouts honoured, nothing written outside it). `dir` is
+   * a temporary tree of the caller's that nobody else reads until the caller keeps it whole
+   * (renames it into place, runs a step on it) or removes it whole: a failed apply may leave
+   * a file half-written in it (ApplyLayerOptions.privateRoot).
+   */
   unpackLayer(store: Store, diffId: Digest, dir: string, signal?: AbortSignal): Promise<void>;
   /** Removes a tree this capability made (also one holding files of subordinate IDs). */
   removeTree(dir: string, signal?: AbortSignal): Promise<void>;
@@ -76,7 +81,7 @@ function directFs(kind: 'root' | 'unprivileged'): HostFilesystem {
   return {
     kind,
     async unpackLayer(store, diffId, dir, signal) {
-      await applyLayer(await store.blobs.openBlob(diffId, { signal }), dir, { sameOwner: kind === 'root', ...(signal ? { signal } : {}) });
+      await applyLayer(await store.blobs.openBlob(diffId, { signal }), dir, { sameOwner: kind === 'root', privateRoot: true, ...(signal ? { signal } : {}) });
     },
     removeTree: (dir, signal) => removeTreeDefault(dir, signal),
     writeLayer: (store, entries, opts) =>

@@ -18,7 +18,7 @@ interface SerializedEntry extends Omit<LayerEntry, 'source' | 'xattrs'> {
 async function main(argv: readonly string[]): Promise<number> {
   const [cmd, a, b] = argv;
   if (cmd === 'unpack' && a && b) {
-    await applyLayer(createReadStream(a), b, { sameOwner: true });
+    await applyLayer(createReadStream(a), b, { sameOwner: true, privateRoot: true });
     return 0;
   }
   if (cmd === 'write-layer' && a && b) {
