@@ -39,10 +39,8 @@ export interface HostFilesystem {
   imageOwner(uid: number, gid: number): { uid: number; gid: number };
 }
 
-/** A layer entry whose file content, if any, is read from a host path. */
-export interface HostLayerEntry extends Omit<LayerEntry, 'source'> {
-  readonly sourcePath?: string | undefined;
-}
+/** A layer entry whose file content, if any, is read from a host path (`sourcePath`). */
+export type HostLayerEntry = Omit<LayerEntry, 'source'>;
 
 const chosen = new Map<string, Promise<HostFilesystem>>();
 
@@ -84,12 +82,7 @@ function directFs(kind: 'root' | 'unprivileged'): HostFilesystem {
       await applyLayer(await store.blobs.openBlob(diffId, { signal }), dir, { sameOwner: kind === 'root', privateRoot: true, ...(signal ? { signal } : {}) });
     },
     removeTree: (dir, signal) => removeTreeDefault(dir, signal),
-    writeLayer: (store, entries, opts) =>
-      writeLayerToStore(
-        store,
-        entries.map(({ sourcePath, ...e }): LayerEntry => (sourcePath ? { ...e, source: () => createReadStream(sourcePath) } : e)),
-        opts,
-      ),
+    writeLayer: (store, entries, opts) => writeLayerToStore(store, entries, opts),
     async chown(dir, uid, gid, signal) {
       if (kind === 'root') await fsp.chown(dir, uid, gid);
       // Without a user namespace the container's IDs do not exist: the same error as with one
