@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import pLimit from 'p-limit';
 import type fs from 'node:fs';
 import { Digester, isDigest, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
@@ -95,7 +95,7 @@ export class FileDigests {
   async digestsOf(paths: readonly string[], opts: { readonly concurrency: number; readonly signal?: AbortSignal | undefined }): Promise<Digest[]> {
     await this.#load();
     const out: Digest[] = new Array<Digest>(paths.length);
-    const misses: Array<{ readonly i: number; readonly st: fs.BigIntStats }> = [];
+    const misses: number[] = [];
     for (let i = 0; i < paths.length; i++) {
       if (i % 4096 === 4095) {
         opts.signal?.throwIfAborted();
@@ -105,11 +105,18 @@ export class FileDigests {
       const st = lstatSync(abs, { bigint: true });
       const hit = this.#known.get(abs);
       if (hit && hit.k === statKey(st)) out[i] = hit.d;
-      else misses.push({ i, st });
+      else misses.push(i);
     }
-    await pLimit(opts.concurrency).map(misses, async ({ i, st }) => {
-      out[i] = await this.digestOf(paths[i]!, st, opts.signal);
-    });
+    // A few workers taking the next file, not a promise per file made up front (p-limit's map
+    // holds one per item: 20,000 of them for a cold COPY of a big context).
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < misses.length) {
+        const i = misses[next++]!;
+        out[i] = await this.digestOf(paths[i]!, await lstat(paths[i]!, { bigint: true }), opts.signal);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(opts.concurrency, misses.length) }, worker));
     return out;
   }
 
