@@ -75,13 +75,15 @@ export const runStep: StepModule<RunStep> = {
               { location: step.location },
             );
           }
-          const { entries, index } = toLayer(await snapshot.capture());
-          let made: MadeLayer | undefined;
-          if (entries.length > 0) {
+          // In a function of its own: the entries are garbage once written, before commit.
+          const writeRunLayer = async (): Promise<MadeLayer | undefined> => {
+            const { entries, index } = await toLayer(await snapshot.capture());
+            if (entries.length === 0) return undefined;
             const layer = await hostFs.writeLayer(session.store, entries, { sourceDateEpoch: inputs.sourceDateEpoch, signal: session.signal, what: 'RUN layer' });
             await rememberLayerIndex(session.store, layer.diffId, index);
-            made = { layer, index };
-          }
+            return { layer, index };
+          };
+          const made = await writeRunLayer();
           await snapshot.commit(made?.layer.diffId);
           return { made };
         } finally {
@@ -98,7 +100,7 @@ export const runStep: StepModule<RunStep> = {
  * another: objects made by spreading got a hidden class of their own in V8, about 330 bytes of
  * shape per object, 50 MB for the 150,000 objects of a RUN that writes 50,000 files.
  */
-function toLayer(changes: readonly ChangeEntry[]): { entries: HostLayerEntry[]; index: LayerIndex } {
+async function toLayer(changes: Iterable<ChangeEntry> | AsyncIterable<ChangeEntry>): Promise<{ entries: HostLayerEntry[]; index: LayerIndex }> {
   const entries: HostLayerEntry[] = [];
   const index: { entries: LayerIndex['entries'][number][]; whiteouts: string[]; opaqueDirs: string[] } = { entries: [], whiteouts: [], opaqueDirs: [] };
   const inodes = new Map<number, string>();
@@ -119,7 +121,7 @@ function toLayer(changes: readonly ChangeEntry[]): { entries: HostLayerEntry[]; 
     linkTarget === undefined
       ? { path: c.path, type, mode: c.mode & 0o7777, uid: c.uid, gid: c.gid, mtime, size }
       : { path: c.path, type, mode: c.mode & 0o7777, uid: c.uid, gid: c.gid, mtime, size, linkTarget };
-  for (const c of changes) {
+  for await (const c of changes) {
     if (c.kind === 'whiteout') {
       entries.push({ path: c.path, type: 'whiteout', mode: 0, uid: 0, gid: 0, mtime: 0 });
       index.whiteouts.push(c.path);

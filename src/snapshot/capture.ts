@@ -103,9 +103,10 @@ export interface RawEntry {
  * rootless upper dir is a whiteout. As root, a character device is a whiteout only if it is
  * 0/0 (checked with lstat), so a RUN that mknods a real device keeps it.
  */
-export async function* captureUpperDir(upperDir: string, opts: CaptureOptions): AsyncIterable<ChangeEntry> {
+export async function* captureUpperDir(upperDir: string, opts: CaptureOptions & { readonly onDropped?: (dropped: ReadonlySet<string>) => void }): AsyncIterable<ChangeEntry> {
   const caps = opts.capabilities;
   const { entries, opaque, dropped } = await analyseUpperDir(upperDir, opts);
+  opts.onDropped?.(dropped);
   const fileCaps = await readFileCapabilities(
     upperDir,
     entries.filter((e) => e.type === 'f' && !dropped.has(e.path)).map((e) => e.path),
@@ -168,8 +169,10 @@ async function analyseUpperDir(upperDir: string, opts: CaptureOptions): Promise<
  * kept as the next snapshot (a lower dir of later steps) holds exactly what its layer holds.
  * Runs inside the user namespace when rootless. Call after capturing, before committing.
  */
-export async function pruneMountPoints(upperDir: string, opts: CaptureOptions): Promise<string[]> {
-  const { dropped } = await analyseUpperDir(upperDir, opts);
+export async function pruneMountPoints(upperDir: string, opts: CaptureOptions, known?: ReadonlySet<string>): Promise<string[]> {
+  // What captureUpperDir found (onDropped), else listed again: the step has ended, so the
+  // upper dir is as it was then, and a second listing of 50,000 files costs time and memory.
+  const dropped = known ?? (await analyseUpperDir(upperDir, opts)).dropped;
   // Only the topmost dropped paths: rm -rf takes their (dropped) children along.
   const top = [...dropped].filter((p) => ![...dropped].some((q) => p.startsWith(`${q}/`))).sort();
   if (top.length === 0) return [];
@@ -195,10 +198,20 @@ export async function listTree(upperDir: string, caps: SandboxCapabilities, sign
   const fmt = '%y\\0%m\\0%U\\0%G\\0%s\\0%T@\\0%i\\0%n\\0%l\\0%C@\\0%P\\0';
   const r = await inNamespace(caps, 'find', [upperDir, '-mindepth', '1', '-printf', fmt], signal);
   if (r.exitCode !== 0) throw new TsbuildError('SANDBOX_FAILED', `cannot list the upper dir ${upperDir}: ${r.stderr.trim()}`);
-  const f = r.stdout.toString('utf8').split('\0');
+  // Field by field from the bytes, not the whole listing as one string split at once: for a step
+  // that wrote 50,000 files that was 550,000 strings alive together, where a RUN's memory peaked.
+  const out = r.stdout;
   const entries: RawEntry[] = [];
-  for (let i = 0; i + FIND_FIELDS <= f.length; i += FIND_FIELDS) {
-    const at = (k: number): string => f[i + k] ?? '';
+  const fields: string[] = new Array<string>(FIND_FIELDS);
+  let pos = 0;
+  records: while (pos < out.length) {
+    for (let k = 0; k < FIND_FIELDS; k++) {
+      const end = out.indexOf(0, pos);
+      if (end < 0) break records; // a torn record (find failed midway: refused above)
+      fields[k] = out.toString('utf8', pos, end);
+      pos = end + 1;
+    }
+    const at = (k: number): string => fields[k] ?? '';
     entries.push({
       type: at(0),
       mode: parseInt(at(1), 8),
@@ -269,7 +282,7 @@ export async function readFileCapabilities(dir: string, paths: readonly string[]
   const found = new Map<string, Buffer>();
   const getfattr = caps.tools.getfattr;
   if (paths.length === 0 || !getfattr) return found;
-  const list = Readable.from([Buffer.from(paths.map((p) => `${join(dir, p)}\0`).join(''), 'utf8')]);
+  const list = Readable.from([Buffer.from(paths.map((p) => `${dir}/${p}\0`).join(''), 'utf8')]);
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   // getfattr exits 1 when a file has no such attribute (xargs then 123); the output is complete.
