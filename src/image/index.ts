@@ -3,10 +3,11 @@
 export type { StoredImage, StoredLayer } from '../store/index.js';
 export * from './config-edit.js';
 export { DEFAULT_PATH, importRootfsTar, type ImportOptions } from './import-rootfs.js';
-export { layerIndexOf, rememberLayerIndex, viewOfLayers } from './layer-index-cache.js';
+export { layerIndexOf, parseLayerIndexRecord, rememberLayerIndex, viewOfLayers } from './layer-index-cache.js';
 export { findLocalImage, getLocalImage, normalizeName, readLocalImage, type LocalImage } from './local-image.js';
 export { RootfsView, normalize, type IndexedEntry, type LayerIndex, type ViewEntry } from './rootfs-view.js';
 export { sealImage } from './seal.js';
 export { parseAnnotations, type ImageAnnotations } from './annotations.js';
 export { parseIdFile, resolveChown, resolveFileOpUser, resolveUser, type IdPair, type ImageUser } from './users.js';
-export { familiarTag, listStoreImages, resolveImageArg, shortId, splitTag, type StoreImage } from './store-images.js';
+export { familiarTag, listStoreImages, resolveImageArg, shortId, splitTag, storeImageId, type StoreImage } from './store-images.js';
+export { exportEntryFor, imagePlatform, indexImageFor, platformList, readLocalIndex, storeImageForPlatform, type LocalIndex, type LocalIndexImage } from './local-index.js';

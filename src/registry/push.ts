@@ -7,12 +7,14 @@ import {
   OCI_IMAGE_CONFIG,
   OCI_IMAGE_MANIFEST,
   canonicalJson,
+  digestBytes,
   formatReference,
   isNondistributableLayer,
   layerCompression,
   layerMediaType,
   normalizeRegistry,
   repositoryName,
+  sha256Digest,
   withDefaultTag,
   type Descriptor,
   type Digest,
@@ -47,6 +49,11 @@ export interface PushOptions {
   readonly level?: number | undefined;
   /** Upload in PATCH chunks of this size (registries that cap request size); default monolithic. */
   readonly chunkSize?: number | undefined;
+  /**
+   * Put the manifest under its digest, not the destination's tag: an image of a multi-platform
+   * image, which its index names (push-index.ts).
+   */
+  readonly byDigest?: boolean | undefined;
 }
 
 export interface PushedImage {
@@ -93,11 +100,33 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
     ...(image.manifest.annotations !== undefined ? { annotations: image.manifest.annotations } : {}),
   };
   const bytes = canonicalJson(manifest);
-  const digest = await client.putManifest(repo, { reference: dest.tag ?? 'latest', bytes, mediaType: OCI_IMAGE_MANIFEST, signal });
-  const reference = formatReference(dest);
+  const byDigest = opts.byDigest === true ? digestBytes(bytes, 'sha256') : undefined;
+  const digest = await client.putManifest(repo, { reference: byDigest ?? dest.tag ?? 'latest', bytes, mediaType: OCI_IMAGE_MANIFEST, signal });
+  const reference = byDigest !== undefined ? `${repoName}@${byDigest}` : formatReference(dest);
   opts.onProgress?.({ type: 'manifest', digest, reference });
   await recordRepoDigest(store, image.manifestDescriptor.digest, `${repoName}@${digest}`, { signal }).catch(() => undefined);
   return { reference, digest, size: bytes.byteLength };
+}
+
+/**
+ * Store layers (uncompressed descriptors, digest = diff ID) to a repository as pushImage sends
+ * them: skipped when the repository has a compressed form, mounted from another repository of
+ * the registry, else uploaded (compressed once, remembered). Returns each layer's descriptor on
+ * the wire, in order. A build cache export shares its blobs with the image this way.
+ */
+export async function pushLayers(client: RegistryClient, store: Store, destination: Reference, layers: readonly Descriptor[], opts: PushOptions = {}): Promise<Descriptor[]> {
+  const target: PushTarget = { client, store, repo: destination, registry: normalizeRegistry(destination.registry), repoName: repositoryName(destination) };
+  return mapParallel(layers, opts.concurrency ?? 4, opts.signal, (layer, _i, s) => pushLayer(target, layer, opts.compression ?? 'gzip', { ...opts, signal: s }));
+}
+
+/** A small blob from memory (a config document), unless the repository has it. */
+export async function pushBlobBytes(client: RegistryClient, destination: Reference, bytes: Buffer, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<{ digest: Digest; size: number }> {
+  const digest = sha256Digest(bytes);
+  const size = bytes.byteLength;
+  if ((await client.blobSize(destination, digest, { signal: opts.signal, forPush: true })) === undefined) {
+    await client.uploadBlob({ repo: destination, digest, size, source: async (start, end) => Readable.from([bytes.subarray(start, end)]), signal: opts.signal });
+  }
+  return { digest, size };
 }
 
 /** Where a push goes, and what it reads from: shared by every blob of one push. */
