@@ -5,7 +5,7 @@ import { TsbuildError } from '../errors.js';
 import type { BuildEvent, BuildRequest, OutputSpec } from '../engine/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import { normalizeName } from '../image/index.js';
-import { asCancelled, buildEnvFor, checkPlatforms, parseBuildArgs, parseLabels, parseSecrets, readDockerfile, resolveContextDir, runBuild, withDefaultOutputs, type BuildOutcome } from './build-request.js';
+import { asCancelled, buildEnvFor, parsePlatforms, parseBuildArgs, parseLabels, parseSecrets, readDockerfile, resolveContextDir, runBuild, withDefaultOutputs, type BuildOutcome } from './build-request.js';
 import { checkKeys, optBoolean, optChoice, optList, optPairs, optString, splitList } from './options.js';
 import { parseOutputFlag } from './parse-output.js';
 import { defaultLogger, openRegistryClient, openStoreAt, resolveStoreRoot, type CredentialsProvider } from './store.js';
@@ -45,7 +45,10 @@ export interface BuildOptions {
   readonly cacheTo?: string | readonly string[];
   /** Secrets for RUN --mount=type=secret: `id=ID,src=FILE` or `id=ID,env=VAR` strings. Never in a layer, log or error. */
   readonly secrets?: string | readonly string[];
-  /** Target platforms; only the host's is supported (anything else: UNSUPPORTED). */
+  /**
+   * Target platforms (`linux/amd64`, `linux/arm64`, ...). Several give one image per platform
+   * and an OCI image index; a foreign platform's RUN steps run under qemu-user (binfmt_misc).
+   */
   readonly platforms?: string | readonly string[];
   /** Labels set on the image: { KEY: 'value' } or `KEY=VALUE` strings. */
   readonly labels?: Readonly<Record<string, string>> | string | readonly string[];
@@ -124,7 +127,7 @@ async function requestFor(o: Record<string, unknown>, cwd: string, env: NodeJS.P
   // Every option is checked before anything is read: a mistake is reported as itself.
   const context = optString(o, 'context') ?? '.';
   const file = optString(o, 'file');
-  checkPlatforms(optList(o, 'platforms', { commas: true }));
+  const platforms = parsePlatforms(optList(o, 'platforms', { commas: true }));
   for (const c of optList(o, 'cacheFrom', { commas: false })) checkCacheSpec(c, 'cache-from');
   for (const c of optList(o, 'cacheTo', { commas: false })) checkCacheSpec(c, 'cache-to');
   const tags = optList(o, 'tags', { commas: true }).map((t) => normalizeName(t));
@@ -164,6 +167,7 @@ async function requestFor(o: Record<string, unknown>, cwd: string, env: NodeJS.P
     secrets: await parseSecrets(secretSpecs, env, cwd),
     network: network === 'none' ? 'none' : 'host',
     ...(isolation !== undefined ? { isolation } : {}),
+    ...(platforms !== undefined ? { platforms } : {}),
   };
 }
 
@@ -227,6 +231,7 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
           registry: () =>
             (registry ??= openRegistryClient({ env, credentials: options.credentials, insecureRegistries: options.insecureRegistries, caFiles: options.caFiles, logger: log(), signal })),
           toolPath: env.PATH,
+          binfmtDir: env.TSBUILD_BINFMT_MISC,
         }),
       );
     } finally {

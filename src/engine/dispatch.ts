@@ -40,6 +40,8 @@ export interface StageProgress {
 
 export interface StageStepOptions {
   readonly session: BuildSession;
+  /** The platform the stage's steps run on and are keyed by (FROM --platform, else the target). */
+  readonly platformText: string;
   readonly inputs: BuildInputs;
   readonly noCache: boolean;
 }
@@ -94,7 +96,7 @@ async function applyStep(step: Step, ctx: StepContext): Promise<{ state: StageSt
       signal: session.signal,
     });
     // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
-    const key = prepared.linked ? linkedStateKey(state.key, r.key, session.platformText) : r.key;
+    const key = prepared.linked ? linkedStateKey(state.key, r.key, ctx.platformText) : r.key;
     const next = r.value ? withLayer(state, key, r.value, history) : withoutLayer(state, key, history);
     return { state: after(next), cached: r.cached };
   } finally {

@@ -1,5 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import { isIndexMediaType } from '../oci/index.js';
+import { choosePlatform, formatPlatform, isIndexMediaType } from '../oci/index.js';
 import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseImageConfig, parseManifestOrIndex } from '../oci/index.js';
 import { formatReference, parseReference, withDefaultTag } from '../oci/index.js';
 import type { Descriptor, Platform } from '../oci/index.js';
@@ -72,11 +72,12 @@ export async function readLocalImage(store: Store, desc: Descriptor, opts: { nam
     if (depth > 4) throw new TsbuildError('MANIFEST_INVALID', `image index ${desc.digest} nests too deeply`);
     const want = opts.platform;
     const candidates = parsed.index.manifests.filter((m) => m.platform?.os !== 'unknown');
-    const pick =
-      (want && candidates.find((m) => m.platform?.os === want.os && m.platform?.architecture === want.architecture && (!want.variant || !m.platform?.variant || m.platform.variant === want.variant))) ??
-      (want ? undefined : candidates.find((m) => !isIndexMediaType(m.mediaType)));
+    const pick = want ? choosePlatform(parsed.index, want) : candidates.find((m) => !isIndexMediaType(m.mediaType));
     if (!pick) {
-      throw new TsbuildError('IMAGE_NOT_FOUND', `image ${opts.name ?? desc.digest} has no manifest for ${want ? `${want.os}/${want.architecture}` : 'any platform'}`);
+      const available = [...new Set(candidates.flatMap((m) => (m.platform ? [formatPlatform(m.platform)] : [])))];
+      throw new TsbuildError(want ? 'PLATFORM_UNAVAILABLE' : 'IMAGE_NOT_FOUND', `image ${opts.name ?? desc.digest} has no manifest for ${want ? formatPlatform(want) : 'any platform'}`, {
+        hint: available.length > 0 ? `it has ${available.join(', ')}; build for one of those, or use a base image that has ${want ? formatPlatform(want) : 'one'}` : 'the index lists no platforms',
+      });
     }
     return readLocalImage(store, pick, opts, depth + 1);
   }

@@ -25,5 +25,5 @@ export {
   type CredentialSource,
 } from './credentials.js';
 export { pullImage, resolveBaseImage, type BaseImageOptions, type PullOptions, type PullPolicy, type PullProgress, type PulledImage } from './pull.js';
-export { pushImage, type PushOptions, type PushProgress, type PushedImage } from './push.js';
+export { pushImage, pushIndex, type PushOptions, type PushProgress, type PushedImage } from './push.js';
 export { registryClientFromEnvironment, type RegistryEnvironment } from './client-from-environment.js';

@@ -15,7 +15,7 @@ import {
   layerMediaType,
   type LayerCompression,
 } from '../oci/index.js';
-import type { Descriptor, ImageIndex, ImageManifest } from '../oci/index.js';
+import type { Descriptor, ImageIndex, ImageManifest, Platform } from '../oci/index.js';
 import { knownCompressedLayer, rememberCompressedLayer } from './compressed-layers.js';
 import type { Store } from './store.js';
 import type { StoredImage } from './stored-image.js';
@@ -138,6 +138,73 @@ export async function exportOciArchive(store: Store, images: readonly ExportImag
 /** `--output type=oci-layout,dest=DIR`: the same layout as a directory. */
 export async function exportOciLayout(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
   const { files, written } = await ociLayoutFiles(store, images, opts);
+  await writeLayoutDir(store, files, dest, opts.signal);
+  return written;
+}
+
+/** The images of a multi-platform build, each with its platform, exported as one index. */
+export interface ExportIndex {
+  readonly images: ReadonlyArray<{ readonly image: StoredImage; readonly platform: Platform }>;
+  /** Full references the index is exported under; may be empty. */
+  readonly names: readonly string[];
+}
+
+/**
+ * The OCI layout of a multi-platform build, as buildx writes one: index.json names one image
+ * index (with the reference annotations), which names each platform's manifest with its
+ * platform. Resolves with the descriptor of that index (layers compressed as asked).
+ */
+async function ociIndexFiles(store: Store, exported: ExportIndex, opts: ExportOptions): Promise<{ files: ArchiveFile[]; written: Descriptor }> {
+  const blobs = new Map<string, ArchiveFile>();
+  const manifests: Descriptor[] = [];
+  for (const { image, platform } of exported.images) {
+    const m = await exportManifest(store, { ...image, names: [] }, opts);
+    const cfg = image.manifest.config;
+    blobs.set(cfg.digest, { name: `blobs/sha256/${digestHex(cfg.digest)}`, blob: cfg.digest, size: cfg.size });
+    for (const l of m.manifest.layers) blobs.set(l.digest, { name: `blobs/sha256/${digestHex(l.digest)}`, blob: l.digest, size: l.size });
+    blobs.set(m.descriptor.digest, { name: `blobs/sha256/${digestHex(m.descriptor.digest)}`, bytes: m.bytes });
+    manifests.push({ ...m.descriptor, platform });
+  }
+  const nested: ImageIndex = { schemaVersion: 2, mediaType: OCI_IMAGE_INDEX, manifests };
+  const nestedBytes = canonicalJson(nested);
+  const info = await store.blobs.putBytes(nestedBytes, { signal: opts.signal });
+  const written: Descriptor = { mediaType: OCI_IMAGE_INDEX, digest: info.digest, size: info.size };
+  blobs.set(info.digest, { name: `blobs/sha256/${digestHex(info.digest)}`, bytes: nestedBytes });
+  const top: Descriptor[] = [];
+  for (const name of exported.names.length > 0 ? exported.names : [undefined]) {
+    const annotations: Record<string, string> = {};
+    if (name) {
+      annotations['io.containerd.image.name'] = name;
+      const tag = tagOf(name);
+      if (tag) annotations['org.opencontainers.image.ref.name'] = tag;
+    }
+    top.push({ ...written, ...(Object.keys(annotations).length > 0 ? { annotations } : {}) });
+  }
+  const index: ImageIndex = { schemaVersion: 2, mediaType: OCI_IMAGE_INDEX, manifests: top };
+  const files: ArchiveFile[] = [
+    { name: 'oci-layout', bytes: Buffer.from('{"imageLayoutVersion":"1.0.0"}') },
+    { name: 'index.json', bytes: canonicalJson(index) },
+    ...[...blobs.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
+  ];
+  return { files, written };
+}
+
+/** `--output type=oci` of a multi-platform build: the index and every platform's image in a tar. */
+export async function exportOciIndexArchive(store: Store, exported: ExportIndex, dest: string, opts: ExportOptions): Promise<Descriptor> {
+  const { files, written } = await ociIndexFiles(store, exported, opts);
+  await writeArchive(store, files, dest, opts.signal);
+  return written;
+}
+
+/** `--output type=oci-layout` of a multi-platform build: the same as a directory. */
+export async function exportOciIndexLayout(store: Store, exported: ExportIndex, dest: string, opts: ExportOptions): Promise<Descriptor> {
+  const { files, written } = await ociIndexFiles(store, exported, opts);
+  await writeLayoutDir(store, files, dest, opts.signal);
+  return written;
+}
+
+async function writeLayoutDir(store: Store, files: readonly ArchiveFile[], dest: string, signal: AbortSignal | undefined): Promise<void> {
+  const opts = { signal };
   try {
     await fsp.mkdir(path.join(dest, 'blobs', 'sha256'), { recursive: true });
   } catch (e) {
@@ -157,7 +224,6 @@ export async function exportOciLayout(store: Store, images: readonly ExportImage
       throw outputError(e, dest);
     }
   }
-  return written;
 }
 
 /**
