@@ -56,7 +56,8 @@ export async function findImage(src: ImageSource, ref: string): Promise<LocalIma
     try {
       return await pullBase(src, ref);
     } catch (e) {
-      if (src.signal?.aborted) throw e;
+      // The registry's own answer (its index lacks the platform, and which it has) says it best.
+      if (src.signal?.aborted || (e instanceof TsbuildError && e.code === 'PLATFORM_UNAVAILABLE')) throw e;
       throw notForPlatform(ref, have, src.platform, e);
     }
   }
