@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { requireTool, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 import { pushMultiarchBusybox, storeWithMultiarchBusybox } from './support/multiarch.js';
+import { CLI, MAKE_BUSYBOX, withTestUser } from './support/rootless.js';
 import { startRegistry, type RunningRegistry } from './support/registry.js';
 
 // Multi-platform builds: one build for linux/amd64 and linux/arm64, the arm64 RUN steps under
@@ -221,5 +222,23 @@ describe('multi-platform mistakes: a clear error, nothing written', () => {
     expect(base.code).toBe(1);
     expect(base.stderr).toMatch(/image "busybox:arm64" in the local store is for linux\/arm64, not linux\/amd64/);
     await expect(fs.stat(dest)).rejects.toThrow();
+  }, 300_000);
+});
+
+describe('multi-platform, rootless', () => {
+  it('an unprivileged user builds both platforms, the arm64 RUN emulated inside its user namespace', async () => {
+    await withTestUser('platforms', async ({ dir, give, ok }) => {
+      await writeTree(path.join(dir, 'ctx'), {
+        Dockerfile: 'ARG TARGETARCH\nFROM busybox:${TARGETARCH}\nRUN mkdir /d && uname -m > /d/arch && chown -R 1234:2345 /d\n',
+      });
+      await give();
+      // The .deb cache is the user's own (HOME=dir): the arm64 package is fetched as that user.
+      await ok(`${MAKE_BUSYBOX} --platform linux/amd64 busybox:amd64 >/dev/null && ${MAKE_BUSYBOX} --platform linux/arm64 busybox:arm64 >/dev/null`);
+      await ok(`${CLI} build -q --platform linux/amd64,linux/arm64 -o type=tar,dest=${dir}/out.tar ${dir}/ctx`);
+      const x = await fs.mkdtemp(path.join(work, 'rootless-'));
+      await tool('tar', ['-xf', path.join(dir, 'out.tar'), '-C', x]);
+      expect((await fs.readFile(path.join(x, 'linux_arm64/d/arch'), 'utf8')).trim()).toBe('aarch64');
+      expect((await fs.readFile(path.join(x, 'linux_amd64/d/arch'), 'utf8')).trim()).toBe('x86_64');
+    });
   }, 300_000);
 });
