@@ -225,6 +225,23 @@ describe('multi-platform mistakes: a clear error, nothing written', () => {
   }, 300_000);
 });
 
+describe('compose build.platforms', () => {
+  it('builds a service for its one foreign platform; several are a clear error', async () => {
+    const dir = await ctxWith({
+      Dockerfile: 'FROM busybox:multi\nRUN uname -m > /arch\n',
+      'compose.yaml': 'services:\n  app:\n    build:\n      context: .\n      platforms: [linux/arm64]\n    image: composed-arm:1\n',
+    });
+    const r = await tsbuild(['compose', 'build', '--progress', 'plain'], { root, cwd: dir });
+    expect(r.stderr).not.toMatch(/ERROR/);
+    expect(r.code).toBe(0);
+    expect((await tsbuild(['run', 'composed-arm:1', 'cat', '/arch'], { root })).stdout.trim()).toBe('aarch64');
+    await fs.writeFile(path.join(dir, 'compose.yaml'), 'services:\n  app:\n    build:\n      context: .\n      platforms: [linux/amd64, linux/arm64]\n    image: composed-two:1\n');
+    const two = await tsbuild(['compose', 'build'], { root, cwd: dir });
+    expect(two.code).toBe(1);
+    expect(two.stderr).toMatch(/build.platforms names 2 platforms \(linux\/amd64, linux\/arm64\); compose builds one platform per service/);
+  }, 300_000);
+});
+
 describe('multi-platform, rootless', () => {
   it('an unprivileged user builds both platforms, the arm64 RUN emulated inside its user namespace', async () => {
     await withTestUser('platforms', async ({ dir, give, ok }) => {
