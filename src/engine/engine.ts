@@ -70,8 +70,10 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   const strictPlatform = req.platforms !== undefined && req.platforms.length > 0;
   const session = new BuildSession({ ...sessionOptions(req, env), platform: targets[0]!, strictPlatform });
   try {
-    const image = await buildTarget(req, env, session, new FileDigests(env.store, req.contextDir), true);
+    const digests = new FileDigests(env.store, req.contextDir);
+    const image = await buildTarget(req, env, session, digests, true);
     await deliverImage(image, req, session, env.registry);
+    await digests.save();
     return { image, names: req.tags };
   } finally {
     await session.close();
@@ -101,7 +103,6 @@ async function buildTarget(req: BuildRequest, env: BuildEnv, session: BuildSessi
   const image = await sealTarget(session, session.stageState(plan.target), { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch });
   await session.holdImage(image.manifestDescriptor);
   await session.claim(); // the cache hits' layers, written with the image
-  await inputs.digests.save();
   return image;
 }
 
@@ -135,11 +136,13 @@ async function buildPlatforms(req: BuildRequest, env: BuildEnv, targets: readonl
     if (failed.length > 0) throw (failed.find((r) => !isAbortError(r.reason)) ?? failed[0]!).reason;
     const images = results.map((r, i) => ({ image: (r as PromiseFulfilledResult<StoredImage>).value, platform: targets[i]! }));
     const index = await deliverIndex(images, req, sessions[0]!, env.registry);
+    await digests.save(); // once, for every platform's COPY steps
     return { image: images[0]!.image, names: req.tags, index };
   } finally {
     for (const s of sessions) await s.close();
   }
 }
+
 /** The request's files and values as the steps read them: the context (.dockerignore applied), secrets, the epoch. */
 async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSession, lex: BuildInputs['lex'], digests: FileDigests): Promise<BuildInputs> {
   const ignore = await readDockerignore(req.contextDir, req.dockerfile.path);
