@@ -2,8 +2,8 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import type { StoredImage } from '../image/index.js';
-import { readLocalImage } from '../image/index.js';
-import { OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, canonicalJson, formatPlatform, parseReference, type Descriptor, type ImageIndex, type Platform } from '../oci/index.js';
+import { readLocalImage, readLocalIndex } from '../image/index.js';
+import { OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, formatPlatform, parseReference, type Descriptor, type Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { ExportImage } from '../store/archive-export.js';
@@ -160,16 +160,11 @@ export async function deliverIndex(
       if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
     }
   }
-  const indexDoc: ImageIndex = {
-    schemaVersion: 2,
-    mediaType: OCI_IMAGE_INDEX,
-    manifests: images.map(({ image, platform }) => ({ ...image.manifestDescriptor, platform })),
-  };
-  const info = await store.blobs.putBytes(canonicalJson(indexDoc), { signal });
-  const index: Descriptor = { mediaType: OCI_IMAGE_INDEX, digest: info.digest, size: info.size };
+  const { writeStoreIndex } = await import('../store/index.js');
+  const { descriptor: index } = await writeStoreIndex(store, images.map(({ image, platform }) => ({ manifestDescriptor: image.manifestDescriptor, platform })), { signal });
   await session.holdImage(index);
   let delivered: Descriptor = index;
-  const exported = { images, names: req.tags };
+  const exported = { kind: 'index' as const, images, names: req.tags };
   for (const out of req.outputs) {
     switch (out.type) {
       case 'image':
@@ -177,13 +172,13 @@ export async function deliverIndex(
         break;
       case 'oci': {
         await ensureParent(out.dest);
-        const { exportOciIndexArchive } = await import('../store/archive-export.js');
-        delivered = await exportOciIndexArchive(store, exported, out.dest, { compression: out.compression, signal });
+        const { exportOciArchive } = await import('../store/archive-export.js');
+        delivered = (await exportOciArchive(store, [exported], out.dest, { compression: out.compression, signal }))[0] ?? delivered;
         break;
       }
       case 'oci-layout': {
-        const { exportOciIndexLayout } = await import('../store/archive-export.js');
-        delivered = await exportOciIndexLayout(store, exported, out.dest, { compression: out.compression, signal });
+        const { exportOciLayout } = await import('../store/archive-export.js');
+        delivered = (await exportOciLayout(store, [exported], out.dest, { compression: out.compression, signal }))[0] ?? delivered;
         break;
       }
       case 'docker':
@@ -215,13 +210,12 @@ export async function deliverIndex(
     if (!registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
     const client = await registry();
     const { pushIndex } = await import('../registry/index.js');
-    const locals = [];
-    for (const { image, platform } of images) locals.push({ image: await readLocalImage(store, image.manifestDescriptor, { signal }), platform });
+    const local = await readLocalIndex(store, index, { signal });
     for (const name of req.tags) {
       const id = session.nextStepId();
       session.report({ type: 'step-start', id, name: `pushing ${name} (${images.map((i) => formatPlatform(i.platform)).join(', ')})` });
       const t0 = Date.now();
-      const pushed = await pushIndex(client, store, locals, parseReference(name), { signal });
+      const pushed = await pushIndex(client, store, local, parseReference(name), { signal });
       delivered = { mediaType: OCI_IMAGE_INDEX, digest: pushed.digest, size: pushed.size };
       session.report({ type: 'step-log', id, stream: 'stdout', text: `${pushed.reference}: digest: ${pushed.digest}\n` });
       session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });

@@ -5,23 +5,20 @@ import type { LocalImage } from '../image/index.js';
 import { ParallelGzip } from '../layer/index.js';
 import {
   OCI_IMAGE_CONFIG,
-  OCI_IMAGE_INDEX,
   OCI_IMAGE_MANIFEST,
   canonicalJson,
+  digestBytes,
   formatReference,
   isNondistributableLayer,
   layerCompression,
   layerMediaType,
   normalizeRegistry,
   repositoryName,
-  sha256Digest,
   withDefaultTag,
   type Descriptor,
   type Digest,
-  type ImageIndex,
   type ImageManifest,
   type LayerCompression,
-  type Platform,
   type Reference,
 } from '../oci/index.js';
 import { knownCompressedLayer, rememberCompressedLayer, type Store } from '../store/index.js';
@@ -52,8 +49,8 @@ export interface PushOptions {
   /** Upload in PATCH chunks of this size (registries that cap request size); default monolithic. */
   readonly chunkSize?: number | undefined;
   /**
-   * Put the manifest under its digest, not the destination's tag: one image of a multi-platform
-   * build, which the index pushed afterwards (pushIndex) names.
+   * Put the manifest under its digest, not the destination's tag: an image of a multi-platform
+   * image, which its index names (push-index.ts).
    */
   readonly byDigest?: boolean | undefined;
 }
@@ -76,7 +73,7 @@ export interface PushedImage {
  */
 export async function pushImage(client: RegistryClient, store: Store, image: LocalImage, destination: Reference, opts: PushOptions = {}): Promise<PushedImage> {
   const dest = withDefaultTag(destination);
-  if (dest.digest !== undefined && dest.tag === undefined && opts.byDigest !== true) {
+  if (dest.digest !== undefined && dest.tag === undefined) {
     throw new TsbuildError('REFERENCE_INVALID', `cannot push to ${formatReference(dest)}: the destination needs a tag, not a digest`);
   }
   const compression = opts.compression ?? 'gzip';
@@ -102,7 +99,7 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
     ...(image.manifest.annotations !== undefined ? { annotations: image.manifest.annotations } : {}),
   };
   const bytes = canonicalJson(manifest);
-  const byDigest = opts.byDigest === true ? sha256Digest(bytes) : undefined;
+  const byDigest = opts.byDigest === true ? digestBytes(bytes, 'sha256') : undefined;
   const digest = await client.putManifest(repo, { reference: byDigest ?? dest.tag ?? 'latest', bytes, mediaType: OCI_IMAGE_MANIFEST, signal });
   const reference = byDigest !== undefined ? `${repoName}@${byDigest}` : formatReference(dest);
   opts.onProgress?.({ type: 'manifest', digest, reference });
@@ -273,34 +270,4 @@ function storeSource(store: Store, digest: Digest): BlobSource {
     if (end <= start) return Readable.from([]);
     return createReadStream(path, { start, end: end - 1, highWaterMark: 1024 * 1024 });
   };
-}
-
-/**
- * Pushes the images of a multi-platform build and then their index under `destination`'s tag,
- * as BuildKit's exporter does: each image's manifest by digest first (so the index never names
- * a manifest the registry lacks), then the index. The index lists each image with its
- * platform, with the manifest digests the registry stored (layers compressed for the wire).
- */
-export async function pushIndex(
-  client: RegistryClient,
-  store: Store,
-  images: ReadonlyArray<{ readonly image: LocalImage; readonly platform: Platform }>,
-  destination: Reference,
-  opts: PushOptions = {},
-): Promise<PushedImage> {
-  const dest = withDefaultTag(destination);
-  if (dest.digest !== undefined && dest.tag === undefined) {
-    throw new TsbuildError('REFERENCE_INVALID', `cannot push to ${formatReference(dest)}: the destination needs a tag, not a digest`);
-  }
-  const manifests: Descriptor[] = [];
-  for (const { image, platform } of images) {
-    const pushed = await pushImage(client, store, image, dest, { ...opts, byDigest: true });
-    manifests.push({ mediaType: OCI_IMAGE_MANIFEST, digest: pushed.digest, size: pushed.size, platform });
-  }
-  const index: ImageIndex = { schemaVersion: 2, mediaType: OCI_IMAGE_INDEX, manifests };
-  const bytes = canonicalJson(index);
-  const digest = await client.putManifest(dest, { reference: dest.tag ?? 'latest', bytes, mediaType: OCI_IMAGE_INDEX, signal: opts.signal });
-  const reference = formatReference(dest);
-  opts.onProgress?.({ type: 'manifest', digest, reference });
-  return { reference, digest, size: bytes.byteLength };
 }

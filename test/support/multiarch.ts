@@ -1,7 +1,7 @@
 import path from 'node:path';
-import { readLocalImage } from '../../src/image/index.js';
+import { readLocalImage, readLocalIndex } from '../../src/image/index.js';
 import { OCI_IMAGE_INDEX, canonicalJson, parseReference, type Descriptor, type ImageIndex, type Platform } from '../../src/oci/index.js';
-import { RegistryClient, pushIndex } from '../../src/registry/index.js';
+import { RegistryClient, pushImage, pushIndex } from '../../src/registry/index.js';
 import { openStore } from '../../src/store/index.js';
 import { repoRoot, tool } from './cli.js';
 
@@ -42,16 +42,15 @@ export async function pushMultiarchBusybox(root: string, registryHost: string, r
   const store = await openStore(root);
   const client = new RegistryClient({ retry: { baseDelayMs: 20 } });
   try {
-    const { pushImage } = await import('../../src/registry/index.js');
-    const images = [];
-    for (const [tag, platform] of [['amd64', AMD64], ['arm64', ARM64]] as const) {
+    for (const tag of ['amd64', 'arm64']) {
       const t = (await store.listTags()).find((x) => x.name === `docker.io/library/busybox:${tag}`);
       if (!t) throw new Error(`busybox:${tag} is not in ${root}`);
-      const image = await readLocalImage(store, t.descriptor);
-      await pushImage(client, store, image, parseReference(`${registryHost}/${repo}:${tag}`));
-      images.push({ image, platform });
+      await pushImage(client, store, await readLocalImage(store, t.descriptor), parseReference(`${registryHost}/${repo}:${tag}`));
     }
-    return (await pushIndex(client, store, images, parseReference(`${registryHost}/${repo}:multi`))).digest;
+    const multi = (await store.listTags()).find((x) => x.name === 'docker.io/library/busybox:multi');
+    if (!multi) throw new Error(`busybox:multi is not in ${root}`);
+    const local = await readLocalIndex(store, multi.descriptor);
+    return (await pushIndex(client, store, local, parseReference(`${registryHost}/${repo}:multi`))).digest;
   } finally {
     await client.close();
   }

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { importRootfsTar, normalizeName } from '../../image/index.js';
-import { defaultTargetPlatform, parsePlatform } from '../../oci/index.js';
+import { hostPlatform, parsePlatform } from '../../oci/index.js';
 import { createdTime } from '../../api/index.js';
 
 export const importCommand = defineCommand({
@@ -13,10 +13,10 @@ export const importCommand = defineCommand({
       .option('cmd', { type: 'string', coerce: repeatable, describe: 'CMD of the new image (exec form words)' })
       .option('env', { type: 'string', coerce: repeatable, describe: 'ENV entries NAME=VALUE' })
       .option('message', { alias: 'm', type: 'string', describe: 'Comment for the history entry' })
-      .option('platform', { type: 'string', describe: "Platform recorded in the image's config (os/arch[/variant]); default: linux on the host's CPU" }),
+      .option('platform', { type: 'string', describe: "Platform the config names (os/arch[/variant], default this machine's); the files are taken as they are" }),
   run: async (args, ctx) => {
     const name = normalizeName(args.name);
-    const platform = args.platform !== undefined ? parsePlatform(args.platform) : defaultTargetPlatform();
+    const platform = args.platform !== undefined ? parsePlatform(args.platform) : hostPlatform();
     try {
       await fs.access(args.file);
     } catch {
@@ -39,4 +39,3 @@ export const importCommand = defineCommand({
     return 0;
   },
 });
-
