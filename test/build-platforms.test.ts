@@ -216,6 +216,12 @@ describe('multi-platform mistakes: a clear error, nothing written', () => {
     expect(noEmulator.stderr).toMatch(/RUN for linux\/arm64 cannot run on this linux\/amd64 host/);
     expect(noEmulator.stderr).toMatch(/update-binfmts --enable qemu-aarch64/);
     await expect(fs.stat(dest)).rejects.toThrow();
+    // A multi-platform base in the store without the platform: named with what it has.
+    const lacking = await tsbuild(['build', '--platform', 'linux/s390x,linux/amd64', '-o', `type=oci,dest=${dest}`, ctx], { root });
+    expect(lacking.code).toBe(1);
+    expect(lacking.stderr).toMatch(/Dockerfile:1: FROM busybox:multi: .*busybox:multi has no image for linux\/s390x in the local store/);
+    expect(lacking.stderr).toMatch(/linux\/amd64, linux\/arm64/);
+    await expect(fs.stat(dest)).rejects.toThrow();
     // A base in the store for one platform only, for a build of two.
     const single = await ctxWith({ Dockerfile: 'FROM busybox:arm64\nCOPY Dockerfile /\n' });
     const base = await tsbuild(['build', '--pull=never', '--platform', 'linux/amd64,linux/arm64', '-o', `type=oci,dest=${dest}`, single], { root });

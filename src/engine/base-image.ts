@@ -42,8 +42,15 @@ export function locatedImage(found: Promise<LocalImage>, ref: string, location: 
  */
 export async function findImage(src: ImageSource, ref: string): Promise<LocalImage> {
   let mismatch: LocalImage | undefined;
+  // A multi-platform image of the store without this platform: pulled where the policy allows
+  // (the registry's index may have it), else that miss is the error.
+  let indexMiss: TsbuildError | undefined;
   if (src.pull !== 'always') {
-    const local = await findLocalImage(src.store, ref, { platform: src.platform, ...(src.signal ? { signal: src.signal } : {}) });
+    const local = await findLocalImage(src.store, ref, { platform: src.platform, ...(src.signal ? { signal: src.signal } : {}) }).catch((e: unknown) => {
+      if (!(e instanceof TsbuildError && e.code === 'IMAGE_NOT_FOUND') || src.pull === 'never') throw e;
+      indexMiss = e;
+      return undefined;
+    });
     if (local && (src.strictPlatform !== true || platformMatches(src.platform, imagePlatform(local)))) return local;
     mismatch = local;
     if (/^[a-f0-9]{12,64}$/.test(ref.replace(/^sha256:/, '')) && src.pull === 'never') {
@@ -59,6 +66,15 @@ export async function findImage(src: ImageSource, ref: string): Promise<LocalIma
       // The registry's own answer (its index lacks the platform, and which it has) says it best.
       if (src.signal?.aborted || (e instanceof TsbuildError && e.code === 'PLATFORM_UNAVAILABLE')) throw e;
       throw notForPlatform(ref, have, src.platform, e);
+    }
+  }
+  if (indexMiss !== undefined) {
+    const miss = indexMiss;
+    try {
+      return await pullBase(src, ref);
+    } catch (e) {
+      if (src.signal?.aborted || (e instanceof TsbuildError && e.code === 'PLATFORM_UNAVAILABLE')) throw e;
+      throw new TsbuildError('PLATFORM_UNAVAILABLE', `${miss.message}; pulling it failed: ${e instanceof Error ? e.message : String(e)}`, { ...(miss.hint !== undefined ? { hint: miss.hint } : {}), cause: e });
     }
   }
   if (src.pull === 'never') {
