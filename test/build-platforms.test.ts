@@ -158,6 +158,13 @@ describe('build --platform linux/amd64,linux/arm64', () => {
     expect(meta['containerimage.digest']).toBe(pushedDigest);
     const armCfg = JSON.parse((await tool('skopeo', ['inspect', '--tls-verify=false', '--config', '--override-arch', 'arm64', `docker://${ref}`])).stdout) as { architecture: string };
     expect(armCfg.architecture).toBe('arm64');
+    // Pulled back into an empty store: the same index digest as pushed, the same images' configs.
+    const back = path.join(work, 'pulled-back');
+    const pulled = await tsbuild(['pull', '--all-platforms', ref], { root: back });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const digests = await tsbuild(['images', '--digests', '--format', '{{.Digest}}'], { root: back });
+    expect(digests.stdout.trim()).toBe(pushedDigest);
+    expect((await tsbuild(['run', '--platform', 'linux/arm64', ref], { root: back })).stdout.trim()).toBe('aarch64');
     // An independent runtime runs the arm64 image under the same emulator.
     const run = await tool('podman', [...PODMAN_RUN, '--platform', 'linux/arm64', ref]);
     expect(run.stdout.trim()).toBe('aarch64');
