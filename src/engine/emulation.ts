@@ -45,6 +45,11 @@ export function checkPlatformOutputs(req: BuildRequest, targets: readonly Platfo
       });
     }
   }
+  if (req.cacheTo?.some((c) => c.type !== 'inline')) {
+    throw new TsbuildError('UNSUPPORTED', `--cache-to with several platforms (${list}) is not supported yet`, {
+      hint: 'export the build cache from a build of one platform, or use --cache-to type=inline',
+    });
+  }
   const seen = new Set<string>();
   for (const t of targets) {
     const text = formatPlatform(t);

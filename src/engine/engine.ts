@@ -1,10 +1,11 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { CacheSource } from '../cache/index.js';
+import type { CacheKey, CacheSource } from '../cache/index.js';
+import type { ExportEntry } from '../remote-cache/index.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
-import type { StoredImage } from '../image/index.js';
+import type { StoredImage, StoredLayer } from '../image/index.js';
 import { isAbortError } from '../errors.js';
-import { formatPlatform, type Descriptor, type Platform } from '../oci/index.js';
+import { formatPlatform, type Descriptor, type Digest, type Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { BuildReporter } from './events.js';
@@ -66,22 +67,46 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   // when every step of this build is cached.
   await sweepDeadRuns();
   const targets = req.platforms !== undefined && req.platforms.length > 0 ? req.platforms : [env.platform];
-  if (targets.length > 1) return buildPlatforms(req, env, targets);
-  const strictPlatform = req.platforms !== undefined && req.platforms.length > 0;
-  const session = new BuildSession({ ...sessionOptions(req, env), platform: targets[0]!, strictPlatform });
+  if (targets.length > 1) checkPlatformOutputs(req, targets);
+  const warn = (message: string): void => env.report({ type: 'warning', message });
+  // --cache-from sources: checked now (a local directory that is not a layout is a usage
+  // error), read on the first lookup, started here so the fetch overlaps the context walk.
+  const remote = req.cacheFrom && req.cacheFrom.length > 0 ? await import('../remote-cache/index.js') : undefined;
+  let imports = remote ? await remote.openCacheImports(req.cacheFrom!, { store: env.store, registry: env.registry, warn, info: (message) => env.report({ type: 'info', message }) }) : [];
+  for (const source of imports) source.prefetch(env.signal);
+  if (req.cacheTo && req.cacheTo.length > 0) await (await import('../remote-cache/index.js')).checkCacheExports(req.cacheTo);
+  for (;;) {
+    try {
+      if (targets.length > 1) return await buildPlatforms(req, env, targets, imports);
+      return await buildOnce(req, env, { platform: targets[0]!, strict: req.platforms !== undefined && req.platforms.length > 0 }, imports);
+    } catch (e) {
+      // A lazy hit's layer that cannot be fetched when needed: the hit cannot be taken back,
+      // so the build runs again without that source (what ran is in the local step cache).
+      const failed = remote?.lazyFetchSource(e);
+      if (failed === undefined || env.signal.aborted || !imports.includes(failed)) throw e;
+      warn(`${e instanceof Error ? e.message : String(e)}; building again without ${failed.name}`);
+      imports = imports.filter((s) => s !== failed);
+    }
+  }
+}
+
+function sessionOptions(req: BuildRequest, env: BuildEnv, imports: readonly CacheSource[]) {
+  const cacheSources = [...(env.cacheSources ?? []), ...imports];
+  return { ...env, cacheSources, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts };
+}
+
+async function buildOnce(req: BuildRequest, env: BuildEnv, target: { readonly platform: Platform; readonly strict: boolean }, imports: readonly CacheSource[]): Promise<BuildResult> {
+  const session = new BuildSession({ ...sessionOptions(req, env, imports), platform: target.platform, strictPlatform: target.strict });
   try {
     const digests = new FileDigests(env.store, req.contextDir);
     const image = await buildTarget(req, env, session, digests, true);
     await deliverImage(image, req, session, env.registry);
     await digests.save();
+    if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, image, session, env, req.cacheFrom ?? []);
     return { image, names: req.tags };
   } finally {
     await session.close();
   }
-}
-
-function sessionOptions(req: BuildRequest, env: BuildEnv) {
-  return { ...env, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts };
 }
 
 /**
@@ -100,9 +125,11 @@ async function buildTarget(req: BuildRequest, env: BuildEnv, session: BuildSessi
   await checkEmulation(plan, session.platform, { binfmtDir: env.binfmtDir });
   const inputs = await buildInputs(req, env, session, lex, digests);
   await runStages(plan, session, { inputs, escape, noCache: req.noCache, noCacheFilter: req.noCacheFilter ?? [] });
-  const image = await sealTarget(session, session.stageState(plan.target), { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch });
+  const final = session.stageState(plan.target);
+  const inlineCache = req.cacheTo?.some((c) => c.type === 'inline') ? await inlineCacheOf(session, final.config.rootfs.diff_ids) : undefined;
+  const image = await sealTarget(session, final, { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch, inlineCache });
   await session.holdImage(image.manifestDescriptor);
-  await session.claim(); // the cache hits' layers, written with the image
+  await session.claim(final.layers); // the cache hits' layers (lazy ones fetched), written with the image
   return image;
 }
 
@@ -111,8 +138,7 @@ async function buildTarget(req: BuildRequest, env: BuildEnv, session: BuildSessi
  * steps wait on the sandbox and the CPU, not on each other), one progress with each step
  * named by its platform, the first failure stopping the others.
  */
-async function buildPlatforms(req: BuildRequest, env: BuildEnv, targets: readonly Platform[]): Promise<BuildResult> {
-  checkPlatformOutputs(req, targets);
+async function buildPlatforms(req: BuildRequest, env: BuildEnv, targets: readonly Platform[], imports: readonly CacheSource[]): Promise<BuildResult> {
   const failFast = new AbortController();
   const signal = AbortSignal.any([env.signal, failFast.signal]);
   let ids = 0;
@@ -120,7 +146,7 @@ async function buildPlatforms(req: BuildRequest, env: BuildEnv, targets: readonl
   const digests = new FileDigests(env.store, req.contextDir);
   const sessions = targets.map(
     (platform) =>
-      new BuildSession({ ...sessionOptions(req, env), signal, platform, strictPlatform: true, inFlight, stepPrefix: formatPlatform(platform), stepIds: () => ++ids }),
+      new BuildSession({ ...sessionOptions(req, env, imports), signal, platform, strictPlatform: true, inFlight, stepPrefix: formatPlatform(platform), stepIds: () => ++ids }),
   );
   try {
     const results = await Promise.allSettled(
@@ -168,4 +194,61 @@ async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSessi
     ...(req.runResources ? { runResources: req.runResources } : {}),
     defaultNetwork: req.network ?? 'host',
   };
+}
+
+/** `--cache-to type=inline`: the config field naming the keys of the image's steps. */
+async function inlineCacheOf(session: BuildSession, diffIds: readonly Digest[]): Promise<{ field: string; value: unknown }> {
+  const { INLINE_CACHE_FIELD, inlineCacheValue } = await import('../remote-cache/index.js');
+  const used = new Map<CacheKey, { diffId: Digest; size: number } | undefined>();
+  for (const [key, r] of session.usedSteps()) used.set(key, r.kind === 'layer' ? { diffId: r.diffId, size: r.size } : undefined);
+  return { field: INLINE_CACHE_FIELD, value: inlineCacheValue(used, diffIds) };
+}
+
+/**
+ * `--cache-to`: each export a progress step. mode=min exports the steps whose layers are in the
+ * image (and the steps that made no layer), mode=max every step of the build. A failed export
+ * fails the build unless it says ignore-error=true (then it is a warning).
+ */
+async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: StoredImage, session: BuildSession, env: BuildEnv, imports: NonNullable<BuildRequest['cacheFrom']>): Promise<void> {
+  const { exportBuildCache, cacheSourceName } = await import('../remote-cache/index.js');
+  const inImage = new Set(image.config.rootfs.diff_ids);
+  for (const spec of specs) {
+    if (spec.type === 'inline') continue;
+    const entries = new Map<CacheKey, ExportEntry>();
+    const layers: StoredLayer[] = [];
+    for (const [key, r] of session.usedSteps()) {
+      // Whatever a step record carries beyond its layer (the key's inputs) travels along.
+      const inputs = 'inputs' in r && r.inputs !== undefined ? { inputs: r.inputs } : {};
+      if (r.kind === 'empty') entries.set(key, { layer: undefined, ...inputs });
+      else if (spec.mode === 'max' || inImage.has(r.diffId)) {
+        entries.set(key, { layer: { diffId: r.diffId, size: r.size }, ...inputs });
+        layers.push({ diffId: r.diffId, size: r.size });
+      }
+    }
+    const name = cacheSourceName(spec);
+    const id = session.nextStepId();
+    session.report({ type: 'step-start', id, name: `exporting cache to ${name.replace(/^(registry|local) cache /, '')}` });
+    const t0 = Date.now();
+    try {
+      // Lazy hits the build never read (a stage no later step unpacked): an export to the
+      // registry they came from finds their blobs there; any other needs their bytes.
+      if (!(spec.type === 'registry' && sameRegistryAsImport(spec.ref, imports))) await session.claim(layers);
+      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date() });
+      session.report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
+      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+    } catch (e) {
+      if (!spec.ignoreError || session.signal.aborted) {
+        session.report({ type: 'step-error', id, message: e instanceof Error ? e.message : String(e) });
+        throw e;
+      }
+      session.warn(`${name}: the export failed and is ignored (ignore-error=true): ${e instanceof Error ? e.message : String(e)}`);
+      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+    }
+  }
+}
+
+/** True when `ref` names the registry (host) of one of the registry imports. */
+function sameRegistryAsImport(ref: string, imports: NonNullable<BuildRequest['cacheFrom']>): boolean {
+  const host = (r: string): string => r.split('/')[0] ?? '';
+  return imports.some((i) => i.type === 'registry' && i.ref.includes('/') && host(i.ref) === host(ref));
 }

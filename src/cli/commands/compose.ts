@@ -1,3 +1,4 @@
+import { parseCacheExport, parseCacheImport } from '../../remote-cache/index.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -270,7 +271,9 @@ async function serviceRequest(
       hint: 'keep one platform here, or build the image with `tsbuild build --platform A,B`',
     });
   }
-  if (b.cacheFrom.length > 0 || b.cacheTo.length > 0) warn({ type: 'warning', message: 'build.cache_from and build.cache_to are not applied yet: the local step cache is used' });
+  // build.cache_from / build.cache_to: buildx's grammar, as --cache-from / --cache-to; a local directory is relative to the project.
+  const cacheFrom = b.cacheFrom.map((c) => parseCacheImport(c, project.workingDir));
+  const cacheTo = b.cacheTo.map((c) => parseCacheExport(c, project.workingDir));
   if (b.network !== undefined && !['host', 'none', 'default'].includes(b.network)) warn({ type: 'warning', message: `build.network ${b.network} is not a network here: RUN steps use the host's` });
 
   let text: Buffer;
@@ -308,6 +311,8 @@ async function serviceRequest(
     ...(b.shmSize !== undefined ? await runResourcesFromFlags({ shmSize: String(b.shmSize), ulimit: [], allow: [] }) : {}),
     snapshotter: snapshotterFromEnv(io.env),
     ...(platforms.length === 1 && !platformMatches(platforms[0]!, hostPlatform()) ? { platforms } : {}),
+    ...(cacheFrom.length > 0 ? { cacheFrom } : {}),
+    ...(cacheTo.length > 0 ? { cacheTo } : {}),
   };
 }
 
