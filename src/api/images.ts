@@ -104,11 +104,11 @@ export interface PushResult {
 /** Pushes a store image (name or ID) to `destination` (default: its own name), as `tsbuild push`. */
 export async function push(
   image: string,
-  options: RegistryOptions & { readonly destination?: string; readonly compression?: 'gzip' | 'uncompressed'; readonly onProgress?: (p: PushProgress) => void } = {},
+  options: RegistryOptions & { readonly destination?: string; readonly compression?: 'gzip' | 'zstd' | 'uncompressed'; readonly onProgress?: (p: PushProgress) => void } = {},
 ): Promise<PushResult> {
   return withStore('push', options, [...REGISTRY_KEYS, 'destination', 'compression', 'onProgress'], async (s) => {
     const o = options as Record<string, unknown>;
-    const compression = optChoice(o, 'compression', ['gzip', 'uncompressed'] as const) ?? 'gzip';
+    const compression = optChoice(o, 'compression', ['gzip', 'zstd', 'uncompressed'] as const) ?? 'gzip';
     const local = await getLocalImage(s.store, image, { signal: s.signal });
     const destText = optString(o, 'destination') ?? local.name;
     if (destText === undefined) throw new TsbuildError('USAGE', `image ${image} has no name to push to`, { hint: 'pass destination: REGISTRY/REPOSITORY:TAG' });
