@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { compressedLayerForm, knownCompressedLayer, openStore, type Store } from './index.js';
+import type { BlobInfo } from './blob-store.js';
 
 /**
  * compressedLayerForm: the one way outputs, pushes and cache exports get a compressed layer.
@@ -24,7 +25,7 @@ afterEach(async () => {
 const sha = (cmd: string): string => `sha256:${execFileSync('sh', ['-c', cmd], { encoding: 'utf8', maxBuffer: 1 << 30 }).split(' ')[0]}`;
 
 /** A layer-sized blob: text that compresses, then `random` bytes that do not. */
-async function putLayer(random = 0): Promise<{ digest: `sha256:${string}`; size: number }> {
+async function putLayer(random = 0): Promise<BlobInfo> {
   const text = Buffer.from('tsbuild compressed layer form\n'.repeat(20000));
   return store.blobs.putBlob(Readable.from([text, randomBytes(random)]));
 }
