@@ -45,6 +45,8 @@ export class ParallelGzip extends Transform {
   #size = 0;
   /** Deflated blocks in input order, oldest first. */
   #pending: Array<Promise<Buffer>> = [];
+  /** Block buffers whose jobs are done, for the next blocks. */
+  #spare: Buffer[] = [];
   #headerSent = false;
 
   constructor(opts: ParallelGzipOptions = {}) {
@@ -61,7 +63,7 @@ export class ParallelGzip extends Transform {
 
   override _flush(cb: TransformCallback): void {
     void (async () => {
-      if (this.#filled > 0 || !this.#headerSent) this.#submit();
+      if (this.#filled > 0 || !this.#headerSent) await this.#submit(this.#block, true);
       while (this.#pending.length > 0) await this.#emitOldest();
       const trailer = Buffer.alloc(8);
       trailer.writeUInt32LE(this.#crc >>> 0, 0);
@@ -73,21 +75,32 @@ export class ParallelGzip extends Transform {
   async #take(chunk: Buffer): Promise<void> {
     let off = 0;
     while (off < chunk.length) {
+      if (this.#filled === 0 && chunk.length - off >= this.#blockSize) {
+        // A whole block in the chunk (1 MiB file reads): deflated where it is, not copied.
+        await this.#submit(chunk.subarray(off, off + this.#blockSize), false);
+        off += this.#blockSize;
+        continue;
+      }
       const n = Math.min(this.#blockSize - this.#filled, chunk.length - off);
       chunk.copy(this.#block, this.#filled, off, off + n);
       this.#filled += n;
       off += n;
-      if (this.#filled === this.#blockSize) {
-        this.#submit();
-        // Backpressure: no more blocks in flight than jobs.
-        while (this.#pending.length >= this.#jobs) await this.#emitOldest();
-      }
+      if (this.#filled === this.#blockSize) await this.#submit(this.#block, true);
     }
   }
 
-  /** Starts deflating the current block (possibly empty, for empty input). */
-  #submit(): void {
-    const block = this.#block.subarray(0, this.#filled);
+  /**
+   * Starts deflating `block` (possibly empty, for empty input) once a deflate slot is free, and
+   * waits while this stream has `jobs` blocks in flight. `own`: the block is this stream's
+   * buffer, reused for a later block once its job is done (a push or export then allocates a
+   * few buffers, not one per MiB: garbage buffers are what V8 lets pile up to tens of MB).
+   */
+  async #submit(full: Buffer, own: boolean): Promise<void> {
+    const block = own ? full.subarray(0, this.#filled) : full;
+    if (own) {
+      this.#block = this.#spare.pop() ?? Buffer.allocUnsafe(this.#blockSize);
+      this.#filled = 0;
+    }
     this.#crc = zlib.crc32(block, this.#crc);
     this.#size += block.length;
     const dictionary = this.#previousTail;
@@ -95,29 +108,28 @@ export class ParallelGzip extends Transform {
     // Incompressible data (random bytes, files compressed already) costs deflate its slowest
     // path for nothing: such a block is stored as it is (level 0), 25x faster here.
     const level = incompressible(block) ? 0 : this.#level;
-    const job = deflateSlot().then(
-      (release) =>
-        new Promise<Buffer>((resolve, reject) => {
-          // chunkSize: one output buffer that holds the whole block (deflate's bound), so the job
-          // runs in one pass on the pool; at zlib's 16 KiB default it came back to the main
-          // thread once per 16 KiB of output (a third of an export's main-thread time).
-          const chunkSize = Math.max(64 * 1024, block.length + (block.length >> 8) + 1024);
-          zlib.deflateRaw(block, { level, chunkSize, finishFlush: zlib.constants.Z_SYNC_FLUSH, ...(dictionary ? { dictionary } : {}) }, (err, out) => {
-            release();
-            if (err) reject(err);
-            else resolve(out);
-          });
-        }),
-    );
-    job.catch(() => undefined); // awaited in order by #emitOldest
-    this.#pending.push(job);
-    // The block buffer now belongs to the job; the next block gets a fresh one.
-    this.#block = Buffer.allocUnsafe(this.#blockSize);
-    this.#filled = 0;
     if (!this.#headerSent) {
       this.#headerSent = true;
       this.push(gzipHeader(this.#level));
     }
+    // The slot first: blocks wait here, in the stream that cut them, not queued in memory.
+    const release = await deflateSlot();
+    const job = new Promise<Buffer>((resolve, reject) => {
+      // chunkSize: one output buffer for the block's output (a stored block: the whole block;
+      // else half, as deflated blocks are; a bigger one takes two), so the job runs in one pass
+      // on the pool; at zlib's 16 KiB default it came back to the main thread per 16 KiB.
+      const chunkSize = level === 0 ? block.length + (block.length >> 8) + 1024 : Math.max(64 * 1024, block.length >> 1);
+      zlib.deflateRaw(block, { level, chunkSize, finishFlush: zlib.constants.Z_SYNC_FLUSH, ...(dictionary ? { dictionary } : {}) }, (err, out) => {
+        release();
+        if (own && full.length === this.#blockSize && this.#spare.length === 0) this.#spare.push(full);
+        if (err) reject(err);
+        else resolve(out);
+      });
+    });
+    job.catch(() => undefined); // awaited in order by #emitOldest
+    this.#pending.push(job);
+    // Backpressure: no more blocks in flight than jobs.
+    while (this.#pending.length >= this.#jobs) await this.#emitOldest();
   }
 
   async #emitOldest(): Promise<void> {
