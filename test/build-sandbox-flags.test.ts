@@ -107,6 +107,95 @@ describe.each(RUNTIMES)('--runtime %s as root', (runtime) => {
   });
 });
 
+// Docker's masked and read-only /proc paths (sandbox/types.ts), as the step sees them: the
+// mount points over them in its own mountinfo, and what a read of a masked file gives.
+const PROC_MASKS =
+  'FROM busybox\n' +
+  'RUN awk \'$5 ~ /^\\/proc\\// {print $5, ($6 ~ /^ro/ ? "ro" : "rw")}\' /proc/self/mountinfo | sort > /mounts; wc -c < /proc/keys > /keys\n';
+
+describe.each(RUNTIMES)('--runtime %s hides host kernel interfaces in /proc', (runtime) => {
+  it('masks the kernel files Docker masks and keeps /proc/sys and the rest read-only; an insecure step gets them plain', async () => {
+    const present = async (p: string) => fs.stat(p).then(() => true, () => false);
+    const ctx = await ctxWith({ Dockerfile: PROC_MASKS });
+    const out = path.join(work, `${runtime}-proc-masks`);
+    const r = await tsbuild(['build', '--no-cache', '--runtime', runtime, '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(r.code).toBe(0);
+    const mounts = (await fs.readFile(path.join(out, 'mounts'), 'utf8')).trim().split('\n');
+    expect(await present('/proc/keys')).toBe(true);
+    expect(mounts).toContain('/proc/keys rw'); // /dev/null over it, as runc
+    expect((await fs.readFile(path.join(out, 'keys'), 'utf8')).trim()).toBe('0');
+    for (const masked of ['/proc/timer_list', '/proc/kcore', '/proc/sched_debug']) {
+      if (await present(masked)) expect(mounts.some((m) => m.startsWith(`${masked} `))).toBe(true);
+    }
+    for (const ro of ['/proc/sys', '/proc/bus', '/proc/fs', '/proc/irq']) {
+      if (await present(ro)) expect(mounts).toContain(`${ro} ro`);
+    }
+    if (await present('/proc/acpi')) expect(mounts).toContain('/proc/acpi ro');
+
+    const insecure = await ctxWith({ Dockerfile: PROC_MASKS.replace('RUN ', 'RUN --security=insecure ') });
+    const iout = path.join(work, `${runtime}-proc-insecure`);
+    const i = await tsbuild(['build', '--no-cache', '--runtime', runtime, '--allow', 'security.insecure', '-o', `type=local,dest=${iout}`, insecure], { root });
+    expect(i.code).toBe(0);
+    const imounts = (await fs.readFile(path.join(iout, 'mounts'), 'utf8')).trim().split('\n');
+    expect(imounts.some((m) => m.startsWith('/proc/keys '))).toBe(false);
+  });
+});
+
+// bwrap makes mount points under /newroot while the host's root is still /oldroot: a symlink of
+// the image's must not lead a mount point, a file bind's empty file or the working directory
+// out to the host (sandbox/confine-targets.ts). `trap` is a host directory the links aim at.
+function trapDockerfile(trap: string): string {
+  return (
+    'FROM busybox\n' +
+    `RUN ln -s /oldroot${trap} /evil && ln -s /oldroot${trap}/d /evil2\n` +
+    'COPY etc/ /etc/\n' +
+    'RUN --mount=type=tmpfs,target=/evil/tmpfs --mount=type=tmpfs,target=/evil2 --mount=type=bind,source=Dockerfile,target=/evil/file true\n' +
+    'WORKDIR /evil/workdir\n' +
+    'RUN ls -d "$PWD" > /cwd\n'
+  );
+}
+
+describe.each(RUNTIMES)('--runtime %s keeps mount points in the root', (runtime) => {
+  it('follows the image\'s symlinks inside the root, never out to the host', async () => {
+    const trap = await fs.mkdtemp(path.join(work, 'trap-'));
+    const ctx = await ctxWith({ Dockerfile: trapDockerfile(trap) });
+    await fs.mkdir(path.join(ctx, 'etc'));
+    await fs.symlink(`/oldroot${trap}/hosts`, path.join(ctx, 'etc', 'hosts'));
+    const out = path.join(work, `${runtime}-trap`);
+    const r = await tsbuild(['build', '--no-cache', '--runtime', runtime, '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readdir(trap)).toEqual([]);
+    // Inside the image, where the links lead when / is the root.
+    expect((await fs.readdir(path.join(out, 'oldroot', trap))).sort()).toEqual(expect.arrayContaining(['workdir']));
+  });
+});
+
+describe.each(RUNTIMES)('--runtime %s working directory', (runtime) => {
+  it('makes a WORKDIR again that an earlier step removed, as runc and BuildKit\'s executor do', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nWORKDIR /app/sub\nRUN rm -rf /app\nRUN pwd > /where\n' });
+    const out = path.join(work, `${runtime}-workdir`);
+    const r = await tsbuild(['build', '--no-cache', '--runtime', runtime, '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(r.code, r.stderr).toBe(0);
+    expect((await fs.readFile(path.join(out, 'where'), 'utf8')).trim()).toBe('/app/sub');
+    expect((await fs.stat(path.join(out, 'app/sub'))).isDirectory()).toBe(true);
+  });
+});
+
+describe('rootless (tsbuild-test) mount points', () => {
+  it('bwrap follows the image\'s symlinks inside the root, never out to the user\'s files', async () => {
+    await withTestUser('trap', async ({ dir, give, ok }) => {
+      const trap = path.join(dir, 'trap');
+      await fs.mkdir(trap);
+      await writeTree(path.join(dir, 'ctx'), { Dockerfile: trapDockerfile(trap) });
+      await fs.mkdir(path.join(dir, 'ctx', 'etc'));
+      await fs.symlink(`/oldroot${trap}/hosts`, path.join(dir, 'ctx', 'etc', 'hosts'));
+      await give();
+      await ok(`${MAKE_BUSYBOX} >/dev/null && ${CLI} build --runtime bwrap ${dir}/ctx`);
+      expect(await fs.readdir(trap)).toEqual([]);
+    });
+  });
+});
+
 describe('--isolation chroot', () => {
   it('applies --ulimit (prlimit) and refuses --shm-size, which needs a mount namespace', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo "$(ulimit -Sn):$(ulimit -Hn)" > /limits\n' });
