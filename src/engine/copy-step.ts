@@ -281,8 +281,8 @@ export function imageFileReader(session: BuildSession, state: StageState): (p: s
     if (!entry || (entry.type !== 'file' && entry.type !== 'hardlink')) return undefined;
     const layer = state.layers[entry.layer];
     if (!layer) return undefined;
-    // The layer may be a cache hit, deferred into the lease: held before it is read.
-    await session.claim();
+    // The layer may be a cache hit, deferred into the lease (or lazy): held before it is read.
+    await session.claim([layer]);
     const buf = await readLayerFile(() => session.store.blobs.openBlob(layer.diffId, { signal: session.signal }), entry.path, MAX_ID_FILE);
     return buf?.toString('utf8');
   };
