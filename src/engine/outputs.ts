@@ -46,12 +46,12 @@ async function writeOutputs(image: StoredImage, names: readonly string[], output
       case 'oci': {
         await ensureParent(out.dest);
         const { exportOciArchive } = await import('../store/archive-export.js');
-        remember(await exportOciArchive(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal }));
+        remember(await exportOciArchive(env.store, [exportImage], out.dest, { compression: out.compression, level: out.level, signal: env.signal }));
         break;
       }
       case 'oci-layout': {
         const { exportOciLayout } = await import('../store/archive-export.js');
-        remember(await exportOciLayout(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal }));
+        remember(await exportOciLayout(env.store, [exportImage], out.dest, { compression: out.compression, level: out.level, signal: env.signal }));
         break;
       }
       case 'docker': {

@@ -10,8 +10,8 @@ export type Compression = 'gzip' | 'zstd' | 'uncompressed';
 
 export type OutputSpec =
   | { readonly type: 'image' } // the local store, under the request's tags
-  | { readonly type: 'oci'; readonly dest: string; readonly compression: Compression }
-  | { readonly type: 'oci-layout'; readonly dest: string; readonly compression: Compression }
+  | { readonly type: 'oci'; readonly dest: string; readonly compression: Compression; readonly level?: number }
+  | { readonly type: 'oci-layout'; readonly dest: string; readonly compression: Compression; readonly level?: number }
   | { readonly type: 'docker'; readonly dest: string; readonly compression: Compression }
   | { readonly type: 'local'; readonly dest: string; readonly preserveSpecial?: boolean } // device nodes, setuid/setgid, file capabilities
   | { readonly type: 'tar'; readonly dest: string };

@@ -1,6 +1,7 @@
 import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
-import { Agent, type Dispatcher } from 'undici';
+import type { Agent as UndiciAgent, Dispatcher } from 'undici';
+import { Agent } from './undici-agent.js';
 import type { Logger } from 'pino';
 import { isLoopbackRegistry, normalizeRegistry, registryApiHost } from '../oci/index.js';
 import { Authenticator, header, readText } from './auth.js';
@@ -95,8 +96,8 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
  * does; others need verified TLS (Node's roots plus `caCertificates`).
  */
 export class RegistryTransport {
-  readonly #secure: Agent;
-  readonly #insecure: Agent;
+  readonly #secure: UndiciAgent;
+  readonly #insecure: UndiciAgent;
   readonly #insecureHosts: ReadonlySet<string>;
   readonly #endpoints = new Map<string, Promise<Endpoint>>();
   readonly #auth: Authenticator;
