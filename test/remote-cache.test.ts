@@ -202,6 +202,7 @@ describe('-o type=registry: pushed, not kept in the local store', () => {
     const metadata = JSON.parse(await fs.readFile(meta, 'utf8')) as Record<string, unknown>;
     expect(metadata['containerimage.digest']).toBe(mine.Digest);
     expect(metadata['containerimage.config.digest']).toBe(first.id);
+    expect(metadata['image.name']).toBe(`${proxy.host}/app/img:v1`);
     expect((await fs.readFile(iid, 'utf8')).trim()).toBe(first.id);
 
     // Not in B's store: no tag, no untagged image left behind, and the store is whole.
@@ -238,6 +239,11 @@ describe('-o type=registry: pushed, not kept in the local store', () => {
     expect(r.stderr).toContain('needs name=REF or at least one -t NAME');
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(r.ran).toEqual([]);
+    // Not yet for several platforms: refused before anything runs.
+    const multi = await build(root, ['--platform', 'linux/amd64,linux/arm64', '-o', `type=registry,name=${reg.host}/app/multi:v1`, ctx]);
+    expect(multi.code).toBe(1);
+    expect(multi.stderr).toContain('--output type=registry with several platforms (linux/amd64, linux/arm64) is not supported yet');
+    expect(multi.ran).toEqual([]);
   });
 });
 

@@ -145,7 +145,9 @@ export async function deliverImage(image: StoredImage, req: BuildRequest, sessio
   }
   // Replaced, never written through a symlink planted at the path (result-file.ts).
   if (req.iidFile) await writeResultFile(req.iidFile, image.configDescriptor.digest, '--iidfile');
-  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`, '--metadata-file');
+  // image.name: the names the image went to (the tags, and the names it was pushed to), as buildx.
+  const names = [...new Set([...req.tags, ...pushes.map((p) => p.name)])];
+  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, names, delivered), null, 2)}\n`, '--metadata-file');
 }
 
 /** True when the image is only pushed (every output is `type=registry`): it is not kept in the local store. */
