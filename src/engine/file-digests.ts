@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
-import { Digester, isDigest, type Digest } from '../oci/index.js';
+import { Digester, fsPath, isDigest, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { readWholeFile } from './read-ahead.js';
 
@@ -168,7 +168,7 @@ const SMALL_FILE = 1024 * 1024;
 
 async function digestStream(abs: string, signal?: AbortSignal): Promise<Digest> {
   const digester = new Digester();
-  await pipeline(createReadStream(abs), async (chunks: AsyncIterable<Buffer>) => {
+  await pipeline(createReadStream(fsPath(abs)), async (chunks: AsyncIterable<Buffer>) => {
     for await (const c of chunks) digester.update(c);
   }, signal ? { signal } : {});
   return digester.digest();
