@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // Reliability and security suite (issue 7). Runs the compiled CLI (dist/) end to end and prints
 // figures. Usage: scripts/torture [SECTION...]
-//   sections: crash concurrency faults layers contexts sandbox secrets rootless
+//   sections: crash concurrency compose faults layers contexts sandbox secrets rootless
 // Env: TORTURE_QUICK=1 (small counts), TORTURE_SEED=N, TORTURE_KILLS=N (build kills),
 //      TORTURE_OP_KILLS=N (kills each of push, pull, prune), TORTURE_ROUNDS=N (concurrency),
 //      TORTURE_FAULT_ROUNDS=N (per fault rate), TORTURE_ROOTLESS_KILLS=N, TORTURE_MUTANTS=N,
-//      TORTURE_KEEP=1 (keep the work directory).
+//      TORTURE_COMPOSE_KILLS=N, TORTURE_KEEP=1 (keep the work directory).
 // Exit code: 0 when every check held, 1 otherwise.
 import { spawn, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -471,6 +471,92 @@ async function concurrency() {
   fig('concurrency', 'prunes alongside succeeded', `${pruneOk}/${Math.floor(ROUNDS / 5)}`, pruneOk === Math.floor(ROUNDS / 5));
   fig('concurrency', 'fsck clean after round', `${fsckOk}/${ROUNDS}`, fsckOk === ROUNDS);
   for (const p of problems.slice(0, 10)) note(p);
+}
+
+// ---------------------------------------------------------------- 2a. compose
+/**
+ * `tsbuild compose build` of a three-service project (base; api FROM the just-built base through
+ * `additional_contexts: service:base`; worker, sharing a step with base), every service cold
+ * each round (a new SALT build arg), SIGKILLed at seeded random moments. After each kill: no
+ * process or mount left, fsck consistent, and no partial image tagged: each service's tag is
+ * either the last complete build's image or this round's complete one (its label says which
+ * round; a tag is only ever written after the image it names is sealed, whole and verified).
+ * Then the next `compose build` succeeds and tags all three with this round's images.
+ */
+async function compose() {
+  const n = Number(process.env.TORTURE_COMPOSE_KILLS ?? (QUICK ? 5 : 25));
+  console.log(`\n== 2a. compose: ${n} SIGKILLs of \`compose build\` (3 services, built concurrently)`);
+  const root = path.join(work, 'compose-store');
+  await storeWithBusybox(root);
+  const proj = path.join(work, 'compose-proj');
+  const step = (what) => `RUN echo ${MARK} && echo ${what}-$SALT > /${what} && dd if=/dev/urandom of=/${what}.bin bs=1M count=4 2>/dev/null && sleep 0.2`;
+  await writeTree(proj, {
+    'compose.yaml': [
+      'services:',
+      '  base:',
+      '    image: torture/base:latest',
+      '    build: { context: ./base }',
+      '  api:',
+      '    image: torture/api:latest',
+      '    build:',
+      '      context: ./api',
+      '      additional_contexts: { base: "service:base" }',
+      '  worker:',
+      '    image: torture/worker:latest',
+      '    build: { context: ./worker }',
+      '',
+    ].join('\n'),
+    'base/Dockerfile': `FROM busybox\nARG SALT\nLABEL salt=$SALT\n${step('shared')}\n${step('base')}\nCOPY b.txt /b.txt\n`,
+    'base/b.txt': 'base\n',
+    'api/Dockerfile': `FROM base\nARG SALT\nLABEL salt=$SALT\n${step('api')}\nCOPY a.bin /a.bin\n`,
+    'worker/Dockerfile': `FROM busybox\nARG SALT\nLABEL salt=$SALT\n${step('shared')}\nCOPY w.bin /w.bin\nRUN (sleep 5; echo ${MARK}) & echo bg\n`,
+  });
+  await bigFile(path.join(proj, 'api', 'a.bin'), 8, 11);
+  await bigFile(path.join(proj, 'worker', 'w.bin'), 8, 12);
+  const services = ['base', 'api', 'worker'];
+  const args = (salt) => ['compose', '-f', path.join(proj, 'compose.yaml'), 'build', '--build-arg', `SALT=${salt}`];
+  const build = (salt, killAfter) => tsbuild(args(salt), { root, killAfter });
+  /** Each service's tag: the image's salt label, or undefined when untagged. */
+  const tagged = async () => {
+    const out = {};
+    for (const sv of services) {
+      const r = await tsbuild(['inspect', `torture/${sv}:latest`], { root });
+      out[sv] = r.code === 0 ? (JSON.parse(r.stdout)[0]?.Config?.Labels?.salt ?? '(no label)') : undefined;
+    }
+    return out;
+  };
+  const cal = await build('calibrate');
+  if (cal.code !== 0) throw new Error(`calibration compose build failed: ${cal.stderr}`);
+  let complete = 'calibrate'; // the salt of the last build that finished
+  let salt = complete;
+  let whole = 0, partial = 0, newer = 0;
+  const partials = [];
+  const st = await killLoop('compose build', n, {
+    root,
+    dirs: [root, work],
+    durMs: cal.ms,
+    prepare: (i) => { salt = `round-${i}-${crypto.randomBytes(3).toString('hex')}`; },
+    args: () => args(salt),
+    next: async (i) => {
+      // What the killed build left tagged: the last complete image or this round's, never other.
+      const t = await tagged();
+      const bad = services.filter((sv) => t[sv] !== complete && t[sv] !== salt);
+      if (bad.length === 0) whole++;
+      else { partial++; partials.push(`round ${i}: ${bad.map((sv) => `${sv}=${t[sv]}`).join(', ')} (last complete ${complete}, this round ${salt})`); }
+      newer += services.filter((sv) => t[sv] === salt).length;
+      const r = await build(salt);
+      if (r.code !== 0) return { ok: false, why: r.stderr.slice(-300) };
+      complete = salt;
+      const after = await tagged();
+      const stale = services.filter((sv) => after[sv] !== salt);
+      return stale.length === 0 ? { ok: true } : { ok: false, why: `after the next build, ${stale.join(', ')} not this round's image` };
+    },
+  });
+  reportKills('compose', st, ` (${Math.round(cal.ms)} ms uncancelled; RUN steps writing 4 MiB each, COPY 8 MiB, a step shared by two services, a background sleep)`);
+  fig('compose', 'after each kill, every service tag is the last complete image or this round\'s whole one / a partial or foreign image tagged', `${whole}/${st.attempts} / ${partial}`, partial === 0 && whole === st.attempts);
+  fig('compose', 'service tags already moved to this round\'s image by the killed build (sum)', newer);
+  for (const p of partials.slice(0, 6)) note(p);
+  fig('compose', 'temps left in the store after one plain `prune -f` (fsck notes)', await tempsAfterPrune([root]), true);
 }
 
 // ---------------------------------------------------------------- 2b. registry faults
@@ -1096,7 +1182,7 @@ async function secrets() {
 }
 
 // ---------------------------------------------------------------- main
-const all = { crash: crashes, concurrency, faults, layers: hostileLayers, contexts, sandbox, secrets, rootless };
+const all = { crash: crashes, concurrency, compose, faults, layers: hostileLayers, contexts, sandbox, secrets, rootless };
 const chosen = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(all);
 const t0 = Date.now();
 console.log(`tsbuild torture: ${new Date().toISOString()} on ${os.hostname()} (${os.cpus().length} cpu, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.release()}), node ${process.version}, seed ${SEED}${QUICK ? ', QUICK' : ''}`);
