@@ -107,6 +107,40 @@ describe.each(RUNTIMES)('--runtime %s as root', (runtime) => {
   });
 });
 
+// Docker's masked and read-only /proc paths (sandbox/types.ts), as the step sees them: the
+// mount points over them in its own mountinfo, and what a read of a masked file gives.
+const PROC_MASKS =
+  'FROM busybox\n' +
+  'RUN awk \'$5 ~ /^\\/proc\\// {print $5, ($6 ~ /^ro/ ? "ro" : "rw")}\' /proc/self/mountinfo | sort > /mounts; wc -c < /proc/keys > /keys\n';
+
+describe.each(RUNTIMES)('--runtime %s hides host kernel interfaces in /proc', (runtime) => {
+  it('masks the kernel files Docker masks and keeps /proc/sys and the rest read-only; an insecure step gets them plain', async () => {
+    const present = async (p: string) => fs.stat(p).then(() => true, () => false);
+    const ctx = await ctxWith({ Dockerfile: PROC_MASKS });
+    const out = path.join(work, `${runtime}-proc-masks`);
+    const r = await tsbuild(['build', '--no-cache', '--runtime', runtime, '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(r.code).toBe(0);
+    const mounts = (await fs.readFile(path.join(out, 'mounts'), 'utf8')).trim().split('\n');
+    expect(await present('/proc/keys')).toBe(true);
+    expect(mounts).toContain('/proc/keys rw'); // /dev/null over it, as runc
+    expect((await fs.readFile(path.join(out, 'keys'), 'utf8')).trim()).toBe('0');
+    for (const masked of ['/proc/timer_list', '/proc/kcore', '/proc/sched_debug']) {
+      if (await present(masked)) expect(mounts.some((m) => m.startsWith(`${masked} `))).toBe(true);
+    }
+    for (const ro of ['/proc/sys', '/proc/bus', '/proc/fs', '/proc/irq']) {
+      if (await present(ro)) expect(mounts).toContain(`${ro} ro`);
+    }
+    if (await present('/proc/acpi')) expect(mounts).toContain('/proc/acpi ro');
+
+    const insecure = await ctxWith({ Dockerfile: PROC_MASKS.replace('RUN ', 'RUN --security=insecure ') });
+    const iout = path.join(work, `${runtime}-proc-insecure`);
+    const i = await tsbuild(['build', '--no-cache', '--runtime', runtime, '--allow', 'security.insecure', '-o', `type=local,dest=${iout}`, insecure], { root });
+    expect(i.code).toBe(0);
+    const imounts = (await fs.readFile(path.join(iout, 'mounts'), 'utf8')).trim().split('\n');
+    expect(imounts.some((m) => m.startsWith('/proc/keys '))).toBe(false);
+  });
+});
+
 describe('--isolation chroot', () => {
   it('applies --ulimit (prlimit) and refuses --shm-size, which needs a mount namespace', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo "$(ulimit -Sn):$(ulimit -Hn)" > /limits\n' });

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
@@ -6,7 +7,7 @@ import { childrenOf, SignalForwarder, signalProcess } from './signal-forward.js'
 import { prepareOverlay } from './overlay.js';
 import { makeStepDir } from './step-dir.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
-import { DEFAULT_SHM_SIZE, isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
+import { DEFAULT_SHM_SIZE, isOverlayRootfs, MASKED_PATHS, READONLY_PATHS, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
 import { assertMapped } from './user-namespace.js';
 import { assertUlimitsAllowed, withUlimits } from './rlimits.js';
 
@@ -249,6 +250,30 @@ async function stageBindSources(step: RunSpec, stepDir: string): Promise<{ file:
   return { file: 'binds', sources };
 }
 
+let procMasks: string[] | undefined;
+
+/**
+ * Docker's masked and read-only /proc paths as bwrap arguments: a masked file under /dev/null (as runc: reads are empty), a
+ * masked directory under an empty read-only tmpfs, a read-only path bound read-only over itself.
+ * Only paths this kernel has (bwrap cannot make a mount point inside proc): the new pid
+ * namespace's proc has the host's set of these system-wide entries. /sys is not mounted at all.
+ */
+function procMaskArgs(): string[] {
+  if (procMasks) return procMasks;
+  const a: string[] = [];
+  for (const p of READONLY_PATHS) {
+    if (p.startsWith('/proc/') && statSync(p, { throwIfNoEntry: false })) a.push('--ro-bind', p, p);
+  }
+  for (const p of MASKED_PATHS) {
+    if (!p.startsWith('/proc/')) continue;
+    const st = statSync(p, { throwIfNoEntry: false });
+    if (st?.isDirectory()) a.push('--tmpfs', p, '--remount-ro', p);
+    else if (st) a.push('--dev-bind', '/dev/null', p);
+  }
+  procMasks = a;
+  return a;
+}
+
 function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = false, stagedSources?: readonly string[]): string[] {
   const a: string[] = prepass ? [] : ['--info-fd', '3'];
   if (nonRootUser) a.push('--unshare-user', '--uid', String(step.user.uid), '--gid', String(step.user.gid));
@@ -258,7 +283,7 @@ function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = 
   // real root: a root step could otherwise set the host's sysctls). An insecure step gets it
   // writable; a write acts on the writer's namespaces (insecure.ts), whichever proc it goes through.
   if (step.security === 'insecure') a.push('--bind', '/proc/sys', '/proc/sys');
-  else a.push('--ro-bind', '/proc/sys', '/proc/sys', '--ro-bind-try', '/proc/sysrq-trigger', '/proc/sysrq-trigger');
+  else a.push(...procMaskArgs());
   // The host's resolver config, read-only, mounted over the image's (an empty mount point is
   // created when the image has none: captureUpperDir drops it).
   a.push('--ro-bind-try', '/etc/resolv.conf', '/etc/resolv.conf', '--ro-bind-try', '/etc/hosts', '/etc/hosts');

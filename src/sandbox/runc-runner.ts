@@ -7,7 +7,7 @@ import { DEFAULT_CAPABILITIES } from './bwrap-runner.js';
 import { prepareOverlay } from './overlay.js';
 import { makeStepDir } from './step-dir.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
-import { DEFAULT_SHM_SIZE, isOverlayRootfs, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
+import { DEFAULT_SHM_SIZE, isOverlayRootfs, MASKED_PATHS, READONLY_PATHS, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
 import { assertMapped } from './user-namespace.js';
 import { assertUlimitsAllowed, ociRlimits } from './rlimits.js';
 import { insecureCapabilities } from './insecure.js';
@@ -195,8 +195,8 @@ export function runtimeConfig(step: RunSpec, root: string, rootless: boolean): R
       namespaces,
       // Docker's defaults: hide host kernel interfaces that /proc would otherwise expose.
       // (An insecure step gets none of them hidden or read-only, as BuildKit's WithInsecureSpec.)
-      maskedPaths: insecure ? [] : ['/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware'],
-      readonlyPaths: insecure ? [] : ['/proc/asound', '/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      maskedPaths: insecure ? [] : [...MASKED_PATHS],
+      readonlyPaths: insecure ? [] : [...READONLY_PATHS],
       ...(rootless ? {} : { resources: { devices: [{ allow: false, access: 'rwm' }] } }),
     },
   };

@@ -144,3 +144,12 @@ export interface IdMapping {
 }
 
 export type Isolation = 'auto' | 'sandbox' | 'chroot' | 'none';
+
+/**
+ * Docker's default masks (moby's oci/defaults.go): host kernel interfaces /proc would otherwise
+ * expose are hidden (a file under /dev/null, a directory under an empty read-only tmpfs), and
+ * these are read-only. Both runners apply them to every step but an insecure one (BuildKit's
+ * WithInsecureSpec drops them too).
+ */
+export const MASKED_PATHS: readonly string[] = ['/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware'];
+export const READONLY_PATHS: readonly string[] = ['/proc/asound', '/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
