@@ -141,6 +141,61 @@ describe.each(RUNTIMES)('--runtime %s hides host kernel interfaces in /proc', (r
   });
 });
 
+// bwrap makes mount points under /newroot while the host's root is still /oldroot: a symlink of
+// the image's must not lead a mount point, a file bind's empty file or the working directory
+// out to the host (sandbox/confine-targets.ts). `trap` is a host directory the links aim at.
+function trapDockerfile(trap: string): string {
+  return (
+    'FROM busybox\n' +
+    `RUN ln -s /oldroot${trap} /evil && ln -s /oldroot${trap}/d /evil2\n` +
+    'COPY etc/ /etc/\n' +
+    'RUN --mount=type=tmpfs,target=/evil/tmpfs --mount=type=tmpfs,target=/evil2 --mount=type=bind,source=Dockerfile,target=/evil/file true\n' +
+    'WORKDIR /evil/workdir\n' +
+    'RUN ls -d "$PWD" > /cwd\n'
+  );
+}
+
+describe.each(RUNTIMES)('--runtime %s keeps mount points in the root', (runtime) => {
+  it('follows the image\'s symlinks inside the root, never out to the host', async () => {
+    const trap = await fs.mkdtemp(path.join(work, 'trap-'));
+    const ctx = await ctxWith({ Dockerfile: trapDockerfile(trap) });
+    await fs.mkdir(path.join(ctx, 'etc'));
+    await fs.symlink(`/oldroot${trap}/hosts`, path.join(ctx, 'etc', 'hosts'));
+    const out = path.join(work, `${runtime}-trap`);
+    const r = await tsbuild(['build', '--no-cache', '--runtime', runtime, '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readdir(trap)).toEqual([]);
+    // Inside the image, where the links lead when / is the root.
+    expect((await fs.readdir(path.join(out, 'oldroot', trap))).sort()).toEqual(expect.arrayContaining(['workdir']));
+  });
+});
+
+describe.each(RUNTIMES)('--runtime %s working directory', (runtime) => {
+  it('makes a WORKDIR again that an earlier step removed, as runc and BuildKit\'s executor do', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nWORKDIR /app/sub\nRUN rm -rf /app\nRUN pwd > /where\n' });
+    const out = path.join(work, `${runtime}-workdir`);
+    const r = await tsbuild(['build', '--no-cache', '--runtime', runtime, '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(r.code, r.stderr).toBe(0);
+    expect((await fs.readFile(path.join(out, 'where'), 'utf8')).trim()).toBe('/app/sub');
+    expect((await fs.stat(path.join(out, 'app/sub'))).isDirectory()).toBe(true);
+  });
+});
+
+describe('rootless (tsbuild-test) mount points', () => {
+  it('bwrap follows the image\'s symlinks inside the root, never out to the user\'s files', async () => {
+    await withTestUser('trap', async ({ dir, give, ok }) => {
+      const trap = path.join(dir, 'trap');
+      await fs.mkdir(trap);
+      await writeTree(path.join(dir, 'ctx'), { Dockerfile: trapDockerfile(trap) });
+      await fs.mkdir(path.join(dir, 'ctx', 'etc'));
+      await fs.symlink(`/oldroot${trap}/hosts`, path.join(dir, 'ctx', 'etc', 'hosts'));
+      await give();
+      await ok(`${MAKE_BUSYBOX} >/dev/null && ${CLI} build --runtime bwrap ${dir}/ctx`);
+      expect(await fs.readdir(trap)).toEqual([]);
+    });
+  });
+});
+
 describe('--isolation chroot', () => {
   it('applies --ulimit (prlimit) and refuses --shm-size, which needs a mount namespace', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN echo "$(ulimit -Sn):$(ulimit -Hn)" > /limits\n' });

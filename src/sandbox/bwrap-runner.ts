@@ -6,6 +6,7 @@ import { runChild, Tail, terminalTool } from './child.js';
 import { childrenOf, SignalForwarder, signalProcess } from './signal-forward.js';
 import { prepareOverlay } from './overlay.js';
 import { makeStepDir } from './step-dir.js';
+import { confineTargets } from './confine-targets.js';
 import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
 import { DEFAULT_SHM_SIZE, isOverlayRootfs, MASKED_PATHS, READONLY_PATHS, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
 import { assertMapped } from './user-namespace.js';
@@ -54,8 +55,8 @@ const MOUNT_WRAPPER = [
   'set -e',
   'if [ -n "$1" ]; then mount -t overlay overlay -o "$1" "$2"; fi',
   // Pre-pass for a non-root USER: a root bwrap with the same mounts creates the mount points
-  // (/etc/resolv.conf, /proc, targets of RUN --mount) inside the new root, where it resolves
-  // paths safely; the user's bwrap could not create them in root-owned directories. Its argv
+  // (/etc/resolv.conf, /proc, targets of RUN --mount) inside the new root, at the paths
+  // confine-targets.ts resolved in it; the user's bwrap could not create them in root-owned directories. Its argv
   // comes NUL-separated from a file (xargs -0), so no value is ever parsed by the shell.
   'if [ -n "$3" ]; then xargs -0 -a "$3" -- "$4" >/dev/null 2>&1 || true; fi',
   // Bind sources staged for a non-root USER: root (of the namespace) can reach a source in a
@@ -124,6 +125,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
           root = step.rootfs.dir;
         }
 
+        const dests = await destinationsOf(step);
         let prepFile = '';
         let stageFile = '';
         let sources: string[] | undefined;
@@ -132,7 +134,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
           prepFile = 'prep';
           // The command is /dev/null: exec fails (EACCES) after the mounts are made, so no code
           // of the image runs with root's privileges for this pass.
-          await writeFile(join(stepDir, prepFile), [...bwrapArgs(step, root, false, true, sources), '--', '/dev/null'].join('\0'));
+          await writeFile(join(stepDir, prepFile), [...bwrapArgs(step, root, dests, false, true, sources), '--', '/dev/null'].join('\0'));
         }
         const argv: string[] = [
           ...userNamespaceArgs(caps.idMapping),
@@ -160,7 +162,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
           argv.push('--');
         }
         // --ulimit: set on bwrap, which keeps them across its exec of the step (rlimits.ts).
-        argv.push(...withUlimits(tools.prlimit, tools.bwrap, [...bwrapArgs(step, root, nonRootUser, false, sources), '--', ...step.args], step.ulimits).flat());
+        argv.push(...withUlimits(tools.prlimit, tools.bwrap, [...bwrapArgs(step, root, dests, nonRootUser, false, sources), '--', ...step.args], step.ulimits).flat());
 
         const errTail = new Tail();
         let started = false;
@@ -250,7 +252,6 @@ async function stageBindSources(step: RunSpec, stepDir: string): Promise<{ file:
   return { file: 'binds', sources };
 }
 
-let procMasks: string[] | undefined;
 
 /**
  * Docker's masked and read-only /proc paths as bwrap arguments: a masked file under /dev/null (as runc: reads are empty), a
@@ -258,41 +259,70 @@ let procMasks: string[] | undefined;
  * Only paths this kernel has (bwrap cannot make a mount point inside proc): the new pid
  * namespace's proc has the host's set of these system-wide entries. /sys is not mounted at all.
  */
-function procMaskArgs(): string[] {
-  if (procMasks) return procMasks;
+function procMaskArgs(procAt: string): string[] {
   const a: string[] = [];
+  const at = (p: string) => `${procAt}${p.slice('/proc'.length)}`;
   for (const p of READONLY_PATHS) {
-    if (p.startsWith('/proc/') && statSync(p, { throwIfNoEntry: false })) a.push('--ro-bind', p, p);
+    if (p.startsWith('/proc/') && statSync(p, { throwIfNoEntry: false })) a.push('--ro-bind', p, at(p));
   }
   for (const p of MASKED_PATHS) {
     if (!p.startsWith('/proc/')) continue;
     const st = statSync(p, { throwIfNoEntry: false });
-    if (st?.isDirectory()) a.push('--tmpfs', p, '--remount-ro', p);
-    else if (st) a.push('--dev-bind', '/dev/null', p);
+    if (st?.isDirectory()) a.push('--tmpfs', at(p), '--remount-ro', at(p));
+    else if (st) a.push('--dev-bind', '/dev/null', at(p));
   }
-  procMasks = a;
   return a;
 }
 
-function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = false, stagedSources?: readonly string[]): string[] {
+/** Where bwrap makes each mount and the working directory, resolved in the step's root (confine-targets.ts). */
+interface Destinations {
+  readonly proc: string;
+  readonly dev: string;
+  readonly resolvConf: string;
+  readonly hosts: string;
+  /** step.mounts' targets, in order. */
+  readonly mounts: readonly string[];
+  readonly cwd: string;
+}
+
+async function destinationsOf(step: RunSpec): Promise<Destinations> {
+  const mounts = step.mounts ?? [];
+  const resolved = await confineTargets(
+    step.rootfs,
+    [
+      { target: '/proc', kind: 'empty' },
+      { target: '/dev', kind: 'dev' },
+      { target: '/dev/shm', kind: 'empty' },
+      { target: '/etc/resolv.conf', kind: 'bind', source: '/etc/resolv.conf' },
+      { target: '/etc/hosts', kind: 'bind', source: '/etc/hosts' },
+      ...mounts.map((m) => (m.type === 'bind' ? { target: m.target, kind: 'bind' as const, ...(m.source !== undefined ? { source: m.source } : {}) } : { target: m.target, kind: 'empty' as const })),
+    ],
+    [step.cwd],
+  );
+  const [proc, dev, , resolvConf, hosts] = resolved as [string, string, string, string, string];
+  return { proc, dev, resolvConf, hosts, mounts: resolved.slice(5, 5 + mounts.length), cwd: resolved[5 + mounts.length]! };
+}
+
+function bwrapArgs(step: RunSpec, root: string, dests: Destinations, nonRootUser: boolean, prepass = false, stagedSources?: readonly string[]): string[] {
   const a: string[] = prepass ? [] : ['--info-fd', '3'];
   if (nonRootUser) a.push('--unshare-user', '--uid', String(step.user.uid), '--gid', String(step.user.gid));
   a.push('--bind', root, '/');
-  a.push('--proc', '/proc', '--dev', '/dev', '--size', String(step.shmSize ?? DEFAULT_SHM_SIZE), '--tmpfs', '/dev/shm');
+  a.push('--proc', dests.proc, '--dev', dests.dev, '--size', String(step.shmSize ?? DEFAULT_SHM_SIZE), '--tmpfs', `${dests.dev}/shm`);
   // /proc/sys read-only, as Docker's readonlyPaths (bwrap covers it only when it is not run by
   // real root: a root step could otherwise set the host's sysctls). An insecure step gets it
   // writable; a write acts on the writer's namespaces (insecure.ts), whichever proc it goes through.
-  if (step.security === 'insecure') a.push('--bind', '/proc/sys', '/proc/sys');
-  else a.push(...procMaskArgs());
+  if (step.security === 'insecure') a.push('--bind', '/proc/sys', `${dests.proc}/sys`);
+  else a.push(...procMaskArgs(dests.proc));
   // The host's resolver config, read-only, mounted over the image's (an empty mount point is
   // created when the image has none: captureUpperDir drops it).
-  a.push('--ro-bind-try', '/etc/resolv.conf', '/etc/resolv.conf', '--ro-bind-try', '/etc/hosts', '/etc/hosts');
+  a.push('--ro-bind-try', '/etc/resolv.conf', dests.resolvConf, '--ro-bind-try', '/etc/hosts', dests.hosts);
+  const mounts = step.mounts ?? [];
   if (prepass) {
     // bwrap makes the missing parents of a mount point 0700, which the USER could not cross:
     // create them first, 0755, the way --dir does (an existing directory is left as it is).
     const made = new Set<string>();
-    for (const m of step.mounts ?? []) {
-      const parts = m.target.split('/').filter((p) => p !== '');
+    for (const target of dests.mounts) {
+      const parts = target.split('/').filter((p) => p !== '');
       for (let i = 1; i < parts.length; i++) {
         const dir = `/${parts.slice(0, i).join('/')}`;
         if (!made.has(dir)) a.push('--dir', dir);
@@ -301,16 +331,20 @@ function bwrapArgs(step: RunSpec, root: string, nonRootUser: boolean, prepass = 
     }
   }
   let bindIndex = 0;
-  for (const m of step.mounts ?? []) {
+  for (const [i, m] of mounts.entries()) {
+    const target = dests.mounts[i]!;
     if (m.type === 'bind') {
       if (!m.source) throw new TsbuildError('SANDBOX_FAILED', `bind mount to ${m.target} has no source`);
-      a.push(m.readonly ? '--ro-bind' : '--bind', stagedSources?.[bindIndex] ?? m.source, m.target);
+      a.push(m.readonly ? '--ro-bind' : '--bind', stagedSources?.[bindIndex] ?? m.source, target);
       bindIndex++;
     } else {
-      a.push('--tmpfs', m.target);
-      if (m.readonly) a.push('--remount-ro', m.target);
+      a.push('--tmpfs', target);
+      if (m.readonly) a.push('--remount-ro', target);
     }
   }
+  // The working directory is made when a step removed it (as runc and BuildKit's executor do),
+  // before a read-only root is remounted.
+  a.push('--dir', dests.cwd);
   // Read-only after the mount points above were made in it (`tsbuild run --read-only`).
   if (step.readonlyRoot) a.push('--remount-ro', '/');
   a.push('--unshare-pid', '--unshare-ipc', '--unshare-uts', '--hostname', step.hostname ?? 'tsbuild');
