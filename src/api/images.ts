@@ -1,13 +1,12 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { TsbuildError } from '../errors.js';
-import { getLocalImage } from '../image/index.js';
-import { parsePlatform, parseReference } from '../oci/index.js';
+import { formatPlatform, parsePlatform, parseReference } from '../oci/index.js';
 import type { PullProgress, PushProgress, RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import { asCancelled } from './build-request.js';
 import { checkCommon } from './build.js';
-import { checkKeys, optChoice, optString } from './options.js';
+import { checkKeys, optBoolean, optChoice, optString } from './options.js';
 import { defaultLogger, openRegistryClient, openStoreAt, resolveStoreRoot, type CredentialsProvider } from './store.js';
 
 /**
@@ -73,22 +72,43 @@ async function withRegistry<T>(o: RegistryOptions, s: Opened, fn: (client: Regis
 }
 
 export interface PullResult {
-  /** The config digest (image ID). */
+  /** The config digest (image ID); with `allPlatforms`, of the first image. */
   readonly imageId: string;
+  /** With `allPlatforms` and a multi-platform reference: the store index the name is tagged with, and its platforms. */
+  readonly index?: { readonly digest: string; readonly platforms: readonly string[] };
   /** The full reference the store tags it with. */
   readonly name: string;
   /** `registry/repository@digest` of what the registry served. */
   readonly repoDigest: string;
 }
 
-/** Pulls `reference` into the store (as `tsbuild pull`). */
-export async function pull(reference: string, options: RegistryOptions & { readonly platform?: string; readonly onProgress?: (p: PullProgress) => void } = {}): Promise<PullResult> {
-  return withStore('pull', options, [...REGISTRY_KEYS, 'platform', 'onProgress'], async (s) => {
+/**
+ * Pulls `reference` into the store (as `tsbuild pull`): one image (for `platform`, default this
+ * machine's), or with `allPlatforms` every image of a multi-platform reference and its index.
+ */
+export async function pull(
+  reference: string,
+  options: RegistryOptions & { readonly platform?: string; readonly allPlatforms?: boolean; readonly onProgress?: (p: PullProgress) => void } = {},
+): Promise<PullResult> {
+  return withStore('pull', options, [...REGISTRY_KEYS, 'platform', 'allPlatforms', 'onProgress'], async (s) => {
     const ref = parseReference(reference);
-    const platform = optString(options as Record<string, unknown>, 'platform');
+    const o = options as Record<string, unknown>;
+    const platform = optString(o, 'platform');
+    const all = optBoolean(o, 'allPlatforms') ?? false;
+    if (all && platform !== undefined) throw new TsbuildError('USAGE', 'pull(): platform and allPlatforms exclude each other');
     return withRegistry(options, s, async (client) => {
-      const { pullImage, } = await import('../registry/index.js');
-      const pulled = await pullImage(client, s.store, ref, { signal: s.signal, ...(platform !== undefined ? { platform: parsePlatform(platform) } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+      const { pullAllPlatforms, pullImage } = await import('../registry/index.js');
+      const progress = options.onProgress ? { onProgress: options.onProgress } : {};
+      if (all) {
+        const pulled = await pullAllPlatforms(client, s.store, ref, { signal: s.signal, ...progress });
+        return {
+          imageId: pulled.images[0]!.image.configDescriptor.digest,
+          name: pulled.name,
+          repoDigest: pulled.repoDigest,
+          ...(pulled.index !== undefined ? { index: { digest: pulled.index.descriptor.digest, platforms: pulled.images.map((i) => formatPlatform(i.platform)) } } : {}),
+        };
+      }
+      const pulled = await pullImage(client, s.store, ref, { signal: s.signal, ...(platform !== undefined ? { platform: parsePlatform(platform) } : {}), ...progress });
       return { imageId: pulled.image.configDescriptor.digest, name: pulled.name, repoDigest: pulled.repoDigest };
     });
   });
@@ -109,12 +129,23 @@ export async function push(
   return withStore('push', options, [...REGISTRY_KEYS, 'destination', 'compression', 'onProgress'], async (s) => {
     const o = options as Record<string, unknown>;
     const compression = optChoice(o, 'compression', ['gzip', 'uncompressed'] as const) ?? 'gzip';
-    const local = await getLocalImage(s.store, image, { signal: s.signal });
-    const destText = optString(o, 'destination') ?? local.name;
+    const { normalizeName, resolveImageArg } = await import('../image/index.js');
+    const found = await resolveImageArg(s.store, image, { signal: s.signal });
+    let name: string | undefined;
+    try {
+      name = found.tags.find((t) => t === normalizeName(image));
+    } catch {
+      name = undefined;
+    }
+    const destText = optString(o, 'destination') ?? name;
     if (destText === undefined) throw new TsbuildError('USAGE', `image ${image} has no name to push to`, { hint: 'pass destination: REGISTRY/REPOSITORY:TAG' });
     return withRegistry(options, s, async (client) => {
-      const { pushImage } = await import('../registry/index.js');
-      const pushed = await pushImage(client, s.store, local, parseReference(destText), { compression, signal: s.signal, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+      const { pushImage, pushIndex } = await import('../registry/index.js');
+      const opts = { compression, signal: s.signal, ...(options.onProgress ? { onProgress: options.onProgress } : {}) };
+      // A multi-platform image: every image, then its index.
+      const pushed = found.index !== undefined
+        ? await pushIndex(client, s.store, { ...found.index, ...(name !== undefined ? { name } : {}) }, parseReference(destText), opts)
+        : await pushImage(client, s.store, found.image, parseReference(destText), opts);
       return { reference: pushed.reference, digest: pushed.digest };
     });
   });
@@ -135,25 +166,41 @@ export async function load(file: string, options: StoreOptions = {}): Promise<Lo
   });
 }
 
-/** Writes store images (names or IDs) to an archive file, as `tsbuild save -o FILE`. */
-export async function save(images: readonly string[], file: string, options: StoreOptions & { readonly format?: 'docker' | 'oci' } = {}): Promise<void> {
-  return withStore('save', options, [...STORE_KEYS, 'format'], async (s) => {
-    const format = optChoice(options as Record<string, unknown>, 'format', ['docker', 'oci'] as const) ?? 'docker';
+/**
+ * Writes store images (names or IDs) to an archive file, as `tsbuild save -o FILE`: a
+ * multi-platform image whole in an OCI archive; a docker archive needs `platform` for one.
+ */
+export async function save(images: readonly string[], file: string, options: StoreOptions & { readonly format?: 'docker' | 'oci'; readonly platform?: string } = {}): Promise<void> {
+  return withStore('save', options, [...STORE_KEYS, 'format', 'platform'], async (s) => {
+    const o = options as Record<string, unknown>;
+    const format = optChoice(o, 'format', ['docker', 'oci'] as const) ?? 'docker';
+    const platformText = optString(o, 'platform');
+    const platform = platformText !== undefined ? parsePlatform(platformText) : undefined;
     if (!Array.isArray(images) || images.length === 0) throw new TsbuildError('USAGE', 'save() needs at least one image');
-    const { exportDockerArchive, exportOciArchive } = await import('../store/archive-export.js');
+    const { exportDockerArchive, exportOciArchive, isExportIndex } = await import('../store/archive-export.js');
+    const { exportEntryFor, normalizeName, resolveImageArg } = await import('../image/index.js');
     const list = [];
-    for (const name of images) {
-      const image = await getLocalImage(s.store, name, { signal: s.signal });
-      list.push({ ...image, names: image.name ? [image.name] : [] });
+    for (const arg of images) {
+      const found = await resolveImageArg(s.store, arg, { signal: s.signal });
+      let name: string | undefined;
+      try {
+        name = found.tags.find((t) => t === normalizeName(arg));
+      } catch {
+        name = undefined;
+      }
+      list.push(exportEntryFor(found, arg, name !== undefined ? [name] : [], { format, platform }));
     }
     const dest = path.resolve(s.cwd, file);
     if (format === 'oci') await exportOciArchive(s.store, list, dest, { compression: 'gzip', signal: s.signal });
-    else await exportDockerArchive(s.store, list, dest, { signal: s.signal });
+    else await exportDockerArchive(s.store, list.flatMap((e) => (isExportIndex(e) ? [] : [e])), dest, { signal: s.signal });
   });
 }
 
 export interface ImageInfo {
+  /** The config digest; of a multi-platform image, its index digest (as `tsbuild images` shows). */
   readonly imageId: string;
+  /** `os/arch[/variant]` of each image it stands for (several for a multi-platform image). */
+  readonly platforms: readonly string[];
   /** Full references (docker.io/library/x:tag), sorted; empty for a dangling image. */
   readonly tags: readonly string[];
   /** Uncompressed size of its layers. */
@@ -164,8 +211,14 @@ export interface ImageInfo {
 /** The images of the store, tagged first (by name), then dangling, as `tsbuild images` lists them. */
 export async function images(options: StoreOptions = {}): Promise<ImageInfo[]> {
   return withStore('images', options, STORE_KEYS, async (s) => {
-    const { listStoreImages } = await import('../image/index.js');
+    const { imagePlatform, listStoreImages, storeImageId } = await import('../image/index.js');
     const all = await listStoreImages(s.store, { signal: s.signal });
-    return all.map((i) => ({ imageId: i.image.configDescriptor.digest, tags: i.tags, size: i.size, created: i.image.config.created }));
+    return all.map((i) => ({
+      imageId: storeImageId(i),
+      platforms: i.index !== undefined ? i.index.images.map((x) => formatPlatform(x.platform)) : [formatPlatform(imagePlatform(i.image.config))],
+      tags: i.tags,
+      size: i.size,
+      created: i.image.config.created,
+    }));
   });
 }

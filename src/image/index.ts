@@ -9,4 +9,5 @@ export { RootfsView, normalize, type IndexedEntry, type LayerIndex, type ViewEnt
 export { sealImage } from './seal.js';
 export { parseAnnotations, type ImageAnnotations } from './annotations.js';
 export { parseIdFile, resolveChown, resolveFileOpUser, resolveUser, type IdPair, type ImageUser } from './users.js';
-export { familiarTag, listStoreImages, resolveImageArg, shortId, splitTag, type StoreImage } from './store-images.js';
+export { familiarTag, listStoreImages, resolveImageArg, shortId, splitTag, storeImageId, type StoreImage } from './store-images.js';
+export { exportEntryFor, imagePlatform, indexImageFor, platformList, readLocalIndex, storeImageForPlatform, type LocalIndex, type LocalIndexImage } from './local-index.js';

@@ -1,5 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import { isIndexMediaType } from '../oci/index.js';
+import { indexImageFor, readLocalIndex } from './local-index.js';
 import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseImageConfig, parseManifestOrIndex } from '../oci/index.js';
 import { formatReference, parseReference, withDefaultTag } from '../oci/index.js';
 import type { Descriptor, Platform } from '../oci/index.js';
@@ -69,16 +69,16 @@ export async function readLocalImage(store: Store, desc: Descriptor, opts: { nam
   const bytes = await store.blobs.readBlobBytes(desc.digest, { maxBytes: MAX_MANIFEST_BYTES, signal: opts.signal });
   const parsed = parseManifestOrIndex(bytes, desc.mediaType, { what: `manifest ${desc.digest}` });
   if (parsed.kind === 'index') {
-    if (depth > 4) throw new TsbuildError('MANIFEST_INVALID', `image index ${desc.digest} nests too deeply`);
-    const want = opts.platform;
-    const candidates = parsed.index.manifests.filter((m) => m.platform?.os !== 'unknown');
-    const pick =
-      (want && candidates.find((m) => m.platform?.os === want.os && m.platform?.architecture === want.architecture && (!want.variant || !m.platform?.variant || m.platform.variant === want.variant))) ??
-      (want ? undefined : candidates.find((m) => !isIndexMediaType(m.mediaType)));
-    if (!pick) {
-      throw new TsbuildError('IMAGE_NOT_FOUND', `image ${opts.name ?? desc.digest} has no manifest for ${want ? `${want.os}/${want.architecture}` : 'any platform'}`);
+    if (depth > 0) throw new TsbuildError('MANIFEST_INVALID', `image index ${desc.digest} is nested in another index`);
+    // The store keeps one image per platform under an index tag (local-index.ts).
+    const local = await readLocalIndex(store, desc, opts);
+    try {
+      return indexImageFor(local, opts.platform).image;
+    } catch (e) {
+      // IMAGE_NOT_FOUND: a FROM then pulls the platform it lacks (registry/pull.ts resolveBaseImage).
+      if (e instanceof TsbuildError && e.code === 'PLATFORM_UNAVAILABLE') throw new TsbuildError('IMAGE_NOT_FOUND', e.message, { ...(e.hint !== undefined ? { hint: e.hint } : {}) });
+      throw e;
     }
-    return readLocalImage(store, pick, opts, depth + 1);
   }
   const manifest = parsed.manifest;
   const configBytes = await store.blobs.readBlobBytes(manifest.config.digest, { maxBytes: MAX_CONFIG_BYTES, signal: opts.signal });

@@ -1,5 +1,6 @@
 import { TsbuildError, isTsbuildError } from '../errors.js';
 import { findLocalImage, normalizeName, readLocalImage, type LocalImage } from './local-image.js';
+import { indexImageFor, readLocalIndex, type LocalIndex } from './local-index.js';
 import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, parseManifestOrIndex, parseReference, familiarName, type Descriptor, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 
@@ -14,8 +15,15 @@ export interface StoreImage {
   readonly tags: readonly string[];
   /** Digest of the tagged descriptor (an index for a multi-platform pull) or of the manifest. */
   readonly rootDigests: readonly Digest[];
-  /** Uncompressed size of its layers (docker's SIZE). */
+  /** Uncompressed size of its layers (docker's SIZE); of an index, of every layer of its images once. */
   readonly size: number;
+  /**
+   * Set when the tags name an image index (a multi-platform image): `image` is then the image
+   * for this machine's platform (else the first), and `index.images` all of them.
+   */
+  readonly index?: LocalIndex;
+  /** Every image it stands for: `image` alone, or each image of the index. */
+  readonly images: readonly LocalImage[];
 }
 
 interface Options {
@@ -26,14 +34,25 @@ interface Options {
 export async function listStoreImages(store: Store, opts: Options = {}): Promise<StoreImage[]> {
   const signal = opts.signal;
   const tags = await store.listTags({ signal });
-  const byId = new Map<Digest, { image: LocalImage; tags: string[]; roots: Digest[] }>();
+  // Images by image ID; multi-platform images by index digest (one entry whatever their images).
+  const byId = new Map<string, { image: LocalImage; tags: string[]; roots: Digest[]; index?: LocalIndex }>();
   const reached = new Set<Digest>();
   for (const t of tags) {
     reached.add(t.descriptor.digest);
+    if (isIndexMediaType(t.descriptor.mediaType)) {
+      for (const d of await indexChildren(store, t.descriptor, signal)) reached.add(d);
+      const index = await readLocalIndex(store, t.descriptor, { signal }).catch(() => undefined);
+      const first = index !== undefined && index.images.length > 0 ? indexImageFor(index, undefined).image : undefined;
+      if (index === undefined || first === undefined) continue;
+      const key = `index:${t.descriptor.digest}`;
+      const e = byId.get(key) ?? { image: first, tags: [], roots: [t.descriptor.digest], index };
+      e.tags.push(t.name);
+      byId.set(key, e);
+      continue;
+    }
     const image = await readLocalImage(store, t.descriptor, { signal }).catch(() => undefined);
     if (!image) continue;
     reached.add(image.manifestDescriptor.digest);
-    if (isIndexMediaType(t.descriptor.mediaType)) for (const d of await indexChildren(store, t.descriptor, signal)) reached.add(d);
     const e = byId.get(image.configDescriptor.digest) ?? { image, tags: [], roots: [] };
     e.tags.push(t.name);
     if (!e.roots.includes(t.descriptor.digest)) e.roots.push(t.descriptor.digest);
@@ -43,15 +62,26 @@ export async function listStoreImages(store: Store, opts: Options = {}): Promise
   for (const desc of await untaggedManifests(store, reached, signal)) {
     const image = await readLocalImage(store, desc, { signal }).catch(() => undefined);
     if (!image || byId.has(image.configDescriptor.digest) || dangling.some((d) => d.image.configDescriptor.digest === image.configDescriptor.digest)) continue;
-    dangling.push({ image, tags: [], rootDigests: [desc.digest], size: imageSize(image) });
+    dangling.push({ image, tags: [], rootDigests: [desc.digest], size: imageSize([image]), images: [image] });
   }
   dangling.sort((a, b) => Date.parse(b.image.config.created ?? '') - Date.parse(a.image.config.created ?? '') || 0);
-  const tagged = [...byId.values()].map((e) => ({ image: e.image, tags: e.tags.sort(), rootDigests: e.roots, size: imageSize(e.image) }));
+  const tagged = [...byId.values()].map((e): StoreImage => {
+    const images = e.index !== undefined ? e.index.images.map((i) => i.image) : [e.image];
+    return { image: e.image, tags: e.tags.sort(), rootDigests: e.roots, size: imageSize(images), images, ...(e.index !== undefined ? { index: e.index } : {}) };
+  });
   return [...tagged, ...dangling];
 }
 
-function imageSize(image: LocalImage): number {
-  return image.manifest.layers.reduce((n, l) => n + l.size, 0);
+/** Uncompressed size of the layers of `images`, each layer once. */
+function imageSize(images: readonly LocalImage[]): number {
+  const layers = new Map<Digest, number>();
+  for (const i of images) for (const l of i.manifest.layers) layers.set(l.digest, l.size);
+  return [...layers.values()].reduce((n, s) => n + s, 0);
+}
+
+/** The image ID a listing shows: the config digest, or the index digest of a multi-platform image (as docker's containerd store). */
+export function storeImageId(i: StoreImage): Digest {
+  return i.index !== undefined ? i.index.descriptor.digest : i.image.configDescriptor.digest;
 }
 
 async function indexChildren(store: Store, desc: Descriptor, signal: AbortSignal | undefined): Promise<Digest[]> {
@@ -138,7 +168,7 @@ export async function resolveImageArg(store: Store, arg: string, opts: Options =
     if (byName) return byName;
   }
   if (isHex) {
-    const hits = all.filter((i) => i.image.configDescriptor.digest.slice(7).startsWith(hex) || i.rootDigests.some((d) => d.slice(7).startsWith(hex)));
+    const hits = all.filter((i) => (i.index === undefined && i.image.configDescriptor.digest.slice(7).startsWith(hex)) || i.rootDigests.some((d) => d.slice(7).startsWith(hex)));
     if (hits.length > 1) {
       throw new TsbuildError('IMAGE_NOT_FOUND', `image ID prefix ${JSON.stringify(arg)} is ambiguous: it matches ${hits.length} images`, {
         hint: 'give more characters of the ID, or the image name',
@@ -148,7 +178,7 @@ export async function resolveImageArg(store: Store, arg: string, opts: Options =
   }
   // Same rules and messages as the rest of the CLI for what is left (e.g. a platform miss).
   const found = await findLocalImage(store, arg, opts.signal ? { signal: opts.signal } : {});
-  if (found) return { image: found, tags: found.name ? [found.name] : [], rootDigests: [found.manifestDescriptor.digest], size: imageSize(found) };
+  if (found) return { image: found, tags: found.name ? [found.name] : [], rootDigests: [found.manifestDescriptor.digest], size: imageSize([found]), images: [found] };
   throw new TsbuildError('IMAGE_NOT_FOUND', `No such image: ${arg}`, {
     hint: 'list images with `tsbuild images`; build, pull or load one first',
   });

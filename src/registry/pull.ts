@@ -8,6 +8,8 @@ import {
   defaultTargetPlatform,
   formatPlatform,
   formatReference,
+  isManifestMediaType,
+  normalizePlatform,
   parseImageConfig,
   parseManifestOrIndex,
   platformMatches,
@@ -15,6 +17,7 @@ import {
   withDefaultTag,
   type Descriptor,
   type Digest,
+  type ImageIndex,
   type ImageManifest,
   type Platform,
   type Reference,
@@ -24,7 +27,7 @@ import type { RegistryClient } from './client.js';
 import type { Repository } from './transport.js';
 import { RegistryError } from './errors.js';
 import { mapParallel } from './parallel.js';
-import { storeUncompressedLayer, writeStoreManifest, type StoredImage } from '../store/index.js';
+import { storeUncompressedLayer, writeStoreIndex, writeStoreManifest, type StoredImage } from '../store/index.js';
 import { recordLayerVariant, recordRepoDigest } from './store-layers.js';
 
 /** What a pull reports as it goes (the CLI renders these on stderr). */
@@ -91,7 +94,27 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
   }
   const manifest: ImageManifest = parsed.manifest;
   opts.onProgress?.({ type: 'resolved', reference: name, digest: top.digest, platform: platformName });
+  const { image, results } = await pullManifest(client, store, ref, manifest, opts);
+  await store.setTag(name, image.manifestDescriptor, { signal });
+  const repoDigest = `${repoName}@${top.digest}`;
+  await recordRepoDigest(store, image.manifestDescriptor.digest, repoDigest, { signal });
+  return { name, image, repoDigest, layers: results.map((r) => ({ digest: r.digest, status: r.status })) };
+}
 
+/**
+ * The config and layers of one image manifest into the store, and its store manifest (not
+ * tagged): the part of a pull after the manifest is chosen.
+ */
+async function pullManifest(
+  client: RegistryClient,
+  store: Store,
+  ref: Reference,
+  manifest: ImageManifest,
+  opts: PullOptions,
+): Promise<{ image: StoredImage; results: ReadonlyArray<{ digest: Digest; status: 'exists' | 'downloaded' }> }> {
+  const name = formatReference(ref);
+  const repoName = repositoryName(ref);
+  const signal = opts.signal;
   // Config: small, capped, verified.
   const cfg = manifest.config;
   if (cfg.size > MAX_CONFIG_BYTES) {
@@ -131,10 +154,85 @@ export async function pullImage(client: RegistryClient, store: Store, reference:
   });
 
   const image = await writeStoreManifest(store, { config, configBlob: cfg, layers: results }, { signal });
-  await store.setTag(name, image.manifestDescriptor, { signal });
+  return { image, results };
+}
+
+export interface PulledIndex {
+  /** The store tag: the full reference pulled. */
+  readonly name: string;
+  /** The store index the tag names (one store manifest per platform), or undefined when the reference named a single image. */
+  readonly index: { readonly descriptor: Descriptor; readonly index: ImageIndex } | undefined;
+  /** The images pulled, in index order, each with its platform. */
+  readonly images: ReadonlyArray<{ readonly platform: Platform; readonly image: StoredImage; readonly repoDigest: string }>;
+  /** `registry/repository@digest` of what the registry served (the index). */
+  readonly repoDigest: string;
+  readonly layers: readonly { readonly digest: Digest; readonly status: 'exists' | 'downloaded' }[];
+  /** Manifests of the index that are not images and were not pulled (attestations, nested indexes). */
+  readonly skipped: readonly Descriptor[];
+}
+
+/**
+ * Pull every image of a multi-platform reference (`tsbuild pull --all-platforms`, as
+ * `skopeo copy --all`): each image manifest of the index is pulled as pullImage pulls one, then
+ * a store index naming the store manifests, with the platforms and annotations the registry's
+ * index gives, is tagged with the reference. The store's documents have uncompressed layers, so
+ * their digests are the store's own; the registry's digests are remembered as repo digests (the
+ * index's for the tag, each manifest's for its image), and the image IDs (config digests) are
+ * the registry's. Manifests for `unknown/unknown` (attestations) and nested indexes are
+ * skipped and reported. A reference that names a single image is pulled as that image.
+ * The tag is set last: a failed pull tags nothing.
+ */
+export async function pullAllPlatforms(
+  client: RegistryClient,
+  store: Store,
+  reference: Reference,
+  opts: Omit<PullOptions, 'platform'> & { /** Tag the reference in the store (default true); `manifest create` only needs the images. */ readonly tag?: boolean } = {},
+): Promise<PulledIndex> {
+  const ref = withDefaultTag(reference);
+  const name = formatReference(ref);
+  const repoName = repositoryName(ref);
+  const signal = opts.signal;
+  const top = await client.getManifest(ref, { signal });
+  const parsed = parseManifestOrIndex(top.bytes, top.contentType, { what: `manifest ${name}` });
   const repoDigest = `${repoName}@${top.digest}`;
-  await recordRepoDigest(store, image.manifestDescriptor.digest, repoDigest, { signal });
-  return { name, image, repoDigest, layers: results.map((r) => ({ digest: r.digest, status: r.status })) };
+  if (parsed.kind === 'manifest') {
+    opts.onProgress?.({ type: 'resolved', reference: name, digest: top.digest, platform: undefined });
+    const { image, results } = await pullManifest(client, store, ref, parsed.manifest, opts);
+    if (opts.tag !== false) await store.setTag(name, image.manifestDescriptor, { signal });
+    await recordRepoDigest(store, image.manifestDescriptor.digest, repoDigest, { signal });
+    const platform = normalizePlatform({ os: image.config.os, architecture: image.config.architecture, ...(image.config.variant !== undefined ? { variant: image.config.variant } : {}) });
+    return { name, index: undefined, images: [{ platform, image, repoDigest }], repoDigest, layers: results, skipped: [] };
+  }
+  const images: Array<{ platform: Platform; image: StoredImage; repoDigest: string; annotations: Readonly<Record<string, string>> | undefined }> = [];
+  const layers: Array<{ digest: Digest; status: 'exists' | 'downloaded' }> = [];
+  const skipped: Descriptor[] = [];
+  for (const child of parsed.index.manifests) {
+    if (!isManifestMediaType(child.mediaType) || child.platform?.os === 'unknown') {
+      skipped.push(child);
+      continue;
+    }
+    const label = child.platform !== undefined ? formatPlatform(child.platform) : undefined;
+    const fetched = await client.getManifest({ ...ref, digest: child.digest }, { signal, what: `manifest ${repoName}@${child.digest}${label !== undefined ? ` (${label})` : ''}` });
+    const m = parseManifestOrIndex(fetched.bytes, child.mediaType, { what: `manifest ${repoName}@${child.digest}` });
+    if (m.kind !== 'manifest') throw new TsbuildError('MANIFEST_INVALID', `${name}: index entry ${child.digest} is not an image manifest (registry ${ref.registry})`);
+    opts.onProgress?.({ type: 'resolved', reference: name, digest: child.digest, platform: label });
+    const { image, results } = await pullManifest(client, store, ref, m.manifest, opts);
+    const platform = child.platform ?? normalizePlatform({ os: image.config.os, architecture: image.config.architecture, ...(image.config.variant !== undefined ? { variant: image.config.variant } : {}) });
+    images.push({ platform, image, repoDigest: `${repoName}@${child.digest}`, annotations: child.annotations });
+    layers.push(...results);
+  }
+  if (images.length === 0) {
+    throw new TsbuildError('MANIFEST_INVALID', `${name} is an image index with no image manifests (registry ${ref.registry})`, { hint: 'it may hold only attestations or other artifacts' });
+  }
+  const written = await writeStoreIndex(
+    store,
+    images.map((i) => ({ manifestDescriptor: i.image.manifestDescriptor, platform: i.platform, annotations: i.annotations })),
+    { annotations: parsed.index.annotations, signal },
+  );
+  for (const i of images) await recordRepoDigest(store, i.image.manifestDescriptor.digest, i.repoDigest, { signal });
+  if (opts.tag !== false) await store.setTag(name, written.descriptor, { signal });
+  await recordRepoDigest(store, written.descriptor.digest, repoDigest, { signal });
+  return { name, index: written, images: images.map(({ platform, image, repoDigest: rd }) => ({ platform, image, repoDigest: rd })), repoDigest, layers, skipped };
 }
 
 /** Download a config (or an uncompressed layer) into the store, verified while it streams. */

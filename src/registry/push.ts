@@ -7,6 +7,7 @@ import {
   OCI_IMAGE_CONFIG,
   OCI_IMAGE_MANIFEST,
   canonicalJson,
+  digestBytes,
   formatReference,
   isNondistributableLayer,
   layerCompression,
@@ -47,6 +48,11 @@ export interface PushOptions {
   readonly level?: number | undefined;
   /** Upload in PATCH chunks of this size (registries that cap request size); default monolithic. */
   readonly chunkSize?: number | undefined;
+  /**
+   * Put the manifest under its digest, not the destination's tag: an image of a multi-platform
+   * image, which its index names (push-index.ts).
+   */
+  readonly byDigest?: boolean | undefined;
 }
 
 export interface PushedImage {
@@ -93,8 +99,9 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
     ...(image.manifest.annotations !== undefined ? { annotations: image.manifest.annotations } : {}),
   };
   const bytes = canonicalJson(manifest);
-  const digest = await client.putManifest(repo, { reference: dest.tag ?? 'latest', bytes, mediaType: OCI_IMAGE_MANIFEST, signal });
-  const reference = formatReference(dest);
+  const byDigest = opts.byDigest === true ? digestBytes(bytes, 'sha256') : undefined;
+  const digest = await client.putManifest(repo, { reference: byDigest ?? dest.tag ?? 'latest', bytes, mediaType: OCI_IMAGE_MANIFEST, signal });
+  const reference = byDigest !== undefined ? `${repoName}@${byDigest}` : formatReference(dest);
   opts.onProgress?.({ type: 'manifest', digest, reference });
   await recordRepoDigest(store, image.manifestDescriptor.digest, `${repoName}@${digest}`, { signal }).catch(() => undefined);
   return { reference, digest, size: bytes.byteLength };

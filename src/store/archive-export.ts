@@ -8,7 +8,7 @@ type TarHeaders = Partial<Header> & Pick<Header, 'name'>;
 import { TsbuildError, isAbortError } from '../errors.js';
 import { canonicalJson } from '../oci/index.js';
 import { ParallelGzip } from '../layer/index.js';
-import { digestHex, type Digest } from '../oci/index.js';
+import { digestBytes, digestHex, type Digest, type Platform } from '../oci/index.js';
 import {
   OCI_IMAGE_INDEX,
   OCI_IMAGE_MANIFEST,
@@ -25,6 +25,21 @@ export interface ExportImage extends StoredImage {
   /** Full references (docker.io/library/app:v2); may be empty. */
   readonly names: readonly string[];
   /** Annotations for the manifest's descriptor in index.json (OCI outputs). */
+  readonly descriptorAnnotations?: Readonly<Record<string, string>>;
+}
+
+/**
+ * A multi-platform image of the store to export: its images, each with its platform, written as
+ * an image index (OCI outputs only; a docker archive holds one image per name).
+ */
+export interface ExportIndex {
+  readonly kind: 'index';
+  /** Full references (docker.io/library/app:v2); may be empty. */
+  readonly names: readonly string[];
+  readonly images: ReadonlyArray<{ readonly image: StoredImage; readonly platform: Platform; readonly annotations?: Readonly<Record<string, string>> | undefined }>;
+  /** The index's own annotations. */
+  readonly annotations?: Readonly<Record<string, string>> | undefined;
+  /** Annotations for the index's descriptor in index.json. */
   readonly descriptorAnnotations?: Readonly<Record<string, string>>;
 }
 
@@ -64,7 +79,7 @@ export async function compressedLayer(store: Store, layer: Descriptor, compressi
 }
 
 /** The manifest of `image` with its layers in the requested compression. */
-async function exportManifest(store: Store, image: ExportImage, opts: ExportOptions): Promise<{ manifest: ImageManifest; bytes: Buffer; descriptor: Descriptor }> {
+async function exportManifest(store: Store, image: StoredImage, opts: ExportOptions): Promise<{ manifest: ImageManifest; bytes: Buffer; descriptor: Descriptor }> {
   const layers: Descriptor[] = [];
   for (const l of image.manifest.layers) {
     const c = await compressedLayer(store, l, opts.compression, opts);
@@ -74,6 +89,11 @@ async function exportManifest(store: Store, image: ExportImage, opts: ExportOpti
   const bytes = canonicalJson(manifest);
   const info = await store.blobs.putBytes(bytes, { signal: opts.signal });
   return { manifest, bytes, descriptor: { mediaType: OCI_IMAGE_MANIFEST, digest: info.digest, size: info.size } };
+}
+
+/** Whether an export entry is a multi-platform image (else one image). */
+export function isExportIndex(e: ExportImage | ExportIndex): e is ExportIndex {
+  return 'kind' in e && e.kind === 'index';
 }
 
 /** Tag part of a full reference, as BuildKit writes org.opencontainers.image.ref.name. */
@@ -90,29 +110,53 @@ export function familiar(name: string): string {
 }
 
 /**
- * The OCI layout files (oci-layout, index.json, blobs) of the images, and the descriptor of
- * each image's manifest as written (one per image, in order, without annotations).
+ * The OCI layout files (oci-layout, index.json, blobs) of the images and multi-platform images,
+ * and the descriptor of each one's manifest or index as written (one per entry, in order,
+ * without annotations).
  */
-async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts: ExportOptions): Promise<{ files: ArchiveFile[]; written: Descriptor[] }> {
+async function ociLayoutFiles(store: Store, entries: readonly (ExportImage | ExportIndex)[], opts: ExportOptions): Promise<{ files: ArchiveFile[]; written: Descriptor[] }> {
   const blobs = new Map<string, ArchiveFile>();
   const manifests: Descriptor[] = [];
   const written: Descriptor[] = [];
-  for (const image of images) {
+  const addImage = async (image: StoredImage): Promise<Descriptor> => {
     const m = await exportManifest(store, image, opts);
-    written.push(m.descriptor);
     const cfg = image.manifest.config;
     blobs.set(cfg.digest, { name: `blobs/sha256/${digestHex(cfg.digest)}`, blob: cfg.digest, size: cfg.size });
     for (const l of m.manifest.layers) blobs.set(l.digest, { name: `blobs/sha256/${digestHex(l.digest)}`, blob: l.digest, size: l.size });
     blobs.set(m.descriptor.digest, { name: `blobs/sha256/${digestHex(m.descriptor.digest)}`, bytes: m.bytes });
-    const names = image.names.length > 0 ? image.names : [undefined];
+    return m.descriptor;
+  };
+  for (const entry of entries) {
+    let descriptor: Descriptor;
+    if (isExportIndex(entry)) {
+      // The images first, then an index naming them as written (compressed layers: their digests are not the store's).
+      const children: Descriptor[] = [];
+      for (const i of entry.images) {
+        const d = await addImage(i.image);
+        children.push({ ...d, ...(i.annotations !== undefined && Object.keys(i.annotations).length > 0 ? { annotations: i.annotations } : {}), platform: i.platform });
+      }
+      const index: ImageIndex = {
+        schemaVersion: 2,
+        mediaType: OCI_IMAGE_INDEX,
+        manifests: children,
+        ...(entry.annotations !== undefined && Object.keys(entry.annotations).length > 0 ? { annotations: entry.annotations } : {}),
+      };
+      const bytes = canonicalJson(index);
+      descriptor = { mediaType: OCI_IMAGE_INDEX, digest: digestBytes(bytes, 'sha256'), size: bytes.length };
+      blobs.set(descriptor.digest, { name: `blobs/sha256/${digestHex(descriptor.digest)}`, bytes });
+    } else {
+      descriptor = await addImage(entry);
+    }
+    written.push(descriptor);
+    const names = entry.names.length > 0 ? entry.names : [undefined];
     for (const name of names) {
-      const annotations: Record<string, string> = { ...image.descriptorAnnotations };
+      const annotations: Record<string, string> = { ...entry.descriptorAnnotations };
       if (name) {
         annotations['io.containerd.image.name'] = name;
         const tag = tagOf(name);
         if (tag) annotations['org.opencontainers.image.ref.name'] = tag;
       }
-      manifests.push({ ...m.descriptor, ...(Object.keys(annotations).length > 0 ? { annotations } : {}) });
+      manifests.push({ ...descriptor, ...(Object.keys(annotations).length > 0 ? { annotations } : {}) });
     }
   }
   const index: ImageIndex = { schemaVersion: 2, mediaType: OCI_IMAGE_INDEX, manifests };
@@ -129,14 +173,14 @@ async function ociLayoutFiles(store: Store, images: readonly ExportImage[], opts
  * Resolves with the descriptors of the manifests written (their layers are compressed, so
  * their digests differ from the store's).
  */
-export async function exportOciArchive(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
+export async function exportOciArchive(store: Store, images: readonly (ExportImage | ExportIndex)[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
   const { files, written } = await ociLayoutFiles(store, images, opts);
   await writeArchive(store, files, dest, opts.signal);
   return written;
 }
 
 /** `--output type=oci-layout,dest=DIR`: the same layout as a directory. */
-export async function exportOciLayout(store: Store, images: readonly ExportImage[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
+export async function exportOciLayout(store: Store, images: readonly (ExportImage | ExportIndex)[], dest: string, opts: ExportOptions): Promise<Descriptor[]> {
   const { files, written } = await ociLayoutFiles(store, images, opts);
   try {
     await fsp.mkdir(path.join(dest, 'blobs', 'sha256'), { recursive: true });

@@ -12,7 +12,10 @@ import {
   formatReference,
   digestBytes,
   isDigest,
+  choosePlatform,
+  formatPlatform,
   isIndexMediaType,
+  normalizePlatform,
   parseImageConfig,
   parseManifestOrIndex,
   parseReference,
@@ -25,20 +28,25 @@ import {
 } from '../oci/index.js';
 import type { Store } from './store.js';
 import { storeUncompressedLayer } from './adopt-layers.js';
-import { writeStoreManifest, type StoredImage, type StoredLayer } from './stored-image.js';
+import { writeStoreIndex, writeStoreManifest, type StoredImage, type StoredIndexEntry, type StoredLayer } from './stored-image.js';
 
 const SMALL_FILE_MAX = 8 * 1024 * 1024;
 
 export interface LoadedImage {
   /** Full references the archive names the image by (may be empty). */
   readonly names: readonly string[];
-  /** The image as the store now holds it (uncompressed layers). */
+  /** The image as the store now holds it (uncompressed layers); of a multi-platform image, its first. */
   readonly image: StoredImage;
+  /**
+   * Set for a multi-platform image (an index in index.json, loaded without a platform): every
+   * image with its platform, and the store index the names are tagged with.
+   */
+  readonly index?: { readonly descriptor: Descriptor; readonly images: ReadonlyArray<{ readonly platform: Platform; readonly image: StoredImage }> };
 }
 
 export interface LoadOptions {
   readonly signal?: AbortSignal | undefined;
-  /** Platform to pick from an index with several images (default: the first). */
+  /** Platform to pick from an index with several images (default: every image, kept as an index). */
   readonly platform?: Platform | undefined;
 }
 
@@ -62,6 +70,7 @@ export async function loadArchive(store: Store, file: string, opts: LoadOptions 
   await readArchive(store, file, files, pending, opts.signal);
   const get = (name: string) => files.get(normalizeName(name));
   const images: LoadedImage[] = [];
+  const multi: Array<{ names: readonly string[]; entries: StoredIndexEntry[]; images: Array<{ platform: Platform; image: StoredImage }>; annotations: Readonly<Record<string, string>> | undefined }> = [];
   const dockerManifest = get('manifest.json');
   const ociIndex = get('index.json');
   if (Buffer.isBuffer(dockerManifest)) {
@@ -85,6 +94,10 @@ export async function loadArchive(store: Store, file: string, opts: LoadOptions 
     if (parsed.kind !== 'index') throw invalid('index.json is not an image index');
     for (const desc of parsed.index.manifests) {
       const names = namesOf(desc);
+      if (opts.platform === undefined && isIndexMediaType(desc.mediaType)) {
+        multi.push({ names, ...(await adoptIndex(store, pending, desc, opts)) });
+        continue;
+      }
       const manifest = await resolveManifest(store, pending, desc, opts);
       const layerBlobs = manifest.layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType }));
       images.push(await adoptImage(store, { digest: manifest.config.digest, size: manifest.config.size }, layerBlobs, names, opts));
@@ -96,7 +109,42 @@ export async function loadArchive(store: Store, file: string, opts: LoadOptions 
   for (const image of images) {
     for (const name of image.names) await store.setTag(name, image.image.manifestDescriptor, { signal: opts.signal });
   }
+  // Multi-platform images: a store index naming the store manifests, under the archive's names.
+  for (const m of multi) {
+    const written = await writeStoreIndex(store, m.entries, { annotations: m.annotations, signal: opts.signal });
+    for (const name of m.names) await store.setTag(name, written.descriptor, { signal: opts.signal });
+    images.push({ names: m.names, image: m.images[0]!.image, index: { descriptor: written.descriptor, images: m.images } });
+  }
   return images;
+}
+
+/**
+ * Every image of an index in the archive (image manifests with a platform other than
+ * `unknown/unknown`, which BuildKit's attestations use), adopted one by one.
+ */
+async function adoptIndex(
+  store: Store,
+  pending: ReadonlyMap<Digest, Buffer>,
+  desc: Descriptor,
+  opts: LoadOptions,
+): Promise<{ entries: StoredIndexEntry[]; images: Array<{ platform: Platform; image: StoredImage }>; annotations: Readonly<Record<string, string>> | undefined }> {
+  const bytes = pending.get(desc.digest);
+  if (bytes === undefined) throw invalid(`index.json names ${desc.digest}, which the archive does not contain`);
+  const parsed = parseManifestOrIndex(bytes, desc.mediaType, { what: `image index ${desc.digest}` });
+  if (parsed.kind !== 'index') throw invalid(`${desc.digest} is not an image index`);
+  const entries: StoredIndexEntry[] = [];
+  const images: Array<{ platform: Platform; image: StoredImage }> = [];
+  for (const child of parsed.index.manifests) {
+    if (isIndexMediaType(child.mediaType) || child.platform?.os === 'unknown') continue;
+    const manifest = await resolveManifest(store, pending, child, opts);
+    const layerBlobs = manifest.layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType }));
+    const { image } = await adoptImage(store, { digest: manifest.config.digest, size: manifest.config.size }, layerBlobs, [], opts);
+    const platform = child.platform ?? normalizePlatform({ os: image.config.os, architecture: image.config.architecture, ...(image.config.variant !== undefined ? { variant: image.config.variant } : {}) });
+    entries.push({ manifestDescriptor: image.manifestDescriptor, platform, annotations: child.annotations });
+    images.push({ platform, image });
+  }
+  if (images.length === 0) throw invalid(`the image index ${desc.digest} holds no image manifest`);
+  return { entries, images, annotations: parsed.index.annotations };
 }
 
 async function resolveManifest(store: Store, pending: ReadonlyMap<Digest, Buffer>, desc: Descriptor, opts: LoadOptions, depth = 0): Promise<ImageManifest> {
@@ -111,9 +159,14 @@ async function resolveManifest(store: Store, pending: ReadonlyMap<Digest, Buffer
   if (parsed.kind !== 'index') throw invalid(`${desc.digest} is a schema1 manifest, which tsbuild does not support`);
   const want = opts.platform;
   const candidates = parsed.index.manifests.filter((m) => m.platform?.os !== 'unknown' && !isIndexMediaType(m.mediaType));
-  const pick =
-    (want && candidates.find((m) => m.platform?.os === want.os && m.platform?.architecture === want.architecture)) ?? candidates[0] ?? parsed.index.manifests[0];
-  if (!pick) throw invalid(`the image index ${desc.digest} lists no manifests`);
+  const pick = want !== undefined ? choosePlatform({ ...parsed.index, manifests: candidates }, want) : (candidates[0] ?? parsed.index.manifests[0]);
+  if (!pick) {
+    if (want === undefined) throw invalid(`the image index ${desc.digest} lists no manifests`);
+    const have = [...new Set(candidates.flatMap((m) => (m.platform !== undefined ? [formatPlatform(m.platform)] : [])))];
+    throw new TsbuildError('PLATFORM_UNAVAILABLE', `the archive's image index ${desc.digest} has no image for ${formatPlatform(want)}`, {
+      hint: have.length > 0 ? `it has ${have.join(', ')}; choose one with --platform` : 'the index lists no platforms',
+    });
+  }
   return resolveManifest(store, pending, pick, opts, depth + 1);
 }
 

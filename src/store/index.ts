@@ -30,6 +30,6 @@ export { LAYOUT_VERSION, storePaths, type StorePaths } from './store-layout.js';
 export { Store, openStore, removeTreeDefault, type OpenStoreOptions, type SignalOption, type TagEntry } from './store.js';
 export { REF_NAME_ANNOTATION } from './types.js';
 export { storeUncompressedLayer } from './adopt-layers.js';
-export { writeStoreManifest, type StoredImage, type StoredLayer } from './stored-image.js';
+export { writeStoreIndex, writeStoreManifest, type StoredImage, type StoredIndexEntry, type StoredLayer } from './stored-image.js';
 export { knownCompressedLayer, parseCompressedLayersRecord, rememberCompressedLayer, type CompressedLayer, type CompressedLayersRecord } from './compressed-layers.js';
 export { currentOwner, ownerState, ownerTag, type ProcessOwner } from '../host/index.js';

@@ -1,5 +1,5 @@
-import { OCI_IMAGE_CONFIG, OCI_IMAGE_MANIFEST, OCI_LAYER_TAR, canonicalJson } from '../oci/index.js';
-import type { Descriptor, Digest, ImageConfig, ImageManifest } from '../oci/index.js';
+import { OCI_IMAGE_CONFIG, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, OCI_LAYER_TAR, canonicalJson } from '../oci/index.js';
+import type { Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Platform } from '../oci/index.js';
 import type { Store } from './store.js';
 
 /**
@@ -48,4 +48,37 @@ export async function writeStoreManifest(
   };
   const info = await store.blobs.putBytes(canonicalJson(manifest), { signal: opts.signal });
   return { manifest, manifestDescriptor: { mediaType: OCI_IMAGE_MANIFEST, digest: info.digest, size: info.size }, config: image.config, configDescriptor };
+}
+
+/** One image of a store index and the platform it is listed for. */
+export interface StoredIndexEntry {
+  readonly manifestDescriptor: Descriptor;
+  readonly platform: Platform;
+  readonly annotations?: Readonly<Record<string, string>> | undefined;
+}
+
+/**
+ * Writes a store index (OCI image index, canonical JSON) naming store manifests already in the
+ * store, one per platform, in the given order. How a multi-platform image is kept under a tag:
+ * the tag's descriptor is this index's (store reachability follows index -> manifests).
+ */
+export async function writeStoreIndex(
+  store: Store,
+  entries: readonly StoredIndexEntry[],
+  opts: { readonly annotations?: Readonly<Record<string, string>> | undefined; readonly signal?: AbortSignal | undefined } = {},
+): Promise<{ readonly index: ImageIndex; readonly descriptor: Descriptor }> {
+  const index: ImageIndex = {
+    schemaVersion: 2,
+    mediaType: OCI_IMAGE_INDEX,
+    manifests: entries.map((e) => ({
+      mediaType: OCI_IMAGE_MANIFEST,
+      digest: e.manifestDescriptor.digest,
+      size: e.manifestDescriptor.size,
+      ...(e.annotations !== undefined && Object.keys(e.annotations).length > 0 ? { annotations: { ...e.annotations } } : {}),
+      platform: e.platform,
+    })),
+    ...(opts.annotations !== undefined && Object.keys(opts.annotations).length > 0 ? { annotations: { ...opts.annotations } } : {}),
+  };
+  const info = await store.blobs.putBytes(canonicalJson(index), { signal: opts.signal });
+  return { index, descriptor: { mediaType: OCI_IMAGE_INDEX, digest: info.digest, size: info.size } };
 }

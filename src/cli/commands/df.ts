@@ -2,7 +2,7 @@ import type { Digest } from '../../oci/index.js';
 import { listCacheMounts, listStepCache, treeSize } from '../build-cache.js';
 import { defineCommand } from '../command.js';
 import { alignTabs, createdSince, humanSize } from '../format-output.js';
-import { listStoreImages, shortId, splitTag } from '../../image/index.js';
+import { listStoreImages, shortId, splitTag, storeImageId } from '../../image/index.js';
 
 function pct(part: number, whole: number): string {
   return `${humanSize(part)} (${whole === 0 ? 0 : Math.round((part / whole) * 100)}%)`;
@@ -20,12 +20,14 @@ export const dfCommand = defineCommand({
     const layerSize = new Map<Digest, number>();
     const users = new Map<Digest, number>();
     const taggedLayers = new Set<Digest>();
+    // A multi-platform image counts each of its layers once however many of its images share it.
+    const layersOf = (i: (typeof images)[number]) => i.images.flatMap((image) => image.manifest.layers);
     for (const i of images) {
-      for (const l of new Set(i.image.manifest.layers.map((x) => x.digest))) {
+      for (const l of new Set(layersOf(i).map((x) => x.digest))) {
         users.set(l, (users.get(l) ?? 0) + 1);
         if (i.tags.length > 0) taggedLayers.add(l);
       }
-      for (const l of i.image.manifest.layers) layerSize.set(l.digest, l.size);
+      for (const l of layersOf(i)) layerSize.set(l.digest, l.size);
     }
     const imagesSize = [...layerSize.values()].reduce((a, b) => a + b, 0);
     const imagesReclaimable = [...layerSize].filter(([d]) => !taggedLayers.has(d)).reduce((a, [, s]) => a + s, 0);
@@ -75,10 +77,10 @@ export const dfCommand = defineCommand({
     const rows = ['REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS'];
     for (const i of images) {
       let shared = 0;
-      for (const l of i.image.manifest.layers) if ((users.get(l.digest) ?? 0) > 1) shared += l.size;
+      for (const l of new Map(layersOf(i).map((x) => [x.digest, x])).values()) if ((users.get(l.digest) ?? 0) > 1) shared += l.size;
       const names = i.tags.length > 0 ? i.tags.map(splitTag) : [{ repository: '<none>', tag: '<none>' }];
       for (const n of names) {
-        rows.push(`${n.repository}\t${n.tag}\t${shortId(i.image.configDescriptor.digest)}\t${createdSince(i.image.config.created, now)}\t${humanSize(i.size)}\t${humanSize(shared)}\t${humanSize(i.size - shared)}\t0`);
+        rows.push(`${n.repository}\t${n.tag}\t${shortId(storeImageId(i))}\t${createdSince(i.image.config.created, now)}\t${humanSize(i.size)}\t${humanSize(shared)}\t${humanSize(i.size - shared)}\t0`);
       }
     }
     out.write(alignTabs(rows));

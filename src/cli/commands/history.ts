@@ -1,6 +1,7 @@
 import { defineCommand } from '../command.js';
 import { createdSince, humanSize, writeListing, type Listing } from '../format-output.js';
-import { resolveImageArg, shortId } from '../../image/index.js';
+import { resolveImageArg, shortId, storeImageForPlatform } from '../../image/index.js';
+import { parsePlatform } from '../../oci/index.js';
 
 interface HistoryRow {
   readonly id: string;
@@ -23,10 +24,13 @@ export const historyCommand = defineCommand({
       .option('human', { alias: 'H', type: 'boolean', default: true, describe: 'Sizes and dates in human readable form (-H=false for raw)' })
       .option('no-trunc', { type: 'boolean', default: false, describe: "Don't truncate output" })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Only image IDs' })
-      .option('format', { type: 'string', describe: 'table (default), json, or a Go template such as {{.CreatedBy}}' }),
+      .option('format', { type: 'string', describe: 'table (default), json, or a Go template such as {{.CreatedBy}}' })
+      .option('platform', { type: 'string', describe: 'Of a multi-platform image, the image for this platform (default: this machine\'s, else the first)' }),
   run: async (args, ctx) => {
     const store = await ctx.store();
-    const { image } = await resolveImageArg(store, args.image, { signal: ctx.io.signal });
+    const platform = args.platform !== undefined ? parsePlatform(args.platform) : undefined;
+    const found = await resolveImageArg(store, args.image, { signal: ctx.io.signal });
+    const { image } = platform !== undefined ? storeImageForPlatform(found, platform, args.image) : found;
     const layers = image.manifest.layers;
     const history = image.config.history ?? [];
     const rows: HistoryRow[] = [];

@@ -3,7 +3,8 @@ import { TsbuildError } from '../../errors.js';
 import { readRepoDigests } from '../../registry/store-layers.js';
 import { defineCommand, repeatable } from '../command.js';
 import { createdAt, createdSince, humanSize, writeListing, type Listing } from '../format-output.js';
-import { listStoreImages, resolveImageArg, shortId, splitTag, type StoreImage } from '../../image/index.js';
+import { imagePlatform, listStoreImages, platformList, resolveImageArg, shortId, splitTag, storeImageId, type StoreImage } from '../../image/index.js';
+import { formatPlatform } from '../../oci/index.js';
 
 /** One row of `images`: an image under one of its names (or `<none>` when dangling). */
 interface ImageRow {
@@ -91,7 +92,7 @@ export const imagesCommand = defineCommand({
 
     const rows: ImageRow[] = [];
     for (const image of all) {
-      const repoDigests = await readRepoDigests(store, image.image.manifestDescriptor.digest, { signal }).catch(() => [] as string[]);
+      const repoDigests = await readRepoDigests(store, image.index?.descriptor.digest ?? image.image.manifestDescriptor.digest, { signal }).catch(() => [] as string[]);
       const digestFor = (repo: string): string => {
         const hit = repoDigests.find((rd) => splitTag(`${rd.slice(0, rd.indexOf('@'))}:x`).repository === repo);
         return hit ? hit.slice(hit.indexOf('@') + 1) : '<none>';
@@ -103,7 +104,10 @@ export const imagesCommand = defineCommand({
       }
     }
     const shown = rows.filter((r) => matches(r, f));
-    const id = (r: ImageRow): string => (args['no-trunc'] ? r.image.image.configDescriptor.digest : shortId(r.image.image.configDescriptor.digest));
+    const id = (r: ImageRow): string => (args['no-trunc'] ? storeImageId(r.image) : shortId(storeImageId(r.image)));
+    // A multi-platform image is one row; its platforms get a column when the listing has one.
+    const platforms = (r: ImageRow): string => (r.image.index !== undefined ? platformList(r.image.index) : formatPlatform(imagePlatform(r.image.image.config)));
+    const multi = shown.some((r) => r.image.index !== undefined);
 
     if (args.quiet) {
       // One line per row, duplicates included, as docker images -q prints them.
@@ -112,14 +116,15 @@ export const imagesCommand = defineCommand({
     }
     const now = new Date();
     const listing: Listing<ImageRow> = {
-      columns: args.digests ? ['Repository', 'Tag', 'Digest', 'ID', 'CreatedSince', 'Size'] : ['Repository', 'Tag', 'ID', 'CreatedSince', 'Size'],
-      headers: { Repository: 'REPOSITORY', Tag: 'TAG', Digest: 'DIGEST', ID: 'IMAGE ID', CreatedSince: 'CREATED', CreatedAt: 'CREATED AT', Size: 'SIZE', Containers: 'CONTAINERS', SharedSize: 'SHARED SIZE', UniqueSize: 'UNIQUE SIZE', VirtualSize: 'VIRTUAL SIZE' },
+      columns: [...(args.digests ? ['Repository', 'Tag', 'Digest', 'ID', 'CreatedSince', 'Size'] : ['Repository', 'Tag', 'ID', 'CreatedSince', 'Size']), ...(multi ? ['Platforms'] : [])],
+      headers: { Platforms: 'PLATFORMS', Repository: 'REPOSITORY', Tag: 'TAG', Digest: 'DIGEST', ID: 'IMAGE ID', CreatedSince: 'CREATED', CreatedAt: 'CREATED AT', Size: 'SIZE', Containers: 'CONTAINERS', SharedSize: 'SHARED SIZE', UniqueSize: 'UNIQUE SIZE', VirtualSize: 'VIRTUAL SIZE' },
       fields: (r) => ({
         Containers: 'N/A',
         CreatedAt: createdAt(r.image.image.config.created),
         CreatedSince: createdSince(r.image.image.config.created, now),
         Digest: r.digest,
         ID: id(r),
+        Platforms: platforms(r),
         Repository: r.repository,
         SharedSize: 'N/A',
         Size: humanSize(r.image.size),

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import { defineCommand, repeatable } from '../command.js';
 import { TsbuildError } from '../../errors.js';
 import { importRootfsTar, normalizeName } from '../../image/index.js';
-import { hostPlatform } from '../../oci/index.js';
+import { hostPlatform, parsePlatform } from '../../oci/index.js';
 import { createdTime } from '../../api/index.js';
 
 export const importCommand = defineCommand({
@@ -12,9 +12,11 @@ export const importCommand = defineCommand({
       .positional('name', { type: 'string', demandOption: true, describe: 'Name of the new image, e.g. busybox:latest' })
       .option('cmd', { type: 'string', coerce: repeatable, describe: 'CMD of the new image (exec form words)' })
       .option('env', { type: 'string', coerce: repeatable, describe: 'ENV entries NAME=VALUE' })
-      .option('message', { alias: 'm', type: 'string', describe: 'Comment for the history entry' }),
+      .option('message', { alias: 'm', type: 'string', describe: 'Comment for the history entry' })
+      .option('platform', { type: 'string', describe: "Platform the config names (os/arch[/variant], default this machine's); the files are taken as they are" }),
   run: async (args, ctx) => {
     const name = normalizeName(args.name);
+    const platform = args.platform !== undefined ? parsePlatform(args.platform) : hostPlatform();
     try {
       await fs.access(args.file);
     } catch {
@@ -23,7 +25,7 @@ export const importCommand = defineCommand({
     const store = await ctx.store();
     const created = createdTime(ctx.io.env);
     const sealed = await importRootfsTar(store, args.file, {
-      platform: hostPlatform(),
+      platform,
       created,
       config: {
         ...(args.cmd ? { Cmd: args.cmd } : {}),

@@ -36,6 +36,7 @@ export const commands: readonly CommandEntry[] = [
   { command: 'run <image> [command..]', describe: "Run an image's command in the build sandbox on a throwaway overlay (no daemon, no detach)", splitArgs: splitRunArgs, load: async () => (await import('./run.js')).runCommand },
   { command: 'pull <image>', describe: 'Pull an image from a registry into the local store', load: async () => (await import('./pull.js')).pullCommand },
   { command: 'push <image> [destination]', describe: 'Push an image from the local store to a registry; prints the manifest digest', load: async () => (await import('./push.js')).pushCommand },
+  { command: 'manifest <action> [args..]', describe: 'Multi-platform images: create TARGET SRC... joins images (local or in a registry) into one index; push TARGET [DEST]; inspect REF', load: async () => (await import('./manifest.js')).manifestCommand },
   { command: 'tag <source> <target>', describe: 'Give an image of the local store another name (no registry involved)', load: async () => (await import('./tag.js')).tagCommand },
   { command: 'login <registry>', describe: 'Log in to a registry: check the credentials and store them in the docker config', load: async () => (await import('./login.js')).loginCommand },
   { command: 'logout <registry>', describe: 'Remove stored credentials for a registry', load: async () => (await import('./logout.js')).logoutCommand },

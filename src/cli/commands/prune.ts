@@ -68,7 +68,7 @@ export const pruneCommand = defineCommand({
     }
     // Compressed copies of layers: of every layer without --all, of kept images' layers with it.
     const variants = await compressedVariants(store, signal);
-    const taggedLayers = new Set(before.filter((i) => i.tags.length > 0).flatMap((i) => i.image.config.rootfs.diff_ids));
+    const taggedLayers = new Set(before.filter((i) => i.tags.length > 0).flatMap((i) => i.images.flatMap((image) => image.config.rootfs.diff_ids)));
     const variantRoots: RootRef[] = [...variants].flatMap(([diffId, list]) => (!args.all || taggedLayers.has(diffId) || cacheRoots.includes(diffId) ? list : []));
 
     // Snapshot bytes are not counted by gc; measure the ones it may take.

@@ -2,7 +2,7 @@ import os from 'node:os';
 import type { Argv } from 'yargs';
 import { defineCommand, repeatable, type CommandContext } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { defaultTargetPlatform, parsePlatform, parseReference } from '../../oci/index.js';
+import { defaultTargetPlatform, formatPlatform, parsePlatform, parseReference } from '../../oci/index.js';
 import type { PullProgress, RegistryClient } from '../../registry/index.js';
 
 /** Flags shared by the commands that talk to registries (pull, push, login). */
@@ -40,10 +40,12 @@ export const pullCommand = defineCommand({
     registryOptions(y)
       .positional('image', { type: 'string', demandOption: true, describe: 'Image reference, e.g. localhost:5000/app:v1' })
       .option('platform', { type: 'string', describe: 'Platform to pull from a multi-platform image (default: linux on this CPU)' })
+      .option('all-platforms', { alias: 'all', type: 'boolean', default: false, describe: 'Pull every image of a multi-platform image and keep its index under the tag (skopeo copy --all)' })
       .option('max-concurrent-downloads', { type: 'number', default: 4, describe: 'Layers downloaded at once' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' }),
   run: async (args, ctx) => {
     const ref = parseReference(args.image);
+    if (args['all-platforms'] && args.platform !== undefined) throw new TsbuildError('USAGE', '--platform and --all-platforms exclude each other', { hint: 'pull one platform with --platform, or every one with --all-platforms' });
     const platform = args.platform !== undefined ? parsePlatform(args.platform) : defaultTargetPlatform();
     const concurrency = args['max-concurrent-downloads'];
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new TsbuildError('USAGE', '--max-concurrent-downloads must be a positive integer');
@@ -59,6 +61,19 @@ export const pullCommand = defineCommand({
           else if (p.type === 'layer' && p.status === 'done') err.write(`${short(p.digest)}: Pull complete\n`);
         };
     try {
+      if (args['all-platforms']) {
+        const { pullAllPlatforms } = await import('../../registry/index.js');
+        const pulled = await pullAllPlatforms(client, store, ref, { signal: ctx.io.signal, concurrency, ...(onProgress ? { onProgress } : {}) });
+        if (!args.quiet) {
+          for (const s of pulled.skipped) err.write(`${short(s.digest)}: Skipped (${s.platform?.os === 'unknown' ? 'attestation' : s.mediaType})\n`);
+          err.write(`Digest: ${pulled.repoDigest.slice(pulled.repoDigest.indexOf('@') + 1)}\n`);
+          const fresh = pulled.layers.some((l) => l.status === 'downloaded');
+          err.write(`Status: ${fresh ? 'Downloaded newer image' : 'Image is up to date'} for ${pulled.name} (${pulled.images.map((i) => formatPlatform(i.platform)).join(', ')})\n`);
+        }
+        // The index's digest in the store names what was pulled (as `images` shows it); one image: its ID.
+        ctx.io.stdout.write(`${pulled.index !== undefined ? pulled.index.descriptor.digest : pulled.images[0]!.image.configDescriptor.digest}\n`);
+        return 0;
+      }
       const { pullImage } = await import('../../registry/index.js');
       const pulled = await pullImage(client, store, ref, { platform, signal: ctx.io.signal, concurrency, ...(onProgress ? { onProgress } : {}) });
       if (!args.quiet) {

@@ -1,7 +1,7 @@
 import { defineCommand } from '../command.js';
 import { TsbuildError } from '../../errors.js';
-import { getLocalImage } from '../../image/index.js';
-import { parseReference } from '../../oci/index.js';
+import { normalizeName, resolveImageArg, storeImageForPlatform } from '../../image/index.js';
+import { parsePlatform, parseReference } from '../../oci/index.js';
 import type { PushProgress } from '../../registry/index.js';
 import { registryClientFor, registryOptions, short } from './pull.js';
 
@@ -14,6 +14,7 @@ export const pushCommand = defineCommand({
       .option('compression-level', { type: 'number', describe: 'gzip level 1-9 for layers compressed for this push (default 6; lower is faster, other digests)' })
       .option('chunk-size', { type: 'number', describe: 'Upload in chunks of this many bytes (for registries that cap request size)' })
       .option('max-concurrent-uploads', { type: 'number', default: 4, describe: 'Blobs uploaded at once' })
+      .option('platform', { type: 'string', describe: 'Of a multi-platform image, push only the image for this platform (default: every image, then the index)' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' }),
   run: async (args, ctx) => {
     const concurrency = args['max-concurrent-uploads'];
@@ -23,8 +24,18 @@ export const pushCommand = defineCommand({
     const level = args['compression-level'];
     if (level !== undefined && (!Number.isInteger(level) || level < 1 || level > 9)) throw new TsbuildError('USAGE', '--compression-level must be 1 to 9');
     const store = await ctx.store();
-    const image = await getLocalImage(store, args.image, { signal: ctx.io.signal });
-    const destText = args.destination ?? image.name;
+    const platform = args.platform !== undefined ? parsePlatform(args.platform) : undefined;
+    const found = await resolveImageArg(store, args.image, { signal: ctx.io.signal });
+    let name: string | undefined;
+    try {
+      name = found.tags.find((t) => t === normalizeName(args.image));
+    } catch {
+      name = undefined;
+    }
+    // A multi-platform image goes whole (its images, then its index) unless --platform picks one.
+    const index = platform === undefined && found.index !== undefined ? { ...found.index, ...(name !== undefined ? { name } : {}) } : undefined;
+    const image = platform !== undefined ? storeImageForPlatform(found, platform, args.image).image : found.image;
+    const destText = args.destination ?? name;
     if (destText === undefined) {
       throw new TsbuildError('USAGE', `image ${args.image} has no name to push to`, { hint: 'name the destination: tsbuild push IMAGE REGISTRY/REPOSITORY:TAG' });
     }
@@ -44,15 +55,16 @@ export const pushCommand = defineCommand({
           }
         };
     try {
-      const { pushImage } = await import('../../registry/index.js');
-      const pushed = await pushImage(client, store, image, dest, {
+      const { pushImage, pushIndex } = await import('../../registry/index.js');
+      const options = {
         compression: args.compression,
         signal: ctx.io.signal,
         concurrency,
         ...(chunkSize !== undefined ? { chunkSize } : {}),
         ...(level !== undefined ? { level } : {}),
         ...(onProgress ? { onProgress } : {}),
-      });
+      };
+      const pushed = index !== undefined ? await pushIndex(client, store, index, dest, options) : await pushImage(client, store, image, dest, options);
       ctx.io.stdout.write(`${pushed.digest}\n`);
       return 0;
     } finally {

@@ -4,17 +4,26 @@ import type { Digest } from '../../oci/index.js';
 import { findReachable, liveLeases, type RootRef, type Store } from '../../store/index.js';
 import { listStepCache } from '../build-cache.js';
 import { defineCommand } from '../command.js';
-import { familiarTag, listStoreImages, resolveImageArg, shortId, type StoreImage } from '../../image/index.js';
+import { familiarTag, listStoreImages, resolveImageArg, shortId, storeImageId, type StoreImage } from '../../image/index.js';
 import { renderError } from '../render-error.js';
 
-/** Other images built on top of `img`: their layers start with all of its layers. */
+/**
+ * Other images built on top of `img` (of any of its images, for a multi-platform one): their
+ * layers start with all of its layers.
+ */
 function childrenOf(img: StoreImage, all: readonly StoreImage[]): StoreImage[] {
-  const mine = img.image.config.rootfs.diff_ids;
-  if (mine.length === 0) return [];
+  const ids = new Set(img.images.map((i) => i.configDescriptor.digest));
   return all.filter((o) => {
-    if (o.image.configDescriptor.digest === img.image.configDescriptor.digest) return false;
-    const theirs = o.image.config.rootfs.diff_ids;
-    return theirs.length >= mine.length && mine.every((d, i) => theirs[i] === d);
+    if (storeImageId(o) === storeImageId(img)) return false;
+    return img.images.some((mineImage) => {
+      const mine = mineImage.config.rootfs.diff_ids;
+      if (mine.length === 0) return false;
+      return o.images.some((other) => {
+        if (ids.has(other.configDescriptor.digest)) return false;
+        const theirs = other.config.rootfs.diff_ids;
+        return theirs.length >= mine.length && mine.every((d, i) => theirs[i] === d);
+      });
+    });
   });
 }
 
@@ -26,7 +35,8 @@ function childrenOf(img: StoreImage, all: readonly StoreImage[]): StoreImage[] {
  */
 async function deleteUnneeded(store: Store, img: StoreImage, signal: AbortSignal): Promise<Digest[]> {
   const cacheRoots: RootRef[] = (await listStepCache(store, signal)).flatMap((e) => (e.diffId ? [e.diffId] : []));
-  const candidates: Digest[] = [img.image.configDescriptor.digest, ...img.rootDigests, img.image.manifestDescriptor.digest, ...img.image.manifest.layers.map((l) => l.digest)];
+  // Of a multi-platform image: the index, then every image it holds.
+  const candidates: Digest[] = [...img.rootDigests, ...img.images.flatMap((i) => [i.configDescriptor.digest, i.manifestDescriptor.digest, ...i.manifest.layers.map((l) => l.digest)])];
   return store.withLock(async () => {
     const index = await store.readIndex({ signal });
     // A build or `run` using this image right now holds it in a lease (store/lease.ts).
@@ -57,22 +67,23 @@ async function removeOne(store: Store, arg: string, force: boolean, out: (line: 
     return;
   }
   if (byName === undefined && img.tags.length > 1 && !force) {
-    throw new TsbuildError('IMAGE_IN_USE', `conflict: unable to delete ${shortId(img.image.configDescriptor.digest)} (must be forced) - image is referenced in multiple repositories (${img.tags.map(familiarTag).join(', ')})`, {
+    throw new TsbuildError('IMAGE_IN_USE', `conflict: unable to delete ${shortId(storeImageId(img))} (must be forced) - image is referenced in multiple repositories (${img.tags.map(familiarTag).join(', ')})`, {
       hint: 'remove the names one by one, or use -f to remove them all',
     });
   }
   if (!force) {
     const leased = await liveLeases(store);
-    if (leased.roots.some((r) => (typeof r === 'string' ? r : r.digest) === img.image.manifestDescriptor.digest)) {
-      throw new TsbuildError('IMAGE_IN_USE', `conflict: unable to delete ${arg} (${shortId(img.image.configDescriptor.digest)}) (must be forced) - image is being used by a running tsbuild run`, {
+    const mine = new Set<Digest>([...img.rootDigests, ...img.images.map((i) => i.manifestDescriptor.digest)]);
+    if (leased.roots.some((r) => mine.has(typeof r === 'string' ? r : r.digest))) {
+      throw new TsbuildError('IMAGE_IN_USE', `conflict: unable to delete ${arg} (${shortId(storeImageId(img))}) (must be forced) - image is being used by a running tsbuild run`, {
         hint: 'wait for the run to end, or use -f (what the run uses stays until it ends; prune removes it afterwards)',
       });
     }
   }
   const children = childrenOf(img, await listStoreImages(store, { signal }));
   if (children.length > 0 && !force) {
-    const names = children.map((c) => (c.tags[0] ? familiarTag(c.tags[0]) : shortId(c.image.configDescriptor.digest)));
-    throw new TsbuildError('IMAGE_IN_USE', `conflict: unable to delete ${arg} (${shortId(img.image.configDescriptor.digest)}) - image has dependent child images: ${names.join(', ')}`, {
+    const names = children.map((c) => (c.tags[0] ? familiarTag(c.tags[0]) : shortId(storeImageId(c))));
+    throw new TsbuildError('IMAGE_IN_USE', `conflict: unable to delete ${arg} (${shortId(storeImageId(img))}) - image has dependent child images: ${names.join(', ')}`, {
       hint: 'remove the child images first, or use -f (layers the children need are kept)',
     });
   }

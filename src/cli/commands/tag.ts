@@ -1,5 +1,5 @@
 import { defineCommand } from '../command.js';
-import { getLocalImage, normalizeName } from '../../image/index.js';
+import { normalizeName, resolveImageArg } from '../../image/index.js';
 
 export const tagCommand = defineCommand({
   builder: (y) =>
@@ -16,7 +16,12 @@ export const tagCommand = defineCommand({
     } catch {
       source = undefined;
     }
-    const desc = source ?? (await getLocalImage(store, args.source, { signal: ctx.io.signal })).manifestDescriptor;
+    let desc = source;
+    if (desc === undefined) {
+      // By ID: an image ID names its manifest, an index digest (prefix) the index.
+      const found = await resolveImageArg(store, args.source, { signal: ctx.io.signal });
+      desc = found.index !== undefined ? found.index.descriptor : found.image.manifestDescriptor;
+    }
     await store.setTag(target, desc, { signal: ctx.io.signal });
     return 0;
   },
