@@ -94,7 +94,7 @@ try {
   outcome = { code: e.code, typed: e instanceof TsbuildError, ms: Date.now() - t0 };
 }
 const mistakes = [];
-for (const opts of [{ context: '.', tag: 'x' }, { context: '.', tags: 42 }, { context: '.', network: 'bridge' }, { context: '.', platforms: 'linux/s390x' }, { context: '.', cacheFrom: 'type=registry,ref=localhost:5000/cache' }, { context: '.', cacheTo: 'type=bogus' }]) {
+for (const opts of [{ context: '.', tag: 'x' }, { context: '.', tags: 42 }, { context: '.', network: 'bridge' }, { context: '.', platforms: 'linux/s390x' }, { context: '.', cacheFrom: 'type=gha' }, { context: '.', cacheTo: 'type=bogus' }]) {
   try { await build(opts); mistakes.push({ resolved: true }); } catch (e) { mistakes.push({ code: e.code, hint: e.hint, typed: e instanceof TsbuildError }); }
 }
 console.log(JSON.stringify({ outcome, seen, mistakes }));

@@ -6,7 +6,8 @@ import type { BuildEvent, BuildRequest, OutputSpec } from '../engine/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import { normalizeName } from '../image/index.js';
 import { asCancelled, buildEnvFor, checkPlatforms, parseBuildArgs, parseLabels, parseSecrets, readDockerfile, resolveContextDir, runBuild, withDefaultOutputs, type BuildOutcome } from './build-request.js';
-import { checkKeys, optBoolean, optChoice, optList, optPairs, optString, splitList } from './options.js';
+import { parseCacheExport, parseCacheImport, type CacheExportSpec, type CacheImportSpec } from '../remote-cache/index.js';
+import { checkKeys, optBoolean, optChoice, optList, optPairs, optString } from './options.js';
 import { parseOutputFlag } from './parse-output.js';
 import { defaultLogger, openRegistryClient, openStoreAt, resolveStoreRoot, type CredentialsProvider } from './store.js';
 import { createReporter } from './progress.js';
@@ -37,9 +38,9 @@ export interface BuildOptions {
   /** Do not use the step cache. */
   readonly noCache?: boolean;
   /**
-   * buildx `--cache-from` / `--cache-to` values (`type=registry,ref=...`, `type=local,src=...`,
-   * or a bare reference). Checked; a kind the engine cannot use is an UNSUPPORTED error (remote
-   * build caches are not there yet), never silently ignored.
+   * buildx `--cache-from` / `--cache-to` values: `type=registry,ref=REF[,mode=min|max]...`,
+   * `type=local,src=DIR` / `type=local,dest=DIR`, `type=inline`, or a bare reference
+   * (docs/remote-cache.md). A kind tsbuild does not have (gha, s3, azblob) is UNSUPPORTED.
    */
   readonly cacheFrom?: string | readonly string[];
   readonly cacheTo?: string | readonly string[];
@@ -94,29 +95,9 @@ const BUILD_KEYS: readonly (keyof BuildOptions)[] = [
   'sourceDateEpoch', 'cwd', 'env', 'logger',
 ];
 
-/** buildx's cache exporter/importer kinds; https://docs.docker.com/build/cache/backends/ */
-const CACHE_TYPES = ['registry', 'local', 'inline', 'gha', 's3', 'azblob'] as const;
-
-/** Checks one `--cache-from`/`--cache-to` value; every valid one is UNSUPPORTED for now (the engine has no remote cache). */
-export function checkCacheSpec(spec: string, flag: 'cache-from' | 'cache-to'): never {
-  let type = 'registry';
-  if (spec.includes('=')) {
-    const fields = new Map<string, string>();
-    for (const part of splitList(spec, true)) {
-      const eq = part.indexOf('=');
-      if (eq <= 0) throw new TsbuildError('USAGE', `invalid ${flag} field ${JSON.stringify(part)} in ${JSON.stringify(spec)}`, { hint: 'use type=registry,ref=NAME or type=local,src=DIR' });
-      fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
-    }
-    type = fields.get('type') ?? 'registry';
-    if (!(CACHE_TYPES as readonly string[]).includes(type)) {
-      throw new TsbuildError('USAGE', `unknown ${flag} type ${JSON.stringify(type)}`, { hint: `use one of ${CACHE_TYPES.join(', ')}` });
-    }
-    if (type === 'registry' && !fields.get('ref')) throw new TsbuildError('USAGE', `${flag} type=registry needs ref=NAME`);
-    if (type === 'local' && !fields.get(flag === 'cache-from' ? 'src' : 'dest')) throw new TsbuildError('USAGE', `${flag} type=local needs ${flag === 'cache-from' ? 'src' : 'dest'}=DIR`);
-  }
-  throw new TsbuildError('UNSUPPORTED', `${flag} type=${type} is not supported yet: tsbuild keeps its build cache in the local store only`, {
-    hint: `leave ${flag} out; keep the store (root) between builds to reuse its cache`,
-  });
+/** Checks one `--cache-from`/`--cache-to` value (buildx's grammar); USAGE or UNSUPPORTED when it cannot be used. */
+export function checkCacheSpec(spec: string, flag: 'cache-from' | 'cache-to', cwd = process.cwd()): CacheImportSpec | CacheExportSpec {
+  return flag === 'cache-from' ? parseCacheImport(spec, cwd) : parseCacheExport(spec, cwd);
 }
 
 /** The options checked and turned into the engine's request; the same helpers as `tsbuild build`. */
@@ -125,8 +106,8 @@ async function requestFor(o: Record<string, unknown>, cwd: string, env: NodeJS.P
   const context = optString(o, 'context') ?? '.';
   const file = optString(o, 'file');
   checkPlatforms(optList(o, 'platforms', { commas: true }));
-  for (const c of optList(o, 'cacheFrom', { commas: false })) checkCacheSpec(c, 'cache-from');
-  for (const c of optList(o, 'cacheTo', { commas: false })) checkCacheSpec(c, 'cache-to');
+  const cacheFrom = optList(o, 'cacheFrom', { commas: false }).map((c) => parseCacheImport(c, cwd));
+  const cacheTo = optList(o, 'cacheTo', { commas: false }).map((c) => parseCacheExport(c, cwd));
   const tags = optList(o, 'tags', { commas: true }).map((t) => normalizeName(t));
   const outputs: OutputSpec[] = withDefaultOutputs(tags, optList(o, 'outputs', { commas: false }).map((s) => parseOutputFlag(s, cwd)));
   const push = optBoolean(o, 'push') ?? false;
@@ -164,6 +145,8 @@ async function requestFor(o: Record<string, unknown>, cwd: string, env: NodeJS.P
     secrets: await parseSecrets(secretSpecs, env, cwd),
     network: network === 'none' ? 'none' : 'host',
     ...(isolation !== undefined ? { isolation } : {}),
+    ...(cacheFrom.length > 0 ? { cacheFrom } : {}),
+    ...(cacheTo.length > 0 ? { cacheTo } : {}),
   };
 }
 

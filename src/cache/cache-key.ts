@@ -94,7 +94,7 @@ export interface StepKeyInputs {
  * Version of the key scheme: bump when the meaning or the encoding of any field changes (every
  * key of every user's cache changes with it).
  */
-const KEY_SCHEME = 'tsbuild-cache-v1';
+export const KEY_SCHEME = 'tsbuild-cache-v1';
 
 /**
  * The cache key of a step: sha256 over a canonical JSON document of named fields. Pure.

@@ -1,7 +1,6 @@
 import type { BigIntStats } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import pLimit from 'p-limit';
 import type { CopiedEntry, CopySource, StateKey, StepKeyInputs } from '../cache/index.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
@@ -73,8 +72,7 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
     // digest taken from the same bytes (ReadAhead); the key follows the layer.
     let known: StepKeyInputs | undefined;
     if (!ctx.noCache) {
-      const limit = pLimit(DIGEST_CONCURRENCY);
-      const digests = await located(() => limit.map(files, async (e) => inputs.digests.digestOf(e.srcAbs, await fsp.lstat(fsPath(e.srcAbs), { bigint: true }), session.signal)));
+      const digests = await located(() => inputs.digests.digestsOf(files.map((e) => e.srcAbs), { concurrency: DIGEST_CONCURRENCY, signal: session.signal }));
       known = keyInputs((i) => digests[i]);
     }
     return {
@@ -286,8 +284,8 @@ export function imageFileReader(session: BuildSession, state: StageState): (p: s
     if (!entry || (entry.type !== 'file' && entry.type !== 'hardlink')) return undefined;
     const layer = state.layers[entry.layer];
     if (!layer) return undefined;
-    // The layer may be a cache hit, deferred into the lease: held before it is read.
-    await session.claim();
+    // The layer may be a cache hit, deferred into the lease (or lazy): held before it is read.
+    await session.claim([layer]);
     const buf = await readLayerFile(() => session.store.blobs.openBlob(layer.diffId, { signal: session.signal }), entry.path, MAX_ID_FILE);
     return buf?.toString('utf8');
   };

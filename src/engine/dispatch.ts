@@ -84,7 +84,7 @@ async function applyStep(step: Step, ctx: StepContext): Promise<{ state: StageSt
         return hit === undefined ? undefined : { value: hit.kind === 'layer' ? { layer: hit.layer, index: hit.index } : undefined };
       },
       // The step reads the layers it builds on: what cache hits deferred is held from here.
-      beforeExecute: () => session.claim(),
+      beforeExecute: () => session.claim(state.layers),
       execute: async () => {
         const out = await prepared.execute();
         return { value: out.made, keyInputs: out.keyInputs };

@@ -1,9 +1,10 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { CacheSource } from '../cache/index.js';
+import type { CacheKey, CacheSource } from '../cache/index.js';
+import type { ExportEntry } from '../remote-cache/index.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
-import type { StoredImage } from '../image/index.js';
-import type { Platform } from '../oci/index.js';
+import type { StoredImage, StoredLayer } from '../image/index.js';
+import type { Digest, Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { BuildReporter } from './events.js';
@@ -54,15 +55,42 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   // when every step of this build is cached.
   await sweepDeadRuns();
   const { plan, lex, escape } = await parseAndPlan(req, env);
-  const session = new BuildSession({ ...env, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts });
+  const warn = (message: string): void => env.report({ type: 'warning', message });
+  // --cache-from sources: checked now (a local directory that is not a layout is a usage
+  // error), read on the first lookup, started here so the fetch overlaps the context walk.
+  const remote = req.cacheFrom && req.cacheFrom.length > 0 ? await import('../remote-cache/index.js') : undefined;
+  let imports = remote ? await remote.openCacheImports(req.cacheFrom!, { store: env.store, registry: env.registry, warn, info: (message) => env.report({ type: 'info', message }) }) : [];
+  for (const source of imports) source.prefetch(env.signal);
+  if (req.cacheTo && req.cacheTo.length > 0) await (await import('../remote-cache/index.js')).checkCacheExports(req.cacheTo);
+  for (;;) {
+    try {
+      return await buildOnce(req, env, { plan, lex, escape }, imports);
+    } catch (e) {
+      // A lazy hit's layer that cannot be fetched when needed: the hit cannot be taken back,
+      // so the build runs again without that source (what ran is in the local step cache).
+      const failed = remote?.lazyFetchSource(e);
+      if (failed === undefined || env.signal.aborted || !imports.includes(failed)) throw e;
+      warn(`${e instanceof Error ? e.message : String(e)}; building again without ${failed.name}`);
+      imports = imports.filter((s) => s !== failed);
+    }
+  }
+}
+
+async function buildOnce(req: BuildRequest, env: BuildEnv, parsed: Awaited<ReturnType<typeof parseAndPlan>>, imports: readonly CacheSource[]): Promise<BuildResult> {
+  const { plan, lex, escape } = parsed;
+  const cacheSources = [...(env.cacheSources ?? []), ...imports];
+  const session = new BuildSession({ ...env, cacheSources, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts });
   try {
     const inputs = await buildInputs(req, env, session, lex);
     await runStages(plan, session, { inputs, escape, noCache: req.noCache, noCacheFilter: req.noCacheFilter ?? [] });
-    const image = await sealTarget(session, session.stageState(plan.target), { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch });
+    const final = session.stageState(plan.target);
+    const inlineCache = req.cacheTo?.some((c) => c.type === 'inline') ? await inlineCacheOf(session, final.config.rootfs.diff_ids) : undefined;
+    const image = await sealTarget(session, final, { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch, inlineCache });
     await session.holdImage(image.manifestDescriptor);
-    await session.claim(); // the cache hits' layers, written with the image
+    await session.claim(final.layers); // the cache hits' layers (lazy ones fetched), written with the image
     await deliverImage(image, req, session, env.registry);
     await inputs.digests.save();
+    if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, image, session, env, req.cacheFrom ?? []);
     return { image, names: req.tags };
   } finally {
     await session.close();
@@ -94,4 +122,61 @@ async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSessi
     ...(req.runResources ? { runResources: req.runResources } : {}),
     defaultNetwork: req.network ?? 'host',
   };
+}
+
+/** `--cache-to type=inline`: the config field naming the keys of the image's steps. */
+async function inlineCacheOf(session: BuildSession, diffIds: readonly Digest[]): Promise<{ field: string; value: unknown }> {
+  const { INLINE_CACHE_FIELD, inlineCacheValue } = await import('../remote-cache/index.js');
+  const used = new Map<CacheKey, { diffId: Digest; size: number } | undefined>();
+  for (const [key, r] of session.usedSteps()) used.set(key, r.kind === 'layer' ? { diffId: r.diffId, size: r.size } : undefined);
+  return { field: INLINE_CACHE_FIELD, value: inlineCacheValue(used, diffIds) };
+}
+
+/**
+ * `--cache-to`: each export a progress step. mode=min exports the steps whose layers are in the
+ * image (and the steps that made no layer), mode=max every step of the build. A failed export
+ * fails the build unless it says ignore-error=true (then it is a warning).
+ */
+async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: StoredImage, session: BuildSession, env: BuildEnv, imports: NonNullable<BuildRequest['cacheFrom']>): Promise<void> {
+  const { exportBuildCache, cacheSourceName } = await import('../remote-cache/index.js');
+  const inImage = new Set(image.config.rootfs.diff_ids);
+  for (const spec of specs) {
+    if (spec.type === 'inline') continue;
+    const entries = new Map<CacheKey, ExportEntry>();
+    const layers: StoredLayer[] = [];
+    for (const [key, r] of session.usedSteps()) {
+      // Whatever a step record carries beyond its layer (the key's inputs) travels along.
+      const inputs = 'inputs' in r && r.inputs !== undefined ? { inputs: r.inputs } : {};
+      if (r.kind === 'empty') entries.set(key, { layer: undefined, ...inputs });
+      else if (spec.mode === 'max' || inImage.has(r.diffId)) {
+        entries.set(key, { layer: { diffId: r.diffId, size: r.size }, ...inputs });
+        layers.push({ diffId: r.diffId, size: r.size });
+      }
+    }
+    const name = cacheSourceName(spec);
+    const id = session.nextStepId();
+    session.report({ type: 'step-start', id, name: `exporting cache to ${name.replace(/^(registry|local) cache /, '')}` });
+    const t0 = Date.now();
+    try {
+      // Lazy hits the build never read (a stage no later step unpacked): an export to the
+      // registry they came from finds their blobs there; any other needs their bytes.
+      if (!(spec.type === 'registry' && sameRegistryAsImport(spec.ref, imports))) await session.claim(layers);
+      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date() });
+      session.report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
+      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+    } catch (e) {
+      if (!spec.ignoreError || session.signal.aborted) {
+        session.report({ type: 'step-error', id, message: e instanceof Error ? e.message : String(e) });
+        throw e;
+      }
+      session.warn(`${name}: the export failed and is ignored (ignore-error=true): ${e instanceof Error ? e.message : String(e)}`);
+      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+    }
+  }
+}
+
+/** True when `ref` names the registry (host) of one of the registry imports. */
+function sameRegistryAsImport(ref: string, imports: NonNullable<BuildRequest['cacheFrom']>): boolean {
+  const host = (r: string): string => r.split('/')[0] ?? '';
+  return imports.some((i) => i.type === 'registry' && i.ref.includes('/') && host(i.ref) === host(ref));
 }

@@ -43,4 +43,22 @@ describe('FileDigests', () => {
     for (const n of ['a', 'b', 'c']) expect(await next.digestOf(join(ctx, n), await lstat(join(ctx, n), { bigint: true }))).toBe(sha256Digest(n));
     expect(next.hashedFiles).toBe(0);
   });
+
+  it('digestsOf: every file in order, only the ones the index does not know (or that changed) read', async () => {
+    const ctx = join(dir, 'ctx');
+    await mkdir(ctx);
+    const names = Array.from({ length: 40 }, (_, i) => `f${i}`);
+    for (const n of names) await writeFile(join(ctx, n), n);
+    const first = new FileDigests(store, ctx);
+    expect(await first.digestsOf(names.map((n) => join(ctx, n)), { concurrency: 3 })).toEqual(names.map((n) => sha256Digest(n)));
+    expect(first.hashedFiles).toBe(40);
+    await first.save();
+
+    await writeFile(join(ctx, 'f7'), 'changed');
+    const next = new FileDigests(store, ctx);
+    const got = await next.digestsOf(names.map((n) => join(ctx, n)), { concurrency: 3 });
+    expect(got).toEqual(names.map((n) => sha256Digest(n === 'f7' ? 'changed' : n)));
+    expect(next.hashedFiles).toBe(1);
+    await expect(next.digestsOf([join(ctx, 'missing')], { concurrency: 3 })).rejects.toMatchObject({ code: 'ENOENT' });
+  });
 });

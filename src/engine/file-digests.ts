@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, lstatSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
 import { Digester, fsPath, isDigest, type Digest } from '../oci/index.js';
@@ -82,6 +83,41 @@ export class FileDigests {
     const d = st.size <= SMALL_FILE ? await digestSmallFile(abs, Number(st.size), signal) : await digestStream(abs, signal);
     this.#remember(abs, st, d);
     return d;
+  }
+
+  /**
+   * The digests of many files at once, in order (a COPY's sources). Each file is lstat'ed with
+   * a synchronous call and looked up in the index in one pass: for 20,000 unchanged files an
+   * awaited lstat apiece, through the thread pool and a concurrency limiter, cost more than the
+   * system calls themselves (issue 18: a cached `COPY .` of 20,000 files). Only the files the
+   * index does not know are read, `concurrency` at a time.
+   */
+  async digestsOf(paths: readonly string[], opts: { readonly concurrency: number; readonly signal?: AbortSignal | undefined }): Promise<Digest[]> {
+    await this.#load();
+    const out: Digest[] = new Array<Digest>(paths.length);
+    const misses: number[] = [];
+    for (let i = 0; i < paths.length; i++) {
+      if (i % 4096 === 4095) {
+        opts.signal?.throwIfAborted();
+        await new Promise((r) => setImmediate(r)); // let the event loop turn (progress, signals)
+      }
+      const abs = paths[i]!;
+      const st = lstatSync(fsPath(abs), { bigint: true });
+      const hit = this.#known.get(abs);
+      if (hit && hit.k === statKey(st)) out[i] = hit.d;
+      else misses.push(i);
+    }
+    // A few workers taking the next file, not a promise per file made up front (p-limit's map
+    // holds one per item: 20,000 of them for a cold COPY of a big context).
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < misses.length) {
+        const i = misses[next++]!;
+        out[i] = await this.digestOf(paths[i]!, await lstat(fsPath(paths[i]!), { bigint: true }), opts.signal);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(opts.concurrency, misses.length) }, worker));
+    return out;
   }
 
   /** Resolves once the persisted index is loaded (before calling learn()). */

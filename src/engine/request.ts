@@ -64,4 +64,8 @@ export interface BuildRequest {
   readonly namedContexts?: ReadonlyMap<string, import('./named-contexts.js').NamedContext>;
   /** Seconds since the epoch; clamps file mtimes and sets `created`. */
   readonly sourceDateEpoch?: number;
+  /** `--cache-from`: build caches read after the local step cache, in order. */
+  readonly cacheFrom?: readonly import('../remote-cache/index.js').CacheImportSpec[];
+  /** `--cache-to`: where this build's cache is exported after the image is delivered. */
+  readonly cacheTo?: readonly import('../remote-cache/index.js').CacheExportSpec[];
 }

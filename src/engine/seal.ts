@@ -31,10 +31,10 @@ function sealRecordName(key: CacheKey): string {
  * docker do) instead of a new one that differs only in its time stamps. The key is made of
  * the final state's key and layers, the --label values and SOURCE_DATE_EPOCH.
  */
-export async function sealTarget(session: BuildSession, final: StageState, opts: { readonly created: string; readonly labels: Readonly<Record<string, string>>; readonly annotations?: Readonly<Record<string, string>> | undefined; readonly sourceDateEpoch?: number | undefined }): Promise<StoredImage> {
+export async function sealTarget(session: BuildSession, final: StageState, opts: { readonly created: string; readonly labels: Readonly<Record<string, string>>; readonly annotations?: Readonly<Record<string, string>> | undefined; readonly sourceDateEpoch?: number | undefined; readonly inlineCache?: { readonly field: string; readonly value: unknown } | undefined }): Promise<StoredImage> {
   const { store, signal } = session;
   const r = await runCached<StoredImage>({
-    keyInputs: { parent: final.key, kind: 'SEAL', instruction: JSON.stringify([opts.labels, opts.annotations ?? {}]), layers: final.layers.map((l) => l.diffId), epoch: opts.sourceDateEpoch, platform: session.platformText },
+    keyInputs: { parent: final.key, kind: 'SEAL', instruction: JSON.stringify(opts.inlineCache === undefined ? [opts.labels, opts.annotations ?? {}] : [opts.labels, opts.annotations ?? {}, opts.inlineCache]), layers: final.layers.map((l) => l.diffId), epoch: opts.sourceDateEpoch, platform: session.platformText },
     noCache: false,
     async lookup(key) {
       const known = parseSealRecord(await store.readMeta(sealRecordName(key)));
@@ -47,6 +47,9 @@ export async function sealTarget(session: BuildSession, final: StageState, opts:
     async execute() {
       let config: ImageConfig = { ...final.config, created: opts.created };
       if (Object.keys(opts.labels).length > 0) config = setLabels(config, Object.entries(opts.labels));
+      // --cache-to type=inline: the cache metadata rides in the config (an extra top-level field,
+      // as BuildKit's moby.buildkit.cache.v0), so the pushed image is itself a cache source.
+      if (opts.inlineCache !== undefined) config = { ...config, [opts.inlineCache.field]: opts.inlineCache.value } as ImageConfig;
       return { value: await sealImage(store, config, final.layers, { signal, annotations: opts.annotations }) };
     },
     record: (key, image) => store.writeMeta(sealRecordName(key), image.manifestDescriptor),

@@ -1,4 +1,4 @@
-import { LocalStepCache, lookupInOrder, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
+import { LocalStepCache, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { StoredLayer } from '../image/index.js';
 import type { LocalImage } from '../image/index.js';
@@ -74,6 +74,9 @@ export class BuildSession {
   readonly #roots = new Map<string, Promise<SourceRoot>>();
   readonly #found = new Map<string, Promise<LocalImage>>();
   readonly #stages = new Map<number, StageState>();
+  readonly #used = new Map<CacheKey, StepRecord>();
+  /** Lazy cache hits whose bytes no one has read yet, by diff ID. */
+  readonly #lazy = new Map<string, { readonly layer: StoredLayer; readonly fetch: () => Promise<void>; readonly keys: CacheKey[] }>();
   #sandbox: Promise<BuildSandbox> | undefined;
   #hostFs: Promise<HostFilesystem> | undefined;
   #stepId = 0;
@@ -126,12 +129,27 @@ export class BuildSession {
    * deferred into the lease, made ones written into it at once (lease-layers.ts).
    */
   async holdLayers(layers: readonly StoredLayer[], what: string, found: boolean): Promise<void> {
-    if (found) deferLayers(this.#lease, layers, what);
-    else await leaseLayers(this.#lease, this.store, layers, what, this.signal);
+    // Lazy cache hits are not in the store yet: held once fetched (claim).
+    const here = this.#lazy.size === 0 ? layers : layers.filter((l) => !this.#lazy.has(l.diffId));
+    if (found) deferLayers(this.#lease, here, what);
+    else await leaseLayers(this.#lease, this.store, here, what, this.signal);
   }
 
-  /** Writes what was deferred and checks it is still there: before a step reads the layers it builds on. */
-  claim(): Promise<void> {
+  /**
+   * Before a step (or an output) reads `layers` (default: every layer of the build): fetches
+   * the lazy cache hits among them, then writes what was deferred into the lease and checks it
+   * is still there.
+   */
+  async claim(layers?: readonly StoredLayer[]): Promise<void> {
+    const lazy = [...this.#lazy].filter(([d]) => layers === undefined || layers.some((l) => l.diffId === d));
+    if (lazy.length > 0) {
+      await Promise.all(lazy.map(([, l]) => l.fetch()));
+      for (const [d, l] of lazy) {
+        this.#lazy.delete(d);
+        deferLayers(this.#lease, [l.layer], 'a cache hit');
+        for (const key of l.keys) await this.stepCache.record(key, { kind: 'layer', diffId: l.layer.diffId, size: l.layer.size });
+      }
+    }
     return claimLeased(this.#lease, this.store, this.signal);
   }
 
@@ -142,13 +160,42 @@ export class BuildSession {
 
   // --- cache ---
 
-  /** The first hit of the cache sources, in order; never writes. */
-  lookup(key: CacheKey): Promise<CacheHit | undefined> {
-    return lookupInOrder(this.cacheSources, key, { signal: this.signal });
+  /**
+   * The first hit of the cache sources, in order (the sources only answer; what a hit needs is
+   * done here): a hit of an imported source is kept in the local step cache, a lazy one once its
+   * bytes are fetched (claim); every hit is noted for --cache-to.
+   */
+  async lookup(key: CacheKey): Promise<CacheHit | undefined> {
+    let hit: CacheHit | undefined;
+    let local = true;
+    for (const source of this.cacheSources) {
+      hit = await source.lookup(key, { signal: this.signal });
+      if (hit !== undefined) break;
+      local = false;
+    }
+    if (hit === undefined) return undefined;
+    const record: StepRecord = hit.kind === 'layer' ? { kind: 'layer', diffId: hit.layer.diffId, size: hit.layer.size } : { kind: 'empty' };
+    this.#used.set(key, record);
+    if (hit.kind === 'layer' && hit.fetch !== undefined && !this.#lazy.has(hit.layer.diffId) && !(await this.store.blobs.hasBlob(hit.layer.diffId))) {
+      // Recorded in the local step cache once its bytes are here (claim).
+      this.#lazy.set(hit.layer.diffId, { layer: hit.layer, fetch: hit.fetch, keys: [key] });
+    } else if (hit.kind === 'layer' && this.#lazy.has(hit.layer.diffId)) {
+      this.#lazy.get(hit.layer.diffId)!.keys.push(key);
+    } else if (!local) {
+      // An imported hit is kept in the local step cache: the next build here finds it without the source.
+      await this.stepCache.record(key, record);
+    }
+    return hit;
   }
 
-  record(key: CacheKey, record: StepRecord): Promise<void> {
-    return this.stepCache.record(key, record);
+  async record(key: CacheKey, record: StepRecord): Promise<void> {
+    await this.stepCache.record(key, record);
+    this.#used.set(key, record);
+  }
+
+  /** The step results this build used or made, by key (what --cache-to exports). */
+  usedSteps(): ReadonlyMap<CacheKey, StepRecord> {
+    return this.#used;
   }
 
   // --- temporary directories ---
@@ -250,8 +297,8 @@ export class BuildSession {
     let p = this.#roots.get(id);
     if (!p) {
       p = (async () => {
-        // The layers may be cache hits, deferred into the lease: held from here on.
-        await this.claim();
+        // The layers may be cache hits, deferred into the lease (or lazy): held from here on.
+        await this.claim(layers);
         const hostFs = await this.hostFs();
         const dir = await this.store.makeTempDir('from');
         this.#owned.push({ dir, remove: (d) => hostFs.removeTree(d) });

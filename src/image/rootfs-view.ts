@@ -9,42 +9,77 @@ export interface ViewEntry extends IndexedEntry {
   readonly layer: number;
 }
 
+/** One layer's index, keyed for lookups (made on the first lookup that reaches the layer). */
+interface LayerLookup {
+  readonly byPath: Map<string, IndexedEntry>;
+  readonly whiteouts: ReadonlySet<string>;
+  readonly opaqueDirs: ReadonlySet<string>;
+}
+
 /**
  * The merged filesystem of a stack of layers, from their indexes alone: whiteouts and opaque
  * directories applied as the OCI layer spec says (image-spec layer.md "Whiteouts").
  * Used to answer "does /app exist", "is the destination a directory", "who owns it", and
  * "which layer holds /etc/passwd" without unpacking anything.
+ *
+ * Lazy: a step asks about a handful of paths (a destination and its parents), so each is looked
+ * up from the top layer down, and nothing is merged ahead (merging Debian's 6,661 entries, with a
+ * scan of every path per whiteout, was most of a cached build's time on a Debian base).
+ * A layer hides what lies below it at a path when it whites out the path or one of its parents,
+ * makes a parent opaque, or has a parent that is not a directory; its own entry at the path wins
+ * over its own whiteouts, which apply to lower layers only (as containerd applies a layer).
  */
 export class RootfsView {
-  readonly #entries = new Map<string, ViewEntry>();
+  readonly #layers: readonly LayerIndex[];
+  readonly #lookups: Array<LayerLookup | undefined> = [];
+  readonly #memo = new Map<string, ViewEntry | undefined>();
 
   constructor(layers: readonly LayerIndex[]) {
-    layers.forEach((layer, i) => this.#apply(layer, i));
+    this.#layers = layers;
   }
 
-  #removeTree(p: string, keepSelf: boolean): void {
-    const prefix = `${p}/`;
-    for (const key of [...this.#entries.keys()]) {
-      if ((!keepSelf && key === p) || key.startsWith(prefix)) this.#entries.delete(key);
+  #layer(i: number): LayerLookup {
+    let l = this.#lookups[i];
+    if (!l) {
+      const index = this.#layers[i]!;
+      const byPath = new Map<string, IndexedEntry>();
+      for (const e of index.entries) {
+        const prev = byPath.get(e.path);
+        // A non-directory replacing a directory in one layer removes what the layer put below it.
+        if (prev?.type === 'dir' && e.type !== 'dir') {
+          for (const k of [...byPath.keys()]) if (k.startsWith(`${e.path}/`)) byPath.delete(k);
+        }
+        byPath.set(e.path, e);
+      }
+      l = { byPath, whiteouts: new Set(index.whiteouts), opaqueDirs: new Set(index.opaqueDirs) };
+      this.#lookups[i] = l;
     }
+    return l;
   }
 
-  #apply(layer: LayerIndex, i: number): void {
-    // Opaque markers and whiteouts hide lower layers only, so apply them before this
-    // layer's own entries (the same order containerd uses when it applies a layer).
-    for (const dir of layer.opaqueDirs) this.#removeTree(dir, true);
-    for (const w of layer.whiteouts) this.#removeTree(w, false);
-    for (const e of layer.entries) {
-      const existing = this.#entries.get(e.path);
-      // A non-directory replacing a directory removes what was below it.
-      if (existing?.type === 'dir' && e.type !== 'dir') this.#removeTree(e.path, false);
-      this.#entries.set(e.path, { ...e, layer: i });
+  /** The entry at a normalized path, "" excluded. */
+  #lookup(p: string): ViewEntry | undefined {
+    if (this.#memo.has(p)) return this.#memo.get(p);
+    const parents: string[] = [];
+    for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) parents.push(p.slice(0, i));
+    let found: ViewEntry | undefined;
+    for (let i = this.#layers.length - 1; i >= 0; i--) {
+      const l = this.#layer(i);
+      const e = l.byPath.get(p);
+      if (e) {
+        found = { ...e, layer: i };
+        break;
+      }
+      if (l.whiteouts.has(p) || parents.some((a) => l.whiteouts.has(a) || l.opaqueDirs.has(a) || (l.byPath.get(a) ?? DIR).type !== 'dir')) break;
     }
+    this.#memo.set(p, found);
+    return found;
   }
 
   /** The entry at exactly this path (no symlink resolution). */
   lstat(p: string): ViewEntry | undefined {
-    return this.#entries.get(normalize(p));
+    const n = normalize(p);
+    return n === '' ? undefined : this.#lookup(n);
   }
 
   /**
@@ -64,7 +99,7 @@ export class RootfsView {
         continue;
       }
       const candidate = [...resolved, head].join('/');
-      const entry = this.#entries.get(candidate);
+      const entry = this.#lookup(candidate);
       const isLast = parts.length === 0;
       if (entry?.type === 'symlink' && entry.linkTarget !== undefined && (!isLast || followLast)) {
         if (++hops > 255) return { path: candidate, entry: undefined }; // ELOOP: treat as missing
@@ -76,18 +111,16 @@ export class RootfsView {
       resolved.push(head);
     }
     const out = resolved.join('/');
-    return { path: out, entry: out === '' ? rootEntry : this.#entries.get(out) };
+    return { path: out, entry: out === '' ? rootEntry : this.#lookup(out) };
   }
 
   isDir(p: string): boolean {
     return this.resolve(p).entry?.type === 'dir';
   }
-
-  /** Every entry, sorted by path. */
-  entries(): ViewEntry[] {
-    return [...this.#entries.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  }
 }
+
+/** What a parent that no layer lists is taken for: a directory (it hides nothing). */
+const DIR: Pick<IndexedEntry, 'type'> = { type: 'dir' };
 
 const rootEntry: ViewEntry = { path: '', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, layer: -1 };
 

@@ -186,7 +186,8 @@ describe('applyLayer: an entry that cannot be created', () => {
   });
 });
 
-describe('applyLayer: hostile layers stay inside the root', () => {
+// privateRoot writes files under their final names: the same confinement must hold.
+describe.each([false, true])('applyLayer (privateRoot: %s): hostile layers stay inside the root', (privateRoot) => {
   let outside: string;
   let sentinel: string;
   let base: string;
@@ -226,7 +227,7 @@ describe('applyLayer: hostile layers stay inside the root', () => {
     ['../outside/sentinel', [{ name: '../../../outside/sentinel', content: 'evil' }]],
     ['hardlink to ../outside', [{ name: 'h', type: 'link', linkname: '../../../outside/sentinel' }]],
   ] as [string, Raw[]][])('refuses %s with LAYER_UNSAFE', async (_name, entries) => {
-    await expect(applyLayer(Readable.from([await rawTar(entries)]), await root())).rejects.toMatchObject({ code: 'LAYER_UNSAFE' });
+    await expect(applyLayer(Readable.from([await rawTar(entries)]), await root(), { privateRoot })).rejects.toMatchObject({ code: 'LAYER_UNSAFE' });
     await expectUntouched();
   });
 
@@ -234,7 +235,7 @@ describe('applyLayer: hostile layers stay inside the root', () => {
     const r = await root();
     const name = `tsbuild-test-${process.pid}-${n++}`;
     const warnings: string[] = [];
-    await applyLayer(Readable.from([await rawTar([{ name: `/etc/${name}`, content: 'contained' }, { name: `${sentinel}`, content: 'evil' }])]), r, { onWarning: (m) => warnings.push(m) });
+    await applyLayer(Readable.from([await rawTar([{ name: `/etc/${name}`, content: 'contained' }, { name: `${sentinel}`, content: 'evil' }])]), r, { privateRoot, onWarning: (m) => warnings.push(m) });
     expect(await fsp.readFile(path.join(r, 'etc', name), 'utf8')).toBe('contained');
     await expect(fsp.access(`/etc/${name}`)).rejects.toThrow();
     expect(await fsp.readFile(path.join(r, sentinel), 'utf8')).toBe('evil');
@@ -250,7 +251,7 @@ describe('applyLayer: hostile layers stay inside the root', () => {
       { name: `evil/${name}`, content: 'contained' },
       { name: 'evil2', type: 'symlink', linkname: outside },
       { name: 'evil2/sentinel', content: 'evil' },
-    ])]), r);
+    ])]), r, { privateRoot });
     expect(await fsp.readFile(path.join(r, name), 'utf8')).toBe('contained');
     await expect(fsp.access(`/${name}`)).rejects.toThrow();
     expect(await fsp.readFile(path.join(r, outside, 'sentinel'), 'utf8')).toBe('evil');
@@ -266,15 +267,15 @@ describe('applyLayer: hostile layers stay inside the root', () => {
       { name: 'deep/', type: 'directory' },
       { name: 'deep/up', type: 'symlink', linkname: '../../../../..' },
       { name: 'deep/up/outside/sentinel', content: 'evil' },
-    ])]), r);
+    ])]), r, { privateRoot });
     expect(await fsp.readFile(path.join(r, 'outside', 'sentinel'), 'utf8')).toBe('evil');
     await expectUntouched();
   });
 
   it('replaces a symlink at the final component instead of writing through it', async () => {
     const r = await root();
-    await applyLayer(Readable.from([await rawTar([{ name: 's', type: 'symlink', linkname: sentinel }])]), r);
-    await applyLayer(Readable.from([await rawTar([{ name: 's', content: 'evil' }])]), r);
+    await applyLayer(Readable.from([await rawTar([{ name: 's', type: 'symlink', linkname: sentinel }])]), r, { privateRoot });
+    await applyLayer(Readable.from([await rawTar([{ name: 's', content: 'evil' }])]), r, { privateRoot });
     expect((await fsp.lstat(path.join(r, 's'))).isFile()).toBe(true);
     await expectUntouched();
   });
@@ -282,13 +283,13 @@ describe('applyLayer: hostile layers stay inside the root', () => {
   it('hard links to /etc/passwd or through symlinks only reach inside the root', async () => {
     const r = await root();
     const passwd = await fsp.stat('/etc/passwd');
-    await expect(applyLayer(Readable.from([await rawTar([{ name: 'pw', type: 'link', linkname: '/etc/passwd' }])]), r)).rejects.toMatchObject({ code: 'LAYER_INVALID' });
+    await expect(applyLayer(Readable.from([await rawTar([{ name: 'pw', type: 'link', linkname: '/etc/passwd' }])]), r, { privateRoot })).rejects.toMatchObject({ code: 'LAYER_INVALID' });
     await expect(
-      applyLayer(Readable.from([await rawTar([{ name: 'ev', type: 'symlink', linkname: outside }, { name: 'h', type: 'link', linkname: 'ev/sentinel' }])]), r),
+      applyLayer(Readable.from([await rawTar([{ name: 'ev', type: 'symlink', linkname: outside }, { name: 'h', type: 'link', linkname: 'ev/sentinel' }])]), r, { privateRoot }),
     ).rejects.toMatchObject({ code: 'LAYER_INVALID' });
     expect((await fsp.stat('/etc/passwd')).nlink).toBe(passwd.nlink);
     // With an etc/passwd inside the root, the same link is fine and points at that one.
-    await applyLayer(Readable.from([await rawTar([{ name: 'etc/passwd', content: 'inner' }, { name: 'pw', type: 'link', linkname: '/etc/passwd' }])]), r);
+    await applyLayer(Readable.from([await rawTar([{ name: 'etc/passwd', content: 'inner' }, { name: 'pw', type: 'link', linkname: '/etc/passwd' }])]), r, { privateRoot });
     expect(await fsp.readFile(path.join(r, 'pw'), 'utf8')).toBe('inner');
     await expectUntouched();
   });
@@ -301,8 +302,23 @@ describe('applyLayer: hostile layers stay inside the root', () => {
       { name: 'rel', type: 'symlink', linkname: outsideRel() },
       { name: 'rel/.wh..wh..opq' },
       { name: '.wh.ev' },
-    ])]), r);
+    ])]), r, { privateRoot });
     await expect(fsp.lstat(path.join(r, 'ev'))).rejects.toThrow();
+    await expectUntouched();
+  });
+
+  it('a directory the layer made, then replaced by a symlink, is not written through', async () => {
+    const r = await root();
+    await applyLayer(Readable.from([await rawTar([
+      { name: 'd/', type: 'directory' },
+      { name: 'd/f', content: 'inside' },
+      { name: 'd', type: 'symlink', linkname: outside },
+      { name: 'd/sentinel', content: 'evil' },
+      { name: 'e/f', content: 'inside' },
+      { name: 'e/g', type: 'symlink', linkname: outsideRel() },
+      { name: 'e/g/sentinel', content: 'evil' },
+    ])]), r, { privateRoot });
+    expect(await fsp.readFile(path.join(r, outside, 'sentinel'), 'utf8')).toBe('evil');
     await expectUntouched();
   });
 
@@ -313,7 +329,7 @@ describe('applyLayer: hostile layers stay inside the root', () => {
       { name: 'x', type: 'symlink', linkname: outside },
       { name: 'y/', type: 'directory', mode: 0o777 },
       { name: 'y', type: 'symlink', linkname: outsideRel() },
-    ])]), r);
+    ])]), r, { privateRoot });
     await expectUntouched();
   });
 });

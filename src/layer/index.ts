@@ -4,7 +4,7 @@
  * Front door (STYLE.md 2), with one side door: layer-index.ts, which every build reads (image
  * views, the step cache) without loading the writer, the applier and the gzip workers.
  */
-export { writeLayer, layerTarStream, layerTarChunks, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
+export { writeLayer, layerTarStream, layerTarChunks, fileContent, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
 export type { LayerEntry, LayerEntryType, WriteLayerOptions, WrittenLayer } from './write-layer.js';
 export { layerFromDirectory } from './layer-from-directory.js';
 export type { LayerFromDirectoryOptions } from './layer-from-directory.js';

@@ -1,8 +1,8 @@
-import { createReadStream, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
-import type { LayerEntry } from './write-layer.js';
+import { fileContent, type LayerEntry } from './write-layer.js';
 
 export interface LayerFromDirectoryOptions {
   /** Clamp every mtime to this epoch (writeLayer clamps again; harmless). */
@@ -77,7 +77,7 @@ function toEntry(rel: string, abs: string, st: Stats, opts: LayerFromDirectoryOp
     seen.set(id, rel);
   }
   // 1 MiB reads: measured ~1.27 GB/s through writeLayer against ~0.74 GB/s with the 64 KiB default.
-  return { ...base, type: 'file', size: st.size, source: () => createReadStream(abs, { highWaterMark: 1024 * 1024 }) };
+  return { ...base, type: 'file', size: st.size, source: () => fileContent(abs, st.size, 1024 * 1024) };
 }
 
 // Linux dev_t encoding (glibc gnu_dev_major/minor), for values that fit a JS number.

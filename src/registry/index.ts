@@ -24,8 +24,8 @@ export {
   type Credential,
   type CredentialSource,
 } from './credentials.js';
-export { pullAllPlatforms, pullImage, resolveBaseImage, type BaseImageOptions, type PullOptions, type PullPolicy, type PullProgress, type PulledImage, type PulledIndex } from './pull.js';
-export { pushImage, type PushOptions, type PushProgress, type PushedImage } from './push.js';
+export { fetchBlobBytes, pullAllPlatforms, pullImage, pullLayer, resolveBaseImage, type BaseImageOptions, type PullOptions, type PullPolicy, type PullProgress, type PulledImage, type PulledIndex } from './pull.js';
+export { pushBlobBytes, pushImage, pushLayers, type PushOptions, type PushProgress, type PushedImage } from './push.js';
 export { pushIndex, type PushedIndex } from './push-index.js';
 export { putRemoteIndex, readRemoteEntries, type RemoteEntry } from './join-index.js';
 export { registryClientFromEnvironment, type RegistryEnvironment } from './client-from-environment.js';

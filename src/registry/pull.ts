@@ -292,6 +292,41 @@ async function downloadLayer(client: RegistryClient, store: Store, d: { readonly
   });
 }
 
+/**
+ * One layer of a repository into the store's uncompressed form, verified against its blob
+ * digest while it streams and against `diffId` once decompressed (a build cache hit whose
+ * layer the store lacks). Remembers where the compressed form lives, so a push to the same
+ * registry skips or mounts it. Returns the uncompressed size.
+ */
+export async function pullLayer(
+  client: RegistryClient,
+  store: Store,
+  repo: Reference,
+  layer: Descriptor,
+  diffId: Digest,
+  opts: { readonly signal?: AbortSignal | undefined; readonly what?: string | undefined } = {},
+): Promise<number> {
+  const repoName = repositoryName(repo);
+  const size = await downloadLayer(client, store, { repo, name: opts.what ?? repoName, layer, diffId, signal: opts.signal });
+  await recordLayerVariant(store, diffId, layer, repoName, { signal: opts.signal });
+  return size;
+}
+
+/** A small blob (a config, a cache document) of a repository, verified, at most `maxBytes`. */
+export async function fetchBlobBytes(client: RegistryClient, repo: Reference, desc: Descriptor, opts: { readonly maxBytes: number; readonly what: string; readonly signal?: AbortSignal | undefined }): Promise<Buffer> {
+  if (desc.size > opts.maxBytes) throw new TsbuildError('MANIFEST_INVALID', `${opts.what} is ${desc.size} bytes, over the ${opts.maxBytes}-byte limit (registry ${repo.registry})`);
+  return client.downloadBlob({ repo, digest: desc.digest, size: desc.size, what: opts.what, signal: opts.signal }, async (bytes) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const c of bytes as AsyncIterable<Buffer>) {
+      n += c.byteLength;
+      if (n > opts.maxBytes) throw new TsbuildError('MANIFEST_INVALID', `${opts.what} is over the ${opts.maxBytes}-byte limit (registry ${repo.registry})`);
+      chunks.push(c);
+    }
+    return Buffer.concat(chunks);
+  });
+}
+
 export type PullPolicy = 'missing' | 'always' | 'never';
 
 export interface BaseImageOptions extends PullOptions {

@@ -14,6 +14,7 @@ import {
   layerMediaType,
   normalizeRegistry,
   repositoryName,
+  sha256Digest,
   withDefaultTag,
   type Descriptor,
   type Digest,
@@ -105,6 +106,27 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
   opts.onProgress?.({ type: 'manifest', digest, reference });
   await recordRepoDigest(store, image.manifestDescriptor.digest, `${repoName}@${digest}`, { signal }).catch(() => undefined);
   return { reference, digest, size: bytes.byteLength };
+}
+
+/**
+ * Store layers (uncompressed descriptors, digest = diff ID) to a repository as pushImage sends
+ * them: skipped when the repository has a compressed form, mounted from another repository of
+ * the registry, else uploaded (compressed once, remembered). Returns each layer's descriptor on
+ * the wire, in order. A build cache export shares its blobs with the image this way.
+ */
+export async function pushLayers(client: RegistryClient, store: Store, destination: Reference, layers: readonly Descriptor[], opts: PushOptions = {}): Promise<Descriptor[]> {
+  const target: PushTarget = { client, store, repo: destination, registry: normalizeRegistry(destination.registry), repoName: repositoryName(destination) };
+  return mapParallel(layers, opts.concurrency ?? 4, opts.signal, (layer, _i, s) => pushLayer(target, layer, opts.compression ?? 'gzip', { ...opts, signal: s }));
+}
+
+/** A small blob from memory (a config document), unless the repository has it. */
+export async function pushBlobBytes(client: RegistryClient, destination: Reference, bytes: Buffer, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<{ digest: Digest; size: number }> {
+  const digest = sha256Digest(bytes);
+  const size = bytes.byteLength;
+  if ((await client.blobSize(destination, digest, { signal: opts.signal, forPush: true })) === undefined) {
+    await client.uploadBlob({ repo: destination, digest, size, source: async (start, end) => Readable.from([bytes.subarray(start, end)]), signal: opts.signal });
+  }
+  return { digest, size };
 }
 
 /** Where a push goes, and what it reads from: shared by every blob of one push. */

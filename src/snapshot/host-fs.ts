@@ -22,7 +22,12 @@ import { writeLayerToStore } from './store-layer.js';
  */
 export interface HostFilesystem {
   readonly kind: 'root' | 'user-namespace' | 'unprivileged';
-  /** Applies a stored layer onto `dir` (whiteouts honoured, nothing written outside it). */
+  /**
+   * Applies a stored layer onto `dir` (whiteouts honoured, nothing written outside it). `dir` is
+   * a temporary tree of the caller's that nobody else reads until the caller keeps it whole
+   * (renames it into place, runs a step on it) or removes it whole: a failed apply may leave
+   * a file half-written in it (ApplyLayerOptions.privateRoot).
+   */
   unpackLayer(store: Store, diffId: Digest, dir: string, signal?: AbortSignal): Promise<void>;
   /** Removes a tree this capability made (also one holding files of subordinate IDs). */
   removeTree(dir: string, signal?: AbortSignal): Promise<void>;
@@ -34,10 +39,8 @@ export interface HostFilesystem {
   imageOwner(uid: number, gid: number): { uid: number; gid: number };
 }
 
-/** A layer entry whose file content, if any, is read from a host path. */
-export interface HostLayerEntry extends Omit<LayerEntry, 'source'> {
-  readonly sourcePath?: string | undefined;
-}
+/** A layer entry whose file content, if any, is read from a host path (`sourcePath`). */
+export type HostLayerEntry = Omit<LayerEntry, 'source'>;
 
 const chosen = new Map<string, Promise<HostFilesystem>>();
 
@@ -76,15 +79,10 @@ function directFs(kind: 'root' | 'unprivileged'): HostFilesystem {
   return {
     kind,
     async unpackLayer(store, diffId, dir, signal) {
-      await applyLayer(await store.blobs.openBlob(diffId, { signal }), dir, { sameOwner: kind === 'root', ...(signal ? { signal } : {}) });
+      await applyLayer(await store.blobs.openBlob(diffId, { signal }), dir, { sameOwner: kind === 'root', privateRoot: true, ...(signal ? { signal } : {}) });
     },
     removeTree: (dir, signal) => removeTreeDefault(dir, signal),
-    writeLayer: (store, entries, opts) =>
-      writeLayerToStore(
-        store,
-        entries.map(({ sourcePath, ...e }): LayerEntry => (sourcePath ? { ...e, source: () => createReadStream(sourcePath) } : e)),
-        opts,
-      ),
+    writeLayer: (store, entries, opts) => writeLayerToStore(store, entries, opts),
     async chown(dir, uid, gid, signal) {
       if (kind === 'root') await fsp.chown(dir, uid, gid);
       // Without a user namespace the container's IDs do not exist: the same error as with one

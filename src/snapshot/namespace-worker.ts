@@ -10,7 +10,6 @@ import fsp from 'node:fs/promises';
 import { applyLayer, writeLayer, type LayerEntry } from '../layer/index.js';
 
 interface SerializedEntry extends Omit<LayerEntry, 'source' | 'xattrs'> {
-  readonly sourcePath?: string;
   /** Values in base64 (JSON has no bytes). */
   readonly xattrs?: Record<string, string>;
 }
@@ -18,16 +17,13 @@ interface SerializedEntry extends Omit<LayerEntry, 'source' | 'xattrs'> {
 async function main(argv: readonly string[]): Promise<number> {
   const [cmd, a, b] = argv;
   if (cmd === 'unpack' && a && b) {
-    await applyLayer(createReadStream(a), b, { sameOwner: true });
+    await applyLayer(createReadStream(a), b, { sameOwner: true, privateRoot: true });
     return 0;
   }
   if (cmd === 'write-layer' && a && b) {
     const { entries, sourceDateEpoch } = JSON.parse(await fsp.readFile(a, 'utf8')) as { entries: SerializedEntry[]; sourceDateEpoch?: number };
-    const list: LayerEntry[] = entries.map(({ sourcePath, xattrs, ...e }) => ({
-      ...e,
-      ...(xattrs ? { xattrs: Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, Buffer.from(v, 'base64')])) } : {}),
-      ...(sourcePath ? { source: () => createReadStream(sourcePath) } : {}),
-    }));
+    // Content from each entry's sourcePath; only the few entries with xattrs are rebuilt.
+    const list: LayerEntry[] = entries.map((e) => (e.xattrs ? { ...e, xattrs: Object.fromEntries(Object.entries(e.xattrs).map(([k, v]) => [k, Buffer.from(v, 'base64')])) } : (e as LayerEntry)));
     const r = await writeLayer(list, createWriteStream(b, { mode: 0o600 }), sourceDateEpoch !== undefined ? { sourceDateEpoch } : {});
     process.stdout.write(`${JSON.stringify(r)}\n`);
     return 0;

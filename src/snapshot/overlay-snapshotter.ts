@@ -2,7 +2,7 @@ import type { StoredLayer } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { Digest } from '../oci/index.js';
 import { DEFAULT_MOUNT_POINTS, type SandboxCapabilities } from '../sandbox/index.js';
-import { captureUpperDir, pruneMountPoints, type ChangeEntry } from './capture.js';
+import { captureUpperDir, pruneMountPoints } from './capture.js';
 import type { Store } from '../store/index.js';
 import type { HostFilesystem } from './host-fs.js';
 import { chainId } from './names.js';
@@ -25,18 +25,18 @@ export function overlaySnapshotter(store: Store, hostFs: HostFilesystem, capabil
       });
       const captureOpts = { capabilities, lowerDirs, mountPoints, ...(opts.signal ? { signal: opts.signal } : {}) };
       let committed = false;
+      /** Mount points the capture left out, for commit to delete. */
+      let dropped: ReadonlySet<string> | undefined;
       return {
         rootfs: { lowerDirs, upperDir, workDir },
         async capture() {
-          const changes: ChangeEntry[] = [];
-          for await (const c of captureUpperDir(upperDir, captureOpts)) changes.push(c);
-          return changes;
+          return captureUpperDir(upperDir, { ...captureOpts, onDropped: (d) => (dropped = d) });
         },
         async commit(layer) {
           // The upper dir is the next steps' lower dir: kept as this layer's snapshot, holding
           // exactly what the layer holds. A step that changed nothing keeps nothing.
           if (layer === undefined) return;
-          await pruneMountPoints(upperDir, captureOpts);
+          await pruneMountPoints(upperDir, captureOpts, dropped);
           await store.commitSnapshot(upperDir, layer, { signal: opts.signal });
           committed = true;
         },

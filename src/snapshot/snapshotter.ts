@@ -29,8 +29,12 @@ export interface PrepareOptions {
 export interface StepSnapshot {
   /** What the runner runs on. */
   readonly rootfs: StepRootfs;
-  /** The step's changes, once it ran (what prepare put in the tree for the run is taken out first). */
-  capture(): Promise<ChangeEntry[]>;
+  /**
+   * The step's changes, once it ran (what prepare put in the tree for the run is taken out
+   * first), iterated once: an overlay snapshot yields them as it reads its listing, so a step
+   * that wrote 50,000 files does not hold them in one more array.
+   */
+  capture(): Promise<Iterable<ChangeEntry> | AsyncIterable<ChangeEntry>>;
   /** Keeps the tree for later steps, as the state after `layer` (undefined: the step changed nothing). */
   commit(layer: Digest | undefined): Promise<void>;
   discard(): Promise<void>;

@@ -15,6 +15,7 @@ import { hostPlatform } from '../../oci/index.js';
 import { checkPlatforms, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
 import { createReporter, type ProgressMode } from '../../api/index.js';
 import { registryClientFor, registryOptions } from './pull.js';
+import { parseCacheExport, parseCacheImport } from '../../remote-cache/index.js';
 import { commandBuildEnv } from '../build-env.js';
 import { resolveNamedContexts } from '../named-contexts.js';
 
@@ -34,6 +35,13 @@ const buildFlags = (y: Argv<GlobalArgs>) =>
     .option('annotation', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Annotation [TYPE[,TYPE][[PLATFORM]]:]KEY=VALUE on the image manifest (TYPE manifest, the default) or its descriptor in OCI outputs (manifest-descriptor), as buildx' })
     .option('label', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Set a label KEY=VALUE on the image' })
     .option('no-cache', { type: 'boolean', default: false, describe: 'Do not use the step cache' })
+    .option('cache-from', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Read build cache from type=registry,ref=REF | type=local,src=DIR | REF (an image pushed with inline cache); repeatable' })
+    .option('cache-to', {
+      type: 'string',
+      default: [] as string[],
+      coerce: repeatable,
+      describe: 'Export build cache: type=registry,ref=REF | type=local,dest=DIR | type=inline, with [,mode=min|max][,compression=gzip|uncompressed][,ignore-error=true][,max-exports=N][,max-age=30d]; repeatable',
+    })
     .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
     .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
     .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
@@ -151,6 +159,8 @@ async function buildInContext(args: BuildArgs, ctx: CommandContext, where: { con
     runtime: args.runtime,
     isolation: args.isolation,
     snapshotter: snapshotterFromEnv(io.env),
+    ...(args['cache-from'].length > 0 ? { cacheFrom: args['cache-from'].map((c) => parseCacheImport(c, io.cwd)) } : {}),
+    ...(args['cache-to'].length > 0 ? { cacheTo: args['cache-to'].map((c) => parseCacheExport(c, io.cwd)) } : {}),
   };
   if (args.push && tags.length === 0) throw new TsbuildError('USAGE', '--push needs at least one -t NAME to push to');
   let registry: ReturnType<typeof registryClientFor> | undefined;

@@ -1,3 +1,4 @@
+import { parseCacheExport, parseCacheImport } from '../../remote-cache/index.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -268,7 +269,9 @@ async function serviceRequest(
       throw new TsbuildError('UNSUPPORTED', `${where}: building for ${formatPlatform(want)} needs emulation, which is not available yet; this host builds ${formatPlatform(hostPlatform())}`);
     }
   }
-  if (b.cacheFrom.length > 0 || b.cacheTo.length > 0) warn({ type: 'warning', message: 'build.cache_from and build.cache_to are not applied yet: the local step cache is used' });
+  // build.cache_from / build.cache_to: buildx's grammar, as --cache-from / --cache-to; a local directory is relative to the project.
+  const cacheFrom = b.cacheFrom.map((c) => parseCacheImport(c, project.workingDir));
+  const cacheTo = b.cacheTo.map((c) => parseCacheExport(c, project.workingDir));
   if (b.network !== undefined && !['host', 'none', 'default'].includes(b.network)) warn({ type: 'warning', message: `build.network ${b.network} is not a network here: RUN steps use the host's` });
 
   let text: Buffer;
@@ -305,6 +308,8 @@ async function serviceRequest(
     // build.shm_size: bytes, or docker's size grammar ("64m", "1gb"), as --shm-size takes it.
     ...(b.shmSize !== undefined ? await runResourcesFromFlags({ shmSize: String(b.shmSize), ulimit: [], allow: [] }) : {}),
     snapshotter: snapshotterFromEnv(io.env),
+    ...(cacheFrom.length > 0 ? { cacheFrom } : {}),
+    ...(cacheTo.length > 0 ? { cacheTo } : {}),
   };
 }
 

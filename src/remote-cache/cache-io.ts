@@ -1,0 +1,64 @@
+/** Opening --cache-from sources and writing --cache-to exports (loaded by a build that has them). */
+import { TsbuildError } from '../errors.js';
+import type { CacheKey } from '../cache/index.js';
+import type { RegistryClient } from '../registry/index.js';
+import type { Store } from '../store/index.js';
+import type { CacheExportSpec, CacheImportSpec } from './cache-spec.js';
+import { ImportedCache } from './imported-cache.js';
+import { cacheSourceName } from './cache-spec.js';
+import { checkLocalCacheDir, exportLocalCache, localCacheLoader } from './local-cache.js';
+import { exportRegistryCache, registryCacheLoader, type CacheExportResult, type ExportEntry } from './registry-cache.js';
+
+export interface CacheImportEnv {
+  readonly store: Store;
+  readonly registry: (() => Promise<RegistryClient>) | undefined;
+  readonly warn: (message: string) => void;
+  /** A line of progress (what a source held). */
+  readonly info?: ((message: string) => void) | undefined;
+}
+
+/**
+ * The cache sources of `--cache-from`, in order. A local directory that exists but is not an
+ * OCI layout is a USAGE error here, before anything runs; everything else that goes wrong
+ * with a source later is a warning and a miss.
+ */
+export async function openCacheImports(specs: readonly CacheImportSpec[], env: CacheImportEnv): Promise<ImportedCache[]> {
+  const out: ImportedCache[] = [];
+  for (const spec of specs) {
+    const name = cacheSourceName(spec);
+    const onLoaded = (n: number | undefined): void => env.info?.(n === undefined ? `${name}: nothing there yet` : `${name}: ${n} entries`);
+    if (spec.type === 'local') {
+      await checkLocalCacheDir(spec.src, '--cache-from');
+      out.push(new ImportedCache({ name, store: env.store, warn: env.warn, onLoaded, load: localCacheLoader(env.store, spec.src, env.warn) }));
+      continue;
+    }
+    const registry = env.registry;
+    if (registry === undefined) throw new TsbuildError('UNSUPPORTED', `--cache-from ${spec.ref}: this build has no registry access configured`);
+    out.push(new ImportedCache({ name, store: env.store, warn: env.warn, onLoaded, load: registryCacheLoader(registry, env.store, spec.ref, env.warn) }));
+  }
+  return out;
+}
+
+/** Checks the --cache-to directories before the build: one that exists but is not an OCI layout is a USAGE error now, not after the build. */
+export async function checkCacheExports(specs: readonly CacheExportSpec[]): Promise<void> {
+  for (const spec of specs) if (spec.type === 'local') await checkLocalCacheDir(spec.dest, '--cache-to');
+}
+
+export interface CacheExportEnv {
+  readonly store: Store;
+  readonly registry: (() => Promise<RegistryClient>) | undefined;
+  readonly warn: (message: string) => void;
+  readonly signal?: AbortSignal | undefined;
+  readonly now: Date;
+}
+
+/** One `--cache-to` (registry or local; inline is written into the image by the engine). */
+export async function exportBuildCache(spec: Exclude<CacheExportSpec, { type: 'inline' }>, entries: ReadonlyMap<CacheKey, ExportEntry>, env: CacheExportEnv): Promise<CacheExportResult> {
+  if (spec.compression === 'zstd') {
+    throw new TsbuildError('UNSUPPORTED', '--cache-to compression=zstd is not available yet (node:zlib has no zstd in Node 20)', { hint: 'use compression=gzip or compression=uncompressed' });
+  }
+  const opts = { compression: spec.compression, bounds: { maxExports: spec.maxExports, maxAgeSeconds: spec.maxAgeSeconds }, now: env.now, warn: env.warn, signal: env.signal };
+  if (spec.type === 'local') return exportLocalCache(env.store, spec.dest, entries, opts);
+  if (env.registry === undefined) throw new TsbuildError('UNSUPPORTED', `--cache-to ${spec.ref}: this build has no registry access configured`);
+  return exportRegistryCache(await env.registry(), env.store, spec.ref, entries, opts);
+}

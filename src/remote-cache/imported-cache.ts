@@ -1,0 +1,164 @@
+import type { CacheHit, CacheKey, CacheSource } from '../cache/index.js';
+import { TsbuildError, isAbortError } from '../errors.js';
+import { layerIndexOf, rememberLayerIndex, type LayerIndex } from '../image/index.js';
+import type { Store } from '../store/index.js';
+import type { CacheDocument, CacheLayer } from './cache-document.js';
+
+/** What a cache source holds once read: its document, and how one of its layers is fetched into the store. */
+export interface LoadedCache {
+  readonly doc: CacheDocument;
+  /** Stores the layer's uncompressed form, verified (blob digest and diff ID). */
+  fetchLayer(layer: CacheLayer, signal: AbortSignal | undefined): Promise<void>;
+  /** The layer's file list from the cache (verified), when the cache has it: the hit is then lazy. */
+  fetchIndex?(layer: CacheLayer, signal: AbortSignal | undefined): Promise<LayerIndex | undefined>;
+  /** Remembers where the layer's compressed blob lives (a push to that registry then skips or mounts it). */
+  noteRemote?(layer: CacheLayer): Promise<void>;
+}
+
+export interface ImportedCacheOptions {
+  /** As messages name it: `registry cache 127.0.0.1:5000/app:cache`, `local cache /ci/cache`. */
+  readonly name: string;
+  readonly store: Store;
+  /** Reads the source; `undefined` when there is nothing there (a first CI run: a miss, no warning). */
+  readonly load: (signal: AbortSignal | undefined) => Promise<LoadedCache | undefined>;
+  /** A cache that cannot be used is a warning and a miss, never a failed build. */
+  readonly warn: (message: string) => void;
+  /** The source was read: how many entries it holds (undefined: nothing there yet). For progress. */
+  readonly onLoaded?: ((entries: number | undefined) => void) | undefined;
+  /** A layer fetched from the source (for progress). */
+  readonly onFetched?: ((layer: CacheLayer) => void) | undefined;
+}
+
+/**
+ * A cache the build imports (--cache-from): read once, on the first lookup (one manifest and
+ * one document fetch for the whole build, whatever the number of steps); every key is then
+ * answered from memory, so a miss never stops the lookups of later steps. A hit's layer is
+ * fetched into the store (verified) before it is answered, once per layer: the CacheSource
+ * contract (a hit is usable). A source that cannot be read, or a layer that cannot be
+ * fetched, is a warning and a miss.
+ */
+export class ImportedCache implements CacheSource {
+  readonly name: string;
+  readonly #opts: ImportedCacheOptions;
+  #loaded: Promise<LoadedCache | undefined> | undefined;
+  readonly #fetches = new Map<string, Promise<boolean>>();
+  readonly #indexes = new Map<string, Promise<LayerIndex | undefined>>();
+  readonly #lazy = new Map<string, Promise<void>>();
+
+  constructor(opts: ImportedCacheOptions) {
+    this.name = opts.name;
+    this.#opts = opts;
+  }
+
+  /** Starts reading the source (the build calls this before its first step, so the fetch overlaps planning). */
+  prefetch(signal: AbortSignal | undefined): void {
+    this.#load(signal).catch(() => undefined);
+  }
+
+  /** The keys the source holds (after a prefetch or lookup). */
+  async keys(signal?: AbortSignal): Promise<ReadonlySet<CacheKey>> {
+    const loaded = await this.#load(signal);
+    return new Set(loaded?.doc.entries.keys() ?? []);
+  }
+
+  async lookup(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheHit | undefined> {
+    const loaded = await this.#load(opts.signal);
+    const entry = loaded?.doc.entries.get(key);
+    if (loaded === undefined || entry === undefined) return undefined;
+    const layer = entry.layer;
+    if (layer === undefined) return { kind: 'empty' };
+    const store = this.#opts.store;
+    if (!(await store.blobs.hasBlob(layer.diffId))) {
+      // Lazy: the file list now, the bytes when something reads them (CacheHit.fetch).
+      const index = await this.#indexOf(loaded, layer, opts.signal);
+      if (index !== undefined) {
+        const fetch = async (): Promise<void> => {
+          let p = this.#lazy.get(layer.diffId);
+          if (!p) {
+            p = (async () => {
+              if (await store.blobs.hasBlob(layer.diffId)) return;
+              await loaded.fetchLayer(layer, opts.signal);
+              this.#opts.onFetched?.(layer);
+            })().catch((e: unknown) => {
+              this.#lazy.delete(layer.diffId);
+              if (isAbortError(e) || opts.signal?.aborted) throw e;
+              throw new LazyFetchError(this, layer, e);
+            });
+            this.#lazy.set(layer.diffId, p);
+          }
+          return p;
+        };
+        return { kind: 'layer', layer: { diffId: layer.diffId, size: layer.diffSize }, index, fetch };
+      }
+      let p = this.#fetches.get(layer.diffId);
+      if (!p) {
+        p = loaded.fetchLayer(layer, opts.signal).then(
+          () => {
+            this.#opts.onFetched?.(layer);
+            return true;
+          },
+          (e: unknown) => {
+            if (isAbortError(e) || opts.signal?.aborted) throw e;
+            this.#opts.warn(`${this.name}: layer ${layer.digest} cannot be used, the step runs instead: ${messageOf(e)}`);
+            return false;
+          },
+        );
+        this.#fetches.set(layer.diffId, p);
+      }
+      if (!(await p)) {
+        this.#fetches.delete(layer.diffId);
+        return undefined;
+      }
+    }
+    return { kind: 'layer', layer: { diffId: layer.diffId, size: layer.diffSize }, index: await layerIndexOf(store, layer.diffId, { signal: opts.signal }) };
+  }
+
+  /** The cached file list of a layer (remembered in the store), or undefined: then the layer is fetched at once. */
+  async #indexOf(loaded: LoadedCache, layer: CacheLayer, signal: AbortSignal | undefined): Promise<LayerIndex | undefined> {
+    if (loaded.fetchIndex === undefined || layer.index === undefined) return undefined;
+    let p = this.#indexes.get(layer.diffId);
+    if (!p) {
+      p = (async () => {
+        const index = await loaded.fetchIndex!(layer, signal);
+        if (index === undefined) return undefined;
+        await rememberLayerIndex(this.#opts.store, layer.diffId, index);
+        await loaded.noteRemote?.(layer);
+        return index;
+      })().catch((e: unknown) => {
+        if (isAbortError(e) || signal?.aborted) throw e;
+        this.#opts.warn(`${this.name}: the file list of layer ${layer.digest} cannot be read, the layer is fetched instead: ${messageOf(e)}`);
+        return undefined;
+      });
+      this.#indexes.set(layer.diffId, p);
+    }
+    return p;
+  }
+
+  #load(signal: AbortSignal | undefined): Promise<LoadedCache | undefined> {
+    return (this.#loaded ??= this.#opts.load(signal).then((loaded) => {
+      this.#opts.onLoaded?.(loaded?.doc.entries.size);
+      return loaded;
+    }).catch((e: unknown) => {
+      if (isAbortError(e) || signal?.aborted) throw e;
+      this.#opts.warn(`${this.name} cannot be used, its steps run instead: ${messageOf(e)}`);
+      return undefined;
+    }));
+  }
+}
+
+export function messageOf(e: unknown): string {
+  if (e instanceof TsbuildError) return e.message;
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * A lazy hit's layer could not be fetched when it was needed: the build cannot take the hit
+ * back, so it is run again without this source (engine.ts), its steps then run or hit locally.
+ */
+export class LazyFetchError extends TsbuildError {
+  readonly source: ImportedCache;
+  constructor(source: ImportedCache, layer: CacheLayer, cause: unknown) {
+    super('FETCH_FAILED', `${source.name}: layer ${layer.digest} cannot be fetched: ${messageOf(cause)}`, { cause });
+    this.source = source;
+  }
+}

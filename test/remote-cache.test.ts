@@ -1,0 +1,307 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { storeWithBusybox, tempDir, tsbuild, writeTree, type RunResult } from './support/cli.js';
+import { startRegistry, type RunningRegistry } from './support/registry.js';
+import { startFaultProxy, type FaultProxy } from './support/fault-proxy.js';
+import { startTokenIssuer, type TokenIssuer } from './support/token-issuer.js';
+
+// --cache-to / --cache-from (docs/remote-cache.md): each store stands for one CI machine, the
+// real registry (open, then with token auth) and a local directory carry the cache between
+// them, and the fault proxy breaks an import and an export.
+let work: string;
+let reg: RunningRegistry;
+let proxy: FaultProxy;
+
+const DOCKERFILE = [
+  'FROM busybox',
+  'COPY a.txt /a.txt',
+  'RUN head -c 32 /dev/urandom | od -x > /rand1',
+  'COPY b.txt /b.txt',
+  'RUN head -c 32 /dev/urandom | od -x > /rand2 && cat /b.txt >> /rand2',
+  'RUN true',
+  '',
+].join('\n');
+
+// Image IDs compare across stores: the same created time everywhere.
+const ENV = { SOURCE_DATE_EPOCH: '0' };
+
+beforeAll(async () => {
+  work = await tempDir('remote-cache');
+  reg = await startRegistry({ mode: { kind: 'open' } });
+  proxy = await startFaultProxy({ upstream: `http://${reg.host}` });
+});
+afterAll(async () => {
+  await proxy?.stop();
+  await reg?.stop();
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+/** A fresh store with busybox: another CI machine. */
+async function machine(name: string): Promise<string> {
+  const root = path.join(work, name);
+  await storeWithBusybox(root);
+  return root;
+}
+
+async function context(name: string, b: string): Promise<string> {
+  const dir = path.join(work, name);
+  await writeTree(dir, { Dockerfile: DOCKERFILE, 'a.txt': 'a\n', 'b.txt': b });
+  return dir;
+}
+
+async function build(root: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<RunResult & { id: string; cached: string[]; ran: string[] }> {
+  const r = await tsbuild(['build', '--progress', 'plain', ...args], { root, env: { ...ENV, ...opts.env } });
+  // "#3 [3/6] RUN ..." then "#3 CACHED" or "#3 DONE".
+  const names = new Map<string, string>();
+  for (const m of r.stderr.matchAll(/^#(\d+) \[\d+\/\d+\] (.*)$/gm)) names.set(m[1]!, m[2]!);
+  const cached = [...r.stderr.matchAll(/^#(\d+) CACHED$/gm)].map((m) => names.get(m[1]!)!).filter(Boolean);
+  const ran = [...r.stderr.matchAll(/^#(\d+) DONE /gm)].map((m) => names.get(m[1]!)).filter((n): n is string => n !== undefined && !n.startsWith('FROM'));
+  return { ...r, id: r.stdout.trim(), cached, ran };
+}
+
+async function manifestOf(host: string, repoTag: string): Promise<{ digest: string | null; body: { config: { mediaType: string; digest: string }; layers: Array<{ digest: string; mediaType: string }> } }> {
+  const [repo, tag] = repoTag.split(':');
+  const res = await fetch(`http://${host}/v2/${repo}/manifests/${tag}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+  expect(res.status).toBe(200);
+  return { digest: res.headers.get('docker-content-digest'), body: (await res.json()) as never };
+}
+
+async function documentOf(host: string, repo: string, digest: string): Promise<{ mediaType: string; exports: number; entries: Record<string, unknown> }> {
+  const res = await fetch(`http://${host}/v2/${repo}/blobs/${digest}`);
+  expect(res.status).toBe(200);
+  return (await res.json()) as never;
+}
+
+describe('--cache-to / --cache-from between two stores', () => {
+  it('a second store imports the registry or the directory cache and reuses every step; one changed file reruns exactly the steps after it', async () => {
+    const a = await machine('A');
+    const ctx = await context('ctx', 'b\n');
+    const dir = path.join(work, 'cache-dir');
+    const ref = `${reg.host}/ci/app:cache`;
+    const first = await build(a, ['--cache-to', `type=registry,ref=${ref},mode=max`, '--cache-to', `type=local,dest=${dir}`, ctx]);
+    expect(first.stderr).not.toMatch(/warning|error/i);
+    expect(first.code).toBe(0);
+    expect(first.ran).toHaveLength(5);
+
+    // The ref is one OCI image manifest whose config is the cache document.
+    const { body } = await manifestOf(reg.host, 'ci/app:cache');
+    expect(body.config.mediaType).toBe('application/vnd.tsbuild.cache.v1+json');
+    const doc = await documentOf(reg.host, 'ci/app', body.config.digest);
+    expect(doc.exports).toBe(1);
+    expect(Object.keys(doc.entries)).toHaveLength(5);
+    // Four layers (RUN true made none), each with its file list (what lazy hits read first).
+    expect(body.layers.filter((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar+gzip')).toHaveLength(4);
+    expect(body.layers.filter((l) => l.mediaType === 'application/vnd.tsbuild.layer-index.v1+json')).toHaveLength(4);
+    // The directory is an OCI layout holding the same document.
+    const index = JSON.parse(await fs.readFile(path.join(dir, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
+    const localManifest = JSON.parse(await fs.readFile(path.join(dir, 'blobs', 'sha256', index.manifests[0]!.digest.slice(7)), 'utf8')) as typeof body;
+    expect(localManifest.config.mediaType).toBe('application/vnd.tsbuild.cache.v1+json');
+    expect(localManifest.layers.map((l) => l.digest)).toEqual(body.layers.map((l) => l.digest));
+
+    // Store B (empty but for busybox) from the registry: every step hits, the RUNs writing
+    // random bytes are not run again, and the image is the same.
+    const b = await machine('B');
+    const fromRegistry = await build(b, ['--cache-from', `type=registry,ref=${ref}`, ctx]);
+    expect(fromRegistry.stderr).not.toMatch(/warning|error/i);
+    expect(fromRegistry.code).toBe(0);
+    expect(fromRegistry.ran).toEqual([]);
+    expect(fromRegistry.cached).toHaveLength(5);
+    expect(fromRegistry.id).toBe(first.id);
+    expect(fromRegistry.stderr).toContain(`registry cache ${ref}: 5 entries`);
+    // What was imported is kept in B's own step cache: without the source, still every step hits.
+    expect((await build(b, [ctx])).ran).toEqual([]);
+
+    // Store C from the directory: the same.
+    const c = await machine('C');
+    const fromDir = await build(c, ['--cache-from', `type=local,src=${dir}`, ctx]);
+    expect(fromDir.code).toBe(0);
+    expect(fromDir.ran).toEqual([]);
+    expect(fromDir.id).toBe(first.id);
+
+    // One changed file: the steps before it hit, it and every step after it run.
+    const changed = await context('ctx-changed', 'b changed\n');
+    const d = await machine('D');
+    const partial = await build(d, ['--cache-from', ref, '--cache-to', `type=registry,ref=${ref},mode=max`, changed]);
+    expect(partial.code).toBe(0);
+    expect(partial.cached).toEqual(['COPY a.txt /a.txt', 'RUN head -c 32 /dev/urandom | od -x > /rand1']);
+    expect(partial.ran).toEqual(['COPY b.txt /b.txt', 'RUN head -c 32 /dev/urandom | od -x > /rand2 && cat /b.txt >> /rand2', 'RUN true']);
+
+    // The export merged: the ref serves both versions of the context now.
+    const merged = await documentOf(reg.host, 'ci/app', (await manifestOf(reg.host, 'ci/app:cache')).body.config.digest);
+    expect(merged.exports).toBe(2);
+    expect(Object.keys(merged.entries)).toHaveLength(8);
+    const e = await machine('E');
+    expect((await build(e, ['--cache-from', ref, ctx])).ran).toEqual([]);
+    expect((await build(e, ['--cache-from', ref, changed])).ran).toEqual([]);
+  });
+
+  it('keeps a cache bounded: entries no export of the last max-exports used are dropped, and their blobs leave the directory', async () => {
+    const a = await machine('bounded');
+    const dir = path.join(work, 'bounded-dir');
+    const one = await context('bounded-1', 'one\n');
+    const two = await context('bounded-2', 'two\n');
+    expect((await build(a, ['--cache-to', `type=local,dest=${dir},mode=max,max-exports=1`, one])).code).toBe(0);
+    const blobsAfterOne = (await fs.readdir(path.join(dir, 'blobs', 'sha256'))).length;
+    expect((await build(a, ['--cache-to', `type=local,dest=${dir},mode=max,max-exports=1`, two])).code).toBe(0);
+    // Only the second build's entries are left: the first build's context misses from it.
+    const fresh = await machine('bounded-fresh');
+    const again = await build(fresh, ['--cache-from', `type=local,src=${dir}`, one]);
+    expect(again.cached).toEqual(['COPY a.txt /a.txt', 'RUN head -c 32 /dev/urandom | od -x > /rand1']);
+    expect(again.ran).toHaveLength(3);
+    // The blobs of the dropped entries are gone (two layers of the first build differ).
+    expect((await fs.readdir(path.join(dir, 'blobs', 'sha256'))).length).toBe(blobsAfterOne);
+    // mode=min (the default) exports the final image's steps: the same here (one stage).
+    const min = path.join(work, 'min-dir');
+    expect((await build(a, ['--cache-to', `type=local,dest=${min}`, two])).code).toBe(0);
+    const idx = JSON.parse(await fs.readFile(path.join(min, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
+    const m = JSON.parse(await fs.readFile(path.join(min, 'blobs', 'sha256', idx.manifests[0]!.digest.slice(7)), 'utf8')) as { layers: Array<{ mediaType: string }> };
+    expect(m.layers.filter((l) => l.mediaType.endsWith('tar+gzip'))).toHaveLength(4);
+  });
+});
+
+describe('inline cache', () => {
+  it('an image pushed with --cache-to type=inline is a cache source for --cache-from REF', async () => {
+    const a = await machine('inline-a');
+    const ctx = await context('inline-ctx', 'inline\n');
+    const image = `${reg.host}/ci/inline:v1`;
+    const pushed = await build(a, ['-t', image, '--push', '--cache-to', 'type=inline', ctx]);
+    expect(pushed.code).toBe(0);
+    // The cache metadata is in the image's config.
+    const { body } = await manifestOf(reg.host, 'ci/inline:v1');
+    const config = await documentOf(reg.host, 'ci/inline', body.config.digest) as unknown as Record<string, { entries: Record<string, unknown> }>;
+    expect(Object.keys(config['tsbuild.cache.v1']!.entries)).toHaveLength(5);
+    const b = await machine('inline-b');
+    const again = await build(b, ['--cache-from', image, '--cache-to', 'type=inline', ctx]);
+    expect(again.stderr).not.toMatch(/warning|error/i);
+    expect(again.ran).toEqual([]);
+    expect(again.id).toBe(pushed.id);
+  });
+});
+
+describe('bad input', () => {
+  it('a ref that does not exist is a quiet miss; a ref holding an image is a warning naming it and a miss', async () => {
+    const root = await machine('bad');
+    const ctx = await context('bad-ctx', 'bad\n');
+    const none = await build(root, ['--cache-from', `type=registry,ref=${reg.host}/ci/none:cache`, ctx]);
+    expect(none.code).toBe(0);
+    expect(none.stderr).not.toMatch(/warning/i);
+    expect(none.stderr).toContain(`registry cache ${reg.host}/ci/none:cache: nothing there yet`);
+    expect(none.ran).toHaveLength(5);
+    // An ordinary image at the ref.
+    const image = `${reg.host}/ci/plain:v1`;
+    expect((await build(root, ['-t', image, '--push', ctx])).code).toBe(0);
+    const other = await machine('bad-2');
+    const plain = await build(other, ['--cache-from', image, ctx]);
+    expect(plain.code).toBe(0);
+    expect(plain.stderr).toContain(`registry cache ${image} cannot be used`);
+    expect(plain.stderr).toContain('an ordinary image');
+    expect(plain.ran).toHaveLength(5);
+  });
+
+  it('a directory that is not an OCI layout is an error; unknown types and missing fields are usage errors', async () => {
+    const root = await machine('bad-dir');
+    const ctx = await context('bad-dir-ctx', 'x\n');
+    const notLayout = path.join(work, 'not-a-layout');
+    await writeTree(notLayout, { 'notes.txt': 'hello' });
+    const r = await build(root, ['--cache-from', `type=local,src=${notLayout}`, ctx]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${notLayout} is not an OCI image layout`);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(r.ran).toEqual([]); // refused before any step
+    const to = await build(root, ['--cache-to', `type=local,dest=${notLayout}`, ctx]);
+    expect(to.code).toBe(2);
+    expect(to.ran).toEqual([]);
+    expect(await fs.readdir(notLayout)).toEqual(['notes.txt']);
+    const gha = await build(root, ['--cache-to', 'type=gha', ctx]);
+    expect(gha.code).toBe(1);
+    expect(gha.stderr).toContain('type=gha is not supported');
+    const noRef = await build(root, ['--cache-to', 'type=registry,mode=max', ctx]);
+    expect(noRef.code).toBe(2);
+    expect(noRef.stderr).toContain('needs ref=NAME');
+    const badMode = await build(root, ['--cache-to', `type=registry,ref=${reg.host}/x:c,mode=all`, ctx]);
+    expect(badMode.code).toBe(2);
+    // A missing directory is a first run: a miss, no error.
+    expect((await build(root, ['--cache-from', `type=local,src=${path.join(work, 'never-written')}`, ctx])).code).toBe(0);
+  });
+});
+
+describe('faults', () => {
+  it('a corrupt layer or an unreachable document is a warning and a miss; a failed export keeps the previous cache', async () => {
+    const a = await machine('fault-a');
+    const ctx = await context('fault-ctx', 'fault\n');
+    const ref = `${proxy.host}/ci/faulty:cache`;
+    expect((await build(a, ['--cache-to', `type=registry,ref=${ref},mode=max`, ctx])).code).toBe(0);
+    const before = await manifestOf(reg.host, 'ci/faulty:cache');
+
+    // Every download of a layer is corrupted. The hits are lazy (the layers' file lists come
+    // first): when the first layer is needed and cannot be fetched, the build runs again
+    // without that source; it succeeds, and nothing corrupt is stored.
+    const layers = before.body.layers.filter((l) => l.mediaType.endsWith('tar+gzip')).map((l) => l.digest);
+    proxy.setRules([{ method: 'GET', path: /\/blobs\/sha256:/, when: (req) => layers.some((d) => (req.url ?? '').endsWith(d)), fault: 'corrupt' }]);
+    const b = await machine('fault-b');
+    const corrupt = await build(b, ['--cache-from', ref, ctx]);
+    expect(corrupt.code).toBe(0);
+    expect(corrupt.stderr).toMatch(/warning.*cannot be fetched.*building again without registry cache/i);
+    // The step that made no layer stays a hit (taken from the source before it failed).
+    expect(corrupt.ran).toHaveLength(4);
+    expect(corrupt.ran).not.toContain('RUN true');
+    expect(corrupt.id).toMatch(/^sha256:/);
+    expect(proxy.stats.faults['corrupt']).toBeGreaterThan(0);
+
+    // The document cannot be fetched at all: every step runs.
+    proxy.setRules([{ method: 'GET', path: /\/manifests\//, respond: { status: 400, body: '{"errors":[{"code":"DENIED","message":"no"}]}' } }]);
+    const c = await machine('fault-c');
+    const down = await build(c, ['--cache-from', ref, ctx]);
+    expect(down.code).toBe(0);
+    expect(down.stderr).toMatch(/warning.*registry cache .*cannot be used/i);
+    expect(down.ran).toHaveLength(5);
+
+    // An export whose manifest PUT fails: with ignore-error=true a warning, else a failed build;
+    // either way the ref keeps its previous content.
+    proxy.setRules([{ method: 'PUT', path: /\/manifests\//, respond: { status: 400, body: '{"errors":[{"code":"MANIFEST_INVALID","message":"refused"}]}' } }]);
+    const changed = await context('fault-ctx-2', 'changed\n');
+    const ignored = await build(c, ['--cache-to', `type=registry,ref=${ref},mode=max,ignore-error=true`, changed]);
+    expect(ignored.code).toBe(0);
+    expect(ignored.stderr).toMatch(/warning.*export failed and is ignored/i);
+    const failed = await build(c, ['--cache-to', `type=registry,ref=${ref},mode=max`, changed]);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).not.toMatch(/\n\s+at /);
+    proxy.setRules([]);
+    expect((await manifestOf(reg.host, 'ci/faulty:cache')).digest).toBe(before.digest);
+  });
+});
+
+describe('token auth', () => {
+  let issuer: TokenIssuer;
+  let tokenReg: RunningRegistry;
+  beforeAll(async () => {
+    issuer = await startTokenIssuer({ dir: work, users: { ci: 'pw-ci' }, acl: (user, repo) => (user === 'ci' && repo.startsWith('ci/') ? ['pull', 'push'] : []) });
+    tokenReg = await startRegistry({ mode: { kind: 'token', realm: issuer.realm, service: issuer.service, issuer: issuer.issuer, rootCertBundle: issuer.rootCertBundle } });
+  });
+  afterAll(async () => {
+    await tokenReg?.stop();
+    await issuer?.stop();
+  });
+
+  it('exports and imports with the credentials of the docker config, and a build without them misses with a warning', async () => {
+    const config = path.join(work, 'docker-config');
+    await writeTree(config, { 'config.json': JSON.stringify({ auths: { [tokenReg.host]: { auth: Buffer.from('ci:pw-ci').toString('base64') } } }) });
+    const env = { DOCKER_CONFIG: config };
+    const ref = `${tokenReg.host}/ci/app:cache`;
+    const ctx = await context('token-ctx', 'token\n');
+    const a = await machine('token-a');
+    const exported = await build(a, ['--cache-to', `type=registry,ref=${ref},mode=max`, ctx], { env });
+    expect(exported.stderr).not.toMatch(/warning|error/i);
+    expect(exported.code).toBe(0);
+    const b = await machine('token-b');
+    const imported = await build(b, ['--cache-from', ref, ctx], { env });
+    expect(imported.ran).toEqual([]);
+    expect(imported.id).toBe(exported.id);
+    expect(imported.stderr).not.toContain('pw-ci');
+    const anonymous = await build(await machine('token-c'), ['--cache-from', ref, ctx], { env: { DOCKER_CONFIG: path.join(work, 'no-config') } });
+    expect(anonymous.code).toBe(0);
+    expect(anonymous.stderr).toMatch(/warning.*cannot be used/i);
+    expect(anonymous.ran).toHaveLength(5);
+  });
+});
