@@ -83,6 +83,7 @@ export type ErrorCode =
   | 'SANDBOX_UNAVAILABLE'
   | 'SANDBOX_FAILED'
   | 'SANDBOX_ID_MAPPING'
+  | 'EMULATOR_MISSING'
   // compose/
   | 'COMPOSE_SYNTAX'
   | 'COMPOSE_INVALID'

@@ -140,7 +140,7 @@ describe('the GitHub Action', () => {
       { inputs: { context: 'ctx-bad', push: 'yes' }, env: { GITHUB_OUTPUT: outputFile }, want: /^::error title=tsbuild USAGE::input "push" must be true or false/m },
       { inputs: { context: 'ctx-bad', secrets: 'no-equals-sign-here' }, env: { GITHUB_OUTPUT: outputFile }, want: /^::error title=tsbuild USAGE::input "secrets": item 1 is not KEY=VALUE/m },
       { inputs: { context: 'ctx-bad', 'cache-from': 'type=gha' }, env: { GITHUB_OUTPUT: outputFile }, want: /^::error title=tsbuild UNSUPPORTED::cache-from type=gha/m },
-      { inputs: { context: 'ctx-bad', platforms: 'linux/amd64,linux/s390x' }, env: { GITHUB_OUTPUT: outputFile }, want: /^::error title=tsbuild UNSUPPORTED::building for linux\/s390x/m },
+      { inputs: { context: 'ctx-bad', platforms: 'linux/amd64,linux/s390x/x/y' }, env: { GITHUB_OUTPUT: outputFile }, want: /^::error title=tsbuild USAGE::--platform: invalid platform "linux\/s390x\/x\/y"/m },
       { inputs: { context: 'ctx-bad' }, env: { GITHUB_OUTPUT: outputFile }, want: /^::error title=tsbuild BUILD_STEP_FAILED file=ctx-bad\/Dockerfile,line=2,endLine=2::/m },
     ];
     for (const c of cases) {

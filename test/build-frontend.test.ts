@@ -101,15 +101,21 @@ describe('directives', () => {
 });
 
 describe('FROM --platform', () => {
-  it('another platform than the host is a located error, not an image for the wrong platform', async () => {
+  it('another platform than the host: files-only stages build anywhere; RUN without an emulator is a located error', async () => {
     const host = (await config(await build({ Dockerfile: 'FROM scratch\nLABEL a=b\n' }))).architecture;
     const other = host === 's390x' ? 'linux/ppc64le' : 'linux/s390x';
-    const r = await build({ Dockerfile: `FROM scratch AS base\nLABEL a=b\n\nFROM --platform=${other} scratch\nCOPY --from=base / /\n` });
+    const files = await build({ Dockerfile: `FROM scratch AS base\nLABEL a=b\n\nFROM --platform=${other} scratch\nCOPY --from=base / /\n` });
+    expect(files.code).toBe(0);
+    expect((await config(files)).architecture).toBe(other.split('/')[1]);
+    // No binfmt_misc (an empty directory stands for an unmounted one): the RUN's line, the platform, what to install.
+    const noEmulator = { TSBUILD_BINFMT_MISC: await fs.mkdtemp(path.join(work, 'binfmt-')) };
+    const r = await build({ Dockerfile: `FROM scratch AS base\nLABEL a=b\n\nFROM --platform=${other} scratch\nCOPY --from=base / /\nRUN true\n` }, [], noEmulator);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`Dockerfile:4: FROM --platform=${other}: building for another platform`));
+    expect(r.stderr).toMatch(new RegExp(`Dockerfile:6: RUN for ${other} cannot run on this linux/${host} host: binfmt_misc is not mounted`));
+    expect(r.stderr).toMatch(/apt-get install qemu-user-static binfmt-support/);
     expect(await exists(path.join(r.dir, 'o.tar'))).toBe(false);
     // A stage --target leaves out is not built, so its platform does not matter.
-    const pruned = await build({ Dockerfile: `FROM --platform=${other} scratch AS other\nFROM scratch AS mine\nLABEL a=b\n` }, ['--target', 'mine']);
+    const pruned = await build({ Dockerfile: `FROM --platform=${other} scratch AS other\nRUN true\nFROM scratch AS mine\nLABEL a=b\n` }, ['--target', 'mine'], noEmulator);
     expect(pruned.code).toBe(0);
   });
 

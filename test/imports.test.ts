@@ -49,13 +49,13 @@ async function crossFolderImports(): Promise<string[]> {
 }
 
 const RULES: Array<{ pkg: RegExp; allowed: string[]; why: string }> = [
-  { pkg: /^undici$/, allowed: ['registry'], why: 'only registry/ talks HTTP through undici' },
+  { pkg: /^undici(\/|$)/, allowed: ['registry'], why: 'only registry/ talks HTTP through undici' },
   { pkg: /^yargs(\/|$)/, allowed: ['cli'], why: 'only cli/ parses flags' },
   { pkg: /^tar-stream$/, allowed: ['layer', 'store'], why: 'only layer/ and store/ read and write tar' },
 ];
 
 const PURE = ['dockerfile', 'plan'];
-const IMPURE = /^(node:)?(fs|fs\/promises|child_process|net|http|https|os|process)$|^pino$|^undici$/;
+const IMPURE = /^(node:)?(fs|fs\/promises|child_process|net|http|https|os|process)$|^pino$|^undici(\/|$)/;
 
 describe('import rules', () => {
   it('keeps third-party packages in their folders, and dockerfile/ and plan/ pure', async () => {

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { TsbuildError, isAbortError } from '../errors.js';
 import type { BuildEnv, BuildReporter, BuildRequest, DockerfileSource, OutputSpec } from '../engine/index.js';
 import type { BuildSecret } from '../engine/index.js';
-import { formatPlatform, hostPlatform, parsePlatform, platformMatches } from '../oci/index.js';
+import { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, type Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 
@@ -120,16 +120,33 @@ export async function readDockerfile(opts: { readonly contextDir: string; readon
   return { name: file ?? (path.relative(cwd, p) || 'Dockerfile'), path: p, text };
 }
 
-/** Only the host's platform can be built (no emulation yet): anything else is UNSUPPORTED. */
-export function checkPlatforms(platforms: readonly string[]): void {
-  for (const p of platforms) {
-    const want = parsePlatform(p);
-    if (!platformMatches(want, hostPlatform())) {
-      throw new TsbuildError('UNSUPPORTED', `building for ${formatPlatform(want)} needs emulation, which is not available yet; this host builds ${formatPlatform(hostPlatform())}`, {
-        hint: `leave the platform out, or ask for ${formatPlatform(hostPlatform())}`,
-      });
+/**
+ * `--platform` values (each may be a comma-separated list, as buildx takes them) as target
+ * platforms, normalised, in order; undefined when none is given (the host's). A value that does
+ * not parse, or one named twice, is a usage error (exit 2).
+ */
+export function parsePlatforms(values: readonly string[]): Platform[] | undefined {
+  const out: Platform[] = [];
+  const seen = new Set<string>();
+  for (const value of values) {
+    for (const item of value.split(',')) {
+      const text = item.trim();
+      if (text === '') continue;
+      let p: Platform;
+      try {
+        p = normalizePlatform(parsePlatform(text));
+      } catch (e) {
+        if (e instanceof TsbuildError) throw new TsbuildError('USAGE', `--platform: ${e.message}`, { ...(e.hint !== undefined ? { hint: e.hint } : {}) });
+        throw e;
+      }
+      if (p.os !== 'linux') throw new TsbuildError('USAGE', `--platform ${text}: tsbuild builds Linux images`, { hint: 'use linux/ARCH, e.g. linux/arm64' });
+      const key = formatPlatform(p);
+      if (seen.has(key)) throw new TsbuildError('USAGE', `--platform names ${key} twice`);
+      seen.add(key);
+      out.push(p);
     }
   }
+  return out.length > 0 ? out : undefined;
 }
 
 /** Tags go to the local store (as `buildah build -t` and `docker build -t` do) unless an output says otherwise. */
@@ -152,6 +169,8 @@ export interface BuildEnvParts {
   readonly registry: () => Promise<RegistryClient>;
   /** The caller's PATH, where the sandbox looks for its tools. */
   readonly toolPath: string | undefined;
+  /** `TSBUILD_BINFMT_MISC`: where binfmt_misc is read (default /proc/sys/fs/binfmt_misc). */
+  readonly binfmtDir?: string | undefined;
 }
 
 export function buildEnvFor(p: BuildEnvParts): BuildEnv {
@@ -164,12 +183,13 @@ export function buildEnvFor(p: BuildEnvParts): BuildEnv {
     logger: p.logger,
     registry: p.registry,
     ...(p.toolPath !== undefined ? { toolPath: p.toolPath } : {}),
+    ...(p.binfmtDir !== undefined && p.binfmtDir !== '' ? { binfmtDir: p.binfmtDir } : {}),
   };
 }
 
 /** What a build gives back to a program: the image ID, the manifest digest (the pushed one after a push) and buildx's metadata. */
 export interface BuildOutcome {
-  /** The config digest (docker's image ID). */
+  /** The config digest (docker's image ID); a multi-platform build's: its index digest. */
   readonly imageId: string;
   /** The manifest digest: the registry's after a push, else the local store's. */
   readonly digest: string;
@@ -195,8 +215,10 @@ export async function runBuild(req: BuildRequest, env: BuildEnv): Promise<BuildO
     const { build: engineBuild } = await import('../engine/index.js');
     const result = await engineBuild({ ...req, metadataFile }, env);
     const metadata = JSON.parse(await fs.readFile(metadataFile, 'utf8')) as Record<string, unknown>;
-    const digest = typeof metadata['containerimage.digest'] === 'string' ? metadata['containerimage.digest'] : result.image.manifestDescriptor.digest;
-    return { imageId: result.image.configDescriptor.digest, digest, metadata };
+    const built = result.index ?? result.image.manifestDescriptor;
+    const digest = typeof metadata['containerimage.digest'] === 'string' ? metadata['containerimage.digest'] : built.digest;
+    // A multi-platform build's ID is its index's digest (as --iidfile of buildx).
+    return { imageId: result.index?.digest ?? result.image.configDescriptor.digest, digest, metadata };
   } catch (err) {
     throw asCancelled(err, env.signal);
   } finally {

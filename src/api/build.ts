@@ -5,7 +5,7 @@ import { TsbuildError } from '../errors.js';
 import type { BuildEvent, BuildRequest, OutputSpec } from '../engine/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import { normalizeName } from '../image/index.js';
-import { asCancelled, buildEnvFor, checkPlatforms, parseBuildArgs, parseLabels, parseSecrets, readDockerfile, resolveContextDir, runBuild, withDefaultOutputs, type BuildOutcome } from './build-request.js';
+import { asCancelled, buildEnvFor, parsePlatforms, parseBuildArgs, parseLabels, parseSecrets, readDockerfile, resolveContextDir, runBuild, withDefaultOutputs, type BuildOutcome } from './build-request.js';
 import { parseCacheExport, parseCacheImport, type CacheExportSpec, type CacheImportSpec } from '../remote-cache/index.js';
 import { checkKeys, optBoolean, optChoice, optList, optPairs, optString } from './options.js';
 import { parseOutputFlag } from './parse-output.js';
@@ -46,7 +46,10 @@ export interface BuildOptions {
   readonly cacheTo?: string | readonly string[];
   /** Secrets for RUN --mount=type=secret: `id=ID,src=FILE` or `id=ID,env=VAR` strings. Never in a layer, log or error. */
   readonly secrets?: string | readonly string[];
-  /** Target platforms; only the host's is supported (anything else: UNSUPPORTED). */
+  /**
+   * Target platforms (`linux/amd64`, `linux/arm64`, ...). Several give one image per platform
+   * and an OCI image index; a foreign platform's RUN steps run under qemu-user (binfmt_misc).
+   */
   readonly platforms?: string | readonly string[];
   /** Labels set on the image: { KEY: 'value' } or `KEY=VALUE` strings. */
   readonly labels?: Readonly<Record<string, string>> | string | readonly string[];
@@ -105,7 +108,7 @@ async function requestFor(o: Record<string, unknown>, cwd: string, env: NodeJS.P
   // Every option is checked before anything is read: a mistake is reported as itself.
   const context = optString(o, 'context') ?? '.';
   const file = optString(o, 'file');
-  checkPlatforms(optList(o, 'platforms', { commas: true }));
+  const platforms = parsePlatforms(optList(o, 'platforms', { commas: true }));
   const cacheFrom = optList(o, 'cacheFrom', { commas: false }).map((c) => parseCacheImport(c, cwd));
   const cacheTo = optList(o, 'cacheTo', { commas: false }).map((c) => parseCacheExport(c, cwd));
   const tags = optList(o, 'tags', { commas: true }).map((t) => normalizeName(t));
@@ -145,6 +148,7 @@ async function requestFor(o: Record<string, unknown>, cwd: string, env: NodeJS.P
     secrets: await parseSecrets(secretSpecs, env, cwd),
     network: network === 'none' ? 'none' : 'host',
     ...(isolation !== undefined ? { isolation } : {}),
+    ...(platforms !== undefined ? { platforms } : {}),
     ...(cacheFrom.length > 0 ? { cacheFrom } : {}),
     ...(cacheTo.length > 0 ? { cacheTo } : {}),
   };
@@ -210,6 +214,7 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
           registry: () =>
             (registry ??= openRegistryClient({ env, credentials: options.credentials, insecureRegistries: options.insecureRegistries, caFiles: options.caFiles, logger: log(), signal })),
           toolPath: env.PATH,
+          binfmtDir: env.TSBUILD_BINFMT_MISC,
         }),
       );
     } finally {

@@ -124,11 +124,11 @@ export interface PushResult {
 /** Pushes a store image (name or ID) to `destination` (default: its own name), as `tsbuild push`. */
 export async function push(
   image: string,
-  options: RegistryOptions & { readonly destination?: string; readonly compression?: 'gzip' | 'uncompressed'; readonly onProgress?: (p: PushProgress) => void } = {},
+  options: RegistryOptions & { readonly destination?: string; readonly compression?: 'gzip' | 'zstd' | 'uncompressed'; readonly onProgress?: (p: PushProgress) => void } = {},
 ): Promise<PushResult> {
   return withStore('push', options, [...REGISTRY_KEYS, 'destination', 'compression', 'onProgress'], async (s) => {
     const o = options as Record<string, unknown>;
-    const compression = optChoice(o, 'compression', ['gzip', 'uncompressed'] as const) ?? 'gzip';
+    const compression = optChoice(o, 'compression', ['gzip', 'zstd', 'uncompressed'] as const) ?? 'gzip';
     const { normalizeName, resolveImageArg } = await import('../image/index.js');
     const found = await resolveImageArg(s.store, image, { signal: s.signal });
     let name: string | undefined;

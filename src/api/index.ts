@@ -18,7 +18,7 @@ export type { Credential, CredentialSource, PullProgress, PushProgress } from '.
 export {
   asCancelled,
   buildEnvFor,
-  checkPlatforms,
+  parsePlatforms,
   parseBuildArgs,
   parseLabels,
   parseSecrets,

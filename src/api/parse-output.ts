@@ -25,6 +25,17 @@ export function parseOutputFlag(value: string, cwd: string): OutputSpec {
   if (!COMPRESSIONS.includes(compression)) {
     throw usage(`unknown compression ${JSON.stringify(compression)}; use one of ${COMPRESSIONS.join(', ')}`);
   }
+  // buildx's compression-level: gzip 0..9, zstd 0..22; 0 there means the default, as here.
+  const levelText = fields.get('compression-level');
+  let level: number | undefined;
+  if (levelText !== undefined) {
+    const max = compression === 'zstd' ? 22 : 9;
+    if (!/^\d+$/.test(levelText) || Number(levelText) > max || compression === 'uncompressed') {
+      throw usage(compression === 'uncompressed' ? 'compression-level needs compression=gzip or compression=zstd' : `compression-level ${JSON.stringify(levelText)} is not in 0..${max} for ${compression}`);
+    }
+    if (Number(levelText) > 0) level = Number(levelText);
+  }
+  const compressed = { compression, ...(level !== undefined ? { level } : {}) };
   const needDest = (): string => {
     if (!dest) throw usage(`--output type=${type} needs dest=PATH`);
     return path.resolve(cwd, dest);
@@ -34,10 +45,12 @@ export function parseOutputFlag(value: string, cwd: string): OutputSpec {
     case 'store':
       return { type: 'image' };
     case 'oci':
-      return { type: 'oci', dest: needDest(), compression };
+      return { type: 'oci', dest: needDest(), ...compressed };
     case 'oci-layout':
-      return { type: 'oci-layout', dest: needDest(), compression };
+      return { type: 'oci-layout', dest: needDest(), ...compressed };
     case 'docker':
+      // docker load reads gzip or plain layers only; its manifest has no zstd media type.
+      if (compression === 'zstd') throw usage('--output type=docker cannot hold zstd layers (docker archives have no zstd media type); use type=oci,compression=zstd');
       return { type: 'docker', dest: needDest(), compression };
     case 'local': {
       // Off by default: the image's device nodes and setuid files are not created on the host.

@@ -19,5 +19,6 @@ export async function commandBuildEnv(ctx: CommandContext, opts: { readonly repo
     logger: ctx.logger,
     registry: opts.registry,
     toolPath: io.env.PATH,
+    binfmtDir: io.env.TSBUILD_BINFMT_MISC,
   });
 }

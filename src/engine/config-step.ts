@@ -31,7 +31,7 @@ export const configStep: StepModule<ConfigOnlyStep> = {
     const edit = editOf(step, ctx.state);
     return {
       kind: 'config',
-      keyInputs: { parent: ctx.state.key, kind: step.kind, instruction: step.keyText, visible: step.visible, platform: ctx.session.platformText },
+      keyInputs: { parent: ctx.state.key, kind: step.kind, instruction: step.keyText, visible: step.visible, platform: ctx.platformText },
       apply: (state) => {
         let config = withLocation(step.location, () => edit(state.config));
         if (step.history !== undefined) config = addHistory(config, { createdBy: step.history, emptyLayer: true, created: ctx.inputs.created });

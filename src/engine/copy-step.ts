@@ -64,7 +64,7 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
           for (const e of planned) yield { path: keyName(e.path), type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, linkTarget: e.linkTarget === undefined ? undefined : keyName(e.linkTarget), content: isSourceFile(e) ? content(fileIndex++) : undefined };
         },
       },
-      platform: session.platformText,
+      platform: ctx.platformText,
     });
     // With the cache on, the key (and so every file's content digest) is needed before the
     // layer: the digests come from the stat index or are read, several files at once. With

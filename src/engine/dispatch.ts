@@ -40,6 +40,8 @@ export interface StageProgress {
 
 export interface StageStepOptions {
   readonly session: BuildSession;
+  /** The platform the stage's steps run on and are keyed by (FROM --platform, else the target). */
+  readonly platformText: string;
   readonly inputs: BuildInputs;
   readonly noCache: boolean;
 }
@@ -94,7 +96,7 @@ async function applyStep(step: Step, ctx: StepContext): Promise<{ state: StageSt
       signal: session.signal,
     });
     // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
-    const key = prepared.linked ? linkedStateKey(state.key, r.key, session.platformText) : r.key;
+    const key = prepared.linked ? linkedStateKey(state.key, r.key, ctx.platformText) : r.key;
     const next = r.value ? withLayer(state, key, r.value, history) : withoutLayer(state, key, history);
     return { state: after(next), cached: r.cached };
   } finally {
@@ -123,10 +125,14 @@ export interface CachedOperation<T> {
 /** The one place a result is looked up, made and recorded. */
 export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly key: CacheKey; readonly value: T; readonly cached: boolean }> {
   const known = op.keyInputs === undefined ? undefined : cacheKeyFor(op.keyInputs);
-  if (known !== undefined && !op.noCache) {
+  if (known !== undefined) {
     for (;;) {
-      const hit = await op.lookup(known);
-      if (hit) return { key: known, value: hit.value, cached: true };
+      // --no-cache takes no earlier result, only one a build of this env (another platform of
+      // the same build, a compose service) made in this run.
+      if (!op.noCache || op.inFlight?.recorded(known) === true) {
+        const hit = await op.lookup(known);
+        if (hit) return { key: known, value: hit.value, cached: true };
+      }
       // Another build executes this key now: its result, once recorded, is a hit here. If it
       // failed (nothing recorded), the next lookup misses and this build runs the step itself.
       const other = op.inFlight?.running(known);
@@ -136,6 +142,7 @@ export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly k
   }
   // No await between the last `running` check and this: two builds cannot both start the key.
   const done = known !== undefined ? op.inFlight?.start(known) : undefined;
+  let recorded = false;
   try {
     await op.beforeExecute?.();
     const out = await op.execute();
@@ -143,9 +150,10 @@ export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly k
     if (known === undefined && inputs === undefined) throw new Error('internal: a step without key inputs learnt none by executing');
     const key = known ?? cacheKeyFor(inputs!);
     await op.record(key, out.value);
+    recorded = true;
     return { key, value: out.value, cached: false };
   } finally {
-    done?.();
+    done?.(recorded);
   }
 }
 

@@ -4,13 +4,15 @@ import type { CacheKey, CacheSource } from '../cache/index.js';
 import type { ExportEntry } from '../remote-cache/index.js';
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
 import type { StoredImage, StoredLayer } from '../image/index.js';
-import type { Digest, Platform } from '../oci/index.js';
+import { isAbortError } from '../errors.js';
+import { formatPlatform, type Descriptor, type Digest, type Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
-import type { InFlightSteps } from './in-flight.js';
-import { deliverImage } from './outputs.js';
+import { checkEmulation, checkPlatformOutputs } from './emulation.js';
+import { InFlightSteps } from './in-flight.js';
+import { deliverImage, deliverIndex } from './outputs.js';
 import { parseAndPlan } from './parse-plan.js';
 import type { BuildRequest } from './request.js';
 import { sealTarget } from './seal.js';
@@ -23,7 +25,10 @@ export interface BuildEnv {
   readonly store: Store;
   readonly signal: AbortSignal;
   readonly report: BuildReporter;
+  /** The build platform (the host's): the target when the request names none, and $BUILDPLATFORM. */
   readonly platform: Platform;
+  /** Where binfmt_misc is read to tell which foreign platforms' RUN steps can run (default /proc/sys/fs/binfmt_misc). */
+  readonly binfmtDir?: string | undefined;
   /** RFC 3339 time stamped on the image and its history (SOURCE_DATE_EPOCH when set). */
   readonly created: string;
   /** The structured log, created on first use (a cached build logs nothing and loads no pino). */
@@ -42,19 +47,27 @@ export interface BuildEnv {
 }
 
 export interface BuildResult {
+  /** The image built (the first platform's, in a multi-platform build). */
   readonly image: StoredImage;
   readonly names: readonly string[];
+  /** A multi-platform build's index, as the store keeps it under the tags. */
+  readonly index?: Descriptor;
 }
 
 /**
  * `tsbuild build`: parse and plan, run the stages the target needs in dependency order, seal
- * the target's image and write it to every requested output.
+ * the target's image and write it to every requested output. With several target platforms
+ * (`--platform linux/amd64,linux/arm64`), one build per platform over one store and one set of
+ * steps in flight, in parallel: a step whose key does not depend on the target (a stage
+ * `FROM --platform=$BUILDPLATFORM`) runs once and the other builds take its result; the
+ * images are then delivered as one OCI image index.
  */
 export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResult> {
   // Step dirs of SIGKILLed tsbuilds (outside the store, so gc cannot see them) go now, even
   // when every step of this build is cached.
   await sweepDeadRuns();
-  const { plan, lex, escape } = await parseAndPlan(req, env);
+  const targets = req.platforms !== undefined && req.platforms.length > 0 ? req.platforms : [env.platform];
+  if (targets.length > 1) checkPlatformOutputs(req, targets);
   const warn = (message: string): void => env.report({ type: 'warning', message });
   // --cache-from sources: checked now (a local directory that is not a layout is a usage
   // error), read on the first lookup, started here so the fetch overlaps the context walk.
@@ -64,7 +77,8 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   if (req.cacheTo && req.cacheTo.length > 0) await (await import('../remote-cache/index.js')).checkCacheExports(req.cacheTo);
   for (;;) {
     try {
-      return await buildOnce(req, env, { plan, lex, escape }, imports);
+      if (targets.length > 1) return await buildPlatforms(req, env, targets, imports);
+      return await buildOnce(req, env, { platform: targets[0]!, strict: req.platforms !== undefined && req.platforms.length > 0 }, imports);
     } catch (e) {
       // A lazy hit's layer that cannot be fetched when needed: the hit cannot be taken back,
       // so the build runs again without that source (what ran is in the local step cache).
@@ -76,20 +90,18 @@ export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResu
   }
 }
 
-async function buildOnce(req: BuildRequest, env: BuildEnv, parsed: Awaited<ReturnType<typeof parseAndPlan>>, imports: readonly CacheSource[]): Promise<BuildResult> {
-  const { plan, lex, escape } = parsed;
+function sessionOptions(req: BuildRequest, env: BuildEnv, imports: readonly CacheSource[]) {
   const cacheSources = [...(env.cacheSources ?? []), ...imports];
-  const session = new BuildSession({ ...env, cacheSources, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts });
+  return { ...env, cacheSources, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts };
+}
+
+async function buildOnce(req: BuildRequest, env: BuildEnv, target: { readonly platform: Platform; readonly strict: boolean }, imports: readonly CacheSource[]): Promise<BuildResult> {
+  const session = new BuildSession({ ...sessionOptions(req, env, imports), platform: target.platform, strictPlatform: target.strict });
   try {
-    const inputs = await buildInputs(req, env, session, lex);
-    await runStages(plan, session, { inputs, escape, noCache: req.noCache, noCacheFilter: req.noCacheFilter ?? [] });
-    const final = session.stageState(plan.target);
-    const inlineCache = req.cacheTo?.some((c) => c.type === 'inline') ? await inlineCacheOf(session, final.config.rootfs.diff_ids) : undefined;
-    const image = await sealTarget(session, final, { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch, inlineCache });
-    await session.holdImage(image.manifestDescriptor);
-    await session.claim(final.layers); // the cache hits' layers (lazy ones fetched), written with the image
+    const digests = new FileDigests(env.store, req.contextDir);
+    const image = await buildTarget(req, env, session, digests, true);
     await deliverImage(image, req, session, env.registry);
-    await inputs.digests.save();
+    await digests.save();
     if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, image, session, env, req.cacheFrom ?? []);
     return { image, names: req.tags };
   } finally {
@@ -97,8 +109,68 @@ async function buildOnce(req: BuildRequest, env: BuildEnv, parsed: Awaited<Retur
   }
 }
 
+/**
+ * One target's image: planned for `session.platform` (the build platform is the host's),
+ * checked for emulation before any step runs, built, sealed and held in the session's lease.
+ * `checks`: report the plan's warnings (once per build, not once per platform).
+ */
+async function buildTarget(req: BuildRequest, env: BuildEnv, session: BuildSession, digests: FileDigests, checks: boolean): Promise<StoredImage> {
+  const { plan, lex, escape } = await parseAndPlan(req, {
+    platform: session.platform,
+    buildPlatform: env.platform,
+    report: checks ? env.report : (e) => (e.type === 'warning' ? undefined : env.report(e)),
+    store: env.store,
+    signal: session.signal,
+  });
+  await checkEmulation(plan, session.platform, { binfmtDir: env.binfmtDir });
+  const inputs = await buildInputs(req, env, session, lex, digests);
+  await runStages(plan, session, { inputs, escape, noCache: req.noCache, noCacheFilter: req.noCacheFilter ?? [] });
+  const final = session.stageState(plan.target);
+  const inlineCache = req.cacheTo?.some((c) => c.type === 'inline') ? await inlineCacheOf(session, final.config.rootfs.diff_ids) : undefined;
+  const image = await sealTarget(session, final, { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch, inlineCache });
+  await session.holdImage(image.manifestDescriptor);
+  await session.claim(final.layers); // the cache hits' layers (lazy ones fetched), written with the image
+  return image;
+}
+
+/**
+ * Several platforms: every target's build at once (each runs its stages in parallel too; RUN
+ * steps wait on the sandbox and the CPU, not on each other), one progress with each step
+ * named by its platform, the first failure stopping the others.
+ */
+async function buildPlatforms(req: BuildRequest, env: BuildEnv, targets: readonly Platform[], imports: readonly CacheSource[]): Promise<BuildResult> {
+  const failFast = new AbortController();
+  const signal = AbortSignal.any([env.signal, failFast.signal]);
+  let ids = 0;
+  const inFlight = env.inFlight ?? new InFlightSteps();
+  const digests = new FileDigests(env.store, req.contextDir);
+  const sessions = targets.map(
+    (platform) =>
+      new BuildSession({ ...sessionOptions(req, env, imports), signal, platform, strictPlatform: true, inFlight, stepPrefix: formatPlatform(platform), stepIds: () => ++ids }),
+  );
+  try {
+    const results = await Promise.allSettled(
+      sessions.map((session, i) =>
+        buildTarget(req, env, session, digests, i === 0).catch((e: unknown) => {
+          failFast.abort();
+          throw e;
+        }),
+      ),
+    );
+    // The first real failure, not the aborts it caused in the other platforms' builds.
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length > 0) throw (failed.find((r) => !isAbortError(r.reason)) ?? failed[0]!).reason;
+    const images = results.map((r, i) => ({ image: (r as PromiseFulfilledResult<StoredImage>).value, platform: targets[i]! }));
+    const index = await deliverIndex(images, req, sessions[0]!, env.registry);
+    await digests.save(); // once, for every platform's COPY steps
+    return { image: images[0]!.image, names: req.tags, index };
+  } finally {
+    for (const s of sessions) await s.close();
+  }
+}
+
 /** The request's files and values as the steps read them: the context (.dockerignore applied), secrets, the epoch. */
-async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSession, lex: BuildInputs['lex']): Promise<BuildInputs> {
+async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSession, lex: BuildInputs['lex'], digests: FileDigests): Promise<BuildInputs> {
   const ignore = await readDockerignore(req.contextDir, req.dockerfile.path);
   const matcher = new IgnoreMatcher(ignore.patterns);
   return {
@@ -113,7 +185,7 @@ async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSessi
       filterFile: ignore.file ? path.basename(ignore.file) : '.dockerignore',
       walk: () => walkContext(req.contextDir, matcher, { signal: session.signal }),
     },
-    digests: new FileDigests(env.store, req.contextDir),
+    digests,
     created: env.created,
     sourceDateEpoch: req.sourceDateEpoch,
     secrets: req.secrets ?? new Map(),

@@ -10,6 +10,7 @@ import type { CacheKey } from '../cache/index.js';
  */
 export class InFlightSteps {
   readonly #running = new Map<CacheKey, Promise<void>>();
+  readonly #recorded = new Set<CacheKey>();
 
   /** Settles (never rejects) when the build executing `key` is done with it; undefined when none is. */
   running(key: CacheKey): Promise<void> | undefined {
@@ -17,17 +18,31 @@ export class InFlightSteps {
   }
 
   /**
-   * Marks `key` as executing until `done()` is called (after its result is recorded, or on
-   * failure). Synchronous, so a caller that found `running(key)` undefined and starts at once
-   * cannot race another. When another build already executes it (a --no-cache step, which
-   * never waits), nothing is marked and `done` does nothing.
+   * Whether a build of this env executed `key` and recorded its result: a --no-cache build
+   * takes that result (made in this run, not an earlier one), as BuildKit merges equal
+   * vertices of one solve whatever the cache settings.
    */
-  start(key: CacheKey): () => void {
-    if (this.#running.has(key)) return () => undefined;
+  recorded(key: CacheKey): boolean {
+    return this.#recorded.has(key);
+  }
+
+  /**
+   * Marks `key` as executing until `done(recorded)` is called (`true` after its result is
+   * recorded, `false` on failure). Synchronous, so a caller that found `running(key)` undefined
+   * and starts at once cannot race another. When another build already executes it, nothing is
+   * marked and `done` only notes a recorded result.
+   */
+  start(key: CacheKey): (recorded: boolean) => void {
+    if (this.#running.has(key)) {
+      return (recorded) => {
+        if (recorded) this.#recorded.add(key);
+      };
+    }
     let settle!: () => void;
     const p = new Promise<void>((resolve) => (settle = resolve));
     this.#running.set(key, p);
-    return () => {
+    return (recorded) => {
+      if (recorded) this.#recorded.add(key);
       if (this.#running.get(key) === p) this.#running.delete(key);
       settle();
     };

@@ -2,8 +2,8 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import type { StoredImage } from '../image/index.js';
-import { readLocalImage } from '../image/index.js';
-import { OCI_IMAGE_MANIFEST, parseReference, type Descriptor } from '../oci/index.js';
+import { readLocalImage, readLocalIndex } from '../image/index.js';
+import { OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, formatPlatform, parseReference, type Descriptor, type Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { ExportImage } from '../store/archive-export.js';
@@ -46,12 +46,12 @@ async function writeOutputs(image: StoredImage, names: readonly string[], output
       case 'oci': {
         await ensureParent(out.dest);
         const { exportOciArchive } = await import('../store/archive-export.js');
-        remember(await exportOciArchive(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal }));
+        remember(await exportOciArchive(env.store, [exportImage], out.dest, { compression: out.compression, level: out.level, signal: env.signal }));
         break;
       }
       case 'oci-layout': {
         const { exportOciLayout } = await import('../store/archive-export.js');
-        remember(await exportOciLayout(env.store, [exportImage], out.dest, { compression: out.compression, signal: env.signal }));
+        remember(await exportOciLayout(env.store, [exportImage], out.dest, { compression: out.compression, level: out.level, signal: env.signal }));
         break;
       }
       case 'docker': {
@@ -134,4 +134,102 @@ export async function deliverImage(image: StoredImage, req: BuildRequest, sessio
   // Replaced, never written through a symlink planted at the path (result-file.ts).
   if (req.iidFile) await writeResultFile(req.iidFile, image.configDescriptor.digest, '--iidfile');
   if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`, '--metadata-file');
+}
+
+/** Where a multi-platform build's `type=local` / `type=tar` puts a platform's files: `linux_arm64`, as buildx. */
+export function platformDir(platform: Platform): string {
+  return formatPlatform(platform).replaceAll('/', '_');
+}
+
+/**
+ * Delivers the images of a multi-platform build as one OCI image index: written to the store
+ * (canonical JSON, a blob) and tagged there, written into OCI archives and layouts, one
+ * directory per platform for `local` and `tar`, pushed (every image by digest, then the index
+ * under each tag). --iidfile gets the index digest, as buildx writes it for a multi-platform build.
+ * Resolves with the store's index descriptor.
+ */
+export async function deliverIndex(
+  images: ReadonlyArray<{ readonly image: StoredImage; readonly platform: Platform }>,
+  req: BuildRequest,
+  session: BuildSession,
+  registry: (() => Promise<RegistryClient>) | undefined,
+): Promise<Descriptor> {
+  const { store, signal } = session;
+  for (const { image } of images) {
+    for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
+      if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
+    }
+  }
+  const { writeStoreIndex } = await import('../store/index.js');
+  const { descriptor: index } = await writeStoreIndex(store, images.map(({ image, platform }) => ({ manifestDescriptor: image.manifestDescriptor, platform })), { signal });
+  await session.holdImage(index);
+  let delivered: Descriptor = index;
+  const exported = { kind: 'index' as const, images, names: req.tags };
+  for (const out of req.outputs) {
+    switch (out.type) {
+      case 'image':
+        for (const name of req.tags) await store.setTag(name, index, { signal });
+        break;
+      case 'oci': {
+        await ensureParent(out.dest);
+        const { exportOciArchive } = await import('../store/archive-export.js');
+        delivered = (await exportOciArchive(store, [exported], out.dest, { compression: out.compression, signal }))[0] ?? delivered;
+        break;
+      }
+      case 'oci-layout': {
+        const { exportOciLayout } = await import('../store/archive-export.js');
+        delivered = (await exportOciLayout(store, [exported], out.dest, { compression: out.compression, signal }))[0] ?? delivered;
+        break;
+      }
+      case 'docker':
+        throw new TsbuildError('USAGE', '--output type=docker holds one image, not an index of several platforms', { hint: 'build one platform for docker' });
+      case 'local': {
+        const { materializeRootfs } = await import('./rootfs-output.js');
+        const dropSpecial = out.preserveSpecial !== true;
+        for (const { image, platform } of images) {
+          await materializeRootfs(store, image.manifest.layers.map((l) => l.digest), path.join(out.dest, platformDir(platform)), {
+            signal,
+            dropSpecial,
+            onWarning: (m) => session.warn(`--output type=local: ${m}; keep them with preserve-special=true`),
+          });
+        }
+        break;
+      }
+      case 'tar': {
+        await ensureParent(out.dest);
+        const { writeRootfsTrees } = await import('./rootfs-output.js');
+        const trees = images.map(({ image, platform }) => ({ subdir: platformDir(platform), diffIds: image.manifest.layers.map((l) => l.digest) }));
+        await writeRootfsTrees(store, trees, out.dest, { signal, sourceDateEpoch: req.sourceDateEpoch });
+        break;
+      }
+      default:
+        out satisfies never;
+    }
+  }
+  if (req.push && req.tags.length > 0) {
+    if (!registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
+    const client = await registry();
+    const { pushIndex } = await import('../registry/index.js');
+    const local = await readLocalIndex(store, index, { signal });
+    for (const name of req.tags) {
+      const id = session.nextStepId();
+      session.report({ type: 'step-start', id, name: `pushing ${name} (${images.map((i) => formatPlatform(i.platform)).join(', ')})` });
+      const t0 = Date.now();
+      const pushed = await pushIndex(client, store, local, parseReference(name), { signal });
+      delivered = { mediaType: OCI_IMAGE_INDEX, digest: pushed.digest, size: pushed.size };
+      session.report({ type: 'step-log', id, stream: 'stdout', text: `${pushed.reference}: digest: ${pushed.digest}\n` });
+      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+    }
+  }
+  if (req.iidFile) await writeResultFile(req.iidFile, index.digest, '--iidfile');
+  if (req.metadataFile) {
+    const metadata = {
+      'containerimage.config.digest': images[0]!.image.configDescriptor.digest,
+      'containerimage.digest': delivered.digest,
+      'containerimage.descriptor': { mediaType: delivered.mediaType, digest: delivered.digest, size: delivered.size },
+      ...(req.tags.length > 0 ? { 'image.name': req.tags.join(',') } : {}),
+    };
+    await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
+  }
+  return index;
 }

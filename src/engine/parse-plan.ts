@@ -1,6 +1,6 @@
 import { TsbuildError } from '../errors.js';
 import { directiveWarnings, parseDockerfile, splitStages, toInstructions, ShellLex } from '../dockerfile/index.js';
-import { formatPlatform, parsePlatform, platformMatches, type Platform } from '../oci/index.js';
+import type { Platform } from '../oci/index.js';
 import { planBuild, type BuildPlan } from '../plan/index.js';
 import type { Store } from '../store/index.js';
 import { collectBuildChecks, reportBuildChecks } from './build-checks.js';
@@ -19,7 +19,10 @@ export interface ParsedPlan {
  * and the global args. Warnings (directives, build checks, unused build args) go to `report`;
  * errors carry their Dockerfile location.
  */
-export async function parseAndPlan(req: BuildRequest, env: { readonly platform: Platform; readonly report: BuildReporter; readonly store: Store; readonly signal: AbortSignal }): Promise<ParsedPlan> {
+export async function parseAndPlan(
+  req: BuildRequest,
+  env: { readonly platform: Platform; readonly buildPlatform?: Platform | undefined; readonly report: BuildReporter; readonly store: Store; readonly signal: AbortSignal },
+): Promise<ParsedPlan> {
   const { platform, report } = env;
   const file = req.dockerfile.name;
   const parsed = parseDockerfile(req.dockerfile.text, { file });
@@ -36,19 +39,10 @@ export async function parseAndPlan(req: BuildRequest, env: { readonly platform: 
     ...(req.target !== undefined ? { target: req.target } : {}),
     buildArgs: req.buildArgs,
     targetPlatform: platform,
-    buildPlatform: platform,
+    buildPlatform: env.buildPlatform ?? platform,
     escapeToken: parsed.directives.escape,
     ...(req.namedContexts ? { namedContexts: new Set(req.namedContexts.keys()) } : {}),
   });
-  // Every step runs on the host's platform (no emulation yet). A stage that asks for another
-  // one would otherwise be built for the host and labelled as such: a silently wrong image.
-  for (const ps of plan.stages) {
-    if (ps.platform === undefined || platformMatches(parsePlatform(ps.platform), platform)) continue;
-    throw new TsbuildError('UNSUPPORTED', `FROM --platform=${ps.platform}: building for another platform than ${formatPlatform(platform)} needs emulation, which tsbuild does not have yet`, {
-      location: ps.stage.from.location,
-      hint: 'drop --platform, or use --platform=$BUILDPLATFORM',
-    });
-  }
   // Entitlements are checked before any step runs, as BuildKit's solver does (ONBUILD RUNs: in run-step.ts).
   for (const ps of plan.stages) for (const ins of ps.stage.instructions) if (ins.kind === 'RUN') checkRunSecurity(ins.security, req.runResources?.allow, ins.location);
   // BuildKit's build checks as warnings (dispatch-time ones over the stages this build runs).

@@ -10,8 +10,8 @@ export type Compression = 'gzip' | 'zstd' | 'uncompressed';
 
 export type OutputSpec =
   | { readonly type: 'image' } // the local store, under the request's tags
-  | { readonly type: 'oci'; readonly dest: string; readonly compression: Compression }
-  | { readonly type: 'oci-layout'; readonly dest: string; readonly compression: Compression }
+  | { readonly type: 'oci'; readonly dest: string; readonly compression: Compression; readonly level?: number }
+  | { readonly type: 'oci-layout'; readonly dest: string; readonly compression: Compression; readonly level?: number }
   | { readonly type: 'docker'; readonly dest: string; readonly compression: Compression }
   | { readonly type: 'local'; readonly dest: string; readonly preserveSpecial?: boolean } // device nodes, setuid/setgid, file capabilities
   | { readonly type: 'tar'; readonly dest: string };
@@ -62,6 +62,11 @@ export interface BuildRequest {
   readonly network?: 'host' | 'none';
   /** `--build-context NAME=VALUE`: named contexts (remote ones already fetched to a directory). */
   readonly namedContexts?: ReadonlyMap<string, import('./named-contexts.js').NamedContext>;
+  /**
+   * `--platform`: the target platforms. Undefined or empty: the env's (the host's). Several: one
+   * image per platform and an OCI image index naming them.
+   */
+  readonly platforms?: readonly import('../oci/index.js').Platform[];
   /** Seconds since the epoch; clamps file mtimes and sets `created`. */
   readonly sourceDateEpoch?: number;
   /** `--cache-from`: build caches read after the local step cache, in order. */

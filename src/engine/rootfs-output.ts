@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -30,11 +31,19 @@ export async function materializeRootfs(
 
 /** `--output type=tar,dest=FILE`: the root filesystem as one deterministic tar. */
 export async function writeRootfsTar(store: Store, diffIds: readonly Digest[], dest: string, opts: { signal?: AbortSignal | undefined; sourceDateEpoch?: number | undefined }): Promise<void> {
+  return writeRootfsTrees(store, [{ subdir: '', diffIds }], dest, opts);
+}
+
+/**
+ * Several root filesystems in one tar, each under its directory (a multi-platform build's
+ * `type=tar`: `linux_amd64/`, `linux_arm64/`, as buildx writes it).
+ */
+export async function writeRootfsTrees(store: Store, trees: ReadonlyArray<{ readonly subdir: string; readonly diffIds: readonly Digest[] }>, dest: string, opts: { signal?: AbortSignal | undefined; sourceDateEpoch?: number | undefined }): Promise<void> {
   const tmp = await store.makeTempDir('rootfs');
   // Unpredictable and O_EXCL: a symlink planted beside dest can never be opened and written through.
   const out = `${dest}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
   try {
-    await materializeRootfs(store, diffIds, tmp, opts);
+    for (const t of trees) await materializeRootfs(store, t.diffIds, t.subdir === '' ? tmp : path.join(tmp, t.subdir), opts);
     const file = createWriteStream(out, { flags: 'wx' });
     const epoch = opts.sourceDateEpoch;
     await writeLayer(layerFromDirectory(tmp, { ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }), file, {

@@ -7,7 +7,8 @@ import { layerIndexOf } from '../image/index.js';
 import type { LocalImage } from '../image/index.js';
 import { normalize } from '../image/index.js';
 import { resolveUser } from '../image/index.js';
-import { hostPlatform } from '../oci/index.js';
+import { defaultTargetPlatform, formatPlatform, hostPlatform } from '../oci/index.js';
+import { imagePlatform } from './base-image.js';
 import type { SignalSource, StepMount } from '../sandbox/index.js';
 import type { Store } from '../store/index.js';
 import { imageFileReader } from './copy-step.js';
@@ -46,6 +47,8 @@ export interface RunImageEnv {
   readonly warn: (message: string) => void;
   /** The caller's PATH, where host tools are looked up. */
   readonly toolPath?: string | undefined;
+  /** Where binfmt_misc is read (default /proc/sys/fs/binfmt_misc): a foreign image runs emulated. */
+  readonly binfmtDir?: string | undefined;
 }
 
 /**
@@ -55,6 +58,15 @@ export interface RunImageEnv {
  * Resolves with the process's exit code.
  */
 export async function runImage(req: RunImageRequest, env: RunImageEnv): Promise<number> {
+  // An image of another CPU runs through qemu-user (binfmt_misc); without it, say what to install.
+  const platform = imagePlatform(req.image);
+  const { platformSupport } = await import('../sandbox/index.js');
+  const support = await platformSupport(platform, { binfmtDir: env.binfmtDir });
+  if (!support.ok) {
+    throw new TsbuildError('EMULATOR_MISSING', `image ${req.name} is for ${formatPlatform(platform)}, which cannot run on this ${formatPlatform(defaultTargetPlatform())} host: ${support.reason ?? 'no emulator'}`, {
+      ...(support.hint !== undefined ? { hint: support.hint } : {}),
+    });
+  }
   const session = new BuildSession({
     store: env.store,
     signal: env.signal,

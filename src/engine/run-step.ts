@@ -35,7 +35,7 @@ export const runStep: StepModule<RunStep> = {
         epoch: inputs.sourceDateEpoch,
         mounts: prepared.keyInputs,
         resources: inputs.runResources,
-        platform: session.platformText,
+        platform: ctx.platformText,
       },
       history: step.history ?? `RUN ${step.args.join(' ')}`,
       release: () => prepared.release(),

@@ -30,6 +30,15 @@ export interface SessionOptions {
   readonly signal: AbortSignal;
   readonly report: BuildReporter;
   readonly platform: Platform;
+  /**
+   * Base images must be for the platform asked (a build for named platforms): a local image for
+   * another one is not used. Default false: a local single-platform image is used as it is.
+   */
+  readonly strictPlatform?: boolean | undefined;
+  /** Names the build's steps in progress (`linux/arm64`) when several platforms build at once. */
+  readonly stepPrefix?: string | undefined;
+  /** Progress ids, shared by the sessions of one multi-platform build so that they do not collide. */
+  readonly stepIds?: (() => number) | undefined;
   /** The registry client for pulls and pushes, created on first use. */
   readonly registry?: (() => Promise<RegistryClient>) | undefined;
   /** Base images: from the store first (missing), always pulled, or never. */
@@ -100,7 +109,8 @@ export class BuildSession {
   // --- progress ---
 
   report(event: BuildEvent): void {
-    this.#opts.report(event);
+    const prefix = this.#opts.stepPrefix;
+    this.#opts.report(prefix !== undefined && (event.type === 'step-start' || event.type === 'step-cached') ? { ...event, name: `[${prefix}] ${event.name}` } : event);
   }
 
   warn(message: string, location?: SourceLocation): void {
@@ -109,7 +119,7 @@ export class BuildSession {
 
   /** A fresh id for a step's progress events. */
   nextStepId(): number {
-    return ++this.#stepId;
+    return this.#opts.stepIds ? this.#opts.stepIds() : ++this.#stepId;
   }
 
   /** True when the caller cancelled (not a sibling stage's failure). */
@@ -213,11 +223,11 @@ export class BuildSession {
    * An image for FROM or COPY --from, by the pull policy (base-image.ts): found (or pulled)
    * once per session and reference, however many stages and steps use it.
    */
-  resolveImage(ref: string, location: SourceLocation): Promise<LocalImage> {
+  resolveImage(ref: string, location: SourceLocation, platform?: Platform): Promise<LocalImage> {
     const named = this.#opts.namedContexts?.get(ref);
     if (named?.kind === 'dir') return Promise.reject(directoryAsBase(ref, named, location));
     const real = named?.kind === 'image' ? named.ref : ref;
-    return locatedImage(this.#find(real), real, location);
+    return locatedImage(this.#find(real, platform), real, location);
   }
 
   /**
@@ -240,15 +250,17 @@ export class BuildSession {
   }
 
   /** The start state of a stage FROM an image. */
-  async stateFromImage(ref: string, location: SourceLocation): Promise<StageState> {
-    return stateFromImage(this.store, await this.resolveImage(ref, location), ref, this.signal);
+  async stateFromImage(ref: string, location: SourceLocation, platform?: Platform): Promise<StageState> {
+    return stateFromImage(this.store, await this.resolveImage(ref, location, platform), ref, this.signal);
   }
 
-  #find(ref: string): Promise<LocalImage> {
-    let p = this.#found.get(ref);
+  /** `platform`: a stage's FROM --platform (always strict); default the session's. */
+  #find(ref: string, platform?: Platform): Promise<LocalImage> {
+    const id = platform === undefined ? ref : `${ref}\0${formatPlatform(platform)}`;
+    let p = this.#found.get(id);
     if (!p) {
-      p = findImage(this.#images(), ref);
-      this.#found.set(ref, p);
+      p = findImage(platform === undefined ? this.#images() : { ...this.#images(), platform, strictPlatform: true }, ref);
+      this.#found.set(id, p);
     }
     return p;
   }
@@ -348,6 +360,7 @@ export class BuildSession {
     return {
       store: this.store,
       platform: this.platform,
+      strictPlatform: opts.strictPlatform === true,
       pull: opts.pull ?? 'missing',
       registry: () => {
         if (!opts.registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');

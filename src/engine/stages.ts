@@ -2,6 +2,7 @@ import os from 'node:os';
 import pLimit from 'p-limit';
 import { TsbuildError, isAbortError, type SourceLocation } from '../errors.js';
 import { parseDockerfile, toInstructions, type Instruction } from '../dockerfile/index.js';
+import { formatPlatform, parsePlatform, type Platform } from '../oci/index.js';
 import { DEFAULT_PATH_ENV, initialStageScope, type BuildPlan, type PlannedStage } from '../plan/index.js';
 import { scratchState } from './base-image.js';
 import { dispatchInstruction, type StageProgress } from './dispatch.js';
@@ -59,10 +60,11 @@ async function runStage(plan: BuildPlan, ps: PlannedStage, session: BuildSession
   const total = plan.stages.length;
   const label = `[${total > 1 ? `${stage.name ?? `stage-${stage.index}`} ` : ''}`;
   const count = stage.instructions.length + 1;
-  let state = await startStage(ps, session, `${label}1/${count}]`);
+  const platform = stagePlatform(ps, session.platform);
+  let state = await startStage(ps, session, platform, `${label}1/${count}]`);
   const filter = opts.noCacheFilter;
   const noCache = opts.noCache || (stage.name !== undefined && filter.includes(stage.name)) || filter.includes(String(stage.index));
-  const step = { session, inputs: opts.inputs, noCache };
+  const step = { session, platformText: formatPlatform(platform), inputs: opts.inputs, noCache };
 
   // ONBUILD triggers of the base run first, then are cleared (reference: ONBUILD).
   const triggers = state.config.config?.OnBuild ?? [];
@@ -84,7 +86,7 @@ async function runStage(plan: BuildPlan, ps: PlannedStage, session: BuildSession
 }
 
 /** The FROM step: scratch, an earlier stage's final state, or an image (local or pulled). */
-async function startStage(ps: PlannedStage, session: BuildSession, prefix: string): Promise<StageState> {
+async function startStage(ps: PlannedStage, session: BuildSession, platform: Platform, prefix: string): Promise<StageState> {
   const id = session.nextStepId();
   const fromText = `FROM ${ps.base.kind === 'image' ? session.imageText(ps.base.ref) : ps.base.kind === 'stage' ? `stage ${ps.base.index}` : 'scratch'}`;
   session.report({ type: 'step-start', id, name: `${prefix} ${fromText}`, location: ps.stage.from.location });
@@ -92,13 +94,13 @@ async function startStage(ps: PlannedStage, session: BuildSession, prefix: strin
   let state: StageState;
   switch (ps.base.kind) {
     case 'scratch':
-      state = scratchState(session.platform);
+      state = scratchState(platform);
       break;
     case 'stage':
       state = { ...session.stageState(ps.base.index), cmdSet: false };
       break;
     case 'image':
-      state = await session.stateFromImage(ps.base.ref, ps.stage.from.location);
+      state = await session.stateFromImage(ps.base.ref, ps.stage.from.location, ps.platform !== undefined ? platform : undefined);
       break;
     default:
       return ps.base satisfies never;
@@ -118,4 +120,13 @@ function parseTrigger(trigger: string, file: string, escape: '\\' | '`', locatio
   const list = toInstructions(p);
   if (list.length !== 1) throw new TsbuildError('DOCKERFILE_INSTRUCTION', `invalid ONBUILD trigger ${JSON.stringify(trigger)} in the base image`, { location });
   return list[0]!;
+}
+
+/**
+ * The platform a stage runs on: its `FROM --platform` (expanded by the plan: $BUILDPLATFORM is
+ * the host's), else the build's target. Its steps are keyed by it, so a stage on the build
+ * platform has the same keys in every target's build.
+ */
+export function stagePlatform(ps: PlannedStage, target: Platform): Platform {
+  return ps.platform !== undefined ? parsePlatform(ps.platform) : target;
 }

@@ -46,6 +46,11 @@ export interface BuildInputs {
 
 export interface StepContext {
   readonly session: BuildSession;
+  /**
+   * The platform of the step's stage as keys write it (linux/arm64): FROM --platform, else the
+   * target's. A stage on $BUILDPLATFORM keys the same in every target's build, so it runs once.
+   */
+  readonly platformText: string;
   readonly inputs: BuildInputs;
   /** The state the step starts from. */
   readonly state: StageState;

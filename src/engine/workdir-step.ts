@@ -26,7 +26,7 @@ export const workdirStep: StepModule<WorkdirStep> = {
     const user = state.config.config?.User || undefined;
     // The USER decides the owner of what is created: a visible value of the key (absent for
     // root-by-default, so those keys are what they were).
-    const keyInputs = { parent: state.key, kind: 'WORKDIR', instruction: text, ...(user === undefined ? {} : { visible: { USER: user } }), epoch: inputs.sourceDateEpoch, platform: session.platformText } as const;
+    const keyInputs = { parent: state.key, kind: 'WORKDIR', instruction: text, ...(user === undefined ? {} : { visible: { USER: user } }), epoch: inputs.sourceDateEpoch, platform: ctx.platformText } as const;
     const after = (s: typeof state) => ({ ...s, config: setWorkdir(s.config, step.path) });
     if (rel === '' || resolved.entry?.type === 'dir') {
       return { kind: 'config', keyInputs, apply: (s) => after({ ...s, config: addHistory(s.config, { createdBy: text, emptyLayer: true, created: inputs.created }) }) };

@@ -63,6 +63,24 @@ describe('ParallelGzip', () => {
     expect(gz.length).toBeLessThan(mixed.length * 0.6);
   });
 
+  it('stores the random 64 KiB pieces of a block and deflates the rest (a layer of libraries and text)', async () => {
+    const MiB = 1024 * 1024;
+    const text = Buffer.from(Array.from({ length: 3000 }, (_, i) => `def handler_${i}(request): return render(request, "page_${i % 40}.html")\n`).join(''));
+    // 1 MiB blocks (the default), each of 16 pieces alternating text and random bytes.
+    const piece = (i: number): Buffer => (i % 2 === 0 ? text.subarray(0, BLOCK) : randomBytes(BLOCK));
+    const mixed = Buffer.concat(Array.from({ length: 48 }, (_, i) => piece(i)));
+    const gz = await gzip([mixed], {});
+    expect(zlib.gunzipSync(gz).equals(mixed)).toBe(true);
+    expect(execFileSync('gzip', ['-t'], { input: gz }).length).toBe(0);
+    // The random half stored (its size plus framing), the text half deflated to a few percent.
+    expect(gz.length).toBeGreaterThan(mixed.length / 2);
+    expect(gz.length).toBeLessThan(mixed.length * 0.56);
+    // The same bytes however the input is cut and however many jobs run.
+    const cut = await gzip(Array.from({ length: 37 }, (_, i) => mixed.subarray(Math.floor((i * mixed.length) / 37), Math.floor(((i + 1) * mixed.length) / 37))), { jobs: 1 });
+    expect(cut.equals(gz)).toBe(true);
+    expect(mixed.length).toBe(3 * MiB);
+  });
+
   it('marks the level in the header as zlib does', async () => {
     expect((await gzip([Buffer.from('x')], { level: 9 }))[8]).toBe(2);
     expect((await gzip([Buffer.from('x')], { level: 1 }))[8]).toBe(4);

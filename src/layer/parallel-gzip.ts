@@ -16,7 +16,7 @@ import zlib from 'node:zlib';
  *
  * At most `jobs` blocks are in flight per stream (memory stays at about jobs x (block + its
  * output)), and at most as many deflate jobs run at once in the whole process. A block whose
- * samples do not compress is stored, not deflated (see incompressible()).
+ * samples do not compress is stored, not deflated, 64 KiB piece by piece (see compressibleRuns()).
  */
 export interface ParallelGzipOptions {
   /** 1..9; 6 by default. */
@@ -45,6 +45,8 @@ export class ParallelGzip extends Transform {
   #size = 0;
   /** Deflated blocks in input order, oldest first. */
   #pending: Array<Promise<Buffer>> = [];
+  /** Block buffers whose jobs are done, for the next blocks. */
+  #spare: Buffer[] = [];
   #headerSent = false;
 
   constructor(opts: ParallelGzipOptions = {}) {
@@ -61,7 +63,7 @@ export class ParallelGzip extends Transform {
 
   override _flush(cb: TransformCallback): void {
     void (async () => {
-      if (this.#filled > 0 || !this.#headerSent) this.#submit();
+      if (this.#filled > 0 || !this.#headerSent) await this.#submit(this.#block, true);
       while (this.#pending.length > 0) await this.#emitOldest();
       const trailer = Buffer.alloc(8);
       trailer.writeUInt32LE(this.#crc >>> 0, 0);
@@ -73,46 +75,68 @@ export class ParallelGzip extends Transform {
   async #take(chunk: Buffer): Promise<void> {
     let off = 0;
     while (off < chunk.length) {
+      if (this.#filled === 0 && chunk.length - off >= this.#blockSize) {
+        // A whole block in the chunk (1 MiB file reads): deflated where it is, not copied.
+        await this.#submit(chunk.subarray(off, off + this.#blockSize), false);
+        off += this.#blockSize;
+        continue;
+      }
       const n = Math.min(this.#blockSize - this.#filled, chunk.length - off);
       chunk.copy(this.#block, this.#filled, off, off + n);
       this.#filled += n;
       off += n;
-      if (this.#filled === this.#blockSize) {
-        this.#submit();
-        // Backpressure: no more blocks in flight than jobs.
-        while (this.#pending.length >= this.#jobs) await this.#emitOldest();
-      }
+      if (this.#filled === this.#blockSize) await this.#submit(this.#block, true);
     }
   }
 
-  /** Starts deflating the current block (possibly empty, for empty input). */
-  #submit(): void {
-    const block = this.#block.subarray(0, this.#filled);
+  /**
+   * Starts deflating `block` (possibly empty, for empty input) once a deflate slot is free, and
+   * waits while this stream has `jobs` blocks in flight. `own`: the block is this stream's
+   * buffer, reused for a later block once its job is done (a push or export then allocates a
+   * few buffers, not one per MiB: garbage buffers are what V8 lets pile up to tens of MB).
+   */
+  async #submit(full: Buffer, own: boolean): Promise<void> {
+    const block = own ? full.subarray(0, this.#filled) : full;
+    if (own) {
+      this.#block = this.#spare.pop() ?? Buffer.allocUnsafe(this.#blockSize);
+      this.#filled = 0;
+    }
     this.#crc = zlib.crc32(block, this.#crc);
     this.#size += block.length;
-    const dictionary = this.#previousTail;
+    const before = this.#previousTail;
     this.#previousTail = Buffer.from(block.subarray(Math.max(0, block.length - DICT)));
-    // Incompressible data (random bytes, files compressed already) costs deflate its slowest
-    // path for nothing: such a block is stored as it is (level 0), 25x faster here.
-    const level = incompressible(block) ? 0 : this.#level;
-    const job = deflateSlot().then(
-      (release) =>
-        new Promise<Buffer>((resolve, reject) => {
-          zlib.deflateRaw(block, { level, finishFlush: zlib.constants.Z_SYNC_FLUSH, ...(dictionary ? { dictionary } : {}) }, (err, out) => {
-            release();
-            if (err) reject(err);
-            else resolve(out);
-          });
-        }),
-    );
-    job.catch(() => undefined); // awaited in order by #emitOldest
-    this.#pending.push(job);
-    // The block buffer now belongs to the job; the next block gets a fresh one.
-    this.#block = Buffer.allocUnsafe(this.#blockSize);
-    this.#filled = 0;
     if (!this.#headerSent) {
       this.#headerSent = true;
       this.push(gzipHeader(this.#level));
+    }
+    // Incompressible data (random bytes, files compressed already) costs deflate its slowest
+    // path for nothing: such runs of a block are stored as they are (level 0), 25x faster here,
+    // and the rest deflated, each run a job of its own (ended byte-aligned, so they concatenate).
+    const runs = compressibleRuns(block, this.#level);
+    let left = runs.length;
+    for (const run of runs) {
+      const data = block.subarray(run.start, run.end);
+      // The 32 KiB before the run: from the block, or the previous block's tail and this one's head.
+      const dictionary = run.start >= DICT ? block.subarray(run.start - DICT, run.start) : before ? Buffer.concat([before, block.subarray(0, run.start)]).subarray(-DICT) : run.start > 0 ? block.subarray(0, run.start) : undefined;
+      // The slot first: blocks wait here, in the stream that cut them, not queued in memory.
+      const release = await deflateSlot();
+      const job = new Promise<Buffer>((resolve, reject) => {
+        // chunkSize: one output buffer for the run's output (stored: the whole run; else half,
+        // as deflated text is; a bigger one takes two), so the job runs in one pass on the pool;
+        // at zlib's 16 KiB default it came back to the main thread per 16 KiB.
+        const chunkSize = run.level === 0 ? data.length + (data.length >> 8) + 1024 : Math.max(64 * 1024, data.length >> 1);
+        zlib.deflateRaw(data, { level: run.level, chunkSize, finishFlush: zlib.constants.Z_SYNC_FLUSH, ...(dictionary ? { dictionary } : {}) }, (err, out) => {
+          release();
+          // The block's buffer is free once its last run is deflated.
+          if (--left === 0 && own && full.length === this.#blockSize && this.#spare.length === 0) this.#spare.push(full);
+          if (err) reject(err);
+          else resolve(out);
+        });
+      });
+      job.catch(() => undefined); // awaited in order by #emitOldest
+      this.#pending.push(job);
+      // Backpressure: no more jobs in flight than jobs.
+      while (this.#pending.length >= this.#jobs) await this.#emitOldest();
     }
   }
 
@@ -123,19 +147,29 @@ export class ParallelGzip extends Transform {
   }
 }
 
+const PIECE = 64 * 1024;
+const SAMPLE = 4096;
+
 /**
- * True when three 4 KiB samples of a block (start, middle, end) do not shrink at level 1: the
- * block is then very probably random or compressed already. A deterministic function of the
- * bytes, so the output stays reproducible; a block that is only partly incompressible (a tar
- * of mixed files) keeps a compressible sample and is compressed as usual.
+ * The block cut into runs to deflate at `level` and runs to store (level 0): each 64 KiB piece
+ * whose 4 KiB middle sample does not shrink at level 1 is very probably random or compressed
+ * already (a tar of mixed files has both: a layer of native libraries and Python modules, say);
+ * neighbouring pieces of one kind make one run. A deterministic function of the bytes, so the
+ * output stays reproducible. Blocks under 64 KiB are one run at `level`.
  */
-function incompressible(block: Buffer): boolean {
-  const SAMPLE = 4096;
-  if (block.length < 16 * SAMPLE) return false;
-  for (const at of [0, (block.length >> 1) - SAMPLE / 2, block.length - SAMPLE]) {
-    if (zlib.deflateRawSync(block.subarray(at, at + SAMPLE), { level: 1 }).length < SAMPLE) return false;
+function compressibleRuns(block: Buffer, level: number): Array<{ start: number; end: number; level: number }> {
+  if (block.length < PIECE) return [{ start: 0, end: block.length, level }];
+  const runs: Array<{ start: number; end: number; level: number }> = [];
+  for (let start = 0; start < block.length; start += PIECE) {
+    const end = Math.min(block.length, start + PIECE);
+    const at = start + ((end - start - SAMPLE) >> 1);
+    const stored = end - start >= SAMPLE && zlib.deflateRawSync(block.subarray(at, at + SAMPLE), { level: 1 }).length >= SAMPLE;
+    const l = stored ? 0 : level;
+    const last = runs.at(-1);
+    if (last !== undefined && last.level === l) last.end = end;
+    else runs.push({ start, end, level: l });
   }
-  return true;
+  return runs;
 }
 
 /**

@@ -232,9 +232,22 @@ describe('compression', () => {
     expect(r3).toEqual(r1);
   });
 
-  it('zstd is UNSUPPORTED on node without zlib zstd', async () => {
-    const p = compressLayer(Readable.from([Buffer.alloc(1024)]), nullSink(), { compression: 'zstd' });
-    if (typeof (await import('node:zlib') as unknown as Record<string, unknown>)['createZstdCompress'] === 'function') await expect(p).resolves.toBeDefined();
-    else await expect(p).rejects.toMatchObject({ code: 'UNSUPPORTED' });
+  it('zstd (the zstd program, -T0): deterministic, zstd -t valid, diff ID = sha256 of zstd -dc, media type by level', async () => {
+    const f1 = path.join(tmp, 'l1.tar.zst');
+    const f2 = path.join(tmp, 'l2.tar.zst');
+    const r1 = await compressLayer(layerTarStream(sampleEntries()), createWriteStream(f1), { compression: 'zstd' });
+    const r2 = await compressLayer(layerTarStream(sampleEntries()), createWriteStream(f2), { compression: 'zstd' });
+    expect(r2).toEqual(r1);
+    expect([...(await fsp.readFile(f1)).subarray(0, 4)]).toEqual([0x28, 0xb5, 0x2f, 0xfd]);
+    execFileSync('zstd', ['-q', '-t', f1]);
+    const sha = (cmd: string) => `sha256:${execFileSync('sh', ['-c', cmd], { encoding: 'utf8' }).split(' ')[0]}`;
+    expect(sha(`zstd -dc '${f1}' | sha256sum`)).toBe(r1.diffId);
+    expect(sha(`sha256sum '${f1}'`)).toBe(r1.digest);
+    expect(r1.diffId).toBe((await writeLayer(sampleEntries(), nullSink())).diffId);
+    // Another level, other bytes; a level out of range is a usage error.
+    const r19 = await compressLayer(layerTarStream(sampleEntries()), nullSink(), { compression: 'zstd', level: 19 });
+    expect(r19.diffId).toBe(r1.diffId);
+    expect(r19.digest).not.toBe(r1.digest);
+    await expect(compressLayer(layerTarStream(sampleEntries()), nullSink(), { compression: 'zstd', level: 23 })).rejects.toMatchObject({ code: 'USAGE' });
   });
 });

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { TsbuildError, isAbortError } from '../errors.js';
 import { findLocalImage, type LocalImage } from '../image/index.js';
@@ -262,11 +263,18 @@ async function downloadLayer(client: RegistryClient, store: Store, d: { readonly
     await downloadToStore(client, store, { repo: d.repo, desc: layer, what: where, signal });
     return layer.size;
   }
-  if (compression !== 'gzip') {
-    throw new TsbuildError('UNSUPPORTED', `${where} has media type ${layer.mediaType}, which tsbuild cannot unpack${compression === 'zstd' ? ' on Node.js 20 (no zstd in node:zlib)' : ''}`);
+  if (compression !== 'gzip' && compression !== 'zstd') {
+    throw new TsbuildError('UNSUPPORTED', `${where} has media type ${layer.mediaType}, which tsbuild cannot unpack`);
+  }
+  // zstd: the zstd program (layer/zstd.ts); UNSUPPORTED, naming it, before anything is downloaded.
+  let decompressor: (() => Duplex) | undefined;
+  if (compression === 'zstd') {
+    const layerCode = await import('../layer/index.js');
+    layerCode.assertZstdAvailable();
+    decompressor = layerCode.createZstdDecompressor;
   }
   return client.downloadBlob({ repo: d.repo, digest: layer.digest, size: layer.size, what: where, signal }, async (wire) => {
-    const gunzip = createGunzip({ chunkSize: 1024 * 1024 });
+    const gunzip = decompressor !== undefined ? decompressor() : createGunzip({ chunkSize: 1024 * 1024 });
     wire.on('error', (e) => gunzip.destroy(e));
     wire.pipe(gunzip);
     try {

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import type { LocalImage } from '../image/index.js';
-import { ParallelGzip } from '../layer/index.js';
+import { compressionChoice, createLayerCompressor } from '../layer/index.js';
 import {
   OCI_IMAGE_CONFIG,
   OCI_IMAGE_MANIFEST,
@@ -42,9 +42,9 @@ export interface PushOptions {
   /** Blobs uploaded at once. Default 4. */
   readonly concurrency?: number | undefined;
   /**
-   * gzip level 1-9 for layers compressed for this push (default 6, as exports and Docker). Each
-   * level gives other bytes, so other digests; lower is faster (zlib level 6 is the push's
-   * bottleneck on two cores).
+   * Level for layers compressed for this push: gzip 1-9 (default layer/ DEFAULT_GZIP_LEVEL, as
+   * exports), zstd 1-22 (default 3). Each level gives other bytes, so other digests; lower is
+   * faster (deflate is the push's bottleneck on two cores).
    */
   readonly level?: number | undefined;
   /** Upload in PATCH chunks of this size (registries that cap request size); default monolithic. */
@@ -69,7 +69,7 @@ export interface PushedImage {
  * first, in parallel: a compressed form the registry already has is skipped (HEAD) or mounted
  * from another repository of the same registry; else a compressed form the store has is
  * uploaded; else the layer is compressed while it uploads (once: remembered in the record
- * store/archive-export.ts compressedLayer keeps). Then the config, then the manifest (OCI media
+ * store/compressed-layers.ts compressedLayerForm keeps). Then the config, then the manifest (OCI media
  * types). Returns the manifest digest.
  */
 export async function pushImage(client: RegistryClient, store: Store, image: LocalImage, destination: Reference, opts: PushOptions = {}): Promise<PushedImage> {
@@ -78,6 +78,7 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
     throw new TsbuildError('REFERENCE_INVALID', `cannot push to ${formatReference(dest)}: the destination needs a tag, not a digest`);
   }
   const compression = opts.compression ?? 'gzip';
+  compressionChoice(compression, opts.level); // a bad level is a usage error before anything is sent
   const signal = opts.signal;
   const repo: Repository = dest;
   const repoName = repositoryName(dest);
@@ -191,7 +192,8 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
     return wire(layer);
   }
   // 3. Compressed before (by an export or an earlier push): upload that.
-  const known = await knownCompressedLayer(store, diffId, `gzip-${opts.level ?? DEFAULT_GZIP_LEVEL}`, { signal });
+  const choice = compressionChoice(compression, opts.level);
+  const known = await knownCompressedLayer(store, diffId, choice.key, { signal });
   if (known !== undefined) {
     const v = { ...known, mediaType: layerMediaType('oci', compression) };
     report(v.digest, v.size, 'uploading');
@@ -203,34 +205,33 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
   // 4. Compress here, streaming: the gzip output goes to the store and to the registry at once,
   // so compressing and uploading overlap; the digest is known when the stream ends.
   report(diffId, layer.size, 'preparing');
-  const v = await compressAndUpload(target, layer, opts);
+  const v = await compressAndUpload(target, layer, compression, opts);
   report(v.digest, v.size, 'uploaded');
   await remember(store, diffId, v, repoName, signal);
   return wire(v);
 }
 
 /**
- * The gzip settings of store/archive-export.ts compressedLayer (level 6, zlib defaults), so a
- * layer compressed here has the same bytes and digest as one compressed for an export; only the
- * output buffer is larger (fewer, bigger writes; the deflate stream does not depend on it).
+ * Compresses a stored layer into the store and the registry at once, so compressing and
+ * uploading overlap; remembered as store/compressed-layers.ts compressedLayerForm remembers
+ * its forms (the same compressor, level and key, so the same bytes and digest).
  */
-const DEFAULT_GZIP_LEVEL = 6;
-
-async function compressAndUpload(target: PushTarget, layer: Descriptor, opts: PushOptions): Promise<{ digest: Digest; size: number; mediaType: string }> {
+async function compressAndUpload(target: PushTarget, layer: Descriptor, compression: 'gzip' | 'zstd', opts: PushOptions): Promise<{ digest: Digest; size: number; mediaType: string }> {
   const { client, store, repo } = target;
   const { signal } = opts;
-  const mediaType = layerMediaType('oci', 'gzip');
+  const mediaType = layerMediaType('oci', compression);
+  const choice = compressionChoice(compression, opts.level);
   // Read in 1 MiB pieces (the fs default is 64 KiB): fewer hand-offs; gzip cuts them into
-  // its own 1 MiB blocks, deflated on every core (layer/parallel-gzip.ts).
+  // its own 1 MiB blocks, deflated on every core (layer/parallel-gzip.ts); zstd runs -T0.
   if (!(await store.blobs.hasBlob(layer.digest))) throw new TsbuildError('BLOB_NOT_FOUND', `layer ${layer.digest} is not in the store`, { hint: 'build or pull the image again' });
   const src = createReadStream(store.blobs.blobPath(layer.digest), { highWaterMark: 1024 * 1024, ...(signal ? { signal } : {}) });
-  const level = opts.level ?? DEFAULT_GZIP_LEVEL;
-  const gzip = new ParallelGzip({ level });
-  const toStore = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+  const gzip = createLayerCompressor(choice.compression, choice.level);
+  if (gzip === undefined) throw new TsbuildError('UNSUPPORTED', `no compressor for ${compression}`);
+  const toStore = new PassThrough({ highWaterMark: 1024 * 1024 });
   // A streamed upload is one PATCH of the whole blob: a registry that caps request sizes
   // (--chunk-size) refuses it, so then the layer is compressed into the store first and
   // uploaded from there in chunks.
-  const toWire = opts.chunkSize === undefined ? new PassThrough({ highWaterMark: 4 * 1024 * 1024 }) : undefined;
+  const toWire = opts.chunkSize === undefined ? new PassThrough({ highWaterMark: 1024 * 1024 }) : undefined;
   src.on('error', (e) => gzip.destroy(e));
   gzip.on('error', (e) => {
     toStore.destroy(e);
@@ -259,11 +260,13 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, opts: Pu
       gzip.unpipe(toWire);
       toWire.destroy();
       src.destroy();
+      // Ends the compressor too (a zstd child would otherwise wait for input that never comes).
+      gzip.destroy();
       throw e;
     }
   }
   const info = await stored;
-  await rememberCompressedLayer(store, layer.digest, `gzip-${level}`, info, { signal });
+  await rememberCompressedLayer(store, layer.digest, choice.key, info, { signal });
   if (toWire === undefined) await uploadFromStore(target, info, opts);
   return { digest: info.digest, size: info.size, mediaType };
 }

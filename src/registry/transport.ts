@@ -1,6 +1,7 @@
 import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
-import { Agent, DecoratorHandler, errors as undiciErrors, type Dispatcher } from 'undici';
+import type { Agent as UndiciAgent, Dispatcher } from 'undici';
+import { Agent, DecoratorHandler, undiciErrors } from './undici-agent.js';
 import type { Logger } from 'pino';
 import { isLoopbackRegistry, normalizeRegistry, registryApiHost } from '../oci/index.js';
 import { Authenticator, header, readText } from './auth.js';
@@ -215,8 +216,8 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
  * does; others need verified TLS (Node's roots plus `caCertificates`).
  */
 export class RegistryTransport {
-  readonly #secure: Agent;
-  readonly #insecure: Agent;
+  readonly #secure: UndiciAgent;
+  readonly #insecure: UndiciAgent;
   readonly #insecureHosts: ReadonlySet<string>;
   readonly #endpoints = new Map<string, Promise<Endpoint>>();
   readonly #auth: Authenticator;
@@ -231,8 +232,8 @@ export class RegistryTransport {
     const ca = opts.caCertificates && opts.caCertificates.length > 0 ? [...rootCertificates, ...opts.caCertificates] : undefined;
     const connectTimeout = Math.min(CONNECT_TIMEOUT_MS, timeout);
     // Every exchange (auth token requests too) goes through one of these two agents.
-    this.#secure = new Agent({ ...common, connect: { ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as Agent;
-    this.#insecure = new Agent({ ...common, connect: { rejectUnauthorized: false, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as Agent;
+    this.#secure = new Agent({ ...common, connect: { ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
+    this.#insecure = new Agent({ ...common, connect: { rejectUnauthorized: false, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
     // `http://host:5000/` and `host:5000` name the same registry.
     this.#insecureHosts = new Set((opts.insecureRegistries ?? []).map((h) => normalizeRegistry(h.trim().toLowerCase().replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, ''))));
     this.#logger = opts.logger;

@@ -21,8 +21,7 @@ import {
   type Digest,
   type ImageManifest,
 } from '../oci/index.js';
-import type { Store } from '../store/index.js';
-import { compressedLayer } from '../store/archive-export.js';
+import { compressedLayerForm, type Store } from '../store/index.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE,
   EMPTY_CACHE,
@@ -190,7 +189,7 @@ export async function exportLocalCache(store: Store, dir: string, entries: Reado
   const fresh = await freshLayers(store, entries, async (layers) => {
     const out: Descriptor[] = [];
     for (const l of layers) {
-      const c = await compressedLayer(store, l, opts.compression, { compression: opts.compression, signal: opts.signal });
+      const c = await compressedLayerForm(store, l, opts.compression, { signal: opts.signal });
       await copyBlobIn(store, dir, c.digest, opts.signal);
       out.push({ mediaType: layerMediaType('oci', opts.compression), digest: c.digest, size: c.size });
     }

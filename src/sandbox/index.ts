@@ -32,6 +32,7 @@ export { assertUlimitsAllowed } from './rlimits.js';
 export { describeCapabilities, parseSubordinateIds, probeSandbox, type Capability, type HostTools, type ProbeOptions, type SandboxCapabilities, type SubordinateRange } from './probe.js';
 export { assertMapped, containerToHost, hostToContainer, runInUserNamespace, type UserNamespaceOptions } from './user-namespace.js';
 export { DEFAULT_MOUNT_POINTS, prepareOverlay, type PreparedOverlay } from './overlay.js';
+export { BINFMT_MISC_DIR, COMMON_PLATFORMS, describePlatformSupport, platformSupport, type EmulationOptions, type PlatformSupport } from './emulation.js';
 export { runChild, type ChildOptions } from './child.js';
 export { createBwrapRunner, DEFAULT_CAPABILITIES, type BwrapRunnerOptions } from './bwrap-runner.js';
 export { createRuncRunner, runtimeConfig, type RuncRunnerOptions } from './runc-runner.js';

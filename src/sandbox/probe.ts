@@ -2,6 +2,7 @@ import { access, chmod, constants, mkdir, readFile, rm } from 'node:fs/promises'
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { captureChild, HOST_PATH } from './child.js';
+import { COMMON_PLATFORMS, describePlatformSupport, platformSupport, type PlatformSupport } from './emulation.js';
 import { makeStepDir } from './step-dir.js';
 import type { IdMapping, IdRange } from './types.js';
 
@@ -53,6 +54,8 @@ export interface SandboxCapabilities {
   readonly xattrReader: Capability;
   /** The ID mapping steps will run with. */
   readonly idMapping: IdMapping;
+  /** Which common platforms' programs run here, natively or emulated (emulation.ts). */
+  readonly platforms: readonly PlatformSupport[];
 }
 
 export interface ProbeOptions {
@@ -107,7 +110,8 @@ async function probeUncached(signal: AbortSignal | undefined, path: string | und
   const xattrReader: Capability = tools.getfattr
     ? { ok: true }
     : { ok: false, reason: 'getfattr is not installed (needed to see opaque directories in an overlay upper dir)', hint: 'apt-get install attr' };
-  return { uid, gid, user, isRoot, tools, bwrap, runc, userNamespaces, subordinateIds, overlay, xattrReader, idMapping };
+  const platforms = await Promise.all(COMMON_PLATFORMS.map((p) => platformSupport(p)));
+  return { uid, gid, user, isRoot, tools, bwrap, runc, userNamespaces, subordinateIds, overlay, xattrReader, idMapping, platforms };
 }
 
 function safeUserName(uid: number): string {
@@ -314,5 +318,6 @@ export function describeCapabilities(c: SandboxCapabilities): string {
     line('overlay', c.overlay),
     line('getfattr', c.xattrReader),
     `id mapping: ${c.idMapping.kind}`,
+    describePlatformSupport(c.platforms),
   ].join('\n');
 }

@@ -21,6 +21,7 @@ function host(over: Partial<SandboxCapabilities>): SandboxCapabilities {
     overlay: ok,
     xattrReader: ok,
     idMapping: { kind: 'single', uids: [], gids: [] },
+    platforms: [],
     ...over,
   };
 }

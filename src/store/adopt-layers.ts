@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import { layerCompression, type Descriptor, type Digest } from '../oci/index.js';
 import type { Store } from './store.js';
@@ -36,22 +37,25 @@ export async function storeUncompressedLayer(
   }
   switch (compression) {
     case 'gzip':
+    case 'zstd':
       break;
     case 'uncompressed':
       throw new TsbuildError('DIGEST_MISMATCH', `uncompressed layer ${blob.digest} does not match its diff ID ${diffId}`, {
         hint: 'the image config and manifest disagree; the image is broken',
       });
-    case 'zstd':
-      throw new TsbuildError('UNSUPPORTED', `layer ${blob.digest} is zstd-compressed, which Node.js 20 cannot decompress`, {
-        hint: 'use an image with gzip layers, or run tsbuild on Node.js 22.15 or newer once zstd support lands',
-      });
     case undefined:
       throw new TsbuildError('UNSUPPORTED', `layer ${blob.digest} has media type ${blob.mediaType}, which tsbuild cannot unpack`);
   }
-  // zlib is loaded on use: the store's front door loads this module for every command.
-  const { createGunzip } = await import('node:zlib');
-  const src = await store.blobs.openBlob(blob.digest, { signal: opts.signal });
-  const gunzip = createGunzip();
+  // zlib and layer/ are loaded on use: the store's front door loads this module for every command.
+  let gunzip: Duplex;
+  if (compression === 'zstd') {
+    const { assertZstdAvailable, createZstdDecompressor } = await import('../layer/index.js');
+    assertZstdAvailable();
+    gunzip = createZstdDecompressor();
+  } else {
+    gunzip = (await import('node:zlib')).createGunzip({ chunkSize: 1024 * 1024 });
+  }
+  const src = await store.blobs.openBlob(blob.digest, { signal: opts.signal, highWaterMark: 1024 * 1024 });
   src.on('error', (e) => gunzip.destroy(e));
   src.pipe(gunzip);
   try {
@@ -68,7 +72,7 @@ export async function storeUncompressedLayer(
       }
       throw e;
     }
-    throw new TsbuildError('LAYER_INVALID', `layer ${blob.digest} is not valid gzip (${(e as Error).message})`, { cause: e });
+    throw new TsbuildError('LAYER_INVALID', `layer ${blob.digest} is not valid ${compression} (${(e as Error).message})`, { cause: e });
   }
 }
 

@@ -7,16 +7,10 @@ import { pack as tarPack, type Header, type Pack as TarPack } from 'tar-stream';
 type TarHeaders = Partial<Header> & Pick<Header, 'name'>;
 import { TsbuildError, isAbortError } from '../errors.js';
 import { canonicalJson } from '../oci/index.js';
-import { ParallelGzip } from '../layer/index.js';
 import { digestBytes, digestHex, type Digest, type Platform } from '../oci/index.js';
-import {
-  OCI_IMAGE_INDEX,
-  OCI_IMAGE_MANIFEST,
-  layerMediaType,
-  type LayerCompression,
-} from '../oci/index.js';
+import { OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, type LayerCompression } from '../oci/index.js';
 import type { Descriptor, ImageIndex, ImageManifest } from '../oci/index.js';
-import { knownCompressedLayer, rememberCompressedLayer } from './compressed-layers.js';
+import { compressedLayerForm } from './compressed-layers.js';
 import type { Store } from './store.js';
 import type { StoredImage } from './stored-image.js';
 
@@ -52,38 +46,12 @@ export interface ExportOptions {
 /** One file of an archive: bytes in memory (small JSON) or a blob of the store. */
 type ArchiveFile = { readonly name: string; readonly bytes: Buffer } | { readonly name: string; readonly blob: Digest; readonly size: number };
 
-/**
- * The compressed form of a stored (uncompressed) layer, made once and remembered
- * (diff ID + compression -> blob digest in meta/), so an export or push never compresses
- * the same layer twice (DESIGN.md "Compress late").
- * gzip runs on every core, one big layer included (layer/parallel-gzip.ts).
- */
-export async function compressedLayer(store: Store, layer: Descriptor, compression: LayerCompression, opts: ExportOptions): Promise<{ digest: Digest; size: number }> {
-  if (compression === 'uncompressed') return { digest: layer.digest, size: layer.size };
-  if (compression === 'zstd') {
-    throw new TsbuildError('UNSUPPORTED', 'zstd compression needs Node.js 22.15 or newer (node:zlib has no zstd in Node 20)', {
-      hint: 'use compression=gzip or compression=uncompressed',
-    });
-  }
-  const level = opts.level ?? 6;
-  const hit = await knownCompressedLayer(store, layer.digest, `gzip-${level}`, { signal: opts.signal });
-  if (hit) return hit;
-  // The gzip header has mtime 0 and no file name: the same input gives the same bytes.
-  const source = await store.blobs.openBlob(layer.digest, { signal: opts.signal });
-  const gzip = new ParallelGzip({ level });
-  source.pipe(gzip);
-  source.on('error', (e) => gzip.destroy(e));
-  const info = await store.blobs.putBlob(gzip, { signal: opts.signal });
-  await rememberCompressedLayer(store, layer.digest, `gzip-${level}`, info, { signal: opts.signal });
-  return info;
-}
-
 /** The manifest of `image` with its layers in the requested compression. */
 async function exportManifest(store: Store, image: StoredImage, opts: ExportOptions): Promise<{ manifest: ImageManifest; bytes: Buffer; descriptor: Descriptor }> {
   const layers: Descriptor[] = [];
   for (const l of image.manifest.layers) {
-    const c = await compressedLayer(store, l, opts.compression, opts);
-    layers.push({ mediaType: layerMediaType('oci', opts.compression), digest: c.digest, size: c.size });
+    const c = await compressedLayerForm(store, l, opts.compression, { level: opts.level, signal: opts.signal });
+    layers.push({ mediaType: c.mediaType, digest: c.digest, size: c.size });
   }
   const manifest: ImageManifest = { ...image.manifest, mediaType: OCI_IMAGE_MANIFEST, layers };
   const bytes = canonicalJson(manifest);
@@ -194,7 +162,7 @@ export async function exportOciLayout(store: Store, images: readonly (ExportImag
     const tmp = `${target}.tmp-${process.pid}`;
     try {
       if ('bytes' in f) await fsp.writeFile(tmp, f.bytes);
-      else await pipeline(await store.blobs.openBlob(f.blob, { signal: opts.signal }), createWriteStream(tmp), { signal: opts.signal });
+      else await pipeline(await store.blobs.openBlob(f.blob, { signal: opts.signal, highWaterMark: 1024 * 1024 }), createWriteStream(tmp), { signal: opts.signal });
       await fsp.rename(tmp, target);
     } catch (e) {
       await fsp.rm(tmp, { force: true });
@@ -269,7 +237,7 @@ async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: s
       if ('bytes' in f) {
         await orFail(entry(pack, { ...header, name: f.name, mode: 0o644, size: f.bytes.length }, f.bytes));
       } else {
-        const src = await store.blobs.openBlob(f.blob, { signal });
+        const src = await store.blobs.openBlob(f.blob, { signal, highWaterMark: 1024 * 1024 });
         await orFail(
           new Promise<void>((resolve, reject) => {
             const sink = pack.entry({ ...header, name: f.name, mode: 0o644, size: f.size }, (err) => (err ? reject(err) : resolve()));

@@ -263,10 +263,10 @@ export class BlobStore {
    * is reported here (BLOB_NOT_FOUND) and a concurrent gc unlinking it cannot cut the read
    * short. The caller must consume or destroy the stream.
    */
-  async openBlob(d: Digest, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<Readable> {
+  async openBlob(d: Digest, opts: { readonly signal?: AbortSignal | undefined; readonly highWaterMark?: number | undefined } = {}): Promise<Readable> {
     opts.signal?.throwIfAborted();
     const h = await this.#open(d);
-    return h.createReadStream({ autoClose: true });
+    return h.createReadStream({ autoClose: true, ...(opts.highWaterMark !== undefined ? { highWaterMark: opts.highWaterMark } : {}) });
   }
 
   /**

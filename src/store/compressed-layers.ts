@@ -1,4 +1,4 @@
-import { digestHex, isDigest, type Digest } from '../oci/index.js';
+import { digestHex, isDigest, layerMediaType, type Digest } from '../oci/index.js';
 import type { Store } from './store.js';
 
 /**
@@ -44,4 +44,52 @@ export async function knownCompressedLayer(store: Store, diffId: Digest, key: st
 /** Remembers `info` as the form `key` of layer `diffId`. */
 export async function rememberCompressedLayer(store: Store, diffId: Digest, key: string, info: CompressedLayer, opts: { signal?: AbortSignal | undefined } = {}): Promise<void> {
   await store.updateMeta(metaName(diffId), (cur): CompressedLayersRecord => ({ ...parseCompressedLayersRecord(cur), [key]: { digest: info.digest, size: info.size } }), { signal: opts.signal });
+}
+
+/** A stored (uncompressed) layer to compress: its diff ID is its digest in the store. */
+export interface StoredLayerRef {
+  readonly digest: Digest;
+  readonly size: number;
+}
+
+export interface CompressedLayerFormOptions {
+  /** gzip 1..9 (default layer/ DEFAULT_GZIP_LEVEL), zstd 1..22 (default 3). */
+  readonly level?: number | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/**
+ * The compressed form of a stored layer with `compression` at `level`: the blob of the store
+ * that holds it, made now (streamed from the layer through the compressor into the store,
+ * verified and renamed into place only when whole: store/blob-store.ts) or remembered from an
+ * earlier export, push or cache export. The one way every output gets a compressed layer, so
+ * a layer is compressed at most once per compression and level (DESIGN.md "Compress late").
+ * `uncompressed` is the layer itself. USAGE for a level out of range; UNSUPPORTED for zstd
+ * without the zstd program (and without node:zlib zstd).
+ */
+export async function compressedLayerForm(
+  store: Store,
+  layer: StoredLayerRef,
+  compression: 'gzip' | 'zstd' | 'uncompressed',
+  opts: CompressedLayerFormOptions = {},
+): Promise<CompressedLayer & { readonly mediaType: string }> {
+  // layer/ (the gzip and zstd code) is loaded only by the commands that compress.
+  const { compressionChoice, createLayerCompressor } = await import('../layer/index.js');
+  const mediaType = layerMediaType('oci', compression);
+  const choice = compressionChoice(compression, opts.level);
+  if (choice.compression === 'uncompressed') return { digest: layer.digest, size: layer.size, mediaType };
+  const { signal } = opts;
+  const hit = await knownCompressedLayer(store, layer.digest, choice.key, { signal });
+  if (hit) return { ...hit, mediaType };
+  const compressor = createLayerCompressor(choice.compression, choice.level);
+  if (compressor === undefined) return { digest: layer.digest, size: layer.size, mediaType };
+  // 1 MiB reads: the compressor cuts its own 1 MiB blocks, and fewer reads cost less (the
+  // default 64 KiB pieces spent a tenth of an export's main thread in read calls).
+  const source = await store.blobs.openBlob(layer.digest, { signal, highWaterMark: 1024 * 1024 });
+  source.on('error', (e) => compressor.destroy(e));
+  compressor.on('error', () => source.destroy());
+  source.pipe(compressor);
+  const info = await store.blobs.putBlob(compressor, { signal });
+  await rememberCompressedLayer(store, layer.digest, choice.key, info, { signal });
+  return { digest: info.digest, size: info.size, mediaType };
 }

@@ -31,5 +31,14 @@ export { Store, openStore, removeTreeDefault, type OpenStoreOptions, type Signal
 export { REF_NAME_ANNOTATION } from './types.js';
 export { storeUncompressedLayer } from './adopt-layers.js';
 export { writeStoreIndex, writeStoreManifest, type StoredImage, type StoredIndexEntry, type StoredLayer } from './stored-image.js';
-export { knownCompressedLayer, parseCompressedLayersRecord, rememberCompressedLayer, type CompressedLayer, type CompressedLayersRecord } from './compressed-layers.js';
+export {
+  compressedLayerForm,
+  knownCompressedLayer,
+  parseCompressedLayersRecord,
+  rememberCompressedLayer,
+  type CompressedLayer,
+  type CompressedLayerFormOptions,
+  type CompressedLayersRecord,
+  type StoredLayerRef,
+} from './compressed-layers.js';
 export { currentOwner, ownerState, ownerTag, type ProcessOwner } from '../host/index.js';

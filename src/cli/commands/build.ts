@@ -12,7 +12,7 @@ import { runResourcesFromFlags } from './run-resource-flags.js';
 import type { BuildRequest, OutputSpec } from '../../engine/index.js';
 import { normalizeName, parseAnnotations } from '../../image/index.js';
 import { hostPlatform } from '../../oci/index.js';
-import { checkPlatforms, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
+import { parsePlatforms, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
 import { createReporter, type ProgressMode } from '../../api/index.js';
 import { registryClientFor, registryOptions } from './pull.js';
 import { parseCacheExport, parseCacheImport } from '../../remote-cache/index.js';
@@ -46,7 +46,7 @@ const buildFlags = (y: Argv<GlobalArgs>) =>
     .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
     .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
     .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
-    .option('platform', { type: 'string', describe: 'Target platform (only the host platform is supported)' })
+    .option('platform', { type: 'string', coerce: repeatable, describe: 'Target platforms, comma-separated (linux/amd64,linux/arm64): one image each and an OCI image index' })
     .option('secret', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR' })
     .option('ssh', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'SSH agent for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE]' })
     .option('build-context', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Named context NAME=DIR|docker-image://REF|GIT_URL|https://TARBALL for FROM NAME, COPY --from=NAME and RUN --mount from=NAME (repeatable)' })
@@ -119,7 +119,7 @@ async function buildInContext(args: BuildArgs, ctx: CommandContext, where: { con
   const io = ctx.io;
   const contextDir = where.contextDir;
   const dockerfile = await dockerfileFor(args, ctx, where);
-  if (args.platform) checkPlatforms([args.platform]);
+  const platforms = parsePlatforms(args.platform ?? []);
   const call = args.call ?? (args.check ? 'check' : 'build');
   if ((call !== 'build' && call !== 'check') || (args.check && call !== 'check')) {
     throw new TsbuildError('USAGE', `--call ${JSON.stringify(args.call)} is not supported${args.check ? ' with --check' : ''}: use --call build or --call check`);
@@ -159,6 +159,7 @@ async function buildInContext(args: BuildArgs, ctx: CommandContext, where: { con
     runtime: args.runtime,
     isolation: args.isolation,
     snapshotter: snapshotterFromEnv(io.env),
+    ...(platforms !== undefined ? { platforms } : {}),
     ...(args['cache-from'].length > 0 ? { cacheFrom: args['cache-from'].map((c) => parseCacheImport(c, io.cwd)) } : {}),
     ...(args['cache-to'].length > 0 ? { cacheTo: args['cache-to'].map((c) => parseCacheExport(c, io.cwd)) } : {}),
   };

@@ -263,11 +263,13 @@ async function serviceRequest(
 ): Promise<BuildRequest> {
   const io = ctx.io;
   const where = `service ${JSON.stringify(b.service)}`;
-  for (const p of b.platforms) {
-    const want = parsePlatform(p);
-    if (!platformMatches(want, hostPlatform())) {
-      throw new TsbuildError('UNSUPPORTED', `${where}: building for ${formatPlatform(want)} needs emulation, which is not available yet; this host builds ${formatPlatform(hostPlatform())}`);
-    }
+  // One platform per service: a foreign one is built (its RUN steps emulated); several would
+  // make an index, which compose push and the services built on this one do not handle yet.
+  const platforms = b.platforms.map((p) => parsePlatform(p));
+  if (platforms.length > 1) {
+    throw new TsbuildError('UNSUPPORTED', `${where}: build.platforms names ${platforms.length} platforms (${platforms.map(formatPlatform).join(', ')}); compose builds one platform per service`, {
+      hint: 'keep one platform here, or build the image with `tsbuild build --platform A,B`',
+    });
   }
   // build.cache_from / build.cache_to: buildx's grammar, as --cache-from / --cache-to; a local directory is relative to the project.
   const cacheFrom = b.cacheFrom.map((c) => parseCacheImport(c, project.workingDir));
@@ -308,6 +310,7 @@ async function serviceRequest(
     // build.shm_size: bytes, or docker's size grammar ("64m", "1gb"), as --shm-size takes it.
     ...(b.shmSize !== undefined ? await runResourcesFromFlags({ shmSize: String(b.shmSize), ulimit: [], allow: [] }) : {}),
     snapshotter: snapshotterFromEnv(io.env),
+    ...(platforms.length === 1 && !platformMatches(platforms[0]!, hostPlatform()) ? { platforms } : {}),
     ...(cacheFrom.length > 0 ? { cacheFrom } : {}),
     ...(cacheTo.length > 0 ? { cacheTo } : {}),
   };

@@ -10,8 +10,8 @@ export const pushCommand = defineCommand({
     registryOptions(y)
       .positional('image', { type: 'string', demandOption: true, describe: 'Image in the local store (name or ID)' })
       .positional('destination', { type: 'string', describe: 'Where to push (default: the image name)' })
-      .option('compression', { choices: ['gzip', 'uncompressed'] as const, default: 'gzip' as const, describe: 'Layer compression on the wire' })
-      .option('compression-level', { type: 'number', describe: 'gzip level 1-9 for layers compressed for this push (default 6; lower is faster, other digests)' })
+      .option('compression', { choices: ['gzip', 'zstd', 'uncompressed'] as const, default: 'gzip' as const, describe: 'Layer compression on the wire (zstd: OCI zstd layers, made by the zstd program)' })
+      .option('compression-level', { type: 'number', describe: 'Level for layers compressed for this push: gzip 1-9 (default 4), zstd 1-22 (default 3); lower is faster, other digests' })
       .option('chunk-size', { type: 'number', describe: 'Upload in chunks of this many bytes (for registries that cap request size)' })
       .option('max-concurrent-uploads', { type: 'number', default: 4, describe: 'Blobs uploaded at once' })
       .option('platform', { type: 'string', describe: 'Of a multi-platform image, push only the image for this platform (default: every image, then the index)' })
@@ -22,7 +22,8 @@ export const pushCommand = defineCommand({
     const chunkSize = args['chunk-size'];
     if (chunkSize !== undefined && (!Number.isInteger(chunkSize) || chunkSize < 1)) throw new TsbuildError('USAGE', '--chunk-size must be a positive number of bytes');
     const level = args['compression-level'];
-    if (level !== undefined && (!Number.isInteger(level) || level < 1 || level > 9)) throw new TsbuildError('USAGE', '--compression-level must be 1 to 9');
+    const max = args.compression === 'zstd' ? 22 : 9;
+    if (level !== undefined && (!Number.isInteger(level) || level < 1 || level > max)) throw new TsbuildError('USAGE', `--compression-level must be 1 to ${max} for ${args.compression}`);
     const store = await ctx.store();
     const platform = args.platform !== undefined ? parsePlatform(args.platform) : undefined;
     const found = await resolveImageArg(store, args.image, { signal: ctx.io.signal });

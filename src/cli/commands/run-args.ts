@@ -1,7 +1,7 @@
 // How `run` splits its words (loaded at start-up: keep it free of imports).
 
 /** run's flags that take a value (`-e K=V`, `--env K=V`), and the global ones. */
-const VALUE_FLAGS = new Set(['e', 'env', 'env-file', 'w', 'workdir', 'u', 'user', 'entrypoint', 'v', 'volume', 'network', 'root', 'log-level']);
+const VALUE_FLAGS = new Set(['e', 'env', 'env-file', 'w', 'workdir', 'u', 'user', 'entrypoint', 'v', 'volume', 'network', 'platform', 'root', 'log-level']);
 const BOOLEAN_FLAGS = new Set(['rm', 'i', 'interactive', 't', 'tty', 'read-only', 'h', 'help', 'version']);
 
 /**

@@ -3,7 +3,8 @@ import { isAbsolute, resolve } from 'node:path';
 import { runImage, type StepMount } from '../../engine/index.js';
 import { TsbuildError } from '../../errors.js';
 import { defineCommand, repeatable } from '../command.js';
-import { resolveImageArg } from '../../image/index.js';
+import { getLocalImage, resolveImageArg } from '../../image/index.js';
+import { formatPlatform, parsePlatform, platformMatches } from '../../oci/index.js';
 
 /** KEY=VALUE, or KEY alone to take the value from the host environment (dropped when unset). */
 function envEntry(spec: string, hostEnv: NodeJS.ProcessEnv): string | undefined {
@@ -60,7 +61,8 @@ export const runCommand = defineCommand({
       .option('network', { choices: ['host', 'none'] as const, default: 'host' as const, describe: 'Network namespace' })
       .option('interactive', { alias: 'i', type: 'boolean', default: false, describe: 'Pass stdin to the command' })
       .option('tty', { alias: 't', type: 'boolean', default: false, describe: 'Give the command a pseudo-terminal (with -i, stdin must be a terminal)' })
-      .option('read-only', { type: 'boolean', default: false, describe: 'Mount the root file system read-only' }),
+      .option('read-only', { type: 'boolean', default: false, describe: 'Mount the root file system read-only' })
+      .option('platform', { type: 'string', describe: "The image of this platform from a multi-platform image (os/arch[/variant]); a foreign one runs under qemu-user" }),
   run: async (args, ctx) => {
     const signal = ctx.io.signal;
     const io = ctx.io;
@@ -69,7 +71,22 @@ export const runCommand = defineCommand({
       throw new TsbuildError('USAGE', 'the input device is not a TTY', { hint: 'drop -t, or run from a terminal', exitCode: 1 });
     }
     const store = await ctx.store();
-    const { image } = await resolveImageArg(store, args.image, { signal });
+    const imageForPlatform = async (ref: string, text: string) => {
+      let want;
+      try {
+        want = parsePlatform(text);
+      } catch (e) {
+        throw e instanceof TsbuildError ? new TsbuildError('USAGE', `--platform: ${e.message}`, { ...(e.hint !== undefined ? { hint: e.hint } : {}) }) : e;
+      }
+      const found = await getLocalImage(store, ref, { platform: want, signal });
+      const c = found.config;
+      const have = { os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) };
+      if (!platformMatches(want, have)) {
+        throw new TsbuildError('PLATFORM_UNAVAILABLE', `image ${ref} is for ${formatPlatform(have)}, not ${formatPlatform(want)}`, { hint: 'name a multi-platform image that has that platform, or leave --platform out' });
+      }
+      return found;
+    };
+    const image = args.platform !== undefined ? await imageForPlatform(args.image, args.platform) : (await resolveImageArg(store, args.image, { signal })).image;
     const cfg = image.config.config ?? {};
 
     const entrypoint = args.entrypoint !== undefined ? (args.entrypoint === '' ? [] : [args.entrypoint]) : [...(cfg.Entrypoint ?? [])];
@@ -102,7 +119,7 @@ export const runCommand = defineCommand({
         stderr: (c) => io.stderr.write(c),
         forwardSignals: io.signals,
       },
-      { store, signal, warn: (m) => io.stderr.write(`warning: ${m}\n`), toolPath: io.env.PATH },
+      { store, signal, warn: (m) => io.stderr.write(`warning: ${m}\n`), toolPath: io.env.PATH, binfmtDir: io.env.TSBUILD_BINFMT_MISC },
     );
   },
 });
