@@ -116,6 +116,8 @@ describe('the GitHub Action', () => {
     expect(config.rootfs.diff_ids.length).toBeGreaterThan(1);
     // Progress: each step a group; the RUN step's output fenced so it cannot issue commands.
     expect(r.stdout).toMatch(/^::group::#\d+ \[\d\/\d\] RUN .* DONE \d+\.\ds$/m);
+    // Why each step ran, on its line (a fresh store: nothing was built before).
+    expect(r.stdout).toMatch(/^#\d+ \[\d\/\d\] COPY hello\.txt \/hello\.txt \(cache miss: no cache entry\) DONE \d+\.\ds$/m);
     const fence = /^::stop-commands::([0-9a-f-]+)$/m.exec(r.stdout)?.[1];
     expect(fence).toBeDefined();
     const fenced = r.stdout.slice(r.stdout.indexOf(`::stop-commands::${fence}`), r.stdout.indexOf(`::${fence}::`));

@@ -103,14 +103,35 @@ describe('a directory as a named context', () => {
     expect(mount.stderr).toMatch(/outside|not found/);
   });
 
-  it('is refused as a FROM base (BuildKit would use its files; not made here yet), naming the context', async () => {
+  it('is a FROM base as BuildKit makes it: one layer of its files (owners 0:0, .dockerignore applied), an empty config', async () => {
     const dir = path.join(work, 'plain');
-    await writeTree(dir, { 'f.txt': 'x\n' });
-    const r = await build('from-dir', 'FROM plain\nRUN true\n', ['--build-context', `plain=${dir}`]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toContain('"plain"');
-    expect(r.stderr).toContain('is a directory, not an image: starting a stage FROM a directory context is not supported yet');
-    expect(r.stderr).toContain('Dockerfile:1');
+    await writeTree(dir, { 'f.txt': 'x\n', 'sub/g.sh': 'echo g\n', 'skip.log': 'no\n', '.dockerignore': '*.log\n' });
+    await fs.chmod(path.join(dir, 'sub/g.sh'), 0o750);
+    await fs.chown(path.join(dir, 'f.txt'), 1234, 1234);
+    const df = 'FROM plain\nCOPY --from=busybox /bin/busybox /bin/busybox\nRUN ["/bin/busybox", "cp", "/f.txt", "/copied.txt"]\n';
+    const r = await build('from-dir', df, ['--build-context', `plain=${dir}`, '-t', 'from-dir']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await read(path.join(r.out, 'copied.txt'))).toBe('x\n');
+    expect(await read(path.join(r.out, 'sub/g.sh'))).toBe('echo g\n');
+    // The stage's first layer is the directory, read with GNU tar from the saved image.
+    const archive = path.join(work, 'from-dir.tar');
+    expect((await tsbuild(['save', '-o', archive, 'from-dir'], { root })).code).toBe(0);
+    const unpacked = path.join(work, 'from-dir-oci');
+    await fs.mkdir(unpacked);
+    await tool('tar', ['-xf', archive, '-C', unpacked]);
+    const index = JSON.parse(await read(path.join(unpacked, 'index.json'))) as { manifests: Array<{ digest: string }> };
+    const blob = (d: string) => path.join(unpacked, 'blobs', 'sha256', d.slice('sha256:'.length));
+    const manifest = JSON.parse(await read(blob(index.manifests[0]!.digest))) as { config: { digest: string }; layers: Array<{ digest: string }> };
+    expect(manifest.layers).toHaveLength(3);
+    const listing = (await tool('tar', ['-tv', '--numeric-owner', '-f', blob(manifest.layers[0]!.digest)])).stdout.trim().split('\n');
+    const entries = listing.map((l) => l.split(/\s+/)).map((f) => `${f[0]} ${f[1]} ${f[5]}`);
+    expect(entries).toEqual(['-rw-r--r-- 0/0 .dockerignore', '-rw-r--r-- 0/0 f.txt', 'drwxr-xr-x 0/0 sub/', '-rwxr-x--- 0/0 sub/g.sh']);
+    const config = JSON.parse(await read(blob(manifest.config.digest))) as { config: { Env?: string[]; Cmd?: string[]; Entrypoint?: string[]; WorkingDir?: string } };
+    expect(config.config).toEqual({ Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'] });
+    // The same directory again: every step a hit.
+    const again = await tsbuild(['build', '--progress', 'plain', '--build-context', `plain=${dir}`, path.join(work, 'ctx-from-dir')], { root, cwd: work });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/#1 \[1\/3\] FROM plain \[context .*plain\]\n#1 CACHED/);
   });
 });
 

@@ -78,17 +78,19 @@ function escapeProperty(s: string): string {
  * that prints `::set-output` or `::add-mask` cannot issue workflow commands.
  */
 export function groupReporter(out: Writable): (e: BuildEvent) => void {
-  const steps = new Map<number, { name: string; lines: string[] }>();
-  const flush = (id: number, status: string): void => {
+  const steps = new Map<number, { name: string; lines: string[]; miss?: string }>();
+  const flush = (id: number, done: string): void => {
     const s = steps.get(id);
     if (!s) return;
     steps.delete(id);
+    // Why a step missed the cache goes on its title line, before its status, so a quiet step stays one line.
+    const title = s.miss === undefined ? s.name : `${s.name} (cache miss: ${s.miss})`;
     if (s.lines.length === 0) {
-      out.write(`#${id} ${s.name} ${status}\n`);
+      out.write(`#${id} ${title} ${done}\n`);
       return;
     }
     const fence = randomUUID();
-    out.write(`::group::#${id} ${escapeData(s.name)} ${status}\n::stop-commands::${fence}\n${s.lines.join('')}::${fence}::\n::endgroup::\n`);
+    out.write(`::group::#${id} ${escapeData(title)} ${done}\n::stop-commands::${fence}\n${s.lines.join('')}::${fence}::\n::endgroup::\n`);
   };
   return (e) => {
     switch (e.type) {
@@ -98,6 +100,11 @@ export function groupReporter(out: Writable): (e: BuildEvent) => void {
       case 'step-log':
         steps.get(e.id)?.lines.push(e.text.endsWith('\n') ? e.text : `${e.text}\n`);
         return;
+      case 'step-miss': {
+        const s = steps.get(e.id);
+        if (s) s.miss = e.reason;
+        return;
+      }
       case 'step-cached':
         flush(e.id, 'CACHED');
         return;

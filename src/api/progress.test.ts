@@ -26,8 +26,10 @@ describe('progress reporters', () => {
     r({ type: 'step-log', id: 1, stream: 'stdout', text: 'hello\nworld\n' });
     r({ type: 'step-done', id: 1, durationMs: 1234 });
     r({ type: 'step-start', id: 2, name: 'COPY a /b' });
-    r({ type: 'step-cached', id: 2, name: 'COPY a /b' });
-    expect(s.text()).toBe(`#1 ${long}\n#1 hello\n#1 world\n#1 DONE 1.2s\n#2 COPY a /b\n#2 CACHED\n`);
+    r({ type: 'step-cached', id: 2, name: 'COPY a /b', hit: true, source: 'local' });
+    r({ type: 'step-start', id: 3, name: 'COPY c /d' });
+    r({ type: 'step-miss', id: 3, hit: false, reason: '/d/x.py changed' });
+    expect(s.text()).toBe(`#1 ${long}\n#1 hello\n#1 world\n#1 DONE 1.2s\n#2 COPY a /b\n#2 CACHED\n#3 COPY c /d\n#3 cache miss: /d/x.py changed\n`);
   });
 
   it('tty: redraws steps in place, states last, long names clipped to the width', () => {
@@ -38,13 +40,19 @@ describe('progress reporters', () => {
     r({ type: 'step-error', id: 1, message: 'boom' });
     r({ type: 'step-start', id: 2, name: 'COPY a /b' });
     r({ type: 'step-cached', id: 2, name: 'COPY a /b' });
+    r({ type: 'step-start', id: 3, name: 'RUN make' });
+    r({ type: 'step-miss', id: 3, hit: false, reason: 'build arg VERSION changed' });
+    r({ type: 'step-done', id: 3, durationMs: 100 });
     const text = s.text();
     expect(text).toContain('\x1b['); // cursor movement: redrawn in place
-    const last = text.split('\x1b[2K').slice(-3).map((l) => l.replace(/\n$/, ''));
+    const last = text.split('\x1b[2K').slice(-5).map((l) => l.replace(/\n$/, ''));
     expect(last[0]).toMatch(/^#1 RUN y+… {2}ERROR$/);
     expect(last[0]!.length).toBeLessThanOrEqual(60);
     expect(last[1]).toBe('    building');
     expect(last[2]).toBe('#2 COPY a /b  CACHED');
+    expect(last[3]).toBe('#3 RUN make  0.1s');
+    // Why it ran stays under the step once it is done.
+    expect(last[4]).toBe('    cache miss: build arg VERSION changed');
   });
 
   it('json: one event per line', () => {

@@ -5,9 +5,10 @@ export type ProgressMode = 'auto' | 'plain' | 'tty' | 'json' | 'quiet';
 
 /**
  * Renders build events. plain: docker/BuildKit-like lines (`#3 [2/4] COPY a /b`,
- * `#3 CACHED`, `#3 DONE 0.2s`), never truncated; tty: one line per step redrawn in place
- * with its state and elapsed time, the live output of running steps folded under them;
- * json: one event per line; quiet: warnings only.
+ * `#3 CACHED`, `#3 cache miss: /app/a.py changed`, `#3 DONE 0.2s`), never truncated; tty: one line per step redrawn in place
+ * with its state and elapsed time, why it missed the cache and the live output of running steps
+ * folded under it; json: one event per line (a hit's `hit`/`source`, a miss's `hit`/`reason`);
+ * quiet: warnings only.
  */
 export function createReporter(mode: ProgressMode, out: Writable): BuildReporter {
   const isTty = Boolean((out as { isTTY?: boolean }).isTTY);
@@ -26,6 +27,9 @@ export function createReporter(mode: ProgressMode, out: Writable): BuildReporter
         return;
       case 'step-cached':
         out.write(`#${e.id} CACHED\n`);
+        return;
+      case 'step-miss':
+        out.write(`#${e.id} cache miss: ${e.reason}\n`);
         return;
       case 'step-done':
         out.write(`#${e.id} DONE ${(e.durationMs / 1000).toFixed(1)}s\n`);
@@ -54,6 +58,8 @@ interface TtyStep {
   state: 'running' | 'cached' | 'done' | 'error';
   readonly started: number;
   durationMs?: number;
+  /** Why it missed the cache, shown under it. */
+  miss?: string;
   tail: string[];
 }
 
@@ -77,6 +83,7 @@ function ttyReporter(out: Writable): BuildReporter {
       const room = Math.max(10, width() - head.length - mark.length - 2);
       const name = s.name.length > room ? `${s.name.slice(0, room - 1)}…` : s.name;
       lines.push(`${head}${name}  ${mark}`);
+      if (s.miss !== undefined) lines.push(clip(`    cache miss: ${s.miss}`));
       if (s.state === 'running' || s.state === 'error') for (const l of s.tail) lines.push(clip(`    ${l}`));
     }
     let buf = drawn > 0 ? `\x1b[${drawn}F` : '';
@@ -98,6 +105,9 @@ function ttyReporter(out: Writable): BuildReporter {
         break;
       case 'step-cached':
         if (step) step.state = 'cached';
+        break;
+      case 'step-miss':
+        if (step) step.miss = e.reason;
         break;
       case 'step-done':
         if (step) Object.assign(step, { state: 'done', durationMs: e.durationMs });

@@ -1,6 +1,7 @@
 import type { StoredLayer } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { CacheKey } from './cache-key.js';
+import type { KeyInputsSummary } from './key-explain.js';
 
 /**
  * A step's result found in a cache: the layer it made (with its entry index), or `empty` for a
@@ -26,14 +27,28 @@ export type CacheHit =
 export interface CacheSource {
   /** For messages: "local step cache", "registry cache example.com/app:cache". */
   readonly name: string;
+  /** How progress names a hit's source (`local`, `registry REF`, `local DIR`); default: `name`. */
+  readonly label?: string | undefined;
   lookup(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheHit | undefined>;
+  /**
+   * Optional, to explain a miss (key-explain.ts): the key this source holds for a step identity
+   * (stepIdentityText; an exported cache's `explain` map), and the inputs summary of a key (an
+   * exported entry's `inputs`). Asked only on a miss the local step cache cannot explain.
+   */
+  lastKeyFor?(identity: string, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheKey | undefined>;
+  inputsOf?(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<KeyInputsSummary | undefined>;
 }
 
 /** The first hit of `sources`, asked in order. */
 export async function lookupInOrder(sources: readonly CacheSource[], key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheHit | undefined> {
+  return (await firstHit(sources, key, opts))?.hit;
+}
+
+/** The first hit of `sources`, asked in order, with the source that answered it. */
+export async function firstHit(sources: readonly CacheSource[], key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<{ readonly hit: CacheHit; readonly source: CacheSource } | undefined> {
   for (const source of sources) {
     const hit = await source.lookup(key, opts);
-    if (hit) return hit;
+    if (hit) return { hit, source };
   }
   return undefined;
 }

@@ -1,8 +1,11 @@
-import { lstat, readdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { layerIndexOf } from '../image/index.js';
 import type { Store } from '../store/index.js';
 import type { CacheKey } from './cache-key.js';
+import { isDigest } from '../oci/index.js';
+import type { KeyInputsSummary } from './key-explain.js';
 import type { CacheHit, CacheSource } from './cache-source.js';
 import { formatStepRecord, isStepRecordFile, parseStepRecord, stepRecordName, type StepRecord } from './step-record.js';
 
@@ -15,6 +18,7 @@ const MAX_RECORD_BYTES = 64 * 1024;
  */
 export class LocalStepCache implements CacheSource {
   readonly name = 'local step cache';
+  readonly label = 'local';
   readonly #store: Store;
 
   constructor(store: Store) {
@@ -34,6 +38,54 @@ export class LocalStepCache implements CacheSource {
   async record(key: CacheKey, record: StepRecord): Promise<void> {
     await this.#store.writeMeta(stepRecordName(key), formatStepRecord(record));
   }
+
+  /** The inputs summary recorded with a key; undefined when there is no entry or it has none. */
+  async inputsOf(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<KeyInputsSummary | undefined> {
+    const doc = await this.#store.readMeta(stepRecordName(key), { ...(opts.signal ? { signal: opts.signal } : {}), maxBytes: MAX_RECORD_BYTES });
+    return parseStepRecord(doc)?.inputs;
+  }
+
+  /**
+   * The last key made (executed and recorded, not hit) for a step: `meta/last-key.<hex>.json`,
+   * hex = sha256 of `scope` (the build context's directory and the step's identity text, see
+   * key-explain.ts StepIdentity). Written on a miss only, so a cached build writes none.
+   */
+  async lastKey(scope: string, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<CacheKey | undefined> {
+    const doc = (await this.#store.readMeta(lastKeyRecordName(scope), { ...(opts.signal ? { signal: opts.signal } : {}), maxBytes: 4096 })) as { key?: unknown } | undefined;
+    return typeof doc?.key === 'string' && isDigest(doc.key) ? (doc.key as CacheKey) : undefined;
+  }
+
+  async rememberLastKey(scope: string, key: CacheKey): Promise<void> {
+    await this.#store.writeMeta(lastKeyRecordName(scope), { key });
+  }
+}
+
+/** The meta name of a step's last-key record. */
+function lastKeyRecordName(scope: string): string {
+  return `last-key.${createHash('sha256').update(scope).digest('hex')}`;
+}
+
+/** True for the meta file names of last-key records (`last-key.<hex>.json`). */
+export function isLastKeyRecordFile(file: string): boolean {
+  return /^last-key\.[a-f0-9]{64}\.json$/.test(file);
+}
+
+/**
+ * Removes last-key records whose key has no step cache entry any more (prune removed it): a
+ * miss of that step then says "no cache entry", which is now true. Returns how many it removed.
+ */
+export async function pruneLastKeyRecords(store: Store, signal?: AbortSignal): Promise<number> {
+  let removed = 0;
+  for (const file of await readdir(store.paths.meta).catch(() => [] as string[])) {
+    if (!isLastKeyRecordFile(file)) continue;
+    const name = file.slice(0, -'.json'.length);
+    const doc = (await store.readMeta(name, { ...(signal ? { signal } : {}), maxBytes: 4096 }).catch(() => undefined)) as { key?: unknown } | undefined;
+    const key = typeof doc?.key === 'string' && isDigest(doc.key) ? (doc.key as CacheKey) : undefined;
+    if (key && (await store.readMeta(stepRecordName(key), { ...(signal ? { signal } : {}), maxBytes: MAX_RECORD_BYTES }).catch(() => null)) !== undefined) continue;
+    await store.withLock(() => rm(join(store.paths.meta, file), { force: true }), { ...(signal ? { signal } : {}) });
+    removed++;
+  }
+  return removed;
 }
 
 /** One entry of the step cache as `prune` and `df` list it. */

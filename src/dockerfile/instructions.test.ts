@@ -207,4 +207,11 @@ describe('toInstruction: errors', () => {
     expect(typeError('FROM a\nXYZZY x').hint).toBeUndefined();
     expect(typeError('FROM a\nCOPY --form=x a b').message).toBe('unknown flag: form (did you mean from?)');
   });
+
+  it('refuses RUN --device (a CDI device name) as unsupported, at its line, naming the flag and why', () => {
+    const err = typeError('FROM a\n\nRUN --device=vendor.com/gpu=all nvidia-smi');
+    expect(err.code).toBe('UNSUPPORTED');
+    expect(err.location?.startLine).toBe(3);
+    expect(err.message).toMatch(/^RUN --device=vendor\.com\/gpu=all is not supported: .*CDI/);
+  });
 });

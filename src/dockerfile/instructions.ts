@@ -235,7 +235,7 @@ export type Instruction =
 /** Flags each instruction accepts (bflag types); everything else is "unknown flag". */
 const FLAGS: Readonly<Record<InstructionKind, FlagSpec>> = {
   FROM: { platform: 'string' },
-  RUN: { mount: 'strings', network: 'string', security: 'string' },
+  RUN: { mount: 'strings', network: 'string', security: 'string', device: 'strings' },
   CMD: {},
   ENTRYPOINT: {},
   SHELL: {},
@@ -475,6 +475,15 @@ function build(node: Node, kind: InstructionKind, base: InstructionBase, file: s
       if (network !== undefined && !RUN_NETWORKS.has(network)) throw problem(`invalid network mode ${goQuote(network)}`);
       const security = flags.string('security');
       if (security !== undefined && !RUN_SECURITY.has(security)) throw problem(`security ${goQuote(security)} is not valid`);
+      // BuildKit's labs flag (dockerfile:1-labs): a CDI device name, resolved by its daemon from
+      // the host's CDI specs into device nodes, mounts and env. Parsed so the refusal says why.
+      const devices = flags.strings('device');
+      if (devices.length > 0) {
+        throw new TsbuildError('UNSUPPORTED', `RUN --device=${devices[0]} is not supported: the flag names a CDI (Container Device Interface) device, which tsbuild does not resolve or pass into RUN steps`, {
+          location: base.location,
+          hint: 'remove the flag, or build this Dockerfile with BuildKit (dockerfile:1-labs and `--allow device`)',
+        });
+      }
       return {
         kind,
         ...base,

@@ -123,6 +123,7 @@ export async function stateFromImage(store: Store, image: LocalImage, ref: strin
     indexes,
     key: imageStateKey(image.manifestDescriptor.digest),
     cmdSet: false,
+    base: { ref, digest: image.manifestDescriptor.digest },
   };
 }
 

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { cacheKeyFor, linkedStateKey, type CacheKey, type StepKeyInputs } from '../cache/index.js';
 import type { Instruction } from '../dockerfile/index.js';
 import { expandInstruction, scopeAfter, type StageScope, type Step } from '../plan/index.js';
@@ -10,6 +11,7 @@ import type { BuildInputs, MadeLayer, StepContext, StepModule } from './step.js'
 import type { BuildSession } from './session.js';
 import { workdirStep } from './workdir-step.js';
 import type { InFlightSteps } from './in-flight.js';
+import { configLink, stepExplain, type ConfigLink, type StepExplain } from './cache-explain.js';
 
 /** The module of each step kind: a new kind does not compile until it has one. */
 const STEPS: { readonly [K in Step['kind']]: StepModule<Extract<Step, { kind: K }>> } = {
@@ -36,6 +38,8 @@ const STEPS: { readonly [K in Step['kind']]: StepModule<Extract<Step, { kind: K 
 export interface StageProgress {
   readonly state: StageState;
   readonly scope: StageScope;
+  /** The config-only steps since the last step that may make a layer, to explain its miss (cache-explain.ts). */
+  readonly configSince?: readonly ConfigLink[] | undefined;
 }
 
 export interface StageStepOptions {
@@ -44,6 +48,8 @@ export interface StageStepOptions {
   readonly platformText: string;
   readonly inputs: BuildInputs;
   readonly noCache: boolean;
+  /** The stage as a step identity names it (its name, or its index): see cache-explain.ts. */
+  readonly stage?: string | undefined;
 }
 
 /**
@@ -51,7 +57,7 @@ export interface StageStepOptions {
  * (BuildKit's expansion rules), prepared by its module, then key -> lookup -> execute ->
  * record here. What the new state's layers need is held in the session's lease.
  */
-export async function dispatchInstruction(ins: Instruction, name: string, at: StageProgress, opts: StageStepOptions): Promise<StageProgress> {
+export async function dispatchInstruction(ins: Instruction, name: string, at: StageProgress, opts: StageStepOptions, place?: string): Promise<StageProgress> {
   const { session } = opts;
   const id = session.nextStepId();
   session.report({ type: 'step-start', id, name, location: ins.location });
@@ -60,45 +66,81 @@ export async function dispatchInstruction(ins: Instruction, name: string, at: St
     const cfg = at.state.config.config ?? {};
     const step = expandInstruction(ins, { env: cfg.Env ?? [], scope: at.scope, lex: opts.inputs.lex, workdir: cfg.WorkingDir || '/', shell: cfg.Shell ?? [] });
     const ctx: StepContext = { ...opts, state: at.state, onOutput: (stream, text) => session.report({ type: 'step-log', id, stream, text }) };
-    const r = await applyStep(step, ctx);
+    const explain = explainFor(id, at, opts, place ?? name);
+    const r = await applyStep(step, ctx, explain);
+    const configSince = r.config ? [...(at.configSince ?? []), configLink(step)] : undefined;
     // A step that made no layer (a cache hit, a config-only step) adds nothing new to protect.
     await session.holdLayers(r.state.layers, name, r.cached || r.state.layers.length === at.state.layers.length);
-    session.report(r.cached ? { type: 'step-cached', id, name } : { type: 'step-done', id, durationMs: Date.now() - started });
-    return { state: r.state, scope: scopeAfter(at.scope, step) };
+    session.report(r.cached ? { type: 'step-cached', id, name, hit: true, ...(r.source ? { source: r.source } : {}) } : { type: 'step-done', id, durationMs: Date.now() - started });
+    return { state: r.state, scope: scopeAfter(at.scope, step), configSince };
   } catch (e) {
     session.report({ type: 'step-error', id, message: e instanceof Error ? e.message : String(e) });
     throw e;
   }
 }
 
-async function applyStep(step: Step, ctx: StepContext): Promise<{ state: StageState; cached: boolean }> {
+/** The step's "why it missed" reporter (cache-explain.ts), by its identity in the build. */
+function explainFor(id: number, at: StageProgress, opts: StageStepOptions, place: string): StepExplain {
+  const { session, inputs } = opts;
+  return stepExplain({
+    session,
+    id,
+    identity: { dockerfile: dockerfileIdentity(inputs.file, inputs.contextDir), stage: opts.stage ?? '', step: place, platform: opts.platformText },
+    contextDir: inputs.contextDir,
+    state: at.state,
+    configSince: at.configSince ?? [],
+    noCache: opts.noCache,
+    isBuildArg: (n) => at.scope.argEnv.has(n),
+  });
+}
+
+/**
+ * The Dockerfile as a step identity names it: its path inside the build context when it is there
+ * (the same on every checkout of the project), else its file name.
+ */
+function dockerfileIdentity(file: string, contextDir: string): string {
+  const rel = path.relative(path.resolve(contextDir), path.resolve(file));
+  return rel === '' || rel.startsWith('..') || path.isAbsolute(rel) ? path.basename(file) : rel.split(path.sep).join('/');
+}
+
+async function applyStep(step: Step, ctx: StepContext, explain: StepExplain): Promise<{ state: StageState; cached: boolean; config?: boolean; source?: string | undefined }> {
   const { session, state } = ctx;
   const prepared = await (STEPS[step.kind] as StepModule<Step>).prepare(step, ctx);
-  if (prepared.kind === 'config') return { state: { ...prepared.apply(state), key: cacheKeyFor(prepared.keyInputs) }, cached: false };
+  if (prepared.kind === 'config') return { state: { ...prepared.apply(state), key: cacheKeyFor(prepared.keyInputs) }, cached: false, config: true };
   try {
     const history = { createdBy: prepared.history, created: ctx.inputs.created };
     const after = prepared.after ?? ((s: StageState) => s);
+    let source: string | undefined;
     const r = await runCached<MadeLayer | undefined>({
       keyInputs: prepared.keyInputs,
       noCache: ctx.noCache,
       lookup: async (key) => {
-        const hit = await session.lookup(key);
-        return hit === undefined ? undefined : { value: hit.kind === 'layer' ? { layer: hit.layer, index: hit.index } : undefined };
+        const found = await session.lookupWithSource(key);
+        if (found === undefined) return undefined;
+        source = found.source;
+        const hit = found.hit;
+        return { value: hit.kind === 'layer' ? { layer: hit.layer, index: hit.index } : undefined };
       },
+      onMiss: (key) => explain.miss(key, prepared.keyInputs),
       // The step reads the layers it builds on: what cache hits deferred is held from here.
       beforeExecute: () => session.claim(state.layers),
       execute: async () => {
         const out = await prepared.execute();
         return { value: out.made, keyInputs: out.keyInputs };
       },
-      record: (key, made) => session.record(key, made ? { kind: 'layer', diffId: made.layer.diffId, size: made.layer.size } : { kind: 'empty' }),
+      record: async (key, made, inputs) => {
+        const summary = explain.summary(inputs);
+        await session.record(key, made ? { kind: 'layer', diffId: made.layer.diffId, size: made.layer.size, inputs: summary } : { kind: 'empty', inputs: summary });
+        await explain.made(key);
+      },
       inFlight: session.inFlight,
       signal: session.signal,
     });
+    explain.seen(r.key);
     // A step that changed nothing adds no layer, as BuildKit's exporter drops empty layers.
     const key = prepared.linked ? linkedStateKey(state.key, r.key, ctx.platformText) : r.key;
     const next = r.value ? withLayer(state, key, r.value, history) : withoutLayer(state, key, history);
-    return { state: after(next), cached: r.cached };
+    return { state: after(next), cached: r.cached, ...(r.cached ? { source } : {}) };
   } finally {
     prepared.release?.();
   }
@@ -112,10 +154,13 @@ export interface CachedOperation<T> {
   readonly noCache: boolean;
   /** A usable earlier result; a query, never a write. */
   lookup(key: CacheKey): Promise<{ readonly value: T } | undefined>;
+  /** On a miss (or with the cache off), before executing: says why (the key when known before). */
+  onMiss?(key: CacheKey | undefined): Promise<void>;
   /** On a miss, before executing. */
   beforeExecute?(): Promise<void>;
   execute(): Promise<{ readonly value: T; readonly keyInputs?: StepKeyInputs | undefined }>;
-  record(key: CacheKey, value: T): Promise<void>;
+  /** Records the result under its key; `inputs` are what the key was made of. */
+  record(key: CacheKey, value: T, inputs: StepKeyInputs): Promise<void>;
   /** Steps other builds of the env execute now: a miss on one of them waits and looks again. */
   readonly inFlight?: InFlightSteps | undefined;
   /** Stops waiting for another build's execution (cancel, fail fast). */
@@ -144,12 +189,13 @@ export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly k
   const done = known !== undefined ? op.inFlight?.start(known) : undefined;
   let recorded = false;
   try {
+    await op.onMiss?.(known);
     await op.beforeExecute?.();
     const out = await op.execute();
-    const inputs = known === undefined ? out.keyInputs : undefined;
-    if (known === undefined && inputs === undefined) throw new Error('internal: a step without key inputs learnt none by executing');
-    const key = known ?? cacheKeyFor(inputs!);
-    await op.record(key, out.value);
+    const inputs = op.keyInputs ?? out.keyInputs;
+    if (inputs === undefined) throw new Error('internal: a step without key inputs learnt none by executing');
+    const key = known ?? cacheKeyFor(inputs);
+    await op.record(key, out.value, inputs);
     recorded = true;
     return { key, value: out.value, cached: false };
   } finally {

@@ -217,8 +217,10 @@ async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: 
     const entries = new Map<CacheKey, ExportEntry>();
     const layers: StoredLayer[] = [];
     for (const [key, r] of session.usedSteps()) {
-      // Whatever a step record carries beyond its layer (the key's inputs) travels along.
-      const inputs = 'inputs' in r && r.inputs !== undefined ? { inputs: r.inputs } : {};
+      // Whatever a step record carries beyond its layer (the key's inputs) travels along; a
+      // hit's are in its local record (or its source's entry), read here, never on the hit.
+      const known = r.inputs ?? (await session.inputsOf(key));
+      const inputs = known !== undefined ? { inputs: known } : {};
       if (r.kind === 'empty') entries.set(key, { layer: undefined, ...inputs });
       else if (spec.mode === 'max' || inImage.has(r.diffId)) {
         entries.set(key, { layer: { diffId: r.diffId, size: r.size }, ...inputs });
@@ -233,7 +235,7 @@ async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: 
       // Lazy hits the build never read (a stage no later step unpacked): an export to the
       // registry they came from finds their blobs there; any other needs their bytes.
       if (!(spec.type === 'registry' && sameRegistryAsImport(spec.ref, imports))) await session.claim(layers);
-      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date() });
+      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date(), explainSteps: session.stepKeys });
       session.report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
       session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
     } catch (e) {

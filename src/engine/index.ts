@@ -11,7 +11,7 @@ export { runImage, type RunImageEnv, type RunImageRequest } from './run-image.js
 export { openSshSources, type SshSources } from './ssh.js';
 export { parseAddHost, type ExtraHost } from './extra-hosts.js';
 export { mergeUlimits, parseAllow, parseShmSize, parseUlimit, type Entitlement, type RunResources } from './run-resources.js';
-export { listStepCache, type CacheHit, type CacheKey, type CacheSource, type StepCacheEntry } from '../cache/index.js';
+export { listStepCache, pruneLastKeyRecords, type CacheHit, type CacheKey, type CacheSource, type StepCacheEntry } from '../cache/index.js';
 export type { StepMount } from '../sandbox/index.js';
 
 export { removeTreeAnyOwner, sweepDeadRuns } from './housekeeping.js';

@@ -1,5 +1,4 @@
 import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
-import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { SourceRoot } from './copy-sources.js';
 
 /**
@@ -28,17 +27,4 @@ export async function namedContextRoot(name: string, dir: string, signal: AbortS
     filterFile: '.dockerignore',
     walk: () => walkContext(dir, matcher, { signal }),
   };
-}
-
-/**
- * FROM NAME where NAME is a directory context. BuildKit starts such a stage from an empty
- * config with the directory's files as its filesystem (dockerfile2llb resolveBaseImage: a
- * named context without an image gets emptyImage); tsbuild does not make that layer yet, and
- * says so rather than building something else.
- */
-export function directoryAsBase(name: string, ctx: NamedContext, location: SourceLocation): TsbuildError {
-  return new TsbuildError('UNSUPPORTED', `build context ${JSON.stringify(name)} (${ctx.value}) is a directory, not an image: starting a stage FROM a directory context is not supported yet`, {
-    location,
-    hint: `give it as docker-image://REF to use it as a base, or read its files with COPY --from=${name}`,
-  });
 }

@@ -41,7 +41,7 @@ const CACHE_LOCK_WAIT_MS = 24 * 60 * 60 * 1000;
  * other processes and steps of this one wait; a holder that died leaves a stale lock, taken
  * over) until the returned release is called. With `wait: false`, undefined when it is held.
  */
-async function holdCacheLock(dir: string, opts: { wait: boolean; signal?: AbortSignal | undefined }): Promise<(() => void) | undefined> {
+export async function holdCacheLock(dir: string, opts: { wait: boolean; signal?: AbortSignal | undefined }): Promise<(() => void) | undefined> {
   const lock = new StoreLock(`${dir}.lock`, { timeoutMs: opts.wait ? CACHE_LOCK_WAIT_MS : 0 });
   let release!: () => void;
   const released = new Promise<void>((r) => (release = r));
@@ -60,7 +60,7 @@ async function holdCacheLock(dir: string, opts: { wait: boolean; signal?: AbortS
 }
 
 /** Cache mounts live in the store, one directory per id, kept between builds. */
-function cacheDir(store: Store, id: string): string {
+export function cacheDir(store: Store, id: string): string {
   return path.join(store.root, 'cache-mounts', createHash('sha256').update(id).digest('hex').slice(0, 32));
 }
 

@@ -1,4 +1,4 @@
-import { LocalStepCache, type CacheHit, type CacheKey, type CacheSource, type StateKey, type StepRecord } from '../cache/index.js';
+import { LocalStepCache, type CacheHit, type CacheKey, type CacheSource, type KeyInputsSummary, type StateKey, type StepRecord } from '../cache/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { StoredLayer } from '../image/index.js';
 import type { LocalImage } from '../image/index.js';
@@ -15,7 +15,7 @@ import type { BuildEvent, BuildReporter } from './events.js';
 import { claimLeased, deferLayers, leaseLayers } from './lease-layers.js';
 import type { StageState } from './stage-state.js';
 import { InFlightSteps } from './in-flight.js';
-import { directoryAsBase, namedContextRoot, type NamedContext } from './named-contexts.js';
+import { namedContextRoot, type NamedContext } from './named-contexts.js';
 
 /** What RUN steps (and `tsbuild run`) run with: probed and selected once per session. */
 export interface BuildSandbox {
@@ -176,14 +176,22 @@ export class BuildSession {
    * bytes are fetched (claim); every hit is noted for --cache-to.
    */
   async lookup(key: CacheKey): Promise<CacheHit | undefined> {
+    return (await this.lookupWithSource(key))?.hit;
+  }
+
+  /** As lookup, with the label of the source that answered (`local`, `registry REF`, `local DIR`). */
+  async lookupWithSource(key: CacheKey): Promise<{ readonly hit: CacheHit; readonly source: string } | undefined> {
     let hit: CacheHit | undefined;
     let local = true;
+    let answered: CacheSource | undefined;
     for (const source of this.cacheSources) {
       hit = await source.lookup(key, { signal: this.signal });
+      answered = source;
       if (hit !== undefined) break;
       local = false;
     }
-    if (hit === undefined) return undefined;
+    if (hit === undefined || answered === undefined) return undefined;
+    const source = answered.label ?? answered.name;
     const record: StepRecord = hit.kind === 'layer' ? { kind: 'layer', diffId: hit.layer.diffId, size: hit.layer.size } : { kind: 'empty' };
     this.#used.set(key, record);
     if (hit.kind === 'layer' && hit.fetch !== undefined && !this.#lazy.has(hit.layer.diffId) && !(await this.store.blobs.hasBlob(hit.layer.diffId))) {
@@ -195,12 +203,28 @@ export class BuildSession {
       // An imported hit is kept in the local step cache: the next build here finds it without the source.
       await this.stepCache.record(key, record);
     }
-    return hit;
+    return { hit, source };
   }
+
+  /**
+   * The key each step of this build ended with (hit or made), by step identity text: the
+   * `explain` map an export of this build's cache carries, so a miss on another machine can say
+   * why (cache-explain.ts).
+   */
+  readonly stepKeys = new Map<string, CacheKey>();
 
   async record(key: CacheKey, record: StepRecord): Promise<void> {
     await this.stepCache.record(key, record);
     this.#used.set(key, record);
+  }
+
+  /** The inputs summary of a key: the local step record's, else the first cache source's that has one. */
+  async inputsOf(key: CacheKey): Promise<KeyInputsSummary | undefined> {
+    for (const source of this.cacheSources) {
+      const found = source === this.stepCache ? await this.stepCache.inputsOf(key, { signal: this.signal }).catch(() => undefined) : await source.inputsOf?.(key, { signal: this.signal });
+      if (found !== undefined) return found;
+    }
+    return undefined;
   }
 
   /** The step results this build used or made, by key (what --cache-to exports). */
@@ -225,7 +249,8 @@ export class BuildSession {
    */
   resolveImage(ref: string, location: SourceLocation, platform?: Platform): Promise<LocalImage> {
     const named = this.#opts.namedContexts?.get(ref);
-    if (named?.kind === 'dir') return Promise.reject(directoryAsBase(ref, named, location));
+    // FROM a directory context is a COPY of it (stages.ts); its files are read by sourceRoot.
+    if (named?.kind === 'dir') return Promise.reject(new Error(`internal: build context ${JSON.stringify(ref)} is a directory, not an image`));
     const real = named?.kind === 'image' ? named.ref : ref;
     return locatedImage(this.#find(real, platform), real, location);
   }
@@ -241,6 +266,12 @@ export class BuildSession {
       if (named?.kind === 'dir') continue;
       this.#find(named?.kind === 'image' ? named.ref : ref).catch(() => undefined);
     }
+  }
+
+  /** The directory of a named build context that is one (`--build-context NAME=DIR`); else undefined. */
+  namedDirectory(ref: string): { readonly dir: string; readonly value: string } | undefined {
+    const named = this.#opts.namedContexts?.get(ref);
+    return named?.kind === 'dir' ? named : undefined;
   }
 
   /** An image reference as progress shows it: a named context's image, with the context's name. */

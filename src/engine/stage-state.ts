@@ -16,6 +16,11 @@ export interface StageState {
   readonly key: StateKey;
   /** CMD was set in this stage (ENTRYPOINT then keeps it). */
   readonly cmdSet: boolean;
+  /**
+   * The image the stage started FROM (or the stage it is built on did), as FROM named it: only
+   * to say "base image REF changed digest" when a step misses (cache-explain.ts).
+   */
+  readonly base?: { readonly ref: string; readonly digest: string } | undefined;
 }
 
 const views = new WeakMap<StageState, RootfsView>();

@@ -5,7 +5,7 @@ import { parseDockerfile, toInstructions, type Instruction } from '../dockerfile
 import { formatPlatform, parsePlatform, type Platform } from '../oci/index.js';
 import { DEFAULT_PATH_ENV, initialStageScope, type BuildPlan, type PlannedStage } from '../plan/index.js';
 import { scratchState } from './base-image.js';
-import { dispatchInstruction, type StageProgress } from './dispatch.js';
+import { dispatchInstruction, type StageProgress, type StageStepOptions } from './dispatch.js';
 import type { BuildSession } from './session.js';
 import type { StageState } from './stage-state.js';
 import type { BuildInputs } from './step.js';
@@ -61,10 +61,14 @@ async function runStage(plan: BuildPlan, ps: PlannedStage, session: BuildSession
   const label = `[${total > 1 ? `${stage.name ?? `stage-${stage.index}`} ` : ''}`;
   const count = stage.instructions.length + 1;
   const platform = stagePlatform(ps, session.platform);
-  let state = await startStage(ps, session, platform, `${label}1/${count}]`);
   const filter = opts.noCacheFilter;
   const noCache = opts.noCache || (stage.name !== undefined && filter.includes(stage.name)) || filter.includes(String(stage.index));
-  const step = { session, platformText: formatPlatform(platform), inputs: opts.inputs, noCache };
+  const step = { session, platformText: formatPlatform(platform), inputs: opts.inputs, noCache, stage: stage.name ?? String(stage.index) };
+  const directory = ps.base.kind === 'image' ? session.namedDirectory(ps.base.ref) : undefined;
+  let state =
+    directory && ps.base.kind === 'image'
+      ? await startFromDirectory(ps, ps.base.ref, directory, `${label}1/${count}]`, { state: withDefaultPath(scratchState(platform)), scope: initialStageScope(plan, ps, baseScope) }, step, opts)
+      : await startStage(ps, session, platform, `${label}1/${count}]`);
 
   // ONBUILD triggers of the base run first, then are cleared (reference: ONBUILD).
   const triggers = state.config.config?.OnBuild ?? [];
@@ -76,11 +80,11 @@ async function runStage(plan: BuildPlan, ps: PlannedStage, session: BuildSession
     // are parsed here, from its config.
     const parsed = ps.base.kind === 'stage' && ps.onbuild.length === triggers.length ? ps.onbuild : triggers.map((t) => parseTrigger(t, opts.inputs.file, opts.escape, stage.from.location));
     for (const [i, trigger] of triggers.entries()) {
-      at = await dispatchInstruction({ ...parsed[i]!, location: stage.from.location } as Instruction, `ONBUILD ${trigger}`, at, step);
+      at = await dispatchInstruction({ ...parsed[i]!, location: stage.from.location } as Instruction, `ONBUILD ${trigger}`, at, step, `onbuild.${i}`);
     }
   }
   for (const [i, ins] of stage.instructions.entries()) {
-    at = await dispatchInstruction(ins, `${label}${i + 2}/${count}] ${ins.original.replace(/\s+/g, ' ').trim()}`, at, step);
+    at = await dispatchInstruction(ins, `${label}${i + 2}/${count}] ${ins.original.replace(/\s+/g, ' ').trim()}`, at, step, String(i));
   }
   return at;
 }
@@ -106,12 +110,31 @@ async function startStage(ps: PlannedStage, session: BuildSession, platform: Pla
       return ps.base satisfies never;
   }
   await session.holdLayers(state.layers, fromText, true);
-  // An image without PATH gets the default one, as BuildKit does (scratch included).
-  if (!(state.config.config?.Env ?? []).some((e) => e.startsWith('PATH='))) {
-    state = { ...state, config: { ...state.config, config: { ...(state.config.config ?? {}), Env: [`PATH=${DEFAULT_PATH_ENV}`, ...(state.config.config?.Env ?? [])] } } };
-  }
+  state = withDefaultPath(state);
   session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
   return state;
+}
+
+/** An image without PATH gets the default one, as BuildKit does (scratch included). */
+function withDefaultPath(state: StageState): StageState {
+  if ((state.config.config?.Env ?? []).some((e) => e.startsWith('PATH='))) return state;
+  return { ...state, config: { ...state.config, config: { ...(state.config.config ?? {}), Env: [`PATH=${DEFAULT_PATH_ENV}`, ...(state.config.config?.Env ?? [])] } } };
+}
+
+/**
+ * FROM NAME where NAME is a directory build context: BuildKit's stage is the directory's files
+ * (llb.Local, its .dockerignore applied, owners 0:0) over an empty image config (dockerfile2llb
+ * gives a named context without an image config emptyImage). Here that is the step
+ * `COPY --from=NAME / /` on scratch, run as the FROM step: one layer of the directory's files,
+ * keyed by their content like any COPY, so an unchanged directory is a cache hit.
+ */
+async function startFromDirectory(ps: PlannedStage, name: string, dir: { readonly value: string }, prefix: string, at: StageProgress, step: StageStepOptions, opts: StageOptions): Promise<StageState> {
+  const location = ps.stage.from.location;
+  const parsed = parseDockerfile(`COPY --from=${name} / /\n`, { file: opts.inputs.file });
+  const [copy] = toInstructions(parsed);
+  if (copy?.kind !== 'COPY') throw new TsbuildError('DOCKERFILE_INSTRUCTION', `FROM ${name}: the build context's name cannot be read as a COPY --from source`, { location });
+  const done = await dispatchInstruction({ ...copy, location } as Instruction, `${prefix} FROM ${name} [context ${dir.value}]`, at, step, 'from');
+  return done.state;
 }
 
 /** An ONBUILD trigger from a base image's config, as an instruction located at the FROM line. */

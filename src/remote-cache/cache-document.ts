@@ -1,5 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import { KEY_SCHEME, type CacheKey } from '../cache/index.js';
+import { KEY_SCHEME, formatExplainMap, type CacheKey } from '../cache/index.js';
 import { OCI_IMAGE_MANIFEST, canonicalJson, isDigest, sha256Digest, type Descriptor, type Digest, type ImageManifest } from '../oci/index.js';
 
 /**
@@ -158,7 +158,13 @@ export interface CacheBounds {
  * The document an export writes: what the ref held, with this build's entries added or
  * refreshed (their export number and use time), and stale entries dropped (CacheBounds).
  */
-export function mergeCacheDocument(old: CacheDocument, fresh: ReadonlyMap<CacheKey, { readonly layer: CacheLayer | undefined; readonly inputs?: unknown }>, bounds: CacheBounds, now: Date): CacheDocument {
+export function mergeCacheDocument(
+  old: CacheDocument,
+  fresh: ReadonlyMap<CacheKey, { readonly layer: CacheLayer | undefined; readonly inputs?: unknown }>,
+  bounds: CacheBounds,
+  now: Date,
+  explainSteps?: ReadonlyMap<string, CacheKey>,
+): CacheDocument {
   const exports = old.exports + 1;
   const usedAt = now.toISOString();
   const oldest = now.getTime() - bounds.maxAgeSeconds * 1000;
@@ -169,7 +175,9 @@ export function mergeCacheDocument(old: CacheDocument, fresh: ReadonlyMap<CacheK
     entries.set(key, e);
   }
   for (const [key, e] of fresh) entries.set(key, { layer: e.layer, exportedAt: exports, usedAt, ...(e.inputs !== undefined ? { inputs: e.inputs } : {}) });
-  return { ...old, exports, entries };
+  // The last key per step (why a later miss missed): this build's steps over the ref's.
+  const explain = explainSteps !== undefined && explainSteps.size > 0 ? { explain: formatExplainMap(explainSteps, old.explain) } : {};
+  return { ...old, exports, entries, ...explain };
 }
 
 /** The cache manifest: the document as config, each distinct blob once as a layer. */

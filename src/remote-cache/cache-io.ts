@@ -50,6 +50,8 @@ export interface CacheExportEnv {
   readonly warn: (message: string) => void;
   readonly signal?: AbortSignal | undefined;
   readonly now: Date;
+  /** The key each step of the build ended with, by step identity (cache/key-explain.ts). */
+  readonly explainSteps?: ReadonlyMap<string, CacheKey> | undefined;
 }
 
 /** One `--cache-to` (registry or local; inline is written into the image by the engine). */
@@ -57,7 +59,7 @@ export async function exportBuildCache(spec: Exclude<CacheExportSpec, { type: 'i
   if (spec.compression === 'zstd') {
     throw new TsbuildError('UNSUPPORTED', '--cache-to compression=zstd is not available yet (node:zlib has no zstd in Node 20)', { hint: 'use compression=gzip or compression=uncompressed' });
   }
-  const opts = { compression: spec.compression, bounds: { maxExports: spec.maxExports, maxAgeSeconds: spec.maxAgeSeconds }, now: env.now, warn: env.warn, signal: env.signal };
+  const opts = { compression: spec.compression, bounds: { maxExports: spec.maxExports, maxAgeSeconds: spec.maxAgeSeconds }, now: env.now, warn: env.warn, signal: env.signal, explainSteps: env.explainSteps };
   if (spec.type === 'local') return exportLocalCache(env.store, spec.dest, entries, opts);
   if (env.registry === undefined) throw new TsbuildError('UNSUPPORTED', `--cache-to ${spec.ref}: this build has no registry access configured`);
   return exportRegistryCache(await env.registry(), env.store, spec.ref, entries, opts);

@@ -1,4 +1,4 @@
-import type { CacheHit, CacheKey, CacheSource } from '../cache/index.js';
+import { parseExplainMap, parseKeyInputsSummary, type CacheHit, type CacheKey, type CacheSource, type KeyInputsSummary } from '../cache/index.js';
 import { TsbuildError, isAbortError } from '../errors.js';
 import { layerIndexOf, rememberLayerIndex, type LayerIndex } from '../image/index.js';
 import type { Store } from '../store/index.js';
@@ -45,9 +45,27 @@ export class ImportedCache implements CacheSource {
   readonly #indexes = new Map<string, Promise<LayerIndex | undefined>>();
   readonly #lazy = new Map<string, Promise<void>>();
 
+  /** As progress names a hit's source: `registry REF`, `local DIR`. */
+  readonly label: string;
+  #explain: ReadonlyMap<string, CacheKey> | undefined;
+
   constructor(opts: ImportedCacheOptions) {
     this.name = opts.name;
+    this.label = opts.name.replace(/^(registry|local) cache /, '$1 ');
     this.#opts = opts;
+  }
+
+  /** The key the exported build ended a step with (the document's `explain` map), to explain a miss. */
+  async lastKeyFor(identity: string, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheKey | undefined> {
+    const loaded = await this.#load(opts.signal);
+    this.#explain ??= parseExplainMap(loaded?.doc.explain);
+    return this.#explain.get(identity);
+  }
+
+  /** The inputs summary an entry carries (`inputs`), to explain a miss. */
+  async inputsOf(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<KeyInputsSummary | undefined> {
+    const loaded = await this.#load(opts.signal);
+    return parseKeyInputsSummary(loaded?.doc.entries.get(key)?.inputs);
   }
 
   /** Starts reading the source (the build calls this before its first step, so the fetch overlaps planning). */

@@ -195,7 +195,7 @@ export async function exportLocalCache(store: Store, dir: string, entries: Reado
     }
     return out;
   }, sendBytes, opts.signal);
-  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now);
+  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps);
   const docBytes = formatCacheDocument(doc);
   const m = cacheManifest(doc, docBytes);
   await writeIn(dir, blobFile(dir, m.manifest.config.digest), docBytes);

@@ -154,6 +154,8 @@ export interface CacheExportOptions extends SignalOption {
   readonly bounds: CacheBounds;
   readonly now: Date;
   readonly warn: (message: string) => void;
+  /** The key each step of the build ended with, by step identity: the document's `explain` map. */
+  readonly explainSteps?: ReadonlyMap<string, CacheKey> | undefined;
 }
 
 export interface CacheExportResult {
@@ -189,7 +191,7 @@ export async function exportRegistryCache(client: RegistryClient, store: Store, 
     (bytes) => pushBlobBytes(client, ref, bytes, opts),
     opts.signal,
   );
-  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now);
+  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps);
   const docBytes = formatCacheDocument(doc);
   await pushBlobBytes(client, ref, docBytes, opts);
   const m = cacheManifest(doc, docBytes);

@@ -221,6 +221,7 @@ function serviceReporter(inner: BuildReporter): (service: string, e: BuildEvent)
         return inner({ ...e, id: idFor(service, e.id), name: tag(service, e.name) });
       case 'step-cached':
         return inner({ ...e, id: idFor(service, e.id), name: tag(service, e.name) });
+      case 'step-miss':
       case 'step-done':
       case 'step-error':
       case 'step-log':

@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sweepDeadRuns } from '../../engine/index.js';
+import { pruneLastKeyRecords, sweepDeadRuns } from '../../engine/index.js';
 import { TsbuildError } from '../../errors.js';
 import { parseDigest, type Digest } from '../../oci/index.js';
 import { collectGarbage, parseCompressedLayersRecord, type RootRef, type Store } from '../../store/index.js';
@@ -87,6 +87,8 @@ export const pruneCommand = defineCommand({
     let reclaimed = gc.freedBytes;
     for (const [id, size] of snapSizes) if (!(await store.hasSnapshot(id))) reclaimed += size;
     await removeOrphanMeta(store, signal);
+    // A step's last-key record (why it missed) whose entry --all removed points nowhere now.
+    if (removedCacheEntries > 0) await pruneLastKeyRecords(store, signal);
 
     if (args['cache-mounts']) {
       for (const m of await listCacheMounts(store)) {
