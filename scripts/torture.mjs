@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // Reliability and security suite (issue 7). Runs the compiled CLI (dist/) end to end and prints
 // figures. Usage: scripts/torture [SECTION...]
-//   sections: crash concurrency compose cache faults layers contexts sandbox secrets rootless
+//   sections: crash concurrency compose platforms cache faults layers contexts sandbox secrets rootless
 // Env: TORTURE_QUICK=1 (small counts), TORTURE_SEED=N, TORTURE_KILLS=N (build kills),
 //      TORTURE_OP_KILLS=N (kills each of push, pull, prune), TORTURE_ROUNDS=N (concurrency),
 //      TORTURE_FAULT_ROUNDS=N (per fault rate), TORTURE_ROOTLESS_KILLS=N, TORTURE_MUTANTS=N,
-//      TORTURE_COMPOSE_KILLS=N, TORTURE_CACHE_KILLS=N, TORTURE_CACHE_ROUNDS=N, TORTURE_KEEP=1 (keep the work directory).
+//      TORTURE_COMPOSE_KILLS=N, TORTURE_PLATFORM_KILLS=N, TORTURE_CACHE_KILLS=N, TORTURE_CACHE_ROUNDS=N, TORTURE_KEEP=1 (keep the work directory).
 // Exit code: 0 when every check held, 1 otherwise.
 import { spawn, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -471,6 +471,81 @@ async function concurrency() {
   fig('concurrency', 'prunes alongside succeeded', `${pruneOk}/${Math.floor(ROUNDS / 5)}`, pruneOk === Math.floor(ROUNDS / 5));
   fig('concurrency', 'fsck clean after round', `${fsckOk}/${ROUNDS}`, fsckOk === ROUNDS);
   for (const p of problems.slice(0, 10)) note(p);
+}
+
+// ---------------------------------------------------------------- 2b. platforms
+/** Processes running under a qemu-user interpreter (binfmt_misc runs it as the program's exe). */
+function qemuPids() {
+  const out = new Set();
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (/qemu-[a-z0-9_]+(-static)?$/.test(fs.readlinkSync(`/proc/${pid}/exe`))) out.add(pid);
+    } catch {}
+  }
+  return out;
+}
+
+/**
+ * Multi-platform builds (`--platform linux/amd64,linux/arm64`) whose arm64 RUN steps run under
+ * qemu-user, SIGKILLed at seeded random moments: after each kill no process of the build is
+ * left, in particular none under qemu, fsck is consistent, no index is tagged unless whole, and
+ * the next build succeeds.
+ */
+async function platforms() {
+  const n = Number(process.env.TORTURE_PLATFORM_KILLS ?? (QUICK ? 5 : 20));
+  console.log(`\n== 2b. platforms: ${n} SIGKILLs of a two-platform build with emulated arm64 RUN steps`);
+  if (!fs.existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64')) throw new Error('qemu-aarch64 is not registered in binfmt_misc (scripts/setup)');
+  const root = path.join(work, 'platform-store');
+  sh(`TSBUILD_ROOT='${root}' '${repo}/scripts/make-busybox-image' --platform linux/amd64 busybox:amd64 >/dev/null`);
+  sh(`TSBUILD_ROOT='${root}' '${repo}/scripts/make-busybox-image' --platform linux/arm64 busybox:arm64 >/dev/null`);
+  const mk = await tsbuild(['manifest', 'create', 'busybox:multi', 'busybox:amd64', 'busybox:arm64'], { root });
+  if (mk.code !== 0) throw new Error(`manifest create failed: ${mk.stderr}`);
+  const ctx = path.join(work, 'platform-ctx');
+  await writeTree(ctx, {
+    Dockerfile: [
+      'FROM --platform=$BUILDPLATFORM busybox:multi AS gen',
+      'ARG SALT',
+      `RUN echo ${MARK} && echo $SALT > /gen && dd if=/dev/urandom of=/gen.bin bs=1M count=2 2>/dev/null`,
+      'FROM busybox:multi',
+      'ARG SALT',
+      'COPY --from=gen /gen /gen',
+      // Emulated on arm64: a busy loop, a file, a background process the sandbox must take down.
+      `RUN echo ${MARK} $SALT && uname -m > /arch && i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; dd if=/dev/urandom of=/r.bin bs=1M count=2 2>/dev/null; (sleep 5; echo ${MARK}) & echo bg`,
+      '',
+    ].join('\n'),
+  });
+  const args = (salt) => ['build', '--platform', 'linux/amd64,linux/arm64', '--build-arg', `SALT=${salt}`, '-t', 'torture/multi:latest', ctx];
+  const qemuBefore = qemuPids();
+  const cal = await tsbuild(args('calibrate'), { root });
+  if (cal.code !== 0) throw new Error(`calibration build failed: ${cal.stderr.slice(-500)}`);
+  let salt = 'calibrate';
+  let qemuLeft = 0, indexWhole = 0, indexBroken = 0;
+  const st = await killLoop('two-platform build', n, {
+    root,
+    dirs: [root, work],
+    durMs: cal.ms,
+    prepare: (i) => { salt = `round-${i}-${crypto.randomBytes(3).toString('hex')}`; },
+    args: () => args(salt),
+    next: async () => {
+      const left = [...qemuPids()].filter((p) => !qemuBefore.has(p));
+      qemuLeft += left.length;
+      for (const p of left) try { process.kill(Number(p), 'SIGKILL'); } catch {}
+      // The tag names a whole index (both platforms inspectable) or nothing new.
+      const a = await tsbuild(['inspect', '--platform', 'linux/amd64', 'torture/multi:latest'], { root });
+      const b = await tsbuild(['inspect', '--platform', 'linux/arm64', 'torture/multi:latest'], { root });
+      if (a.code === 0 && b.code === 0) indexWhole++;
+      else indexBroken++;
+      const r = await tsbuild(args(salt), { root });
+      if (r.code !== 0) return { ok: false, why: r.stderr.slice(-300) };
+      const arch = await tsbuild(['run', '--rm', '--platform', 'linux/arm64', 'torture/multi:latest', 'cat', '/arch'], { root });
+      return arch.code === 0 && arch.stdout.trim() === 'aarch64' ? { ok: true } : { ok: false, why: `arm64 image says ${JSON.stringify(arch.stdout.trim())} (${arch.stderr.slice(-200)})` };
+    },
+  });
+  reportKills('platforms', st, ` (${Math.round(cal.ms)} ms uncancelled; a $BUILDPLATFORM stage, an emulated arm64 RUN with a background sleep)`);
+  fig('platforms', 'processes under qemu left after the kills (sum)', qemuLeft, qemuLeft === 0);
+  fig('platforms', 'after each kill the tag names a whole two-platform index / a broken one', `${indexWhole}/${st.attempts} / ${indexBroken}`, indexBroken === 0);
+  fig('platforms', 'temps left in the store after one plain `prune -f` (fsck notes)', await tempsAfterPrune([root]), true);
 }
 
 // ---------------------------------------------------------------- 2a. compose
@@ -1351,7 +1426,7 @@ async function secrets() {
 }
 
 // ---------------------------------------------------------------- main
-const all = { crash: crashes, concurrency, compose, cache: remoteCache, faults, layers: hostileLayers, contexts, sandbox, secrets, rootless };
+const all = { crash: crashes, concurrency, compose, platforms, cache: remoteCache, faults, layers: hostileLayers, contexts, sandbox, secrets, rootless };
 const chosen = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(all);
 const t0 = Date.now();
 console.log(`tsbuild torture: ${new Date().toISOString()} on ${os.hostname()} (${os.cpus().length} cpu, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.release()}), node ${process.version}, seed ${SEED}${QUICK ? ', QUICK' : ''}`);
