@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // Reliability and security suite (issue 7). Runs the compiled CLI (dist/) end to end and prints
 // figures. Usage: scripts/torture [SECTION...]
-//   sections: crash concurrency faults layers contexts sandbox secrets rootless
+//   sections: crash concurrency compose platforms cache faults layers contexts sandbox secrets rootless
 // Env: TORTURE_QUICK=1 (small counts), TORTURE_SEED=N, TORTURE_KILLS=N (build kills),
 //      TORTURE_OP_KILLS=N (kills each of push, pull, prune), TORTURE_ROUNDS=N (concurrency),
 //      TORTURE_FAULT_ROUNDS=N (per fault rate), TORTURE_ROOTLESS_KILLS=N, TORTURE_MUTANTS=N,
-//      TORTURE_KEEP=1 (keep the work directory).
+//      TORTURE_COMPOSE_KILLS=N, TORTURE_PLATFORM_KILLS=N, TORTURE_CACHE_KILLS=N, TORTURE_CACHE_ROUNDS=N, TORTURE_KEEP=1 (keep the work directory).
 // Exit code: 0 when every check held, 1 otherwise.
 import { spawn, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -471,6 +471,336 @@ async function concurrency() {
   fig('concurrency', 'prunes alongside succeeded', `${pruneOk}/${Math.floor(ROUNDS / 5)}`, pruneOk === Math.floor(ROUNDS / 5));
   fig('concurrency', 'fsck clean after round', `${fsckOk}/${ROUNDS}`, fsckOk === ROUNDS);
   for (const p of problems.slice(0, 10)) note(p);
+}
+
+// ---------------------------------------------------------------- 2b. platforms
+/** Processes running under a qemu-user interpreter (binfmt_misc runs it as the program's exe). */
+function qemuPids() {
+  const out = new Set();
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (/qemu-[a-z0-9_]+(-static)?$/.test(fs.readlinkSync(`/proc/${pid}/exe`))) out.add(pid);
+    } catch {}
+  }
+  return out;
+}
+
+/**
+ * Multi-platform builds (`--platform linux/amd64,linux/arm64`) whose arm64 RUN steps run under
+ * qemu-user, SIGKILLed at seeded random moments: after each kill no process of the build is
+ * left, in particular none under qemu, fsck is consistent, no index is tagged unless whole, and
+ * the next build succeeds.
+ */
+async function platforms() {
+  const n = Number(process.env.TORTURE_PLATFORM_KILLS ?? (QUICK ? 5 : 20));
+  console.log(`\n== 2b. platforms: ${n} SIGKILLs of a two-platform build with emulated arm64 RUN steps`);
+  if (!fs.existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64')) throw new Error('qemu-aarch64 is not registered in binfmt_misc (scripts/setup)');
+  const root = path.join(work, 'platform-store');
+  sh(`TSBUILD_ROOT='${root}' '${repo}/scripts/make-busybox-image' --platform linux/amd64 busybox:amd64 >/dev/null`);
+  sh(`TSBUILD_ROOT='${root}' '${repo}/scripts/make-busybox-image' --platform linux/arm64 busybox:arm64 >/dev/null`);
+  const mk = await tsbuild(['manifest', 'create', 'busybox:multi', 'busybox:amd64', 'busybox:arm64'], { root });
+  if (mk.code !== 0) throw new Error(`manifest create failed: ${mk.stderr}`);
+  const ctx = path.join(work, 'platform-ctx');
+  await writeTree(ctx, {
+    Dockerfile: [
+      'FROM --platform=$BUILDPLATFORM busybox:multi AS gen',
+      'ARG SALT',
+      `RUN echo ${MARK} && echo $SALT > /gen && dd if=/dev/urandom of=/gen.bin bs=1M count=2 2>/dev/null`,
+      'FROM busybox:multi',
+      'ARG SALT',
+      'COPY --from=gen /gen /gen',
+      // Emulated on arm64: a busy loop, a file, a background process the sandbox must take down.
+      `RUN echo ${MARK} $SALT && uname -m > /arch && i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; dd if=/dev/urandom of=/r.bin bs=1M count=2 2>/dev/null; (sleep 5; echo ${MARK}) & echo bg`,
+      '',
+    ].join('\n'),
+  });
+  const args = (salt) => ['build', '--platform', 'linux/amd64,linux/arm64', '--build-arg', `SALT=${salt}`, '-t', 'torture/multi:latest', ctx];
+  const qemuBefore = qemuPids();
+  const cal = await tsbuild(args('calibrate'), { root });
+  if (cal.code !== 0) throw new Error(`calibration build failed: ${cal.stderr.slice(-500)}`);
+  let salt = 'calibrate';
+  let qemuLeft = 0, indexWhole = 0, indexBroken = 0;
+  const st = await killLoop('two-platform build', n, {
+    root,
+    dirs: [root, work],
+    durMs: cal.ms,
+    prepare: (i) => { salt = `round-${i}-${crypto.randomBytes(3).toString('hex')}`; },
+    args: () => args(salt),
+    next: async () => {
+      const left = [...qemuPids()].filter((p) => !qemuBefore.has(p));
+      qemuLeft += left.length;
+      for (const p of left) try { process.kill(Number(p), 'SIGKILL'); } catch {}
+      // The tag names a whole index (both platforms inspectable) or nothing new.
+      const a = await tsbuild(['inspect', '--platform', 'linux/amd64', 'torture/multi:latest'], { root });
+      const b = await tsbuild(['inspect', '--platform', 'linux/arm64', 'torture/multi:latest'], { root });
+      if (a.code === 0 && b.code === 0) indexWhole++;
+      else indexBroken++;
+      const r = await tsbuild(args(salt), { root });
+      if (r.code !== 0) return { ok: false, why: r.stderr.slice(-300) };
+      const arch = await tsbuild(['run', '--rm', '--platform', 'linux/arm64', 'torture/multi:latest', 'cat', '/arch'], { root });
+      return arch.code === 0 && arch.stdout.trim() === 'aarch64' ? { ok: true } : { ok: false, why: `arm64 image says ${JSON.stringify(arch.stdout.trim())} (${arch.stderr.slice(-200)})` };
+    },
+  });
+  reportKills('platforms', st, ` (${Math.round(cal.ms)} ms uncancelled; a $BUILDPLATFORM stage, an emulated arm64 RUN with a background sleep)`);
+  fig('platforms', 'processes under qemu left after the kills (sum)', qemuLeft, qemuLeft === 0);
+  fig('platforms', 'after each kill the tag names a whole two-platform index / a broken one', `${indexWhole}/${st.attempts} / ${indexBroken}`, indexBroken === 0);
+  fig('platforms', 'temps left in the store after one plain `prune -f` (fsck notes)', await tempsAfterPrune([root]), true);
+}
+
+// ---------------------------------------------------------------- 2a. compose
+/**
+ * `tsbuild compose build` of a three-service project (base; api FROM the just-built base through
+ * `additional_contexts: service:base`; worker, sharing a step with base), every service cold
+ * each round (a new SALT build arg), SIGKILLed at seeded random moments. After each kill: no
+ * process or mount left, fsck consistent, and no partial image tagged: each service's tag is
+ * either the last complete build's image or this round's complete one (its label says which
+ * round; a tag is only ever written after the image it names is sealed, whole and verified).
+ * Then the next `compose build` succeeds and tags all three with this round's images.
+ */
+async function compose() {
+  const n = Number(process.env.TORTURE_COMPOSE_KILLS ?? (QUICK ? 5 : 25));
+  console.log(`\n== 2a. compose: ${n} SIGKILLs of \`compose build\` (3 services, built concurrently)`);
+  const root = path.join(work, 'compose-store');
+  await storeWithBusybox(root);
+  const proj = path.join(work, 'compose-proj');
+  const step = (what) => `RUN echo ${MARK} && echo ${what}-$SALT > /${what} && dd if=/dev/urandom of=/${what}.bin bs=1M count=4 2>/dev/null && sleep 0.2`;
+  await writeTree(proj, {
+    'compose.yaml': [
+      'services:',
+      '  base:',
+      '    image: torture/base:latest',
+      '    build: { context: ./base }',
+      '  api:',
+      '    image: torture/api:latest',
+      '    build:',
+      '      context: ./api',
+      '      additional_contexts: { base: "service:base" }',
+      '  worker:',
+      '    image: torture/worker:latest',
+      '    build: { context: ./worker }',
+      '',
+    ].join('\n'),
+    'base/Dockerfile': `FROM busybox\nARG SALT\nLABEL salt=$SALT\n${step('shared')}\n${step('base')}\nCOPY b.txt /b.txt\n`,
+    'base/b.txt': 'base\n',
+    'api/Dockerfile': `FROM base\nARG SALT\nLABEL salt=$SALT\n${step('api')}\nCOPY a.bin /a.bin\n`,
+    'worker/Dockerfile': `FROM busybox\nARG SALT\nLABEL salt=$SALT\n${step('shared')}\nCOPY w.bin /w.bin\nRUN (sleep 5; echo ${MARK}) & echo bg\n`,
+  });
+  await bigFile(path.join(proj, 'api', 'a.bin'), 8, 11);
+  await bigFile(path.join(proj, 'worker', 'w.bin'), 8, 12);
+  const services = ['base', 'api', 'worker'];
+  const args = (salt) => ['compose', '-f', path.join(proj, 'compose.yaml'), 'build', '--build-arg', `SALT=${salt}`];
+  const build = (salt, killAfter) => tsbuild(args(salt), { root, killAfter });
+  /** Each service's tag: the image's salt label, or undefined when untagged. */
+  const tagged = async () => {
+    const out = {};
+    for (const sv of services) {
+      const r = await tsbuild(['inspect', `torture/${sv}:latest`], { root });
+      out[sv] = r.code === 0 ? (JSON.parse(r.stdout)[0]?.Config?.Labels?.salt ?? '(no label)') : undefined;
+    }
+    return out;
+  };
+  const cal = await build('calibrate');
+  if (cal.code !== 0) throw new Error(`calibration compose build failed: ${cal.stderr}`);
+  let complete = 'calibrate'; // the salt of the last build that finished
+  let salt = complete;
+  let whole = 0, partial = 0, newer = 0;
+  const partials = [];
+  const st = await killLoop('compose build', n, {
+    root,
+    dirs: [root, work],
+    durMs: cal.ms,
+    prepare: (i) => { salt = `round-${i}-${crypto.randomBytes(3).toString('hex')}`; },
+    args: () => args(salt),
+    next: async (i) => {
+      // What the killed build left tagged: the last complete image or this round's, never other.
+      const t = await tagged();
+      const bad = services.filter((sv) => t[sv] !== complete && t[sv] !== salt);
+      if (bad.length === 0) whole++;
+      else { partial++; partials.push(`round ${i}: ${bad.map((sv) => `${sv}=${t[sv]}`).join(', ')} (last complete ${complete}, this round ${salt})`); }
+      newer += services.filter((sv) => t[sv] === salt).length;
+      const r = await build(salt);
+      if (r.code !== 0) return { ok: false, why: r.stderr.slice(-300) };
+      complete = salt;
+      const after = await tagged();
+      const stale = services.filter((sv) => after[sv] !== salt);
+      return stale.length === 0 ? { ok: true } : { ok: false, why: `after the next build, ${stale.join(', ')} not this round's image` };
+    },
+  });
+  reportKills('compose', st, ` (${Math.round(cal.ms)} ms uncancelled; RUN steps writing 4 MiB each, COPY 8 MiB, a step shared by two services, a background sleep)`);
+  fig('compose', 'after each kill, every service tag is the last complete image or this round\'s whole one / a partial or foreign image tagged', `${whole}/${st.attempts} / ${partial}`, partial === 0 && whole === st.attempts);
+  fig('compose', 'service tags already moved to this round\'s image by the killed build (sum)', newer);
+  for (const p of partials.slice(0, 6)) note(p);
+  fig('compose', 'temps left in the store after one plain `prune -f` (fsck notes)', await tempsAfterPrune([root]), true);
+}
+
+// ---------------------------------------------------------------- 2c. remote cache
+/**
+ * `--cache-to`/`--cache-from type=registry` against the real registry: SIGKILLs during an export
+ * and during an import, a faulted registry (10 % and 30 %) during both, a cache blob the registry
+ * serves with other bytes (a cache that lies), and two exports to one ref at once. What must
+ * hold: a build never fails because of the cache (imports; exports with ignore-error=true), never
+ * uses a blob it has not verified (fsck re-hashes every blob of the importing store, and the
+ * image ID is the one a build without cache gives), and the ref always holds a complete version
+ * (a fresh store importing from it builds the right image).
+ */
+async function remoteCache() {
+  const n = Number(process.env.TORTURE_CACHE_KILLS ?? (QUICK ? 4 : 15));
+  const rounds = Number(process.env.TORTURE_CACHE_ROUNDS ?? (QUICK ? 3 : 10));
+  console.log(`\n== 2c. remote cache: ${n} SIGKILLs each of export and import, ${rounds} rounds per fault rate and of concurrent exports`);
+  const reg = await getRegistry();
+  const { startFaultProxy } = await support();
+  const proxy = await startFaultProxy({ upstream: `http://${reg.host}` });
+  const ctx = path.join(work, 'cache-ctx');
+  // Deterministic content (no urandom) and SOURCE_DATE_EPOCH: one image ID per SALT, with or without cache.
+  await writeTree(ctx, {
+    Dockerfile: `FROM busybox\nARG SALT\nRUN echo ${MARK} && echo $SALT > /salt && seq 1 400000 > /seq && sleep 0.3\nCOPY big.bin /big.bin\nRUN cat /salt /seq | md5sum > /sum\n`,
+  });
+  await bigFile(path.join(ctx, 'big.bin'), 8, 21);
+  const env = { SOURCE_DATE_EPOCH: '1700000000' };
+  const fresh = (name) => { const r = path.join(work, `cache-${name}`); fs.rmSync(r, { recursive: true, force: true }); return r; };
+  const refOf = (host, name) => `${host}/cache/app:${name}`;
+  // Plain progress (stderr) says which steps were CACHED; stdout has the image ID alone.
+  const build = (root, salt, extra, killAfter) => tsbuild(['build', '--progress', 'plain', '--build-arg', `SALT=${salt}`, ...extra, ctx], { root, env, killAfter });
+  const ids = new Map(); // salt -> image ID built without any cache
+  const idOf = async (salt) => {
+    if (!ids.has(salt)) {
+      const root = fresh('reference');
+      await storeWithBusybox(root);
+      const r = await build(root, salt, ['--no-cache']);
+      if (r.code !== 0) throw new Error(`reference build failed: ${r.stderr.slice(-300)}`);
+      ids.set(salt, r.stdout.trim());
+    }
+    return ids.get(salt);
+  };
+  /** A fresh store importing from `ref`: exit 0, an allowed image ID, fsck clean (every blob re-hashed). */
+  const importCheck = async (name, ref, salt, allowed) => {
+    const root = fresh(name);
+    await storeWithBusybox(root);
+    const r = await build(root, salt, ['--cache-from', `type=registry,ref=${ref}`]);
+    const f = await tsbuild(['fsck'], { root });
+    const hits = (r.stderr.match(/CACHED/g) ?? []).length;
+    const ok = r.code === 0 && allowed.includes(r.stdout.trim()) && f.code === 0;
+    return { ok, hits, why: ok ? '' : `exit ${r.code} id ${r.stdout.trim()} fsck ${f.code}: ${r.stderr.slice(-300)}` };
+  };
+  const exportArgs = (ref) => ['--cache-to', `type=registry,ref=${ref},mode=max`];
+  const problems = [];
+  try {
+    // 1. SIGKILL during an export: the ref keeps its last complete version.
+    const exRoot = path.join(work, 'cache-export-store');
+    await storeWithBusybox(exRoot);
+    const exRef = refOf(reg.host, 'export-kills');
+    let last = 'export-0';
+    const first = await build(exRoot, last, ['--no-cache', ...exportArgs(exRef)]);
+    if (first.code !== 0) throw new Error(`first export failed: ${first.stderr.slice(-300)}`);
+    let salt = last;
+    let importHits = 0;
+    const exports = await killLoop('build --cache-to (export)', n, {
+      root: exRoot,
+      dirs: [exRoot, work],
+      durMs: first.ms,
+      prepare: (i) => { salt = `export-${i + 1}`; },
+      args: () => ['build', '-q', '--no-cache', '--build-arg', `SALT=${salt}`, ...exportArgs(exRef), ctx],
+      next: async (i) => {
+        // The ref holds a complete version: the last finished export's, or this one's if it finished.
+        const c = await importCheck('export-check', exRef, last, [await idOf(last)]);
+        if (!c.ok) return { ok: false, why: `import after export kill ${i}: ${c.why}` };
+        importHits += c.hits;
+        const again = await build(exRoot, salt, ['--no-cache', ...exportArgs(exRef)]);
+        if (again.code !== 0) return { ok: false, why: again.stderr.slice(-300) };
+        last = salt;
+        return { ok: true };
+      },
+    });
+    reportKills('cache', exports, ' (a cold build exporting mode=max to the real registry)');
+    fig('cache', 'after each export kill, a fresh store imported from the ref: right image ID, fsck clean (the ref whole) / steps it took from the cache (sum)', `${exports.nextOk}/${exports.attempts} / ${importHits}`, exports.nextOk === exports.attempts && importHits > 0);
+
+    // 2. SIGKILL during an import.
+    const imRoot = path.join(work, 'cache-import-store');
+    const want = await idOf(last);
+    const imports = await killLoop('build --cache-from (import)', n, {
+      root: imRoot,
+      dirs: [imRoot, work],
+      durMs: (await (async () => { fs.rmSync(imRoot, { recursive: true, force: true }); await storeWithBusybox(imRoot); return (await build(imRoot, last, ['--cache-from', `type=registry,ref=${exRef}`])).ms; })()),
+      prepare: async () => { fs.rmSync(imRoot, { recursive: true, force: true }); await storeWithBusybox(imRoot); },
+      args: () => ['build', '-q', '--build-arg', `SALT=${last}`, '--cache-from', `type=registry,ref=${exRef}`, ctx],
+      next: async () => {
+        const r = await build(imRoot, last, ['--cache-from', `type=registry,ref=${exRef}`]);
+        const f = await tsbuild(['fsck'], { root: imRoot });
+        return r.code === 0 && r.stdout.trim() === want && f.code === 0 ? { ok: true } : { ok: false, why: `exit ${r.code} id ${r.stdout.trim()} (want ${want}) fsck ${f.code}: ${r.stderr.slice(-200)}` };
+      },
+    });
+    reportKills('cache', imports, ' (into an empty store, then the same import again: right image ID, fsck clean)');
+
+    // 3. A faulted registry during exports (ignore-error=true) and imports.
+    const KINDS = ['500', '503', '429', 'reset', 'truncate', 'corrupt', 'slow'];
+    for (const rate of [0.1, 0.3]) {
+      const pct = Math.round(rate * 100);
+      let exOk = 0, imOk = 0, imHits = 0, refWhole = 0;
+      const fRoot = path.join(work, `cache-fault-${pct}`);
+      await storeWithBusybox(fRoot);
+      for (let r = 0; r < rounds; r++) {
+        const fsalt = `fault-${pct}-${r}`;
+        const ref = refOf(proxy.host, `faults-${pct}`);
+        proxy.setFaults(rate, KINDS, SEED + pct * 100 + r);
+        const e = await build(fRoot, fsalt, ['--no-cache', '--cache-to', `type=registry,ref=${ref},mode=max,ignore-error=true`]);
+        if (e.code === 0 && e.stdout.trim() === (await idOf(fsalt))) exOk++;
+        else problems.push(`${pct}% export round ${r}: exit ${e.code}: ${e.stderr.slice(-200)}`);
+        const c = await importCheck(`fault-import-${pct}`, ref, fsalt, [await idOf(fsalt)]);
+        if (c.ok) { imOk++; imHits += c.hits; } else problems.push(`${pct}% import round ${r}: ${c.why}`);
+        proxy.setFaults(0, []);
+        // Directly from the registry: the ref is whole (whichever export last completed).
+        const d = await importCheck(`fault-direct-${pct}`, refOf(reg.host, `faults-${pct}`), fsalt, [await idOf(fsalt)]);
+        if (d.ok) refWhole++; else problems.push(`${pct}% ref read directly, round ${r}: ${d.why}`);
+      }
+      fig('cache', `${pct} % faults: exports (ignore-error=true) whose build succeeded with the right image / imports that succeeded with the right image and a clean fsck (steps from the cache) / the ref read back whole without the proxy`, `${exOk}/${rounds} / ${imOk}/${rounds} (${imHits}) / ${refWhole}/${rounds}`, exOk === rounds && imOk === rounds && refWhole === rounds);
+    }
+
+    // 4. A cache that lies: the registry serves another blob's bytes under a cache layer's digest.
+    const lieRef = refOf(reg.host, 'liar');
+    const lRoot = path.join(work, 'cache-liar-src');
+    await storeWithBusybox(lRoot);
+    const lsalt = 'liar';
+    const le = await build(lRoot, lsalt, ['--no-cache', ...exportArgs(lieRef)]);
+    if (le.code !== 0) throw new Error(`liar export failed: ${le.stderr.slice(-300)}`);
+    const manifest = JSON.parse(sh(`curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' http://${reg.host}/v2/cache/app/manifests/liar`));
+    const layers = manifest.layers ?? [];
+    let lied = 0, lieOk = 0;
+    for (let k = 0; k < layers.length; k++) {
+      const other = layers[(k + 1) % layers.length];
+      if (!other || other.digest === layers[k].digest) continue;
+      const body = execFileSync('curl', ['-sf', `http://${reg.host}/v2/cache/app/blobs/${other.digest}`], { maxBuffer: 256 << 20 });
+      proxy.setRules([{ path: new RegExp(`/blobs/${layers[k].digest}`), respond: { status: 200, headers: { 'content-type': 'application/octet-stream', 'content-length': String(body.length) }, body } }]);
+      const c = await importCheck(`liar-${k}`, refOf(proxy.host, 'liar'), lsalt, [await idOf(lsalt)]);
+      proxy.setRules([]);
+      lied++;
+      if (c.ok) lieOk++; else problems.push(`lying blob ${k}: ${c.why}`);
+    }
+    fig('cache', 'a cache layer served with another blob\'s bytes: builds that still succeeded with the right image and a clean fsck (the bad blob refused, its step run)', `${lieOk}/${lied}`, lied > 0 && lieOk === lied);
+
+    // 5. Two exports to one ref at once.
+    const cRef = refOf(reg.host, 'concurrent');
+    const roots = [path.join(work, 'cache-conc-a'), path.join(work, 'cache-conc-b')];
+    for (const r of roots) await storeWithBusybox(r);
+    let concOk = 0, concWhole = 0;
+    for (let r = 0; r < rounds; r++) {
+      const salts = [`conc-${r}-a`, `conc-${r}-b`];
+      const res = await Promise.all(roots.map((root, k) => build(root, salts[k], ['--no-cache', ...exportArgs(cRef)])));
+      if (res.every((x) => x.code === 0)) concOk++;
+      else problems.push(`concurrent exports round ${r}: ${res.map((x) => `${x.code} ${x.stderr.slice(-150)}`).join(' | ')}`);
+      // The ref is one complete version: importing either salt builds its right image.
+      let whole = true;
+      for (const sl of salts) {
+        const c = await importCheck('conc-import', cRef, sl, [await idOf(sl)]);
+        if (!c.ok) { whole = false; problems.push(`after concurrent exports round ${r}, import of ${sl}: ${c.why}`); }
+      }
+      if (whole) concWhole++;
+    }
+    fig('cache', 'two exports to one ref at once: both builds succeeded / the ref then served both salts\' builds with the right image and a clean fsck', `${concOk}/${rounds} / ${concWhole}/${rounds}`, concOk === rounds && concWhole === rounds);
+  } finally {
+    await proxy.stop();
+  }
+  for (const p of problems.slice(0, 8)) note(p);
 }
 
 // ---------------------------------------------------------------- 2b. registry faults
@@ -1096,7 +1426,7 @@ async function secrets() {
 }
 
 // ---------------------------------------------------------------- main
-const all = { crash: crashes, concurrency, faults, layers: hostileLayers, contexts, sandbox, secrets, rootless };
+const all = { crash: crashes, concurrency, compose, platforms, cache: remoteCache, faults, layers: hostileLayers, contexts, sandbox, secrets, rootless };
 const chosen = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(all);
 const t0 = Date.now();
 console.log(`tsbuild torture: ${new Date().toISOString()} on ${os.hostname()} (${os.cpus().length} cpu, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.release()}), node ${process.version}, seed ${SEED}${QUICK ? ', QUICK' : ''}`);

@@ -135,6 +135,72 @@ describe('through the fault proxy', () => {
   });
 });
 
+describe('stalled and dripping response bodies (the registry timeout, docs/design.md)', () => {
+  // With a 1 s timeout a dripping blob (20 bytes/s) would take about 17 hours and a stalled one
+  // forever: each must be cut within the timeout and tried again, so the pull ends.
+  const TIMEOUT_MS = 1000;
+  const slowClient = (attempts: number): RegistryClient => new RegistryClient({ timeoutMs: TIMEOUT_MS, retry: { baseDelayMs: 5, maxDelayMs: 50, attempts } });
+
+  for (const fault of ['stall-body', 'drip'] as const) {
+    it(`${fault}: a pull is cut within the timeout and retried, and ends with the right image`, async () => {
+      // The first GET of each blob gets the fault; its retry comes through.
+      const seen = new Set<string>();
+      proxy.setRules([{ method: 'GET', path: /\/blobs\/sha256:/, fault, when: (req) => !seen.has(req.url ?? '') && seen.add(req.url ?? '') !== undefined }]);
+      const store = await freshStore();
+      const client = slowClient(6);
+      try {
+        const pulled = await pullImage(client, store, parseReference(`${proxy.host}/faults/base:v1`));
+        expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
+      } finally {
+        await client.close();
+        proxy.setRules([]);
+      }
+      expect(seen.size).toBeGreaterThanOrEqual(5); // config + 4 layers each faulted once
+      await assertStoreClean(store);
+    });
+
+    it(`${fault}: without retries, a pull fails with a coded, temporary error and stores nothing`, async () => {
+      proxy.setRules([{ method: 'GET', path: /\/blobs\/sha256:/, fault }]);
+      const store = await freshStore();
+      const client = slowClient(1);
+      try {
+        const err = await pullImage(client, store, parseReference(`${proxy.host}/faults/base:v1`)).then(() => undefined, (e: unknown) => e);
+        expectCoded(err);
+        expect(err.code).toBe('REGISTRY_UNAVAILABLE');
+        expect(err.message).toMatch(/UND_ERR_BODY_TIMEOUT/);
+      } finally {
+        await client.close();
+        proxy.setRules([]);
+      }
+      expect(await store.listTags()).toEqual([]);
+      await assertStoreClean(store);
+    });
+
+    it(`${fault}: a push through them ends (pushed whole, or a coded error), each faulted exchange cut`, async () => {
+      // Upload responses have small or empty bodies: a stalled one is cut by the header or body
+      // timeout, a dripping one by the low-speed limit.
+      proxy.setFaults(0.2, [fault], fault === 'drip' ? 31 : 32);
+      const client = slowClient(6);
+      const dest = `faults/${fault}:v1`;
+      let pushed = false;
+      try {
+        await pushImage(client, source, image, parseReference(`${proxy.host}/${dest}`), { chunkSize: 128 * 1024 });
+        pushed = true;
+      } catch (e) {
+        expectCoded(e);
+      } finally {
+        await client.close();
+        proxy.setFaults(0, []);
+      }
+      expect(proxy.stats.faults[fault] ?? 0).toBeGreaterThan(0);
+      if (!pushed) return;
+      const check = await freshStore();
+      const pulled = await pullImage(direct, check, parseReference(`${registry.host}/${dest}`));
+      expect(pulled.image.configDescriptor.digest).toBe(image.configDescriptor.digest);
+    });
+  }
+});
+
 describe('bad input: each a clear, coded error naming the registry, nothing half-written', () => {
   async function pullError(reference: string, client: RegistryClient = direct): Promise<{ err: TsbuildError; store: Store }> {
     const store = await freshStore();

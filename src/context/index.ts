@@ -2,7 +2,6 @@ export type { IgnorePattern, MatchInfo } from './dockerignore.js';
 export { IgnoreMatcher, parseDockerignore, patternsFromList, readDockerignore, readIgnoreLines } from './dockerignore.js';
 export type { ContextEntry, WalkContextOptions } from './walk.js';
 export { walkContext } from './walk.js';
-export { printableName, readDirectoryNames } from './file-names.js';
-export type { DirectoryNames } from './file-names.js';
+export { readDirectoryNames } from './file-names.js';
 export { checkoutGit, contextKind, fetchRemoteContext, parseGitRef, redactUrl } from './remote-context.js';
 export type { CheckoutOptions, ContextKind, FetchedContext, FetchOptions, GitRef } from './remote-context.js';

@@ -8,7 +8,9 @@
  *   before that entry would need it (fsutil emits such parents lazily), so every yielded path's
  *   parents are yielded; an excluded directory with nothing put back is not yielded at all;
  * - symlinks are never followed (a link to a directory is yielded as a symlink);
- * - entries come in byte order of their relative path (UTF-8), the order tar layers use.
+ * - entries come in byte order of their relative path, the order tar layers use; names are
+ *   bytes, and one that is not valid UTF-8 is walked like any other (file-names.ts);
+ * - sockets, fifos and devices are yielded as 'other' (COPY skips them with a warning).
  *
  * The context root itself is not yielded.
  */
@@ -17,27 +19,23 @@ import { lstat } from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import type { IgnoreMatcher, MatchInfo } from './dockerignore.js';
+import { displayName, fsPath, nameBytes } from '../oci/index.js';
 import { readDirectoryNames } from './file-names.js';
 
 export interface ContextEntry {
   /** Slash-separated path relative to the context root, no leading `./`. */
   readonly relPath: string;
+  /** Host path; a name that is not valid UTF-8 is held escaped: open it through oci's fsPath. */
   readonly absPath: string;
   readonly type: 'file' | 'dir' | 'symlink' | 'other';
   readonly stat: Stats;
-  /**
-   * Set when the entry's name is not valid UTF-8: its bytes, relative to the context root.
-   * relPath and absPath then hold a lossy decoding that names no file (see file-names.ts); a
-   * consumer must refuse the entry rather than drop it. Such a directory is not entered.
-   */
-  readonly invalidName?: Buffer;
 }
 
 export interface WalkContextOptions {
   readonly signal?: AbortSignal;
 }
 
-const compareBytes = (a: string, b: string): number => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+const SLASH = Buffer.from('/');
 
 function typeOf(stat: Stats): ContextEntry['type'] {
   if (stat.isFile()) return 'file';
@@ -54,7 +52,7 @@ const isGone = (e: unknown): boolean => errnoOf(e) === 'ENOENT' || errnoOf(e) ==
 const isPermission = (e: unknown): boolean => errnoOf(e) === 'EACCES' || errnoOf(e) === 'EPERM';
 
 function unreadable(absPath: string, e: unknown): TsbuildError {
-  return new TsbuildError('CONTEXT_NOT_FOUND', `cannot read ${absPath} in the build context: ${(e as Error).message}`, {
+  return new TsbuildError('CONTEXT_NOT_FOUND', `cannot read ${displayName(absPath)} in the build context: ${(e as Error).message}`, {
     cause: e,
     hint: 'Make it readable, or exclude it in .dockerignore',
   });
@@ -98,12 +96,11 @@ async function* walkDir(
   signal: AbortSignal | undefined,
 ): AsyncGenerator<ContextEntry> {
   signal?.throwIfAborted();
-  // Names that are not valid UTF-8 are read as bytes and yielded marked (invalidName), so a
-  // COPY of them fails loudly instead of leaving them out (file-names.ts).
+  // Names are read as bytes: one that is not valid UTF-8 is held escaped and copied as its
+  // bytes (oci/byte-names.ts), as BuildKit copies it.
   let names: string[];
-  let invalid: Awaited<ReturnType<typeof readDirectoryNames>>['invalid'];
   try {
-    ({ names, invalid } = await readDirectoryNames(absDir));
+    names = await readDirectoryNames(absDir);
   } catch (e) {
     if (isGone(e) || (excludedDir && isPermission(e))) return;
     throw unreadable(absDir, e);
@@ -112,30 +109,18 @@ async function* walkDir(
   // lstat the whole directory at once; libuv's thread pool bounds the real concurrency.
   const stats = await Promise.all(
     names.map(async (name): Promise<Stats | undefined> => {
+      const abs = path.join(absDir, name);
       try {
-        return await lstat(path.join(absDir, name));
+        return await lstat(fsPath(abs));
       } catch (e) {
         if (isGone(e) || (excludedDir && isPermission(e))) return undefined;
-        throw unreadable(path.join(absDir, name), e);
+        throw unreadable(abs, e);
       }
     }),
   );
   signal?.throwIfAborted();
 
   const children: Child[] = [];
-  for (const bad of invalid) {
-    const rawAbs = Buffer.concat([Buffer.from(`${absDir}/`), bad.raw]);
-    const stat = await lstat(rawAbs).catch((e: unknown) => {
-      if (isGone(e) || (excludedDir && isPermission(e))) return undefined;
-      throw unreadable(rawAbs.toString('utf8'), e);
-    });
-    if (stat === undefined) continue;
-    const relPath = relDir === '' ? bad.lossy : `${relDir}/${bad.lossy}`;
-    const m = matcher.matchesUsingParent(relPath, relDir === '' ? undefined : info);
-    const invalidName = Buffer.concat([Buffer.from(relDir === '' ? '' : `${relDir}/`), bad.raw]);
-    // As a non-directory: a lossy absPath cannot be entered.
-    children.push({ entry: { relPath, absPath: path.join(absDir, bad.lossy), type: stat.isDirectory() ? 'other' : typeOf(stat), stat, invalidName }, excluded: m.excluded, info: m.info });
-  }
   names.forEach((name, i) => {
     const stat = stats[i];
     if (stat === undefined) return;
@@ -148,14 +133,15 @@ async function* walkDir(
 
   // A directory's own entry sorts at "name", its contents at "name/": siblings such as
   // "name.txt" fall between them, so order both kinds of event together.
-  type Event = { key: string; child: Child; subtree: boolean };
+  // Keys are the names' bytes, made once per event (not once per comparison).
+  type Event = { key: Buffer; child: Child; subtree: boolean };
   const events: Event[] = [];
   for (const child of children) {
-    const name = child.entry.relPath.slice(relDir === '' ? 0 : relDir.length + 1);
+    const name = nameBytes(child.entry.relPath.slice(relDir === '' ? 0 : relDir.length + 1));
     events.push({ key: name, child, subtree: false });
-    if (child.entry.type === 'dir') events.push({ key: `${name}/`, child, subtree: true });
+    if (child.entry.type === 'dir') events.push({ key: Buffer.concat([name, SLASH]), child, subtree: true });
   }
-  events.sort((a, b) => compareBytes(a.key, b.key));
+  events.sort((a, b) => Buffer.compare(a.key, b.key));
 
   // Contents of excluded directories, gathered when the directory's own entry comes up, to
   // know whether it shows at all. Only what exceptions put back is held in memory, which is

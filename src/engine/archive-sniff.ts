@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
 import type { Readable } from 'node:stream';
+import { fsPath } from '../oci/index.js';
 
 /** The local archives ADD unpacks: a tar, plain or compressed with one of these. */
 export type ArchiveKind = 'tar' | 'gzip' | 'bzip2' | 'xz' | 'zstd';
@@ -60,7 +61,7 @@ export async function sniffArchive(file: string, signal?: AbortSignal): Promise<
 }
 
 async function readHead(file: string): Promise<Buffer> {
-  const h = await fsp.open(file, 'r');
+  const h = await fsp.open(fsPath(file), 'r');
   try {
     const buf = Buffer.alloc(TAR_BLOCK);
     const { bytesRead } = await h.read(buf, 0, TAR_BLOCK, 0);
@@ -77,7 +78,7 @@ async function readHead(file: string): Promise<Buffer> {
  */
 async function firstDecompressedBlock(file: string, kind: Exclude<ArchiveKind, 'tar'>, signal?: AbortSignal): Promise<Buffer | undefined | 'no-tool'> {
   if (kind === 'gzip') {
-    const src = createReadStream(file);
+    const src = createReadStream(fsPath(file));
     const gunzip = createGunzip();
     src.pipe(gunzip);
     try {

@@ -2,6 +2,7 @@ import path from 'node:path/posix';
 import type fs from 'node:fs';
 import type { IndexedEntry, RootfsView } from '../image/index.js';
 import { normalize } from '../image/index.js';
+import { fsPath, nameFromBytes } from '../oci/index.js';
 import type { IdPair } from '../image/index.js';
 import { walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
 import { HardLinkGroups } from './hardlink-plan.js';
@@ -11,6 +12,8 @@ import type { ChmodSpec } from './chmod-mode.js';
 export interface PlannedEntry extends IndexedEntry {
   /** Host path of the content (files) — absent for directories and created parents. */
   readonly srcAbs?: string;
+  /** For an 'other' entry (socket, fifo, device): what it is and its source path, for the warning that it is not copied. */
+  readonly skipped?: { readonly what: string; readonly rel: string };
 }
 
 export interface CopyPlanOptions {
@@ -80,7 +83,7 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
             }
           }
           const p = target === '' ? e.inner : `${target}/${e.inner}`;
-          const entry = entryFor(p, e.abs, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined);
+          const entry = entryFor(p, e.abs, e.rel, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined);
           links.note(entry, e.stat, sourceIndex);
           put(entry);
         }
@@ -88,7 +91,7 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
       }
       if (opts.exclude?.matches(m.name)) continue;
       const target = destIsDir ? (resolvedDest.path === '' ? m.name : `${resolvedDest.path}/${m.name}`) : resolvedDest.path;
-      const entry = entryFor(target, m.abs, m.stat, owner(m.stat), modeOf(m.stat), undefined);
+      const entry = entryFor(target, m.abs, m.rel, m.stat, owner(m.stat), modeOf(m.stat), undefined);
       links.note(entry, m.stat, sourceIndex);
       put(entry);
     }
@@ -110,12 +113,13 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
   return links.apply([...planned.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)));
 }
 
+/** A link's target as bytes: one that is not valid UTF-8 is kept escaped (oci/byte-names.ts). */
 async function readLink(abs: string): Promise<string> {
   const { readlink } = await import('node:fs/promises');
-  return readlink(abs);
+  return nameFromBytes(await readlink(fsPath(abs), { encoding: 'buffer' }));
 }
 
-function entryFor(p: string, abs: string, st: fs.Stats, ids: { uid: number; gid: number }, mode: number, linkTarget: string | undefined): PlannedEntry {
+function entryFor(p: string, abs: string, rel: string, st: fs.Stats, ids: { uid: number; gid: number }, mode: number, linkTarget: string | undefined): PlannedEntry {
   const mtime = Math.floor(st.mtimeMs) / 1000;
   if (st.isSymbolicLink()) {
     return { path: p, type: 'symlink', mode: 0o777, ...ids, mtime, size: 0, linkTarget: linkTarget ?? '' };
@@ -123,6 +127,7 @@ function entryFor(p: string, abs: string, st: fs.Stats, ids: { uid: number; gid:
   if (st.isDirectory()) return { path: p, type: 'dir', mode, ...ids, mtime, size: 0 };
   if (st.isFile()) return { path: p, type: 'file', mode, ...ids, mtime, size: st.size, srcAbs: abs };
   // Sockets, fifos and devices in a build context are not copied content; keep them visible
-  // as 'other' so the writer can skip them explicitly.
-  return { path: p, type: 'other', mode, ...ids, mtime, size: 0 };
+  // as 'other' so the step can warn about each and the writer skip it.
+  const what = st.isFIFO() ? 'named pipe' : st.isSocket() ? 'socket' : st.isCharacterDevice() ? 'character device' : st.isBlockDevice() ? 'block device' : 'special file';
+  return { path: p, type: 'other', mode, ...ids, mtime, size: 0, skipped: { what, rel } };
 }

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { printableName, readDirectoryNames } from '../context/index.js';
+import { readDirectoryNames } from '../context/index.js';
+import { fsPath, nameFromBytes } from '../oci/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import { hasWildcard, matchGlob, unescapeGlob, globToRegExp } from './glob.js';
 
@@ -31,11 +32,11 @@ export interface SourceRoot {
    * directory sources take their entries from it, so COPY sees precisely what BuildKit
    * would send. DEBT(#18): a subdirectory source walks the whole context and keeps its part.
    */
-  readonly walk?: (() => AsyncIterable<{ readonly relPath: string; readonly absPath: string; readonly stat: fs.Stats; readonly invalidName?: Buffer | undefined }>) | undefined;
+  readonly walk?: (() => AsyncIterable<{ readonly relPath: string; readonly absPath: string; readonly stat: fs.Stats }>) | undefined;
 }
 
 export interface SourceFile {
-  /** Absolute path on the host, always inside the root. */
+  /** Absolute path on the host, always inside the root (bytes that are not UTF-8 escaped: open it through fsPath). */
   readonly abs: string;
   /** Path relative to the root ('' for the root itself). */
   readonly rel: string;
@@ -85,13 +86,13 @@ export async function resolveInRoot(root: string, rel: string, followLast: boole
     const next = path.join(current, head);
     let st: fs.Stats;
     try {
-      st = await fsp.lstat(next);
+      st = await fsp.lstat(fsPath(next));
     } catch {
       return undefined;
     }
     if (st.isSymbolicLink() && (parts.length > 0 || followLast)) {
       if (++hops > 255) return undefined;
-      const target = await fsp.readlink(next);
+      const target = nameFromBytes(await fsp.readlink(fsPath(next), { encoding: 'buffer' }));
       const resolved = path.resolve(path.dirname(next), target);
       if (!within(root, resolved)) throw escape(where(), rel, target);
       const restRel = toRel(root, resolved);
@@ -118,7 +119,7 @@ async function resolveChrooted(root: string, rel: string, followLast: boolean, w
   const abs = inner === '' ? root : path.join(root, inner);
   if (!within(root, abs)) throw escape(where(), rel);
   try {
-    await fsp.lstat(abs);
+    await fsp.lstat(fsPath(abs));
   } catch {
     return undefined;
   }
@@ -165,7 +166,7 @@ export async function resolveSources(root: SourceRoot, args: readonly string[], 
       if (abs === undefined) {
         throw missing(root, arg, rel, opts, Boolean(excluded));
       }
-      const stat = await fsp.stat(abs);
+      const stat = await fsp.stat(fsPath(abs));
       const resolvedRel = toRel(root.dir, abs);
       if (resolvedRel !== rel && resolvedRel !== '' && root.filter?.matches(resolvedRel)) {
         throw missing(root, arg, resolvedRel, opts, true);
@@ -198,10 +199,10 @@ async function expandWildcard(root: SourceRoot, parts: readonly string[], where:
       }
       const dirAbs = await resolveInRoot(root.dir, base, true, where, { chroot: root.kind === 'stage' });
       if (dirAbs === undefined) continue;
+      // Names as bytes: one that is not valid UTF-8 matches and is copied like any other.
       let names: string[];
-      let invalid: Awaited<ReturnType<typeof readDirectoryNames>>['invalid'];
       try {
-        ({ names, invalid } = await readDirectoryNames(dirAbs));
+        names = await readDirectoryNames(dirAbs);
       } catch {
         continue;
       }
@@ -211,11 +212,6 @@ async function expandWildcard(root: SourceRoot, parts: readonly string[], where:
         if (last && root.filter?.matches(rel)) continue;
         next.push(rel);
       }
-      // A match tsbuild cannot copy is refused, never left out (file-names.ts).
-      for (const bad of invalid) {
-        if (!matchGlob(part, bad.lossy) || (last && root.filter?.matches(base === '' ? bad.lossy : `${base}/${bad.lossy}`))) continue;
-        throw invalidNameError(`${where()} matches`, Buffer.concat([Buffer.from(base === '' ? '' : `${base}/`), bad.raw]), root);
-      }
     }
     current = next;
   }
@@ -224,7 +220,7 @@ async function expandWildcard(root: SourceRoot, parts: readonly string[], where:
     if (root.filter?.matches(rel)) continue;
     const abs = await resolveInRoot(root.dir, rel, true, where, { chroot: root.kind === 'stage' });
     if (abs === undefined) continue;
-    out.push({ abs, rel: toRel(root.dir, abs), stat: await fsp.stat(abs), name: path.posix.basename(rel) });
+    out.push({ abs, rel: toRel(root.dir, abs), stat: await fsp.stat(fsPath(abs)), name: path.posix.basename(rel) });
   }
   return out;
 }
@@ -253,7 +249,6 @@ export async function* walkSourceDir(root: SourceRoot, dir: SourceFile): AsyncGe
     const prefix = dir.rel === '' ? '' : `${dir.rel}/`;
     for await (const e of root.walk()) {
       if (prefix !== '' && !e.relPath.startsWith(prefix)) continue;
-      if (e.invalidName) throw invalidNameError(`copying ${JSON.stringify(dir.rel === '' ? '.' : dir.rel)} would include`, e.invalidName, root);
       const inner = e.relPath.slice(prefix.length);
       yield { abs: e.absPath, rel: e.relPath, stat: e.stat, inner, name: path.posix.basename(e.relPath) };
     }
@@ -262,12 +257,12 @@ export async function* walkSourceDir(root: SourceRoot, dir: SourceFile): AsyncGe
   const stack: Array<{ abs: string; inner: string }> = [{ abs: dir.abs, inner: '' }];
   // Depth-first in sorted order: entries are yielded parents first.
   async function* visit(abs: string, inner: string): AsyncGenerator<SourceFile & { readonly inner: string }> {
-    const names = (await fsp.readdir(abs)).sort();
+    const names = (await readDirectoryNames(abs)).sort();
     for (const name of names) {
       const childAbs = path.join(abs, name);
       const childInner = inner === '' ? name : `${inner}/${name}`;
       const rel = toRel(root.dir, childAbs);
-      const st = await fsp.lstat(childAbs);
+      const st = await fsp.lstat(fsPath(childAbs));
       const excluded = root.filter?.matches(rel) ?? false;
       if (excluded) {
         if (st.isDirectory() && root.filter?.mustDescend?.(rel)) {
@@ -287,11 +282,4 @@ export async function* walkSourceDir(root: SourceRoot, dir: SourceFile): AsyncGe
   }
   const first = stack[0]!;
   yield* visit(first.abs, first.inner);
-}
-
-/** A source whose name is not valid UTF-8: refused, as it cannot be copied under its own name. */
-function invalidNameError(what: string, raw: Buffer, root: SourceRoot): TsbuildError {
-  return new TsbuildError('UNSUPPORTED', `${what} "${printableName(raw)}" of the ${root.label}, whose name is not valid UTF-8: tsbuild cannot copy such names yet`, {
-    hint: `rename it, or exclude it in ${root.filterFile ?? '.dockerignore'}`,
-  });
 }

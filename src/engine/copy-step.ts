@@ -8,7 +8,7 @@ import { rememberLayerIndex, RootfsView } from '../image/index.js';
 import { resolveChown, type IdPair } from '../image/index.js';
 import { readLayerFile, type LayerIndex } from '../layer/layer-index.js';
 import type { LayerEntry } from '../layer/index.js';
-import type { Digest } from '../oci/index.js';
+import { displayName, fsPath, keyName, type Digest } from '../oci/index.js';
 import type { AddStep, CopyStep } from '../plan/index.js';
 import { archiveKind, fetchUrl, isRemoteSource, unpackArchive } from './add-sources.js';
 import { fetchGitSource, isGitSource } from './git-source.js';
@@ -41,6 +41,11 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
       throw copyError(e, from.root, step.location);
     });
     const { planned, groups } = await located(() => planEntries(step, ctx, from));
+    // Sockets, fifos and devices are not content: skipped, each named (BuildKit's file sender
+    // leaves them out too), never silently.
+    for (const e of planned) {
+      if (e.skipped) session.warn(`${step.kind}: ${JSON.stringify(displayName(e.skipped.rel))} of the ${from.root.label} is a ${e.skipped.what}: not copied`, step.location);
+    }
     // The files whose content is read, in plan order; `files[i]` is file i of the read-ahead and
     // of the digest lookups below (no maps keyed by path: a COPY may have 20,000 files).
     const files = planned.filter(isSourceFile);
@@ -56,7 +61,7 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
       entries: {
         *[Symbol.iterator](): Generator<CopiedEntry> {
           let fileIndex = 0;
-          for (const e of planned) yield { path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, linkTarget: e.linkTarget, content: isSourceFile(e) ? content(fileIndex++) : undefined };
+          for (const e of planned) yield { path: keyName(e.path), type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, linkTarget: e.linkTarget === undefined ? undefined : keyName(e.linkTarget), content: isSourceFile(e) ? content(fileIndex++) : undefined };
         },
       },
       platform: ctx.platformText,
@@ -167,11 +172,11 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
       }
       const dir = await session.tempDir('heredoc');
       await unpackArchive(f.abs, kind, dir, location, session.signal);
-      const content = await inputs.digests.digestOf(f.abs, await fsp.stat(f.abs, { bigint: true }), session.signal);
+      const content = await inputs.digests.digestOf(f.abs, await fsp.stat(fsPath(f.abs), { bigint: true }), session.signal);
       groups.push({
         root: { dir, kind: 'stage', label: `archive ${f.rel}` },
         matches: [{ arg: m.arg, wildcard: false, matches: [{ abs: dir, rel: '', stat: await fsp.stat(dir), name: f.name }] }],
-        source: { kind: 'archive', path: f.rel, digest: content },
+        source: { kind: 'archive', path: keyName(f.rel), digest: content },
         unpacked: true,
       });
     }
@@ -230,7 +235,7 @@ async function writeCopyLayer(planned: readonly PlannedEntry[], files: ReadonlyA
     for (const [i, e] of files.entries()) {
       if (ahead.digest(i) !== undefined) continue;
       // Not read for the layer (cannot happen for a file entry; kept as a safe fallback).
-      unread.set(i, await inputs.digests.digestOf(e.srcAbs, await fsp.lstat(e.srcAbs, { bigint: true }), session.signal));
+      unread.set(i, await inputs.digests.digestOf(e.srcAbs, await fsp.lstat(fsPath(e.srcAbs), { bigint: true }), session.signal));
     }
   }
   const index: LayerIndex = {

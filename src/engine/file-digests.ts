@@ -3,7 +3,7 @@ import { createReadStream, lstatSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
-import { Digester, isDigest, type Digest } from '../oci/index.js';
+import { Digester, fsPath, isDigest, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { readWholeFile } from './read-ahead.js';
 
@@ -102,7 +102,7 @@ export class FileDigests {
         await new Promise((r) => setImmediate(r)); // let the event loop turn (progress, signals)
       }
       const abs = paths[i]!;
-      const st = lstatSync(abs, { bigint: true });
+      const st = lstatSync(fsPath(abs), { bigint: true });
       const hit = this.#known.get(abs);
       if (hit && hit.k === statKey(st)) out[i] = hit.d;
       else misses.push(i);
@@ -113,7 +113,7 @@ export class FileDigests {
     const worker = async (): Promise<void> => {
       while (next < misses.length) {
         const i = misses[next++]!;
-        out[i] = await this.digestOf(paths[i]!, await lstat(paths[i]!, { bigint: true }), opts.signal);
+        out[i] = await this.digestOf(paths[i]!, await lstat(fsPath(paths[i]!), { bigint: true }), opts.signal);
       }
     };
     await Promise.all(Array.from({ length: Math.min(opts.concurrency, misses.length) }, worker));
@@ -204,7 +204,7 @@ const SMALL_FILE = 1024 * 1024;
 
 async function digestStream(abs: string, signal?: AbortSignal): Promise<Digest> {
   const digester = new Digester();
-  await pipeline(createReadStream(abs), async (chunks: AsyncIterable<Buffer>) => {
+  await pipeline(createReadStream(fsPath(abs)), async (chunks: AsyncIterable<Buffer>) => {
     for await (const c of chunks) digester.update(c);
   }, signal ? { signal } : {});
   return digester.digest();

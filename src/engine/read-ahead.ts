@@ -1,6 +1,6 @@
 import type fs from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
-import { Digester, type Digest } from '../oci/index.js';
+import { Digester, fsPath, type Digest } from '../oci/index.js';
 
 /** Files read ahead of the tar writer at most. */
 const WINDOW = 16;
@@ -116,7 +116,7 @@ export class ReadAhead {
   #load(index: number): Promise<Loaded> {
     const f = this.#files[index]!;
     return (async (): Promise<Loaded> => {
-      const stat = this.#onStat ? await lstat(f.srcAbs, { bigint: true }) : undefined;
+      const stat = this.#onStat ? await lstat(fsPath(f.srcAbs), { bigint: true }) : undefined;
       const size = stat ? Number(stat.size) : (f.size ?? 0);
       if (size >= CHUNK) return stat ? { stat } : {};
       const { buf, len } = await this.#readWhole(f.srcAbs, size);
@@ -166,7 +166,7 @@ export class ReadAhead {
     }
     // A big file: streamed through one recycled buffer, re-filled once the writer asks for more.
     this.#signal?.throwIfAborted();
-    const fh = await open(abs, 'r');
+    const fh = await open(fsPath(abs), 'r');
     const buf = this.#pool.take(CHUNK);
     try {
       for (;;) {
@@ -200,7 +200,7 @@ const FRESH_BUFFERS: BufferSource = { take: (min) => Buffer.allocUnsafe(min), gi
  */
 export async function readWholeFile(abs: string, size: number, signal: AbortSignal | undefined, buffers: BufferSource = FRESH_BUFFERS): Promise<{ buf: Buffer; len: number }> {
   signal?.throwIfAborted();
-  const fh = await open(abs, 'r');
+  const fh = await open(fsPath(abs), 'r');
   let buf = buffers.take(size + 1);
   try {
     let len = 0;

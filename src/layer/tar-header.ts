@@ -12,6 +12,8 @@
  * format, which is what docker and containerd write.
  */
 
+import { nameBytes } from '../oci/index.js';
+
 export const BLOCK = 512;
 
 /** The typeflags we write (ustar: '0' file, '1' hard link, '2' symlink, ...). */
@@ -116,8 +118,11 @@ export function padding(size: number): Buffer {
  */
 export function encodeHeader(h: RawHeader): Buffer {
   const records = new Map<string, Buffer>();
-  if (!fitsString(h.name, 100)) records.set('path', Buffer.from(h.name, 'utf8'));
-  if (!fitsString(h.linkname, 100)) records.set('linkpath', Buffer.from(h.linkname, 'utf8'));
+  // A name that is not valid UTF-8 (held escaped, oci/byte-names.ts) goes into `path` as its
+  // raw bytes, as Go's archive/tar writes it (its PAX writer checks path and linkpath for NUL
+  // only); Go and GNU tar read such a record back byte for byte.
+  if (!fitsString(h.name, 100)) records.set('path', nameBytes(h.name));
+  if (!fitsString(h.linkname, 100)) records.set('linkpath', nameBytes(h.linkname));
   if (h.size > MAX_OCT11) records.set('size', Buffer.from(String(h.size)));
   if (h.uid > MAX_OCT7) records.set('uid', Buffer.from(String(h.uid)));
   if (h.gid > MAX_OCT7) records.set('gid', Buffer.from(String(h.gid)));

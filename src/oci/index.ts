@@ -6,3 +6,4 @@ export * from './canonical-json.js';
 export * from './parse-documents.js';
 export * from './reference.js';
 export * from './platform.js';
+export * from './byte-names.js';

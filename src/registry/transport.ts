@@ -1,7 +1,7 @@
 import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { Agent as UndiciAgent, Dispatcher } from 'undici';
-import { Agent } from './undici-agent.js';
+import { Agent, DecoratorHandler, undiciErrors } from './undici-agent.js';
 import type { Logger } from 'pino';
 import { isLoopbackRegistry, normalizeRegistry, registryApiHost } from '../oci/index.js';
 import { Authenticator, header, readText } from './auth.js';
@@ -37,7 +37,11 @@ export interface TransportOptions {
   readonly userAgent?: string | undefined;
   /** Connections per origin (keep-alive pool). Default 8. */
   readonly connectionsPerOrigin?: number | undefined;
-  /** Timeout for response headers and between body chunks. Default 60 s. */
+  /**
+   * The registry timeout (default 60 s, docs/design.md "Registry timeouts"): for the response
+   * headers, between two body chunks, and the window of the low-speed limit (a body that brings
+   * fewer than LOW_SPEED_BYTES_PER_S bytes a second over one window is ended).
+   */
   readonly timeoutMs?: number | undefined;
   /** The clock for token expiry (tests). Default Date.now. */
   readonly now?: (() => number) | undefined;
@@ -86,6 +90,122 @@ export interface BudgetStep {
 }
 
 const MAX_REDIRECTS = 5;
+/** The registry timeout (TransportOptions.timeoutMs). */
+const DEFAULT_TIMEOUT_MS = 60_000;
+const CONNECT_TIMEOUT_MS = 30_000;
+/**
+ * The low-speed limit: a response body that brings fewer bytes than this per second, over one
+ * whole timeout window in which its reader never held it back, is ended as a temporary failure
+ * (retried like a reset). undici's bodyTimeout only sees silence; a body that drips one byte
+ * every few seconds is never silent for long, and would hold a pull for days (curl's
+ * --speed-limit/--speed-time is the same rule).
+ */
+const LOW_SPEED_BYTES_PER_S = 1024;
+
+/** An undici interceptor applying the low-speed limit to every response body. */
+function lowSpeedLimit(windowMs: number): Dispatcher.DispatcherComposeInterceptor {
+  return (dispatch) => (options, handler) => dispatch(options, new LowSpeedHandler(handler, windowMs));
+}
+
+type ControllerHandler = Required<Pick<Dispatcher.DispatchHandler, 'onRequestStart' | 'onRequestUpgrade' | 'onResponseStart' | 'onResponseData' | 'onResponseEnd' | 'onResponseError'>>;
+
+class LowSpeedHandler implements Dispatcher.DispatchHandler {
+  /** The reader's handler, in undici's controller form whatever form it was written in. */
+  readonly #inner: ControllerHandler;
+  readonly #windowMs: number;
+  readonly #minBytes: number;
+  #timer: NodeJS.Timeout | undefined;
+  #bytes = 0;
+  #heldBack = false;
+  #controller: Dispatcher.DispatchController | undefined;
+  #view: Dispatcher.DispatchController | undefined;
+
+  constructor(handler: Dispatcher.DispatchHandler, windowMs: number) {
+    this.#inner = new DecoratorHandler(handler) as unknown as ControllerHandler;
+    this.#windowMs = windowMs;
+    this.#minBytes = Math.ceil((LOW_SPEED_BYTES_PER_S * windowMs) / 1000);
+  }
+
+  /** The controller as the reader sees it: its pauses are noted (a held-back body is not slow). */
+  #viewOf(c: Dispatcher.DispatchController): Dispatcher.DispatchController {
+    if (this.#controller !== c || this.#view === undefined) {
+      this.#controller = c;
+      const note = (): void => {
+        this.#heldBack = true;
+      };
+      this.#view = {
+        get aborted() {
+          return c.aborted;
+        },
+        get paused() {
+          return c.paused;
+        },
+        get reason() {
+          return c.reason;
+        },
+        get rawHeaders() {
+          return c.rawHeaders;
+        },
+        get rawTrailers() {
+          return c.rawTrailers;
+        },
+        abort: (reason: Error) => c.abort(reason),
+        pause: () => {
+          note();
+          c.pause();
+        },
+        resume: () => c.resume(),
+      };
+    }
+    return this.#view;
+  }
+
+  #stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  onRequestUpgrade(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, socket: import('node:stream').Duplex): void {
+    this.#inner.onRequestUpgrade(this.#viewOf(controller), statusCode, headers, socket);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+    this.#inner.onRequestStart(this.#viewOf(controller), context);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
+    this.#bytes = 0;
+    this.#heldBack = false;
+    this.#stop();
+    this.#timer = setInterval(() => {
+      const slow = !this.#heldBack && !controller.paused && this.#bytes < this.#minBytes;
+      const got = this.#bytes;
+      this.#bytes = 0;
+      this.#heldBack = controller.paused;
+      if (!slow) return;
+      this.#stop();
+      const secs = this.#windowMs / 1000;
+      controller.abort(new undiciErrors.BodyTimeoutError(`response body too slow: ${got} bytes in ${secs} s, below ${LOW_SPEED_BYTES_PER_S} bytes/s`));
+    }, this.#windowMs);
+    this.#timer.unref();
+    this.#inner.onResponseStart(this.#viewOf(controller), statusCode, headers, statusMessage);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#bytes += chunk.byteLength;
+    this.#inner.onResponseData(this.#viewOf(controller), chunk);
+  }
+
+  onResponseEnd(controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+    this.#stop();
+    this.#inner.onResponseEnd(this.#viewOf(controller), trailers);
+  }
+
+  onResponseError(controller: Dispatcher.DispatchController, error: Error): void {
+    this.#stop();
+    this.#inner.onResponseError(this.#viewOf(controller), error);
+  }
+}
 const MAX_ERROR_BODY = 64 * 1024;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
@@ -107,11 +227,13 @@ export class RegistryTransport {
   readonly #warned = new Set<string>();
 
   constructor(opts: TransportOptions = {}) {
-    const timeout = opts.timeoutMs ?? 60_000;
+    const timeout = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const common = { connections: opts.connectionsPerOrigin ?? 8, keepAliveTimeout: 30_000, headersTimeout: timeout, bodyTimeout: timeout };
     const ca = opts.caCertificates && opts.caCertificates.length > 0 ? [...rootCertificates, ...opts.caCertificates] : undefined;
-    this.#secure = new Agent({ ...common, connect: { ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: 30_000 } });
-    this.#insecure = new Agent({ ...common, connect: { rejectUnauthorized: false, timeout: 30_000 } });
+    const connectTimeout = Math.min(CONNECT_TIMEOUT_MS, timeout);
+    // Every exchange (auth token requests too) goes through one of these two agents.
+    this.#secure = new Agent({ ...common, connect: { ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
+    this.#insecure = new Agent({ ...common, connect: { rejectUnauthorized: false, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
     // `http://host:5000/` and `host:5000` name the same registry.
     this.#insecureHosts = new Set((opts.insecureRegistries ?? []).map((h) => normalizeRegistry(h.trim().toLowerCase().replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, ''))));
     this.#logger = opts.logger;

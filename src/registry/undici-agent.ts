@@ -22,3 +22,7 @@ Object.assign(DispatcherClass.prototype, api);
 setFlagsFromString('--liftoff-only');
 
 export const Agent = AgentClass;
+
+/** For the transport's low-speed limit (an interceptor wrapping the reader's handler). */
+export { default as DecoratorHandler } from 'undici/lib/handler/decorator-handler.js';
+export { default as undiciErrors } from 'undici/lib/core/errors.js';

@@ -16,3 +16,13 @@ declare module 'undici/lib/api/index.js' {
   const api: Record<string, unknown>;
   export default api;
 }
+declare module 'undici/lib/handler/decorator-handler.js' {
+  import type { DecoratorHandler } from 'undici';
+  const DecoratorHandlerClass: typeof DecoratorHandler;
+  export default DecoratorHandlerClass;
+}
+declare module 'undici/lib/core/errors.js' {
+  import type { errors } from 'undici';
+  const undiciErrors: typeof errors;
+  export default undiciErrors;
+}

@@ -231,18 +231,20 @@ describe.each([
   });
 });
 
-describe('a bwrap runner SIGKILLed before bwrap starts', () => {
+describe.each(['bwrap', 'runc'])('a %s runner SIGKILLed before the sandbox starts', (runtime) => {
   // Found by scripts/torture (rootless section): tsbuild killed while the mount wrapper ran left
   // the step running, orphaned: bwrap's --die-with-parent is set only once bwrap runs. The
   // driver's wrapper shell waits a second before exec'ing the real one; we kill the driver in
-  // that second, so the step (with MARKER in its command line) must never start.
+  // that second, so the step (with MARKER in its command line) must never start. runc's chain
+  // (setpriv's parent-death signal on unshare, whose child dies with it: --kill-child, and runs
+  // as PID 1 of its own PID namespace) must hold the same way.
   it('leaves no step running', async () => {
     const { spawn } = await import('node:child_process');
     const { existsSync } = await import('node:fs');
     const { repoRoot } = await import('./test-fixture.js');
     const marker = `tsbuild-orphan-${process.pid}-${Date.now()}`;
-    const ready = join(base, 'orphan-ready');
-    const child = spawn(process.execPath, [join(repoRoot(), 'src/sandbox/testdata/orphan-driver.mjs'), base, lower, ready, marker], { stdio: 'ignore' });
+    const ready = join(base, `orphan-ready-${runtime}`);
+    const child = spawn(process.execPath, [join(repoRoot(), 'src/sandbox/testdata/orphan-driver.mjs'), base, lower, ready, marker, runtime], { stdio: 'ignore' });
     const exited = new Promise((res) => child.once('exit', res));
     while (!existsSync(ready)) {
       if (child.exitCode !== null) throw new Error(`orphan-driver exited ${child.exitCode} before its wrapper started`);
@@ -250,7 +252,7 @@ describe('a bwrap runner SIGKILLed before bwrap starts', () => {
     }
     child.kill('SIGKILL');
     await exited;
-    // Wait until the wrapper is gone: killed with its parent (fixed), or exec'd on towards bwrap
+    // Wait until the wrapper is gone: killed with its parent (fixed), or exec'd on towards the sandbox
     // and the step after its pause (the bug), in which case it created READY.passed first.
     while ((await processesMatching(join(base, 'slow-sh'))).length > 0) await new Promise((res) => setTimeout(res, 50));
     await new Promise((res) => setTimeout(res, 200));

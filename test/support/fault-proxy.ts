@@ -14,6 +14,10 @@ import type { AddressInfo } from 'node:net';
  *   corrupt         the registry's response with one body byte changed (same length)
  *   slow            the registry's response in small pieces with pauses
  *   stall           no answer at all until the client gives up (a timeout)
+ *   stall-body      the registry's status and headers and the first half of the body, then
+ *                   nothing more on an open connection until the client gives up
+ *   drip            the registry's response one byte at a time, DRIP_INTERVAL_MS apart: never
+ *                   idle long enough for an idle timeout, far too slow to ever finish a blob
  *   redirect        blob GETs answered with 307 to another host (a second listener on
  *                   127.0.0.2) that serves the blob and refuses requests carrying Authorization,
  *                   as S3 presigned URLs do
@@ -22,7 +26,10 @@ import type { AddressInfo } from 'node:net';
  * The stats log every request (method, path, status, Content-Range), count the client's
  * connections, and keep the most blob transfers (blob GETs, upload PATCH/PUTs) in flight at once.
  */
-export type FaultKind = '500' | '503' | '429' | 'reset' | 'stall' | 'truncate' | 'corrupt' | 'slow' | 'redirect';
+export type FaultKind = '500' | '503' | '429' | 'reset' | 'stall' | 'stall-body' | 'drip' | 'truncate' | 'corrupt' | 'slow' | 'redirect';
+
+/** The pause between two bytes of a 'drip' response. */
+export const DRIP_INTERVAL_MS = 50;
 
 export interface FaultRule {
   readonly method?: string;
@@ -107,7 +114,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const forward = (
     req: http.IncomingMessage,
     res: http.ServerResponse,
-    shape: 'none' | 'truncate' | 'corrupt' | 'slow',
+    shape: 'none' | 'truncate' | 'corrupt' | 'slow' | 'stall-body' | 'drip',
     headers: http.OutgoingHttpHeaders = req.headers,
     path = req.url ?? '/',
     corruptOffset?: number,
@@ -152,6 +159,30 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
             res.write(c);
             return;
           }
+          if (shape === 'stall-body') {
+            // Half the body, then silence: the connection stays open and nothing else comes.
+            const room = Math.floor(len / 2) - sent;
+            if (room > 0) res.write(chunk.subarray(0, room));
+            sent += chunk.byteLength;
+            if (sent >= Math.floor(len / 2)) ur.pause();
+            return;
+          }
+          if (shape === 'drip') {
+            ur.pause();
+            let off = 0;
+            const step = (): void => {
+              if (res.destroyed) return;
+              if (off >= chunk.byteLength) {
+                ur.resume();
+                return;
+              }
+              res.write(chunk.subarray(off, off + 1));
+              off += 1;
+              setTimeout(step, DRIP_INTERVAL_MS);
+            };
+            step();
+            return;
+          }
           if (shape === 'slow') {
             ur.pause();
             let off = 0;
@@ -169,7 +200,11 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
           }
           res.write(chunk);
         });
-        ur.on('end', () => res.end());
+        // A drip resumes the upstream only once a chunk's last byte went out, so 'end' comes
+        // after the whole body; a stalled body never ends.
+        ur.on('end', () => {
+          if (shape !== 'stall-body') res.end();
+        });
         ur.on('error', () => res.socket?.destroy());
         if (shape === 'truncate' && len < 2) {
           // Nothing to cut: break the connection instead.
@@ -257,6 +292,8 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       case 'truncate':
       case 'corrupt':
       case 'slow':
+      case 'stall-body':
+      case 'drip':
         forward(req, res, fault, { ...req.headers }, path, rule?.corruptOffset);
         return;
       case undefined:
