@@ -138,7 +138,7 @@ describe('exported cache mounts', () => {
     // The directory's blob tampered with (same size, other bytes): refused by its digest.
     const file = path.join(dir, 'blobs', 'sha256', blob.slice('sha256:'.length));
     const bytes = await fs.readFile(file);
-    bytes[bytes.length >> 1] ^= 0xff;
+    bytes.writeUInt8(bytes.readUInt8(bytes.length >> 1) ^ 0xff, bytes.length >> 1);
     await fs.writeFile(file, bytes);
     const c = await machine('fault-C');
     const r = await build(c, 'fault-C', ['--cache-from', `type=local,src=${dir}`, changed]);
