@@ -37,6 +37,12 @@ export interface CacheSource {
    */
   lastKeyFor?(identity: string, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheKey | undefined>;
   inputsOf?(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<KeyInputsSummary | undefined>;
+  /**
+   * Optional: the blob of an exported `RUN --mount=type=cache` directory by id (an imported
+   * cache's `mounts`), fetched into the store and verified; undefined when the source has none.
+   * Asked by the first RUN of a build that mounts the id while the local mount is empty.
+   */
+  cacheMount?(id: string, opts: { readonly signal?: AbortSignal | undefined }): Promise<{ readonly diffId: StoredLayer['diffId'] } | undefined>;
 }
 
 /** The first hit of `sources`, asked in order. */

@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { TsbuildError } from '../errors.js';
+import { TsbuildError, isAbortError } from '../errors.js';
 import type { StoredLayer } from '../image/index.js';
 import { layerFromDirectory } from '../layer/index.js';
 import type { Digest } from '../oci/index.js';
 import type { HostFilesystem, HostLayerEntry } from '../snapshot/index.js';
 import type { Store } from '../store/index.js';
 import { cacheDir, holdCacheLock } from './run-mounts.js';
+import type { BuildSession } from './session.js';
 
 /**
  * A `RUN --mount=type=cache` directory as a blob, to travel with an exported cache (issue "cache
@@ -81,5 +82,30 @@ export async function restoreCacheMount(store: Store, id: string, diffId: Digest
   } finally {
     await opts.hostFs.removeTree(staging, undefined).catch(() => undefined);
     release?.();
+  }
+}
+
+/**
+ * Before the first RUN of a build that mounts cache `id`: when the local mount is absent or
+ * empty, the first cache source that carries the id (--cache-from, in order) gives its blob,
+ * which is restored into place. Only a build that mounts the id pays for it. A blob that cannot
+ * be fetched or unpacked is a warning: the mount starts empty and the build goes on.
+ */
+export async function importCacheMount(session: BuildSession, id: string): Promise<void> {
+  const sources = session.cacheSources.filter((s) => s.cacheMount !== undefined);
+  if (sources.length === 0) return;
+  const names = await fsp.readdir(cacheDir(session.store, id)).catch(() => [] as string[]);
+  if (names.length > 0) return;
+  for (const source of sources) {
+    try {
+      const found = await source.cacheMount!(id, { signal: session.signal });
+      if (found === undefined) continue;
+      const r = await restoreCacheMount(session.store, id, found.diffId, { hostFs: await session.hostFs(), signal: session.signal });
+      if (r === 'restored') session.report({ type: 'info', message: `cache mount ${JSON.stringify(id)} restored from ${source.label ?? source.name}` });
+    } catch (e) {
+      if (isAbortError(e) || session.signal.aborted) throw e;
+      session.warn(`${source.name}: cache mount ${JSON.stringify(id)} cannot be restored, it starts empty: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    return;
   }
 }

@@ -218,6 +218,25 @@ async function inlineCacheOf(session: BuildSession, diffIds: readonly Digest[]):
 async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: StoredImage, session: BuildSession, env: BuildEnv, imports: NonNullable<BuildRequest['cacheFrom']>): Promise<void> {
   const { exportBuildCache, cacheSourceName } = await import('../remote-cache/index.js');
   const inImage = new Set(image.config.rootfs.diff_ids);
+  // Cache mounts (mounts=), each packed once for every export that names it.
+  const packed = new Map<string, Promise<StoredLayer | undefined>>();
+  const packMounts = async (selection: 'all' | readonly string[] | undefined): Promise<Map<string, StoredLayer> | undefined> => {
+    if (selection === undefined) return undefined;
+    const { packCacheMount } = await import('./cache-mount-blob.js');
+    const hostFs = await session.hostFs();
+    const out = new Map<string, StoredLayer>();
+    for (const id of selection === 'all' ? [...session.cacheMounts.keys()] : selection) {
+      let p = packed.get(id);
+      if (p === undefined) {
+        p = packCacheMount(session.store, id, { hostFs, signal: session.signal });
+        packed.set(id, p);
+        if (selection !== 'all' && (await p) === undefined) session.warn(`cache mount ${JSON.stringify(id)} is empty or was never used on this machine: it is not exported`);
+      }
+      const layer = await p;
+      if (layer !== undefined) out.set(id, layer);
+    }
+    return out;
+  };
   for (const spec of specs) {
     if (spec.type === 'inline') continue;
     const entries = new Map<CacheKey, ExportEntry>();
@@ -241,8 +260,10 @@ async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: 
       // Lazy hits the build never read (a stage no later step unpacked): an export to the
       // registry they came from finds their blobs there; any other needs their bytes.
       if (!(spec.type === 'registry' && sameRegistryAsImport(spec.ref, imports))) await session.claim(layers);
-      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date(), explainSteps: session.stepKeys });
-      session.report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
+      const mounts = await packMounts(spec.mounts);
+      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date(), explainSteps: session.stepKeys, mounts });
+      const mountsText = mounts !== undefined ? `, ${r.mounts} cache mounts` : '';
+      session.report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written${mountsText}, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
       session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
     } catch (e) {
       if (!spec.ignoreError || session.signal.aborted) {

@@ -143,6 +143,14 @@ async function cacheMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Pro
   const target = m.target;
   if (!target) throw invalid(ctx, 'cache mount needs a target');
   const id = m.id ?? target;
+  // The first RUN of the build that mounts the id brings an imported copy in when the local
+  // one is absent or empty (--cache-from carrying it); the others wait for that.
+  let restored = session.cacheMounts.get(id);
+  if (restored === undefined) {
+    restored = import('./cache-mount-blob.js').then((b) => b.importCacheMount(session, id));
+    session.cacheMounts.set(id, restored);
+  }
+  await restored;
   let dir = cacheDir(session.store, id);
   await fsp.mkdir(path.dirname(dir), { recursive: true });
   if (m.sharing === 'locked' || m.sharing === 'private') {

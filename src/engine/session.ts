@@ -214,6 +214,12 @@ export class BuildSession {
    */
   readonly stepKeys = new Map<string, CacheKey>();
 
+  /**
+   * The cache mount ids this build's RUN steps mounted, each with its import from the cache
+   * sources (started by the first RUN that mounts it): what `--cache-to ...,mounts=all` exports.
+   */
+  readonly cacheMounts = new Map<string, Promise<void>>();
+
   async record(key: CacheKey, record: StepRecord): Promise<void> {
     await this.stepCache.record(key, record);
     this.#used.set(key, record);

@@ -23,16 +23,48 @@ function codeOf(fn: () => unknown): string | undefined {
 describe('cache document', () => {
   it('reads back what it writes, with the free-form fields kept', () => {
     const t = new Date('2026-12-06T03:00:00Z');
-    const doc = mergeCacheDocument({ ...EMPTY_CACHE, explain: { note: 'x' }, mounts: [{ id: 'npm' }] }, new Map([[key(1), { layer: layer(1), inputs: { file: 'a' } }], [key(2), { layer: undefined }]]), bounds, t);
+    const { index: _i, ...mountLayer } = layer(9);
+    const npm = { id: 'npm', layer: mountLayer, exportedAt: 0, usedAt: t.toISOString() };
+    const doc = mergeCacheDocument({ ...EMPTY_CACHE, explain: { note: 'x' }, mounts: [npm] }, new Map([[key(1), { layer: layer(1), inputs: { file: 'a' } }], [key(2), { layer: undefined }]]), bounds, t);
     const bytes = formatCacheDocument(doc);
     const back = parseCacheDocument(bytes, 'test').doc;
     expect(back.exports).toBe(1);
     expect(back.entries.get(key(1))).toEqual({ layer: layer(1), exportedAt: 1, usedAt: t.toISOString(), inputs: { file: 'a' } });
     expect(back.entries.get(key(2))).toEqual({ layer: undefined, exportedAt: 1, usedAt: t.toISOString() });
     expect(back.explain).toEqual({ note: 'x' });
-    expect(back.mounts).toEqual([{ id: 'npm' }]);
+    expect(back.mounts).toEqual([npm]);
     // The same document gives the same bytes (canonical JSON, sorted keys).
     expect(formatCacheDocument(back).equals(bytes)).toBe(true);
+  });
+
+  it('keeps one cache mount per id, the newest, listed in the manifest, bounded like the entries', () => {
+    const t0 = Date.parse('2026-12-01T00:00:00Z');
+    const m = (n: number) => {
+      const { index: _i, ...l } = layer(n);
+      return l;
+    };
+    let doc = mergeCacheDocument(EMPTY_CACHE, new Map(), bounds, new Date(t0), undefined, new Map([['npm', m(1)], ['/root/.cache/pip', m(2)]]));
+    doc = mergeCacheDocument(doc, new Map(), bounds, new Date(t0 + 1000), undefined, new Map([['npm', m(3)]]));
+    expect(doc.mounts?.map((x) => [x.id, x.layer.digest, x.exportedAt])).toEqual([['npm', m(3).digest, 2], ['/root/.cache/pip', m(2).digest, 1]]);
+    const bytes = formatCacheDocument(doc);
+    const manifest = cacheManifest(doc, bytes).manifest;
+    expect(manifest.layers.map((l) => l.digest).sort()).toEqual([m(3).digest, m(2).digest].sort());
+    // Read back: a mount whose blob the manifest does not list is left out (and counted).
+    const back = parseCacheDocument(bytes, 'test');
+    expect(back.doc.mounts?.map((x) => x.id)).toEqual(['/root/.cache/pip', 'npm']);
+    const partial = onlyListed(back.doc, { ...manifest, layers: manifest.layers.filter((l) => l.digest !== m(2).digest) }, 0);
+    expect(partial.doc.mounts?.map((x) => x.id)).toEqual(['npm']);
+    expect(partial.dropped).toBe(1);
+    // A malformed mount record (no id, a bad digest, the same id twice) is dropped, not fatal.
+    const raw = JSON.parse(bytes.toString('utf8'));
+    raw.mounts.push({ layer: raw.mounts[0].layer, exportedAt: 1, usedAt: raw.mounts[0].usedAt }, { ...raw.mounts[0], layer: { ...raw.mounts[0].layer, digest: 'sha256:x' } }, raw.mounts[1]);
+    const bad = parseCacheDocument(Buffer.from(JSON.stringify(raw)), 'test');
+    expect(bad.doc.mounts?.length).toBe(2);
+    expect(bad.dropped).toBe(3);
+    // maxExports 3: pip (written by export 1) goes at export 4, npm (export 2) stays.
+    doc = mergeCacheDocument(doc, new Map(), bounds, new Date(t0 + 2000));
+    doc = mergeCacheDocument(doc, new Map(), bounds, new Date(t0 + 3000));
+    expect(doc.mounts?.map((x) => x.id)).toEqual(['npm']);
   });
 
   it('drops entries no export of the last N wrote, and entries older than the max age', () => {
@@ -101,6 +133,13 @@ describe('--cache-from / --cache-to values', () => {
     expect(parseCacheExport('type=inline', cwd)).toEqual({ type: 'inline', mode: 'min', ignoreError: false });
   });
 
+  it('reads mounts=all and mounts=ID[,ID...] (bare or quoted list), before or after other fields', () => {
+    expect(parseCacheExport('type=registry,ref=r/a,mounts=all', cwd)).toMatchObject({ mounts: 'all' });
+    expect(parseCacheExport('type=local,dest=/c,mounts=npm,/root/.cache/pip,mode=max', cwd)).toMatchObject({ mounts: ['npm', '/root/.cache/pip'], mode: 'max' });
+    expect(parseCacheExport('type=registry,"mounts=npm,go",ref=r/a', cwd)).toMatchObject({ mounts: ['npm', 'go'], ref: 'r/a' });
+    expect(parseCacheExport('type=registry,ref=r/a', cwd)).not.toHaveProperty('mounts');
+  });
+
   it('names mistakes: usage errors, and unsupported backends', () => {
     for (const [spec, code] of [
       ['type=registry', 'USAGE'],
@@ -113,6 +152,10 @@ describe('--cache-from / --cache-to values', () => {
       ['type=bogus', 'USAGE'],
       ['type=gha', 'UNSUPPORTED'],
       ['type=s3,bucket=b', 'UNSUPPORTED'],
+      ['type=inline,mounts=all', 'USAGE'],
+      ['type=registry,ref=r/a,mounts=', 'USAGE'],
+      ['type=registry,ref=r/a,mounts=npm,all', 'USAGE'],
+      ['type=local,dest=/c,mounts=a\tb', 'USAGE'],
     ] as const) {
       expect(codeOf(() => parseCacheExport(spec, cwd)), spec).toBe(code);
     }

@@ -53,9 +53,23 @@ export interface CacheDocument {
   readonly entries: ReadonlyMap<CacheKey, CacheEntry>;
   /** Free-form, kept as it is through merges: explanations of misses. */
   readonly explain?: unknown;
-  /** Exported cache mounts; kept as they are through merges. */
-  readonly mounts?: readonly unknown[];
+  /** Exported cache mounts (`--cache-to ...,mounts=`), at most one per id. */
+  readonly mounts?: readonly CacheMountEntry[];
 }
+
+/**
+ * A `RUN --mount=type=cache` directory the cache carries: its id (the mount's `id`, by default
+ * its target), the blob (a tar of the directory, compressed as a layer) and when it was written.
+ */
+export interface CacheMountEntry {
+  readonly id: string;
+  readonly layer: Omit<CacheLayer, 'index'>;
+  readonly exportedAt: number;
+  readonly usedAt: string;
+}
+
+/** Cache mount ids are short names or paths; longer ones are not read. */
+export const MAX_CACHE_MOUNT_ID = 4096;
 
 export const EMPTY_CACHE: CacheDocument = { exports: 0, entries: new Map() };
 
@@ -94,11 +108,39 @@ export function parseCacheDocument(bytes: Buffer, where: string): { doc: CacheDo
     }
     entries.set(key as CacheKey, entry);
   }
-  const mounts = value['mounts'];
+  const rawMounts = value['mounts'];
+  const mounts: CacheMountEntry[] = [];
+  if (Array.isArray(rawMounts)) {
+    const seen = new Set<string>();
+    for (const raw of rawMounts) {
+      const m = parseMount(raw);
+      if (m === undefined || seen.has(m.id)) {
+        dropped++;
+        continue;
+      }
+      seen.add(m.id);
+      mounts.push(m);
+    }
+  }
   return {
-    doc: { exports, entries, ...(value['explain'] !== undefined ? { explain: value['explain'] } : {}), ...(Array.isArray(mounts) ? { mounts } : {}) },
+    doc: { exports, entries, ...(value['explain'] !== undefined ? { explain: value['explain'] } : {}), ...(mounts.length > 0 ? { mounts } : {}) },
     dropped,
   };
+}
+
+function parseMount(raw: unknown): CacheMountEntry | undefined {
+  if (!isRecord(raw)) return undefined;
+  const { id, exportedAt, usedAt } = raw;
+  if (typeof id !== 'string' || id === '' || id.length > MAX_CACHE_MOUNT_ID) return undefined;
+  const entry = parseEntry({ layers: [raw['layer']], exportedAt, usedAt });
+  if (entry?.layer === undefined) return undefined;
+  const { index: _index, ...layer } = entry.layer;
+  return { id, layer, exportedAt: entry.exportedAt, usedAt: entry.usedAt };
+}
+
+function formatMount(m: CacheMountEntry): unknown {
+  const l = m.layer;
+  return { id: m.id, layer: { diffId: l.diffId, diffSize: l.diffSize, digest: l.digest, size: l.size, mediaType: l.mediaType }, exportedAt: m.exportedAt, usedAt: m.usedAt };
 }
 
 function parseEntry(raw: unknown): CacheEntry | undefined {
@@ -142,7 +184,7 @@ export function formatCacheDocument(doc: CacheDocument): Buffer {
     exports: doc.exports,
     entries,
     ...(doc.explain !== undefined ? { explain: doc.explain } : {}),
-    ...(doc.mounts !== undefined ? { mounts: doc.mounts } : {}),
+    ...(doc.mounts !== undefined && doc.mounts.length > 0 ? { mounts: [...doc.mounts].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map(formatMount) } : {}),
   });
 }
 
@@ -164,6 +206,7 @@ export function mergeCacheDocument(
   bounds: CacheBounds,
   now: Date,
   explainSteps?: ReadonlyMap<string, CacheKey>,
+  freshMounts?: ReadonlyMap<string, Omit<CacheLayer, 'index'>>,
 ): CacheDocument {
   const exports = old.exports + 1;
   const usedAt = now.toISOString();
@@ -177,7 +220,15 @@ export function mergeCacheDocument(
   for (const [key, e] of fresh) entries.set(key, { layer: e.layer, exportedAt: exports, usedAt, ...(e.inputs !== undefined ? { inputs: e.inputs } : {}) });
   // The last key per step (why a later miss missed): this build's steps over the ref's.
   const explain = explainSteps !== undefined && explainSteps.size > 0 ? { explain: formatExplainMap(explainSteps, old.explain) } : {};
-  return { ...old, exports, entries, ...explain };
+  // Cache mounts: this export's over the ref's (the newest wins per id), stale ones dropped.
+  const mounts = new Map<string, CacheMountEntry>();
+  for (const m of old.mounts ?? []) {
+    if (exports - m.exportedAt >= bounds.maxExports || Date.parse(m.usedAt) < oldest) continue;
+    mounts.set(m.id, m);
+  }
+  for (const [id, layer] of freshMounts ?? []) mounts.set(id, { id, layer, exportedAt: exports, usedAt });
+  const { mounts: _old, ...rest } = old;
+  return { ...rest, exports, entries, ...explain, ...(mounts.size > 0 ? { mounts: [...mounts.values()] } : {}) };
 }
 
 /** The cache manifest: the document as config, each distinct blob once as a layer. */
@@ -195,6 +246,11 @@ export function cacheManifest(doc: CacheDocument, docBytes: Buffer): { manifest:
       seen.add(l.index.digest);
       layers.push({ mediaType: LAYER_INDEX_MEDIA_TYPE, digest: l.index.digest, size: l.index.size });
     }
+  }
+  for (const m of doc.mounts ?? []) {
+    if (seen.has(m.layer.digest)) continue;
+    seen.add(m.layer.digest);
+    layers.push({ mediaType: m.layer.mediaType, digest: m.layer.digest, size: m.layer.size });
   }
   const manifest: ImageManifest = {
     schemaVersion: 2,
@@ -282,5 +338,8 @@ export function onlyListed(doc: CacheDocument, manifest: ImageManifest, dropped:
     else if (e.layer.index !== undefined && !listed.has(e.layer.index.digest)) entries.set(key, { ...e, layer: { ...e.layer, index: undefined } });
     else entries.set(key, e);
   }
-  return { doc: { ...doc, entries }, dropped };
+  const mounts = (doc.mounts ?? []).filter((m) => listed.has(m.layer.digest));
+  dropped += (doc.mounts?.length ?? 0) - mounts.length;
+  const { mounts: _all, ...rest } = doc;
+  return { doc: { ...rest, entries, ...(mounts.length > 0 ? { mounts } : {}) }, dropped };
 }

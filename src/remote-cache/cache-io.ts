@@ -1,6 +1,7 @@
 /** Opening --cache-from sources and writing --cache-to exports (loaded by a build that has them). */
 import { TsbuildError } from '../errors.js';
 import type { CacheKey } from '../cache/index.js';
+import type { Digest } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { CacheExportSpec, CacheImportSpec } from './cache-spec.js';
@@ -52,6 +53,8 @@ export interface CacheExportEnv {
   readonly now: Date;
   /** The key each step of the build ended with, by step identity (cache/key-explain.ts). */
   readonly explainSteps?: ReadonlyMap<string, CacheKey> | undefined;
+  /** Cache mounts packed for this export, by id (`mounts=`). */
+  readonly mounts?: ReadonlyMap<string, { readonly diffId: Digest; readonly size: number }> | undefined;
 }
 
 /** One `--cache-to` (registry or local; inline is written into the image by the engine). */
@@ -59,7 +62,7 @@ export async function exportBuildCache(spec: Exclude<CacheExportSpec, { type: 'i
   if (spec.compression === 'zstd') {
     throw new TsbuildError('UNSUPPORTED', '--cache-to compression=zstd is not available yet (node:zlib has no zstd in Node 20)', { hint: 'use compression=gzip or compression=uncompressed' });
   }
-  const opts = { compression: spec.compression, bounds: { maxExports: spec.maxExports, maxAgeSeconds: spec.maxAgeSeconds }, now: env.now, warn: env.warn, signal: env.signal, explainSteps: env.explainSteps };
+  const opts = { compression: spec.compression, bounds: { maxExports: spec.maxExports, maxAgeSeconds: spec.maxAgeSeconds }, now: env.now, warn: env.warn, signal: env.signal, explainSteps: env.explainSteps, mounts: env.mounts };
   if (spec.type === 'local') return exportLocalCache(env.store, spec.dest, entries, opts);
   if (env.registry === undefined) throw new TsbuildError('UNSUPPORTED', `--cache-to ${spec.ref}: this build has no registry access configured`);
   return exportRegistryCache(await env.registry(), env.store, spec.ref, entries, opts);

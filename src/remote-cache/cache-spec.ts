@@ -14,6 +14,9 @@ export type CacheImportSpec = { readonly type: 'registry'; readonly ref: string 
 export const DEFAULT_MAX_EXPORTS = 10;
 export const DEFAULT_MAX_AGE_SECONDS = 30 * 24 * 3600;
 
+/** `mounts=`: the `RUN --mount=type=cache` ids an export carries, or every one the build mounted. */
+export type CacheMountSelection = readonly string[] | 'all';
+
 interface ExportCommon {
   /** min: the steps of the final image's stage; max: every step of every stage built. */
   readonly mode: 'min' | 'max';
@@ -30,6 +33,8 @@ export type CacheExportSpec =
       readonly maxExports: number;
       /** Entries last used longer ago than this are dropped. */
       readonly maxAgeSeconds: number;
+      /** Cache mounts exported with the steps (docs/remote-cache.md, "Cache mounts"). */
+      readonly mounts?: CacheMountSelection | undefined;
     })
   | (ExportCommon & {
       readonly type: 'local';
@@ -37,22 +42,33 @@ export type CacheExportSpec =
       readonly compression: 'gzip' | 'zstd' | 'uncompressed';
       readonly maxExports: number;
       readonly maxAgeSeconds: number;
+      readonly mounts?: CacheMountSelection | undefined;
     })
   | (ExportCommon & { readonly type: 'inline' });
 
 /** buildx's cache backends: the ones tsbuild has, and the ones it names as unsupported. */
 const KNOWN_TYPES = ['registry', 'local', 'inline', 'gha', 's3', 'azblob'] as const;
 
+/** A field whose value is a list: parts without `=` after it are more of its items (`mounts=npm,pip`). */
+const LIST_FIELDS = new Set(['mounts']);
+
 function fieldsOf(spec: string, flag: string): Map<string, string> {
   const fields = new Map<string, string>();
+  let list: string | undefined;
   for (const raw of splitCsv(spec)) {
     const part = raw.trim();
     if (part === '') continue;
     const eq = part.indexOf('=');
+    if (eq < 0 && list !== undefined) {
+      fields.set(list, `${fields.get(list)},${part}`);
+      continue;
+    }
+    list = undefined;
     if (eq <= 0) throw new TsbuildError('USAGE', `invalid ${flag} field ${JSON.stringify(part)} in ${JSON.stringify(spec)}`, { hint: 'use type=registry,ref=NAME or type=local,src=DIR' });
     const key = part.slice(0, eq).trim().toLowerCase();
     if (fields.has(key)) throw new TsbuildError('USAGE', `${flag} ${JSON.stringify(spec)} gives ${key} twice`);
     fields.set(key, part.slice(eq + 1).trim());
+    if (LIST_FIELDS.has(key)) list = key;
   }
   return fields;
 }
@@ -120,6 +136,11 @@ export function parseCacheExport(spec: string, cwd: string): CacheExportSpec {
   const mode = choice(fields, 'mode', ['min', 'max'] as const, 'min', spec, flag);
   const ignoreError = choice(fields, 'ignore-error', ['true', 'false'] as const, 'false', spec, flag) === 'true';
   if (type === 'inline') {
+    if (fields.has('mounts')) {
+      throw new TsbuildError('USAGE', `${flag} type=inline cannot carry cache mounts (mounts=): an image config holds no blobs of its own`, {
+        hint: 'export cache mounts with --cache-to type=registry,ref=REF,mounts=... or type=local,dest=DIR,mounts=...',
+      });
+    }
     checkKnownFields(fields, ['type', 'mode', 'ignore-error'], spec, flag);
     return { type, mode, ignoreError };
   }
@@ -133,16 +154,33 @@ export function parseCacheExport(spec: string, cwd: string): CacheExportSpec {
   }
   const maxAgeText = fields.get('max-age');
   const maxAgeSeconds = maxAgeText === undefined ? DEFAULT_MAX_AGE_SECONDS : parseAge(maxAgeText, flag);
+  const mountsText = fields.get('mounts');
+  const mounts = mountsText === undefined ? {} : { mounts: parseMounts(mountsText, spec, flag) };
   if (type === 'registry') {
-    checkKnownFields(fields, ['type', 'ref', 'mode', 'ignore-error', ...bounds], spec, flag);
+    checkKnownFields(fields, ['type', 'ref', 'mode', 'ignore-error', 'mounts', ...bounds], spec, flag);
     const ref = fields.get('ref');
     if (!ref) throw new TsbuildError('USAGE', `${flag} type=registry needs ref=NAME`);
-    return { type, ref, mode, ignoreError, compression, maxExports, maxAgeSeconds };
+    return { type, ref, mode, ignoreError, compression, maxExports, maxAgeSeconds, ...mounts };
   }
-  checkKnownFields(fields, ['type', 'dest', 'mode', 'ignore-error', ...bounds], spec, flag);
+  checkKnownFields(fields, ['type', 'dest', 'mode', 'ignore-error', 'mounts', ...bounds], spec, flag);
   const dest = fields.get('dest');
   if (!dest) throw new TsbuildError('USAGE', `${flag} type=local needs dest=DIR`);
-  return { type, dest: path.resolve(cwd, dest), mode, ignoreError, compression, maxExports, maxAgeSeconds };
+  return { type, dest: path.resolve(cwd, dest), mode, ignoreError, compression, maxExports, maxAgeSeconds, ...mounts };
+}
+
+/** `mounts=all` or `mounts=ID[,ID...]` (ids as RUN --mount=type=cache gives them: `id`, else the target). */
+function parseMounts(text: string, spec: string, flag: string): CacheMountSelection {
+  const ids = text.split(',').map((s) => s.trim());
+  if (ids.length === 1 && ids[0] === 'all') return 'all';
+  const out: string[] = [];
+  for (const id of ids) {
+    if (id === '') throw new TsbuildError('USAGE', `${flag} ${JSON.stringify(spec)}: mounts= needs cache mount ids (the id=, or the target, of RUN --mount=type=cache) or all`);
+    if (id === 'all') throw new TsbuildError('USAGE', `${flag} ${JSON.stringify(spec)}: mounts=all stands alone, not in a list of ids`);
+    // eslint-disable-next-line no-control-regex
+    if (/[\x00-\x1f\x7f]/.test(id) || id.length > 4096) throw new TsbuildError('USAGE', `${flag} ${JSON.stringify(spec)}: cache mount id ${JSON.stringify(id)} is not valid`);
+    if (!out.includes(id)) out.push(id);
+  }
+  return out;
 }
 
 function choice<T extends string>(fields: Map<string, string>, name: string, choices: readonly T[], dflt: T, spec: string, flag: string): T {

@@ -1,6 +1,7 @@
 import { parseExplainMap, parseKeyInputsSummary, type CacheHit, type CacheKey, type CacheSource, type KeyInputsSummary } from '../cache/index.js';
 import { TsbuildError, isAbortError } from '../errors.js';
 import { layerIndexOf, rememberLayerIndex, type LayerIndex } from '../image/index.js';
+import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { CacheDocument, CacheLayer } from './cache-document.js';
 
@@ -8,7 +9,7 @@ import type { CacheDocument, CacheLayer } from './cache-document.js';
 export interface LoadedCache {
   readonly doc: CacheDocument;
   /** Stores the layer's uncompressed form, verified (blob digest and diff ID). */
-  fetchLayer(layer: CacheLayer, signal: AbortSignal | undefined): Promise<void>;
+  fetchLayer(layer: Omit<CacheLayer, 'index'>, signal: AbortSignal | undefined): Promise<void>;
   /** The layer's file list from the cache (verified), when the cache has it: the hit is then lazy. */
   fetchIndex?(layer: CacheLayer, signal: AbortSignal | undefined): Promise<LayerIndex | undefined>;
   /** Remembers where the layer's compressed blob lives (a push to that registry then skips or mounts it). */
@@ -44,6 +45,7 @@ export class ImportedCache implements CacheSource {
   readonly #fetches = new Map<string, Promise<boolean>>();
   readonly #indexes = new Map<string, Promise<LayerIndex | undefined>>();
   readonly #lazy = new Map<string, Promise<void>>();
+  readonly #mounts = new Map<string, Promise<{ readonly diffId: Digest }>>();
 
   /** As progress names a hit's source: `registry REF`, `local DIR`. */
   readonly label: string;
@@ -66,6 +68,27 @@ export class ImportedCache implements CacheSource {
   async inputsOf(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<KeyInputsSummary | undefined> {
     const loaded = await this.#load(opts.signal);
     return parseKeyInputsSummary(loaded?.doc.entries.get(key)?.inputs);
+  }
+
+  /**
+   * Exported cache mount `id` (the document's `mounts`): its blob fetched into the store,
+   * verified by digest and diff ID, once per build; undefined when the source carries none.
+   * Throws when the blob cannot be fetched (the caller warns, and the mount starts empty).
+   */
+  async cacheMount(id: string, opts: { readonly signal?: AbortSignal | undefined }): Promise<{ readonly diffId: Digest } | undefined> {
+    const loaded = await this.#load(opts.signal);
+    const m = loaded?.doc.mounts?.find((x) => x.id === id);
+    if (loaded === undefined || m === undefined) return undefined;
+    let p = this.#mounts.get(id);
+    if (!p) {
+      p = (async () => {
+        if (!(await this.#opts.store.blobs.hasBlob(m.layer.diffId))) await loaded.fetchLayer(m.layer, opts.signal);
+        return { diffId: m.layer.diffId };
+      })();
+      this.#mounts.set(id, p);
+      p.catch(() => this.#mounts.delete(id));
+    }
+    return p;
   }
 
   /** Starts reading the source (the build calls this before its first step, so the fetch overlaps planning). */

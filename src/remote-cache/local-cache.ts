@@ -37,7 +37,7 @@ import {
   type CacheLayer,
 } from './cache-document.js';
 import type { LoadedCache } from './imported-cache.js';
-import { freshLayers, parseIndexBytes, type CacheExportOptions, type CacheExportResult, type ExportEntry } from './registry-cache.js';
+import { freshLayers, freshMounts, parseIndexBytes, type CacheExportOptions, type CacheExportResult, type ExportEntry } from './registry-cache.js';
 
 /**
  * A local cache directory (`--cache-to type=local,dest=DIR`, `--cache-from type=local,src=DIR`):
@@ -132,7 +132,7 @@ export function localCacheLoader(store: Store, dir: string, warn: (message: stri
 }
 
 /** A layer of the layout into the store: the file checked against its blob digest, its content against the diff ID. */
-async function importLayer(store: Store, dir: string, layer: CacheLayer, signal: AbortSignal | undefined): Promise<void> {
+async function importLayer(store: Store, dir: string, layer: Omit<CacheLayer, 'index'>, signal: AbortSignal | undefined): Promise<void> {
   const what = `layer ${layer.digest} of local cache ${dir}`;
   const compression = layerCompression(layer.mediaType);
   if (compression !== 'gzip' && compression !== 'uncompressed') throw new TsbuildError('UNSUPPORTED', `${what} has media type ${layer.mediaType}, which tsbuild cannot unpack`);
@@ -186,7 +186,7 @@ export async function exportLocalCache(store: Store, dir: string, entries: Reado
     await writeIn(dir, blobFile(dir, digest), bytes);
     return { digest, size: bytes.byteLength };
   };
-  const fresh = await freshLayers(store, entries, async (layers) => {
+  const send = async (layers: Descriptor[]): Promise<Descriptor[]> => {
     const out: Descriptor[] = [];
     for (const l of layers) {
       const c = await compressedLayerForm(store, l, opts.compression, { signal: opts.signal });
@@ -194,8 +194,10 @@ export async function exportLocalCache(store: Store, dir: string, entries: Reado
       out.push({ mediaType: layerMediaType('oci', opts.compression), digest: c.digest, size: c.size });
     }
     return out;
-  }, sendBytes, opts.signal);
-  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps);
+  };
+  const fresh = await freshLayers(store, entries, send, sendBytes, opts.signal);
+  const mounts = await freshMounts(opts.mounts, send);
+  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps, mounts);
   const docBytes = formatCacheDocument(doc);
   const m = cacheManifest(doc, docBytes);
   await writeIn(dir, blobFile(dir, m.manifest.config.digest), docBytes);
@@ -208,7 +210,7 @@ export async function exportLocalCache(store: Store, dir: string, entries: Reado
   for (const name of await fsp.readdir(blobs)) {
     if (!keep.has(name) && (/^[0-9a-f]{64}$/.test(name) || name.includes('.tmp-'))) await fsp.rm(path.join(blobs, name), { force: true });
   }
-  return { digest: m.digest, entries: doc.entries.size, written: fresh.size, layers: m.manifest.layers.length };
+  return { digest: m.digest, entries: doc.entries.size, written: fresh.size, layers: m.manifest.layers.length, mounts: mounts.size };
 }
 
 async function writeIn(dir: string, file: string, bytes: Buffer): Promise<void> {

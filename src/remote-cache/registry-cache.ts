@@ -142,7 +142,7 @@ export function registryCacheLoader(
       noteRemote: async (layer: CacheLayer) => {
         await recordLayerVariant(store, layer.diffId, { digest: layer.digest, size: layer.size, mediaType: layer.mediaType }, repositoryName(ref));
       },
-      fetchLayer: async (layer: CacheLayer, s: AbortSignal | undefined) => {
+      fetchLayer: async (layer: Omit<CacheLayer, 'index'>, s: AbortSignal | undefined) => {
         await pullLayer(c, store, ref, { mediaType: layer.mediaType, digest: layer.digest, size: layer.size }, layer.diffId, { signal: s, what: `cache ${formatReference(ref)}` });
       },
     };
@@ -156,6 +156,8 @@ export interface CacheExportOptions extends SignalOption {
   readonly warn: (message: string) => void;
   /** The key each step of the build ended with, by step identity: the document's `explain` map. */
   readonly explainSteps?: ReadonlyMap<string, CacheKey> | undefined;
+  /** Cache mounts to carry, by id: each packed into a blob of the store (engine/cache-mount-blob.ts). */
+  readonly mounts?: ReadonlyMap<string, { readonly diffId: Digest; readonly size: number }> | undefined;
 }
 
 export interface CacheExportResult {
@@ -164,6 +166,8 @@ export interface CacheExportResult {
   readonly entries: number;
   readonly written: number;
   readonly layers: number;
+  /** Cache mounts this export wrote. */
+  readonly mounts: number;
 }
 
 /**
@@ -184,19 +188,29 @@ export async function exportRegistryCache(client: RegistryClient, store: Store, 
     if (e instanceof TsbuildError && e.code === 'MANIFEST_INVALID') opts.warn(`${e.message}; it is replaced by the exported cache`);
     else throw e;
   }
-  const fresh = await freshLayers(
-    store,
-    entries,
-    (layers) => pushLayers(client, store, ref, layers, { compression: opts.compression, signal: opts.signal }),
-    (bytes) => pushBlobBytes(client, ref, bytes, opts),
-    opts.signal,
-  );
-  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps);
+  const send = (layers: Descriptor[]): Promise<Descriptor[]> => pushLayers(client, store, ref, layers, { compression: opts.compression, signal: opts.signal });
+  const fresh = await freshLayers(store, entries, send, (bytes) => pushBlobBytes(client, ref, bytes, opts), opts.signal);
+  const mounts = await freshMounts(opts.mounts, send);
+  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps, mounts);
   const docBytes = formatCacheDocument(doc);
   await pushBlobBytes(client, ref, docBytes, opts);
   const m = cacheManifest(doc, docBytes);
   await client.putManifest(ref, { reference: ref.tag ?? 'latest', bytes: m.bytes, mediaType: OCI_IMAGE_MANIFEST, signal: opts.signal });
-  return { digest: m.digest, entries: doc.entries.size, written: fresh.size, layers: m.manifest.layers.length };
+  return { digest: m.digest, entries: doc.entries.size, written: fresh.size, layers: m.manifest.layers.length, mounts: mounts.size };
+}
+
+/** The cache mounts' blobs sent as layers are (compressed once, skipped or mounted when the target has them). */
+export async function freshMounts(
+  mounts: CacheExportOptions['mounts'],
+  send: (layers: Descriptor[]) => Promise<Descriptor[]>,
+): Promise<Map<string, Omit<CacheLayer, 'index'>>> {
+  const out = new Map<string, Omit<CacheLayer, 'index'>>();
+  if (mounts === undefined || mounts.size === 0) return out;
+  const ids = [...mounts.keys()];
+  const stored = ids.map((id): Descriptor => ({ mediaType: OCI_LAYER_TAR, digest: mounts.get(id)!.diffId, size: mounts.get(id)!.size }));
+  const wire = await send(stored);
+  ids.forEach((id, i) => out.set(id, { diffId: stored[i]!.digest, diffSize: stored[i]!.size, digest: wire[i]!.digest, size: wire[i]!.size, mediaType: wire[i]!.mediaType }));
+  return out;
 }
 
 /** This build's entries with their layers in compressed form (each distinct layer sent once to `send`). */

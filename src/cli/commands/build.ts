@@ -40,7 +40,7 @@ const buildFlags = (y: Argv<GlobalArgs>) =>
       type: 'string',
       default: [] as string[],
       coerce: repeatable,
-      describe: 'Export build cache: type=registry,ref=REF | type=local,dest=DIR | type=inline, with [,mode=min|max][,compression=gzip|uncompressed][,ignore-error=true][,max-exports=N][,max-age=30d]; repeatable',
+      describe: 'Export build cache: type=registry,ref=REF | type=local,dest=DIR | type=inline, with [,mode=min|max][,compression=gzip|uncompressed][,ignore-error=true][,max-exports=N][,max-age=30d][,mounts=ID,...|all] (RUN --mount=type=cache dirs, registry and local); repeatable',
     })
     .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
     .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|registry|oci|oci-layout|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]; type=registry (or type=image,push=true) pushes to name= or the tags without keeping the image in the local store; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
