@@ -14,6 +14,6 @@ export { zstdProgram } from './zstd.js';
 export { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
 export { applyLayer } from './apply-layer.js';
 export type { ApplyLayerOptions, AppliedLayer, ApplyLayerOptions as ApplyOptions } from './apply-layer.js';
-export { cleanEntryName, resolveInRoot } from './root-path.js';
+export { cleanEntryName, linkWalk, resolveInRoot } from './root-path.js';
 export { indexLayer, readLayerFile } from './layer-index.js';
 export type { IndexedEntry, LayerIndex } from './layer-index.js';

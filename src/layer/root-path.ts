@@ -46,6 +46,46 @@ export function cleanEntryName(name: string, what: string = name): { rel: string
  * (creating an entry) resolve the parent only, like containerd's applyNaive.
  */
 export async function resolveInRoot(root: string, rel: string, what: string): Promise<string> {
+  const walk = linkWalk(rel, what);
+  for (let step = walk.next(); ; ) {
+    if (step.done) return step.value;
+    const candidate = path.join(root, ...step.value);
+    let isLink = false;
+    try {
+      isLink = (await fsp.lstat(candidate)).isSymbolicLink();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
+    }
+    step = walk.next(isLink ? await fsp.readlink(candidate) : undefined);
+  }
+}
+
+/** resolveInRoot with synchronous calls, for the apply loop (apply-layer.ts "Speed"). */
+export function resolveInRootSync(root: string, rel: string, what: string): string {
+  const walk = linkWalk(rel, what);
+  for (let step = walk.next(); ; ) {
+    if (step.done) return step.value;
+    const candidate = path.join(root, ...step.value);
+    let isLink = false;
+    try {
+      isLink = fs.lstatSync(candidate, { throwIfNoEntry: false })?.isSymbolicLink() ?? false;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
+    }
+    step = walk.next(isLink ? fs.readlinkSync(candidate) : undefined);
+  }
+}
+
+/**
+ * The walk of every in-root resolution (containerd's walkLinks), apart from how a path is looked
+ * up: it yields the components of each place to look at (already resolved, then the next name),
+ * is told that place's symlink target (undefined: not a symlink, or absent), and returns the
+ * resolved relative path. Absolute targets restart at the root; ".." never climbs above it.
+ * Drivers: resolveInRoot, resolveInRootSync, and the sandbox's mount destinations
+ * (sandbox/confine-targets.ts), which looks through overlay layers and earlier mounts.
+ */
+export function* linkWalk(rel: string, what: string, code: 'LAYER_INVALID' | 'SANDBOX_FAILED' = 'LAYER_INVALID'): Generator<readonly string[], string, string | undefined> {
   const todo = rel.split('/').reverse(); // a stack: last element is the next component
   const resolved: string[] = [];
   let links = 0;
@@ -56,55 +96,11 @@ export async function resolveInRoot(root: string, rel: string, what: string): Pr
       resolved.pop();
       continue;
     }
-    const candidate = path.join(root, ...resolved, c);
-    let isLink = false;
-    try {
-      isLink = (await fsp.lstat(candidate)).isSymbolicLink();
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
-    }
-    if (!isLink) {
-      resolved.push(c);
-      continue;
-    }
-    if (++links > MAX_LINKS) {
-      throw new TsbuildError('LAYER_INVALID', `too many levels of symbolic links resolving ${JSON.stringify(what)}`);
-    }
-    const target = await fsp.readlink(candidate);
-    if (target.startsWith('/')) resolved.length = 0;
-    for (const t of target.split('/').reverse()) todo.push(t);
-  }
-  return resolved.join('/');
-}
-
-/** resolveInRoot with synchronous calls, for the apply loop (apply-layer.ts "Speed"). */
-export function resolveInRootSync(root: string, rel: string, what: string): string {
-  const todo = rel.split('/').reverse();
-  const resolved: string[] = [];
-  let links = 0;
-  while (todo.length > 0) {
-    const c = todo.pop() as string;
-    if (c === '' || c === '.') continue;
-    if (c === '..') {
-      resolved.pop();
-      continue;
-    }
-    const candidate = path.join(root, ...resolved, c);
-    let isLink = false;
-    try {
-      isLink = fs.lstatSync(candidate, { throwIfNoEntry: false })?.isSymbolicLink() ?? false;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
-    }
-    if (!isLink) {
-      resolved.push(c);
-      continue;
-    }
-    if (++links > MAX_LINKS) {
-      throw new TsbuildError('LAYER_INVALID', `too many levels of symbolic links resolving ${JSON.stringify(what)}`);
-    }
-    const target = fs.readlinkSync(candidate);
+    resolved.push(c);
+    const target = yield resolved;
+    if (target === undefined) continue;
+    resolved.pop();
+    if (++links > MAX_LINKS) throw new TsbuildError(code, `too many levels of symbolic links resolving ${JSON.stringify(what)}`);
     if (target.startsWith('/')) resolved.length = 0;
     for (const t of target.split('/').reverse()) todo.push(t);
   }

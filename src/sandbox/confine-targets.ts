@@ -1,6 +1,7 @@
 import { lstat, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsbuildError } from '../errors.js';
+import { linkWalk } from '../layer/index.js';
 import { isOverlayRootfs, type StepRootfs } from './types.js';
 
 /**
@@ -32,7 +33,6 @@ export interface PriorMount {
   readonly source?: string;
 }
 
-const MAX_LINKS = 255;
 // The symlinks bwrap's --dev makes (bubblewrap's setup_newroot, SETUP_MOUNT_DEV).
 const DEV_LINKS: Readonly<Record<string, string>> = { fd: '/proc/self/fd', stdin: '/proc/self/fd/0', stdout: '/proc/self/fd/1', stderr: '/proc/self/fd/2', ptmx: 'pts/ptmx', core: '/proc/kcore' };
 
@@ -47,26 +47,12 @@ export async function confineTargets(rootfs: StepRootfs, mounts: readonly PriorM
   const made: { parts: string[]; mount: PriorMount }[] = [];
   const out: string[] = [];
   const resolve = async (target: string): Promise<string[]> => {
-    const todo = target.split('/').reverse();
-    const resolved: string[] = [];
-    let links = 0;
-    while (todo.length > 0) {
-      const c = todo.pop() as string;
-      if (c === '' || c === '.') continue;
-      if (c === '..') {
-        resolved.pop();
-        continue;
-      }
-      const entry = await lookup([...resolved, c], layers, made, target);
-      if (entry.kind !== 'link') {
-        resolved.push(c);
-        continue;
-      }
-      if (++links > MAX_LINKS) throw new TsbuildError('SANDBOX_FAILED', `too many levels of symbolic links resolving the mount point ${target}`);
-      if (entry.target.startsWith('/')) resolved.length = 0;
-      for (const t of entry.target.split('/').reverse()) todo.push(t);
+    const walk = linkWalk(target, `the mount point ${target}`, 'SANDBOX_FAILED');
+    for (let step = walk.next(); ; ) {
+      if (step.done) return step.value === '' ? [] : step.value.split('/');
+      const entry = await lookup(step.value, layers, made, target);
+      step = walk.next(entry.kind === 'link' ? entry.target : undefined);
     }
-    return resolved;
   };
   for (const m of mounts) {
     const parts = await resolve(m.target);
