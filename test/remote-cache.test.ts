@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { storeWithBusybox, tempDir, tsbuild, writeTree, type RunResult } from './support/cli.js';
+import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree, type RunResult } from './support/cli.js';
 import { startRegistry, type RunningRegistry } from './support/registry.js';
 import { startFaultProxy, type FaultProxy } from './support/fault-proxy.js';
 import { startTokenIssuer, type TokenIssuer } from './support/token-issuer.js';
@@ -157,6 +157,93 @@ describe('--cache-to / --cache-from between two stores', () => {
     const idx = JSON.parse(await fs.readFile(path.join(min, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
     const m = JSON.parse(await fs.readFile(path.join(min, 'blobs', 'sha256', idx.manifests[0]!.digest.slice(7)), 'utf8')) as { layers: Array<{ mediaType: string }> };
     expect(m.layers.filter((l) => l.mediaType.endsWith('tar+gzip'))).toHaveLength(4);
+  });
+});
+
+describe('-o type=registry: pushed, not kept in the local store', () => {
+  it('a fully cached build pushed to the registry holding the cache downloads no layer: its layers are mounted from the cache', async () => {
+    await requireTool('skopeo');
+    const ctx = await context('push-only-ctx', 'push only\n');
+    const cache = `${proxy.host}/app/cache`;
+    // Store A: builds, exports every step, and pushes its image (to compare with).
+    const a = await machine('push-only-a');
+    const first = await build(a, ['--cache-to', `type=registry,ref=${cache},mode=max`, '-t', `${proxy.host}/app/a:v1`, '--push', ctx]);
+    expect(first.code).toBe(0);
+    const cacheLayers = (await manifestOf(reg.host, 'app/cache:latest')).body.layers.filter((l) => l.mediaType.endsWith('tar+gzip')).map((l) => l.digest);
+    expect(cacheLayers).toHaveLength(4);
+
+    // Store B (busybox only): every step hits, the image is pushed, no layer blob is fetched.
+    const b = await machine('push-only-b');
+    const meta = path.join(work, 'push-only-meta.json');
+    const iid = path.join(work, 'push-only-iid');
+    proxy.stats.log.splice(0);
+    const pushed = await build(b, ['--cache-from', `type=registry,ref=${cache}`, '-o', `type=registry,name=${proxy.host}/app/img:v1`, '--metadata-file', meta, '--iidfile', iid, ctx]);
+    expect(pushed.stderr).not.toMatch(/warning|error/i);
+    expect(pushed.code).toBe(0);
+    expect(pushed.ran).toEqual([]);
+    expect(pushed.cached).toHaveLength(5);
+    expect(pushed.id).toBe(first.id);
+    const gets = proxy.stats.log.filter((e) => e.method === 'GET' && cacheLayers.some((d) => e.path.includes(`/blobs/${d}`)));
+    expect(gets).toEqual([]);
+    // The cached steps' layers were mounted across repositories (POST ...?mount=), not uploaded.
+    const mounts = proxy.stats.log.filter((e) => e.method === 'POST' && e.path.startsWith('/v2/app/img/blobs/uploads/') && e.path.includes('mount=') && e.status === 201);
+    expect(mounts).toHaveLength(4);
+    expect(pushed.stderr).toContain('layers: 0 already there, 4 mounted, 1 uploaded');
+
+    // skopeo reads the image; its layers are store A's (same compressed blobs, same config).
+    const inspect = async (ref: string) => JSON.parse((await tool('skopeo', ['inspect', '--tls-verify=false', `docker://${ref}`])).stdout) as { Digest: string; Layers: string[] };
+    const mine = await inspect(`${proxy.host}/app/img:v1`);
+    const theirs = await inspect(`${proxy.host}/app/a:v1`);
+    expect(mine.Layers).toEqual(theirs.Layers);
+    expect(mine.Digest).toBe(theirs.Digest);
+    const copied = path.join(work, 'push-only-copy');
+    await tool('skopeo', ['copy', '--src-tls-verify=false', `docker://${proxy.host}/app/img:v1`, `oci:${copied}:v1`]);
+    // --metadata-file and --iidfile as for --push.
+    const metadata = JSON.parse(await fs.readFile(meta, 'utf8')) as Record<string, unknown>;
+    expect(metadata['containerimage.digest']).toBe(mine.Digest);
+    expect(metadata['containerimage.config.digest']).toBe(first.id);
+    expect(metadata['image.name']).toBe(`${proxy.host}/app/img:v1`);
+    expect((await fs.readFile(iid, 'utf8')).trim()).toBe(first.id);
+
+    // Not in B's store: no tag, no untagged image left behind, and the store is whole.
+    const images = await tsbuild(['images', '--format', '{{.ID}} {{.Repository}}'], { root: b });
+    expect(images.code).toBe(0);
+    expect(images.stdout).not.toContain(first.id.slice(7, 19));
+    expect(images.stdout).not.toContain('app/img');
+    const fsck = await tsbuild(['fsck'], { root: b });
+    expect(fsck.stderr + fsck.stdout).not.toMatch(/missing|corrupt|leftover/);
+    expect(fsck.code).toBe(0);
+
+    // Another registry: the lazy layers are fetched then (verified), and uploaded.
+    proxy.stats.log.splice(0);
+    const c = await machine('push-only-c');
+    const other = await build(c, ['--cache-from', `type=registry,ref=${cache}`, '-o', `type=image,name=${reg.host}/app/other:v1,push=true`, ctx]);
+    expect(other.code).toBe(0);
+    expect(other.ran).toEqual([]);
+    expect(proxy.stats.log.filter((e) => e.method === 'GET' && cacheLayers.some((d) => e.path.includes(`/blobs/${d}`)) && e.status === 200)).toHaveLength(4);
+    expect((await inspect(`${reg.host}/app/other:v1`)).Layers).toEqual(theirs.Layers);
+    expect((await tsbuild(['fsck'], { root: c })).code).toBe(0);
+
+    // -t with --push is unchanged: tagged locally and pushed.
+    const d = await machine('push-only-d');
+    const both = await build(d, ['--cache-from', `type=registry,ref=${cache}`, '-t', `${proxy.host}/app/both:v1`, '--push', ctx]);
+    expect(both.code).toBe(0);
+    expect((await tsbuild(['images', '--format', '{{.Repository}}:{{.Tag}}'], { root: d })).stdout).toContain('app/both:v1');
+  });
+
+  it('type=registry with no name and no -t is a usage error', async () => {
+    const root = await machine('push-only-bad');
+    const ctx = await context('push-only-bad-ctx', 'x\n');
+    const r = await build(root, ['-o', 'type=registry', ctx]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('needs name=REF or at least one -t NAME');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(r.ran).toEqual([]);
+    // Not yet for several platforms: refused before anything runs.
+    const multi = await build(root, ['--platform', 'linux/amd64,linux/arm64', '-o', `type=registry,name=${reg.host}/app/multi:v1`, ctx]);
+    expect(multi.code).toBe(1);
+    expect(multi.stderr).toContain('--output type=registry with several platforms (linux/amd64, linux/arm64) is not supported yet');
+    expect(multi.ran).toEqual([]);
   });
 });
 

@@ -151,7 +151,8 @@ export function optionsFromInputs(env: NodeJS.ProcessEnv, cwd: string): { option
   });
   for (const [id, file] of pairs(env, 'secret-files')) secretSpecs.push(`id=${id},src=${file}`);
   const outputs = getListInput(env, 'outputs', { commas: false });
-  if (getBooleanInput(env, 'load', false) && !outputs.some((o) => /(^|,)type=(image|store)(,|$)/.test(o))) outputs.push('type=image');
+  // `type=image,push=true` is buildx's push-only output: `load` still adds the local store.
+  if (getBooleanInput(env, 'load', false) && !outputs.some((o) => /(^|,)type=(image|store)(,|$)/.test(o) && !/(^|,)push=true(,|$)/.test(o))) outputs.push('type=image');
   const options: BuildOptions = {
     context: getInput(env, 'context') || '.',
     ...(getInput(env, 'file') ? { file: getInput(env, 'file') } : {}),

@@ -149,10 +149,18 @@ export function parsePlatforms(values: readonly string[]): Platform[] | undefine
   return out.length > 0 ? out : undefined;
 }
 
-/** Tags go to the local store (as `buildah build -t` and `docker build -t` do) unless an output says otherwise. */
+/**
+ * Tags go to the local store (as `buildah build -t` and `docker build -t` do) unless an output
+ * says otherwise; a `type=registry` output pushes them instead (buildx with a container
+ * driver: `-o type=registry` does not load), so then they are not tagged locally.
+ * A registry output with no name= needs a tag to push to: a usage error without one.
+ */
 export function withDefaultOutputs(tags: readonly string[], outputs: readonly OutputSpec[]): OutputSpec[] {
   const out = [...outputs];
-  if (out.length === 0 || (tags.length > 0 && !out.some((o) => o.type === 'image'))) {
+  if (tags.length === 0 && out.some((o) => o.type === 'registry' && o.name === undefined)) {
+    throw new TsbuildError('USAGE', '--output type=registry needs name=REF or at least one -t NAME to push to');
+  }
+  if (out.length === 0 || (tags.length > 0 && !out.some((o) => o.type === 'image' || o.type === 'registry'))) {
     if (tags.length > 0 || out.length === 0) out.unshift({ type: 'image' });
   }
   return out;

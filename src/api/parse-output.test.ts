@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseOutputFlag } from './parse-output.js';
+import { withDefaultOutputs } from './build-request.js';
 import { TsbuildError } from '../errors.js';
 
 describe('parseOutputFlag', () => {
@@ -18,6 +19,12 @@ describe('parseOutputFlag', () => {
     ['type=tar,dest=fs.tar', { type: 'tar', dest: '/w/fs.tar' }],
     ['outdir', { type: 'local', dest: '/w/outdir' }],
     ['type=image', { type: 'image' }],
+    ['type=image,push=false', { type: 'image' }],
+    ['type=registry', { type: 'registry', compression: 'gzip' }],
+    ['type=registry,name=127.0.0.1:5000/app/img:v1', { type: 'registry', name: '127.0.0.1:5000/app/img:v1', compression: 'gzip' }],
+    ['type=registry,name=app', { type: 'registry', name: 'docker.io/library/app:latest', compression: 'gzip' }],
+    ['type=image,name=127.0.0.1:5000/app/img:v1,push=true', { type: 'registry', name: '127.0.0.1:5000/app/img:v1', compression: 'gzip' }],
+    ['type=registry,name=r.example/a:b,compression=zstd,compression-level=5', { type: 'registry', name: 'r.example/a:b', compression: 'zstd', level: 5 }],
   ])('%s', (flag, want) => {
     expect(parseOutputFlag(flag, '/w')).toEqual(want);
   });
@@ -34,6 +41,10 @@ describe('parseOutputFlag', () => {
     'type=oci,dest=x,compression=zstd,compression-level=23',
     'type=oci,dest=x,compression=zstd,compression-level=-1',
     'type=oci,dest=x,compression=uncompressed,compression-level=3',
+    'type=registry,name=Bad Name',
+    'type=registry,push=false',
+    'type=image,push=maybe',
+    'type=image,name=r.example/a:b',
   ])(
     'rejects %s as a usage error',
     (flag) => {
@@ -47,4 +58,23 @@ describe('parseOutputFlag', () => {
       }
     },
   );
+});
+
+describe('withDefaultOutputs', () => {
+  const tags = ['127.0.0.1:5000/app:v1'];
+  it('tags go to the local store unless a registry output pushes them', () => {
+    expect(withDefaultOutputs(tags, [])).toEqual([{ type: 'image' }]);
+    expect(withDefaultOutputs(tags, [{ type: 'oci', dest: '/o.tar', compression: 'gzip' }])[0]).toEqual({ type: 'image' });
+    expect(withDefaultOutputs(tags, [{ type: 'registry', compression: 'gzip' }])).toEqual([{ type: 'registry', compression: 'gzip' }]);
+    expect(withDefaultOutputs([], [{ type: 'registry', name: tags[0]!, compression: 'gzip' }])).toEqual([{ type: 'registry', name: tags[0], compression: 'gzip' }]);
+  });
+  it('a registry output with no name and no tag is a usage error', () => {
+    try {
+      withDefaultOutputs([], [{ type: 'registry', compression: 'gzip' }]);
+      expect.unreachable();
+    } catch (e) {
+      expect((e as TsbuildError).code).toBe('USAGE');
+      expect((e as TsbuildError).exitCode).toBe(2);
+    }
+  });
 });

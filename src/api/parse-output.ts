@@ -1,12 +1,15 @@
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import type { Compression, OutputSpec } from '../engine/index.js';
+import { normalizeName } from '../image/index.js';
 
 const COMPRESSIONS: readonly Compression[] = ['gzip', 'zstd', 'uncompressed'];
 
 /**
  * Parses one `--output` value as buildx does: `type=oci,dest=out.tar` in CSV form, or a bare
- * path as the shorthand for `type=local,dest=PATH` (buildx: "-o DIR").
+ * path as the shorthand for `type=local,dest=PATH` (buildx: "-o DIR"). `type=registry[,name=REF]`
+ * and `type=image,name=REF,push=true` push without keeping the image in the local store (one
+ * name per output: this CSV has no quoting for buildx's `"name=a,b"`).
  * https://github.com/docker/buildx/blob/master/docs/reference/buildx_build.md#output
  */
 export function parseOutputFlag(value: string, cwd: string): OutputSpec {
@@ -40,10 +43,27 @@ export function parseOutputFlag(value: string, cwd: string): OutputSpec {
     if (!dest) throw usage(`--output type=${type} needs dest=PATH`);
     return path.resolve(cwd, dest);
   };
+  const push = fields.get('push');
+  if (push !== undefined && push !== 'true' && push !== 'false') throw usage(`push must be true or false, not ${JSON.stringify(push)}`);
+  const nameText = fields.get('name');
+  const name = (): { name?: string } => {
+    if (nameText === undefined || nameText === '') return {};
+    try {
+      return { name: normalizeName(nameText) };
+    } catch (e) {
+      throw usage(`--output type=${type}: name ${JSON.stringify(nameText)} is not a valid image reference: ${(e as Error).message}`);
+    }
+  };
   switch (type) {
     case 'image':
     case 'store':
+      // buildx: type=image,push=true is type=registry (pushed, not kept in the local store).
+      if (type === 'image' && push === 'true') return { type: 'registry', ...name(), ...compressed };
+      if (nameText !== undefined) throw usage(`--output type=${type} takes no name=; the image goes into the local store under the -t tags (add push=true to push it to NAME)`);
       return { type: 'image' };
+    case 'registry':
+      if (push === 'false') throw usage('--output type=registry always pushes; use type=image for the local store');
+      return { type: 'registry', ...name(), ...compressed };
     case 'oci':
       return { type: 'oci', dest: needDest(), ...compressed };
     case 'oci-layout':
@@ -63,7 +83,7 @@ export function parseOutputFlag(value: string, cwd: string): OutputSpec {
     case undefined:
       throw usage(`--output ${JSON.stringify(value)} has no type=`);
     default:
-      throw usage(`unknown output type ${JSON.stringify(type)}; use image, oci, oci-layout, docker, local or tar`);
+      throw usage(`unknown output type ${JSON.stringify(type)}; use image, registry, oci, oci-layout, docker, local or tar`);
   }
 }
 

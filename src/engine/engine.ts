@@ -12,7 +12,7 @@ import type { BuildReporter } from './events.js';
 import { FileDigests } from './file-digests.js';
 import { checkEmulation, checkPlatformOutputs } from './emulation.js';
 import { InFlightSteps } from './in-flight.js';
-import { deliverImage, deliverIndex } from './outputs.js';
+import { deliverImage, deliverIndex, dropPushedOnly, pushOnly } from './outputs.js';
 import { parseAndPlan } from './parse-plan.js';
 import type { BuildRequest } from './request.js';
 import { sealTarget } from './seal.js';
@@ -97,15 +97,19 @@ function sessionOptions(req: BuildRequest, env: BuildEnv, imports: readonly Cach
 
 async function buildOnce(req: BuildRequest, env: BuildEnv, target: { readonly platform: Platform; readonly strict: boolean }, imports: readonly CacheSource[]): Promise<BuildResult> {
   const session = new BuildSession({ ...sessionOptions(req, env, imports), platform: target.platform, strictPlatform: target.strict });
+  let image: StoredImage | undefined;
   try {
     const digests = new FileDigests(env.store, req.contextDir);
-    const image = await buildTarget(req, env, session, digests, true);
+    image = await buildTarget(req, env, session, digests, true);
     await deliverImage(image, req, session, env.registry);
     await digests.save();
     if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, image, session, env, req.cacheFrom ?? []);
     return { image, names: req.tags };
   } finally {
     await session.close();
+    // An image only pushed was held by the lease alone: its manifest (whose lazy layers may
+    // not be in the store) does not stay behind as an untagged image.
+    if (image !== undefined && pushOnly(req)) await dropPushedOnly(env.store, image);
   }
 }
 
@@ -129,7 +133,9 @@ async function buildTarget(req: BuildRequest, env: BuildEnv, session: BuildSessi
   const inlineCache = req.cacheTo?.some((c) => c.type === 'inline') ? await inlineCacheOf(session, final.config.rootfs.diff_ids) : undefined;
   const image = await sealTarget(session, final, { created: env.created, labels: req.labels, annotations: req.annotations?.manifest, sourceDateEpoch: req.sourceDateEpoch, inlineCache });
   await session.holdImage(image.manifestDescriptor);
-  await session.claim(final.layers); // the cache hits' layers (lazy ones fetched), written with the image
+  // The cache hits' layers, written with the image; lazy ones fetched unless the image is only
+  // pushed (then a layer the registry can mount from its cache is never downloaded).
+  await session.claim(final.layers, { fetch: !pushOnly(req) });
   return image;
 }
 

@@ -71,6 +71,8 @@ async function writeOutputs(image: StoredImage, names: readonly string[], output
         });
         break;
       }
+      case 'registry':
+        break; // pushed by deliverImage
       case 'tar': {
         await ensureParent(out.dest);
         const { writeRootfsTar } = await import('./rootfs-output.js');
@@ -116,24 +118,67 @@ export async function deliverImage(image: StoredImage, req: BuildRequest, sessio
     if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
   }
   let delivered = await writeOutputs(image, req.tags, req.outputs, { store, signal, sourceDateEpoch: req.sourceDateEpoch, warn: (message) => session.warn(message), descriptorAnnotations: req.annotations?.manifestDescriptor });
-  if (req.push && req.tags.length > 0) {
+  const pushes = pushDestinations(req);
+  if (pushes.length > 0) {
     if (!registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
     const client = await registry();
     const { pushImage } = await import('../registry/index.js');
     const local = await readLocalImage(store, image.manifestDescriptor, { signal });
-    for (const name of req.tags) {
+    // A layer the registry neither has nor can mount is read from the store: a lazy cache hit
+    // (an image only pushed keeps them lazy) is fetched then, verified, once.
+    const ensureLayer = (layer: Descriptor): Promise<void> => session.claim([{ diffId: layer.digest, size: layer.size }]);
+    for (const { name, compression, level } of pushes) {
       const id = session.nextStepId();
       session.report({ type: 'step-start', id, name: `pushing ${name}` });
       const t0 = Date.now();
-      const pushed = await pushImage(client, store, local, parseReference(name), { signal });
+      const layers = new Map<string, string>();
+      const onProgress = (p: { type: string; digest?: string; status?: string }): void => {
+        if (p.type === 'layer' && p.digest !== undefined && p.status !== undefined && p.status !== 'preparing' && p.status !== 'uploading') layers.set(p.digest, p.status);
+      };
+      const pushed = await pushImage(client, store, local, parseReference(name), { signal, ensureLayer, compression, level, onProgress });
       delivered = { mediaType: OCI_IMAGE_MANIFEST, digest: pushed.digest, size: pushed.size };
+      const counts = ['exists', 'mounted', 'uploaded'].map((k) => `${[...layers.values()].filter((v) => v === k).length} ${k === 'exists' ? 'already there' : k}`);
+      session.report({ type: 'step-log', id, stream: 'stdout', text: `layers: ${counts.join(', ')}\n` });
       session.report({ type: 'step-log', id, stream: 'stdout', text: `${pushed.reference}: digest: ${pushed.digest}\n` });
       session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
     }
   }
   // Replaced, never written through a symlink planted at the path (result-file.ts).
   if (req.iidFile) await writeResultFile(req.iidFile, image.configDescriptor.digest, '--iidfile');
-  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, req.tags, delivered), null, 2)}\n`, '--metadata-file');
+  // image.name: the names the image went to (the tags, and the names it was pushed to), as buildx.
+  const names = [...new Set([...req.tags, ...pushes.map((p) => p.name)])];
+  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, names, delivered), null, 2)}\n`, '--metadata-file');
+}
+
+/** True when the image is only pushed (every output is `type=registry`): it is not kept in the local store. */
+export function pushOnly(req: BuildRequest): boolean {
+  return req.outputs.length > 0 && req.outputs.every((o) => o.type === 'registry');
+}
+
+/**
+ * Where the image is pushed: each `type=registry` output (to its name, else to every tag), then
+ * every tag with `--push` (which also keeps the image under them in the local store); each
+ * destination once.
+ */
+function pushDestinations(req: BuildRequest): Array<{ name: string; compression: 'gzip' | 'zstd' | 'uncompressed'; level?: number | undefined }> {
+  const out = new Map<string, { name: string; compression: 'gzip' | 'zstd' | 'uncompressed'; level?: number | undefined }>();
+  for (const o of req.outputs) {
+    if (o.type !== 'registry') continue;
+    for (const name of o.name !== undefined ? [o.name] : req.tags) if (!out.has(name)) out.set(name, { name, compression: o.compression, level: o.level });
+  }
+  if (req.push) for (const name of req.tags) if (!out.has(name)) out.set(name, { name, compression: 'gzip' });
+  return [...out.values()];
+}
+
+/**
+ * After a push-only build (its lease released): its manifest and config leave the store unless
+ * something else holds them (a tag, another build's lease). The manifest may name lazy cache
+ * hits the store never fetched, so it must not stay as an untagged image. Never throws: the
+ * blobs are garbage for gc anyway.
+ */
+export async function dropPushedOnly(store: Store, image: StoredImage): Promise<void> {
+  const { dropUnreferenced } = await import('../store/index.js');
+  await dropUnreferenced(store, [image.manifestDescriptor.digest, image.configDescriptor.digest]).catch(() => undefined);
 }
 
 /** Where a multi-platform build's `type=local` / `type=tar` puts a platform's files: `linux_arm64`, as buildx. */
@@ -183,6 +228,8 @@ export async function deliverIndex(
       }
       case 'docker':
         throw new TsbuildError('USAGE', '--output type=docker holds one image, not an index of several platforms', { hint: 'build one platform for docker' });
+      case 'registry':
+        throw new TsbuildError('UNSUPPORTED', '--output type=registry with several platforms is not supported yet', { hint: 'use -t NAME --push (which also keeps the image in the local store)' });
       case 'local': {
         const { materializeRootfs } = await import('./rootfs-output.js');
         const dropSpecial = out.preserveSpecial !== true;

@@ -14,7 +14,13 @@ export type OutputSpec =
   | { readonly type: 'oci-layout'; readonly dest: string; readonly compression: Compression; readonly level?: number }
   | { readonly type: 'docker'; readonly dest: string; readonly compression: Compression }
   | { readonly type: 'local'; readonly dest: string; readonly preserveSpecial?: boolean } // device nodes, setuid/setgid, file capabilities
-  | { readonly type: 'tar'; readonly dest: string };
+  | { readonly type: 'tar'; readonly dest: string }
+  /**
+   * Pushed to a registry and not kept in the local store (buildx's `type=registry`, or
+   * `type=image,push=true`): to `name` (a full reference), else to every tag. Layers only a
+   * cache source has (lazy hits) are mounted from it, or fetched then (docs/remote-cache.md).
+   */
+  | { readonly type: 'registry'; readonly name?: string; readonly compression: Compression; readonly level?: number };
 
 export interface DockerfileSource {
   /** Shown in errors, e.g. "Dockerfile" or "ci/Dockerfile.release". */

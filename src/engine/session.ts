@@ -148,10 +148,11 @@ export class BuildSession {
   /**
    * Before a step (or an output) reads `layers` (default: every layer of the build): fetches
    * the lazy cache hits among them, then writes what was deferred into the lease and checks it
-   * is still there.
+   * is still there. `fetch: false` (an image only pushed, never read here): the lazy hits stay
+   * lazy, fetched by a later claim if the push needs their bytes.
    */
-  async claim(layers?: readonly StoredLayer[]): Promise<void> {
-    const lazy = [...this.#lazy].filter(([d]) => layers === undefined || layers.some((l) => l.diffId === d));
+  async claim(layers?: readonly StoredLayer[], opts: { readonly fetch?: boolean } = {}): Promise<void> {
+    const lazy = opts.fetch === false ? [] : [...this.#lazy].filter(([d]) => layers === undefined || layers.some((l) => l.diffId === d));
     if (lazy.length > 0) {
       await Promise.all(lazy.map(([, l]) => l.fetch()));
       for (const [d, l] of lazy) {

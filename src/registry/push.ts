@@ -54,6 +54,12 @@ export interface PushOptions {
    * image, which its index names (push-index.ts).
    */
   readonly byDigest?: boolean | undefined;
+  /**
+   * Called before a store layer's bytes are read (after the registry was found not to have it,
+   * nor to be able to mount it): a build's lazy cache hit is fetched into the store then. A
+   * layer mounted or found in the registry is never fetched.
+   */
+  readonly ensureLayer?: ((layer: Descriptor) => Promise<void>) | undefined;
 }
 
 export interface PushedImage {
@@ -176,6 +182,7 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
         }
       }
     }
+    await opts.ensureLayer?.(layer);
     // 2. The original compressed blob of a pulled layer, if the store still has it.
     for (const v of variants) {
       if ((await store.blobs.statBlob(v.digest))?.size === v.size) {
@@ -187,6 +194,7 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
     }
   }
   if (compression === 'uncompressed') {
+    if (opts.ensureLayer && (await client.blobSize(repo, diffId, { signal, forPush: true })) === undefined) await opts.ensureLayer(layer);
     const result = await uploadFromStore(target, layer, opts);
     report(diffId, layer.size, result === 'uploaded' ? 'uploaded' : result);
     return wire(layer);

@@ -43,6 +43,27 @@ export interface GcResult {
 const HOUR = 60 * 60 * 1000;
 
 /**
+ * Deletes those of `digests` that nothing needs: not reachable from a tag (index.json) nor from
+ * a live lease (another build or `run` using them now). Decided and done under the store lock,
+ * so no tag or lease can appear in between. For a build's own blobs that must not outlive it (an
+ * image only pushed, whose manifest names layers the store may not hold). Returns the deleted.
+ */
+export async function dropUnreferenced(store: Store, digests: readonly Digest[], opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<Digest[]> {
+  const { signal } = opts;
+  return store.withLock(async () => {
+    const index = await store.readIndex({ signal });
+    const leased = await liveLeases(store);
+    const reach = await findReachable(store, [...index.manifests, ...leased.roots], { signal });
+    const deleted: Digest[] = [];
+    for (const d of new Set(digests)) {
+      if (reach.blobs.has(d)) continue;
+      if (await store.blobs.deleteBlob(d)) deleted.push(d);
+    }
+    return deleted;
+  }, { signal });
+}
+
+/**
  * Mark and sweep, under the store lock (so no tag changes in between):
  *  mark: everything reachable from index.json, `extraRoots` and live leases (reachability.ts, lease.ts);
  *  sweep: unreferenced blobs, snapshots whose diff ID no kept config lists, and temp entries

@@ -20,7 +20,7 @@
  * Descriptors, media types and size caps are oci/'s (Descriptor, OCI_IMAGE_INDEX, ...).
  */
 export { BlobStore, type BlobInfo, type ExpectedBlob, type PutBlobOptions, type ReadBlobOptions } from './blob-store.js';
-export { collectGarbage, type GcOptions, type GcResult } from './gc.js';
+export { collectGarbage, dropUnreferenced, type GcOptions, type GcResult } from './gc.js';
 export { fsckStore, type FsckOptions, type FsckProblem } from './fsck.js';
 export { StoreLock, readLockHolder, type LockHolder, type LockOptions, type StoreLockOptions } from './lock.js';
 export { type LayoutIndex, assertRefName } from './layout-index.js';

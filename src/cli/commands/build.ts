@@ -43,7 +43,7 @@ const buildFlags = (y: Argv<GlobalArgs>) =>
       describe: 'Export build cache: type=registry,ref=REF | type=local,dest=DIR | type=inline, with [,mode=min|max][,compression=gzip|uncompressed][,ignore-error=true][,max-exports=N][,max-age=30d][,mounts=ID,...|all] (RUN --mount=type=cache dirs, registry and local); repeatable',
     })
     .option('no-cache-filter', { type: 'string', default: [] as string[], coerce: repeatable, describe: 'Do not use the cache for these stages (repeatable, or comma-separated)' })
-    .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|oci|oci-layout|docker|local|tar[,dest=PATH][,compression=gzip|zstd|uncompressed]; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
+    .option('output', { alias: 'o', type: 'string', default: [] as string[], coerce: repeatable, describe: 'type=image|registry|oci|oci-layout|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]; type=registry (or type=image,push=true) pushes to name= or the tags without keeping the image in the local store; type=local leaves out device nodes and setuid/setgid bits unless preserve-special=true' })
     .option('iidfile', { type: 'string', describe: 'Write the image ID to this file' })
     .option('metadata-file', { type: 'string', describe: 'Write build metadata (digests) as JSON to this file' })
     .option('platform', { type: 'string', coerce: repeatable, describe: 'Target platforms, comma-separated (linux/amd64,linux/arm64): one image each and an OCI image index' })
@@ -70,7 +70,7 @@ const buildFlags = (y: Argv<GlobalArgs>) =>
         return s as 'missing' | 'always' | 'never';
       },
     })
-    .option('push', { type: 'boolean', default: false, describe: 'Push every tag to its registry after the build' })
+    .option('push', { type: 'boolean', default: false, describe: 'Push every tag to its registry after the build (the image is also kept in the local store; -o type=registry pushes only)' })
     .option('progress', { choices: ['auto', 'plain', 'tty', 'json', 'quiet'] as const, default: 'auto' as const, describe: 'Progress output on stderr' })
     .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Print only the image ID' })
     .option('check', { type: 'boolean', default: false, describe: "Run BuildKit's build checks instead of building: print each finding, exit 1 if any (same as --call check)" })
