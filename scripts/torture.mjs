@@ -137,7 +137,16 @@ function strays(before, dirs) {
       } catch {}
     }
     const ours = cmd.includes(MARK) || dirs.some((d) => cmd.includes(d) || linked.includes(d));
-    if (ours || (['bwrap', 'runc', 'unshare'].includes(comm) && dirs.some((d) => cmd.includes(d)))) out.push({ pid, comm, cmd: cmd.slice(0, 120) });
+    if (ours || (['bwrap', 'runc', 'unshare'].includes(comm) && dirs.some((d) => cmd.includes(d)))) {
+      // State and parent, so a process that outlives its build says why (D: stuck in the kernel;
+      // a parent that is alive: the parent-death signal never came).
+      let status = '';
+      try {
+        const st = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+        status = ['State', 'PPid', 'NSpid'].map((k) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(st)?.[1] ?? '?').join(' / ');
+      } catch {}
+      out.push({ pid, comm, cmd: `${cmd.slice(0, 120)} [${status}]` });
+    }
   }
   return out;
 }
