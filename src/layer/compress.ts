@@ -1,3 +1,5 @@
+import { createReadStream } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { Readable, type Duplex, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
@@ -130,6 +132,77 @@ type ZstdFactory = (opts?: { params?: Record<number, number> }) => Transform;
 function zlibZstd(name: 'createZstdCompress' | 'createZstdDecompress'): ZstdFactory | undefined {
   const f = (zlib as unknown as Record<string, unknown>)[name];
   return typeof f === 'function' ? (f as ZstdFactory) : undefined;
+}
+
+/**
+ * The compressed bytes of a file (a stored layer), as a stream: gzip reads the file into the
+ * compressor's own few block buffers (ParallelGzip.takeBlock), 1 MiB per read, so a layer of
+ * any size costs no buffer per read; zstd pipes the file through its compressor. A read error
+ * or `signal` destroys the stream with that error; destroying the stream stops the reads.
+ */
+export function compressFile(path: string, compression: 'gzip' | 'zstd', level: number | undefined, opts: { signal?: AbortSignal | undefined } = {}): Readable {
+  const compressor = createLayerCompressor(compression, level);
+  if (compressor === undefined) throw new TsbuildError('UNSUPPORTED', `no compressor for ${compression}`);
+  if (!(compressor instanceof ParallelGzip)) {
+    const src = createReadStream(path, { highWaterMark: 1024 * 1024, ...(opts.signal ? { signal: opts.signal } : {}) });
+    src.on('error', (e) => compressor.destroy(e));
+    compressor.on('error', () => src.destroy());
+    src.pipe(compressor);
+    return compressor as Readable;
+  }
+  void readIntoBlocks(path, compressor, opts.signal);
+  return compressor;
+}
+
+/** Feeds `gz` the file at `path`, read into its pool blocks; ends it, or destroys it with the error. */
+async function readIntoBlocks(path: string, gz: ParallelGzip, signal: AbortSignal | undefined): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(path, 'r');
+    for (;;) {
+      signal?.throwIfAborted();
+      if (gz.destroyed) return;
+      const block = gz.takeBlock();
+      let n = 0;
+      while (n < block.length) {
+        const { bytesRead } = await fh.read(block, n, block.length - n, null);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+      }
+      if (gz.destroyed) return;
+      if (n === 0) break;
+      const more = gz.write(n === block.length ? block : block.subarray(0, n));
+      if (n < block.length) break;
+      if (!more) await drained(gz, signal);
+    }
+    gz.end();
+  } catch (e) {
+    gz.destroy(e as Error);
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
+
+/** Until `w` drains or closes (destroyed: the caller sees `w.destroyed`); rejects on abort. */
+function drained(w: Writable, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      w.off('drain', ok);
+      w.off('close', ok);
+      signal?.removeEventListener('abort', aborted);
+    };
+    const ok = (): void => {
+      done();
+      resolve();
+    };
+    const aborted = (): void => {
+      done();
+      reject(signal?.reason);
+    };
+    w.on('drain', ok);
+    w.on('close', ok);
+    signal?.addEventListener('abort', aborted, { once: true });
+  });
 }
 
 /**

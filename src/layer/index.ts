@@ -8,10 +8,11 @@ export { writeLayer, layerTarStream, layerTarChunks, fileContent, WHITEOUT_PREFI
 export type { LayerEntry, LayerEntryType, WriteLayerOptions, WrittenLayer } from './write-layer.js';
 export { layerFromDirectory } from './layer-from-directory.js';
 export type { LayerFromDirectoryOptions } from './layer-from-directory.js';
-export { DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, assertZstdAvailable, compressLayer, compressionChoice, createLayerCompressor, createZstdDecompressor, sniffLayerCompression } from './compress.js';
+export { DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, assertZstdAvailable, compressFile, compressLayer, compressionChoice, createLayerCompressor, createZstdDecompressor, sniffLayerCompression } from './compress.js';
 export type { CompressLayerOptions, CompressedLayer, CompressionChoice, LayerCompression } from './compress.js';
 export { zstdProgram } from './zstd.js';
 export { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
+export { noteDeadBuffers } from './scavenge.js';
 export { applyLayer } from './apply-layer.js';
 export type { ApplyLayerOptions, AppliedLayer, ApplyLayerOptions as ApplyOptions } from './apply-layer.js';
 export { cleanEntryName, linkWalk, resolveInRoot } from './root-path.js';

@@ -10,6 +10,7 @@ import { canonicalJson } from '../oci/index.js';
 import { digestBytes, digestHex, type Digest, type Platform } from '../oci/index.js';
 import { OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, type LayerCompression } from '../oci/index.js';
 import type { Descriptor, ImageIndex, ImageManifest } from '../oci/index.js';
+import { noteDeadBuffers } from '../layer/index.js';
 import { compressedLayerForm } from './compressed-layers.js';
 import type { Store } from './store.js';
 import type { StoredImage } from './stored-image.js';
@@ -238,6 +239,8 @@ async function writeArchive(store: Store, files: readonly ArchiveFile[], dest: s
         await orFail(entry(pack, { ...header, name: f.name, mode: 0o644, size: f.bytes.length }, f.bytes));
       } else {
         const src = await store.blobs.openBlob(f.blob, { signal, highWaterMark: 1024 * 1024 });
+        // Each read is a fresh 1 MiB buffer, dead once in the file (layer/ noteDeadBuffers).
+        src.on('data', (c: Buffer) => noteDeadBuffers(c.length));
         await orFail(
           new Promise<void>((resolve, reject) => {
             const sink = pack.entry({ ...header, name: f.name, mode: 0o644, size: f.size }, (err) => (err ? reject(err) : resolve()));
