@@ -1,8 +1,9 @@
+import { setMaxListeners } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import type { LocalImage } from '../image/index.js';
-import { compressionChoice, createLayerCompressor } from '../layer/index.js';
+import { compressFile, compressionChoice } from '../layer/index.js';
 import {
   OCI_IMAGE_CONFIG,
   OCI_IMAGE_MANIFEST,
@@ -89,15 +90,39 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
   const repo: Repository = dest;
   const repoName = repositoryName(dest);
   const registry = normalizeRegistry(dest.registry);
-  const target: PushTarget = { client, store, repo, registry, repoName };
-  const layers = await mapParallel(image.manifest.layers, opts.concurrency ?? 4, signal, async (layer, _i, s) => {
-    if (isNondistributableLayer(layer.mediaType)) return layer; // never pushed (media-types.ts)
-    return pushLayer(target, layer, compression, { ...opts, signal: s });
-  });
-
+  const target: PushTarget = { client, store, repo, registry, repoName, later: [] };
+  // The config goes up while the layers do (one round trip fewer at the end); a failure of
+  // either stops the other, and both have settled before the push reports it.
+  const both = new AbortController();
+  setMaxListeners(0, both.signal);
+  const stop = (): void => both.abort(signal?.reason);
+  if (signal?.aborted === true) stop();
+  signal?.addEventListener('abort', stop, { once: true });
   const cfg = image.manifest.config;
-  const cfgResult = await uploadFromStore(target, cfg, opts);
-  opts.onProgress?.({ type: 'config', digest: cfg.digest, status: cfgResult === 'uploaded' ? 'uploaded' : 'exists' });
+  let layers: Descriptor[];
+  let first: { error: unknown } | undefined;
+  const failing = (e: unknown): never => {
+    first ??= { error: e };
+    both.abort(e);
+    throw e;
+  };
+  try {
+    const [l, c] = await Promise.allSettled([
+      mapParallel(image.manifest.layers, opts.concurrency ?? 4, both.signal, async (layer, _i, s) => {
+        if (isNondistributableLayer(layer.mediaType)) return layer; // never pushed (media-types.ts)
+        return pushLayer(target, layer, compression, { ...opts, signal: s });
+      }).catch(failing),
+      uploadFromStore(target, cfg, { ...opts, signal: both.signal }).catch(failing),
+    ]);
+    if (first !== undefined || l.status === 'rejected' || c.status === 'rejected') throw first?.error;
+    layers = l.value;
+    opts.onProgress?.({ type: 'config', digest: cfg.digest, status: c.value === 'uploaded' ? 'uploaded' : 'exists' });
+  } catch (e) {
+    await settle(target).catch(() => undefined);
+    throw e;
+  } finally {
+    signal?.removeEventListener('abort', stop);
+  }
 
   const manifest: ImageManifest = {
     schemaVersion: 2,
@@ -108,7 +133,16 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
   };
   const bytes = canonicalJson(manifest);
   const byDigest = opts.byDigest === true ? digestBytes(bytes, 'sha256') : undefined;
-  const digest = await client.putManifest(repo, { reference: byDigest ?? dest.tag ?? 'latest', bytes, mediaType: OCI_IMAGE_MANIFEST, signal });
+  let digest: Digest;
+  try {
+    digest = await client.putManifest(repo, { reference: byDigest ?? dest.tag ?? 'latest', bytes, mediaType: OCI_IMAGE_MANIFEST, signal });
+  } catch (e) {
+    await settle(target).catch(() => undefined);
+    throw e;
+  }
+  // The store's side of the uploads (compressed copies made durable, what the registry has),
+  // written while the manifest went up.
+  await settle(target);
   const reference = byDigest !== undefined ? `${repoName}@${byDigest}` : formatReference(dest);
   opts.onProgress?.({ type: 'manifest', digest, reference });
   await recordRepoDigest(store, image.manifestDescriptor.digest, `${repoName}@${digest}`, { signal }).catch(() => undefined);
@@ -122,8 +156,16 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
  * the wire, in order. A build cache export shares its blobs with the image this way.
  */
 export async function pushLayers(client: RegistryClient, store: Store, destination: Reference, layers: readonly Descriptor[], opts: PushOptions = {}): Promise<Descriptor[]> {
-  const target: PushTarget = { client, store, repo: destination, registry: normalizeRegistry(destination.registry), repoName: repositoryName(destination) };
-  return mapParallel(layers, opts.concurrency ?? 4, opts.signal, (layer, _i, s) => pushLayer(target, layer, opts.compression ?? 'gzip', { ...opts, signal: s }));
+  const target: PushTarget = { client, store, repo: destination, registry: normalizeRegistry(destination.registry), repoName: repositoryName(destination), later: [] };
+  let pushed: Descriptor[];
+  try {
+    pushed = await mapParallel(layers, opts.concurrency ?? 4, opts.signal, (layer, _i, s) => pushLayer(target, layer, opts.compression ?? 'gzip', { ...opts, signal: s }));
+  } catch (e) {
+    await settle(target).catch(() => undefined);
+    throw e;
+  }
+  await settle(target);
+  return pushed;
 }
 
 /** A small blob from memory (a config document), unless the repository has it. */
@@ -145,6 +187,18 @@ interface PushTarget {
   readonly registry: string;
   /** `registry/repository` of the destination. */
   readonly repoName: string;
+  /**
+   * Store work a layer's upload does not wait for (its compressed copy fsynced and renamed into
+   * place, the records of what the registry has): settled before the push returns or fails.
+   */
+  readonly later: Array<Promise<unknown>>;
+}
+
+/** Waits for every piece of `target.later` (the first failure, if any, is thrown once all settled). */
+async function settle(target: PushTarget): Promise<void> {
+  const results = await Promise.allSettled(target.later.splice(0));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
 }
 
 async function pushLayer(target: PushTarget, layer: Descriptor, compression: LayerCompression, opts: PushOptions): Promise<Descriptor> {
@@ -215,7 +269,7 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
   report(diffId, layer.size, 'preparing');
   const v = await compressAndUpload(target, layer, compression, opts);
   report(v.digest, v.size, 'uploaded');
-  await remember(store, diffId, v, repoName, signal);
+  target.later.push(remember(store, diffId, v, repoName, signal));
   return wire(v);
 }
 
@@ -229,54 +283,59 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   const { signal } = opts;
   const mediaType = layerMediaType('oci', compression);
   const choice = compressionChoice(compression, opts.level);
-  // Read in 1 MiB pieces (the fs default is 64 KiB): fewer hand-offs; gzip cuts them into
-  // its own 1 MiB blocks, deflated on every core (layer/parallel-gzip.ts); zstd runs -T0.
+  // Read in 1 MiB pieces into the compressor's own few buffers (layer/ compressFile); gzip cuts
+  // them into 1 MiB blocks deflated on every core (layer/parallel-gzip.ts); zstd runs -T0.
   if (!(await store.blobs.hasBlob(layer.digest))) throw new TsbuildError('BLOB_NOT_FOUND', `layer ${layer.digest} is not in the store`, { hint: 'build or pull the image again' });
-  const src = createReadStream(store.blobs.blobPath(layer.digest), { highWaterMark: 1024 * 1024, ...(signal ? { signal } : {}) });
-  const gzip = createLayerCompressor(choice.compression, choice.level);
-  if (gzip === undefined) throw new TsbuildError('UNSUPPORTED', `no compressor for ${compression}`);
+  const gzip = compressFile(store.blobs.blobPath(layer.digest), choice.compression === 'zstd' ? 'zstd' : 'gzip', choice.level, { signal });
   const toStore = new PassThrough({ highWaterMark: 1024 * 1024 });
   // A streamed upload is one PATCH of the whole blob: a registry that caps request sizes
   // (--chunk-size) refuses it, so then the layer is compressed into the store first and
   // uploaded from there in chunks.
   const toWire = opts.chunkSize === undefined ? new PassThrough({ highWaterMark: 1024 * 1024 }) : undefined;
-  src.on('error', (e) => gzip.destroy(e));
   gzip.on('error', (e) => {
     toStore.destroy(e);
     toWire?.destroy(e);
   });
-  src.pipe(gzip);
   gzip.pipe(toStore);
   if (toWire !== undefined) gzip.pipe(toWire);
-  const stored = store.blobs.putBlob(toStore, { signal });
+  // The digest is known once the last byte is hashed: the upload is finished then, while the
+  // store makes its copy durable (fsync) and renames it into place.
+  let onHashed: (info: { digest: Digest; size: number }) => void = () => undefined;
+  const hashed = new Promise<{ digest: Digest; size: number }>((resolve) => (onHashed = resolve));
+  const stored = store.blobs.putBlob(toStore, { signal, onHashed });
   stored.catch(() => undefined);
-  if (toWire !== undefined) {
-    try {
-      await client.uploadStreamed(repo, {
-        body: toWire,
-        finish: () => stored,
-        // After a failed attempt: let the store side finish on its own, and upload that copy.
-        fallback: async () => {
-          gzip.unpipe(toWire);
-          toWire.destroy();
-          const info = await stored;
-          return { ...info, source: storeSource(store, info.digest) };
-        },
-        signal,
-      });
-    } catch (e) {
-      gzip.unpipe(toWire);
-      toWire.destroy();
-      src.destroy();
-      // Ends the compressor too (a zstd child would otherwise wait for input that never comes).
-      gzip.destroy();
-      throw e;
-    }
+  const recorded = stored.then((info) => rememberCompressedLayer(store, layer.digest, choice.key, info, { signal }));
+  recorded.catch(() => undefined);
+  if (toWire === undefined) {
+    await recorded;
+    const info = await stored;
+    await uploadFromStore(target, info, opts);
+    return { digest: info.digest, size: info.size, mediaType };
   }
-  const info = await stored;
-  await rememberCompressedLayer(store, layer.digest, choice.key, info, { signal });
-  if (toWire === undefined) await uploadFromStore(target, info, opts);
-  return { digest: info.digest, size: info.size, mediaType };
+  let sent: { digest: Digest; size: number };
+  try {
+    sent = await client.uploadStreamed(repo, {
+      body: toWire,
+      finish: () => Promise.race([hashed, stored]),
+      // After a failed attempt: let the store side finish on its own, and upload that copy.
+      fallback: async () => {
+        gzip.unpipe(toWire);
+        toWire.destroy();
+        const info = await stored;
+        return { ...info, source: storeSource(store, info.digest) };
+      },
+      signal,
+    });
+  } catch (e) {
+    gzip.unpipe(toWire);
+    toWire.destroy();
+    // Ends the compressor and its reads (a zstd child would otherwise wait for input that never comes).
+    gzip.destroy();
+    await recorded.catch(() => undefined);
+    throw e;
+  }
+  target.later.push(recorded);
+  return { digest: sent.digest, size: sent.size, mediaType };
 }
 
 function sameRegistry(repoName: string, registry: string): boolean {

@@ -31,6 +31,12 @@ export interface ExpectedBlob {
 export interface PutBlobOptions {
   readonly expected?: ExpectedBlob | undefined;
   readonly signal?: AbortSignal | undefined;
+  /**
+   * putBlob: called with the digest and size once the last byte is hashed and checked, before
+   * the file is fsynced and renamed into place (a push finishes its upload meanwhile). The blob
+   * is in the store only when putBlob resolves.
+   */
+  readonly onHashed?: ((info: BlobInfo) => void) | undefined;
 }
 
 export interface ReadBlobOptions {
@@ -141,7 +147,7 @@ export class BlobStore {
         throw sinkError ?? e;
       });
       const got = hasher.result();
-      await this.#seal(h, tmp, got, expected);
+      await this.#seal(h, tmp, got, expected, opts.onHashed);
       h = undefined;
       return got;
     } catch (e) {
@@ -155,10 +161,11 @@ export class BlobStore {
    * The end of putBlob and putChunks: `got` must be what was `expected`; then the temp file is
    * fsynced, closed and renamed into place (#commit). The caller removes `tmp` on failure.
    */
-  async #seal(h: FileHandle, tmp: string, got: BlobInfo, expected: PutBlobOptions['expected']): Promise<void> {
+  async #seal(h: FileHandle, tmp: string, got: BlobInfo, expected: PutBlobOptions['expected'], onHashed?: PutBlobOptions['onHashed']): Promise<void> {
     if (expected && (got.digest !== expected.digest || (expected.size !== undefined && got.size !== expected.size))) {
       throw mismatch(expected, `${got.digest} (${got.size} bytes)`);
     }
+    onHashed?.(got);
     await h.sync();
     await h.close();
     await this.#commit(tmp, got.digest);
