@@ -86,3 +86,58 @@ describe('ParallelGzip', () => {
     expect((await gzip([Buffer.from('x')], { level: 1 }))[8]).toBe(4);
   });
 });
+
+describe('compressFile (a stored layer read into the compressor\'s own blocks)', () => {
+  it('gives the bytes ParallelGzip gives a plain stream of the file, for files of whole and partial blocks, several at once', async () => {
+    const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
+    const { createReadStream } = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { compressFile } = await import('./compress.js');
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'compress-file-'));
+    try {
+      const MiB = 1024 * 1024;
+      // Text and random runs, so blocks are cut into deflated and stored runs; sizes around the
+      // 1 MiB block: the pool's blocks are reused while earlier ones are still being deflated.
+      const sizes = [0, 100, MiB, 3 * MiB, 5 * MiB + 12345];
+      const files = await Promise.all(
+        sizes.map(async (n, i) => {
+          const data = sample(n);
+          const file = path.join(dir, `layer-${i}`);
+          await writeFile(file, data);
+          return { file, data };
+        }),
+      );
+      const collect = async (src: Readable): Promise<Buffer> => {
+        const out: Buffer[] = [];
+        for await (const c of src) out.push(c as Buffer);
+        return Buffer.concat(out);
+      };
+      const got = await Promise.all(files.map(({ file }) => collect(compressFile(file, 'gzip', 4))));
+      for (const [i, { file, data }] of files.entries()) {
+        const plain = await collect(createReadStream(file, { highWaterMark: 64 * 1024 }).pipe(new ParallelGzip({ level: 4 })));
+        expect(got[i]!.equals(plain)).toBe(true);
+        expect(zlib.gunzipSync(got[i]!).equals(data)).toBe(true);
+        expect(execFileSync('gzip', ['-t'], { input: got[i]! }).length).toBe(0);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fails with the read error for a missing file, and stops reading when destroyed', async () => {
+    const { compressFile } = await import('./compress.js');
+    const missing = compressFile('/nonexistent/layer', 'gzip', 4);
+    await expect(
+      (async () => {
+        for await (const _ of missing) void _;
+      })(),
+    ).rejects.toMatchObject({ code: 'ENOENT' });
+    const big = compressFile('/dev/zero', 'gzip', 1);
+    const it = big[Symbol.asyncIterator]();
+    await it.next();
+    big.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(big.destroyed).toBe(true);
+  });
+});
