@@ -6,6 +6,7 @@ import zlib from 'node:zlib';
 import { TsbuildError } from '../errors.js';
 import { DigestStream, type Digest } from '../oci/index.js';
 import { ParallelGzip } from './parallel-gzip.js';
+import { noteDeadBuffers } from './scavenge.js';
 import { wrapWriteError } from './write-layer.js';
 import { zstdCompressor, zstdDecompressor, zstdMissing, zstdProgram } from './zstd.js';
 
@@ -147,6 +148,8 @@ export function compressFile(path: string, compression: 'gzip' | 'zstd', level: 
     const src = createReadStream(path, { highWaterMark: 1024 * 1024, ...(opts.signal ? { signal: opts.signal } : {}) });
     src.on('error', (e) => compressor.destroy(e));
     compressor.on('error', () => src.destroy());
+    // A fresh buffer per read, dead once passed on.
+    src.on('data', (c: string | Buffer) => noteDeadBuffers(c.length));
     src.pipe(compressor);
     return compressor as Readable;
   }

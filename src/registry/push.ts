@@ -1,9 +1,9 @@
 import { setMaxListeners } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import type { LocalImage } from '../image/index.js';
-import { compressFile, compressionChoice } from '../layer/index.js';
+import { compressFile, compressionChoice, noteDeadBuffers } from '../layer/index.js';
 import {
   OCI_IMAGE_CONFIG,
   OCI_IMAGE_MANIFEST,
@@ -360,6 +360,17 @@ function storeSource(store: Store, digest: Digest): BlobSource {
   return async (start, end, signal) => {
     signal?.throwIfAborted();
     if (end <= start) return Readable.from([]);
-    return createReadStream(path, { start, end: end - 1, highWaterMark: 1024 * 1024 });
+    const src = createReadStream(path, { start, end: end - 1, highWaterMark: 1024 * 1024 });
+    // A fresh 1 MiB buffer per read, dead once sent (layer/ noteDeadBuffers): counted as the
+    // upload reads them (a 'data' listener here would start the flow before the upload listens).
+    const counted = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        noteDeadBuffers(chunk.length);
+        cb(null, chunk);
+      },
+    });
+    src.on('error', (e) => counted.destroy(e));
+    counted.on('close', () => src.destroy());
+    return src.pipe(counted);
   };
 }
