@@ -1,4 +1,3 @@
-import { setMaxListeners } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { TsbuildError } from '../errors.js';
@@ -91,37 +90,18 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
   const repoName = repositoryName(dest);
   const registry = normalizeRegistry(dest.registry);
   const target: PushTarget = { client, store, repo, registry, repoName, later: [] };
-  // The config goes up while the layers do (one round trip fewer at the end); a failure of
-  // either stops the other, and both have settled before the push reports it.
-  const both = new AbortController();
-  setMaxListeners(0, both.signal);
-  const stop = (): void => both.abort(signal?.reason);
-  if (signal?.aborted === true) stop();
-  signal?.addEventListener('abort', stop, { once: true });
   const cfg = image.manifest.config;
   let layers: Descriptor[];
-  let first: { error: unknown } | undefined;
-  const failing = (e: unknown): never => {
-    first ??= { error: e };
-    both.abort(e);
-    throw e;
-  };
   try {
-    const [l, c] = await Promise.allSettled([
-      mapParallel(image.manifest.layers, opts.concurrency ?? 4, both.signal, async (layer, _i, s) => {
-        if (isNondistributableLayer(layer.mediaType)) return layer; // never pushed (media-types.ts)
-        return pushLayer(target, layer, compression, { ...opts, signal: s });
-      }).catch(failing),
-      uploadFromStore(target, cfg, { ...opts, signal: both.signal }).catch(failing),
-    ]);
-    if (first !== undefined || l.status === 'rejected' || c.status === 'rejected') throw first?.error;
-    layers = l.value;
-    opts.onProgress?.({ type: 'config', digest: cfg.digest, status: c.value === 'uploaded' ? 'uploaded' : 'exists' });
+    layers = await mapParallel(image.manifest.layers, opts.concurrency ?? 4, signal, async (layer, _i, s) => {
+      if (isNondistributableLayer(layer.mediaType)) return layer; // never pushed (media-types.ts)
+      return pushLayer(target, layer, compression, { ...opts, signal: s });
+    });
+    const cfgResult = await uploadFromStore(target, cfg, opts);
+    opts.onProgress?.({ type: 'config', digest: cfg.digest, status: cfgResult === 'uploaded' ? 'uploaded' : 'exists' });
   } catch (e) {
     await settle(target).catch(() => undefined);
     throw e;
-  } finally {
-    signal?.removeEventListener('abort', stop);
   }
 
   const manifest: ImageManifest = {
@@ -329,8 +309,10 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   } catch (e) {
     gzip.unpipe(toWire);
     toWire.destroy();
-    // Ends the compressor and its reads (a zstd child would otherwise wait for input that never comes).
+    // Ends the compressor and its reads (a zstd child would otherwise wait for input that never
+    // comes), and the store's copy, whose temp file putBlob removes: then nothing is left writing.
     gzip.destroy();
+    toStore.destroy(e as Error);
     await recorded.catch(() => undefined);
     throw e;
   }
