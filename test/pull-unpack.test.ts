@@ -5,7 +5,9 @@ import { requireTool, tempDir, tsbuild, writeTree } from './support/cli.js';
 import { pushMultiarchBusybox, storeWithMultiarchBusybox } from './support/multiarch.js';
 import { CLI, withTestUser } from './support/rootless.js';
 import { startRegistry, type RunningRegistry } from './support/registry.js';
-import { chainId } from '../src/snapshot/index.js';
+import { chainId, ensureLowerDirs, hostFilesystem, type HostFilesystem } from '../src/snapshot/index.js';
+import { layerIndexOf } from '../src/image/index.js';
+import { openStore } from '../src/store/index.js';
 import { pull } from '../src/api/index.js';
 import { parseDigest, type Digest } from '../src/oci/index.js';
 
@@ -177,6 +179,40 @@ describe('tsbuild pull unpacks for the build', () => {
     expect(await snapshots(root)).toEqual([]);
     const fsck = await tsbuild(['fsck'], { root });
     expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+  }, 60_000);
+
+  it('shares one unpack between two callers of a process, as a RUN step waits for the pull\'s', async () => {
+    const root = path.join(work, 'store-share');
+    const pulled = await tsbuild(['pull', '--no-unpack', `${registry.host}/wh/image:v1`], { root });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const store = await openStore(root);
+    const real = await hostFilesystem();
+    const applied: string[] = [];
+    const counting: HostFilesystem = {
+      ...real,
+      unpackLayer: async (s, diffId, dir, signal) => {
+        applied.push(diffId);
+        await real.unpackLayer(s, diffId, dir, signal);
+      },
+    };
+    const indexOf = (i: number) => layerIndexOf(store, whiteoutDiffIds[i]!);
+    const [a, b] = await Promise.all([ensureLowerDirs(store, counting, whiteoutDiffIds, indexOf), ensureLowerDirs(store, counting, whiteoutDiffIds, indexOf)]);
+    expect(a).toEqual(b);
+    expect(a).toEqual([path.join(root, 'snapshots', hex(chainId(whiteoutDiffIds)))]);
+    // The clean first layer alone, then the flattened chain of both: three applies, not six.
+    expect(applied).toEqual([whiteoutDiffIds[0], whiteoutDiffIds[0], whiteoutDiffIds[1]]);
+    expect(await snapshots(root)).toEqual([hex(whiteoutDiffIds[0]!), hex(chainId(whiteoutDiffIds))].sort());
+  }, 60_000);
+
+  it('a build that pulls its base unpacks it while it downloads, once', async () => {
+    const root = path.join(work, 'store-build');
+    const ctx = path.join(work, 'ctx-build');
+    await writeTree(ctx, { Dockerfile: `FROM ${registry.host}/wh/image:v1\nRUN cat /gone > /seen\n` });
+    const built = await tsbuild(['build', '-q', '-t', 'pulled-by-build', ctx], { root });
+    expect(built.code, built.stderr).toBe(0);
+    const runLayer = (await diffIdsOf(root, 'pulled-by-build'))[2]!;
+    expect(await snapshots(root)).toEqual([hex(whiteoutDiffIds[0]!), hex(chainId(whiteoutDiffIds)), hex(runLayer)].sort());
+    expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
   }, 60_000);
 
   it('pull() of the API unpacks too, unless unpack: false', async () => {

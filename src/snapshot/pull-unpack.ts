@@ -23,6 +23,12 @@ export interface PullUnpackOptions {
   readonly snapshotter?: SnapshotMode | undefined;
   readonly signal?: AbortSignal | undefined;
   readonly onProgress?: ((p: PullUnpackProgress) => void) | undefined;
+  /**
+   * The host filesystem to unpack with, or undefined to unpack nothing: a build passes the one
+   * its own sandbox chose (its --isolation and --runtime). Default: what a default build here
+   * would use (probed once per process).
+   */
+  readonly hostFs?: (() => Promise<HostFilesystem | undefined>) | undefined;
 }
 
 /** The image a pull is storing (registry/ PullOptions.onImageLayers gives it). */
@@ -72,7 +78,9 @@ export function pullUnpacker(store: Store, opts: PullUnpackOptions = {}): PullUn
   const stop = new AbortController();
   const signal = opts.signal !== undefined ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
   // Probed while the manifest and config download (cached per process).
-  const here = overlayHostFs(opts, signal);
+  // The default is probed now, while the manifest and config download (cached per process); a
+  // caller's own is asked on the first image (a build whose bases are all local asks nothing).
+  let here = opts.hostFs === undefined ? overlayHostFs(opts, signal) : undefined;
   const host = defaultTargetPlatform();
   const jobs: Promise<void>[] = [];
   const gates: Gate[] = [];
@@ -85,7 +93,7 @@ export function pullUnpacker(store: Store, opts: PullUnpackOptions = {}): PullUn
       const c = image.config;
       const native = platformMatches(host, { os: c.os, architecture: c.architecture, ...(c.variant !== undefined && c.variant !== '' ? { variant: c.variant } : {}) });
       const job = (async () => {
-        const hostFs = native ? await here : undefined;
+        const hostFs = native ? await (here ??= opts.hostFs!().catch(() => undefined)) : undefined;
         if (hostFs === undefined) {
           await Promise.all(stored.map(async (g, i) => report(await g.promise.then(() => image.layers[i]!.digest), 'skipped')));
           return;
