@@ -181,6 +181,22 @@ describe('tsbuild pull unpacks for the build', () => {
     expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
   }, 60_000);
 
+  it('an unpack that fails is a warning: the image is stored, nothing half-written', async () => {
+    const root = path.join(work, 'store-bad');
+    const init = await tsbuild(['images'], { root });
+    expect(init.code, init.stderr).toBe(0);
+    // snapshots/ is a file: every snapshot of this store fails (ENOTDIR), as a broken disk would.
+    await fs.rmdir(path.join(root, 'snapshots'));
+    await fs.writeFile(path.join(root, 'snapshots'), 'not a directory');
+    const pull = await tsbuild(['pull', `${registry.host}/library/busybox:amd64`], { root });
+    expect(pull.code, pull.stderr).toBe(0);
+    expect(pull.stderr).toMatch(/^warning: .*busybox:amd64 is stored, but unpacking it failed \(the first build that runs a step on it will unpack it\): ENOTDIR/m);
+    expect(pull.stderr).not.toMatch(/\n\s+at /);
+    expect(await fs.readdir(path.join(root, 'tmp'))).toEqual([]);
+    const images = await tsbuild(['images'], { root });
+    expect(images.stdout).toContain(`${registry.host}/library/busybox`);
+  }, 60_000);
+
   it('shares one unpack between two callers of a process, as a RUN step waits for the pull\'s', async () => {
     const root = path.join(work, 'store-share');
     const pulled = await tsbuild(['pull', '--no-unpack', `${registry.host}/wh/image:v1`], { root });
