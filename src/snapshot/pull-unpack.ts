@@ -100,6 +100,10 @@ export function pullUnpacker(store: Store, opts: PullUnpackOptions = {}): PullUn
         }
         const { layerIndexOf } = await import('../image/index.js');
         const diffIds = c.rootfs.diff_ids;
+        // Each layer's index (what decides its snapshot; every build on the image reads it, from
+        // meta/ once written) is read as soon as the layer is stored, so the next layer's is
+        // ready when this one's unpack ends.
+        for (const [i, g] of stored.entries()) void g.promise.then(() => layerIndexOf(store, diffIds[i]!, { signal })).catch(() => undefined);
         await ensureLowerDirs(store, hostFs, diffIds, (i) => layerIndexOf(store, diffIds[i]!, { signal }), {
           signal,
           stored: (i) => stored[i]!.promise,
