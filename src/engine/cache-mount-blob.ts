@@ -149,11 +149,20 @@ export async function cacheMountBlob(session: BuildSession, id: string): Promise
         if (!(e instanceof TsbuildError && e.code === 'BLOB_NOT_FOUND') || (await store.blobs.hasBlob(known.diffId))) throw e;
       }
     }
-    const layer = await packTree(store, id, dir, { hostFs, signal });
-    // A blob written now is young (gc's grace keeps it); held from here on, it stays however long the upload takes.
-    await session.holdLayers([layer], what, false);
-    await writePacked(dir, { stamp, diffId: layer.diffId, size: layer.size });
-    return { layer, reused: false };
+    // A blob written now is young (gc's grace keeps it); held from here on, it stays however
+    // long the upload takes. Only a prune told to ignore the grace (`--filter until=0s`) can
+    // take it between the write and the hold: then it is packed once more.
+    for (let attempt = 1; ; attempt++) {
+      const layer = await packTree(store, id, dir, { hostFs, signal });
+      try {
+        await session.holdLayers([layer], what, false);
+      } catch (e) {
+        if (attempt < 2 && e instanceof TsbuildError && e.code === 'BLOB_NOT_FOUND' && !(await store.blobs.hasBlob(layer.diffId))) continue;
+        throw e;
+      }
+      await writePacked(dir, { stamp, diffId: layer.diffId, size: layer.size });
+      return { layer, reused: false };
+    }
   } finally {
     release?.();
   }
