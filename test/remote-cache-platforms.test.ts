@@ -184,4 +184,20 @@ describe('--cache-to / --cache-from with several platforms', () => {
     expect(fsck.stderr + fsck.stdout).not.toMatch(/missing|corrupt|leftover/);
     expect(fsck.code).toBe(0);
   }, 600_000);
+
+  it('an index pushed with --cache-to type=inline serves the steps of every platform', async () => {
+    const ctx = path.join(work, 'inline-ctx');
+    await writeTree(ctx, { Dockerfile: DOCKERFILE, 'a.txt': 'inline\n' });
+    const image = `${reg.host}/ci/inline-multi:v1`;
+    const a = await machine('inline-a');
+    const pushed = await build(a, 'inline-a', [...PLATFORMS, '--cache-to', 'type=inline', '-t', image, '--push', ctx]);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const b = await machine('inline-b');
+    const again = await build(b, 'inline-b', [...PLATFORMS, '--cache-from', image, '--cache-to', 'type=inline', ctx]);
+    expect(again.stderr).not.toMatch(/warning|error/i);
+    expect(again.code).toBe(0);
+    // Not only the host's (amd64) image's steps: the arm64 RUN, emulated, is not run again.
+    expect(again.ran).toEqual([]);
+    expect(again.id).toBe(pushed.id);
+  }, 600_000);
 });

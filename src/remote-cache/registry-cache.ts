@@ -7,10 +7,12 @@ import {
   choosePlatform,
   defaultTargetPlatform,
   isConfigMediaType,
+  isManifestMediaType,
   formatReference,
   parseManifestOrIndex,
   parseReference,
   withDefaultTag,
+  type ImageIndex,
   type ImageManifest,
   type Reference,
 } from '../oci/index.js';
@@ -27,6 +29,7 @@ import {
   onlyListed,
   parseCacheDocument,
   type CacheDocument,
+  type CacheEntry,
   type CacheLayer,
 } from './cache-document.js';
 import { exportCache, type CacheExportOptions, type CacheExportResult, type CacheExportTarget, type ExportEntry } from './cache-export.js';
@@ -60,27 +63,11 @@ async function readRegistryCache(client: RegistryClient, ref: Reference, opts: S
     if (isAbsent(e)) return undefined;
     throw e;
   }
-  let parsed = parseManifestOrIndex(fetched.bytes, fetched.contentType, { what: `cache manifest ${name}` });
-  if (parsed.kind === 'index') {
-    // An image pushed for several platforms with inline cache: the host platform's image.
-    const chosen = choosePlatform(parsed.index, defaultTargetPlatform());
-    if (chosen === undefined) throw new TsbuildError('MANIFEST_INVALID', `${name} holds an image index with no image for this platform, not a tsbuild build cache`, { hint: 'name a ref written by --cache-to type=registry' });
-    const child = await client.getManifest({ ...ref, digest: chosen.digest }, { signal: opts.signal, what: `manifest ${name}@${chosen.digest}` });
-    parsed = parseManifestOrIndex(child.bytes, chosen.mediaType, { what: `manifest ${name}@${chosen.digest}` });
-  }
-  if (parsed.kind !== 'manifest') throw new TsbuildError('MANIFEST_INVALID', `${name} holds a ${parsed.kind} document, not a tsbuild build cache`, { hint: 'name a ref written by --cache-to type=registry' });
+  const parsed = parseManifestOrIndex(fetched.bytes, fetched.contentType, { what: `cache manifest ${name}` });
+  if (parsed.kind === 'index') return inlineCacheOfIndex(client, ref, parsed.index, opts);
   const manifest = parsed.manifest;
-  if (isConfigMediaType(manifest.config.mediaType)) {
-    // An image: its inline cache, if it was built with --cache-to type=inline.
-    const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CONFIG_BYTES, what: `config of ${name}`, signal: opts.signal });
-    let config: unknown;
-    try {
-      config = JSON.parse(bytes.toString('utf8'));
-    } catch {
-      throw new TsbuildError('MANIFEST_INVALID', `the config of ${name} is not JSON`);
-    }
-    return { manifest, inline: true, ...inlineCacheDocument(config, manifest.layers, name) };
-  }
+  // An image: its inline cache, if it was built with --cache-to type=inline.
+  if (isConfigMediaType(manifest.config.mediaType)) return { manifest, inline: true, ...(await inlineCacheOfImage(client, ref, manifest, name, opts)) };
   if (manifest.config.mediaType !== CACHE_CONFIG_MEDIA_TYPE) {
     throw new TsbuildError('MANIFEST_INVALID', `${name} holds ${describeConfig(manifest.config.mediaType)}, not a tsbuild build cache (config media type ${manifest.config.mediaType})`, {
       hint: 'name a ref written by --cache-to type=registry',
@@ -89,6 +76,45 @@ async function readRegistryCache(client: RegistryClient, ref: Reference, opts: S
   const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CACHE_DOCUMENT_BYTES, what: `cache document of ${name}`, signal: opts.signal });
   const { doc, dropped } = parseCacheDocument(bytes, name);
   return { manifest, inline: false, ...onlyListed(doc, manifest, dropped) };
+}
+
+/** The inline cache an image's config carries; MANIFEST_INVALID naming `where` when it has none. */
+async function inlineCacheOfImage(client: RegistryClient, ref: Reference, manifest: ImageManifest, where: string, opts: SignalOption): Promise<{ doc: CacheDocument; dropped: number }> {
+  const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CONFIG_BYTES, what: `config of ${where}`, signal: opts.signal });
+  let config: unknown;
+  try {
+    config = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new TsbuildError('MANIFEST_INVALID', `the config of ${where} is not JSON`);
+  }
+  return inlineCacheDocument(config, manifest.layers, where);
+}
+
+/**
+ * An image pushed for several platforms with inline cache: each platform's image carries the
+ * keys of its own steps (their keys name the platform), so together they serve a build of any
+ * of them. The host platform's image first (its entries win a shared key); an image without
+ * inline cache is passed over, and when none has any, the first one's error is the answer.
+ */
+async function inlineCacheOfIndex(client: RegistryClient, ref: Reference, index: ImageIndex, opts: SignalOption): Promise<{ manifest: ImageManifest; inline: true; doc: CacheDocument; dropped: number }> {
+  const name = formatReference(ref);
+  const chosen = choosePlatform(index, defaultTargetPlatform());
+  const images = [...(chosen ? [chosen] : []), ...index.manifests.filter((m) => m !== chosen && isManifestMediaType(m.mediaType))];
+  if (images.length === 0) throw new TsbuildError('MANIFEST_INVALID', `${name} holds an image index with no image, not a tsbuild build cache`, { hint: 'name a ref written by --cache-to type=registry' });
+  const read = await Promise.allSettled(
+    images.map(async (d) => {
+      const where = `${name}@${d.digest}`;
+      const child = await client.getManifest({ ...ref, digest: d.digest }, { signal: opts.signal, what: `manifest ${where}` });
+      const parsed = parseManifestOrIndex(child.bytes, d.mediaType, { what: `manifest ${where}` });
+      if (parsed.kind !== 'manifest' || !isConfigMediaType(parsed.manifest.config.mediaType)) throw new TsbuildError('MANIFEST_INVALID', `${where} is not an image`);
+      return { manifest: parsed.manifest, ...(await inlineCacheOfImage(client, ref, parsed.manifest, where, opts)) };
+    }),
+  );
+  const found = read.filter((r): r is PromiseFulfilledResult<{ manifest: ImageManifest; doc: CacheDocument; dropped: number }> => r.status === 'fulfilled').map((r) => r.value);
+  if (found.length === 0) throw (read[0] as PromiseRejectedResult).reason;
+  const entries = new Map<CacheKey, CacheEntry>();
+  for (const f of found) for (const [key, e] of f.doc.entries) if (!entries.has(key)) entries.set(key, e);
+  return { manifest: found[0]!.manifest, inline: true, doc: { exports: 0, entries }, dropped: found.reduce((n, f) => n + f.dropped, 0) };
 }
 
 function describeConfig(mediaType: string): string {
