@@ -124,6 +124,31 @@ const builtinDynamicImports = {
   },
 };
 
+// undici's HTTP/2 client (dispatcher/client-h2.js) requires node:http2 when it loads, which
+// loads node:tls, node:http2's own internals and more (~5-10 ms), for every push and pull, also
+// of plain-HTTP registries; tsbuild never asks undici for HTTP/2 (allowH2), so that code never
+// runs. client-h2 reads only `constants` when it loads (header names, fixed by RFC 9113 and
+// copied here from this Node at build time) and calls `connect` when a connection negotiates
+// h2: the stub requires the real module then.
+const lazyHttp2 = {
+  name: 'lazy-http2',
+  setup(b) {
+    let stubbed = false;
+    b.onResolve({ filter: /^(node:)?http2$/ }, (args) => {
+      if (!/[\\/]undici[\\/]lib[\\/]dispatcher[\\/]client-h2\.js$/.test(args.importer)) return undefined;
+      stubbed = true;
+      return { path: 'http2', namespace: 'lazy-http2' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'lazy-http2' }, () => ({
+      contents: `module.exports = { constants: ${JSON.stringify(createRequire(import.meta.url)('node:http2').constants)}, connect: (...args) => require('node:http2').connect(...args) };`,
+      loader: 'js',
+    }));
+    b.onEnd((result) => {
+      if (result.errors.length === 0 && !stubbed) console.warn("bundle-cli: undici's client-h2.js no longer requires node:http2; check the lazy-http2 plugin");
+    });
+  },
+};
+
 // cmd/tsbuild.ts and its modules are ES modules; in the CommonJS bundle `import.meta.url` is the
 // bundle's own URL (what it is for the one module that uses it at run time, snapshot/host-fs.ts, whose
 // ./namespace-worker.js is then dist/cmd/namespace-worker.js; main.ts walks up to package.json).
@@ -158,7 +183,7 @@ const cli = await build({
   // The launcher passes __tsbuildBundleUrl next to CommonJS's __filename (a banner would come
   // before esbuild's "use strict" and so turn it off).
   define: { 'import.meta.url': '__tsbuildBundleUrl' },
-  plugins: [yargsLazyHelp, builtinDynamicImports],
+  plugins: [yargsLazyHelp, builtinDynamicImports, lazyHttp2],
 });
 // Every dynamic import must have been bundled or turned into a require (see above).
 const realImports = Object.values(cli.metafile.outputs).flatMap((o) => o.imports.filter((i) => i.kind === 'dynamic-import' && i.external).map((i) => i.path));

@@ -112,7 +112,7 @@ function buildMetadata(image: StoredImage, names: readonly string[], manifest: D
  * Delivers a sealed image: checks it is still whole in the store, writes every output, pushes
  * every tag when asked (each a progress step), writes --iidfile and --metadata-file.
  */
-export async function deliverImage(image: StoredImage, req: BuildRequest, session: BuildSession, registry: (() => Promise<RegistryClient>) | undefined): Promise<void> {
+export async function deliverImage(image: StoredImage, req: BuildRequest, session: BuildSession, registry: (() => Promise<RegistryClient>) | undefined): Promise<Record<string, unknown>> {
   const { store, signal } = session;
   for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
     if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
@@ -147,7 +147,9 @@ export async function deliverImage(image: StoredImage, req: BuildRequest, sessio
   if (req.iidFile) await writeResultFile(req.iidFile, image.configDescriptor.digest, '--iidfile');
   // image.name: the names the image went to (the tags, and the names it was pushed to), as buildx.
   const names = [...new Set([...req.tags, ...pushes.map((p) => p.name)])];
-  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, names, delivered), null, 2)}\n`, '--metadata-file');
+  const metadata = buildMetadata(image, names, delivered);
+  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
+  return metadata;
 }
 
 /** True when the image is only pushed (every output is `type=registry`): it is not kept in the local store. */
@@ -198,7 +200,7 @@ export async function deliverIndex(
   req: BuildRequest,
   session: BuildSession,
   registry: (() => Promise<RegistryClient>) | undefined,
-): Promise<Descriptor> {
+): Promise<{ index: Descriptor; metadata: Record<string, unknown> }> {
   const { store, signal } = session;
   for (const { image } of images) {
     for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
@@ -269,14 +271,12 @@ export async function deliverIndex(
     }
   }
   if (req.iidFile) await writeResultFile(req.iidFile, index.digest, '--iidfile');
-  if (req.metadataFile) {
-    const metadata = {
-      'containerimage.config.digest': images[0]!.image.configDescriptor.digest,
-      'containerimage.digest': delivered.digest,
-      'containerimage.descriptor': { mediaType: delivered.mediaType, digest: delivered.digest, size: delivered.size },
-      ...(req.tags.length > 0 ? { 'image.name': req.tags.join(',') } : {}),
-    };
-    await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
-  }
-  return index;
+  const metadata = {
+    'containerimage.config.digest': images[0]!.image.configDescriptor.digest,
+    'containerimage.digest': delivered.digest,
+    'containerimage.descriptor': { mediaType: delivered.mediaType, digest: delivered.digest, size: delivered.size },
+    ...(req.tags.length > 0 ? { 'image.name': req.tags.join(',') } : {}),
+  };
+  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
+  return { index, metadata };
 }
