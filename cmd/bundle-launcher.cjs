@@ -54,6 +54,10 @@ if (mtime(join(__dirname, 'tsbuild.js')) > mtime(file)) {
   const script = new Script(`(function (exports, require, module, __filename, __dirname, __tsbuildBundleUrl) {${source}\n})`, { filename: file, cachedData });
   if (cachedData === undefined || script.cachedDataRejected) {
     process.once('exit', () => {
+      // V8 stamps cached data with a hash of its flags and rejects data made under other flags.
+      // A process that changed a flag while it ran (registry/undici-agent.ts: --liftoff-only)
+      // would write a cache every later start rejects (and rewrites): leave it to the next one.
+      if (globalThis[Symbol.for('tsbuild.v8FlagsChanged')] === true) return;
       const temp = `${cacheFile}.${process.pid}.tmp`;
       try {
         writeFileSync(temp, script.createCachedData());

@@ -146,4 +146,35 @@ describe('tsbuild CLI shell', () => {
     expect(df.stdout).toMatch(/^TYPE\s+TOTAL/);
     await import('node:fs/promises').then((fs) => fs.rm(root, { recursive: true, force: true }));
   });
+
+  it('a moved dist/ makes its own code cache, and a registry command (V8 flags changed) leaves none that later starts would reject', async () => {
+    const dir = await fs.mkdtemp('/tmp/tsbuild-cli-cache-');
+    try {
+      // A copy of the package in a new place, as an install is: the cache's name has the bundle's place, so there is none yet.
+      await fs.cp(path.join(repoRoot, 'dist', 'cmd'), path.join(dir, 'dist', 'cmd'), { recursive: true, preserveTimestamps: true });
+      await fs.copyFile(path.join(repoRoot, 'package.json'), path.join(dir, 'package.json'));
+      for (const f of await fs.readdir(path.join(dir, 'dist', 'cmd'))) if (f.endsWith('.cache')) await fs.rm(path.join(dir, 'dist', 'cmd', f));
+      const moved = path.join(dir, 'dist', 'cmd', 'tsbuild.cjs');
+      const caches = async () => (await fs.readdir(path.join(dir, 'dist', 'cmd'))).filter((f) => f.endsWith('.cache'));
+      // A pull loads the registry client, which sets --liftoff-only: nothing listens on port 1, so it fails at once.
+      const pull = await run(process.execPath, [moved, '--root', path.join(dir, 'store'), 'pull', '127.0.0.1:1/none:latest']).then(
+        () => 0,
+        (e: { code: number }) => e.code,
+      );
+      expect(pull).toBe(1);
+      expect(await caches()).toEqual([]);
+      await run(process.execPath, [moved, '--version']);
+      const [cache] = await caches();
+      expect(cache).toBeDefined();
+      const made = await fs.stat(path.join(dir, 'dist', 'cmd', cache!));
+      // Accepted from now on (also by a registry command): a rejected cache would be written again.
+      await run(process.execPath, [moved, '--root', path.join(dir, 'store'), 'pull', '127.0.0.1:1/none:latest']).catch(() => undefined);
+      await run(process.execPath, [moved, '--version']);
+      expect(await caches()).toEqual([cache]);
+      const after = await fs.stat(path.join(dir, 'dist', 'cmd', cache!));
+      expect([after.ino, after.mtimeMs]).toEqual([made.ino, made.mtimeMs]);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -20,6 +20,9 @@ Object.assign(DispatcherClass.prototype, api);
  * over as slices), so the baseline code is enough. tsbuild runs no other WebAssembly.
  */
 setFlagsFromString('--liftoff-only');
+// V8's code cache records the flags it was made under: the CLI's launcher (cmd/bundle-launcher.cjs)
+// writes none from this process, as every later start (default flags) would reject it.
+(globalThis as Record<symbol, unknown>)[Symbol.for('tsbuild.v8FlagsChanged')] = true;
 
 export const Agent = AgentClass;
 
