@@ -147,32 +147,38 @@ describe('tsbuild CLI shell', () => {
     await import('node:fs/promises').then((fs) => fs.rm(root, { recursive: true, force: true }));
   });
 
-  it('a moved dist/ makes its own code cache, and a registry command (V8 flags changed) leaves none that later starts would reject', async () => {
+  it('a moved dist/ makes its own code caches; a registry command (V8 flags changed) writes none that later starts would reject', async () => {
     const dir = await fs.mkdtemp('/tmp/tsbuild-cli-cache-');
     try {
-      // A copy of the package in a new place, as an install is: the cache's name has the bundle's place, so there is none yet.
+      // A copy of the package in a new place, as an install is: the caches' names have the bundle's place, so there are none yet.
       await fs.cp(path.join(repoRoot, 'dist', 'cmd'), path.join(dir, 'dist', 'cmd'), { recursive: true, preserveTimestamps: true });
       await fs.copyFile(path.join(repoRoot, 'package.json'), path.join(dir, 'package.json'));
-      for (const f of await fs.readdir(path.join(dir, 'dist', 'cmd'))) if (f.endsWith('.cache')) await fs.rm(path.join(dir, 'dist', 'cmd', f));
-      const moved = path.join(dir, 'dist', 'cmd', 'tsbuild.cjs');
-      const caches = async () => (await fs.readdir(path.join(dir, 'dist', 'cmd'))).filter((f) => f.endsWith('.cache'));
-      // A pull loads the registry client, which sets --liftoff-only: nothing listens on port 1, so it fails at once.
-      const pull = await run(process.execPath, [moved, '--root', path.join(dir, 'store'), 'pull', '127.0.0.1:1/none:latest']).then(
-        () => 0,
-        (e: { code: number }) => e.code,
-      );
-      expect(pull).toBe(1);
+      const cmdDir = path.join(dir, 'dist', 'cmd');
+      for (const f of await fs.readdir(cmdDir)) if (f.endsWith('.cache')) await fs.rm(path.join(cmdDir, f));
+      const moved = path.join(cmdDir, 'tsbuild.cjs');
+      const store = path.join(dir, 'store');
+      const caches = async () => (await fs.readdir(cmdDir)).filter((f) => f.endsWith('.cache')).sort();
+      const stamps = async () => Promise.all((await caches()).map((f) => fs.stat(path.join(cmdDir, f)).then((st) => [f, st.ino, st.mtimeMs])));
+      // A pull sets --liftoff-only as it loads the registry client: nothing listens on port 1, so it fails at once.
+      const pull = () =>
+        run(process.execPath, [moved, '--root', store, 'pull', '127.0.0.1:1/none:latest']).then(
+          () => 0,
+          (e: { code: number }) => e.code,
+        );
+      expect(await pull()).toBe(1);
       expect(await caches()).toEqual([]);
+      // The other commands write theirs: save one of its own.
       await run(process.execPath, [moved, '--version']);
-      const [cache] = await caches();
-      expect(cache).toBeDefined();
-      const made = await fs.stat(path.join(dir, 'dist', 'cmd', cache!));
-      // Accepted from now on (also by a registry command): a rejected cache would be written again.
-      await run(process.execPath, [moved, '--root', path.join(dir, 'store'), 'pull', '127.0.0.1:1/none:latest']).catch(() => undefined);
+      await run(process.execPath, [moved, '--root', store, 'save', '-o', path.join(dir, 'none.tar'), 'none']).catch(() => undefined);
+      const made = await caches();
+      expect(made).toHaveLength(2);
+      expect(made.filter((f) => f.endsWith('-save.cache'))).toHaveLength(1);
+      const before = await stamps();
+      // Each accepted by the next start of its kind (a rejected cache would be written again); the pull writes none.
+      expect(await pull()).toBe(1);
       await run(process.execPath, [moved, '--version']);
-      expect(await caches()).toEqual([cache]);
-      const after = await fs.stat(path.join(dir, 'dist', 'cmd', cache!));
-      expect([after.ino, after.mtimeMs]).toEqual([made.ino, made.mtimeMs]);
+      await run(process.execPath, [moved, '--root', store, 'save', '-o', path.join(dir, 'none.tar'), 'none']).catch(() => undefined);
+      expect(await stamps()).toEqual(before);
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
