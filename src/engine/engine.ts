@@ -261,7 +261,7 @@ async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: 
       // registry they came from finds their blobs there; any other needs their bytes.
       if (!(spec.type === 'registry' && sameRegistryAsImport(spec.ref, imports))) await session.claim(layers);
       const mounts = await packMounts(spec.mounts);
-      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date(), explainSteps: session.stepKeys, mounts });
+      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date(), explainSteps: session.stepKeys, mounts, imageLayers: image.manifest.layers.map((l) => ({ diffId: l.digest, size: l.size })) });
       const mountsText = mounts !== undefined ? `, ${r.mounts} cache mounts` : '';
       session.report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written${mountsText}, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
       session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });

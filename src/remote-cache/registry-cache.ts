@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import type { CacheKey } from '../cache/index.js';
 import {
@@ -10,6 +11,9 @@ import {
   defaultTargetPlatform,
   isConfigMediaType,
   formatReference,
+  layerCompression,
+  layerMediaType,
+  sha256Digest,
   parseManifestOrIndex,
   parseReference,
   withDefaultTag,
@@ -20,8 +24,8 @@ import {
 } from '../oci/index.js';
 import { RegistryError, fetchBlobBytes, pullLayer, pushBlobBytes, pushLayers, type RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
-import { layerIndexOf, parseLayerIndexRecord, type LayerIndex } from '../image/index.js';
-import { recordLayerVariant } from '../registry/store-layers.js';
+import { hasLayerIndex, layerIndexOf, parseLayerIndexRecord, rememberLayerIndex, type LayerIndex } from '../image/index.js';
+import { readLayerVariants, recordLayerVariant } from '../registry/store-layers.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE,
   EMPTY_CACHE,
@@ -100,9 +104,26 @@ async function readRegistryCache(client: RegistryClient, ref: Reference, opts: S
       hint: 'name a ref written by --cache-to type=registry',
     });
   }
-  const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CACHE_DOCUMENT_BYTES, what: `cache document of ${name}`, signal: opts.signal });
-  const { doc, dropped } = parseCacheDocument(bytes, name);
+  const { doc, dropped } = await readCacheDocument(client, ref, manifest.config, name, opts);
   return { manifest, inline: false, ...onlyListed(doc, manifest, dropped) };
+}
+
+/**
+ * Documents read by this process, by their digest: an export to the ref a build imported finds
+ * the document it read (the manifest unchanged since) without fetching it again. Content
+ * addressed (the bytes were verified against the digest when fetched), so never stale.
+ */
+const readDocuments = new Map<Digest, { readonly doc: CacheDocument; readonly dropped: number }>();
+const MAX_READ_DOCUMENTS = 8;
+
+async function readCacheDocument(client: RegistryClient, ref: Reference, config: Descriptor, name: string, opts: SignalOption): Promise<{ doc: CacheDocument; dropped: number }> {
+  const known = readDocuments.get(config.digest);
+  if (known !== undefined) return known;
+  const bytes = await fetchBlobBytes(client, ref, config, { maxBytes: MAX_CACHE_DOCUMENT_BYTES, what: `cache document of ${name}`, signal: opts.signal });
+  const parsed = parseCacheDocument(bytes, name);
+  if (readDocuments.size >= MAX_READ_DOCUMENTS) readDocuments.delete(readDocuments.keys().next().value!);
+  readDocuments.set(config.digest, parsed);
+  return parsed;
 }
 
 function describeConfig(mediaType: string): string {
@@ -132,8 +153,24 @@ export function registryCacheLoader(
     const found = await readRegistryCache(c, ref, { signal });
     if (found === undefined) return undefined;
     if (found.dropped > 0) warn(`registry cache ${formatReference(ref)}: ${found.dropped} malformed entries left out`);
+    // Where the base images' layers live in this registry (a push there skips or mounts them),
+    // and their file lists (the build plans on them instead of reading each layer to make one).
+    // Hints: one that cannot be had is left out.
+    const repo = repositoryName(ref);
+    const ready = Promise.all(
+      (found.doc.baseLayers ?? []).map(async ({ layer }) => {
+        await recordLayerVariant(store, layer.diffId, { digest: layer.digest, size: layer.size, mediaType: layer.mediaType }, repo, { signal }).catch(() => undefined);
+        if (layer.index === undefined || (await hasLayerIndex(store, layer.diffId))) return;
+        const bytes = await fetchBlobBytes(c, ref, { mediaType: LAYER_INDEX_MEDIA_TYPE, ...layer.index }, { maxBytes: MAX_LAYER_INDEX_BYTES, what: `index of base layer ${layer.digest} in ${formatReference(ref)}`, signal }).catch(
+          () => undefined,
+        );
+        const index = bytes !== undefined ? parseIndexBytes(bytes) : undefined;
+        if (index !== undefined) await rememberLayerIndex(store, layer.diffId, index).catch(() => undefined);
+      }),
+    ).then(() => undefined);
     return {
       doc: found.doc,
+      ready,
       fetchIndex: async (layer: CacheLayer, s: AbortSignal | undefined) => {
         if (layer.index === undefined) return undefined;
         const bytes = await fetchBlobBytes(c, ref, { mediaType: LAYER_INDEX_MEDIA_TYPE, ...layer.index }, { maxBytes: MAX_LAYER_INDEX_BYTES, what: `index of layer ${layer.digest} in ${formatReference(ref)}`, signal: s });
@@ -158,6 +195,8 @@ export interface CacheExportOptions extends SignalOption {
   readonly explainSteps?: ReadonlyMap<string, CacheKey> | undefined;
   /** Cache mounts to carry, by id: each packed into a blob of the store (engine/cache-mount-blob.ts). */
   readonly mounts?: ReadonlyMap<string, { readonly diffId: Digest; readonly size: number }> | undefined;
+  /** The built image's layers (in the store): those no entry holds are exported as base layers. */
+  readonly imageLayers?: ReadonlyArray<{ readonly diffId: Digest; readonly size: number }> | undefined;
 }
 
 export interface CacheExportResult {
@@ -180,20 +219,29 @@ export async function exportRegistryCache(client: RegistryClient, store: Store, 
   const ref = cacheReference(refText);
   const name = formatReference(ref);
   let old: CacheDocument = EMPTY_CACHE;
+  let listed: ReadonlySet<Digest> = new Set();
   try {
     const found = await readRegistryCache(client, ref, opts);
     if (found?.inline === true) opts.warn(`${name} holds an image; --cache-to replaces it with a build cache`);
-    else if (found !== undefined) old = found.doc;
+    else if (found !== undefined) {
+      old = found.doc;
+      listed = new Set(found.manifest.layers.map((l) => l.digest));
+    }
   } catch (e) {
     if (e instanceof TsbuildError && e.code === 'MANIFEST_INVALID') opts.warn(`${e.message}; it is replaced by the exported cache`);
     else throw e;
   }
   const send = (layers: Descriptor[]): Promise<Descriptor[]> => pushLayers(client, store, ref, layers, { compression: opts.compression, signal: opts.signal });
-  const fresh = await freshLayers(store, entries, send, (bytes) => pushBlobBytes(client, ref, bytes, opts), opts.signal);
+  const have = listedBlobs(store, listed, opts.compression, opts.signal);
+  const [fresh, base] = await Promise.all([
+    freshLayers(store, entries, send, (bytes) => pushBlobBytes(client, ref, bytes, opts), opts.signal, have),
+    freshBaseLayers(store, entries, opts.imageLayers, (layers) => sendUnlisted(layers, send, have), (bytes) => pushBlobBytes(client, ref, bytes, opts), have, opts.signal),
+  ]);
   const mounts = await freshMounts(opts.mounts, send);
-  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps, mounts);
+  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps, mounts, base);
   const docBytes = formatCacheDocument(doc);
-  await pushBlobBytes(client, ref, docBytes, opts);
+  // A new document (its use times are new), so no HEAD first: one session, one PUT.
+  await client.uploadBlob({ repo: ref, digest: sha256Digest(docBytes), size: docBytes.byteLength, source: async (start, end) => Readable.from([docBytes.subarray(start, end)]), signal: opts.signal });
   const m = cacheManifest(doc, docBytes);
   await client.putManifest(ref, { reference: ref.tag ?? 'latest', bytes: m.bytes, mediaType: OCI_IMAGE_MANIFEST, signal: opts.signal });
   return { digest: m.digest, entries: doc.entries.size, written: fresh.size, layers: m.manifest.layers.length, mounts: mounts.size };
@@ -213,22 +261,102 @@ export async function freshMounts(
   return out;
 }
 
-/** This build's entries with their layers in compressed form (each distinct layer sent once to `send`). */
+/**
+ * What the export's target holds already: the blobs its current manifest lists (a registry keeps
+ * every blob a manifest names, so these need no HEAD), and the compressed form of a layer among
+ * them that the store knows holds it (a variant the store recorded from a push, a pull or an
+ * imported cache: the same knowledge a push trusts before its HEAD).
+ */
+export interface ListedBlobs {
+  readonly digests: ReadonlySet<Digest>;
+  layer(diffId: Digest, size: number): Promise<Descriptor | undefined>;
+}
+
+function listedBlobs(store: Store, digests: ReadonlySet<Digest>, compression: 'gzip' | 'uncompressed', signal: AbortSignal | undefined): ListedBlobs {
+  return {
+    digests,
+    layer: async (diffId, size) => {
+      if (digests.size === 0) return undefined;
+      if (compression === 'uncompressed') return digests.has(diffId) ? { mediaType: OCI_LAYER_TAR, digest: diffId, size } : undefined;
+      const v = (await readLayerVariants(store, diffId, { signal })).find((x) => layerCompression(x.mediaType) === compression && digests.has(x.digest));
+      return v === undefined ? undefined : { mediaType: layerMediaType('oci', compression), digest: v.digest, size: v.size };
+    },
+  };
+}
+
+/** Layers (store descriptors) as the target holds them: `have`'s when listed there, else sent. */
+async function sendUnlisted(stored: readonly Descriptor[], send: (layers: Descriptor[]) => Promise<Descriptor[]>, have: ListedBlobs | undefined): Promise<Descriptor[]> {
+  const there = have === undefined ? stored.map(() => undefined) : await limited(stored, 8, (s) => have.layer(s.digest, s.size));
+  const toSend = stored.filter((_s, i) => there[i] === undefined);
+  const sent = toSend.length > 0 ? await send(toSend) : [];
+  let j = 0;
+  return stored.map((_s, i) => there[i] ?? sent[j++]!);
+}
+
+/** The image's layers that no entry holds (its base image's), in compressed form, by diff ID. */
+export async function freshBaseLayers(
+  store: Store,
+  entries: ReadonlyMap<CacheKey, ExportEntry>,
+  imageLayers: CacheExportOptions['imageLayers'],
+  send: (layers: Descriptor[]) => Promise<Descriptor[]>,
+  sendBytes: (bytes: Buffer) => Promise<{ digest: Digest; size: number }>,
+  listed: ListedBlobs | undefined,
+  signal: AbortSignal | undefined,
+): Promise<Map<Digest, CacheLayer>> {
+  const out = new Map<Digest, CacheLayer>();
+  const made = new Set<Digest>();
+  for (const e of entries.values()) if (e.layer !== undefined) made.add(e.layer.diffId);
+  const stored = new Map<Digest, Descriptor>();
+  for (const l of imageLayers ?? []) if (!made.has(l.diffId)) stored.set(l.diffId, { mediaType: OCI_LAYER_TAR, digest: l.diffId, size: l.size });
+  if (stored.size === 0) return out;
+  const list = [...stored.values()];
+  const [wire, indexes] = await Promise.all([send(list), limited(list, 4, (s) => indexBlob(store, s.digest, sendBytes, listed, signal))]);
+  list.forEach((s, i) => out.set(s.digest, { diffId: s.digest, diffSize: s.size, digest: wire[i]!.digest, size: wire[i]!.size, mediaType: wire[i]!.mediaType, index: indexes[i] }));
+  return out;
+}
+
+/** A layer's file list as a blob of the target (sent unless the target's manifest lists it). */
+async function indexBlob(store: Store, diffId: Digest, sendBytes: (bytes: Buffer) => Promise<{ digest: Digest; size: number }>, listed: ListedBlobs | undefined, signal: AbortSignal | undefined): Promise<{ digest: Digest; size: number }> {
+  const bytes = canonicalJson(await layerIndexOf(store, diffId, { signal }));
+  const digest = sha256Digest(bytes);
+  return listed?.digests.has(digest) === true ? { digest, size: bytes.byteLength } : sendBytes(bytes);
+}
+
+/** At most `n` of `fn` at once over `items`, results in order. */
+async function limited<T, R>(items: readonly T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+/**
+ * This build's entries with their layers in compressed form (each distinct layer sent once to
+ * `send`, unless `listed` shows the target has it), and each layer's file list (sent unless
+ * listed).
+ */
 export async function freshLayers(
   store: Store,
   entries: ReadonlyMap<CacheKey, ExportEntry>,
   send: (layers: Descriptor[]) => Promise<Descriptor[]>,
   sendBytes: (bytes: Buffer) => Promise<{ digest: Digest; size: number }>,
   signal: AbortSignal | undefined,
+  listed?: ListedBlobs,
 ): Promise<Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown }>> {
   const distinct = new Map<Digest, number>();
   for (const e of entries.values()) if (e.layer !== undefined) distinct.set(e.layer.diffId, e.layer.size);
   const stored = [...distinct].map(([diffId, size]): Descriptor => ({ mediaType: OCI_LAYER_TAR, digest: diffId, size }));
-  const wire = await send(stored);
+  // Each layer's file list goes along (small), so an importer can hit lazily; made and sent
+  // while the layers go.
+  const [wire, indexList] = await Promise.all([sendUnlisted(stored, send, listed), limited(stored, 4, (s) => indexBlob(store, s.digest, sendBytes, listed, signal))]);
   const byDiffId = new Map<Digest, Descriptor>(stored.map((s, i) => [s.digest, wire[i]!]));
-  // Each layer's file list goes along (small), so an importer can hit lazily.
-  const indexes = new Map<Digest, { digest: Digest; size: number }>();
-  for (const s of stored) indexes.set(s.digest, await sendBytes(canonicalJson(await layerIndexOf(store, s.digest, { signal }))));
+  const indexes = new Map<Digest, { digest: Digest; size: number }>(stored.map((s, i) => [s.digest, indexList[i]!]));
   const out = new Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown }>();
   for (const [key, e] of entries) {
     const extra = e.inputs !== undefined ? { inputs: e.inputs } : {};
