@@ -10,6 +10,23 @@ const PREFETCH_INDEXES = 64;
 const PREFETCH_INDEX_BYTES = 8 * 1024 * 1024;
 const PREFETCH_CONCURRENCY = 4;
 
+/**
+ * The blob each layer's file list came in from a cache, by store and diff ID, once it is the
+ * store's record: an export lists that blob (when its target has it) instead of making the
+ * file list's JSON again to learn its digest.
+ */
+const indexBlobs = new Map<string, { readonly digest: Digest; readonly size: number }>();
+const MAX_INDEX_BLOBS = 4096;
+
+export function noteIndexBlob(store: Store, diffId: Digest, blob: { readonly digest: Digest; readonly size: number }): void {
+  if (indexBlobs.size >= MAX_INDEX_BLOBS) indexBlobs.delete(indexBlobs.keys().next().value!);
+  indexBlobs.set(`${store.root}\0${diffId}`, { digest: blob.digest, size: blob.size });
+}
+
+export function knownIndexBlob(store: Store, diffId: Digest): { readonly digest: Digest; readonly size: number } | undefined {
+  return indexBlobs.get(`${store.root}\0${diffId}`);
+}
+
 /** What a cache source holds once read: its document, and how one of its layers is fetched into the store. */
 export interface LoadedCache {
   readonly doc: CacheDocument;
@@ -176,6 +193,7 @@ export class ImportedCache implements CacheSource {
         const index = early !== undefined ? await early.catch(() => loaded.fetchIndex!(layer, signal)) : await loaded.fetchIndex!(layer, signal);
         if (index === undefined) return undefined;
         await rememberLayerIndex(this.#opts.store, layer.diffId, index);
+        noteIndexBlob(this.#opts.store, layer.diffId, layer.index!);
         await loaded.noteRemote?.(layer);
         return index;
       })().catch((e: unknown) => {

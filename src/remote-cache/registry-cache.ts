@@ -42,7 +42,7 @@ import {
   type CacheDocument,
   type CacheLayer,
 } from './cache-document.js';
-import type { LoadedCache } from './imported-cache.js';
+import { knownIndexBlob, noteIndexBlob, type LoadedCache } from './imported-cache.js';
 
 /** A step result the build exports: its layer in the store (undefined: no layer) and free-form key inputs. */
 export interface ExportEntry {
@@ -165,8 +165,10 @@ export function registryCacheLoader(
           () => undefined,
         );
         const index = bytes !== undefined ? parseIndexBytes(bytes) : undefined;
-        if (index !== undefined) await rememberLayerIndex(store, layer.diffId, index).catch(() => undefined);
-      }),
+        if (index === undefined) return;
+        await rememberLayerIndex(store, layer.diffId, index);
+        noteIndexBlob(store, layer.diffId, layer.index);
+      }).map((p) => p.catch(() => undefined)),
     ).then(() => undefined);
     return {
       doc: found.doc,
@@ -317,6 +319,8 @@ export async function freshBaseLayers(
 
 /** A layer's file list as a blob of the target (sent unless the target's manifest lists it). */
 async function indexBlob(store: Store, diffId: Digest, sendBytes: (bytes: Buffer) => Promise<{ digest: Digest; size: number }>, listed: ListedBlobs | undefined, signal: AbortSignal | undefined): Promise<{ digest: Digest; size: number }> {
+  const known = knownIndexBlob(store, diffId);
+  if (known !== undefined && listed?.digests.has(known.digest) === true) return known;
   const bytes = canonicalJson(await layerIndexOf(store, diffId, { signal }));
   const digest = sha256Digest(bytes);
   return listed?.digests.has(digest) === true ? { digest, size: bytes.byteLength } : sendBytes(bytes);
