@@ -297,11 +297,6 @@ describe('-o type=registry: pushed, not kept in the local store', () => {
     expect(r.stderr).toContain('needs name=REF or at least one -t NAME');
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(r.ran).toEqual([]);
-    // Not yet for several platforms: refused before anything runs.
-    const multi = await build(root, ['--platform', 'linux/amd64,linux/arm64', '-o', `type=registry,name=${reg.host}/app/multi:v1`, ctx]);
-    expect(multi.code).toBe(1);
-    expect(multi.stderr).toContain('--output type=registry with several platforms (linux/amd64, linux/arm64) is not supported yet');
-    expect(multi.ran).toEqual([]);
   });
 });
 

@@ -45,16 +45,6 @@ export function checkPlatformOutputs(req: BuildRequest, targets: readonly Platfo
       });
     }
   }
-  if (req.outputs.some((o) => o.type === 'registry')) {
-    throw new TsbuildError('UNSUPPORTED', `--output type=registry with several platforms (${list}) is not supported yet`, {
-      hint: 'use -t NAME --push for all of them (which also keeps the image in the local store), or build one platform',
-    });
-  }
-  if (req.cacheTo?.some((c) => c.type !== 'inline')) {
-    throw new TsbuildError('UNSUPPORTED', `--cache-to with several platforms (${list}) is not supported yet`, {
-      hint: 'export the build cache from a build of one platform, or use --cache-to type=inline',
-    });
-  }
   const seen = new Set<string>();
   for (const t of targets) {
     const text = formatPlatform(t);

@@ -8,7 +8,8 @@ import type { CacheExportSpec, CacheImportSpec } from './cache-spec.js';
 import { ImportedCache } from './imported-cache.js';
 import { cacheSourceName } from './cache-spec.js';
 import { checkLocalCacheDir, exportLocalCache, localCacheLoader } from './local-cache.js';
-import { exportRegistryCache, registryCacheLoader, type CacheExportResult, type ExportEntry } from './registry-cache.js';
+import type { CacheExportResult, ExportEntry } from './cache-export.js';
+import { exportRegistryCache, registryCacheLoader } from './registry-cache.js';
 
 export interface CacheImportEnv {
   readonly store: Store;
