@@ -1,5 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import { defaultTargetPlatform, formatPlatform, type Platform } from '../oci/index.js';
+import { defaultTargetPlatform, formatPlatform, hostPlatform, normalizePlatform, platformMatches, platformVector, type Platform } from '../oci/index.js';
 import type { BuildPlan } from '../plan/index.js';
 import type { BuildRequest } from './request.js';
 import { stagePlatform } from './stages.js';
@@ -16,6 +16,9 @@ export async function checkEmulation(plan: BuildPlan, target: Platform, opts: { 
     const run = ps.stage.instructions.find((i) => i.kind === 'RUN');
     if (run === undefined) continue;
     const platform = stagePlatform(ps, target);
+    // The host's own platform (or one its CPU runs) needs no emulator: nothing to read, and the
+    // sandbox module does not load (a cached build runs no step).
+    if (runsNatively(platform)) continue;
     const text = formatPlatform(platform);
     let p = checked.get(text);
     if (p === undefined) {
@@ -30,6 +33,12 @@ export async function checkEmulation(plan: BuildPlan, target: Platform, opts: { 
       ...(support.hint !== undefined ? { hint: support.hint } : {}),
     });
   }
+}
+
+/** What sandbox/emulation.ts answers 'native' for, without loading the sandbox. */
+function runsNatively(platform: Platform): boolean {
+  const want = normalizePlatform(platform);
+  return want.os === 'linux' && platformVector(normalizePlatform({ ...hostPlatform(), os: 'linux' })).some((p) => platformMatches(p, want));
 }
 
 /**

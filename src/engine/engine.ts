@@ -52,6 +52,8 @@ export interface BuildResult {
   readonly names: readonly string[];
   /** A multi-platform build's index, as the store keeps it under the tags. */
   readonly index?: Descriptor;
+  /** buildx's metadata (what `--metadata-file` holds): the pushed manifest's digest after a push. */
+  readonly metadata: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -63,9 +65,18 @@ export interface BuildResult {
  * images are then delivered as one OCI image index.
  */
 export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResult> {
-  // Step dirs of SIGKILLed tsbuilds (outside the store, so gc cannot see them) go now, even
-  // when every step of this build is cached.
-  await sweepDeadRuns();
+  // Step dirs of SIGKILLed tsbuilds (outside the store, so gc cannot see them) go during this
+  // build, even when every step of it is cached: the sweep (a listing of the temp dir) runs
+  // alongside the build, which does not depend on it, and is awaited before the build returns.
+  const swept = sweepDeadRuns().catch(() => 0);
+  try {
+    return await buildWithImports(req, env);
+  } finally {
+    await swept;
+  }
+}
+
+async function buildWithImports(req: BuildRequest, env: BuildEnv): Promise<BuildResult> {
   const targets = req.platforms !== undefined && req.platforms.length > 0 ? req.platforms : [env.platform];
   if (targets.length > 1) checkPlatformOutputs(req, targets);
   const warn = (message: string): void => env.report({ type: 'warning', message });
@@ -101,10 +112,10 @@ async function buildOnce(req: BuildRequest, env: BuildEnv, target: { readonly pl
   try {
     const digests = new FileDigests(env.store, req.contextDir);
     image = await buildTarget(req, env, session, digests, true);
-    await deliverImage(image, req, session, env.registry);
+    const metadata = await deliverImage(image, req, session, env.registry);
     await digests.save();
     if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, [{ image, session }], env, req.cacheFrom ?? []);
-    return { image, names: req.tags };
+    return { image, names: req.tags, metadata };
   } finally {
     await session.close();
     // An image only pushed was held by the lease alone: its manifest (whose lazy layers may
@@ -174,12 +185,13 @@ async function buildPlatforms(req: BuildRequest, env: BuildEnv, targets: readonl
     const claim = async (layers: readonly StoredLayer[]): Promise<void> => {
       for (const s of sessions) await s.claim(layers);
     };
-    index = await deliverIndex(images, req, sessions[0]!, env.registry, claim);
+    const delivered = await deliverIndex(images, req, sessions[0]!, env.registry, claim);
+    index = delivered.index;
     await digests.save(); // once, for every platform's COPY steps
     // One export for every platform: each step key holds its stage's platform, so the entries
     // of all the sessions go into one document (and one manifest) per --cache-to.
     if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, images.map(({ image }, i) => ({ image, session: sessions[i]! })), env, req.cacheFrom ?? []);
-    return { image: images[0]!.image, names: req.tags, index };
+    return { image: images[0]!.image, names: req.tags, index, metadata: delivered.metadata };
   } finally {
     for (const s of sessions) await s.close();
     // As for one platform: an index only pushed leaves no index or image behind in the store.

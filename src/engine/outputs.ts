@@ -112,7 +112,7 @@ function buildMetadata(image: StoredImage, names: readonly string[], manifest: D
  * Delivers a sealed image: checks it is still whole in the store, writes every output, pushes
  * every tag when asked (each a progress step), writes --iidfile and --metadata-file.
  */
-export async function deliverImage(image: StoredImage, req: BuildRequest, session: BuildSession, registry: (() => Promise<RegistryClient>) | undefined): Promise<void> {
+export async function deliverImage(image: StoredImage, req: BuildRequest, session: BuildSession, registry: (() => Promise<RegistryClient>) | undefined): Promise<Record<string, unknown>> {
   const { store, signal } = session;
   for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
     if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
@@ -147,7 +147,9 @@ export async function deliverImage(image: StoredImage, req: BuildRequest, sessio
   if (req.iidFile) await writeResultFile(req.iidFile, image.configDescriptor.digest, '--iidfile');
   // image.name: the names the image went to (the tags, and the names it was pushed to), as buildx.
   const names = [...new Set([...req.tags, ...pushes.map((p) => p.name)])];
-  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, names, delivered), null, 2)}\n`, '--metadata-file');
+  const metadata = buildMetadata(image, names, delivered);
+  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
+  return metadata;
 }
 
 /** True when the image is only pushed (every output is `type=registry`): it is not kept in the local store. */
@@ -192,7 +194,7 @@ export function platformDir(platform: Platform): string {
  * (canonical JSON, a blob) and tagged there, written into OCI archives and layouts, one
  * directory per platform for `local` and `tar`, pushed (every image by digest, then the index
  * under each tag). --iidfile gets the index digest, as buildx writes it for a multi-platform build.
- * Resolves with the store's index descriptor.
+ * Resolves with the store's index descriptor and the build's metadata (as --metadata-file).
  */
 export async function deliverIndex(
   images: ReadonlyArray<{ readonly image: StoredImage; readonly platform: Platform }>,
@@ -200,7 +202,7 @@ export async function deliverIndex(
   session: BuildSession,
   registry: (() => Promise<RegistryClient>) | undefined,
   claim: (layers: readonly StoredLayer[]) => Promise<void> = (layers) => session.claim(layers),
-): Promise<Descriptor> {
+): Promise<{ index: Descriptor; metadata: Record<string, unknown> }> {
   const { store, signal } = session;
   for (const { image } of images) {
     for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
@@ -275,14 +277,12 @@ export async function deliverIndex(
     }
   }
   if (req.iidFile) await writeResultFile(req.iidFile, index.digest, '--iidfile');
-  if (req.metadataFile) {
-    const metadata = {
-      'containerimage.config.digest': images[0]!.image.configDescriptor.digest,
-      'containerimage.digest': delivered.digest,
-      'containerimage.descriptor': { mediaType: delivered.mediaType, digest: delivered.digest, size: delivered.size },
-      ...(req.tags.length > 0 ? { 'image.name': req.tags.join(',') } : {}),
-    };
-    await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
-  }
-  return index;
+  const metadata = {
+    'containerimage.config.digest': images[0]!.image.configDescriptor.digest,
+    'containerimage.digest': delivered.digest,
+    'containerimage.descriptor': { mediaType: delivered.mediaType, digest: delivered.digest, size: delivered.size },
+    ...(req.tags.length > 0 ? { 'image.name': req.tags.join(',') } : {}),
+  };
+  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
+  return { index, metadata };
 }

@@ -7,7 +7,7 @@ import { formatPlatform } from '../oci/index.js';
 import type { SourceRef } from '../plan/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Runner, SandboxCapabilities } from '../sandbox/index.js';
-import { hostFilesystem, type HostFilesystem, type Snapshotter } from '../snapshot/index.js';
+import { hostFilesystem, type HostFilesystem, type PullUnpacker, type Snapshotter } from '../snapshot/index.js';
 import { Lease, type Store } from '../store/index.js';
 import { findImage, locatedImage, stateFromImage, type PullPolicy } from './base-image.js';
 import type { SourceRoot } from './copy-sources.js';
@@ -88,6 +88,7 @@ export class BuildSession {
   readonly #lazy = new Map<string, { readonly layer: StoredLayer; readonly fetch: () => Promise<void>; readonly keys: Array<{ readonly key: CacheKey; readonly inputs: KeyInputsSummary | undefined }> }>();
   #sandbox: Promise<BuildSandbox> | undefined;
   #hostFs: Promise<HostFilesystem> | undefined;
+  #pullUnpacker: PullUnpacker | undefined;
   #stepId = 0;
 
   constructor(opts: SessionOptions) {
@@ -394,8 +395,28 @@ export class BuildSession {
     })());
   }
 
+  /**
+   * From now on a base image this session pulls is unpacked into the snapshots its RUN steps
+   * start from while its later layers download (snapshot/ pullUnpacker), where this build's
+   * sandbox uses overlay snapshots; a RUN step on it waits for that unpack instead of starting
+   * its own. For a plan with RUN steps (a build without them never probes the sandbox).
+   */
+  async unpackPulledImages(): Promise<void> {
+    if (this.#pullUnpacker) return;
+    const { pullUnpacker } = await import('../snapshot/index.js');
+    this.#pullUnpacker = await pullUnpacker(this.store, {
+      signal: this.signal,
+      hostFs: async () => {
+        const sandbox = await this.sandbox();
+        return sandbox.snapshotter.kind === 'overlay' ? sandbox.hostFs : undefined;
+      },
+    });
+  }
+
   /** Releases the lease and removes every temporary directory; never throws. */
   async close(): Promise<void> {
+    // An unpack no RUN step waited for (its steps were cache hits) is not finished for nothing.
+    await this.#pullUnpacker?.finish('failed').catch(() => undefined);
     await this.#lease.release().catch(() => undefined);
     for (const { dir, remove } of this.#owned.splice(0)) await remove(dir).catch(() => undefined);
   }
@@ -412,6 +433,7 @@ export class BuildSession {
         return opts.registry();
       },
       signal: this.signal,
+      ...(this.#pullUnpacker ? { onImageLayers: this.#pullUnpacker.onImageLayers } : {}),
     };
   }
 }
