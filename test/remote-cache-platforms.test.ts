@@ -92,20 +92,23 @@ describe('--cache-to / --cache-from with several platforms', () => {
     // One manifest, one document, exported once, with the entries of both platforms.
     const manifest = await registryJson<CacheManifest>(reg.host, 'ci/multi', 'manifests', 'cache');
     expect(manifest.config.mediaType).toBe('application/vnd.tsbuild.cache.v1+json');
-    const doc = await registryJson<{ exports: number; entries: Record<string, { layers?: Array<{ digest: string }> }>; explain: { steps: Record<string, string> } }>(reg.host, 'ci/multi', 'blobs', manifest.config.digest);
+    const doc = await registryJson<{ exports: number; entries: Record<string, { layers?: Array<{ digest: string }> }>; explain: { steps: Record<string, string> }; baseLayers?: Array<{ layer: { digest: string; index?: { digest: string } } }> }>(reg.host, 'ci/multi', 'blobs', manifest.config.digest);
     expect(doc.exports).toBe(1);
     expect(Object.keys(doc.entries)).toHaveLength(7);
     const identities = Object.keys(doc.explain.steps).join('\n');
     expect(identities).toContain('linux/arm64');
     expect(identities).toContain('linux/amd64');
-    // Each distinct layer once (the COPY steps make the same layer for both platforms).
-    const blobs = new Set(Object.values(doc.entries).flatMap((e) => e.layers?.map((l) => l.digest) ?? []));
+    // Each distinct layer once (the COPY steps make the same layer for both platforms), and
+    // each platform's base image layer (baseLayers).
+    expect(doc.baseLayers).toHaveLength(2);
+    const blobs = new Set([...Object.values(doc.entries).flatMap((e) => e.layers?.map((l) => l.digest) ?? []), ...doc.baseLayers!.map((b) => b.layer.digest)]);
     expect(manifest.layers.filter((l) => l.mediaType.endsWith('tar+gzip')).map((l) => l.digest).sort()).toEqual([...blobs].sort());
-    // The directory holds the same manifest.
+    // The directory holds the same manifest, but for the base layers (they help pushes to a registry).
     const layoutIndex = JSON.parse(await fs.readFile(path.join(dir, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
     expect(layoutIndex.manifests).toHaveLength(1);
     const local = JSON.parse(await fs.readFile(path.join(dir, 'blobs/sha256', layoutIndex.manifests[0]!.digest.slice(7)), 'utf8')) as CacheManifest;
-    expect(local.layers.map((l) => l.digest).sort()).toEqual(manifest.layers.map((l) => l.digest).sort());
+    const base = new Set(doc.baseLayers!.flatMap((b) => [b.layer.digest, ...(b.layer.index ? [b.layer.index.digest] : [])]));
+    expect(local.layers.map((l) => l.digest).sort()).toEqual(manifest.layers.map((l) => l.digest).filter((d) => !base.has(d)).sort());
 
     // Store B from the registry: every step of both platforms hits (the RUNs writing random
     // bytes do not run), and the index is the same.
@@ -150,8 +153,9 @@ describe('--cache-to / --cache-from with several platforms', () => {
     const first = await build(a, 'push-a', [...PLATFORMS, '--cache-to', `type=registry,ref=${cache},mode=max`, '-t', `${proxy.host}/app/multi-a:v1`, '--push', ctx]);
     expect(first.code).toBe(0);
     const cacheLayers = (await registryJson<CacheManifest>(reg.host, 'app/multi-cache', 'manifests', 'latest')).layers.filter((l) => l.mediaType.endsWith('tar+gzip')).map((l) => l.digest);
-    // COPY a.txt makes one layer for both platforms; each platform's RUN its own.
-    expect(cacheLayers).toHaveLength(3);
+    // COPY a.txt makes one layer for both platforms; each platform's RUN its own; and each
+    // platform's base image layer.
+    expect(cacheLayers).toHaveLength(5);
 
     const b = await machine('push-b');
     proxy.stats.log.splice(0);
@@ -160,9 +164,10 @@ describe('--cache-to / --cache-from with several platforms', () => {
     expect(pushed.code).toBe(0);
     expect(pushed.ran).toEqual([]);
     expect(pushed.id).toBe(first.id);
-    // No layer blob of the cache was downloaded: every layer was mounted from the cache's repository.
+    // No layer blob of the cache was downloaded: every layer was mounted from the cache's
+    // repository, the base images' too.
     expect(proxy.stats.log.filter((e) => e.method === 'GET' && cacheLayers.some((d) => e.path.includes(`/blobs/${d}`)))).toEqual([]);
-    expect(proxy.stats.log.filter((e) => e.method === 'POST' && e.path.startsWith('/v2/app/multi-img/blobs/uploads/') && e.path.includes('mount=') && e.status === 201)).toHaveLength(3);
+    expect(proxy.stats.log.filter((e) => e.method === 'POST' && e.path.startsWith('/v2/app/multi-img/blobs/uploads/') && e.path.includes('mount=') && e.status === 201)).toHaveLength(5);
 
     // The registry holds the same index as store A pushed (same images, same compressed layers).
     const raw = async (r: string) => (await tool('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${r}`])).stdout;

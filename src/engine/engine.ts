@@ -254,6 +254,8 @@ async function exportCaches(
   const lead = builds[0]!.session;
   const report = env.report;
   const inImage = new Set(builds.flatMap(({ image }) => image.config.rootfs.diff_ids));
+  // The images' layers (a registry export records where those no step made, the base images', live).
+  const imageLayers = builds.flatMap(({ image }) => image.manifest.layers.map((l) => ({ diffId: l.digest, size: l.size })));
   const explainSteps = new Map<string, CacheKey>();
   for (const { session } of builds) for (const [identity, key] of session.stepKeys) explainSteps.set(identity, key);
   // Cache mounts (mounts=), each packed (or its unchanged blob found) once for every export that names it.
@@ -307,7 +309,7 @@ async function exportCaches(
       // by the session whose hits they are.
       if (!(spec.type === 'registry' && sameRegistryAsImport(spec.ref, imports))) for (const c of claims) await c.session.claim(c.layers);
       const mounts = await packMounts(spec.mounts, (text) => report({ type: 'step-log', id, stream: 'stdout', text }));
-      const r = await exportBuildCache(spec, entries, { store: lead.store, registry: env.registry, warn: (m) => lead.warn(m), signal: lead.signal, now: new Date(), explainSteps, mounts });
+      const r = await exportBuildCache(spec, entries, { store: lead.store, registry: env.registry, warn: (m) => lead.warn(m), signal: lead.signal, now: new Date(), explainSteps, mounts, imageLayers });
       const mountsText = mounts !== undefined ? `, ${r.mounts} cache mounts` : '';
       report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written${mountsText}, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
       report({ type: 'step-done', id, durationMs: Date.now() - t0 });

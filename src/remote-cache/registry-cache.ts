@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import type { CacheKey } from '../cache/index.js';
 import {
@@ -9,16 +10,19 @@ import {
   isConfigMediaType,
   isManifestMediaType,
   formatReference,
+  sha256Digest,
   parseManifestOrIndex,
   parseReference,
   withDefaultTag,
+  type Descriptor,
+  type Digest,
   type ImageIndex,
   type ImageManifest,
   type Reference,
 } from '../oci/index.js';
 import { RegistryError, fetchBlobBytes, pullLayer, pushBlobBytes, pushLayers, type RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
-import { parseLayerIndexRecord, type LayerIndex } from '../image/index.js';
+import { hasLayerIndex, parseLayerIndexRecord, rememberLayerIndex, type LayerIndex } from '../image/index.js';
 import { recordLayerVariant } from '../registry/store-layers.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE,
@@ -33,7 +37,7 @@ import {
   type CacheLayer,
 } from './cache-document.js';
 import { exportCache, type CacheExportOptions, type CacheExportResult, type CacheExportTarget, type ExportEntry } from './cache-export.js';
-import type { LoadedCache } from './imported-cache.js';
+import { noteIndexBlob, type LoadedCache } from './imported-cache.js';
 
 type SignalOption = { readonly signal?: AbortSignal | undefined };
 
@@ -73,9 +77,26 @@ async function readRegistryCache(client: RegistryClient, ref: Reference, opts: S
       hint: 'name a ref written by --cache-to type=registry',
     });
   }
-  const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CACHE_DOCUMENT_BYTES, what: `cache document of ${name}`, signal: opts.signal });
-  const { doc, dropped } = parseCacheDocument(bytes, name);
+  const { doc, dropped } = await readCacheDocument(client, ref, manifest.config, name, opts);
   return { manifest, inline: false, ...onlyListed(doc, manifest, dropped) };
+}
+
+/**
+ * Documents read by this process, by their digest: an export to the ref a build imported finds
+ * the document it read (the manifest unchanged since) without fetching it again. Content
+ * addressed (the bytes were verified against the digest when fetched), so never stale.
+ */
+const readDocuments = new Map<Digest, { readonly doc: CacheDocument; readonly dropped: number }>();
+const MAX_READ_DOCUMENTS = 8;
+
+async function readCacheDocument(client: RegistryClient, ref: Reference, config: Descriptor, name: string, opts: SignalOption): Promise<{ doc: CacheDocument; dropped: number }> {
+  const known = readDocuments.get(config.digest);
+  if (known !== undefined) return known;
+  const bytes = await fetchBlobBytes(client, ref, config, { maxBytes: MAX_CACHE_DOCUMENT_BYTES, what: `cache document of ${name}`, signal: opts.signal });
+  const parsed = parseCacheDocument(bytes, name);
+  if (readDocuments.size >= MAX_READ_DOCUMENTS) readDocuments.delete(readDocuments.keys().next().value!);
+  readDocuments.set(config.digest, parsed);
+  return parsed;
 }
 
 /** The inline cache an image's config carries; MANIFEST_INVALID naming `where` when it has none. */
@@ -144,8 +165,26 @@ export function registryCacheLoader(
     const found = await readRegistryCache(c, ref, { signal });
     if (found === undefined) return undefined;
     if (found.dropped > 0) warn(`registry cache ${formatReference(ref)}: ${found.dropped} malformed entries left out`);
+    // Where the base images' layers live in this registry (a push there skips or mounts them),
+    // and their file lists (the build plans on them instead of reading each layer to make one).
+    // Hints: one that cannot be had is left out.
+    const repo = repositoryName(ref);
+    const ready = Promise.all(
+      (found.doc.baseLayers ?? []).map(async ({ layer }) => {
+        await recordLayerVariant(store, layer.diffId, { digest: layer.digest, size: layer.size, mediaType: layer.mediaType }, repo, { signal }).catch(() => undefined);
+        if (layer.index === undefined || (await hasLayerIndex(store, layer.diffId))) return;
+        const bytes = await fetchBlobBytes(c, ref, { mediaType: LAYER_INDEX_MEDIA_TYPE, ...layer.index }, { maxBytes: MAX_LAYER_INDEX_BYTES, what: `index of base layer ${layer.digest} in ${formatReference(ref)}`, signal }).catch(
+          () => undefined,
+        );
+        const index = bytes !== undefined ? parseIndexBytes(bytes) : undefined;
+        if (index === undefined) return;
+        await rememberLayerIndex(store, layer.diffId, index);
+        noteIndexBlob(store, layer.diffId, layer.index);
+      }).map((p) => p.catch(() => undefined)),
+    ).then(() => undefined);
     return {
       doc: found.doc,
+      ready,
       fetchIndex: async (layer: CacheLayer, s: AbortSignal | undefined) => {
         if (layer.index === undefined) return undefined;
         const bytes = await fetchBlobBytes(c, ref, { mediaType: LAYER_INDEX_MEDIA_TYPE, ...layer.index }, { maxBytes: MAX_LAYER_INDEX_BYTES, what: `index of layer ${layer.digest} in ${formatReference(ref)}`, signal: s });
@@ -171,17 +210,23 @@ export function registryCacheLoader(
 export async function exportRegistryCache(client: RegistryClient, store: Store, refText: string, entries: ReadonlyMap<CacheKey, ExportEntry>, opts: CacheExportOptions): Promise<CacheExportResult> {
   const ref = cacheReference(refText);
   const name = formatReference(ref);
+  let listed: ReadonlySet<Digest> = new Set();
   const target: CacheExportTarget = {
     previous: async () => {
       const found = await readRegistryCache(client, ref, opts);
       if (found?.inline === true) opts.warn(`${name} holds an image; --cache-to replaces it with a build cache`);
+      if (found?.inline === false) listed = new Set(found.manifest.layers.map((l) => l.digest));
       return found?.inline === false ? found.doc : undefined;
     },
+    // A registry keeps every blob a manifest names: those the ref lists need no HEAD.
+    holds: () => listed,
+    baseLayers: true,
     replaceable: (e) => e.code === 'MANIFEST_INVALID',
     sendLayers: (layers) => pushLayers(client, store, ref, layers, { compression: opts.compression, signal: opts.signal }),
     sendBytes: (bytes) => pushBlobBytes(client, ref, bytes, opts),
     commit: async (docBytes, m) => {
-      await pushBlobBytes(client, ref, docBytes, opts);
+      // A new document (its use times are new), so no HEAD first: one session, one PUT.
+      await client.uploadBlob({ repo: ref, digest: sha256Digest(docBytes), size: docBytes.byteLength, source: async (start, end) => Readable.from([docBytes.subarray(start, end)]), signal: opts.signal });
       await client.putManifest(ref, { reference: ref.tag ?? 'latest', bytes: m.bytes, mediaType: OCI_IMAGE_MANIFEST, signal: opts.signal });
     },
   };
