@@ -3,7 +3,8 @@
 // dist/cmd/tsbuild.cjs after `npm run build` (package.json's "bin"): scripts/bundle-cli.mjs copies
 // this file there, with the bundle's hash filled in. It runs the bundled CLI (tsbuild-bundle.cjs,
 // a CommonJS script made from cmd/tsbuild.ts) through V8's code cache
-// (tsbuild-bundle.cjs.HASH-PLACE.cache, made by the same script), so that a start skips parsing
+// (tsbuild-bundle.cjs.HASH-PLACE[-CMD].cache, made by the same script; one for save, one for
+// load, one for the rest), so that a start skips parsing
 // and compiling most of the CLI. Node 20 has no compile cache of its own
 // (module.enableCompileCache came with Node 22), but vm.Script takes V8's cached data.
 //
@@ -39,7 +40,19 @@ if (mtime(join(__dirname, 'tsbuild.js')) > mtime(file)) {
   // modules to load): a moved or packed dist/ makes its own.
   let place = 0x811c9dc5;
   for (let i = 0; i < file.length; i++) place = Math.imul(place ^ file.charCodeAt(i), 0x01000193) >>> 0;
-  const cacheFile = `${file}.${HASH}-${place.toString(16).padStart(8, '0')}.cache`;
+  // One cache for save and one for load, another for every other command: V8 keeps the code of
+  // the functions a process ran, and an export runs code a build never does (compression, the
+  // archive), which it compiled on every run with the build's cache. The command's name is the
+  // first word that is not a global option (`image save` is save). Not push and pull: they set
+  // --liftoff-only while they run (registry/undici-agent.ts), so they write no cache (below);
+  // setting it before compiling would have Node compile its own built-in modules from source
+  // (their embedded code cache is for the default flags), which cost more than it saved.
+  const argv = process.argv;
+  let at = 2;
+  while (at < argv.length && argv[at].startsWith('-')) at += argv[at] === '--root' || argv[at] === '--log-level' ? 2 : 1;
+  const word = argv[at] === 'image' ? argv[at + 1] : argv[at];
+  const group = word === 'save' || word === 'load' ? word : '';
+  const cacheFile = `${file}.${HASH}-${place.toString(16).padStart(8, '0')}${group === '' ? '' : `-${group}`}.cache`;
   // Pure ASCII (the bundle script checks): latin1 reads it without decoding UTF-8.
   const source = readFileSync(file, 'latin1');
   let cachedData;
@@ -54,6 +67,10 @@ if (mtime(join(__dirname, 'tsbuild.js')) > mtime(file)) {
   const script = new Script(`(function (exports, require, module, __filename, __dirname, __tsbuildBundleUrl) {${source}\n})`, { filename: file, cachedData });
   if (cachedData === undefined || script.cachedDataRejected) {
     process.once('exit', () => {
+      // V8 stamps cached data with a hash of its flags and rejects data made under other flags.
+      // A process that changed a flag while it ran (registry/undici-agent.ts: --liftoff-only)
+      // would write a cache every later start rejects (and rewrites): leave it to the next one.
+      if (globalThis[Symbol.for('tsbuild.v8FlagsChanged')] === true) return;
       const temp = `${cacheFile}.${process.pid}.tmp`;
       try {
         writeFileSync(temp, script.createCachedData());

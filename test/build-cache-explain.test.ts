@@ -149,5 +149,14 @@ describe('why a step missed the cache', () => {
     const hit = await tsbuild(['build', '--progress', 'json', '--cache-from', `type=registry,ref=${ref}`, ctxTwo], { root: two2 });
     expect(hit.code, hit.stderr).toBe(0);
     expect(cacheEvents(hit.stderr).get('COPY src/ /app/')).toMatchObject({ type: 'step-cached', hit: true, source: `registry ${ref}` });
+
+    // The imported hits were kept with their inputs and as the steps' last keys: a later miss
+    // on that machine, without the source, still names what changed.
+    await fs.writeFile(path.join(ctxTwo, 'src/app.py'), 'print(2)\n');
+    const local = await tsbuild(['build', '--progress', 'json', ctxTwo], { root: two2 });
+    expect(local.code, local.stderr).toBe(0);
+    const misses = cacheEvents(local.stderr);
+    expect(misses.get('COPY src/ /app/')).toMatchObject({ type: 'step-miss', hit: false, reason: '/app/app.py changed', source: 'local' });
+    expect(misses.get('RUN cat /app/app.py > /seen')).toMatchObject({ type: 'step-miss', hit: false, reason: 'previous step changed', source: 'local' });
   });
 });

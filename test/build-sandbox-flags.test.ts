@@ -77,6 +77,15 @@ describe.each(RUNTIMES)('--runtime %s as root', (runtime) => {
     await expect(fs.access(path.join(out, 'dev/shm/fill'))).rejects.toThrow(); // the tmpfs is no part of the layer
   });
 
+  it('gives /dev/shm and RUN --mount=type=tmpfs mode 1777, as runc and docker do', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN --mount=type=tmpfs,target=/scratch stat -c %a /dev/shm /scratch > /modes\n' });
+    const out = path.join(work, `${runtime}-tmpfs-modes`);
+    const r = await tsbuild(['build', '--no-cache', '--runtime', runtime, '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    expect((await fs.readFile(path.join(out, 'modes'), 'utf8')).trim().split('\n')).toEqual(['1777', '1777']);
+  });
+
   it('refuses RUN --security=insecure without --allow security.insecure before any step runs', async () => {
     const ctx = await ctxWith({ Dockerfile: INSECURE });
     const r = await tsbuild(['build', '--no-cache', '--runtime', runtime, '--progress', 'plain', ctx], { root });

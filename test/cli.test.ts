@@ -146,4 +146,41 @@ describe('tsbuild CLI shell', () => {
     expect(df.stdout).toMatch(/^TYPE\s+TOTAL/);
     await import('node:fs/promises').then((fs) => fs.rm(root, { recursive: true, force: true }));
   });
+
+  it('a moved dist/ makes its own code caches; a registry command (V8 flags changed) writes none that later starts would reject', async () => {
+    const dir = await fs.mkdtemp('/tmp/tsbuild-cli-cache-');
+    try {
+      // A copy of the package in a new place, as an install is: the caches' names have the bundle's place, so there are none yet.
+      await fs.cp(path.join(repoRoot, 'dist', 'cmd'), path.join(dir, 'dist', 'cmd'), { recursive: true, preserveTimestamps: true });
+      await fs.copyFile(path.join(repoRoot, 'package.json'), path.join(dir, 'package.json'));
+      const cmdDir = path.join(dir, 'dist', 'cmd');
+      for (const f of await fs.readdir(cmdDir)) if (f.endsWith('.cache')) await fs.rm(path.join(cmdDir, f));
+      const moved = path.join(cmdDir, 'tsbuild.cjs');
+      const store = path.join(dir, 'store');
+      const caches = async () => (await fs.readdir(cmdDir)).filter((f) => f.endsWith('.cache')).sort();
+      const stamps = async () => Promise.all((await caches()).map((f) => fs.stat(path.join(cmdDir, f)).then((st) => [f, st.ino, st.mtimeMs])));
+      // A pull sets --liftoff-only as it loads the registry client: nothing listens on port 1, so it fails at once.
+      const pull = () =>
+        run(process.execPath, [moved, '--root', store, 'pull', '127.0.0.1:1/none:latest']).then(
+          () => 0,
+          (e: { code: number }) => e.code,
+        );
+      expect(await pull()).toBe(1);
+      expect(await caches()).toEqual([]);
+      // The other commands write theirs: save one of its own.
+      await run(process.execPath, [moved, '--version']);
+      await run(process.execPath, [moved, '--root', store, 'save', '-o', path.join(dir, 'none.tar'), 'none']).catch(() => undefined);
+      const made = await caches();
+      expect(made).toHaveLength(2);
+      expect(made.filter((f) => f.endsWith('-save.cache'))).toHaveLength(1);
+      const before = await stamps();
+      // Each accepted by the next start of its kind (a rejected cache would be written again); the pull writes none.
+      expect(await pull()).toBe(1);
+      await run(process.execPath, [moved, '--version']);
+      await run(process.execPath, [moved, '--root', store, 'save', '-o', path.join(dir, 'none.tar'), 'none']).catch(() => undefined);
+      expect(await stamps()).toEqual(before);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
 });

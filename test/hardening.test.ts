@@ -62,6 +62,19 @@ describe('a command that never settles', () => {
     expect((await guard('Promise.resolve(0)')).code).toBe(0);
     expect((await guard('new Promise((r) => setTimeout(() => r(3), 50))')).code).toBe(3);
   });
+  it('exits at once when it settles, but not before what it wrote to a pipe is out (an archive to stdout)', async () => {
+    // A timer nobody waits for no longer holds the process: it exits when the command settles.
+    const early = await guard("(setTimeout(() => process.stdout.write('timer fired'), 2000), Promise.resolve(4))");
+    expect(early).toMatchObject({ code: 4, stdout: '' });
+    // 8 MiB written to a pipe just before settling: a pipe takes 64 KiB at once, Node queues the rest.
+    const big = await new Promise<{ code: number; bytes: number }>((resolve) => {
+      const js = `import { exitWhenSettled } from ${JSON.stringify(path.join(repoRoot, 'dist/src/cli/index.js'))};\nprocess.stdout.write(Buffer.alloc(8 << 20, 97));\nexitWhenSettled(Promise.resolve(0));\n`;
+      const child = execFile(process.execPath, ['--input-type=module', '-e', js], { encoding: 'buffer', maxBuffer: 64 << 20 }, (err, stdout) => resolve({ code: err ? Number(err.code) : 0, bytes: stdout.length }));
+      child.stdout?.pause(); // a slow reader
+      setTimeout(() => child.stdout?.resume(), 300);
+    });
+    expect(big).toEqual({ code: 0, bytes: 8 << 20 });
+  });
 });
 
 const isRoot = process.getuid?.() === 0;

@@ -205,3 +205,35 @@ describe('tsbuild login, push, pull, tag, logout', () => {
     expect(bad.stderr).toMatch(/^error: invalid reference/);
   });
 });
+
+describe('what a push, a pull and a save load', () => {
+  it('at the default log level, over plain HTTP (pull with --no-unpack): neither pino, node:http2 nor node:child_process', async () => {
+    const open = await startRegistry({ mode: { kind: 'open' } });
+    try {
+      // Every module the process loaded, written when it exits (Node's own list and CommonJS's cache).
+      const preload = path.join(tmp, 'loaded-modules.cjs');
+      await fs.writeFile(
+        preload,
+        "process.on('exit', () => require('fs').writeFileSync(process.env.TSBUILD_TEST_LOADED, JSON.stringify([...process.moduleLoadList, ...Object.keys(require.cache)])));\n",
+      );
+      const loaded = async (name: string, args: string[]): Promise<string[]> => {
+        const out = path.join(tmp, `loaded-${name}.json`);
+        const r = await tsbuild(args, { root: root('modules'), env: { ...env, NODE_OPTIONS: `--require ${preload}`, TSBUILD_TEST_LOADED: out } });
+        expect(r.code, r.stderr).toBe(0);
+        return JSON.parse(await fs.readFile(out, 'utf8')) as string[];
+      };
+      expect((await tsbuild(['import', rootfsTar, 'mods:v1'], { root: root('modules'), env })).code).toBe(0);
+      const heavy = (mods: string[]) => mods.filter((m) => /^NativeModule (http2|child_process)$/.test(m) || /[\\/]pino[\\/]/.test(m));
+      expect(heavy(await loaded('push', ['push', 'mods:v1', `${open.host}/mods/x:v1`]))).toEqual([]);
+      // A pull that unpacks for RUN steps probes the sandbox (child processes); --no-unpack does not.
+      expect(heavy(await loaded('pull', ['pull', '--no-unpack', `${open.host}/mods/x:v1`]))).toEqual([]);
+      expect(heavy(await loaded('save', ['save', '--format', 'oci', '-o', path.join(tmp, 'mods.tar'), 'mods:v1']))).toEqual([]);
+      // The same push at --log-level debug does log, through pino.
+      const debug = await tsbuild(['push', 'mods:v1', `${open.host}/mods/y:v1`, '--log-level', 'debug'], { root: root('modules'), env });
+      expect(debug.code, debug.stderr).toBe(0);
+      expect(debug.stderr).toMatch(/"msg":"registry request"/);
+    } finally {
+      await open.stop();
+    }
+  });
+});

@@ -114,6 +114,53 @@ describe('exported cache mounts', () => {
     expect(await fs.readdir(path.join(d, 'cache-mounts')).catch(() => [])).toEqual([]);
   });
 
+  it('a mount unchanged since it was packed or restored is not packed again; a changed or pruned one is', async () => {
+    const a = await machine('reuse-A');
+    const ref = `${reg.host}/ci/mounts-reuse:cache`;
+    const ctx = await context('reuse-ctx', 'lock 1\n');
+    const args = ['--cache-to', `type=registry,ref=${ref},mounts=all`, ctx];
+    const reused = /cache mount "\/cache" unchanged since it was last packed or restored: blob sha256:[a-f0-9]{64} reused/;
+    const first = await build(a, 'reuse-1', args);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).not.toMatch(reused);
+    const one = await cacheDocument(reg.host, 'ci/mounts-reuse:cache');
+
+    // Nothing wrote to the mount: the second export reuses its blob, and the cache's blobs stay the same.
+    const second = await build(a, 'reuse-2', args);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(reused);
+    const two = await cacheDocument(reg.host, 'ci/mounts-reuse:cache');
+    expect(two.doc.mounts?.map((m) => [m.layer.diffId, m.exportedAt])).toEqual([[one.doc.mounts![0]!.layer.diffId, 2]]);
+    expect(two.layers).toEqual(one.layers);
+
+    // A file written into the mount (as a RUN would): packed again, a new blob.
+    const [mountDir] = (await fs.readdir(path.join(a, 'cache-mounts'), { withFileTypes: true })).filter((e) => e.isDirectory());
+    await fs.writeFile(path.join(a, 'cache-mounts', mountDir!.name, 'more'), 'more\n');
+    const third = await build(a, 'reuse-3', args);
+    expect(third.code, third.stderr).toBe(0);
+    expect(third.stderr).not.toMatch(reused);
+    const packed = (await cacheDocument(reg.host, 'ci/mounts-reuse:cache')).doc.mounts![0]!.layer;
+    expect(packed.diffId).not.toBe(one.doc.mounts![0]!.layer.diffId);
+
+    // Its blob removed by prune (nothing holds it once the build is over): packed again, the same bytes.
+    const prune = await tsbuild(['prune', '--filter', 'until=0s'], { root: a });
+    expect(prune.code, prune.stderr).toBe(0);
+    expect(await fs.stat(path.join(a, 'blobs', 'sha256', packed.diffId.slice('sha256:'.length))).catch(() => undefined)).toBeUndefined();
+    const fourth = await build(a, 'reuse-4', args);
+    expect(fourth.code, fourth.stderr).toBe(0);
+    expect(fourth.stderr).not.toMatch(reused);
+    expect((await cacheDocument(reg.host, 'ci/mounts-reuse:cache')).doc.mounts![0]!.layer.diffId).toBe(packed.diffId);
+
+    // Restored on another store and exported untouched: the restored blob is reused.
+    const b = await machine('reuse-B');
+    const restored = await build(b, 'reuse-B', ['--cache-from', `type=registry,ref=${ref}`, '--cache-to', `type=registry,ref=${ref},mounts=all`, await context('reuse-ctx-2', 'lock 2\n')]);
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(restored.stderr).toContain(`cache mount "/cache" restored from registry ${ref}`);
+    expect(restored.status).toBe('hit');
+    expect(restored.stderr).toMatch(reused);
+    expect((await cacheDocument(reg.host, 'ci/mounts-reuse:cache')).doc.mounts![0]!.layer.diffId).toBe(packed.diffId);
+  });
+
   it('a corrupt mount blob (registry or directory) is a warning: the mount starts empty and the build succeeds', async () => {
     const a = await machine('fault-A');
     const ref = `${proxy.host}/ci/mounts-faulty:cache`;

@@ -1,5 +1,4 @@
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { TsbuildError, isAbortError } from '../errors.js';
@@ -206,31 +205,22 @@ export interface BuildOutcome {
 }
 
 /**
- * Runs the engine's `build(request, env)` and reads back the metadata it writes (the same
- * document as `--metadata-file`, so a push's registry digest is in it). When the request
- * names no metadata file, a private temporary one is used and removed.
- * An abort of `env.signal` becomes CANCELLED (exit code 130), whatever raised it.
+ * Runs the engine's `build(request, env)` and gives back the metadata it made (the same
+ * document as `--metadata-file`, which it writes when the request names one; a push's registry
+ * digest is in it). An abort of `env.signal` becomes CANCELLED (exit code 130), whatever raised it.
  */
 export async function runBuild(req: BuildRequest, env: BuildEnv): Promise<BuildOutcome> {
-  let tempDir: string | undefined;
-  let metadataFile = req.metadataFile;
-  if (metadataFile === undefined) {
-    tempDir = await fs.mkdtemp(path.join(os.tmpdir(), 'tsbuild-metadata-'));
-    metadataFile = path.join(tempDir, 'metadata.json');
-  }
   try {
     // Loaded here: api/index.ts stays light for the commands that import it.
     const { build: engineBuild } = await import('../engine/index.js');
-    const result = await engineBuild({ ...req, metadataFile }, env);
-    const metadata = JSON.parse(await fs.readFile(metadataFile, 'utf8')) as Record<string, unknown>;
+    const result = await engineBuild(req, env);
+    const metadata = result.metadata;
     const built = result.index ?? result.image.manifestDescriptor;
     const digest = typeof metadata['containerimage.digest'] === 'string' ? metadata['containerimage.digest'] : built.digest;
     // A multi-platform build's ID is its index's digest (as --iidfile of buildx).
     return { imageId: result.index?.digest ?? result.image.configDescriptor.digest, digest, metadata };
   } catch (err) {
     throw asCancelled(err, env.signal);
-  } finally {
-    if (tempDir !== undefined) await fs.rm(tempDir, { recursive: true, force: true });
   }
 }
 

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { TsbuildError } from '../errors.js';
 import { formatPlatform, parsePlatform, parseReference } from '../oci/index.js';
 import type { PullProgress, PushProgress, RegistryClient } from '../registry/index.js';
+import type { PullUnpackProgress } from '../snapshot/index.js';
 import type { Store } from '../store/index.js';
 import { asCancelled } from './build-request.js';
 import { checkCommon } from './build.js';
@@ -80,36 +81,61 @@ export interface PullResult {
   readonly name: string;
   /** `registry/repository@digest` of what the registry served. */
   readonly repoDigest: string;
+  /** Unpacks at pull time that failed (the image is stored whole; a build unpacks it later). */
+  readonly warnings: readonly string[];
 }
 
 /**
  * Pulls `reference` into the store (as `tsbuild pull`): one image (for `platform`, default this
  * machine's), or with `allPlatforms` every image of a multi-platform reference and its index.
+ * The layers of an image for this machine are unpacked into the snapshots builds start from
+ * while later ones download, where builds here use overlay snapshots; `unpack: false` only
+ * stores them (a store that only pushes or exports). An unpack that fails is not an error (the
+ * image is stored; a build unpacks it): it is in `warnings`.
  */
 export async function pull(
   reference: string,
-  options: RegistryOptions & { readonly platform?: string; readonly allPlatforms?: boolean; readonly onProgress?: (p: PullProgress) => void } = {},
+  options: RegistryOptions & { readonly platform?: string; readonly allPlatforms?: boolean; readonly unpack?: boolean; readonly onProgress?: (p: PullProgress | PullUnpackProgress) => void } = {},
 ): Promise<PullResult> {
-  return withStore('pull', options, [...REGISTRY_KEYS, 'platform', 'allPlatforms', 'onProgress'], async (s) => {
+  return withStore('pull', options, [...REGISTRY_KEYS, 'platform', 'allPlatforms', 'unpack', 'onProgress'], async (s) => {
     const ref = parseReference(reference);
     const o = options as Record<string, unknown>;
     const platform = optString(o, 'platform');
     const all = optBoolean(o, 'allPlatforms') ?? false;
+    const unpack = optBoolean(o, 'unpack') ?? true;
     if (all && platform !== undefined) throw new TsbuildError('USAGE', 'pull(): platform and allPlatforms exclude each other');
     return withRegistry(options, s, async (client) => {
       const { pullAllPlatforms, pullImage } = await import('../registry/index.js');
-      const progress = options.onProgress ? { onProgress: options.onProgress } : {};
+      const unpacker = unpack
+        ? await (await import('../snapshot/index.js')).pullUnpacker(s.store, {
+            toolPath: s.env.PATH,
+            snapshotter: s.env.TSBUILD_SNAPSHOTTER === 'copy' || s.env.TSBUILD_SNAPSHOTTER === 'overlay' ? s.env.TSBUILD_SNAPSHOTTER : 'auto',
+            signal: s.signal,
+            ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+          })
+        : undefined;
+      const opts = { signal: s.signal, ...(options.onProgress ? { onProgress: options.onProgress } : {}), ...(unpacker ? { onImageLayers: unpacker.onImageLayers } : {}) };
+      const settled = async <T>(p: Promise<T>): Promise<{ pulled: T; warnings: string[] }> => {
+        const pulled = await p.catch(async (e: unknown) => {
+          await unpacker?.finish('failed');
+          throw e;
+        });
+        const warnings = (await unpacker?.finish('done')) ?? [];
+        s.signal.throwIfAborted();
+        return { pulled, warnings };
+      };
       if (all) {
-        const pulled = await pullAllPlatforms(client, s.store, ref, { signal: s.signal, ...progress });
+        const { pulled, warnings } = await settled(pullAllPlatforms(client, s.store, ref, opts));
         return {
           imageId: pulled.images[0]!.image.configDescriptor.digest,
           name: pulled.name,
           repoDigest: pulled.repoDigest,
           ...(pulled.index !== undefined ? { index: { digest: pulled.index.descriptor.digest, platforms: pulled.images.map((i) => formatPlatform(i.platform)) } } : {}),
+          warnings,
         };
       }
-      const pulled = await pullImage(client, s.store, ref, { signal: s.signal, ...(platform !== undefined ? { platform: parsePlatform(platform) } : {}), ...progress });
-      return { imageId: pulled.image.configDescriptor.digest, name: pulled.name, repoDigest: pulled.repoDigest };
+      const { pulled, warnings } = await settled(pullImage(client, s.store, ref, { ...opts, ...(platform !== undefined ? { platform: parsePlatform(platform) } : {}) }));
+      return { imageId: pulled.image.configDescriptor.digest, name: pulled.name, repoDigest: pulled.repoDigest, warnings };
     });
   });
 }

@@ -13,6 +13,7 @@ export type { CredentialsProvider } from './store.js';
 export { TsbuildError, isTsbuildError, type ErrorCode, type SourceLocation } from '../errors.js';
 export type { BuildEvent } from '../engine/index.js';
 export type { Credential, CredentialSource, PullProgress, PushProgress } from '../registry/index.js';
+export type { PullUnpackProgress } from '../snapshot/index.js';
 
 // For the CLI and the Action (cmd/): the shared construction of a build's request and environment.
 export {

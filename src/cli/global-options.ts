@@ -45,3 +45,30 @@ export function createLogger(level: LogLevel): Logger {
     pino.destination({ fd: 2, sync: true }),
   );
 }
+
+/** pino's numbers for the levels (a line is written when its level is at least the logger's). */
+const LEVEL_VALUES: Readonly<Record<LogLevel, number>> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
+
+/**
+ * A logger that makes the real one (`create`, which loads pino) only when a line at an enabled
+ * level is written, or something else of it is used. Commands hand a logger to the registry
+ * client, which logs its requests at debug: at the default level (warn) a push or pull then
+ * never loads pino. A line below the level is dropped here, as pino would drop it.
+ */
+export function lazyLogger(level: LogLevel, create: () => Logger): Logger {
+  let real: Logger | undefined;
+  const min = LEVEL_VALUES[level];
+  const noop = (): void => undefined;
+  return new Proxy({} as Logger, {
+    get(_target, prop) {
+      if (real === undefined) {
+        if (prop === 'level') return level;
+        if (prop === 'isLevelEnabled') return (l: string) => l in LEVEL_VALUES && l !== 'silent' && LEVEL_VALUES[l as LogLevel] >= min;
+        if (typeof prop === 'string' && prop in LEVEL_VALUES && LEVEL_VALUES[prop as LogLevel] < min) return noop;
+        real = create();
+      }
+      const value: unknown = Reflect.get(real, prop, real);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(real) : value;
+    },
+  });
+}

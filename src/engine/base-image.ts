@@ -3,7 +3,7 @@ import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
 import { viewOfLayers } from '../image/index.js';
 import { findLocalImage, type LocalImage } from '../image/index.js';
 import { formatPlatform, parseReference, platformMatches } from '../oci/index.js';
-import type { RegistryClient } from '../registry/index.js';
+import type { PullOptions, RegistryClient } from '../registry/index.js';
 import type { Platform } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { emptyConfig, type StageState } from './stage-state.js';
@@ -23,6 +23,8 @@ export interface ImageSource {
   /** The registry client, created on first use (a build from local images never makes one). */
   registry(): Promise<RegistryClient>;
   readonly signal?: AbortSignal | undefined;
+  /** Told as a pulled image's layers are stored (the session unpacks them for its RUN steps). */
+  readonly onImageLayers?: PullOptions['onImageLayers'];
 }
 
 /**
@@ -88,7 +90,12 @@ export async function findImage(src: ImageSource, ref: string): Promise<LocalIma
 async function pullBase(src: ImageSource, ref: string): Promise<LocalImage> {
   // undici and the registry client load only when a pull is needed (start-up time).
   const { resolveBaseImage } = await import('../registry/index.js');
-  return resolveBaseImage(src.store, await src.registry(), parseReference(ref), { policy: src.pull === 'never' ? 'missing' : src.pull, platform: src.platform, signal: src.signal });
+  return resolveBaseImage(src.store, await src.registry(), parseReference(ref), {
+    policy: src.pull === 'never' ? 'missing' : src.pull,
+    platform: src.platform,
+    signal: src.signal,
+    ...(src.onImageLayers ? { onImageLayers: src.onImageLayers } : {}),
+  });
 }
 
 /** The platform an image's config names. */

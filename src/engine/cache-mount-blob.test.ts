@@ -6,7 +6,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { hostFilesystem } from '../snapshot/index.js';
 import { openStore, type Store } from '../store/index.js';
-import { packCacheMount, restoreCacheMount } from './cache-mount-blob.js';
+import { packCacheMount, restoreCacheMount, treeStamp } from './cache-mount-blob.js';
 import { cacheDir } from './run-mounts.js';
 
 let tmp: string;
@@ -78,5 +78,31 @@ describe('a cache mount as a blob', () => {
     const dir = cacheDir(store, 'pip');
     await expect(fs.stat(dir)).rejects.toMatchObject({ code: 'ENOENT' });
     expect((await fs.readdir(path.dirname(dir))).filter((n) => n.includes('.restore-'))).toEqual([]);
+  });
+
+  it('stamps a tree by stat alone: equal while nothing changes, different after any write, even one that puts the size and mtime back', async () => {
+    const store = await openStore(path.join(tmp, 'stamp'));
+    const dir = await fillMount(store, 'stamp');
+    const first = await treeStamp(dir);
+    expect(await treeStamp(dir)).toBe(first);
+    // Read, not written: the same.
+    await fs.readFile(path.join(dir, 'big.bin'));
+    expect(await treeStamp(dir)).toBe(first);
+    // Same size, same mtime set back: the ctime moved.
+    const file = path.join(dir, 'pkgs/a/index.json');
+    const before = await fs.stat(file);
+    await fs.writeFile(file, '{"a":2}\n');
+    await fs.utimes(file, before.atime, before.mtime);
+    const rewritten = await treeStamp(dir);
+    expect(rewritten).not.toBe(first);
+    // A mode, a new entry, a removed one: each a new stamp.
+    await fs.chmod(path.join(dir, 'big.bin'), 0o600);
+    const chmodded = await treeStamp(dir);
+    expect(chmodded).not.toBe(rewritten);
+    await fs.writeFile(path.join(dir, 'new'), '');
+    const added = await treeStamp(dir);
+    expect(added).not.toBe(chmodded);
+    await fs.rm(path.join(dir, 'new'));
+    expect(await treeStamp(dir)).not.toBe(added);
   });
 });

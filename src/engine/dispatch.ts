@@ -118,6 +118,9 @@ async function applyStep(step: Step, ctx: StepContext, explain: StepExplain): Pr
         const found = await session.lookupWithSource(key);
         if (found === undefined) return undefined;
         source = found.source;
+        // An imported hit is this machine's last key for the step from now on (a local hit's
+        // already is): a later miss here compares with it.
+        if (found.imported) await explain.made(key);
         const hit = found.hit;
         return { value: hit.kind === 'layer' ? { layer: hit.layer, index: hit.index } : undefined };
       },

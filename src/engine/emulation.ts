@@ -1,5 +1,5 @@
 import { TsbuildError } from '../errors.js';
-import { defaultTargetPlatform, formatPlatform, type Platform } from '../oci/index.js';
+import { defaultTargetPlatform, formatPlatform, hostPlatform, normalizePlatform, platformMatches, platformVector, type Platform } from '../oci/index.js';
 import type { BuildPlan } from '../plan/index.js';
 import type { BuildRequest } from './request.js';
 import { stagePlatform } from './stages.js';
@@ -16,6 +16,9 @@ export async function checkEmulation(plan: BuildPlan, target: Platform, opts: { 
     const run = ps.stage.instructions.find((i) => i.kind === 'RUN');
     if (run === undefined) continue;
     const platform = stagePlatform(ps, target);
+    // The host's own platform (or one its CPU runs) needs no emulator: nothing to read, and the
+    // sandbox module does not load (a cached build runs no step).
+    if (runsNatively(platform)) continue;
     const text = formatPlatform(platform);
     let p = checked.get(text);
     if (p === undefined) {
@@ -32,6 +35,12 @@ export async function checkEmulation(plan: BuildPlan, target: Platform, opts: { 
   }
 }
 
+/** What sandbox/emulation.ts answers 'native' for, without loading the sandbox. */
+function runsNatively(platform: Platform): boolean {
+  const want = normalizePlatform(platform);
+  return want.os === 'linux' && platformVector(normalizePlatform({ ...hostPlatform(), os: 'linux' })).some((p) => platformMatches(p, want));
+}
+
 /**
  * Outputs that cannot hold several platforms, refused before anything is built (as buildx:
  * "docker exporter does not currently support exporting manifest lists").
@@ -44,16 +53,6 @@ export function checkPlatformOutputs(req: BuildRequest, targets: readonly Platfo
         hint: 'build one platform for docker (--platform linux/amd64), or use type=oci / type=oci-layout / --push for all of them',
       });
     }
-  }
-  if (req.outputs.some((o) => o.type === 'registry')) {
-    throw new TsbuildError('UNSUPPORTED', `--output type=registry with several platforms (${list}) is not supported yet`, {
-      hint: 'use -t NAME --push for all of them (which also keeps the image in the local store), or build one platform',
-    });
-  }
-  if (req.cacheTo?.some((c) => c.type !== 'inline')) {
-    throw new TsbuildError('UNSUPPORTED', `--cache-to with several platforms (${list}) is not supported yet`, {
-      hint: 'export the build cache from a build of one platform, or use --cache-to type=inline',
-    });
   }
   const seen = new Set<string>();
   for (const t of targets) {

@@ -52,6 +52,8 @@ export interface BuildResult {
   readonly names: readonly string[];
   /** A multi-platform build's index, as the store keeps it under the tags. */
   readonly index?: Descriptor;
+  /** buildx's metadata (what `--metadata-file` holds): the pushed manifest's digest after a push. */
+  readonly metadata: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -63,9 +65,18 @@ export interface BuildResult {
  * images are then delivered as one OCI image index.
  */
 export async function build(req: BuildRequest, env: BuildEnv): Promise<BuildResult> {
-  // Step dirs of SIGKILLed tsbuilds (outside the store, so gc cannot see them) go now, even
-  // when every step of this build is cached.
-  await sweepDeadRuns();
+  // Step dirs of SIGKILLed tsbuilds (outside the store, so gc cannot see them) go during this
+  // build, even when every step of it is cached: the sweep (a listing of the temp dir) runs
+  // alongside the build, which does not depend on it, and is awaited before the build returns.
+  const swept = sweepDeadRuns().catch(() => 0);
+  try {
+    return await buildWithImports(req, env);
+  } finally {
+    await swept;
+  }
+}
+
+async function buildWithImports(req: BuildRequest, env: BuildEnv): Promise<BuildResult> {
   const targets = req.platforms !== undefined && req.platforms.length > 0 ? req.platforms : [env.platform];
   if (targets.length > 1) checkPlatformOutputs(req, targets);
   const warn = (message: string): void => env.report({ type: 'warning', message });
@@ -101,15 +112,15 @@ async function buildOnce(req: BuildRequest, env: BuildEnv, target: { readonly pl
   try {
     const digests = new FileDigests(env.store, req.contextDir);
     image = await buildTarget(req, env, session, digests, true);
-    await deliverImage(image, req, session, env.registry);
+    const metadata = await deliverImage(image, req, session, env.registry);
     await digests.save();
-    if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, image, session, env, req.cacheFrom ?? []);
-    return { image, names: req.tags };
+    if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, [{ image, session }], env, req.cacheFrom ?? []);
+    return { image, names: req.tags, metadata };
   } finally {
     await session.close();
     // An image only pushed was held by the lease alone: its manifest (whose lazy layers may
     // not be in the store) does not stay behind as an untagged image.
-    if (image !== undefined && pushOnly(req)) await dropPushedOnly(env.store, image);
+    if (image !== undefined && pushOnly(req)) await dropPushedOnly(env.store, [image.manifestDescriptor.digest, image.configDescriptor.digest]);
   }
 }
 
@@ -150,6 +161,8 @@ async function buildPlatforms(req: BuildRequest, env: BuildEnv, targets: readonl
   let ids = 0;
   const inFlight = env.inFlight ?? new InFlightSteps();
   const digests = new FileDigests(env.store, req.contextDir);
+  let images: Array<{ readonly image: StoredImage; readonly platform: Platform }> | undefined;
+  let index: Descriptor | undefined;
   const sessions = targets.map(
     (platform) =>
       new BuildSession({ ...sessionOptions(req, env, imports), signal, platform, strictPlatform: true, inFlight, stepPrefix: formatPlatform(platform), stepIds: () => ++ids }),
@@ -166,12 +179,23 @@ async function buildPlatforms(req: BuildRequest, env: BuildEnv, targets: readonl
     // The first real failure, not the aborts it caused in the other platforms' builds.
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length > 0) throw (failed.find((r) => !isAbortError(r.reason)) ?? failed[0]!).reason;
-    const images = results.map((r, i) => ({ image: (r as PromiseFulfilledResult<StoredImage>).value, platform: targets[i]! }));
-    const index = await deliverIndex(images, req, sessions[0]!, env.registry);
+    images = results.map((r, i) => ({ image: (r as PromiseFulfilledResult<StoredImage>).value, platform: targets[i]! }));
+    // A layer a push needs the bytes of is claimed by the session whose lazy hit it is (a
+    // claim of a layer a session does not hold lazily fetches nothing).
+    const claim = async (layers: readonly StoredLayer[]): Promise<void> => {
+      for (const s of sessions) await s.claim(layers);
+    };
+    const delivered = await deliverIndex(images, req, sessions[0]!, env.registry, claim);
+    index = delivered.index;
     await digests.save(); // once, for every platform's COPY steps
-    return { image: images[0]!.image, names: req.tags, index };
+    // One export for every platform: each step key holds its stage's platform, so the entries
+    // of all the sessions go into one document (and one manifest) per --cache-to.
+    if (req.cacheTo && req.cacheTo.length > 0) await exportCaches(req.cacheTo, images.map(({ image }, i) => ({ image, session: sessions[i]! })), env, req.cacheFrom ?? []);
+    return { image: images[0]!.image, names: req.tags, index, metadata: delivered.metadata };
   } finally {
     for (const s of sessions) await s.close();
+    // As for one platform: an index only pushed leaves no index or image behind in the store.
+    if (index !== undefined && images !== undefined && pushOnly(req)) await dropPushedOnly(env.store, [index.digest, ...images.flatMap(({ image }) => [image.manifestDescriptor.digest, image.configDescriptor.digest])]);
   }
 }
 
@@ -213,65 +237,89 @@ async function inlineCacheOf(session: BuildSession, diffIds: readonly Digest[]):
 /**
  * `--cache-to`: each export a progress step. mode=min exports the steps whose layers are in the
  * image (and the steps that made no layer), mode=max every step of the build. A failed export
- * fails the build unless it says ignore-error=true (then it is a warning).
+ * fails the build unless it says ignore-error=true (then it is a warning). A multi-platform
+ * build gives one build (session and image) per platform: their entries go into one export
+ * (each key holds its stage's platform, so they never collide; a step two platforms share has
+ * one key and one entry), reported and bounded once.
  */
-async function exportCaches(specs: NonNullable<BuildRequest['cacheTo']>, image: StoredImage, session: BuildSession, env: BuildEnv, imports: NonNullable<BuildRequest['cacheFrom']>): Promise<void> {
+async function exportCaches(
+  specs: NonNullable<BuildRequest['cacheTo']>,
+  builds: ReadonlyArray<{ readonly image: StoredImage; readonly session: BuildSession }>,
+  env: BuildEnv,
+  imports: NonNullable<BuildRequest['cacheFrom']>,
+): Promise<void> {
   const { exportBuildCache, cacheSourceName } = await import('../remote-cache/index.js');
-  const inImage = new Set(image.config.rootfs.diff_ids);
-  // Cache mounts (mounts=), each packed once for every export that names it.
-  const packed = new Map<string, Promise<StoredLayer | undefined>>();
-  const packMounts = async (selection: 'all' | readonly string[] | undefined): Promise<Map<string, StoredLayer> | undefined> => {
+  // Warnings and the cache mounts' lease go through the first platform's session; the export
+  // steps are the build's, named by no platform.
+  const lead = builds[0]!.session;
+  const report = env.report;
+  const inImage = new Set(builds.flatMap(({ image }) => image.config.rootfs.diff_ids));
+  // The images' layers (a registry export records where those no step made, the base images', live).
+  const imageLayers = builds.flatMap(({ image }) => image.manifest.layers.map((l) => ({ diffId: l.digest, size: l.size })));
+  const explainSteps = new Map<string, CacheKey>();
+  for (const { session } of builds) for (const [identity, key] of session.stepKeys) explainSteps.set(identity, key);
+  // Cache mounts (mounts=), each packed (or its unchanged blob found) once for every export that names it.
+  const packed = new Map<string, Promise<{ readonly layer: StoredLayer; readonly reused: boolean } | undefined>>();
+  const packMounts = async (selection: 'all' | readonly string[] | undefined, log: (text: string) => void): Promise<Map<string, StoredLayer> | undefined> => {
     if (selection === undefined) return undefined;
-    const { packCacheMount } = await import('./cache-mount-blob.js');
-    const hostFs = await session.hostFs();
+    const { cacheMountBlob } = await import('./cache-mount-blob.js');
     const out = new Map<string, StoredLayer>();
-    for (const id of selection === 'all' ? [...session.cacheMounts.keys()] : selection) {
+    const ids = selection === 'all' ? [...new Set(builds.flatMap(({ session }) => [...session.cacheMounts.keys()]))] : selection;
+    for (const id of ids) {
       let p = packed.get(id);
       if (p === undefined) {
-        p = packCacheMount(session.store, id, { hostFs, signal: session.signal });
+        p = cacheMountBlob(lead, id);
         packed.set(id, p);
-        if (selection !== 'all' && (await p) === undefined) session.warn(`cache mount ${JSON.stringify(id)} is empty or was never used on this machine: it is not exported`);
+        const r = await p;
+        if (r === undefined && selection !== 'all') lead.warn(`cache mount ${JSON.stringify(id)} is empty or was never used on this machine: it is not exported`);
+        if (r?.reused === true) log(`cache mount ${JSON.stringify(id)} unchanged since it was last packed or restored: blob ${r.layer.diffId} reused\n`);
       }
-      const layer = await p;
-      if (layer !== undefined) out.set(id, layer);
+      const r = await p;
+      if (r !== undefined) out.set(id, r.layer);
     }
     return out;
   };
   for (const spec of specs) {
     if (spec.type === 'inline') continue;
     const entries = new Map<CacheKey, ExportEntry>();
-    const layers: StoredLayer[] = [];
-    for (const [key, r] of session.usedSteps()) {
-      // Whatever a step record carries beyond its layer (the key's inputs) travels along; a
-      // hit's are in its local record (or its source's entry), read here, never on the hit.
-      const known = r.inputs ?? (await session.inputsOf(key));
-      const inputs = known !== undefined ? { inputs: known } : {};
-      if (r.kind === 'empty') entries.set(key, { layer: undefined, ...inputs });
-      else if (spec.mode === 'max' || inImage.has(r.diffId)) {
-        entries.set(key, { layer: { diffId: r.diffId, size: r.size }, ...inputs });
-        layers.push({ diffId: r.diffId, size: r.size });
+    const claims: Array<{ readonly session: BuildSession; readonly layers: StoredLayer[] }> = [];
+    for (const { session } of builds) {
+      const layers: StoredLayer[] = [];
+      for (const [key, r] of session.usedSteps()) {
+        if (entries.has(key)) continue; // a step the platforms share (a $BUILDPLATFORM stage)
+        // Whatever a step record carries beyond its layer (the key's inputs) travels along; a
+        // hit's are in its local record (or its source's entry), read here, never on the hit.
+        const known = r.inputs ?? (await session.inputsOf(key));
+        const inputs = known !== undefined ? { inputs: known } : {};
+        if (r.kind === 'empty') entries.set(key, { layer: undefined, ...inputs });
+        else if (spec.mode === 'max' || inImage.has(r.diffId)) {
+          entries.set(key, { layer: { diffId: r.diffId, size: r.size }, ...inputs });
+          layers.push({ diffId: r.diffId, size: r.size });
+        }
       }
+      claims.push({ session, layers });
     }
     const name = cacheSourceName(spec);
-    const id = session.nextStepId();
-    session.report({ type: 'step-start', id, name: `exporting cache to ${name.replace(/^(registry|local) cache /, '')}` });
+    const id = lead.nextStepId();
+    report({ type: 'step-start', id, name: `exporting cache to ${name.replace(/^(registry|local) cache /, '')}` });
     const t0 = Date.now();
     try {
       // Lazy hits the build never read (a stage no later step unpacked): an export to the
-      // registry they came from finds their blobs there; any other needs their bytes.
-      if (!(spec.type === 'registry' && sameRegistryAsImport(spec.ref, imports))) await session.claim(layers);
-      const mounts = await packMounts(spec.mounts);
-      const r = await exportBuildCache(spec, entries, { store: session.store, registry: env.registry, warn: (m) => session.warn(m), signal: session.signal, now: new Date(), explainSteps: session.stepKeys, mounts });
+      // registry they came from finds their blobs there; any other needs their bytes, claimed
+      // by the session whose hits they are.
+      if (!(spec.type === 'registry' && sameRegistryAsImport(spec.ref, imports))) for (const c of claims) await c.session.claim(c.layers);
+      const mounts = await packMounts(spec.mounts, (text) => report({ type: 'step-log', id, stream: 'stdout', text }));
+      const r = await exportBuildCache(spec, entries, { store: lead.store, registry: env.registry, warn: (m) => lead.warn(m), signal: lead.signal, now: new Date(), explainSteps, mounts, imageLayers });
       const mountsText = mounts !== undefined ? `, ${r.mounts} cache mounts` : '';
-      session.report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written${mountsText}, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
-      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+      report({ type: 'step-log', id, stream: 'stdout', text: `${name}: ${r.written} steps written${mountsText}, ${r.entries} entries, ${r.layers} blobs, manifest ${r.digest}\n` });
+      report({ type: 'step-done', id, durationMs: Date.now() - t0 });
     } catch (e) {
-      if (!spec.ignoreError || session.signal.aborted) {
-        session.report({ type: 'step-error', id, message: e instanceof Error ? e.message : String(e) });
+      if (!spec.ignoreError || lead.signal.aborted) {
+        report({ type: 'step-error', id, message: e instanceof Error ? e.message : String(e) });
         throw e;
       }
-      session.warn(`${name}: the export failed and is ignored (ignore-error=true): ${e instanceof Error ? e.message : String(e)}`);
-      session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
+      lead.warn(`${name}: the export failed and is ignored (ignore-error=true): ${e instanceof Error ? e.message : String(e)}`);
+      report({ type: 'step-done', id, durationMs: Date.now() - t0 });
     }
   }
 }

@@ -1,9 +1,9 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TsbuildError } from '../errors.js';
-import type { StoredImage } from '../image/index.js';
+import type { StoredImage, StoredLayer } from '../image/index.js';
 import { readLocalImage, readLocalIndex } from '../image/index.js';
-import { OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, formatPlatform, parseReference, type Descriptor, type Platform } from '../oci/index.js';
+import { OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, formatPlatform, parseReference, type Descriptor, type Digest, type Platform } from '../oci/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
 import type { ExportImage } from '../store/archive-export.js';
@@ -112,7 +112,7 @@ function buildMetadata(image: StoredImage, names: readonly string[], manifest: D
  * Delivers a sealed image: checks it is still whole in the store, writes every output, pushes
  * every tag when asked (each a progress step), writes --iidfile and --metadata-file.
  */
-export async function deliverImage(image: StoredImage, req: BuildRequest, session: BuildSession, registry: (() => Promise<RegistryClient>) | undefined): Promise<void> {
+export async function deliverImage(image: StoredImage, req: BuildRequest, session: BuildSession, registry: (() => Promise<RegistryClient>) | undefined): Promise<Record<string, unknown>> {
   const { store, signal } = session;
   for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
     if (!(await store.blobs.hasBlob(d))) throw new TsbuildError('BLOB_NOT_FOUND', `the built image's ${d} was removed from the store meanwhile (by prune)`, { hint: 'run the build again' });
@@ -147,7 +147,9 @@ export async function deliverImage(image: StoredImage, req: BuildRequest, sessio
   if (req.iidFile) await writeResultFile(req.iidFile, image.configDescriptor.digest, '--iidfile');
   // image.name: the names the image went to (the tags, and the names it was pushed to), as buildx.
   const names = [...new Set([...req.tags, ...pushes.map((p) => p.name)])];
-  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(buildMetadata(image, names, delivered), null, 2)}\n`, '--metadata-file');
+  const metadata = buildMetadata(image, names, delivered);
+  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
+  return metadata;
 }
 
 /** True when the image is only pushed (every output is `type=registry`): it is not kept in the local store. */
@@ -171,14 +173,15 @@ function pushDestinations(req: BuildRequest): Array<{ name: string; compression:
 }
 
 /**
- * After a push-only build (its lease released): its manifest and config leave the store unless
+ * After a push-only build (its lease released): its manifest and config (a multi-platform
+ * build's: the index, and every image's manifest and config) leave the store unless
  * something else holds them (a tag, another build's lease). The manifest may name lazy cache
  * hits the store never fetched, so it must not stay as an untagged image. Never throws: the
  * blobs are garbage for gc anyway.
  */
-export async function dropPushedOnly(store: Store, image: StoredImage): Promise<void> {
+export async function dropPushedOnly(store: Store, digests: readonly Digest[]): Promise<void> {
   const { dropUnreferenced } = await import('../store/index.js');
-  await dropUnreferenced(store, [image.manifestDescriptor.digest, image.configDescriptor.digest]).catch(() => undefined);
+  await dropUnreferenced(store, digests).catch(() => undefined);
 }
 
 /** Where a multi-platform build's `type=local` / `type=tar` puts a platform's files: `linux_arm64`, as buildx. */
@@ -191,14 +194,15 @@ export function platformDir(platform: Platform): string {
  * (canonical JSON, a blob) and tagged there, written into OCI archives and layouts, one
  * directory per platform for `local` and `tar`, pushed (every image by digest, then the index
  * under each tag). --iidfile gets the index digest, as buildx writes it for a multi-platform build.
- * Resolves with the store's index descriptor.
+ * Resolves with the store's index descriptor and the build's metadata (as --metadata-file).
  */
 export async function deliverIndex(
   images: ReadonlyArray<{ readonly image: StoredImage; readonly platform: Platform }>,
   req: BuildRequest,
   session: BuildSession,
   registry: (() => Promise<RegistryClient>) | undefined,
-): Promise<Descriptor> {
+  claim: (layers: readonly StoredLayer[]) => Promise<void> = (layers) => session.claim(layers),
+): Promise<{ index: Descriptor; metadata: Record<string, unknown> }> {
   const { store, signal } = session;
   for (const { image } of images) {
     for (const d of [image.manifestDescriptor.digest, image.configDescriptor.digest]) {
@@ -229,7 +233,7 @@ export async function deliverIndex(
       case 'docker':
         throw new TsbuildError('USAGE', '--output type=docker holds one image, not an index of several platforms', { hint: 'build one platform for docker' });
       case 'registry':
-        throw new TsbuildError('UNSUPPORTED', '--output type=registry with several platforms is not supported yet', { hint: 'use -t NAME --push (which also keeps the image in the local store)' });
+        break; // pushed below
       case 'local': {
         const { materializeRootfs } = await import('./rootfs-output.js');
         const dropSpecial = out.preserveSpecial !== true;
@@ -253,30 +257,32 @@ export async function deliverIndex(
         out satisfies never;
     }
   }
-  if (req.push && req.tags.length > 0) {
+  const pushes = pushDestinations(req);
+  if (pushes.length > 0) {
     if (!registry) throw new TsbuildError('UNSUPPORTED', 'this build has no registry access configured');
     const client = await registry();
     const { pushIndex } = await import('../registry/index.js');
     const local = await readLocalIndex(store, index, { signal });
-    for (const name of req.tags) {
+    // As for one image: a layer the registry neither has nor can mount is read from the store,
+    // a lazy cache hit (an index only pushed keeps them lazy) fetched then, verified, once.
+    const ensureLayer = (layer: Descriptor): Promise<void> => claim([{ diffId: layer.digest, size: layer.size }]);
+    for (const { name, compression, level } of pushes) {
       const id = session.nextStepId();
       session.report({ type: 'step-start', id, name: `pushing ${name} (${images.map((i) => formatPlatform(i.platform)).join(', ')})` });
       const t0 = Date.now();
-      const pushed = await pushIndex(client, store, local, parseReference(name), { signal });
+      const pushed = await pushIndex(client, store, local, parseReference(name), { signal, ensureLayer, compression, level });
       delivered = { mediaType: OCI_IMAGE_INDEX, digest: pushed.digest, size: pushed.size };
       session.report({ type: 'step-log', id, stream: 'stdout', text: `${pushed.reference}: digest: ${pushed.digest}\n` });
       session.report({ type: 'step-done', id, durationMs: Date.now() - t0 });
     }
   }
   if (req.iidFile) await writeResultFile(req.iidFile, index.digest, '--iidfile');
-  if (req.metadataFile) {
-    const metadata = {
-      'containerimage.config.digest': images[0]!.image.configDescriptor.digest,
-      'containerimage.digest': delivered.digest,
-      'containerimage.descriptor': { mediaType: delivered.mediaType, digest: delivered.digest, size: delivered.size },
-      ...(req.tags.length > 0 ? { 'image.name': req.tags.join(',') } : {}),
-    };
-    await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
-  }
-  return index;
+  const metadata = {
+    'containerimage.config.digest': images[0]!.image.configDescriptor.digest,
+    'containerimage.digest': delivered.digest,
+    'containerimage.descriptor': { mediaType: delivered.mediaType, digest: delivered.digest, size: delivered.size },
+    ...(req.tags.length > 0 ? { 'image.name': req.tags.join(',') } : {}),
+  };
+  if (req.metadataFile) await writeResultFile(req.metadataFile, `${JSON.stringify(metadata, null, 2)}\n`, '--metadata-file');
+  return { index, metadata };
 }

@@ -7,7 +7,7 @@ import { formatPlatform } from '../oci/index.js';
 import type { SourceRef } from '../plan/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import type { Runner, SandboxCapabilities } from '../sandbox/index.js';
-import { hostFilesystem, type HostFilesystem, type Snapshotter } from '../snapshot/index.js';
+import { hostFilesystem, type HostFilesystem, type PullUnpacker, type Snapshotter } from '../snapshot/index.js';
 import { Lease, type Store } from '../store/index.js';
 import { findImage, locatedImage, stateFromImage, type PullPolicy } from './base-image.js';
 import type { SourceRoot } from './copy-sources.js';
@@ -85,9 +85,10 @@ export class BuildSession {
   readonly #stages = new Map<number, StageState>();
   readonly #used = new Map<CacheKey, StepRecord>();
   /** Lazy cache hits whose bytes no one has read yet, by diff ID. */
-  readonly #lazy = new Map<string, { readonly layer: StoredLayer; readonly fetch: () => Promise<void>; readonly keys: CacheKey[] }>();
+  readonly #lazy = new Map<string, { readonly layer: StoredLayer; readonly fetch: () => Promise<void>; readonly keys: Array<{ readonly key: CacheKey; readonly inputs: KeyInputsSummary | undefined }> }>();
   #sandbox: Promise<BuildSandbox> | undefined;
   #hostFs: Promise<HostFilesystem> | undefined;
+  #pullUnpacker: PullUnpacker | undefined;
   #stepId = 0;
 
   constructor(opts: SessionOptions) {
@@ -158,7 +159,7 @@ export class BuildSession {
       for (const [d, l] of lazy) {
         this.#lazy.delete(d);
         deferLayers(this.#lease, [l.layer], 'a cache hit');
-        for (const key of l.keys) await this.stepCache.record(key, { kind: 'layer', diffId: l.layer.diffId, size: l.layer.size });
+        for (const { key, inputs } of l.keys) await this.stepCache.record(key, { kind: 'layer', diffId: l.layer.diffId, size: l.layer.size, ...(inputs ? { inputs } : {}) });
       }
     }
     return claimLeased(this.#lease, this.store, this.signal);
@@ -180,8 +181,12 @@ export class BuildSession {
     return (await this.lookupWithSource(key))?.hit;
   }
 
-  /** As lookup, with the label of the source that answered (`local`, `registry REF`, `local DIR`). */
-  async lookupWithSource(key: CacheKey): Promise<{ readonly hit: CacheHit; readonly source: string } | undefined> {
+  /**
+   * As lookup, with the label of the source that answered (`local`, `registry REF`, `local DIR`);
+   * `imported`: a source other than the local step cache answered (the hit is now recorded, or
+   * will be once its bytes are fetched, in the local step cache).
+   */
+  async lookupWithSource(key: CacheKey): Promise<{ readonly hit: CacheHit; readonly source: string; readonly imported: boolean } | undefined> {
     let hit: CacheHit | undefined;
     let local = true;
     let answered: CacheSource | undefined;
@@ -193,18 +198,21 @@ export class BuildSession {
     }
     if (hit === undefined || answered === undefined) return undefined;
     const source = answered.label ?? answered.name;
-    const record: StepRecord = hit.kind === 'layer' ? { kind: 'layer', diffId: hit.layer.diffId, size: hit.layer.size } : { kind: 'empty' };
+    // An imported hit keeps the inputs its source's entry carries, so a later miss of the step
+    // on this machine can say what changed (cache-explain.ts).
+    const inputs = local ? undefined : await answered.inputsOf?.(key, { signal: this.signal }).catch(() => undefined);
+    const record: StepRecord = { ...(hit.kind === 'layer' ? { kind: 'layer', diffId: hit.layer.diffId, size: hit.layer.size } : { kind: 'empty' }), ...(inputs ? { inputs } : {}) };
     this.#used.set(key, record);
     if (hit.kind === 'layer' && hit.fetch !== undefined && !this.#lazy.has(hit.layer.diffId) && !(await this.store.blobs.hasBlob(hit.layer.diffId))) {
       // Recorded in the local step cache once its bytes are here (claim).
-      this.#lazy.set(hit.layer.diffId, { layer: hit.layer, fetch: hit.fetch, keys: [key] });
+      this.#lazy.set(hit.layer.diffId, { layer: hit.layer, fetch: hit.fetch, keys: [{ key, inputs }] });
     } else if (hit.kind === 'layer' && this.#lazy.has(hit.layer.diffId)) {
-      this.#lazy.get(hit.layer.diffId)!.keys.push(key);
+      this.#lazy.get(hit.layer.diffId)!.keys.push({ key, inputs });
     } else if (!local) {
       // An imported hit is kept in the local step cache: the next build here finds it without the source.
       await this.stepCache.record(key, record);
     }
-    return { hit, source };
+    return { hit, source, imported: !local };
   }
 
   /**
@@ -387,8 +395,28 @@ export class BuildSession {
     })());
   }
 
+  /**
+   * From now on a base image this session pulls is unpacked into the snapshots its RUN steps
+   * start from while its later layers download (snapshot/ pullUnpacker), where this build's
+   * sandbox uses overlay snapshots; a RUN step on it waits for that unpack instead of starting
+   * its own. For a plan with RUN steps (a build without them never probes the sandbox).
+   */
+  async unpackPulledImages(): Promise<void> {
+    if (this.#pullUnpacker) return;
+    const { pullUnpacker } = await import('../snapshot/index.js');
+    this.#pullUnpacker = await pullUnpacker(this.store, {
+      signal: this.signal,
+      hostFs: async () => {
+        const sandbox = await this.sandbox();
+        return sandbox.snapshotter.kind === 'overlay' ? sandbox.hostFs : undefined;
+      },
+    });
+  }
+
   /** Releases the lease and removes every temporary directory; never throws. */
   async close(): Promise<void> {
+    // An unpack no RUN step waited for (its steps were cache hits) is not finished for nothing.
+    await this.#pullUnpacker?.finish('failed').catch(() => undefined);
     await this.#lease.release().catch(() => undefined);
     for (const { dir, remove } of this.#owned.splice(0)) await remove(dir).catch(() => undefined);
   }
@@ -405,6 +433,7 @@ export class BuildSession {
         return opts.registry();
       },
       signal: this.signal,
+      ...(this.#pullUnpacker ? { onImageLayers: this.#pullUnpacker.onImageLayers } : {}),
     };
   }
 }

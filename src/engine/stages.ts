@@ -28,6 +28,8 @@ export async function runStages(plan: BuildPlan, session: BuildSession, opts: St
   const byIndex = new Map(plan.stages.map((ps) => [ps.stage.index, ps]));
   const started = new Map<number, Promise<void>>();
   const scopes = new Map<number, StageProgress['scope']>();
+  // Base images pulled for a plan with RUN steps are unpacked while they download.
+  if (plan.stages.some((ps) => ps.stage.instructions.some((i) => i.kind === 'RUN'))) await session.unpackPulledImages();
   const schedule = (ps: PlannedStage): Promise<void> => {
     let p = started.get(ps.stage.index);
     if (!p) {

@@ -44,6 +44,33 @@ export function parseLayerIndexRecord(value: unknown): LayerIndex | undefined {
   return { entries: r.entries, whiteouts: r.whiteouts, opaqueDirs: r.opaqueDirs };
 }
 
+/** Index records on their way into a store (by root), each settled (never rejected) once written. */
+const incoming = new Map<string, Set<Promise<void>>>();
+
+/**
+ * Index records that `done` writes into the store (an imported build cache's file lists of base
+ * layers): until it settles, layerIndexOf waits for it before reading a layer it has no record
+ * of, which can take seconds for a big layer.
+ */
+export function expectLayerIndexes(store: Store, done: Promise<unknown>): void {
+  let set = incoming.get(store.root);
+  if (set === undefined) incoming.set(store.root, (set = new Set()));
+  const p = done.then(
+    () => undefined,
+    () => undefined,
+  );
+  set.add(p);
+  void p.then(() => {
+    set.delete(p);
+    if (set.size === 0 && incoming.get(store.root) === set) incoming.delete(store.root);
+  });
+}
+
+/** True when the store holds a whole index of the layer (a layer that was indexed, or whose index came with a cache). */
+export async function hasLayerIndex(store: Store, diffId: Digest): Promise<boolean> {
+  return parseLayerIndexRecord(await store.readMeta(metaName(diffId))) !== undefined;
+}
+
 /** Remembers the index of a layer this process made itself (no need to read it back). */
 export async function rememberLayerIndex(store: Store, diffId: Digest, index: LayerIndex): Promise<void> {
   memo.set(`${store.root}\0${diffId}`, Promise.resolve(index));
@@ -61,6 +88,12 @@ export function layerIndexOf(store: Store, diffId: Digest, opts: { signal?: Abor
     p = (async () => {
       const known = parseLayerIndexRecord(await store.readMeta(metaName(diffId)));
       if (known) return known;
+      const waits = incoming.get(store.root);
+      if (waits !== undefined && waits.size > 0) {
+        await Promise.all([...waits]);
+        const arrived = parseLayerIndexRecord(await store.readMeta(metaName(diffId)));
+        if (arrived) return arrived;
+      }
       const index = await indexLayer(await store.blobs.openBlob(diffId, { signal: opts.signal }), opts);
       await store.writeMeta(metaName(diffId), index);
       return index;

@@ -32,7 +32,12 @@ interface Options {
 
 /** All images of the store, tagged first (by name), then dangling (newest first). */
 export async function listStoreImages(store: Store, opts: Options = {}): Promise<StoreImage[]> {
-  const signal = opts.signal;
+  const { tagged, reached } = await taggedImages(store, opts.signal);
+  return [...tagged, ...(await danglingImages(store, tagged, reached, opts.signal))];
+}
+
+/** The tagged images (one per image ID, with all its tags, by name), and every digest they reach. */
+async function taggedImages(store: Store, signal: AbortSignal | undefined): Promise<{ tagged: StoreImage[]; reached: Set<Digest> }> {
   const tags = await store.listTags({ signal });
   // Images by image ID; multi-platform images by index digest (one entry whatever their images).
   const byId = new Map<string, { image: LocalImage; tags: string[]; roots: Digest[]; index?: LocalIndex }>();
@@ -58,18 +63,24 @@ export async function listStoreImages(store: Store, opts: Options = {}): Promise
     if (!e.roots.includes(t.descriptor.digest)) e.roots.push(t.descriptor.digest);
     byId.set(image.configDescriptor.digest, e);
   }
-  const dangling: StoreImage[] = [];
-  for (const desc of await untaggedManifests(store, reached, signal)) {
-    const image = await readLocalImage(store, desc, { signal }).catch(() => undefined);
-    if (!image || byId.has(image.configDescriptor.digest) || dangling.some((d) => d.image.configDescriptor.digest === image.configDescriptor.digest)) continue;
-    dangling.push({ image, tags: [], rootDigests: [desc.digest], size: imageSize([image]), images: [image] });
-  }
-  dangling.sort((a, b) => Date.parse(b.image.config.created ?? '') - Date.parse(a.image.config.created ?? '') || 0);
   const tagged = [...byId.values()].map((e): StoreImage => {
     const images = e.index !== undefined ? e.index.images.map((i) => i.image) : [e.image];
     return { image: e.image, tags: e.tags.sort(), rootDigests: e.roots, size: imageSize(images), images, ...(e.index !== undefined ? { index: e.index } : {}) };
   });
-  return [...tagged, ...dangling];
+  return { tagged, reached };
+}
+
+/** The images no tag reaches (newest first): found by sniffing the store's small blobs. */
+async function danglingImages(store: Store, tagged: readonly StoreImage[], reached: ReadonlySet<Digest>, signal: AbortSignal | undefined): Promise<StoreImage[]> {
+  const taggedIds = new Set(tagged.filter((t) => t.index === undefined).map((t) => t.image.configDescriptor.digest));
+  const dangling: StoreImage[] = [];
+  for (const desc of await untaggedManifests(store, reached, signal)) {
+    const image = await readLocalImage(store, desc, { signal }).catch(() => undefined);
+    if (!image || taggedIds.has(image.configDescriptor.digest) || dangling.some((d) => d.image.configDescriptor.digest === image.configDescriptor.digest)) continue;
+    dangling.push({ image, tags: [], rootDigests: [desc.digest], size: imageSize([image]), images: [image] });
+  }
+  dangling.sort((a, b) => Date.parse(b.image.config.created ?? '') - Date.parse(a.image.config.created ?? '') || 0);
+  return dangling;
 }
 
 /** Uncompressed size of the layers of `images`, each layer once. */
@@ -162,12 +173,15 @@ export async function resolveImageArg(store: Store, arg: string, opts: Options =
       });
     }
   }
-  const all = await listStoreImages(store, opts);
+  const { tagged, reached } = await taggedImages(store, opts.signal);
   if (name !== undefined) {
-    const byName = all.find((i) => i.tags.includes(name));
+    // A name is a tag: the untagged images need not be looked for (that reads every small
+    // blob of the store, the most of an export or push of a small image).
+    const byName = tagged.find((i) => i.tags.includes(name));
     if (byName) return byName;
   }
   if (isHex) {
+    const all = [...tagged, ...(await danglingImages(store, tagged, reached, opts.signal))];
     const hits = all.filter((i) => (i.index === undefined && i.image.configDescriptor.digest.slice(7).startsWith(hex)) || i.rootDigests.some((d) => d.slice(7).startsWith(hex)));
     if (hits.length > 1) {
       throw new TsbuildError('IMAGE_NOT_FOUND', `image ID prefix ${JSON.stringify(arg)} is ambiguous: it matches ${hits.length} images`, {

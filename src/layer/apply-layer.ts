@@ -1,6 +1,6 @@
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -13,7 +13,10 @@ import { sniffLayerCompression, type LayerCompression } from './compress.js';
 import { cleanEntryName, joinInRoot, resolveInRootSync } from './root-path.js';
 import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './write-layer.js';
 
-const execFileAsync = promisify(execFile);
+// node:child_process loads when a device node or capability needs a program (mknod, setfattr),
+// not with every command that imports layer/ (an export of a small image).
+const execFileAsync = (file: string, args: readonly string[], opts: { signal?: AbortSignal }): Promise<unknown> =>
+  promisify((createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process')).execFile)(file, args, opts);
 
 export interface ApplyLayerOptions {
   readonly signal?: AbortSignal | undefined;

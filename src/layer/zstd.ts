@@ -1,4 +1,5 @@
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { ChildProcessByStdio } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { Duplex, type Readable, type Writable } from 'node:stream';
@@ -71,6 +72,8 @@ class ZstdProcess extends Duplex {
     this.#what = what;
     const program = zstdProgram();
     if (program === undefined) throw zstdMissing();
+    // node:child_process loads with the first zstd layer, not with every gzip export.
+    const { spawn } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
     this.#child = spawn(program, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const child = this.#child;
     child.stderr.setEncoding('utf8');

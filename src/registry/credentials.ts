@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { TsbuildError, isAbortError } from '../errors.js';
@@ -177,6 +177,8 @@ const runCredentialHelper: HelperRunner = (name, action, input, signal) =>
       reject(new TsbuildError('AUTH_CONFIG_INVALID', `invalid credential helper name ${JSON.stringify(name)}`));
       return;
     }
+    // node:child_process loads only when a helper runs (most pushes and pulls have none).
+    const { spawn } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
     const child = spawn(`docker-credential-${name}`, [action], { stdio: ['pipe', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
     let stdout = '';
     let stderr = '';

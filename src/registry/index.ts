@@ -24,7 +24,7 @@ export {
   type Credential,
   type CredentialSource,
 } from './credentials.js';
-export { fetchBlobBytes, pullAllPlatforms, pullImage, pullLayer, resolveBaseImage, type BaseImageOptions, type PullOptions, type PullPolicy, type PullProgress, type PulledImage, type PulledIndex } from './pull.js';
+export { fetchBlobBytes, pullAllPlatforms, pullImage, pullLayer, resolveBaseImage, type BaseImageOptions, type ImageLayers, type PullOptions, type PullPolicy, type PullProgress, type PulledImage, type PulledIndex } from './pull.js';
 export { pushBlobBytes, pushImage, pushLayers, type PushOptions, type PushProgress, type PushedImage } from './push.js';
 export { pushIndex, type PushedIndex } from './push-index.js';
 export { putRemoteIndex, readRemoteEntries, type RemoteEntry } from './join-index.js';

@@ -18,6 +18,7 @@ import {
   withDefaultTag,
   type Descriptor,
   type Digest,
+  type ImageConfig,
   type ImageIndex,
   type ImageManifest,
   type Platform,
@@ -44,6 +45,22 @@ export interface PullOptions {
   readonly onProgress?: (p: PullProgress) => void;
   /** Layers downloaded at once. Default 4. */
   readonly concurrency?: number | undefined;
+  /**
+   * Told of each image once its config is read, before its layers are fetched; it may return
+   * a listener called as each layer (by its index in the manifest) is in the store, downloaded
+   * and verified or found there, in the order the parallel downloads finish: what lets a
+   * caller unpack a layer while later ones still download.
+   */
+  readonly onImageLayers?: ((image: ImageLayers) => ((index: number) => void) | undefined) | undefined;
+}
+
+/** An image whose layers a pull is about to store (PullOptions.onImageLayers). */
+export interface ImageLayers {
+  /** The reference pulled. */
+  readonly name: string;
+  readonly config: ImageConfig;
+  /** The registry's layer descriptors (compressed), in manifest order. */
+  readonly layers: readonly Descriptor[];
 }
 
 export interface PulledImage {
@@ -130,11 +147,13 @@ async function pullManifest(
     throw new TsbuildError('MANIFEST_INVALID', `${name}: the config lists ${diffIds.length} layers but the manifest ${manifest.layers.length} (registry ${ref.registry})`);
   }
 
+  const stored = opts.onImageLayers?.({ name, config, layers: manifest.layers });
   const results = await mapParallel(manifest.layers, opts.concurrency ?? 4, signal, async (layer, i, s) => {
     const diffId = diffIds[i]!;
     if (await store.blobs.hasBlob(diffId)) {
       const size = (await store.blobs.statBlob(diffId))?.size ?? 0;
       opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'exists' });
+      stored?.(i);
       await recordLayerVariant(store, diffId, layer, repoName, { signal: s }).catch(() => undefined);
       return { diffId, size, digest: layer.digest, status: 'exists' as const };
     }
@@ -151,6 +170,7 @@ async function pullManifest(
     }
     await recordLayerVariant(store, diffId, layer, repoName, { signal: s });
     opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'done' });
+    stored?.(i);
     return { diffId, size, digest: layer.digest, status };
   });
 

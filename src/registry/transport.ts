@@ -1,4 +1,4 @@
-import { rootCertificates } from 'node:tls';
+import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
 import type { Agent as UndiciAgent, Dispatcher } from 'undici';
 import { Agent, DecoratorHandler, undiciErrors } from './undici-agent.js';
@@ -216,7 +216,9 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
  * does; others need verified TLS (Node's roots plus `caCertificates`).
  */
 export class RegistryTransport {
-  readonly #secure: UndiciAgent;
+  /** Verified TLS: made on first use (building it reads Node's root certificates). */
+  #secureAgent: UndiciAgent | undefined;
+  readonly #makeSecure: () => UndiciAgent;
   readonly #insecure: UndiciAgent;
   readonly #insecureHosts: ReadonlySet<string>;
   readonly #endpoints = new Map<string, Promise<Endpoint>>();
@@ -229,11 +231,19 @@ export class RegistryTransport {
   constructor(opts: TransportOptions = {}) {
     const timeout = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const common = { connections: opts.connectionsPerOrigin ?? 8, keepAliveTimeout: 30_000, headersTimeout: timeout, bodyTimeout: timeout };
-    const ca = opts.caCertificates && opts.caCertificates.length > 0 ? [...rootCertificates, ...opts.caCertificates] : undefined;
+    const extraCa = opts.caCertificates ?? [];
     const connectTimeout = Math.min(CONNECT_TIMEOUT_MS, timeout);
-    // Every exchange (auth token requests too) goes through one of these two agents.
-    this.#secure = new Agent({ ...common, connect: { ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
-    this.#insecure = new Agent({ ...common, connect: { rejectUnauthorized: false, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
+    // Every exchange (auth token requests too) goes through one of these two agents. The
+    // verified one is made when an exchange first needs it: a push to a plain-HTTP registry
+    // then loads no TLS module and no root certificates (node:tls loads on the first TLS
+    // connection). Without verification no CA is consulted, so the insecure agent gets an empty
+    // list instead of the default store, which OpenSSL would build from Node's roots on the first
+    // TLS connection (a loopback registry is tried over HTTPS first).
+    this.#makeSecure = () => {
+      const ca = extraCa.length > 0 ? [...(createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).rootCertificates, ...extraCa] : undefined;
+      return new Agent({ ...common, connect: { ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
+    };
+    this.#insecure = new Agent({ ...common, connect: { ca: [], rejectUnauthorized: false, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
     // `http://host:5000/` and `host:5000` name the same registry.
     this.#insecureHosts = new Set((opts.insecureRegistries ?? []).map((h) => normalizeRegistry(h.trim().toLowerCase().replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, ''))));
     this.#logger = opts.logger;
@@ -259,7 +269,11 @@ export class RegistryTransport {
 
   /** Close all connections. */
   async close(): Promise<void> {
-    await Promise.all([this.#secure.close(), this.#insecure.close()]);
+    await Promise.all([this.#secureAgent?.close(), this.#insecure.close()]);
+  }
+
+  get #secure(): UndiciAgent {
+    return (this.#secureAgent ??= this.#makeSecure());
   }
 
   #isInsecure(host: string): boolean {

@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import AgentClass from 'undici/lib/dispatcher/agent.js';
 import DispatcherClass from 'undici/lib/dispatcher/dispatcher.js';
@@ -19,7 +20,18 @@ Object.assign(DispatcherClass.prototype, api);
  * and took no longer. llhttp's work per byte of a blob is a bounds check (bodies are handed
  * over as slices), so the baseline code is enough. tsbuild runs no other WebAssembly.
  */
+// Node compiles its built-in modules from code cached in its binary, made under the default V8
+// flags; after the flag changes, each built-in loaded for the first time is compiled from source.
+// The ones every registry exchange loads after this point are loaded first: TLS (a registry is
+// tried over HTTPS first), zlib, and fs streams (ReadStream is a lazy getter).
+const load = createRequire(import.meta.url);
+load('node:tls');
+load('node:zlib');
+void (load('node:fs') as typeof import('node:fs')).ReadStream;
 setFlagsFromString('--liftoff-only');
+// V8's code cache records the flags it was made under: the CLI's launcher (cmd/bundle-launcher.cjs)
+// writes none from this process, as every later start (default flags) would reject it.
+(globalThis as Record<symbol, unknown>)[Symbol.for('tsbuild.v8FlagsChanged')] = true;
 
 export const Agent = AgentClass;
 

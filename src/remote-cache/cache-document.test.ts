@@ -67,6 +67,41 @@ describe('cache document', () => {
     expect(doc.mounts?.map((x) => x.id)).toEqual(['npm']);
   });
 
+  it('keeps the base layers (blob and file list) of the exported images, listed in the manifest, bounded like the entries', () => {
+    const t0 = Date.parse('2026-12-01T00:00:00Z');
+    const base = (n: number) => new Map([[layer(n).diffId, layer(n)]]);
+    let doc = mergeCacheDocument(EMPTY_CACHE, new Map([[key(1), { layer: layer(1) }]]), bounds, new Date(t0), undefined, undefined, base(7));
+    doc = mergeCacheDocument(doc, new Map(), bounds, new Date(t0 + 1000), undefined, undefined, base(8));
+    const bytes = formatCacheDocument(doc);
+    const manifest = cacheManifest(doc, bytes).manifest;
+    // Each base layer's blob and file list are listed (the registry keeps them), once.
+    for (const n of [7, 8]) expect(manifest.layers.map((l) => l.digest)).toEqual(expect.arrayContaining([layer(n).digest, layer(n).index!.digest]));
+    expect(new Set(manifest.layers.map((l) => l.digest)).size).toBe(manifest.layers.length);
+    const back = parseCacheDocument(bytes, 'test');
+    expect(back.dropped).toBe(0);
+    expect(back.doc.baseLayers?.map((b) => [b.layer, b.exportedAt])).toEqual(
+      [
+        [layer(7), 1],
+        [layer(8), 2],
+      ].sort((a, b) => ((a[0] as CacheLayer).diffId < (b[0] as CacheLayer).diffId ? -1 : 1)),
+    );
+    expect(formatCacheDocument(back.doc).equals(bytes)).toBe(true);
+    // One whose blob the manifest does not list is left out; one whose file list it does not list loses the list.
+    const partial = onlyListed(back.doc, { ...manifest, layers: manifest.layers.filter((l) => l.digest !== layer(7).digest && l.digest !== layer(8).index!.digest) }, 0);
+    expect(partial.doc.baseLayers?.map((b) => b.layer)).toEqual([{ ...layer(8), index: undefined }]);
+    expect(partial.dropped).toBe(1);
+    // Malformed records, or the same diff ID twice, are dropped, not fatal.
+    const raw = JSON.parse(bytes.toString('utf8'));
+    raw.baseLayers.push({ layer: { ...raw.baseLayers[0].layer, digest: 'sha256:x' }, exportedAt: 1, usedAt: raw.baseLayers[0].usedAt }, raw.baseLayers[1], 'x');
+    const bad = parseCacheDocument(Buffer.from(JSON.stringify(raw)), 'test');
+    expect(bad.doc.baseLayers?.length).toBe(2);
+    expect(bad.dropped).toBe(3);
+    // maxExports 3: base 7 (export 1) goes at export 4 unless an export writes it again.
+    doc = mergeCacheDocument(doc, new Map(), bounds, new Date(t0 + 2000));
+    doc = mergeCacheDocument(doc, new Map(), bounds, new Date(t0 + 3000));
+    expect(doc.baseLayers?.map((b) => b.layer.diffId)).toEqual([layer(8).diffId]);
+  });
+
   it('drops entries no export of the last N wrote, and entries older than the max age', () => {
     let doc = EMPTY_CACHE;
     const t0 = Date.parse('2026-12-01T00:00:00Z');

@@ -55,7 +55,24 @@ export interface CacheDocument {
   readonly explain?: unknown;
   /** Exported cache mounts (`--cache-to ...,mounts=`), at most one per id. */
   readonly mounts?: readonly CacheMountEntry[];
+  /** Compressed forms of the exported images' layers that no step made (their base images'), at most one per diff ID. */
+  readonly baseLayers?: readonly CacheBaseLayer[];
 }
+
+/**
+ * A layer of an exported image that no step of the build made (a layer of its base image), as
+ * the registry holds it compressed, with its file list: an importer that pushes to that
+ * registry finds the blob there (or mounts it) instead of compressing and uploading the layer
+ * again, and plans on the file list instead of reading the whole layer to make it.
+ */
+export interface CacheBaseLayer {
+  readonly layer: CacheLayer;
+  readonly exportedAt: number;
+  readonly usedAt: string;
+}
+
+/** Base layer records beyond this many are not read. */
+export const MAX_BASE_LAYERS = 256;
 
 /**
  * A `RUN --mount=type=cache` directory the cache carries: its id (the mount's `id`, by default
@@ -122,10 +139,42 @@ export function parseCacheDocument(bytes: Buffer, where: string): { doc: CacheDo
       mounts.push(m);
     }
   }
+  const rawBase = value['baseLayers'];
+  const baseLayers: CacheBaseLayer[] = [];
+  if (Array.isArray(rawBase)) {
+    const seen = new Set<string>();
+    for (const raw of rawBase) {
+      const b = parseBaseLayer(raw);
+      if (b === undefined || seen.has(b.layer.diffId) || baseLayers.length >= MAX_BASE_LAYERS) {
+        dropped++;
+        continue;
+      }
+      seen.add(b.layer.diffId);
+      baseLayers.push(b);
+    }
+  }
   return {
-    doc: { exports, entries, ...(value['explain'] !== undefined ? { explain: value['explain'] } : {}), ...(mounts.length > 0 ? { mounts } : {}) },
+    doc: {
+      exports,
+      entries,
+      ...(value['explain'] !== undefined ? { explain: value['explain'] } : {}),
+      ...(mounts.length > 0 ? { mounts } : {}),
+      ...(baseLayers.length > 0 ? { baseLayers } : {}),
+    },
     dropped,
   };
+}
+
+function parseBaseLayer(raw: unknown): CacheBaseLayer | undefined {
+  if (!isRecord(raw)) return undefined;
+  const entry = parseEntry({ layers: [raw['layer']], exportedAt: raw['exportedAt'], usedAt: raw['usedAt'] });
+  if (entry?.layer === undefined) return undefined;
+  return { layer: entry.layer, exportedAt: entry.exportedAt, usedAt: entry.usedAt };
+}
+
+function formatBaseLayer(b: CacheBaseLayer): unknown {
+  const l = b.layer;
+  return { layer: { diffId: l.diffId, diffSize: l.diffSize, digest: l.digest, size: l.size, mediaType: l.mediaType, ...(l.index ? { index: l.index } : {}) }, exportedAt: b.exportedAt, usedAt: b.usedAt };
 }
 
 function parseMount(raw: unknown): CacheMountEntry | undefined {
@@ -185,6 +234,9 @@ export function formatCacheDocument(doc: CacheDocument): Buffer {
     entries,
     ...(doc.explain !== undefined ? { explain: doc.explain } : {}),
     ...(doc.mounts !== undefined && doc.mounts.length > 0 ? { mounts: [...doc.mounts].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map(formatMount) } : {}),
+    ...(doc.baseLayers !== undefined && doc.baseLayers.length > 0
+      ? { baseLayers: [...doc.baseLayers].sort((a, b) => (a.layer.diffId < b.layer.diffId ? -1 : a.layer.diffId > b.layer.diffId ? 1 : 0)).map(formatBaseLayer) }
+      : {}),
   });
 }
 
@@ -207,6 +259,7 @@ export function mergeCacheDocument(
   now: Date,
   explainSteps?: ReadonlyMap<string, CacheKey>,
   freshMounts?: ReadonlyMap<string, Omit<CacheLayer, 'index'>>,
+  freshBase?: ReadonlyMap<Digest, CacheLayer>,
 ): CacheDocument {
   const exports = old.exports + 1;
   const usedAt = now.toISOString();
@@ -227,8 +280,16 @@ export function mergeCacheDocument(
     mounts.set(m.id, m);
   }
   for (const [id, layer] of freshMounts ?? []) mounts.set(id, { id, layer, exportedAt: exports, usedAt });
-  const { mounts: _old, ...rest } = old;
-  return { ...rest, exports, entries, ...explain, ...(mounts.size > 0 ? { mounts: [...mounts.values()] } : {}) };
+  // Base layers: as mounts, by diff ID, at most MAX_BASE_LAYERS (this export's first).
+  const base = new Map<Digest, CacheBaseLayer>();
+  for (const [diffId, layer] of freshBase ?? []) if (base.size < MAX_BASE_LAYERS) base.set(diffId, { layer, exportedAt: exports, usedAt });
+  for (const b of old.baseLayers ?? []) {
+    if (base.has(b.layer.diffId) || base.size >= MAX_BASE_LAYERS) continue;
+    if (exports - b.exportedAt >= bounds.maxExports || Date.parse(b.usedAt) < oldest) continue;
+    base.set(b.layer.diffId, b);
+  }
+  const { mounts: _old, baseLayers: _oldBase, ...rest } = old;
+  return { ...rest, exports, entries, ...explain, ...(mounts.size > 0 ? { mounts: [...mounts.values()] } : {}), ...(base.size > 0 ? { baseLayers: [...base.values()] } : {}) };
 }
 
 /** The cache manifest: the document as config, each distinct blob once as a layer. */
@@ -251,6 +312,16 @@ export function cacheManifest(doc: CacheDocument, docBytes: Buffer): { manifest:
     if (seen.has(m.layer.digest)) continue;
     seen.add(m.layer.digest);
     layers.push({ mediaType: m.layer.mediaType, digest: m.layer.digest, size: m.layer.size });
+  }
+  for (const { layer: l } of doc.baseLayers ?? []) {
+    if (!seen.has(l.digest)) {
+      seen.add(l.digest);
+      layers.push({ mediaType: l.mediaType, digest: l.digest, size: l.size });
+    }
+    if (l.index !== undefined && !seen.has(l.index.digest)) {
+      seen.add(l.index.digest);
+      layers.push({ mediaType: LAYER_INDEX_MEDIA_TYPE, digest: l.index.digest, size: l.index.size });
+    }
   }
   const manifest: ImageManifest = {
     schemaVersion: 2,
@@ -340,6 +411,10 @@ export function onlyListed(doc: CacheDocument, manifest: ImageManifest, dropped:
   }
   const mounts = (doc.mounts ?? []).filter((m) => listed.has(m.layer.digest));
   dropped += (doc.mounts?.length ?? 0) - mounts.length;
-  const { mounts: _all, ...rest } = doc;
-  return { doc: { ...rest, entries, ...(mounts.length > 0 ? { mounts } : {}) }, dropped };
+  const baseLayers = (doc.baseLayers ?? [])
+    .filter((b) => listed.has(b.layer.digest))
+    .map((b) => (b.layer.index !== undefined && !listed.has(b.layer.index.digest) ? { ...b, layer: { ...b.layer, index: undefined } } : b));
+  dropped += (doc.baseLayers?.length ?? 0) - baseLayers.length;
+  const { mounts: _all, baseLayers: _allBase, ...rest } = doc;
+  return { doc: { ...rest, entries, ...(mounts.length > 0 ? { mounts } : {}), ...(baseLayers.length > 0 ? { baseLayers } : {}) }, dropped };
 }

@@ -8,7 +8,8 @@ import type { CacheExportSpec, CacheImportSpec } from './cache-spec.js';
 import { ImportedCache } from './imported-cache.js';
 import { cacheSourceName } from './cache-spec.js';
 import { checkLocalCacheDir, exportLocalCache, localCacheLoader } from './local-cache.js';
-import { exportRegistryCache, registryCacheLoader, type CacheExportResult, type ExportEntry } from './registry-cache.js';
+import type { CacheExportResult, ExportEntry } from './cache-export.js';
+import { exportRegistryCache, registryCacheLoader } from './registry-cache.js';
 
 export interface CacheImportEnv {
   readonly store: Store;
@@ -55,6 +56,8 @@ export interface CacheExportEnv {
   readonly explainSteps?: ReadonlyMap<string, CacheKey> | undefined;
   /** Cache mounts packed for this export, by id (`mounts=`). */
   readonly mounts?: ReadonlyMap<string, { readonly diffId: Digest; readonly size: number }> | undefined;
+  /** The built image's layers: a registry export records where those no step made (the base image's) live. */
+  readonly imageLayers?: ReadonlyArray<{ readonly diffId: Digest; readonly size: number }> | undefined;
 }
 
 /** One `--cache-to` (registry or local; inline is written into the image by the engine). */
@@ -65,5 +68,5 @@ export async function exportBuildCache(spec: Exclude<CacheExportSpec, { type: 'i
   const opts = { compression: spec.compression, bounds: { maxExports: spec.maxExports, maxAgeSeconds: spec.maxAgeSeconds }, now: env.now, warn: env.warn, signal: env.signal, explainSteps: env.explainSteps, mounts: env.mounts };
   if (spec.type === 'local') return exportLocalCache(env.store, spec.dest, entries, opts);
   if (env.registry === undefined) throw new TsbuildError('UNSUPPORTED', `--cache-to ${spec.ref}: this build has no registry access configured`);
-  return exportRegistryCache(await env.registry(), env.store, spec.ref, entries, opts);
+  return exportRegistryCache(await env.registry(), env.store, spec.ref, entries, { ...opts, imageLayers: env.imageLayers });
 }

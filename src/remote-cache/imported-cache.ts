@@ -1,9 +1,31 @@
 import { parseExplainMap, parseKeyInputsSummary, type CacheHit, type CacheKey, type CacheSource, type KeyInputsSummary } from '../cache/index.js';
 import { TsbuildError, isAbortError } from '../errors.js';
-import { layerIndexOf, rememberLayerIndex, type LayerIndex } from '../image/index.js';
+import { expectLayerIndexes, layerIndexOf, rememberLayerIndex, type LayerIndex } from '../image/index.js';
 import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { CacheDocument, CacheLayer } from './cache-document.js';
+
+/** File lists fetched ahead when a source is read: at most this many, this many bytes, this many at once. */
+const PREFETCH_INDEXES = 64;
+const PREFETCH_INDEX_BYTES = 8 * 1024 * 1024;
+const PREFETCH_CONCURRENCY = 4;
+
+/**
+ * The blob each layer's file list came in from a cache, by store and diff ID, once it is the
+ * store's record: an export lists that blob (when its target has it) instead of making the
+ * file list's JSON again to learn its digest.
+ */
+const indexBlobs = new Map<string, { readonly digest: Digest; readonly size: number }>();
+const MAX_INDEX_BLOBS = 4096;
+
+export function noteIndexBlob(store: Store, diffId: Digest, blob: { readonly digest: Digest; readonly size: number }): void {
+  if (indexBlobs.size >= MAX_INDEX_BLOBS) indexBlobs.delete(indexBlobs.keys().next().value!);
+  indexBlobs.set(`${store.root}\0${diffId}`, { digest: blob.digest, size: blob.size });
+}
+
+export function knownIndexBlob(store: Store, diffId: Digest): { readonly digest: Digest; readonly size: number } | undefined {
+  return indexBlobs.get(`${store.root}\0${diffId}`);
+}
 
 /** What a cache source holds once read: its document, and how one of its layers is fetched into the store. */
 export interface LoadedCache {
@@ -14,6 +36,8 @@ export interface LoadedCache {
   fetchIndex?(layer: CacheLayer, signal: AbortSignal | undefined): Promise<LayerIndex | undefined>;
   /** Remembers where the layer's compressed blob lives (a push to that registry then skips or mounts it). */
   noteRemote?(layer: CacheLayer): Promise<void>;
+  /** Settles when what the source records in the store as it is read (base layers' hints) is written: lookups wait for it. */
+  readonly ready?: Promise<void> | undefined;
 }
 
 export interface ImportedCacheOptions {
@@ -46,6 +70,8 @@ export class ImportedCache implements CacheSource {
   readonly #indexes = new Map<string, Promise<LayerIndex | undefined>>();
   readonly #lazy = new Map<string, Promise<void>>();
   readonly #mounts = new Map<string, Promise<{ readonly diffId: Digest }>>();
+  /** File lists fetched ahead (#prefetchIndexes), not yet taken by a lookup. */
+  readonly #early = new Map<string, Promise<LayerIndex | undefined>>();
 
   /** As progress names a hit's source: `registry REF`, `local DIR`. */
   readonly label: string;
@@ -93,7 +119,9 @@ export class ImportedCache implements CacheSource {
 
   /** Starts reading the source (the build calls this before its first step, so the fetch overlaps planning). */
   prefetch(signal: AbortSignal | undefined): void {
-    this.#load(signal).catch(() => undefined);
+    // The base layers' file lists the source may carry: the build's FROM waits for them rather
+    // than reading a base layer the store has no list of.
+    expectLayerIndexes(this.#opts.store, this.#load(signal));
   }
 
   /** The keys the source holds (after a prefetch or lookup). */
@@ -160,9 +188,12 @@ export class ImportedCache implements CacheSource {
     let p = this.#indexes.get(layer.diffId);
     if (!p) {
       p = (async () => {
-        const index = await loaded.fetchIndex!(layer, signal);
+        const early = this.#early.get(layer.diffId);
+        this.#early.delete(layer.diffId);
+        const index = early !== undefined ? await early.catch(() => loaded.fetchIndex!(layer, signal)) : await loaded.fetchIndex!(layer, signal);
         if (index === undefined) return undefined;
         await rememberLayerIndex(this.#opts.store, layer.diffId, index);
+        noteIndexBlob(this.#opts.store, layer.diffId, layer.index!);
         await loaded.noteRemote?.(layer);
         return index;
       })().catch((e: unknown) => {
@@ -175,9 +206,49 @@ export class ImportedCache implements CacheSource {
     return p;
   }
 
+  /**
+   * The file lists of the entries the last builds ended their steps with (the document's
+   * `explain`), fetched at once when the source is read, a few at a time: a build whose steps
+   * hit one after the other then finds each list here instead of waiting for it in turn. Only
+   * fetched (verified): what a lookup uses is stored by #indexOf. Bounded in count and bytes.
+   */
+  #prefetchIndexes(loaded: LoadedCache, signal: AbortSignal | undefined): void {
+    const fetchIndex = loaded.fetchIndex;
+    if (fetchIndex === undefined) return;
+    const layers: CacheLayer[] = [];
+    let bytes = 0;
+    for (const key of new Set(parseExplainMap(loaded.doc.explain).values())) {
+      const layer = loaded.doc.entries.get(key)?.layer;
+      if (layer?.index === undefined || layers.some((l) => l.diffId === layer.diffId)) continue;
+      if (layers.length >= PREFETCH_INDEXES || bytes + layer.index.size > PREFETCH_INDEX_BYTES) break;
+      bytes += layer.index.size;
+      layers.push(layer);
+    }
+    // Every list gets its promise now (a lookup that comes first waits for it, never fetches
+    // twice), each started when one of PREFETCH_CONCURRENCY slots is free.
+    let free = PREFETCH_CONCURRENCY;
+    const waiting: Array<() => void> = [];
+    const slot = async (): Promise<void> => {
+      if (free > 0) free--;
+      else await new Promise<void>((resolve) => waiting.push(resolve));
+    };
+    const release = (): void => {
+      const w = waiting.shift();
+      if (w !== undefined) w();
+      else free++;
+    };
+    for (const layer of layers) {
+      const p = slot().then(() => fetchIndex(layer, signal)).finally(release);
+      p.catch(() => undefined);
+      this.#early.set(layer.diffId, p);
+    }
+  }
+
   #load(signal: AbortSignal | undefined): Promise<LoadedCache | undefined> {
-    return (this.#loaded ??= this.#opts.load(signal).then((loaded) => {
+    return (this.#loaded ??= this.#opts.load(signal).then(async (loaded) => {
       this.#opts.onLoaded?.(loaded?.doc.entries.size);
+      if (loaded !== undefined) this.#prefetchIndexes(loaded, signal);
+      await loaded?.ready;
       return loaded;
     }).catch((e: unknown) => {
       if (isAbortError(e) || signal?.aborted) throw e;

@@ -1,21 +1,21 @@
 /**
  * remote-cache/: build cache that travels (--cache-to / --cache-from): the flags
  * (cache-spec.ts), the format (cache-document.ts), registry refs (registry-cache.ts), local
- * directories (local-cache.ts), and the CacheSource a build imports them through
- * (imported-cache.ts). Front door. Parsing the flags loads nothing else: the registry client
+ * directories (local-cache.ts), the export driver both use (cache-export.ts), and the
+ * CacheSource a build imports them through (imported-cache.ts). Front door. Parsing the flags loads nothing else: the registry client
  * and the archive writer are loaded by a build that imports or exports a cache.
  */
 import type { CacheKey } from '../cache/index.js';
 import type { CacheExportSpec, CacheImportSpec } from './cache-spec.js';
 import type { CacheExportEnv, CacheImportEnv } from './cache-io.js';
-import type { CacheExportResult, ExportEntry } from './registry-cache.js';
+import type { CacheExportResult, ExportEntry } from './cache-export.js';
 
 export { DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_EXPORTS, cacheSourceName, parseCacheExport, parseCacheImport, type CacheExportSpec, type CacheImportSpec } from './cache-spec.js';
 export { CACHE_CONFIG_MEDIA_TYPE, INLINE_CACHE_FIELD, inlineCacheValue, type CacheDocument, type CacheEntry, type CacheLayer } from './cache-document.js';
 export { ImportedCache, LazyFetchError } from './imported-cache.js';
 import { ImportedCache, LazyFetchError } from './imported-cache.js';
 export type { CacheExportEnv, CacheImportEnv } from './cache-io.js';
-export type { CacheExportResult, ExportEntry } from './registry-cache.js';
+export type { CacheExportResult, ExportEntry } from './cache-export.js';
 
 /** The cache sources of --cache-from, in order (cache-io.ts). */
 export async function openCacheImports(specs: readonly CacheImportSpec[], env: CacheImportEnv): Promise<ImportedCache[]> {

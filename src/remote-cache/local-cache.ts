@@ -24,20 +24,17 @@ import {
 import { compressedLayerForm, type Store } from '../store/index.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE,
-  EMPTY_CACHE,
   LAYER_INDEX_MEDIA_TYPE,
   MAX_CACHE_DOCUMENT_BYTES,
   MAX_LAYER_INDEX_BYTES,
-  cacheManifest,
-  formatCacheDocument,
-  mergeCacheDocument,
   onlyListed,
   parseCacheDocument,
   type CacheDocument,
   type CacheLayer,
 } from './cache-document.js';
+import { exportCache, type CacheExportOptions, type CacheExportResult, type CacheExportTarget, type ExportEntry } from './cache-export.js';
 import type { LoadedCache } from './imported-cache.js';
-import { freshLayers, freshMounts, parseIndexBytes, type CacheExportOptions, type CacheExportResult, type ExportEntry } from './registry-cache.js';
+import { parseIndexBytes } from './registry-cache.js';
 
 /**
  * A local cache directory (`--cache-to type=local,dest=DIR`, `--cache-from type=local,src=DIR`):
@@ -164,53 +161,45 @@ async function importLayer(store: Store, dir: string, layer: Omit<CacheLayer, 'i
 }
 
 /**
- * `--cache-to type=local,dest=DIR`: merges this build's entries with what DIR holds, writes
- * the new blobs, the document and manifest, then index.json (by rename), then removes the
- * blobs no longer named.
+ * `--cache-to type=local,dest=DIR` (cache-export.ts drives it): merges this build's entries
+ * with what DIR holds, writes the new blobs, the document and manifest, then index.json (by
+ * rename), then removes the blobs no longer named.
  */
 export async function exportLocalCache(store: Store, dir: string, entries: ReadonlyMap<CacheKey, ExportEntry>, opts: CacheExportOptions): Promise<CacheExportResult> {
   const state = await checkLocalCacheDir(dir, '--cache-to');
-  let old: CacheDocument = EMPTY_CACHE;
-  if (state === 'layout') {
-    try {
-      old = (await readLocalCache(dir))?.doc ?? EMPTY_CACHE;
-    } catch (e) {
-      if (!(e instanceof TsbuildError)) throw e;
-      opts.warn(`${e.message}; it is replaced by the exported cache`);
-    }
-  }
   const blobs = path.join(dir, 'blobs', 'sha256');
   await fsp.mkdir(blobs, { recursive: true });
-  const sendBytes = async (bytes: Buffer): Promise<{ digest: Digest; size: number }> => {
-    const digest = sha256Digest(bytes);
-    await writeIn(dir, blobFile(dir, digest), bytes);
-    return { digest, size: bytes.byteLength };
+  const target: CacheExportTarget = {
+    previous: async () => (state === 'layout' ? (await readLocalCache(dir))?.doc : undefined),
+    replaceable: () => true,
+    sendLayers: async (layers) => {
+      const out: Descriptor[] = [];
+      for (const l of layers) {
+        const c = await compressedLayerForm(store, l, opts.compression, { signal: opts.signal });
+        await copyBlobIn(store, dir, c.digest, opts.signal);
+        out.push({ mediaType: layerMediaType('oci', opts.compression), digest: c.digest, size: c.size });
+      }
+      return out;
+    },
+    sendBytes: async (bytes) => {
+      const digest = sha256Digest(bytes);
+      await writeIn(dir, blobFile(dir, digest), bytes);
+      return { digest, size: bytes.byteLength };
+    },
+    commit: async (docBytes, m) => {
+      await writeIn(dir, blobFile(dir, m.manifest.config.digest), docBytes);
+      await writeIn(dir, blobFile(dir, m.digest), m.bytes);
+      if (!(await fsp.stat(path.join(dir, 'oci-layout')).catch(() => undefined))) await writeIn(dir, path.join(dir, 'oci-layout'), Buffer.from('{"imageLayoutVersion":"1.0.0"}'));
+      const index = { schemaVersion: 2, mediaType: OCI_IMAGE_INDEX, manifests: [{ mediaType: OCI_IMAGE_MANIFEST, digest: m.digest, size: m.bytes.byteLength, annotations: { [REF_NAME]: CACHE_REF_NAME } }] };
+      await writeIn(dir, path.join(dir, 'index.json'), canonicalJson(index));
+      // Blobs named by no entry any more go (the directory stays bounded).
+      const keep = new Set<string>([m.digest, m.manifest.config.digest, ...m.manifest.layers.map((l) => l.digest)].map((d) => digestHex(d)));
+      for (const name of await fsp.readdir(blobs)) {
+        if (!keep.has(name) && (/^[0-9a-f]{64}$/.test(name) || name.includes('.tmp-'))) await fsp.rm(path.join(blobs, name), { force: true });
+      }
+    },
   };
-  const send = async (layers: Descriptor[]): Promise<Descriptor[]> => {
-    const out: Descriptor[] = [];
-    for (const l of layers) {
-      const c = await compressedLayerForm(store, l, opts.compression, { signal: opts.signal });
-      await copyBlobIn(store, dir, c.digest, opts.signal);
-      out.push({ mediaType: layerMediaType('oci', opts.compression), digest: c.digest, size: c.size });
-    }
-    return out;
-  };
-  const fresh = await freshLayers(store, entries, send, sendBytes, opts.signal);
-  const mounts = await freshMounts(opts.mounts, send);
-  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps, mounts);
-  const docBytes = formatCacheDocument(doc);
-  const m = cacheManifest(doc, docBytes);
-  await writeIn(dir, blobFile(dir, m.manifest.config.digest), docBytes);
-  await writeIn(dir, blobFile(dir, m.digest), m.bytes);
-  if (!(await fsp.stat(path.join(dir, 'oci-layout')).catch(() => undefined))) await writeIn(dir, path.join(dir, 'oci-layout'), Buffer.from('{"imageLayoutVersion":"1.0.0"}'));
-  const index = { schemaVersion: 2, mediaType: OCI_IMAGE_INDEX, manifests: [{ mediaType: OCI_IMAGE_MANIFEST, digest: m.digest, size: m.bytes.byteLength, annotations: { [REF_NAME]: CACHE_REF_NAME } }] };
-  await writeIn(dir, path.join(dir, 'index.json'), canonicalJson(index));
-  // Blobs named by no entry any more go (the directory stays bounded).
-  const keep = new Set<string>([m.digest, m.manifest.config.digest, ...m.manifest.layers.map((l) => l.digest)].map((d) => digestHex(d)));
-  for (const name of await fsp.readdir(blobs)) {
-    if (!keep.has(name) && (/^[0-9a-f]{64}$/.test(name) || name.includes('.tmp-'))) await fsp.rm(path.join(blobs, name), { force: true });
-  }
-  return { digest: m.digest, entries: doc.entries.size, written: fresh.size, layers: m.manifest.layers.length, mounts: mounts.size };
+  return exportCache(target, store, entries, opts);
 }
 
 async function writeIn(dir: string, file: string, bytes: Buffer): Promise<void> {

@@ -1,50 +1,43 @@
+import { Readable } from 'node:stream';
 import { TsbuildError } from '../errors.js';
 import type { CacheKey } from '../cache/index.js';
 import {
   MAX_CONFIG_BYTES,
   OCI_IMAGE_MANIFEST,
-  OCI_LAYER_TAR,
-  canonicalJson,
   repositoryName,
   choosePlatform,
   defaultTargetPlatform,
   isConfigMediaType,
+  isManifestMediaType,
   formatReference,
+  sha256Digest,
   parseManifestOrIndex,
   parseReference,
   withDefaultTag,
   type Descriptor,
   type Digest,
+  type ImageIndex,
   type ImageManifest,
   type Reference,
 } from '../oci/index.js';
 import { RegistryError, fetchBlobBytes, pullLayer, pushBlobBytes, pushLayers, type RegistryClient } from '../registry/index.js';
 import type { Store } from '../store/index.js';
-import { layerIndexOf, parseLayerIndexRecord, type LayerIndex } from '../image/index.js';
+import { hasLayerIndex, parseLayerIndexRecord, rememberLayerIndex, type LayerIndex } from '../image/index.js';
 import { recordLayerVariant } from '../registry/store-layers.js';
 import {
   CACHE_CONFIG_MEDIA_TYPE,
-  EMPTY_CACHE,
   LAYER_INDEX_MEDIA_TYPE,
   MAX_CACHE_DOCUMENT_BYTES,
   MAX_LAYER_INDEX_BYTES,
-  cacheManifest,
-  formatCacheDocument,
   inlineCacheDocument,
   onlyListed,
-  mergeCacheDocument,
   parseCacheDocument,
-  type CacheBounds,
   type CacheDocument,
+  type CacheEntry,
   type CacheLayer,
 } from './cache-document.js';
-import type { LoadedCache } from './imported-cache.js';
-
-/** A step result the build exports: its layer in the store (undefined: no layer) and free-form key inputs. */
-export interface ExportEntry {
-  readonly layer: { readonly diffId: Digest; readonly size: number } | undefined;
-  readonly inputs?: unknown;
-}
+import { exportCache, type CacheExportOptions, type CacheExportResult, type CacheExportTarget, type ExportEntry } from './cache-export.js';
+import { noteIndexBlob, type LoadedCache } from './imported-cache.js';
 
 type SignalOption = { readonly signal?: AbortSignal | undefined };
 
@@ -74,35 +67,75 @@ async function readRegistryCache(client: RegistryClient, ref: Reference, opts: S
     if (isAbsent(e)) return undefined;
     throw e;
   }
-  let parsed = parseManifestOrIndex(fetched.bytes, fetched.contentType, { what: `cache manifest ${name}` });
-  if (parsed.kind === 'index') {
-    // An image pushed for several platforms with inline cache: the host platform's image.
-    const chosen = choosePlatform(parsed.index, defaultTargetPlatform());
-    if (chosen === undefined) throw new TsbuildError('MANIFEST_INVALID', `${name} holds an image index with no image for this platform, not a tsbuild build cache`, { hint: 'name a ref written by --cache-to type=registry' });
-    const child = await client.getManifest({ ...ref, digest: chosen.digest }, { signal: opts.signal, what: `manifest ${name}@${chosen.digest}` });
-    parsed = parseManifestOrIndex(child.bytes, chosen.mediaType, { what: `manifest ${name}@${chosen.digest}` });
-  }
-  if (parsed.kind !== 'manifest') throw new TsbuildError('MANIFEST_INVALID', `${name} holds a ${parsed.kind} document, not a tsbuild build cache`, { hint: 'name a ref written by --cache-to type=registry' });
+  const parsed = parseManifestOrIndex(fetched.bytes, fetched.contentType, { what: `cache manifest ${name}` });
+  if (parsed.kind === 'index') return inlineCacheOfIndex(client, ref, parsed.index, opts);
   const manifest = parsed.manifest;
-  if (isConfigMediaType(manifest.config.mediaType)) {
-    // An image: its inline cache, if it was built with --cache-to type=inline.
-    const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CONFIG_BYTES, what: `config of ${name}`, signal: opts.signal });
-    let config: unknown;
-    try {
-      config = JSON.parse(bytes.toString('utf8'));
-    } catch {
-      throw new TsbuildError('MANIFEST_INVALID', `the config of ${name} is not JSON`);
-    }
-    return { manifest, inline: true, ...inlineCacheDocument(config, manifest.layers, name) };
-  }
+  // An image: its inline cache, if it was built with --cache-to type=inline.
+  if (isConfigMediaType(manifest.config.mediaType)) return { manifest, inline: true, ...(await inlineCacheOfImage(client, ref, manifest, name, opts)) };
   if (manifest.config.mediaType !== CACHE_CONFIG_MEDIA_TYPE) {
     throw new TsbuildError('MANIFEST_INVALID', `${name} holds ${describeConfig(manifest.config.mediaType)}, not a tsbuild build cache (config media type ${manifest.config.mediaType})`, {
       hint: 'name a ref written by --cache-to type=registry',
     });
   }
-  const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CACHE_DOCUMENT_BYTES, what: `cache document of ${name}`, signal: opts.signal });
-  const { doc, dropped } = parseCacheDocument(bytes, name);
+  const { doc, dropped } = await readCacheDocument(client, ref, manifest.config, name, opts);
   return { manifest, inline: false, ...onlyListed(doc, manifest, dropped) };
+}
+
+/**
+ * Documents read by this process, by their digest: an export to the ref a build imported finds
+ * the document it read (the manifest unchanged since) without fetching it again. Content
+ * addressed (the bytes were verified against the digest when fetched), so never stale.
+ */
+const readDocuments = new Map<Digest, { readonly doc: CacheDocument; readonly dropped: number }>();
+const MAX_READ_DOCUMENTS = 8;
+
+async function readCacheDocument(client: RegistryClient, ref: Reference, config: Descriptor, name: string, opts: SignalOption): Promise<{ doc: CacheDocument; dropped: number }> {
+  const known = readDocuments.get(config.digest);
+  if (known !== undefined) return known;
+  const bytes = await fetchBlobBytes(client, ref, config, { maxBytes: MAX_CACHE_DOCUMENT_BYTES, what: `cache document of ${name}`, signal: opts.signal });
+  const parsed = parseCacheDocument(bytes, name);
+  if (readDocuments.size >= MAX_READ_DOCUMENTS) readDocuments.delete(readDocuments.keys().next().value!);
+  readDocuments.set(config.digest, parsed);
+  return parsed;
+}
+
+/** The inline cache an image's config carries; MANIFEST_INVALID naming `where` when it has none. */
+async function inlineCacheOfImage(client: RegistryClient, ref: Reference, manifest: ImageManifest, where: string, opts: SignalOption): Promise<{ doc: CacheDocument; dropped: number }> {
+  const bytes = await fetchBlobBytes(client, ref, manifest.config, { maxBytes: MAX_CONFIG_BYTES, what: `config of ${where}`, signal: opts.signal });
+  let config: unknown;
+  try {
+    config = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new TsbuildError('MANIFEST_INVALID', `the config of ${where} is not JSON`);
+  }
+  return inlineCacheDocument(config, manifest.layers, where);
+}
+
+/**
+ * An image pushed for several platforms with inline cache: each platform's image carries the
+ * keys of its own steps (their keys name the platform), so together they serve a build of any
+ * of them. The host platform's image first (its entries win a shared key); an image without
+ * inline cache is passed over, and when none has any, the first one's error is the answer.
+ */
+async function inlineCacheOfIndex(client: RegistryClient, ref: Reference, index: ImageIndex, opts: SignalOption): Promise<{ manifest: ImageManifest; inline: true; doc: CacheDocument; dropped: number }> {
+  const name = formatReference(ref);
+  const chosen = choosePlatform(index, defaultTargetPlatform());
+  const images = [...(chosen ? [chosen] : []), ...index.manifests.filter((m) => m !== chosen && isManifestMediaType(m.mediaType))];
+  if (images.length === 0) throw new TsbuildError('MANIFEST_INVALID', `${name} holds an image index with no image, not a tsbuild build cache`, { hint: 'name a ref written by --cache-to type=registry' });
+  const read = await Promise.allSettled(
+    images.map(async (d) => {
+      const where = `${name}@${d.digest}`;
+      const child = await client.getManifest({ ...ref, digest: d.digest }, { signal: opts.signal, what: `manifest ${where}` });
+      const parsed = parseManifestOrIndex(child.bytes, d.mediaType, { what: `manifest ${where}` });
+      if (parsed.kind !== 'manifest' || !isConfigMediaType(parsed.manifest.config.mediaType)) throw new TsbuildError('MANIFEST_INVALID', `${where} is not an image`);
+      return { manifest: parsed.manifest, ...(await inlineCacheOfImage(client, ref, parsed.manifest, where, opts)) };
+    }),
+  );
+  const found = read.filter((r): r is PromiseFulfilledResult<{ manifest: ImageManifest; doc: CacheDocument; dropped: number }> => r.status === 'fulfilled').map((r) => r.value);
+  if (found.length === 0) throw (read[0] as PromiseRejectedResult).reason;
+  const entries = new Map<CacheKey, CacheEntry>();
+  for (const f of found) for (const [key, e] of f.doc.entries) if (!entries.has(key)) entries.set(key, e);
+  return { manifest: found[0]!.manifest, inline: true, doc: { exports: 0, entries }, dropped: found.reduce((n, f) => n + f.dropped, 0) };
 }
 
 function describeConfig(mediaType: string): string {
@@ -132,8 +165,26 @@ export function registryCacheLoader(
     const found = await readRegistryCache(c, ref, { signal });
     if (found === undefined) return undefined;
     if (found.dropped > 0) warn(`registry cache ${formatReference(ref)}: ${found.dropped} malformed entries left out`);
+    // Where the base images' layers live in this registry (a push there skips or mounts them),
+    // and their file lists (the build plans on them instead of reading each layer to make one).
+    // Hints: one that cannot be had is left out.
+    const repo = repositoryName(ref);
+    const ready = Promise.all(
+      (found.doc.baseLayers ?? []).map(async ({ layer }) => {
+        await recordLayerVariant(store, layer.diffId, { digest: layer.digest, size: layer.size, mediaType: layer.mediaType }, repo, { signal }).catch(() => undefined);
+        if (layer.index === undefined || (await hasLayerIndex(store, layer.diffId))) return;
+        const bytes = await fetchBlobBytes(c, ref, { mediaType: LAYER_INDEX_MEDIA_TYPE, ...layer.index }, { maxBytes: MAX_LAYER_INDEX_BYTES, what: `index of base layer ${layer.digest} in ${formatReference(ref)}`, signal }).catch(
+          () => undefined,
+        );
+        const index = bytes !== undefined ? parseIndexBytes(bytes) : undefined;
+        if (index === undefined) return;
+        await rememberLayerIndex(store, layer.diffId, index);
+        noteIndexBlob(store, layer.diffId, layer.index);
+      }).map((p) => p.catch(() => undefined)),
+    ).then(() => undefined);
     return {
       doc: found.doc,
+      ready,
       fetchIndex: async (layer: CacheLayer, s: AbortSignal | undefined) => {
         if (layer.index === undefined) return undefined;
         const bytes = await fetchBlobBytes(c, ref, { mediaType: LAYER_INDEX_MEDIA_TYPE, ...layer.index }, { maxBytes: MAX_LAYER_INDEX_BYTES, what: `index of layer ${layer.digest} in ${formatReference(ref)}`, signal: s });
@@ -149,95 +200,35 @@ export function registryCacheLoader(
   };
 }
 
-export interface CacheExportOptions extends SignalOption {
-  readonly compression: 'gzip' | 'uncompressed';
-  readonly bounds: CacheBounds;
-  readonly now: Date;
-  readonly warn: (message: string) => void;
-  /** The key each step of the build ended with, by step identity: the document's `explain` map. */
-  readonly explainSteps?: ReadonlyMap<string, CacheKey> | undefined;
-  /** Cache mounts to carry, by id: each packed into a blob of the store (engine/cache-mount-blob.ts). */
-  readonly mounts?: ReadonlyMap<string, { readonly diffId: Digest; readonly size: number }> | undefined;
-}
-
-export interface CacheExportResult {
-  readonly digest: Digest;
-  /** Entries the cache holds after the export, and those this build wrote. */
-  readonly entries: number;
-  readonly written: number;
-  readonly layers: number;
-  /** Cache mounts this export wrote. */
-  readonly mounts: number;
-}
-
 /**
- * `--cache-to type=registry,ref=REF`: merges this build's entries with what REF holds (stale
- * entries dropped), pushes the layers the way an image push does (skipped when the repository
- * has them, mounted from another repository of the registry, compressed once), then the
- * document, then the manifest: until that last PUT the ref keeps its previous content.
+ * `--cache-to type=registry,ref=REF` (cache-export.ts drives it): merges this build's entries
+ * with what REF holds (stale entries dropped), pushes the layers the way an image push does
+ * (skipped when the repository has them, mounted from another repository of the registry,
+ * compressed once), then the document, then the manifest: until that last PUT the ref keeps its
+ * previous content.
  */
 export async function exportRegistryCache(client: RegistryClient, store: Store, refText: string, entries: ReadonlyMap<CacheKey, ExportEntry>, opts: CacheExportOptions): Promise<CacheExportResult> {
   const ref = cacheReference(refText);
   const name = formatReference(ref);
-  let old: CacheDocument = EMPTY_CACHE;
-  try {
-    const found = await readRegistryCache(client, ref, opts);
-    if (found?.inline === true) opts.warn(`${name} holds an image; --cache-to replaces it with a build cache`);
-    else if (found !== undefined) old = found.doc;
-  } catch (e) {
-    if (e instanceof TsbuildError && e.code === 'MANIFEST_INVALID') opts.warn(`${e.message}; it is replaced by the exported cache`);
-    else throw e;
-  }
-  const send = (layers: Descriptor[]): Promise<Descriptor[]> => pushLayers(client, store, ref, layers, { compression: opts.compression, signal: opts.signal });
-  const fresh = await freshLayers(store, entries, send, (bytes) => pushBlobBytes(client, ref, bytes, opts), opts.signal);
-  const mounts = await freshMounts(opts.mounts, send);
-  const doc = mergeCacheDocument(old, fresh, opts.bounds, opts.now, opts.explainSteps, mounts);
-  const docBytes = formatCacheDocument(doc);
-  await pushBlobBytes(client, ref, docBytes, opts);
-  const m = cacheManifest(doc, docBytes);
-  await client.putManifest(ref, { reference: ref.tag ?? 'latest', bytes: m.bytes, mediaType: OCI_IMAGE_MANIFEST, signal: opts.signal });
-  return { digest: m.digest, entries: doc.entries.size, written: fresh.size, layers: m.manifest.layers.length, mounts: mounts.size };
-}
-
-/** The cache mounts' blobs sent as layers are (compressed once, skipped or mounted when the target has them). */
-export async function freshMounts(
-  mounts: CacheExportOptions['mounts'],
-  send: (layers: Descriptor[]) => Promise<Descriptor[]>,
-): Promise<Map<string, Omit<CacheLayer, 'index'>>> {
-  const out = new Map<string, Omit<CacheLayer, 'index'>>();
-  if (mounts === undefined || mounts.size === 0) return out;
-  const ids = [...mounts.keys()];
-  const stored = ids.map((id): Descriptor => ({ mediaType: OCI_LAYER_TAR, digest: mounts.get(id)!.diffId, size: mounts.get(id)!.size }));
-  const wire = await send(stored);
-  ids.forEach((id, i) => out.set(id, { diffId: stored[i]!.digest, diffSize: stored[i]!.size, digest: wire[i]!.digest, size: wire[i]!.size, mediaType: wire[i]!.mediaType }));
-  return out;
-}
-
-/** This build's entries with their layers in compressed form (each distinct layer sent once to `send`). */
-export async function freshLayers(
-  store: Store,
-  entries: ReadonlyMap<CacheKey, ExportEntry>,
-  send: (layers: Descriptor[]) => Promise<Descriptor[]>,
-  sendBytes: (bytes: Buffer) => Promise<{ digest: Digest; size: number }>,
-  signal: AbortSignal | undefined,
-): Promise<Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown }>> {
-  const distinct = new Map<Digest, number>();
-  for (const e of entries.values()) if (e.layer !== undefined) distinct.set(e.layer.diffId, e.layer.size);
-  const stored = [...distinct].map(([diffId, size]): Descriptor => ({ mediaType: OCI_LAYER_TAR, digest: diffId, size }));
-  const wire = await send(stored);
-  const byDiffId = new Map<Digest, Descriptor>(stored.map((s, i) => [s.digest, wire[i]!]));
-  // Each layer's file list goes along (small), so an importer can hit lazily.
-  const indexes = new Map<Digest, { digest: Digest; size: number }>();
-  for (const s of stored) indexes.set(s.digest, await sendBytes(canonicalJson(await layerIndexOf(store, s.digest, { signal }))));
-  const out = new Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown }>();
-  for (const [key, e] of entries) {
-    const extra = e.inputs !== undefined ? { inputs: e.inputs } : {};
-    if (e.layer === undefined) {
-      out.set(key, { layer: undefined, ...extra });
-      continue;
-    }
-    const w = byDiffId.get(e.layer.diffId)!;
-    out.set(key, { layer: { diffId: e.layer.diffId, diffSize: e.layer.size, digest: w.digest, size: w.size, mediaType: w.mediaType, index: indexes.get(e.layer.diffId) }, ...extra });
-  }
-  return out;
+  let listed: ReadonlySet<Digest> = new Set();
+  const target: CacheExportTarget = {
+    previous: async () => {
+      const found = await readRegistryCache(client, ref, opts);
+      if (found?.inline === true) opts.warn(`${name} holds an image; --cache-to replaces it with a build cache`);
+      if (found?.inline === false) listed = new Set(found.manifest.layers.map((l) => l.digest));
+      return found?.inline === false ? found.doc : undefined;
+    },
+    // A registry keeps every blob a manifest names: those the ref lists need no HEAD.
+    holds: () => listed,
+    baseLayers: true,
+    replaceable: (e) => e.code === 'MANIFEST_INVALID',
+    sendLayers: (layers) => pushLayers(client, store, ref, layers, { compression: opts.compression, signal: opts.signal }),
+    sendBytes: (bytes) => pushBlobBytes(client, ref, bytes, opts),
+    commit: async (docBytes, m) => {
+      // A new document (its use times are new), so no HEAD first: one session, one PUT.
+      await client.uploadBlob({ repo: ref, digest: sha256Digest(docBytes), size: docBytes.byteLength, source: async (start, end) => Readable.from([docBytes.subarray(start, end)]), signal: opts.signal });
+      await client.putManifest(ref, { reference: ref.tag ?? 'latest', bytes: m.bytes, mediaType: OCI_IMAGE_MANIFEST, signal: opts.signal });
+    },
+  };
+  return exportCache(target, store, entries, opts);
 }

@@ -307,7 +307,7 @@ function bwrapArgs(step: RunSpec, root: string, dests: Destinations, nonRootUser
   const a: string[] = prepass ? [] : ['--info-fd', '3'];
   if (nonRootUser) a.push('--unshare-user', '--uid', String(step.user.uid), '--gid', String(step.user.gid));
   a.push('--bind', root, '/');
-  a.push('--proc', dests.proc, '--dev', dests.dev, '--size', String(step.shmSize ?? DEFAULT_SHM_SIZE), '--tmpfs', `${dests.dev}/shm`);
+  a.push('--proc', dests.proc, '--dev', dests.dev, '--size', String(step.shmSize ?? DEFAULT_SHM_SIZE), '--perms', '1777', '--tmpfs', `${dests.dev}/shm`);
   // /proc/sys read-only, as Docker's readonlyPaths (bwrap covers it only when it is not run by
   // real root: a root step could otherwise set the host's sysctls). An insecure step gets it
   // writable; a write acts on the writer's namespaces (insecure.ts), whichever proc it goes through.
@@ -338,7 +338,8 @@ function bwrapArgs(step: RunSpec, root: string, dests: Destinations, nonRootUser
       a.push(m.readonly ? '--ro-bind' : '--bind', stagedSources?.[bindIndex] ?? m.source, target);
       bindIndex++;
     } else {
-      a.push('--tmpfs', target);
+      // World-writable with the sticky bit, as a fresh tmpfs under runc (and docker) is.
+      a.push('--perms', '1777', '--tmpfs', target);
       if (m.readonly) a.push('--remount-ro', target);
     }
   }

@@ -18,11 +18,17 @@ import type { SandboxCapabilities } from '../sandbox/index.js';
 import type { Store } from '../store/index.js';
 import type { HostFilesystem } from './host-fs.js';
 import type { Snapshotter } from './snapshotter.js';
+import type { Digest } from '../oci/index.js';
+import type { LayerIndex } from '../layer/layer-index.js';
+import type { EnsureLowerDirsOptions } from './overlay-snapshotter.js';
+import type { PullUnpacker, PullUnpackOptions } from './pull-unpack.js';
 
 export { chainId, snapshotNamesFor } from './names.js';
 export type { HostFilesystem, HostLayerEntry } from './host-fs.js';
 export type { LayerChain, PrepareOptions, Snapshotter, StepSnapshot } from './snapshotter.js';
 export type { ChangeEntry } from './capture.js';
+export type { EnsureLowerDirsOptions } from './overlay-snapshotter.js';
+export type { PullingImage, PullUnpacker, PullUnpackOptions, PullUnpackProgress } from './pull-unpack.js';
 
 /** This process's host filesystem capability (host-fs.ts), chosen once per tool PATH. */
 export async function hostFilesystem(opts: { readonly toolPath?: string | undefined; readonly signal?: AbortSignal | undefined } = {}): Promise<HostFilesystem> {
@@ -33,6 +39,26 @@ export async function hostFilesystem(opts: { readonly toolPath?: string | undefi
 export async function createSnapshotter(kind: 'overlay' | 'copy', store: Store, hostFs: HostFilesystem, capabilities: SandboxCapabilities): Promise<Snapshotter> {
   if (kind === 'overlay') return (await import('./overlay-snapshotter.js')).overlaySnapshotter(store, hostFs, capabilities);
   return (await import('./copy-snapshotter.js')).copySnapshotter(store, hostFs, capabilities);
+}
+
+/**
+ * The overlay lower dirs of a stack of stored layers, made where missing and kept in the
+ * store's snapshots/ (overlay-snapshotter.ts): what a RUN step runs on, and what a pull
+ * unpacks ahead of it.
+ */
+export async function ensureLowerDirs(
+  store: Store,
+  hostFs: HostFilesystem,
+  diffIds: readonly Digest[],
+  indexOf: (i: number) => LayerIndex | undefined | Promise<LayerIndex | undefined>,
+  opts: EnsureLowerDirsOptions = {},
+): Promise<string[]> {
+  return (await import('./overlay-snapshotter.js')).ensureLowerDirs(store, hostFs, diffIds, indexOf, opts);
+}
+
+/** Unpacks the layers a pull stores into build snapshots while it downloads (pull-unpack.ts). */
+export async function pullUnpacker(store: Store, opts: PullUnpackOptions = {}): Promise<PullUnpacker> {
+  return (await import('./pull-unpack.js')).pullUnpacker(store, opts);
 }
 
 /** The store's tree remover for any process (OpenStoreOptions.removeTree); see host-fs.ts. */

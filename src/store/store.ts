@@ -3,7 +3,7 @@ import { chmod, mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promise
 import { join, relative, resolve, sep } from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { canonicalJson, digestHex, isDigest, type Descriptor, type Digest } from '../oci/index.js';
-import { createFileIfAbsent, errnoCode, fsyncDir, storeIoError, tempPath, writeFileAtomic } from './atomic-file.js';
+import { createFileIfAbsent, errnoCode, fsyncDir, storeIoError, tempPath, writeFileAtomic, writeSmallFileAtomic } from './atomic-file.js';
 import { BlobStore } from './blob-store.js';
 import {
   assertRefName,
@@ -144,7 +144,7 @@ export class Store {
   }
 
   async #writeIndex(index: LayoutIndex, signal: AbortSignal | undefined): Promise<void> {
-    await writeFileAtomic(this.paths.index, serializeLayoutIndex(index), { tmpDir: this.paths.tmp, signal }).catch((e: unknown) => {
+    await writeSmallFileAtomic(this.paths.index, serializeLayoutIndex(index), { tmpDir: this.paths.tmp, signal }).catch((e: unknown) => {
       throw storeIoError(e, 'update the store tags');
     });
   }
@@ -290,7 +290,7 @@ export class Store {
     if (text === undefined) throw new TsbuildError('USAGE', `writeMeta(${name}): value is not JSON-serialisable`);
     await this.withLock(
       () =>
-        writeFileAtomic(path, `${text}\n`, { tmpDir: this.paths.tmp, signal: opts.signal }).catch((e: unknown) => {
+        writeSmallFileAtomic(path, `${text}\n`, { tmpDir: this.paths.tmp, signal: opts.signal }).catch((e: unknown) => {
           throw storeIoError(e, `write ${path}`);
         }),
       opts,

@@ -47,10 +47,14 @@ export const dfCommand = defineCommand({
     let snapReclaimable = 0;
     let snapActive = 0;
     const cacheIds = new Set(cache.flatMap((e) => (e.diffId ? [e.diffId] : [])));
+    // A tagged image's snapshots: one per layer, or one per flattened chain (made when the
+    // image was pulled or first built on).
+    const { snapshotNamesFor } = await import('../../snapshot/index.js');
+    const taggedSnapshots = new Set(images.filter((i) => i.tags.length > 0).flatMap((i) => i.images.flatMap((image) => snapshotNamesFor(image.config.rootfs.diff_ids))));
     for (const id of snaps) {
       const size = await treeSize(store.snapshotPath(id), signal);
       snapSize += size;
-      if (taggedLayers.has(id)) snapActive++;
+      if (taggedSnapshots.has(id)) snapActive++;
       else if (!cacheIds.has(id)) snapReclaimable += size;
     }
 

@@ -72,14 +72,17 @@ export const pruneCommand = defineCommand({
     const variantRoots: RootRef[] = [...variants].flatMap(([diffId, list]) => (!args.all || taggedLayers.has(diffId) || cacheRoots.includes(diffId) ? list : []));
 
     // Snapshot bytes are not counted by gc; measure the ones it may take.
-    const keepSnaps = new Set<Digest>([...taggedLayers, ...cacheRoots.filter((r): r is Digest => typeof r === 'string')]);
+    // A tagged image's flattened chains stay too: a pull makes them for the builds to come.
+    const { snapshotNamesFor } = await import('../../snapshot/index.js');
+    const taggedChains = before.filter((i) => i.tags.length > 0).flatMap((i) => i.images.flatMap((image) => snapshotNamesFor(image.config.rootfs.diff_ids)));
+    const keepSnaps = new Set<Digest>([...taggedLayers, ...taggedChains, ...cacheRoots.filter((r): r is Digest => typeof r === 'string')]);
     const snapSizes = new Map<Digest, number>();
     for (const id of await store.listSnapshots()) if (!keepSnaps.has(id)) snapSizes.set(id, await treeSize(store.snapshotPath(id), signal));
 
     const gc = await collectGarbage(store, {
       extraRoots: [...cacheRoots, ...variantRoots],
-      // Snapshots of tagged images and of the remaining build cache stay; chain snapshots
-      // (flattened pulled layers) are rebuilt on demand.
+      // Snapshots of tagged images (their layers' and flattened chains') and of the remaining
+      // build cache stay.
       keepSnapshots: [...keepSnaps],
       ...(untilMs !== undefined ? { graceMs: untilMs } : {}),
       signal,
