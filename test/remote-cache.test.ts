@@ -161,6 +161,40 @@ describe('--cache-to / --cache-from between two stores', () => {
     const m = JSON.parse(await fs.readFile(path.join(min, 'blobs', 'sha256', idx.manifests[0]!.digest.slice(7)), 'utf8')) as { layers: Array<{ mediaType: string }> };
     expect(m.layers.filter((l) => l.mediaType.endsWith('tar+gzip'))).toHaveLength(4);
   });
+
+  it('compression=zstd: the layers are zstd frames in the registry and the directory, and another store imports either', async () => {
+    await requireTool('zstd');
+    const a = await machine('zstd-A');
+    const ctx = await context('ctx-zstd', 'zstd\n');
+    const dir = path.join(work, 'zstd-dir');
+    const ref = `${reg.host}/ci/zstd:cache`;
+    const first = await build(a, ['--cache-to', `type=registry,ref=${ref},mode=max,compression=zstd`, '--cache-to', `type=local,dest=${dir},compression=zstd`, ctx]);
+    expect(first.stderr).not.toMatch(/warning|error/i);
+    expect(first.code).toBe(0);
+    const { body } = await manifestOf(reg.host, 'ci/zstd:cache');
+    const steps = body.layers.filter((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar+zstd');
+    expect(steps).toHaveLength(4);
+    expect(body.layers.filter((l) => l.mediaType.endsWith('tar+gzip'))).toEqual([]);
+    // Each is a zstd frame (magic 28 b5 2f fd) that the zstd program takes.
+    const res = await fetch(`http://${reg.host}/v2/ci/zstd/blobs/${steps[0]!.digest}`);
+    const frame = Buffer.from(await res.arrayBuffer());
+    expect(frame.subarray(0, 4).toString('hex')).toBe('28b52ffd');
+    const blob = path.join(work, 'zstd-frame.zst');
+    await fs.writeFile(blob, frame);
+    await tool('zstd', ['-t', '-q', blob]); // rejects on a bad frame
+
+    for (const [name, from] of [['zstd-B', `type=registry,ref=${ref}`], ['zstd-C', `type=local,src=${dir}`]] as const) {
+      const b = await machine(name);
+      const again = await build(b, ['--cache-from', from, ctx]);
+      expect(again.stderr).not.toMatch(/warning|error/i);
+      expect(again.ran).toEqual([]);
+      expect(again.id).toBe(first.id);
+      // The image's layers were read from the zstd blobs: a local output holds the RUN's file.
+      const out = path.join(work, `${name}-out`);
+      expect((await build(b, ['--cache-from', from, '-o', `type=local,dest=${out}`, ctx])).code).toBe(0);
+      expect((await fs.readFile(path.join(out, 'rand2'), 'utf8')).endsWith('zstd\n')).toBe(true);
+    }
+  });
 });
 
 describe('-o type=registry: pushed, not kept in the local store', () => {

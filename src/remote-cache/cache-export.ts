@@ -22,7 +22,7 @@ export interface ExportEntry {
 }
 
 export interface CacheExportOptions {
-  readonly compression: 'gzip' | 'uncompressed';
+  readonly compression: 'gzip' | 'zstd' | 'uncompressed';
   readonly bounds: CacheBounds;
   readonly now: Date;
   readonly warn: (message: string) => void;
@@ -117,7 +117,7 @@ interface ListedBlobs {
   layer(diffId: Digest, size: number): Promise<Descriptor | undefined>;
 }
 
-function listedBlobs(store: Store, digests: ReadonlySet<Digest>, compression: 'gzip' | 'uncompressed', signal: AbortSignal | undefined): ListedBlobs {
+function listedBlobs(store: Store, digests: ReadonlySet<Digest>, compression: 'gzip' | 'zstd' | 'uncompressed', signal: AbortSignal | undefined): ListedBlobs {
   return {
     digests,
     layer: async (diffId, size) => {

@@ -63,7 +63,10 @@ export interface CacheExportEnv {
 /** One `--cache-to` (registry or local; inline is written into the image by the engine). */
 export async function exportBuildCache(spec: Exclude<CacheExportSpec, { type: 'inline' }>, entries: ReadonlyMap<CacheKey, ExportEntry>, env: CacheExportEnv): Promise<CacheExportResult> {
   if (spec.compression === 'zstd') {
-    throw new TsbuildError('UNSUPPORTED', '--cache-to compression=zstd is not available yet (node:zlib has no zstd in Node 20)', { hint: 'use compression=gzip or compression=uncompressed' });
+    // zstd layers are made by the system zstd program: missing, the export fails before it
+    // starts, naming what to install (or a warning with ignore-error=true).
+    const { assertZstdAvailable } = await import('../layer/index.js');
+    assertZstdAvailable();
   }
   const opts = { compression: spec.compression, bounds: { maxExports: spec.maxExports, maxAgeSeconds: spec.maxAgeSeconds }, now: env.now, warn: env.warn, signal: env.signal, explainSteps: env.explainSteps, mounts: env.mounts };
   if (spec.type === 'local') return exportLocalCache(env.store, spec.dest, entries, opts);

@@ -132,7 +132,10 @@ export function localCacheLoader(store: Store, dir: string, warn: (message: stri
 async function importLayer(store: Store, dir: string, layer: Omit<CacheLayer, 'index'>, signal: AbortSignal | undefined): Promise<void> {
   const what = `layer ${layer.digest} of local cache ${dir}`;
   const compression = layerCompression(layer.mediaType);
-  if (compression !== 'gzip' && compression !== 'uncompressed') throw new TsbuildError('UNSUPPORTED', `${what} has media type ${layer.mediaType}, which tsbuild cannot unpack`);
+  if (compression !== 'gzip' && compression !== 'zstd' && compression !== 'uncompressed') throw new TsbuildError('UNSUPPORTED', `${what} has media type ${layer.mediaType}, which tsbuild cannot unpack`);
+  // zstd: the system zstd program (layer/zstd.ts), checked before anything is read.
+  const layerCode = compression === 'zstd' ? await import('../layer/index.js') : undefined;
+  layerCode?.assertZstdAvailable();
   const file = blobFile(dir, layer.digest);
   const st = await fsp.stat(file).catch(() => undefined);
   if (st?.size !== layer.size) throw new TsbuildError('BLOB_NOT_FOUND', `${what} is ${st === undefined ? 'missing' : `${st.size} bytes, not ${layer.size}`}`);
@@ -147,7 +150,7 @@ async function importLayer(store: Store, dir: string, layer: Omit<CacheLayer, 'i
       cb(r.digest === layer.digest && r.size === layer.size ? null : new TsbuildError('DIGEST_MISMATCH', `${what} does not match its digest`));
     },
   });
-  const out = compression === 'gzip' ? createGunzip({ chunkSize: 1024 * 1024 }) : new PassThrough();
+  const out = compression === 'gzip' ? createGunzip({ chunkSize: 1024 * 1024 }) : layerCode !== undefined ? layerCode.createZstdDecompressor() : new PassThrough();
   const piped = pipeline(source, check, verified, out, { ...(signal ? { signal } : {}) }).catch(() => undefined);
   try {
     await store.blobs.putBlob(out, { expected: { digest: layer.diffId }, signal });
