@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CacheKey, CacheSource } from '../cache/index.js';
@@ -158,6 +159,7 @@ async function buildTarget(req: BuildRequest, env: BuildEnv, session: BuildSessi
 async function buildPlatforms(req: BuildRequest, env: BuildEnv, targets: readonly Platform[], imports: readonly CacheSource[]): Promise<BuildResult> {
   const failFast = new AbortController();
   const signal = AbortSignal.any([env.signal, failFast.signal]);
+  setMaxListeners(0, signal); // every session's work listens on it (BuildSession's constructor says why)
   let ids = 0;
   const inFlight = env.inFlight ?? new InFlightSteps();
   const digests = new FileDigests(env.store, req.contextDir);

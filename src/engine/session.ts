@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { LocalStepCache, type CacheHit, type CacheKey, type CacheSource, type KeyInputsSummary, type StateKey, type StepRecord } from '../cache/index.js';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import type { StoredLayer } from '../image/index.js';
@@ -95,6 +96,10 @@ export class BuildSession {
     this.#opts = opts;
     this.store = opts.store;
     this.signal = AbortSignal.any([opts.signal, this.#failFast.signal]);
+    // Every step, layer fetch and unpack in flight listens on it (streams, pipelines, child
+    // processes): dozens at once are the normal case, not a leak, and Node's warning would be
+    // printed to the user (MaxListenersExceededWarning).
+    setMaxListeners(0, this.signal);
     this.platform = opts.platform;
     this.platformText = formatPlatform(opts.platform);
     this.stepCache = new LocalStepCache(opts.store);
