@@ -202,3 +202,61 @@ describe('a full disk', () => {
     await fs.rm(dest, { recursive: true, force: true });
   });
 });
+
+describe('save of a multi-layer image (its layers compressed at once)', () => {
+  it('writes the same bytes from two fresh copies of the store, and a killed save leaves nothing half-written', async () => {
+    const base = path.join(work, 'multi-store');
+    await storeWithBusybox(base);
+    const built = await tsbuild(['build', '-t', 'multi:1', ctx], { root: base });
+    expect(built.code, built.stderr).toBe(0);
+    // Each copy compresses every layer again (hard links: blobs never change in place).
+    const archives: Buffer[] = [];
+    for (const n of [1, 2]) {
+      const copy = path.join(work, `multi-copy-${n}`);
+      await tool('cp', ['-al', base, copy]);
+      const out = path.join(work, `multi-${n}.tar`);
+      const r = await tsbuild(['save', '--format', 'oci', '-o', out, 'multi:1'], { root: copy });
+      expect(r.code, r.stderr).toBe(0);
+      archives.push(await fs.readFile(out));
+    }
+    expect(archives[1]!.equals(archives[0]!)).toBe(true);
+    // Entries in the order they always had: oci-layout, index.json, then blobs/ by name.
+    const { stdout } = await tool('tar', ['-tf', path.join(work, 'multi-1.tar')]);
+    const names = stdout.trim().split('\n');
+    const blobs = names.filter((n) => n.startsWith('blobs/sha256/') && n.length > 'blobs/sha256/'.length);
+    expect(names.slice(0, 2)).toEqual(['oci-layout', 'index.json']);
+    expect(blobs).toEqual([...blobs].sort());
+    expect(blobs.length).toBeGreaterThanOrEqual(5); // busybox + two COPY layers, config, manifest
+    // Killed while compressing (a fresh copy: nothing compressed yet), once a compressed blob is
+    // being written to the store: no archive, and a store fsck finds consistent.
+    const copy = path.join(work, 'multi-copy-kill');
+    await tool('cp', ['-al', base, copy]);
+    const out = path.join(work, 'multi-killed.tar');
+    const killed = await new Promise<boolean>((resolve) => {
+      const child = spawn(process.execPath, [bin, 'save', '--format', 'oci', '-o', out, 'multi:1'], { env: { ...process.env, TSBUILD_ROOT: copy }, stdio: 'ignore' });
+      let exited = false;
+      child.on('exit', (_code, sig) => {
+        exited = true;
+        resolve(sig === 'SIGKILL');
+      });
+      const poll = async (): Promise<void> => {
+        while (!exited) {
+          const tmp = await fs.readdir(path.join(copy, 'tmp')).catch(() => [] as string[]);
+          if (tmp.some((n) => n.endsWith('.blob'))) {
+            child.kill('SIGKILL');
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      };
+      void poll();
+    });
+    expect(killed).toBe(true);
+    await expect(fs.access(out)).rejects.toThrow();
+    const check = await tsbuild(['fsck'], { root: copy });
+    expect(check.code, check.stdout).toBe(0);
+    const again = await tsbuild(['save', '--format', 'oci', '-o', out, 'multi:1'], { root: copy });
+    expect(again.code, again.stderr).toBe(0);
+    expect((await fs.readFile(out)).equals(archives[0]!)).toBe(true);
+  });
+});

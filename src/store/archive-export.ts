@@ -1,7 +1,9 @@
+import { setMaxListeners } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import pLimit from 'p-limit';
 import { pack as tarPack, type Header, type Pack as TarPack } from 'tar-stream';
 
 type TarHeaders = Partial<Header> & Pick<Header, 'name'>;
@@ -47,13 +49,58 @@ export interface ExportOptions {
 /** One file of an archive: bytes in memory (small JSON) or a blob of the store. */
 type ArchiveFile = { readonly name: string; readonly bytes: Buffer } | { readonly name: string; readonly blob: Digest; readonly size: number };
 
-/** The manifest of `image` with its layers in the requested compression. */
-async function exportManifest(store: Store, image: StoredImage, opts: ExportOptions): Promise<{ manifest: ImageManifest; bytes: Buffer; descriptor: Descriptor }> {
-  const layers: Descriptor[] = [];
-  for (const l of image.manifest.layers) {
-    const c = await compressedLayerForm(store, l, opts.compression, { level: opts.level, signal: opts.signal });
-    layers.push({ mediaType: c.mediaType, digest: c.digest, size: c.size });
+/** The compressed form of each stored layer (by its digest, the diff ID), as compressedLayerForm made or remembered it. */
+type LayerForms = ReadonlyMap<string, Descriptor>;
+
+/**
+ * Layers compressed at once by an export: the deflate jobs of every gzip of the process share
+ * layer/ parallel-gzip.ts's slots, so a second and third layer keep the cores busy while one
+ * waits on a slow block (or its store write), and memory stays a few blocks per layer.
+ */
+const LAYERS_AT_ONCE = 3;
+
+/**
+ * The compressed forms of the layers of `images`, made LAYERS_AT_ONCE at a time. What is
+ * written is in an order fixed by the digests (ociLayoutFiles), so the archive's bytes do not
+ * depend on which layer finishes first. The first failure stops the others and is thrown once
+ * every started one has settled (nothing is still writing to the store then).
+ */
+async function compressLayers(store: Store, images: readonly StoredImage[], opts: ExportOptions): Promise<LayerForms> {
+  const layers = new Map<string, Descriptor>();
+  for (const image of images) for (const l of image.manifest.layers) layers.set(l.digest, l);
+  const forms = new Map<string, Descriptor>();
+  const limit = pLimit(LAYERS_AT_ONCE);
+  const inner = new AbortController();
+  setMaxListeners(0, inner.signal);
+  const onAbort = (): void => inner.abort(opts.signal?.reason);
+  if (opts.signal?.aborted === true) inner.abort(opts.signal.reason);
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let failure: { error: unknown } | undefined;
+  try {
+    await Promise.allSettled(
+      [...layers.values()].map((l) =>
+        limit(async () => {
+          inner.signal.throwIfAborted();
+          const c = await compressedLayerForm(store, l, opts.compression, { level: opts.level, signal: inner.signal });
+          forms.set(l.digest, { mediaType: c.mediaType, digest: c.digest, size: c.size });
+        }).catch((e: unknown) => {
+          if (failure === undefined) {
+            failure = { error: e };
+            inner.abort(e);
+          }
+        }),
+      ),
+    );
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
   }
+  if (failure !== undefined) throw failure.error;
+  return forms;
+}
+
+/** The manifest of `image` with its layers in the requested compression (`forms`: compressLayers). */
+async function exportManifest(store: Store, image: StoredImage, forms: LayerForms, opts: ExportOptions): Promise<{ manifest: ImageManifest; bytes: Buffer; descriptor: Descriptor }> {
+  const layers = image.manifest.layers.map((l) => forms.get(l.digest)!);
   const manifest: ImageManifest = { ...image.manifest, mediaType: OCI_IMAGE_MANIFEST, layers };
   const bytes = canonicalJson(manifest);
   const info = await store.blobs.putBytes(bytes, { signal: opts.signal });
@@ -87,8 +134,9 @@ async function ociLayoutFiles(store: Store, entries: readonly (ExportImage | Exp
   const blobs = new Map<string, ArchiveFile>();
   const manifests: Descriptor[] = [];
   const written: Descriptor[] = [];
+  const forms = await compressLayers(store, entries.flatMap((e) => (isExportIndex(e) ? e.images.map((i) => i.image) : [e])), opts);
   const addImage = async (image: StoredImage): Promise<Descriptor> => {
-    const m = await exportManifest(store, image, opts);
+    const m = await exportManifest(store, image, forms, opts);
     const cfg = image.manifest.config;
     blobs.set(cfg.digest, { name: `blobs/sha256/${digestHex(cfg.digest)}`, blob: cfg.digest, size: cfg.size });
     for (const l of m.manifest.layers) blobs.set(l.digest, { name: `blobs/sha256/${digestHex(l.digest)}`, blob: l.digest, size: l.size });
