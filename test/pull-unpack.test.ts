@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { requireTool, tempDir, tsbuild, writeTree } from './support/cli.js';
+import { repoRoot as repo, requireTool, tempDir, tsbuild, writeTree } from './support/cli.js';
 import { pushMultiarchBusybox, storeWithMultiarchBusybox } from './support/multiarch.js';
 import { CLI, withTestUser } from './support/rootless.js';
 import { startRegistry, type RunningRegistry } from './support/registry.js';
@@ -260,4 +260,21 @@ describe('tsbuild pull unpacks for the build', () => {
       expect(await snapshots(store)).toHaveLength(2);
     });
   }, 180_000);
+
+  it('a worker in the user namespace dies with a SIGKILLed tsbuild (unpack, write-layer and tree removal run there)', async () => {
+    await withTestUser('ns-worker-death', async ({ dir, give, ok }) => {
+      // runInUserNamespace from the compiled code, running a sleep no other process of the machine runs.
+      const marker = '27182818';
+      const script = path.join(dir, 'worker.mjs');
+      await fs.writeFile(script, `import(${JSON.stringify(path.join(repo, 'dist/src/sandbox/index.js'))}).then((m) => m.runInUserNamespace('sleep', ['${marker}']));\n`);
+      await give();
+      const r = await ok(
+        `${process.execPath} ${script} & p=$!; ` +
+          `i=0; until pgrep -f '^sleep ${marker}$' >/dev/null || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; ` +
+          `pgrep -f '^sleep ${marker}$' >/dev/null && echo started; kill -9 $p; sleep 1; ` +
+          `pgrep -f '^sleep ${marker}$' >/dev/null && echo left || echo gone`,
+      );
+      expect(r.stdout.trim().split('\n')).toEqual(['started', 'gone']);
+    });
+  }, 60_000);
 });

@@ -55,5 +55,9 @@ export async function runInUserNamespace(cmd: string, args: readonly string[], o
       ...(caps.userNamespaces.hint ? { hint: caps.userNamespaces.hint } : {}),
     });
   }
-  return runChild(caps.tools.unshare, [...userNamespaceArgs(caps.idMapping), '--', cmd, ...args], opts);
+  const argv = [...userNamespaceArgs(caps.idMapping), '--', cmd, ...args];
+  // Killed with tsbuild (setpriv's parent-death signal survives unshare's exec, as for the
+  // runners): a SIGKILLed pull or build leaves no worker unpacking or deleting on its own.
+  if (caps.tools.setpriv) return runChild(caps.tools.setpriv, ['--pdeathsig', 'KILL', '--', caps.tools.unshare, ...argv], opts);
+  return runChild(caps.tools.unshare, argv, opts);
 }
