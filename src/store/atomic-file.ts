@@ -63,29 +63,48 @@ function fsyncDirSync(dir: string): void {
  */
 export function writeSmallFileAtomicSync(dest: string, data: Uint8Array | string, opts: { tmpDir: string; mode?: number; durable?: boolean }): void {
   const durable = opts.durable ?? true;
-  const tmp = tempPath(opts.tmpDir, 'write');
-  const fd = openSync(tmp, 'wx', opts.mode ?? 0o644);
+  const { tmp, fd } = writeSmallTemp(opts.tmpDir, data, opts.mode);
   try {
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
     if (durable) fsyncSync(fd);
     closeSync(fd);
   } catch (e) {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-    rmSync(tmp, { force: true });
+    discardTemp(tmp, fd);
     throw e;
   }
+  renameTempSync(tmp, dest);
+  if (durable) fsyncDirSync(join(dest, '..'));
+}
+
+/** A new temp file in `tmpDir` holding `data`, still open (the caller syncs and closes it); nothing is left on failure. */
+function writeSmallTemp(tmpDir: string, data: Uint8Array | string, mode: number | undefined): { tmp: string; fd: number } {
+  const tmp = tempPath(tmpDir, 'write');
+  const fd = openSync(tmp, 'wx', mode ?? 0o644);
+  try {
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
+  } catch (e) {
+    discardTemp(tmp, fd);
+    throw e;
+  }
+  return { tmp, fd };
+}
+
+function discardTemp(tmp: string, fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+  rmSync(tmp, { force: true });
+}
+
+function renameTempSync(tmp: string, dest: string): void {
   try {
     renameSync(tmp, dest);
   } catch (e) {
     rmSync(tmp, { force: true });
     throw e;
   }
-  if (durable) fsyncDirSync(join(dest, '..'));
 }
 
 /** fsync(2) of an open descriptor on libuv's thread pool: the one call here that waits for the disk. */
@@ -116,28 +135,15 @@ async function fsyncDirFd(dir: string): Promise<void> {
  */
 export async function writeSmallFileAtomic(dest: string, data: Uint8Array | string, opts: { tmpDir: string; mode?: number; signal?: AbortSignal | undefined }): Promise<void> {
   opts.signal?.throwIfAborted();
-  const tmp = tempPath(opts.tmpDir, 'write');
-  const fd = openSync(tmp, 'wx', opts.mode ?? 0o644);
+  const { tmp, fd } = writeSmallTemp(opts.tmpDir, data, opts.mode);
   try {
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
     await fsyncFd(fd);
     closeSync(fd);
   } catch (e) {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-    rmSync(tmp, { force: true });
+    discardTemp(tmp, fd);
     throw e;
   }
-  try {
-    renameSync(tmp, dest);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
+  renameTempSync(tmp, dest);
   await fsyncDirFd(join(dest, '..'));
 }
 
