@@ -15,10 +15,9 @@ import { noteDeadBuffers } from './scavenge.js';
  * as for zlib's own gzip); the header has no name and mtime 0, and the OS byte 3 (unix), as
  * zlib's gzip wrapper writes it.
  *
- * At most `jobs` - 1 blocks of input are in flight per stream (memory stays at about jobs x
- * (block + its output)), and at most `jobs` deflate jobs run at once in the whole process. A
- * block whose samples do not compress is stored, not deflated, 64 KiB piece by piece (see
- * compressibleRuns()); the rest is deflated in jobs of at most 256 KiB (deflateJobs()).
+ * At most `jobs` blocks are in flight per stream (memory stays at about jobs x (block + its
+ * output)), and at most as many deflate jobs run at once in the whole process. A block whose
+ * samples do not compress is stored, not deflated, 64 KiB piece by piece (see compressibleRuns()).
  */
 export interface ParallelGzipOptions {
   /** 1..9; 6 by default. */
@@ -26,9 +25,8 @@ export interface ParallelGzipOptions {
   /** 1 MiB by default (pigz: 128 KiB; bigger blocks, fewer jobs and flush markers). */
   readonly blockSize?: number;
   /**
-   * Deflate jobs at once: one more than the cores (the main thread's hand-offs leave a core
-   * idle otherwise), at most 4, libuv's default pool, which file reads share; a stream has
-   * jobs - 1 blocks of input in flight (at least one).
+   * Blocks compressed at once: one more than the cores (the main thread's hand-offs leave a
+   * core idle otherwise), at most 4, libuv's default pool, which file reads share.
    */
   readonly jobs?: number;
 }
@@ -52,10 +50,8 @@ export class ParallelGzip extends Transform {
   readonly #joined: Buffer = Buffer.allocUnsafeSlow(DICT);
   #crc = 0;
   #size = 0;
-  /** Deflate jobs in input order, oldest first, with the input bytes each holds. */
-  #pending: Array<{ readonly out: Promise<Buffer>; readonly bytes: number }> = [];
-  /** Input bytes of the jobs in #pending. */
-  #pendingBytes = 0;
+  /** Deflated blocks in input order, oldest first. */
+  #pending: Array<Promise<Buffer>> = [];
   /**
    * Block buffers of this stream, free for the next block: the pool a push or export reads its
    * layer into (takeBlock) and the blocks of smaller chunks are copied into. A block returns here
@@ -152,7 +148,7 @@ export class ParallelGzip extends Transform {
 
   /**
    * Starts deflating `block` (possibly empty, for empty input) once a deflate slot is free, and
-   * waits while this stream has jobs - 1 blocks of input in flight. `pooled`: the pool buffer `block` is in,
+   * waits while this stream has `jobs` runs in flight. `pooled`: the pool buffer `block` is in,
    * given back once the block's last job is done.
    */
   async #submit(block: Buffer, pooled: Buffer | undefined): Promise<void> {
@@ -166,7 +162,7 @@ export class ParallelGzip extends Transform {
     // Incompressible data (random bytes, files compressed already) costs deflate its slowest
     // path for nothing: such runs of a block are stored as they are (level 0), 25x faster here,
     // and the rest deflated, each run a job of its own (ended byte-aligned, so they concatenate).
-    const runs = deflateJobs(compressibleRuns(block, this.#level));
+    const runs = compressibleRuns(block, this.#level);
     let left = runs.length;
     for (const run of runs) {
       const data = block.subarray(run.start, run.end);
@@ -191,11 +187,9 @@ export class ParallelGzip extends Transform {
         });
       });
       job.catch(() => undefined); // awaited in order by #emitOldest
-      this.#pending.push({ out: job, bytes: data.length });
-      this.#pendingBytes += data.length;
-      // Backpressure: no more input in flight than jobs - 1 blocks (2 on two cores): jobs of
-      // 256 KiB of text enough to keep every slot busy, and less memory than jobs whole blocks.
-      while (this.#pendingBytes >= Math.max(1, this.#jobs - 1) * this.#blockSize) await this.#emitOldest();
+      this.#pending.push(job);
+      // Backpressure: no more jobs in flight than jobs.
+      while (this.#pending.length >= this.#jobs) await this.#emitOldest();
     }
     // This block's last 32 KiB, for the next block (the previous tail is not needed any more).
     const keep = Math.min(DICT, block.length);
@@ -225,37 +219,13 @@ export class ParallelGzip extends Transform {
   }
 
   async #emitOldest(): Promise<void> {
-    const oldest = this.#pending[0]!;
-    const out = await oldest.out;
+    const out = await this.#pending[0]!;
     this.#pending.shift();
-    this.#pendingBytes -= oldest.bytes;
     this.push(out);
   }
 }
 
 const PIECE = 64 * 1024;
-/**
- * The most one deflate job takes: a run to deflate is cut into jobs of 256 KiB (each with the
- * 32 KiB before it as its dictionary, as blocks are), so the text of a block is deflated on
- * every core rather than one job on one core while the others wait behind it. A layer of
- * 4 MiB native files each followed by 1.3 MiB of text (deps-then-src) is mostly blocks of
- * random bytes, stored at once, and a block or two of text: as one job each, that text was
- * deflated on one core at a time.
- */
-const JOB = 256 * 1024;
-
-/** `runs` with each run to deflate cut into jobs of at most JOB bytes (runs to store stay whole: they cost a copy). */
-function deflateJobs(runs: Array<{ start: number; end: number; level: number }>): Array<{ start: number; end: number; level: number }> {
-  const jobs: Array<{ start: number; end: number; level: number }> = [];
-  for (const run of runs) {
-    if (run.level === 0 || run.end - run.start <= JOB) {
-      jobs.push(run); // an empty block's one empty run too: it still makes a job
-      continue;
-    }
-    for (let start = run.start; start < run.end; start += JOB) jobs.push({ start, end: Math.min(run.end, start + JOB), level: run.level });
-  }
-  return jobs;
-}
 const SAMPLE = 4096;
 
 /**
