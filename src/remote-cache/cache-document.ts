@@ -296,33 +296,22 @@ export function mergeCacheDocument(
 export function cacheManifest(doc: CacheDocument, docBytes: Buffer): { manifest: ImageManifest; bytes: Buffer; digest: Digest } {
   const layers: Descriptor[] = [];
   const seen = new Set<Digest>();
+  /** Each blob once, in the order first named: a layer, then its file list. */
+  const add = (mediaType: string, digest: Digest, size: number): void => {
+    if (seen.has(digest)) return;
+    seen.add(digest);
+    layers.push({ mediaType, digest, size });
+  };
+  const addLayer = (l: CacheLayer): void => {
+    add(l.mediaType, l.digest, l.size);
+    if (l.index !== undefined) add(LAYER_INDEX_MEDIA_TYPE, l.index.digest, l.index.size);
+  };
   for (const key of [...doc.entries.keys()].sort()) {
     const l = doc.entries.get(key)!.layer;
-    if (l === undefined) continue;
-    if (!seen.has(l.digest)) {
-      seen.add(l.digest);
-      layers.push({ mediaType: l.mediaType, digest: l.digest, size: l.size });
-    }
-    if (l.index !== undefined && !seen.has(l.index.digest)) {
-      seen.add(l.index.digest);
-      layers.push({ mediaType: LAYER_INDEX_MEDIA_TYPE, digest: l.index.digest, size: l.index.size });
-    }
+    if (l !== undefined) addLayer(l);
   }
-  for (const m of doc.mounts ?? []) {
-    if (seen.has(m.layer.digest)) continue;
-    seen.add(m.layer.digest);
-    layers.push({ mediaType: m.layer.mediaType, digest: m.layer.digest, size: m.layer.size });
-  }
-  for (const { layer: l } of doc.baseLayers ?? []) {
-    if (!seen.has(l.digest)) {
-      seen.add(l.digest);
-      layers.push({ mediaType: l.mediaType, digest: l.digest, size: l.size });
-    }
-    if (l.index !== undefined && !seen.has(l.index.digest)) {
-      seen.add(l.index.digest);
-      layers.push({ mediaType: LAYER_INDEX_MEDIA_TYPE, digest: l.index.digest, size: l.index.size });
-    }
-  }
+  for (const m of doc.mounts ?? []) add(m.layer.mediaType, m.layer.digest, m.layer.size);
+  for (const { layer } of doc.baseLayers ?? []) addLayer(layer);
   const manifest: ImageManifest = {
     schemaVersion: 2,
     mediaType: OCI_IMAGE_MANIFEST,
