@@ -77,7 +77,6 @@ function gate(): Gate {
 export function pullUnpacker(store: Store, opts: PullUnpackOptions = {}): PullUnpacker {
   const stop = new AbortController();
   const signal = opts.signal !== undefined ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
-  // Probed while the manifest and config download (cached per process).
   // The default is probed now, while the manifest and config download (cached per process); a
   // caller's own is asked on the first image (a build whose bases are all local asks nothing).
   let here = opts.hostFs === undefined ? overlayHostFs(opts, signal) : undefined;
