@@ -1,10 +1,12 @@
 import path from 'node:path/posix';
+import { readlinkSync } from 'node:fs';
 import type fs from 'node:fs';
 import type { IndexedEntry, RootfsView } from '../image/index.js';
 import { normalize } from '../image/index.js';
 import { fsPath, nameFromBytes } from '../oci/index.js';
 import type { IdPair } from '../image/index.js';
-import { walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
+import { forEachWalked, walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
+import { statKey } from './file-digests.js';
 import { HardLinkGroups } from './hardlink-plan.js';
 import type { ChmodSpec } from './chmod-mode.js';
 
@@ -12,6 +14,11 @@ import type { ChmodSpec } from './chmod-mode.js';
 export interface PlannedEntry extends IndexedEntry {
   /** Host path of the content (files) — absent for directories and created parents. */
   readonly srcAbs?: string;
+  /**
+   * The stat data of the file at `srcAbs` when it was planned (file-digests.ts statKey): the
+   * stat index answers its digest from it without another lstat.
+   */
+  readonly srcStat?: string;
   /** For an 'other' entry (socket, fifo, device): what it is and its source path, for the warning that it is not copied. */
   readonly skipped?: { readonly what: string; readonly rel: string };
 }
@@ -74,19 +81,19 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
           put({ path: target, type: 'dir', mode: chmod(0o755, true), ...(opts.chown ?? { uid: 0, gid: 0 }), mtime: opts.createdMtime, size: 0 });
         }
         const skipped: string[] = [];
-        for await (const e of walkSourceDir(root, m)) {
+        await forEachWalked(walkSourceDir(root, m), (e) => {
           if (opts.exclude) {
-            if (skipped.some((d) => e.inner.startsWith(`${d}/`))) continue;
+            if (skipped.some((d) => e.inner.startsWith(`${d}/`))) return;
             if (opts.exclude.matches(e.inner)) {
               if (e.stat.isDirectory() && !opts.exclude.mustDescend?.(e.inner)) skipped.push(e.inner);
-              continue;
+              return;
             }
           }
           const p = target === '' ? e.inner : `${target}/${e.inner}`;
-          const entry = entryFor(p, e.abs, e.rel, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined);
+          const entry = entryFor(p, e.abs, e.rel, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? readLink(e.abs) : undefined);
           links.note(entry, e.stat, sourceIndex);
           put(entry);
-        }
+        });
         continue;
       }
       if (opts.exclude?.matches(m.name)) continue;
@@ -114,9 +121,8 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
 }
 
 /** A link's target as bytes: one that is not valid UTF-8 is kept escaped (oci/byte-names.ts). */
-async function readLink(abs: string): Promise<string> {
-  const { readlink } = await import('node:fs/promises');
-  return nameFromBytes(await readlink(fsPath(abs), { encoding: 'buffer' }));
+function readLink(abs: string): string {
+  return nameFromBytes(readlinkSync(fsPath(abs), { encoding: 'buffer' }));
 }
 
 function entryFor(p: string, abs: string, rel: string, st: fs.Stats, ids: { uid: number; gid: number }, mode: number, linkTarget: string | undefined): PlannedEntry {
@@ -125,7 +131,7 @@ function entryFor(p: string, abs: string, rel: string, st: fs.Stats, ids: { uid:
     return { path: p, type: 'symlink', mode: 0o777, ...ids, mtime, size: 0, linkTarget: linkTarget ?? '' };
   }
   if (st.isDirectory()) return { path: p, type: 'dir', mode, ...ids, mtime, size: 0 };
-  if (st.isFile()) return { path: p, type: 'file', mode, ...ids, mtime, size: st.size, srcAbs: abs };
+  if (st.isFile()) return { path: p, type: 'file', mode, ...ids, mtime, size: st.size, srcAbs: abs, srcStat: statKey(st) };
   // Sockets, fifos and devices in a build context are not copied content; keep them visible
   // as 'other' so the step can warn about each and the writer skip it.
   const what = st.isFIFO() ? 'named pipe' : st.isSocket() ? 'socket' : st.isCharacterDevice() ? 'character device' : st.isBlockDevice() ? 'block device' : 'special file';

@@ -72,7 +72,7 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
     // digest taken from the same bytes (ReadAhead); the key follows the layer.
     let known: StepKeyInputs | undefined;
     if (!ctx.noCache) {
-      const digests = await located(() => inputs.digests.digestsOf(files.map((e) => e.srcAbs), { concurrency: DIGEST_CONCURRENCY, signal: session.signal }));
+      const digests = await located(() => inputs.digests.digestsOf(files, { concurrency: DIGEST_CONCURRENCY, signal: session.signal }));
       known = keyInputs((i) => digests[i]);
     }
     return {

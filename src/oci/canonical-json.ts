@@ -107,6 +107,14 @@ const GO_HTML_ESCAPES: Readonly<Record<string, string>> = {
 /** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
+/**
+ * A string as canonicalJson(s, { htmlSafe: false }) writes it (as JSON.stringify does, lone
+ * surrogates replaced), as text: for callers that join many of them before encoding.
+ */
+export function plainJsonString(s: string): string {
+  return quotePlain(s);
+}
+
 function quotePlain(s: string): string {
   return JSON.stringify(s.replace(LONE_SURROGATE, '\uFFFD'));
 }
