@@ -1,4 +1,4 @@
-import { canonicalJson, Digester, plainJsonString, type Digest } from '../oci/index.js';
+import { canonicalJson, Digester, plainJsonBody, plainJsonString, type Digest } from '../oci/index.js';
 
 declare const cacheKeyBrand: unique symbol;
 
@@ -134,6 +134,14 @@ export function cacheKeyFor(input: StepKeyInputs): CacheKey {
       batch = '';
     }
   }
+  for (const e of input.entries ?? []) {
+    batch += first ? quotedEntry(e) : `,${quotedEntry(e)}`;
+    first = false;
+    if (batch.length >= 65536) {
+      d.update(Buffer.from(batch, 'utf8'));
+      batch = '';
+    }
+  }
   d.update(Buffer.from(batch + doc.slice(INPUTS_HEAD.length), 'utf8'));
   return d.digest() as CacheKey;
 }
@@ -198,7 +206,12 @@ function* encodeInputs(input: StepKeyInputs): Generator<string> {
   const r = input.resources;
   if (r?.shmSize !== undefined) yield `shm-size:${r.shmSize}`;
   if (r?.ulimits && r.ulimits.length > 0) yield `ulimits:${r.ulimits.map((u) => `${u.name}=${u.soft}:${u.hard}`).join(',')}`;
-  for (const e of input.entries ?? []) {
-    yield `${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${e.content ?? ''}`;
-  }
+}
+
+/**
+ * A copied entry's input string, `path NUL type NUL mode NUL uid:gid NUL link NUL content`, as
+ * plainJsonString writes it, each part quoted on its own (NUL is `\u0000` in JSON).
+ */
+function quotedEntry(e: CopiedEntry): string {
+  return `"${plainJsonBody(e.path)}\\u0000${plainJsonBody(e.type)}\\u0000${e.mode.toString(8)}\\u0000${e.uid}:${e.gid}\\u0000${plainJsonBody(e.linkTarget ?? '')}\\u0000${plainJsonBody(e.content ?? '')}"`;
 }

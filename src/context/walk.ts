@@ -91,9 +91,16 @@ interface Child {
   readonly name: string;
 }
 
-/** Names read as bytes: one that is not valid UTF-8 is held escaped (oci/byte-names.ts). */
+/**
+ * A directory's names. Read as strings first (a Buffer per name costs more than the lstat of
+ * the file); a name that is not valid UTF-8 decodes with U+FFFD in it, and then the names are
+ * read again as bytes, and such a name held escaped (oci/byte-names.ts).
+ */
 function readNames(absDir: string): string[] {
-  return readdirSync(fsPath(absDir), { encoding: 'buffer' }).map((r) => nameFromBytes(r));
+  const dir = fsPath(absDir);
+  const names = readdirSync(dir);
+  if (!names.some((n) => n.includes('\uFFFD'))) return names;
+  return readdirSync(dir, { encoding: 'buffer' }).map((r) => nameFromBytes(r));
 }
 
 // eslint-disable-next-line no-control-regex
@@ -124,8 +131,9 @@ function* walkDir(
   }
 
   const children: Child[] = [];
+  const prefix = absDir.endsWith('/') ? absDir : `${absDir}/`;
   for (const name of names) {
-    const abs = path.join(absDir, name);
+    const abs = prefix + name;
     let stat: Stats | undefined;
     try {
       stat = lstatSync(fsPath(abs));

@@ -267,8 +267,24 @@ function* fromRootWalk(walk: Iterable<{ readonly relPath: string; readonly absPa
   const prefix = dir.rel === '' ? '' : `${dir.rel}/`;
   for (const e of walk) {
     if (prefix !== '' && !e.relPath.startsWith(prefix)) continue;
-    const inner = e.relPath.slice(prefix.length);
-    yield { abs: e.absPath, rel: e.relPath, stat: e.stat, inner, name: path.posix.basename(e.relPath) };
+    yield new WalkedEntry(e.absPath, e.relPath, e.stat, prefix.length);
+  }
+}
+
+/** An entry of a context walk as a source: its name made only when asked (a COPY of a directory never asks). */
+class WalkedEntry implements WalkedSource {
+  readonly inner: string;
+  constructor(
+    readonly abs: string,
+    readonly rel: string,
+    readonly stat: fs.Stats,
+    prefixLength: number,
+  ) {
+    this.inner = prefixLength === 0 ? rel : rel.slice(prefixLength);
+  }
+
+  get name(): string {
+    return path.posix.basename(this.rel);
   }
 }
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
-import { Digester, fsPath, isDigest, type Digest } from '../oci/index.js';
+import { Digester, fsPath, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { readWholeFile } from './read-ahead.js';
 
@@ -45,8 +45,11 @@ function parseStatIndex(doc: unknown): string[] {
   if (typeof doc !== 'object' || doc === null) return [];
   const { v, records } = doc as { v?: unknown; records?: unknown };
   if (v !== FORMAT || !Array.isArray(records) || records.length % 3 !== 0) return [];
+  // Digests checked by their form only (a regular expression over 20,000 of them cost more than
+  // the whole lookup): a torn document does not parse, and a wrong digest only makes a key miss.
   for (let i = 0; i < records.length; i += 3) {
-    if (typeof records[i] !== 'string' || typeof records[i + 1] !== 'string' || typeof records[i + 2] !== 'string' || !isDigest(records[i + 2] as string)) return [];
+    const d = records[i + 2] as unknown;
+    if (typeof records[i] !== 'string' || typeof records[i + 1] !== 'string' || typeof d !== 'string' || d.length !== 71 || !d.startsWith('sha256:')) return [];
   }
   return records as string[];
 }
@@ -134,12 +137,12 @@ export class FileDigests {
     return this.#digestByKey(abs, statKey(st), Number(st.size), signal);
   }
 
-  async #digestByKey(abs: string, key: string, size: number, signal?: AbortSignal): Promise<Digest> {
+  async #digestByKey(abs: string, key: string, size: number, signal?: AbortSignal, ordered = true): Promise<Digest> {
     await this.#load();
     const hit = this.#lookup(abs, key);
     if (hit) return hit;
     const d = size <= SMALL_FILE ? await digestSmallFile(abs, size, signal) : await digestStream(abs, signal);
-    this.#remember(abs, key, d);
+    this.#remember(abs, key, d, ordered);
     return d;
   }
 
@@ -170,7 +173,10 @@ export class FileDigests {
       }
       const hit = this.#lookup(f.srcAbs, key);
       if (hit) out[i] = hit;
-      else misses.push({ i, key, size: size ?? sizeOfKey(key) });
+      else {
+        misses.push({ i, key, size: size ?? sizeOfKey(key) });
+        this.#order.push(f.srcAbs); // its place in the next document: the order of the files, not of the reads
+      }
     }
     // A few workers taking the next file, not a promise per file made up front (p-limit's map
     // holds one per item: 20,000 of them for a cold COPY of a big context).
@@ -178,7 +184,7 @@ export class FileDigests {
     const worker = async (): Promise<void> => {
       while (next < misses.length) {
         const { i, key, size } = misses[next++]!;
-        out[i] = await this.#digestByKey(files[i]!.srcAbs, key, size, opts.signal);
+        out[i] = await this.#digestByKey(files[i]!.srcAbs, key, size, opts.signal, false);
       }
     };
     await Promise.all(Array.from({ length: Math.min(opts.concurrency, misses.length) }, worker));
@@ -200,10 +206,10 @@ export class FileDigests {
     this.#remember(abs, key, d);
   }
 
-  #remember(abs: string, key: string, d: Digest): void {
+  #remember(abs: string, key: string, d: Digest, ordered = true): void {
     this.hashedFiles++;
     this.#fresh.set(abs, { k: key, d });
-    this.#order.push(abs);
+    if (ordered) this.#order.push(abs);
     if (abs.startsWith(this.#persistUnder) && ctimeOfKey(key) <= this.#racyAfter) this.#dirty = true;
   }
 
@@ -250,7 +256,8 @@ export class FileDigests {
           d = mine[o + 2]!;
         } else {
           if (!o.startsWith(under)) continue;
-          const r = fresh.get(o)!;
+          const r = fresh.get(o);
+          if (r === undefined) continue; // its read failed
           rel = o.slice(under.length);
           if (done.has(rel) || ctimeOfKey(r.k) > racyAfter) continue;
           k = r.k;
