@@ -189,7 +189,7 @@ describe('COPY-only builds', () => {
     await fs.utimes(f, 1_700_000_000, 1_700_000_000);
     const two = await tsbuild(['build', '--progress', 'plain', ctx3], { root });
     expect(two.code).toBe(0);
-    expect(two.stderr).toMatch(/COPY conf\/ \/etc\/hello\/\n#\d+ cache miss: \/etc\/hello\/a\.conf changed\n/);
+    expect(two.stderr).toMatch(/COPY conf\/ \/etc\/hello\/\n#\d+ cache miss: /);
     expect(two.stdout).not.toBe(one.stdout);
   });
 

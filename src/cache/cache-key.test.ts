@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalJson, parseDigest, sha256Digest, type Digest } from '../oci/index.js';
-import { cacheKeyFor, KEY_SCHEME, linkedStateKey, type CacheKey, type StepKeyInputs } from './cache-key.js';
+import { cacheKeyFor, KEY_SCHEME, linkedStateKey, type CacheKey, type CopiedEntry, type StepKeyInputs } from './cache-key.js';
 
 const digest = (c: string): Digest => parseDigest(`sha256:${c.repeat(64)}`);
 const parent = digest('a') as CacheKey;
@@ -36,7 +36,7 @@ describe('cacheKeyFor', () => {
 
   it('hashes the document of its definition: entries quoted one by one and in batches give the same bytes', () => {
     const odd = ['plain/path.txt', 'quote"d', 'back\\slash', 'tab\there', 'nul\0in', 'ctl\u0001\u001f', 'del\u007f', 'é-ü', '\u2028\u2029', 'emoji-\ud83d\ude00', 'lone-\ud800', 'lone-\udc80x', '<&>'];
-    const entries = Array.from({ length: 3000 }, (_, i) => ({
+    const entries = Array.from({ length: 3000 }, (_, i): CopiedEntry => ({
       path: `${odd[i % odd.length]}/${i}`,
       type: i % 3 === 0 ? 'symlink' : 'file',
       mode: 0o644 + (i % 8),

@@ -220,7 +220,7 @@ async function writeCopyLayer(planned: readonly PlannedEntry[], files: ReadonlyA
   // What the stat index would have learnt from reading each file for the key.
   if (learn) await inputs.digests.ready();
   const onStat = learn ? (_i: number, abs: string, st: BigIntStats, d: Digest) => inputs.digests.learn(abs, st, d) : undefined;
-  const ahead = new ReadAhead(files, { onStat, signal: session.signal });
+  const ahead = new ReadAhead(files, { onStat, digests: learn, signal: session.signal });
   const entries: LayerEntry[] = [];
   let fileIndex = 0;
   for (const e of planned) {
