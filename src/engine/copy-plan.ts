@@ -40,6 +40,9 @@ export interface CopyPlanOptions {
   readonly exclude?: { matches(relPath: string): boolean; mustDescend?(relDir: string): boolean } | undefined;
 }
 
+/** Context files are copied owned by 0:0 (without --chown). */
+const ROOT_OWNER = Object.freeze({ uid: 0, gid: 0 });
+
 /** `COPY x .`, `COPY x dir/`, `COPY x dir/.` name a directory. */
 function namesDirectory(dest: string): boolean {
   return dest.endsWith('/') || dest === '.' || dest.endsWith('/.') || dest === '..' || dest.endsWith('/..');
@@ -62,7 +65,7 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
   const planned = new Map<string, PlannedEntry>();
 
   const owner = (st: fs.Stats): { uid: number; gid: number } =>
-    opts.chown ?? (root.kind === 'context' ? { uid: 0, gid: 0 } : root.mapOwner ? root.mapOwner(st.uid, st.gid) : { uid: st.uid, gid: st.gid });
+    opts.chown ?? (root.kind === 'context' ? ROOT_OWNER : root.mapOwner ? root.mapOwner(st.uid, st.gid) : { uid: st.uid, gid: st.gid });
   const chmod = (mode: number, isDir: boolean): number => (opts.chmod === undefined ? mode : typeof opts.chmod === 'number' ? opts.chmod : opts.chmod.apply(mode, isDir));
   const modeOf = (st: fs.Stats): number => chmod(st.mode & 0o7777, st.isDirectory());
   const put = (e: PlannedEntry) => {
@@ -104,9 +107,14 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
     }
   }
 
-  // Parents of everything written: from the image when they exist there, else created.
+  // Parents of everything written: from the image when they exist there, else created. A
+  // directory whose parents were seen to already is not climbed from again (one dirname per
+  // entry, not one per level of each of 20,000 entries).
+  const ensured = new Set<string>();
   for (const p of [...planned.keys()]) {
     for (let dir = path.dirname(p); dir !== '.' && dir !== '/' && dir !== ''; dir = path.dirname(dir)) {
+      if (ensured.has(dir)) break;
+      ensured.add(dir);
       if (planned.has(dir)) continue;
       const existing = opts.view.lstat(dir);
       if (existing?.type === 'dir') {
@@ -117,7 +125,17 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
       }
     }
   }
-  return links.apply([...planned.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)));
+  return links.apply(sortedByPath([...planned.values()]));
+}
+
+const byPathOrder = (a: PlannedEntry, b: PlannedEntry): number => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+
+/** `entries` sorted by path, in place; a plan that comes sorted (a walk's order, mostly) is only checked. */
+export function sortedByPath(entries: PlannedEntry[]): PlannedEntry[] {
+  for (let i = 1; i < entries.length; i++) {
+    if (byPathOrder(entries[i - 1]!, entries[i]!) > 0) return entries.sort(byPathOrder);
+  }
+  return entries;
 }
 
 /** A link's target as bytes: one that is not valid UTF-8 is kept escaped (oci/byte-names.ts). */

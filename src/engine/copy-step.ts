@@ -15,7 +15,7 @@ import { fetchGitSource, isGitSource } from './git-source.js';
 import { parseChmodSpec, type ChmodSpec } from './chmod-mode.js';
 import { keepLinksWhole } from './hardlink-plan.js';
 import { unreadableSource } from './unreadable-source.js';
-import { planCopy, type PlannedEntry } from './copy-plan.js';
+import { planCopy, sortedByPath, type PlannedEntry } from './copy-plan.js';
 import { resolveSources, type SourceMatch, type SourceRoot } from './copy-sources.js';
 import { ReadAhead } from './read-ahead.js';
 import type { BuildSession } from './session.js';
@@ -204,7 +204,7 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
     for (const e of await planCopy(g.root, g.matches, { ...planOpts, ...(g.unpacked ? { chmod: undefined } : {}), otherSources: total - 1 })) byPath.set(e.path, e);
   }
   keepLinksWhole(byPath);
-  const planned = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const planned = sortedByPath([...byPath.values()]);
   byPath.clear(); // the async function's frame would keep its 20,000 entries to the end
   return { planned, groups };
 }
