@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { layerIndexOf, lazyLayerIndex } from '../image/index.js';
+import { layerIndexOf } from '../image/index.js';
 import type { Store } from '../store/index.js';
 import type { CacheKey } from './cache-key.js';
 import { isDigest } from '../oci/index.js';
@@ -30,9 +30,7 @@ export class LocalStepCache implements CacheSource {
     const record = parseStepRecord(await this.#store.readMeta(stepRecordName(key), { ...(opts.signal ? { signal: opts.signal } : {}) }));
     if (record?.kind === 'empty') return { kind: 'empty' };
     if (record?.kind === 'layer' && (await this.#store.blobs.hasBlob(record.diffId))) {
-      // The layer's file list is read when a later step looks at its files, not now.
-      const index = lazyLayerIndex(this.#store, record.diffId) ?? (await layerIndexOf(this.#store, record.diffId, { signal: opts.signal }));
-      return { kind: 'layer', layer: { diffId: record.diffId, size: record.size }, index };
+      return { kind: 'layer', layer: { diffId: record.diffId, size: record.size }, index: await layerIndexOf(this.#store, record.diffId, { signal: opts.signal }) };
     }
     return undefined;
   }

@@ -5,7 +5,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeLayer } from '../layer/index.js';
 import { openStore, type Store } from '../store/index.js';
-import { layerIndexOf, lazyLayerIndex, parseLayerIndexRecord } from './layer-index-cache.js';
+import { layerIndexOf, parseLayerIndexRecord } from './layer-index-cache.js';
 
 let dir: string;
 let store: Store;
@@ -41,27 +41,5 @@ describe('layer-index record', () => {
     expect(index.entries.find((e) => e.path === 'etc/hostname')).toMatchObject({ type: 'file', size: 3, mode: 0o644 });
     expect(index.entries.some((e) => e.path === 'wrong')).toBe(false);
     expect(parseLayerIndexRecord(await store.readMeta(`layer-index.${digest.slice(7)}`))).toEqual(index);
-  });
-
-  it('lazyLayerIndex reads the record only when a field is first asked for', async () => {
-    const out = new PassThrough();
-    const put = store.blobs.putBlob(out);
-    await writeLayer([{ ...entry, source: () => Readable.from([Buffer.from('box')]) }], out);
-    const { digest } = await put;
-    const name = `layer-index.${digest.slice(7)}`;
-    expect(lazyLayerIndex(store, digest)).toBeUndefined(); // no record: layerIndexOf reads the layer
-    const whole = await layerIndexOf(store, digest);
-    // Another store (nothing remembered of it in this process), with a damaged record: made
-    // without reading it, the damage is seen only when the entries are asked for.
-    const fresh = await openStore(join(dir, 'root2'));
-    await fresh.writeMeta(name, { entries: [{ path: 'wrong' }], whiteouts: [], opaqueDirs: [] });
-    const lazy = lazyLayerIndex(fresh, digest)!;
-    expect(lazy).toBeDefined();
-    expect(() => lazy.entries).toThrow(expect.objectContaining({ code: 'STORE_CORRUPT' }));
-    await fresh.writeMeta(name, whole);
-    const good = lazyLayerIndex(fresh, digest)!;
-    expect(good.entries).toEqual(whole.entries);
-    expect(good.whiteouts).toEqual([]);
-    expect(await layerIndexOf(fresh, digest)).toEqual(whole); // remembered once read
   });
 });

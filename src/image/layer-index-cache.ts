@@ -1,4 +1,3 @@
-import { TsbuildError } from '../errors.js';
 import { digestHex, type Digest } from '../oci/index.js';
 import { indexLayer, type IndexedEntry, type LayerIndex } from '../layer/layer-index.js';
 import type { Store } from '../store/index.js';
@@ -103,44 +102,6 @@ export function layerIndexOf(store: Store, diffId: Digest, opts: { signal?: Abor
     memo.set(key, p);
   }
   return p;
-}
-
-/**
- * The index of a stored layer whose record meta/ holds, read from there when one of its fields
- * is first asked for (synchronously: the view of a stage's files is built synchronously), or
- * undefined when meta/ has no record (then layerIndexOf, which reads the layer). A cached step
- * is looked up for its layer, and most builds never look at the files of a cached layer they
- * end on: a COPY of 20,000 files has a 2 MB record, which a fully cached build read and
- * checked entry by entry for nothing. A record that is not a whole index when it is read at
- * last is STORE_CORRUPT (records are written whole, atomically).
- */
-export function lazyLayerIndex(store: Store, diffId: Digest): LayerIndex | undefined {
-  const key = `${store.root}\0${diffId}`;
-  if (memo.has(key) || !store.hasMeta(metaName(diffId))) return undefined;
-  let loaded: LayerIndex | undefined;
-  const load = (): LayerIndex => {
-    if (loaded !== undefined) return loaded;
-    const index = parseLayerIndexRecord(store.readMetaSync(metaName(diffId)));
-    if (index === undefined) {
-      throw new TsbuildError('STORE_CORRUPT', `the file list of layer ${diffId} in the store (meta/${metaName(diffId)}.json) is missing or damaged`, {
-        hint: `delete meta/${metaName(diffId)}.json in the store: the next build reads the list from the layer again`,
-      });
-    }
-    loaded = index;
-    if (!memo.has(key)) memo.set(key, Promise.resolve(index));
-    return index;
-  };
-  return {
-    get entries() {
-      return load().entries;
-    },
-    get whiteouts() {
-      return load().whiteouts;
-    },
-    get opaqueDirs() {
-      return load().opaqueDirs;
-    },
-  };
 }
 
 /** The merged filesystem view of a stack of stored layers. */

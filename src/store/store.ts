@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { chmod, mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { TsbuildError } from '../errors.js';
@@ -259,16 +259,6 @@ export class Store {
   /** The JSON document meta/<name>.json, or undefined if absent. Caller validates the shape. */
   async readMeta(name: string, opts: SignalOption & { readonly maxBytes?: number } = {}): Promise<unknown> {
     opts.signal?.throwIfAborted();
-    return this.readMetaSync(name, opts);
-  }
-
-  /** True when meta/<name>.json exists (its content unread). */
-  hasMeta(name: string): boolean {
-    return existsSync(this.#metaPath(name));
-  }
-
-  /** readMeta for a caller that cannot wait (a value read when first used). */
-  readMetaSync(name: string, opts: { readonly maxBytes?: number } = {}): unknown {
     const path = this.#metaPath(name);
     const max = opts.maxBytes ?? MAX_META_BYTES;
     let text: string;
