@@ -254,10 +254,17 @@ export function walkSourceDir(root: SourceRoot, dir: SourceFile): Iterable<Walke
   return walkSourceDirAsync(root, dir);
 }
 
-/** Calls `fn` on each entry of `entries`, in a plain loop when they come synchronously. */
+/**
+ * Calls `fn` on each entry of `entries`, in a plain loop when they come synchronously, letting
+ * the event loop turn every 4096 entries (progress, and an abort's signal, which the walk checks).
+ */
 export async function forEachWalked<T>(entries: Iterable<T> | AsyncIterable<T>, fn: (e: T) => void): Promise<void> {
   if (Symbol.iterator in entries) {
-    for (const e of entries) fn(e);
+    let n = 0;
+    for (const e of entries) {
+      fn(e);
+      if (++n % 4096 === 0) await new Promise((r) => setImmediate(r));
+    }
     return;
   }
   for await (const e of entries) fn(e);

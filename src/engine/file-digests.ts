@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
-import { Digester, fsPath, type Digest } from '../oci/index.js';
+import { Digester, fsPath, isDigest, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import { readWholeFile } from './read-ahead.js';
 
@@ -45,8 +45,7 @@ function parseStatIndex(doc: unknown): string[] {
   if (typeof doc !== 'object' || doc === null) return [];
   const { v, records } = doc as { v?: unknown; records?: unknown };
   if (v !== FORMAT || !Array.isArray(records) || records.length % 3 !== 0) return [];
-  // Digests checked by their form only (a regular expression over 20,000 of them cost more than
-  // the whole lookup): a torn document does not parse, and a wrong digest only makes a key miss.
+  // Digests are checked (isDigest) when a lookup uses one; here only their length and prefix.
   for (let i = 0; i < records.length; i += 3) {
     const d = records[i + 2] as unknown;
     if (typeof records[i] !== 'string' || typeof records[i + 1] !== 'string' || typeof d !== 'string' || d.length !== 71 || !d.startsWith('sha256:')) return [];
@@ -123,8 +122,10 @@ export class FileDigests {
     }
     this.#cursor = at + 3;
     if (stored[at + 1] !== key) return undefined;
+    const d = stored[at + 2]!;
+    if (!isDigest(d)) return undefined;
     this.#order.push(at);
-    return stored[at + 2] as Digest;
+    return d;
   }
 
   /** The digest the index knows for this file as it is now (same stat data), else undefined. */
