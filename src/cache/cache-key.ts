@@ -213,5 +213,7 @@ function* encodeInputs(input: StepKeyInputs): Generator<string> {
  * plainJsonString writes it, each part quoted on its own (NUL is `\u0000` in JSON).
  */
 function quotedEntry(e: CopiedEntry): string {
-  return `"${plainJsonBody(e.path)}\\u0000${plainJsonBody(e.type)}\\u0000${e.mode.toString(8)}\\u0000${e.uid}:${e.gid}\\u0000${plainJsonBody(e.linkTarget ?? '')}\\u0000${plainJsonBody(e.content ?? '')}"`;
+  // A Digest is plain ASCII (checked when it was made): written as it is.
+  const link = e.linkTarget === undefined || e.linkTarget === '' ? '' : plainJsonBody(e.linkTarget);
+  return `"${plainJsonBody(e.path)}\\u0000${plainJsonBody(e.type)}\\u0000${e.mode.toString(8)}\\u0000${e.uid}:${e.gid}\\u0000${link}\\u0000${e.content ?? ''}"`;
 }

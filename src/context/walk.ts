@@ -83,12 +83,17 @@ export function* walkContextSync(contextDir: string, matcher: IgnoreMatcher, opt
   yield* walkDir(root, '', undefined, false, matcher, opts.signal);
 }
 
-interface Child {
+/**
+ * An entry of a directory as the walk orders it: the entry itself (`subtree` false), or, for a
+ * directory, a second one for its contents. `key`: the name (its bytes when not all names of
+ * the directory are ASCII), with a '/' after it for the contents.
+ */
+interface Event {
   readonly entry: ContextEntry;
   readonly excluded: boolean;
   readonly info: MatchInfo;
-  /** The sort key: the name (its bytes when not all names are ASCII), with a '/' after it for the subtree event. */
-  readonly name: string;
+  key: string | Buffer;
+  readonly subtree: boolean;
 }
 
 /**
@@ -130,7 +135,7 @@ function* walkDir(
     throw unreadable(absDir, e);
   }
 
-  const children: Child[] = [];
+  const events: Event[] = [];
   const prefix = absDir.endsWith('/') ? absDir : `${absDir}/`;
   for (const name of names) {
     const abs = prefix + name;
@@ -145,21 +150,16 @@ function* walkDir(
     // Top-level entries have no parent results: the matcher falls back to parent-path checks.
     const m = matcher.matchesUsingParent(relPath, relDir === '' ? undefined : info);
     const entry: ContextEntry = { relPath, absPath: abs, type: typeOf(stat), stat };
-    children.push({ entry, excluded: m.excluded, info: m.info, name });
+    events.push({ entry, excluded: m.excluded, info: m.info, key: name, subtree: false });
+    if (entry.type === 'dir') events.push({ entry, excluded: m.excluded, info: m.info, key: `${name}/`, subtree: true });
   }
 
   // A directory's own entry sorts at "name", its contents at "name/": siblings such as
   // "name.txt" fall between them, so order both kinds of event together, in the byte order of
   // the names. For ASCII names that is the order of the strings; other names are compared as
   // their bytes, made once per event (not once per comparison).
-  type Event = { key: string | Buffer; child: Child; subtree: boolean };
-  const events: Event[] = [];
   const ascii = names.every((n) => ASCII.test(n));
-  for (const child of children) {
-    const key = ascii ? child.name : nameBytes(child.name);
-    events.push({ key, child, subtree: false });
-    if (child.entry.type === 'dir') events.push({ key: typeof key === 'string' ? `${key}/` : Buffer.concat([key, SLASH]), child, subtree: true });
-  }
+  if (!ascii) for (const ev of events) ev.key = nameBytes(ev.key as string);
   if (ascii) events.sort((a, b) => ((a.key as string) < (b.key as string) ? -1 : (a.key as string) > (b.key as string) ? 1 : 0));
   else events.sort((a, b) => Buffer.compare(a.key as Buffer, b.key as Buffer));
 
@@ -168,7 +168,7 @@ function* walkDir(
   // normally little; everything else streams.
   const gathered = new Map<string, ContextEntry[]>();
   for (const ev of events) {
-    const { entry, excluded, info: childInfo } = ev.child;
+    const { entry, excluded, info: childInfo } = ev;
     if (!ev.subtree) {
       if (!excluded) {
         yield entry;
@@ -189,5 +189,3 @@ function* walkDir(
     }
   }
 }
-
-const SLASH = Buffer.from('/');
