@@ -191,8 +191,11 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
   // and fails); the key holds the numeric owners, so it stays independent of the layers below.
   const view = from.linked ? new RootfsView([]) : await viewOf(ctx.state);
   const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view, chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
+  const mainPlan = await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length });
+  // One plan (the common case) is already unique by path, sorted, and its links whole.
+  if (!from.parents && groups.length === 0) return { planned: mainPlan, groups };
   const byPath = new Map<string, PlannedEntry>();
-  for (const e of await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length })) byPath.set(e.path, e);
+  for (const e of mainPlan) byPath.set(e.path, e);
   if (from.parents) {
     const { planParents } = await import('./copy-parents.js');
     const kept = await withLocation(location, () => planParents(from.root, from.sources, { ...planOpts, location, instruction: step.kind }));
