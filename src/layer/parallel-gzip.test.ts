@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
+import { ParallelGzip, compressibleRuns, type ParallelGzipOptions } from './parallel-gzip.js';
 
 async function gzip(pieces: readonly Buffer[], opts: ParallelGzipOptions): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -79,6 +79,30 @@ describe('ParallelGzip', () => {
     const cut = await gzip(Array.from({ length: 37 }, (_, i) => mixed.subarray(Math.floor((i * mixed.length) / 37), Math.floor(((i + 1) * mixed.length) / 37))), { jobs: 1 });
     expect(cut.equals(gz)).toBe(true);
     expect(mixed.length).toBe(3 * MiB);
+  });
+
+  it('run-length codes base64 of random bytes (no repeated strings for deflate to find), deflates code and stores random bytes', async () => {
+    const MiB = 1024 * 1024;
+    const base64 = Buffer.from(randomBytes(MiB).toString('base64').replace(/.{76}/g, '$&\n')).subarray(0, MiB);
+    const code = Buffer.from(Array.from({ length: 20000 }, (_, i) => `def handler_${i}(request): return render(request, "page_${i % 40}.html")\n`).join('')).subarray(0, MiB);
+    const random = randomBytes(MiB);
+    expect(compressibleRuns(base64, 4)).toEqual([{ start: 0, end: MiB, kind: 'rle' }]);
+    expect(compressibleRuns(code, 4)).toEqual([{ start: 0, end: MiB, kind: 'deflate' }]);
+    expect(compressibleRuns(random, 4)).toEqual([{ start: 0, end: MiB, kind: 'store' }]);
+    // A block of all three, 64 KiB pieces each: three runs of the kinds, in order.
+    const mixed = Buffer.concat([base64.subarray(0, 2 * BLOCK), code.subarray(0, 3 * BLOCK), random.subarray(0, BLOCK)]);
+    expect(compressibleRuns(mixed, 4)).toEqual([
+      { start: 0, end: 2 * BLOCK, kind: 'rle' },
+      { start: 2 * BLOCK, end: 5 * BLOCK, kind: 'deflate' },
+      { start: 5 * BLOCK, end: 6 * BLOCK, kind: 'store' },
+    ]);
+    // Run-length coded base64 is as small as deflate makes it (6 bits a character), and reads back.
+    const gz = await gzip([Buffer.concat([base64, code, base64])], {});
+    expect(zlib.gunzipSync(gz).equals(Buffer.concat([base64, code, base64]))).toBe(true);
+    expect(execFileSync('gzip', ['-t'], { input: gz }).length).toBe(0);
+    const deflated = zlib.gzipSync(base64, { level: 4 }).length;
+    const ours = (await gzip([base64], {})).length;
+    expect(ours).toBeLessThan(deflated * 1.01);
   });
 
   it('marks the level in the header as zlib does', async () => {
