@@ -96,6 +96,20 @@ describe('ParallelGzip', () => {
       { start: 2 * BLOCK, end: 5 * BLOCK, kind: 'deflate' },
       { start: 5 * BLOCK, end: 6 * BLOCK, kind: 'store' },
     ]);
+    // 4 KiB base64 files in a tar: the headers between them are zeros and near-copies of each other, still run-length coded.
+    const files = Buffer.concat(
+      Array.from({ length: 16 }, (_, i) => {
+        const header = Buffer.alloc(512);
+        header.write(`data/small/s4096/f${String(i).padStart(4, '0')}\0`, 0);
+        header.write('0000644\0000000\0000000\000000010000\000000000000\0', 100);
+        header.write('ustar\x0000root', 257);
+        return Buffer.concat([header, base64.subarray(i * 4096, (i + 1) * 4096)]);
+      }),
+    ).subarray(0, BLOCK);
+    expect(compressibleRuns(Buffer.concat([files, files]), 4)).toEqual([{ start: 0, end: 2 * BLOCK, kind: 'rle' }]);
+    // A sample of zeros (the gap between two files) says nothing of its piece's text: deflated.
+    const gap = Buffer.concat([code.subarray(0, 28 * 1024), Buffer.alloc(8 * 1024), code.subarray(0, 28 * 1024)]);
+    expect(compressibleRuns(Buffer.concat([gap, gap]), 4)).toEqual([{ start: 0, end: 2 * BLOCK, kind: 'deflate' }]);
     // Run-length coded base64 is as small as deflate makes it (6 bits a character), and reads back.
     const gz = await gzip([Buffer.concat([base64, code, base64])], {});
     expect(zlib.gunzipSync(gz).equals(Buffer.concat([base64, code, base64]))).toBe(true);

@@ -272,12 +272,16 @@ const NLOGN = Float64Array.from({ length: SAMPLE + 1 }, (_, n) => (n === 0 ? 0 :
  * deflate at level 1 did, for 2,563 of 2,565 pieces (the other two: pieces of about 7.9 bits a
  * level-1 deflate shrank by under 1%), at 17 us a piece and without allocating.
  *
- * Under 6.5 bits with at most RLE_MAX_REPEATS repeated 4-byte strings in the sample: run-length
- * coded (see lacksMatches()). On Debian bookworm's base layer (1,731 pieces deflated) this
- * picks 8 pieces and the layer grows by 0.02%; on deps-then-src's layer it picks all 380
- * pieces of base64 text, 0.03% smaller than deflate at level 4 and 3x faster. Without the
- * entropy bound it picked 25 pieces of Debian's (mixed pieces whose sample was not typical of
- * the rest: up to 25% bigger each), 0.17% more in all.
+ * 5.5 to 6.5 bits with repeated strings covering at most 3% of the sample: run-length coded (see
+ * lacksMatches()). Measured against deflate at level 4: Debian bookworm's base layer, 14 of
+ * its 1,731 deflated pieces picked, 0.04% bigger in all; deps-then-src's layer, all 383 pieces
+ * of base64 text, 0.03% smaller and 3x faster; big-run's 50,000 small base64 files in a tar,
+ * 6,941 of 7,422 pieces, about 0.5% bigger on them (the tar headers' names and numbers, which
+ * deflate matches with each other) at a third of the CPU; a tar of node_modules and one of
+ * /usr/share/doc, perl and python3 (240 MB of text and libraries), none. Below 5.5 bits a
+ * sample without repeated strings is mostly runs of one byte (zeros between files), not
+ * typical of its piece: at 1% and no lower bound, 11 pieces of node_modules were picked, 56%
+ * bigger each; at 5%, Debian grew by 0.06%.
  */
 function pieceKind(block: Buffer, at: number): RunKind {
   counts.fill(0);
@@ -286,22 +290,25 @@ function pieceKind(block: Buffer, at: number): RunKind {
   for (let i = 0; i < 256; i++) sum += NLOGN[counts[i]!]!;
   const bits = Math.log2(SAMPLE) - sum / SAMPLE;
   if (bits >= 7.9) return 'store';
-  if (bits < 6.5 && lacksMatches(block, at)) return 'rle';
+  if (bits >= 5.5 && bits < 6.5 && lacksMatches(block, at)) return 'rle';
   return 'deflate';
 }
 
-const RLE_MAX_REPEATS = 8;
+/** Bytes of a sample that repeated strings may cover for its piece to be run-length coded: 3%. */
+const RLE_MAX_COVERED = (SAMPLE * 3) / 100;
 const HASH_BITS = 13;
-/** Where each 4-byte hash was last seen, as an absolute stamp: entries below #stamp are from earlier samples (no clearing). */
+/** Where each 4-byte hash was last seen, as an absolute stamp: entries below the sample's base are from earlier samples (no clearing). */
 const lastSeen = new Int32Array(1 << HASH_BITS);
 let stamp = 0;
 
 /**
- * Whether the SAMPLE bytes at `at` repeat at most RLE_MAX_REPEATS 4-byte strings (deflate's
- * minimum useful match is about that long): text with repeats (code, logs, tables: hundreds in
- * 4 KiB) stops the scan within its first few hundred bytes; base64 of random bytes has a 64^4
- * space of 4-grams and shows none. Go's compress/flate (klauspost's, which buildah's pgzip
- * uses) skips ahead faster the longer it finds no match, to the same end.
+ * Whether repeated strings of 4 bytes or more, other than runs of one byte (which Z_RLE codes
+ * as well), cover at most RLE_MAX_COVERED bytes of the SAMPLE bytes at `at`: what deflate's
+ * match search could find there beyond what run-length coding does. Text with repeats (code,
+ * logs, tables) passes that within its first few hundred bytes and stops the scan; base64 of
+ * random bytes has a 64^4 space of 4-grams and shows none, and a tar of small base64 files
+ * only its headers' zeros. Go's compress/flate (klauspost's, which buildah's pgzip uses) skips
+ * ahead faster the longer it finds no match, to the same end.
  */
 function lacksMatches(block: Buffer, at: number): boolean {
   if (stamp > 0x7fff0000) {
@@ -310,16 +317,29 @@ function lacksMatches(block: Buffer, at: number): boolean {
   }
   const base = stamp + 1; // stamps of this sample are base + offset; older ones are smaller
   stamp = base + SAMPLE;
-  let repeats = 0;
-  let v = block[at]! | (block[at + 1]! << 8) | (block[at + 2]! << 16);
-  for (let i = at + 3, end = at + SAMPLE; i < end; i++) {
-    v = (v >>> 8) | (block[i]! << 24);
+  const end = at + SAMPLE;
+  let covered = 0;
+  for (let i = at; i < end - 3; ) {
+    const v = block.readInt32LE(i);
     const h = Math.imul(v, 0x9e3779b1) >>> (32 - HASH_BITS);
     const seen = lastSeen[h]! - base;
     lastSeen[h] = base + (i - at);
-    if (seen >= 0 && block.readInt32LE(at + seen - 3) === v) {
-      if (++repeats > RLE_MAX_REPEATS) return false;
+    if (((v & 0xff) * 0x01010101) >> 0 === v) {
+      i++; // a run of one byte
+      continue;
     }
+    const from = at + seen;
+    if (seen < 0 || block.readInt32LE(from) !== v) {
+      i++;
+      continue;
+    }
+    let length = 4;
+    while (i + length < end && block[from + length] === block[i + length]) length++;
+    covered += length;
+    if (covered > RLE_MAX_COVERED) return false;
+    // The match's later positions, as a match search would have seen them.
+    for (let k = i + 1, last = Math.min(i + length, end - 3); k < last; k++) lastSeen[Math.imul(block.readInt32LE(k), 0x9e3779b1) >>> (32 - HASH_BITS)] = base + (k - at);
+    i += length;
   }
   return true;
 }
