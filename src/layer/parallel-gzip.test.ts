@@ -152,6 +152,9 @@ describe('compressFile (a stored layer read into the compressor\'s own blocks)',
         return Buffer.concat(out);
       };
       const got = await Promise.all(files.map(({ file }) => collect(compressFile(file, 'gzip', 4))));
+      // Told the size, a file under a MiB is read into a block of its size: the same bytes.
+      const sized = await Promise.all(files.map(({ file, data }) => collect(compressFile(file, 'gzip', 4, { size: data.length }))));
+      for (const [i, g] of got.entries()) expect(sized[i]!.equals(g)).toBe(true);
       for (const [i, { file, data }] of files.entries()) {
         const plain = await collect(createReadStream(file, { highWaterMark: 64 * 1024 }).pipe(new ParallelGzip({ level: 4 })));
         expect(got[i]!.equals(plain)).toBe(true);

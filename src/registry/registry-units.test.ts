@@ -192,3 +192,33 @@ describe('store records of registry facts', () => {
     }
   });
 });
+
+describe('compressionTurn (a push compresses one layer at a time)', () => {
+  it('lets the next layer start only when the one before it is done, and an abort while waiting leaves the order intact', async () => {
+    const { compressionTurn } = await import('./push.js');
+    const order: string[] = [];
+    const first = await compressionTurn(undefined);
+    let secondStarted = false;
+    const second = compressionTurn(undefined).then((release) => {
+      secondStarted = true;
+      order.push('second');
+      return release;
+    });
+    const controller = new AbortController();
+    const third = compressionTurn(controller.signal);
+    const fourth = compressionTurn(undefined).then((release) => {
+      order.push('fourth');
+      return release;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(secondStarted).toBe(false);
+    // The third gives up while waiting: rejected at once, and not a turn the fourth waits for.
+    controller.abort(new Error('stop'));
+    await expect(third).rejects.toThrow('stop');
+    order.push('first done');
+    first();
+    (await second)();
+    (await fourth)();
+    expect(order).toEqual(['first done', 'second', 'fourth']);
+  });
+});

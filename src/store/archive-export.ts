@@ -53,11 +53,14 @@ type ArchiveFile = { readonly name: string; readonly bytes: Buffer } | { readonl
 type LayerForms = ReadonlyMap<string, Descriptor>;
 
 /**
- * Layers compressed at once by an export: the deflate jobs of every gzip of the process share
- * layer/ parallel-gzip.ts's slots, so a second and third layer keep the cores busy while one
- * waits on a slow block (or its store write), and memory stays a few blocks per layer.
+ * Layers compressed at once by an export: one. A layer's gzip keeps the cores busy on its own
+ * (its blocks are parallel jobs: layer/ parallel-gzip.ts). Three at once helped while text was
+ * deflated at 50 MB/s a block at a time (deps-then-src's export: 0.97 -> 0.93 s); with such
+ * text run-length coded it changed nothing there (0.67-0.70 s either way), and an export of
+ * big-run's image (a 121 MB and a 1 GB layer) peaked at 118-131 MB of RSS with three, 88 MB
+ * with one.
  */
-const LAYERS_AT_ONCE = 3;
+const LAYERS_AT_ONCE = 1;
 
 /**
  * The compressed forms of the layers of `images`, made LAYERS_AT_ONCE at a time. What is
