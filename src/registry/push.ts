@@ -92,16 +92,33 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
   const target: PushTarget = { client, store, repo, registry, repoName, later: [] };
   const cfg = image.manifest.config;
   let layers: Descriptor[];
+  // The config goes up alongside the layers (a registry needs both only by the manifest's PUT):
+  // its HEAD, POST and PUT were three round trips after the last layer. A failure of either
+  // stops the other.
+  const inner = new AbortController();
+  const onAbort = (): void => inner.abort(signal?.reason);
+  if (signal?.aborted === true) onAbort();
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    layers = await mapParallel(image.manifest.layers, opts.concurrency ?? 4, signal, async (layer, _i, s) => {
+    const config = uploadFromStore(target, cfg, { ...opts, signal: inner.signal });
+    config.catch((e: unknown) => inner.abort(e));
+    const pushed = mapParallel(image.manifest.layers, opts.concurrency ?? 4, inner.signal, async (layer, _i, s) => {
       if (isNondistributableLayer(layer.mediaType)) return layer; // never pushed (media-types.ts)
       return pushLayer(target, layer, compression, { ...opts, signal: s });
     });
-    const cfgResult = await uploadFromStore(target, cfg, opts);
-    opts.onProgress?.({ type: 'config', digest: cfg.digest, status: cfgResult === 'uploaded' ? 'uploaded' : 'exists' });
+    pushed.catch((e: unknown) => inner.abort(e));
+    const [layersSettled, configSettled] = await Promise.allSettled([pushed, config]);
+    // The error that stopped the other, not the abort it caused there.
+    if (layersSettled.status === 'rejected' && configSettled.status === 'rejected') throw inner.signal.reason ?? layersSettled.reason;
+    if (layersSettled.status === 'rejected') throw layersSettled.reason;
+    if (configSettled.status === 'rejected') throw configSettled.reason;
+    layers = layersSettled.value;
+    opts.onProgress?.({ type: 'config', digest: cfg.digest, status: configSettled.value === 'uploaded' ? 'uploaded' : 'exists' });
   } catch (e) {
     await settle(target).catch(() => undefined);
     throw e;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
 
   const manifest: ImageManifest = {
