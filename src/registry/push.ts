@@ -283,8 +283,9 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   // Read in 1 MiB pieces into the compressor's own few buffers (layer/ compressFile); gzip cuts
   // them into 1 MiB blocks deflated on every core (layer/parallel-gzip.ts); zstd runs -T0.
   if (!(await store.blobs.hasBlob(layer.digest))) throw new TsbuildError('BLOB_NOT_FOUND', `layer ${layer.digest} is not in the store`, { hint: 'build or pull the image again' });
-  // One layer compresses at a time (see compressionTurn), released when its compressor is done.
-  const release = await compressionTurn(signal);
+  // One big layer compresses at a time (see compressionTurn), released when its compressor is
+  // done; small ones (a COPY of a few files) cost their round trips more: they go alongside.
+  const release = layer.size > 1024 * 1024 ? await compressionTurn(signal) : (): void => undefined;
   const gzip = compressFile(store.blobs.blobPath(layer.digest), choice.compression === 'zstd' ? 'zstd' : 'gzip', choice.level, { signal, size: layer.size });
   gzip.once('close', release);
   // Each holds at most the chunk being handed on: the compressor's output is in its jobs.
@@ -350,7 +351,8 @@ let compressing: Promise<void> = Promise.resolve();
  * own (its blocks are deflated as parallel jobs: layer/parallel-gzip.ts), so a second layer
  * compressed alongside only added its buffers: pushing big-run's image (Debian's 121 MB layer
  * and a 1 GB one) peaked at 115-117 MB of RSS with both at once, 103-106 MB one at a time.
- * Uploads that need no compression (a blob of the store, a mount) do not wait.
+ * Uploads that need no compression (a blob of the store, a mount) and layers of a MiB or less
+ * do not wait.
  */
 export async function compressionTurn(signal: AbortSignal | undefined): Promise<() => void> {
   const before = compressing;
