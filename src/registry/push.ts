@@ -71,12 +71,12 @@ export interface PushedImage {
 }
 
 /**
- * Push a store image to a registry (`tsbuild push`, `build --push`; call once per tag): layers
- * first, in parallel: a compressed form the registry already has is skipped (HEAD) or mounted
+ * Push a store image to a registry (`tsbuild push`, `build --push`; call once per tag): the
+ * layers in parallel: a compressed form the registry already has is skipped (HEAD) or mounted
  * from another repository of the same registry; else a compressed form the store has is
  * uploaded; else the layer is compressed while it uploads (once: remembered in the record
- * store/compressed-layers.ts compressedLayerForm keeps). Then the config, then the manifest (OCI media
- * types). Returns the manifest digest.
+ * store/compressed-layers.ts compressedLayerForm keeps). The config alongside them, then the
+ * manifest (OCI media types). Returns the manifest digest.
  */
 export async function pushImage(client: RegistryClient, store: Store, image: LocalImage, destination: Reference, opts: PushOptions = {}): Promise<PushedImage> {
   const dest = withDefaultTag(destination);
