@@ -101,7 +101,7 @@ describe('ParallelGzip', () => {
       Array.from({ length: 16 }, (_, i) => {
         const header = Buffer.alloc(512);
         header.write(`data/small/s4096/f${String(i).padStart(4, '0')}\0`, 0);
-        header.write('0000644\0000000\0000000\000000010000\000000000000\0', 100);
+        header.write(['0000644', '0000000', '0000000', '00000010000', '00000000000', ''].join('\x00'), 100);
         header.write('ustar\x0000root', 257);
         return Buffer.concat([header, base64.subarray(i * 4096, (i + 1) * 4096)]);
       }),
