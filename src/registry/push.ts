@@ -286,7 +286,13 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   // One big layer compresses at a time (see compressionTurn), released when its compressor is
   // done; small ones (a COPY of a few files) cost their round trips more: they go alongside.
   const release = layer.size > 1024 * 1024 ? await compressionTurn(signal) : (): void => undefined;
-  const gzip = compressFile(store.blobs.blobPath(layer.digest), choice.compression === 'zstd' ? 'zstd' : 'gzip', choice.level, { signal, size: layer.size });
+  let gzip: Readable;
+  try {
+    gzip = compressFile(store.blobs.blobPath(layer.digest), choice.compression === 'zstd' ? 'zstd' : 'gzip', choice.level, { signal, size: layer.size });
+  } catch (e) {
+    release(); // no compressor (zstd missing): the next layer's turn
+    throw e;
+  }
   gzip.once('close', release);
   // Each holds at most the chunk being handed on: the compressor's output is in its jobs.
   const toStore = new PassThrough({ highWaterMark: 64 * 1024 });

@@ -222,3 +222,30 @@ describe('compressionTurn (a push compresses one layer at a time)', () => {
     expect(order).toEqual(['first done', 'second', 'fourth']);
   });
 });
+
+describe('a push whose compressor cannot start', () => {
+  it('gives its turn to the next big layer (zstd missing: each push fails at once, none waits)', async () => {
+    const { pushLayers, compressionTurn } = await import('./push.js');
+    const { RegistryClient } = await import('./client.js');
+    const { parseReference, OCI_LAYER_TAR } = await import('../oci/index.js');
+    const { randomBytes } = await import('node:crypto');
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'turn-'));
+    const savedPath = process.env['PATH'];
+    const client = new RegistryClient();
+    try {
+      const store = await openStore(path.join(dir, 'store'));
+      // Over a MiB: it waits for its turn to compress.
+      const info = await store.blobs.putBytes(randomBytes(2 * 1024 * 1024));
+      const layer = { mediaType: OCI_LAYER_TAR, digest: info.digest, size: info.size };
+      await fs.mkdir(path.join(dir, 'empty'));
+      process.env['PATH'] = path.join(dir, 'empty'); // no zstd program (looked up once, now)
+      const dest = parseReference('127.0.0.1:1/turn/test:v1'); // never reached
+      for (let i = 0; i < 2; i++) await expect(pushLayers(client, store, dest, [layer], { compression: 'zstd' })).rejects.toMatchObject({ code: 'UNSUPPORTED' });
+      (await compressionTurn(undefined))();
+    } finally {
+      process.env['PATH'] = savedPath;
+      await client.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
