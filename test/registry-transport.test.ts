@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -103,8 +104,9 @@ describe('chunked uploads', () => {
     const { store } = await freshStore();
     const image = await makeStoreImage(store, 'docker.io/library/resume:v1', [400_000]);
     let patches = 0;
-    // The third PATCH never reaches the registry: the connection is cut.
-    proxy.setRules([{ method: 'PATCH', path: UPLOAD, when: () => ++patches === 3, fault: 'reset' }]);
+    // The layer's third PATCH never reaches the registry: the connection is cut. (The config,
+    // smaller than a chunk, goes up alongside in one PATCH of its own.)
+    proxy.setRules([{ method: 'PATCH', path: UPLOAD, when: (req) => req.headers['content-length'] === String(CAP) && ++patches === 3, fault: 'reset' }]);
     const from = proxy.stats.log.length;
     const pushed = await pushImage(client(), store, image, viaProxy('resume/img:v1'), { chunkSize: CAP, compression: 'uncompressed' });
     const log = logSince(from);
@@ -115,7 +117,8 @@ describe('chunked uploads', () => {
     const status = log.slice(cut).find((e) => e.method === 'GET' && UPLOAD.test(e.path));
     expect(status?.status).toBe(204);
     // ...and went on from there: no chunk sent twice, none skipped.
-    const ranges = log.filter((e) => e.method === 'PATCH' && e.status === 202).map((e) => e.contentRange);
+    const configRange = `0-${image.configDescriptor.size - 1}`;
+    const ranges = log.filter((e) => e.method === 'PATCH' && e.status === 202 && e.contentRange !== configRange).map((e) => e.contentRange);
     expect(ranges.slice(0, 7)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => `${i * CAP}-${Math.min(400_000, (i + 1) * CAP) - 1}`));
     const check = (await freshStore()).store;
     expect((await pullImage(direct, check, viaDirect(`resume/img@${pushed.digest}`))).image.configDescriptor.digest).toBe(image.configDescriptor.digest);
@@ -403,5 +406,55 @@ describe('TLS and --insecure-registry at the CLI (registries on a non-loopback a
     expect(pulled.code, pulled.stderr).toBe(0);
     const { stdout: raw } = await tool('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`]);
     expect(sha256Digest(Buffer.from(raw))).toBe(pushed.stdout.trim());
+  });
+});
+
+describe('loopback registries', () => {
+  it('a plain-HTTP one is asked over plain HTTP first: no TLS handshake reaches it', async () => {
+    // A TCP relay in front of the registry that notes each connection's first byte (0x16: a
+    // TLS handshake record).
+    const firstBytes: number[] = [];
+    const relay = net.createServer((client) => {
+      const upstream = net.connect(registry.port, '127.0.0.1');
+      client.once('data', (d: Buffer) => firstBytes.push(d[0]!));
+      client.pipe(upstream).pipe(client);
+      const close = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('error', close);
+      upstream.on('error', close);
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    try {
+      const s = await freshStore();
+      await makeStoreImage(s.store, 'docker.io/library/loopimg:v1', [Buffer.from('loopback layer'), 10_000]);
+      const dest = `127.0.0.1:${(relay.address() as net.AddressInfo).port}/loop/img:v1`;
+      const pushed = await tsbuild(['push', '-q', 'loopimg:v1', dest], { root: s.root });
+      expect(pushed.code, pushed.stderr).toBe(0);
+      expect(firstBytes.length).toBeGreaterThan(0);
+      expect(firstBytes.filter((b) => b === 0x16)).toEqual([]);
+    } finally {
+      relay.close();
+    }
+  });
+
+  it('a TLS-only one is still reached: plain HTTP is refused, then HTTPS without verification', async () => {
+    const tlsLoop = await startRegistry({ mode: { kind: 'basic-tls', users: { alice: 'pw-loop' } } });
+    try {
+      expect(tlsLoop.host.startsWith('127.0.0.1:')).toBe(true);
+      const env = { DOCKER_CONFIG: path.join(tmp, 'loop-docker'), REGISTRY_AUTH_FILE: '', XDG_RUNTIME_DIR: path.join(tmp, 'loop-xdg') };
+      const login = await tsbuild(['login', tlsLoop.host, '-u', 'alice', '--password-stdin'], { env, input: 'pw-loop\n' });
+      expect(login.code, login.stderr).toBe(0);
+      const s = await freshStore();
+      await makeStoreImage(s.store, 'docker.io/library/tlsloop:v1', [Buffer.from('tls loopback layer'), 10_000]);
+      const pushed = await tsbuild(['push', '-q', 'tlsloop:v1', `${tlsLoop.host}/loop/tls:v1`], { root: s.root, env });
+      expect(pushed.code, pushed.stderr).toBe(0);
+      const wrong = await tsbuild(['login', tlsLoop.host, '-u', 'alice', '--password-stdin'], { env, input: 'not-it\n' });
+      expect(wrong.code).toBe(1);
+      expect(wrong.stderr).not.toContain('not-it');
+    } finally {
+      await tlsLoop.stop();
+    }
   });
 });

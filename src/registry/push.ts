@@ -92,33 +92,21 @@ export async function pushImage(client: RegistryClient, store: Store, image: Loc
   const target: PushTarget = { client, store, repo, registry, repoName, later: [] };
   const cfg = image.manifest.config;
   let layers: Descriptor[];
-  // The config goes up alongside the layers (a registry needs both only by the manifest's PUT):
-  // its HEAD, POST and PUT were three round trips after the last layer. A failure of either
-  // stops the other.
-  const inner = new AbortController();
-  const onAbort = (): void => inner.abort(signal?.reason);
-  if (signal?.aborted === true) onAbort();
-  signal?.addEventListener('abort', onAbort, { once: true });
+  // The config is one more blob of the same parallel transfer, first in line (a registry needs
+  // it and the layers only by the manifest's PUT): after the last layer its HEAD, POST and PUT
+  // were three more round trips. --max-concurrent-uploads counts it; a failure stops the rest.
   try {
-    const config = uploadFromStore(target, cfg, { ...opts, signal: inner.signal });
-    config.catch((e: unknown) => inner.abort(e));
-    const pushed = mapParallel(image.manifest.layers, opts.concurrency ?? 4, inner.signal, async (layer, _i, s) => {
-      if (isNondistributableLayer(layer.mediaType)) return layer; // never pushed (media-types.ts)
-      return pushLayer(target, layer, compression, { ...opts, signal: s });
+    const jobs: ReadonlyArray<Descriptor | 'config'> = ['config', ...image.manifest.layers];
+    const done = await mapParallel(jobs, opts.concurrency ?? 4, signal, async (job, _i, s) => {
+      if (job === 'config') return uploadFromStore(target, cfg, { ...opts, signal: s });
+      if (isNondistributableLayer(job.mediaType)) return job; // never pushed (media-types.ts)
+      return pushLayer(target, job, compression, { ...opts, signal: s });
     });
-    pushed.catch((e: unknown) => inner.abort(e));
-    const [layersSettled, configSettled] = await Promise.allSettled([pushed, config]);
-    // The error that stopped the other, not the abort it caused there.
-    if (layersSettled.status === 'rejected' && configSettled.status === 'rejected') throw inner.signal.reason ?? layersSettled.reason;
-    if (layersSettled.status === 'rejected') throw layersSettled.reason;
-    if (configSettled.status === 'rejected') throw configSettled.reason;
-    layers = layersSettled.value;
-    opts.onProgress?.({ type: 'config', digest: cfg.digest, status: configSettled.value === 'uploaded' ? 'uploaded' : 'exists' });
+    layers = done.slice(1) as Descriptor[];
+    opts.onProgress?.({ type: 'config', digest: cfg.digest, status: done[0] === 'uploaded' ? 'uploaded' : 'exists' });
   } catch (e) {
     await settle(target).catch(() => undefined);
     throw e;
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
   }
 
   const manifest: ImageManifest = {

@@ -234,9 +234,10 @@ export function fetchDispatcher(): Dispatcher | undefined {
 
 /**
  * One per client: it keeps connections alive, caches each registry's endpoint (scheme and auth
- * challenge) and tokens per scope set. Loopback registries and those named in
- * `insecureRegistries` are tried over HTTPS without verification, then plain HTTP, as Docker
- * does; others need verified TLS (Node's roots plus `caCertificates`).
+ * challenge) and tokens per scope set. Those named in `insecureRegistries` are tried over
+ * HTTPS without verification, then plain HTTP, as Docker does; loopback registries the other
+ * way round (#discover says why); others need verified TLS (Node's roots plus
+ * `caCertificates`).
  */
 export class RegistryTransport {
   /** Verified TLS: made on first use (building it reads Node's root certificates). */
@@ -261,7 +262,7 @@ export class RegistryTransport {
     // then loads no TLS module and no root certificates (node:tls loads on the first TLS
     // connection). Without verification no CA is consulted, so the insecure agent gets an empty
     // list instead of the default store, which OpenSSL would build from Node's roots on the first
-    // TLS connection (a loopback registry is tried over HTTPS first).
+    // TLS connection (an insecure registry is tried over HTTPS first).
     this.#makeSecure = () => {
       const ca = verifiedCa(extraCa);
       return new Agent({ ...common, connect: { ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
@@ -360,6 +361,23 @@ export class RegistryTransport {
     const host = registryApiHost(registry);
     const ctx: ExchangeContext = { what, registry };
     if (!this.#isInsecure(host)) return this.#pingOrigin({ registry, origin: `https://${host}`, secure: true, dispatcher: this.#secure }, ctx, signal);
+    if (isLoopbackRegistry(host)) {
+      // A loopback registry (CI's `registry:2` on localhost:5000) nearly always speaks plain
+      // HTTP: asked that first, it costs no TLS attempt (the TLS stack's load, a handshake the
+      // server refuses: ~30 ms of a push of a small image). A TLS-only one answers plain HTTP
+      // with 400 (Go's server: "Client sent an HTTP request to an HTTPS server") or closes the
+      // connection; then HTTPS, unverified as for any insecure registry.
+      try {
+        return await this.#pingOrigin({ registry, origin: `http://${host}`, secure: false, dispatcher: this.#insecure }, ctx, signal);
+      } catch (plain) {
+        if (!(plain instanceof RegistryError) || (plain.status !== undefined && plain.status !== 400)) throw plain;
+        try {
+          return await this.#pingOrigin({ registry, origin: `https://${host}`, secure: false, dispatcher: this.#insecure }, ctx, signal);
+        } catch (tls) {
+          throw tls instanceof RegistryError && tls.status !== undefined ? tls : plain;
+        }
+      }
+    }
     try {
       return await this.#pingOrigin({ registry, origin: `https://${host}`, secure: false, dispatcher: this.#insecure }, ctx, signal);
     } catch (e) {
