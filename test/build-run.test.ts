@@ -172,6 +172,17 @@ describe('RUN', () => {
     expect(await fs.readFile(path.join(out, 'made', 'c.txt'), 'utf8')).toBe('c');
   });
 
+  it('a --build-arg that changes reruns the RUN steps after its ARG, not a COPY (as BuildKit)', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nARG VERSION\nCOPY a.txt /a.txt\nRUN echo "$VERSION" > /version\n', 'a.txt': 'a' });
+    expect((await tsbuild(['build', '--build-arg', 'VERSION=1', ctx], { root })).code).toBe(0);
+    const out = path.join(work, 'arg-out');
+    const again = await tsbuild(['build', '--progress', 'plain', '--build-arg', 'VERSION=2', '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/\] COPY a\.txt \/a\.txt\n#\d+ CACHED/);
+    expect(again.stderr.match(/CACHED/g)?.length).toBe(1);
+    expect(await fs.readFile(path.join(out, 'version'), 'utf8')).toBe('2\n');
+  });
+
   it('copies files made by RUN from one stage into another', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox AS build\nRUN mkdir /out && echo artefact > /out/app\nFROM scratch\nCOPY --from=build /out/app /app\n' });
     const out = path.join(work, 'ms');

@@ -367,7 +367,10 @@ export function expandInstruction(instr: Instruction, ctx: ExpandContext): Step 
         ...base,
         args,
         scope,
-        keyText: keyTextOf('ARG', { args: args.map((a) => (a.value === undefined ? [a.key] : [a.key, a.value])) }),
+        // Names only, as BuildKit (where ARG makes no operation at all): a value is observed
+        // where it is expanded (that step's own text carries it) or in a RUN's environment
+        // (RUN's `visible`), so `--build-arg VERSION=...` changing leaves a COPY after it cached.
+        keyText: keyTextOf('ARG', { args: args.map((a) => [a.key]) }),
         visible: noVisible,
         history,
       };
