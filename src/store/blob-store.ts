@@ -37,6 +37,13 @@ export interface PutBlobOptions {
    * is in the store only when putBlob resolves.
    */
   readonly onHashed?: ((info: BlobInfo) => void) | undefined;
+  /**
+   * putBlob: the source checks its own bytes against `expected` (digest and size) while they
+   * stream, and fails instead of ending when they do not match (registry/ downloadBlob), so
+   * they are not hashed a second time here: the blob is `expected` once the source ends with
+   * exactly `expected.size` bytes. Ignored without an expected size.
+   */
+  readonly sourceVerified?: boolean | undefined;
 }
 
 export interface ReadBlobOptions {
@@ -118,35 +125,32 @@ export class BlobStore {
     const tmp = tempPath(this.#tmpDir, 'blob');
     let h: FileHandle | undefined = await open(tmp, 'wx', 0o444).catch((e: unknown) => abandon(storeIoError(e, 'store a blob')));
     try {
-      const hasher = new DigestStream();
+      const trusted = opts.sourceVerified === true && expected?.size !== undefined ? expected : undefined;
+      const hasher = trusted === undefined ? new DigestStream() : undefined;
       let written = 0;
       let sinkError: unknown;
-      await pipeline(
-        source,
-        hasher,
-        async (chunks: AsyncIterable<Buffer>) => {
-          for await (const chunk of chunks) {
-            written += chunk.byteLength;
-            // Stop early rather than download gigabytes for a descriptor that says 1 KiB.
-            if (expected?.size !== undefined && written > expected.size) {
-              // Remembered: pipeline may report the AbortError of tearing down the other
-              // stages instead of the error that caused it.
-              sinkError = mismatch(expected, `more than ${expected.size} bytes`);
-              throw sinkError;
-            }
-            try {
-              await writeAll(h as FileHandle, chunk);
-            } catch (e) {
-              sinkError = e; // a full disk must be reported as such, not as the teardown's AbortError
-              throw e;
-            }
+      const sink = async (chunks: AsyncIterable<Buffer>): Promise<void> => {
+        for await (const chunk of chunks) {
+          written += chunk.byteLength;
+          // Stop early rather than download gigabytes for a descriptor that says 1 KiB.
+          if (expected?.size !== undefined && written > expected.size) {
+            // Remembered: pipeline may report the AbortError of tearing down the other
+            // stages instead of the error that caused it.
+            sinkError = mismatch(expected, `more than ${expected.size} bytes`);
+            throw sinkError;
           }
-        },
-        signal ? { signal } : {},
-      ).catch((e: unknown) => {
+          try {
+            await writeAll(h as FileHandle, chunk);
+          } catch (e) {
+            sinkError = e; // a full disk must be reported as such, not as the teardown's AbortError
+            throw e;
+          }
+        }
+      };
+      await (hasher !== undefined ? pipeline(source, hasher, sink, signal ? { signal } : {}) : pipeline(source, sink, signal ? { signal } : {})).catch((e: unknown) => {
         throw sinkError ?? e;
       });
-      const got = hasher.result();
+      const got = hasher !== undefined ? hasher.result() : { digest: trusted!.digest, size: written };
       await this.#seal(h, tmp, got, expected, opts.onHashed);
       h = undefined;
       return got;
