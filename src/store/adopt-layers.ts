@@ -1,7 +1,8 @@
 import type { Duplex } from 'node:stream';
-import { TsbuildError } from '../errors.js';
-import { layerCompression, type Descriptor, type Digest } from '../oci/index.js';
+import { TsbuildError, isTsbuildError } from '../errors.js';
+import { layerCompression, type Descriptor, type Digest, type ImageConfig, type ImageManifest } from '../oci/index.js';
 import type { Store } from './store.js';
+import { isPackedLayer, writeStoreManifest, type StoredImage } from './stored-image.js';
 
 /**
  * How an image from elsewhere (a registry pull, a loaded archive) becomes a store image: its
@@ -76,3 +77,58 @@ export async function storeUncompressedLayer(
   }
 }
 
+
+/** Packed layers decompressed at once by unpackStoredImage (gunzip runs on the thread pool). */
+const UNPACK_CONCURRENCY = 3;
+
+/**
+ * The image a store manifest with packed layers (a `pull --no-unpack`: compressed blobs kept
+ * as downloaded, stored-image.ts StoredLayer) stands for, with every layer uncompressed: each
+ * packed layer whose diff ID the store lacks is decompressed now, hashed while it streams and
+ * stored under its diff ID only if it matches (storeUncompressedLayer: temp file + rename,
+ * nothing left on a mismatch or a kill), and the uncompressed store manifest is written. The
+ * one place a packed layer becomes a layer: every reader of a store image's layers gets it
+ * through image/ readLocalImage, which calls this. The tag keeps naming the packed manifest,
+ * whose compressed blobs stay (gc reaches them, and the uncompressed forms through the
+ * config's diff IDs: reachability.ts), so a push reuses them instead of compressing again.
+ *
+ * A layer that does not decompress to its diff ID is DIGEST_MISMATCH naming `what` (the
+ * image) and the layer; one that is not valid gzip/zstd is LAYER_INVALID.
+ */
+export async function unpackStoredImage(
+  store: Store,
+  image: { readonly manifest: ImageManifest; readonly config: ImageConfig },
+  opts: { readonly what: string; readonly signal?: AbortSignal | undefined },
+): Promise<Pick<StoredImage, 'manifest' | 'manifestDescriptor'>> {
+  const { manifest, config } = image;
+  const diffIds = config.rootfs.diff_ids;
+  if (diffIds.length !== manifest.layers.length) {
+    throw new TsbuildError('MANIFEST_INVALID', `${opts.what}: the config lists ${diffIds.length} layers but the manifest ${manifest.layers.length}`);
+  }
+  const sizes: number[] = new Array<number>(manifest.layers.length).fill(0);
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < manifest.layers.length && !failed; i = next++) {
+      const layer = manifest.layers[i]!;
+      if (!isPackedLayer(layer)) {
+        sizes[i] = layer.size;
+        continue;
+      }
+      try {
+        sizes[i] = (await storeUncompressedLayer(store, layer, diffIds[i]!, { signal: opts.signal })).size;
+      } catch (e) {
+        failed = true;
+        if (!isTsbuildError(e)) throw e;
+        throw new TsbuildError(e.code, `${opts.what}, layer ${i + 1} of ${manifest.layers.length}: ${e.message}`, { ...(e.hint !== undefined ? { hint: e.hint } : {}), cause: e });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(UNPACK_CONCURRENCY, manifest.layers.length) }, worker));
+  const written = await writeStoreManifest(
+    store,
+    { config, configBlob: manifest.config, layers: diffIds.map((diffId, i) => ({ diffId, size: sizes[i]! })), ...(manifest.annotations !== undefined ? { annotations: manifest.annotations } : {}) },
+    { signal: opts.signal },
+  );
+  return { manifest: written.manifest, manifestDescriptor: written.manifestDescriptor };
+}
