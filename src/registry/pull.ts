@@ -91,8 +91,10 @@ const MAX_INDEX_DEPTH = 2;
  * Manifest negotiation (OCI and Docker schema 2; schema 1 refused), a platform chosen from an
  * index, the config and then the layers in parallel (p-limit), each verified against its
  * descriptor while it streams (download.ts) and decompressed into the store's uncompressed form,
- * verified against the config's diff IDs: a blob is stored only once both digests hold. Layers
- * whose diff ID is already in the store are not downloaded. The tag is set last, so a failed pull
+ * verified against the config's diff IDs: a blob is stored only once both digests hold. With
+ * `keepCompressed` the compressed blob itself is stored instead, and the diff ID is checked at
+ * first use (PullOptions.keepCompressed). Layers whose diff ID is already in the store are not
+ * downloaded. The tag is set last, so a failed pull
  * changes no image; the verified blobs of other layers it stored are unreferenced and gc removes
  * them.
  */
