@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { bin, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 import { startFaultProxy } from './support/fault-proxy.js';
+import { pushMultiarchBusybox, storeWithMultiarchBusybox } from './support/multiarch.js';
 import { startRegistry, type RunningRegistry } from './support/registry.js';
 import { collectGarbage, openStore } from '../src/store/index.js';
 
@@ -230,6 +231,33 @@ describe('pull --no-unpack keeps the compressed blobs', () => {
     } finally {
       await proxy.stop();
     }
+  }, 120_000);
+});
+
+describe('pull --all-platforms --no-unpack', () => {
+  it('keeps every platform packed; save writes the index with every image whole, and load takes it back', async () => {
+    const src = path.join(work, 'src-multi');
+    await storeWithMultiarchBusybox(src);
+    await pushMultiarchBusybox(src, registry.host, 'packed/busybox');
+    const root = path.join(work, 'store-multi');
+    const multi = `${registry.host}/packed/busybox:multi`;
+    const pulled = await tsbuild(['pull', '-q', '--all-platforms', '--no-unpack', multi], { root });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const images = await tsbuild(['images', '--format', '{{.Repository}}:{{.Tag}}'], { root });
+    expect(images.stdout).toContain(multi);
+    const before = await storeBlobs(root);
+    const archive = path.join(work, 'multi.tar');
+    const saved = await tsbuild(['save', '--format', 'oci', '-o', archive, multi], { root });
+    expect(saved.code, saved.stderr).toBe(0);
+    // Both platforms' layers were decompressed (two new blobs at least: one layer each).
+    expect((await storeBlobs(root)).length).toBeGreaterThanOrEqual(before.length + 2);
+    const raw = JSON.parse((await tool('skopeo', ['inspect', '--raw', `oci-archive:${archive}`])).stdout) as { manifests: Array<{ platform: { architecture: string } }> };
+    expect(raw.manifests.map((m) => m.platform.architecture)).toEqual(['amd64', 'arm64']);
+    const other = path.join(work, 'store-multi-loaded');
+    const loaded = await tsbuild(['load', '-i', archive], { root: other });
+    expect(loaded.code, loaded.stderr).toBe(0);
+    const fsck = await tsbuild(['fsck'], { root: other });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
   }, 120_000);
 });
 
