@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { TsbuildError, isTsbuildError } from '../errors.js';
+import { noteDeadBuffers } from '../host/index.js';
 import { layerCompression, type Descriptor, type Digest, type ImageConfig, type ImageManifest } from '../oci/index.js';
 import type { Store } from './store.js';
 import { isPackedLayer, writeStoreManifest, type StoredImage } from './stored-image.js';
@@ -58,6 +59,9 @@ export async function storeUncompressedLayer(
   }
   const src = await store.blobs.openBlob(blob.digest, { signal: opts.signal, highWaterMark: 1024 * 1024 });
   src.on('error', (e) => gunzip.destroy(e));
+  // Each read and each decompressed piece is a fresh buffer, dead once passed on (host/ noteDeadBuffers).
+  src.on('data', (c: Buffer) => noteDeadBuffers(c.length));
+  gunzip.on('data', (c: Buffer) => noteDeadBuffers(c.length));
   src.pipe(gunzip);
   try {
     const info = await store.blobs.putBlob(gunzip, { expected: { digest: diffId }, signal: opts.signal });
@@ -78,8 +82,13 @@ export async function storeUncompressedLayer(
 }
 
 
-/** Packed layers decompressed at once by unpackStoredImage (gunzip runs on the thread pool). */
-const UNPACK_CONCURRENCY = 3;
+/**
+ * Packed layers decompressed at once by unpackStoredImage: gunzip runs on the thread pool, the
+ * hash on the main thread, so two keep both cores of a small machine busy. Measured on a build
+ * FROM three packed 100 MB layers: peak RSS 100 MB with one at a time, 136 MB with two, 145 MB
+ * with three (user CPU the same, 1.5 s).
+ */
+const UNPACK_CONCURRENCY = 2;
 
 /**
  * The image a store manifest with packed layers (a `pull --no-unpack`: compressed blobs kept
