@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 'use strict';
-// dist/cmd/tsbuild.cjs after `npm run build` (package.json's "bin"): scripts/bundle-cli.mjs copies
-// this file there, with the bundle's hash filled in. It runs the bundled CLI (tsbuild-bundle.cjs,
-// a CommonJS script made from cmd/tsbuild.ts) through V8's code cache
-// (tsbuild-bundle.cjs.HASH-PLACE[-CMD].cache, made by the same script; one for save, one for
-// load, one for the rest), so that a start skips parsing
+// dist/cmd/tsbuild.cjs after `npm run build` (started by dist/cmd/tsbuild, package.json's "bin"):
+// scripts/bundle-cli.mjs copies this file there, with the bundle's hash filled in. It runs the
+// bundled CLI (tsbuild-bundle.cjs, a CommonJS script made from cmd/tsbuild.ts) through V8's code
+// cache (tsbuild-bundle.cjs.HASH-PLACE[-CMD].cache, made by the same script; one for save, one
+// for load, one for the rest), so that a start skips parsing
 // and compiling most of the CLI. Node 20 has no compile cache of its own
 // (module.enableCompileCache came with Node 22), but vm.Script takes V8's cached data.
 //

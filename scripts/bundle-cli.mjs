@@ -6,8 +6,10 @@
 //                                  which is loaded with createRequire on the first log line)
 //   dist/cmd/tsbuild-bundle.cjs.HASH-PLACE[-CMD].cache  V8's code caches for it (one for save, one
 //                                  for load, one for every other command), from training runs
-//   dist/cmd/tsbuild.cjs           the launcher (cmd/bundle-launcher.cjs), package.json's "bin":
-//                                  runs the bundle with that cache
+//   dist/cmd/tsbuild.cjs           the launcher (cmd/bundle-launcher.cjs): runs the bundle with
+//                                  that cache
+//   dist/cmd/tsbuild               package.json's "bin" (cmd/tsbuild.sh): starts tsbuild.cjs
+//                                  without Node's start-up parse of NODE_EXTRA_CA_CERTS
 //   dist/cmd/namespace-worker.js   bundle of src/snapshot/namespace-worker.ts (run by rootless builds)
 //   dist/cmd/action.cjs            the GitHub Action (action.yml), cmd/action.ts with every package
 //
@@ -221,6 +223,7 @@ if (/[^\x00-\x7f]/.test(bundle)) throw new Error('bundle-cli: tsbuild-bundle.cjs
 const hash = createHash('sha256').update(bundle).digest('hex').slice(0, 16);
 const launcher = (await readFile(path.join(repo, 'cmd', 'bundle-launcher.cjs'), 'utf8')).replace('@BUNDLE_HASH@', hash);
 await writeFile(path.join(outdir, 'tsbuild.cjs'), launcher, { mode: 0o755 });
+await writeFile(path.join(outdir, 'tsbuild'), await readFile(path.join(repo, 'cmd', 'tsbuild.sh'), 'utf8'), { mode: 0o755 });
 const yargsDir = path.dirname(createRequire(import.meta.url).resolve('yargs/package.json'));
 await cp(path.join(yargsDir, 'locales'), path.join(outdir, 'yargs-locales'), { recursive: true });
 

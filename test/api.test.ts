@@ -48,6 +48,12 @@ describe('the packed package', () => {
     expect(listed.filter((f) => /\.test\.|\.cache$/.test(f))).toEqual([]);
   });
 
+  it("installs the command npm links (node_modules/.bin/tsbuild, package.json's bin)", async () => {
+    // A shell script reached through npm's symlink: it must find tsbuild.cjs next to itself.
+    const { stdout } = await tool(path.join(consumer, 'node_modules', '.bin', 'tsbuild'), ['images', '--format', '{{.Repository}}'], { env: { TSBUILD_ROOT: root } });
+    expect(stdout.split('\n')).toContain('busybox');
+  });
+
   it('builds an image through build(), with its events and ID, and the CLI sees it', async () => {
     const ctx = path.join(work, 'ctx-copy');
     await writeTree(ctx, { Dockerfile: 'FROM busybox\nCOPY hello.txt /hello.txt\nLABEL via=api\n', 'hello.txt': 'hello from the API\n' });

@@ -150,6 +150,28 @@ describe('RUN', () => {
     expect(await fs.readFile(path.join(out, 'copy.txt'), 'utf8')).toBe('two');
   });
 
+  it('a fully cached build reads no file index of its layers; a COPY planning on them reads them', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN mkdir /made && echo one > /made/a\nRUN echo two > /made/b\nCMD ["cat", "/made/a"]\n', 'c.txt': 'c' });
+    expect((await tsbuild(['build', '-t', 'indexless:1', ctx], { root })).code).toBe(0);
+    const indexRecords = async () => (await fs.readdir(path.join(root, 'meta'))).filter((f) => f.startsWith('layer-index.'));
+    expect((await indexRecords()).length).toBeGreaterThanOrEqual(3);
+    // Asking for a layer's index without its record reads the layer and writes the record again.
+    for (const f of await indexRecords()) await fs.rm(path.join(root, 'meta', f));
+    const cached = await tsbuild(['build', '--progress', 'plain', '-t', 'indexless:1', ctx], { root });
+    expect(cached.code).toBe(0);
+    expect(cached.stderr.match(/CACHED/g)?.length).toBe(2);
+    expect(await indexRecords()).toEqual([]);
+    // A COPY resolves its destination through the layers below: those indexes are read.
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nRUN mkdir /made && echo one > /made/a\nRUN echo two > /made/b\nCOPY c.txt /made/\n');
+    const out = path.join(work, 'indexless-out');
+    const copied = await tsbuild(['build', '--progress', 'plain', '-o', `type=local,dest=${out}`, ctx], { root });
+    expect(copied.code).toBe(0);
+    expect(copied.stderr.match(/CACHED/g)?.length).toBe(2);
+    expect((await indexRecords()).length).toBeGreaterThanOrEqual(3);
+    expect(await fs.readFile(path.join(out, 'made', 'b'), 'utf8')).toBe('two\n');
+    expect(await fs.readFile(path.join(out, 'made', 'c.txt'), 'utf8')).toBe('c');
+  });
+
   it('copies files made by RUN from one stage into another', async () => {
     const ctx = await ctxWith({ Dockerfile: 'FROM busybox AS build\nRUN mkdir /out && echo artefact > /out/app\nFROM scratch\nCOPY --from=build /out/app /app\n' });
     const out = path.join(work, 'ms');

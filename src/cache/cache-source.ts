@@ -1,5 +1,4 @@
-import type { StoredLayer } from '../image/index.js';
-import type { LayerIndex } from '../layer/layer-index.js';
+import type { LazyLayerIndex, StoredLayer } from '../image/index.js';
 import type { CacheKey } from './cache-key.js';
 import type { KeyInputsSummary } from './key-explain.js';
 
@@ -15,7 +14,7 @@ import type { KeyInputsSummary } from './key-explain.js';
  * through claim(); nothing else needs to know.
  */
 export type CacheHit =
-  | { readonly kind: 'layer'; readonly layer: StoredLayer; readonly index: LayerIndex; readonly fetch?: (() => Promise<void>) | undefined }
+  | { readonly kind: 'layer'; readonly layer: StoredLayer; readonly index: LazyLayerIndex; readonly fetch?: (() => Promise<void>) | undefined }
   | { readonly kind: 'empty' };
 
 /**

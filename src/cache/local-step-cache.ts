@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { layerIndexOf } from '../image/index.js';
+import { lazyLayerIndex } from '../image/index.js';
 import type { Store } from '../store/index.js';
 import type { CacheKey } from './cache-key.js';
 import { isDigest } from '../oci/index.js';
@@ -25,12 +25,12 @@ export class LocalStepCache implements CacheSource {
     this.#store = store;
   }
 
-  /** A hit whose layer blob is still in the store, with its entry index; else undefined. */
+  /** A hit whose layer blob is still in the store, with its entry index (read when asked for); else undefined. */
   async lookup(key: CacheKey, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheHit | undefined> {
     const record = parseStepRecord(await this.#store.readMeta(stepRecordName(key), { ...(opts.signal ? { signal: opts.signal } : {}) }));
     if (record?.kind === 'empty') return { kind: 'empty' };
     if (record?.kind === 'layer' && (await this.#store.blobs.hasBlob(record.diffId))) {
-      return { kind: 'layer', layer: { diffId: record.diffId, size: record.size }, index: await layerIndexOf(this.#store, record.diffId, { signal: opts.signal }) };
+      return { kind: 'layer', layer: { diffId: record.diffId, size: record.size }, index: lazyLayerIndex(this.#store, record.diffId, { signal: opts.signal }) };
     }
     return undefined;
   }

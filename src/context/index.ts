@@ -3,5 +3,5 @@ export { IgnoreMatcher, parseDockerignore, patternsFromList, readDockerignore, r
 export type { ContextEntry, WalkContextOptions } from './walk.js';
 export { walkContext } from './walk.js';
 export { readDirectoryNames } from './file-names.js';
-export { checkoutGit, contextKind, fetchRemoteContext, parseGitRef, redactUrl } from './remote-context.js';
+export { checkoutGit, contextKind, fetchDispatcherInit, fetchRemoteContext, parseGitRef, redactUrl } from './remote-context.js';
 export type { CheckoutOptions, ContextKind, FetchedContext, FetchOptions, GitRef } from './remote-context.js';

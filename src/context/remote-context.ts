@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { hasDeferredExtraCa } from '../host/index.js';
 import { TsbuildError } from '../errors.js';
 
 export type ContextKind = 'local' | 'git' | 'url' | 'stdin';
@@ -209,7 +210,7 @@ async function fetchArchive(arg: string, kind: 'url' | 'stdin', top: string, opt
   } else {
     let res: Response;
     try {
-      res = await fetch(arg, { redirect: 'follow', ...(opts.signal ? { signal: opts.signal } : {}) });
+      res = await fetch(arg, { redirect: 'follow', ...(await fetchDispatcherInit()), ...(opts.signal ? { signal: opts.signal } : {}) });
     } catch (e) {
       throw new TsbuildError('FETCH_FAILED', `cannot fetch the build context ${shown}: ${(e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message}`, { hint: 'check the URL and that the server is reachable' });
     }
@@ -249,4 +250,15 @@ async function fetchArchive(arg: string, kind: 'url' | 'stdin', top: string, opt
     await fs.rm(download, { force: true });
   }
   return { dir };
+}
+
+/**
+ * fetch()'s options for an https download (a remote context, ADD <url>): the dispatcher that
+ * knows the NODE_EXTRA_CA_CERTS the launcher deferred (host/extra-ca.ts), loading registry/
+ * only then; none otherwise.
+ */
+export async function fetchDispatcherInit(): Promise<Pick<RequestInit, 'dispatcher'>> {
+  if (!hasDeferredExtraCa()) return {};
+  const { fetchDispatcher } = await import('../registry/index.js');
+  return { dispatcher: fetchDispatcher() as RequestInit['dispatcher'] };
 }

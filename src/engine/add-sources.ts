@@ -3,6 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { fetchDispatcherInit } from '../context/index.js';
 import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
 import { DigestStream, isDigest } from '../oci/index.js';
 import type { ArchiveKind } from './archive-sniff.js';
@@ -82,7 +83,7 @@ export async function fetchUrl(url: string, dir: string, opts: { checksum?: stri
   }
   let res: Response;
   try {
-    res = await fetch(url, { redirect: 'follow', ...(opts.signal ? { signal: opts.signal } : {}) });
+    res = await fetch(url, { redirect: 'follow', ...(await fetchDispatcherInit()), ...(opts.signal ? { signal: opts.signal } : {}) });
   } catch (e) {
     throw new TsbuildError('FETCH_FAILED', `ADD ${url}: ${(e as Error).message}${(e as { cause?: Error }).cause ? ` (${(e as { cause: Error }).cause.message})` : ''}`, { location: opts.location });
   }

@@ -1,6 +1,6 @@
 import { imageStateKey } from '../cache/index.js';
 import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
-import { viewOfLayers } from '../image/index.js';
+import { lazyLayerIndex } from '../image/index.js';
 import { findLocalImage, type LocalImage } from '../image/index.js';
 import { formatPlatform, parseReference, platformMatches } from '../oci/index.js';
 import type { PullOptions, RegistryClient } from '../registry/index.js';
@@ -123,11 +123,10 @@ export async function stateFromImage(store: Store, image: LocalImage, ref: strin
     }
     return { diffId, size: l.size };
   });
-  const { indexes } = await viewOfLayers(store, layers.map((l) => l.diffId), { signal });
   return {
     config: image.config,
     layers,
-    indexes,
+    indexes: layers.map((l) => lazyLayerIndex(store, l.diffId, { signal })),
     key: imageStateKey(image.manifestDescriptor.digest),
     cmdSet: false,
     base: { ref, digest: image.manifestDescriptor.digest },

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { CopiedEntry, CopySource, StateKey, StepKeyInputs } from '../cache/index.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
-import { rememberLayerIndex, RootfsView } from '../image/index.js';
+import { knownLayerIndex, rememberLayerIndex, RootfsView } from '../image/index.js';
 import { resolveChown, type IdPair } from '../image/index.js';
 import { readLayerFile, type LayerIndex } from '../layer/layer-index.js';
 import type { LayerEntry } from '../layer/index.js';
@@ -189,7 +189,7 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
   const epoch = inputs.sourceDateEpoch;
   // --chown names still come from the image's /etc/passwd (BuildKit's --link cannot read them
   // and fails); the key holds the numeric owners, so it stays independent of the layers below.
-  const view = from.linked ? new RootfsView([]) : viewOf(ctx.state);
+  const view = from.linked ? new RootfsView([]) : await viewOf(ctx.state);
   const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view, chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
   const byPath = new Map<string, PlannedEntry>();
   for (const e of await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length })) byPath.set(e.path, e);
@@ -246,7 +246,7 @@ async function writeCopyLayer(planned: readonly PlannedEntry[], files: ReadonlyA
     opaqueDirs: [],
   };
   await rememberLayerIndex(session.store, stored.digest, index);
-  return { made: { layer: { diffId: stored.digest, size: stored.size }, index }, read: (i) => ahead.digest(i) ?? unread.get(i) };
+  return { made: { layer: { diffId: stored.digest, size: stored.size }, index: knownLayerIndex(index) }, read: (i) => ahead.digest(i) ?? unread.get(i) };
 }
 
 /** Sources of a COPY/ADD from a root of their own (an unpacked archive, a download). */
@@ -280,7 +280,7 @@ async function download(url: string, step: AddStep, session: BuildSession): Prom
 /** Reads a file of the image being built (for --chown names), following the merged view. */
 export function imageFileReader(session: BuildSession, state: StageState): (p: string) => Promise<string | undefined> {
   return async (p) => {
-    const { entry } = viewOf(state).resolve(p);
+    const { entry } = (await viewOf(state)).resolve(p);
     if (!entry || (entry.type !== 'file' && entry.type !== 'hardlink')) return undefined;
     const layer = state.layers[entry.layer];
     if (!layer) return undefined;

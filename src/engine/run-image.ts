@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { imageStateKey } from '../cache/index.js';
 import { TsbuildError } from '../errors.js';
-import { layerIndexOf } from '../image/index.js';
+import { lazyLayerIndex } from '../image/index.js';
 import type { LocalImage } from '../image/index.js';
 import { normalize } from '../image/index.js';
 import { resolveUser } from '../image/index.js';
@@ -86,7 +86,7 @@ export async function runImage(req: RunImageRequest, env: RunImageEnv): Promise<
     const layers = image.manifest.layers.map((l) => ({ diffId: l.digest, size: l.size }));
     await session.holdLayers(layers, `image ${req.name}`, false);
     await session.holdImage(image.manifestDescriptor);
-    const indexes = await Promise.all(layers.map((l) => layerIndexOf(env.store, l.diffId, { signal: env.signal })));
+    const indexes = layers.map((l) => lazyLayerIndex(env.store, l.diffId, { signal: env.signal }));
     const state: StageState = { config: image.config, layers, indexes, key: imageStateKey(image.manifestDescriptor.digest), cmdSet: false };
     const cfg = image.config.config ?? {};
     const user = await resolveUser(req.user ?? cfg.User, imageFileReader(session, state)).catch((e: unknown) => {
@@ -99,7 +99,7 @@ export async function runImage(req: RunImageRequest, env: RunImageEnv): Promise<
     const snapshot = await snapshotter.prepare(state, { runner: runner.kind, mountPoints: [], mounts: req.mounts, signal: env.signal });
     try {
       // docker creates a missing working directory; a RUN step's WORKDIR always exists.
-      if (!viewOf(state).resolve(normalize(cwd)).entry && 'upperDir' in snapshot.rootfs) {
+      if (!(await viewOf(state)).resolve(normalize(cwd)).entry && 'upperDir' in snapshot.rootfs) {
         await fsp.mkdir(path.join(snapshot.rootfs.upperDir, cwd), { recursive: true, mode: 0o755 });
       }
       const result = await runner.run(

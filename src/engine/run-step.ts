@@ -1,5 +1,5 @@
 import { TsbuildError, withLocation } from '../errors.js';
-import { rememberLayerIndex } from '../image/index.js';
+import { knownLayerIndex, rememberLayerIndex } from '../image/index.js';
 import { resolveUser } from '../image/index.js';
 import type { IndexedEntry, LayerIndex } from '../layer/layer-index.js';
 import type { RunStep } from '../plan/index.js';
@@ -81,7 +81,7 @@ export const runStep: StepModule<RunStep> = {
             if (entries.length === 0) return undefined;
             const layer = await hostFs.writeLayer(session.store, entries, { sourceDateEpoch: inputs.sourceDateEpoch, signal: session.signal, what: 'RUN layer' });
             await rememberLayerIndex(session.store, layer.diffId, index);
-            return { layer, index };
+            return { layer, index: knownLayerIndex(index) };
           };
           const made = await writeRunLayer();
           await snapshot.commit(made?.layer.diffId);

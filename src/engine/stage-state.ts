@@ -1,7 +1,6 @@
 import type { StateKey } from '../cache/index.js';
-import type { LayerIndex } from '../layer/layer-index.js';
 import type { ImageConfig } from '../oci/index.js';
-import type { StoredLayer } from '../image/index.js';
+import type { LazyLayerIndex, StoredLayer } from '../image/index.js';
 import { RootfsView } from '../image/index.js';
 
 /**
@@ -11,7 +10,8 @@ import { RootfsView } from '../image/index.js';
 export interface StageState {
   readonly config: ImageConfig;
   readonly layers: readonly StoredLayer[];
-  readonly indexes: readonly LayerIndex[];
+  /** Read when a step asks (viewOf, a RUN's lower layers): a cached build reads none. */
+  readonly indexes: readonly LazyLayerIndex[];
   /** Cache key of the state: the base image's identity, then one key per step. */
   readonly key: StateKey;
   /** CMD was set in this stage (ENTRYPOINT then keeps it). */
@@ -23,13 +23,14 @@ export interface StageState {
   readonly base?: { readonly ref: string; readonly digest: string } | undefined;
 }
 
-const views = new WeakMap<StageState, RootfsView>();
+const views = new WeakMap<StageState, Promise<RootfsView>>();
 
-/** The merged filesystem of the state's layers, built once per state. */
-export function viewOf(state: StageState): RootfsView {
+/** The merged filesystem of the state's layers, built once per state (reading their indexes). */
+export function viewOf(state: StageState): Promise<RootfsView> {
   let v = views.get(state);
   if (!v) {
-    v = new RootfsView(state.indexes);
+    v = Promise.all(state.indexes.map((index) => index())).then((indexes) => new RootfsView(indexes));
+    v.catch(() => views.delete(state));
     views.set(state, v);
   }
   return v;

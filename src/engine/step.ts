@@ -1,7 +1,6 @@
 import type { StepKeyInputs } from '../cache/index.js';
 import type { ShellLex } from '../dockerfile/index.js';
-import type { StoredLayer } from '../image/index.js';
-import type { LayerIndex } from '../layer/layer-index.js';
+import type { LazyLayerIndex, StoredLayer } from '../image/index.js';
 import type { Step } from '../plan/index.js';
 import type { SourceRoot } from './copy-sources.js';
 import type { ExtraHost } from './extra-hosts.js';
@@ -63,7 +62,7 @@ export interface StepContext {
 /** A layer a step made, with its entry index. */
 export interface MadeLayer {
   readonly layer: StoredLayer;
-  readonly index: LayerIndex;
+  readonly index: LazyLayerIndex;
 }
 
 /** A step that edits the config only: keyed, never looked up nor recorded (it changes no file). */

@@ -1,4 +1,4 @@
-import { addHistory, normalize, rememberLayerIndex, resolveFileOpUser, setWorkdir } from '../image/index.js';
+import { addHistory, knownLayerIndex, normalize, rememberLayerIndex, resolveFileOpUser, setWorkdir } from '../image/index.js';
 import type { LayerIndex } from '../layer/layer-index.js';
 import type { LayerEntry } from '../layer/index.js';
 import type { WorkdirStep } from '../plan/index.js';
@@ -20,7 +20,7 @@ export const workdirStep: StepModule<WorkdirStep> = {
   async prepare(step, ctx): Promise<PreparedStep> {
     const { state, inputs, session } = ctx;
     const text = step.history ?? `WORKDIR ${step.path}`;
-    const view = viewOf(state);
+    const view = await viewOf(state);
     const rel = normalize(step.path);
     const resolved = view.resolve(rel);
     const user = state.config.config?.User || undefined;
@@ -55,7 +55,7 @@ export const workdirStep: StepModule<WorkdirStep> = {
           opaqueDirs: [],
         };
         await rememberLayerIndex(session.store, layer.diffId, index);
-        return { made: { layer, index } };
+        return { made: { layer, index: knownLayerIndex(index) } };
       },
     };
   },

@@ -3,7 +3,7 @@
 export type { StoredImage, StoredLayer } from '../store/index.js';
 export * from './config-edit.js';
 export { DEFAULT_PATH, importRootfsTar, type ImportOptions } from './import-rootfs.js';
-export { expectLayerIndexes, hasLayerIndex, layerIndexOf, parseLayerIndexRecord, rememberLayerIndex, viewOfLayers } from './layer-index-cache.js';
+export { expectLayerIndexes, hasLayerIndex, knownLayerIndex, layerIndexOf, lazyLayerIndex, parseLayerIndexRecord, rememberLayerIndex, type LazyLayerIndex } from './layer-index-cache.js';
 export { findLocalImage, getLocalImage, normalizeName, readLocalImage, type LocalImage } from './local-image.js';
 export { RootfsView, normalize, type IndexedEntry, type LayerIndex, type ViewEntry } from './rootfs-view.js';
 export { sealImage } from './seal.js';

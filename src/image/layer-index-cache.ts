@@ -1,7 +1,6 @@
 import { digestHex, type Digest } from '../oci/index.js';
 import { indexLayer, type IndexedEntry, type LayerIndex } from '../layer/layer-index.js';
 import type { Store } from '../store/index.js';
-import { RootfsView } from './rootfs-view.js';
 
 const memo = new Map<string, Promise<LayerIndex>>();
 
@@ -104,8 +103,20 @@ export function layerIndexOf(store: Store, diffId: Digest, opts: { signal?: Abor
   return p;
 }
 
-/** The merged filesystem view of a stack of stored layers. */
-export async function viewOfLayers(store: Store, diffIds: readonly Digest[], opts: { signal?: AbortSignal | undefined } = {}): Promise<{ view: RootfsView; indexes: LayerIndex[] }> {
-  const indexes = await Promise.all(diffIds.map((d) => layerIndexOf(store, d, opts)));
-  return { view: new RootfsView(indexes), indexes };
+/**
+ * A layer's index when something asks for it (a COPY planning against the files below it, a
+ * WORKDIR, the unpack of a RUN's lower layers), not when the state that holds the layer is made:
+ * a fully cached build reads no per-file data, however big its layers (a 50,000-file layer's
+ * record is 5 MB of JSON). Calls share layerIndexOf's one read.
+ */
+export type LazyLayerIndex = () => Promise<LayerIndex>;
+
+export function lazyLayerIndex(store: Store, diffId: Digest, opts: { signal?: AbortSignal | undefined } = {}): LazyLayerIndex {
+  return () => layerIndexOf(store, diffId, opts);
+}
+
+/** An index already in hand, as a LazyLayerIndex. */
+export function knownLayerIndex(index: LayerIndex): LazyLayerIndex {
+  const p = Promise.resolve(index);
+  return () => p;
 }

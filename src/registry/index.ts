@@ -9,7 +9,7 @@
  * must not load undici).
  */
 export { RegistryClient, type FetchedManifest, type ManifestUpload, type RegistryClientOptions } from './client.js';
-export type { Repository } from './transport.js';
+export { fetchDispatcher, type Repository } from './transport.js';
 export type { BlobDownload } from './download.js';
 export type { BlobSource, BlobUpload, UploadResult } from './upload.js';
 export { RegistryError } from './errors.js';

@@ -4,6 +4,7 @@ import type { Agent as UndiciAgent, Dispatcher } from 'undici';
 import { Agent, DecoratorHandler, undiciErrors } from './undici-agent.js';
 import type { Logger } from 'pino';
 import { isLoopbackRegistry, normalizeRegistry, registryApiHost } from '../oci/index.js';
+import { deferredExtraCaCertificates, hasDeferredExtraCa } from '../host/index.js';
 import { Authenticator, header, readText } from './auth.js';
 import { parseChallenges, type Challenge } from './challenge.js';
 import type { CredentialSource } from './credentials.js';
@@ -210,6 +211,28 @@ const MAX_ERROR_BODY = 64 * 1024;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /**
+ * The `ca` of a verified TLS connection: undefined (Node's default store) unless the caller
+ * names certificates or the launcher deferred NODE_EXTRA_CA_CERTS (host/extra-ca.ts); then
+ * Node's roots, the deferred file's and the caller's. Read when the first verified connection
+ * is made.
+ */
+function verifiedCa(extra: readonly string[]): string[] | undefined {
+  if (extra.length === 0 && !hasDeferredExtraCa()) return undefined;
+  return [...(createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).rootCertificates, ...deferredExtraCaCertificates(), ...extra];
+}
+
+let fetchAgent: UndiciAgent | undefined;
+/**
+ * The dispatcher for fetch() of an https URL (ADD <url>, a remote build context) when the
+ * launcher deferred NODE_EXTRA_CA_CERTS: fetch's own would not know those certificates.
+ * undefined otherwise (fetch's default, which Node made with them).
+ */
+export function fetchDispatcher(): Dispatcher | undefined {
+  if (!hasDeferredExtraCa()) return undefined;
+  return (fetchAgent ??= new Agent({ connect: { ca: verifiedCa([]), rejectUnauthorized: true } }) as UndiciAgent);
+}
+
+/**
  * One per client: it keeps connections alive, caches each registry's endpoint (scheme and auth
  * challenge) and tokens per scope set. Loopback registries and those named in
  * `insecureRegistries` are tried over HTTPS without verification, then plain HTTP, as Docker
@@ -240,7 +263,7 @@ export class RegistryTransport {
     // list instead of the default store, which OpenSSL would build from Node's roots on the first
     // TLS connection (a loopback registry is tried over HTTPS first).
     this.#makeSecure = () => {
-      const ca = extraCa.length > 0 ? [...(createRequire(import.meta.url)('node:tls') as typeof import('node:tls')).rootCertificates, ...extraCa] : undefined;
+      const ca = verifiedCa(extraCa);
       return new Agent({ ...common, connect: { ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
     };
     this.#insecure = new Agent({ ...common, connect: { ca: [], rejectUnauthorized: false, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;

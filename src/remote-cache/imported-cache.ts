@@ -1,6 +1,6 @@
 import { parseExplainMap, parseKeyInputsSummary, type CacheHit, type CacheKey, type CacheSource, type KeyInputsSummary } from '../cache/index.js';
 import { TsbuildError, isAbortError } from '../errors.js';
-import { expectLayerIndexes, layerIndexOf, rememberLayerIndex, type LayerIndex } from '../image/index.js';
+import { expectLayerIndexes, knownLayerIndex, lazyLayerIndex, rememberLayerIndex, type LayerIndex } from '../image/index.js';
 import type { Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
 import type { CacheDocument, CacheLayer } from './cache-document.js';
@@ -157,7 +157,7 @@ export class ImportedCache implements CacheSource {
           }
           return p;
         };
-        return { kind: 'layer', layer: { diffId: layer.diffId, size: layer.diffSize }, index, fetch };
+        return { kind: 'layer', layer: { diffId: layer.diffId, size: layer.diffSize }, index: knownLayerIndex(index), fetch };
       }
       let p = this.#fetches.get(layer.diffId);
       if (!p) {
@@ -179,7 +179,7 @@ export class ImportedCache implements CacheSource {
         return undefined;
       }
     }
-    return { kind: 'layer', layer: { diffId: layer.diffId, size: layer.diffSize }, index: await layerIndexOf(store, layer.diffId, { signal: opts.signal }) };
+    return { kind: 'layer', layer: { diffId: layer.diffId, size: layer.diffSize }, index: lazyLayerIndex(store, layer.diffId, { signal: opts.signal }) };
   }
 
   /** The cached file list of a layer (remembered in the store), or undefined: then the layer is fetched at once. */

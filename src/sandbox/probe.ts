@@ -104,13 +104,17 @@ async function probeUncached(signal: AbortSignal | undefined, path: string | und
   const userNamespaces = await probeUserNamespaces(tools, opt);
   const subordinateIds = isRoot ? { ok: true } : await probeSubordinateIds(tools, user, uid, gid, userNamespaces, opt);
   const idMapping = mappingFor(isRoot, uid, gid, subordinateIds);
-  const bwrap = await probeBwrap(tools, isRoot, userNamespaces, opt);
-  const runc = await probeRunc(tools, opt);
-  const overlay = await probeOverlay(tools, isRoot, idMapping, userNamespaces, opt);
+  // Independent of each other: run at once (a cold build waits for the probe before its first
+  // RUN; one after the other they took ~0.2 s here, runc --version alone up to 0.12 s).
+  const [bwrap, runc, overlay, platforms] = await Promise.all([
+    probeBwrap(tools, isRoot, userNamespaces, opt),
+    probeRunc(tools, opt),
+    probeOverlay(tools, isRoot, idMapping, userNamespaces, opt),
+    Promise.all(COMMON_PLATFORMS.map((p) => platformSupport(p))),
+  ]);
   const xattrReader: Capability = tools.getfattr
     ? { ok: true }
     : { ok: false, reason: 'getfattr is not installed (needed to see opaque directories in an overlay upper dir)', hint: 'apt-get install attr' };
-  const platforms = await Promise.all(COMMON_PLATFORMS.map((p) => platformSupport(p)));
   return { uid, gid, user, isRoot, tools, bwrap, runc, userNamespaces, subordinateIds, overlay, xattrReader, idMapping, platforms };
 }
 

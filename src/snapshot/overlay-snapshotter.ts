@@ -16,7 +16,7 @@ export function overlaySnapshotter(store: Store, hostFs: HostFilesystem, capabil
     kind: 'overlay',
     async prepare(chain: LayerChain, opts: PrepareOptions): Promise<StepSnapshot> {
       const mountPoints = [...DEFAULT_MOUNT_POINTS, ...opts.mountPoints];
-      const lowerDirs = await ensureLowerDirs(store, hostFs, chain.layers.map((l) => l.diffId), (i) => chain.indexes[i], { signal: opts.signal });
+      const lowerDirs = await ensureLowerDirs(store, hostFs, chain.layers.map((l) => l.diffId), (i) => chain.indexes[i]?.(), { signal: opts.signal });
       const upperDir = await store.makeTempDir('upper');
       const workDir = await store.makeTempDir('work').catch(async (e: unknown) => {
         await hostFs.removeTree(upperDir).catch(() => undefined);

@@ -2,8 +2,9 @@ import { isAbortError } from '../errors.js';
 import { defaultTargetPlatform, platformMatches, type Descriptor, type Digest, type ImageConfig } from '../oci/index.js';
 import type { SnapshotMode } from '../sandbox/index.js';
 import type { Store } from '../store/index.js';
-import { hostFilesystem, type HostFilesystem } from './host-fs.js';
-import { ensureLowerDirs } from './overlay-snapshotter.js';
+// host-fs.ts and overlay-snapshotter.ts (the layer applier, the sandbox) load when a layer is
+// unpacked: a build with RUN steps makes an unpacker before it knows whether it pulls anything.
+import type { HostFilesystem } from './host-fs.js';
 
 /** What unpacking at pull time reports, per layer (by the registry's digest of it). */
 export interface PullUnpackProgress {
@@ -103,6 +104,7 @@ export function pullUnpacker(store: Store, opts: PullUnpackOptions = {}): PullUn
         // meta/ once written) is read as soon as the layer is stored, so the next layer's is
         // ready when this one's unpack ends.
         for (const [i, g] of stored.entries()) void g.promise.then(() => layerIndexOf(store, diffIds[i]!, { signal })).catch(() => undefined);
+        const { ensureLowerDirs } = await import('./overlay-snapshotter.js');
         await ensureLowerDirs(store, hostFs, diffIds, (i) => layerIndexOf(store, diffIds[i]!, { signal }), {
           signal,
           stored: (i) => stored[i]!.promise,
@@ -138,6 +140,7 @@ async function overlayHostFs(opts: PullUnpackOptions, signal: AbortSignal): Prom
     const capabilities = await probeSandbox({ signal, path: opts.toolPath });
     const chosen = selectRunner({ capabilities, isolation: 'auto', ...(opts.snapshotter !== undefined ? { snapshotter: opts.snapshotter } : {}) });
     if (chosen.snapshots !== 'overlay') return undefined;
+    const { hostFilesystem } = await import('./host-fs.js');
     return await hostFilesystem({ toolPath: opts.toolPath, signal });
   } catch {
     // No sandbox here, or overlay forced and unavailable: a build here would say so; a pull

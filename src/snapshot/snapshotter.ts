@@ -1,5 +1,4 @@
-import type { StoredLayer } from '../image/index.js';
-import type { LayerIndex } from '../layer/layer-index.js';
+import type { LazyLayerIndex, StoredLayer } from '../image/index.js';
 import type { Digest } from '../oci/index.js';
 import type { RunnerKind, StepMount, StepRootfs } from '../sandbox/index.js';
 import type { ChangeEntry } from './capture.js';
@@ -7,7 +6,7 @@ import type { ChangeEntry } from './capture.js';
 /** The layers a step runs on, bottom first, with their entry indexes. */
 export interface LayerChain {
   readonly layers: readonly StoredLayer[];
-  readonly indexes: readonly LayerIndex[];
+  readonly indexes: readonly LazyLayerIndex[];
 }
 
 /** What a root for one process is prepared for. */
