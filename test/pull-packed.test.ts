@@ -174,6 +174,15 @@ describe('pull --no-unpack keeps the compressed blobs', () => {
     const bundle = path.join(work, 'bundle-a');
     await tool('umoci', ['unpack', '--rootless', '--image', `${layout}:v1`, bundle]);
     expect((await fs.readFile(path.join(bundle, 'rootfs', 'data.txt'), 'utf8')).length).toBeGreaterThan(4_000_000);
+    // An OCI archive (gzip layers) carries the pulled blobs, not the layers compressed again.
+    const ociArchive = path.join(work, 'a-oci.tar');
+    const savedOci = await tsbuild(['save', '--format', 'oci', '-o', ociArchive, image], { root });
+    expect(savedOci.code, savedOci.stderr).toBe(0);
+    const ociManifest = JSON.parse((await tool('skopeo', ['inspect', '--raw', `oci-archive:${ociArchive}`])).stdout) as RegistryManifest;
+    expect(ociManifest.layers.map((l) => l.digest)).toEqual(blobs);
+    const ociLayout = path.join(work, 'layout-oci');
+    await tool('skopeo', ['copy', `oci-archive:${ociArchive}`, `oci:${ociLayout}:v1`]);
+    await tool('umoci', ['unpack', '--rootless', '--image', `${ociLayout}:v1`, path.join(work, 'bundle-oci')]);
 
     // push elsewhere: the pulled blobs go as they are, not compressed again.
     const other = await startRegistry({ mode: { kind: 'open' } });

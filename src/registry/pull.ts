@@ -29,7 +29,7 @@ import type { RegistryClient } from './client.js';
 import type { Repository } from './transport.js';
 import { RegistryError } from './errors.js';
 import { mapParallel } from './parallel.js';
-import { storeUncompressedLayer, writeStoreIndex, writeStoreManifest, type StoredImage } from '../store/index.js';
+import { pulledFormKey, rememberCompressedLayer, storeUncompressedLayer, writeStoreIndex, writeStoreManifest, type StoredImage } from '../store/index.js';
 import { recordLayerVariant, recordRepoDigest } from './store-layers.js';
 
 /** What a pull reports as it goes (the CLI renders these on stderr). */
@@ -180,6 +180,8 @@ async function pullManifest(
         opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'downloaded' });
       }
       await recordLayerVariant(store, diffId, layer, repoName, { signal: s });
+      // The layer's compressed form for an export that asks for no level (save --format oci).
+      await rememberCompressedLayer(store, diffId, pulledFormKey(layerCompression(layer.mediaType) === 'zstd' ? 'zstd' : 'gzip'), { digest: layer.digest, size: layer.size }, { signal: s });
       opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'done' });
       return { diffId, size: 0, packed: { digest: layer.digest, size: layer.size, mediaType: layer.mediaType }, digest: layer.digest, status };
     }

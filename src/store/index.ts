@@ -35,6 +35,7 @@ export {
   compressedLayerForm,
   knownCompressedLayer,
   parseCompressedLayersRecord,
+  pulledFormKey,
   rememberCompressedLayer,
   type CompressedLayer,
   type CompressedLayerFormOptions,
