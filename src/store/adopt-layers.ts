@@ -115,25 +115,31 @@ export async function unpackStoredImage(
     throw new TsbuildError('MANIFEST_INVALID', `${opts.what}: the config lists ${diffIds.length} layers but the manifest ${manifest.layers.length}`);
   }
   const sizes: number[] = new Array<number>(manifest.layers.length).fill(0);
+  // After a failure no other layer starts; the ones under way finish (stored if they match),
+  // and the failure is reported once they have let go of their temp files: a command that exits
+  // on it leaves nothing behind.
+  const signal = opts.signal;
+  let failure: { error: unknown } | undefined;
   let next = 0;
-  let failed = false;
   const worker = async (): Promise<void> => {
-    for (let i = next++; i < manifest.layers.length && !failed; i = next++) {
+    for (let i = next++; i < manifest.layers.length && failure === undefined; i = next++) {
       const layer = manifest.layers[i]!;
       if (!isPackedLayer(layer)) {
         sizes[i] = layer.size;
         continue;
       }
       try {
-        sizes[i] = (await storeUncompressedLayer(store, layer, diffIds[i]!, { signal: opts.signal })).size;
+        sizes[i] = (await storeUncompressedLayer(store, layer, diffIds[i]!, { signal })).size;
       } catch (e) {
-        failed = true;
-        if (!isTsbuildError(e)) throw e;
-        throw new TsbuildError(e.code, `${opts.what}, layer ${i + 1} of ${manifest.layers.length}: ${e.message}`, { ...(e.hint !== undefined ? { hint: e.hint } : {}), cause: e });
+        if (failure !== undefined) return; // the first failure is the one reported
+        failure = {
+          error: isTsbuildError(e) ? new TsbuildError(e.code, `${opts.what}, layer ${i + 1} of ${manifest.layers.length}: ${e.message}`, { ...(e.hint !== undefined ? { hint: e.hint } : {}), cause: e }) : e,
+        };
       }
     }
   };
   await Promise.all(Array.from({ length: Math.min(UNPACK_CONCURRENCY, manifest.layers.length) }, worker));
+  if (failure !== undefined) throw failure.error;
   const written = await writeStoreManifest(
     store,
     { config, configBlob: manifest.config, layers: diffIds.map((diffId, i) => ({ diffId, size: sizes[i]! })), ...(manifest.annotations !== undefined ? { annotations: manifest.annotations } : {}) },
