@@ -133,6 +133,36 @@ describe('through the fault proxy', () => {
     expect(proxy.stats.redirectsServed - before).toBeGreaterThanOrEqual(5);
     expect(proxy.stats.authorizationLeaks).toBe(0);
   });
+
+  it('sends the config alongside the layers, and a config the registry refuses stops the layers', async () => {
+    proxy.setFaults(0, []);
+    // Layers of their own (random bytes): none can be mounted from an earlier test's repositories.
+    const store = await freshStore();
+    const own = await makeStoreImage(store, 'docker.io/library/config-first:v1', [Buffer.from(`config first ${Date.now()}`), 300_000, 200_000]);
+    const cfg = own.manifest.config.digest;
+    const client = proxied();
+    try {
+      const before = proxy.stats.log.length;
+      await pushImage(client, store, own, parseReference(`${proxy.host}/faults/config-first:v1`));
+      const log = proxy.stats.log.slice(before);
+      const configHead = log.findIndex((e) => e.method === 'HEAD' && e.path.endsWith(`/blobs/${cfg}`));
+      const layerPuts = log.flatMap((e, i) => (e.method === 'PUT' && e.path.includes('/blobs/uploads/') && !e.path.includes(encodeURIComponent(cfg)) ? [i] : []));
+      expect(configHead).toBeGreaterThanOrEqual(0);
+      expect(layerPuts.length).toBe(own.manifest.layers.length);
+      // Before the last layer is finished (it was three round trips after it).
+      expect(configHead).toBeLessThan(Math.max(...layerPuts));
+      // The config's upload refused for good: the push fails with that error, no manifest goes up.
+      const cfgPut = new RegExp(`/blobs/uploads/.*digest=${encodeURIComponent(cfg)}`);
+      proxy.setRules([{ method: 'PUT', path: cfgPut, respond: { status: 403, body: '{"errors":[{"code":"DENIED","message":"no"}]}' } }]);
+      const at = proxy.stats.log.length;
+      await expect(pushImage(client, store, own, parseReference(`${proxy.host}/faults/config-denied:v1`))).rejects.toMatchObject({ code: 'REGISTRY_DENIED' });
+      expect(proxy.stats.log.slice(at).some((e) => e.path.includes('/manifests/'))).toBe(false);
+    } finally {
+      proxy.setRules([]);
+      await client.close();
+    }
+  });
+
 });
 
 describe('stalled and dripping response bodies (the registry timeout, docs/design.md)', () => {

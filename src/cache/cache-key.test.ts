@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseDigest, sha256Digest, type Digest } from '../oci/index.js';
-import { cacheKeyFor, linkedStateKey, type CacheKey, type StepKeyInputs } from './cache-key.js';
+import { canonicalJson, parseDigest, sha256Digest, type Digest } from '../oci/index.js';
+import { cacheKeyFor, KEY_SCHEME, linkedStateKey, type CacheKey, type CopiedEntry, type StepKeyInputs } from './cache-key.js';
 
 const digest = (c: string): Digest => parseDigest(`sha256:${c.repeat(64)}`);
 const parent = digest('a') as CacheKey;
@@ -32,6 +32,23 @@ describe('cacheKeyFor', () => {
     ['platform', { platform: 'linux/arm64' }],
   ])('changes when the %s changes', (_name, patch) => {
     expect(cacheKeyFor({ ...base, ...patch })).not.toBe(cacheKeyFor(base));
+  });
+
+  it('hashes the document of its definition: entries quoted one by one and in batches give the same bytes', () => {
+    const odd = ['plain/path.txt', 'quote"d', 'back\\slash', 'tab\there', 'nul\0in', 'ctl\u0001\u001f', 'del\u007f', 'é-ü', '\u2028\u2029', 'emoji-\ud83d\ude00', 'lone-\ud800', 'lone-\udc80x', '<&>'];
+    const entries = Array.from({ length: 3000 }, (_, i): CopiedEntry => ({
+      path: `${odd[i % odd.length]}/${i}`,
+      type: i % 3 === 0 ? 'symlink' : 'file',
+      mode: 0o644 + (i % 8),
+      uid: i % 5,
+      gid: 7,
+      ...(i % 3 === 0 ? { linkTarget: odd[(i + 1) % odd.length] } : { content: digest(((i % 6) + 10).toString(16)) }),
+    }));
+    const input: StepKeyInputs = { ...base, sources: [{ kind: 'state', key: parent }], epoch: 3, entries };
+    const strings = [`root:${parent}`, 'epoch:3', ...entries.map((e) => `${e.path}\0${e.type}\0${e.mode.toString(8)}\0${e.uid}:${e.gid}\0${e.linkTarget ?? ''}\0${e.content ?? ''}`)];
+    const doc = canonicalJson({ scheme: KEY_SCHEME, parent, kind: 'COPY', instruction: base.instruction, visible: base.visible, inputs: strings, platform: base.platform }, { htmlSafe: false });
+    expect(doc.length).toBeGreaterThan(3 * 65536);
+    expect(cacheKeyFor(input)).toBe(sha256Digest(doc));
   });
 
   it('depends on the order of the entries', () => {

@@ -230,6 +230,8 @@ function withoutTrailingGlob(pattern: string): string {
   return s;
 }
 
+const NOTHING_MATCHED: { excluded: boolean; info: MatchInfo } = Object.freeze({ excluded: false, info: Object.freeze([]) });
+
 export class IgnoreMatcher {
   private readonly compiled: CompiledPattern[];
   private readonly hasExceptions: boolean;
@@ -278,6 +280,8 @@ export class IgnoreMatcher {
    * the walk uses this one because that is what decides what BuildKit sends.
    */
   matchesUsingParent(relPath: string, parent: MatchInfo | undefined): { excluded: boolean; info: MatchInfo } {
+    // No patterns (no .dockerignore): nothing to clean, match or allocate, for every entry of a walk.
+    if (this.compiled.length === 0) return NOTHING_MATCHED;
     const file = goClean(relPath);
     const info = new Array<boolean>(this.compiled.length).fill(false);
     let matched = false;

@@ -2,7 +2,7 @@ import path from 'node:path/posix';
 import { TsbuildError, type SourceLocation } from '../errors.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { planCopy, type CopyPlanOptions, type PlannedEntry } from './copy-plan.js';
-import { cleanSourceArg, resolveSources, walkSourceDir, type SourceRoot } from './copy-sources.js';
+import { cleanSourceArg, forEachWalked, resolveSources, walkSourceDir, type SourceRoot } from './copy-sources.js';
 import { hasWildcard } from './glob.js';
 
 /**
@@ -42,11 +42,11 @@ export async function planParents(
       // What the pattern keeps, with every directory on the way to it.
       const kept = new Set<string>();
       if (include) {
-        for await (const e of walkSourceDir(root, m)) {
-          if (!include.matches(e.inner)) continue;
+        await forEachWalked(walkSourceDir(root, m), (e) => {
+          if (!include.matches(e.inner)) return;
           kept.add(e.inner);
           for (let d = path.dirname(e.inner); d !== '.'; d = path.dirname(d)) kept.add(d);
-        }
+        });
       }
       const exclude = opts.exclude;
       const filter =

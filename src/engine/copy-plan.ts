@@ -1,10 +1,12 @@
 import path from 'node:path/posix';
+import { readlinkSync } from 'node:fs';
 import type fs from 'node:fs';
 import type { IndexedEntry, RootfsView } from '../image/index.js';
 import { normalize } from '../image/index.js';
 import { fsPath, nameFromBytes } from '../oci/index.js';
 import type { IdPair } from '../image/index.js';
-import { walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
+import { forEachWalked, walkSourceDir, type SourceMatch, type SourceRoot } from './copy-sources.js';
+import { statKey } from './file-digests.js';
 import { HardLinkGroups } from './hardlink-plan.js';
 import type { ChmodSpec } from './chmod-mode.js';
 
@@ -12,6 +14,11 @@ import type { ChmodSpec } from './chmod-mode.js';
 export interface PlannedEntry extends IndexedEntry {
   /** Host path of the content (files) — absent for directories and created parents. */
   readonly srcAbs?: string;
+  /**
+   * The stat data of the file at `srcAbs` when it was planned (file-digests.ts statKey): the
+   * stat index answers its digest from it without another lstat.
+   */
+  readonly srcStat?: string;
   /** For an 'other' entry (socket, fifo, device): what it is and its source path, for the warning that it is not copied. */
   readonly skipped?: { readonly what: string; readonly rel: string };
 }
@@ -32,6 +39,9 @@ export interface CopyPlanOptions {
   /** `--exclude` patterns, matched against paths relative to each source (BuildKit). */
   readonly exclude?: { matches(relPath: string): boolean; mustDescend?(relDir: string): boolean } | undefined;
 }
+
+/** Context files are copied owned by 0:0 (without --chown). */
+const ROOT_OWNER = Object.freeze({ uid: 0, gid: 0 });
 
 /** `COPY x .`, `COPY x dir/`, `COPY x dir/.` name a directory. */
 function namesDirectory(dest: string): boolean {
@@ -55,7 +65,7 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
   const planned = new Map<string, PlannedEntry>();
 
   const owner = (st: fs.Stats): { uid: number; gid: number } =>
-    opts.chown ?? (root.kind === 'context' ? { uid: 0, gid: 0 } : root.mapOwner ? root.mapOwner(st.uid, st.gid) : { uid: st.uid, gid: st.gid });
+    opts.chown ?? (root.kind === 'context' ? ROOT_OWNER : root.mapOwner ? root.mapOwner(st.uid, st.gid) : { uid: st.uid, gid: st.gid });
   const chmod = (mode: number, isDir: boolean): number => (opts.chmod === undefined ? mode : typeof opts.chmod === 'number' ? opts.chmod : opts.chmod.apply(mode, isDir));
   const modeOf = (st: fs.Stats): number => chmod(st.mode & 0o7777, st.isDirectory());
   const put = (e: PlannedEntry) => {
@@ -74,19 +84,19 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
           put({ path: target, type: 'dir', mode: chmod(0o755, true), ...(opts.chown ?? { uid: 0, gid: 0 }), mtime: opts.createdMtime, size: 0 });
         }
         const skipped: string[] = [];
-        for await (const e of walkSourceDir(root, m)) {
+        await forEachWalked(walkSourceDir(root, m), (e) => {
           if (opts.exclude) {
-            if (skipped.some((d) => e.inner.startsWith(`${d}/`))) continue;
+            if (skipped.some((d) => e.inner.startsWith(`${d}/`))) return;
             if (opts.exclude.matches(e.inner)) {
               if (e.stat.isDirectory() && !opts.exclude.mustDescend?.(e.inner)) skipped.push(e.inner);
-              continue;
+              return;
             }
           }
           const p = target === '' ? e.inner : `${target}/${e.inner}`;
-          const entry = entryFor(p, e.abs, e.rel, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? await readLink(e.abs) : undefined);
+          const entry = entryFor(p, e.abs, e.rel, e.stat, owner(e.stat), modeOf(e.stat), e.stat.isSymbolicLink() ? readLink(e.abs) : undefined);
           links.note(entry, e.stat, sourceIndex);
           put(entry);
-        }
+        });
         continue;
       }
       if (opts.exclude?.matches(m.name)) continue;
@@ -97,9 +107,14 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
     }
   }
 
-  // Parents of everything written: from the image when they exist there, else created.
+  // Parents of everything written: from the image when they exist there, else created. A
+  // directory whose parents were seen to already is not climbed from again (one dirname per
+  // entry, not one per level of each of 20,000 entries).
+  const ensured = new Set<string>();
   for (const p of [...planned.keys()]) {
     for (let dir = path.dirname(p); dir !== '.' && dir !== '/' && dir !== ''; dir = path.dirname(dir)) {
+      if (ensured.has(dir)) break;
+      ensured.add(dir);
       if (planned.has(dir)) continue;
       const existing = opts.view.lstat(dir);
       if (existing?.type === 'dir') {
@@ -110,13 +125,22 @@ export async function planCopy(root: SourceRoot, sources: readonly SourceMatch[]
       }
     }
   }
-  return links.apply([...planned.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)));
+  return links.apply(sortedByPath([...planned.values()]));
+}
+
+const byPathOrder = (a: PlannedEntry, b: PlannedEntry): number => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+
+/** `entries` sorted by path, in place; a plan that comes sorted (a walk's order, mostly) is only checked. */
+export function sortedByPath(entries: PlannedEntry[]): PlannedEntry[] {
+  for (let i = 1; i < entries.length; i++) {
+    if (byPathOrder(entries[i - 1]!, entries[i]!) > 0) return entries.sort(byPathOrder);
+  }
+  return entries;
 }
 
 /** A link's target as bytes: one that is not valid UTF-8 is kept escaped (oci/byte-names.ts). */
-async function readLink(abs: string): Promise<string> {
-  const { readlink } = await import('node:fs/promises');
-  return nameFromBytes(await readlink(fsPath(abs), { encoding: 'buffer' }));
+function readLink(abs: string): string {
+  return nameFromBytes(readlinkSync(fsPath(abs), { encoding: 'buffer' }));
 }
 
 function entryFor(p: string, abs: string, rel: string, st: fs.Stats, ids: { uid: number; gid: number }, mode: number, linkTarget: string | undefined): PlannedEntry {
@@ -125,7 +149,7 @@ function entryFor(p: string, abs: string, rel: string, st: fs.Stats, ids: { uid:
     return { path: p, type: 'symlink', mode: 0o777, ...ids, mtime, size: 0, linkTarget: linkTarget ?? '' };
   }
   if (st.isDirectory()) return { path: p, type: 'dir', mode, ...ids, mtime, size: 0 };
-  if (st.isFile()) return { path: p, type: 'file', mode, ...ids, mtime, size: st.size, srcAbs: abs };
+  if (st.isFile()) return { path: p, type: 'file', mode, ...ids, mtime, size: st.size, srcAbs: abs, srcStat: statKey(st) };
   // Sockets, fifos and devices in a build context are not copied content; keep them visible
   // as 'other' so the step can warn about each and the writer skip it.
   const what = st.isFIFO() ? 'named pipe' : st.isSocket() ? 'socket' : st.isCharacterDevice() ? 'character device' : st.isBlockDevice() ? 'block device' : 'special file';

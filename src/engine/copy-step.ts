@@ -15,7 +15,7 @@ import { fetchGitSource, isGitSource } from './git-source.js';
 import { parseChmodSpec, type ChmodSpec } from './chmod-mode.js';
 import { keepLinksWhole } from './hardlink-plan.js';
 import { unreadableSource } from './unreadable-source.js';
-import { planCopy, type PlannedEntry } from './copy-plan.js';
+import { planCopy, sortedByPath, type PlannedEntry } from './copy-plan.js';
 import { resolveSources, type SourceMatch, type SourceRoot } from './copy-sources.js';
 import { ReadAhead } from './read-ahead.js';
 import type { BuildSession } from './session.js';
@@ -72,7 +72,7 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
     // digest taken from the same bytes (ReadAhead); the key follows the layer.
     let known: StepKeyInputs | undefined;
     if (!ctx.noCache) {
-      const digests = await located(() => inputs.digests.digestsOf(files.map((e) => e.srcAbs), { concurrency: DIGEST_CONCURRENCY, signal: session.signal }));
+      const digests = await located(() => inputs.digests.digestsOf(files, { concurrency: DIGEST_CONCURRENCY, signal: session.signal }));
       known = keyInputs((i) => digests[i]);
     }
     return {
@@ -191,8 +191,11 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
   // and fails); the key holds the numeric owners, so it stays independent of the layers below.
   const view = from.linked ? new RootfsView([]) : await viewOf(ctx.state);
   const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view, chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
+  const mainPlan = await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length });
+  // One plan (the common case) is already unique by path, sorted, and its links whole.
+  if (!from.parents && groups.length === 0) return { planned: mainPlan, groups };
   const byPath = new Map<string, PlannedEntry>();
-  for (const e of await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length })) byPath.set(e.path, e);
+  for (const e of mainPlan) byPath.set(e.path, e);
   if (from.parents) {
     const { planParents } = await import('./copy-parents.js');
     const kept = await withLocation(location, () => planParents(from.root, from.sources, { ...planOpts, location, instruction: step.kind }));
@@ -204,7 +207,7 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
     for (const e of await planCopy(g.root, g.matches, { ...planOpts, ...(g.unpacked ? { chmod: undefined } : {}), otherSources: total - 1 })) byPath.set(e.path, e);
   }
   keepLinksWhole(byPath);
-  const planned = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const planned = sortedByPath([...byPath.values()]);
   byPath.clear(); // the async function's frame would keep its 20,000 entries to the end
   return { planned, groups };
 }
@@ -220,7 +223,7 @@ async function writeCopyLayer(planned: readonly PlannedEntry[], files: ReadonlyA
   // What the stat index would have learnt from reading each file for the key.
   if (learn) await inputs.digests.ready();
   const onStat = learn ? (_i: number, abs: string, st: BigIntStats, d: Digest) => inputs.digests.learn(abs, st, d) : undefined;
-  const ahead = new ReadAhead(files, { onStat, signal: session.signal });
+  const ahead = new ReadAhead(files, { onStat, digests: learn, signal: session.signal });
   const entries: LayerEntry[] = [];
   let fileIndex = 0;
   for (const e of planned) {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CacheKey, CacheSource } from '../cache/index.js';
 import type { ExportEntry } from '../remote-cache/index.js';
-import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
+import { IgnoreMatcher, readDockerignore, walkContextSync } from '../context/index.js';
 import type { StoredImage, StoredLayer } from '../image/index.js';
 import { isAbortError } from '../errors.js';
 import { formatPlatform, type Descriptor, type Digest, type Platform } from '../oci/index.js';
@@ -215,7 +215,7 @@ async function buildInputs(req: BuildRequest, env: BuildEnv, session: BuildSessi
       label: 'build context',
       filter: matcher,
       filterFile: ignore.file ? path.basename(ignore.file) : '.dockerignore',
-      walk: () => walkContext(req.contextDir, matcher, { signal: session.signal }),
+      walk: () => walkContextSync(req.contextDir, matcher, { signal: session.signal }),
     },
     digests,
     created: env.created,

@@ -1,4 +1,4 @@
-import { IgnoreMatcher, readDockerignore, walkContext } from '../context/index.js';
+import { IgnoreMatcher, readDockerignore, walkContextSync } from '../context/index.js';
 import type { SourceRoot } from './copy-sources.js';
 
 /**
@@ -25,6 +25,6 @@ export async function namedContextRoot(name: string, dir: string, signal: AbortS
     label: `build context ${JSON.stringify(name)}`,
     filter: matcher,
     filterFile: '.dockerignore',
-    walk: () => walkContext(dir, matcher, { signal }),
+    walk: () => walkContextSync(dir, matcher, { signal }),
   };
 }

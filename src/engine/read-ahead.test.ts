@@ -56,5 +56,14 @@ describe('ReadAhead', () => {
       expect(ahead.digest(i)).toBe(f.sha);
       expect(seen.get(i)).toBe(f.sha);
     }
+
+    // Without onStat, files are hashed only when asked: a cached COPY's key already holds the
+    // digests, and the layer's digest is the store's.
+    for (const digests of [false, true]) {
+      const again = new ReadAhead(files, { digests });
+      const layer = await store.blobs.putChunks(layerTarChunks(files.map((f, i) => entry(f, again.source(i)))));
+      expect(layer.digest).toBe(plain.diffId);
+      expect(files.map((_, i) => again.digest(i))).toEqual(digests ? files.map((f) => f.sha) : files.map(() => undefined));
+    }
   });
 });

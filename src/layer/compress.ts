@@ -65,6 +65,8 @@ export async function compressLayer(input: Readable, out: Writable, opts: Compre
 export const DEFAULT_GZIP_LEVEL = 4;
 /** zstd's own default level. */
 export const DEFAULT_ZSTD_LEVEL = 3;
+/** ParallelGzip's default block. */
+const GZIP_BLOCK = 1024 * 1024;
 
 /** A compression and its level, checked; `key` names the form in store/compressed-layers.ts. */
 export interface CompressionChoice {
@@ -140,9 +142,16 @@ function zlibZstd(name: 'createZstdCompress' | 'createZstdDecompress'): ZstdFact
  * compressor's own few block buffers (ParallelGzip.takeBlock), 1 MiB per read, so a layer of
  * any size costs no buffer per read; zstd pipes the file through its compressor. A read error
  * or `signal` destroys the stream with that error; destroying the stream stops the reads.
+ * `size`: the file's size, if known (a file under a MiB is read into a buffer of its size).
  */
-export function compressFile(path: string, compression: 'gzip' | 'zstd', level: number | undefined, opts: { signal?: AbortSignal | undefined } = {}): Readable {
-  const compressor = createLayerCompressor(compression, level);
+export function compressFile(path: string, compression: 'gzip' | 'zstd', level: number | undefined, opts: { signal?: AbortSignal | undefined; size?: number | undefined } = {}): Readable {
+  const small = opts.size !== undefined && opts.size < GZIP_BLOCK;
+  const compressor =
+    compression === 'gzip'
+      ? // A file under one block is one block whatever the block size (the same bytes): its
+        // buffers are the file's size, not a MiB each (the small layers of an image).
+        new ParallelGzip({ level: compressionChoice(compression, level).level ?? DEFAULT_GZIP_LEVEL, wholeBlocks: true, ...(small ? { blockSize: Math.max(opts.size ?? 0, 1) } : {}) })
+      : createLayerCompressor(compression, level);
   if (compressor === undefined) throw new TsbuildError('UNSUPPORTED', `no compressor for ${compression}`);
   if (!(compressor instanceof ParallelGzip)) {
     const src = createReadStream(path, { highWaterMark: 1024 * 1024, ...(opts.signal ? { signal: opts.signal } : {}) });

@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
+import { ParallelGzip, compressibleRuns, type ParallelGzipOptions } from './parallel-gzip.js';
 
 async function gzip(pieces: readonly Buffer[], opts: ParallelGzipOptions): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -81,6 +81,44 @@ describe('ParallelGzip', () => {
     expect(mixed.length).toBe(3 * MiB);
   });
 
+  it('run-length codes base64 of random bytes (no repeated strings for deflate to find), deflates code and stores random bytes', async () => {
+    const MiB = 1024 * 1024;
+    const base64 = Buffer.from(randomBytes(MiB).toString('base64').replace(/.{76}/g, '$&\n')).subarray(0, MiB);
+    const code = Buffer.from(Array.from({ length: 20000 }, (_, i) => `def handler_${i}(request): return render(request, "page_${i % 40}.html")\n`).join('')).subarray(0, MiB);
+    const random = randomBytes(MiB);
+    expect(compressibleRuns(base64, 4)).toEqual([{ start: 0, end: MiB, kind: 'rle' }]);
+    expect(compressibleRuns(code, 4)).toEqual([{ start: 0, end: MiB, kind: 'deflate' }]);
+    expect(compressibleRuns(random, 4)).toEqual([{ start: 0, end: MiB, kind: 'store' }]);
+    // A block of all three, 64 KiB pieces each: three runs of the kinds, in order.
+    const mixed = Buffer.concat([base64.subarray(0, 2 * BLOCK), code.subarray(0, 3 * BLOCK), random.subarray(0, BLOCK)]);
+    expect(compressibleRuns(mixed, 4)).toEqual([
+      { start: 0, end: 2 * BLOCK, kind: 'rle' },
+      { start: 2 * BLOCK, end: 5 * BLOCK, kind: 'deflate' },
+      { start: 5 * BLOCK, end: 6 * BLOCK, kind: 'store' },
+    ]);
+    // 4 KiB base64 files in a tar: the headers between them are zeros and near-copies of each other, still run-length coded.
+    const files = Buffer.concat(
+      Array.from({ length: 16 }, (_, i) => {
+        const header = Buffer.alloc(512);
+        header.write(`data/small/s4096/f${String(i).padStart(4, '0')}\0`, 0);
+        header.write(['0000644', '0000000', '0000000', '00000010000', '00000000000', ''].join('\x00'), 100);
+        header.write('ustar\x0000root', 257);
+        return Buffer.concat([header, base64.subarray(i * 4096, (i + 1) * 4096)]);
+      }),
+    ).subarray(0, BLOCK);
+    expect(compressibleRuns(Buffer.concat([files, files]), 4)).toEqual([{ start: 0, end: 2 * BLOCK, kind: 'rle' }]);
+    // A sample of zeros (the gap between two files) says nothing of its piece's text: deflated.
+    const gap = Buffer.concat([code.subarray(0, 28 * 1024), Buffer.alloc(8 * 1024), code.subarray(0, 28 * 1024)]);
+    expect(compressibleRuns(Buffer.concat([gap, gap]), 4)).toEqual([{ start: 0, end: 2 * BLOCK, kind: 'deflate' }]);
+    // Run-length coded base64 is as small as deflate makes it (6 bits a character), and reads back.
+    const gz = await gzip([Buffer.concat([base64, code, base64])], {});
+    expect(zlib.gunzipSync(gz).equals(Buffer.concat([base64, code, base64]))).toBe(true);
+    expect(execFileSync('gzip', ['-t'], { input: gz }).length).toBe(0);
+    const deflated = zlib.gzipSync(base64, { level: 4 }).length;
+    const ours = (await gzip([base64], {})).length;
+    expect(ours).toBeLessThan(deflated * 1.01);
+  });
+
   it('marks the level in the header as zlib does', async () => {
     expect((await gzip([Buffer.from('x')], { level: 9 }))[8]).toBe(2);
     expect((await gzip([Buffer.from('x')], { level: 1 }))[8]).toBe(4);
@@ -114,6 +152,9 @@ describe('compressFile (a stored layer read into the compressor\'s own blocks)',
         return Buffer.concat(out);
       };
       const got = await Promise.all(files.map(({ file }) => collect(compressFile(file, 'gzip', 4))));
+      // Told the size, a file under a MiB is read into a block of its size: the same bytes.
+      const sized = await Promise.all(files.map(({ file, data }) => collect(compressFile(file, 'gzip', 4, { size: data.length }))));
+      for (const [i, g] of got.entries()) expect(sized[i]!.equals(g)).toBe(true);
       for (const [i, { file, data }] of files.entries()) {
         const plain = await collect(createReadStream(file, { highWaterMark: 64 * 1024 }).pipe(new ParallelGzip({ level: 4 })));
         expect(got[i]!.equals(plain)).toBe(true);

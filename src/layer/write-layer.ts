@@ -37,7 +37,7 @@ export interface LayerEntry {
   readonly devmajor?: number | undefined;
   readonly devminor?: number | undefined;
   readonly xattrs?: Readonly<Record<string, Buffer>> | undefined;
-  readonly source?: (() => Readable | AsyncIterable<Uint8Array> | Promise<Readable | AsyncIterable<Uint8Array>>) | undefined;
+  readonly source?: (() => Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array> | Promise<Readable | AsyncIterable<Uint8Array>>) | undefined;
   /** A host file with the content, when there is no `source`. */
   readonly sourcePath?: string | undefined;
 }
@@ -224,7 +224,7 @@ async function* generateTar(entries: AsyncIterable<LayerEntry> | Iterable<LayerE
     }
     let written = 0;
     const stream = e.source ? await e.source() : fileContent(e.sourcePath!, size);
-    for await (const chunk of stream as AsyncIterable<Uint8Array | string>) {
+    const take = (chunk: Uint8Array | string): Buffer => {
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       written += buf.length;
       if (written > size) {
@@ -232,8 +232,11 @@ async function* generateTar(entries: AsyncIterable<LayerEntry> | Iterable<LayerE
           hint: 'the file changed while the layer was written',
         });
       }
-      yield buf;
-    }
+      return buf;
+    };
+    // A source that gives its chunks synchronously (ReadAhead) is iterated without a promise per chunk.
+    if (Symbol.iterator in stream) for (const chunk of stream as Iterable<Uint8Array | string>) yield take(chunk);
+    else for await (const chunk of stream as AsyncIterable<Uint8Array | string>) yield take(chunk);
     if (written !== size) {
       throw new TsbuildError('LAYER_INVALID', `content of ${JSON.stringify(e.path)} is ${written} bytes, expected ${size}`, {
         hint: 'the file changed while the layer was written',

@@ -107,6 +107,26 @@ const GO_HTML_ESCAPES: Readonly<Record<string, string>> = {
 /** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
+/**
+ * A string as canonicalJson(s, { htmlSafe: false }) writes it (as JSON.stringify does, lone
+ * surrogates replaced), as text: for callers that join many of them before encoding.
+ */
+export function plainJsonString(s: string): string {
+  return quotePlain(s);
+}
+
+/** Printable ASCII but `"` and `\`: what JSON writes as it is. */
+const JSON_AS_IS = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/**
+ * plainJsonString(s) without its quotes. JSON escapes character by character, so the quoted
+ * form of a concatenation is the concatenation of these (a surrogate pair split in two aside);
+ * a string of plain ASCII, most paths, comes back as it is without the escaping machinery.
+ */
+export function plainJsonBody(s: string): string {
+  return JSON_AS_IS.test(s) ? s : quotePlain(s).slice(1, -1);
+}
+
 function quotePlain(s: string): string {
   return JSON.stringify(s.replace(LONE_SURROGATE, '\uFFFD'));
 }

@@ -192,3 +192,60 @@ describe('store records of registry facts', () => {
     }
   });
 });
+
+describe('compressionTurn (a push compresses one layer at a time)', () => {
+  it('lets the next layer start only when the one before it is done, and an abort while waiting leaves the order intact', async () => {
+    const { compressionTurn } = await import('./push.js');
+    const order: string[] = [];
+    const first = await compressionTurn(undefined);
+    let secondStarted = false;
+    const second = compressionTurn(undefined).then((release) => {
+      secondStarted = true;
+      order.push('second');
+      return release;
+    });
+    const controller = new AbortController();
+    const third = compressionTurn(controller.signal);
+    const fourth = compressionTurn(undefined).then((release) => {
+      order.push('fourth');
+      return release;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(secondStarted).toBe(false);
+    // The third gives up while waiting: rejected at once, and not a turn the fourth waits for.
+    controller.abort(new Error('stop'));
+    await expect(third).rejects.toThrow('stop');
+    order.push('first done');
+    first();
+    (await second)();
+    (await fourth)();
+    expect(order).toEqual(['first done', 'second', 'fourth']);
+  });
+});
+
+describe('a push whose compressor cannot start', () => {
+  it('gives its turn to the next big layer (zstd missing: each push fails at once, none waits)', async () => {
+    const { pushLayers, compressionTurn } = await import('./push.js');
+    const { RegistryClient } = await import('./client.js');
+    const { parseReference, OCI_LAYER_TAR } = await import('../oci/index.js');
+    const { randomBytes } = await import('node:crypto');
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'turn-'));
+    const savedPath = process.env['PATH'];
+    const client = new RegistryClient();
+    try {
+      const store = await openStore(path.join(dir, 'store'));
+      // Over a MiB: it waits for its turn to compress.
+      const info = await store.blobs.putBytes(randomBytes(2 * 1024 * 1024));
+      const layer = { mediaType: OCI_LAYER_TAR, digest: info.digest, size: info.size };
+      await fs.mkdir(path.join(dir, 'empty'));
+      process.env['PATH'] = path.join(dir, 'empty'); // no zstd program (looked up once, now)
+      const dest = parseReference('127.0.0.1:1/turn/test:v1'); // never reached
+      for (let i = 0; i < 2; i++) await expect(pushLayers(client, store, dest, [layer], { compression: 'zstd' })).rejects.toMatchObject({ code: 'UNSUPPORTED' });
+      (await compressionTurn(undefined))();
+    } finally {
+      process.env['PATH'] = savedPath;
+      await client.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -219,6 +219,29 @@ describe('BlobStore', () => {
     expect(sha256Digest(await store.blobs.readBlobBytes(info.digest, { maxBytes: 4 * 1024 * 1024 }))).toBe(info.digest);
   });
 
+  it('putChunks stores chunks of every size around its 256 KiB write buffers from one reused buffer, and nothing when the source fails with a write in flight', async () => {
+    const sizes = [1, 511, 262143, 262144, 262145, 700_000, 3, 524288, 100_000, 1_048_576];
+    const data = Buffer.alloc(sizes.reduce((a, b) => a + b, 0));
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 12)) & 0xff;
+    async function* reusing(fail: boolean): AsyncGenerator<Buffer> {
+      const buf = Buffer.alloc(1_048_576);
+      let off = 0;
+      for (const n of sizes) {
+        data.copy(buf, 0, off, off + n);
+        off += n;
+        yield buf.subarray(0, n);
+        buf.fill(0xee);
+        if (fail && off > 1_500_000) throw new Error('read failed');
+      }
+    }
+    const info = await store.blobs.putChunks(reusing(false));
+    expect(info).toEqual({ digest: sha256Digest(data), size: data.length });
+    expect((await store.blobs.readBlobBytes(info.digest, { maxBytes: 4 * 1024 * 1024 })).equals(data)).toBe(true);
+    await store.blobs.deleteBlob(info.digest);
+    await expect(store.blobs.putChunks(reusing(true))).rejects.toThrow('read failed');
+    expect(await entries('tmp')).toEqual([]);
+  });
+
   it('putChunks leaves nothing behind on a mismatch, a source error or an abort', async () => {
     expect(await codeOf(store.blobs.putChunks(Readable.from(chunks(1024 * 1024)), { expected: { digest: sha256Digest('x') } }))).toBe('DIGEST_MISMATCH');
     async function* failing(): AsyncGenerator<Buffer> {

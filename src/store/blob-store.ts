@@ -201,11 +201,16 @@ export class BlobStore {
 
   /**
    * Store the chunks of `chunks`, with the same guarantees as putBlob, consuming them one at a
-   * time: each chunk is hashed and written to the file before the next one is asked for, and
-   * nothing is buffered in between. A producer may therefore reuse a chunk's memory as soon as
-   * it is asked for the next chunk (the layer writer reads context files into a few recycled
-   * buffers this way, so a COPY of many files does not leave a trail of garbage buffers).
-   * Small chunks are copied into one buffer and written together.
+   * time: each chunk is hashed and copied out before the next one is asked for. A producer may
+   * therefore reuse a chunk's memory as soon as it is asked for the next chunk (the layer
+   * writer reads context files into a few recycled buffers this way, so a COPY of many files
+   * does not leave a trail of garbage buffers).
+   *
+   * Chunks are gathered into one of two buffers of GATHER bytes; a full one is written while
+   * the other fills, so the file system's work (one thread-pool write per 256 KiB, not one per
+   * tar header or small file) overlaps with reading and hashing the next chunks. Written
+   * strictly one after the other (each write waits for the one before to finish), at most
+   * 2 * GATHER bytes held.
    */
   async putChunks(chunks: AsyncIterable<Uint8Array>, opts: PutBlobOptions = {}): Promise<BlobInfo> {
     const { expected, signal } = opts;
@@ -215,37 +220,46 @@ export class BlobStore {
     let h: FileHandle | undefined = await open(tmp, 'wx', 0o444).catch((e: unknown) => {
       throw storeIoError(e, 'store a blob');
     });
+    const file = h;
+    // The write in flight, if any; its failure is seen when it is waited for, never unhandled.
+    let inflight: Promise<void> | undefined;
     try {
       const digester = new Digester();
-      // Small chunks (a tar header, a small file) are gathered into one buffer and written
-      // together: one write per 20,000-file layer's header would be 40,000 thread-pool trips.
-      const pending = Buffer.allocUnsafeSlow(GATHER);
+      const buffers = [Buffer.allocUnsafeSlow(GATHER), Buffer.allocUnsafeSlow(GATHER)] as const;
+      let cur = 0;
       let used = 0;
+      const flush = async (): Promise<void> => {
+        if (used === 0) return;
+        const data = buffers[cur]!.subarray(0, used);
+        if (inflight) await inflight;
+        const w = writeAll(file, data);
+        w.catch(() => undefined);
+        inflight = w;
+        cur ^= 1;
+        used = 0;
+      };
       for await (const chunk of chunks) {
         signal?.throwIfAborted();
         digester.update(chunk);
         if (expected?.size !== undefined && digester.size > expected.size) throw mismatch(expected, `more than ${expected.size} bytes`);
-        if (used + chunk.byteLength <= GATHER) {
-          pending.set(chunk, used);
-          used += chunk.byteLength;
-          continue;
-        }
-        if (used > 0) await writeAll(h, pending.subarray(0, used));
-        used = 0;
-        if (chunk.byteLength < GATHER) {
-          pending.set(chunk, 0);
-          used = chunk.byteLength;
-        } else {
-          await writeAll(h, chunk);
+        for (let off = 0; off < chunk.byteLength; ) {
+          const n = Math.min(GATHER - used, chunk.byteLength - off);
+          buffers[cur]!.set(chunk.subarray(off, off + n), used);
+          used += n;
+          off += n;
+          if (used === GATHER) await flush();
         }
       }
-      if (used > 0) await writeAll(h, pending.subarray(0, used));
+      await flush();
+      if (inflight) await inflight;
+      inflight = undefined;
       signal?.throwIfAborted();
       const got = { digest: digester.digest(), size: digester.size };
       await this.#seal(h, tmp, got, expected);
       h = undefined;
       return got;
     } catch (e) {
+      await inflight?.catch(() => undefined);
       await h?.close().catch(() => undefined);
       await rm(tmp, { force: true });
       throw storeIoError(e, 'store a blob');
@@ -432,7 +446,7 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
   }
 }
 
-/** putChunks writes chunks smaller than this gathered into one buffer of this size. */
+/** putChunks gathers chunks into buffers of this size, each one write. */
 const GATHER = 256 * 1024;
 
 /**

@@ -99,7 +99,7 @@ export async function compressedLayerForm(
   // Read in 1 MiB pieces into the compressor's own few buffers (layer/ compressFile): no fresh
   // buffer per read, which V8 would let pile up, and few reads (the default 64 KiB pieces spent
   // a tenth of an export's main thread in read calls).
-  const compressed = compressFile(store.blobs.blobPath(layer.digest), choice.compression, choice.level, { signal });
+  const compressed = compressFile(store.blobs.blobPath(layer.digest), choice.compression, choice.level, { signal, size: layer.size });
   const info = await store.blobs.putBlob(compressed, { signal });
   await rememberCompressedLayer(store, layer.digest, choice.key, info, { signal });
   return { digest: info.digest, size: info.size, mediaType };
