@@ -6,7 +6,7 @@ import { pushMultiarchBusybox, storeWithMultiarchBusybox } from './support/multi
 import { CLI, withTestUser } from './support/rootless.js';
 import { startRegistry, type RunningRegistry } from './support/registry.js';
 import { chainId, ensureLowerDirs, hostFilesystem, type HostFilesystem } from '../src/snapshot/index.js';
-import { layerIndexOf } from '../src/image/index.js';
+import { findLocalImage, layerIndexOf } from '../src/image/index.js';
 import { openStore } from '../src/store/index.js';
 import { pull } from '../src/api/index.js';
 import { parseDigest, type Digest } from '../src/oci/index.js';
@@ -202,6 +202,8 @@ describe('tsbuild pull unpacks for the build', () => {
     const pulled = await tsbuild(['pull', '--no-unpack', `${registry.host}/wh/image:v1`], { root });
     expect(pulled.code, pulled.stderr).toBe(0);
     const store = await openStore(root);
+    // --no-unpack kept the layers compressed: reading the image, as a build does, decompresses them.
+    expect(await findLocalImage(store, `${registry.host}/wh/image:v1`)).toBeDefined();
     const real = await hostFilesystem();
     const applied: string[] = [];
     const counting: HostFilesystem = {

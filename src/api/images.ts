@@ -90,7 +90,8 @@ export interface PullResult {
  * machine's), or with `allPlatforms` every image of a multi-platform reference and its index.
  * The layers of an image for this machine are unpacked into the snapshots builds start from
  * while later ones download, where builds here use overlay snapshots; `unpack: false` only
- * stores them (a store that only pushes or exports). An unpack that fails is not an error (the
+ * stores them, compressed as the registry sent them, each decompressed and checked against its
+ * diff ID when first used (a store that only pushes or exports). An unpack that fails is not an error (the
  * image is stored; a build unpacks it): it is in `warnings`.
  */
 export async function pull(
@@ -114,7 +115,7 @@ export async function pull(
             ...(options.onProgress ? { onProgress: options.onProgress } : {}),
           })
         : undefined;
-      const opts = { signal: s.signal, ...(options.onProgress ? { onProgress: options.onProgress } : {}), ...(unpacker ? { onImageLayers: unpacker.onImageLayers } : {}) };
+      const opts = { signal: s.signal, ...(options.onProgress ? { onProgress: options.onProgress } : {}), ...(unpacker ? { onImageLayers: unpacker.onImageLayers } : { keepCompressed: true }) };
       const settled = async <T>(p: Promise<T>): Promise<{ pulled: T; warnings: string[] }> => {
         const pulled = await p.catch(async (e: unknown) => {
           await unpacker?.finish('failed');

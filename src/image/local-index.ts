@@ -59,7 +59,11 @@ export function imagePlatform(config: ImageConfig): Platform {
  * `unknown/unknown` (BuildKit's attestation manifests) are not images and are left out; a
  * manifest without a platform in the index gets the one its config names.
  */
-export async function readLocalIndex(store: Store, desc: Descriptor, opts: { readonly name?: string | undefined; readonly signal?: AbortSignal | undefined } = {}): Promise<LocalIndex> {
+export async function readLocalIndex(
+  store: Store,
+  desc: Descriptor,
+  opts: { readonly name?: string | undefined; readonly signal?: AbortSignal | undefined; /** local-image.ts LocalImageOptions.asStored */ readonly asStored?: boolean | undefined } = {},
+): Promise<LocalIndex> {
   const bytes = await store.blobs.readBlobBytes(desc.digest, { maxBytes: MAX_MANIFEST_BYTES, signal: opts.signal });
   const parsed = parseManifestOrIndex(bytes, desc.mediaType, { what: `image index ${opts.name ?? desc.digest}` });
   if (parsed.kind !== 'index') {
@@ -73,7 +77,7 @@ export async function readLocalIndex(store: Store, desc: Descriptor, opts: { rea
       absent.push(m);
       continue;
     }
-    const image = await readLocalImage(store, m, { ...(opts.name !== undefined ? { name: opts.name } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+    const image = await readLocalImage(store, m, { ...(opts.name !== undefined ? { name: opts.name } : {}), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.asStored === true ? { asStored: true } : {}) });
     images.push({ platform: m.platform ?? imagePlatform(image.config), descriptor: m, image });
   }
   return {

@@ -2,7 +2,7 @@ import { TsbuildError, isTsbuildError } from '../errors.js';
 import { findLocalImage, normalizeName, readLocalImage, type LocalImage } from './local-image.js';
 import { indexImageFor, readLocalIndex, type LocalIndex } from './local-index.js';
 import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, parseManifestOrIndex, parseReference, familiarName, type Descriptor, type Digest } from '../oci/index.js';
-import type { Store } from '../store/index.js';
+import { isPackedLayer, type Store } from '../store/index.js';
 
 /**
  * The images of the store as the docker-like commands see them: every tagged image and every
@@ -30,7 +30,15 @@ interface Options {
   readonly signal?: AbortSignal | undefined;
 }
 
-/** All images of the store, tagged first (by name), then dangling (newest first). */
+interface ResolveOptions extends Options {
+  /** local-image.ts LocalImageOptions.asStored: for what reads no layer of the image. */
+  readonly asStored?: boolean | undefined;
+}
+
+/**
+ * All images of the store, tagged first (by name), then dangling (newest first), as stored: an
+ * image with packed layers (`pull --no-unpack`) is listed with its compressed blobs' sizes.
+ */
 export async function listStoreImages(store: Store, opts: Options = {}): Promise<StoreImage[]> {
   const { tagged, reached } = await taggedImages(store, opts.signal);
   return [...tagged, ...(await danglingImages(store, tagged, reached, opts.signal))];
@@ -46,7 +54,7 @@ async function taggedImages(store: Store, signal: AbortSignal | undefined): Prom
     reached.add(t.descriptor.digest);
     if (isIndexMediaType(t.descriptor.mediaType)) {
       for (const d of await indexChildren(store, t.descriptor, signal)) reached.add(d);
-      const index = await readLocalIndex(store, t.descriptor, { signal }).catch(() => undefined);
+      const index = await readLocalIndex(store, t.descriptor, { signal, asStored: true }).catch(() => undefined);
       const first = index !== undefined && index.images.length > 0 ? indexImageFor(index, undefined).image : undefined;
       if (index === undefined || first === undefined) continue;
       const key = `index:${t.descriptor.digest}`;
@@ -55,7 +63,7 @@ async function taggedImages(store: Store, signal: AbortSignal | undefined): Prom
       byId.set(key, e);
       continue;
     }
-    const image = await readLocalImage(store, t.descriptor, { signal }).catch(() => undefined);
+    const image = await readLocalImage(store, t.descriptor, { signal, asStored: true }).catch(() => undefined);
     if (!image) continue;
     reached.add(image.manifestDescriptor.digest);
     const e = byId.get(image.configDescriptor.digest) ?? { image, tags: [], roots: [] };
@@ -75,7 +83,7 @@ async function danglingImages(store: Store, tagged: readonly StoreImage[], reach
   const taggedIds = new Set(tagged.filter((t) => t.index === undefined).map((t) => t.image.configDescriptor.digest));
   const dangling: StoreImage[] = [];
   for (const desc of await untaggedManifests(store, reached, signal)) {
-    const image = await readLocalImage(store, desc, { signal }).catch(() => undefined);
+    const image = await readLocalImage(store, desc, { signal, asStored: true }).catch(() => undefined);
     if (!image || taggedIds.has(image.configDescriptor.digest) || dangling.some((d) => d.image.configDescriptor.digest === image.configDescriptor.digest)) continue;
     dangling.push({ image, tags: [], rootDigests: [desc.digest], size: imageSize([image]), images: [image] });
   }
@@ -158,9 +166,30 @@ export function shortId(d: string): string {
 /**
  * Finds the image an argument names: a reference (familiar or full), an image ID or a unique
  * prefix of one (4+ hex digits), including dangling images. A malformed reference, an
- * ambiguous prefix and an unknown image are each a clear TsbuildError (exit 1).
+ * ambiguous prefix and an unknown image are each a clear TsbuildError (exit 1). The image
+ * found has its packed layers decompressed (readLocalImage), unless `asStored`.
  */
-export async function resolveImageArg(store: Store, arg: string, opts: Options = {}): Promise<StoreImage> {
+export async function resolveImageArg(store: Store, arg: string, opts: ResolveOptions = {}): Promise<StoreImage> {
+  const found = await findStoreImage(store, arg, opts);
+  return opts.asStored === true ? found : unpackedStoreImage(store, found, opts.signal);
+}
+
+/** `img` with every image's packed layers decompressed (read again without asStored), or `img` itself when it has none. */
+async function unpackedStoreImage(store: Store, img: StoreImage, signal: AbortSignal | undefined): Promise<StoreImage> {
+  if (!img.images.some((i) => i.manifest.layers.some(isPackedLayer))) return img;
+  const name = img.image.name;
+  const withName = { ...(name !== undefined ? { name } : {}), ...(signal ? { signal } : {}) };
+  if (img.index !== undefined) {
+    const index = await readLocalIndex(store, img.index.descriptor, { ...withName, ...(img.index.name !== undefined ? { name: img.index.name } : {}) });
+    const image = index.images.find((i) => i.descriptor.digest === img.image.manifestDescriptor.digest)?.image ?? indexImageFor(index, undefined).image;
+    const images = index.images.map((i) => i.image);
+    return { ...img, image, index, images, size: imageSize(images) };
+  }
+  const image = await readLocalImage(store, img.image.manifestDescriptor, withName);
+  return { ...img, image, images: [image], size: imageSize([image]) };
+}
+
+async function findStoreImage(store: Store, arg: string, opts: ResolveOptions): Promise<StoreImage> {
   const hex = arg.replace(/^sha256:/, '');
   const isHex = /^[a-f0-9]{4,64}$/.test(hex);
   let name: string | undefined;
@@ -191,7 +220,7 @@ export async function resolveImageArg(store: Store, arg: string, opts: Options =
     if (hits[0]) return hits[0];
   }
   // Same rules and messages as the rest of the CLI for what is left (e.g. a platform miss).
-  const found = await findLocalImage(store, arg, opts.signal ? { signal: opts.signal } : {});
+  const found = await findLocalImage(store, arg, { ...(opts.signal ? { signal: opts.signal } : {}), asStored: true });
   if (found) return { image: found, tags: found.name ? [found.name] : [], rootDigests: [found.manifestDescriptor.digest], size: imageSize([found]), images: [found] };
   throw new TsbuildError('IMAGE_NOT_FOUND', `No such image: ${arg}`, {
     hint: 'list images with `tsbuild images`; build, pull or load one first',

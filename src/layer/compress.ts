@@ -6,7 +6,7 @@ import zlib from 'node:zlib';
 import { TsbuildError } from '../errors.js';
 import { DigestStream, type Digest } from '../oci/index.js';
 import { ParallelGzip } from './parallel-gzip.js';
-import { noteDeadBuffers } from './scavenge.js';
+import { noteDeadBuffers } from '../host/index.js';
 import { wrapWriteError } from './write-layer.js';
 import { zstdCompressor, zstdDecompressor, zstdMissing, zstdProgram } from './zstd.js';
 

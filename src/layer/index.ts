@@ -12,7 +12,7 @@ export { DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, assertZstdAvailable, compressFi
 export type { CompressLayerOptions, CompressedLayer, CompressionChoice, LayerCompression } from './compress.js';
 export { zstdProgram } from './zstd.js';
 export { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
-export { noteDeadBuffers } from './scavenge.js';
+export { noteDeadBuffers } from '../host/index.js';
 export { applyLayer } from './apply-layer.js';
 export type { ApplyLayerOptions, AppliedLayer, ApplyLayerOptions as ApplyOptions } from './apply-layer.js';
 export { cleanEntryName, linkWalk, resolveInRoot } from './root-path.js';

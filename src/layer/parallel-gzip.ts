@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
 import zlib from 'node:zlib';
-import { noteDeadBuffers } from './scavenge.js';
+import { noteDeadBuffers } from '../host/index.js';
 
 /**
  * gzip on every core, as pigz and Go's pgzip (skopeo's) do: the input is cut into blocks of

@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import { noteDeadBuffers } from '../host/index.js';
 import { Digester, type Digest } from '../oci/index.js';
 import { header } from './auth.js';
 import { RegistryError, protocolError, transportError, type ExchangeContext } from './errors.js';
@@ -92,6 +93,8 @@ async function* verifiedChunks(http: RegistryTransport, d: BlobDownload, ctx: Ex
         offset += chunk.byteLength;
         d.onBytes?.(chunk.byteLength);
         yield chunk;
+        // Asked for the next chunk: this one is written on (or copied by a decompressor).
+        noteDeadBuffers(chunk.byteLength);
       }
       if (offset < d.size) throw protocolError(`the transfer ended after ${offset} of ${d.size} bytes`, ctx, true);
       break;

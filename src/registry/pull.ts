@@ -29,7 +29,7 @@ import type { RegistryClient } from './client.js';
 import type { Repository } from './transport.js';
 import { RegistryError } from './errors.js';
 import { mapParallel } from './parallel.js';
-import { storeUncompressedLayer, writeStoreIndex, writeStoreManifest, type StoredImage } from '../store/index.js';
+import { pulledFormKey, rememberCompressedLayer, storeUncompressedLayer, writeStoreIndex, writeStoreManifest, type StoredImage } from '../store/index.js';
 import { recordLayerVariant, recordRepoDigest } from './store-layers.js';
 
 /** What a pull reports as it goes (the CLI renders these on stderr). */
@@ -52,6 +52,15 @@ export interface PullOptions {
    * caller unpack a layer while later ones still download.
    */
   readonly onImageLayers?: ((image: ImageLayers) => ((index: number) => void) | undefined) | undefined;
+  /**
+   * Keep each layer as the compressed blob the registry sent (verified against its digest while
+   * it streams), not decompressed: the store image then has packed layers (store/ StoredLayer),
+   * decompressed and checked against their diff IDs when something first reads them (image/
+   * readLocalImage), as containerd's content store keeps what it pulled. `pull --no-unpack`: a
+   * pull costs a download and one hash per layer. Layers already stored uncompressed stay so.
+   * Not with an `onImageLayers` listener that unpacks (it needs the layers uncompressed).
+   */
+  readonly keepCompressed?: boolean | undefined;
 }
 
 /** An image whose layers a pull is about to store (PullOptions.onImageLayers). */
@@ -82,8 +91,10 @@ const MAX_INDEX_DEPTH = 2;
  * Manifest negotiation (OCI and Docker schema 2; schema 1 refused), a platform chosen from an
  * index, the config and then the layers in parallel (p-limit), each verified against its
  * descriptor while it streams (download.ts) and decompressed into the store's uncompressed form,
- * verified against the config's diff IDs: a blob is stored only once both digests hold. Layers
- * whose diff ID is already in the store are not downloaded. The tag is set last, so a failed pull
+ * verified against the config's diff IDs: a blob is stored only once both digests hold. With
+ * `keepCompressed` the compressed blob itself is stored instead, and the diff ID is checked at
+ * first use (PullOptions.keepCompressed). Layers whose diff ID is already in the store are not
+ * downloaded. The tag is set last, so a failed pull
  * changes no image; the verified blobs of other layers it stored are unreferenced and gc removes
  * them.
  */
@@ -148,6 +159,8 @@ async function pullManifest(
   }
 
   const stored = opts.onImageLayers?.({ name, config, layers: manifest.layers });
+  // A listener unpacks each layer as it is stored, which needs it uncompressed.
+  const keepCompressed = opts.keepCompressed === true && stored === undefined;
   const results = await mapParallel(manifest.layers, opts.concurrency ?? 4, signal, async (layer, i, s) => {
     const diffId = diffIds[i]!;
     if (await store.blobs.hasBlob(diffId)) {
@@ -159,6 +172,19 @@ async function pullManifest(
     }
     let status: 'exists' | 'downloaded' = 'exists';
     let size: number;
+    if (keepCompressed && isPackable(layer, diffId)) {
+      if (!(await store.blobs.hasBlob(layer.digest))) {
+        opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'downloading' });
+        await downloadToStore(client, store, { repo: ref, desc: layer, what: `layer ${layer.digest} of ${name}`, signal: s });
+        status = 'downloaded';
+        opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'downloaded' });
+      }
+      await recordLayerVariant(store, diffId, layer, repoName, { signal: s });
+      // The layer's compressed form for an export that asks for no level (save --format oci).
+      await rememberCompressedLayer(store, diffId, pulledFormKey(layerCompression(layer.mediaType) === 'zstd' ? 'zstd' : 'gzip'), { digest: layer.digest, size: layer.size }, { signal: s });
+      opts.onProgress?.({ type: 'layer', digest: layer.digest, size: layer.size, status: 'done' });
+      return { diffId, size: 0, packed: { digest: layer.digest, size: layer.size, mediaType: layer.mediaType }, digest: layer.digest, status };
+    }
     if (await store.blobs.hasBlob(layer.digest)) {
       // The compressed blob is here (an archive, an older pull): unpack it locally.
       size = (await storeUncompressedLayer(store, layer, diffId, { signal: s })).size;
@@ -256,10 +282,22 @@ export async function pullAllPlatforms(
   return { name, index: written, images: images.map(({ platform, image, repoDigest: rd }) => ({ platform, image, repoDigest: rd })), repoDigest, layers, skipped };
 }
 
+/**
+ * Whether a layer can be kept packed (PullOptions.keepCompressed): gzip or zstd, so the
+ * compressed blob differs from the layer. A zstd layer is kept so on a machine without the zstd
+ * program too (a store that only pushes or exports never needs it); the first use that
+ * decompresses it says what is missing (UNSUPPORTED).
+ */
+function isPackable(layer: Descriptor, diffId: Digest): boolean {
+  const c = layerCompression(layer.mediaType);
+  return (c === 'gzip' || c === 'zstd') && layer.digest !== diffId;
+}
+
 /** Download a config (or an uncompressed layer) into the store, verified while it streams. */
 async function downloadToStore(client: RegistryClient, store: Store, d: { readonly repo: Repository; readonly desc: Descriptor; readonly what: string; readonly signal: AbortSignal | undefined }): Promise<void> {
   await client.downloadBlob({ repo: d.repo, digest: d.desc.digest, size: d.desc.size, what: d.what, signal: d.signal }, (bytes) =>
-    store.blobs.putBlob(bytes, { expected: { digest: d.desc.digest, size: d.desc.size }, signal: d.signal }),
+    // downloadBlob's stream fails instead of ending when the bytes do not match: hashed once.
+    store.blobs.putBlob(bytes, { expected: { digest: d.desc.digest, size: d.desc.size }, sourceVerified: true, signal: d.signal }),
   );
 }
 

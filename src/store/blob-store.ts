@@ -37,6 +37,13 @@ export interface PutBlobOptions {
    * is in the store only when putBlob resolves.
    */
   readonly onHashed?: ((info: BlobInfo) => void) | undefined;
+  /**
+   * putBlob: the source checks its own bytes against `expected` (digest and size) while they
+   * stream, and fails instead of ending when they do not match (registry/ downloadBlob), so
+   * they are not hashed a second time here: the blob is `expected` once the source ends with
+   * exactly `expected.size` bytes. Ignored without an expected size.
+   */
+  readonly sourceVerified?: boolean | undefined;
 }
 
 export interface ReadBlobOptions {
@@ -118,35 +125,56 @@ export class BlobStore {
     const tmp = tempPath(this.#tmpDir, 'blob');
     let h: FileHandle | undefined = await open(tmp, 'wx', 0o444).catch((e: unknown) => abandon(storeIoError(e, 'store a blob')));
     try {
-      const hasher = new DigestStream();
+      const trusted = opts.sourceVerified === true && expected?.size !== undefined ? expected : undefined;
+      const hasher = trusted === undefined ? new DigestStream() : undefined;
       let written = 0;
       let sinkError: unknown;
-      await pipeline(
-        source,
-        hasher,
-        async (chunks: AsyncIterable<Buffer>) => {
-          for await (const chunk of chunks) {
-            written += chunk.byteLength;
-            // Stop early rather than download gigabytes for a descriptor that says 1 KiB.
-            if (expected?.size !== undefined && written > expected.size) {
-              // Remembered: pipeline may report the AbortError of tearing down the other
-              // stages instead of the error that caused it.
-              sinkError = mismatch(expected, `more than ${expected.size} bytes`);
-              throw sinkError;
-            }
-            try {
-              await writeAll(h as FileHandle, chunk);
-            } catch (e) {
-              sinkError = e; // a full disk must be reported as such, not as the teardown's AbortError
-              throw e;
-            }
+      // Chunks smaller than this are gathered and written together: a download arrives in the
+      // socket's 64 KiB reads, and one write (a thread-pool trip) each cost a pull of 228 MB
+      // 2,756 writes and, on a busy machine, the main thread's turn (PUT_GATHER).
+      const pending = Buffer.allocUnsafeSlow(PUT_GATHER);
+      let used = 0;
+      const flush = async (): Promise<void> => {
+        if (used === 0) return;
+        const n = used;
+        used = 0;
+        await writeAll(h as FileHandle, pending.subarray(0, n));
+      };
+      const sink = async (chunks: AsyncIterable<Buffer>): Promise<void> => {
+        for await (const chunk of chunks) {
+          written += chunk.byteLength;
+          // Stop early rather than download gigabytes for a descriptor that says 1 KiB.
+          if (expected?.size !== undefined && written > expected.size) {
+            // Remembered: pipeline may report the AbortError of tearing down the other
+            // stages instead of the error that caused it.
+            sinkError = mismatch(expected, `more than ${expected.size} bytes`);
+            throw sinkError;
           }
-        },
-        signal ? { signal } : {},
-      ).catch((e: unknown) => {
+          try {
+            if (chunk.byteLength < PUT_GATHER) {
+              if (used + chunk.byteLength > pending.byteLength) await flush();
+              pending.set(chunk, used);
+              used += chunk.byteLength;
+            } else {
+              await flush();
+              await writeAll(h as FileHandle, chunk);
+            }
+          } catch (e) {
+            sinkError = e; // a full disk must be reported as such, not as the teardown's AbortError
+            throw e;
+          }
+        }
+        try {
+          await flush();
+        } catch (e) {
+          sinkError = e;
+          throw e;
+        }
+      };
+      await (hasher !== undefined ? pipeline(source, hasher, sink, signal ? { signal } : {}) : pipeline(source, sink, signal ? { signal } : {})).catch((e: unknown) => {
         throw sinkError ?? e;
       });
-      const got = hasher.result();
+      const got = hasher !== undefined ? hasher.result() : { digest: trusted!.digest, size: written };
       await this.#seal(h, tmp, got, expected, opts.onHashed);
       h = undefined;
       return got;
@@ -420,6 +448,13 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
 
 /** putChunks gathers chunks into buffers of this size, each one write. */
 const GATHER = 256 * 1024;
+
+/**
+ * putBlob gathers chunks smaller than this into one write. A pull of 3 layers of 76 MB: 2,756
+ * writes of the socket's 64 KiB pieces took 0.27-0.36 s of system CPU, 228 writes of 1 MiB
+ * 0.22-0.28 s (medians of 4 on a loaded machine; 4 MiB was no better and 10 MB more RSS).
+ */
+const PUT_GATHER = 1024 * 1024;
 
 async function writeAll(h: FileHandle, chunk: Uint8Array): Promise<void> {
   let off = 0;

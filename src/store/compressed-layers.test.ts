@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { compressedLayerForm, knownCompressedLayer, openStore, type Store } from './index.js';
+import { compressedLayerForm, knownCompressedLayer, openStore, pulledFormKey, rememberCompressedLayer, type Store } from './index.js';
 import type { BlobInfo } from './blob-store.js';
 
 /**
@@ -45,6 +45,20 @@ describe('compressedLayerForm', () => {
     const l19 = await compressedLayerForm(store, layer, 'zstd', { level: 19 });
     expect(l19.digest).not.toBe(form.digest);
     expect(sha(`zstd -dc '${store.blobs.blobPath(l19.digest)}' | sha256sum`)).toBe(layer.digest);
+  });
+
+  it('a pulled form (no known level) serves an output that asks for no level; a level makes its own', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const layer = await putLayer();
+    const pulled = await store.blobs.putBytes(gzipSync(await readFile(store.blobs.blobPath(layer.digest)), { level: 1 }));
+    await rememberCompressedLayer(store, layer.digest, pulledFormKey('gzip'), pulled);
+    const form = await compressedLayerForm(store, layer, 'gzip');
+    expect({ digest: form.digest, size: form.size }).toEqual(pulled);
+    const l4 = await compressedLayerForm(store, layer, 'gzip', { level: 4 });
+    expect(l4.digest).not.toBe(pulled.digest);
+    // Gone from the store (gc): compressed again rather than named.
+    await store.blobs.deleteBlob(pulled.digest);
+    expect((await compressedLayerForm(store, layer, 'gzip')).digest).toBe(l4.digest);
   });
 
   it('gzip at the default level is the form gzip-4; uncompressed is the layer itself; bad levels are usage errors', async () => {

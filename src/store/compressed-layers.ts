@@ -6,7 +6,9 @@ import type { Store } from './store.js';
  * The compressed forms of a stored (uncompressed) layer: meta/compressed.<diff ID hex>, a map
  * from `gzip-<level>` to the blob made from it. Made once, remembered, never recomputed (the
  * bytes depend on the zlib that made them; DESIGN.md "Compress late"). One place for push,
- * save and exports.
+ * save and exports. A form of no known level (the blob a `pull --no-unpack` kept, made by
+ * whoever pushed it) is remembered under the compression alone (`gzip`, `zstd`: PULLED_FORM)
+ * and serves an output that asks for no level.
  */
 export type CompressedLayersRecord = Readonly<Record<string, CompressedLayer>>;
 
@@ -47,6 +49,15 @@ export async function rememberCompressedLayer(store: Store, diffId: Digest, key:
   await store.updateMeta(metaName(diffId), (cur): CompressedLayersRecord => ({ ...parseCompressedLayersRecord(cur), [key]: { digest: info.digest, size: info.size } }), { signal: opts.signal });
 }
 
+/**
+ * The key of a layer's compressed form of no known level: the blob a pull kept as the registry
+ * sent it (registry/pull.ts keepCompressed), reused by an export or push that asks for no level
+ * rather than compressing the layer again.
+ */
+export function pulledFormKey(compression: 'gzip' | 'zstd'): string {
+  return compression;
+}
+
 /** A stored (uncompressed) layer to compress: its diff ID is its digest in the store. */
 export interface StoredLayerRef {
   readonly digest: Digest;
@@ -80,7 +91,9 @@ export async function compressedLayerForm(
   const choice = compressionChoice(compression, opts.level);
   if (choice.compression === 'uncompressed') return { digest: layer.digest, size: layer.size, mediaType };
   const { signal } = opts;
-  const hit = await knownCompressedLayer(store, layer.digest, choice.key, { signal });
+  const hit =
+    (await knownCompressedLayer(store, layer.digest, choice.key, { signal })) ??
+    (opts.level === undefined ? await knownCompressedLayer(store, layer.digest, pulledFormKey(choice.compression), { signal }) : undefined);
   if (hit) return { ...hit, mediaType };
   if (!(await store.blobs.hasBlob(layer.digest))) throw new TsbuildError('BLOB_NOT_FOUND', `layer ${layer.digest} is not in the store`, { hint: 'build or pull the image again' });
   // Read in 1 MiB pieces into the compressor's own few buffers (layer/ compressFile): no fresh

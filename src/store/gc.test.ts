@@ -116,6 +116,32 @@ describe('collectGarbage', () => {
     expect(await store.blobs.hasBlob(cachedConfig.digest)).toBe(true);
   });
 
+  it('keeps the compressed blobs of an image kept packed and its layers once decompressed; nothing once untagged', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const tars = ['packed layer one', 'packed layer two'];
+    const diffIds = tars.map((t) => sha256Digest(t));
+    const packed = await Promise.all(tars.map((t) => store.blobs.putBytes(gzipSync(Buffer.from(t)))));
+    const config = await store.blobs.putBytes(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: diffIds }, config: {} }));
+    const { writeStoreManifest } = await import('./index.js');
+    const image = await writeStoreManifest(store, {
+      config: { architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: diffIds } },
+      configBlob: config,
+      layers: diffIds.map((diffId, i) => ({ diffId, size: 0, packed: { ...packed[i]!, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' } })),
+    });
+    await store.setTag('example.com/packed:v1', image.manifestDescriptor);
+    // The first layer decompressed (as a first use does), the second not yet.
+    await store.blobs.putBytes(tars[0]!);
+    const stray = await store.blobs.putBytes('nobody names this');
+    const res = await collectGarbage(store, { graceMs: 0 });
+    expect(res.removedBlobs).toBe(1);
+    expect(await store.blobs.hasBlob(stray.digest)).toBe(false);
+    for (const d of [...packed.map((p) => p.digest), diffIds[0]!, config.digest, image.manifestDescriptor.digest]) expect(await store.blobs.hasBlob(d)).toBe(true);
+    expect(await fsckStore(store, {})).toEqual([]);
+    await store.removeTag('example.com/packed:v1');
+    await collectGarbage(store, { graceMs: 0 });
+    expect(await store.blobs.listBlobs()).toEqual([]);
+  });
+
   it('removes snapshots no kept config names', async () => {
     const img = await putImage(store, 'example.com/app:v1', ['l1', 'l2']);
     const orphan = sha256Digest('orphan layer');

@@ -56,7 +56,7 @@ export async function dropUnreferenced(store: Store, digests: readonly Digest[],
     const reach = await findReachable(store, [...index.manifests, ...leased.roots], { signal });
     const deleted: Digest[] = [];
     for (const d of new Set(digests)) {
-      if (reach.blobs.has(d)) continue;
+      if (reach.blobs.has(d) || reach.unpackedLayers.has(d)) continue;
       if (await store.blobs.deleteBlob(d)) deleted.push(d);
     }
     return deleted;
@@ -65,7 +65,8 @@ export async function dropUnreferenced(store: Store, digests: readonly Digest[],
 
 /**
  * Mark and sweep, under the store lock (so no tag changes in between):
- *  mark: everything reachable from index.json, `extraRoots` and live leases (reachability.ts, lease.ts);
+ *  mark: everything reachable from index.json, `extraRoots` and live leases (reachability.ts, lease.ts),
+ *  and the uncompressed layers of reachable images kept packed (reachability.ts unpackedLayers);
  *  sweep: unreferenced blobs, snapshots whose diff ID no kept config lists, and temp entries
  *  of processes that are gone.
  * A manifest or config that cannot be read or parsed stops gc with STORE_CORRUPT before anything
@@ -93,7 +94,9 @@ export async function collectGarbage(store: Store, opts: GcOptions = {}): Promis
     let keptYoung = 0;
     for (const d of await store.blobs.listBlobs()) {
       signal?.throwIfAborted();
-      if (reach.blobs.has(d)) continue;
+      // The uncompressed layers of an image kept packed (`pull --no-unpack`), made on first
+      // use (adopt-layers.ts unpackStoredImage), stay with it.
+      if (reach.blobs.has(d) || reach.unpackedLayers.has(d)) continue;
       const st = await store.blobs.statBlob(d);
       if (!st) continue;
       if (now - st.mtimeMs < grace) {

@@ -29,12 +29,13 @@ export { findReachable, type Reachable, type RootRef } from './reachability.js';
 export { LAYOUT_VERSION, storePaths, type StorePaths } from './store-layout.js';
 export { Store, openStore, removeTreeDefault, type OpenStoreOptions, type SignalOption, type TagEntry } from './store.js';
 export { REF_NAME_ANNOTATION } from './types.js';
-export { storeUncompressedLayer } from './adopt-layers.js';
-export { writeStoreIndex, writeStoreManifest, type StoredImage, type StoredIndexEntry, type StoredLayer } from './stored-image.js';
+export { storeUncompressedLayer, unpackStoredImage } from './adopt-layers.js';
+export { isPackedLayer, writeStoreIndex, writeStoreManifest, type StoredImage, type StoredIndexEntry, type StoredLayer } from './stored-image.js';
 export {
   compressedLayerForm,
   knownCompressedLayer,
   parseCompressedLayersRecord,
+  pulledFormKey,
   rememberCompressedLayer,
   type CompressedLayer,
   type CompressedLayerFormOptions,

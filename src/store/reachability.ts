@@ -10,6 +10,7 @@ import {
   type Digest,
 } from '../oci/index.js';
 import type { Store } from './store.js';
+import { isPackedLayer } from './stored-image.js';
 
 /**
  * What is reachable from a set of root descriptors: index -> manifests (recursively),
@@ -36,7 +37,13 @@ export interface InvalidRef {
 
 export interface Reachable {
   readonly blobs: Set<Digest>;
+  /** The diff IDs of reachable configs: their snapshots are kept. */
   readonly diffIds: Set<Digest>;
+  /**
+   * The diff IDs of images whose manifests name packed layers (compressed blobs of a `pull
+   * --no-unpack`: stored-image.ts): their uncompressed forms, once made, are kept too.
+   */
+  readonly unpackedLayers: Set<Digest>;
   readonly missing: MissingRef[];
   readonly invalid: InvalidRef[];
 }
@@ -49,8 +56,8 @@ export async function findReachable(
   roots: readonly RootRef[],
   opts: { readonly signal?: AbortSignal | undefined } = {},
 ): Promise<Reachable> {
-  const out: Reachable = { blobs: new Set(), diffIds: new Set(), missing: [], invalid: [] };
-  const queue: Array<{ desc: Descriptor | { digest: Digest; mediaType?: undefined }; parent: Digest | undefined; fromIndex: boolean }> =
+  const out: Reachable = { blobs: new Set(), diffIds: new Set(), unpackedLayers: new Set(), missing: [], invalid: [] };
+  const queue: Array<{ desc: Descriptor | { digest: Digest; mediaType?: undefined }; parent: Digest | undefined; fromIndex: boolean; packed?: boolean }> =
     roots.map((r) => ({ desc: typeof r === 'string' ? { digest: r } : r, parent: undefined, fromIndex: false }));
 
   for (let i = 0; i < queue.length; i++) {
@@ -90,12 +97,16 @@ export async function findReachable(
         }
       } else if (kind === 'manifest') {
         const o = doc as Record<string, unknown>;
-        queue.push({ desc: asDescriptor(o.config, desc.digest, 'config'), parent: desc.digest, fromIndex: false });
-        for (const layer of descriptorList(doc, 'layers', desc.digest)) {
+        const layers = descriptorList(doc, 'layers', desc.digest);
+        queue.push({ desc: asDescriptor(o.config, desc.digest, 'config'), parent: desc.digest, fromIndex: false, packed: layers.some(isPackedLayer) });
+        for (const layer of layers) {
           queue.push({ desc: layer, parent: desc.digest, fromIndex: false });
         }
       } else {
-        for (const id of diffIdsOf(doc, desc.digest)) out.diffIds.add(id);
+        for (const id of diffIdsOf(doc, desc.digest)) {
+          out.diffIds.add(id);
+          if (item.packed === true) out.unpackedLayers.add(id);
+        }
       }
     } catch (e) {
       if (isTsbuildError(e)) out.invalid.push({ digest: desc.digest, error: e });

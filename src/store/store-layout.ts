@@ -29,6 +29,9 @@ import { join } from 'node:path';
  *    rename atomic.
  *  - Temp names carry the writer's pid and process start time, so gc removes only files of
  *    processes that are gone (process-owner.ts).
+ *  - Layers are kept uncompressed under their diff IDs, except those of a `pull --no-unpack`,
+ *    kept as the compressed blobs pulled until first use (stored-image.ts StoredLayer.packed,
+ *    adopt-layers.ts unpackStoredImage).
  *  - snapshots/ are keyed by diff ID (the digest of the uncompressed layer), the unit that
  *    overlay lower dirs are made of (DESIGN.md "Snapshots come from overlayfs"). They are
  *    built in a tmp/ dir by other components and committed with one rename.

@@ -1,4 +1,4 @@
-import { OCI_IMAGE_CONFIG, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, OCI_LAYER_TAR, canonicalJson } from '../oci/index.js';
+import { OCI_IMAGE_CONFIG, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, OCI_LAYER_TAR, canonicalJson, layerCompression, layerMediaType } from '../oci/index.js';
 import type { Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Platform } from '../oci/index.js';
 import type { Store } from './store.js';
 
@@ -9,10 +9,26 @@ import type { Store } from './store.js';
  * load, `writeStoreManifest`) and store/ sits below image/ and registry/; image/ re-exports it.
  */
 
-/** A layer of an image in the local store: kept uncompressed, so its digest is its diff ID. */
+/**
+ * A layer of an image in the local store: kept uncompressed, so its digest is its diff ID; or,
+ * with `packed`, held only as the compressed blob a `pull --no-unpack` downloaded (verified
+ * against its digest), which is decompressed and checked against the diff ID when something
+ * first reads the image's layers (adopt-layers.ts unpackStoredImage). `size` is then unknown
+ * and unused.
+ */
 export interface StoredLayer {
   readonly diffId: Digest;
   readonly size: number;
+  readonly packed?: { readonly digest: Digest; readonly size: number; readonly mediaType: string } | undefined;
+}
+
+/**
+ * Whether a store manifest's layer descriptor names a compressed blob (a packed layer of a
+ * `pull --no-unpack`) rather than the uncompressed layer itself.
+ */
+export function isPackedLayer(layer: Descriptor): boolean {
+  const c = layerCompression(layer.mediaType);
+  return c === 'gzip' || c === 'zstd';
 }
 
 /**
@@ -29,9 +45,11 @@ export interface StoredImage {
 
 /**
  * Writes the store's manifest for a config blob already in the store and layers already stored
- * uncompressed, as canonical JSON (STYLE.md 13). The one place a store manifest is made: OCI
- * media types whatever the source used (a Docker config blob is the same JSON), so an image
- * has one store manifest however it arrived.
+ * uncompressed (or packed: see StoredLayer), as canonical JSON (STYLE.md 13). The one place a
+ * store manifest is made: OCI media types whatever the source used (a Docker config blob is the
+ * same JSON), so an image has one store manifest however it arrived. A manifest with packed
+ * layers is still a valid OCI image manifest (its blobs are in the layout), so skopeo and umoci
+ * read such an image from the store as they read any other.
  */
 export async function writeStoreManifest(
   store: Store,
@@ -43,7 +61,11 @@ export async function writeStoreManifest(
     schemaVersion: 2,
     mediaType: OCI_IMAGE_MANIFEST,
     config: configDescriptor,
-    layers: image.layers.map((l) => ({ mediaType: OCI_LAYER_TAR, digest: l.diffId, size: l.size })),
+    layers: image.layers.map((l) =>
+      l.packed !== undefined
+        ? { mediaType: layerMediaType('oci', layerCompression(l.packed.mediaType) ?? 'gzip'), digest: l.packed.digest, size: l.packed.size }
+        : { mediaType: OCI_LAYER_TAR, digest: l.diffId, size: l.size },
+    ),
     ...(image.annotations !== undefined ? { annotations: { ...image.annotations } } : {}),
   };
   const info = await store.blobs.putBytes(canonicalJson(manifest), { signal: opts.signal });

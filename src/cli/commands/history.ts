@@ -29,7 +29,7 @@ export const historyCommand = defineCommand({
   run: async (args, ctx) => {
     const store = await ctx.store();
     const platform = args.platform !== undefined ? parsePlatform(args.platform) : undefined;
-    const found = await resolveImageArg(store, args.image, { signal: ctx.io.signal });
+    const found = await resolveImageArg(store, args.image, { signal: ctx.io.signal, asStored: true });
     const { image } = platform !== undefined ? storeImageForPlatform(found, platform, args.image) : found;
     const layers = image.manifest.layers;
     const history = image.config.history ?? [];

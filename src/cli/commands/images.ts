@@ -76,7 +76,7 @@ export const imagesCommand = defineCommand({
           break;
         case 'before':
         case 'since': {
-          const ref = await resolveImageArg(store, value, { signal });
+          const ref = await resolveImageArg(store, value, { signal, asStored: true });
           f[key] = Date.parse(ref.image.config.created ?? '');
           break;
         }

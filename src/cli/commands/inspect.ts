@@ -84,7 +84,7 @@ export const inspectCommand = defineCommand({
     let failed = false;
     for (const name of args.images.map(String)) {
       try {
-        const img = await resolveImageArg(store, name, { signal });
+        const img = await resolveImageArg(store, name, { signal, asStored: true });
         if (platform !== undefined) docs.push(await inspectDocument(store, storeImageForPlatform(img, platform, name), signal));
         else if (img.index !== undefined) docs.push(await inspectIndexDocument(store, { ...img, index: img.index }, signal));
         else docs.push(await inspectDocument(store, img, signal));

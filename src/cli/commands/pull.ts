@@ -55,7 +55,8 @@ export const pullCommand = defineCommand({
       .option('no-unpack', {
         type: 'boolean',
         default: false,
-        describe: 'Only store the layers, without unpacking them into the snapshots RUN steps start from (for a store that only pushes or exports)',
+        describe:
+          'Only store the layers, compressed as the registry sent them, without unpacking them into the snapshots RUN steps start from; each is decompressed and checked against its diff ID when first used (for a store that only pushes or exports)',
       })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' }),
   run: async (args, ctx) => {
@@ -87,7 +88,7 @@ export const pullCommand = defineCommand({
         err.write(`${short(p.digest)}: Pull complete\n`);
       }
     };
-    const pullOpts = { signal: ctx.io.signal, concurrency, ...(args.quiet ? {} : { onProgress: progress }), ...(unpacker ? { onImageLayers: unpacker.onImageLayers } : {}) };
+    const pullOpts = { signal: ctx.io.signal, concurrency, ...(args.quiet ? {} : { onProgress: progress }), ...(unpacker ? { onImageLayers: unpacker.onImageLayers } : { keepCompressed: true }) };
     /** Waits for the unpacks of a pull that ended; their failures are warnings (the image is stored). */
     const unpacked = async (pull: 'done' | 'failed'): Promise<void> => {
       for (const w of (await unpacker?.finish(pull)) ?? []) err.write(`warning: ${w}\n`);

@@ -36,7 +36,11 @@ function childrenOf(img: StoreImage, all: readonly StoreImage[]): StoreImage[] {
 async function deleteUnneeded(store: Store, img: StoreImage, signal: AbortSignal): Promise<Digest[]> {
   const cacheRoots: RootRef[] = (await listStepCache(store, signal)).flatMap((e) => (e.diffId ? [e.diffId] : []));
   // Of a multi-platform image: the index, then every image it holds.
-  const candidates: Digest[] = [...img.rootDigests, ...img.images.flatMap((i) => [i.configDescriptor.digest, i.manifestDescriptor.digest, ...i.manifest.layers.map((l) => l.digest)])];
+  // With the uncompressed forms of layers the store holds packed (`pull --no-unpack`, decompressed since).
+  const candidates: Digest[] = [
+    ...img.rootDigests,
+    ...img.images.flatMap((i) => [i.configDescriptor.digest, i.manifestDescriptor.digest, ...i.manifest.layers.map((l) => l.digest), ...i.config.rootfs.diff_ids]),
+  ];
   return store.withLock(async () => {
     const index = await store.readIndex({ signal });
     // A build or `run` using this image right now holds it in a lease (store/lease.ts).
@@ -44,7 +48,7 @@ async function deleteUnneeded(store: Store, img: StoreImage, signal: AbortSignal
     const reach = await findReachable(store, [...index.manifests, ...cacheRoots, ...leased.roots], { signal });
     const deleted: Digest[] = [];
     for (const d of new Set(candidates)) {
-      if (reach.blobs.has(d)) continue;
+      if (reach.blobs.has(d) || reach.unpackedLayers.has(d)) continue;
       if (await store.blobs.deleteBlob(d)) deleted.push(d);
     }
     return deleted;
@@ -52,7 +56,7 @@ async function deleteUnneeded(store: Store, img: StoreImage, signal: AbortSignal
 }
 
 async function removeOne(store: Store, arg: string, force: boolean, out: (line: string) => void, signal: AbortSignal): Promise<void> {
-  const img = await resolveImageArg(store, arg, { signal });
+  const img = await resolveImageArg(store, arg, { signal, asStored: true });
   let byName: string | undefined;
   try {
     const n = normalizeName(arg);

@@ -19,7 +19,7 @@ export const tagCommand = defineCommand({
     let desc = source;
     if (desc === undefined) {
       // By ID: an image ID names its manifest, an index digest (prefix) the index.
-      const found = await resolveImageArg(store, args.source, { signal: ctx.io.signal });
+      const found = await resolveImageArg(store, args.source, { signal: ctx.io.signal, asStored: true });
       desc = found.index !== undefined ? found.index.descriptor : found.image.manifestDescriptor;
     }
     await store.setTag(target, desc, { signal: ctx.io.signal });
