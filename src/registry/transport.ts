@@ -371,6 +371,7 @@ export class RegistryTransport {
         return await this.#pingOrigin({ registry, origin: `http://${host}`, secure: false, dispatcher: this.#insecure }, ctx, signal);
       } catch (plain) {
         if (!(plain instanceof RegistryError) || (plain.status !== undefined && plain.status !== 400)) throw plain;
+        this.#logger?.debug({ registry, why: plain.message }, 'loopback registry refused plain HTTP; trying HTTPS');
         try {
           return await this.#pingOrigin({ registry, origin: `https://${host}`, secure: false, dispatcher: this.#insecure }, ctx, signal);
         } catch (tls) {
