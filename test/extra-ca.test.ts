@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bin, repoRoot, tempDir, writeTree, type RunResult } from './support/cli.js';
+import { bin, repoRoot, runProcess, tempDir, writeTree, type RunResult } from './support/cli.js';
 import { makeCertificate, nonLoopbackAddress, startRegistry, type RunningRegistry } from './support/registry.js';
 
 // The installed command (dist/cmd/tsbuild, cmd/tsbuild.sh) starts Node without
@@ -23,19 +22,10 @@ let trusted: string; // the certificate of both servers
 let unrelated: string; // a valid PEM file that vouches for neither
 
 function run(cmd: readonly string[], env: NodeJS.ProcessEnv, input = ''): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const base = { ...process.env };
-    delete base['NODE_EXTRA_CA_CERTS'];
-    delete base['TSBUILD_NODE_EXTRA_CA_CERTS'];
-    const child = spawn(cmd[0]!, cmd.slice(1), { cwd: tmp, env: { ...base, TSBUILD_ROOT: path.join(tmp, 'store'), DOCKER_CONFIG: path.join(tmp, 'docker'), ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input);
-  });
+  const base = { ...process.env };
+  delete base['NODE_EXTRA_CA_CERTS'];
+  delete base['TSBUILD_NODE_EXTRA_CA_CERTS'];
+  return runProcess(cmd, { cwd: tmp, env: { ...base, TSBUILD_ROOT: path.join(tmp, 'store'), DOCKER_CONFIG: path.join(tmp, 'docker'), ...env }, input });
 }
 
 beforeAll(async () => {

@@ -18,12 +18,13 @@ export interface RunResult {
  * Resolves with the exit code; never rejects for a non-zero exit.
  */
 export function tsbuild(args: readonly string[], opts: { root?: string; cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer } = {}): Promise<RunResult> {
+  return runProcess([process.execPath, bin, ...args], { cwd: opts.cwd ?? repoRoot, env: { ...process.env, ...(opts.root ? { TSBUILD_ROOT: opts.root } : {}), ...opts.env }, input: opts.input });
+}
+
+/** Runs a command with exactly `env`; resolves with its exit code and output, never rejects for a non-zero exit. */
+export function runProcess(cmd: readonly string[], opts: { cwd: string; env: NodeJS.ProcessEnv; input?: string | Buffer | undefined }): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], {
-      cwd: opts.cwd ?? repoRoot,
-      env: { ...process.env, ...(opts.root ? { TSBUILD_ROOT: opts.root } : {}), ...opts.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const child = spawn(cmd[0]!, cmd.slice(1), { cwd: opts.cwd, env: opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
