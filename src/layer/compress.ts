@@ -150,7 +150,7 @@ export function compressFile(path: string, compression: 'gzip' | 'zstd', level: 
     compression === 'gzip'
       ? // A file under one block is one block whatever the block size (the same bytes): its
         // buffers are the file's size, not a MiB each (the small layers of an image).
-        new ParallelGzip({ level: compressionChoice(compression, level).level ?? DEFAULT_GZIP_LEVEL, wholeBlocks: true, ...(small ? { blockSize: Math.max(opts.size ?? 0, 1) } : {}) })
+        new ParallelGzip({ level: compressionChoice(compression, level).level ?? DEFAULT_GZIP_LEVEL, ...(small ? { blockSize: Math.max(opts.size ?? 0, 1) } : {}) })
       : createLayerCompressor(compression, level);
   if (compressor === undefined) throw new TsbuildError('UNSUPPORTED', `no compressor for ${compression}`);
   if (!(compressor instanceof ParallelGzip)) {

@@ -25,21 +25,14 @@ export interface ParallelGzipOptions {
   /** 1 MiB by default (pigz: 128 KiB; bigger blocks, fewer jobs and flush markers). */
   readonly blockSize?: number;
   /**
-   * Blocks compressed at once: as many as the cores, at most 4 (libuv's default pool, which
-   * file reads share). One more than the cores was the default while text was deflated at
-   * 50 MB/s; with such text run-length coded (compressibleRuns()), a third job on two cores
-   * changed no time here and held two more MiB of blocks: a push of big-run's image peaked at
-   * 105-108 MB of RSS with three, 97-99 MB with two.
+   * Blocks compressed at once: one more than the cores (the main thread's reads, hashes and
+   * hand-offs leave a core idle otherwise), at most 4 (libuv's default pool, which file reads
+   * share). As many as the cores held two fewer MiB of blocks (a push of big-run's image: 97-99
+   * against 105-108 MB of RSS), but on deflate-heavy layers the cores then waited on the main
+   * thread: hello-python's export took 2.02-2.11 s instead of 1.73-1.91 s, its push 2.23-2.36 s
+   * instead of 1.96-2.27 s (2 cores, alternating runs).
    */
   readonly jobs?: number;
-  /**
-   * The writer hands over whole blocks (compressFile): each write waits until the block before
-   * it is submitted (no queue of blocks read ahead) and output is handed on as the consumer
-   * takes it, so the blocks in memory are the jobs' and the one being read. A push of
-   * big-run's image (Debian's 121 MB layer and a 1 GB one) peaked at 117 MB of RSS before,
-   * 106 MB with this, one layer compressed at a time and small files in small blocks.
-   */
-  readonly wholeBlocks?: boolean;
 }
 
 const DICT = 32 * 1024;
@@ -75,10 +68,12 @@ export class ParallelGzip extends Transform {
   #headerSent = false;
 
   constructor(opts: ParallelGzipOptions = {}) {
-    super(opts.wholeBlocks === true ? { readableHighWaterMark: 64 * 1024, writableHighWaterMark: 1 } : { highWaterMark: 1024 * 1024 });
+    // A block read ahead while the jobs run: waiting for each read left the cores idle (a mode
+    // that read no block ahead held ~10 MB less but made hello-python's export 10-15% slower).
+    super({ highWaterMark: 1024 * 1024 });
     this.#level = opts.level ?? 6;
     this.#blockSize = opts.blockSize ?? 1024 * 1024;
-    this.#jobs = Math.max(1, Math.min(opts.jobs ?? os.availableParallelism(), 4));
+    this.#jobs = Math.max(1, Math.min(opts.jobs ?? os.availableParallelism() + 1, 4));
   }
 
   /** The input block size: a reader that fills whole blocks (takeBlock) hands them over uncopied. */
@@ -100,7 +95,7 @@ export class ParallelGzip extends Transform {
   }
 
   #giveBack(b: Buffer): void {
-    // The jobs in flight, the block being read and one being filled: never more in wholeBlocks mode.
+    // The jobs in flight, the block being filled and a few a reader holds: more are dropped.
     if (b.length === this.#blockSize && this.#free.length < this.#jobs + 2) this.#free.push(b);
   }
 

@@ -53,16 +53,17 @@ type ArchiveFile = { readonly name: string; readonly bytes: Buffer } | { readonl
 type LayerForms = ReadonlyMap<string, Descriptor>;
 
 /**
- * Layers compressed at once by an export: one bigger than a MiB, and alongside it up to three
- * smaller ones. A big layer's gzip keeps the cores busy on its own (its blocks are parallel
- * jobs: layer/ parallel-gzip.ts). Three big ones at once helped while text was deflated at 50 MB/s a block at a time
- * (deps-then-src's export: 0.97 -> 0.93 s); with such text run-length coded it changed nothing
- * there (0.67-0.70 s either way), and an export of big-run's image (a 121 MB and a 1 GB layer)
- * peaked at 118-131 MB of RSS with both at once, 88 MB one at a time. Small layers (a COPY of
- * a few files) cost their store writes' fsyncs more than their compression: they go alongside.
+ * Layers compressed at once by an export: two bigger than a MiB, and alongside them up to three
+ * smaller ones. A big layer's gzip keeps the cores mostly busy on its own (its blocks are
+ * parallel jobs: layer/ parallel-gzip.ts), but not while the main thread reads, hashes and
+ * writes: with one big layer at a time hello-python's export (Debian's layer and python's)
+ * took 2.02-2.11 s, with two 1.73-1.91 s, as before one-at-a-time (2 cores, alternating
+ * runs), for a few more MiB of blocks (an export of big-run's image peaked at 88 MB of RSS one
+ * at a time, 118-131 MB with three). Small layers (a COPY of a few files) cost their store
+ * writes' fsyncs more than their compression: they go alongside.
  */
 const LAYERS_AT_ONCE = 3;
-const BIG_LAYERS_AT_ONCE = 1;
+const BIG_LAYERS_AT_ONCE = 2;
 const BIG_LAYER = 1024 * 1024;
 
 /**
