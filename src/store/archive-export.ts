@@ -53,17 +53,16 @@ type ArchiveFile = { readonly name: string; readonly bytes: Buffer } | { readonl
 type LayerForms = ReadonlyMap<string, Descriptor>;
 
 /**
- * Layers compressed at once by an export: two bigger than a MiB, and alongside them up to three
- * smaller ones. A big layer's gzip keeps the cores mostly busy on its own (its blocks are
- * parallel jobs: layer/ parallel-gzip.ts), but not while the main thread reads, hashes and
- * writes: with one big layer at a time hello-python's export (Debian's layer and python's)
- * took 2.02-2.11 s, with two 1.73-1.91 s, as before one-at-a-time (2 cores, alternating
- * runs), for a few more MiB of blocks (an export of big-run's image peaked at 88 MB of RSS one
- * at a time, 118-131 MB with three). Small layers (a COPY of a few files) cost their store
+ * Layers compressed at once by an export: one bigger than a MiB, and alongside it up to three
+ * smaller ones. A big layer's gzip keeps the cores busy on its own (its blocks are parallel
+ * jobs: layer/ parallel-gzip.ts). Two big ones at once made hello-python's export (Debian's
+ * layer and python's) about 10% faster (1.68-1.72 s against 1.73-2.00 s, 2 cores, alternating
+ * runs), but an export of big-run's image (a 121 MB and a 1 GB layer) then peaked at 107-121 MB
+ * of RSS, against 95-97 MB one at a time. Small layers (a COPY of a few files) cost their store
  * writes' fsyncs more than their compression: they go alongside.
  */
 const LAYERS_AT_ONCE = 3;
-const BIG_LAYERS_AT_ONCE = 2;
+const BIG_LAYERS_AT_ONCE = 1;
 const BIG_LAYER = 1024 * 1024;
 
 /**
