@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { layerTarChunks, writeLayer, type LayerEntry } from '../layer/index.js';
 import { sha256Digest, type Digest } from '../oci/index.js';
 import { openStore, type Store } from '../store/index.js';
-import { ReadAhead } from './read-ahead.js';
+import { ReadAhead, readWholeFile, type BufferSource } from './read-ahead.js';
 
 let dir: string;
 let store: Store;
@@ -65,5 +65,22 @@ describe('ReadAhead', () => {
       expect(layer.digest).toBe(plain.diffId);
       expect(files.map((_, i) => again.digest(i))).toEqual(digests ? files.map((f) => f.sha) : files.map(() => undefined));
     }
+  });
+});
+
+describe('readWholeFile', () => {
+  it('reads a file that grew past its stat size to its end, and gives outgrown and failed buffers back', async () => {
+    const content = Buffer.from('x'.repeat(5000));
+    await writeFile(join(dir, 'grown'), content);
+    const given: number[] = [];
+    const buffers: BufferSource = { take: (min) => Buffer.alloc(min), give: (b) => void given.push(b.length) };
+    // Told 10 bytes: 11, 22, ... until a read comes back short.
+    const { buf, len } = await readWholeFile(join(dir, 'grown'), 10, undefined, buffers);
+    expect(buf.subarray(0, len).equals(content)).toBe(true);
+    expect(given).toEqual([11, 22, 44, 88, 176, 352, 704, 1408, 2816]);
+    // A directory opens but cannot be read: the buffer taken goes back, the error comes out.
+    given.length = 0;
+    await expect(readWholeFile(dir, 10, undefined, buffers)).rejects.toThrow(/EISDIR/);
+    expect(given).toEqual([11]);
   });
 });

@@ -154,29 +154,59 @@ export class ReadAhead {
   }
 }
 
+/** One read a whole-file read asks for: into `buf` at `offset`, at most `length` bytes. */
+interface ReadRequest {
+  readonly buf: Buffer;
+  readonly offset: number;
+  readonly length: number;
+}
+
 /**
- * readWholeFile with synchronous calls: one open, one read (normally short, which on a regular
- * file means its end; a file that grew meanwhile is read on to its end), one close.
+ * The steps of reading a small file whole, without the I/O: it asks for reads (yields) and is
+ * told how many bytes each gave. The buffer is at least one byte larger than the stat size, so
+ * the first read normally comes back short, which on a regular file means its end; a file that
+ * grew meanwhile is read on to its end in a buffer twice as big. The content is `buf[0, len)`;
+ * when a read fails (thrown into it) the buffer goes back to `buffers`. Driven by
+ * readWholeFileSync and readWholeFile (one loop, two I/O flavours, as layer/root-path.ts).
  */
-function readWholeFileSync(abs: string, size: number, buffers: BufferSource): { buf: Buffer; len: number } {
-  const fd = openSync(fsPath(abs), 'r');
+function* wholeFileReads(size: number, buffers: BufferSource): Generator<ReadRequest, { buf: Buffer; len: number }, number> {
   let buf = buffers.take(size + 1);
   try {
     let len = 0;
     for (;;) {
       const want = buf.length - len;
-      const bytesRead = readSync(fd, buf, len, want, null);
+      const bytesRead = yield { buf, offset: len, length: want };
       len += bytesRead;
-      if (bytesRead < want) break;
+      if (bytesRead < want) return { buf, len };
       const bigger = buffers.take(buf.length * 2);
       buf.copy(bigger, 0, 0, len);
       buffers.give(buf);
       buf = bigger;
     }
-    return { buf, len };
   } catch (e) {
     buffers.give(buf);
     throw e;
+  }
+}
+
+/** readWholeFile with synchronous calls: one open, one read (normally), one close. */
+function readWholeFileSync(abs: string, size: number, buffers: BufferSource): { buf: Buffer; len: number } {
+  const fd = openSync(fsPath(abs), 'r');
+  try {
+    const steps = wholeFileReads(size, buffers);
+    let step = steps.next();
+    while (step.done !== true) {
+      const r = step.value;
+      let n: number;
+      try {
+        n = readSync(fd, r.buf, r.offset, r.length, null);
+      } catch (e) {
+        steps.throw(e); // gives the buffer back and throws e
+        throw e;
+      }
+      step = steps.next(n);
+    }
+    return step.value;
   } finally {
     closeSync(fd);
   }
@@ -191,31 +221,27 @@ export interface BufferSource {
 const FRESH_BUFFERS: BufferSource = { take: (min) => Buffer.allocUnsafe(min), give: () => undefined };
 
 /**
- * A small file's content from one open, read and close: the buffer is at least one byte
- * larger than the stat size, so the first read normally comes back short, which on a
- * regular file means its end; a file that grew meanwhile is read on to its end.
- * The content is `buf[0, len)`; on failure the buffer goes back to `buffers`.
+ * A small file's content from one open, read and close (wholeFileReads). The content is
+ * `buf[0, len)`; on failure the buffer goes back to `buffers`.
  */
 export async function readWholeFile(abs: string, size: number, signal: AbortSignal | undefined, buffers: BufferSource = FRESH_BUFFERS): Promise<{ buf: Buffer; len: number }> {
   signal?.throwIfAborted();
   const fh = await open(fsPath(abs), 'r');
-  let buf = buffers.take(size + 1);
   try {
-    let len = 0;
-    for (;;) {
-      const want = buf.length - len;
-      const { bytesRead } = await fh.read(buf, len, want, null);
-      len += bytesRead;
-      if (bytesRead < want) break;
-      const bigger = buffers.take(buf.length * 2);
-      buf.copy(bigger, 0, 0, len);
-      buffers.give(buf);
-      buf = bigger;
+    const steps = wholeFileReads(size, buffers);
+    let step = steps.next();
+    while (step.done !== true) {
+      const r = step.value;
+      let n: number;
+      try {
+        n = (await fh.read(r.buf, r.offset, r.length, null)).bytesRead;
+      } catch (e) {
+        steps.throw(e); // gives the buffer back and throws e
+        throw e;
+      }
+      step = steps.next(n);
     }
-    return { buf, len };
-  } catch (e) {
-    buffers.give(buf);
-    throw e;
+    return step.value;
   } finally {
     await fh.close();
   }
