@@ -17,7 +17,6 @@ import { keepLinksWhole } from './hardlink-plan.js';
 import { unreadableSource } from './unreadable-source.js';
 import { planCopy, sortedByPath, type PlannedEntry } from './copy-plan.js';
 import { resolveSources, type SourceMatch, type SourceRoot } from './copy-sources.js';
-import { ReadAhead } from './read-ahead.js';
 import type { BuildSession } from './session.js';
 import { viewOf, type StageState } from './stage-state.js';
 import type { LayerChange, MadeLayer, StepContext, StepModule } from './step.js';
@@ -223,13 +222,13 @@ async function writeCopyLayer(planned: readonly PlannedEntry[], files: ReadonlyA
   // What the stat index would have learnt from reading each file for the key.
   if (learn) await inputs.digests.ready();
   const onStat = learn ? (_i: number, abs: string, st: BigIntStats, d: Digest) => inputs.digests.learn(abs, st, d) : undefined;
+  const { ReadAhead, layerTarChunks } = await import('../layer/index.js'); // not needed on a cache hit
   const ahead = new ReadAhead(files, { onStat, digests: learn, signal: session.signal });
   const entries: LayerEntry[] = [];
   let fileIndex = 0;
   for (const e of planned) {
     if (e.type !== 'other') entries.push(toLayerEntry(e, isSourceFile(e) ? ahead.source(fileIndex++) : undefined));
   }
-  const { layerTarChunks } = await import('../layer/index.js'); // not needed on a cache hit
   // The tar goes into the store chunk by chunk with nothing buffered in between, as ReadAhead's
   // recycled buffers require; the stored blob's digest is the layer's diff ID.
   const stored = await session.store.blobs.putChunks(layerTarChunks(entries, { ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}), signal: session.signal }), { signal: session.signal });

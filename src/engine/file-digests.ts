@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import type fs from 'node:fs';
 import { Digester, fsPath, isDigest, type Digest } from '../oci/index.js';
 import type { Store } from '../store/index.js';
-import { readWholeFile } from './read-ahead.js';
+import { readWholeFile } from '../layer/read-ahead.js';
 
 /**
  * Content digests of context files, with a persisted index of stat data -> digest so an

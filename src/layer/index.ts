@@ -13,6 +13,8 @@ export type { CompressLayerOptions, CompressedLayer, CompressionChoice, LayerCom
 export { zstdProgram } from './zstd.js';
 export { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
 export { noteDeadBuffers } from '../host/index.js';
+export { ReadAhead, recycledFileReader, readWholeFile } from './read-ahead.js';
+export type { BufferSource, ReadAheadFile } from './read-ahead.js';
 export { applyLayer } from './apply-layer.js';
 export type { ApplyLayerOptions, AppliedLayer, ApplyLayerOptions as ApplyOptions } from './apply-layer.js';
 export { cleanEntryName, linkWalk, resolveInRoot } from './root-path.js';

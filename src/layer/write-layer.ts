@@ -48,6 +48,11 @@ export interface WriteLayerOptions {
   /** SOURCE_DATE_EPOCH: every mtime becomes min(mtime, epoch). */
   readonly sourceDateEpoch?: number | undefined;
   readonly signal?: AbortSignal | undefined;
+  /**
+   * How the content of `sourcePath` entries is read (default fileContent, a read stream). One
+   * that reuses its buffers (recycledFileReader) is for layerTarChunks only (see there).
+   */
+  readonly readFile?: ((abs: string, size: number) => Readable | Iterable<Uint8Array>) | undefined;
 }
 
 export interface WrittenLayer {
@@ -223,7 +228,7 @@ async function* generateTar(entries: AsyncIterable<LayerEntry> | Iterable<LayerE
       continue;
     }
     let written = 0;
-    const stream = e.source ? await e.source() : fileContent(e.sourcePath!, size);
+    const stream = e.source ? await e.source() : (opts.readFile ?? fileContent)(e.sourcePath!, size);
     const take = (chunk: Uint8Array | string): Buffer => {
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       written += buf.length;

@@ -117,40 +117,55 @@ export class ReadAhead {
     const stat = this.#onStat ? lstatSync(fsPath(abs), { bigint: true }) : undefined;
     const size = stat ? Number(stat.size) : (file.size ?? 0);
     const d = this.#hash ? new Digester() : undefined;
-    const done = (): void => {
-      if (d === undefined) return;
-      const digest = d.digest();
-      this.#digests[index] = digest;
-      if (stat) this.#onStat?.(index, abs, stat, digest);
-    };
-    if (size < CHUNK) {
-      const { buf, len } = readWholeFileSync(abs, size, this.#pool);
-      try {
-        const content = buf.subarray(0, len);
-        d?.update(content);
-        done();
-        if (content.length > 0) yield content;
-      } finally {
-        this.#pool.give(buf);
-      }
-      return;
-    }
-    // A big file: read through one recycled buffer, re-filled once the writer asks for more.
-    const fd = openSync(fsPath(abs), 'r');
-    const buf = this.#pool.take(CHUNK);
+    yield* fileChunks(abs, size, this.#pool, d);
+    if (d === undefined) return;
+    const digest = d.digest();
+    this.#digests[index] = digest;
+    if (stat) this.#onStat?.(index, abs, stat, digest);
+  }
+}
+
+/**
+ * Content of host files for the layer writer's `sourcePath` entries (WriteLayerOptions.readFile),
+ * read as ReadAhead reads them: synchronous calls, small files whole, big ones in CHUNK pieces,
+ * all into one pool of recycled buffers. A RUN that wrote 50,000 small files spent ~19 s of a
+ * 2-core machine in thread-pool round trips (open, read, read, close per file, each a wake-up)
+ * with the main thread 75% idle; the synchronous calls take ~10 us a file. Same contract as
+ * ReadAhead: only for `layerTarChunks` to a consumer done with each chunk before it asks for the
+ * next (`BlobStore.putChunks`).
+ */
+export function recycledFileReader(): (abs: string, size: number) => Iterable<Buffer> {
+  const pool = new BufferPool();
+  return (abs, size) => fileChunks(abs, size, pool, undefined);
+}
+
+/** The chunks of file `abs` (`size` as stat'ed), hashed into `d` on the way when given. */
+function* fileChunks(abs: string, size: number, pool: BufferPool, d: Digester | undefined): Generator<Buffer> {
+  if (size < CHUNK) {
+    const { buf, len } = readWholeFileSync(abs, size, pool);
     try {
-      for (;;) {
-        const bytesRead = readSync(fd, buf, 0, buf.length, null);
-        if (bytesRead === 0) break;
-        const chunk = buf.subarray(0, bytesRead);
-        d?.update(chunk);
-        yield chunk;
-      }
-      done();
+      const content = buf.subarray(0, len);
+      d?.update(content);
+      if (content.length > 0) yield content;
     } finally {
-      this.#pool.give(buf);
-      closeSync(fd);
+      pool.give(buf);
     }
+    return;
+  }
+  // A big file: read through one recycled buffer, re-filled once the writer asks for more.
+  const fd = openSync(fsPath(abs), 'r');
+  const buf = pool.take(CHUNK);
+  try {
+    for (;;) {
+      const bytesRead = readSync(fd, buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      const chunk = buf.subarray(0, bytesRead);
+      d?.update(chunk);
+      yield chunk;
+    }
+  } finally {
+    pool.give(buf);
+    closeSync(fd);
   }
 }
 

@@ -1,14 +1,14 @@
 import { createCipheriv } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { layerTarChunks, writeLayer, type LayerEntry } from '../layer/index.js';
+import { layerTarChunks, writeLayer, type LayerEntry } from './write-layer.js';
 import { sha256Digest, type Digest } from '../oci/index.js';
 import { openStore, type Store } from '../store/index.js';
-import { ReadAhead, readWholeFile, type BufferSource } from './read-ahead.js';
+import { ReadAhead, readWholeFile, recycledFileReader, type BufferSource } from './read-ahead.js';
 
 let dir: string;
 let store: Store;
@@ -65,6 +65,22 @@ describe('ReadAhead', () => {
       expect(layer.digest).toBe(plain.diffId);
       expect(files.map((_, i) => again.digest(i))).toEqual(digests ? files.map((f) => f.sha) : files.map(() => undefined));
     }
+
+    // sourcePath entries (a RUN's layer) read by recycledFileReader: the same bytes.
+    const byPath = files.map((f): LayerEntry => ({ path: f.id, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: f.size, sourcePath: f.srcAbs }));
+    const viaReader = await store.blobs.putChunks(layerTarChunks(byPath, { readFile: recycledFileReader() }));
+    expect(viaReader.digest).toBe(plain.diffId);
+    expect(viaReader.size).toBe(plain.size);
+  });
+
+  it('refuses through recycledFileReader a file that is not the size its entry says, and leaves no temp file', async () => {
+    const abs = join(dir, 'grown');
+    await writeFile(abs, content(1, 300_000));
+    for (const size of [299_999, 300_001, 10]) {
+      const entries: LayerEntry[] = [{ path: 'grown', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size, sourcePath: abs }];
+      await expect(store.blobs.putChunks(layerTarChunks(entries, { readFile: recycledFileReader() }))).rejects.toThrow(/grown/);
+    }
+    expect(await readdir(join(dir, 'root', 'tmp'))).toEqual([]);
   });
 });
 
