@@ -119,7 +119,8 @@ beforeAll(async () => {
   image = `${registry.host}/packed/app:v1`;
   const built = await tsbuild(['build', '-q', '-t', image, path.join(work, 'ctx')], { root: src });
   expect(built.code, built.stderr).toBe(0);
-  const pushed = await tsbuild(['push', '-q', image], { root: src });
+  // gzip level 9: blobs a layer compressed here again (level 4) would not reproduce.
+  const pushed = await tsbuild(['push', '-q', '--compression-level', '9', image], { root: src });
   expect(pushed.code, pushed.stderr).toBe(0);
   const { manifest } = await getManifest(registry.host, 'packed/app', 'v1');
   blobs = manifest.layers.map((l) => l.digest);
@@ -241,6 +242,40 @@ describe('pull --no-unpack keeps the compressed blobs', () => {
       await proxy.stop();
     }
   }, 120_000);
+});
+
+describe('a pull keeps the compressed blobs next to the layers it unpacks', () => {
+  it('stores both forms; save --format oci and a push of an image built on it carry the pulled blobs, not the layers compressed again', async () => {
+    const root = path.join(work, 'store-kept');
+    const pulled = await tsbuild(['pull', '-q', image], { root });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(await storeBlobs(root)).toEqual(expect.arrayContaining([...blobs, ...diffIds]));
+    expect(await tmpEntries(root)).toEqual([]);
+
+    await writeTree(path.join(work, 'ctx-kept'), { Dockerfile: `FROM ${image}\nCOPY extra.txt /extra.txt\n`, 'extra.txt': 'extra\n' });
+    const built = await tsbuild(['build', '-q', '-t', 'derived:kept', path.join(work, 'ctx-kept')], { root });
+    expect(built.code, built.stderr).toBe(0);
+    const ociArchive = path.join(work, 'kept-oci.tar');
+    const saved = await tsbuild(['save', '--format', 'oci', '-o', ociArchive, 'derived:kept'], { root });
+    expect(saved.code, saved.stderr).toBe(0);
+    const ociManifest = JSON.parse((await tool('skopeo', ['inspect', '--raw', `oci-archive:${ociArchive}`])).stdout) as RegistryManifest;
+    expect(ociManifest.layers.map((l) => l.digest).slice(0, 2)).toEqual(blobs);
+    expect(ociManifest.layers).toHaveLength(3);
+    await tool('skopeo', ['copy', `oci-archive:${ociArchive}`, `oci:${path.join(work, 'layout-kept')}:v1`]);
+
+    const other = await startRegistry({ mode: { kind: 'open' } });
+    try {
+      const pushed = await tsbuild(['push', '-q', 'derived:kept', `${other.host}/kept/app:v1`], { root });
+      expect(pushed.code, pushed.stderr).toBe(0);
+      const { manifest } = await getManifest(other.host, 'kept/app', 'v1');
+      expect(manifest.layers.map((l) => l.digest).slice(0, 2)).toEqual(blobs);
+      await tool('skopeo', ['copy', '--src-tls-verify=false', `docker://${other.host}/kept/app:v1`, `oci:${path.join(work, 'copy-kept')}:v1`]);
+    } finally {
+      await other.stop();
+    }
+    const fsck = await tsbuild(['fsck'], { root });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+  }, 180_000);
 });
 
 describe('pull --all-platforms --no-unpack', () => {
