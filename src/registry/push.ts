@@ -179,6 +179,15 @@ interface PushTarget {
   readonly later: Array<Promise<unknown>>;
 }
 
+/**
+ * Puts store work on `target.later`, marked as handled now: it may fail before settle() looks
+ * (which then throws that failure), and must not end the process as an unhandled rejection.
+ */
+function defer(target: PushTarget, work: Promise<unknown>): void {
+  work.catch(() => undefined);
+  target.later.push(work);
+}
+
 /** Waits for every piece of `target.later` (the first failure, if any, is thrown once all settled). */
 async function settle(target: PushTarget): Promise<void> {
   const results = await Promise.allSettled(target.later.splice(0));
@@ -208,7 +217,7 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
       if (here.length === 0) continue;
       if ((await client.blobSize(repo, v.digest, { signal, forPush: true })) !== undefined) {
         report(v.digest, v.size, 'exists');
-        await remember(store, diffId, v, repoName, signal);
+        defer(target, remember(store, diffId, v, repoName, signal));
         return wire(v);
       }
       for (const r of here) {
@@ -216,7 +225,7 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
         if (from === repo.repository) continue;
         if (await client.mountBlob(repo, { digest: v.digest, from, signal })) {
           report(v.digest, v.size, 'mounted');
-          await remember(store, diffId, v, repoName, signal);
+          defer(target, remember(store, diffId, v, repoName, signal));
           return wire(v);
         }
       }
@@ -227,7 +236,7 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
       if ((await store.blobs.statBlob(v.digest))?.size === v.size) {
         const result = await uploadFromStore(target, v, opts);
         report(v.digest, v.size, result === 'uploaded' ? 'uploaded' : result);
-        await remember(store, diffId, v, repoName, signal);
+        defer(target, remember(store, diffId, v, repoName, signal));
         return wire(v);
       }
     }
@@ -246,7 +255,7 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
     report(v.digest, v.size, 'uploading');
     const result = await uploadFromStore(target, v, opts);
     report(v.digest, v.size, result === 'uploaded' ? 'uploaded' : result);
-    await remember(store, diffId, v, repoName, signal);
+    defer(target, remember(store, diffId, v, repoName, signal));
     return wire(v);
   }
   // 4. Compress here, streaming: the gzip output goes to the store and to the registry at once,
@@ -254,7 +263,7 @@ async function pushLayer(target: PushTarget, layer: Descriptor, compression: Lay
   report(diffId, layer.size, 'preparing');
   const v = await compressAndUpload(target, layer, compression, opts);
   report(v.digest, v.size, 'uploaded');
-  target.later.push(remember(store, diffId, v, repoName, signal));
+  defer(target, remember(store, diffId, v, repoName, signal));
   return wire(v);
 }
 
@@ -332,7 +341,7 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
     await recorded.catch(() => undefined);
     throw e;
   }
-  target.later.push(recorded);
+  defer(target, recorded);
   return { digest: sent.digest, size: sent.size, mediaType };
 }
 
