@@ -143,14 +143,15 @@ function zlibZstd(name: 'createZstdCompress' | 'createZstdDecompress'): ZstdFact
  * any size costs no buffer per read; zstd pipes the file through its compressor. A read error
  * or `signal` destroys the stream with that error; destroying the stream stops the reads.
  * `size`: the file's size, if known (a file under a MiB is read into a buffer of its size).
+ * `jobs`: gzip blocks deflated at once (ParallelGzipOptions.jobs).
  */
-export function compressFile(path: string, compression: 'gzip' | 'zstd', level: number | undefined, opts: { signal?: AbortSignal | undefined; size?: number | undefined } = {}): Readable {
+export function compressFile(path: string, compression: 'gzip' | 'zstd', level: number | undefined, opts: { signal?: AbortSignal | undefined; size?: number | undefined; jobs?: number | undefined } = {}): Readable {
   const small = opts.size !== undefined && opts.size < GZIP_BLOCK;
   const compressor =
     compression === 'gzip'
       ? // A file under one block is one block whatever the block size (the same bytes): its
         // buffers are the file's size, not a MiB each (the small layers of an image).
-        new ParallelGzip({ level: compressionChoice(compression, level).level ?? DEFAULT_GZIP_LEVEL, ...(small ? { blockSize: Math.max(opts.size ?? 0, 1) } : {}) })
+        new ParallelGzip({ level: compressionChoice(compression, level).level ?? DEFAULT_GZIP_LEVEL, ...(small ? { blockSize: Math.max(opts.size ?? 0, 1) } : {}), ...(opts.jobs !== undefined ? { jobs: opts.jobs } : {}) })
       : createLayerCompressor(compression, level);
   if (compressor === undefined) throw new TsbuildError('UNSUPPORTED', `no compressor for ${compression}`);
   if (!(compressor instanceof ParallelGzip)) {

@@ -30,7 +30,8 @@ export interface ParallelGzipOptions {
    * share). As many as the cores held two fewer MiB of blocks (a push of big-run's image: 97-99
    * against 105-108 MB of RSS), but on deflate-heavy layers the cores then waited on the main
    * thread: hello-python's export took 2.02-2.11 s instead of 1.73-1.91 s, its push 2.23-2.36 s
-   * instead of 1.96-2.27 s (2 cores, alternating runs).
+   * instead of 1.96-2.27 s (2 cores, alternating runs). A push asks for one per core
+   * (registry/push.ts). The bytes do not depend on it.
    */
   readonly jobs?: number;
 }
