@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
 import type { Agent as UndiciAgent, Dispatcher } from 'undici';
-import { Agent, DecoratorHandler, undiciErrors } from './undici-agent.js';
+import { Agent, DecoratorHandler, connector, undiciErrors } from './undici-agent.js';
 import type { Logger } from 'pino';
 import { isLoopbackRegistry, normalizeRegistry, registryApiHost } from '../oci/index.js';
 import { deferredExtraCaCertificates, hasDeferredExtraCa } from '../host/index.js';
@@ -229,7 +229,7 @@ let fetchAgent: UndiciAgent | undefined;
  */
 export function fetchDispatcher(): Dispatcher | undefined {
   if (!hasDeferredExtraCa()) return undefined;
-  return (fetchAgent ??= new Agent({ connect: { ca: verifiedCa([]), rejectUnauthorized: true } }) as UndiciAgent);
+  return (fetchAgent ??= new Agent({ connect: connector({ ca: verifiedCa([]), rejectUnauthorized: true }) }) as UndiciAgent);
 }
 
 /**
@@ -265,9 +265,9 @@ export class RegistryTransport {
     // TLS connection (an insecure registry is tried over HTTPS first).
     this.#makeSecure = () => {
       const ca = verifiedCa(extraCa);
-      return new Agent({ ...common, connect: { ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
+      return new Agent({ ...common, connect: connector({ ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: connectTimeout }) }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
     };
-    this.#insecure = new Agent({ ...common, connect: { ca: [], rejectUnauthorized: false, timeout: connectTimeout } }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
+    this.#insecure = new Agent({ ...common, connect: connector({ ca: [], rejectUnauthorized: false, timeout: connectTimeout }) }).compose(lowSpeedLimit(timeout)) as UndiciAgent;
     // `http://host:5000/` and `host:5000` name the same registry.
     this.#insecureHosts = new Set((opts.insecureRegistries ?? []).map((h) => normalizeRegistry(h.trim().toLowerCase().replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, ''))));
     this.#logger = opts.logger;

@@ -3,6 +3,11 @@ import { setFlagsFromString } from 'node:v8';
 import AgentClass from 'undici/lib/dispatcher/agent.js';
 import DispatcherClass from 'undici/lib/dispatcher/dispatcher.js';
 import api from 'undici/lib/api/index.js';
+import buildConnector from 'undici/lib/core/connect.js';
+import type { buildConnector as BuildConnector } from 'undici';
+
+type ConnectorOptions = BuildConnector.BuildOptions;
+type ConnectorFn = BuildConnector.connector;
 
 /**
  * undici's Agent with its request API, without the rest of undici: its index also evaluates
@@ -19,19 +24,40 @@ Object.assign(DispatcherClass.prototype, api);
  * push of a 1 MB image peaked at 102 MB RSS, 68 MB with Liftoff (the baseline compiler) alone,
  * and took no longer. llhttp's work per byte of a blob is a bounds check (bodies are handed
  * over as slices), so the baseline code is enough. tsbuild runs no other WebAssembly.
+ *
+ * The flag is set when the first connection is open, just before undici compiles llhttp
+ * (connector()), not when this module loads. Node compiles its built-in modules from code cached
+ * in its binary, made under the default V8 flags; after the change, each built-in loaded for the
+ * first time is compiled from source. By then node:tls is loaded if the connection is TLS (undici
+ * loads it to connect), and a plain-HTTP registry (a loopback one, --insecure-registry) never
+ * loads it: loaded here up front, as before, it cost such a push ~6 ms. zlib and fs streams,
+ * which every registry exchange uses afterwards, are loaded first.
  */
-// Node compiles its built-in modules from code cached in its binary, made under the default V8
-// flags; after the flag changes, each built-in loaded for the first time is compiled from source.
-// The ones every registry exchange loads after this point are loaded first: TLS (a registry is
-// tried over HTTPS first), zlib, and fs streams (ReadStream is a lazy getter).
-const load = createRequire(import.meta.url);
-load('node:tls');
-load('node:zlib');
-void (load('node:fs') as typeof import('node:fs')).ReadStream;
-setFlagsFromString('--liftoff-only');
-// V8's code cache records the flags it was made under: the CLI's launcher (cmd/bundle-launcher.cjs)
-// writes none from this process, as every later start (default flags) would reject it.
-(globalThis as Record<symbol, unknown>)[Symbol.for('tsbuild.v8FlagsChanged')] = true;
+let liftoffOnly = false;
+function useLiftoffOnly(): void {
+  if (liftoffOnly) return;
+  liftoffOnly = true;
+  const load = createRequire(import.meta.url);
+  load('node:zlib');
+  void (load('node:fs') as typeof import('node:fs')).ReadStream;
+  setFlagsFromString('--liftoff-only');
+  // V8's code cache records the flags it was made under: the CLI's launcher (cmd/bundle-launcher.cjs)
+  // writes none from this process, as every later start (default flags) would reject it.
+  (globalThis as Record<symbol, unknown>)[Symbol.for('tsbuild.v8FlagsChanged')] = true;
+}
+
+/**
+ * undici's connector for `opts` (what an Agent's `connect` object would give each client), which
+ * switches V8 to Liftoff alone once a connection is open, before llhttp is compiled for it.
+ */
+export function connector(opts: ConnectorOptions): ConnectorFn {
+  const connect = buildConnector(opts);
+  return (o, callback) =>
+    connect(o, (...args) => {
+      if (args[0] === null) useLiftoffOnly();
+      callback(...args);
+    });
+}
 
 export const Agent = AgentClass;
 

@@ -26,3 +26,8 @@ declare module 'undici/lib/core/errors.js' {
   const undiciErrors: typeof errors;
   export default undiciErrors;
 }
+declare module 'undici/lib/core/connect.js' {
+  import type { buildConnector } from 'undici';
+  const build: typeof buildConnector;
+  export default build;
+}
