@@ -5,7 +5,8 @@ import type { Store } from '../store/index.js';
  * Store records of registry facts, owned here (storing layers and manifests lives in
  * store/adopt-layers.ts). Each record is a meta document with a type and a parse function that
  * accepts any JSON value and keeps only well-formed entries: a record written by another
- * version, or damaged, reads as less knowledge, never as an error.
+ * version, or damaged, reads as less knowledge, never as an error. Both are memos (store
+ * MetaOptions): written without fsync, and one that does not parse reads as absent.
  *
  *  - layer sources (`layer-sources.<hex of the diff ID>`): which compressed blobs of which
  *    repositories hold a layer, so a push can skip, mount or reuse them instead of compressing
@@ -57,7 +58,7 @@ export function parseLayerSources(value: unknown): LayerSourcesRecord {
 
 /** The known compressed forms of a layer. */
 export async function readLayerVariants(store: Store, diffId: Digest, opts: SignalOption = {}): Promise<LayerVariant[]> {
-  return [...parseLayerSources(await store.readMeta(layerSourcesName(diffId), { signal: opts.signal })).variants];
+  return [...parseLayerSources(await store.readMeta(layerSourcesName(diffId), { signal: opts.signal, memo: true })).variants];
 }
 
 /** Remember that `repository` (registry/repo) has `variant` of layer `diffId`. */
@@ -80,7 +81,7 @@ export async function recordLayerVariant(
       else variants[i] = next;
       return { variants };
     },
-    { signal: opts.signal },
+    { signal: opts.signal, memo: true },
   );
 }
 
@@ -115,13 +116,13 @@ export async function recordRepoDigest(store: Store, localManifest: Digest, repo
       const repo = repoDigest.slice(0, repoDigest.indexOf('@'));
       return { ...all, [localManifest]: [repoDigest, ...(all[localManifest] ?? []).filter((x) => !x.startsWith(`${repo}@`))] };
     },
-    { signal: opts.signal },
+    { signal: opts.signal, memo: true },
   );
 }
 
 /** `registry/repository@digest` names of a store image. */
 export async function readRepoDigests(store: Store, localManifest: Digest, opts: SignalOption = {}): Promise<string[]> {
-  return [...(parseRepoDigests(await store.readMeta(REPO_DIGESTS_META, { signal: opts.signal }))[localManifest] ?? [])];
+  return [...(parseRepoDigests(await store.readMeta(REPO_DIGESTS_META, { signal: opts.signal, memo: true }))[localManifest] ?? [])];
 }
 
 // ---- parsing helpers ---------------------------------------------------------------------------

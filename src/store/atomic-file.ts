@@ -128,23 +128,26 @@ async function fsyncDirFd(dir: string): Promise<void> {
 
 /**
  * writeFileAtomic for a small document (index.json, meta/ entries): the same temp + fsync +
- * rename + fsync dir, durable when it resolves. Opening, writing, renaming and closing are
+ * rename + fsync dir, durable when it resolves (`durable: false`, for memos: temp + rename). Opening, writing, renaming and closing are
  * synchronous (page-cache work, microseconds); only the two fsyncs go to the thread pool, so
  * the event loop never waits for the disk. Two thread-pool trips instead of eight: behind a
  * push's deflate jobs on that pool, each trip waited for a 1 MiB block to compress.
  */
-export async function writeSmallFileAtomic(dest: string, data: Uint8Array | string, opts: { tmpDir: string; mode?: number; signal?: AbortSignal | undefined }): Promise<void> {
+export async function writeSmallFileAtomic(dest: string, data: Uint8Array | string, opts: { tmpDir: string; mode?: number; signal?: AbortSignal | undefined; durable?: boolean | undefined }): Promise<void> {
   opts.signal?.throwIfAborted();
   const { tmp, fd } = writeSmallTemp(opts.tmpDir, data, opts.mode);
+  const durable = opts.durable !== false;
   try {
-    await fsyncFd(fd);
+    if (durable) await fsyncFd(fd);
     closeSync(fd);
   } catch (e) {
     discardTemp(tmp, fd);
     throw e;
   }
   renameTempSync(tmp, dest);
-  await fsyncDirFd(join(dest, '..'));
+  // Not durable (a memo, MetaOptions): readers see the old or the new document whole; after
+  // a crash of the machine perhaps neither, which a memo's reader takes as absent.
+  if (durable) await fsyncDirFd(join(dest, '..'));
 }
 
 /** Write `data` (or its pieces, in order) to a new temp file and fsync it; returns the temp path. */

@@ -39,14 +39,14 @@ export function parseCompressedLayersRecord(value: unknown): CompressedLayersRec
 
 /** The remembered form `key` of layer `diffId`, if its blob is still in the store with that size. */
 export async function knownCompressedLayer(store: Store, diffId: Digest, key: string, opts: { signal?: AbortSignal | undefined } = {}): Promise<CompressedLayer | undefined> {
-  const hit = parseCompressedLayersRecord(await store.readMeta(metaName(diffId), { signal: opts.signal }))[key];
+  const hit = parseCompressedLayersRecord(await store.readMeta(metaName(diffId), { signal: opts.signal, memo: true }))[key];
   if (hit === undefined) return undefined;
   return (await store.blobs.statBlob(hit.digest))?.size === hit.size ? hit : undefined;
 }
 
 /** Remembers `info` as the form `key` of layer `diffId`. */
 export async function rememberCompressedLayer(store: Store, diffId: Digest, key: string, info: CompressedLayer, opts: { signal?: AbortSignal | undefined } = {}): Promise<void> {
-  await store.updateMeta(metaName(diffId), (cur): CompressedLayersRecord => ({ ...parseCompressedLayersRecord(cur), [key]: { digest: info.digest, size: info.size } }), { signal: opts.signal });
+  await store.updateMeta(metaName(diffId), (cur): CompressedLayersRecord => ({ ...parseCompressedLayersRecord(cur), [key]: { digest: info.digest, size: info.size } }), { signal: opts.signal, memo: true });
 }
 
 /**

@@ -27,7 +27,7 @@ export { type LayoutIndex, assertRefName } from './layout-index.js';
 export { Lease, liveLeases, parseLeaseRecord, type LeaseRecord } from './lease.js';
 export { findReachable, type Reachable, type RootRef } from './reachability.js';
 export { LAYOUT_VERSION, storePaths, type StorePaths } from './store-layout.js';
-export { Store, openStore, removeTreeDefault, type OpenStoreOptions, type SignalOption, type TagEntry } from './store.js';
+export { Store, openStore, removeTreeDefault, type MetaOptions, type OpenStoreOptions, type SignalOption, type TagEntry } from './store.js';
 export { REF_NAME_ANNOTATION } from './types.js';
 export { storeUncompressedLayer, unpackStoredImage } from './adopt-layers.js';
 export { isPackedLayer, writeStoreIndex, writeStoreManifest, type StoredImage, type StoredIndexEntry, type StoredLayer } from './stored-image.js';
