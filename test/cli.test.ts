@@ -149,6 +149,11 @@ describe('tsbuild CLI shell', () => {
 
   it('a moved dist/ makes its own code caches; a registry command (V8 flags changed) writes none that later starts would reject', async () => {
     const dir = await fs.mkdtemp('/tmp/tsbuild-cli-cache-');
+    // A pull sets --liftoff-only when its first connection opens: this server answers every
+    // request with 404, so the pull connects and fails at once.
+    const server = http.createServer((_req, res) => res.writeHead(404, { 'content-length': '0' }).end());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
     try {
       // A copy of the package in a new place, as an install is: the caches' names have the bundle's place, so there are none yet.
       await fs.cp(path.join(repoRoot, 'dist', 'cmd'), path.join(dir, 'dist', 'cmd'), { recursive: true, preserveTimestamps: true });
@@ -159,9 +164,8 @@ describe('tsbuild CLI shell', () => {
       const store = path.join(dir, 'store');
       const caches = async () => (await fs.readdir(cmdDir)).filter((f) => f.endsWith('.cache')).sort();
       const stamps = async () => Promise.all((await caches()).map((f) => fs.stat(path.join(cmdDir, f)).then((st) => [f, st.ino, st.mtimeMs])));
-      // A pull sets --liftoff-only as it loads the registry client: nothing listens on port 1, so it fails at once.
       const pull = () =>
-        run(process.execPath, [moved, '--root', store, 'pull', '127.0.0.1:1/none:latest']).then(
+        run(process.execPath, [moved, '--root', store, 'pull', `127.0.0.1:${port}/none:latest`]).then(
           () => 0,
           (e: { code: number }) => e.code,
         );
@@ -180,6 +184,7 @@ describe('tsbuild CLI shell', () => {
       await run(process.execPath, [moved, '--root', store, 'save', '-o', path.join(dir, 'none.tar'), 'none']).catch(() => undefined);
       expect(await stamps()).toEqual(before);
     } finally {
+      server.close();
       await fs.rm(dir, { recursive: true, force: true });
     }
   });
