@@ -311,7 +311,7 @@ async function downloadToStore(client: RegistryClient, store: Store, d: { readon
  * what it pulled, which BuildKit's exports reuse): it is the layer's known compressed form, so
  * an export or a push of an image built on this base uploads the registry's own bytes instead
  * of compressing the layer again (a Debian base: ~2 s of both cores on every fresh export).
- * gc removes it as it removes every compressed form. Returns the uncompressed size.
+ * gc keeps it while it keeps the layer (store/ pulledForms). Returns the uncompressed size.
  */
 async function downloadLayer(client: RegistryClient, store: Store, d: { readonly repo: Repository; readonly name: string; readonly layer: Descriptor; readonly diffId: Digest; readonly signal: AbortSignal | undefined }): Promise<number> {
   const { layer, diffId, signal } = d;

@@ -58,6 +58,16 @@ export function pulledFormKey(compression: 'gzip' | 'zstd'): string {
   return compression;
 }
 
+/**
+ * The blobs a pull kept as layer `diffId`'s compressed forms (the registry's bytes, remembered
+ * under pulledFormKey): gc keeps them while the layer is kept, as they cannot be made again
+ * (a form compressed here can, byte for byte, and goes at gc).
+ */
+export async function pulledForms(store: Store, diffId: Digest, opts: { signal?: AbortSignal | undefined } = {}): Promise<Digest[]> {
+  const record = parseCompressedLayersRecord(await store.readMeta(metaName(diffId), { signal: opts.signal, memo: true }));
+  return (['gzip', 'zstd'] as const).flatMap((c) => record[pulledFormKey(c)]?.digest ?? []);
+}
+
 /** A stored (uncompressed) layer to compress: its diff ID is its digest in the store. */
 export interface StoredLayerRef {
   readonly digest: Digest;

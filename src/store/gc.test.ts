@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isTsbuildError } from '../errors.js';
 import { OCI_IMAGE_CONFIG, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST, sha256Digest, type Descriptor, type Digest } from '../oci/index.js';
-import { collectGarbage, fsckStore, Lease, openStore, type Store } from './index.js';
+import { collectGarbage, fsckStore, Lease, openStore, pulledFormKey, rememberCompressedLayer, type Store } from './index.js';
 
 let dir: string;
 let store: Store;
@@ -140,6 +140,23 @@ describe('collectGarbage', () => {
     await store.removeTag('example.com/packed:v1');
     await collectGarbage(store, { graceMs: 0 });
     expect(await store.blobs.listBlobs()).toEqual([]);
+  });
+
+  it("keeps the registry's blob a pull kept for a kept layer, not forms compressed here; nothing once untagged", async () => {
+    const img = await putImage(store, 'pulled:v1', ['base layer']);
+    const layer = img.layers[0]!;
+    const fromRegistry = await store.blobs.putBytes('gzip bytes as the registry sent them');
+    const madeHere = await store.blobs.putBytes('gzip bytes made by an export');
+    await rememberCompressedLayer(store, layer, pulledFormKey('gzip'), fromRegistry);
+    await rememberCompressedLayer(store, layer, 'gzip-4', madeHere);
+    await collectGarbage(store, { graceMs: 0 });
+    expect(await store.blobs.hasBlob(fromRegistry.digest)).toBe(true);
+    expect(await store.blobs.hasBlob(madeHere.digest)).toBe(false);
+    expect(await store.blobs.hasBlob(layer)).toBe(true);
+    await store.removeTag('pulled:v1');
+    await collectGarbage(store, { graceMs: 0 });
+    expect(await store.blobs.hasBlob(fromRegistry.digest)).toBe(false);
+    expect(await store.blobs.hasBlob(layer)).toBe(false);
   });
 
   it('removes snapshots no kept config names', async () => {

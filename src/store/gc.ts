@@ -4,6 +4,7 @@ import { TsbuildError } from '../errors.js';
 import type { Digest } from '../oci/index.js';
 import { errnoCode } from './atomic-file.js';
 import { ownerState, parseTempOwner } from '../host/index.js';
+import { pulledForms } from './compressed-layers.js';
 import { liveLeases } from './lease.js';
 import { findReachable, type RootRef } from './reachability.js';
 import type { Store } from './store.js';
@@ -66,7 +67,8 @@ export async function dropUnreferenced(store: Store, digests: readonly Digest[],
 /**
  * Mark and sweep, under the store lock (so no tag changes in between):
  *  mark: everything reachable from index.json, `extraRoots` and live leases (reachability.ts, lease.ts),
- *  and the uncompressed layers of reachable images kept packed (reachability.ts unpackedLayers);
+ *  the uncompressed layers of reachable images kept packed (reachability.ts unpackedLayers),
+ *  and the compressed blobs a pull kept for reachable layers (compressed-layers.ts pulledForms);
  *  sweep: unreferenced blobs, snapshots whose diff ID no kept config lists, and temp entries
  *  of processes that are gone.
  * A manifest or config that cannot be read or parsed stops gc with STORE_CORRUPT before anything
@@ -88,6 +90,9 @@ export async function collectGarbage(store: Store, opts: GcOptions = {}): Promis
         cause: first.error,
       });
     }
+    // The registry's compressed blobs of kept layers, as a pull kept them (compressed-layers.ts).
+    const pulled = new Set<Digest>();
+    for (const id of reach.diffIds) for (const d of await pulledForms(store, id, { signal })) pulled.add(d);
     const now = Date.now();
     let removedBlobs = 0;
     let freedBytes = 0;
@@ -96,7 +101,7 @@ export async function collectGarbage(store: Store, opts: GcOptions = {}): Promis
       signal?.throwIfAborted();
       // The uncompressed layers of an image kept packed (`pull --no-unpack`), made on first
       // use (adopt-layers.ts unpackStoredImage), stay with it.
-      if (reach.blobs.has(d) || reach.unpackedLayers.has(d)) continue;
+      if (reach.blobs.has(d) || reach.unpackedLayers.has(d) || pulled.has(d)) continue;
       const st = await store.blobs.statBlob(d);
       if (!st) continue;
       if (now - st.mtimeMs < grace) {
