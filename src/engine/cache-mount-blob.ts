@@ -38,7 +38,7 @@ export async function packCacheMount(store: Store, id: string, opts: CacheMountB
   const release = await holdCacheLock(dir, { wait: true, signal: opts.signal });
   try {
     if (!(await hasEntries(dir))) return undefined;
-    return await packTree(store, id, dir, opts);
+    return await packTree(store, dir, opts);
   } finally {
     release?.();
   }
@@ -53,14 +53,14 @@ async function hasEntries(dir: string): Promise<boolean> {
 }
 
 /** The tar of `dir` (the caller holds the mount's lock). */
-async function packTree(store: Store, id: string, dir: string, opts: CacheMountBlobOptions): Promise<StoredLayer> {
+async function packTree(store: Store, dir: string, opts: CacheMountBlobOptions): Promise<StoredLayer> {
   const entries: HostLayerEntry[] = [];
   const owner = (uid: number, gid: number) => opts.hostFs.imageOwner(uid, gid);
   for await (const e of layerFromDirectory(dir, { prefix: ROOT_NAME, signal: opts.signal, ownership: (st) => owner(st.uid, st.gid) })) {
     const { source: _source, ...rest } = e;
     entries.push(e.type === 'file' ? { ...rest, sourcePath: path.join(dir, e.path.slice(ROOT_NAME.length + 1)) } : rest);
   }
-  return opts.hostFs.writeLayer(store, entries, { signal: opts.signal, what: `cache mount ${JSON.stringify(id)}` });
+  return opts.hostFs.writeLayer(store, entries, { signal: opts.signal });
 }
 
 /**
@@ -153,7 +153,7 @@ export async function cacheMountBlob(session: BuildSession, id: string): Promise
     // long the upload takes. Only a prune told to ignore the grace (`--filter until=0s`) can
     // take it between the write and the hold: then it is packed once more.
     for (let attempt = 1; ; attempt++) {
-      const layer = await packTree(store, id, dir, { hostFs, signal });
+      const layer = await packTree(store, dir, { hostFs, signal });
       try {
         await session.holdLayers([layer], what, false);
       } catch (e) {

@@ -79,7 +79,7 @@ export const runStep: StepModule<RunStep> = {
           const writeRunLayer = async (): Promise<MadeLayer | undefined> => {
             const { entries, index } = await toLayer(await snapshot.capture());
             if (entries.length === 0) return undefined;
-            const layer = await hostFs.writeLayer(session.store, entries, { sourceDateEpoch: inputs.sourceDateEpoch, signal: session.signal, what: 'RUN layer' });
+            const layer = await hostFs.writeLayer(session.store, entries, { sourceDateEpoch: inputs.sourceDateEpoch, signal: session.signal });
             await rememberLayerIndex(session.store, layer.diffId, index);
             return { layer, index: knownLayerIndex(index) };
           };

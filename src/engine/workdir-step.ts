@@ -48,7 +48,7 @@ export const workdirStep: StepModule<WorkdirStep> = {
           if (existing?.type === 'dir') entries.push({ path: p, type: 'dir', mode: existing.mode, uid: existing.uid, gid: existing.gid, mtime: existing.mtime });
           else entries.push({ path: p, type: 'dir', mode: 0o755, uid: owner.uid, gid: owner.gid, mtime });
         }
-        const layer = await writeLayerToStore(session.store, entries, { sourceDateEpoch: epoch, signal: session.signal, what: 'WORKDIR layer' });
+        const layer = await writeLayerToStore(session.store, entries, { sourceDateEpoch: epoch, signal: session.signal });
         const index: LayerIndex = {
           entries: entries.map((e) => ({ path: e.path, type: 'dir' as const, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, size: 0 })),
           whiteouts: [],

@@ -1,10 +1,9 @@
-import { createReadStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TsbuildError, isAbortError } from '../errors.js';
 import { applyLayer, type LayerEntry } from '../layer/index.js';
-import type { Digest } from '../oci/index.js';
+import { isDigest, type Digest } from '../oci/index.js';
 import { hostToContainer, probeSandbox, runInUserNamespace, type SandboxCapabilities } from '../sandbox/index.js';
 import { removeTreeDefault, type Store } from '../store/index.js';
 import type { StoredLayer } from '../image/index.js';
@@ -32,7 +31,7 @@ export interface HostFilesystem {
   /** Removes a tree this capability made (also one holding files of subordinate IDs). */
   removeTree(dir: string, signal?: AbortSignal): Promise<void>;
   /** Writes a layer of files read from this capability's trees into the store. */
-  writeLayer(store: Store, entries: readonly HostLayerEntry[], opts: { readonly sourceDateEpoch?: number | undefined; readonly signal?: AbortSignal | undefined; readonly what: string }): Promise<StoredLayer>;
+  writeLayer(store: Store, entries: readonly HostLayerEntry[], opts: { readonly sourceDateEpoch?: number | undefined; readonly signal?: AbortSignal | undefined }): Promise<StoredLayer>;
   /** Gives `dir` to the container's `uid:gid` (a fresh cache mount, a secret file). */
   chown(dir: string, uid: number, gid: number, signal?: AbortSignal): Promise<void>;
   /** The image owner of a file this capability unpacked, from its owner on the host. */
@@ -136,19 +135,21 @@ async function worker(caps: SandboxCapabilities, args: readonly string[], signal
 }
 
 /**
- * Writes a layer inside the user namespace (it reads files only the namespace can read) to
- * a temp tar, then stores it; the tar is verified by its digest on the way into the store.
+ * Writes a layer inside the user namespace (it reads files only the namespace can read)
+ * straight into the store: the worker hashes the tar as it writes the blob (putChunks), and the
+ * blob it names must be in the store with the size it reports.
  */
 async function writeLayerInNamespace(caps: SandboxCapabilities, store: Store, entries: readonly HostLayerEntry[], epoch: number | undefined, signal?: AbortSignal): Promise<StoredLayer> {
   const dir = await store.makeTempDir('nslayer');
   try {
     const list = path.join(dir, 'entries.json');
-    const tar = path.join(dir, 'layer.tar');
     const serial = entries.map(({ xattrs, ...e }) => (xattrs ? { ...e, xattrs: Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, v.toString('base64')])) } : e));
     await fsp.writeFile(list, JSON.stringify({ entries: serial, ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}) }));
-    const reported = JSON.parse(await worker(caps, ['write-layer', list, tar], signal)) as { diffId: Digest; size: number };
-    const stored = await store.blobs.putBlob(createReadStream(tar), { expected: { digest: reported.diffId, size: reported.size }, signal });
-    return { diffId: stored.digest, size: stored.size };
+    const reported = JSON.parse(await worker(caps, ['write-layer', list, store.root], signal)) as { diffId: unknown; size: unknown };
+    if (typeof reported.diffId !== 'string' || !isDigest(reported.diffId) || (await store.blobs.statBlob(reported.diffId))?.size !== reported.size) {
+      throw new TsbuildError('SANDBOX_FAILED', `the layer written in the user namespace, ${String(reported.diffId)} (${String(reported.size)} bytes), is not in the store`);
+    }
+    return { diffId: reported.diffId, size: reported.size as number };
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
   }

@@ -70,7 +70,7 @@ export async function removeTreeAnyOwner(dir: string, signal?: AbortSignal): Pro
 export async function writeLayerToStore(
   store: Store,
   entries: AsyncIterable<LayerEntry> | Iterable<LayerEntry>,
-  opts: { readonly sourceDateEpoch?: number | undefined; readonly signal?: AbortSignal | undefined; readonly what?: string },
+  opts: { readonly sourceDateEpoch?: number | undefined; readonly signal?: AbortSignal | undefined },
 ): Promise<StoredLayer> {
   return (await import('./store-layer.js')).writeLayerToStore(store, entries, opts);
 }

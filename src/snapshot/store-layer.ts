@@ -14,7 +14,7 @@ import type { StoredLayer } from '../image/index.js';
 export async function writeLayerToStore(
   store: Store,
   entries: AsyncIterable<LayerEntry> | Iterable<LayerEntry>,
-  opts: { readonly sourceDateEpoch?: number | undefined; readonly signal?: AbortSignal | undefined; readonly what?: string },
+  opts: { readonly sourceDateEpoch?: number | undefined; readonly signal?: AbortSignal | undefined },
 ): Promise<StoredLayer> {
   const { layerTarChunks, recycledFileReader } = await import('../layer/index.js');
   const chunks = layerTarChunks(entries, { sourceDateEpoch: opts.sourceDateEpoch, signal: opts.signal, readFile: recycledFileReader() });
