@@ -11,6 +11,14 @@ if [ -n "${NODE_EXTRA_CA_CERTS-}" ] && [ -z "${TSBUILD_NODE_EXTRA_CA_CERTS+set}"
   export TSBUILD_NODE_EXTRA_CA_CERTS
   unset NODE_EXTRA_CA_CERTS
 fi
+# Two malloc arenas instead of glibc's up to 8 per core: less freed memory kept (a push of a
+# 950 MB layer peaked at 90-92 instead of 95-96 MiB of RSS). For Node alone: the CLI takes the
+# variable out of its environment again when TSBUILD_MALLOC_ARENA_MAX says it was set here
+# (src/host/malloc-arenas.ts). A value the user set is left as it is.
+if [ -z "${MALLOC_ARENA_MAX+set}" ]; then
+  MALLOC_ARENA_MAX=2 TSBUILD_MALLOC_ARENA_MAX=1
+  export MALLOC_ARENA_MAX TSBUILD_MALLOC_ARENA_MAX
+fi
 # npm links this file from node_modules/.bin: the launcher sits next to the real file. (No
 # dirname process, and readlink only for a link: each fork costs a few ms of a ~50 ms start.)
 self=$0

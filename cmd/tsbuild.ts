@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // The process edge: signals become one AbortSignal (or go to `run`'s process), main() returns the exit code.
 import { exitWhenSettled, main } from '../src/cli/index.js';
-import { adoptDeferredExtraCa } from '../src/host/index.js';
+import { adoptDeferredExtraCa, dropLauncherMallocSetting } from '../src/host/index.js';
 
 // NODE_EXTRA_CA_CERTS, if dist/cmd/tsbuild moved it aside so that Node would not parse it at start.
 adoptDeferredExtraCa(process.env);
+// MALLOC_ARENA_MAX, if dist/cmd/tsbuild set it for this process alone.
+dropLauncherMallocSetting(process.env);
 
 const controller = new AbortController();
 let interrupted = 0;
