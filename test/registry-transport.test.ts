@@ -125,6 +125,33 @@ describe('chunked uploads', () => {
   });
 });
 
+describe('uploads of layers compressed by the push', () => {
+  it('a small layer goes up in one PUT after its POST, a bigger one streams in a PATCH; both are remembered', async () => {
+    const { store } = await freshStore();
+    // The store has the layers uncompressed, so the push compresses each: 'tiny' and 20,000
+    // bytes are at most 64 KiB, 200,000 are more.
+    const image = await makeStoreImage(store, 'docker.io/library/smallput:v1', [Buffer.from('tiny'), 20_000, 200_000]);
+    const from = proxy.stats.log.length;
+    const pushed = await pushImage(client(), store, image, viaProxy('smallput/a:v1'));
+    const uploads = logSince(from).filter((e) => UPLOAD.test(e.path));
+    // One session per blob (three layers and the config), each opened by a POST and ended by a PUT.
+    expect(uploads.filter((e) => e.method === 'POST').length).toBe(4);
+    const puts = uploads.filter((e) => e.method === 'PUT');
+    expect(puts.map((e) => e.status)).toEqual([201, 201, 201, 201]);
+    // Only the 200,000-byte layer streams: its bytes in a PATCH and a PUT without a body; the
+    // other three PUTs carry their blob.
+    const patches = uploads.filter((e) => e.method === 'PATCH');
+    expect(patches.length).toBe(1);
+    expect(puts.filter((e) => Number(e.contentLength ?? '0') > 0).length).toBe(3);
+    const check = (await freshStore()).store;
+    expect((await pullImage(direct, check, viaDirect(`smallput/a@${pushed.digest}`))).image.configDescriptor.digest).toBe(image.configDescriptor.digest);
+    // Their compressed forms were remembered: a push to another repository mounts all three.
+    const events: PushProgress[] = [];
+    await pushImage(client(), store, image, viaProxy('smallput/b:v1'), { onProgress: (e) => events.push(e) });
+    expect(events.filter((e) => e.type === 'layer').map((e) => (e.type === 'layer' ? e.status : ''))).toEqual(['mounted', 'mounted', 'mounted']);
+  });
+});
+
 describe('cross-repository mounts', () => {
   it('a 202 answer to a mount means the blob is uploaded normally', async () => {
     const { store: src } = await freshStore();

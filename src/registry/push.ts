@@ -301,7 +301,11 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   // A streamed upload is one PATCH of the whole blob: a registry that caps request sizes
   // (--chunk-size) refuses it, so then the layer is compressed into the store first and
   // uploaded from there in chunks.
-  const toWire = opts.chunkSize === undefined ? new PassThrough({ highWaterMark: 64 * 1024 }) : undefined;
+  // A small layer (metadata steps, a few small files) is compressed into the store first and
+  // goes up in one monolithic PUT: streamed, it took a PATCH more, which this registry answers
+  // in 7-11 ms (it writes the session's data), on the critical path of a small image's push.
+  const small = layer.size <= SMALL_LAYER;
+  const toWire = opts.chunkSize === undefined && !small ? new PassThrough({ highWaterMark: 64 * 1024 }) : undefined;
   gzip.on('error', (e) => {
     toStore.destroy(e);
     toWire?.destroy(e);
@@ -316,6 +320,14 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   stored.catch(() => undefined);
   const recorded = stored.then((info) => rememberCompressedLayer(store, layer.digest, choice.key, info, { signal }));
   recorded.catch(() => undefined);
+  if (toWire === undefined && small) {
+    const info = await stored;
+    defer(target, recorded);
+    // No HEAD first: the forms of this layer that registries have were looked up above, and
+    // these bytes were made just now.
+    await client.uploadBlob({ repo, digest: info.digest, size: info.size, source: storeSource(store, info.digest), signal, chunkSize: opts.chunkSize });
+    return { digest: info.digest, size: info.size, mediaType };
+  }
   if (toWire === undefined) {
     await recorded;
     const info = await stored;
@@ -349,6 +361,9 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   defer(target, recorded);
   return { digest: sent.digest, size: sent.size, mediaType };
 }
+
+/** Layers of this many bytes or less are compressed before their upload, not while it runs. */
+const SMALL_LAYER = 64 * 1024;
 
 /** The end of the last compression a push started (compressionTurn). */
 let compressing: Promise<void> = Promise.resolve();
