@@ -12,7 +12,7 @@ if [ -n "${NODE_EXTRA_CA_CERTS-}" ] && [ -z "${TSBUILD_NODE_EXTRA_CA_CERTS+set}"
   unset NODE_EXTRA_CA_CERTS
 fi
 # Two malloc arenas instead of glibc's up to 8 per core: less freed memory kept (a push of a
-# 950 MB layer peaked at 90-92 instead of 95-96 MiB of RSS). For Node alone: the CLI takes the
+# 950 MB layer peaked at 87.5-90 instead of 93-94 MiB of RSS). For Node alone: the CLI takes the
 # variable out of its environment again when TSBUILD_MALLOC_ARENA_MAX says it was set here
 # (src/host/malloc-arenas.ts). A value the user set is left as it is.
 if [ -z "${MALLOC_ARENA_MAX+set}" ]; then
