@@ -105,14 +105,16 @@ export interface RawEntry {
  */
 export async function* captureUpperDir(upperDir: string, opts: CaptureOptions & { readonly onDropped?: (dropped: ReadonlySet<string>) => void }): AsyncIterable<ChangeEntry> {
   const caps = opts.capabilities;
-  const { entries, opaque, dropped } = await analyseUpperDir(upperDir, opts);
+  const { entries, opaque, dropped, capabilities } = await analyseUpperDir(upperDir, opts);
   opts.onDropped?.(dropped);
-  const fileCaps = await readFileCapabilities(
-    upperDir,
-    entries.filter((e) => e.type === 'f' && !dropped.has(e.path)).map((e) => e.path),
-    caps,
-    opts.signal,
-  );
+  // Capabilities of the regular files the layer keeps (getfattr also reports a symlink's target's).
+  const fileCaps = new Map<string, Buffer>();
+  if (capabilities.size > 0) {
+    for (const e of entries) {
+      const c = e.type === 'f' && !dropped.has(e.path) ? capabilities.get(e.path) : undefined;
+      if (c !== undefined) fileCaps.set(e.path, c);
+    }
+  }
   for (const e of entries) {
     opts.signal?.throwIfAborted();
     if (dropped.has(e.path)) continue;
@@ -156,12 +158,13 @@ export async function changeEntryOf(e: RawEntry, root: string, fileCaps: Readonl
   };
 }
 
-async function analyseUpperDir(upperDir: string, opts: CaptureOptions): Promise<{ entries: RawEntry[]; opaque: Set<string>; dropped: Set<string> }> {
+async function analyseUpperDir(upperDir: string, opts: CaptureOptions): Promise<{ entries: RawEntry[]; opaque: Set<string>; dropped: Set<string>; capabilities: Map<string, Buffer> }> {
   const caps = opts.capabilities;
-  const entries = await listTree(upperDir, caps, opts.signal);
-  const opaque = await listOpaqueDirs(upperDir, caps, opts.signal);
+  // The listing and the one xattr walk (opaque directories and file capabilities) at once: each
+  // is a process of its own over the same tree, ~0.3 s apiece for a step's 50,000 new files.
+  const [entries, { opaque, capabilities }] = await Promise.all([listTree(upperDir, caps, opts.signal), scanOverlayXattrs(upperDir, caps, opts.signal, true)]);
   const dropped = await syntheticMountPoints(entries, opts.lowerDirs, opts.mountPoints ?? DEFAULT_MOUNT_POINTS, opaque, caps);
-  return { entries, opaque, dropped };
+  return { entries, opaque, dropped, capabilities };
 }
 
 /**
@@ -248,6 +251,21 @@ export function sortByPath<T>(items: T[], path: (item: T) => string, tieBreak?: 
 }
 
 export async function listOpaqueDirs(upperDir: string, caps: SandboxCapabilities, signal: AbortSignal | undefined): Promise<Set<string>> {
+  return (await scanOverlayXattrs(upperDir, caps, signal, false)).opaque;
+}
+
+/**
+ * One recursive getfattr over `upperDir`, inside the user namespace when rootless: the opaque
+ * directories, and with `withCapabilities` the `security.capability` of every path that has
+ * one (readFileCapabilities says why that xattr; the caller keeps the regular files'). Values
+ * in hex, so a capability's bytes come back whole.
+ */
+async function scanOverlayXattrs(
+  upperDir: string,
+  caps: SandboxCapabilities,
+  signal: AbortSignal | undefined,
+  withCapabilities: boolean,
+): Promise<{ opaque: Set<string>; capabilities: Map<string, Buffer> }> {
   const getfattr = caps.tools.getfattr;
   if (!getfattr) {
     throw new TsbuildError('SANDBOX_UNAVAILABLE', 'getfattr is not installed: opaque directories in the overlay upper dir cannot be read', {
@@ -256,18 +274,24 @@ export async function listOpaqueDirs(upperDir: string, caps: SandboxCapabilities
   }
   // As root overlay writes trusted.overlay.opaque; under userxattr user.overlay.opaque.
   // getfattr exits 1 when some file has no matching attribute; output is still complete.
-  const r = await inNamespace(caps, getfattr, ['-R', '-P', '--absolute-names', '-d', '-m', '^(trusted|user)\\.overlay\\.opaque$', '--', upperDir], signal);
+  const names = withCapabilities ? '^((trusted|user)\\.overlay\\.opaque|security\\.capability)$' : '^(trusted|user)\\.overlay\\.opaque$';
+  const r = await inNamespace(caps, getfattr, ['-R', '-P', '--absolute-names', '-d', '-e', 'hex', '-m', names, '--', upperDir], signal);
   if (r.exitCode > 1) throw new TsbuildError('SANDBOX_FAILED', `getfattr failed on ${upperDir}: ${r.stderr.trim()}`);
-  const dirs = new Set<string>();
-  let current: string | undefined;
+  const opaque = new Set<string>();
+  const capabilities = new Map<string, Buffer>();
+  let rel: string | undefined;
   for (const line of r.stdout.toString('utf8').split('\n')) {
-    if (line.startsWith('# file: ')) current = unescapeGetfattr(line.slice('# file: '.length));
-    else if (current !== undefined && /^(trusted|user)\.overlay\.opaque="y"$/.test(line)) {
-      const rel = posix.relative(upperDir, current);
-      if (rel !== '' && !rel.startsWith('..')) dirs.add(rel);
+    if (line.startsWith('# file: ')) {
+      const p = posix.relative(upperDir, unescapeGetfattr(line.slice('# file: '.length)));
+      rel = p !== '' && !p.startsWith('..') ? p : undefined;
+      continue;
     }
+    if (rel === undefined) continue;
+    // The opaque marker is "y" (0x79 in hex).
+    if (/^(trusted|user)\.overlay\.opaque=0x79$/.test(line)) opaque.add(rel);
+    else if (withCapabilities && line.startsWith('security.capability=0x')) capabilities.set(rel, Buffer.from(line.slice('security.capability=0x'.length), 'hex'));
   }
-  return dirs;
+  return { opaque, capabilities };
 }
 
 /**
