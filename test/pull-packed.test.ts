@@ -310,7 +310,11 @@ describe('a killed pull or decompression leaves nothing half-written', () => {
     const proxy = await startFaultProxy({ upstream: `http://${registry.host}`, rules: [{ method: 'GET', path: new RegExp(`/blobs/${blobs[1]!}$`), fault: 'slow' }] });
     try {
       const root = path.join(work, 'store-kill-pull');
-      const { killed } = await killWhen(['pull', '-q', '--no-unpack', `${proxy.host}/packed/app:v1`], root, () => tempBlobGrowing(root));
+      // Killed once the slow layer's GET reached the proxy: its 2 MB take ~250 ms to arrive.
+      // (Waiting for bytes in its temp file, which the store writes a MiB at a time, left only
+      // the second half of that, too little on a loaded machine.)
+      const slowGet = (): boolean => proxy.stats.log.some((e) => e.method === 'GET' && e.path.endsWith(`/blobs/${blobs[1]!}`));
+      const { killed } = await killWhen(['pull', '-q', '--no-unpack', `${proxy.host}/packed/app:v1`], root, async () => slowGet());
       expect(killed).toBe(true);
       expect(await storeBlobs(root)).not.toContain(blobs[1]);
       const again = await tsbuild(['pull', '-q', '--no-unpack', image], { root });
