@@ -40,18 +40,19 @@ if (mtime(join(__dirname, 'tsbuild.js')) > mtime(file)) {
   // modules to load): a moved or packed dist/ makes its own.
   let place = 0x811c9dc5;
   for (let i = 0; i < file.length; i++) place = Math.imul(place ^ file.charCodeAt(i), 0x01000193) >>> 0;
-  // One cache for save and one for load, another for every other command: V8 keeps the code of
-  // the functions a process ran, and an export runs code a build never does (compression, the
-  // archive), which it compiled on every run with the build's cache. The command's name is the
-  // first word that is not a global option (`image save` is save). Not push and pull: they set
-  // --liftoff-only while they run (registry/undici-agent.ts), so they write no cache (below);
-  // setting it before compiling would have Node compile its own built-in modules from source
-  // (their embedded code cache is for the default flags), which cost more than it saved.
+  // One cache each for save, load, push and pull, another for every other command: V8 keeps the
+  // code of the functions a process ran, and an export runs code a build never does
+  // (compression, the archive), which it compiled on every run with the build's cache; a push
+  // or pull runs undici's, and with the build's cache (1 MB, most of it code they never run)
+  // a push of a 1 MB image took 15-20 ms longer (10 alternating runs, 141-172 ms against
+  // 126-143). The command's name is the first word that is not a global option (`image save`
+  // is save). The build (scripts/bundle-cli.mjs) makes the caches of builds, save and load; a
+  // push's and a pull's are made by the first one run (it needs a registry).
   const argv = process.argv;
   let at = 2;
   while (at < argv.length && argv[at].startsWith('-')) at += argv[at] === '--root' || argv[at] === '--log-level' ? 2 : 1;
   const word = argv[at] === 'image' ? argv[at + 1] : argv[at];
-  const group = word === 'save' || word === 'load' ? word : '';
+  const group = word === 'save' || word === 'load' || word === 'push' || word === 'pull' ? word : '';
   const cacheFile = `${file}.${HASH}-${place.toString(16).padStart(8, '0')}${group === '' ? '' : `-${group}`}.cache`;
   // Pure ASCII (the bundle script checks): latin1 reads it without decoding UTF-8.
   const source = readFileSync(file, 'latin1');
@@ -68,9 +69,16 @@ if (mtime(join(__dirname, 'tsbuild.js')) > mtime(file)) {
   if (cachedData === undefined || script.cachedDataRejected) {
     process.once('exit', () => {
       // V8 stamps cached data with a hash of its flags and rejects data made under other flags.
-      // A process that changed a flag while it ran (registry/undici-agent.ts: --liftoff-only)
-      // would write a cache every later start rejects (and rewrites): leave it to the next one.
-      if (globalThis[Symbol.for('tsbuild.v8FlagsChanged')] === true) return;
+      // A process that changed flags while it ran (registry/undici-agent.ts: --liftoff-only)
+      // left the flags that undo it (back to V8's defaults), set here first; if it was started
+      // with V8 flags of its own about WebAssembly, those defaults would not be where it
+      // started, and a cache every later start rejects (and rewrites) is not written.
+      const undo = globalThis[Symbol.for('tsbuild.v8FlagsChanged')];
+      if (undo !== undefined) {
+        const started = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`;
+        if (typeof undo !== 'string' || /liftoff|wasm/.test(started)) return;
+        require('node:v8').setFlagsFromString(undo);
+      }
       const temp = `${cacheFile}.${process.pid}.tmp`;
       try {
         writeFileSync(temp, script.createCachedData());

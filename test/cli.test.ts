@@ -147,7 +147,7 @@ describe('tsbuild CLI shell', () => {
     await import('node:fs/promises').then((fs) => fs.rm(root, { recursive: true, force: true }));
   });
 
-  it('a moved dist/ makes its own code caches; a registry command (V8 flags changed) writes none that later starts would reject', async () => {
+  it('a moved dist/ makes its own code caches; a registry command (V8 flags changed while it ran) writes one that later starts accept', async () => {
     const dir = await fs.mkdtemp('/tmp/tsbuild-cli-cache-');
     // A pull sets --liftoff-only when its first connection opens: this server answers every
     // request with 404, so the pull connects and fails at once.
@@ -170,19 +170,29 @@ describe('tsbuild CLI shell', () => {
           (e: { code: number }) => e.code,
         );
       expect(await pull()).toBe(1);
-      expect(await caches()).toEqual([]);
+      expect((await caches()).filter((f) => f.endsWith('-pull.cache'))).toHaveLength(1);
       // The other commands write theirs: save one of its own.
       await run(process.execPath, [moved, '--version']);
       await run(process.execPath, [moved, '--root', store, 'save', '-o', path.join(dir, 'none.tar'), 'none']).catch(() => undefined);
       const made = await caches();
-      expect(made).toHaveLength(2);
+      expect(made).toHaveLength(3);
       expect(made.filter((f) => f.endsWith('-save.cache'))).toHaveLength(1);
       const before = await stamps();
-      // Each accepted by the next start of its kind (a rejected cache would be written again); the pull writes none.
+      // Each accepted by the next start of its kind (a rejected cache would be written again), the
+      // pull's too: its flags were set back before it was made.
       expect(await pull()).toBe(1);
       await run(process.execPath, [moved, '--version']);
       await run(process.execPath, [moved, '--root', store, 'save', '-o', path.join(dir, 'none.tar'), 'none']).catch(() => undefined);
       expect(await stamps()).toEqual(before);
+      // Started with WebAssembly flags of its own, a pull cannot tell what to set back: it writes none.
+      const pullCache = (await caches()).find((f) => f.endsWith('-pull.cache'))!;
+      await fs.rm(path.join(cmdDir, pullCache));
+      const flagged = await run(process.execPath, ['--no-wasm-dynamic-tiering', moved, '--root', store, 'pull', `127.0.0.1:${port}/none:latest`]).then(
+        () => 0,
+        (e: { code: number }) => e.code,
+      );
+      expect(flagged).toBe(1);
+      expect(await caches()).not.toContain(pullCache);
     } finally {
       server.close();
       await fs.rm(dir, { recursive: true, force: true });

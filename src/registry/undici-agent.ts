@@ -41,9 +41,11 @@ function useLiftoffOnly(): void {
   load('node:zlib');
   void (load('node:fs') as typeof import('node:fs')).ReadStream;
   setFlagsFromString('--liftoff-only');
-  // V8's code cache records the flags it was made under: the CLI's launcher (cmd/bundle-launcher.cjs)
-  // writes none from this process, as every later start (default flags) would reject it.
-  (globalThis as Record<symbol, unknown>)[Symbol.for('tsbuild.v8FlagsChanged')] = true;
+  // V8's code cache records the flags it was made under, and every later start (default flags)
+  // would reject one made now: the CLI's launcher (cmd/bundle-launcher.cjs) sets these before it
+  // writes one at exit. Each is V8's default; --no-liftoff-only alone leaves what
+  // --liftoff-only implied (no tier-up), and a cache made so was rejected.
+  (globalThis as Record<symbol, unknown>)[Symbol.for('tsbuild.v8FlagsChanged')] = '--no-liftoff-only --liftoff --wasm-tier-up --wasm-dynamic-tiering';
 }
 
 /**
