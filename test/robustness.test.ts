@@ -86,6 +86,26 @@ describe('Ctrl-C during a build', () => {
   });
 });
 
+describe('save', () => {
+  it('to stdout (a pipe) writes the bytes it writes to a file, in both formats', async () => {
+    for (const format of ['oci', 'docker']) {
+      const file = path.join(work, `saved-${format}.tar`);
+      expect((await tsbuild(['save', '--format', format, '-o', file, 'busybox'], { root })).code).toBe(0);
+      const piped = await new Promise<Buffer>((resolve, reject) => {
+        const child = spawn(process.execPath, [bin, 'save', '--format', format, 'busybox'], { env: { ...process.env, TSBUILD_ROOT: root }, stdio: ['ignore', 'pipe', 'inherit'] });
+        const chunks: Buffer[] = [];
+        // Read slowly at first, so the pipe fills and the writer waits for it to drain.
+        child.stdout.pause();
+        setTimeout(() => child.stdout.resume(), 300);
+        child.stdout.on('data', (c: Buffer) => chunks.push(c));
+        child.on('error', reject);
+        child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`save exited ${code}`))));
+      });
+      expect(piped.equals(await fs.readFile(file)), format).toBe(true);
+    }
+  });
+});
+
 describe('load of a bad archive', () => {
   it('rejects a truncated archive and leaves the store images as they were', async () => {
     const archive = path.join(work, 'good.tar');

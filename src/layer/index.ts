@@ -11,7 +11,7 @@ export type { LayerFromDirectoryOptions } from './layer-from-directory.js';
 export { DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, assertZstdAvailable, compressFile, compressLayer, compressionChoice, createLayerCompressor, createZstdDecompressor, sniffLayerCompression } from './compress.js';
 export type { CompressLayerOptions, CompressedLayer, CompressionChoice, LayerCompression } from './compress.js';
 export { zstdProgram } from './zstd.js';
-export { ParallelGzip, type ParallelGzipOptions } from './parallel-gzip.js';
+export { ParallelGzip, gzipOneBlock, type ParallelGzipOptions } from './parallel-gzip.js';
 export { noteDeadBuffers } from '../host/index.js';
 export { ReadAhead, recycledFileReader, readWholeFile } from './read-ahead.js';
 export type { BufferSource, ReadAheadFile } from './read-ahead.js';

@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ParallelGzip, compressibleRuns, type ParallelGzipOptions } from './parallel-gzip.js';
+import { ParallelGzip, compressibleRuns, gzipOneBlock, type ParallelGzipOptions } from './parallel-gzip.js';
 
 async function gzip(pieces: readonly Buffer[], opts: ParallelGzipOptions): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -117,6 +117,19 @@ describe('ParallelGzip', () => {
     const deflated = zlib.gzipSync(base64, { level: 4 }).length;
     const ours = (await gzip([base64], {})).length;
     expect(ours).toBeLessThan(deflated * 1.01);
+  });
+
+  it.each([0, 1, 1000, BLOCK, 3 * BLOCK + 11])('gzipOneBlock gives the bytes ParallelGzip gives one block (%i bytes, text, random and base64 runs)', async (n) => {
+    const text = sample(n);
+    const b64 = Buffer.from(randomBytes(n).toString('base64')).subarray(0, n);
+    const mixed = Buffer.concat([b64.subarray(0, n >> 1), text.subarray(n >> 1)]);
+    for (const data of [text, randomBytes(n), b64, mixed]) {
+      for (const level of [1, 4, 9]) {
+        const streamed = await gzip([data], { level, blockSize: Math.max(data.length, 1) });
+        expect(gzipOneBlock(data, level).equals(streamed)).toBe(true);
+      }
+    }
+    expect(zlib.gunzipSync(gzipOneBlock(text, 4)).equals(text)).toBe(true);
   });
 
   it('marks the level in the header as zlib does', async () => {

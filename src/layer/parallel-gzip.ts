@@ -180,13 +180,9 @@ export class ParallelGzip extends Transform {
       // The slot first: blocks wait here, in the stream that cut them, not queued in memory.
       const release = await deflateSlot();
       const job = new Promise<Buffer>((resolve, reject) => {
-        // chunkSize: one output buffer for the run's output (stored: the whole run; else half,
-        // as deflated text is; a bigger one takes two), so the job runs in one pass on the pool;
-        // at zlib's 16 KiB default it came back to the main thread per 16 KiB.
-        const chunkSize = run.kind === 'deflate' ? Math.max(64 * 1024, data.length >> 1) : data.length + (data.length >> 8) + 1024;
-        const level = run.kind === 'store' ? 0 : this.#level;
-        const strategy = run.kind === 'rle' ? zlib.constants.Z_RLE : zlib.constants.Z_DEFAULT_STRATEGY;
-        zlib.deflateRaw(data, { level, strategy, chunkSize, finishFlush: zlib.constants.Z_SYNC_FLUSH, ...(dictionary ? { dictionary } : {}) }, (err, out) => {
+        const options = runOptions(run, data, this.#level, dictionary);
+        const chunkSize = options.chunkSize!;
+        zlib.deflateRaw(data, options, (err, out) => {
           release();
           // Each job's output is a fresh buffer zlib allocates (node:zlib takes no output buffer).
           noteDeadBuffers(chunkSize);
@@ -233,6 +229,42 @@ export class ParallelGzip extends Transform {
     this.#pending.shift();
     this.push(out);
   }
+}
+
+/**
+ * zlib's options for one run. chunkSize: one output buffer for the run's output (stored: the
+ * whole run; else half, as deflated text is; a bigger one takes two), so the job runs in one
+ * pass on the pool; at zlib's 16 KiB default it came back to the main thread per 16 KiB.
+ */
+function runOptions(run: { kind: RunKind }, data: Buffer, level: number, dictionary: Buffer | undefined): zlib.ZlibOptions {
+  return {
+    level: run.kind === 'store' ? 0 : level,
+    strategy: run.kind === 'rle' ? zlib.constants.Z_RLE : zlib.constants.Z_DEFAULT_STRATEGY,
+    chunkSize: run.kind === 'deflate' ? Math.max(64 * 1024, data.length >> 1) : data.length + (data.length >> 8) + 1024,
+    finishFlush: zlib.constants.Z_SYNC_FLUSH,
+    ...(dictionary ? { dictionary } : {}),
+  };
+}
+
+/**
+ * What a ParallelGzip at `level` makes of `data` when `data` is one block (no bigger than its
+ * block size; a file is one block when it is smaller than a block, compressFile), made here
+ * on the main thread at once: for a small layer (a few KiB of metadata steps or a COPY), whose
+ * stream, jobs and hand-offs cost more than its deflate.
+ */
+export function gzipOneBlock(data: Buffer, level: number): Buffer {
+  const parts: Buffer[] = [gzipHeader(level)];
+  for (const run of compressibleRuns(data, level)) {
+    const piece = data.subarray(run.start, run.end);
+    // As #submit picks it for a first block: the run's 32 KiB before it, in the block.
+    const dictionary = run.kind !== 'deflate' ? undefined : run.start >= DICT ? data.subarray(run.start - DICT, run.start) : run.start > 0 ? data.subarray(0, run.start) : undefined;
+    parts.push(zlib.deflateRawSync(piece, runOptions(run, piece, level, dictionary)));
+  }
+  const trailer = Buffer.alloc(8);
+  trailer.writeUInt32LE(zlib.crc32(data) >>> 0, 0);
+  trailer.writeUInt32LE(data.length % 0x100000000, 4);
+  parts.push(FINAL_BLOCK, trailer);
+  return Buffer.concat(parts);
 }
 
 const PIECE = 64 * 1024;

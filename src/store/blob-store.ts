@@ -318,6 +318,12 @@ export class BlobStore {
     return h.createReadStream({ autoClose: true, ...(opts.highWaterMark !== undefined ? { highWaterMark: opts.highWaterMark } : {}) });
   }
 
+  /** The blob's file, open for reading (BLOB_NOT_FOUND as openBlob); the caller closes it. */
+  async openBlobHandle(d: Digest, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<FileHandle> {
+    opts.signal?.throwIfAborted();
+    return this.#open(d);
+  }
+
   /**
    * The whole blob in memory, for small JSON documents only. Refuses blobs over
    * `maxBytes` (BLOB_TOO_LARGE) and re-checks the digest, since these bytes are about to be

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { compressedLayerForm, knownCompressedLayer, openStore, pulledFormKey, rememberCompressedLayer, type Store } from './index.js';
+import { SMALL_LAYER } from './compressed-layers.js';
 import type { BlobInfo } from './blob-store.js';
 
 /**
@@ -70,6 +71,28 @@ describe('compressedLayerForm', () => {
     expect(await compressedLayerForm(store, layer, 'uncompressed')).toEqual({ ...layer, mediaType: 'application/vnd.oci.image.layer.v1.tar' });
     await expect(compressedLayerForm(store, layer, 'gzip', { level: 10 })).rejects.toMatchObject({ code: 'USAGE' });
     await expect(compressedLayerForm(store, layer, 'zstd', { level: 0 })).rejects.toMatchObject({ code: 'USAGE' });
+  });
+
+  it('smallInMemory: a small layer without a form comes back in memory and nothing is kept; the bytes are the form a push keeps', async () => {
+    const layer = await store.blobs.putBytes(Buffer.from('a small layer\n'.repeat(1000)));
+    const bigger = await store.blobs.putBlob(Readable.from([randomBytes(SMALL_LAYER + 1)]));
+    const blobsBefore = (await store.blobs.listBlobs()).sort();
+    const mem = await compressedLayerForm(store, layer, 'gzip', { smallInMemory: true });
+    expect(mem.bytes).toBeInstanceOf(Buffer);
+    expect(mem.size).toBe(mem.bytes!.length);
+    expect((await store.blobs.listBlobs()).sort()).toEqual(blobsBefore);
+    expect(await knownCompressedLayer(store, layer.digest, 'gzip-4')).toBeUndefined();
+    // The same bytes as the kept form, which an output asking again is then handed by name.
+    const kept = await compressedLayerForm(store, layer, 'gzip');
+    expect({ digest: kept.digest, size: kept.size }).toEqual({ digest: mem.digest, size: mem.size });
+    expect((await readFile(store.blobs.blobPath(kept.digest))).equals(mem.bytes!)).toBe(true);
+    const again = await compressedLayerForm(store, layer, 'gzip', { smallInMemory: true });
+    expect(again.bytes).toBeUndefined();
+    expect(again.digest).toBe(kept.digest);
+    // A layer over SMALL_LAYER is compressed into the store as always.
+    const big = await compressedLayerForm(store, bigger, 'gzip', { smallInMemory: true });
+    expect(big.bytes).toBeUndefined();
+    expect(await store.blobs.statBlob(big.digest)).toMatchObject({ size: big.size });
   });
 
   it('a zstd process killed mid-layer fails the form and leaves nothing in the store', async () => {

@@ -1,4 +1,5 @@
-import { digestHex, isDigest, layerMediaType, type Digest } from '../oci/index.js';
+import { readFile } from 'node:fs/promises';
+import { digestBytes, digestHex, isDigest, layerMediaType, type Digest } from '../oci/index.js';
 import { TsbuildError } from '../errors.js';
 import type { Store } from './store.js';
 
@@ -78,6 +79,37 @@ export interface CompressedLayerFormOptions {
   /** gzip 1..9 (default layer/ DEFAULT_GZIP_LEVEL), zstd 1..22 (default 3). */
   readonly level?: number | undefined;
   readonly signal?: AbortSignal | undefined;
+  /**
+   * A layer of SMALL_LAYER bytes or less with no remembered form is compressed in memory and
+   * handed back with its bytes (`bytes`), not kept: for an output that carries the bytes itself
+   * (an archive), where keeping them cost a store write, its fsyncs and the record's update
+   * (more than compressing a few KiB again).
+   */
+  readonly smallInMemory?: boolean | undefined;
+}
+
+/**
+ * A layer this small (a WORKDIR, a COPY of a few files) costs its store writes and round trips
+ * more than its compression: exports carry its compressed bytes from memory, pushes upload them
+ * in one request.
+ */
+export const SMALL_LAYER = 64 * 1024;
+
+/**
+ * Layer `layer` compressed in memory, the same bytes compressedLayerForm would keep (the same
+ * compressor, on the same file).
+ */
+export async function compressLayerInMemory(store: Store, layer: StoredLayerRef, compression: 'gzip' | 'zstd', level: number | undefined, opts: { signal?: AbortSignal | undefined; jobs?: number | undefined } = {}): Promise<Buffer> {
+  const { compressFile, compressionChoice, gzipOneBlock } = await import('../layer/index.js');
+  if (compression === 'gzip' && layer.size <= SMALL_LAYER) {
+    // One block (compressFile makes a file smaller than a block one block), deflated at once.
+    const data = await readFile(store.blobs.blobPath(layer.digest), { signal: opts.signal });
+    return gzipOneBlock(data, compressionChoice('gzip', level).level!);
+  }
+  const chunks: Buffer[] = [];
+  // Copies: a compressor may reuse its output buffers once a chunk is handed on.
+  for await (const c of compressFile(store.blobs.blobPath(layer.digest), compression, level, { signal: opts.signal, size: layer.size, jobs: opts.jobs })) chunks.push(Buffer.from(c as Buffer));
+  return Buffer.concat(chunks);
 }
 
 /**
@@ -94,7 +126,7 @@ export async function compressedLayerForm(
   layer: StoredLayerRef,
   compression: 'gzip' | 'zstd' | 'uncompressed',
   opts: CompressedLayerFormOptions = {},
-): Promise<CompressedLayer & { readonly mediaType: string }> {
+): Promise<CompressedLayer & { readonly mediaType: string; readonly bytes?: Buffer }> {
   // layer/ (the gzip and zstd code) is loaded only by the commands that compress.
   const { compressionChoice, compressFile } = await import('../layer/index.js');
   const mediaType = layerMediaType('oci', compression);
@@ -106,6 +138,10 @@ export async function compressedLayerForm(
     (opts.level === undefined ? await knownCompressedLayer(store, layer.digest, pulledFormKey(choice.compression), { signal }) : undefined);
   if (hit) return { ...hit, mediaType };
   if (!(await store.blobs.hasBlob(layer.digest))) throw new TsbuildError('BLOB_NOT_FOUND', `layer ${layer.digest} is not in the store`, { hint: 'build or pull the image again' });
+  if (opts.smallInMemory === true && layer.size <= SMALL_LAYER) {
+    const bytes = await compressLayerInMemory(store, layer, choice.compression, choice.level, { signal });
+    return { digest: digestBytes(bytes, 'sha256'), size: bytes.length, mediaType, bytes };
+  }
   // Read in 1 MiB pieces into the compressor's own few buffers (layer/ compressFile): no fresh
   // buffer per read, which V8 would let pile up, and few reads (the default 64 KiB pieces spent
   // a tenth of an export's main thread in read calls).

@@ -33,10 +33,12 @@ export { storeUncompressedLayer, unpackStoredImage } from './adopt-layers.js';
 export { isPackedLayer, writeStoreIndex, writeStoreManifest, type StoredImage, type StoredIndexEntry, type StoredLayer } from './stored-image.js';
 export {
   compressedLayerForm,
+  compressLayerInMemory,
   knownCompressedLayer,
   parseCompressedLayersRecord,
   pulledFormKey,
   rememberCompressedLayer,
+  SMALL_LAYER,
   type CompressedLayer,
   type CompressedLayerFormOptions,
   type CompressedLayersRecord,
