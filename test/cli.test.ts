@@ -147,6 +147,31 @@ describe('tsbuild CLI shell', () => {
     await import('node:fs/promises').then((fs) => fs.rm(root, { recursive: true, force: true }));
   });
 
+  it('push of an image the store lacks fails at once, though the registry it started to reach does not answer', async () => {
+    const dir = await fs.mkdtemp('/tmp/tsbuild-cli-push-');
+    // Accepts connections and never answers: the early GET /v2/ would wait for its timeouts.
+    const { createServer } = await import('node:net');
+    const held: import('node:net').Socket[] = [];
+    const server = createServer((sock) => held.push(sock));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const started = Date.now();
+      const failed = await run(process.execPath, [path.join(repoRoot, 'dist', 'cmd', 'tsbuild.cjs'), '--root', path.join(dir, 'store'), 'push', 'nosuch:1', `127.0.0.1:${port}/x:1`]).then(
+        () => undefined,
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(failed?.code).toBe(1);
+      expect(failed?.stderr).toMatch(/nosuch/);
+      expect(held.length).toBeGreaterThan(0); // the registry was being reached
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      for (const s of held) s.destroy();
+      server.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a moved dist/ makes its own code caches; a registry command (V8 flags changed while it ran) writes one that later starts accept', async () => {
     const dir = await fs.mkdtemp('/tmp/tsbuild-cli-cache-');
     // A pull sets --liftoff-only when its first connection opens: this server answers every

@@ -43,6 +43,14 @@ export class RegistryClient {
     this.#http = new RegistryTransport(opts);
   }
 
+  /**
+   * Starts the first exchange with `registry` (its endpoint: scheme and auth) without waiting
+   * for it: the requests that follow find it under way or done. Failures are theirs to report.
+   */
+  prepare(registry: string, opts: SignalOption = {}): void {
+    this.#http.prepare(registry, opts.signal);
+  }
+
   /** Close all connections. */
   async close(): Promise<void> {
     await this.#http.close();

@@ -23,7 +23,7 @@ import {
   type LayerCompression,
   type Reference,
 } from '../oci/index.js';
-import { knownCompressedLayer, rememberCompressedLayer, type Store } from '../store/index.js';
+import { compressLayerInMemory, knownCompressedLayer, rememberCompressedLayer, SMALL_LAYER, type Store } from '../store/index.js';
 import type { RegistryClient } from './client.js';
 import type { Repository } from './transport.js';
 import type { BlobSource, UploadResult } from './upload.js';
@@ -281,6 +281,22 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   // Read in 1 MiB pieces into the compressor's own few buffers (layer/ compressFile); gzip cuts
   // them into 1 MiB blocks deflated on every core (layer/parallel-gzip.ts); zstd runs -T0.
   if (!(await store.blobs.hasBlob(layer.digest))) throw new TsbuildError('BLOB_NOT_FOUND', `layer ${layer.digest} is not in the store`, { hint: 'build or pull the image again' });
+  if (layer.size <= SMALL_LAYER) {
+    // A small layer (metadata steps, a few small files) is compressed in memory and goes up in
+    // one monolithic PUT: streamed, it took a PATCH more, which this registry answers in 7-11 ms
+    // (it writes the session's data), on the critical path of a small image's push. The store
+    // keeps the form (for later pushes and exports) while it uploads, not before.
+    const bytes = await compressLayerInMemory(store, layer, compression, choice.level, { signal, jobs: 1 });
+    const info = { digest: digestBytes(bytes, 'sha256'), size: bytes.length };
+    defer(
+      target,
+      store.blobs.putBytes(bytes, { signal }).then((kept) => rememberCompressedLayer(store, layer.digest, choice.key, kept, { signal })),
+    );
+    // No HEAD first: the forms of this layer that registries have were looked up above, and
+    // these bytes were made just now.
+    await client.uploadBlob({ repo, digest: info.digest, size: info.size, source: bytesSource(bytes), signal, chunkSize: opts.chunkSize });
+    return { ...info, mediaType };
+  }
   // One big layer compresses at a time (see compressionTurn), released when its compressor is
   // done; small ones (a COPY of a few files) cost their round trips more: they go alongside.
   const release = layer.size > 1024 * 1024 ? await compressionTurn(signal) : (): void => undefined;
@@ -301,11 +317,7 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   // A streamed upload is one PATCH of the whole blob: a registry that caps request sizes
   // (--chunk-size) refuses it, so then the layer is compressed into the store first and
   // uploaded from there in chunks.
-  // A small layer (metadata steps, a few small files) is compressed into the store first and
-  // goes up in one monolithic PUT: streamed, it took a PATCH more, which this registry answers
-  // in 7-11 ms (it writes the session's data), on the critical path of a small image's push.
-  const small = layer.size <= SMALL_LAYER;
-  const toWire = opts.chunkSize === undefined && !small ? new PassThrough({ highWaterMark: 64 * 1024 }) : undefined;
+  const toWire = opts.chunkSize === undefined ? new PassThrough({ highWaterMark: 64 * 1024 }) : undefined;
   gzip.on('error', (e) => {
     toStore.destroy(e);
     toWire?.destroy(e);
@@ -320,14 +332,6 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   stored.catch(() => undefined);
   const recorded = stored.then((info) => rememberCompressedLayer(store, layer.digest, choice.key, info, { signal }));
   recorded.catch(() => undefined);
-  if (toWire === undefined && small) {
-    const info = await stored;
-    defer(target, recorded);
-    // No HEAD first: the forms of this layer that registries have were looked up above, and
-    // these bytes were made just now.
-    await client.uploadBlob({ repo, digest: info.digest, size: info.size, source: storeSource(store, info.digest), signal, chunkSize: opts.chunkSize });
-    return { digest: info.digest, size: info.size, mediaType };
-  }
   if (toWire === undefined) {
     await recorded;
     const info = await stored;
@@ -361,9 +365,6 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
   defer(target, recorded);
   return { digest: sent.digest, size: sent.size, mediaType };
 }
-
-/** Layers of this many bytes or less are compressed before their upload, not while it runs. */
-const SMALL_LAYER = 64 * 1024;
 
 /** The end of the last compression a push started (compressionTurn). */
 let compressing: Promise<void> = Promise.resolve();
@@ -420,6 +421,14 @@ async function uploadFromStore(target: PushTarget, blob: { readonly digest: Dige
   const { digest, size } = blob;
   if ((await client.blobSize(repo, digest, { signal: opts.signal, forPush: true })) !== undefined) return 'exists';
   return client.uploadBlob({ repo, digest, size, source: storeSource(store, digest), signal: opts.signal, chunkSize: opts.chunkSize });
+}
+
+/** Windows of bytes in memory, as an upload asks for them. */
+function bytesSource(bytes: Buffer): BlobSource {
+  return async (start, end, signal) => {
+    signal?.throwIfAborted();
+    return Readable.from(end > start ? [bytes.subarray(start, end)] : []);
+  };
 }
 
 /** Windows of a stored blob, read as an upload asks for them. */

@@ -343,6 +343,15 @@ export class RegistryTransport {
 
   // ---- endpoint discovery -------------------------------------------------------------------
 
+  /**
+   * Starts asking `registry` which scheme and auth it wants (`GET /v2/`) now, so that the
+   * round trip overlaps what a command does before its first request (open the store, read
+   * the image). A failure is left to that first request, which asks again and reports it.
+   */
+  prepare(registry: string, signal?: AbortSignal): void {
+    this.#endpoint(registry, `reach ${registry}`, signal).catch(() => undefined);
+  }
+
   /** `GET /v2/`: which scheme the registry speaks and how it wants to be authenticated. One attempt, cached once it succeeds. */
   #endpoint(registry: string, what: string, signal: AbortSignal | undefined): Promise<Endpoint> {
     const key = normalizeRegistry(registry);
