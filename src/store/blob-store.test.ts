@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -77,6 +77,33 @@ describe('BlobStore', () => {
     expect(await store.blobs.hasBlob(want)).toBe(false);
     expect(await codeOf(store.blobs.openBlob(want))).toBe('BLOB_NOT_FOUND');
     expect(await codeOf(store.blobs.readBlobBytes(want, { maxBytes: 1 }))).toBe('BLOB_NOT_FOUND');
+  });
+
+  it('syncs a big blob to disk while it is written, not only when it is sealed', async () => {
+    const total = 40 * 1024 * 1024;
+    const probe = await open(join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void>; sync: () => Promise<void> };
+    await probe.close();
+    const { datasync, sync } = proto;
+    const calls: string[] = [];
+    proto.datasync = function (this: unknown) {
+      calls.push('datasync');
+      return datasync.call(this);
+    };
+    proto.sync = function (this: unknown) {
+      calls.push('sync');
+      return sync.call(this);
+    };
+    try {
+      const info = await store.blobs.putBlob(Readable.from(chunks(total)), { expected: { digest: digestOfChunks(total), size: total } });
+      expect(info.size).toBe(total);
+    } finally {
+      proto.datasync = datasync;
+      proto.sync = sync;
+    }
+    // Every 16 MiB written, then the sealing fsync: its data is on disk before the rename.
+    expect(calls.filter((c) => c === 'datasync').length).toBeGreaterThanOrEqual(2);
+    expect(calls.at(-1)).toBe('sync');
   });
 
   it('stores without an expected digest and reports what it computed', async () => {

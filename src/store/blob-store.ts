@@ -124,6 +124,8 @@ export class BlobStore {
 
     const tmp = tempPath(this.#tmpDir, 'blob');
     let h: FileHandle | undefined = await open(tmp, 'wx', 0o444).catch((e: unknown) => abandon(storeIoError(e, 'store a blob')));
+    // An early datasync in flight (below); it never rejects.
+    let early: Promise<void> | undefined;
     try {
       const trusted = opts.sourceVerified === true && expected?.size !== undefined ? expected : undefined;
       const hasher = trusted === undefined ? new DigestStream() : undefined;
@@ -134,11 +136,28 @@ export class BlobStore {
       // 2,756 writes and, on a busy machine, the main thread's turn (PUT_GATHER).
       const pending = Buffer.allocUnsafeSlow(PUT_GATHER);
       let used = 0;
+      // The file's data goes to disk while it is still arriving (EARLY_SYNC), so the fsync
+      // that seals it has little left to write.
+      let unsynced = 0;
+      const written1 = (n: number): void => {
+        unsynced += n;
+        if (unsynced < EARLY_SYNC || early !== undefined) return;
+        unsynced = 0;
+        early = (h as FileHandle).datasync().then(
+          () => {
+            early = undefined;
+          },
+          () => {
+            early = undefined; // the sealing fsync reports a failing disk
+          },
+        );
+      };
       const flush = async (): Promise<void> => {
         if (used === 0) return;
         const n = used;
         used = 0;
         await writeAll(h as FileHandle, pending.subarray(0, n));
+        written1(n);
       };
       const sink = async (chunks: AsyncIterable<Buffer>): Promise<void> => {
         for await (const chunk of chunks) {
@@ -158,6 +177,7 @@ export class BlobStore {
             } else {
               await flush();
               await writeAll(h as FileHandle, chunk);
+              written1(chunk.byteLength);
             }
           } catch (e) {
             sinkError = e; // a full disk must be reported as such, not as the teardown's AbortError
@@ -175,10 +195,12 @@ export class BlobStore {
         throw sinkError ?? e;
       });
       const got = hasher !== undefined ? hasher.result() : { digest: trusted!.digest, size: written };
+      await early;
       await this.#seal(h, tmp, got, expected, opts.onHashed);
       h = undefined;
       return got;
     } catch (e) {
+      await early;
       await h?.close().catch(() => undefined);
       await rm(tmp, { force: true });
       throw storeIoError(e, 'store a blob');
@@ -461,6 +483,12 @@ const GATHER = 256 * 1024;
  * 0.22-0.28 s (medians of 4 on a loaded machine; 4 MiB was no better and 10 MB more RSS).
  */
 const PUT_GATHER = 1024 * 1024;
+
+/**
+ * A blob being written is synced to disk (fdatasync, in the background) after each this many
+ * bytes, so the fsync that seals it has at most this much left to write.
+ */
+const EARLY_SYNC = 16 * 1024 * 1024;
 
 async function writeAll(h: FileHandle, chunk: Uint8Array): Promise<void> {
   let off = 0;
