@@ -12,6 +12,7 @@ export { DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, assertZstdAvailable, compressFi
 export type { CompressLayerOptions, CompressedLayer, CompressionChoice, LayerCompression } from './compress.js';
 export { zstdProgram } from './zstd.js';
 export { ParallelGzip, gzipOneBlock, type ParallelGzipOptions } from './parallel-gzip.js';
+export { END_OF_ARCHIVE, encodeHeader, padding } from './tar-header.js';
 export { noteDeadBuffers } from '../host/index.js';
 export { ReadAhead, recycledFileReader, readWholeFile } from './read-ahead.js';
 export type { BufferSource, ReadAheadFile } from './read-ahead.js';

@@ -286,7 +286,7 @@ async function compressAndUpload(target: PushTarget, layer: Descriptor, compress
     // one monolithic PUT: streamed, it took a PATCH more, which this registry answers in 7-11 ms
     // (it writes the session's data), on the critical path of a small image's push. The store
     // keeps the form (for later pushes and exports) while it uploads, not before.
-    const bytes = await compressLayerInMemory(store, layer, compression, choice.level, { signal, jobs: 1 });
+    const bytes = await compressLayerInMemory(store, layer, compression, choice.level, { signal });
     const info = { digest: digestBytes(bytes, 'sha256'), size: bytes.length };
     defer(
       target,

@@ -139,7 +139,7 @@ export class BlobStore {
       // The file's data goes to disk while it is still arriving (EARLY_SYNC), so the fsync
       // that seals it has little left to write.
       let unsynced = 0;
-      const written1 = (n: number): void => {
+      const noteWritten = (n: number): void => {
         unsynced += n;
         if (unsynced < EARLY_SYNC || early !== undefined) return;
         unsynced = 0;
@@ -157,7 +157,7 @@ export class BlobStore {
         const n = used;
         used = 0;
         await writeAll(h as FileHandle, pending.subarray(0, n));
-        written1(n);
+        noteWritten(n);
       };
       const sink = async (chunks: AsyncIterable<Buffer>): Promise<void> => {
         for await (const chunk of chunks) {
@@ -177,7 +177,7 @@ export class BlobStore {
             } else {
               await flush();
               await writeAll(h as FileHandle, chunk);
-              written1(chunk.byteLength);
+              noteWritten(chunk.byteLength);
             }
           } catch (e) {
             sinkError = e; // a full disk must be reported as such, not as the teardown's AbortError

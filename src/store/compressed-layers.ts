@@ -99,7 +99,7 @@ export const SMALL_LAYER = 64 * 1024;
  * Layer `layer` compressed in memory, the same bytes compressedLayerForm would keep (the same
  * compressor, on the same file).
  */
-export async function compressLayerInMemory(store: Store, layer: StoredLayerRef, compression: 'gzip' | 'zstd', level: number | undefined, opts: { signal?: AbortSignal | undefined; jobs?: number | undefined } = {}): Promise<Buffer> {
+export async function compressLayerInMemory(store: Store, layer: StoredLayerRef, compression: 'gzip' | 'zstd', level: number | undefined, opts: { signal?: AbortSignal | undefined } = {}): Promise<Buffer> {
   const { compressFile, compressionChoice, gzipOneBlock } = await import('../layer/index.js');
   if (compression === 'gzip' && layer.size <= SMALL_LAYER) {
     // One block (compressFile makes a file smaller than a block one block), deflated at once.
@@ -108,7 +108,7 @@ export async function compressLayerInMemory(store: Store, layer: StoredLayerRef,
   }
   const chunks: Buffer[] = [];
   // Copies: a compressor may reuse its output buffers once a chunk is handed on.
-  for await (const c of compressFile(store.blobs.blobPath(layer.digest), compression, level, { signal: opts.signal, size: layer.size, jobs: opts.jobs })) chunks.push(Buffer.from(c as Buffer));
+  for await (const c of compressFile(store.blobs.blobPath(layer.digest), compression, level, { signal: opts.signal, size: layer.size })) chunks.push(Buffer.from(c as Buffer));
   return Buffer.concat(chunks);
 }
 
