@@ -1,10 +1,11 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TsbuildError } from '../src/errors.js';
 import type { LocalImage } from '../src/image/local-image.js';
-import { DOCKER_SCHEMA1_SIGNED_MANIFEST, OCI_IMAGE_MANIFEST, parseDigest, parseReference } from '../src/oci/index.js';
+import { DOCKER_SCHEMA1_SIGNED_MANIFEST, OCI_IMAGE_MANIFEST, parseDigest, parseReference, sha256Digest } from '../src/oci/index.js';
 import { RegistryClient, pullImage, pushImage } from '../src/registry/index.js';
 import { openStore, type Store } from '../src/store/index.js';
 import { startFaultProxy, type FaultKind, type FaultProxy } from './support/fault-proxy.js';
@@ -163,6 +164,59 @@ describe('through the fault proxy', () => {
     }
   });
 
+
+  it('asks whether the repository has a blob while its upload session opens, and cancels the session when it has', async () => {
+    proxy.setFaults(0, []);
+    const bytes = Buffer.from(`ask and open at once ${Date.now()} ${Math.random()}`);
+    const digest = sha256Digest(bytes);
+    const repo = parseReference(`${proxy.host}/faults/ask-and-open:v1`);
+    const blob = { repo, digest, size: bytes.byteLength, source: async () => Readable.from([bytes]), unlessPresent: true } as const;
+    // Every blob HEAD answered late: an upload that waited for it would open its session after that answer.
+    proxy.setRules([{ method: 'HEAD', path: /\/blobs\/sha256:/, delayMs: 300 }]);
+    const sinceHead = (at: number, method: string) => {
+      const log = proxy.stats.log.slice(at);
+      const head = log.find((e) => e.method === 'HEAD');
+      expect(head?.status).toBeGreaterThan(0);
+      return { log, head: head!, before: log.slice(0, head!.answeredAt - at).filter((e) => e.method === method) };
+    };
+    const client = proxied();
+    let closed = false;
+    try {
+      let at = proxy.stats.log.length;
+      expect(await client.uploadBlob(blob)).toBe('uploaded');
+      let seen = sinceHead(at, 'POST');
+      expect(seen.head.status).toBe(404);
+      expect(seen.before).toHaveLength(1); // the POST came in before the HEAD was answered
+      expect(seen.log.filter((e) => e.method === 'PUT' && e.path.includes(encodeURIComponent(digest)))).toHaveLength(1);
+
+      // Now present: no upload; the session opened alongside is cancelled, by the time the client is closed.
+      at = proxy.stats.log.length;
+      expect(await client.uploadBlob(blob)).toBe('exists');
+      closed = true;
+      await client.close();
+      seen = sinceHead(at, 'POST');
+      expect(seen.head.status).toBe(200);
+      expect(seen.before).toHaveLength(1);
+      expect(seen.log.filter((e) => e.method === 'PUT' || e.method === 'PATCH')).toEqual([]);
+      const deleted = seen.log.filter((e) => e.method === 'DELETE' && e.path.includes('/blobs/uploads/'));
+      expect(deleted).toHaveLength(1);
+      expect(deleted[0]!.status).toBe(204);
+
+      // A HEAD refused: the upload fails with that error, and its session is cancelled too.
+      proxy.setRules([{ method: 'HEAD', path: /\/blobs\/sha256:/, delayMs: 300, respond: { status: 403, body: '{"errors":[{"code":"DENIED","message":"no"}]}' } }]);
+      const other = Buffer.from(`refused ${Date.now()} ${Math.random()}`);
+      const refused = proxied();
+      at = proxy.stats.log.length;
+      await expect(refused.uploadBlob({ ...blob, digest: sha256Digest(other), size: other.byteLength, source: async () => Readable.from([other]) })).rejects.toMatchObject({ code: 'REGISTRY_DENIED' });
+      await refused.close();
+      const after = proxy.stats.log.slice(at);
+      expect(after.filter((e) => e.method === 'PUT' || e.method === 'PATCH')).toEqual([]);
+      expect(after.filter((e) => e.method === 'DELETE' && e.path.includes('/blobs/uploads/') && e.status === 204)).toHaveLength(1);
+    } finally {
+      proxy.setRules([]);
+      if (!closed) await client.close();
+    }
+  });
 });
 
 describe('stalled and dripping response bodies (the registry timeout, docs/design.md)', () => {

@@ -158,9 +158,7 @@ export async function pushLayers(client: RegistryClient, store: Store, destinati
 export async function pushBlobBytes(client: RegistryClient, destination: Reference, bytes: Buffer, opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<{ digest: Digest; size: number }> {
   const digest = sha256Digest(bytes);
   const size = bytes.byteLength;
-  if ((await client.blobSize(destination, digest, { signal: opts.signal, forPush: true })) === undefined) {
-    await client.uploadBlob({ repo: destination, digest, size, source: async (start, end) => Readable.from([bytes.subarray(start, end)]), signal: opts.signal });
-  }
+  await client.uploadBlob({ repo: destination, digest, size, source: bytesSource(bytes), signal: opts.signal, unlessPresent: true });
   return { digest, size };
 }
 
@@ -415,12 +413,11 @@ async function remember(store: Store, diffId: Digest, v: { digest: Digest; size:
   await recordLayerVariant(store, diffId, { digest: v.digest, size: v.size, mediaType: v.mediaType }, repoName, { signal });
 }
 
-/** HEAD, then upload from the store if the repository lacks the blob. */
+/** Upload from the store unless the repository has the blob (asked as the upload starts). */
 async function uploadFromStore(target: PushTarget, blob: { readonly digest: Digest; readonly size: number }, opts: PushOptions): Promise<UploadResult> {
   const { client, store, repo } = target;
   const { digest, size } = blob;
-  if ((await client.blobSize(repo, digest, { signal: opts.signal, forPush: true })) !== undefined) return 'exists';
-  return client.uploadBlob({ repo, digest, size, source: storeSource(store, digest), signal: opts.signal, chunkSize: opts.chunkSize });
+  return client.uploadBlob({ repo, digest, size, source: storeSource(store, digest), signal: opts.signal, chunkSize: opts.chunkSize, unlessPresent: true });
 }
 
 /** Windows of bytes in memory, as an upload asks for them. */

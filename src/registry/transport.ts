@@ -251,6 +251,8 @@ export class RegistryTransport {
   readonly #policy: RetryPolicy;
   readonly #userAgent: string;
   readonly #warned = new Set<string>();
+  /** Exchanges nobody waits for (an upload session cancelled when its blob turned out present): close() lets them end first. */
+  readonly #tidying = new Set<Promise<unknown>>();
 
   constructor(opts: TransportOptions = {}) {
     const timeout = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -291,9 +293,23 @@ export class RegistryTransport {
     return this.#policy.attempts;
   }
 
-  /** Close all connections. */
+  /** Close all connections, once the exchanges left to tidy up (see afterwards) have ended. */
   async close(): Promise<void> {
+    await Promise.all(this.#tidying);
     await Promise.all([this.#secureAgent?.close(), this.#insecure.close()]);
+  }
+
+  /**
+   * Work that nobody waits for and that must not fail anything (it is caught here): close()
+   * waits for it, so no connection is cut under it and no request is left half-sent.
+   */
+  afterwards(work: Promise<unknown>): void {
+    const p = work.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#tidying.add(p);
+    void p.then(() => this.#tidying.delete(p));
   }
 
   get #secure(): UndiciAgent {

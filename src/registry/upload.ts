@@ -28,6 +28,13 @@ export interface BlobUpload {
   readonly chunkSize?: number | undefined;
   /** Repositories of the same registry that have the blob: tried as cross-repository mounts first. */
   readonly mountFrom?: readonly string[] | undefined;
+  /**
+   * Ask first whether the repository has the blob (HEAD): 'exists' then, and nothing sent. The
+   * question goes out with the POST that opens the session, not before it, so a blob the
+   * registry lacks costs no round trip for it; a session opened for a blob that was there is
+   * cancelled (without waiting for it: see RegistryTransport.afterwards).
+   */
+  readonly unlessPresent?: boolean | undefined;
   readonly onBytes?: ((n: number) => void) | undefined;
 }
 
@@ -73,15 +80,57 @@ export async function cancelSession(http: RegistryTransport, s: { readonly repo:
  */
 export async function uploadBlob(http: RegistryTransport, u: BlobUpload): Promise<UploadResult> {
   const what = `blob ${u.digest} to ${u.repo.registry}/${u.repo.repository}`;
-  let session: URL | undefined;
+  let session: OpenSession | undefined;
   for (const from of u.mountFrom ?? []) {
     if (from === u.repo.repository) continue;
     const m = await mountOrOpen(http, { repo: u.repo, digest: u.digest, from, what, signal: u.signal });
     if (m.mounted) return 'mounted';
-    if (session !== undefined) await cancelSession(http, { repo: u.repo, session, what, signal: u.signal });
-    session = m.session;
+    if (session !== undefined) await cancelSession(http, { repo: u.repo, session: session.url, what, signal: u.signal });
+    session = { url: m.session, minChunk: undefined };
   }
-  return uploadSessions(http, u, { what, registry: u.repo.registry }, http.budget({ method: 'PUT', what, signal: u.signal }), session);
+  const budget = http.budget({ method: 'PUT', what, signal: u.signal });
+  if (u.unlessPresent === true) {
+    const found = await presentOrOpen(http, u, what, budget, session);
+    if (found === 'exists') return 'exists';
+    session = found;
+  }
+  return uploadSessions(http, u, { what, registry: u.repo.registry }, budget, session);
+}
+
+/**
+ * HEAD the blob and open its upload session (unless one is open) at once: 'exists' when the
+ * repository has it (a session opened meanwhile is cancelled in the background), else the
+ * session. A failed HEAD fails the upload as it did alone; a session that could not be opened
+ * (within its retry budget) fails it only when the blob is absent.
+ */
+async function presentOrOpen(http: RegistryTransport, u: BlobUpload, what: string, budget: RetryBudget, opened: OpenSession | undefined): Promise<'exists' | OpenSession> {
+  const open = opened !== undefined ? Promise.resolve(opened) : openSession(http, { repo: u.repo, what, signal: u.signal }, { budget, step: 'open' });
+  const drop = (): void =>
+    http.afterwards(open.then((s) => cancelSession(http, { repo: u.repo, session: s.url, what, signal: u.signal })));
+  open.catch(() => undefined); // awaited below, or dropped
+  let present: boolean;
+  try {
+    const res = await http.request({
+      repo: u.repo,
+      method: 'HEAD',
+      target: `/v2/${u.repo.repository}/blobs/${u.digest}`,
+      actions: PUSH,
+      expect: [200, 404],
+      what: `blob ${u.digest} of ${u.repo.registry}/${u.repo.repository}`,
+      followRedirects: true,
+      signal: u.signal,
+    });
+    await res.body.dump();
+    present = res.status === 200;
+  } catch (e) {
+    drop();
+    throw e;
+  }
+  if (present) {
+    drop();
+    return 'exists';
+  }
+  return open;
 }
 
 /**
@@ -90,19 +139,18 @@ export async function uploadBlob(http: RegistryTransport, u: BlobUpload): Promis
  * attempt landed after all, so nothing is uploaded twice. A session that got chunks accepted
  * before it failed starts the count of failed sessions afresh (as downloads do).
  */
-async function uploadSessions(http: RegistryTransport, u: BlobUpload, ctx: ExchangeContext, budget: RetryBudget, opened?: URL): Promise<UploadResult> {
+async function uploadSessions(http: RegistryTransport, u: BlobUpload, ctx: ExchangeContext, budget: RetryBudget, opened?: OpenSession): Promise<UploadResult> {
   let session = opened;
   const maxSessions = http.attempts * 3;
   for (let sessions = 1; ; sessions++) {
     const progress = { accepted: 0 };
     try {
-      let minChunk: number | undefined;
-      if (session === undefined) ({ url: session, minChunk } = await openSession(http, { repo: u.repo, what: ctx.what, signal: u.signal }, { budget, step: 'open' }));
+      session ??= await openSession(http, { repo: u.repo, what: ctx.what, signal: u.signal }, { budget, step: 'open' });
       if (u.chunkSize !== undefined && u.chunkSize > 0) {
         // OCI-Chunk-Min-Length (distribution spec v1.1): chunks smaller than this are refused.
-        await chunked(http, u, { session, chunkSize: Math.max(u.chunkSize, minChunk ?? 0), ctx, budget, progress });
+        await chunked(http, u, { session: session.url, chunkSize: Math.max(u.chunkSize, session.minChunk ?? 0), ctx, budget, progress });
       } else {
-        await monolithic(http, u, { session, ctx });
+        await monolithic(http, u, { session: session.url, ctx });
       }
       return 'uploaded';
     } catch (e) {
@@ -191,12 +239,18 @@ export async function uploadStreamed(
   }
 }
 
-/** POST a new upload session; its URL and the registry's minimum chunk size, if it names one. */
+/** An upload session: its URL and the registry's minimum chunk size, if it names one. */
+interface OpenSession {
+  readonly url: URL;
+  readonly minChunk: number | undefined;
+}
+
+/** POST a new upload session. */
 async function openSession(
   http: RegistryTransport,
   o: { readonly repo: Repository; readonly what: string; readonly signal: AbortSignal | undefined },
   within: BudgetStep,
-): Promise<{ url: URL; minChunk: number | undefined }> {
+): Promise<OpenSession> {
   const res = await http.request(
     { repo: o.repo, method: 'POST', target: `/v2/${o.repo.repository}/blobs/uploads/`, headers: { 'content-length': '0' }, actions: PUSH, expect: [202], what: o.what, signal: o.signal },
     within,

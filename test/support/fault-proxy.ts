@@ -42,6 +42,8 @@ export interface FaultRule {
   readonly fault?: FaultKind;
   /** With fault 'corrupt': the offset in the body of the byte changed (default: the middle of the first chunk). */
   readonly corruptOffset?: number;
+  /** Hold the request this long before answering or forwarding it (a slow answer, with or without another rule's effect). */
+  readonly delayMs?: number;
 }
 
 export interface FaultProxyOptions {
@@ -64,6 +66,8 @@ export interface ProxyLogEntry {
   status: number;
   readonly contentRange: string | undefined;
   readonly contentLength: string | undefined;
+  /** How many requests had arrived (the log's length) when this one was answered: which came in before its answer went out. */
+  answeredAt: number;
 }
 
 export interface FaultProxy {
@@ -236,9 +240,12 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const server = http.createServer((req, res) => {
     stats.requests++;
     const path = req.url ?? '/';
-    const entry: ProxyLogEntry = { method: req.method ?? '', path, status: 0, contentRange: req.headers['content-range'], contentLength: req.headers['content-length'] };
+    const entry: ProxyLogEntry = { method: req.method ?? '', path, status: 0, contentRange: req.headers['content-range'], contentLength: req.headers['content-length'], answeredAt: -1 };
     stats.log.push(entry);
-    res.on('finish', () => (entry.status = res.statusCode));
+    res.on('finish', () => {
+      entry.status = res.statusCode;
+      entry.answeredAt = stats.log.length;
+    });
     const transfer = (req.method === 'GET' && /\/blobs\/sha256:/.test(path)) || ((req.method === 'PATCH' || req.method === 'PUT') && /\/blobs\/uploads\//.test(path));
     if (transfer) {
       stats.inflight++;
@@ -252,6 +259,11 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       res.once('close', end);
     }
     const rule = rules.find((r) => (r.method === undefined || r.method === req.method) && r.path.test(path) && (r.when === undefined || r.when(req)));
+    if (rule?.delayMs !== undefined) setTimeout(() => handle(req, res, path, rule), rule.delayMs);
+    else handle(req, res, path, rule);
+  });
+
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse, path: string, rule: FaultRule | undefined): void => {
     let fault: FaultKind | undefined = rule?.fault;
     if (rule?.respond !== undefined) {
       req.resume();
@@ -300,7 +312,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
         forward(req, res, 'none', { ...req.headers });
         return;
     }
-  });
+  };
   server.on('connection', () => stats.connections++);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
