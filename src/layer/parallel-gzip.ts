@@ -55,6 +55,11 @@ export class ParallelGzip extends Transform {
   readonly #joined: Buffer = Buffer.allocUnsafeSlow(DICT);
   #crc = 0;
   #size = 0;
+  /**
+   * Output bytes per input byte of this stream's last deflated run: the next deflate job's
+   * output buffer is sized from it (runOptions), so it is one buffer, not two and their concat.
+   */
+  #ratio = 0.5;
   /** Deflated blocks in input order, oldest first. */
   #pending: Array<Promise<Buffer>> = [];
   /**
@@ -180,16 +185,19 @@ export class ParallelGzip extends Transform {
       // The slot first: blocks wait here, in the stream that cut them, not queued in memory.
       const release = await deflateSlot();
       const job = new Promise<Buffer>((resolve, reject) => {
-        const options = runOptions(run, data, this.#level, dictionary);
+        const options = runOptions(run, data, this.#level, dictionary, this.#ratio);
         const chunkSize = options.chunkSize!;
-        zlib.deflateRaw(data, options, (err, out) => {
+        deflateRun(data, options, (err, out) => {
           release();
-          // Each job's output is a fresh buffer zlib allocates (node:zlib takes no output buffer).
-          noteDeadBuffers(chunkSize);
+          // Each job's output is a fresh buffer zlib allocates (node:zlib takes no output buffer);
+          // output over one buffer came in several, joined into one more (deflateRun).
+          const made = out === undefined || out.length <= chunkSize ? chunkSize : chunkSize * Math.ceil(out.length / chunkSize) + out.length;
+          noteDeadBuffers(made);
+          if (run.kind === 'deflate' && out !== undefined && data.length > 0) this.#ratio = out.length / data.length;
           // The block's buffer is free once its last run is deflated.
           if (--left === 0 && pooled !== undefined) this.#giveBack(pooled);
-          if (err) reject(err);
-          else resolve(out);
+          if (out !== undefined) resolve(out);
+          else reject(err ?? new Error('deflate gave no output'));
         });
       });
       job.catch(() => undefined); // awaited in order by #emitOldest
@@ -232,15 +240,61 @@ export class ParallelGzip extends Transform {
 }
 
 /**
- * zlib's options for one run. chunkSize: one output buffer for the run's output (stored: the
- * whole run; else half, as deflated text is; a bigger one takes two), so the job runs in one
- * pass on the pool; at zlib's 16 KiB default it came back to the main thread per 16 KiB.
+ * zlib.deflateRaw without its copy: that gathers the output's pieces (the run's, written without
+ * a flush, then the sync flush's few bytes) and joins them into a new buffer, though zlib wrote
+ * them end to end into its one output buffer (chunkSize: runOptions). Here they are handed back
+ * as a view of that buffer; pieces that are not contiguous (output over one buffer) are joined.
  */
-function runOptions(run: { kind: RunKind }, data: Buffer, level: number, dictionary: Buffer | undefined): zlib.ZlibOptions {
+function deflateRun(data: Buffer, options: zlib.ZlibOptions, done: (err: Error | undefined, out?: Buffer) => void): void {
+  const z = zlib.createDeflateRaw(options);
+  const parts: Buffer[] = [];
+  let n = 0;
+  z.on('data', (c: Buffer) => {
+    parts.push(c);
+    n += c.length;
+  });
+  z.once('error', (e) => {
+    z.removeAllListeners('end');
+    z.close();
+    done(e);
+  });
+  z.once('end', () => {
+    z.close();
+    done(undefined, joinPieces(parts, n));
+  });
+  z.end(data);
+}
+
+/** `parts` (n bytes in all) as one buffer: a view when they lie end to end in one ArrayBuffer, else a copy. */
+export function joinPieces(parts: readonly Buffer[], n: number): Buffer {
+  const first = parts[0];
+  if (first === undefined) return Buffer.alloc(0);
+  if (parts.length === 1) return first;
+  let end = first.byteOffset + first.length;
+  for (let i = 1; i < parts.length; i++) {
+    const p = parts[i]!;
+    if (p.buffer !== first.buffer || p.byteOffset !== end) return Buffer.concat(parts, n);
+    end += p.length;
+  }
+  return Buffer.from(first.buffer, first.byteOffset, n);
+}
+
+/**
+ * zlib's options for one run. chunkSize: one output buffer for the run's output, so the job runs
+ * in one pass on the pool (at zlib's 16 KiB default it came back to the main thread per 16 KiB)
+ * and its output is that buffer, not several joined into another: stored and run-length runs,
+ * the whole run and deflate's worst-case overhead; a deflated run, what the stream's last one
+ * made of the same length (`ratio`) and a margin (the returned output keeps the whole buffer
+ * alive until it is collected, so not the worst case). With half the run, base64 of random
+ * bytes (0.55-0.75 of its size) took two buffers and a third to join them, and 1.75 MiB per
+ * MiB of it was garbage. The compressed bytes do not depend on the buffer's size.
+ */
+function runOptions(run: { kind: RunKind }, data: Buffer, level: number, dictionary: Buffer | undefined, ratio = 0.5): zlib.ZlibOptions {
+  const whole = data.length + (data.length >> 8) + 1024;
   return {
     level: run.kind === 'store' ? 0 : level,
     strategy: run.kind === 'rle' ? zlib.constants.Z_RLE : zlib.constants.Z_DEFAULT_STRATEGY,
-    chunkSize: run.kind === 'deflate' ? Math.max(64 * 1024, data.length >> 1) : data.length + (data.length >> 8) + 1024,
+    chunkSize: run.kind === 'deflate' ? Math.min(whole, Math.max(64 * 1024, Math.ceil(data.length * ratio * 1.08) + 16 * 1024)) : whole,
     finishFlush: zlib.constants.Z_SYNC_FLUSH,
     ...(dictionary ? { dictionary } : {}),
   };
