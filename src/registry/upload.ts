@@ -110,18 +110,7 @@ async function presentOrOpen(http: RegistryTransport, u: BlobUpload, what: strin
   open.catch(() => undefined); // awaited below, or dropped
   let present: boolean;
   try {
-    const res = await http.request({
-      repo: u.repo,
-      method: 'HEAD',
-      target: `/v2/${u.repo.repository}/blobs/${u.digest}`,
-      actions: PUSH,
-      expect: [200, 404],
-      what: `blob ${u.digest} of ${u.repo.registry}/${u.repo.repository}`,
-      followRedirects: true,
-      signal: u.signal,
-    });
-    await res.body.dump();
-    present = res.status === 200;
+    present = await hasBlob(http, u);
   } catch (e) {
     drop();
     throw e;
@@ -357,23 +346,26 @@ async function finishSession(
 
 /** Whether the repository has the blob now; one attempt, and no answer counts as no. */
 async function landed(http: RegistryTransport, u: BlobUpload): Promise<boolean> {
-  const res = await http
-    .request(
-      {
-        repo: u.repo,
-        method: 'HEAD',
-        target: `/v2/${u.repo.repository}/blobs/${u.digest}`,
-        actions: PUSH,
-        expect: [200, 404],
-        what: `blob ${u.digest} of ${u.repo.registry}/${u.repo.repository}`,
-        followRedirects: true,
-        signal: u.signal,
-      },
-      { budget: RetryBudget.single(), step: 'landed' },
-    )
-    .catch(() => undefined);
-  await res?.body.dump();
-  return res?.status === 200;
+  return hasBlob(http, u, { budget: RetryBudget.single(), step: 'landed' }).catch(() => false);
+}
+
+/** HEAD the blob in the upload's repository, with the push's token: whether it is there. */
+async function hasBlob(http: RegistryTransport, u: BlobUpload, within?: BudgetStep): Promise<boolean> {
+  const res = await http.request(
+    {
+      repo: u.repo,
+      method: 'HEAD',
+      target: `/v2/${u.repo.repository}/blobs/${u.digest}`,
+      actions: PUSH,
+      expect: [200, 404],
+      what: `blob ${u.digest} of ${u.repo.registry}/${u.repo.repository}`,
+      followRedirects: true,
+      signal: u.signal,
+    },
+    within,
+  );
+  await res.body.dump();
+  return res.status === 200;
 }
 
 /** The registry no longer knows the upload session: unknown, invalid, or out of range (416). */
