@@ -164,7 +164,6 @@ describe('through the fault proxy', () => {
     }
   });
 
-
   it('asks whether the repository has a blob while its upload session opens, and cancels the session when it has', async () => {
     proxy.setFaults(0, []);
     const bytes = Buffer.from(`ask and open at once ${Date.now()} ${Math.random()}`);
