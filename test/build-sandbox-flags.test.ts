@@ -53,6 +53,14 @@ const INSECURE =
   'RUN echo plain-step-ran\n' +
   'RUN --security=insecure grep CapEff /proc/self/status | cut -f2 > /caps && echo 77 > /proc/sys/kernel/shmmni && cat /proc/sys/kernel/shmmni > /shmmni\n';
 
+// busybox's `sync -d FILE` opens FILE and calls fdatasync on it: on a pipe the kernel answers
+// EINVAL (exit 1), a suppressed call succeeds without asking it (exit 0). As root and as a user.
+const SYNCS =
+  'FROM busybox\n' +
+  'RUN mkdir -m 1777 /out && (echo | sync -d /dev/stdin && echo suppressed || echo made) > /out/root && echo kept > /out/data && sync /out/data\n' +
+  'USER 1000\n' +
+  'RUN (echo | sync -d /dev/stdin && echo suppressed || echo made) > /out/user\n';
+
 const SANDBOXED_SYSCTL = 'FROM busybox\nRUN grep CapEff /proc/self/status | cut -f2 > /caps; (echo 77 > /proc/sys/kernel/shmmni && echo written || echo refused) > /sysctl\n';
 
 describe.each(RUNTIMES)('--runtime %s as root', (runtime) => {
@@ -75,6 +83,27 @@ describe.each(RUNTIMES)('--runtime %s as root', (runtime) => {
     expect((await fs.readFile(path.join(out, 'fill'), 'utf8')).trim()).toBe('full'); // 3000 KiB do not fit in 2 MiB
     expect((await fs.readFile(path.join(out, 'limits'), 'utf8')).trim()).toBe('256:512 0:0'); // the last nofile wins
     await expect(fs.access(path.join(out, 'dev/shm/fill'))).rejects.toThrow(); // the tmpfs is no part of the layer
+  });
+
+  it("makes RUN steps' sync calls return at once, as root and as a USER; TSBUILD_RUN_SYNC=keep makes them; tsbuild run makes them", async () => {
+    const ctx = await ctxWith({ Dockerfile: SYNCS });
+    const read = (dir: string, f: string) => fs.readFile(path.join(dir, 'out', f), 'utf8').then((t) => t.trim());
+    const dflt = path.join(work, `${runtime}-syncs`);
+    const r = await tsbuild(['build', '--no-cache', '--runtime', runtime, '-t', `syncs-${runtime}:1`, '-o', `type=local,dest=${dflt}`, ctx], { root });
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    expect([await read(dflt, 'root'), await read(dflt, 'user'), await read(dflt, 'data')]).toEqual(['suppressed', 'suppressed', 'kept']);
+
+    const keep = path.join(work, `${runtime}-syncs-keep`);
+    const k = await tsbuild(['build', '--no-cache', '--runtime', runtime, '-o', `type=local,dest=${keep}`, ctx], { root, env: { TSBUILD_RUN_SYNC: 'keep' } });
+    expect(k.code).toBe(0);
+    expect([await read(keep, 'root'), await read(keep, 'user')]).toEqual(['made', 'made']);
+
+    // A container is not a build step: its syncs are its data's.
+    const built = await tsbuild(['build', '--runtime', runtime, '-t', `syncs-${runtime}:1`, ctx], { root });
+    expect(built.code).toBe(0);
+    const run = await tsbuild(['run', '--rm', `syncs-${runtime}:1`, 'sh', '-c', 'echo | sync -d /dev/stdin && echo suppressed || echo made'], { root });
+    expect(run.stdout.trim()).toBe('made');
   });
 
   it('gives /dev/shm and RUN --mount=type=tmpfs mode 1777, as runc and docker do', async () => {
@@ -254,6 +283,14 @@ describe('bad input', () => {
     expect(r.stderr).toMatch(/hint: /);
   });
 
+  it('refuses a TSBUILD_RUN_SYNC other than suppress or keep, exit 2', async () => {
+    const ctx = await ctxWith({ Dockerfile: 'FROM busybox\nRUN true\n' });
+    const r = await tsbuild(['build', ctx], { root, env: { TSBUILD_RUN_SYNC: 'off' } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('TSBUILD_RUN_SYNC must be suppress or keep, not "off"');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it('refuses a limit above the host hard limit with the limit and that hard limit, exit 2', async () => {
     const hard = await hostHard('Max open files');
     expect(hard).not.toBe('unlimited');
@@ -266,6 +303,17 @@ describe('bad input', () => {
 });
 
 describe('rootless (tsbuild-test)', () => {
+  it.each(RUNTIMES)("--runtime %s: RUN steps' sync calls return at once inside the user namespace too", async (runtime) => {
+    await withTestUser(`syncs-${runtime}`, async ({ dir, give, ok }) => {
+      await writeTree(path.join(dir, 'ctx'), { Dockerfile: SYNCS });
+      await give();
+      await ok(`${MAKE_BUSYBOX} >/dev/null && ${CLI} build --runtime ${runtime} -o type=local,dest=${dir}/out ${dir}/ctx`);
+      await ok(`TSBUILD_RUN_SYNC=keep ${CLI} build --no-cache --runtime ${runtime} -o type=local,dest=${dir}/keep ${dir}/ctx`);
+      const read = (out: string, f: string) => fs.readFile(path.join(dir, out, 'out', f), 'utf8').then((t) => t.trim());
+      expect([await read('out', 'root'), await read('out', 'user'), await read('keep', 'root'), await read('keep', 'user')]).toEqual(['suppressed', 'suppressed', 'made', 'made']);
+    });
+  });
+
   it.each(RUNTIMES)('--runtime %s: --shm-size, --ulimit and --security=insecure inside the user namespace', async (runtime) => {
     await withTestUser(`flags-${runtime}`, async ({ dir, give, ok, run }) => {
       await writeTree(path.join(dir, 'ctx'), {

@@ -87,6 +87,17 @@ export function snapshotterFromEnv(env: NodeJS.ProcessEnv): 'auto' | 'overlay' |
   throw new TsbuildError('USAGE', `TSBUILD_SNAPSHOTTER must be overlay, copy or auto, not ${JSON.stringify(v)}`);
 }
 
+/**
+ * `TSBUILD_RUN_SYNC=keep` lets RUN steps' fsync, fdatasync, syncfs, sync and sync_file_range
+ * reach the disk; by default (`suppress`) they return at once (sandbox/suppress-sync.ts).
+ */
+export function runSyncFromEnv(env: NodeJS.ProcessEnv): 'suppress' | 'keep' {
+  const v = env.TSBUILD_RUN_SYNC;
+  if (v === undefined || v === '' || v === 'suppress') return 'suppress';
+  if (v === 'keep') return v;
+  throw new TsbuildError('USAGE', `TSBUILD_RUN_SYNC must be suppress or keep, not ${JSON.stringify(v)}`);
+}
+
 /** The build context directory, absolute; CONTEXT_NOT_FOUND when it is not a directory. */
 export async function resolveContextDir(context: string, cwd: string): Promise<string> {
   const contextDir = path.resolve(cwd, context);

@@ -26,6 +26,7 @@ export {
   readDockerfile,
   resolveContextDir,
   runBuild,
+  runSyncFromEnv,
   snapshotterFromEnv,
   withDefaultOutputs,
   type BuildOutcome,

@@ -104,7 +104,7 @@ async function buildWithImports(req: BuildRequest, env: BuildEnv): Promise<Build
 
 function sessionOptions(req: BuildRequest, env: BuildEnv, imports: readonly CacheSource[]) {
   const cacheSources = [...(env.cacheSources ?? []), ...imports];
-  return { ...env, cacheSources, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, namedContexts: req.namedContexts };
+  return { ...env, cacheSources, pull: req.pull, runtime: req.runtime, isolation: req.isolation, snapshotter: req.snapshotter, runSync: req.runSync, namedContexts: req.namedContexts };
 }
 
 async function buildOnce(req: BuildRequest, env: BuildEnv, target: { readonly platform: Platform; readonly strict: boolean }, imports: readonly CacheSource[]): Promise<BuildResult> {

@@ -60,6 +60,8 @@ export interface BuildRequest {
   readonly isolation?: 'auto' | 'sandbox' | 'chroot' | 'none';
   /** `TSBUILD_SNAPSHOTTER`: force overlay or copy-and-walk snapshots for RUN (default auto). */
   readonly snapshotter?: 'auto' | 'overlay' | 'copy';
+  /** `TSBUILD_RUN_SYNC`: RUN steps' sync calls made no-ops (default) or made as they are. */
+  readonly runSync?: 'suppress' | 'keep';
   /** `--add-host`: names RUN steps resolve through /etc/hosts. */
   readonly extraHosts?: readonly ExtraHost[];
   /** `--shm-size`, `--ulimit`, `--allow`: what RUN steps run with. */

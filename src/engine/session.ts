@@ -50,6 +50,8 @@ export interface SessionOptions {
   readonly runtime?: 'bwrap' | 'runc' | undefined;
   readonly isolation?: 'auto' | 'sandbox' | 'chroot' | 'none' | undefined;
   readonly snapshotter?: 'auto' | 'overlay' | 'copy' | undefined;
+  /** TSBUILD_RUN_SYNC: RUN steps' sync calls made no-ops (default) or made as they are. */
+  readonly runSync?: 'suppress' | 'keep' | undefined;
   /** Cache sources asked after the local step cache, in order. */
   readonly cacheSources?: readonly CacheSource[] | undefined;
   /** Steps executing now in the builds sharing this env (compose services); default: this build's own. */
@@ -380,6 +382,11 @@ export class BuildSession {
   /** How trees of image files are touched on this host (snapshot/host-fs.ts), chosen once. */
   hostFs(): Promise<HostFilesystem> {
     return (this.#hostFs ??= hostFilesystem({ toolPath: this.#opts.toolPath, signal: this.signal }));
+  }
+
+  /** Whether RUN steps' sync calls return at once (sandbox/suppress-sync.ts). */
+  get suppressSync(): boolean {
+    return this.#opts.runSync !== 'keep';
   }
 
   /** The sandbox: probed and selected on first use (a build without RUN never probes). */

@@ -11,6 +11,7 @@ import { userNamespaceArgs, type SandboxCapabilities } from './probe.js';
 import { DEFAULT_SHM_SIZE, isOverlayRootfs, MASKED_PATHS, READONLY_PATHS, type RunOptions, type RunResult, type Runner, type RunSpec } from './types.js';
 import { assertMapped } from './user-namespace.js';
 import { assertUlimitsAllowed, withUlimits } from './rlimits.js';
+import { syncSuppressingFilter } from './suppress-sync.js';
 
 export interface BwrapRunnerOptions {
   readonly capabilities: SandboxCapabilities;
@@ -161,8 +162,11 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
           if (caps.idMapping.kind !== 'single') argv.push(...(extraGids.length > 0 ? ['--groups', extraGids.join(',')] : ['--clear-groups']));
           argv.push('--');
         }
+        // The seccomp program arrives on fd 4, read by bwrap before it execs the step.
+        const seccomp = step.suppressSync ? syncSuppressingFilter() : undefined;
+        const filterArgs = seccomp ? ['--seccomp', '4'] : [];
         // --ulimit: set on bwrap, which keeps them across its exec of the step (rlimits.ts).
-        argv.push(...withUlimits(tools.prlimit, tools.bwrap, [...bwrapArgs(step, root, dests, nonRootUser, false, sources), '--', ...step.args], step.ulimits).flat());
+        argv.push(...withUlimits(tools.prlimit, tools.bwrap, [...bwrapArgs(step, root, dests, nonRootUser, false, sources), ...filterArgs, '--', ...step.args], step.ulimits).flat());
 
         const errTail = new Tail();
         let started = false;
@@ -183,6 +187,7 @@ export function createBwrapRunner(opts: BwrapRunnerOptions): Runner {
           cwd: stepDir,
           ...(step.stdin ? { stdin: step.stdin } : {}),
           ...(step.tty ? { terminal: { script: terminalTool(tools.script), input: step.stdin } } : {}),
+          ...(seccomp ? { fd4: seccomp } : {}),
           stdout: (c) => {
             // On a terminal the sandbox's own messages arrive here too.
             if (step.tty) errTail.push(c);

@@ -19,6 +19,8 @@ export interface ChildOptions {
   readonly onAbort?: () => void;
   /** Open a 4th pipe as the child's fd 3 and deliver what is written to it (bwrap --info-fd 3). */
   readonly fd3?: (chunk: Buffer) => void;
+  /** Bytes the process reads on fd 4 (a pipe, closed after them): bwrap's --seccomp program. */
+  readonly fd4?: Buffer;
   /**
    * Run the command on a new pseudo-terminal made by script(1) (`tsbuild run -t`): its stdin,
    * stdout and stderr are the terminal, and what it writes there arrives on `stdout`. With
@@ -56,7 +58,7 @@ export function runChild(cmd: string, args: readonly string[], opts: ChildOption
     const child = spawn(term ? term.script : cmd, term ? ['--quiet', '--return', '--flush', '--command', shellWords([cmd, ...args]), '/dev/null'] : args, {
       cwd: opts.cwd,
       env: opts.env ?? { PATH: HOST_PATH },
-      stdio: [term ? (term.input ?? 'ignore') : opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(opts.fd3 ? (['pipe'] as const) : [])],
+      stdio: [term ? (term.input ?? 'ignore') : opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(opts.fd3 || opts.fd4 ? ([opts.fd3 ? 'pipe' : 'ignore'] as const) : []), ...(opts.fd4 ? (['pipe'] as const) : [])],
       // A new process group: kill(-pid) reaches every process of the chain (unshare, sh,
       // setpriv, bwrap and bwrap's init) at once.
       detached,
@@ -95,6 +97,12 @@ export function runChild(cmd: string, args: readonly string[], opts: ChildOption
     child.stderr?.on('data', (c: Buffer) => opts.stderr?.(c));
     const fd3 = child.stdio[3];
     if (opts.fd3 && fd3 && 'on' in fd3) fd3.on('data', (c: Buffer) => opts.fd3?.(c));
+    const fd4 = child.stdio[4];
+    if (opts.fd4 && fd4 && 'end' in fd4) {
+      // EPIPE when the process exits before reading it (a failed exec) is not our error.
+      fd4.on('error', () => undefined);
+      fd4.end(opts.fd4);
+    }
     const finish = (fn: () => void): void => {
       if (settled) return;
       settled = true;

@@ -11,6 +11,7 @@ import { DEFAULT_SHM_SIZE, isOverlayRootfs, MASKED_PATHS, READONLY_PATHS, type R
 import { assertMapped } from './user-namespace.js';
 import { assertUlimitsAllowed, ociRlimits } from './rlimits.js';
 import { insecureCapabilities } from './insecure.js';
+import { syncSuppressingSeccomp } from './suppress-sync.js';
 
 export interface RuncRunnerOptions {
   readonly capabilities: SandboxCapabilities;
@@ -176,6 +177,7 @@ export function runtimeConfig(step: RunSpec, root: string, rootless: boolean): R
   const insecure = step.security === 'insecure';
   const bounding = insecure ? insecureCapabilities(rootless) : [...DEFAULT_CAPABILITIES];
   const capsList = step.user.uid === 0 ? bounding : [];
+  const seccomp = step.suppressSync ? syncSuppressingSeccomp() : undefined;
   return {
     ociVersion: '1.0.2',
     process: {
@@ -198,6 +200,7 @@ export function runtimeConfig(step: RunSpec, root: string, rootless: boolean): R
       maskedPaths: insecure ? [] : [...MASKED_PATHS],
       readonlyPaths: insecure ? [] : [...READONLY_PATHS],
       ...(rootless ? {} : { resources: { devices: [{ allow: false, access: 'rwm' }] } }),
+      ...(seccomp ? { seccomp } : {}),
     },
   };
 }

@@ -72,6 +72,12 @@ export interface RunSpec {
   readonly ulimits?: readonly Ulimit[];
   /** `RUN --security=insecure`: every capability the host grants, /proc/sys writable (insecure.ts). */
   readonly security?: 'sandbox' | 'insecure';
+  /**
+   * The step's fsync, fdatasync, syncfs, sync and sync_file_range return at once without
+   * writing anything back (suppress-sync.ts): build steps, whose trees never outlive a crash.
+   * Only the sandbox runners (bwrap, runc) can; chroot and none run the calls as they are.
+   */
+  readonly suppressSync?: boolean;
 }
 
 /** docker's `--ulimit` names (go-units ulimitNameMapping; `as` is left out there too). */

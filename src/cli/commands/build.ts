@@ -12,7 +12,7 @@ import { runResourcesFromFlags } from './run-resource-flags.js';
 import type { BuildRequest, OutputSpec } from '../../engine/index.js';
 import { normalizeName, parseAnnotations } from '../../image/index.js';
 import { hostPlatform } from '../../oci/index.js';
-import { parsePlatforms, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
+import { parsePlatforms, sourceDateEpoch, parseBuildArgs, parseLabels, parseOutputFlag, parseSecrets, readDockerfile, resolveContextDir, runBuild, runSyncFromEnv, snapshotterFromEnv, withDefaultOutputs } from '../../api/index.js';
 import { createReporter, type ProgressMode } from '../../api/index.js';
 import { registryClientFor, registryOptions } from './pull.js';
 import { parseCacheExport, parseCacheImport } from '../../remote-cache/index.js';
@@ -159,6 +159,7 @@ async function buildInContext(args: BuildArgs, ctx: CommandContext, where: { con
     runtime: args.runtime,
     isolation: args.isolation,
     snapshotter: snapshotterFromEnv(io.env),
+    runSync: runSyncFromEnv(io.env),
     ...(platforms !== undefined ? { platforms } : {}),
     ...(args['cache-from'].length > 0 ? { cacheFrom: args['cache-from'].map((c) => parseCacheImport(c, io.cwd)) } : {}),
     ...(args['cache-to'].length > 0 ? { cacheTo: args['cache-to'].map((c) => parseCacheExport(c, io.cwd)) } : {}),

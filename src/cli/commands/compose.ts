@@ -13,7 +13,7 @@ import type { RegistryClient } from '../../registry/index.js';
 import { commandBuildEnv } from '../build-env.js';
 import { resolveNamedContexts, type NamedContexts } from '../named-contexts.js';
 import { createReporter, type ProgressMode } from '../../api/index.js';
-import { parseBuildArgs, parseSecrets, snapshotterFromEnv, sourceDateEpoch } from '../../api/index.js';
+import { parseBuildArgs, parseSecrets, runSyncFromEnv, snapshotterFromEnv, sourceDateEpoch } from '../../api/index.js';
 import { registryClientFor, registryOptions } from './pull.js';
 
 /**
@@ -311,6 +311,7 @@ async function serviceRequest(
     // build.shm_size: bytes, or docker's size grammar ("64m", "1gb"), as --shm-size takes it.
     ...(b.shmSize !== undefined ? await runResourcesFromFlags({ shmSize: String(b.shmSize), ulimit: [], allow: [] }) : {}),
     snapshotter: snapshotterFromEnv(io.env),
+    runSync: runSyncFromEnv(io.env),
     ...(platforms.length === 1 && !platformMatches(platforms[0]!, hostPlatform()) ? { platforms } : {}),
     ...(cacheFrom.length > 0 ? { cacheFrom } : {}),
     ...(cacheTo.length > 0 ? { cacheTo } : {}),
