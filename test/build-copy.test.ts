@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { removePodmanImages, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 
 // End to end: COPY-only builds checked by tools that are not ours (podman, skopeo, umoci,
 // oci-image-tool, GNU tar). Issue 3's "done when".
@@ -36,6 +36,7 @@ beforeAll(async () => {
   });
 });
 afterAll(async () => {
+  await removePodmanImages('hello:v1');
   await fs.rm(work, { recursive: true, force: true });
 });
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { removePodmanImages, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 
 // COPY --link and ADD --link as BuildKit builds them (dockerfile2llb dispatchCopy: with
 // `cfg.link && cfg.chmod == ""` the copy is made onto llb.Scratch and merged over the state).
@@ -21,6 +21,7 @@ beforeAll(async () => {
   await storeWithBusybox(root);
 });
 afterAll(async () => {
+  await removePodmanImages('link-tree:1', 'link-cached:1');
   await fs.rm(work, { recursive: true, force: true });
 });
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
+import { removePodmanImages, requireTool, storeWithBusybox, tempDir, tool, tsbuild, writeTree } from './support/cli.js';
 import { CLI, MAKE_BUSYBOX, withTestUser } from './support/rootless.js';
 
 // RUN steps in the real sandbox (bubblewrap on overlay snapshots), as root. The results are
@@ -17,6 +17,7 @@ beforeAll(async () => {
   await storeWithBusybox(root);
 });
 afterAll(async () => {
+  await removePodmanImages('runtest:1');
   await fs.rm(work, { recursive: true, force: true });
 });
 
