@@ -63,7 +63,7 @@ export const runStep: StepModule<RunStep> = {
               user: { uid: user.uid, gid: user.gid },
               network: step.network === 'none' ? 'none' : 'host',
               ...runSpecResources(inputs.runResources, step.security),
-              // Nothing of the step's tree outlives a crash; its layer is synced by the store.
+              // What the step writes counts once it is in its layer, which the store syncs.
               suppressSync: session.suppressSync,
               stdout: collect('stdout'),
               stderr: collect('stderr'),

@@ -45,7 +45,7 @@ describe('syncSuppressingFilter', () => {
     for (const nr of Object.values(calls)) expect(verdict(prog, audit, nr)).toBe(SUCCEED);
     for (const nr of others) expect(verdict(prog, audit, nr)).toBe(ALLOW);
     // i386 (AUDIT_ARCH_I386), whose call 118 is fsync, and x32-style numbers: the real calls.
-    for (const nr of Object.values(calls)) expect(verdict(prog, 0x40000003, nr)).toBe(ALLOW);
+    for (const nr of [...Object.values(calls), 118]) expect(verdict(prog, 0x40000003, nr)).toBe(ALLOW);
     expect(verdict(prog, audit, 74 | 0x40000000)).toBe(ALLOW);
   });
 
@@ -54,10 +54,13 @@ describe('syncSuppressingFilter', () => {
     expect(syncSuppressingSeccomp('riscv64')).toBeUndefined();
   });
 
-  it('gives runc the same calls, answered with errno 0', () => {
-    expect(syncSuppressingSeccomp('x64')).toEqual({
+  it.each([
+    ['x64', 'SCMP_ARCH_X86_64'],
+    ['arm64', 'SCMP_ARCH_AARCH64'],
+  ])('gives runc on %s the same calls, answered with errno 0', (arch, oci) => {
+    expect(syncSuppressingSeccomp(arch)).toEqual({
       defaultAction: 'SCMP_ACT_ALLOW',
-      architectures: ['SCMP_ARCH_X86_64'],
+      architectures: [oci],
       syscalls: [{ names: [...SYNC_CALLS], action: 'SCMP_ACT_ERRNO', errnoRet: 0 }],
     });
   });

@@ -15,12 +15,19 @@
  * step's syncs are made by qemu, a host process, and are caught).
  */
 
-/** seccomp's AUDIT_ARCH values and the sync calls' numbers, per Node architecture. */
-const ARCHES: Readonly<Record<string, { readonly audit: number; readonly syscalls: Readonly<Record<SyncCall, number>> }>> = {
+/** seccomp's AUDIT_ARCH value, the OCI runtime spec's name and the sync calls' numbers. */
+interface Arch {
+  readonly audit: number;
+  readonly oci: string;
+  readonly syscalls: Readonly<Record<SyncCall, number>>;
+}
+
+/** Per Node architecture (process.arch). */
+const ARCHES: Readonly<Record<string, Arch>> = {
   // arch/x86/entry/syscalls/syscall_64.tbl
-  x64: { audit: 0xc000003e, syscalls: { fsync: 74, fdatasync: 75, sync: 162, sync_file_range: 277, syncfs: 306 } },
+  x64: { audit: 0xc000003e, oci: 'SCMP_ARCH_X86_64', syscalls: { fsync: 74, fdatasync: 75, sync: 162, sync_file_range: 277, syncfs: 306 } },
   // include/uapi/asm-generic/unistd.h
-  arm64: { audit: 0xc00000b7, syscalls: { sync: 81, fsync: 82, fdatasync: 83, sync_file_range: 84, syncfs: 267 } },
+  arm64: { audit: 0xc00000b7, oci: 'SCMP_ARCH_AARCH64', syscalls: { sync: 81, fsync: 82, fdatasync: 83, sync_file_range: 84, syncfs: 267 } },
 };
 
 export type SyncCall = 'fsync' | 'fdatasync' | 'sync' | 'sync_file_range' | 'syncfs';
@@ -71,11 +78,11 @@ export function syncSuppressingFilter(arch: string = process.arch): Buffer | und
  * but the sync calls, which return 0. Undefined where syncSuppressingFilter() is.
  */
 export function syncSuppressingSeccomp(arch: string = process.arch): Record<string, unknown> | undefined {
-  const ociArch = arch === 'x64' ? 'SCMP_ARCH_X86_64' : arch === 'arm64' ? 'SCMP_ARCH_AARCH64' : undefined;
-  if (ociArch === undefined || ARCHES[arch] === undefined) return undefined;
+  const a = ARCHES[arch];
+  if (a === undefined) return undefined;
   return {
     defaultAction: 'SCMP_ACT_ALLOW',
-    architectures: [ociArch],
+    architectures: [a.oci],
     syscalls: [{ names: [...SYNC_CALLS], action: 'SCMP_ACT_ERRNO', errnoRet: 0 }],
   };
 }
