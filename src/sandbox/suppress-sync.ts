@@ -44,8 +44,8 @@ const DATA_NR = 0;
 const DATA_ARCH = 4;
 
 /**
- * The filter as bytes (struct sock_filter[]), or undefined where
- * tsbuild does not know the architecture's call numbers (the step then syncs as usual).
+ * The filter as bytes (struct sock_filter[]), or undefined where tsbuild does not know the
+ * architecture's call numbers (the step then syncs as usual).
  */
 export function syncSuppressingFilter(arch: string = process.arch): Buffer | undefined {
   const a = ARCHES[arch];
