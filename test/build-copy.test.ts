@@ -163,6 +163,50 @@ describe('COPY-only builds', () => {
     expect(cached.length).toBeGreaterThanOrEqual(3);
   });
 
+  it('plans a cached COPY and WORKDIR from the recorded view of the layers below, reading none of their indexes', async () => {
+    const dir = await tempDir('view-record');
+    const store = path.join(dir, 'store');
+    try {
+      await writeTree(dir, { 'base/Dockerfile': 'FROM scratch\nCOPY . /\n', 'base/real/keep': 'k\n', 'app/Dockerfile': 'FROM view-base:1\nCOPY a.txt /link/\nWORKDIR /real/w\n', 'app/a.txt': 'alpha\n', 'other/Dockerfile': 'FROM view-base:1\nCOPY a.txt /link/sub/\n', 'other/a.txt': 'alpha\n' });
+      await fs.writeFile(path.join(dir, 'base', '.dockerignore'), 'Dockerfile\n');
+      await fs.symlink('real', path.join(dir, 'base', 'link'));
+      expect((await tsbuild(['build', '-t', 'view-base:1', path.join(dir, 'base')], { root: store })).code).toBe(0);
+      const files = async (prefix: string) => (await fs.readdir(path.join(store, 'meta'))).filter((f) => f.startsWith(prefix));
+      const build = (ctxDir: string, out: string) => tsbuild(['build', '--progress', 'plain', '--output', `type=oci,dest=${path.join(dir, out)}`, '-t', 'view-app:1', path.join(dir, ctxDir)], { root: store });
+      // The destination goes through the base's symlink: only the base's view says where it lands.
+      const first = await build('app', 'first.tar');
+      expect(first.code).toBe(0);
+      // One record for the base (the COPY's questions), one for the base and the COPY's layer (the WORKDIR's).
+      expect(await files('view.')).toHaveLength(2);
+      // Without the layers' indexes (a build that reads one reads it from the layer's blob and
+      // writes it back), every step is a hit and the image the same.
+      for (const f of await files('layer-index.')) await fs.rm(path.join(store, 'meta', f));
+      const second = await build('app', 'second.tar');
+      expect(second.stdout).toBe(first.stdout);
+      expect(second.stderr).toMatch(/COPY a\.txt \/link\/\n#\d+ CACHED/);
+      expect(second.stderr).toMatch(/WORKDIR \/real\/w\n#\d+ CACHED/);
+      expect(await files('layer-index.')).toEqual([]);
+      // A destination the record cannot answer for is planned from the indexes, read again.
+      const third = await build('other', 'third.tar');
+      expect(third.code).toBe(0);
+      expect(await files('layer-index.')).not.toEqual([]);
+      const x = path.join(dir, 'x');
+      await fs.mkdir(x);
+      await tool('tar', ['-xf', path.join(dir, 'third.tar'), '-C', x]);
+      const blob = async (digest: string) => path.join(x, 'blobs', ...digest.split(':'));
+      const index = JSON.parse(await fs.readFile(path.join(x, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+      const manifest = JSON.parse(await fs.readFile(await blob(index.manifests[0]!.digest), 'utf8')) as { layers: { digest: string }[] };
+      const { stdout: names } = await tool('tar', ['-tzf', await blob(manifest.layers.at(-1)!.digest)]);
+      expect(names.split('\n')).toContain('real/sub/a.txt');
+      // A damaged record is passed over, not trusted.
+      for (const f of await files('view.')) await fs.writeFile(path.join(store, 'meta', f), '{"layers": [], "lookups": 1}\n');
+      const fourth = await build('app', 'fourth.tar');
+      expect(fourth.stdout).toBe(first.stdout);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('rebuilds only from the step whose input changed', async () => {
     const ctx2 = path.join(work, 'ctx2');
     await fs.cp(ctx, ctx2, { recursive: true });

@@ -18,7 +18,7 @@ import { unreadableSource } from './unreadable-source.js';
 import { planCopy, sortedByPath, type PlannedEntry } from './copy-plan.js';
 import { resolveSources, type SourceMatch, type SourceRoot } from './copy-sources.js';
 import type { BuildSession } from './session.js';
-import { viewOf, type StageState } from './stage-state.js';
+import { lookInto, viewOf, type StageState } from './stage-state.js';
 import type { LayerChange, MadeLayer, StepContext, StepModule } from './step.js';
 
 /** Context files hashed at once for a COPY's cache key (libuv's pool has 4 threads; the rest queue). */
@@ -188,26 +188,31 @@ async function planEntries(step: CopyStep | AddStep, ctx: StepContext, from: Cop
   const epoch = inputs.sourceDateEpoch;
   // --chown names still come from the image's /etc/passwd (BuildKit's --link cannot read them
   // and fails); the key holds the numeric owners, so it stays independent of the layers below.
-  const view = from.linked ? new RootfsView([]) : await viewOf(ctx.state);
-  const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view, chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
-  const mainPlan = await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length });
-  // One plan (the common case) is already unique by path, sorted, and its links whole.
-  if (!from.parents && groups.length === 0) return { planned: mainPlan, groups };
-  const byPath = new Map<string, PlannedEntry>();
-  for (const e of mainPlan) byPath.set(e.path, e);
-  if (from.parents) {
-    const { planParents } = await import('./copy-parents.js');
-    const kept = await withLocation(location, () => planParents(from.root, from.sources, { ...planOpts, location, instruction: step.kind }));
-    for (const e of kept) byPath.set(e.path, e);
-  }
-  for (const g of groups) {
-    // An archive's content keeps the modes the archive has: --chmod is for copied files
-    // (BuildKit's unpack gets the owner but no mode).
-    for (const e of await planCopy(g.root, g.matches, { ...planOpts, ...(g.unpacked ? { chmod: undefined } : {}), otherSources: total - 1 })) byPath.set(e.path, e);
-  }
-  keepLinksWhole(byPath);
-  const planned = sortedByPath([...byPath.values()]);
-  byPath.clear(); // the async function's frame would keep its 20,000 entries to the end
+  const plan = async (view: RootfsView): Promise<PlannedEntry[]> => {
+    const planOpts = { dest: step.dest, workdir: ctx.state.config.config?.WorkingDir || '/', view, chown, chmod, createdMtime: epoch ?? Math.floor(Date.parse(inputs.created) / 1000), exclude };
+    const mainPlan = await planCopy(from.root, main, { ...planOpts, otherSources: total - main.length });
+    // One plan (the common case) is already unique by path, sorted, and its links whole.
+    if (!from.parents && groups.length === 0) return mainPlan;
+    const byPath = new Map<string, PlannedEntry>();
+    for (const e of mainPlan) byPath.set(e.path, e);
+    if (from.parents) {
+      const { planParents } = await import('./copy-parents.js');
+      const kept = await withLocation(location, () => planParents(from.root, from.sources, { ...planOpts, location, instruction: step.kind }));
+      for (const e of kept) byPath.set(e.path, e);
+    }
+    for (const g of groups) {
+      // An archive's content keeps the modes the archive has: --chmod is for copied files
+      // (BuildKit's unpack gets the owner but no mode).
+      for (const e of await planCopy(g.root, g.matches, { ...planOpts, ...(g.unpacked ? { chmod: undefined } : {}), otherSources: total - 1 })) byPath.set(e.path, e);
+    }
+    keepLinksWhole(byPath);
+    const planned = sortedByPath([...byPath.values()]);
+    byPath.clear(); // the async function's frame would keep its 20,000 entries to the end
+    return planned;
+  };
+  // Planning only reads (sources, and the view's answers), so it may run again with the
+  // layers' own view when the recorded answers lack one (stage-state.ts lookInto).
+  const planned = from.linked ? await plan(new RootfsView([])) : await lookInto(ctx.state, session.store, plan, session.signal);
   return { planned, groups };
 }
 

@@ -4,7 +4,7 @@ import type { LayerEntry } from '../layer/index.js';
 import type { WorkdirStep } from '../plan/index.js';
 import { writeLayerToStore } from '../snapshot/index.js';
 import { imageFileReader } from './copy-step.js';
-import { viewOf } from './stage-state.js';
+import { lookInto, viewOf } from './stage-state.js';
 import type { PreparedStep, StepModule } from './step.js';
 
 /**
@@ -20,9 +20,8 @@ export const workdirStep: StepModule<WorkdirStep> = {
   async prepare(step, ctx): Promise<PreparedStep> {
     const { state, inputs, session } = ctx;
     const text = step.history ?? `WORKDIR ${step.path}`;
-    const view = await viewOf(state);
     const rel = normalize(step.path);
-    const resolved = view.resolve(rel);
+    const resolved = await lookInto(state, session.store, (view) => view.resolve(rel), session.signal);
     const user = state.config.config?.User || undefined;
     // The USER decides the owner of what is created: a visible value of the key (absent for
     // root-by-default, so those keys are what they were).
@@ -40,6 +39,7 @@ export const workdirStep: StepModule<WorkdirStep> = {
         const epoch = inputs.sourceDateEpoch;
         const mtime = epoch ?? Math.floor(Date.parse(inputs.created) / 1000);
         const owner = user === undefined ? { uid: 0, gid: 0 } : await resolveFileOpUser(user, imageFileReader(session, state));
+        const view = await viewOf(state);
         const entries: LayerEntry[] = [];
         const parts = resolved.path.split('/');
         for (let i = 1; i <= parts.length; i++) {

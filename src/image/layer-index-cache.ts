@@ -15,7 +15,7 @@ function isStringList(v: unknown): v is string[] {
   return Array.isArray(v) && v.every((s) => typeof s === 'string');
 }
 
-function isIndexedEntry(v: unknown): v is IndexedEntry {
+export function isIndexedEntry(v: unknown): v is IndexedEntry {
   if (typeof v !== 'object' || v === null) return false;
   const e = v as Record<string, unknown>;
   return (

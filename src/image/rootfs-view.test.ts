@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RootfsView, type IndexedEntry, type LayerIndex } from './rootfs-view.js';
+import { RootfsView, UnrecordedLookup, type IndexedEntry, type LayerIndex } from './rootfs-view.js';
 
 const dir = (p: string, extra: Partial<IndexedEntry> = {}): IndexedEntry => ({ path: p, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, ...extra });
 const file = (p: string, extra: Partial<IndexedEntry> = {}): IndexedEntry => ({ path: p, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 1, ...extra });
@@ -95,5 +95,25 @@ describe('RootfsView: looked up lazily, the same answers as a merge of every lay
         expect({ round, p, got: v.lstat(p) }).toEqual({ round, p, got: want.get(p) });
       }
     }
+  });
+});
+
+describe('RootfsView.replay', () => {
+  const layers = [layer([dir('usr'), dir('usr/bin'), file('usr/bin/sh'), link('bin', 'usr/bin')]), layer([dir('app'), file('app/x')])];
+
+  it('answers what a view of the same layers looked up, and nothing else', () => {
+    const real = new RootfsView(layers);
+    const resolved = real.resolve('bin/sh');
+    const missing = real.lstat('opt');
+    const replayed = RootfsView.replay(real.lookups());
+    expect(replayed.resolve('bin/sh')).toEqual(resolved);
+    expect(resolved.path).toBe('usr/bin/sh');
+    expect(replayed.lstat('opt')).toBe(missing);
+    expect(missing).toBeUndefined();
+    // app was never looked up: the replayed view cannot say, so it throws instead of guessing.
+    expect(() => replayed.lstat('app')).toThrow(UnrecordedLookup);
+    expect(() => replayed.resolve('bin/ls')).toThrow(UnrecordedLookup);
+    // The root needs no lookup.
+    expect(replayed.resolve('/').path).toBe('');
   });
 });

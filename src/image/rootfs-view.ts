@@ -33,9 +33,27 @@ export class RootfsView {
   readonly #layers: readonly LayerIndex[];
   readonly #lookups: Array<LayerLookup | undefined> = [];
   readonly #memo = new Map<string, ViewEntry | undefined>();
+  /** Made by `replay`: answers from #memo alone (it has no layers to read). */
+  #replayed = false;
 
   constructor(layers: readonly LayerIndex[]) {
     this.#layers = layers;
+  }
+
+  /**
+   * A view that answers from the lookups an earlier view of the same layers made (`lookups()`),
+   * and throws UnrecordedLookup for any other path: the caller then asks a view of the layers.
+   */
+  static replay(lookups: Iterable<readonly [string, ViewEntry | undefined]>): RootfsView {
+    const view = new RootfsView([]);
+    for (const [p, e] of lookups) view.#memo.set(p, e);
+    view.#replayed = true;
+    return view;
+  }
+
+  /** Every path this view looked up (normalized, never ""), with what it found there. */
+  lookups(): IterableIterator<[string, ViewEntry | undefined]> {
+    return this.#memo.entries();
   }
 
   #layer(i: number): LayerLookup {
@@ -60,6 +78,7 @@ export class RootfsView {
   /** The entry at a normalized path, "" excluded. */
   #lookup(p: string): ViewEntry | undefined {
     if (this.#memo.has(p)) return this.#memo.get(p);
+    if (this.#replayed) throw new UnrecordedLookup(p);
     const parents: string[] = [];
     for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) parents.push(p.slice(0, i));
     let found: ViewEntry | undefined;
@@ -116,6 +135,14 @@ export class RootfsView {
 
   isDir(p: string): boolean {
     return this.resolve(p).entry?.type === 'dir';
+  }
+}
+
+/** A replayed view (RootfsView.replay) was asked about a path no recorded lookup covers. */
+export class UnrecordedLookup extends Error {
+  constructor(readonly path: string) {
+    super(`no recorded lookup of ${JSON.stringify(path)}`);
+    this.name = 'UnrecordedLookup';
   }
 }
 

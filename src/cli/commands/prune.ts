@@ -2,7 +2,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pruneLastKeyRecords, sweepDeadRuns } from '../../engine/index.js';
 import { TsbuildError } from '../../errors.js';
-import { parseDigest, type Digest } from '../../oci/index.js';
+import { isDigest, parseDigest, type Digest } from '../../oci/index.js';
 import { collectGarbage, parseCompressedLayersRecord, type RootRef, type Store } from '../../store/index.js';
 import { listCacheMounts, listStepCache, treeSize } from '../build-cache.js';
 import { defineCommand, repeatable } from '../command.js';
@@ -22,11 +22,22 @@ async function compressedVariants(store: Store, signal: AbortSignal): Promise<Ma
   return out;
 }
 
-/** meta documents about one blob (layer-index.<hex>, compressed.<hex>) whose blob is gone. */
+/**
+ * meta documents about one blob (layer-index.<hex>, compressed.<hex>) whose blob is gone, and
+ * the recorded views of layer stacks (view.<hex>) of which a layer is gone.
+ */
 async function removeOrphanMeta(store: Store, signal: AbortSignal): Promise<void> {
   for (const file of await readdir(store.paths.meta).catch(() => [] as string[])) {
     const m = /^(?:layer-index|compressed)\.([a-f0-9]{64})\.json$/.exec(file);
-    if (!m || (await store.blobs.hasBlob(parseDigest(`sha256:${m[1]}`)))) continue;
+    if (m && (await store.blobs.hasBlob(parseDigest(`sha256:${m[1]}`)))) continue;
+    if (!m) {
+      if (!/^view\.[a-f0-9]{64}\.json$/.test(file)) continue;
+      const doc = (await store.readMeta(file.slice(0, -5), { signal, memo: true }).catch(() => undefined)) as { layers?: unknown } | undefined;
+      const layers = Array.isArray(doc?.layers) ? doc.layers : [];
+      let whole = layers.length > 0;
+      for (const d of layers) whole &&= typeof d === 'string' && isDigest(d) && (await store.blobs.hasBlob(d));
+      if (whole) continue;
+    }
     await store.withLock(() => rm(join(store.paths.meta, file), { force: true }), { signal });
   }
 }
