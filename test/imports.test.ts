@@ -25,6 +25,7 @@ function importsOf(text: string): string[] {
 const SIDE_DOORS: Record<string, string> = {
   'layer/layer-index.ts': 'the layer index is read by every build; layer/index.ts also loads the tar writer, applier and gzip workers',
   'layer/read-ahead.ts': 'context files are read whole for cache keys (engine/file-digests.ts) by builds that may never write a layer',
+  'layer/write-layer.ts': "a COPY writes its layer's tar without loading layer/'s compressors, applier and gzip workers (zlib)",
   'store/archive-import.ts': 'archive load (tar-stream, layer/); every command opens the store through store/index.ts',
   'store/archive-export.ts': 'archive save (tar-stream, layer/); every command opens the store through store/index.ts',
   'registry/store-layers.ts': "the registry's records in the store, read by images/inspect without loading undici",

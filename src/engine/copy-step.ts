@@ -227,7 +227,8 @@ async function writeCopyLayer(planned: readonly PlannedEntry[], files: ReadonlyA
   // What the stat index would have learnt from reading each file for the key.
   if (learn) await inputs.digests.ready();
   const onStat = learn ? (_i: number, abs: string, st: BigIntStats, d: Digest) => inputs.digests.learn(abs, st, d) : undefined;
-  const { ReadAhead, layerTarChunks } = await import('../layer/index.js'); // not needed on a cache hit
+  // Not needed on a cache hit; the tar writer alone, not layer/'s compressors and applier (zlib).
+  const [{ ReadAhead }, { layerTarChunks }] = await Promise.all([import('../layer/read-ahead.js'), import('../layer/write-layer.js')]);
   const ahead = new ReadAhead(files, { onStat, digests: learn, signal: session.signal });
   const entries: LayerEntry[] = [];
   let fileIndex = 0;

@@ -1,8 +1,10 @@
 /**
  * layer/: deterministic layer tars (write), compression, and the safe applier.
  * Only this folder and store/ import tar-stream (DESIGN.md).
- * Front door (STYLE.md 2), with one side door: layer-index.ts, which every build reads (image
- * views, the step cache) without loading the writer, the applier and the gzip workers.
+ * Front door (STYLE.md 2), with side doors that test/imports.test.ts names, each to keep the
+ * applier, the compressors and the gzip workers off a build that needs less: layer-index.ts
+ * (image views, the step cache), read-ahead.ts (context files for cache keys) and
+ * write-layer.ts (a COPY's tar).
  */
 export { writeLayer, layerTarStream, layerTarChunks, fileContent, WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './write-layer.js';
 export type { LayerEntry, LayerEntryType, WriteLayerOptions, WrittenLayer } from './write-layer.js';
