@@ -44,6 +44,17 @@ describe('view records', () => {
     expect(merged!.get('app')).toMatchObject({ type: 'dir', layer: 1 });
   });
 
+  it('merge what two builds that read no record found', async () => {
+    const layers = [{ entries: [dir('a'), dir('b')], whiteouts: [], opaqueDirs: [] }];
+    const one = new RootfsView(layers);
+    one.lstat('a');
+    const two = new RootfsView(layers);
+    two.lstat('b');
+    await saveViewRecord(store, [B], one, undefined);
+    await saveViewRecord(store, [B], two, undefined);
+    expect([...(await readViewRecord(store, [B]))!.keys()].sort()).toEqual(['a', 'b']);
+  });
+
   it('are taken whole or not at all', () => {
     const entry = { ...dir('x'), layer: 0 };
     expect(parseViewRecord({ layers: [A], lookups: [['x', entry], ['y', null]] }, [A])?.size).toBe(2);

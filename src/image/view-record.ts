@@ -51,13 +51,18 @@ export function parseViewRecord(value: unknown, diffIds: readonly Digest[]): Vie
 
 /**
  * Adds the lookups `view` made to the record of its layers (`known`: the record as read, if
- * any). Writes nothing when every lookup was recorded already.
+ * any). Writes nothing when every lookup was recorded already; else merges them, under the
+ * store's lock, into the record as it is then (stages built in parallel on the same layers each
+ * add their own).
  */
 export async function saveViewRecord(store: Store, diffIds: readonly Digest[], view: RootfsView, known: ViewLookups | undefined, signal?: AbortSignal): Promise<void> {
-  const merged = new Map(known);
-  for (const [p, e] of view.lookups()) merged.set(p, e);
-  if (known !== undefined && merged.size === known.size) return;
-  if (merged.size > MAX_LOOKUPS) return;
-  const lookups = [...merged].map(([p, e]) => [p, e ?? null]);
-  await store.writeMeta(recordName(diffIds), { layers: diffIds, lookups }, { memo: true, ...(signal ? { signal } : {}) });
+  const made = [...view.lookups()];
+  if (known !== undefined && made.every(([p]) => known.has(p))) return;
+  const opts = { memo: true, ...(signal ? { signal } : {}) };
+  await store.withLock(async () => {
+    const merged = new Map(parseViewRecord(await store.readMeta(recordName(diffIds), opts).catch(() => undefined), diffIds));
+    for (const [p, e] of made) merged.set(p, e);
+    if (merged.size > MAX_LOOKUPS) return;
+    await store.writeMeta(recordName(diffIds), { layers: diffIds, lookups: [...merged].map(([p, e]) => [p, e ?? null]) }, opts);
+  }, opts);
 }
