@@ -152,6 +152,30 @@ const lazyHttp2 = {
   },
 };
 
+// undici's modules call node:assert only as assert(value) (an internal invariant), and requiring it
+// loads a handful of internal modules (~1.5 ms of every push and pull). The stub throws what
+// assert throws, from the real module, loaded only when a value is falsy; any other property
+// (none is used today) comes from the real module.
+const lazyAssert = {
+  name: 'lazy-assert',
+  setup(b) {
+    let stubbed = false;
+    b.onResolve({ filter: /^(node:)?assert$/ }, (args) => {
+      if (!/[\\/]undici[\\/]lib[\\/]/.test(args.importer)) return undefined;
+      stubbed = true;
+      return { path: 'assert', namespace: 'lazy-assert' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'lazy-assert' }, () => ({
+      contents: `function assert(value, message) { if (!value) require('node:assert')(value, message); }
+module.exports = new Proxy(assert, { get: (target, key) => (key in target ? target[key] : require('node:assert')[key]) });`,
+      loader: 'js',
+    }));
+    b.onEnd((result) => {
+      if (result.errors.length === 0 && !stubbed) console.warn("bundle-cli: undici no longer requires node:assert; check the lazy-assert plugin");
+    });
+  },
+};
+
 // cmd/tsbuild.ts and its modules are ES modules; in the CommonJS bundle `import.meta.url` is the
 // bundle's own URL (what it is for the one module that uses it at run time, snapshot/host-fs.ts, whose
 // ./namespace-worker.js is then dist/cmd/namespace-worker.js; main.ts walks up to package.json).
@@ -186,7 +210,7 @@ const cli = await build({
   // The launcher passes __tsbuildBundleUrl next to CommonJS's __filename (a banner would come
   // before esbuild's "use strict" and so turn it off).
   define: { 'import.meta.url': '__tsbuildBundleUrl' },
-  plugins: [yargsLazyHelp, builtinDynamicImports, lazyHttp2],
+  plugins: [yargsLazyHelp, builtinDynamicImports, lazyHttp2, lazyAssert],
 });
 // Every dynamic import must have been bundled or turned into a require (see above).
 const realImports = Object.values(cli.metafile.outputs).flatMap((o) => o.imports.filter((i) => i.kind === 'dynamic-import' && i.external).map((i) => i.path));
