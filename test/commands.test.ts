@@ -463,17 +463,21 @@ describe('rmi and prune', () => {
     expect(p.stdout).toMatch(/Total reclaimed space: \d[\d.]*k?B\n$/);
     expect((await cli(['images', '-q', '--filter', 'dangling=true'], { root: r2 })).stdout).toBe('');
 
-    // A recorded view (image/view-record.ts) of a stack with a layer that is gone goes too;
-    // the one of busybox's layer (the COPY's) stays.
+    // Recorded views (image/view-record.ts) of stacks with a layer that is gone go too (the old
+    // image's, and one naming a layer never stored); busybox's (the COPY's) stays.
     const views = async () => (await fs.readdir(path.join(r2, 'meta'))).filter((f) => f.startsWith('view.')).sort();
-    const kept = await views();
-    expect(kept).not.toEqual([]);
     const orphan = `view.${'0'.repeat(64)}.json`;
     await fs.writeFile(path.join(r2, 'meta', orphan), JSON.stringify({ layers: [`sha256:${'d'.repeat(64)}`], lookups: [] }));
     const all = await cli(['prune', '--all', '--filter', 'until=0s'], { root: r2 });
     expect(all.code, all.stderr).toBe(0);
     expect(all.stdout).toMatch(/Deleted build cache entries: [1-9]/);
-    expect(await views()).toEqual(kept);
+    const left = await views();
+    expect(left).not.toContain(orphan);
+    expect(left).not.toEqual([]);
+    for (const f of left) {
+      const { layers } = JSON.parse(await fs.readFile(path.join(r2, 'meta', f), 'utf8')) as { layers: string[] };
+      for (const d of layers) await fs.access(path.join(r2, 'blobs', 'sha256', d.slice(7)));
+    }
     // A RUN --mount=type=cache directory (engine/run-mounts.ts keeps them in ROOT/cache-mounts).
     await writeTree(path.join(r2, 'cache-mounts', 'c0ffee'), { 'pkg.bin': 'x'.repeat(5000) });
     expect((await cli(['df'], { root: r2 })).stdout).toMatch(/\nCache Mounts +1 +0 +5kB +5kB \(100%\)/);

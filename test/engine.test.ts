@@ -105,6 +105,34 @@ describe('build() in-process', () => {
     expect(third.result.image.configDescriptor.digest).not.toBe(first.result.image.configDescriptor.digest);
   });
 
+  it('resolves a cached COPY --chown name from the recorded /etc/passwd, reading no layer', async () => {
+    const { store, contextDir } = await setup('chown-record', { 'a.txt': 'alpha\n', 'base/etc/passwd': 'root:x:0:0::/root:/bin/sh\napp:x:1234:2345::/home/app:/bin/sh\n', 'base/etc/group': 'root:x:0:\napp:x:2345:\nstaff:x:50:\n' });
+    await run(store, contextDir, 'FROM scratch\nCOPY base/ /\n', { tags: ['localhost/chown-base:1'] });
+    const dockerfile = 'FROM localhost/chown-base:1\nCOPY --chown=app:staff a.txt /a.txt\n';
+    const first = await run(store, contextDir, dockerfile);
+    const baseLayer = first.result.image.config.rootfs.diff_ids[0]!;
+    const opened: string[] = [];
+    const openBlob = store.blobs.openBlob.bind(store.blobs);
+    store.blobs.openBlob = (d, o) => {
+      opened.push(d);
+      return openBlob(d, o);
+    };
+    const second = await run(store, contextDir, dockerfile);
+    expect(second.events.filter((e) => e.type === 'step-cached')).toHaveLength(1);
+    expect(second.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
+    expect(opened).not.toContain(baseLayer);
+    // Without the record the names are read from the base layer again (what the spy sees), with the same result.
+    for (const f of (await fs.readdir(store.paths.meta)).filter((n) => n.startsWith('view.'))) await fs.rm(path.join(store.paths.meta, f));
+    const third = await run(store, contextDir, dockerfile);
+    expect(opened).toContain(baseLayer);
+    expect(third.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
+    // And the owner is the one the names say.
+    const layer = first.result.image.manifest.layers[1]!.digest;
+    const { indexLayer } = await import('../src/layer/layer-index.js');
+    const index = await indexLayer(await store.blobs.openBlob(layer));
+    expect(index.entries.find((e) => e.path === 'a.txt')).toMatchObject({ uid: 1234, gid: 50 });
+  });
+
   it('copies from an earlier stage (COPY --from) and builds only what the target needs', async () => {
     const { store, contextDir } = await setup('stages', { 'a.txt': 'from the first stage\n' });
     const { result, events } = await run(store, contextDir, 'FROM scratch AS one\nCOPY a.txt /x/a.txt\nFROM scratch AS unused\nCOPY a.txt /u\nFROM scratch\nCOPY --from=one /x/a.txt /y.txt\n');

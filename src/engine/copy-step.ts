@@ -18,7 +18,7 @@ import { unreadableSource } from './unreadable-source.js';
 import { planCopy, sortedByPath, type PlannedEntry } from './copy-plan.js';
 import { resolveSources, type SourceMatch, type SourceRoot } from './copy-sources.js';
 import type { BuildSession } from './session.js';
-import { lookInto, viewOf, type StageState } from './stage-state.js';
+import { lookInto, readRecordedFile, viewOf, type StageState } from './stage-state.js';
 import type { LayerChange, MadeLayer, StepContext, StepModule } from './step.js';
 
 /** Context files hashed at once for a COPY's cache key (libuv's pool has 4 threads; the rest queue). */
@@ -285,9 +285,12 @@ async function download(url: string, step: AddStep, session: BuildSession): Prom
   return { root: { dir, kind: 'context', label: url }, sources: [got.name], source: { kind: 'url', url, digest: got.digest }, matches: [] };
 }
 
-/** Reads a file of the image being built (for --chown names), following the merged view. */
+/**
+ * Reads a file of the image being built (for --chown names, a USER), following the merged view;
+ * what an earlier build read from the same layers comes from their record (readRecordedFile).
+ */
 export function imageFileReader(session: BuildSession, state: StageState): (p: string) => Promise<string | undefined> {
-  return async (p) => {
+  const read = async (p: string): Promise<string | undefined> => {
     const { entry } = (await viewOf(state)).resolve(p);
     if (!entry || (entry.type !== 'file' && entry.type !== 'hardlink')) return undefined;
     const layer = state.layers[entry.layer];
@@ -297,6 +300,7 @@ export function imageFileReader(session: BuildSession, state: StageState): (p: s
     const buf = await readLayerFile(() => session.store.blobs.openBlob(layer.diffId, { signal: session.signal }), entry.path, MAX_ID_FILE);
     return buf?.toString('utf8');
   };
+  return (p) => readRecordedFile(state, session.store, p, () => read(p), session.signal);
 }
 
 function parseChmod(s: string, location: SourceLocation): ChmodSpec {

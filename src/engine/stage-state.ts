@@ -51,7 +51,7 @@ export async function lookInto<T>(state: StageState, store: Store, use: (view: R
   const known = await readViewRecord(store, diffIds, signal);
   if (known !== undefined && !views.has(state)) {
     try {
-      return await use(RootfsView.replay(known));
+      return await use(RootfsView.replay(known.lookups));
     } catch (e) {
       if (!(e instanceof UnrecordedLookup)) throw e;
     }
@@ -59,8 +59,24 @@ export async function lookInto<T>(state: StageState, store: Store, use: (view: R
   const view = await viewOf(state);
   const out = await use(view);
   // A memo: if it cannot be written, the next build reads the indexes again.
-  await saveViewRecord(store, diffIds, view, known, signal).catch(() => undefined);
+  await saveViewRecord(store, diffIds, { lookups: view.lookups() }, known, signal).catch(() => undefined);
   return out;
+}
+
+/**
+ * The text of a small file of the state's merged filesystem (/etc/passwd and /etc/group for a
+ * `--chown` name or a USER), or undefined where there is none: from the record of the state's
+ * layers when an earlier build read it (image/view-record.ts), else from `read` (which scans the
+ * layer that holds it), and then recorded.
+ */
+export async function readRecordedFile(state: StageState, store: Store, p: string, read: () => Promise<string | undefined>, signal?: AbortSignal): Promise<string | undefined> {
+  const diffIds = state.layers.map((l) => l.diffId);
+  if (diffIds.length === 0) return read();
+  const known = await readViewRecord(store, diffIds, signal);
+  if (known?.files.has(p)) return known.files.get(p);
+  const text = await read();
+  await saveViewRecord(store, diffIds, { files: [[p, text]] }, known, signal).catch(() => undefined);
+  return text;
 }
 
 export function emptyConfig(platform: { architecture: string; os: string; variant?: string }): ImageConfig {

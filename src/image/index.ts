@@ -6,7 +6,7 @@ export { DEFAULT_PATH, importRootfsTar, type ImportOptions } from './import-root
 export { expectLayerIndexes, hasLayerIndex, knownLayerIndex, layerIndexOf, lazyLayerIndex, parseLayerIndexRecord, rememberLayerIndex, type LazyLayerIndex } from './layer-index-cache.js';
 export { findLocalImage, getLocalImage, normalizeName, readLocalImage, type LocalImage } from './local-image.js';
 export { RootfsView, UnrecordedLookup, normalize, type IndexedEntry, type LayerIndex, type ViewEntry } from './rootfs-view.js';
-export { parseViewRecord, readViewRecord, saveViewRecord, type ViewLookups } from './view-record.js';
+export { parseViewRecord, readViewRecord, saveViewRecord, type ViewFindings, type ViewLookups, type ViewRecord } from './view-record.js';
 export { sealImage } from './seal.js';
 export { parseAnnotations, type ImageAnnotations } from './annotations.js';
 export { parseIdFile, resolveChown, resolveFileOpUser, resolveUser, type IdPair, type ImageUser } from './users.js';

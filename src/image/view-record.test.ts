@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Digest } from '../oci/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { RootfsView, type IndexedEntry } from './rootfs-view.js';
-import { parseViewRecord, readViewRecord, saveViewRecord } from './view-record.js';
+import { MAX_RECORDED_FILE, parseViewRecord, readViewRecord, saveViewRecord } from './view-record.js';
 
 const A = `sha256:${'a'.repeat(64)}` as Digest;
 const B = `sha256:${'b'.repeat(64)}` as Digest;
@@ -27,21 +27,21 @@ describe('view records', () => {
     const view = new RootfsView([{ entries: [dir('real'), link('link', 'real')], whiteouts: [], opaqueDirs: [] }, { entries: [dir('app')], whiteouts: [], opaqueDirs: [] }]);
     expect(await readViewRecord(store, [A, B])).toBeUndefined();
     view.resolve('link/sub');
-    await saveViewRecord(store, [A, B], view, undefined);
-    const first = await readViewRecord(store, [A, B]);
-    expect([...first!.keys()].sort()).toEqual(['link', 'real', 'real/sub']);
-    expect(first!.get('real/sub')).toBeUndefined();
-    expect(first!.get('link')).toMatchObject({ type: 'symlink', linkTarget: 'real', layer: 0 });
+    await saveViewRecord(store, [A, B], { lookups: view.lookups() }, undefined);
+    const first = (await readViewRecord(store, [A, B]))!.lookups;
+    expect([...first.keys()].sort()).toEqual(['link', 'real', 'real/sub']);
+    expect(first.get('real/sub')).toBeUndefined();
+    expect(first.get('link')).toMatchObject({ type: 'symlink', linkTarget: 'real', layer: 0 });
     // Another stack (the same layers in another order) has a record of its own.
     expect(await readViewRecord(store, [B, A])).toBeUndefined();
     // A replayed view answers the same; a new question goes to a real view, whose answers are added.
-    expect(RootfsView.replay(first!).resolve('link/sub')).toEqual(view.resolve('link/sub'));
+    expect(RootfsView.replay(first).resolve('link/sub')).toEqual(view.resolve('link/sub'));
     const second = new RootfsView([{ entries: [dir('real'), link('link', 'real')], whiteouts: [], opaqueDirs: [] }, { entries: [dir('app')], whiteouts: [], opaqueDirs: [] }]);
     second.lstat('app');
-    await saveViewRecord(store, [A, B], second, first);
-    const merged = await readViewRecord(store, [A, B]);
-    expect([...merged!.keys()].sort()).toEqual(['app', 'link', 'real', 'real/sub']);
-    expect(merged!.get('app')).toMatchObject({ type: 'dir', layer: 1 });
+    await saveViewRecord(store, [A, B], { lookups: second.lookups() }, await readViewRecord(store, [A, B]));
+    const merged = (await readViewRecord(store, [A, B]))!.lookups;
+    expect([...merged.keys()].sort()).toEqual(['app', 'link', 'real', 'real/sub']);
+    expect(merged.get('app')).toMatchObject({ type: 'dir', layer: 1 });
   });
 
   it('merge what two builds that read no record found', async () => {
@@ -50,14 +50,16 @@ describe('view records', () => {
     one.lstat('a');
     const two = new RootfsView(layers);
     two.lstat('b');
-    await saveViewRecord(store, [B], one, undefined);
-    await saveViewRecord(store, [B], two, undefined);
-    expect([...(await readViewRecord(store, [B]))!.keys()].sort()).toEqual(['a', 'b']);
+    await saveViewRecord(store, [B], { lookups: one.lookups() }, undefined);
+    await saveViewRecord(store, [B], { lookups: two.lookups(), files: [['/etc/passwd', 'root:x:0:0::/root:/bin/sh\n']] }, undefined);
+    const record = (await readViewRecord(store, [B]))!;
+    expect([...record.lookups.keys()].sort()).toEqual(['a', 'b']);
+    expect([...record.files]).toEqual([['/etc/passwd', 'root:x:0:0::/root:/bin/sh\n']]);
   });
 
   it('are taken whole or not at all', () => {
     const entry = { ...dir('x'), layer: 0 };
-    expect(parseViewRecord({ layers: [A], lookups: [['x', entry], ['y', null]] }, [A])?.size).toBe(2);
+    expect(parseViewRecord({ layers: [A], lookups: [['x', entry], ['y', null]] }, [A])?.lookups.size).toBe(2);
     expect(parseViewRecord({ layers: [A], lookups: [['x', entry]] }, [B])).toBeUndefined(); // other layers
     expect(parseViewRecord({ layers: [A], lookups: [['x', { ...entry, layer: 1 }]] }, [A])).toBeUndefined(); // no layer 1
     expect(parseViewRecord({ layers: [A], lookups: [['x', { ...entry, type: 'fifo' }]] }, [A])).toBeUndefined();
@@ -65,5 +67,18 @@ describe('view records', () => {
     expect(parseViewRecord({ layers: [A], lookups: [['x']] }, [A])).toBeUndefined();
     expect(parseViewRecord({ layers: [A] }, [A])).toBeUndefined();
     expect(parseViewRecord('garbage', [A])).toBeUndefined();
+    // Files: text or null (none there), nothing else, nothing long.
+    expect(parseViewRecord({ layers: [A], lookups: [], files: [['/etc/group', null], ['/etc/passwd', 'x']] }, [A])?.files.size).toBe(2);
+    expect(parseViewRecord({ layers: [A], lookups: [], files: [['/etc/passwd', 7]] }, [A])).toBeUndefined();
+    expect(parseViewRecord({ layers: [A], lookups: [], files: [['/etc/passwd', 'x'.repeat(MAX_RECORDED_FILE + 1)]] }, [A])).toBeUndefined();
+    expect(parseViewRecord({ layers: [A], lookups: [], files: {} }, [A])).toBeUndefined();
+  });
+
+  it('keep no file longer than a few KiB: it is read from its layer each time', async () => {
+    const C = `sha256:${'c'.repeat(64)}` as Digest;
+    await saveViewRecord(store, [C], { files: [['/etc/big', 'x'.repeat(MAX_RECORDED_FILE + 1)]] }, undefined);
+    expect(await readViewRecord(store, [C])).toBeUndefined();
+    await saveViewRecord(store, [C], { files: [['/etc/small', 'x'], ['/etc/none', undefined]] }, undefined);
+    expect([...(await readViewRecord(store, [C]))!.files].sort()).toEqual([['/etc/none', undefined], ['/etc/small', 'x']]);
   });
 });
