@@ -468,11 +468,15 @@ describe('rmi and prune', () => {
     const views = async () => (await fs.readdir(path.join(r2, 'meta'))).filter((f) => f.startsWith('view.')).sort();
     const orphan = `view.${'0'.repeat(64)}.json`;
     await fs.writeFile(path.join(r2, 'meta', orphan), JSON.stringify({ layers: [`sha256:${'d'.repeat(64)}`], lookups: [] }));
+    // So does a COPY --from's key (engine/copy-step.ts) whose step entry is gone.
+    const alias = `copy-from.${'0'.repeat(64)}.json`;
+    await fs.writeFile(path.join(r2, 'meta', alias), JSON.stringify({ key: `sha256:${'e'.repeat(64)}` }));
     const all = await cli(['prune', '--all', '--filter', 'until=0s'], { root: r2 });
     expect(all.code, all.stderr).toBe(0);
     expect(all.stdout).toMatch(/Deleted build cache entries: [1-9]/);
     const left = await views();
     expect(left).not.toContain(orphan);
+    await expect(fs.access(path.join(r2, 'meta', alias))).rejects.toThrow();
     expect(left).not.toEqual([]);
     for (const f of left) {
       const { layers } = JSON.parse(await fs.readFile(path.join(r2, 'meta', f), 'utf8')) as { layers: string[] };

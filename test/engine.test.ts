@@ -133,6 +133,33 @@ describe('build() in-process', () => {
     expect(index.entries.find((e) => e.path === 'a.txt')).toMatchObject({ uid: 1234, gid: 50 });
   });
 
+  it('looks a cached COPY --from up without unpacking its source stage', async () => {
+    const { store, contextDir } = await setup('copy-from-alias', { 'a.txt': 'alpha\n', 'dir/b.txt': 'beta\n' });
+    const dockerfile = 'FROM scratch AS src\nCOPY . /files/\nFROM scratch\nCOPY --from=src /files/dir /out/\nCOPY --from=src /files/a.txt /a\n';
+    const first = await run(store, contextDir, dockerfile);
+    const unpacked: string[] = [];
+    const makeTempDir = store.makeTempDir.bind(store);
+    store.makeTempDir = (kind) => {
+      unpacked.push(kind ?? 'dir');
+      return makeTempDir(kind);
+    };
+    const second = await run(store, contextDir, dockerfile);
+    expect(second.events.filter((e) => e.type === 'step-cached')).toHaveLength(3);
+    expect(second.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
+    expect(unpacked).not.toContain('from');
+    // Without its record the step is planned from the unpacked source again, to the same image.
+    for (const f of (await fs.readdir(store.paths.meta)).filter((n) => n.startsWith('copy-from.'))) await fs.rm(path.join(store.paths.meta, f));
+    const third = await run(store, contextDir, dockerfile);
+    expect(unpacked).toContain('from');
+    expect(third.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
+    // A record whose key the cache no longer answers for is passed over: the steps run again.
+    for (const f of (await fs.readdir(store.paths.meta)).filter((n) => n.startsWith('step.'))) await fs.rm(path.join(store.paths.meta, f));
+    const fourth = await run(store, contextDir, dockerfile);
+    expect(fourth.events.filter((e) => e.type === 'step-cached')).toEqual([]);
+    expect(fourth.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
+    expect(await fileOf(store, fourth.result.image.manifest.layers[0]!.digest, 'out/b.txt')).toBe('beta\n');
+  });
+
   it('copies from an earlier stage (COPY --from) and builds only what the target needs', async () => {
     const { store, contextDir } = await setup('stages', { 'a.txt': 'from the first stage\n' });
     const { result, events } = await run(store, contextDir, 'FROM scratch AS one\nCOPY a.txt /x/a.txt\nFROM scratch AS unused\nCOPY a.txt /u\nFROM scratch\nCOPY --from=one /x/a.txt /y.txt\n');

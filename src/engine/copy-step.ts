@@ -1,14 +1,15 @@
 import type { BigIntStats } from 'node:fs';
+import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { CopiedEntry, CopySource, StateKey, StepKeyInputs } from '../cache/index.js';
+import { cacheKeyFor, type CacheKey, type CopiedEntry, type CopySource, type StateKey, type StepKeyInputs } from '../cache/index.js';
 import { IgnoreMatcher, patternsFromList } from '../context/index.js';
 import { TsbuildError, withLocation, type SourceLocation } from '../errors.js';
 import { knownLayerIndex, rememberLayerIndex, RootfsView } from '../image/index.js';
 import { resolveChown, type IdPair } from '../image/index.js';
 import { readLayerFile, type LayerIndex } from '../layer/layer-index.js';
 import type { LayerEntry } from '../layer/index.js';
-import { displayName, fsPath, keyName, type Digest } from '../oci/index.js';
+import { displayName, fsPath, isDigest, keyName, type Digest } from '../oci/index.js';
 import type { AddStep, CopyStep } from '../plan/index.js';
 import { archiveKind, fetchUrl, isRemoteSource, unpackArchive } from './add-sources.js';
 import { fetchGitSource, isGitSource } from './git-source.js';
@@ -33,59 +34,115 @@ const MAX_ID_FILE = 4 * 1024 * 1024;
  */
 export const copyStep: StepModule<CopyStep | AddStep> = {
   async prepare(step, ctx): Promise<LayerChange> {
-    const { session, inputs } = ctx;
-    const from = await sourcesOf(step, ctx);
-    // Errors of the source walk carry no location of their own; an unreadable source is the user's to fix.
-    const located = <T>(fn: () => Promise<T>): Promise<T> => fn().catch((e: unknown) => {
-      throw copyError(e, from.root, step.location);
-    });
-    const { planned, groups } = await located(() => planEntries(step, ctx, from));
-    // Sockets, fifos and devices are not content: skipped, each named (BuildKit's file sender
-    // leaves them out too), never silently.
-    for (const e of planned) {
-      if (e.skipped) session.warn(`${step.kind}: ${JSON.stringify(displayName(e.skipped.rel))} of the ${from.root.label} is a ${e.skipped.what}: not copied`, step.location);
-    }
-    // The files whose content is read, in plan order; `files[i]` is file i of the read-ahead and
-    // of the digest lookups below (no maps keyed by path: a COPY may have 20,000 files).
-    const files = planned.filter(isSourceFile);
-    const keyInputs = (content: (fileIndex: number) => Digest | undefined): StepKeyInputs => ({
-      // --link: made on an empty tree, so nothing below is part of the key (the dispatcher
-      // keys the state after it by both).
-      parent: from.linked ? 'scratch' : ctx.state.key,
-      kind: step.kind,
-      instruction: step.keyText,
-      sources: [...(from.rootKey ? [{ kind: 'state', key: from.rootKey } as const] : []), ...groups.map((g) => g.source)],
-      epoch: inputs.sourceDateEpoch,
-      // One entry per destination path, made as the key is hashed (not held: 20,000 objects for a big context).
-      entries: {
-        *[Symbol.iterator](): Generator<CopiedEntry> {
-          let fileIndex = 0;
-          for (const e of planned) yield { path: keyName(e.path), type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, linkTarget: e.linkTarget === undefined ? undefined : keyName(e.linkTarget), content: isSourceFile(e) ? content(fileIndex++) : undefined };
+    // COPY --from a stage or an image: its key is made from the files it copies, which are read
+    // from the source unpacked; seen before on the same layers, the step's key is known without.
+    const alias = await copyFromAlias(step, ctx);
+    if (alias?.key !== undefined) {
+      const key = alias.key;
+      return {
+        kind: 'layer',
+        keyInputs: undefined,
+        key,
+        history: step.history ?? `${step.kind} ${step.sources.join(' ')} ${step.dest} # buildkit`,
+        linked: step.link && step.chmod === undefined,
+        // On a miss after all (its record went between the two lookups): prepared as usual.
+        async execute() {
+          const full = await prepareCopy(step, ctx, alias.name);
+          const out = await full.execute();
+          return { made: out.made, keyInputs: full.keyInputs ?? out.keyInputs };
         },
-      },
-      platform: ctx.platformText,
-    });
-    // With the cache on, the key (and so every file's content digest) is needed before the
-    // layer: the digests come from the stat index or are read, several files at once. With
-    // --no-cache nothing is looked up, so each file is read once, for the layer, and its
-    // digest taken from the same bytes (ReadAhead); the key follows the layer.
-    let known: StepKeyInputs | undefined;
-    if (!ctx.noCache) {
-      const digests = await located(() => inputs.digests.digestsOf(files, { concurrency: DIGEST_CONCURRENCY, signal: session.signal }));
-      known = keyInputs((i) => digests[i]);
+      };
     }
-    return {
-      kind: 'layer',
-      keyInputs: known,
-      history: `${from.text} # buildkit`,
-      linked: from.linked,
-      async execute() {
-        const { made, read } = await located(() => writeCopyLayer(planned, files, known === undefined, ctx));
-        return { made, ...(known === undefined ? { keyInputs: keyInputs(read) } : {}) };
-      },
-    };
+    return prepareCopy(step, ctx, alias?.name);
   },
 };
+
+/**
+ * meta/copy-from.<hash>.json, `{key}`: the key a COPY --from step had, by what decides it apart
+ * from the files it reads: the instruction, the source's and the destination's states (their
+ * keys and their layers' diff IDs: the files on both sides), the working directory, epoch and
+ * platform. A COPY --from planned and keyed once on these layers is looked up by that key next
+ * time, without unpacking the source stage or image and hashing what it copies (a COPY --from a
+ * Debian stage unpacked 127 MB at every fully cached build). When the key has no entry (pruned,
+ * or never recorded) the step is prepared as usual; `name` is where that records the key.
+ */
+async function copyFromAlias(step: CopyStep | AddStep, ctx: StepContext): Promise<{ readonly name: string; readonly key: CacheKey | undefined } | undefined> {
+  if (step.kind !== 'COPY' || step.source.kind === 'context' || step.contents.length > 0 || ctx.noCache) return undefined;
+  const { session, inputs, state } = ctx;
+  const source = await session.sourceState(step.source, step.location);
+  if (source === undefined) return undefined;
+  const identity = JSON.stringify({
+    instruction: step.keyText,
+    parent: state.key,
+    parentLayers: state.layers.map((l) => l.diffId),
+    workdir: state.config.config?.WorkingDir ?? '',
+    source: source.key,
+    sourceLayers: source.layers.map((l) => l.diffId),
+    epoch: inputs.sourceDateEpoch ?? null,
+    platform: ctx.platformText,
+  });
+  const name = `copy-from.${createHash('sha256').update(identity).digest('hex')}`;
+  const doc = (await session.store.readMeta(name, { memo: true, maxBytes: 4096, signal: session.signal }).catch(() => undefined)) as { key?: unknown } | undefined;
+  const known = typeof doc?.key === 'string' && isDigest(doc.key) ? (doc.key as CacheKey) : undefined;
+  // Only a key the cache still answers for: else the step is planned, keyed and looked up as usual.
+  return { name, key: known !== undefined && (await session.lookup(known)) !== undefined ? known : undefined };
+}
+
+async function prepareCopy(step: CopyStep | AddStep, ctx: StepContext, aliasName: string | undefined): Promise<LayerChange> {
+  const { session, inputs } = ctx;
+  const from = await sourcesOf(step, ctx);
+  // Errors of the source walk carry no location of their own; an unreadable source is the user's to fix.
+  const located = <T>(fn: () => Promise<T>): Promise<T> => fn().catch((e: unknown) => {
+    throw copyError(e, from.root, step.location);
+  });
+  const { planned, groups } = await located(() => planEntries(step, ctx, from));
+  // Sockets, fifos and devices are not content: skipped, each named (BuildKit's file sender
+  // leaves them out too), never silently.
+  for (const e of planned) {
+    if (e.skipped) session.warn(`${step.kind}: ${JSON.stringify(displayName(e.skipped.rel))} of the ${from.root.label} is a ${e.skipped.what}: not copied`, step.location);
+  }
+  // The files whose content is read, in plan order; `files[i]` is file i of the read-ahead and
+  // of the digest lookups below (no maps keyed by path: a COPY may have 20,000 files).
+  const files = planned.filter(isSourceFile);
+  const keyInputs = (content: (fileIndex: number) => Digest | undefined): StepKeyInputs => ({
+    // --link: made on an empty tree, so nothing below is part of the key (the dispatcher
+    // keys the state after it by both).
+    parent: from.linked ? 'scratch' : ctx.state.key,
+    kind: step.kind,
+    instruction: step.keyText,
+    sources: [...(from.rootKey ? [{ kind: 'state', key: from.rootKey } as const] : []), ...groups.map((g) => g.source)],
+    epoch: inputs.sourceDateEpoch,
+    // One entry per destination path, made as the key is hashed (not held: 20,000 objects for a big context).
+    entries: {
+      *[Symbol.iterator](): Generator<CopiedEntry> {
+        let fileIndex = 0;
+        for (const e of planned) yield { path: keyName(e.path), type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, linkTarget: e.linkTarget === undefined ? undefined : keyName(e.linkTarget), content: isSourceFile(e) ? content(fileIndex++) : undefined };
+      },
+    },
+    platform: ctx.platformText,
+  });
+  // With the cache on, the key (and so every file's content digest) is needed before the
+  // layer: the digests come from the stat index or are read, several files at once. With
+  // --no-cache nothing is looked up, so each file is read once, for the layer, and its
+  // digest taken from the same bytes (ReadAhead); the key follows the layer.
+  let known: StepKeyInputs | undefined;
+  if (!ctx.noCache) {
+    const digests = await located(() => inputs.digests.digestsOf(files, { concurrency: DIGEST_CONCURRENCY, signal: session.signal }));
+    known = keyInputs((i) => digests[i]);
+    // A memo (copyFromAlias): if it cannot be written, the next build plans the step again.
+    if (aliasName !== undefined) await session.store.writeMeta(aliasName, { key: cacheKeyFor(known) }, { memo: true, signal: session.signal }).catch(() => undefined);
+  }
+  return {
+    kind: 'layer',
+    keyInputs: known,
+    history: `${from.text} # buildkit`,
+    linked: from.linked,
+    async execute() {
+      const { made, read } = await located(() => writeCopyLayer(planned, files, known === undefined, ctx));
+      return { made, ...(known === undefined ? { keyInputs: keyInputs(read) } : {}) };
+    },
+  };
+}
 
 /** Where a COPY/ADD reads from: its main root (the context, a stage, an image, here-documents) and downloads. */
 interface CopyFrom {

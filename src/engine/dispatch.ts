@@ -113,6 +113,7 @@ async function applyStep(step: Step, ctx: StepContext, explain: StepExplain): Pr
     let source: string | undefined;
     const r = await runCached<MadeLayer | undefined>({
       keyInputs: prepared.keyInputs,
+      key: prepared.key,
       noCache: ctx.noCache,
       lookup: async (key) => {
         const found = await session.lookupWithSource(key);
@@ -153,6 +154,8 @@ async function applyStep(step: Step, ctx: StepContext, explain: StepExplain): Pr
 export interface CachedOperation<T> {
   /** What the key is made of; undefined: learnt by executing (then nothing is looked up). */
   readonly keyInputs: StepKeyInputs | undefined;
+  /** The key, known without its inputs; `execute` returns the inputs, which must make it. */
+  readonly key?: CacheKey | undefined;
   /** Nothing is looked up (the result is still recorded). */
   readonly noCache: boolean;
   /** A usable earlier result; a query, never a write. */
@@ -172,7 +175,7 @@ export interface CachedOperation<T> {
 
 /** The one place a result is looked up, made and recorded. */
 export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly key: CacheKey; readonly value: T; readonly cached: boolean }> {
-  const known = op.keyInputs === undefined ? undefined : cacheKeyFor(op.keyInputs);
+  const known = op.key ?? (op.keyInputs === undefined ? undefined : cacheKeyFor(op.keyInputs));
   if (known !== undefined) {
     for (;;) {
       // --no-cache takes no earlier result, only one a build of this env (another platform of
@@ -198,6 +201,7 @@ export async function runCached<T>(op: CachedOperation<T>): Promise<{ readonly k
     const inputs = op.keyInputs ?? out.keyInputs;
     if (inputs === undefined) throw new Error('internal: a step without key inputs learnt none by executing');
     const key = known ?? cacheKeyFor(inputs);
+    if (op.key !== undefined && cacheKeyFor(inputs) !== op.key) throw new Error('internal: a step executed under a key its inputs do not make');
     await op.record(key, out.value, inputs);
     recorded = true;
     return { key, value: out.value, cached: false };

@@ -334,6 +334,29 @@ export class BuildSession {
    * the key of their state; each unpacked once per session. A directory named context has no
    * state key (undefined): like the main context, its files' content digests key the step.
    */
+  /**
+   * The key and layers of a stage, an image or scratch as a source, without unpacking anything
+   * (copy-step.ts keys a COPY --from by them before it reads the files); undefined for a
+   * directory named context, which has no state.
+   */
+  async sourceState(source: Exclude<SourceRef, { kind: 'context' }>, location: SourceLocation): Promise<{ key: StateKey; layers: readonly StoredLayer[] } | undefined> {
+    switch (source.kind) {
+      case 'scratch':
+        return { key: 'scratch', layers: [] };
+      case 'stage': {
+        const s = this.stageState(source.index, location);
+        return { key: s.key, layers: s.layers };
+      }
+      case 'image': {
+        if (this.#opts.namedContexts?.get(source.ref)?.kind === 'dir') return undefined;
+        const image = await this.resolveImage(source.ref, location);
+        return { key: `image:${image.manifestDescriptor.digest}`, layers: image.config.rootfs.diff_ids.map((diffId) => ({ diffId, size: 0 })) };
+      }
+      default:
+        return source satisfies never;
+    }
+  }
+
   async sourceRoot(source: Exclude<SourceRef, { kind: 'context' }>, location: SourceLocation): Promise<{ root: SourceRoot; key: StateKey | undefined }> {
     switch (source.kind) {
       case 'scratch': {

@@ -1,4 +1,4 @@
-import type { StepKeyInputs } from '../cache/index.js';
+import type { CacheKey, StepKeyInputs } from '../cache/index.js';
 import type { ShellLex } from '../dockerfile/index.js';
 import type { LazyLayerIndex, StoredLayer } from '../image/index.js';
 import type { Step } from '../plan/index.js';
@@ -81,6 +81,12 @@ export interface LayerChange {
    * reads each file once, for the layer, and takes its digest from the same bytes).
    */
   readonly keyInputs: StepKeyInputs | undefined;
+  /**
+   * The key, when the step knows it without its inputs (a COPY --from whose source and parent
+   * layers were seen before, copy-step.ts): looked up as it is. `execute` then learns the
+   * inputs, which make the same key.
+   */
+  readonly key?: CacheKey | undefined;
   /** The history entry's created_by. */
   readonly history: string;
   /**

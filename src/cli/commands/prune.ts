@@ -23,22 +23,31 @@ async function compressedVariants(store: Store, signal: AbortSignal): Promise<Ma
 }
 
 /**
- * meta documents about one blob (layer-index.<hex>, compressed.<hex>) whose blob is gone, and
- * the recorded views of layer stacks (view.<hex>) of which a layer is gone.
+ * meta documents about one blob (layer-index.<hex>, compressed.<hex>) whose blob is gone, the
+ * recorded views of layer stacks (view.<hex>) of which a layer is gone, and COPY --from keys
+ * (copy-from.<hex>) whose step entry is gone.
  */
 async function removeOrphanMeta(store: Store, signal: AbortSignal): Promise<void> {
-  for (const file of await readdir(store.paths.meta).catch(() => [] as string[])) {
-    const m = /^(?:layer-index|compressed)\.([a-f0-9]{64})\.json$/.exec(file);
-    if (m && (await store.blobs.hasBlob(parseDigest(`sha256:${m[1]}`)))) continue;
-    if (!m) {
-      if (!/^view\.[a-f0-9]{64}\.json$/.test(file)) continue;
-      const doc = (await store.readMeta(file.slice(0, -5), { signal, memo: true }).catch(() => undefined)) as { layers?: unknown } | undefined;
-      const layers = Array.isArray(doc?.layers) ? doc.layers : [];
-      let whole = layers.length > 0;
-      for (const d of layers) whole &&= typeof d === 'string' && isDigest(d) && (await store.blobs.hasBlob(d));
-      if (whole) continue;
+  const read = async (file: string): Promise<Record<string, unknown> | undefined> =>
+    (await store.readMeta(file.slice(0, -5), { signal, memo: true }).catch(() => undefined)) as Record<string, unknown> | undefined;
+  const orphaned = async (file: string): Promise<boolean> => {
+    const blob = /^(?:layer-index|compressed)\.([a-f0-9]{64})\.json$/.exec(file);
+    if (blob) return !(await store.blobs.hasBlob(parseDigest(`sha256:${blob[1]}`)));
+    if (/^view\.[a-f0-9]{64}\.json$/.test(file)) {
+      const layers = (await read(file))?.layers;
+      if (!Array.isArray(layers) || layers.length === 0) return true;
+      for (const d of layers) if (typeof d !== 'string' || !isDigest(d) || !(await store.blobs.hasBlob(d))) return true;
+      return false;
     }
-    await store.withLock(() => rm(join(store.paths.meta, file), { force: true }), { signal });
+    if (/^copy-from\.[a-f0-9]{64}\.json$/.test(file)) {
+      // A COPY --from's key (engine/copy-step.ts copyFromAlias) whose step entry is gone.
+      const key = (await read(file))?.key;
+      return typeof key !== 'string' || !isDigest(key) || (await read(`step.${key.slice('sha256:'.length)}.json`)) === undefined;
+    }
+    return false;
+  };
+  for (const file of await readdir(store.paths.meta).catch(() => [] as string[])) {
+    if (await orphaned(file)) await store.withLock(() => rm(join(store.paths.meta, file), { force: true }), { signal });
   }
 }
 
