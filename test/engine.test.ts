@@ -160,6 +160,29 @@ describe('build() in-process', () => {
     expect(await fileOf(store, fourth.result.image.manifest.layers[0]!.digest, 'out/b.txt')).toBe('beta\n');
   });
 
+  it('takes a cached RUN with a bind mount of a stage without unpacking the stage', async () => {
+    const { storeWithBusybox } = await import('./support/cli.js');
+    const root = path.join(tmp, 'bind-late', 'store');
+    await storeWithBusybox(root);
+    const store = await openStore(root);
+    const { contextDir } = await setup('bind-late', { 'a.txt': 'alpha\n' });
+    const dockerfile = 'FROM scratch AS src\nCOPY a.txt /files/a.txt\nFROM busybox\nRUN --mount=type=bind,from=src,source=/files,target=/m cat /m/a.txt > /got\n';
+    const unpacked: string[] = [];
+    const makeTempDir = store.makeTempDir.bind(store);
+    store.makeTempDir = (kind) => {
+      unpacked.push(kind ?? 'dir');
+      return makeTempDir(kind);
+    };
+    const first = await run(store, contextDir, dockerfile);
+    expect(unpacked).toContain('from');
+    expect(await fileOf(store, first.result.image.manifest.layers.at(-1)!.digest, 'got')).toBe('alpha\n');
+    unpacked.length = 0;
+    const second = await run(store, contextDir, dockerfile);
+    expect(second.events.filter((e) => e.type === 'step-cached')).toHaveLength(2);
+    expect(second.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
+    expect(unpacked).not.toContain('from');
+  }, 120_000);
+
   it('copies from an earlier stage (COPY --from) and builds only what the target needs', async () => {
     const { store, contextDir } = await setup('stages', { 'a.txt': 'from the first stage\n' });
     const { result, events } = await run(store, contextDir, 'FROM scratch AS one\nCOPY a.txt /x/a.txt\nFROM scratch AS unused\nCOPY a.txt /u\nFROM scratch\nCOPY --from=one /x/a.txt /y.txt\n');

@@ -30,6 +30,11 @@ export interface PreparedMounts {
   readonly targets: string[];
   /** What the cache key must include (bind sources' identity). */
   readonly keyInputs: MountSource[];
+  /**
+   * Makes what only running the step needs (a bind mount of a stage's or an image's files,
+   * unpacked): `mounts` is complete once it resolves. A cached step never calls it.
+   */
+  resolve(): Promise<void>;
   release(): void;
 }
 
@@ -71,6 +76,8 @@ interface MountsBuilder {
   readonly targets: string[];
   readonly keyInputs: MountSource[];
   readonly releases: Array<() => void>;
+  /** Work left for PreparedMounts.resolve, each filling the mount it reserved. */
+  readonly late: Array<() => Promise<void>>;
   /** ssh mounts seen so far, present or not (BuildKit's default target counts them all). */
   sshIndex: number;
 }
@@ -92,7 +99,7 @@ interface MountContext {
  * private gives a second concurrent step a fresh, throwaway directory instead of waiting.
  */
 export async function prepareMounts(list: readonly RunMount[], session: BuildSession, inputs: BuildInputs, location: SourceLocation): Promise<PreparedMounts> {
-  const b: MountsBuilder = { mounts: [], env: [], targets: [], keyInputs: [], releases: [], sshIndex: 0 };
+  const b: MountsBuilder = { mounts: [], env: [], targets: [], keyInputs: [], releases: [], late: [], sshIndex: 0 };
   const releaseAll = (): void => {
     for (const r of b.releases) r();
   };
@@ -131,7 +138,12 @@ export async function prepareMounts(list: readonly RunMount[], session: BuildSes
     releaseAll();
     throw e;
   }
-  return { mounts: b.mounts, env: b.env, targets: b.targets, keyInputs: b.keyInputs, release: releaseAll };
+  let resolved: Promise<void> | undefined;
+  const resolve = (): Promise<void> =>
+    (resolved ??= (async () => {
+      for (const task of b.late) await task();
+    })());
+  return { mounts: b.mounts, env: b.env, targets: b.targets, keyInputs: b.keyInputs, resolve, release: releaseAll };
 }
 
 function invalid(ctx: MountContext, msg: string, hint?: string): TsbuildError {
@@ -177,26 +189,46 @@ async function bindMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Prom
   if (from.kind === 'context') {
     rootDir = inputs.contextDir;
   } else {
+    // A stage or an image is keyed by its state: its files are unpacked only if the step runs.
+    const state = await session.sourceState(from, location);
+    if (state !== undefined) {
+      b.keyInputs.push({ kind: 'bind-state', key: state.key });
+      const target = m.target;
+      const at = b.mounts.length;
+      b.mounts.push({ type: 'bind', source: '', target, readonly: m.readOnly });
+      b.targets.push(target);
+      b.late.push(async () => {
+        const s = await session.sourceRoot(from, location);
+        b.mounts[at] = { type: 'bind', source: (await bindSource(m, s.root.dir, false, ctx)).path, target, readonly: m.readOnly };
+      });
+      return;
+    }
     const s = await session.sourceRoot(from, location);
     rootDir = s.root.dir;
     isContext = s.root.kind === 'context';
     if (!isContext) b.keyInputs.push({ kind: 'bind-state', key: s.key });
   }
   const rel = (m.source ?? '').replace(/^\/+/, '');
-  // A stage's or image's symlinks resolve inside that root, the context's stay confined to it.
+  const source = await bindSource(m, rootDir, isContext, ctx);
+  // BuildKit keys a bind mount on the content it exposes: so do we.
+  if (isContext) b.keyInputs.push({ kind: 'bind-context', path: from.kind === 'image' ? `${from.ref}:${rel}` : rel, digest: await digestTree(source.original, inputs.digests, session.signal) });
+  b.mounts.push({ type: 'bind', source: source.path, target: m.target, readonly: m.readOnly });
+  b.targets.push(m.target);
+}
+
+/**
+ * The host path a bind mount shows: its source inside `rootDir` (a stage's or image's symlinks
+ * resolve inside that root, a context's stay confined to it); for a read-write mount, a private
+ * copy (writes are discarded after the step, as in BuildKit). `original` is the source itself.
+ */
+async function bindSource(m: RunMount, rootDir: string, isContext: boolean, ctx: MountContext): Promise<{ path: string; original: string }> {
+  const rel = (m.source ?? '').replace(/^\/+/, '');
   const src = await resolveInRoot(rootDir, rel, true, () => `RUN --mount=type=bind,source=${m.source ?? ''}`, { chroot: !isContext });
   if (src === undefined) throw invalid(ctx, `bind mount source ${JSON.stringify(m.source ?? '/')} not found`);
-  let source = src;
-  if (!m.readOnly) {
-    // Writes to a rw bind mount are discarded after the step, as in BuildKit.
-    const copy = await session.tempDir('mount');
-    await fsp.cp(src, path.join(copy, 'x'), { recursive: true, verbatimSymlinks: true });
-    source = path.join(copy, 'x');
-  }
-  // BuildKit keys a bind mount on the content it exposes: so do we.
-  if (isContext) b.keyInputs.push({ kind: 'bind-context', path: from.kind === 'image' ? `${from.ref}:${rel}` : rel, digest: await digestTree(src, inputs.digests, session.signal) });
-  b.mounts.push({ type: 'bind', source, target: m.target, readonly: m.readOnly });
-  b.targets.push(m.target);
+  if (m.readOnly) return { path: src, original: src };
+  const copy = await ctx.session.tempDir('mount');
+  await fsp.cp(src, path.join(copy, 'x'), { recursive: true, verbatimSymlinks: true });
+  return { path: path.join(copy, 'x'), original: src };
 }
 
 async function secretMount(m: RunMount, b: MountsBuilder, ctx: MountContext): Promise<void> {

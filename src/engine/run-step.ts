@@ -42,6 +42,8 @@ export const runStep: StepModule<RunStep> = {
       async execute() {
         // Loaded here, not at start-up: a fully cached build never executes a step.
         const { runner, snapshotter, hostFs } = await session.sandbox();
+        // Bind mounts of a stage's or an image's files: unpacked now, not for a cached step.
+        await prepared.resolve();
         const user = await withLocation(step.location, () => resolveUser(state.config.config?.User, imageFileReader(session, state)));
         const tail: string[] = [];
         const collect = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
