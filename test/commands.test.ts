@@ -469,7 +469,7 @@ describe('rmi and prune', () => {
     const orphan = `view.${'0'.repeat(64)}.json`;
     await fs.writeFile(path.join(r2, 'meta', orphan), JSON.stringify({ layers: [`sha256:${'d'.repeat(64)}`], lookups: [] }));
     // So does a COPY --from's key (engine/copy-step.ts) whose step entry is gone.
-    const alias = `copy-from.${'0'.repeat(64)}.json`;
+    const alias = `copy-alias.${'0'.repeat(64)}.json`;
     await fs.writeFile(path.join(r2, 'meta', alias), JSON.stringify({ key: `sha256:${'e'.repeat(64)}` }));
     const all = await cli(['prune', '--all', '--filter', 'until=0s'], { root: r2 });
     expect(all.code, all.stderr).toBe(0);

@@ -148,7 +148,7 @@ describe('build() in-process', () => {
     expect(second.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
     expect(unpacked).not.toContain('from');
     // Without its record the step is planned from the unpacked source again, to the same image.
-    for (const f of (await fs.readdir(store.paths.meta)).filter((n) => n.startsWith('copy-from.'))) await fs.rm(path.join(store.paths.meta, f));
+    for (const f of (await fs.readdir(store.paths.meta)).filter((n) => n.startsWith('copy-alias.'))) await fs.rm(path.join(store.paths.meta, f));
     const third = await run(store, contextDir, dockerfile);
     expect(unpacked).toContain('from');
     expect(third.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);

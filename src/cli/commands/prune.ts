@@ -24,8 +24,8 @@ async function compressedVariants(store: Store, signal: AbortSignal): Promise<Ma
 
 /**
  * meta documents about one blob (layer-index.<hex>, compressed.<hex>) whose blob is gone, the
- * recorded views of layer stacks (view.<hex>) of which a layer is gone, and COPY --from keys
- * (copy-from.<hex>) whose step entry is gone.
+ * recorded views of layer stacks (view.<hex>) of which a layer is gone, and the keys of COPY
+ * --from and ADD steps (copy-alias.<hex>) whose step entry is gone.
  */
 async function removeOrphanMeta(store: Store, signal: AbortSignal): Promise<void> {
   const read = async (file: string): Promise<Record<string, unknown> | undefined> =>
@@ -39,8 +39,8 @@ async function removeOrphanMeta(store: Store, signal: AbortSignal): Promise<void
       for (const d of layers) if (typeof d !== 'string' || !isDigest(d) || !(await store.blobs.hasBlob(d))) return true;
       return false;
     }
-    if (/^copy-from\.[a-f0-9]{64}\.json$/.test(file)) {
-      // A COPY --from's key (engine/copy-step.ts copyFromAlias) whose step entry is gone.
+    if (/^copy-alias\.[a-f0-9]{64}\.json$/.test(file)) {
+      // A COPY --from's or ADD's key (engine/copy-step.ts copyAlias) whose step entry is gone.
       const key = (await read(file))?.key;
       return typeof key !== 'string' || !isDigest(key) || (await read(`step.${key.slice('sha256:'.length)}.json`)) === undefined;
     }
