@@ -55,6 +55,17 @@ async function run(store: Store, contextDir: string, dockerfile: string, patch: 
   return { result, events };
 }
 
+/** The kinds of the temp dirs the store makes from now on ('from': a stage or image unpacked for COPY --from or a mount). */
+function tempDirKinds(store: Store): string[] {
+  const kinds: string[] = [];
+  const makeTempDir = store.makeTempDir.bind(store);
+  store.makeTempDir = (kind) => {
+    kinds.push(kind ?? 'dir');
+    return makeTempDir(kind);
+  };
+  return kinds;
+}
+
 /** A file of a layer in the store, as text. */
 async function fileOf(store: Store, diffId: Digest, p: string): Promise<string | undefined> {
   return (await readLayerFile(() => store.blobs.openBlob(diffId), p, 1024 * 1024))?.toString('utf8');
@@ -137,12 +148,7 @@ describe('build() in-process', () => {
     const { store, contextDir } = await setup('copy-from-alias', { 'a.txt': 'alpha\n', 'dir/b.txt': 'beta\n' });
     const dockerfile = 'FROM scratch AS src\nCOPY . /files/\nFROM scratch\nCOPY --from=src /files/dir /out/\nCOPY --from=src /files/a.txt /a\n';
     const first = await run(store, contextDir, dockerfile);
-    const unpacked: string[] = [];
-    const makeTempDir = store.makeTempDir.bind(store);
-    store.makeTempDir = (kind) => {
-      unpacked.push(kind ?? 'dir');
-      return makeTempDir(kind);
-    };
+    const unpacked = tempDirKinds(store);
     const second = await run(store, contextDir, dockerfile);
     expect(second.events.filter((e) => e.type === 'step-cached')).toHaveLength(3);
     expect(second.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
@@ -167,12 +173,7 @@ describe('build() in-process', () => {
     const store = await openStore(root);
     const { contextDir } = await setup('bind-late', { 'a.txt': 'alpha\n' });
     const dockerfile = 'FROM scratch AS src\nCOPY a.txt /files/a.txt\nFROM busybox\nRUN --mount=type=bind,from=src,source=/files,target=/m cat /m/a.txt > /got\n';
-    const unpacked: string[] = [];
-    const makeTempDir = store.makeTempDir.bind(store);
-    store.makeTempDir = (kind) => {
-      unpacked.push(kind ?? 'dir');
-      return makeTempDir(kind);
-    };
+    const unpacked = tempDirKinds(store);
     const first = await run(store, contextDir, dockerfile);
     expect(unpacked).toContain('from');
     expect(await fileOf(store, first.result.image.manifest.layers.at(-1)!.digest, 'got')).toBe('alpha\n');
