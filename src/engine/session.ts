@@ -358,24 +358,18 @@ export class BuildSession {
   }
 
   async sourceRoot(source: Exclude<SourceRef, { kind: 'context' }>, location: SourceLocation): Promise<{ root: SourceRoot; key: StateKey | undefined }> {
+    const named = source.kind === 'image' ? this.#opts.namedContexts?.get(source.ref) : undefined;
+    if (source.kind === 'image' && named?.kind === 'dir') return { root: await namedContextRoot(source.ref, named.dir, this.signal), key: undefined };
+    // Every other source has a state.
+    const state = (await this.sourceState(source, location))!;
     switch (source.kind) {
-      case 'scratch': {
-        const dir = await this.tempDir('scratch');
-        return { root: { dir, kind: 'stage', label: 'scratch' }, key: 'scratch' };
-      }
-      case 'stage': {
-        const s = this.stageState(source.index, location);
-        return { root: await this.#unpacked(`stage:${s.key}`, `stage ${source.index}`, s.layers), key: s.key };
-      }
-      case 'image': {
-        const named = this.#opts.namedContexts?.get(source.ref);
-        if (named?.kind === 'dir') return { root: await namedContextRoot(source.ref, named.dir, this.signal), key: undefined };
-        const image = await this.resolveImage(source.ref, location);
-        const layers = image.config.rootfs.diff_ids.map((diffId) => ({ diffId, size: 0 }));
-        await this.holdLayers(layers, `image ${source.ref}`, false);
-        const key: StateKey = `image:${image.manifestDescriptor.digest}`;
-        return { root: await this.#unpacked(key, `image ${source.ref}`, layers), key };
-      }
+      case 'scratch':
+        return { root: { dir: await this.tempDir('scratch'), kind: 'stage', label: 'scratch' }, key: state.key };
+      case 'stage':
+        return { root: await this.#unpacked(`stage:${state.key}`, `stage ${source.index}`, state.layers), key: state.key };
+      case 'image':
+        await this.holdLayers(state.layers, `image ${source.ref}`, false);
+        return { root: await this.#unpacked(state.key, `image ${source.ref}`, state.layers), key: state.key };
       default:
         return source satisfies never;
     }
