@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -164,6 +165,57 @@ describe('build() in-process', () => {
     expect(fourth.events.filter((e) => e.type === 'step-cached')).toEqual([]);
     expect(fourth.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
     expect(await fileOf(store, fourth.result.image.manifest.layers[0]!.digest, 'out/b.txt')).toBe('beta\n');
+  });
+
+  it('finds a COPY --from in an imported cache by its alias, on a store that never built it, without unpacking the stage', async () => {
+    const { store, contextDir } = await setup('copy-from-imported', { 'a.txt': 'alpha\n', 'dir/b.txt': 'beta\n' });
+    const dockerfile = 'FROM scratch AS src\nCOPY . /files/\nFROM scratch\nCOPY --from=src /files/dir /out/\n';
+    const cacheDir = path.join(tmp, 'copy-from-imported', 'cache');
+    const cacheTo = [{ type: 'local' as const, dest: cacheDir, mode: 'max' as const, ignoreError: false, compression: 'gzip' as const, maxExports: 10, maxAgeSeconds: 3600 }];
+    const first = await run(store, contextDir, dockerfile, { cacheTo });
+    const finalLayer = first.result.image.manifest.layers[0]!.digest;
+    // The cache's document (an OCI layout: index.json -> manifest -> config), read and rewritten below.
+    const blob = (d: string): string => path.join(cacheDir, 'blobs', 'sha256', d.slice(7));
+    const readJson = async <T>(p: string): Promise<T> => JSON.parse(await fs.readFile(p, 'utf8')) as T;
+    type Doc = { entries: Record<string, { aliases?: unknown; layers?: Array<{ diffId: string }> }> };
+    const index = await readJson<{ manifests: Array<{ digest: string; size: number }> }>(path.join(cacheDir, 'index.json'));
+    const manifest = await readJson<{ config: { digest: string; size: number } }>(blob(index.manifests[0]!.digest));
+    const doc = await readJson<Doc>(blob(manifest.config.digest));
+    expect(Object.values(doc.entries).filter((e) => e.aliases !== undefined)).toHaveLength(1);
+    const srcLayer = Object.values(doc.entries).flatMap((e) => e.layers ?? []).map((l) => l.diffId).find((d) => d !== finalLayer)!;
+    expect(srcLayer).toBeDefined();
+
+    // Another machine: an empty store that imports the cache.
+    const fresh = async (name: string): Promise<{ store: Store; kinds: string[]; out: Awaited<ReturnType<typeof run>> }> => {
+      const other = await openStore(path.join(tmp, 'copy-from-imported', name));
+      const kinds = tempDirKinds(other);
+      const out = await run(other, contextDir, dockerfile, { cacheFrom: [{ type: 'local', src: cacheDir }] });
+      return { store: other, kinds, out };
+    };
+    const second = await fresh('store-2');
+    expect(second.out.events.filter((e) => e.type === 'step-cached')).toHaveLength(2);
+    expect(second.out.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
+    expect(second.kinds).not.toContain('from');
+    // The source stage's layer was never fetched: only the final image's.
+    expect(await second.store.blobs.hasBlob(finalLayer)).toBe(true);
+    expect(await second.store.blobs.hasBlob(srcLayer as Digest)).toBe(false);
+    // The alias is now the store's own record too.
+    expect((await fs.readdir(second.store.paths.meta)).filter((n) => n.startsWith('copy-alias.'))).toHaveLength(1);
+
+    // The same cache without the aliases (as exported before they were carried): still two hits,
+    // but the stage is unpacked to key the COPY --from.
+    for (const e of Object.values(doc.entries)) delete e.aliases;
+    const docBytes = Buffer.from(JSON.stringify(doc));
+    const docDigest = `sha256:${createHash('sha256').update(docBytes).digest('hex')}`;
+    await fs.writeFile(blob(docDigest), docBytes);
+    const manifestBytes = Buffer.from(JSON.stringify({ ...manifest, config: { ...manifest.config, digest: docDigest, size: docBytes.length } }));
+    const manifestDigest = `sha256:${createHash('sha256').update(manifestBytes).digest('hex')}`;
+    await fs.writeFile(blob(manifestDigest), manifestBytes);
+    await fs.writeFile(path.join(cacheDir, 'index.json'), JSON.stringify({ ...index, manifests: [{ ...index.manifests[0], digest: manifestDigest, size: manifestBytes.length }] }));
+    const third = await fresh('store-3');
+    expect(third.out.events.filter((e) => e.type === 'step-cached')).toHaveLength(2);
+    expect(third.out.result.image.configDescriptor.digest).toBe(first.result.image.configDescriptor.digest);
+    expect(third.kinds).toContain('from');
   });
 
   it('takes a cached RUN with a bind mount of a stage without unpacking the stage', async () => {

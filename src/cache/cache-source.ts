@@ -42,6 +42,12 @@ export interface CacheSource {
    * Asked by the first RUN of a build that mounts the id while the local mount is empty.
    */
   cacheMount?(id: string, opts: { readonly signal?: AbortSignal | undefined }): Promise<{ readonly diffId: StoredLayer['diffId'] } | undefined>;
+  /**
+   * Optional: the key of the step an exported cache holds under a copy alias (an entry's
+   * `aliases`; engine/copy-step.ts copyAlias), so that a COPY --from or an ADD of archives is
+   * looked up without unpacking what it reads. Asked when the local store has no such alias.
+   */
+  aliasKey?(alias: string, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheKey | undefined>;
 }
 
 /** The first hit of `sources`, asked in order. */

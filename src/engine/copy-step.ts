@@ -47,13 +47,13 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
         linked: step.link && step.chmod === undefined,
         // On a miss after all (its record went between the two lookups): prepared as usual.
         async execute() {
-          const full = await prepareCopy(step, ctx, alias.name);
+          const full = await prepareCopy(step, ctx, alias);
           const out = await full.execute();
           return { made: out.made, keyInputs: full.keyInputs ?? out.keyInputs };
         },
       };
     }
-    return prepareCopy(step, ctx, alias?.name);
+    return prepareCopy(step, ctx, alias);
   },
 };
 
@@ -64,10 +64,14 @@ export const copyStep: StepModule<CopyStep | AddStep> = {
  * for COPY --from the source state (key and layers), for ADD each archive's name, kind and
  * content digest. Planned and keyed once, such a step is looked up by that key next time,
  * without unpacking the source stage, image or archive and hashing what it copies (a COPY --from
- * a Debian stage unpacked 127 MB at every fully cached build). When the key has no entry
- * (pruned, or never recorded) the step is prepared as usual; `name` is where that records the key.
+ * a Debian stage unpacked 127 MB at every fully cached build). An exported cache carries the
+ * aliases of its entries (remote-cache/cache-document.ts CacheEntry.aliases): on a machine that
+ * has no record, the key comes from the imported caches, so a fully cached multi-stage build on
+ * a fresh CI runner does not pull and unpack a builder stage to find its COPY --from is a hit.
+ * When the key has no entry (pruned, or never recorded) the step is prepared as usual; `name` is
+ * where that records the key.
  */
-async function copyAlias(step: CopyStep | AddStep, ctx: StepContext): Promise<{ readonly name: string; readonly key: CacheKey | undefined } | undefined> {
+async function copyAlias(step: CopyStep | AddStep, ctx: StepContext): Promise<CopyAlias | undefined> {
   if (step.contents.length > 0 || ctx.noCache) return undefined;
   const { session, inputs, state } = ctx;
   const sides = step.kind === 'COPY' ? await copyFromSource(step, ctx) : await addedArchives(step, ctx);
@@ -81,11 +85,30 @@ async function copyAlias(step: CopyStep | AddStep, ctx: StepContext): Promise<{ 
     epoch: inputs.sourceDateEpoch ?? null,
     platform: ctx.platformText,
   });
-  const name = `copy-alias.${createHash('sha256').update(identity).digest('hex')}`;
+  const alias = createHash('sha256').update(identity).digest('hex');
+  const name = `copy-alias.${alias}`;
   const doc = (await session.store.readMeta(name, { memo: true, maxBytes: 4096, signal: session.signal }).catch(() => undefined)) as { key?: unknown } | undefined;
-  const known = typeof doc?.key === 'string' && isDigest(doc.key) ? (doc.key as CacheKey) : undefined;
+  const local = typeof doc?.key === 'string' && isDigest(doc.key) ? (doc.key as CacheKey) : undefined;
   // Only a key the cache still answers for: else the step is planned, keyed and looked up as usual.
-  return { name, key: known !== undefined && (await session.lookup(known)) !== undefined ? known : undefined };
+  if (local !== undefined && (await session.lookup(local)) !== undefined) {
+    session.noteAlias(alias, local);
+    return { name, alias, key: local };
+  }
+  const imported = await session.importedAliasKey(alias);
+  if (imported !== undefined && imported !== local && (await session.lookup(imported)) !== undefined) {
+    session.noteAlias(alias, imported);
+    // Kept here too (a memo), so the next build on this machine needs no import for it.
+    await session.store.writeMeta(name, { key: imported }, { memo: true, signal: session.signal }).catch(() => undefined);
+    return { name, alias, key: imported };
+  }
+  return { name, alias, key: undefined };
+}
+
+/** A COPY --from's or ADD's alias: its record's name, the alias itself (hex), and the key it leads to, if the cache still answers for it. */
+interface CopyAlias {
+  readonly name: string;
+  readonly alias: string;
+  readonly key: CacheKey | undefined;
 }
 
 /** A COPY --from's source state, as its alias identity names it (no files read). */
@@ -119,7 +142,7 @@ async function addedArchives(step: AddStep, ctx: StepContext): Promise<Record<st
   return { archives };
 }
 
-async function prepareCopy(step: CopyStep | AddStep, ctx: StepContext, aliasName: string | undefined): Promise<LayerChange> {
+async function prepareCopy(step: CopyStep | AddStep, ctx: StepContext, alias: CopyAlias | undefined): Promise<LayerChange> {
   const { session, inputs } = ctx;
   const from = await sourcesOf(step, ctx);
   // Errors of the source walk carry no location of their own; an unreadable source is the user's to fix.
@@ -161,7 +184,11 @@ async function prepareCopy(step: CopyStep | AddStep, ctx: StepContext, aliasName
     const digests = await located(() => inputs.digests.digestsOf(files, { concurrency: DIGEST_CONCURRENCY, signal: session.signal }));
     known = keyInputs((i) => digests[i]);
     // A memo (copyAlias): if it cannot be written, the next build plans the step again.
-    if (aliasName !== undefined) await session.store.writeMeta(aliasName, { key: cacheKeyFor(known) }, { memo: true, signal: session.signal }).catch(() => undefined);
+    if (alias !== undefined) {
+      const key = cacheKeyFor(known);
+      session.noteAlias(alias.alias, key);
+      await session.store.writeMeta(alias.name, { key }, { memo: true, signal: session.signal }).catch(() => undefined);
+    }
   }
   return {
     kind: 'layer',

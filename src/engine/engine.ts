@@ -292,7 +292,8 @@ async function exportCaches(
         // Whatever a step record carries beyond its layer (the key's inputs) travels along; a
         // hit's are in its local record (or its source's entry), read here, never on the hit.
         const known = r.inputs ?? (await session.inputsOf(key));
-        const inputs = known !== undefined ? { inputs: known } : {};
+        const aliases = session.aliasesOf(key);
+        const inputs = { ...(known !== undefined ? { inputs: known } : {}), ...(aliases !== undefined ? { aliases } : {}) };
         if (r.kind === 'empty') entries.set(key, { layer: undefined, ...inputs });
         else if (spec.mode === 'max' || inImage.has(r.diffId)) {
           entries.set(key, { layer: { diffId: r.diffId, size: r.size }, ...inputs });

@@ -254,6 +254,31 @@ export class BuildSession {
     return this.#used;
   }
 
+  /**
+   * The copy aliases (engine/copy-step.ts copyAlias) this build reached each key by, newest
+   * first: what --cache-to exports with the key's entry.
+   */
+  readonly #aliases = new Map<CacheKey, string[]>();
+
+  noteAlias(alias: string, key: CacheKey): void {
+    const list = this.#aliases.get(key) ?? [];
+    if (!list.includes(alias)) this.#aliases.set(key, [alias, ...list]);
+  }
+
+  aliasesOf(key: CacheKey): readonly string[] | undefined {
+    return this.#aliases.get(key);
+  }
+
+  /** The key an imported cache holds under copy alias `alias` (the first source that has it). */
+  async importedAliasKey(alias: string): Promise<CacheKey | undefined> {
+    for (const source of this.cacheSources) {
+      if (source === this.stepCache || source.aliasKey === undefined) continue;
+      const key = await source.aliasKey(alias, { signal: this.signal }).catch(() => undefined);
+      if (key !== undefined) return key;
+    }
+    return undefined;
+  }
+
   // --- temporary directories ---
 
   /** A private directory in the store's tmp, removed by close(). */

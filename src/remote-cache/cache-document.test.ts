@@ -3,7 +3,7 @@ import path from 'node:path';
 import { TsbuildError } from '../errors.js';
 import { sha256Digest, type Digest } from '../oci/index.js';
 import type { CacheKey } from '../cache/index.js';
-import { CACHE_CONFIG_MEDIA_TYPE, EMPTY_CACHE, cacheManifest, formatCacheDocument, inlineCacheDocument, inlineCacheValue, mergeCacheDocument, onlyListed, parseCacheDocument, type CacheLayer } from './cache-document.js';
+import { CACHE_CONFIG_MEDIA_TYPE, EMPTY_CACHE, MAX_ENTRY_ALIASES, cacheManifest, formatCacheDocument, inlineCacheDocument, inlineCacheValue, mergeCacheDocument, onlyListed, parseCacheDocument, type CacheLayer } from './cache-document.js';
 import { DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_EXPORTS, parseCacheExport, parseCacheImport } from './cache-spec.js';
 
 const key = (n: number): CacheKey => sha256Digest(`key ${n}`) as CacheKey;
@@ -35,6 +35,31 @@ describe('cache document', () => {
     expect(back.mounts).toEqual([npm]);
     // The same document gives the same bytes (canonical JSON, sorted keys).
     expect(formatCacheDocument(back).equals(bytes)).toBe(true);
+  });
+
+  it("carries each entry's copy aliases: valid ones only, this export's first, gone with their entry", () => {
+    const t0 = new Date('2026-12-06T03:00:00Z');
+    const a = (n: number): string => digest(`alias ${n}`).slice(7);
+    const first = mergeCacheDocument(EMPTY_CACHE, new Map([[key(1), { layer: layer(1), aliases: [a(1)] }], [key(2), { layer: undefined, aliases: [a(2)] }], [key(3), { layer: layer(3) }]]), bounds, t0);
+    const back = parseCacheDocument(formatCacheDocument(first), 'test').doc;
+    expect(back.entries.get(key(1))?.aliases).toEqual([a(1)]);
+    expect(back.entries.get(key(2))?.aliases).toEqual([a(2)]);
+    expect(back.entries.get(key(3))).not.toHaveProperty('aliases');
+    // Another source for the same step: its alias goes first, the old one stays, at most MAX_ENTRY_ALIASES.
+    const t1 = new Date('2026-12-06T03:10:00Z');
+    const second = mergeCacheDocument(back, new Map([[key(1), { layer: layer(1), aliases: [a(9)] }]]), bounds, t1);
+    expect(second.entries.get(key(1))?.aliases).toEqual([a(9), a(1)]);
+    const many = mergeCacheDocument(second, new Map([[key(1), { layer: layer(1), aliases: Array.from({ length: 20 }, (_, i) => a(100 + i)) }]]), bounds, t1);
+    expect(many.entries.get(key(1))?.aliases).toHaveLength(MAX_ENTRY_ALIASES);
+    // An entry that ages out takes its aliases along.
+    let doc = second;
+    for (let i = 0; i < bounds.maxExports; i++) doc = mergeCacheDocument(doc, new Map([[key(1), { layer: layer(1) }]]), bounds, t1);
+    expect(doc.entries.has(key(2))).toBe(false);
+    expect(doc.entries.get(key(1))?.aliases).toEqual([a(9), a(1)]);
+    // What is not an alias (not 64 hex digits, not a string) is dropped when read; the entry stays.
+    const raw = JSON.parse(formatCacheDocument(first).toString('utf8')) as { entries: Record<string, { aliases?: unknown }> };
+    raw.entries[key(1)]!.aliases = ['../x', 42, a(1).toUpperCase(), a(5)];
+    expect(parseCacheDocument(Buffer.from(JSON.stringify(raw)), 'test').doc.entries.get(key(1))?.aliases).toEqual([a(5)]);
   });
 
   it('keeps one cache mount per id, the newest, listed in the manifest, bounded like the entries', () => {

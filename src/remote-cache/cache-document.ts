@@ -45,7 +45,17 @@ export interface CacheEntry {
   readonly usedAt: string;
   /** Free-form: what the step's key was made of, when the step record carries it. */
   readonly inputs?: unknown;
+  /**
+   * The copy aliases of the step (engine/copy-step.ts copyAlias: a COPY --from or an ADD of
+   * archives by the states and archives it reads, hex): an importer finds the step's key by
+   * them without unpacking the source stage, image or archive to hash what it copies.
+   */
+  readonly aliases?: readonly string[] | undefined;
 }
+
+/** Aliases kept per entry (newest first); more than one when the step was reached from several sources. */
+export const MAX_ENTRY_ALIASES = 8;
+const ALIAS_RE = /^[0-9a-f]{64}$/;
 
 export interface CacheDocument {
   /** How many exports made this document (each merge adds one). */
@@ -196,7 +206,8 @@ function parseEntry(raw: unknown): CacheEntry | undefined {
   if (!isRecord(raw)) return undefined;
   const { exportedAt, usedAt, inputs } = raw;
   if (typeof exportedAt !== 'number' || !Number.isInteger(exportedAt) || typeof usedAt !== 'string' || Number.isNaN(Date.parse(usedAt))) return undefined;
-  const extra = inputs !== undefined ? { inputs } : {};
+  const aliases = Array.isArray(raw['aliases']) ? (raw['aliases'] as unknown[]).filter((a): a is string => typeof a === 'string' && ALIAS_RE.test(a)).slice(0, MAX_ENTRY_ALIASES) : [];
+  const extra = { ...(inputs !== undefined ? { inputs } : {}), ...(aliases.length > 0 ? { aliases } : {}) };
   if (raw['empty'] === true) return { layer: undefined, exportedAt, usedAt, ...extra };
   const layers = raw['layers'];
   // One layer per step today; the list leaves room for steps that make several.
@@ -217,7 +228,7 @@ export function formatCacheDocument(doc: CacheDocument): Buffer {
   const entries: Record<string, unknown> = {};
   for (const key of [...doc.entries.keys()].sort()) {
     const e = doc.entries.get(key)!;
-    const extra = e.inputs !== undefined ? { inputs: e.inputs } : {};
+    const extra = { ...(e.inputs !== undefined ? { inputs: e.inputs } : {}), ...(e.aliases !== undefined && e.aliases.length > 0 ? { aliases: e.aliases } : {}) };
     entries[key] = e.layer === undefined
       ? { empty: true, exportedAt: e.exportedAt, usedAt: e.usedAt, ...extra }
       : {
@@ -254,7 +265,7 @@ export interface CacheBounds {
  */
 export function mergeCacheDocument(
   old: CacheDocument,
-  fresh: ReadonlyMap<CacheKey, { readonly layer: CacheLayer | undefined; readonly inputs?: unknown }>,
+  fresh: ReadonlyMap<CacheKey, { readonly layer: CacheLayer | undefined; readonly inputs?: unknown; readonly aliases?: readonly string[] | undefined }>,
   bounds: CacheBounds,
   now: Date,
   explainSteps?: ReadonlyMap<string, CacheKey>,
@@ -270,7 +281,11 @@ export function mergeCacheDocument(
     if (Date.parse(e.usedAt) < oldest) continue;
     entries.set(key, e);
   }
-  for (const [key, e] of fresh) entries.set(key, { layer: e.layer, exportedAt: exports, usedAt, ...(e.inputs !== undefined ? { inputs: e.inputs } : {}) });
+  for (const [key, e] of fresh) {
+    // This build's aliases first, then those the entry had (the same step reached from other sources).
+    const aliases = [...new Set([...(e.aliases ?? []), ...(old.entries.get(key)?.aliases ?? [])])].slice(0, MAX_ENTRY_ALIASES);
+    entries.set(key, { layer: e.layer, exportedAt: exports, usedAt, ...(e.inputs !== undefined ? { inputs: e.inputs } : {}), ...(aliases.length > 0 ? { aliases } : {}) });
+  }
   // The last key per step (why a later miss missed): this build's steps over the ref's.
   const explain = explainSteps !== undefined && explainSteps.size > 0 ? { explain: formatExplainMap(explainSteps, old.explain) } : {};
   // Cache mounts: this export's over the ref's (the newest wins per id), stale ones dropped.

@@ -19,6 +19,8 @@ import { EMPTY_CACHE, cacheManifest, formatCacheDocument, mergeCacheDocument, ty
 export interface ExportEntry {
   readonly layer: { readonly diffId: Digest; readonly size: number } | undefined;
   readonly inputs?: unknown;
+  /** The step's copy aliases (CacheEntry.aliases). */
+  readonly aliases?: readonly string[] | undefined;
 }
 
 export interface CacheExportOptions {
@@ -195,7 +197,7 @@ async function freshLayers(
   sendBytes: (bytes: Buffer) => Promise<{ digest: Digest; size: number }>,
   signal: AbortSignal | undefined,
   listed?: ListedBlobs,
-): Promise<Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown }>> {
+): Promise<Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown; aliases?: readonly string[] }>> {
   const distinct = new Map<Digest, number>();
   for (const e of entries.values()) if (e.layer !== undefined) distinct.set(e.layer.diffId, e.layer.size);
   const stored = [...distinct].map(([diffId, size]): Descriptor => ({ mediaType: OCI_LAYER_TAR, digest: diffId, size }));
@@ -204,9 +206,9 @@ async function freshLayers(
   const [wire, indexList] = await Promise.all([sendUnlisted(stored, send, listed), limited(stored, 4, (s) => indexBlob(store, s.digest, sendBytes, listed, signal))]);
   const byDiffId = new Map<Digest, Descriptor>(stored.map((s, i) => [s.digest, wire[i]!]));
   const indexes = new Map<Digest, { digest: Digest; size: number }>(stored.map((s, i) => [s.digest, indexList[i]!]));
-  const out = new Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown }>();
+  const out = new Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown; aliases?: readonly string[] }>();
   for (const [key, e] of entries) {
-    const extra = e.inputs !== undefined ? { inputs: e.inputs } : {};
+    const extra = { ...(e.inputs !== undefined ? { inputs: e.inputs } : {}), ...(e.aliases !== undefined && e.aliases.length > 0 ? { aliases: e.aliases } : {}) };
     if (e.layer === undefined) {
       out.set(key, { layer: undefined, ...extra });
       continue;

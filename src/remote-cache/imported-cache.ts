@@ -76,6 +76,7 @@ export class ImportedCache implements CacheSource {
   /** As progress names a hit's source: `registry REF`, `local DIR`. */
   readonly label: string;
   #explain: ReadonlyMap<string, CacheKey> | undefined;
+  #aliases: Map<string, CacheKey> | undefined;
 
   constructor(opts: ImportedCacheOptions) {
     this.name = opts.name;
@@ -88,6 +89,17 @@ export class ImportedCache implements CacheSource {
     const loaded = await this.#load(opts.signal);
     this.#explain ??= parseExplainMap(loaded?.doc.explain);
     return this.#explain.get(identity);
+  }
+
+  /** The key of the entry that carries copy alias `alias` (an entry's `aliases`). */
+  async aliasKey(alias: string, opts: { readonly signal?: AbortSignal | undefined }): Promise<CacheKey | undefined> {
+    const loaded = await this.#load(opts.signal);
+    if (loaded === undefined) return undefined;
+    if (this.#aliases === undefined) {
+      this.#aliases = new Map();
+      for (const [key, e] of loaded.doc.entries) for (const a of e.aliases ?? []) if (!this.#aliases.has(a)) this.#aliases.set(a, key);
+    }
+    return this.#aliases.get(alias);
   }
 
   /** The inputs summary an entry carries (`inputs`), to explain a miss. */
