@@ -291,12 +291,13 @@ async function exportCaches(
         if (entries.has(key)) continue; // a step the platforms share (a $BUILDPLATFORM stage)
         // Whatever a step record carries beyond its layer (the key's inputs) travels along; a
         // hit's are in its local record (or its source's entry), read here, never on the hit.
+        // So do the copy aliases the build reached the key by (a fresh runner's COPY --from).
         const known = r.inputs ?? (await session.inputsOf(key));
         const aliases = session.aliasesOf(key);
-        const inputs = { ...(known !== undefined ? { inputs: known } : {}), ...(aliases !== undefined ? { aliases } : {}) };
-        if (r.kind === 'empty') entries.set(key, { layer: undefined, ...inputs });
+        const extra = { ...(known !== undefined ? { inputs: known } : {}), ...(aliases !== undefined ? { aliases } : {}) };
+        if (r.kind === 'empty') entries.set(key, { layer: undefined, ...extra });
         else if (spec.mode === 'max' || inImage.has(r.diffId)) {
-          entries.set(key, { layer: { diffId: r.diffId, size: r.size }, ...inputs });
+          entries.set(key, { layer: { diffId: r.diffId, size: r.size }, ...extra });
           layers.push({ diffId: r.diffId, size: r.size });
         }
       }
