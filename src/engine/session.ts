@@ -355,11 +355,6 @@ export class BuildSession {
   }
 
   /**
-   * The files of a stage, an image or scratch on disk (COPY --from, RUN --mount from=), with
-   * the key of their state; each unpacked once per session. A directory named context has no
-   * state key (undefined): like the main context, its files' content digests key the step.
-   */
-  /**
    * The key and layers of a stage, an image or scratch as a source, without unpacking anything
    * (copy-step.ts keys a COPY --from by them before it reads the files); undefined for a
    * directory named context, which has no state.
@@ -382,6 +377,11 @@ export class BuildSession {
     }
   }
 
+  /**
+   * The files of a stage, an image or scratch on disk (COPY --from, RUN --mount from=), with
+   * the key of their state; each unpacked once per session. A directory named context has no
+   * state key (undefined): like the main context, its files' content digests key the step.
+   */
   async sourceRoot(source: Exclude<SourceRef, { kind: 'context' }>, location: SourceLocation): Promise<{ root: SourceRoot; key: StateKey | undefined }> {
     const named = source.kind === 'image' ? this.#opts.namedContexts?.get(source.ref) : undefined;
     if (source.kind === 'image' && named?.kind === 'dir') return { root: await namedContextRoot(source.ref, named.dir, this.signal), key: undefined };
