@@ -57,6 +57,11 @@ export interface CacheEntry {
 export const MAX_ENTRY_ALIASES = 8;
 const ALIAS_RE = /^[0-9a-f]{64}$/;
 
+/** An entry's optional fields, each present only when it says something (no empty alias list). */
+export function entryExtras(e: { readonly inputs?: unknown; readonly aliases?: readonly string[] | undefined }): { inputs?: unknown; aliases?: readonly string[] } {
+  return { ...(e.inputs !== undefined ? { inputs: e.inputs } : {}), ...(e.aliases !== undefined && e.aliases.length > 0 ? { aliases: e.aliases } : {}) };
+}
+
 export interface CacheDocument {
   /** How many exports made this document (each merge adds one). */
   readonly exports: number;
@@ -207,7 +212,7 @@ function parseEntry(raw: unknown): CacheEntry | undefined {
   const { exportedAt, usedAt, inputs } = raw;
   if (typeof exportedAt !== 'number' || !Number.isInteger(exportedAt) || typeof usedAt !== 'string' || Number.isNaN(Date.parse(usedAt))) return undefined;
   const aliases = Array.isArray(raw['aliases']) ? (raw['aliases'] as unknown[]).filter((a): a is string => typeof a === 'string' && ALIAS_RE.test(a)).slice(0, MAX_ENTRY_ALIASES) : [];
-  const extra = { ...(inputs !== undefined ? { inputs } : {}), ...(aliases.length > 0 ? { aliases } : {}) };
+  const extra = entryExtras({ inputs, aliases });
   if (raw['empty'] === true) return { layer: undefined, exportedAt, usedAt, ...extra };
   const layers = raw['layers'];
   // One layer per step today; the list leaves room for steps that make several.
@@ -228,7 +233,7 @@ export function formatCacheDocument(doc: CacheDocument): Buffer {
   const entries: Record<string, unknown> = {};
   for (const key of [...doc.entries.keys()].sort()) {
     const e = doc.entries.get(key)!;
-    const extra = { ...(e.inputs !== undefined ? { inputs: e.inputs } : {}), ...(e.aliases !== undefined && e.aliases.length > 0 ? { aliases: e.aliases } : {}) };
+    const extra = entryExtras(e);
     entries[key] = e.layer === undefined
       ? { empty: true, exportedAt: e.exportedAt, usedAt: e.usedAt, ...extra }
       : {
@@ -284,7 +289,7 @@ export function mergeCacheDocument(
   for (const [key, e] of fresh) {
     // This build's aliases first, then those the entry had (the same step reached from other sources).
     const aliases = [...new Set([...(e.aliases ?? []), ...(old.entries.get(key)?.aliases ?? [])])].slice(0, MAX_ENTRY_ALIASES);
-    entries.set(key, { layer: e.layer, exportedAt: exports, usedAt, ...(e.inputs !== undefined ? { inputs: e.inputs } : {}), ...(aliases.length > 0 ? { aliases } : {}) });
+    entries.set(key, { layer: e.layer, exportedAt: exports, usedAt, ...entryExtras({ inputs: e.inputs, aliases }) });
   }
   // The last key per step (why a later miss missed): this build's steps over the ref's.
   const explain = explainSteps !== undefined && explainSteps.size > 0 ? { explain: formatExplainMap(explainSteps, old.explain) } : {};

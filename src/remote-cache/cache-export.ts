@@ -5,7 +5,7 @@ import type { Store } from '../store/index.js';
 import { readLayerVariants } from '../registry/store-layers.js';
 import { knownIndexBlob } from './imported-cache.js';
 import { layerIndexOf } from '../image/index.js';
-import { EMPTY_CACHE, cacheManifest, formatCacheDocument, mergeCacheDocument, type CacheBounds, type CacheDocument, type CacheLayer } from './cache-document.js';
+import { EMPTY_CACHE, cacheManifest, entryExtras, formatCacheDocument, mergeCacheDocument, type CacheBounds, type CacheDocument, type CacheLayer } from './cache-document.js';
 
 /**
  * The one export driver of `--cache-to type=registry` and `type=local` (docs/remote-cache.md,
@@ -208,7 +208,7 @@ async function freshLayers(
   const indexes = new Map<Digest, { digest: Digest; size: number }>(stored.map((s, i) => [s.digest, indexList[i]!]));
   const out = new Map<CacheKey, { layer: CacheLayer | undefined; inputs?: unknown; aliases?: readonly string[] }>();
   for (const [key, e] of entries) {
-    const extra = { ...(e.inputs !== undefined ? { inputs: e.inputs } : {}), ...(e.aliases !== undefined && e.aliases.length > 0 ? { aliases: e.aliases } : {}) };
+    const extra = entryExtras(e);
     if (e.layer === undefined) {
       out.set(key, { layer: undefined, ...extra });
       continue;
