@@ -31,6 +31,11 @@ export function runProcess(cmd: readonly string[], opts: { cwd: string; env: Nod
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    // A child that exits without reading its input (most commands never read stdin) closes the
+    // pipe first: the write fails with EPIPE, which says nothing its exit code does not.
+    child.stdin.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') reject(e);
+    });
     child.stdin.end(opts.input ?? '');
   });
 }
